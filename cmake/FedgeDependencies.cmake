@@ -1,0 +1,26 @@
+# Every dependency is a Debian 12 package installed by scripts/install-deps.sh.
+find_package(PkgConfig REQUIRED)
+find_package(Threads REQUIRED)
+find_package(spdlog REQUIRED)
+find_package(tomlplusplus REQUIRED)
+find_package(CLI11 REQUIRED)
+find_package(nlohmann_json REQUIRED)
+find_package(Eigen3 REQUIRED NO_MODULE)
+find_package(SQLite3 REQUIRED)
+find_package(CapnProto REQUIRED)
+find_package(cppzmq REQUIRED)
+find_package(Torch REQUIRED)
+find_package(OpenMP REQUIRED)
+pkg_check_modules(SODIUM REQUIRED IMPORTED_TARGET libsodium)
+pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
+pkg_check_modules(ZMQ REQUIRED IMPORTED_TARGET libzmq)
+if(FEDGE_BUILD_TESTS)
+  find_package(Catch2 REQUIRED)
+  include(Catch)
+endif()
+
+# TorchConfig exports its libraries as a plain list; wrap them in one target so
+# only inference/ and training/ link it, as DESIGN.md requires.
+add_library(fedge_torch INTERFACE)
+target_link_libraries(fedge_torch INTERFACE ${TORCH_LIBRARIES})
+target_include_directories(fedge_torch SYSTEM INTERFACE ${TORCH_INCLUDE_DIRS})

@@ -1,0 +1,21 @@
+# fedge_library(NAME DEPS dep...)
+# Builds fedge_<NAME> from <folder>/src/*.cpp with <folder>/include as its public
+# include root (headers live at include/fedge/<NAME>/). A folder with no sources
+# yet becomes an INTERFACE target so the dependency graph stays whole.
+function(fedge_library name)
+  cmake_parse_arguments(ARG "" "" "DEPS;PRIVATE_DEPS" ${ARGN})
+  file(GLOB_RECURSE sources CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/src/*.cpp)
+  set(target fedge_${name})
+  if(sources)
+    add_library(${target} STATIC ${sources})
+    target_include_directories(${target} PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/include)
+    target_link_libraries(${target} PUBLIC ${ARG_DEPS} PRIVATE ${ARG_PRIVATE_DEPS})
+    set_target_properties(${target} PROPERTIES POSITION_INDEPENDENT_CODE ON)
+  else()
+    add_library(${target} INTERFACE)
+    if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/include)
+      target_include_directories(${target} INTERFACE ${CMAKE_CURRENT_SOURCE_DIR}/include)
+    endif()
+    target_link_libraries(${target} INTERFACE ${ARG_DEPS})
+  endif()
+endfunction()
