@@ -1,1 +1,45 @@
-int main() { return 0; }
+// fedge: federated edge co-training and inference of LLMs.
+// Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad input.
+#include <cstdio>
+#include <exception>
+
+#include <spdlog/spdlog.h>
+
+#include "commands.h"
+#include "fedge/common/error.h"
+#include "fedge/common/logging.h"
+
+int main(int argc, char** argv) {
+  using namespace fedge::apps;
+  CLI::App app{"fedge: federated edge co-training and inference of LLMs", "fedge"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "fedge 0.1.0");
+  GlobalOptions global;
+  app.add_option("--log-level", global.log_level,
+                 "trace, debug, info, warn, error, critical or off (default: $FEDGE_LOG_LEVEL or info)")
+      ->envname("FEDGE_LOG_LEVEL");
+  app.add_option("--threads", global.threads, "compute threads (0: all cores)")
+      ->check(CLI::Range(0, 1024));
+
+  CommandBody chosen;
+  add_info_command(app, global, chosen);
+  add_generate_command(app, global, chosen);
+  add_planned_commands(app, chosen);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? 0 : 2;  // CLI11 uses 105/106/109...; usage errors are 2 here
+  }
+  try {
+    fedge::setup_logging(global.log_level);
+    return chosen ? chosen() : 2;
+  } catch (const fedge::Error& e) {
+    spdlog::error("{}", e.what());
+    return fedge::exit_code_for(e.kind());
+  } catch (const std::exception& e) {
+    spdlog::error("unexpected failure: {}", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,35 @@
+// Subcommands that later work fills in. Each is listed in --help so the shape of
+// the tool is visible, and each says plainly that it is not built yet (exit 2);
+// none pretends to work.
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "commands.h"
+#include "fedge/common/error.h"
+
+namespace fedge::apps {
+
+void add_planned_commands(CLI::App& app, CommandBody& chosen) {
+  const std::vector<std::pair<std::string, std::string>> planned = {
+      {"train", "Fine-tune a LoRA adapter on local data (not built yet: issue 4)"},
+      {"eval", "Evaluate a model or adapter on a data set (not built yet: issue 4)"},
+      {"pretrain", "Pretrain the tiny base model on the public corpus (not built yet: issue 4)"},
+      {"data", "Make synthetic multi-site data (not built yet: issue 4)"},
+      {"keygen", "Write a CurveZMQ key pair (not built yet: issue 6)"},
+      {"coordinator", "Run the federation coordinator (not built yet: issue 6)"},
+      {"node", "Run an edge node (not built yet: issue 6)"},
+      {"sim", "Run a simulation scenario (not built yet: issue 7)"},
+  };
+  for (const auto& [name, description] : planned) {
+    auto* sub = app.add_subcommand(name, description);
+    sub->allow_extras();
+    sub->callback([&chosen, name = name, description = description] {
+      chosen = [name, description]() -> int {
+        throw Error(ErrorKind::kUnimplemented, "'fedge " + name + "' is not built yet. " + description);
+      };
+    });
+  }
+}
+
+}  // namespace fedge::apps
