@@ -1,0 +1,80 @@
+// Tokenizers read from Hugging Face `tokenizer.json` files: byte-level BPE
+// (GPT-2 style byte-to-unicode map and pre-tokenizer regex) and
+// SentencePiece-style BPE (metaspace "▁", byte fallback), with special and added
+// tokens. Lives in fedge_tokenizer, which does not use libtorch.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace fedge::inference {
+
+using TokenId = std::int32_t;
+
+class Tokenizer {
+ public:
+  // Parses tokenizer.json text; `source_name` names it in errors. Malformed
+  // JSON, an unsupported model type or pre-tokenizer, or inconsistent vocab and
+  // merges is an Error(kInvalidInput) naming the source and the field.
+  static Tokenizer from_json(std::string_view json_text, std::string source_name);
+  // Reads DIR/tokenizer.json, plus DIR/tokenizer_config.json and
+  // DIR/generation_config.json where present for BOS/EOS and add_bos_token.
+  static Tokenizer from_dir(const std::filesystem::path& model_dir);
+  // The built-in tiny preset's vocabulary: a byte-level BPE over the 256 bytes
+  // with no merges, plus the special tokens "<|bos|>", "<|eos|>", "<|pad|>",
+  // "<|user|>", "<|assistant|>" (ids 256..260). vocab_size() is 261.
+  static Tokenizer byte_level_tiny();
+
+  Tokenizer(Tokenizer&&) noexcept;
+  Tokenizer& operator=(Tokenizer&&) noexcept;
+  ~Tokenizer();
+
+  // Special tokens written in `text` are kept whole (never split). With
+  // `add_bos` the BOS token is prepended when the tokenizer's config asks for it.
+  std::vector<TokenId> encode(std::string_view text, bool add_bos = true) const;
+  std::string decode(std::span<const TokenId> ids, bool skip_special = true) const;
+
+  int vocab_size() const;
+  std::optional<TokenId> bos_id() const;
+  std::vector<TokenId> eos_ids() const;   // may be several (generation_config.json)
+  std::optional<TokenId> pad_id() const;
+  std::optional<TokenId> token_to_id(std::string_view token) const;
+  bool is_special(TokenId id) const;
+
+  // The tokenizer.json text that from_json() would read back to an equal
+  // tokenizer (used to write the tiny preset as a normal HF directory).
+  std::string to_json() const;
+  // Writes tokenizer.json and tokenizer_config.json into `dir`.
+  void save(const std::filesystem::path& dir) const;
+
+  // Raw bytes that one token stands for (after byte-level / byte-fallback
+  // decoding); used by the streaming decoder.
+  std::string token_bytes(TokenId id) const;
+
+ private:
+  struct Impl;
+  explicit Tokenizer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Turns a stream of token ids into text, emitting only complete UTF-8
+// characters (a character split across tokens waits for its last byte).
+class StreamingDecoder {
+ public:
+  explicit StreamingDecoder(const Tokenizer& tokenizer, bool skip_special = true);
+  std::string push(TokenId id);  // text that became complete with this token
+  std::string flush();           // whatever is left (invalid bytes as U+FFFD)
+
+ private:
+  const Tokenizer& tokenizer_;
+  bool skip_special_;
+  std::string pending_;
+};
+
+}  // namespace fedge::inference
