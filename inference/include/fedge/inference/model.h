@@ -1,0 +1,146 @@
+// A Llama-family decoder in plain data layout: one tensor per HF weight, a
+// preallocated KV cache, and two forward paths:
+//  - forward()/forward_layers(): inference, no autograd, raw loops plus BLAS
+//    for prompts and fused GEMV kernels for single-token decoding;
+//  - forward_train(): ATen ops with autograd, for LoRA training.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "fedge/inference/lora.h"
+#include "fedge/inference/model_config.h"
+#include "fedge/inference/tokenizer.h"
+
+namespace fedge::inference {
+
+enum class WeightType { kF32, kBF16 };
+
+struct LoadOptions {
+  WeightType weights = WeightType::kF32;  // projections and embeddings in memory
+};
+
+struct LayerWeights {
+  at::Tensor attn_norm, mlp_norm;              // [hidden] f32
+  at::Tensor wq, wk, wv, wo, wgate, wup, wdown;  // [out, in] f32 or bf16
+  at::Tensor bq, bk, bv;                       // [out] f32, undefined without bias
+  at::Tensor& proj(LoraTarget t);
+  const at::Tensor& proj(LoraTarget t) const;
+};
+
+// Keys and values for a range of layers, preallocated for `capacity` slots
+// per row. Every row advances by the same number of slots per call; padded
+// slots are marked invalid and never attended to, and each row keeps its own
+// position counter, so prompts of different lengths can share a batch.
+class KVCache {
+ public:
+  KVCache() = default;
+  KVCache(const ModelConfig& config, int layer_begin, int layer_end, int batch, int capacity);
+  int batch() const { return batch_; }
+  int capacity() const { return capacity_; }
+  int length() const { return length_; }  // slots used
+  int layer_begin() const { return layer_begin_; }
+  int layer_end() const { return layer_end_; }
+  int next_position(int row) const { return next_pos_[row]; }
+  void reset();
+
+  // Internal layout: [layer][row][kv_head][slot][head_dim].
+  float* keys(int layer, int row, int kv_head);
+  float* values(int layer, int row, int kv_head);
+  bool valid(int row, int slot) const { return valid_[std::size_t(row) * capacity_ + slot] != 0; }
+
+  // Reserves `steps` new slots with mask [batch * steps] (1 = real token) and
+  // returns per-slot positions; Error(kInvalidInput) when out of capacity.
+  std::vector<int> append(std::span<const std::uint8_t> mask, int steps);
+
+ private:
+  int layer_begin_ = 0, layer_end_ = 0, batch_ = 0, capacity_ = 0;
+  int kv_heads_ = 0, head_dim_ = 0, length_ = 0;
+  std::vector<float> k_, v_;
+  std::vector<std::uint8_t> valid_;
+  std::vector<int> next_pos_;
+};
+
+class Model {
+ public:
+  // Loads a Hugging Face directory: config.json + model.safetensors or a
+  // sharded model.safetensors.index.json. Errors name the file or tensor.
+  static Model load(const std::filesystem::path& dir, const LoadOptions& options = {});
+  // Random initialisation (normal, std 0.02; norms 1) from a seed.
+  static Model random(const ModelConfig& config, std::uint64_t seed, const LoadOptions& options = {});
+  // The tiny preset (ModelConfig::tiny()) from `seed`.
+  static Model tiny(std::uint64_t seed = 0);
+
+  Model(Model&&) noexcept;
+  Model& operator=(Model&&) noexcept;
+  ~Model();
+
+  // Writes config.json + model.safetensors (see save_model_dir for the
+  // tokenizer's files too).
+  void save(const std::filesystem::path& dir) const;
+
+  const ModelConfig& config() const;
+  WeightType weight_type() const;
+  LayerWeights& layer(int i);
+  const LayerWeights& layer(int i) const;
+  const at::Tensor& embed_tokens() const;  // [vocab, hidden]
+  const at::Tensor& final_norm() const;    // [hidden]
+  const at::Tensor& lm_head() const;       // [vocab, hidden]; same tensor as embed when tied
+  // Weights by HF name, in file order.
+  std::vector<std::pair<std::string, at::Tensor>> named_weights() const;
+  std::size_t weight_bytes() const;  // bytes of weights read per decoded token
+
+  // --- inference (no autograd) ---
+  // tokens and mask are [batch, steps] row-major; mask 1 = real token, 0 =
+  // padding (empty mask: all real). Returns logits [batch, steps, vocab] when
+  // `all_logits`, else [batch, vocab] of each row's last slot.
+  std::vector<float> forward(std::span<const TokenId> tokens, std::span<const std::uint8_t> mask,
+                             int batch, int steps, KVCache& cache, bool all_logits = false);
+  // Embedding lookup: hidden [rows, hidden_size].
+  std::vector<float> embed(std::span<const TokenId> tokens) const;
+  // Runs layers [begin, end) in place on hidden [batch * steps, hidden_size];
+  // `cache` must cover exactly those layers (split inference).
+  void forward_layers(std::span<float> hidden, std::span<const std::uint8_t> mask, int batch,
+                      int steps, int begin, int end, KVCache& cache);
+  // Final norm and LM head on hidden [rows, hidden_size] -> [rows, vocab].
+  std::vector<float> logits(std::span<const float> hidden, int rows);
+  KVCache make_cache(int batch, int capacity, int layer_begin = 0, int layer_end = -1) const;
+
+  // --- training ---
+  // tokens [B, T] int64, attention_mask [B, T] (undefined: all ones); returns
+  // logits [B, T, vocab] f32 with autograd through the active adapter only.
+  at::Tensor forward_train(const at::Tensor& tokens, const at::Tensor& attention_mask = {},
+                           bool training = false);
+
+  // --- LoRA ---
+  // Adapters stay unmerged until merge_adapter; add/remove/switch never touch
+  // the base weights.
+  void add_adapter(const std::string& name, LoraAdapter adapter);
+  void remove_adapter(const std::string& name);
+  void set_active_adapter(const std::string& name);  // "" = none
+  const std::string& active_adapter() const;
+  LoraAdapter* adapter(const std::string& name);
+  std::vector<std::string> adapter_names() const;
+  // Folds the adapter into the base weights (f32 weights only); only one
+  // adapter may be merged at a time, and none is active meanwhile.
+  void merge_adapter(const std::string& name);
+  // Subtracts the merged adapter again.
+  void unmerge_adapter();
+  const std::string& merged_adapter() const;
+
+  struct Impl;
+
+ private:
+  explicit Model(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fedge::inference

@@ -1,0 +1,218 @@
+#include "kernels.h"
+
+// GCC 12 flags the intrinsics headers' own undefined-vector idiom.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace fedge::inference::kernels {
+namespace {
+
+enum class Isa { kScalar, kAvx2, kAvx512 };
+
+Isa detect() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return Isa::kAvx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
+  return Isa::kScalar;
+}
+
+Isa isa() {
+  static const Isa chosen = detect();
+  return chosen;
+}
+
+inline float bf16(std::uint16_t b) {
+  std::uint32_t u = std::uint32_t(b) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// ---- scalar ----
+template <typename W>
+void rows_scalar(const W* w, const float* x, float* y, int rows, int in, int out, int j0, int j1) {
+  for (int j = j0; j < j1; ++j) {
+    const W* wr = w + std::size_t(j) * in;
+    for (int r = 0; r < rows; ++r) {
+      const float* xr = x + std::size_t(r) * in;
+      float s = 0;
+      for (int i = 0; i < in; ++i) {
+        if constexpr (sizeof(W) == 2) s += bf16(wr[i]) * xr[i];
+        else s += wr[i] * xr[i];
+      }
+      y[std::size_t(r) * out + j] = s;
+    }
+  }
+}
+
+// ---- AVX-512 ----
+__attribute__((target("avx512f"))) inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+__attribute__((target("avx512f"))) inline __m512 load16(const std::uint16_t* p) {
+  __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+inline float scalar_w(float v) { return v; }
+inline float scalar_w(std::uint16_t v) { return bf16(v); }
+
+template <int R, typename W>
+__attribute__((target("avx512f"))) void block_avx512(const W* w, const float* x, float* y, int in,
+                                                    int out, int j0, int j1) {
+  for (int j = j0; j < j1; ++j) {
+    const W* wr = w + std::size_t(j) * in;
+    __m512 acc0[R], acc1[R];
+    for (int r = 0; r < R; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 32 <= in; i += 32) {
+      __m512 w0 = load16(wr + i), w1 = load16(wr + i + 16);
+      for (int r = 0; r < R; ++r) {
+        acc0[r] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + std::size_t(r) * in + i), acc0[r]);
+        acc1[r] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + std::size_t(r) * in + i + 16), acc1[r]);
+      }
+    }
+    for (; i + 16 <= in; i += 16) {
+      __m512 w0 = load16(wr + i);
+      for (int r = 0; r < R; ++r)
+        acc0[r] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + std::size_t(r) * in + i), acc0[r]);
+    }
+    for (int r = 0; r < R; ++r) {
+      float s = _mm512_reduce_add_ps(_mm512_add_ps(acc0[r], acc1[r]));
+      for (int k = i; k < in; ++k) s += scalar_w(wr[k]) * x[std::size_t(r) * in + k];
+      y[std::size_t(r) * out + j] = s;
+    }
+  }
+}
+
+// ---- AVX2 ----
+__attribute__((target("avx2,fma"))) inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+__attribute__((target("avx2,fma"))) inline __m256 load8(const std::uint16_t* p) {
+  __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+__attribute__((target("avx2,fma"))) inline float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+template <int R, typename W>
+__attribute__((target("avx2,fma"))) void block_avx2(const W* w, const float* x, float* y, int in,
+                                                   int out, int j0, int j1) {
+  for (int j = j0; j < j1; ++j) {
+    const W* wr = w + std::size_t(j) * in;
+    __m256 acc0[R], acc1[R];
+    for (int r = 0; r < R; ++r) acc0[r] = acc1[r] = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= in; i += 16) {
+      __m256 w0 = load8(wr + i), w1 = load8(wr + i + 8);
+      for (int r = 0; r < R; ++r) {
+        acc0[r] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + std::size_t(r) * in + i), acc0[r]);
+        acc1[r] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + std::size_t(r) * in + i + 8), acc1[r]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      float s = hsum8(_mm256_add_ps(acc0[r], acc1[r]));
+      for (int k = i; k < in; ++k) s += scalar_w(wr[k]) * x[std::size_t(r) * in + k];
+      y[std::size_t(r) * out + j] = s;
+    }
+  }
+}
+
+template <typename W>
+void run_range(const W* w, const float* x, float* y, int rows, int in, int out, int j0, int j1) {
+  const Isa level = isa();
+  for (int r0 = 0; r0 < rows; r0 += 4) {
+    const int n = std::min(4, rows - r0);
+    const float* xr = x + std::size_t(r0) * in;
+    float* yr = y + std::size_t(r0) * out;
+    if (level == Isa::kAvx512) {
+      switch (n) {
+        case 1: block_avx512<1>(w, xr, yr, in, out, j0, j1); break;
+        case 2: block_avx512<2>(w, xr, yr, in, out, j0, j1); break;
+        case 3: block_avx512<3>(w, xr, yr, in, out, j0, j1); break;
+        default: block_avx512<4>(w, xr, yr, in, out, j0, j1); break;
+      }
+    } else if (level == Isa::kAvx2) {
+      switch (n) {
+        case 1: block_avx2<1>(w, xr, yr, in, out, j0, j1); break;
+        case 2: block_avx2<2>(w, xr, yr, in, out, j0, j1); break;
+        case 3: block_avx2<3>(w, xr, yr, in, out, j0, j1); break;
+        default: block_avx2<4>(w, xr, yr, in, out, j0, j1); break;
+      }
+    } else {
+      rows_scalar(w, xr, yr, n, in, out, j0, j1);
+    }
+  }
+}
+
+template <typename W>
+void matvec(const W* w, const float* x, float* y, int rows, int in, int out) {
+  // Small products are not worth waking the other threads.
+  const long work = long(in) * out;
+  const int threads = work < (1l << 15) ? 1 : std::min(omp_get_max_threads(), std::max(1, out / 16));
+  if (threads <= 1) {
+    run_range(w, x, y, rows, in, out, 0, out);
+    return;
+  }
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num(), n = omp_get_num_threads();
+    // Contiguous blocks, aligned to 16 rows, so each thread streams its own slice.
+    const int per = (out + n - 1) / n;
+    const int j0 = std::min(out, t * per), j1 = std::min(out, (t + 1) * per);
+    if (j0 < j1) run_range(w, x, y, rows, in, out, j0, j1);
+  }
+}
+
+__attribute__((target("avx512f"))) float dot_avx512(const float* a, const float* b, int n) {
+  __m512 acc = _mm512_setzero_ps();
+  int i = 0;
+  for (; i + 16 <= n; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc);
+  float s = _mm512_reduce_add_ps(acc);
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+__attribute__((target("avx512f"))) void axpy_avx512(float a, const float* x, float* y, int n) {
+  __m512 av = _mm512_set1_ps(a);
+  int i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+  for (; i < n; ++i) y[i] += a * x[i];
+}
+
+}  // namespace
+
+void matvec_f32(const float* w, const float* x, float* y, int rows, int in, int out) {
+  matvec(w, x, y, rows, in, out);
+}
+void matvec_bf16(const std::uint16_t* w, const float* x, float* y, int rows, int in, int out) {
+  matvec(w, x, y, rows, in, out);
+}
+
+float dot(const float* a, const float* b, int n) {
+  if (isa() == Isa::kAvx512) return dot_avx512(a, b, n);
+  float s = 0;
+  for (int i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+void axpy(float a, const float* x, float* y, int n) {
+  if (isa() == Isa::kAvx512) return axpy_avx512(a, x, y, n);
+  for (int i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+const char* isa_name() {
+  switch (isa()) {
+    case Isa::kAvx512: return "avx512";
+    case Isa::kAvx2: return "avx2";
+    default: return "scalar";
+  }
+}
+
+}  // namespace fedge::inference::kernels

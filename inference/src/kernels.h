@@ -1,0 +1,21 @@
+// CPU kernels for the inference path: matrix-vector products over f32 or
+// bf16 weights (memory-bound at batch 1, so they stream each weight row once
+// for up to four input rows), with AVX-512 / AVX2 chosen at run time.
+#pragma once
+
+#include <cstdint>
+
+namespace fedge::inference::kernels {
+
+// y[r, j] = sum_i w[j, i] * x[r, i] for r < rows, j < out; w is [out, in]
+// row-major. Output rows are split across the OpenMP threads.
+void matvec_f32(const float* w, const float* x, float* y, int rows, int in, int out);
+void matvec_bf16(const std::uint16_t* w, const float* x, float* y, int rows, int in, int out);
+
+float dot(const float* a, const float* b, int n);
+void axpy(float a, const float* x, float* y, int n);  // y += a * x
+
+// Name of the instruction set chosen ("avx512", "avx2", "scalar").
+const char* isa_name();
+
+}  // namespace fedge::inference::kernels

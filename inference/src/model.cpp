@@ -1,0 +1,412 @@
+// The inference engine: raw loops over the model's tensors, BLAS for
+// multi-token products, fused kernels for decoding. No autograd, no per-op
+// tensor allocation on the decode path.
+#include <ATen/ATen.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "fedge/common/error.h"
+#include "kernels.h"
+#include "model_impl.h"
+
+namespace fedge::inference {
+
+// ---------------- LayerWeights ----------------
+at::Tensor& LayerWeights::proj(LoraTarget t) {
+  switch (t) {
+    case LoraTarget::kQ: return wq;
+    case LoraTarget::kK: return wk;
+    case LoraTarget::kV: return wv;
+    case LoraTarget::kO: return wo;
+    case LoraTarget::kGate: return wgate;
+    case LoraTarget::kUp: return wup;
+    default: return wdown;
+  }
+}
+const at::Tensor& LayerWeights::proj(LoraTarget t) const {
+  return const_cast<LayerWeights*>(this)->proj(t);
+}
+
+// ---------------- KVCache ----------------
+KVCache::KVCache(const ModelConfig& c, int layer_begin, int layer_end, int batch, int capacity)
+    : layer_begin_(layer_begin), layer_end_(layer_end), batch_(batch), capacity_(capacity),
+      kv_heads_(c.num_kv_heads), head_dim_(c.head_dim) {
+  if (layer_begin < 0 || layer_end > c.num_layers || layer_begin > layer_end)
+    throw Error(ErrorKind::kInvalidInput, "KV cache layer range [" + std::to_string(layer_begin) + ", " +
+                                              std::to_string(layer_end) + ") is outside the model's " +
+                                              std::to_string(c.num_layers) + " layers");
+  if (batch <= 0 || capacity <= 0)
+    throw Error(ErrorKind::kInvalidInput, "KV cache needs a positive batch and capacity");
+  if (capacity > c.max_position_embeddings)
+    throw Error(ErrorKind::kInvalidInput,
+                "KV cache capacity " + std::to_string(capacity) + " exceeds the model's context of " +
+                    std::to_string(c.max_position_embeddings) + " positions");
+  const std::size_t n = std::size_t(layer_end - layer_begin) * batch * kv_heads_ * capacity * head_dim_;
+  k_.assign(n, 0.f);
+  v_.assign(n, 0.f);
+  valid_.assign(std::size_t(batch) * capacity, 0);
+  next_pos_.assign(batch, 0);
+}
+
+void KVCache::reset() {
+  length_ = 0;
+  std::fill(valid_.begin(), valid_.end(), 0);
+  std::fill(next_pos_.begin(), next_pos_.end(), 0);
+}
+
+float* KVCache::keys(int layer, int row, int kv_head) {
+  std::size_t idx = ((std::size_t(layer - layer_begin_) * batch_ + row) * kv_heads_ + kv_head) * capacity_;
+  return k_.data() + idx * head_dim_;
+}
+float* KVCache::values(int layer, int row, int kv_head) {
+  std::size_t idx = ((std::size_t(layer - layer_begin_) * batch_ + row) * kv_heads_ + kv_head) * capacity_;
+  return v_.data() + idx * head_dim_;
+}
+
+std::vector<int> KVCache::append(std::span<const std::uint8_t> mask, int steps) {
+  if (length_ + steps > capacity_)
+    throw Error(ErrorKind::kInvalidInput, "sequence of " + std::to_string(length_ + steps) +
+                                              " tokens exceeds the KV cache capacity of " +
+                                              std::to_string(capacity_) + " (the model's context)");
+  std::vector<int> positions(std::size_t(batch_) * steps);
+  for (int b = 0; b < batch_; ++b)
+    for (int t = 0; t < steps; ++t) {
+      const std::size_t i = std::size_t(b) * steps + t;
+      const bool real = mask.empty() || mask[i] != 0;
+      positions[i] = next_pos_[b];
+      valid_[std::size_t(b) * capacity_ + length_ + t] = real;
+      if (real) ++next_pos_[b];
+    }
+  length_ += steps;
+  return positions;
+}
+
+// ---------------- Model basics ----------------
+Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Model::Model(Model&&) noexcept = default;
+Model& Model::operator=(Model&&) noexcept = default;
+Model::~Model() = default;
+
+const ModelConfig& Model::config() const { return impl_->config; }
+WeightType Model::weight_type() const { return impl_->wtype; }
+LayerWeights& Model::layer(int i) { return impl_->layers.at(i); }
+const LayerWeights& Model::layer(int i) const { return impl_->layers.at(i); }
+const at::Tensor& Model::embed_tokens() const { return impl_->embed; }
+const at::Tensor& Model::final_norm() const { return impl_->norm; }
+const at::Tensor& Model::lm_head() const { return impl_->head; }
+
+std::size_t Model::weight_bytes() const {
+  std::size_t total = impl_->norm.nbytes() + impl_->head.nbytes();
+  for (const auto& l : impl_->layers)
+    for (const at::Tensor* t : {&l.attn_norm, &l.mlp_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.wgate,
+                                &l.wup, &l.wdown, &l.bq, &l.bk, &l.bv})
+      if (t->defined()) total += t->nbytes();
+  return total;
+}
+
+void Model::Impl::build_rope() {
+  const int half = config.head_dim / 2;
+  const int n = config.max_position_embeddings;
+  const auto inv = rope_inv_freq(config);
+  rope_cos.resize(std::size_t(n) * half);
+  rope_sin.resize(std::size_t(n) * half);
+  for (int p = 0; p < n; ++p)
+    for (int i = 0; i < half; ++i) {
+      const double a = double(p) * inv[i];
+      rope_cos[std::size_t(p) * half + i] = float(std::cos(a));
+      rope_sin[std::size_t(p) * half + i] = float(std::sin(a));
+    }
+  rope_cos_t = at::from_blob(rope_cos.data(), {n, half}, at::kFloat).clone();
+  rope_sin_t = at::from_blob(rope_sin.data(), {n, half}, at::kFloat).clone();
+}
+
+const LoraAdapter* Model::Impl::active_adapter() const {
+  if (active.empty()) return nullptr;
+  return &adapters.at(active);
+}
+
+KVCache Model::make_cache(int batch, int capacity, int layer_begin, int layer_end) const {
+  if (layer_end < 0) layer_end = impl_->config.num_layers;
+  return KVCache(impl_->config, layer_begin, layer_end, batch, capacity);
+}
+
+// ---------------- engine ----------------
+namespace {
+
+// y [rows, out] = x [rows, in] W^T (+ bias).
+void linear(const at::Tensor& w, const at::Tensor& bias, const float* x, int rows, float* y) {
+  const int out = int(w.size(0)), in = int(w.size(1));
+  if (w.scalar_type() == at::kFloat) {
+    if (rows >= 8) {
+      // Prompts: a real matrix product, where BLAS wins.
+      auto xt = at::from_blob(const_cast<float*>(x), {rows, in}, at::kFloat);
+      auto yt = at::from_blob(y, {rows, out}, at::kFloat);
+      at::mm_out(yt, xt, w.t());
+    } else {
+      kernels::matvec_f32(w.data_ptr<float>(), x, y, rows, in, out);
+    }
+  } else {
+    kernels::matvec_bf16(reinterpret_cast<const std::uint16_t*>(w.data_ptr<at::BFloat16>()), x, y,
+                         rows, in, out);
+  }
+  if (bias.defined()) {
+    const float* b = bias.data_ptr<float>();
+    for (int r = 0; r < rows; ++r)
+      for (int j = 0; j < out; ++j) y[std::size_t(r) * out + j] += b[j];
+  }
+}
+
+// Adds scale * (x A^T) B^T to y, the unmerged LoRA path.
+void add_lora(const LoraAdapter* ad, int layer, LoraTarget t, const float* x, int rows, float* y) {
+  if (!ad || !ad->a(layer, t).defined()) return;
+  const at::Tensor& A = ad->a(layer, t);
+  const at::Tensor& B = ad->b(layer, t);
+  const int r = int(A.size(0)), in = int(A.size(1)), out = int(B.size(0));
+  std::vector<float> mid(std::size_t(rows) * r), delta(std::size_t(rows) * out);
+  kernels::matvec_f32(A.data_ptr<float>(), x, mid.data(), rows, in, r);
+  kernels::matvec_f32(B.data_ptr<float>(), mid.data(), delta.data(), rows, r, out);
+  const float s = float(ad->scale());
+  for (std::size_t i = 0; i < delta.size(); ++i) y[i] += s * delta[i];
+}
+
+void rmsnorm(const float* x, const float* w, float* y, int rows, int n, double eps) {
+  for (int r = 0; r < rows; ++r) {
+    const float* xr = x + std::size_t(r) * n;
+    float* yr = y + std::size_t(r) * n;
+    const float ss = kernels::dot(xr, xr, n);
+    const float inv = 1.0f / std::sqrt(ss / n + float(eps));
+    for (int i = 0; i < n; ++i) yr[i] = w[i] * (xr[i] * inv);
+  }
+}
+
+void rope(float* x, int heads, int head_dim, const float* cos, const float* sin) {
+  const int half = head_dim / 2;
+  for (int h = 0; h < heads; ++h) {
+    float* v = x + std::size_t(h) * head_dim;
+    for (int i = 0; i < half; ++i) {
+      const float a = v[i], b = v[i + half];
+      v[i] = a * cos[i] - b * sin[i];
+      v[i + half] = b * cos[i] + a * sin[i];
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<float> Model::embed(std::span<const TokenId> tokens) const {
+  const int h = impl_->config.hidden_size, vocab = impl_->config.vocab_size;
+  std::vector<float> out(tokens.size() * h);
+  const bool f32 = impl_->embed.scalar_type() == at::kFloat;
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    const TokenId id = tokens[i];
+    if (id < 0 || id >= vocab)
+      throw Error(ErrorKind::kInvalidInput, "token id " + std::to_string(id) + " is outside the vocabulary of " +
+                                                std::to_string(vocab));
+    if (f32) {
+      std::copy_n(impl_->embed.data_ptr<float>() + std::size_t(id) * h, h, out.data() + i * h);
+    } else {
+      const auto* row = impl_->embed.data_ptr<at::BFloat16>() + std::size_t(id) * h;
+      for (int j = 0; j < h; ++j) out[i * h + j] = float(row[j]);
+    }
+  }
+  return out;
+}
+
+void Model::forward_layers(std::span<float> hidden, std::span<const std::uint8_t> mask, int batch,
+                           int steps, int begin, int end, KVCache& cache) {
+  const ModelConfig& c = impl_->config;
+  const int rows = batch * steps, H = c.hidden_size, hd = c.head_dim, half = hd / 2;
+  const int nh = c.num_heads, nkv = c.num_kv_heads, qd = c.q_dim(), kvd = c.kv_dim(), I = c.intermediate_size;
+  if (begin != cache.layer_begin() || end != cache.layer_end() || batch != cache.batch())
+    throw Error(ErrorKind::kInvalidInput, "KV cache covers layers [" + std::to_string(cache.layer_begin()) +
+                                              ", " + std::to_string(cache.layer_end()) + ") for batch " +
+                                              std::to_string(cache.batch()) + ", not the requested run");
+  if (hidden.size() != std::size_t(rows) * H)
+    throw Error(ErrorKind::kInvalidInput, "hidden states have " + std::to_string(hidden.size()) +
+                                              " values, expected batch*steps*hidden = " +
+                                              std::to_string(std::size_t(rows) * H));
+  if (!mask.empty() && mask.size() != std::size_t(rows))
+    throw Error(ErrorKind::kInvalidInput, "attention mask size does not match batch*steps");
+  const int base = cache.length();
+  const std::vector<int> pos = cache.append(mask, steps);
+  const LoraAdapter* ad = impl_->active_adapter();
+  std::vector<float> xn(std::size_t(rows) * H), q(std::size_t(rows) * qd), k(std::size_t(rows) * kvd),
+      v(std::size_t(rows) * kvd), att(std::size_t(rows) * qd), o(std::size_t(rows) * H),
+      g(std::size_t(rows) * I), u(std::size_t(rows) * I);
+  float* x = hidden.data();
+  const float scale = 1.0f / std::sqrt(float(hd));
+  const int group = nh / nkv;
+  for (int l = begin; l < end; ++l) {
+    const LayerWeights& W = impl_->layers[l];
+    rmsnorm(x, W.attn_norm.data_ptr<float>(), xn.data(), rows, H, c.rms_norm_eps);
+    linear(W.wq, W.bq, xn.data(), rows, q.data());
+    add_lora(ad, l, LoraTarget::kQ, xn.data(), rows, q.data());
+    linear(W.wk, W.bk, xn.data(), rows, k.data());
+    add_lora(ad, l, LoraTarget::kK, xn.data(), rows, k.data());
+    linear(W.wv, W.bv, xn.data(), rows, v.data());
+    add_lora(ad, l, LoraTarget::kV, xn.data(), rows, v.data());
+    for (int r = 0; r < rows; ++r) {
+      const int b = r / steps, t = r % steps, p = pos[r];
+      const float* cs = impl_->rope_cos.data() + std::size_t(p) * half;
+      const float* sn = impl_->rope_sin.data() + std::size_t(p) * half;
+      rope(q.data() + std::size_t(r) * qd, nh, hd, cs, sn);
+      rope(k.data() + std::size_t(r) * kvd, nkv, hd, cs, sn);
+      for (int kh = 0; kh < nkv; ++kh) {
+        std::copy_n(k.data() + std::size_t(r) * kvd + kh * hd, hd, cache.keys(l, b, kh) + std::size_t(base + t) * hd);
+        std::copy_n(v.data() + std::size_t(r) * kvd + kh * hd, hd, cache.values(l, b, kh) + std::size_t(base + t) * hd);
+      }
+    }
+    const int tasks = rows * nh;
+#pragma omp parallel if (tasks * (base + steps) > 4096)
+    {
+      std::vector<float> sc(base + steps);
+#pragma omp for schedule(static)
+      for (int task = 0; task < tasks; ++task) {
+        const int r = task / nh, h = task % nh, b = r / steps, t = r % steps, slot = base + t;
+        float* out = att.data() + std::size_t(r) * qd + h * hd;
+        std::fill_n(out, hd, 0.f);
+        if (!cache.valid(b, slot)) continue;  // padding: output unused
+        const float* qv = q.data() + std::size_t(r) * qd + h * hd;
+        const float* K = cache.keys(l, b, h / group);
+        const float* V = cache.values(l, b, h / group);
+        float mx = -INFINITY;
+        for (int j = 0; j <= slot; ++j) {
+          sc[j] = cache.valid(b, j) ? kernels::dot(qv, K + std::size_t(j) * hd, hd) * scale : -INFINITY;
+          mx = std::max(mx, sc[j]);
+        }
+        float sum = 0;
+        for (int j = 0; j <= slot; ++j) {
+          sc[j] = sc[j] == -INFINITY ? 0.f : std::exp(sc[j] - mx);
+          sum += sc[j];
+        }
+        const float inv = 1.0f / sum;
+        for (int j = 0; j <= slot; ++j)
+          if (sc[j] != 0.f) kernels::axpy(sc[j] * inv, V + std::size_t(j) * hd, out, hd);
+      }
+    }
+    linear(W.wo, {}, att.data(), rows, o.data());
+    add_lora(ad, l, LoraTarget::kO, att.data(), rows, o.data());
+    for (std::size_t i = 0; i < o.size(); ++i) x[i] += o[i];
+    rmsnorm(x, W.mlp_norm.data_ptr<float>(), xn.data(), rows, H, c.rms_norm_eps);
+    linear(W.wgate, {}, xn.data(), rows, g.data());
+    add_lora(ad, l, LoraTarget::kGate, xn.data(), rows, g.data());
+    linear(W.wup, {}, xn.data(), rows, u.data());
+    add_lora(ad, l, LoraTarget::kUp, xn.data(), rows, u.data());
+    for (std::size_t i = 0; i < g.size(); ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    linear(W.wdown, {}, g.data(), rows, o.data());
+    add_lora(ad, l, LoraTarget::kDown, g.data(), rows, o.data());
+    for (std::size_t i = 0; i < o.size(); ++i) x[i] += o[i];
+  }
+}
+
+std::vector<float> Model::logits(std::span<const float> hidden, int rows) {
+  const int H = impl_->config.hidden_size, V = impl_->config.vocab_size;
+  if (hidden.size() != std::size_t(rows) * H)
+    throw Error(ErrorKind::kInvalidInput, "hidden states size does not match rows*hidden_size");
+  std::vector<float> xn(hidden.size()), out(std::size_t(rows) * V);
+  rmsnorm(hidden.data(), impl_->norm.data_ptr<float>(), xn.data(), rows, H, impl_->config.rms_norm_eps);
+  linear(impl_->head, {}, xn.data(), rows, out.data());
+  return out;
+}
+
+std::vector<float> Model::forward(std::span<const TokenId> tokens, std::span<const std::uint8_t> mask,
+                                  int batch, int steps, KVCache& cache, bool all_logits) {
+  if (tokens.size() != std::size_t(batch) * steps || steps <= 0)
+    throw Error(ErrorKind::kInvalidInput, "forward: tokens must hold batch*steps ids");
+  // Padding slots may carry any id; feed id 0 there so lookups stay in range.
+  std::vector<TokenId> ids(tokens.begin(), tokens.end());
+  if (!mask.empty())
+    for (std::size_t i = 0; i < ids.size(); ++i)
+      if (!mask[i]) ids[i] = 0;
+  std::vector<float> hidden = embed(ids);
+  forward_layers(hidden, mask, batch, steps, 0, impl_->config.num_layers, cache);
+  if (all_logits) return logits(hidden, batch * steps);
+  const int H = impl_->config.hidden_size;
+  std::vector<float> last(std::size_t(batch) * H);
+  for (int b = 0; b < batch; ++b) {
+    int t = steps - 1;
+    if (!mask.empty())
+      for (int s = steps - 1; s >= 0; --s)
+        if (mask[std::size_t(b) * steps + s]) { t = s; break; }
+    std::copy_n(hidden.data() + (std::size_t(b) * steps + t) * H, H, last.data() + std::size_t(b) * H);
+  }
+  return logits(last, batch);
+}
+
+// ---------------- LoRA management ----------------
+void Model::add_adapter(const std::string& name, LoraAdapter adapter) {
+  const ModelConfig& a = adapter.model_config();
+  const ModelConfig& m = impl_->config;
+  if (a.hidden_size != m.hidden_size || a.num_layers != m.num_layers || a.q_dim() != m.q_dim() ||
+      a.kv_dim() != m.kv_dim() || a.intermediate_size != m.intermediate_size)
+    throw Error(ErrorKind::kInvalidInput, "adapter '" + name + "' was made for a model of another shape");
+  if (name.empty()) throw Error(ErrorKind::kInvalidInput, "adapter name must not be empty");
+  if (name == impl_->merged)
+    throw Error(ErrorKind::kInvalidInput, "adapter '" + name + "' is merged; unmerge it before replacing it");
+  impl_->adapters.insert_or_assign(name, std::move(adapter));
+}
+
+void Model::remove_adapter(const std::string& name) {
+  if (name == impl_->merged) unmerge_adapter();
+  if (!impl_->adapters.erase(name))
+    throw Error(ErrorKind::kNotFound, "no adapter named '" + name + "' is loaded");
+  if (impl_->active == name) impl_->active.clear();
+}
+
+void Model::set_active_adapter(const std::string& name) {
+  if (!name.empty() && !impl_->adapters.count(name))
+    throw Error(ErrorKind::kNotFound, "no adapter named '" + name + "' is loaded");
+  if (!name.empty() && !impl_->merged.empty())
+    throw Error(ErrorKind::kInvalidInput, "adapter '" + impl_->merged +
+                                              "' is merged into the weights; unmerge it before activating another");
+  impl_->active = name;
+}
+
+const std::string& Model::active_adapter() const { return impl_->active; }
+LoraAdapter* Model::adapter(const std::string& name) {
+  auto it = impl_->adapters.find(name);
+  return it == impl_->adapters.end() ? nullptr : &it->second;
+}
+std::vector<std::string> Model::adapter_names() const {
+  std::vector<std::string> names;
+  for (const auto& [n, _] : impl_->adapters) names.push_back(n);
+  return names;
+}
+const std::string& Model::merged_adapter() const { return impl_->merged; }
+
+namespace {
+void apply_delta(Model& m, const LoraAdapter& ad, double sign) {
+  at::NoGradGuard guard;
+  for (int l = 0; l < m.config().num_layers; ++l)
+    for (int t = 0; t < kNumLoraTargets; ++t) {
+      auto target = LoraTarget(t);
+      if (!ad.a(l, target).defined()) continue;
+      // Accumulate in double so unmerge restores the weights to within rounding.
+      auto delta = at::mm(ad.b(l, target).to(at::kDouble), ad.a(l, target).to(at::kDouble)) * (sign * ad.scale());
+      at::Tensor& w = m.layer(l).proj(target);
+      w.copy_((w.to(at::kDouble) + delta).to(at::kFloat));
+    }
+}
+}  // namespace
+
+void Model::merge_adapter(const std::string& name) {
+  if (impl_->wtype != WeightType::kF32)
+    throw Error(ErrorKind::kInvalidInput, "merging an adapter needs f32 weights; load the model in f32");
+  if (!impl_->merged.empty())
+    throw Error(ErrorKind::kInvalidInput, "adapter '" + impl_->merged + "' is already merged; unmerge it first");
+  auto it = impl_->adapters.find(name);
+  if (it == impl_->adapters.end()) throw Error(ErrorKind::kNotFound, "no adapter named '" + name + "' is loaded");
+  apply_delta(*this, it->second, +1.0);
+  impl_->merged = name;
+  impl_->active.clear();
+}
+
+void Model::unmerge_adapter() {
+  if (impl_->merged.empty()) return;
+  apply_delta(*this, impl_->adapters.at(impl_->merged), -1.0);
+  impl_->merged.clear();
+}
+
+}  // namespace fedge::inference
