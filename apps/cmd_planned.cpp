@@ -15,7 +15,6 @@ void add_planned_commands(CLI::App& app, CommandBody& chosen) {
       {"train", "Fine-tune a LoRA adapter on local data (not built yet: issue 4)"},
       {"eval", "Evaluate a model or adapter on a data set (not built yet: issue 4)"},
       {"pretrain", "Pretrain the tiny base model on the public corpus (not built yet: issue 4)"},
-      {"data", "Make synthetic multi-site data (not built yet: issue 4)"},
       {"keygen", "Write a CurveZMQ key pair (not built yet: issue 6)"},
       {"coordinator", "Run the federation coordinator (not built yet: issue 6)"},
       {"node", "Run an edge node (not built yet: issue 6)"},

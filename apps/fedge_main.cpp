@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   CommandBody chosen;
   add_info_command(app, global, chosen);
   add_generate_command(app, global, chosen);
+  add_data_command(app, global, chosen);
   add_planned_commands(app, chosen);
 
   try {

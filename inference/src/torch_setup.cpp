@@ -1,26 +1,17 @@
 #include "fedge/inference/torch_setup.h"
 
-#include <sched.h>
 #include <omp.h>
 
 #include <ATen/Parallel.h>
 #include <spdlog/spdlog.h>
 
 #include <mutex>
-#include <thread>
+
+#include "fedge/common/machine.h"
 
 namespace fedge::inference {
 
-int available_cores() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
-    int count = CPU_COUNT(&set);
-    if (count > 0) return count;
-  }
-  unsigned hw = std::thread::hardware_concurrency();
-  return hw > 0 ? static_cast<int>(hw) : 1;
-}
+int available_cores() { return online_cores(); }
 
 int setup_torch(int threads) {
   if (threads <= 0) threads = available_cores();

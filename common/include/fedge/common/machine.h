@@ -1,0 +1,13 @@
+// What machine this is, for benchmark and simulation reports.
+#pragma once
+
+#include <string>
+
+namespace fedge {
+
+std::string cpu_model();        // "AMD EPYC 9R14 ...", from /proc/cpuinfo
+int online_cores();             // cores this process may run on
+double peak_rss_megabytes();    // high-water resident set size of this process
+std::string machine_summary();  // "AMD EPYC ... (2 cores), 23.4 GiB RAM"
+
+}  // namespace fedge

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package fedge needs, and nothing when all are there.
+# Usage: scripts/install-deps.sh [--bench]   (--bench adds python3-torch, the
+# reference the benchmarks compare against)
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build pkg-config
+  libtorch-dev libopenblas0-openmp        # without OpenBLAS libtorch falls back to ~14x slower BLAS
+  libeigen3-dev libzmq3-dev cppzmq-dev libcapnp-dev capnproto
+  libspdlog-dev catch2 libsodium-dev libtomlplusplus-dev libcli11-dev
+  nlohmann-json3-dev libsqlite3-dev libpcre2-dev libcpp-httplib-dev
+  gnuplot-nox
+)
+if [[ "${1:-}" == "--bench" ]]; then
+  packages+=(python3-torch)
+fi
+
+missing=()
+for package in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$package")
+  fi
+done
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+sudo_cmd=()
+if [[ $(id -u) -ne 0 ]]; then
+  command -v sudo >/dev/null || { echo "install-deps: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+  sudo_cmd=(sudo)
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${sudo_cmd[@]}" apt-get update -qq
+"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
