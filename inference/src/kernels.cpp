@@ -170,6 +170,11 @@ void matvec(const W* w, const float* x, float* y, int rows, int in, int out) {
   }
 }
 
+void run_job(const MatvecJob& j, const float* x, int rows, int in, int j0, int j1) {
+  if (j.bf16) run_range(static_cast<const std::uint16_t*>(j.w), x, j.y, rows, in, j.out, j0, j1);
+  else run_range(static_cast<const float*>(j.w), x, j.y, rows, in, j.out, j0, j1);
+}
+
 __attribute__((target("avx512f"))) float dot_avx512(const float* a, const float* b, int n) {
   __m512 acc = _mm512_setzero_ps();
   int i = 0;
@@ -193,6 +198,31 @@ void matvec_f32(const float* w, const float* x, float* y, int rows, int in, int 
 }
 void matvec_bf16(const std::uint16_t* w, const float* x, float* y, int rows, int in, int out) {
   matvec(w, x, y, rows, in, out);
+}
+
+void matvec_group(const MatvecJob* jobs, int count, const float* x, int rows, int in) {
+  long total = 0;
+  for (int i = 0; i < count; ++i) total += jobs[i].out;
+  const int threads = total * in < (1l << 15) ? 1 : std::min<long>(omp_get_max_threads(), std::max(1l, total / 16));
+  auto work = [&](long g0, long g1) {
+    // Walk the concatenated output rows [g0, g1) job by job.
+    long base = 0;
+    for (int i = 0; i < count; ++i) {
+      const long lo = std::max(g0, base), hi = std::min(g1, base + jobs[i].out);
+      if (lo < hi) run_job(jobs[i], x, rows, in, int(lo - base), int(hi - base));
+      base += jobs[i].out;
+    }
+  };
+  if (threads <= 1) {
+    work(0, total);
+    return;
+  }
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num(), n = omp_get_num_threads();
+    const long per = (total + n - 1) / n;
+    work(std::min(total, t * per), std::min(total, (t + 1) * per));
+  }
 }
 
 float dot(const float* a, const float* b, int n) {

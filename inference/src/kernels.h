@@ -12,6 +12,16 @@ namespace fedge::inference::kernels {
 void matvec_f32(const float* w, const float* x, float* y, int rows, int in, int out);
 void matvec_bf16(const std::uint16_t* w, const float* x, float* y, int rows, int in, int out);
 
+// Several products over the same input x (q/k/v, gate/up) in one parallel
+// region: fewer thread wake-ups and barriers per decoded token.
+struct MatvecJob {
+  const void* w;  // [out, in], f32 or bf16
+  bool bf16;
+  float* y;       // [rows, out]
+  int out;
+};
+void matvec_group(const MatvecJob* jobs, int count, const float* x, int rows, int in);
+
 float dot(const float* a, const float* b, int n);
 void axpy(float a, const float* x, float* y, int n);  // y += a * x
 

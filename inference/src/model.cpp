@@ -158,6 +158,32 @@ void linear(const at::Tensor& w, const at::Tensor& bias, const float* x, int row
   }
 }
 
+// Several projections of the same input: one parallel region for the batch-1
+// kernels, separate BLAS products for prompts.
+struct Proj {
+  const at::Tensor& w;
+  const at::Tensor& bias;
+  float* y;
+};
+void linear_group(std::initializer_list<Proj> projs, const float* x, int rows) {
+  const at::Tensor& w0 = projs.begin()->w;
+  if (w0.scalar_type() == at::kFloat && rows >= 8) {
+    for (const Proj& p : projs) linear(p.w, p.bias, x, rows, p.y);
+    return;
+  }
+  std::vector<kernels::MatvecJob> jobs;
+  for (const Proj& p : projs)
+    jobs.push_back({p.w.data_ptr(), p.w.scalar_type() != at::kFloat, p.y, int(p.w.size(0))});
+  kernels::matvec_group(jobs.data(), int(jobs.size()), x, rows, int(w0.size(1)));
+  for (const Proj& p : projs)
+    if (p.bias.defined()) {
+      const float* b = p.bias.data_ptr<float>();
+      const int out = int(p.w.size(0));
+      for (int r = 0; r < rows; ++r)
+        for (int j = 0; j < out; ++j) p.y[std::size_t(r) * out + j] += b[j];
+    }
+}
+
 // Adds scale * (x A^T) B^T to y, the unmerged LoRA path.
 void add_lora(const LoraAdapter* ad, int layer, LoraTarget t, const float* x, int rows, float* y) {
   if (!ad || !ad->a(layer, t).defined()) return;
@@ -241,11 +267,9 @@ void Model::forward_layers(std::span<float> hidden, std::span<const std::uint8_t
   for (int l = begin; l < end; ++l) {
     const LayerWeights& W = impl_->layers[l];
     rmsnorm(x, W.attn_norm.data_ptr<float>(), xn.data(), rows, H, c.rms_norm_eps);
-    linear(W.wq, W.bq, xn.data(), rows, q.data());
+    linear_group({{W.wq, W.bq, q.data()}, {W.wk, W.bk, k.data()}, {W.wv, W.bv, v.data()}}, xn.data(), rows);
     add_lora(ad, l, LoraTarget::kQ, xn.data(), rows, q.data());
-    linear(W.wk, W.bk, xn.data(), rows, k.data());
     add_lora(ad, l, LoraTarget::kK, xn.data(), rows, k.data());
-    linear(W.wv, W.bv, xn.data(), rows, v.data());
     add_lora(ad, l, LoraTarget::kV, xn.data(), rows, v.data());
     for (int r = 0; r < rows; ++r) {
       const int b = r / steps, t = r % steps, p = pos[r];
@@ -290,9 +314,9 @@ void Model::forward_layers(std::span<float> hidden, std::span<const std::uint8_t
     add_lora(ad, l, LoraTarget::kO, att.data(), rows, o.data());
     for (std::size_t i = 0; i < o.size(); ++i) x[i] += o[i];
     rmsnorm(x, W.mlp_norm.data_ptr<float>(), xn.data(), rows, H, c.rms_norm_eps);
-    linear(W.wgate, {}, xn.data(), rows, g.data());
+    const at::Tensor none;
+    linear_group({{W.wgate, none, g.data()}, {W.wup, none, u.data()}}, xn.data(), rows);
     add_lora(ad, l, LoraTarget::kGate, xn.data(), rows, g.data());
-    linear(W.wup, {}, xn.data(), rows, u.data());
     add_lora(ad, l, LoraTarget::kUp, xn.data(), rows, u.data());
     for (std::size_t i = 0; i < g.size(); ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
     linear(W.wdown, {}, g.data(), rows, o.data());
