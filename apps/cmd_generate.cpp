@@ -27,7 +27,11 @@ void add_generate_command(CLI::App& app, const GlobalOptions& global, CommandBod
   sub->add_option("--repetition-penalty", options->sampling.repetition_penalty, "penalty for repeated tokens (1: off)");
   sub->add_option("--stop", options->sampling.stop_strings, "stop when this text appears (repeatable)");
   sub->add_option("--seed", options->sampling.seed, "sampling seed")->capture_default_str();
-  sub->callback([&chosen, &global, options] {
+  auto dtype = std::make_shared<std::string>("f32");
+  sub->add_option("--dtype", *dtype, "weights in memory: f32 or bf16")
+      ->check(CLI::IsMember({"f32", "bf16"}))->capture_default_str();
+  sub->callback([&chosen, &global, options, dtype] {
+    options->weights = *dtype == "bf16" ? inference::WeightType::kBF16 : inference::WeightType::kF32;
     chosen = [options, &global] {
       options->threads = global.threads;
       return inference::run_generate(*options, stdout);

@@ -322,3 +322,43 @@ TEST_CASE("generation with the byte-level tokenizer: stop strings and UTF-8 stre
   CHECK(generate(back, {tback.encode("Hello", true)}, o, &tback)[0].tokens == r[0].tokens);
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("run_generate (the `fedge generate` logic): output and bad input") {
+  auto dir = test::fresh_dir("cli");
+  const auto out_path = dir / "out.txt";
+  GenerateCommand cmd;
+  cmd.model = "tiny";
+  cmd.prompt = "Hi";
+  cmd.sampling.max_tokens = 8;
+  cmd.threads = 1;
+  std::FILE* out = std::fopen(out_path.c_str(), "wb");
+  CHECK(run_generate(cmd, out) == 0);
+  std::fclose(out);
+  // Only the continuation (greedy, as generate() gives it) and a newline.
+  Model m = Model::tiny(0);
+  Tokenizer tok = Tokenizer::byte_level_tiny();
+  SamplingOptions o;
+  o.max_tokens = 8;
+  const std::string expect = generate(m, {tok.encode("Hi", true)}, o, &tok)[0].text + "\n";
+  std::ifstream in(out_path, std::ios::binary);
+  std::string got((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(got == expect);
+  auto kind = [&](const GenerateCommand& c) {
+    try {
+      run_generate(c, out);
+    } catch (const Error& e) {
+      return e.kind();
+    }
+    return ErrorKind::kRuntime;
+  };
+  GenerateCommand bad = cmd;
+  bad.model = (dir / "missing").string();
+  CHECK(kind(bad) == ErrorKind::kNotFound);
+  bad = cmd;
+  bad.adapter = (dir / "no_adapter").string();
+  CHECK(kind(bad) == ErrorKind::kNotFound);
+  bad = cmd;
+  bad.prompt = std::string(600, 'x');
+  CHECK(kind(bad) == ErrorKind::kInvalidInput);
+  std::filesystem::remove_all(dir);
+}
