@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
 #include "fedge/common/error.h"
 #include "kernels.h"
@@ -135,11 +136,21 @@ KVCache Model::make_cache(int batch, int capacity, int layer_begin, int layer_en
 // ---------------- engine ----------------
 namespace {
 
+// Whether a product should go to BLAS: prompts (many rows). FEDGE_BLAS_ROWS
+// overrides the threshold (benchmarking).
+bool use_blas(int rows) {
+  static const int threshold = [] {
+    const char* v = std::getenv("FEDGE_BLAS_ROWS");
+    return v ? std::atoi(v) : 8;
+  }();
+  return rows >= threshold;
+}
+
 // y [rows, out] = x [rows, in] W^T (+ bias).
 void linear(const at::Tensor& w, const at::Tensor& bias, const float* x, int rows, float* y) {
   const int out = int(w.size(0)), in = int(w.size(1));
   if (w.scalar_type() == at::kFloat) {
-    if (rows >= 8) {
+    if (use_blas(rows)) {
       // Prompts: a real matrix product, where BLAS wins.
       auto xt = at::from_blob(const_cast<float*>(x), {rows, in}, at::kFloat);
       auto yt = at::from_blob(y, {rows, out}, at::kFloat);
@@ -167,7 +178,7 @@ struct Proj {
 };
 void linear_group(std::initializer_list<Proj> projs, const float* x, int rows) {
   const at::Tensor& w0 = projs.begin()->w;
-  if (w0.scalar_type() == at::kFloat && rows >= 8) {
+  if (w0.scalar_type() == at::kFloat && use_blas(rows)) {
     for (const Proj& p : projs) linear(p.w, p.bias, x, rows, p.y);
     return;
   }
