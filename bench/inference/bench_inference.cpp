@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "fedge/common/machine.h"
+#include "fedge/inference/kernels_info.h"
 #include "fedge/inference/model.h"
 #include "fedge/inference/torch_setup.h"
 
@@ -96,7 +97,7 @@ Speed measure(Model& m, int prompt_len, int decode_tokens) {
 int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::string(argv[1]) == "--quick";
   std::printf("bench_inference: prefill (64-token prompt) and greedy decode (64 tokens), batch 1, best of 2\n");
-  std::printf("machine: %s\n", fedge::machine_summary().c_str());
+  std::printf("machine: %s; kernels: %s\n", fedge::machine_summary().c_str(), kernel_isa());
   std::vector<int> thread_counts = {1};
   if (fedge::online_cores() > 1) thread_counts.push_back(2);
   struct Entry {

@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -27,9 +28,12 @@ Isa detect() {
   return Isa::kScalar;
 }
 
+std::atomic<int> forced{-1};  // set_isa override, -1: none
+
 Isa isa() {
   static const Isa chosen = detect();
-  return chosen;
+  const int f = forced.load(std::memory_order_relaxed);
+  return f < 0 ? chosen : Isa(f);
 }
 
 inline float bf16(std::uint16_t b) {
@@ -329,6 +333,20 @@ void axpy(float a, const float* x, float* y, int n) {
   for (int i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
+bool set_isa(const char* name) {
+  const std::string n = name ? name : "";
+  if (n.empty() || n == "auto") { forced = -1; return true; }
+  const Isa best = detect();
+  if (n == "scalar") { forced = int(Isa::kScalar); return true; }
+  if (n == "avx2" && best != Isa::kScalar) {
+    if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))) return false;
+    forced = int(Isa::kAvx2);
+    return true;
+  }
+  if (n == "avx512" && best == Isa::kAvx512) { forced = int(Isa::kAvx512); return true; }
+  return false;
+}
+
 const char* isa_name() {
   switch (isa()) {
     case Isa::kAvx512: return "avx512";
@@ -338,3 +356,10 @@ const char* isa_name() {
 }
 
 }  // namespace fedge::inference::kernels
+
+#include "fedge/inference/kernels_info.h"
+
+namespace fedge::inference {
+const char* kernel_isa() { return kernels::isa_name(); }
+bool set_kernel_isa(const char* name) { return kernels::set_isa(name); }
+}  // namespace fedge::inference

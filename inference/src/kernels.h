@@ -25,6 +25,10 @@ void matvec_group(const MatvecJob* jobs, int count, const float* x, int rows, in
 float dot(const float* a, const float* b, int n);
 void axpy(float a, const float* x, float* y, int n);  // y += a * x
 
+// Forces an instruction set ("avx512", "avx2", "scalar"; "auto" or empty
+// restores detection). Returns false when this CPU lacks it.
+bool set_isa(const char* name);
+
 // Name of the instruction set chosen ("avx512", "avx2", "scalar").
 const char* isa_name();
 

@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include "fedge/common/error.h"
+#include "fedge/inference/kernels_info.h"
 #include "fedge/inference/model.h"
 #include "fedge/inference/torch_setup.h"
 #include "test_support.h"
@@ -77,6 +78,8 @@ TEST_CASE("logits match the double-precision reference across shapes and dtypes"
   cases.push_back({s, false});
   s = Shape{}; s.kv_heads = 1; s.tied = false; s.dtype = "BF16"; s.rope = "llama3"; s.theta = 500000;
   cases.push_back({s, true});  // MQA, llama3 rope, sharded
+  s = Shape{}; s.hidden = 40; s.heads = 4; s.kv_heads = 2; s.inter = 44; s.tied = false;
+  cases.push_back({s, false});  // widths that are not multiples of 16 (kernel tails)
   for (const auto& [shape, sharded] : cases) {
     auto dir = test::fresh_dir("ref");
     auto w = test::write_checkpoint(dir, shape, 11, sharded);
@@ -95,6 +98,37 @@ TEST_CASE("logits match the double-precision reference across shapes and dtypes"
     CHECK(test::rel_error(full_logits(mb, kTokens), ref) < 3e-2);
     std::filesystem::remove_all(dir);
   }
+}
+
+TEST_CASE("every kernel instruction set matches the reference, f32 and bf16 weights") {
+  setup_torch(2);
+  Shape s;
+  s.hidden = 40; s.heads = 4; s.kv_heads = 2; s.inter = 44; s.bias = true; s.tied = false;
+  auto dir = test::fresh_dir("isa");
+  auto w = test::write_checkpoint(dir, s, 13);
+  Model m = Model::load(dir);
+  Model mb = Model::load(dir, {WeightType::kBF16});
+  auto ref = test::reference_logits(w, s, kTokens);
+  std::vector<float> bf16_logits;
+  for (const char* isa : {"avx512", "avx2", "scalar"}) {
+    if (!set_kernel_isa(isa)) continue;
+    INFO("isa " << isa);
+    // Decode token by token, so every product goes through the GEMV kernels.
+    KVCache cache = m.make_cache(1, 16), cache_b = mb.make_cache(1, 16);
+    std::vector<float> got, gotb;
+    for (int t : kTokens) {
+      auto l = m.forward(std::span(&t, 1), {}, 1, 1, cache);
+      got.insert(got.end(), l.begin(), l.end());
+      auto lb = mb.forward(std::span(&t, 1), {}, 1, 1, cache_b);
+      gotb.insert(gotb.end(), lb.begin(), lb.end());
+    }
+    CHECK(test::rel_error(got, ref) < 1e-4);
+    CHECK(test::rel_error(gotb, ref) < 3e-2);
+    if (bf16_logits.empty()) bf16_logits = gotb;
+    else CHECK(test::rel_error(gotb, bf16_logits) < 1e-5);  // same bf16 weights, any ISA
+  }
+  set_kernel_isa("auto");
+  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("KV-cache decoding equals the full forward pass") {
