@@ -194,7 +194,7 @@ class Pool {
     fn_ = fn;
     ctx_ = ctx;
     done_.store(0, std::memory_order_relaxed);
-    const std::uint64_t gen = (state_.load(std::memory_order_relaxed) >> 32) + 1;
+    const std::uint64_t gen = ((state_.load(std::memory_order_relaxed) >> 32) + 1) & 0xffffffffu;
     state_.store((gen << 32) | std::uint64_t(chunks), std::memory_order_release);
     if (sleeping_.load(std::memory_order_acquire) > 0) {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -319,6 +319,15 @@ void matvec_group(const MatvecJob* jobs, int count, const float* x, int rows, in
   const int threads = total * in < (1l << 15) ? 1 : omp_get_max_threads();
   const long chunks = (total + ctx.chunk_rows - 1) / ctx.chunk_rows;
   Pool::instance().run(threads, int(chunks), chunk, &ctx);
+}
+
+void parallel_for(int tasks, void (*fn)(const void*, int), const void* ctx, bool parallel) {
+  // Chunk counts are 16-bit in the pool's state word.
+  if (tasks > 0xffff || !parallel) {
+    for (int t = 0; t < tasks; ++t) fn(ctx, t);
+    return;
+  }
+  Pool::instance().run(omp_get_max_threads(), tasks, fn, ctx);
 }
 
 float dot(const float* a, const float* b, int n) {

@@ -22,6 +22,10 @@ struct MatvecJob {
 };
 void matvec_group(const MatvecJob* jobs, int count, const float* x, int rows, int in);
 
+// Runs fn(ctx, i) for i in [0, tasks) on the kernels' thread pool (serially
+// when !parallel), so attention and products share one set of threads.
+void parallel_for(int tasks, void (*fn)(const void*, int), const void* ctx, bool parallel = true);
+
 float dot(const float* a, const float* b, int n);
 void axpy(float a, const float* x, float* y, int n);  // y += a * x
 

@@ -230,6 +230,41 @@ void rope(float* x, int heads, int head_dim, const float* cos, const float* sin)
   }
 }
 
+// One (row, head) of attention over the cache's valid slots up to the row's own.
+struct AttentionJob {
+  KVCache* cache;
+  int layer, steps, base, nh, group, hd, qd;
+  float scale;
+  const float* q;
+  float* att;
+};
+
+void attention_task(const void* p, int task) {
+  const AttentionJob& j = *static_cast<const AttentionJob*>(p);
+  thread_local std::vector<float> sc;
+  const int r = task / j.nh, h = task % j.nh, b = r / j.steps, t = r % j.steps, slot = j.base + t, hd = j.hd;
+  float* out = j.att + std::size_t(r) * j.qd + h * hd;
+  std::fill_n(out, hd, 0.f);
+  if (!j.cache->valid(b, slot)) return;  // padding: output unused
+  if (int(sc.size()) < slot + 1) sc.resize(slot + 1);
+  const float* qv = j.q + std::size_t(r) * j.qd + h * hd;
+  const float* K = j.cache->keys(j.layer, b, h / j.group);
+  const float* V = j.cache->values(j.layer, b, h / j.group);
+  float mx = -INFINITY;
+  for (int s = 0; s <= slot; ++s) {
+    sc[s] = j.cache->valid(b, s) ? kernels::dot(qv, K + std::size_t(s) * hd, hd) * j.scale : -INFINITY;
+    mx = std::max(mx, sc[s]);
+  }
+  float sum = 0;
+  for (int s = 0; s <= slot; ++s) {
+    sc[s] = sc[s] == -INFINITY ? 0.f : std::exp(sc[s] - mx);
+    sum += sc[s];
+  }
+  const float inv = 1.0f / sum;
+  for (int s = 0; s <= slot; ++s)
+    if (sc[s] != 0.f) kernels::axpy(sc[s] * inv, V + std::size_t(s) * hd, out, hd);
+}
+
 }  // namespace
 
 std::vector<float> Model::embed(std::span<const TokenId> tokens) const {
@@ -293,34 +328,8 @@ void Model::forward_layers(std::span<float> hidden, std::span<const std::uint8_t
         std::copy_n(v.data() + std::size_t(r) * kvd + kh * hd, hd, cache.values(l, b, kh) + std::size_t(base + t) * hd);
       }
     }
-    const int tasks = rows * nh;
-#pragma omp parallel if (tasks * (base + steps) > 4096)
-    {
-      std::vector<float> sc(base + steps);
-#pragma omp for schedule(static)
-      for (int task = 0; task < tasks; ++task) {
-        const int r = task / nh, h = task % nh, b = r / steps, t = r % steps, slot = base + t;
-        float* out = att.data() + std::size_t(r) * qd + h * hd;
-        std::fill_n(out, hd, 0.f);
-        if (!cache.valid(b, slot)) continue;  // padding: output unused
-        const float* qv = q.data() + std::size_t(r) * qd + h * hd;
-        const float* K = cache.keys(l, b, h / group);
-        const float* V = cache.values(l, b, h / group);
-        float mx = -INFINITY;
-        for (int j = 0; j <= slot; ++j) {
-          sc[j] = cache.valid(b, j) ? kernels::dot(qv, K + std::size_t(j) * hd, hd) * scale : -INFINITY;
-          mx = std::max(mx, sc[j]);
-        }
-        float sum = 0;
-        for (int j = 0; j <= slot; ++j) {
-          sc[j] = sc[j] == -INFINITY ? 0.f : std::exp(sc[j] - mx);
-          sum += sc[j];
-        }
-        const float inv = 1.0f / sum;
-        for (int j = 0; j <= slot; ++j)
-          if (sc[j] != 0.f) kernels::axpy(sc[j] * inv, V + std::size_t(j) * hd, out, hd);
-      }
-    }
+    AttentionJob job{&cache, l, steps, base, nh, group, hd, qd, scale, q.data(), att.data()};
+    kernels::parallel_for(rows * nh, attention_task, &job, rows * nh * (base + steps) > 4096);
     linear(W.wo, {}, att.data(), rows, o.data());
     add_lora(ad, l, LoraTarget::kO, att.data(), rows, o.data());
     for (std::size_t i = 0; i < o.size(); ++i) x[i] += o[i];

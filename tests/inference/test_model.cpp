@@ -148,6 +148,13 @@ TEST_CASE("KV-cache decoding equals the full forward pass") {
     CHECK(test::rel_error(step, std::vector<float>(full.begin() + t * V, full.begin() + (t + 1) * V)) < 1e-5);
   }
   CHECK(cache.length() == T);
+  // A longer prompt (attention runs on the thread pool) against the autograd path.
+  std::vector<int> longer;
+  for (int i = 0; i < 48; ++i) longer.push_back((i * 7 + 3) % s.vocab);
+  auto lf = full_logits(m, longer);
+  at::Tensor toks = at::tensor(std::vector<int64_t>(longer.begin(), longer.end())).view({1, -1});
+  at::Tensor lt = m.forward_train(toks).contiguous();
+  CHECK(test::rel_error(lf, std::vector<float>(lt.data_ptr<float>(), lt.data_ptr<float>() + lt.numel())) < 1e-4);
   std::filesystem::remove_all(dir);
 }
 
