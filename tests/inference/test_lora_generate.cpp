@@ -299,6 +299,26 @@ TEST_CASE("generation with the byte-level tokenizer: stop strings and UTF-8 stre
   });
   CHECK(streamed == r2[0].text);
   CHECK(r2[0].text == r[0].text);
+  // Always valid UTF-8, even from a random model's stray bytes.
+  auto valid_utf8 = [](const std::string& t) {
+    std::size_t i = 0;
+    while (i < t.size()) {
+      const unsigned char c = t[i];
+      const std::size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+      if (n == 0 || i + n > t.size()) return false;
+      for (std::size_t k = 1; k < n; ++k)
+        if ((static_cast<unsigned char>(t[i + k]) & 0xC0) != 0x80) return false;
+      i += n;
+    }
+    return true;
+  };
+  for (std::uint64_t seed = 0; seed < 4; ++seed) {
+    SamplingOptions hot;
+    hot.temperature = 1.5f;
+    hot.seed = seed;
+    hot.max_tokens = 24;
+    CHECK(valid_utf8(generate(m, {prompt}, hot, &tok)[0].text));
+  }
   // A stop string equal to a piece of the text cuts it there.
   if (r[0].text.size() >= 4) {
     const std::string stop = r[0].text.substr(2, 2);
