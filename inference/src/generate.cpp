@@ -166,19 +166,19 @@ std::vector<GenerationResult> generate(Model& model, const std::vector<std::vect
     if (prompts[b].empty()) throw Error(ErrorKind::kInvalidInput, "prompt " + std::to_string(b) + " has no tokens");
     longest = std::max<int>(longest, int(prompts[b].size()));
   }
-  if (longest + 1 > c.max_position_embeddings)
+  if (longest + 1 > c.context_length())
     throw Error(ErrorKind::kInvalidInput, "prompt of " + std::to_string(longest) +
                                               " tokens leaves no room in the model's context of " +
-                                              std::to_string(c.max_position_embeddings) + " tokens; shorten it");
+                                              std::to_string(c.context_length()) + " tokens; shorten it");
   if (!options.stop_strings.empty() && !tokenizer)
     throw Error(ErrorKind::kInvalidInput, "stop strings need a tokenizer");
-  const int max_new = std::min(options.max_tokens, c.max_position_embeddings - longest);
+  const int max_new = std::min(options.max_tokens, c.context_length() - longest);
   std::set<TokenId> stops(options.stop_ids.begin(), options.stop_ids.end());
   for (int e : c.eos_token_ids) stops.insert(e);
   if (tokenizer)
     for (TokenId e : tokenizer->eos_ids()) stops.insert(e);
 
-  KVCache cache = model.make_cache(B, std::min(c.max_position_embeddings, longest + std::max(max_new, 1)));
+  KVCache cache = model.make_cache(B, std::min(c.context_length(), longest + std::max(max_new, 1)));
   std::vector<TokenId> tokens(std::size_t(B) * longest, 0);
   std::vector<std::uint8_t> mask(tokens.size(), 0);
   for (int b = 0; b < B; ++b) {

@@ -40,10 +40,10 @@ KVCache::KVCache(const ModelConfig& c, int layer_begin, int layer_end, int batch
                                               std::to_string(c.num_layers) + " layers");
   if (batch <= 0 || capacity <= 0)
     throw Error(ErrorKind::kInvalidInput, "KV cache needs a positive batch and capacity");
-  if (capacity > c.max_position_embeddings)
+  if (capacity > c.context_length())
     throw Error(ErrorKind::kInvalidInput,
                 "KV cache capacity " + std::to_string(capacity) + " exceeds the model's context of " +
-                    std::to_string(c.max_position_embeddings) + " positions");
+                    std::to_string(c.context_length()) + " positions");
   const std::size_t n = std::size_t(layer_end - layer_begin) * batch * kv_heads_ * capacity * head_dim_;
   k_.assign(n, 0.f);
   v_.assign(n, 0.f);
@@ -109,7 +109,7 @@ std::size_t Model::weight_bytes() const {
 
 void Model::Impl::build_rope() {
   const int half = config.head_dim / 2;
-  const int n = config.max_position_embeddings;
+  const int n = config.context_length();
   const auto inv = rope_inv_freq(config);
   rope_cos.resize(std::size_t(n) * half);
   rope_sin.resize(std::size_t(n) * half);

@@ -285,3 +285,21 @@ TEST_CASE("bad checkpoints and inputs give specific errors") {
   CHECK(kind_of([&] { m.forward(oov, {}, 1, 1, cache); }) == ErrorKind::kInvalidInput);
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("hostile config sizes are refused before allocating") {
+  auto j = test::config_json(Shape{});
+  for (const char* field : {"hidden_size", "intermediate_size", "num_hidden_layers", "vocab_size"}) {
+    auto bad = j;
+    bad[field] = 1 << 29;
+    std::string msg;
+    CHECK(kind_of([&] { ModelConfig::from_json_text(bad.dump(), "cfg"); }, &msg) == ErrorKind::kInvalidInput);
+    CHECK(msg.find(field) != std::string::npos);
+  }
+  auto huge = j;
+  huge["max_position_embeddings"] = 1 << 29;
+  auto c = ModelConfig::from_json_text(huge.dump(), "cfg");
+  CHECK(c.context_length() == kMaxContext);
+  auto neg = j;
+  neg["num_attention_heads"] = -4;
+  CHECK(kind_of([&] { ModelConfig::from_json_text(neg.dump(), "cfg"); }) == ErrorKind::kInvalidInput);
+}
