@@ -659,3 +659,17 @@ print('ok')
   const std::string cmd = "python3 '" + script.string() + "' '" + file.string() + "'";
   CHECK(std::system(cmd.c_str()) == 0);
 }
+
+TEST_CASE("a moved SafetensorsFile keeps its mapping and index", "[safetensors]") {
+  TempDir dir;
+  std::vector<float> w{1, 2, 3};
+  fedge::write_safetensors(dir.path / "m.safetensors", {{"w", DType::kF32, {3}, as_bytes(w)}});
+  auto first = SafetensorsFile::open(dir.path / "m.safetensors");
+  const auto span_before = first.bytes(first.at("w"));
+  SafetensorsFile moved(std::move(first));
+  CHECK(moved.bytes(moved.at("w")).data() == span_before.data());
+  auto other = SafetensorsFile::from_bytes(fedge::serialize_safetensors({}), "empty");
+  other = std::move(moved);
+  CHECK(other.to_f32(other.at("w")) == w);
+  CHECK(other.source_name() == (dir.path / "m.safetensors").string());
+}
