@@ -336,9 +336,13 @@ DType parse_dtype(std::string_view name) {
 }
 
 std::int64_t TensorInfo::numel() const {
-  std::int64_t n = 1;
-  for (auto d : shape) n *= d;
-  return n;
+  // Exact even for [2^32, 2^32, 0], which a validated file may contain.
+  for (auto d : shape) {
+    if (d < 0) throw Error(ErrorKind::kInvalidInput, "tensor '" + name + "' has a negative dimension");
+  }
+  const auto n = checked_numel(shape);
+  if (!n) throw Error(ErrorKind::kInvalidInput, "tensor '" + name + "': element count overflows");
+  return static_cast<std::int64_t>(*n);
 }
 
 // ---------------------------------------------------------------- reading

@@ -159,3 +159,20 @@ TEST_CASE("save and load in F32, F16 and BF16 with metadata", "[param_vector]") 
   CHECK(ParamVector::load(dir.path / "tb16.safetensors").values()[0] == fedge::bf16_to_f32(0x3eab));
   REQUIRE_THROWS_WITH(third.save(dir.path / "i.safetensors", {}, DType::kI32), Catch::Contains("cannot save as I32"));
 }
+
+TEST_CASE("from_safetensors follows offset order, not name order, in foreign files", "[param_vector]") {
+  const std::string header =
+      R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]},"z":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})";
+  std::vector<std::byte> bytes(8 + header.size() + 8);
+  const std::uint64_t n = header.size();
+  std::memcpy(bytes.data(), &n, 8);
+  std::memcpy(bytes.data() + 8, header.data(), header.size());
+  const float z = 10.0f, a = 20.0f;
+  std::memcpy(bytes.data() + 8 + header.size(), &z, 4);
+  std::memcpy(bytes.data() + 8 + header.size() + 4, &a, 4);
+  const auto file = fedge::SafetensorsFile::from_bytes(bytes, "foreign");
+  const ParamVector v = ParamVector::from_safetensors(file);
+  CHECK(v.layout().entries()[0].name == "z");
+  CHECK(v.layout().entries()[1].name == "a");
+  CHECK(std::vector<float>(v.values().begin(), v.values().end()) == std::vector<float>{10.0f, 20.0f});
+}

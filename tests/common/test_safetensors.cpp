@@ -3,6 +3,7 @@
 #include <bit>
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <limits>
@@ -587,4 +588,88 @@ TEST_CASE("bf16: exact widening, round-to-nearest-even narrowing, specials", "[s
     else mismatches += f32_to_bf16(f) != b;
   }
   CHECK(mismatches == 0);
+}
+
+// ------------------------------------------------------------ independent reader
+
+// A reader written from the format's rules alone (Python's json and struct),
+// run on a file fedge wrote. Skipped where python3 is not installed.
+TEST_CASE("a file written by fedge parses with an independent python reader", "[safetensors]") {
+  if (std::system("command -v python3 > /dev/null 2>&1") != 0) {
+    WARN("python3 not found; independent reader check skipped");
+    return;
+  }
+  TempDir dir;
+  std::vector<float> f32{1.0f, -2.5f};
+  std::vector<std::uint16_t> f16{fedge::f32_to_f16(0.5f), fedge::f32_to_f16(-65504.0f)};
+  std::vector<std::uint16_t> bf16{fedge::f32_to_bf16(1.5f)};
+  std::vector<std::int64_t> i64{-3, 1LL << 40};
+  std::vector<std::uint8_t> u8{7, 8, 9};
+  const auto file = dir.path / "fedge.safetensors";
+  fedge::write_safetensors(file,
+                           {{"w.f32", DType::kF32, {2}, as_bytes(f32)},
+                            {"w.f16", DType::kF16, {1, 2}, as_bytes(f16)},
+                            {"b.bf16", DType::kBF16, {}, as_bytes(bf16)},
+                            {"ids", DType::kI64, {2}, as_bytes(i64)},
+                            {"mask", DType::kU8, {3}, as_bytes(u8)},
+                            {"none", DType::kF32, {0}, {}}},
+                           {{"format", "pt"}});
+  const auto script = dir.path / "reader.py";
+  {
+    std::FILE* f = std::fopen(script.c_str(), "w");
+    REQUIRE(f != nullptr);
+    std::fputs(R"PY(
+import json, struct, sys
+raw = open(sys.argv[1], 'rb').read()
+(n,) = struct.unpack('<Q', raw[:8])
+assert (8 + n) % 8 == 0, 'buffer not 8-byte aligned'
+text = raw[8:8 + n].decode('utf-8')
+assert text.startswith('{') and text == text.rstrip(' ') + ' ' * (len(text) - len(text.rstrip(' ')))
+header = json.loads(text)
+meta = header.pop('__metadata__', {})
+assert meta == {'format': 'pt'}, meta
+assert list(header) == sorted(header), 'keys not sorted'
+buf = raw[8 + n:]
+pos = 0
+sizes = {'F64': 8, 'F32': 4, 'F16': 2, 'BF16': 2, 'I64': 8, 'I32': 4, 'I16': 2, 'I8': 1, 'U8': 1, 'BOOL': 1}
+values = {}
+for name, t in sorted(header.items(), key=lambda kv: kv[1]['data_offsets']):
+    b, e = t['data_offsets']
+    assert b == pos, ('gap or overlap', name)
+    numel = 1
+    for d in t['shape']:
+        numel *= d
+    assert e - b == numel * sizes[t['dtype']], name
+    chunk = buf[b:e]
+    fmt = {'F32': 'f', 'F16': 'e', 'I64': 'q', 'U8': 'B'}.get(t['dtype'])
+    if t['dtype'] == 'BF16':
+        values[name] = [struct.unpack('<f', b'\0\0' + chunk[i:i + 2])[0] for i in range(0, len(chunk), 2)]
+    else:
+        values[name] = list(struct.unpack('<%d%s' % (numel, fmt), chunk))
+    pos = e
+assert pos == len(buf), 'buffer not covered exactly'
+expect = {'w.f32': [1.0, -2.5], 'w.f16': [0.5, -65504.0], 'b.bf16': [1.5], 'ids': [-3, 1 << 40],
+          'mask': [7, 8, 9], 'none': []}
+assert values == expect, values
+print('ok')
+)PY",
+               f);
+    std::fclose(f);
+  }
+  const std::string cmd = "python3 '" + script.string() + "' '" + file.string() + "'";
+  CHECK(std::system(cmd.c_str()) == 0);
+}
+
+TEST_CASE("a moved SafetensorsFile keeps its mapping and index", "[safetensors]") {
+  TempDir dir;
+  std::vector<float> w{1, 2, 3};
+  fedge::write_safetensors(dir.path / "m.safetensors", {{"w", DType::kF32, {3}, as_bytes(w)}});
+  auto first = SafetensorsFile::open(dir.path / "m.safetensors");
+  const auto span_before = first.bytes(first.at("w"));
+  SafetensorsFile moved(std::move(first));
+  CHECK(moved.bytes(moved.at("w")).data() == span_before.data());
+  auto other = SafetensorsFile::from_bytes(fedge::serialize_safetensors({}), "empty");
+  other = std::move(moved);
+  CHECK(other.to_f32(other.at("w")) == w);
+  CHECK(other.source_name() == (dir.path / "m.safetensors").string());
 }

@@ -1,0 +1,98 @@
+// The local trainer: AdamW on a set of parameters (a LoRA adapter's A and B
+// matrices, or every base weight for pretraining) with warm-up plus cosine or
+// linear decay, gradient accumulation, gradient-norm clipping and an optional
+// FedProx proximal term. Deterministic from a seed; checkpoints hold the
+// parameters, the optimizer state and the step, so a resumed run continues the
+// same loss curve.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "fedge/common/param_vector.h"
+#include "fedge/inference/model.h"
+#include "fedge/training/dataset.h"
+
+namespace fedge::training {
+
+struct TrainOptions {
+  std::int64_t steps = 100;  // optimizer steps in all (the schedule's length)
+  int batch_size = 4;        // sequences per micro-batch
+  int grad_accum = 1;        // micro-batches per optimizer step
+  double lr = 1e-3;
+  double weight_decay = 0.0;  // decoupled (AdamW)
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  std::string schedule = "cosine";  // "cosine", "linear" or "constant" after warm-up
+  std::int64_t warmup_steps = 0;
+  double min_lr_ratio = 0.0;   // the decay ends at lr * min_lr_ratio
+  double max_grad_norm = 1.0;  // 0: no clipping
+  double fedprox_mu = 0.0;     // mu/2 * ||w - w_global||^2 when a proximal centre is set
+  std::uint64_t seed = 0;
+  int log_every = 10;          // steps between progress lines (0: none)
+  void validate() const;       // Error(kInvalidInput) naming the option
+};
+
+struct StepStats {
+  std::int64_t step = 0;      // 1-based index of the step just taken
+  double loss = 0.0;          // mean token cross-entropy of the step's batches
+  double lr = 0.0;
+  double grad_norm = 0.0;     // before clipping
+  std::int64_t tokens = 0;    // tokens processed (padding excluded)
+  double seconds = 0.0;
+};
+
+// Learning rate at step `step` (0-based) under `options`.
+double learning_rate(const TrainOptions& options, std::int64_t step);
+
+class Trainer {
+ public:
+  // Trains the adapter `adapter_name` of `model` (made active); the base stays
+  // frozen.
+  static Trainer for_adapter(inference::Model& model, const std::string& adapter_name, const TokenDataset& data,
+                             TrainOptions options);
+  // Trains every base weight (pretraining); the model must have no adapter active.
+  static Trainer full(inference::Model& model, const TokenDataset& data, TrainOptions options);
+
+  Trainer(Trainer&&) noexcept;
+  Trainer& operator=(Trainer&&) noexcept;
+  ~Trainer();
+
+  // FedProx: penalise distance from `center` (same layout as the trained parameters).
+  void set_proximal_center(const ParamVector& center);
+  StepStats step();
+  // Runs until options.steps; `on_step` sees each step (progress lines are logged too).
+  std::vector<StepStats> run(const std::function<void(const StepStats&)>& on_step = {});
+  std::int64_t current_step() const;
+  bool done() const;
+
+  // Writes DIR/params.safetensors (the trained parameters), DIR/optimizer.safetensors
+  // and DIR/trainer_state.json; load_checkpoint restores all three.
+  void save_checkpoint(const std::filesystem::path& dir) const;
+  void load_checkpoint(const std::filesystem::path& dir);
+
+ private:
+  struct Impl;
+  explicit Trainer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+struct EvalResult {
+  double loss = 0.0;        // mean token cross-entropy over target tokens
+  double perplexity = 0.0;  // exp(loss)
+  std::int64_t tokens = 0;  // target tokens scored
+  std::optional<double> accuracy;  // exact match of greedy completions, for instruction data
+};
+
+// Loss and perplexity of the model (with whatever adapter is active).
+EvalResult evaluate_loss(inference::Model& model, const TokenDataset& data, int batch_size = 8);
+// Share of instruction records whose greedy completion equals the reference
+// (both trimmed of surrounding white space).
+double exact_match_accuracy(inference::Model& model, const inference::Tokenizer& tokenizer,
+                            const std::vector<Record>& records, int max_new_tokens = 16);
+
+}  // namespace fedge::training
