@@ -3,14 +3,13 @@
 // bf16 weights). Decode is memory-bound at batch 1, so it is reported as a
 // fraction of the roofline: read bandwidth (measured here, same run) divided
 // by the weight bytes read per token.
-#include <omp.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "fedge/common/machine.h"
@@ -27,26 +26,35 @@ double seconds_since(clock_type::time_point t) {
   return std::chrono::duration<double>(clock_type::now() - t).count();
 }
 
+// Runs body(t, n) on n std::threads (the bench target has no OpenMP flags).
+template <typename F>
+void on_threads(int n, F body) {
+  std::vector<std::thread> pool;
+  for (int t = 0; t < n; ++t) pool.emplace_back(body, t, n);
+  for (auto& th : pool) th.join();
+}
+
 // Best-of-3 read bandwidth (GB/s) over a 1 GiB buffer: every thread sums its
 // own slice of 64-bit words (vectorises without fast-math).
 double read_bandwidth(int threads) {
   static std::vector<std::uint64_t> buf(std::size_t(1) << 27, 1);  // 1 GiB
   double best = 0;
   for (int rep = 0; rep < 3; ++rep) {
-    std::uint64_t total = 0;
+    std::vector<std::uint64_t> sums(threads);
     auto t = clock_type::now();
-#pragma omp parallel num_threads(threads) reduction(+ : total)
-    {
-      const std::size_t n = buf.size(), per = n / omp_get_num_threads();
-      const std::uint64_t* p = buf.data() + per * omp_get_thread_num();
+    on_threads(threads, [&](int id, int n) {
+      const std::size_t per = buf.size() / n;
+      const std::uint64_t* p = buf.data() + per * id;
       std::uint64_t a = 0, b = 0, c = 0, d = 0;
       for (std::size_t i = 0; i < per; i += 4) {
         a += p[i]; b += p[i + 1]; c += p[i + 2]; d += p[i + 3];
       }
-      total += a + b + c + d;
-    }
+      sums[id] = a + b + c + d;
+    });
     const double s = seconds_since(t);
-    if (total != buf.size()) std::printf("bandwidth check failed\n");
+    std::uint64_t total = 0;
+    for (auto v : sums) total += v;
+    if (total != buf.size() / threads * threads) std::printf("bandwidth check failed\n");
     best = std::max(best, buf.size() * 8.0 / s / 1e9);
   }
   return best;
@@ -58,11 +66,10 @@ double copy_bandwidth(int threads) {
   double best = 0;
   for (int rep = 0; rep < 3; ++rep) {
     auto t = clock_type::now();
-#pragma omp parallel num_threads(threads)
-    {
-      const std::size_t per = src.size() / omp_get_num_threads(), off = per * omp_get_thread_num();
+    on_threads(threads, [&](int id, int n) {
+      const std::size_t per = src.size() / n, off = per * id;
       std::memcpy(dst.data() + off, src.data() + off, per);
-    }
+    });
     best = std::max(best, src.size() / seconds_since(t) / 1e9);
   }
   return best;
@@ -95,7 +102,15 @@ Speed measure(Model& m, int prompt_len, int decode_tokens) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const bool quick = argc > 1 && std::string(argv[1]) == "--quick";
+  bool quick = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--quick") quick = true;
+    if (a == "--isa" && i + 1 < argc && !set_kernel_isa(argv[++i])) {
+      std::printf("this CPU lacks instruction set %s\n", argv[i]);
+      return 2;
+    }
+  }
   std::printf("bench_inference: prefill (64-token prompt) and greedy decode (64 tokens), batch 1, best of 2\n");
   std::printf("machine: %s; kernels: %s\n", fedge::machine_summary().c_str(), kernel_isa());
   std::vector<int> thread_counts = {1};

@@ -19,11 +19,12 @@
 namespace fedge::inference::kernels {
 namespace {
 
-enum class Isa { kScalar, kAvx2, kAvx512 };
+enum class Isa { kScalar, kAvx2, kAvx512, kAvx512Bf16 };
 
 Isa detect() {
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) return Isa::kAvx512;
+  if (__builtin_cpu_supports("avx512f"))
+    return __builtin_cpu_supports("avx512bf16") ? Isa::kAvx512Bf16 : Isa::kAvx512;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
   return Isa::kScalar;
 }
@@ -97,6 +98,49 @@ __attribute__((target("avx512f"))) void block_avx512(const W* w, const float* x,
   }
 }
 
+// ---- AVX512-BF16: bf16 weights against activations split into bf16 hi + lo
+// halves (x = hi + lo to ~16 bits), two vdpbf16ps per 32 weights.
+template <int R>
+__attribute__((target("avx512f,avx512bf16"))) void block_dp(const std::uint16_t* w, const std::uint16_t* xh,
+                                                          const std::uint16_t* xl, const float* x, float* y,
+                                                          int in, int out, int j0, int j1) {
+  for (int j = j0; j < j1; ++j) {
+    const std::uint16_t* wr = w + std::size_t(j) * in;
+    __m512 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 32 <= in; i += 32) {
+      const __m512bh wv = (__m512bh)_mm512_loadu_si512(wr + i);
+      for (int r = 0; r < R; ++r) {
+        acc[r] = _mm512_dpbf16_ps(acc[r], wv, (__m512bh)_mm512_loadu_si512(xh + std::size_t(r) * in + i));
+        acc[r] = _mm512_dpbf16_ps(acc[r], wv, (__m512bh)_mm512_loadu_si512(xl + std::size_t(r) * in + i));
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      float s = _mm512_reduce_add_ps(acc[r]);
+      for (int k = i; k < in; ++k) s += bf16(wr[k]) * x[std::size_t(r) * in + k];
+      y[std::size_t(r) * out + j] = s;
+    }
+  }
+}
+
+void run_range_dp(const std::uint16_t* w, const std::uint16_t* xs, const float* x, float* y, int rows, int in,
+                  int out, int j0, int j1) {
+  const std::size_t plane = std::size_t(rows) * in;
+  for (int r0 = 0; r0 < rows; r0 += 4) {
+    const int n = std::min(4, rows - r0);
+    const std::size_t off = std::size_t(r0) * in;
+    const std::uint16_t *xh = xs + off, *xl = xs + plane + off;
+    float* yr = y + std::size_t(r0) * out;
+    switch (n) {
+      case 1: block_dp<1>(w, xh, xl, x + off, yr, in, out, j0, j1); break;
+      case 2: block_dp<2>(w, xh, xl, x + off, yr, in, out, j0, j1); break;
+      case 3: block_dp<3>(w, xh, xl, x + off, yr, in, out, j0, j1); break;
+      default: block_dp<4>(w, xh, xl, x + off, yr, in, out, j0, j1); break;
+    }
+  }
+}
+
 // ---- AVX2 ----
 __attribute__((target("avx2,fma"))) inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
 __attribute__((target("avx2,fma"))) inline __m256 load8(const std::uint16_t* p) {
@@ -140,7 +184,7 @@ void run_range(const W* w, const float* x, float* y, int rows, int in, int out, 
     const int n = std::min(4, rows - r0);
     const float* xr = x + std::size_t(r0) * in;
     float* yr = y + std::size_t(r0) * out;
-    if (level == Isa::kAvx512) {
+    if (level == Isa::kAvx512 || level == Isa::kAvx512Bf16) {
       switch (n) {
         case 1: block_avx512<1>(w, xr, yr, in, out, j0, j1); break;
         case 2: block_avx512<2>(w, xr, yr, in, out, j0, j1); break;
@@ -262,8 +306,9 @@ class Pool {
 // to balance two threads.
 constexpr long kChunkRows = 32;
 
-void run_job(const MatvecJob& j, const float* x, int rows, int in, int j0, int j1) {
-  if (j.bf16) run_range(static_cast<const std::uint16_t*>(j.w), x, j.y, rows, in, j.out, j0, j1);
+void run_job(const MatvecJob& j, const float* x, const std::uint16_t* xs, int rows, int in, int j0, int j1) {
+  if (j.bf16 && xs) run_range_dp(static_cast<const std::uint16_t*>(j.w), xs, x, j.y, rows, in, j.out, j0, j1);
+  else if (j.bf16) run_range(static_cast<const std::uint16_t*>(j.w), x, j.y, rows, in, j.out, j0, j1);
   else run_range(static_cast<const float*>(j.w), x, j.y, rows, in, j.out, j0, j1);
 }
 
@@ -301,9 +346,30 @@ void matvec_group(const MatvecJob* jobs, int count, const float* x, int rows, in
     const MatvecJob* jobs;
     int count;
     const float* x;
+    const std::uint16_t* xs;
     int rows, in;
     long total, chunk_rows;
-  } ctx{jobs, count, x, rows, in, total, std::max(kChunkRows, (total + 0xfffe) / 0xffff)};
+  } ctx{jobs, count, x, nullptr, rows, in, total, std::max(kChunkRows, (total + 0xfffe) / 0xffff)};
+  bool any_bf16 = false;
+  for (int i = 0; i < count; ++i) any_bf16 |= jobs[i].bf16;
+  thread_local std::vector<std::uint16_t> split;
+  if (any_bf16 && isa() == Isa::kAvx512Bf16) {
+    // hi = x truncated to bf16, lo = the remainder rounded to bf16.
+    const std::size_t n = std::size_t(rows) * in;
+    split.resize(2 * n);
+    for (std::size_t i = 0; i < n; ++i) {
+      std::uint32_t u;
+      std::memcpy(&u, x + i, 4);
+      const std::uint16_t hi = std::uint16_t(u >> 16);
+      const float rest = x[i] - bf16(hi);
+      std::uint32_t v;
+      std::memcpy(&v, &rest, 4);
+      v += 0x7fff + ((v >> 16) & 1);  // round to nearest even
+      split[i] = hi;
+      split[n + i] = std::uint16_t(v >> 16);
+    }
+    ctx.xs = split.data();
+  }
   auto chunk = [](const void* p, int c) {
     const Ctx& k = *static_cast<const Ctx*>(p);
     const long g0 = c * k.chunk_rows, g1 = std::min(k.total, g0 + k.chunk_rows);
@@ -311,7 +377,7 @@ void matvec_group(const MatvecJob* jobs, int count, const float* x, int rows, in
     long base = 0;
     for (int i = 0; i < k.count; ++i) {
       const long lo = std::max(g0, base), hi = std::min(g1, base + k.jobs[i].out);
-      if (lo < hi) run_job(k.jobs[i], k.x, k.rows, k.in, int(lo - base), int(hi - base));
+      if (lo < hi) run_job(k.jobs[i], k.x, k.xs, k.rows, k.in, int(lo - base), int(hi - base));
       base += k.jobs[i].out;
     }
   };
@@ -331,14 +397,14 @@ void parallel_for(int tasks, void (*fn)(const void*, int), const void* ctx, bool
 }
 
 float dot(const float* a, const float* b, int n) {
-  if (isa() == Isa::kAvx512) return dot_avx512(a, b, n);
+  if (isa() >= Isa::kAvx512) return dot_avx512(a, b, n);
   float s = 0;
   for (int i = 0; i < n; ++i) s += a[i] * b[i];
   return s;
 }
 
 void axpy(float a, const float* x, float* y, int n) {
-  if (isa() == Isa::kAvx512) return axpy_avx512(a, x, y, n);
+  if (isa() >= Isa::kAvx512) return axpy_avx512(a, x, y, n);
   for (int i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
@@ -352,12 +418,14 @@ bool set_isa(const char* name) {
     forced = int(Isa::kAvx2);
     return true;
   }
-  if (n == "avx512" && best == Isa::kAvx512) { forced = int(Isa::kAvx512); return true; }
+  if (n == "avx512" && best >= Isa::kAvx512) { forced = int(Isa::kAvx512); return true; }
+  if (n == "avx512bf16" && best == Isa::kAvx512Bf16) { forced = int(Isa::kAvx512Bf16); return true; }
   return false;
 }
 
 const char* isa_name() {
   switch (isa()) {
+    case Isa::kAvx512Bf16: return "avx512bf16";
     case Isa::kAvx512: return "avx512";
     case Isa::kAvx2: return "avx2";
     default: return "scalar";

@@ -110,7 +110,7 @@ TEST_CASE("every kernel instruction set matches the reference, f32 and bf16 weig
   Model mb = Model::load(dir, {WeightType::kBF16});
   auto ref = test::reference_logits(w, s, kTokens);
   std::vector<float> bf16_logits;
-  for (const char* isa : {"avx512", "avx2", "scalar"}) {
+  for (const char* isa : {"avx512bf16", "avx512", "avx2", "scalar"}) {
     if (!set_kernel_isa(isa)) continue;
     INFO("isa " << isa);
     // Decode token by token, so every product goes through the GEMV kernels.
@@ -125,7 +125,7 @@ TEST_CASE("every kernel instruction set matches the reference, f32 and bf16 weig
     CHECK(test::rel_error(got, ref) < 1e-4);
     CHECK(test::rel_error(gotb, ref) < 3e-2);
     if (bf16_logits.empty()) bf16_logits = gotb;
-    else CHECK(test::rel_error(gotb, bf16_logits) < 1e-5);  // same bf16 weights, any ISA
+    else CHECK(test::rel_error(gotb, bf16_logits) < 1e-4);  // same bf16 weights, any ISA
   }
   set_kernel_isa("auto");
   std::filesystem::remove_all(dir);
