@@ -1,6 +1,7 @@
 // Bytes -> validated Envelope. Every field a peer controls is checked here, and
 // every kj::Exception that Cap'n Proto raises for malformed bytes is caught at
 // this boundary and turned into a DecodeError naming the field being read.
+#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <exception>
@@ -54,30 +55,38 @@ class Field {
 
 std::string num(std::uint64_t v) { return std::to_string(v); }
 
-Key32 key32(Ctx& ctx, const char* name, capnp::Data::Reader data) {
+template <class Get>
+Key32 key32(Ctx& ctx, const char* name, Get get) {
   Field f(ctx, name);
+  capnp::Data::Reader data = get();
   if (data.size() != 32) ctx.fail(ErrorCode::kMalformed, "must be exactly 32 bytes, got " + num(data.size()));
   Key32 key;
   std::memcpy(key.data(), data.begin(), 32);
   return key;
 }
 
-std::vector<std::uint8_t> blob(Ctx& ctx, const char* name, capnp::Data::Reader data) {
+template <class Get>
+std::vector<std::uint8_t> blob(Ctx& ctx, const char* name, Get get) {
   Field f(ctx, name);
+  capnp::Data::Reader data = get();
   if (data.size() > ctx.limits.max_blob_bytes) {
     ctx.fail(ErrorCode::kTooLarge, num(data.size()) + " bytes, limit " + num(ctx.limits.max_blob_bytes));
   }
   return {data.begin(), data.end()};
 }
 
-std::vector<std::uint8_t> signature(Ctx& ctx, capnp::Data::Reader data) {
+template <class Get>
+std::vector<std::uint8_t> signature(Ctx& ctx, Get get) {
   Field f(ctx, "signature");
+  capnp::Data::Reader data = get();
   if (data.size() != 0 && data.size() != 64) ctx.fail(ErrorCode::kMalformed, "must be empty or 64 bytes, got " + num(data.size()));
   return {data.begin(), data.end()};
 }
 
-std::string text(Ctx& ctx, const char* name, capnp::Text::Reader t) {
+template <class Get>
+std::string text(Ctx& ctx, const char* name, Get get) {
   Field f(ctx, name);
+  capnp::Text::Reader t = get();
   if (t.size() > ctx.limits.max_text_bytes) {
     ctx.fail(ErrorCode::kTooLarge, num(t.size()) + " bytes of text, limit " + num(ctx.limits.max_text_bytes));
   }
@@ -90,9 +99,10 @@ void check_length(Ctx& ctx, std::size_t n) {
   }
 }
 
-template <class T>
-std::vector<T> prims(Ctx& ctx, const char* name, typename capnp::List<T>::Reader list) {
+template <class T, class Get>
+std::vector<T> prims(Ctx& ctx, const char* name, Get get) {
   Field f(ctx, name);
+  typename capnp::List<T>::Reader list = get();
   check_length(ctx, list.size());
   std::vector<T> out;
   out.reserve(list.size());
@@ -102,10 +112,11 @@ std::vector<T> prims(Ctx& ctx, const char* name, typename capnp::List<T>::Reader
 
 // Bulk payload of T: a view into the message when aligned (always, for an
 // aligned buffer: capnp Data starts on a word boundary), else a copy.
-template <class T>
-Payload<T> bulk(Ctx& ctx, const char* name, capnp::Data::Reader data, std::optional<std::uint64_t> expected,
+template <class T, class Get>
+Payload<T> bulk(Ctx& ctx, const char* name, Get get, std::optional<std::uint64_t> expected,
                 const char* expected_from) {
   Field f(ctx, name);
+  capnp::Data::Reader data = get();
   if (data.size() % sizeof(T) != 0) {
     ctx.fail(ErrorCode::kMalformed, num(data.size()) + " bytes is not a whole number of " + num(sizeof(T)) +
                                         "-byte elements");
@@ -158,13 +169,13 @@ void unique_ids(Ctx& ctx, const char* name, const std::vector<std::uint32_t>& id
 Register read(Ctx& ctx, wire::Register::Reader r) {
   Register m;
   m.node_id = r.getNodeId();
-  m.name = text(ctx, "name", r.getName());
-  m.public_key = key32(ctx, "publicKey", r.getPublicKey());
+  m.name = text(ctx, "name", [&] { return r.getName(); });
+  m.public_key = key32(ctx, "publicKey", [&] { return r.getPublicKey(); });
   Field f(ctx, "capabilities");
   auto c = r.getCapabilities();
-  m.capabilities.device_profile = text(ctx, "deviceProfile", c.getDeviceProfile());
+  m.capabilities.device_profile = text(ctx, "deviceProfile", [&] { return c.getDeviceProfile(); });
   m.capabilities.num_examples = c.getNumExamples();
-  m.capabilities.model_name = text(ctx, "modelName", c.getModelName());
+  m.capabilities.model_name = text(ctx, "modelName", [&] { return c.getModelName(); });
   m.capabilities.threads = c.getThreads();
   m.capabilities.memory_bytes = c.getMemoryBytes();
   return m;
@@ -178,14 +189,16 @@ Heartbeat read(Ctx& ctx, wire::Heartbeat::Reader r) {
   return {r.getUnixMs(), enum_value<NodeState>(ctx, "state", r.getState(), 5), r.getGlobalVersion()};
 }
 
-SecAggParams read_secagg(Ctx& ctx, wire::SecAggParams::Reader r, std::size_t num_selected) {
+template <class Get>
+SecAggParams read_secagg(Ctx& ctx, Get get, std::size_t num_selected) {
   Field f(ctx, "secagg");
+  auto r = get();
   SecAggParams s;
   s.num_clients = r.getNumClients();
   s.threshold = r.getThreshold();
   s.degree = r.getDegree();
   s.vector_length = r.getVectorLength();
-  s.graph_seed = key32(ctx, "graphSeed", r.getGraphSeed());
+  s.graph_seed = key32(ctx, "graphSeed", [&] { return r.getGraphSeed(); });
   s.quant_bits = r.getQuantBits();
   s.clip_range = r.getClipRange();
   s.noise_bound = r.getNoiseBound();
@@ -212,15 +225,18 @@ RoundPlan read(Ctx& ctx, wire::RoundPlan::Reader r) {
     finite(ctx, "learningRate", m.hyper.learning_rate, 0, 1e6);
     finite(ctx, "fedproxMu", m.hyper.fedprox_mu, 0, 1e6);
   }
-  auto d = r.getDeadlines();
-  m.deadlines = {d.getTrainMs(), d.getAdvertiseKeysMs(), d.getShareKeysMs(), d.getMaskedInputMs(), d.getUnmaskMs()};
+  {
+    Field f(ctx, "deadlines");
+    auto d = r.getDeadlines();
+    m.deadlines = {d.getTrainMs(), d.getAdvertiseKeysMs(), d.getShareKeysMs(), d.getMaskedInputMs(), d.getUnmaskMs()};
+  }
   m.secure = r.getSecure();
-  m.selected = prims<std::uint32_t>(ctx, "selected", r.getSelected());
+  m.selected = prims<std::uint32_t>(ctx, "selected", [&] { return r.getSelected(); });
   unique_ids(ctx, "selected", m.selected);
   m.update_length = r.getUpdateLength();
   require(ctx, m.update_length <= ctx.limits.max_vector_length, "updateLength",
           num(m.update_length) + " elements, limit " + num(ctx.limits.max_vector_length));
-  if (m.secure) m.secagg = read_secagg(ctx, r.getSecagg(), m.selected.size());
+  if (m.secure) m.secagg = read_secagg(ctx, [&] { return r.getSecagg(); }, m.selected.size());
   {
     Field f(ctx, "dp");
     auto p = r.getDp();
@@ -232,8 +248,8 @@ RoundPlan read(Ctx& ctx, wire::RoundPlan::Reader r) {
 }
 
 AdvertiseKeys read(Ctx& ctx, wire::AdvertiseKeys::Reader r) {
-  return {key32(ctx, "cPublic", r.getCPublic()), key32(ctx, "sPublic", r.getSPublic()),
-          signature(ctx, r.getSignature())};
+  return {key32(ctx, "cPublic", [&] { return r.getCPublic(); }), key32(ctx, "sPublic", [&] { return r.getSPublic(); }),
+          signature(ctx, [&] { return r.getSignature(); })};
 }
 
 KeysBroadcast read(Ctx& ctx, wire::KeysBroadcast::Reader r) {
@@ -244,39 +260,41 @@ KeysBroadcast read(Ctx& ctx, wire::KeysBroadcast::Reader r) {
   check_length(ctx, list.size());
   std::vector<std::uint32_t> ids;
   for (auto k : list) {
-    m.neighbours.push_back({k.getId(), key32(ctx, "cPublic", k.getCPublic()), key32(ctx, "sPublic", k.getSPublic()),
-                            signature(ctx, k.getSignature())});
+    m.neighbours.push_back({k.getId(), key32(ctx, "cPublic", [&] { return k.getCPublic(); }), key32(ctx, "sPublic", [&] { return k.getSPublic(); }),
+                            signature(ctx, [&] { return k.getSignature(); })});
     ids.push_back(k.getId());
   }
   unique_ids(ctx, "id", ids);
   return m;
 }
 
-std::vector<EncryptedShare> read_shares(Ctx& ctx, capnp::List<wire::EncryptedShare>::Reader list) {
+template <class Get>
+std::vector<EncryptedShare> read_shares(Ctx& ctx, Get get) {
   Field f(ctx, "shares");
+  auto list = get();
   check_length(ctx, list.size());
   std::vector<EncryptedShare> out;
   out.reserve(list.size());
   for (auto s : list) {
-    out.push_back({s.getFrom(), s.getTo(), blob(ctx, "box", s.getBox())});
+    out.push_back({s.getFrom(), s.getTo(), blob(ctx, "box", [&] { return s.getBox(); })});
     require(ctx, !out.back().box.empty(), "box", "is empty");
   }
   return out;
 }
 
-ShareKeys read(Ctx& ctx, wire::ShareKeys::Reader r) { return {r.getSender(), read_shares(ctx, r.getShares())}; }
+ShareKeys read(Ctx& ctx, wire::ShareKeys::Reader r) { return {r.getSender(), read_shares(ctx, [&] { return r.getShares(); })}; }
 SharesDelivery read(Ctx& ctx, wire::SharesDelivery::Reader r) {
-  return {r.getRecipient(), read_shares(ctx, r.getShares())};
+  return {r.getRecipient(), read_shares(ctx, [&] { return r.getShares(); })};
 }
 
 MaskedInput read(Ctx& ctx, wire::MaskedInput::Reader r) {
-  return {r.getSender(), bulk<std::uint32_t>(ctx, "masked", r.getMasked(), ctx.expect.vector_length,
+  return {r.getSender(), bulk<std::uint32_t>(ctx, "masked", [&] { return r.getMasked(); }, ctx.expect.vector_length,
                                               "the round plan's vectorLength")};
 }
 
 UnmaskRequest read(Ctx& ctx, wire::UnmaskRequest::Reader r) {
-  UnmaskRequest m{prims<std::uint32_t>(ctx, "survivors", r.getSurvivors()),
-                  prims<std::uint32_t>(ctx, "dropped", r.getDropped())};
+  UnmaskRequest m{prims<std::uint32_t>(ctx, "survivors", [&] { return r.getSurvivors(); }),
+                  prims<std::uint32_t>(ctx, "dropped", [&] { return r.getDropped(); })};
   auto all = m.survivors;
   all.insert(all.end(), m.dropped.begin(), m.dropped.end());
   unique_ids(ctx, "dropped", all);  // a client is a survivor or dropped, once
@@ -291,7 +309,7 @@ UnmaskResponse read(Ctx& ctx, wire::UnmaskResponse::Reader r) {
   check_length(ctx, list.size());
   for (auto s : list) {
     RevealedShare share{s.getOwner(), enum_value<SecretKind>(ctx, "kind", s.getKind(), 2), s.getX(),
-                        prims<std::uint64_t>(ctx, "y", s.getY())};
+                        prims<std::uint64_t>(ctx, "y", [&] { return s.getY(); })};
     require(ctx, share.x != 0, "x", "Shamir x-coordinate 0 is never a holder");
     require(ctx, !share.y.empty(), "y", "is empty");
     m.shares.push_back(std::move(share));
@@ -302,7 +320,7 @@ UnmaskResponse read(Ctx& ctx, wire::UnmaskResponse::Reader r) {
 PlainUpdate read(Ctx& ctx, wire::PlainUpdate::Reader r) {
   PlainUpdate m;
   m.num_examples = r.getNumExamples();
-  m.update = bulk<float>(ctx, "update", r.getUpdate(), ctx.expect.update_length, "the round plan's updateLength");
+  m.update = bulk<float>(ctx, "update", [&] { return r.getUpdate(); }, ctx.expect.update_length, "the round plan's updateLength");
   m.train_loss = r.getTrainLoss();
   return m;
 }
@@ -324,9 +342,9 @@ GlobalModel read(Ctx& ctx, wire::GlobalModel::Reader r) {
     Field f(ctx, "layout");
     auto list = r.getLayout();
     check_length(ctx, list.size());
-    for (auto t : list) m.layout.push_back({text(ctx, "name", t.getName()), prims<std::uint64_t>(ctx, "shape", t.getShape())});
+    for (auto t : list) m.layout.push_back({text(ctx, "name", [&] { return t.getName(); }), prims<std::uint64_t>(ctx, "shape", [&] { return t.getShape(); })});
   }
-  m.data = bulk<std::uint8_t>(ctx, "data", r.getData(), std::nullopt, "");
+  m.data = bulk<std::uint8_t>(ctx, "data", [&] { return r.getData(); }, std::nullopt, "");
   if (m.format == ModelFormat::kFlatF32) {
     std::uint64_t total = 0;
     for (const auto& t : m.layout) {
@@ -347,14 +365,14 @@ Metrics read(Ctx& ctx, wire::Metrics::Reader r) {
   auto list = r.getEntries();
   check_length(ctx, list.size());
   for (auto e : list) {
-    m.entries.push_back({text(ctx, "name", e.getName()), e.getValue()});
+    m.entries.push_back({text(ctx, "name", [&] { return e.getName(); }), e.getValue()});
     require(ctx, !m.entries.back().name.empty(), "name", "is empty");
   }
   return m;
 }
 
 InferenceRequest read(Ctx& ctx, wire::InferenceRequest::Reader r) {
-  InferenceRequest m{r.getRequestId(), text(ctx, "prompt", r.getPrompt()), r.getMaxTokens(), r.getTemperature(),
+  InferenceRequest m{r.getRequestId(), text(ctx, "prompt", [&] { return r.getPrompt(); }), r.getMaxTokens(), r.getTemperature(),
                      r.getTopP(), r.getSeed(), enum_value<AdapterChoice>(ctx, "adapter", r.getAdapter(), 3),
                      r.getStream()};
   finite(ctx, "temperature", m.temperature, 0, 100);
@@ -363,13 +381,13 @@ InferenceRequest read(Ctx& ctx, wire::InferenceRequest::Reader r) {
 }
 
 InferenceResponse read(Ctx& ctx, wire::InferenceResponse::Reader r) {
-  return {r.getRequestId(), text(ctx, "text", r.getText()), r.getPromptTokens(), r.getCompletionTokens(),
+  return {r.getRequestId(), text(ctx, "text", [&] { return r.getText(); }), r.getPromptTokens(), r.getCompletionTokens(),
           enum_value<FinishReason>(ctx, "finish", r.getFinish(), 4), r.getFellBackToLocal(),
-          text(ctx, "note", r.getNote())};
+          text(ctx, "note", [&] { return r.getNote(); })};
 }
 
 TokenChunk read(Ctx& ctx, wire::TokenChunk::Reader r) {
-  return {r.getRequestId(), r.getIndex(), r.getTokenId(), text(ctx, "text", r.getText()), r.getLast(),
+  return {r.getRequestId(), r.getIndex(), r.getTokenId(), text(ctx, "text", [&] { return r.getText(); }), r.getLast(),
           enum_value<FinishReason>(ctx, "finish", r.getFinish(), 4)};
 }
 
@@ -379,14 +397,14 @@ HiddenStates read(Ctx& ctx, wire::HiddenStates::Reader r) {
   m.kind = enum_value<HiddenKind>(ctx, "kind", r.getKind(), 2);
   m.layer = r.getLayer();
   m.position = r.getPosition();
-  m.shape = prims<std::uint64_t>(ctx, "shape", r.getShape());
+  m.shape = prims<std::uint64_t>(ctx, "shape", [&] { return r.getShape(); });
   require(ctx, !m.shape.empty() && m.shape.size() <= 8, "shape", num(m.shape.size()) + " dimensions, expected 1..8");
-  m.data = bulk<float>(ctx, "data", r.getData(), shape_elements(ctx, "shape", m.shape), "the shape");
+  m.data = bulk<float>(ctx, "data", [&] { return r.getData(); }, shape_elements(ctx, "shape", m.shape), "the shape");
   return m;
 }
 
 ErrorReply read(Ctx& ctx, wire::ErrorReply::Reader r) {
-  return {enum_value<ErrorCode>(ctx, "code", r.getCode(), 13), text(ctx, "message", r.getMessage()), r.getInReplyTo()};
+  return {enum_value<ErrorCode>(ctx, "code", r.getCode(), 13), text(ctx, "message", [&] { return r.getMessage(); }), r.getInReplyTo()};
 }
 
 // Which messages only the coordinator sends, and which only nodes send.
@@ -399,34 +417,34 @@ From sender_role(std::size_t index) {
   }
 }
 
-template <class R>
-Body read_as(Ctx& ctx, const char* name, R reader) {
+template <class Get>
+Body read_as(Ctx& ctx, const char* name, Get get) {
   Field f(ctx, name);
-  return read(ctx, reader);
+  return read(ctx, get());
 }
 
 Body read_body(Ctx& ctx, wire::Envelope::Body::Reader b) {
   using W = wire::Envelope::Body;
   switch (b.which()) {
-    case W::REGISTER: return read_as(ctx, "register", b.getRegister());
-    case W::REGISTER_ACK: return read_as(ctx, "registerAck", b.getRegisterAck());
-    case W::HEARTBEAT: return read_as(ctx, "heartbeat", b.getHeartbeat());
-    case W::ROUND_PLAN: return read_as(ctx, "roundPlan", b.getRoundPlan());
-    case W::ADVERTISE_KEYS: return read_as(ctx, "advertiseKeys", b.getAdvertiseKeys());
-    case W::KEYS_BROADCAST: return read_as(ctx, "keysBroadcast", b.getKeysBroadcast());
-    case W::SHARE_KEYS: return read_as(ctx, "shareKeys", b.getShareKeys());
-    case W::SHARES_DELIVERY: return read_as(ctx, "sharesDelivery", b.getSharesDelivery());
-    case W::MASKED_INPUT: return read_as(ctx, "maskedInput", b.getMaskedInput());
-    case W::UNMASK_REQUEST: return read_as(ctx, "unmaskRequest", b.getUnmaskRequest());
-    case W::UNMASK_RESPONSE: return read_as(ctx, "unmaskResponse", b.getUnmaskResponse());
-    case W::PLAIN_UPDATE: return read_as(ctx, "plainUpdate", b.getPlainUpdate());
-    case W::GLOBAL_MODEL: return read_as(ctx, "globalModel", b.getGlobalModel());
-    case W::METRICS: return read_as(ctx, "metrics", b.getMetrics());
-    case W::INFERENCE_REQUEST: return read_as(ctx, "inferenceRequest", b.getInferenceRequest());
-    case W::INFERENCE_RESPONSE: return read_as(ctx, "inferenceResponse", b.getInferenceResponse());
-    case W::TOKEN_CHUNK: return read_as(ctx, "tokenChunk", b.getTokenChunk());
-    case W::HIDDEN_STATES: return read_as(ctx, "hiddenStates", b.getHiddenStates());
-    case W::ERROR: return read_as(ctx, "error", b.getError());
+    case W::REGISTER: return read_as(ctx, "register", [&] { return b.getRegister(); });
+    case W::REGISTER_ACK: return read_as(ctx, "registerAck", [&] { return b.getRegisterAck(); });
+    case W::HEARTBEAT: return read_as(ctx, "heartbeat", [&] { return b.getHeartbeat(); });
+    case W::ROUND_PLAN: return read_as(ctx, "roundPlan", [&] { return b.getRoundPlan(); });
+    case W::ADVERTISE_KEYS: return read_as(ctx, "advertiseKeys", [&] { return b.getAdvertiseKeys(); });
+    case W::KEYS_BROADCAST: return read_as(ctx, "keysBroadcast", [&] { return b.getKeysBroadcast(); });
+    case W::SHARE_KEYS: return read_as(ctx, "shareKeys", [&] { return b.getShareKeys(); });
+    case W::SHARES_DELIVERY: return read_as(ctx, "sharesDelivery", [&] { return b.getSharesDelivery(); });
+    case W::MASKED_INPUT: return read_as(ctx, "maskedInput", [&] { return b.getMaskedInput(); });
+    case W::UNMASK_REQUEST: return read_as(ctx, "unmaskRequest", [&] { return b.getUnmaskRequest(); });
+    case W::UNMASK_RESPONSE: return read_as(ctx, "unmaskResponse", [&] { return b.getUnmaskResponse(); });
+    case W::PLAIN_UPDATE: return read_as(ctx, "plainUpdate", [&] { return b.getPlainUpdate(); });
+    case W::GLOBAL_MODEL: return read_as(ctx, "globalModel", [&] { return b.getGlobalModel(); });
+    case W::METRICS: return read_as(ctx, "metrics", [&] { return b.getMetrics(); });
+    case W::INFERENCE_REQUEST: return read_as(ctx, "inferenceRequest", [&] { return b.getInferenceRequest(); });
+    case W::INFERENCE_RESPONSE: return read_as(ctx, "inferenceResponse", [&] { return b.getInferenceResponse(); });
+    case W::TOKEN_CHUNK: return read_as(ctx, "tokenChunk", [&] { return b.getTokenChunk(); });
+    case W::HIDDEN_STATES: return read_as(ctx, "hiddenStates", [&] { return b.getHiddenStates(); });
+    case W::ERROR: return read_as(ctx, "error", [&] { return b.getError(); });
   }
   ctx.fail(ErrorCode::kUnsupported, "unknown message type " + num(static_cast<std::uint16_t>(b.which())) +
                                         " (this build knows 0.." + num(std::variant_size_v<Body> - 1) +
@@ -515,7 +533,9 @@ Envelope decode(const Bytes& bytes, const Limits& limits, const Expectations& ex
   } catch (const kj::Exception& e) {
     const std::string at = ctx.failed_at.empty() ? "envelope" : ctx.failed_at;
     const std::string why = e.getDescription().cStr();
-    const bool limit = why.find("limit") != std::string::npos;  // traversal or nesting limit
+    std::string lower = why;
+    for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    const bool limit = lower.find("limit") != std::string::npos;  // traversal or nesting limit
     throw DecodeError(limit ? ErrorCode::kTooLarge : ErrorCode::kMalformed,
                       "protocol: " + at + ": " + (limit ? "over a decoding limit (" : "malformed message (") + why + ")");
   }
