@@ -90,12 +90,7 @@ class ZapHandler {
   ZapHandler(zmq::context_t& ctx, const std::vector<std::string>& allowed)
       : zap_(ctx, zmq::socket_type::rep), stop_rx_(ctx, zmq::socket_type::pair), stop_tx_(ctx, zmq::socket_type::pair) {
     for (const auto& k : allowed) allow(k);
-    try {
-      zap_.bind(kZapEndpoint);
-    } catch (const zmq::error_t& e) {
-      throw Error(ErrorKind::kRuntime, std::string("cannot start the ZAP handler: ") + e.what() +
-                                           " (only one CURVE Router per Context)");
-    }
+    bind_zap();
     static std::atomic<unsigned> counter{0};
     const std::string stop = "inproc://fedge.zap.stop." + std::to_string(counter++);
     zap_.set(zmq::sockopt::linger, 0);
@@ -112,6 +107,10 @@ class ZapHandler {
       spdlog::error("ZAP handler: cannot signal stop: {}", e.what());
     }
     thread_.join();
+    try {
+      zap_.unbind(kZapEndpoint);  // free the endpoint now, not when the reaper closes the socket
+    } catch (const zmq::error_t&) {
+    }
   }
   void allow(const std::string& key) {
     z85_to_key(key, "allow-listed client key");
@@ -124,6 +123,21 @@ class ZapHandler {
   }
 
  private:
+  // A just-closed handler's endpoint can stay registered for a moment; retry briefly.
+  void bind_zap() {
+    for (int attempt = 0;; ++attempt) {
+      try {
+        zap_.bind(kZapEndpoint);
+        return;
+      } catch (const zmq::error_t& e) {
+        if (e.num() != EADDRINUSE || attempt == 20) {
+          throw Error(ErrorKind::kRuntime, std::string("cannot start the ZAP handler: ") + e.what() +
+                                               " (only one CURVE Router per Context)");
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+    }
+  }
   void run() {
     zmq::pollitem_t items[] = {{zap_.handle(), 0, ZMQ_POLLIN, 0}, {stop_rx_.handle(), 0, ZMQ_POLLIN, 0}};
     for (;;) {
