@@ -1,5 +1,6 @@
 #include "fedge/protocol/transport.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <mutex>
@@ -155,7 +156,7 @@ class ZapHandler {
   void handle() {
     std::vector<zmq::message_t> req;
     (void)zmq::recv_multipart(zap_, std::back_inserter(req));
-    if (req.size() < 6) return;  // a REP socket must still answer; malformed requests cannot come from libzmq
+    req.resize(std::max<std::size_t>(req.size(), 6));  // REP must answer even a short request (refused below)
     const std::string mechanism = req[5].to_string();
     std::string user, status = "400", text = "client key not allowed";
     if (mechanism == "CURVE" && req.size() >= 7 && req[6].size() == 32) {

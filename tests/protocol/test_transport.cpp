@@ -42,7 +42,7 @@ void exchange(Router& router, Dealer& dealer, const std::string& expect_user = {
 
 TEST_CASE("router and dealer exchange messages over tcp, ipc and inproc") {
   auto dir = fresh_dir("ipc");
-  for (const std::string endpoint : {std::string("tcp://127.0.0.1:*"), "ipc://" + (dir / "c.sock").string(),
+  for (const std::string& endpoint : {std::string("tcp://127.0.0.1:*"), "ipc://" + (dir / "c.sock").string(),
                                      std::string("inproc://fedge-test")}) {
     INFO(endpoint);
     Context ctx;
