@@ -1,0 +1,49 @@
+// The mask generator of secure aggregation: ChaCha20 (IETF, libsodium) keyed by
+// a 32-byte seed, expanded into a stream of uint32 words. Word w of the stream
+// lives in block w / kPrgBlockWords, and block b is the keystream under nonce b,
+// so any block can be produced on its own: threads split a vector by blocks
+// without coordinating, and a server can expand only the range it needs.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <span>
+
+#include "fedge/privacy/crypto.h"
+
+namespace fedge::privacy {
+
+// 16 KiB per block: big enough that the per-call key setup is noise, small
+// enough that keystream and the target slice stay in L1/L2 while they are added.
+inline constexpr std::size_t kPrgBlockWords = 4096;
+
+// Writes stream words [offset, offset + out.size()) of `seed` into `out`.
+void prg_fill(const Key32& seed, std::span<std::uint32_t> out, std::uint64_t offset = 0);
+
+// acc[i] += stream[offset + i] (mod 2^32), or -= when `subtract`. Generates the
+// keystream block by block into a cache-resident buffer and adds in place.
+void prg_add(const Key32& seed, std::span<std::uint32_t> acc, bool subtract = false,
+             std::uint64_t offset = 0);
+
+// A cryptographically secure UniformRandomBitGenerator (64-bit words) over the
+// same ChaCha20 stream: for DP noise and stochastic rounding. Deterministic for
+// a given seed (tests); seed it from random_key() in production.
+class ChaChaRng {
+ public:
+  using result_type = std::uint64_t;
+  explicit ChaChaRng(const Key32& seed);
+  ChaChaRng();  // seeded from the OS CSPRNG
+  static constexpr result_type min() { return 0; }
+  static constexpr result_type max() { return std::numeric_limits<result_type>::max(); }
+  result_type operator()();
+  double uniform();  // [0, 1) with 53 random bits
+
+ private:
+  void refill();
+  Key32 seed_;
+  std::uint64_t block_ = 0;
+  std::uint64_t buf_[64]{};
+  std::size_t pos_ = 64;
+};
+
+}  // namespace fedge::privacy

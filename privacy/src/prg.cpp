@@ -1,0 +1,82 @@
+#include "fedge/privacy/prg.h"
+
+#include <sodium.h>
+
+#include <cstring>
+
+namespace fedge::privacy {
+namespace {
+
+// Keystream of block `block` (nonce = block index, little-endian) into `out`
+// (at most kPrgBlockWords words).
+inline void keystream_block(const Key32& seed, std::uint64_t block, std::uint32_t* out,
+                            std::size_t words) {
+  unsigned char nonce[crypto_stream_chacha20_ietf_NONCEBYTES] = {};
+  for (int i = 0; i < 8; ++i) nonce[i] = static_cast<unsigned char>(block >> (8 * i));
+  crypto_stream_chacha20_ietf(reinterpret_cast<unsigned char*>(out), words * 4, nonce, seed.data());
+}
+
+// Calls fn(stream_ptr, dst_index, count) over the stream range [offset, offset+n),
+// one keystream block at a time from a thread-local buffer.
+template <class Fn>
+void for_each_block(const Key32& seed, std::size_t n, std::uint64_t offset, Fn&& fn) {
+  alignas(64) static thread_local std::uint32_t buf[kPrgBlockWords];
+  std::size_t done = 0;
+  while (done < n) {
+    const std::uint64_t pos = offset + done;
+    const std::uint64_t block = pos / kPrgBlockWords;
+    const std::size_t skip = static_cast<std::size_t>(pos % kPrgBlockWords);
+    const std::size_t take = std::min(kPrgBlockWords - skip, n - done);
+    keystream_block(seed, block, buf, skip + take);
+    fn(buf + skip, done, take);
+    done += take;
+  }
+}
+
+}  // namespace
+
+void prg_fill(const Key32& seed, std::span<std::uint32_t> out, std::uint64_t offset) {
+  ensure_sodium();
+  for_each_block(seed, out.size(), offset, [&](const std::uint32_t* ks, std::size_t at, std::size_t k) {
+    std::memcpy(out.data() + at, ks, k * 4);
+  });
+}
+
+void prg_add(const Key32& seed, std::span<std::uint32_t> acc, bool subtract, std::uint64_t offset) {
+  ensure_sodium();
+  std::uint32_t* a = acc.data();
+  if (subtract) {
+    for_each_block(seed, acc.size(), offset, [a](const std::uint32_t* ks, std::size_t at, std::size_t k) {
+      std::uint32_t* __restrict dst = a + at;
+      for (std::size_t i = 0; i < k; ++i) dst[i] -= ks[i];
+    });
+  } else {
+    for_each_block(seed, acc.size(), offset, [a](const std::uint32_t* ks, std::size_t at, std::size_t k) {
+      std::uint32_t* __restrict dst = a + at;
+      for (std::size_t i = 0; i < k; ++i) dst[i] += ks[i];
+    });
+  }
+}
+
+ChaChaRng::ChaChaRng(const Key32& seed) : seed_(seed) { ensure_sodium(); }
+ChaChaRng::ChaChaRng() : seed_(random_key()) {}
+
+void ChaChaRng::refill() {
+  // A separate nonce space from prg_fill (top bit set) so the same seed used for
+  // both never yields correlated streams.
+  unsigned char nonce[crypto_stream_chacha20_ietf_NONCEBYTES] = {};
+  for (int i = 0; i < 8; ++i) nonce[i] = static_cast<unsigned char>(block_ >> (8 * i));
+  nonce[11] = 0x80;
+  crypto_stream_chacha20_ietf(reinterpret_cast<unsigned char*>(buf_), sizeof buf_, nonce, seed_.data());
+  ++block_;
+  pos_ = 0;
+}
+
+ChaChaRng::result_type ChaChaRng::operator()() {
+  if (pos_ == 64) refill();
+  return buf_[pos_++];
+}
+
+double ChaChaRng::uniform() { return static_cast<double>((*this)() >> 11) * 0x1.0p-53; }
+
+}  // namespace fedge::privacy
