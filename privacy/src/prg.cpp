@@ -2,6 +2,9 @@
 
 #include <sodium.h>
 
+#include <omp.h>
+
+#include <algorithm>
 #include <cstring>
 
 namespace fedge::privacy {
@@ -55,6 +58,20 @@ void prg_add(const Key32& seed, std::span<std::uint32_t> acc, bool subtract, std
       std::uint32_t* __restrict dst = a + at;
       for (std::size_t i = 0; i < k; ++i) dst[i] += ks[i];
     });
+  }
+}
+
+void prg_add_many(std::span<std::uint32_t> acc, std::span<const MaskJob> jobs, int threads) {
+  ensure_sodium();
+  const std::size_t n = acc.size();
+  const std::int64_t blocks = static_cast<std::int64_t>((n + kPrgBlockWords - 1) / kPrgBlockWords);
+  if (threads <= 0) threads = omp_get_max_threads();
+  if (blocks < 2) threads = 1;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    const std::size_t lo = static_cast<std::size_t>(b) * kPrgBlockWords;
+    const std::size_t len = std::min(kPrgBlockWords, n - lo);
+    for (const MaskJob& job : jobs) prg_add(job.seed, acc.subspan(lo, len), job.subtract, lo);
   }
 }
 

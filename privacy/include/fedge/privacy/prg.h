@@ -25,6 +25,17 @@ void prg_fill(const Key32& seed, std::span<std::uint32_t> out, std::uint64_t off
 void prg_add(const Key32& seed, std::span<std::uint32_t> acc, bool subtract = false,
              std::uint64_t offset = 0);
 
+// One mask of a sum: the stream of `seed`, added or subtracted.
+struct MaskJob {
+  Key32 seed{};
+  bool subtract = false;
+};
+
+// acc += sum of all jobs' streams (words [0, acc.size())). Works block by block
+// (each acc block stays in L1 while every job's keystream is added to it) and
+// splits the blocks across `threads` OpenMP threads (<= 0: all available).
+void prg_add_many(std::span<std::uint32_t> acc, std::span<const MaskJob> jobs, int threads = 1);
+
 // A cryptographically secure UniformRandomBitGenerator (64-bit words) over the
 // same ChaCha20 stream: for DP noise and stochastic rounding. Deterministic for
 // a given seed (tests); seed it from random_key() in production.
