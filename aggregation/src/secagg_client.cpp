@@ -72,7 +72,7 @@ ShareKeys SecAggClient::share_keys(const KeysBroadcast& keys) {
     const auto s_bytes = privacy::share_to_bytes(s_shares[h]);
     plain.insert(plain.end(), s_bytes.begin(), s_bytes.end());
     const auto ad = share_ad(setup_.round, id_, peer.id);
-    out.shares.push_back({id_, peer.id, privacy::aead_encrypt(share_key(c_.secret_key, peer.c_public, setup_.round),
+    out.shares.push_back({id_, peer.id, privacy::aead_encrypt(share_key(c_, peer.c_public, setup_.round),
                                                               plain, ad)});
     privacy::wipe(plain);
   }
@@ -114,7 +114,7 @@ MaskedInput SecAggClient::masked_input(const SharesDelivery& delivery, std::span
   for (const EncryptedShare* e : boxes) {
     const PeerKeys& peer = *std::find_if(peers_.begin(), peers_.end(), [&](const PeerKeys& p) { return p.id == e->from; });
     const auto ad = share_ad(setup_.round, e->from, id_);
-    auto plain = privacy::aead_decrypt(share_key(c_.secret_key, peer.c_public, setup_.round), e->box, ad);
+    auto plain = privacy::aead_decrypt(share_key(c_, peer.c_public, setup_.round), e->box, ad);
     if (plain.size() != 2 * one) protocol_error(who(id_) + " decrypted a malformed share from " + who(e->from));
     Share bs = privacy::share_from_bytes(std::span(plain).first(one), chunks);
     Share ss = privacy::share_from_bytes(std::span(plain).subspan(one), chunks);
@@ -124,10 +124,10 @@ MaskedInput SecAggClient::masked_input(const SharesDelivery& delivery, std::span
     held_b.push_back(std::move(bs));
     held_s.push_back(std::move(ss));
     // + for the lower id, - for the higher: the pair's masks cancel in the sum.
-    jobs.push_back({pairwise_seed(s_.secret_key, peer.s_public, setup_.round), id_ > e->from});
+    jobs.push_back({pairwise_seed(s_.secret_key, s_.public_key, peer.s_public, setup_.round), id_ > e->from});
   }
   MaskedInput out{setup_.round, id_, std::vector<std::uint32_t>(input.begin(), input.end())};
-  privacy::prg_add_many(out.masked, jobs, 1);
+  privacy::prg_add_many(out.masked, jobs, 1, setup_.params.prg);
   for (auto& j : jobs) privacy::wipe(j.seed);
   mask_peers_ = std::move(mask_peers);
   held_b_ = std::move(held_b);

@@ -28,14 +28,15 @@ inline std::array<std::uint8_t, 16> share_ad(std::uint64_t round, ClientId from,
   return ad;
 }
 
-inline Key32 pairwise_seed(const Key32& my_s_secret, const Key32& peer_s_public, std::uint64_t round) {
+inline Key32 pairwise_seed(const Key32& my_s_secret, const Key32& my_s_public, const Key32& peer_s_public,
+                           std::uint64_t round) {
   const auto rb = round_bytes(round);
-  return privacy::agree(my_s_secret, peer_s_public, kMaskLabel, rb);
+  return privacy::agree(my_s_secret, my_s_public, peer_s_public, kMaskLabel, rb);
 }
 
-inline Key32 share_key(const Key32& my_c_secret, const Key32& peer_c_public, std::uint64_t round) {
+inline Key32 share_key(const privacy::KeyPair& mine, const Key32& peer_c_public, std::uint64_t round) {
   const auto rb = round_bytes(round);
-  return privacy::agree(my_c_secret, peer_c_public, kShareLabel, rb);
+  return privacy::agree(mine.secret_key, mine.public_key, peer_c_public, kShareLabel, rb);
 }
 
 [[noreturn]] inline void protocol_error(const std::string& msg) {

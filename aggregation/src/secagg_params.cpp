@@ -19,6 +19,10 @@ void validate(const SecAggParams& p) {
     throw Error(ErrorKind::kInvalidInput, "secure aggregation: degree " + std::to_string(p.degree) +
                                               " must be even and in 2.." + std::to_string(p.num_clients - 1) +
                                               ", or exactly n-1 (complete graph)");
+  if (!privacy::prg_supported(p.prg))
+    throw Error(ErrorKind::kUnimplemented, std::string("secure aggregation: this CPU cannot run the ") +
+                                               privacy::prg_name(p.prg) +
+                                               " mask PRG (no AES-NI); set the round's PRG to chacha20");
   const std::uint32_t holders = p.degree + 1;  // a client and its neighbours hold its shares
   if (p.threshold > holders)
     throw Error(ErrorKind::kInvalidInput, "secure aggregation: threshold " + std::to_string(p.threshold) +
@@ -66,7 +70,7 @@ SecAggParams choose_secagg_params(std::uint32_t n, std::uint64_t vector_length, 
     const std::uint32_t m = k + 1;
     const auto t = static_cast<std::uint32_t>(std::floor(m * (1.0 + corrupt_fraction) / 2.0)) + 1;
     if (t <= m && log_binomial_cdf_below(m, 1.0 - dropout_rate, t) <= log_target) {
-      SecAggParams p{n, t, k, vector_length, graph_seed};
+      SecAggParams p{n, t, k, vector_length, graph_seed, {}};
       validate(p);
       return p;
     }

@@ -271,9 +271,9 @@ SecAggResult SecAggServer::finish_unmask() {
   for (std::size_t e = 0; e < edges.size(); ++e) {
     const Edge& ed = edges[e];
     // Survivor v added +mask if v < u, -mask otherwise; undo it.
-    jobs[base + e] = {pairwise_seed(ed.s_secret, keys_[ed.survivor - 1].s_public, round_), ed.survivor < ed.dropped};
+    jobs[base + e] = {pairwise_seed(ed.s_secret, keys_[ed.dropped - 1].s_public, keys_[ed.survivor - 1].s_public, round_), ed.survivor < ed.dropped};
   }
-  privacy::prg_add_many(sum_, jobs, threads);
+  privacy::prg_add_many(sum_, jobs, threads, params_.prg);
   for (auto& j : jobs) privacy::wipe(j.seed);
   for (auto& e : edges) privacy::wipe(e.s_secret);
   SecAggResult out{std::move(sum_), u3};

@@ -83,8 +83,12 @@ Key32 derive_key(const Key32& input_key, std::string_view label,
 
 Key32 agree(const Key32& my_secret, const Key32& peer_public, std::string_view label,
             std::span<const std::uint8_t> context) {
+  return agree(my_secret, public_key_of(my_secret), peer_public, label, context);
+}
+
+Key32 agree(const Key32& my_secret, const Key32& mine, const Key32& peer_public, std::string_view label,
+            std::span<const std::uint8_t> context) {
   Key32 shared = x25519(my_secret, peer_public);
-  const Key32 mine = public_key_of(my_secret);
   const bool mine_first = std::lexicographical_compare(mine.begin(), mine.end(),
                                                        peer_public.begin(), peer_public.end());
   std::vector<std::uint8_t> ctx;

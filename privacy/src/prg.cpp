@@ -1,5 +1,7 @@
 #include "fedge/privacy/prg.h"
 
+#include "fedge/privacy/aes.h"
+
 #include <sodium.h>
 
 #include <omp.h>
@@ -12,8 +14,14 @@ namespace {
 
 // Keystream of block `block` (nonce = block index, little-endian) into `out`
 // (at most kPrgBlockWords words).
-inline void keystream_block(const Key32& seed, std::uint64_t block, std::uint32_t* out,
+inline void keystream_block(PrgKind kind, const Key32& seed, std::uint64_t block, std::uint32_t* out,
                             std::size_t words) {
+  if (kind == PrgKind::kAes256Ctr) {
+    // 4 words per AES block; the buffer holds a whole PRG block, so rounding up is safe.
+    aes256_ctr_keystream(seed.data(), block * (kPrgBlockWords / 4), reinterpret_cast<std::uint8_t*>(out),
+                         (words + 3) / 4);
+    return;
+  }
   unsigned char nonce[crypto_stream_chacha20_ietf_NONCEBYTES] = {};
   for (int i = 0; i < 8; ++i) nonce[i] = static_cast<unsigned char>(block >> (8 * i));
   crypto_stream_chacha20_ietf(reinterpret_cast<unsigned char*>(out), words * 4, nonce, seed.data());
@@ -22,7 +30,7 @@ inline void keystream_block(const Key32& seed, std::uint64_t block, std::uint32_
 // Calls fn(stream_ptr, dst_index, count) over the stream range [offset, offset+n),
 // one keystream block at a time from a thread-local buffer.
 template <class Fn>
-void for_each_block(const Key32& seed, std::size_t n, std::uint64_t offset, Fn&& fn) {
+void for_each_block(PrgKind kind, const Key32& seed, std::size_t n, std::uint64_t offset, Fn&& fn) {
   alignas(64) static thread_local std::uint32_t buf[kPrgBlockWords];
   std::size_t done = 0;
   while (done < n) {
@@ -30,7 +38,7 @@ void for_each_block(const Key32& seed, std::size_t n, std::uint64_t offset, Fn&&
     const std::uint64_t block = pos / kPrgBlockWords;
     const std::size_t skip = static_cast<std::size_t>(pos % kPrgBlockWords);
     const std::size_t take = std::min(kPrgBlockWords - skip, n - done);
-    keystream_block(seed, block, buf, skip + take);
+    keystream_block(kind, seed, block, buf, skip + take);
     fn(buf + skip, done, take);
     done += take;
   }
@@ -38,30 +46,35 @@ void for_each_block(const Key32& seed, std::size_t n, std::uint64_t offset, Fn&&
 
 }  // namespace
 
-void prg_fill(const Key32& seed, std::span<std::uint32_t> out, std::uint64_t offset) {
+bool prg_supported(PrgKind kind) { return kind == PrgKind::kChaCha20 || aes_ni_available(); }
+
+const char* prg_name(PrgKind kind) { return kind == PrgKind::kChaCha20 ? "chacha20" : "aes256ctr"; }
+
+void prg_fill(const Key32& seed, std::span<std::uint32_t> out, std::uint64_t offset, PrgKind kind) {
   ensure_sodium();
-  for_each_block(seed, out.size(), offset, [&](const std::uint32_t* ks, std::size_t at, std::size_t k) {
+  for_each_block(kind, seed, out.size(), offset, [&](const std::uint32_t* ks, std::size_t at, std::size_t k) {
     std::memcpy(out.data() + at, ks, k * 4);
   });
 }
 
-void prg_add(const Key32& seed, std::span<std::uint32_t> acc, bool subtract, std::uint64_t offset) {
+void prg_add(const Key32& seed, std::span<std::uint32_t> acc, bool subtract, std::uint64_t offset,
+             PrgKind kind) {
   ensure_sodium();
   std::uint32_t* a = acc.data();
   if (subtract) {
-    for_each_block(seed, acc.size(), offset, [a](const std::uint32_t* ks, std::size_t at, std::size_t k) {
+    for_each_block(kind, seed, acc.size(), offset, [a](const std::uint32_t* ks, std::size_t at, std::size_t k) {
       std::uint32_t* __restrict dst = a + at;
       for (std::size_t i = 0; i < k; ++i) dst[i] -= ks[i];
     });
   } else {
-    for_each_block(seed, acc.size(), offset, [a](const std::uint32_t* ks, std::size_t at, std::size_t k) {
+    for_each_block(kind, seed, acc.size(), offset, [a](const std::uint32_t* ks, std::size_t at, std::size_t k) {
       std::uint32_t* __restrict dst = a + at;
       for (std::size_t i = 0; i < k; ++i) dst[i] += ks[i];
     });
   }
 }
 
-void prg_add_many(std::span<std::uint32_t> acc, std::span<const MaskJob> jobs, int threads) {
+void prg_add_many(std::span<std::uint32_t> acc, std::span<const MaskJob> jobs, int threads, PrgKind kind) {
   ensure_sodium();
   const std::size_t n = acc.size();
   const std::int64_t blocks = static_cast<std::int64_t>((n + kPrgBlockWords - 1) / kPrgBlockWords);
@@ -71,7 +84,7 @@ void prg_add_many(std::span<std::uint32_t> acc, std::span<const MaskJob> jobs, i
   for (std::int64_t b = 0; b < blocks; ++b) {
     const std::size_t lo = static_cast<std::size_t>(b) * kPrgBlockWords;
     const std::size_t len = std::min(kPrgBlockWords, n - lo);
-    for (const MaskJob& job : jobs) prg_add(job.seed, acc.subspan(lo, len), job.subtract, lo);
+    for (const MaskJob& job : jobs) prg_add(job.seed, acc.subspan(lo, len), job.subtract, lo, kind);
   }
 }
 

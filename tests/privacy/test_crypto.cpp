@@ -93,3 +93,43 @@ TEST_CASE("Quantizer: exact sums, rounding unbiased, overflow rule", "[privacy][
   CHECK_THROWS_AS(Quantizer(0.0, 8), fedge::Error);
   CHECK_THROWS_AS(Quantizer(1.0, 8).encode(x, std::span(e).first(2), rng), fedge::Error);
 }
+
+#include "fedge/privacy/aes.h"
+
+TEST_CASE("AES-256: FIPS-197 known answer, CTR paths agree", "[privacy][prg]") {
+  if (!aes_ni_available()) {
+    WARN("no AES-NI on this CPU; AES PRG not testable here");
+    CHECK_FALSE(prg_supported(PrgKind::kAes256Ctr));
+    return;
+  }
+  std::uint8_t key[32], pt[16], ct[16];
+  for (int i = 0; i < 32; ++i) key[i] = static_cast<std::uint8_t>(i);
+  for (int i = 0; i < 16; ++i) pt[i] = static_cast<std::uint8_t>(i * 0x11);
+  aes256_encrypt_block(key, pt, ct);
+  const std::uint8_t want[16] = {0x8e, 0xa2, 0xb7, 0xca, 0x51, 0x67, 0x45, 0xbf,
+                                 0xea, 0xfc, 0x49, 0x90, 0x4b, 0x49, 0x60, 0x89};
+  CHECK(std::equal(ct, ct + 16, want));
+  // CTR block i = AES(k, le128(i)), on both the wide and the narrow path.
+  std::vector<std::uint8_t> wide(16 * 100), narrow(16 * 100);
+  aes256_ctr_keystream(key, 5, wide.data(), 100, true);
+  aes256_ctr_keystream(key, 5, narrow.data(), 100, false);
+  CHECK(wide == narrow);
+  std::uint8_t ctr[16] = {}, one[16];
+  ctr[0] = 5 + 37;
+  aes256_encrypt_block(key, ctr, one);
+  CHECK(std::equal(one, one + 16, wide.begin() + 16 * 37));
+  // The PRG: seekable at any word offset, add/sub cancel.
+  Key32 seed{};
+  seed[5] = 1;
+  std::vector<std::uint32_t> all(9000), part(5001);
+  prg_fill(seed, all, 0, PrgKind::kAes256Ctr);
+  prg_fill(seed, part, 3001, PrgKind::kAes256Ctr);
+  CHECK(std::equal(part.begin(), part.end(), all.begin() + 3001));
+  std::vector<std::uint32_t> chacha(9000);
+  prg_fill(seed, chacha);
+  CHECK(chacha != all);
+  std::vector<std::uint32_t> acc(9000, 1);
+  std::vector<MaskJob> jobs = {{seed, false}, {seed, true}, {seed, false}};
+  prg_add_many(acc, jobs, 2, PrgKind::kAes256Ctr);
+  for (std::size_t i = 0; i < acc.size(); ++i) REQUIRE(acc[i] == all[i] + 1u);
+}

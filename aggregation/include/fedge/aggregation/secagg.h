@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "fedge/privacy/crypto.h"
+#include "fedge/privacy/prg.h"
 #include "fedge/privacy/shamir.h"
 
 namespace fedge::aggregation {
@@ -29,10 +30,14 @@ struct SecAggParams {
   std::uint32_t degree = 0;        // k: neighbours per client; n-1 = complete graph
   std::uint64_t vector_length = 0; // d: ring elements per input
   Key32 graph_seed{};              // announced by the server; fixes the neighbour graph
+  // Mask stream cipher, the same for every party. AES-256-CTR (AES-NI) is the
+  // fast default on x86; pick kChaCha20 if any party lacks AES-NI.
+  privacy::PrgKind prg = privacy::PrgKind::kAes256Ctr;
 };
 
 // Throws Error(kInvalidInput) for settings that are malformed (n < 3, d = 0,
-// degree odd and < n-1, degree > n-1) and Error(kPrivacy) for settings that are
+// degree odd and < n-1, degree > n-1), Error(kUnimplemented) for a PRG this
+// CPU cannot run, and Error(kPrivacy) for settings that are
 // unsafe: threshold must satisfy (k+1)/2 < t <= k+1, so that the server cannot
 // collect both a b-share and an s-share quorum for one client from honest peers.
 void validate(const SecAggParams& params);
