@@ -66,6 +66,15 @@ double prg_add_gbps(fedge::privacy::PrgKind kind) {
   return 100.0 * v.size() * 4 / secs(t0, t1) / 1e9;
 }
 
+// X25519 agreements per second on one thread (each dropped-neighbour edge costs one on the server).
+double x25519_per_s() {
+  const auto a = fedge::privacy::generate_keypair(), b = fedge::privacy::generate_keypair();
+  const int reps = 2000;
+  auto t0 = Clock::now();
+  for (int i = 0; i < reps; ++i) (void)fedge::privacy::x25519(a.secret_key, b.public_key);
+  return reps / secs(t0, Clock::now());
+}
+
 void client_case(std::uint32_t k, std::uint64_t d, fedge::privacy::PrgKind prg, double floor_gbps) {
   // Complete graph on k+1 clients gives client 1 exactly k neighbours.
   SecAggParams p{k + 1, (k + 1) / 2 + 1, k, d, {}, prg};
@@ -175,10 +184,12 @@ void server_case(std::uint32_t n, std::uint64_t d, double drop, int threads, fed
     for (ClientId v : g.neighbours(u)) edges += !dropped.count(v);
   const double bytes = (req.survivors.size() + edges) * d * 4.0;
   const double floor_s = bytes / (floor_gbps * 1e9 * threads);
+  const double dh_s = edges / (x25519_per_s() * threads);
   std::printf("server  %s n=%u d=%llu k=%u t=%u dropout=%2.0f%% threads=%d: total %.3f s (unmask %.3f s); "
-              "%zu masks, floor %.3f s -> ratio %.2f; exact=%s\n",
+              "%zu masks, keystream floor %.3f s -> ratio %.2f; + %zu X25519 %.3f s -> ratio %.2f; exact=%s\n",
               fedge::privacy::prg_name(prg), n, static_cast<unsigned long long>(d), p.degree, p.threshold, drop * 100, threads, ts, t_unmask,
-              req.survivors.size() + edges, floor_s, t_unmask / floor_s, res.sum == expected ? "yes" : "NO");
+              req.survivors.size() + edges, floor_s, t_unmask / floor_s, edges, dh_s, t_unmask / (floor_s + dh_s),
+              res.sum == expected ? "yes" : "NO");
 }
 
 }  // namespace
@@ -197,6 +208,7 @@ int main(int argc, char** argv) {
     std::printf("keystream floor %-9s: %.2f GB/s per thread; prg_add into a 4 MB vector %.2f GB/s (%.2fx floor)\n",
                 fedge::privacy::prg_name(kind), f, a, a / f);
   }
+  std::printf("X25519: %.0f agreements/s per thread\n", x25519_per_s());
   const std::uint64_t dc = quick ? 100000 : 1000000;
   for (PrgKind kind : {PrgKind::kChaCha20, PrgKind::kAes256Ctr})
     for (std::uint32_t k : {20u, 100u}) client_case(k, dc, kind, floor[static_cast<int>(kind)]);

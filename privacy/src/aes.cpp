@@ -110,7 +110,60 @@ FEDGE_AES_TARGET void encrypt_one(const std::uint8_t key[32], const std::uint8_t
   expand_key(key, rk);
   _mm_storeu_si128(reinterpret_cast<__m128i*>(out), encrypt(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in)), rk));
 }
+template <bool Sub>
+FEDGE_AES_TARGET void add_narrow(const __m128i rk[15], std::uint64_t ctr, std::uint32_t* acc, std::size_t blocks) {
+  for (std::size_t i = 0; i < blocks; ++i) {
+    const __m128i ks = encrypt(_mm_set_epi64x(0, static_cast<long long>(ctr + i)), rk);
+    __m128i* p = reinterpret_cast<__m128i*>(acc + 4 * i);
+    const __m128i a = _mm_loadu_si128(p);
+    _mm_storeu_si128(p, Sub ? _mm_sub_epi32(a, ks) : _mm_add_epi32(a, ks));
+  }
+}
+
+template <bool Sub>
+FEDGE_VAES_TARGET std::size_t add_wide(const __m128i rk[15], std::uint64_t ctr, std::uint32_t* acc,
+                                       std::size_t blocks) {
+  __m512i k[15];
+  for (int r = 0; r < 15; ++r) k[r] = _mm512_broadcast_i32x4(rk[r]);
+  const auto c0 = static_cast<long long>(ctr);
+  __m512i base = _mm512_set_epi64(0, c0 + 3, 0, c0 + 2, 0, c0 + 1, 0, c0);
+  const __m512i four = _mm512_set_epi64(0, 4, 0, 4, 0, 4, 0, 4);
+  std::size_t i = 0;
+  for (; i + 16 <= blocks; i += 16) {
+    __m512i x[4];
+    for (int j = 0; j < 4; ++j) {
+      x[j] = _mm512_xor_si512(base, k[0]);
+      base = _mm512_add_epi64(base, four);
+    }
+    for (int r = 1; r < 14; ++r)
+      for (int j = 0; j < 4; ++j) x[j] = _mm512_aesenc_epi128(x[j], k[r]);
+    for (int j = 0; j < 4; ++j) {
+      void* p = acc + 4 * (i + 4 * j);
+      const __m512i ks = _mm512_aesenclast_epi128(x[j], k[14]);
+      const __m512i a = _mm512_loadu_si512(p);
+      _mm512_storeu_si512(p, Sub ? _mm512_sub_epi32(a, ks) : _mm512_add_epi32(a, ks));
+    }
+  }
+  return i;
+}
+
 }  // namespace
+
+void aes256_ctr_add(const std::uint8_t key[32], std::uint64_t first_block, std::uint32_t* acc, std::size_t blocks,
+                    bool subtract, bool wide) {
+  if (!aes_ni_available())
+    throw Error(ErrorKind::kUnimplemented,
+                "the AES-256-CTR PRG needs a CPU with AES-NI; choose the ChaCha20 PRG for every party");
+  alignas(16) __m128i rk[15];
+  expand_key(key, rk);
+  std::size_t done = 0;
+  if (wide && vaes_available()) done = subtract ? add_wide<true>(rk, first_block, acc, blocks)
+                                                : add_wide<false>(rk, first_block, acc, blocks);
+  if (subtract)
+    add_narrow<true>(rk, first_block + done, acc + 4 * done, blocks - done);
+  else
+    add_narrow<false>(rk, first_block + done, acc + 4 * done, blocks - done);
+}
 
 void aes256_encrypt_block(const std::uint8_t key[32], const std::uint8_t in[16], std::uint8_t out[16]) {
   if (!aes_ni_available()) throw Error(ErrorKind::kUnimplemented, "AES-256 needs a CPU with AES-NI");

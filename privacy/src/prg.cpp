@@ -60,6 +60,17 @@ void prg_fill(const Key32& seed, std::span<std::uint32_t> out, std::uint64_t off
 void prg_add(const Key32& seed, std::span<std::uint32_t> acc, bool subtract, std::uint64_t offset,
              PrgKind kind) {
   ensure_sodium();
+  if (kind == PrgKind::kAes256Ctr && acc.size() >= 8) {
+    // Fused AES path for whole AES blocks; the unaligned head/tail words go
+    // through the buffered path below.
+    const std::size_t head = static_cast<std::size_t>((4 - offset % 4) % 4);
+    const std::size_t body = (acc.size() - head) / 4;
+    if (head) prg_add(seed, acc.first(head), subtract, offset, kind);
+    aes256_ctr_add(seed.data(), (offset + head) / 4, acc.data() + head, body, subtract);
+    const std::size_t tail_at = head + 4 * body;
+    if (tail_at < acc.size()) prg_add(seed, acc.subspan(tail_at), subtract, offset + tail_at, kind);
+    return;
+  }
   std::uint32_t* a = acc.data();
   if (subtract) {
     for_each_block(kind, seed, acc.size(), offset, [a](const std::uint32_t* ks, std::size_t at, std::size_t k) {

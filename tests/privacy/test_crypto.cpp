@@ -133,3 +133,26 @@ TEST_CASE("AES-256: FIPS-197 known answer, CTR paths agree", "[privacy][prg]") {
   prg_add_many(acc, jobs, 2, PrgKind::kAes256Ctr);
   for (std::size_t i = 0; i < acc.size(); ++i) REQUIRE(acc[i] == all[i] + 1u);
 }
+
+TEST_CASE("AES PRG: fused add equals fill at unaligned offsets and lengths", "[privacy][prg]") {
+  if (!aes_ni_available()) return;
+  Key32 seed{};
+  seed[9] = 3;
+  std::vector<std::uint32_t> all(20000);
+  prg_fill(seed, all, 0, PrgKind::kAes256Ctr);
+  for (std::size_t off : {0u, 1u, 2u, 3u, 4097u}) {
+    for (std::size_t len : {1u, 7u, 8u, 63u, 64u, 65u, 5003u}) {
+      std::vector<std::uint32_t> acc(len, 10);
+      prg_add(seed, acc, false, off, PrgKind::kAes256Ctr);
+      for (std::size_t i = 0; i < len; ++i) REQUIRE(acc[i] == all[off + i] + 10u);
+      prg_add(seed, acc, true, off, PrgKind::kAes256Ctr);
+      REQUIRE(acc == std::vector<std::uint32_t>(len, 10));
+    }
+  }
+  // Narrow fused path matches the wide one.
+  std::vector<std::uint32_t> w(4 * 100, 0), n(4 * 100, 0);
+  aes256_ctr_add(seed.data(), 9, w.data(), 100, false, true);
+  aes256_ctr_add(seed.data(), 9, n.data(), 100, false, false);
+  CHECK(w == n);
+  CHECK(std::equal(w.begin(), w.end(), all.begin() + 36));
+}

@@ -22,4 +22,9 @@ void aes256_encrypt_block(const std::uint8_t key[32], const std::uint8_t in[16],
 void aes256_ctr_keystream(const std::uint8_t key[32], std::uint64_t first_block, std::uint8_t* out,
                           std::size_t blocks, bool wide = true);
 
+// acc (as 4 uint32 words per AES block) += (or -=) the keystream of counters
+// [first_block, first_block + blocks): fused, so the keystream never touches memory.
+void aes256_ctr_add(const std::uint8_t key[32], std::uint64_t first_block, std::uint32_t* acc,
+                    std::size_t blocks, bool subtract, bool wide = true);
+
 }  // namespace fedge::privacy
