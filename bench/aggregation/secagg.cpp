@@ -1,12 +1,14 @@
 // SecAgg+ benchmark: the ChaCha20 keystream floor, client time per round for
 // d = 1M with 20 and 100 neighbours, and server time for n = 100/500/1000 with
 // d = 100k and 0/10/30% dropouts (after ShareKeys: the server's worst case).
-// Usage: bench_secagg [--quick]   (quick: smaller server cases, for smoke runs)
+// Usage: bench_secagg [--quick]   (quick: smaller cases, for smoke runs)
+//        bench_secagg --server N DROPOUT [chacha20]   (one server case)
 #include <omp.h>
 #include <sodium.h>
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <random>
@@ -209,6 +211,13 @@ int main(int argc, char** argv) {
                 fedge::privacy::prg_name(kind), f, a, a / f);
   }
   std::printf("X25519: %.0f agreements/s per thread\n", x25519_per_s());
+  if (argc > 3 && std::strcmp(argv[1], "--server") == 0) {  // one server case: --server N DROPOUT [chacha20]
+    const bool cc = argc > 4 && std::strcmp(argv[4], "chacha20") == 0;
+    const PrgKind kind = cc ? PrgKind::kChaCha20 : PrgKind::kAes256Ctr;
+    server_case(static_cast<std::uint32_t>(std::atoi(argv[2])), 100000, std::atof(argv[3]), threads, kind,
+                floor[static_cast<int>(kind)]);
+    return 0;
+  }
   const std::uint64_t dc = quick ? 100000 : 1000000;
   for (PrgKind kind : {PrgKind::kChaCha20, PrgKind::kAes256Ctr})
     for (std::uint32_t k : {20u, 100u}) client_case(k, dc, kind, floor[static_cast<int>(kind)]);

@@ -79,7 +79,9 @@ FEDGE_AES_TARGET void ctr_narrow(const __m128i rk[15], std::uint64_t ctr, std::u
                      encrypt(_mm_set_epi64x(0, static_cast<long long>(ctr + i)), rk));
 }
 
-// 4 zmm registers x 4 blocks = 16 blocks (256 bytes) per iteration.
+// kZmm registers x 4 blocks in flight per iteration hide the aesenc latency.
+constexpr int kZmm = 8;
+
 FEDGE_VAES_TARGET std::size_t ctr_wide(const __m128i rk[15], std::uint64_t ctr, std::uint8_t* out,
                                        std::size_t blocks) {
   __m512i k[15];
@@ -88,15 +90,15 @@ FEDGE_VAES_TARGET std::size_t ctr_wide(const __m128i rk[15], std::uint64_t ctr, 
   __m512i base = _mm512_set_epi64(0, c0 + 3, 0, c0 + 2, 0, c0 + 1, 0, c0);
   const __m512i four = _mm512_set_epi64(0, 4, 0, 4, 0, 4, 0, 4);
   std::size_t i = 0;
-  for (; i + 16 <= blocks; i += 16) {
-    __m512i x[4];
-    for (int j = 0; j < 4; ++j) {
+  for (; i + 4 * kZmm <= blocks; i += 4 * kZmm) {
+    __m512i x[kZmm];
+    for (int j = 0; j < kZmm; ++j) {
       x[j] = _mm512_xor_si512(base, k[0]);
       base = _mm512_add_epi64(base, four);
     }
     for (int r = 1; r < 14; ++r)
-      for (int j = 0; j < 4; ++j) x[j] = _mm512_aesenc_epi128(x[j], k[r]);
-    for (int j = 0; j < 4; ++j)
+      for (int j = 0; j < kZmm; ++j) x[j] = _mm512_aesenc_epi128(x[j], k[r]);
+    for (int j = 0; j < kZmm; ++j)
       _mm512_storeu_si512(reinterpret_cast<void*>(out + 16 * (i + 4 * j)), _mm512_aesenclast_epi128(x[j], k[14]));
   }
   return i;
@@ -129,15 +131,15 @@ FEDGE_VAES_TARGET std::size_t add_wide(const __m128i rk[15], std::uint64_t ctr, 
   __m512i base = _mm512_set_epi64(0, c0 + 3, 0, c0 + 2, 0, c0 + 1, 0, c0);
   const __m512i four = _mm512_set_epi64(0, 4, 0, 4, 0, 4, 0, 4);
   std::size_t i = 0;
-  for (; i + 16 <= blocks; i += 16) {
-    __m512i x[4];
-    for (int j = 0; j < 4; ++j) {
+  for (; i + 4 * kZmm <= blocks; i += 4 * kZmm) {
+    __m512i x[kZmm];
+    for (int j = 0; j < kZmm; ++j) {
       x[j] = _mm512_xor_si512(base, k[0]);
       base = _mm512_add_epi64(base, four);
     }
     for (int r = 1; r < 14; ++r)
-      for (int j = 0; j < 4; ++j) x[j] = _mm512_aesenc_epi128(x[j], k[r]);
-    for (int j = 0; j < 4; ++j) {
+      for (int j = 0; j < kZmm; ++j) x[j] = _mm512_aesenc_epi128(x[j], k[r]);
+    for (int j = 0; j < kZmm; ++j) {
       void* p = acc + 4 * (i + 4 * j);
       const __m512i ks = _mm512_aesenclast_epi128(x[j], k[14]);
       const __m512i a = _mm512_loadu_si512(p);
