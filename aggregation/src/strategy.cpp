@@ -48,6 +48,20 @@ class FedAvg : public Strategy {
   }
 };
 
+// FedProx (Li et al. 2020): the proximal term lives in the clients' loss; the
+// server aggregates as FedAvg and only carries mu into the round plan.
+class FedProx : public FedAvg {
+ public:
+  explicit FedProx(double mu) : mu_(mu) {
+    if (!(mu >= 0)) bad("fedprox: proximal_mu must be >= 0");
+  }
+  std::string name() const override { return "fedprox"; }
+  double proximal_mu() const override { return mu_; }
+
+ private:
+  double mu_;
+};
+
 class FedAvgM : public Strategy {
  public:
   FedAvgM(double lr, double momentum) : lr_(lr), momentum_(momentum) {}
@@ -220,6 +234,7 @@ std::unique_ptr<Strategy> make_strategy(const std::string& name, const StrategyP
                                         bool secure_aggregation) {
   static const std::map<std::string, std::set<std::string>> known = {
       {"fedavg", {}},
+      {"fedprox", {"proximal_mu"}},
       {"fedavgm", {"server_learning_rate", "server_momentum"}},
       {"fedadam", {"eta", "beta_1", "beta_2", "tau"}},
       {"fedyogi", {"eta", "beta_1", "beta_2", "tau"}},
@@ -231,11 +246,12 @@ std::unique_ptr<Strategy> make_strategy(const std::string& name, const StrategyP
   auto it = known.find(name);
   if (it == known.end())
     bad("unknown aggregation strategy '" + name +
-        "'; choose fedavg, fedavgm, fedadam, fedyogi, fedadagrad, fedmedian, fedtrimmedavg or krum");
+        "'; choose fedavg, fedprox, fedavgm, fedadam, fedyogi, fedadagrad, fedmedian, fedtrimmedavg or krum");
   for (const auto& [k, v] : params)
     if (!it->second.count(k)) bad("strategy '" + name + "' has no parameter '" + k + "'");
   std::unique_ptr<Strategy> s;
   if (name == "fedavg") s = std::make_unique<FedAvg>();
+  else if (name == "fedprox") s = std::make_unique<FedProx>(param(params, "proximal_mu", 0.01));
   else if (name == "fedavgm")
     s = std::make_unique<FedAvgM>(param(params, "server_learning_rate", 1.0), param(params, "server_momentum", 0.9));
   else if (name == "fedadam")

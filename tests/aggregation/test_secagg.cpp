@@ -6,6 +6,8 @@
 #include <set>
 
 #include "fedge/aggregation/secagg.h"
+#include "fedge/privacy/dp.h"
+#include "fedge/privacy/quantize.h"
 #include "fedge/common/error.h"
 
 using namespace fedge::aggregation;
@@ -29,7 +31,8 @@ SecAggParams make_params(std::uint32_t n, std::uint32_t k, std::uint32_t t, std:
 }
 
 // Drives one round in-process; throws what the server throws.
-Run run_round(const SecAggParams& p, const Dropouts& drop, std::uint64_t seed = 1) {
+Run run_round(const SecAggParams& p, const Dropouts& drop, std::uint64_t seed = 1,
+              const std::vector<std::vector<std::uint32_t>>* given = nullptr) {
   std::mt19937_64 rng(seed);
   SecAggServer server(42, p, 2);
   std::vector<SecAggClient> clients;
@@ -38,6 +41,7 @@ Run run_round(const SecAggParams& p, const Dropouts& drop, std::uint64_t seed = 
     clients.emplace_back(server.setup(), i);
     inputs[i - 1].resize(p.vector_length);
     for (auto& x : inputs[i - 1]) x = static_cast<std::uint32_t>(rng());
+    if (given) inputs[i - 1] = (*given)[i - 1];
   }
   for (auto& c : clients) server.receive(c.advertise_keys());
   auto broadcasts = server.finish_advertise();
@@ -286,4 +290,37 @@ TEST_CASE("SecAgg: a masked input looks uniform to the server", "[aggregation][s
   const double eb = p.vector_length / 64.0;
   for (double c : hi) chi2b += (c - eb) * (c - eb) / eb;
   CHECK(chi2b < 150);  // 63 dof: mean 63, sd ~11
+}
+
+TEST_CASE("SecAgg with quantised float updates and distributed Skellam noise", "[aggregation][secagg]") {
+  using namespace fedge::privacy;
+  const std::uint32_t n = 10;
+  const std::uint64_t d = 256;
+  const double mu = 4.0;
+  const auto p = make_params(n, 9, 6, d);
+  // The overflow rule picks the bits; the noise bound is part of it.
+  const Quantizer q(0.5, Quantizer::bits_for(n, skellam_tail_bound(mu)));
+  q.check_capacity(n, skellam_tail_bound(mu));
+  Key32 seed{};
+  ChaChaRng rng(seed);
+  std::vector<std::vector<float>> updates(n, std::vector<float>(d));
+  std::vector<std::vector<std::uint32_t>> encoded(n, std::vector<std::uint32_t>(d));
+  std::vector<double> float_sum(d, 0.0);
+  for (std::uint32_t i = 0; i < n; ++i) {
+    for (auto& v : updates[i]) v = static_cast<float>(rng.uniform() - 0.5);
+    l2_clip(updates[i], 100.0);  // no-op here; clients clip before quantising
+    q.encode(updates[i], encoded[i], rng);
+    add_skellam_noise(encoded[i], mu, rng);
+    for (std::uint64_t j = 0; j < d; ++j) float_sum[j] += updates[i][j];
+  }
+  const Run r = run_round(p, {{}, {4}, {}}, 1, &encoded);
+  check_exact(r);
+  // Decoded sum is within rounding + noise of the float sum of the 9 survivors.
+  std::vector<float> decoded(d);
+  q.decode_sum(r.result.sum, decoded);
+  for (std::uint64_t j = 0; j < d; ++j) float_sum[j] -= updates[3][j];
+  double max_err = 0;
+  for (std::uint64_t j = 0; j < d; ++j) max_err = std::max(max_err, std::fabs(decoded[j] - float_sum[j]));
+  // 9 roundings of <= 1 unit plus Skellam(9 mu) noise (sd 8.5 units, bounded by 8 sd).
+  CHECK(max_err * q.scale() < 9 + 8 * std::sqrt(2 * 9 * mu));
 }

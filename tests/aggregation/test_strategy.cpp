@@ -27,6 +27,14 @@ TEST_CASE("FedAvg: example-weighted, and from a secure-aggregation sum", "[aggre
   CHECK_THROWS_AS(s->aggregate_sum(kGlobal, sum, 0.0), fedge::Error);
 }
 
+TEST_CASE("FedProx aggregates as FedAvg and carries mu", "[aggregation][strategy]") {
+  auto s = make_strategy("fedprox", {{"proximal_mu", 0.1}}, true);
+  CHECK(s->proximal_mu() == 0.1);
+  CHECK(s->aggregate(kGlobal, two()) == std::vector<float>{4.0f, 4.0f});
+  CHECK(make_strategy("fedavg")->proximal_mu() == 0.0);
+  CHECK_THROWS_AS(make_strategy("fedprox", {{"proximal_mu", -1.0}}), fedge::Error);
+}
+
 TEST_CASE("FedAvgM accumulates server momentum", "[aggregation][strategy]") {
   auto s = make_strategy("fedavgm", {{"server_learning_rate", 1.0}, {"server_momentum", 0.5}});
   CHECK(s->aggregate(kGlobal, two()) == std::vector<float>{4.0f, 4.0f});  // v = -[3,2]
@@ -87,7 +95,7 @@ TEST_CASE("Krum and Multi-Krum pick the central updates", "[aggregation][strateg
 }
 
 TEST_CASE("Strategy factory: names, parameters, secure aggregation", "[aggregation][strategy]") {
-  for (const char* n : {"fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad"}) {
+  for (const char* n : {"fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad"}) {
     auto s = make_strategy(n, {}, true);
     CHECK(s->name() == n);
     CHECK_FALSE(s->needs_individual_updates());

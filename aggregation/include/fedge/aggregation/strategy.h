@@ -27,6 +27,9 @@ class Strategy {
   // True for the robust strategies (median, trimmed mean, Krum): they need each
   // update on its own and cannot run under secure aggregation.
   virtual bool needs_individual_updates() const { return false; }
+  // FedProx's proximal coefficient mu that clients add to their local loss
+  // (mu/2 ||w - w_global||^2); 0 for every other strategy. Sent in the round plan.
+  virtual double proximal_mu() const { return 0.0; }
 
   // New global from individual updates. Throws Error(kInvalidInput) for no
   // updates, length mismatches, non-positive weights.
@@ -45,7 +48,7 @@ class Strategy {
 
 using StrategyParams = std::map<std::string, double>;
 
-// Names: fedavg, fedavgm (server_learning_rate=1, server_momentum=0.9),
+// Names: fedavg, fedprox (proximal_mu=0.01; server side is FedAvg), fedavgm (server_learning_rate=1, server_momentum=0.9),
 // fedadam (eta=0.1, beta_1=0.9, beta_2=0.99, tau=1e-9), fedyogi (eta=0.01,
 // beta_1=0.9, beta_2=0.99, tau=1e-3), fedadagrad (eta=0.1, beta_1=0, tau=1e-9),
 // fedmedian, fedtrimmedavg (beta=0.2), krum (num_malicious=0,
