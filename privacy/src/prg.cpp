@@ -91,7 +91,7 @@ void prg_add_many(std::span<std::uint32_t> acc, std::span<const MaskJob> jobs, i
   const std::int64_t blocks = static_cast<std::int64_t>((n + kPrgBlockWords - 1) / kPrgBlockWords);
   if (threads <= 0) threads = omp_get_max_threads();
   if (blocks < 2) threads = 1;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1)
   for (std::int64_t b = 0; b < blocks; ++b) {
     const std::size_t lo = static_cast<std::size_t>(b) * kPrgBlockWords;
     const std::size_t len = std::min(kPrgBlockWords, n - lo);
