@@ -324,3 +324,75 @@ TEST_CASE("SecAgg with quantised float updates and distributed Skellam noise", "
   // 9 roundings of <= 1 unit plus Skellam(9 mu) noise (sd 8.5 units, bounded by 8 sd).
   CHECK(max_err * q.scale() < 9 + 8 * std::sqrt(2 * 9 * mu));
 }
+
+TEST_CASE("SecAgg: hostile ids, sizes and tampered boxes are typed errors", "[aggregation][secagg]") {
+  const auto p = make_params(4, 3, 3, 32);
+  SecAggServer server(1, p);
+  std::vector<SecAggClient> clients;
+  for (ClientId i = 1; i <= 4; ++i) clients.emplace_back(server.setup(), i);
+  auto is_protocol = [](auto&& fn) {
+    try {
+      fn();
+    } catch (const fedge::Error& e) {
+      return e.kind() == fedge::ErrorKind::kProtocol;
+    }
+    return false;
+  };
+  AdvertiseKeys huge{1, 0xffffffffu, {}, {}};
+  CHECK(is_protocol([&] { server.receive(huge); }));
+  for (auto& c : clients) server.receive(c.advertise_keys());
+  auto kbs = server.finish_advertise();
+  // A client told about a stranger's keys, or the same peer twice, refuses.
+  KeysBroadcast forged = kbs[0];
+  forged.neighbours.push_back(forged.neighbours[0]);
+  SecAggClient fresh(server.setup(), 1);
+  fresh.advertise_keys();
+  CHECK(is_protocol([&] { fresh.share_keys(forged); }));
+  std::vector<ShareKeys> sks;
+  for (auto& kb : kbs) sks.push_back(clients[kb.recipient - 1].share_keys(kb));
+  ShareKeys bad = sks[0];
+  bad.shares[0].to = 0xffffffffu;
+  CHECK(is_protocol([&] { server.receive(bad); }));
+  bad = sks[0];
+  bad.shares[0].from = 2;
+  CHECK(is_protocol([&] { server.receive(bad); }));
+  bad = sks[0];
+  bad.shares[0].box.assign(1 << 20, 0);  // oversized
+  CHECK(is_protocol([&] { server.receive(bad); }));
+  for (auto& s : sks) server.receive(s);
+  auto sds = server.finish_share_keys();
+  std::vector<std::uint32_t> input(32, 1);
+  // A tampered box fails authentication at the recipient.
+  SharesDelivery tampered = sds[1];
+  tampered.shares[0].box[50] ^= 0x40;
+  CHECK(is_protocol([&] { clients[1].masked_input(tampered, input); }));
+  // A box re-addressed to another client fails too (AD binds from/to).
+  SharesDelivery readdressed = sds[1];
+  readdressed.shares[0].from = readdressed.shares[1].from;
+  readdressed.shares.erase(readdressed.shares.begin() + 1);
+  CHECK(is_protocol([&] { clients[1].masked_input(readdressed, input); }));
+  std::vector<MaskedInput> mis;
+  for (auto& sd : sds) mis.push_back(clients[sd.recipient - 1].masked_input(sd, input));
+  MaskedInput big = mis[0];
+  big.masked.resize(1 << 20);
+  CHECK(is_protocol([&] { server.receive(big); }));
+  for (auto& m : mis) server.receive(m);
+  auto req = server.finish_masked_input();
+  auto ur = clients[0].unmask(req);
+  UnmaskResponse hostile = ur;
+  hostile.self_mask_shares[0].owner = 0xffffffffu;
+  CHECK(is_protocol([&] { server.receive(hostile); }));
+  hostile = ur;
+  hostile.self_mask_shares[0].share.x = 3;  // not the sender's x
+  CHECK(is_protocol([&] { server.receive(hostile); }));
+  hostile = ur;
+  hostile.self_mask_shares.push_back(hostile.self_mask_shares[0]);  // two shares of one owner
+  CHECK(is_protocol([&] { server.receive(hostile); }));
+  // An unsorted survivor list is refused by clients.
+  UnmaskRequest unsorted = req;
+  std::swap(unsorted.survivors[0], unsorted.survivors[1]);
+  CHECK(is_protocol([&] { clients[1].unmask(unsorted); }));
+  server.receive(ur);
+  for (ClientId i = 2; i <= 4; ++i) server.receive(clients[i - 1].unmask(req));
+  CHECK(server.finish_unmask().sum == std::vector<std::uint32_t>(32, 4));
+}
