@@ -53,6 +53,46 @@ std::uint64_t skellam_tail_bound(double mu) {
   return static_cast<std::uint64_t>(std::ceil(8.0 * std::sqrt(2.0 * mu) + 16.0));
 }
 
+namespace {
+
+bool bernoulli_exp(double x, ChaChaRng& rng) { return rng.uniform() < std::exp(-x); }
+
+// Discrete Laplace with integer scale t: P(y) proportional to exp(-|y| / t).
+std::int64_t discrete_laplace(std::int64_t t, ChaChaRng& rng) {
+  for (;;) {
+    const auto u = static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(t));  // t << 2^64: bias negligible
+    if (!bernoulli_exp(static_cast<double>(u) / static_cast<double>(t), rng)) continue;
+    std::int64_t v = 0;
+    while (bernoulli_exp(1.0, rng)) ++v;
+    const std::int64_t y = u + t * v;
+    const bool negative = rng() & 1;
+    if (negative && y == 0) continue;
+    return negative ? -y : y;
+  }
+}
+
+}  // namespace
+
+std::uint64_t add_discrete_gaussian_noise(std::span<std::uint32_t> ring, double sigma, ChaChaRng& rng) {
+  if (!(sigma >= 0.0) || !std::isfinite(sigma))
+    throw Error(ErrorKind::kInvalidInput, "discrete Gaussian sigma must be a finite number >= 0");
+  if (sigma == 0.0) return 0;
+  const auto t = static_cast<std::int64_t>(std::floor(sigma)) + 1;
+  const double s2 = sigma * sigma;
+  std::uint64_t worst = 0;
+  for (std::uint32_t& r : ring) {
+    std::int64_t y;
+    for (;;) {
+      y = discrete_laplace(t, rng);
+      const double d = std::fabs(static_cast<double>(y)) - s2 / static_cast<double>(t);
+      if (bernoulli_exp(d * d / (2 * s2), rng)) break;
+    }
+    r += static_cast<std::uint32_t>(y);
+    worst = std::max<std::uint64_t>(worst, static_cast<std::uint64_t>(y < 0 ? -y : y));
+  }
+  return worst;
+}
+
 AdaptiveClipper::AdaptiveClipper(double initial_clip, double target_quantile, double learning_rate,
                                  double count_stddev)
     : clip_(initial_clip), quantile_(target_quantile), lr_(learning_rate), count_stddev_(count_stddev) {

@@ -91,6 +91,31 @@ TEST_CASE("L2 clipping, Gaussian and Skellam noise", "[privacy][dp]") {
   CHECK(skellam_tail_bound(mu) > 8 * std::sqrt(2 * mu));
 }
 
+TEST_CASE("Discrete Gaussian noise has the requested variance", "[privacy][dp]") {
+  Key32 seed{};
+  seed[1] = 2;
+  ChaChaRng rng(seed);
+  for (double sigma : {0.7, 3.0, 40.0}) {
+    std::vector<std::uint32_t> ring(40000, 0);
+    add_discrete_gaussian_noise(ring, sigma, rng);
+    double m = 0, v = 0;
+    for (auto r : ring) m += static_cast<std::int32_t>(r);
+    m /= ring.size();
+    for (auto r : ring) v += (static_cast<std::int32_t>(r) - m) * (static_cast<std::int32_t>(r) - m);
+    v /= ring.size();
+    INFO("sigma " << sigma);
+    CHECK(m == Approx(0.0).margin(4 * sigma / 200));
+    // For sigma >= 1 the discrete Gaussian's variance is sigma^2 to within 1e-8;
+    // below 1 it is a little smaller.
+    if (sigma >= 1) CHECK(v == Approx(sigma * sigma).epsilon(0.04));
+    else CHECK((v > 0.3 && v < sigma * sigma * 1.04));
+  }
+  std::vector<std::uint32_t> none(3, 5);
+  CHECK(add_discrete_gaussian_noise(none, 0.0, rng) == 0);
+  CHECK(none == std::vector<std::uint32_t>(3, 5));
+  CHECK_THROWS_AS(add_discrete_gaussian_noise(none, -1.0, rng), fedge::Error);
+}
+
 TEST_CASE("Adaptive clipping moves toward the target quantile", "[privacy][dp]") {
   Key32 seed{};
   ChaChaRng rng(seed);

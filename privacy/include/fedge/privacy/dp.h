@@ -31,6 +31,14 @@ std::uint64_t add_skellam_noise(std::span<std::uint32_t> ring, double mu, ChaCha
 // to pass as Quantizer::check_capacity's noise_bound.
 std::uint64_t skellam_tail_bound(double mu);
 
+// Alternative distributed noise: the discrete Gaussian N_Z(0, sigma^2)
+// (Canonne, Kamath, Steinke 2020, rejection from a discrete Laplace; Bernoulli
+// draws use floating-point exp, so it is not a bit-exact sampler). Each of n
+// nodes uses sigma_node = target_stddev_int / sqrt(n); the sum's variance is
+// target^2 up to a tiny error for sigma_node >= 1 (Kairouz et al. 2021).
+// Returns the largest |noise| drawn.
+std::uint64_t add_discrete_gaussian_noise(std::span<std::uint32_t> ring, double sigma, ChaChaRng& rng);
+
 // Adaptive clipping: after each round, C <- C * exp(-lr * (b - target_quantile))
 // where b is the (noised) fraction of clients whose update norm was <= C.
 class AdaptiveClipper {
