@@ -39,11 +39,23 @@ struct Candidate {
 }  // namespace
 
 void BpeModel::encode_piece(std::string_view piece, bool byte_level, std::vector<TokenId>& out) const {
+  if (!split_at_metaspace || byte_level) return encode_word(piece, byte_level, out);
+  constexpr std::string_view kMeta = "\xE2\x96\x81";
+  std::size_t begin = 0;
+  for (std::size_t hit = piece.find(kMeta, 1); hit != std::string_view::npos; hit = piece.find(kMeta, hit + kMeta.size())) {
+    if (hit >= kMeta.size() && piece.substr(hit - kMeta.size(), kMeta.size()) == kMeta) continue;  // inside a run
+    encode_word(piece.substr(begin, hit - begin), false, out);
+    begin = hit;
+  }
+  encode_word(piece.substr(begin), false, out);
+}
+
+void BpeModel::encode_word(std::string_view piece, bool byte_level, std::vector<TokenId>& out) const {
   if (piece.empty()) return;
   const bool cacheable = piece.size() <= kMaxCachedPieceBytes;
   if (cacheable) {
     std::lock_guard<std::mutex> lock(cache_mu_);
-    auto it = cache_.find(std::string(piece));
+    auto it = cache_.find(piece);
     if (it != cache_.end()) {
       out.insert(out.end(), it->second.begin(), it->second.end());
       return;

@@ -470,6 +470,13 @@ void Parser::finish() {
     auto fb = b.vocab.find(std::string_view(name));
     b.fallback_byte[c] = b.byte_fallback && fb != b.vocab.end() ? fb->second : -1;
   }
+  b.split_at_metaspace = !out_.byte_level && !b.ignore_merges && b.vocab.count("\xE2\x96\x81") > 0;
+  for (const auto& [tok, id] : b.vocab) {
+    if (!b.split_at_metaspace) break;
+    // "▁" preceded by a byte that does not end another "▁".
+    for (std::size_t p = tok.find("\xE2\x96\x81", 1); p != std::string::npos; p = tok.find("\xE2\x96\x81", p + 3))
+      if (p < 3 || tok.compare(p - 3, 3, "\xE2\x96\x81") != 0) b.split_at_metaspace = false;
+  }
   out_.build_tables();
   out_.guess_special_ids();
 }

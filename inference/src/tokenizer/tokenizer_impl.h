@@ -90,6 +90,11 @@ struct BpeModel {
   struct Merge { int rank; TokenId merged; };
   std::unordered_map<std::uint64_t, Merge, PairHash> merges;  // (left << 32 | right)
   bool byte_fallback = false, fuse_unk = false, ignore_merges = false;
+  // True when no vocabulary token has "▁" right after another character, so
+  // no merge can cross the start of a "▁" run: a long SentencePiece-style
+  // piece (Llama-2 has no pre-tokenizer, the whole text is one piece) can be
+  // cut there and each word merged and cached on its own, with the same result.
+  bool split_at_metaspace = false;
   std::optional<TokenId> unk;
   std::array<TokenId, 256> byte_symbol{};    // byte-level symbol of byte b, -1 if absent
   std::array<TokenId, 256> fallback_byte{};  // "<0xAB>" token of byte b, -1 if absent
@@ -99,11 +104,12 @@ struct BpeModel {
   void encode_piece(std::string_view piece, bool byte_level, std::vector<TokenId>& out) const;
 
  private:
+  void encode_word(std::string_view word, bool byte_level, std::vector<TokenId>& out) const;
   void initial_symbols(std::string_view piece, bool byte_level, std::vector<TokenId>& ids) const;
   void unknown_char(std::string_view ch, std::vector<TokenId>& ids, bool& last_was_unk) const;
   void apply_merges(std::vector<TokenId>& ids) const;
   mutable std::mutex cache_mu_;
-  mutable std::unordered_map<std::string, std::vector<TokenId>> cache_;
+  mutable std::unordered_map<std::string, std::vector<TokenId>, SvHash, std::equal_to<>> cache_;
 };
 
 inline std::uint64_t pair_key(TokenId a, TokenId b) {
