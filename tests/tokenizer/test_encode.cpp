@@ -1,6 +1,8 @@
 // Encoding and decoding against hand-computed ids on the fixtures in data/.
 #include <catch2/catch.hpp>
 
+#include <thread>
+
 #include "fixtures.h"
 
 using namespace fixtures;
@@ -240,4 +242,19 @@ TEST_CASE("SentencePiece-style: cutting long pieces at '▁' runs gives the same
   const auto a = fast.encode(s);
   CHECK(a == slow.encode(s));
   CHECK(fast.decode(a) == s);
+}
+
+TEST_CASE("encode is safe to call from several threads (shared word cache)") {
+  const Tokenizer t = load("bytelevel.json");
+  std::string s;
+  for (int i = 0; i < 200; ++i) s += "the hello sing " + std::to_string(i * 7919) + " IT'S\n";
+  const Ids expect = t.encode(s);
+  std::vector<Ids> got(4);
+  std::vector<std::thread> threads;
+  for (int k = 0; k < 4; ++k)
+    threads.emplace_back([&, k] {
+      for (int rep = 0; rep < 5; ++rep) got[k] = t.encode(s);
+    });
+  for (auto& th : threads) th.join();
+  for (const Ids& g : got) CHECK(g == expect);
 }

@@ -13,10 +13,9 @@ namespace fedge::inference::tok {
 namespace {
 
 // Pieces longer than this are rare (long runs without a pre-tokenizer split)
-// and not worth caching; the cache stops growing at kMaxCacheEntries, as
-// Hugging Face's does, so memory stays bounded on adversarial input.
+// and not worth caching; the cache stops growing when full, as Hugging
+// Face's does, so memory stays bounded on adversarial input.
 constexpr std::size_t kMaxCachedPieceBytes = 256;
-constexpr std::size_t kMaxCacheEntries = 1 << 16;
 
 struct Symbol {
   TokenId id;
@@ -53,13 +52,10 @@ void BpeModel::encode_piece(std::string_view piece, bool byte_level, std::vector
 void BpeModel::encode_word(std::string_view piece, bool byte_level, std::vector<TokenId>& out) const {
   if (piece.empty()) return;
   const bool cacheable = piece.size() <= kMaxCachedPieceBytes;
+  const std::uint64_t h = cacheable ? hash_bytes(piece) : 0;
   if (cacheable) {
     std::lock_guard<std::mutex> lock(cache_mu_);
-    auto it = cache_.find(piece);
-    if (it != cache_.end()) {
-      out.insert(out.end(), it->second.begin(), it->second.end());
-      return;
-    }
+    if (cache_.lookup(piece, h, out)) return;
   }
   std::vector<TokenId> ids;
   bool whole = false;
@@ -83,7 +79,7 @@ void BpeModel::encode_word(std::string_view piece, bool byte_level, std::vector<
   out.insert(out.end(), ids.begin(), ids.end());
   if (cacheable) {
     std::lock_guard<std::mutex> lock(cache_mu_);
-    if (cache_.size() < kMaxCacheEntries) cache_.emplace(std::string(piece), std::move(ids));
+    cache_.insert(piece, h, ids);
   }
 }
 

@@ -140,6 +140,13 @@ std::string TokenizerData::raw_bytes(std::string_view token) const {
 
 std::string Tokenizer::decode(std::span<const TokenId> ids, bool skip_special) const {
   const auto& d = *impl_;
+  if (d.decoders.size() == 1 && d.decoders[0].kind == tok::DecoderStep::Kind::kByteLevel) {
+    // A lone ByteLevel decoder is the concatenation of the per-token bytes.
+    std::string bytes;
+    for (TokenId id : ids)
+      if (id >= 0 && id < d.vocab_size() && d.known[id] && !(skip_special && d.special[id])) bytes += d.token_raw[id];
+    return tok::utf8_lossy(bytes);
+  }
   std::vector<std::string> tokens;
   tokens.reserve(ids.size());
   for (TokenId id : ids) {

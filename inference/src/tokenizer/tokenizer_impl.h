@@ -15,6 +15,7 @@
 
 #include "fedge/inference/tokenizer.h"
 #include "regex.h"
+#include "word_cache.h"
 
 namespace fedge::inference {
 namespace tok {
@@ -109,7 +110,7 @@ struct BpeModel {
   void unknown_char(std::string_view ch, std::vector<TokenId>& ids, bool& last_was_unk) const;
   void apply_merges(std::vector<TokenId>& ids) const;
   mutable std::mutex cache_mu_;
-  mutable std::unordered_map<std::string, std::vector<TokenId>, SvHash, std::equal_to<>> cache_;
+  mutable WordCache cache_;
 };
 
 inline std::uint64_t pair_key(TokenId a, TokenId b) {
