@@ -240,6 +240,52 @@ struct CpuClock {
   }
 };
 
+// A Llama-3-sized vocabulary (128k tokens, ~128k merges) made by merging
+// random pairs of existing tokens: not a trained vocabulary, but a valid
+// file of the real size, for load time and for BPE on cache-missing text.
+std::string big_byte_level_json(int n_merges, unsigned seed) {
+  const auto chars = byte_level_chars();
+  std::vector<std::string> toks(chars.begin(), chars.end());
+  ojson vocab = ojson::object();
+  for (int b = 0; b < 256; ++b) vocab[chars[b]] = b;
+  std::vector<std::pair<std::string, std::string>> merges;
+  std::mt19937 rng(seed);
+  // Letters and the space symbol first, so the merges look like words.
+  std::vector<int> letters;
+  for (int b = 'a'; b <= 'z'; ++b) letters.push_back(b);
+  letters.push_back(' ');
+  std::unordered_map<std::string, int> seen;
+  while (static_cast<int>(merges.size()) < n_merges) {
+    std::string a = toks.size() == 256 || rng() % 4 == 0 ? chars[letters[rng() % letters.size()]]
+                                                          : toks[256 + rng() % (toks.size() - 256)];
+    const std::string& b = chars['a' + rng() % 26];
+    const std::string m = a + b;
+    if (m.size() > 48 || seen.count(m)) continue;
+    seen[m] = 1;
+    vocab[m] = static_cast<int>(toks.size());
+    toks.push_back(m);
+    merges.push_back({a, b});
+  }
+  ojson bl = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
+  ojson root = {{"version", "1.0"}, {"added_tokens", ojson::array()}, {"normalizer", nullptr},
+                {"pre_tokenizer", bl}, {"post_processor", nullptr}, {"decoder", bl},
+                {"model", bpe_model(vocab, merges, false)}};
+  return root.dump();
+}
+
+// Random lowercase "words": nearly every pre-token is new, so the word cache
+// rarely hits and the figure is the BPE merge loop itself.
+std::string random_words(std::size_t bytes, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::string s;
+  while (s.size() < bytes) {
+    s += ' ';
+    const int len = 2 + rng() % 10;
+    for (int i = 0; i < len; ++i) s += static_cast<char>('a' + rng() % 26);
+  }
+  return s;
+}
+
 double seconds_since(double t0) { return CpuClock::now() - t0; }
 
 struct Result {
@@ -309,6 +355,8 @@ int main(int argc, char** argv) {
   load("GPT-2 style byte-level BPE", gpt2);
   load("Llama-3 style Split+ByteLevel", llama3);
   load("Llama-2 style SentencePiece", sp);
+  const std::string big = big_byte_level_json(128000, 3);
+  load("128k random merges byte-level", big);
   std::printf("\n%-46s %10s %10s %10s %12s %10s\n", "tokenizer", "cold MB/s", "warm MB/s", "decode", "bytes/token",
               "vs tiny");
   double ref = 0;
@@ -317,6 +365,12 @@ int main(int argc, char** argv) {
     if (ref == 0) ref = r.warm_mbs;
     std::printf("%-46s %10.1f %10.1f %10.1f %12.2f %9.2fx\n", c.name, r.cold_mbs, r.warm_mbs, r.decode_mbs,
                 r.bytes_per_token, r.warm_mbs / ref);
+  }
+  const std::string words = random_words(text.size() / 4, 5);
+  std::printf("\nrandom lowercase words (%.1f MB, few cache hits):\n", words.size() / 1e6);
+  for (const Case& c : cases) {
+    const Result r = measure(c.tok, words, chunk);
+    std::printf("%-46s %10.1f %10.1f %10.1f %12.2f\n", c.name, r.cold_mbs, r.warm_mbs, r.decode_mbs, r.bytes_per_token);
   }
   return 0;
 }

@@ -37,6 +37,36 @@ struct Candidate {
 
 }  // namespace
 
+void MergeTable::reserve(std::size_t n) {
+  std::size_t cap = 16;
+  while (cap < 2 * n) cap *= 2;
+  if (cap > slots_.size()) {
+    std::vector<Slot> old;
+    old.swap(slots_);
+    slots_.assign(cap, Slot{});
+    mask_ = cap - 1;
+    size_ = 0;
+    for (const Slot& s : old)
+      if (s.key != kEmpty) insert(s.key, s.m);
+  }
+}
+
+void MergeTable::grow() { reserve(slots_.empty() ? 8 : slots_.size()); }
+
+void MergeTable::insert(std::uint64_t key, Merge m) {
+  if (2 * (size_ + 1) > slots_.size()) grow();
+  for (std::size_t i = mix(key) & mask_;; i = (i + 1) & mask_) {
+    Slot& s = slots_[i];
+    if (s.key == key) return;
+    if (s.key == kEmpty) {
+      s.key = key;
+      s.m = m;
+      ++size_;
+      return;
+    }
+  }
+}
+
 void BpeModel::encode_piece(std::string_view piece, bool byte_level, std::vector<TokenId>& out) const {
   if (!split_at_metaspace || byte_level) return encode_word(piece, byte_level, out);
   constexpr std::string_view kMeta = "\xE2\x96\x81";
@@ -100,6 +130,13 @@ void BpeModel::initial_symbols(std::string_view piece, bool byte_level, std::vec
   }
   std::size_t pos = 0;
   while (pos < piece.size()) {
+    const auto c = static_cast<unsigned char>(piece[pos]);
+    if (c < 0x80 && ascii_symbol[c] >= 0) {
+      ids.push_back(ascii_symbol[c]);
+      last_was_unk = false;
+      ++pos;
+      continue;
+    }
     const std::size_t len = utf8_step(piece, pos).len;
     const std::string_view ch = piece.substr(pos, len);
     pos += len;
@@ -142,9 +179,8 @@ void BpeModel::apply_merges(std::vector<TokenId>& ids) const {
   std::priority_queue<Candidate, std::vector<Candidate>, std::greater<>> heap(std::greater<>{},
                                                                             std::move(storage));
   auto consider = [&](int left, int right) {
-    auto it = merges.find(pair_key(syms[left].id, syms[right].id));
-    if (it != merges.end())
-      heap.push({it->second.rank, left, right, syms[left].id, syms[right].id, it->second.merged});
+    if (const Merge* m = merges.find(pair_key(syms[left].id, syms[right].id)))
+      heap.push({m->rank, left, right, syms[left].id, syms[right].id, m->merged});
   };
   for (int i = 0; i + 1 < n; ++i) consider(i, i + 1);
   while (!heap.empty()) {

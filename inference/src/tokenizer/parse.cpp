@@ -208,7 +208,7 @@ void Parser::merges(const json& v) {
   if (!v.is_array()) fail("model.merges", "must be an array, not " + std::string(v.type_name()));
   if (v.size() > kMaxMerges) fail("model.merges", "has more than " + std::to_string(kMaxMerges) + " entries");
   auto& b = out_.model;
-  b.merges.reserve(v.size());
+  b.merges.reserve(std::min<std::size_t>(v.size(), std::size_t{1} << 20));  // grows past this only as entries check out
   for (std::size_t i = 0; i < v.size(); ++i) {
     const std::string field = "model.merges[" + std::to_string(i) + "]";
     std::string left, right;
@@ -234,7 +234,7 @@ void Parser::merges(const json& v) {
     };
     const TokenId l = lookup(left, "left"), r = lookup(right, "right"), m = lookup(left + right, "merged");
     // A repeated pair keeps its first (best) rank, as HF does.
-    b.merges.emplace(pair_key(l, r), BpeModel::Merge{static_cast<int>(i), m});
+    b.merges.insert(pair_key(l, r), BpeModel::Merge{static_cast<int>(i), m});
   }
 }
 
@@ -462,6 +462,10 @@ void Parser::finish() {
   check(out_.suffix, "special");
   auto& b = out_.model;
   const auto& map = byte_level_map();
+  for (int c = 0; c < 128; ++c) {
+    auto it = b.vocab.find(std::string(1, static_cast<char>(c)));
+    b.ascii_symbol[c] = it != b.vocab.end() ? it->second : -1;
+  }
   for (int c = 0; c < 256; ++c) {
     auto it = b.vocab.find(map.byte_to_utf8[c]);
     b.byte_symbol[c] = it != b.vocab.end() ? it->second : -1;
