@@ -246,7 +246,9 @@ struct CpuClock {
 std::string big_byte_level_json(int n_merges, unsigned seed) {
   const auto chars = byte_level_chars();
   std::vector<std::string> toks(chars.begin(), chars.end());
-  ojson vocab = ojson::object();
+  // Plain json (sorted std::map): ordered_json's linear key lookup would make
+  // building a 128k vocabulary quadratic.
+  nlohmann::json vocab = nlohmann::json::object();
   for (int b = 0; b < 256; ++b) vocab[chars[b]] = b;
   std::vector<std::pair<std::string, std::string>> merges;
   std::mt19937 rng(seed);
@@ -266,10 +268,12 @@ std::string big_byte_level_json(int n_merges, unsigned seed) {
     toks.push_back(m);
     merges.push_back({a, b});
   }
-  ojson bl = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
-  ojson root = {{"version", "1.0"}, {"added_tokens", ojson::array()}, {"normalizer", nullptr},
-                {"pre_tokenizer", bl}, {"post_processor", nullptr}, {"decoder", bl},
-                {"model", bpe_model(vocab, merges, false)}};
+  nlohmann::json m = nlohmann::json::array();
+  for (const auto& [x, y] : merges) m.push_back({x, y});
+  const nlohmann::json bl = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
+  const nlohmann::json root = {{"version", "1.0"}, {"added_tokens", nlohmann::json::array()}, {"normalizer", nullptr},
+                               {"pre_tokenizer", bl}, {"post_processor", nullptr}, {"decoder", bl},
+                               {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", m}}}};
   return root.dump();
 }
 
