@@ -258,3 +258,34 @@ TEST_CASE("encode is safe to call from several threads (shared word cache)") {
   for (auto& th : threads) th.join();
   for (const Ids& g : got) CHECK(g == expect);
 }
+
+TEST_CASE("huge runs (one 200 kB word, whitespace, digits, emoji) encode without regex limits") {
+  Json j = json("bytelevel.json");
+  const Tokenizer gpt2 = load(j);
+  j["pre_tokenizer"] = {
+      {"type", "Sequence"},
+      {"pretokenizers",
+       {{{"type", "Split"},
+         {"pattern", {{"Regex", R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)"}}},
+         {"behavior", "Isolated"}},
+        {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}};
+  const Tokenizer llama3 = load(j);
+  const std::size_t n = 200000;
+  std::string emoji;
+  for (std::size_t i = 0; i < n / 4; ++i) emoji += "😀";
+  const std::vector<std::string> inputs = {std::string(n, 'l'), std::string(n, ' ') + "x", std::string(n, '7'),
+                                           emoji, std::string(n, '\n') + "y", std::string(n, '!')};
+  for (const std::string& s : inputs) {
+    CHECK(gpt2.decode(gpt2.encode(s)) == s);
+    CHECK(llama3.decode(llama3.encode(s)) == s);
+  }
+  // "l l" merges pairwise from the left: 100000 x "ll".
+  CHECK(gpt2.encode(std::string(n, 'l')) == Ids(n / 2, 261));
+}
+
+TEST_CASE("an empty vocabulary is valid and encodes to nothing") {
+  const Tokenizer t = Tokenizer::from_json(R"({"model": {"type": "BPE", "vocab": {}, "merges": []}})", "empty");
+  CHECK(t.vocab_size() == 0);
+  CHECK(t.encode("abc").empty());
+  CHECK(t.decode(Ids{0, 1}).empty());
+}
