@@ -171,9 +171,9 @@ TEST_CASE("randomly mutated tokenizer.json files parse or fail with fedge::Error
           case 1: s.erase(pos, 1 + rng() % 40); break;                                  // delete a range
           case 2: s.insert(pos, s.substr(rng() % s.size(), 1 + rng() % 40)); break;     // duplicate a range
           case 3: s.insert(pos, std::to_string(static_cast<std::int64_t>(rng()) * 99991)); break;  // big number
-          default: s.insert(pos, rng() % 2 ? "null" : "[]"); break;                     // wrong type
+          default: s = s.substr(0, pos) + (rng() % 2 ? "null" : "[]") + s.substr(pos); break;  // wrong type
         }
-        if (s.empty()) s = "{";
+        if (s.empty()) s.push_back('{');
       }
       try {
         const Tokenizer t = Tokenizer::from_json(s, "fuzz");
