@@ -2,7 +2,6 @@
 // by (rank, position), so a word of n symbols costs O(n log n) rather than the
 // O(n^2) of rescanning for the best pair after every merge.
 #include <algorithm>
-#include <cstdio>
 #include <queue>
 
 #include "tokenizer_impl.h"

@@ -3,6 +3,7 @@
 #include "encode.h"
 
 #include <algorithm>
+#include <cctype>
 
 #include "fedge/common/error.h"
 #include "utf8.h"

@@ -2,6 +2,10 @@
 // JSON field at fault, and says what is supported instead.
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+
 #include <nlohmann/json.hpp>
 
 #include "fedge/common/error.h"
@@ -58,7 +62,6 @@ class Parser {
   const std::string& source_;
   TokenizerData& out_;
   TokenId max_id_ = -1;
-  bool saw_sequence_a_ = false;
 };
 
 const json* Parser::opt(const json& obj, const char* key) const {
@@ -449,7 +452,6 @@ void Parser::template_processing(const json& p, const std::string& field) {
       (after ? out_.suffix : out_.prefix).push_back(id);
     }
   }
-  saw_sequence_a_ = after;
 }
 
 void Parser::finish() {
