@@ -1,15 +1,40 @@
-// `fedge generate`: filled in by the inference engine (issue 3).
+// `fedge generate`: parse flags, then hand over to the inference library,
+// which streams only the continuation to stdout and speed figures to stderr.
+#include <cstdio>
+#include <memory>
+#include <string>
+
 #include "commands.h"
 #include "fedge/common/error.h"
+#include "fedge/inference/generate.h"
 
 namespace fedge::apps {
 
-void add_generate_command(CLI::App& app, const GlobalOptions&, CommandBody& chosen) {
-  auto* sub = app.add_subcommand("generate", "Generate text with a local model (not built yet)");
-  sub->allow_extras();
-  sub->callback([&chosen] {
-    chosen = [] () -> int {
-      throw Error(ErrorKind::kUnimplemented, "'fedge generate' is not built yet (inference engine, issue 3)");
+void add_generate_command(CLI::App& app, const GlobalOptions& global, CommandBody& chosen) {
+  auto options = std::make_shared<inference::GenerateCommand>();
+  auto* sub = app.add_subcommand("generate", "Generate text with a local model (streams the continuation)");
+  sub->add_option("--model", options->model, "Hugging Face model folder, or 'tiny' for the built-in preset")
+      ->capture_default_str();
+  sub->add_option("--adapter", options->adapter, "PEFT LoRA adapter folder to apply");
+  sub->add_option("--prompt", options->prompt, "prompt text")->required();
+  sub->add_option("--max-tokens", options->sampling.max_tokens, "most tokens to generate")
+      ->capture_default_str()->check(CLI::Range(0, 1 << 20));
+  sub->add_option("--temperature", options->sampling.temperature, "sampling temperature (0: greedy)")
+      ->capture_default_str()->check(CLI::Range(0.0, 100.0));
+  sub->add_option("--top-k", options->sampling.top_k, "keep the k most likely tokens (0: off)")
+      ->check(CLI::Range(0, 1 << 30));
+  sub->add_option("--top-p", options->sampling.top_p, "nucleus sampling mass (1: off)")->check(CLI::Range(0.0, 1.0));
+  sub->add_option("--repetition-penalty", options->sampling.repetition_penalty, "penalty for repeated tokens (1: off)");
+  sub->add_option("--stop", options->sampling.stop_strings, "stop when this text appears (repeatable)");
+  sub->add_option("--seed", options->sampling.seed, "sampling seed")->capture_default_str();
+  auto dtype = std::make_shared<std::string>("f32");
+  sub->add_option("--dtype", *dtype, "weights in memory: f32 or bf16")
+      ->check(CLI::IsMember({"f32", "bf16"}))->capture_default_str();
+  sub->callback([&chosen, &global, options, dtype] {
+    options->weights = *dtype == "bf16" ? inference::WeightType::kBF16 : inference::WeightType::kF32;
+    chosen = [options, &global] {
+      options->threads = global.threads;
+      return inference::run_generate(*options, stdout);
     };
   });
 }

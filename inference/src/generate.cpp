@@ -84,9 +84,40 @@ std::size_t complete_utf8(const std::string& s, std::size_t from) {
   return end;
 }
 
+// Replaces each byte that does not start a well-formed UTF-8 sequence with
+// U+FFFD, so streamed text is always valid UTF-8 (random or byte-fallback
+// models can emit stray bytes).
+std::string sanitize_utf8(std::string_view in) {
+  std::string out;
+  out.reserve(in.size());
+  for (std::size_t i = 0; i < in.size();) {
+    const unsigned char c = in[i];
+    std::size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    bool ok = n > 0 && i + n <= in.size() && !(c == 0xC0 || c == 0xC1 || c > 0xF4);
+    for (std::size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(in[i + k]) & 0xC0) == 0x80;
+    if (ok && n == 3) {
+      const unsigned char d = in[i + 1];
+      ok = !(c == 0xE0 && d < 0xA0) && !(c == 0xED && d >= 0xA0);  // overlong, surrogates
+    }
+    if (ok && n == 4) {
+      const unsigned char d = in[i + 1];
+      ok = !(c == 0xF0 && d < 0x90) && !(c == 0xF4 && d >= 0x90);
+    }
+    if (ok) {
+      out.append(in.substr(i, n));
+      i += n;
+    } else {
+      out += "\xEF\xBF\xBD";
+      ++i;
+    }
+  }
+  return out;
+}
+
 // Per-row text state: decoded bytes, what was already emitted, stop strings.
 struct RowText {
-  std::string text;
+  std::string text;        // raw bytes
+  std::string out;         // what was emitted, as valid UTF-8
   std::size_t emitted = 0;
   bool stopped_by_string = false;
 
@@ -114,9 +145,10 @@ struct RowText {
   }
   std::string take(std::size_t upto) {
     if (upto <= emitted) return {};
-    std::string out = text.substr(emitted, upto - emitted);
+    std::string piece = sanitize_utf8(std::string_view(text).substr(emitted, upto - emitted));
     emitted = upto;
-    return out;
+    out += piece;
+    return piece;
   }
 };
 
@@ -134,19 +166,19 @@ std::vector<GenerationResult> generate(Model& model, const std::vector<std::vect
     if (prompts[b].empty()) throw Error(ErrorKind::kInvalidInput, "prompt " + std::to_string(b) + " has no tokens");
     longest = std::max<int>(longest, int(prompts[b].size()));
   }
-  if (longest + 1 > c.max_position_embeddings)
+  if (longest + 1 > c.context_length())
     throw Error(ErrorKind::kInvalidInput, "prompt of " + std::to_string(longest) +
                                               " tokens leaves no room in the model's context of " +
-                                              std::to_string(c.max_position_embeddings) + " tokens; shorten it");
+                                              std::to_string(c.context_length()) + " tokens; shorten it");
   if (!options.stop_strings.empty() && !tokenizer)
     throw Error(ErrorKind::kInvalidInput, "stop strings need a tokenizer");
-  const int max_new = std::min(options.max_tokens, c.max_position_embeddings - longest);
+  const int max_new = std::min(options.max_tokens, c.context_length() - longest);
   std::set<TokenId> stops(options.stop_ids.begin(), options.stop_ids.end());
   for (int e : c.eos_token_ids) stops.insert(e);
   if (tokenizer)
     for (TokenId e : tokenizer->eos_ids()) stops.insert(e);
 
-  KVCache cache = model.make_cache(B, std::min(c.max_position_embeddings, longest + std::max(max_new, 1)));
+  KVCache cache = model.make_cache(B, std::min(c.context_length(), longest + std::max(max_new, 1)));
   std::vector<TokenId> tokens(std::size_t(B) * longest, 0);
   std::vector<std::uint8_t> mask(tokens.size(), 0);
   for (int b = 0; b < B; ++b) {
@@ -209,7 +241,7 @@ std::vector<GenerationResult> generate(Model& model, const std::vector<std::vect
       // Whatever was held back (a partial stop-string prefix, partial UTF-8).
       std::string rest = texts[b].take(texts[b].text.size());
       if (callback && !rest.empty()) callback(b, -1, rest);
-      r.text = texts[b].text;
+      r.text = texts[b].out;
     }
   }
   return results;

@@ -8,7 +8,13 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
 
 namespace fedge::inference::kernels {
 namespace {
@@ -22,9 +28,12 @@ Isa detect() {
   return Isa::kScalar;
 }
 
+std::atomic<int> forced{-1};  // set_isa override, -1: none
+
 Isa isa() {
   static const Isa chosen = detect();
-  return chosen;
+  const int f = forced.load(std::memory_order_relaxed);
+  return f < 0 ? chosen : Isa(f);
 }
 
 inline float bf16(std::uint16_t b) {
@@ -151,23 +160,111 @@ void run_range(const W* w, const float* x, float* y, int rows, int in, int out, 
   }
 }
 
-template <typename W>
-void matvec(const W* w, const float* x, float* y, int rows, int in, int out) {
-  // Small products are not worth waking the other threads.
-  const long work = long(in) * out;
-  const int threads = work < (1l << 15) ? 1 : std::min(omp_get_max_threads(), std::max(1, out / 16));
-  if (threads <= 1) {
-    run_range(w, x, y, rows, in, out, 0, out);
-    return;
+
+// A small pool for the decode kernels. Work is cut into chunks that threads
+// claim from one atomic word, and the caller works too, so a worker that the
+// OS has not scheduled (2 shared cores are often oversubscribed) never holds
+// up a product it has not started: the caller only waits for chunks already
+// claimed. OpenMP's static split would wait a whole time slice instead.
+class Pool {
+ public:
+  static Pool& instance() {
+    static Pool pool;
+    return pool;
   }
-#pragma omp parallel num_threads(threads)
-  {
-    const int t = omp_get_thread_num(), n = omp_get_num_threads();
-    // Contiguous blocks, aligned to 16 rows, so each thread streams its own slice.
-    const int per = (out + n - 1) / n;
-    const int j0 = std::min(out, t * per), j1 = std::min(out, (t + 1) * per);
-    if (j0 < j1) run_range(w, x, y, rows, in, out, j0, j1);
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : workers_) t.join();
   }
+
+  // Runs fn(ctx, chunk) for every chunk in [0, chunks) on `threads` threads.
+  void run(int threads, int chunks, void (*fn)(const void*, int), const void* ctx) {
+    // One caller at a time; a second concurrent caller (another model on
+    // another thread) simply runs on its own thread.
+    std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
+    if (threads <= 1 || chunks <= 1 || !busy.owns_lock()) {
+      for (int c = 0; c < chunks; ++c) fn(ctx, c);
+      return;
+    }
+    ensure_workers(threads - 1);
+    fn_ = fn;
+    ctx_ = ctx;
+    done_.store(0, std::memory_order_relaxed);
+    const std::uint64_t gen = ((state_.load(std::memory_order_relaxed) >> 32) + 1) & 0xffffffffu;
+    state_.store((gen << 32) | std::uint64_t(chunks), std::memory_order_release);
+    if (sleeping_.load(std::memory_order_acquire) > 0) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      cv_.notify_all();
+    }
+    work(gen);
+    int spins = 0;
+    while (done_.load(std::memory_order_acquire) < chunks)
+      if (++spins > 64) std::this_thread::yield();
+  }
+
+ private:
+  // state_: generation (32 bits) | next chunk (16 bits) | chunk count (16 bits).
+  void work(std::uint64_t gen) {
+    std::uint64_t s = state_.load(std::memory_order_acquire);
+    while ((s >> 32) == gen) {
+      const std::uint64_t next = (s >> 16) & 0xffff, count = s & 0xffff;
+      if (next >= count) return;
+      if (state_.compare_exchange_weak(s, s + (1u << 16), std::memory_order_acq_rel)) {
+        fn_(ctx_, int(next));
+        done_.fetch_add(1, std::memory_order_release);
+        s = state_.load(std::memory_order_acquire);
+      }
+    }
+  }
+
+  void ensure_workers(int n) {
+    while (int(workers_.size()) < n) workers_.emplace_back([this] { loop(); });
+  }
+
+  void loop() {
+    std::uint64_t seen = state_.load(std::memory_order_acquire) >> 32;
+    for (;;) {
+      std::uint64_t gen = seen;
+      // Spin briefly (jobs come microseconds apart while decoding), then sleep.
+      for (int i = 0; i < 20000 && gen == seen; ++i) {
+        _mm_pause();
+        gen = state_.load(std::memory_order_acquire) >> 32;
+      }
+      if (gen == seen) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        sleeping_.fetch_add(1, std::memory_order_acq_rel);
+        cv_.wait(lock, [&] { return stop_ || (state_.load(std::memory_order_acquire) >> 32) != seen; });
+        sleeping_.fetch_sub(1, std::memory_order_acq_rel);
+        if (stop_) return;
+        gen = state_.load(std::memory_order_acquire) >> 32;
+      }
+      seen = gen;
+      work(gen);
+    }
+  }
+
+  std::vector<std::thread> workers_;
+  std::atomic<std::uint64_t> state_{0};
+  std::atomic<int> done_{0};
+  std::atomic<int> sleeping_{0};
+  void (*fn_)(const void*, int) = nullptr;
+  const void* ctx_ = nullptr;
+  std::mutex mutex_, busy_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+};
+
+// Rows of output per chunk: big enough to amortise the claim, small enough
+// to balance two threads.
+constexpr long kChunkRows = 32;
+
+void run_job(const MatvecJob& j, const float* x, int rows, int in, int j0, int j1) {
+  if (j.bf16) run_range(static_cast<const std::uint16_t*>(j.w), x, j.y, rows, in, j.out, j0, j1);
+  else run_range(static_cast<const float*>(j.w), x, j.y, rows, in, j.out, j0, j1);
 }
 
 __attribute__((target("avx512f"))) float dot_avx512(const float* a, const float* b, int n) {
@@ -189,10 +286,48 @@ __attribute__((target("avx512f"))) void axpy_avx512(float a, const float* x, flo
 }  // namespace
 
 void matvec_f32(const float* w, const float* x, float* y, int rows, int in, int out) {
-  matvec(w, x, y, rows, in, out);
+  MatvecJob job{w, false, y, out};
+  matvec_group(&job, 1, x, rows, in);
 }
 void matvec_bf16(const std::uint16_t* w, const float* x, float* y, int rows, int in, int out) {
-  matvec(w, x, y, rows, in, out);
+  MatvecJob job{w, true, y, out};
+  matvec_group(&job, 1, x, rows, in);
+}
+
+void matvec_group(const MatvecJob* jobs, int count, const float* x, int rows, int in) {
+  long total = 0;
+  for (int i = 0; i < count; ++i) total += jobs[i].out;
+  struct Ctx {
+    const MatvecJob* jobs;
+    int count;
+    const float* x;
+    int rows, in;
+    long total, chunk_rows;
+  } ctx{jobs, count, x, rows, in, total, std::max(kChunkRows, (total + 0xfffe) / 0xffff)};
+  auto chunk = [](const void* p, int c) {
+    const Ctx& k = *static_cast<const Ctx*>(p);
+    const long g0 = c * k.chunk_rows, g1 = std::min(k.total, g0 + k.chunk_rows);
+    // Walk the concatenated output rows [g0, g1) job by job.
+    long base = 0;
+    for (int i = 0; i < k.count; ++i) {
+      const long lo = std::max(g0, base), hi = std::min(g1, base + k.jobs[i].out);
+      if (lo < hi) run_job(k.jobs[i], k.x, k.rows, k.in, int(lo - base), int(hi - base));
+      base += k.jobs[i].out;
+    }
+  };
+  // Small products are not worth waking the other threads.
+  const int threads = total * in < (1l << 15) ? 1 : omp_get_max_threads();
+  const long chunks = (total + ctx.chunk_rows - 1) / ctx.chunk_rows;
+  Pool::instance().run(threads, int(chunks), chunk, &ctx);
+}
+
+void parallel_for(int tasks, void (*fn)(const void*, int), const void* ctx, bool parallel) {
+  // Chunk counts are 16-bit in the pool's state word.
+  if (tasks > 0xffff || !parallel) {
+    for (int t = 0; t < tasks; ++t) fn(ctx, t);
+    return;
+  }
+  Pool::instance().run(omp_get_max_threads(), tasks, fn, ctx);
 }
 
 float dot(const float* a, const float* b, int n) {
@@ -207,6 +342,20 @@ void axpy(float a, const float* x, float* y, int n) {
   for (int i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
+bool set_isa(const char* name) {
+  const std::string n = name ? name : "";
+  if (n.empty() || n == "auto") { forced = -1; return true; }
+  const Isa best = detect();
+  if (n == "scalar") { forced = int(Isa::kScalar); return true; }
+  if (n == "avx2" && best != Isa::kScalar) {
+    if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))) return false;
+    forced = int(Isa::kAvx2);
+    return true;
+  }
+  if (n == "avx512" && best == Isa::kAvx512) { forced = int(Isa::kAvx512); return true; }
+  return false;
+}
+
 const char* isa_name() {
   switch (isa()) {
     case Isa::kAvx512: return "avx512";
@@ -216,3 +365,10 @@ const char* isa_name() {
 }
 
 }  // namespace fedge::inference::kernels
+
+#include "fedge/inference/kernels_info.h"
+
+namespace fedge::inference {
+const char* kernel_isa() { return kernels::isa_name(); }
+bool set_kernel_isa(const char* name) { return kernels::set_isa(name); }
+}  // namespace fedge::inference

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
 #include "fedge/common/error.h"
 #include "kernels.h"
@@ -39,10 +40,10 @@ KVCache::KVCache(const ModelConfig& c, int layer_begin, int layer_end, int batch
                                               std::to_string(c.num_layers) + " layers");
   if (batch <= 0 || capacity <= 0)
     throw Error(ErrorKind::kInvalidInput, "KV cache needs a positive batch and capacity");
-  if (capacity > c.max_position_embeddings)
+  if (capacity > c.context_length())
     throw Error(ErrorKind::kInvalidInput,
                 "KV cache capacity " + std::to_string(capacity) + " exceeds the model's context of " +
-                    std::to_string(c.max_position_embeddings) + " positions");
+                    std::to_string(c.context_length()) + " positions");
   const std::size_t n = std::size_t(layer_end - layer_begin) * batch * kv_heads_ * capacity * head_dim_;
   k_.assign(n, 0.f);
   v_.assign(n, 0.f);
@@ -108,7 +109,7 @@ std::size_t Model::weight_bytes() const {
 
 void Model::Impl::build_rope() {
   const int half = config.head_dim / 2;
-  const int n = config.max_position_embeddings;
+  const int n = config.context_length();
   const auto inv = rope_inv_freq(config);
   rope_cos.resize(std::size_t(n) * half);
   rope_sin.resize(std::size_t(n) * half);
@@ -135,11 +136,21 @@ KVCache Model::make_cache(int batch, int capacity, int layer_begin, int layer_en
 // ---------------- engine ----------------
 namespace {
 
+// Whether a product should go to BLAS: prompts (many rows). FEDGE_BLAS_ROWS
+// overrides the threshold (benchmarking).
+bool use_blas(int rows) {
+  static const int threshold = [] {
+    const char* v = std::getenv("FEDGE_BLAS_ROWS");
+    return v ? std::atoi(v) : 8;
+  }();
+  return rows >= threshold;
+}
+
 // y [rows, out] = x [rows, in] W^T (+ bias).
 void linear(const at::Tensor& w, const at::Tensor& bias, const float* x, int rows, float* y) {
   const int out = int(w.size(0)), in = int(w.size(1));
   if (w.scalar_type() == at::kFloat) {
-    if (rows >= 8) {
+    if (use_blas(rows)) {
       // Prompts: a real matrix product, where BLAS wins.
       auto xt = at::from_blob(const_cast<float*>(x), {rows, in}, at::kFloat);
       auto yt = at::from_blob(y, {rows, out}, at::kFloat);
@@ -156,6 +167,32 @@ void linear(const at::Tensor& w, const at::Tensor& bias, const float* x, int row
     for (int r = 0; r < rows; ++r)
       for (int j = 0; j < out; ++j) y[std::size_t(r) * out + j] += b[j];
   }
+}
+
+// Several projections of the same input: one parallel region for the batch-1
+// kernels, separate BLAS products for prompts.
+struct Proj {
+  const at::Tensor& w;
+  const at::Tensor& bias;
+  float* y;
+};
+void linear_group(std::initializer_list<Proj> projs, const float* x, int rows) {
+  const at::Tensor& w0 = projs.begin()->w;
+  if (w0.scalar_type() == at::kFloat && use_blas(rows)) {
+    for (const Proj& p : projs) linear(p.w, p.bias, x, rows, p.y);
+    return;
+  }
+  std::vector<kernels::MatvecJob> jobs;
+  for (const Proj& p : projs)
+    jobs.push_back({p.w.data_ptr(), p.w.scalar_type() != at::kFloat, p.y, int(p.w.size(0))});
+  kernels::matvec_group(jobs.data(), int(jobs.size()), x, rows, int(w0.size(1)));
+  for (const Proj& p : projs)
+    if (p.bias.defined()) {
+      const float* b = p.bias.data_ptr<float>();
+      const int out = int(p.w.size(0));
+      for (int r = 0; r < rows; ++r)
+        for (int j = 0; j < out; ++j) p.y[std::size_t(r) * out + j] += b[j];
+    }
 }
 
 // Adds scale * (x A^T) B^T to y, the unmerged LoRA path.
@@ -191,6 +228,41 @@ void rope(float* x, int heads, int head_dim, const float* cos, const float* sin)
       v[i + half] = b * cos[i] + a * sin[i];
     }
   }
+}
+
+// One (row, head) of attention over the cache's valid slots up to the row's own.
+struct AttentionJob {
+  KVCache* cache;
+  int layer, steps, base, nh, group, hd, qd;
+  float scale;
+  const float* q;
+  float* att;
+};
+
+void attention_task(const void* p, int task) {
+  const AttentionJob& j = *static_cast<const AttentionJob*>(p);
+  thread_local std::vector<float> sc;
+  const int r = task / j.nh, h = task % j.nh, b = r / j.steps, t = r % j.steps, slot = j.base + t, hd = j.hd;
+  float* out = j.att + std::size_t(r) * j.qd + h * hd;
+  std::fill_n(out, hd, 0.f);
+  if (!j.cache->valid(b, slot)) return;  // padding: output unused
+  if (int(sc.size()) < slot + 1) sc.resize(slot + 1);
+  const float* qv = j.q + std::size_t(r) * j.qd + h * hd;
+  const float* K = j.cache->keys(j.layer, b, h / j.group);
+  const float* V = j.cache->values(j.layer, b, h / j.group);
+  float mx = -INFINITY;
+  for (int s = 0; s <= slot; ++s) {
+    sc[s] = j.cache->valid(b, s) ? kernels::dot(qv, K + std::size_t(s) * hd, hd) * j.scale : -INFINITY;
+    mx = std::max(mx, sc[s]);
+  }
+  float sum = 0;
+  for (int s = 0; s <= slot; ++s) {
+    sc[s] = sc[s] == -INFINITY ? 0.f : std::exp(sc[s] - mx);
+    sum += sc[s];
+  }
+  const float inv = 1.0f / sum;
+  for (int s = 0; s <= slot; ++s)
+    if (sc[s] != 0.f) kernels::axpy(sc[s] * inv, V + std::size_t(s) * hd, out, hd);
 }
 
 }  // namespace
@@ -241,11 +313,9 @@ void Model::forward_layers(std::span<float> hidden, std::span<const std::uint8_t
   for (int l = begin; l < end; ++l) {
     const LayerWeights& W = impl_->layers[l];
     rmsnorm(x, W.attn_norm.data_ptr<float>(), xn.data(), rows, H, c.rms_norm_eps);
-    linear(W.wq, W.bq, xn.data(), rows, q.data());
+    linear_group({{W.wq, W.bq, q.data()}, {W.wk, W.bk, k.data()}, {W.wv, W.bv, v.data()}}, xn.data(), rows);
     add_lora(ad, l, LoraTarget::kQ, xn.data(), rows, q.data());
-    linear(W.wk, W.bk, xn.data(), rows, k.data());
     add_lora(ad, l, LoraTarget::kK, xn.data(), rows, k.data());
-    linear(W.wv, W.bv, xn.data(), rows, v.data());
     add_lora(ad, l, LoraTarget::kV, xn.data(), rows, v.data());
     for (int r = 0; r < rows; ++r) {
       const int b = r / steps, t = r % steps, p = pos[r];
@@ -258,41 +328,15 @@ void Model::forward_layers(std::span<float> hidden, std::span<const std::uint8_t
         std::copy_n(v.data() + std::size_t(r) * kvd + kh * hd, hd, cache.values(l, b, kh) + std::size_t(base + t) * hd);
       }
     }
-    const int tasks = rows * nh;
-#pragma omp parallel if (tasks * (base + steps) > 4096)
-    {
-      std::vector<float> sc(base + steps);
-#pragma omp for schedule(static)
-      for (int task = 0; task < tasks; ++task) {
-        const int r = task / nh, h = task % nh, b = r / steps, t = r % steps, slot = base + t;
-        float* out = att.data() + std::size_t(r) * qd + h * hd;
-        std::fill_n(out, hd, 0.f);
-        if (!cache.valid(b, slot)) continue;  // padding: output unused
-        const float* qv = q.data() + std::size_t(r) * qd + h * hd;
-        const float* K = cache.keys(l, b, h / group);
-        const float* V = cache.values(l, b, h / group);
-        float mx = -INFINITY;
-        for (int j = 0; j <= slot; ++j) {
-          sc[j] = cache.valid(b, j) ? kernels::dot(qv, K + std::size_t(j) * hd, hd) * scale : -INFINITY;
-          mx = std::max(mx, sc[j]);
-        }
-        float sum = 0;
-        for (int j = 0; j <= slot; ++j) {
-          sc[j] = sc[j] == -INFINITY ? 0.f : std::exp(sc[j] - mx);
-          sum += sc[j];
-        }
-        const float inv = 1.0f / sum;
-        for (int j = 0; j <= slot; ++j)
-          if (sc[j] != 0.f) kernels::axpy(sc[j] * inv, V + std::size_t(j) * hd, out, hd);
-      }
-    }
+    AttentionJob job{&cache, l, steps, base, nh, group, hd, qd, scale, q.data(), att.data()};
+    kernels::parallel_for(rows * nh, attention_task, &job, rows * nh * (base + steps) > 4096);
     linear(W.wo, {}, att.data(), rows, o.data());
     add_lora(ad, l, LoraTarget::kO, att.data(), rows, o.data());
     for (std::size_t i = 0; i < o.size(); ++i) x[i] += o[i];
     rmsnorm(x, W.mlp_norm.data_ptr<float>(), xn.data(), rows, H, c.rms_norm_eps);
-    linear(W.wgate, {}, xn.data(), rows, g.data());
+    const at::Tensor none;
+    linear_group({{W.wgate, none, g.data()}, {W.wup, none, u.data()}}, xn.data(), rows);
     add_lora(ad, l, LoraTarget::kGate, xn.data(), rows, g.data());
-    linear(W.wup, {}, xn.data(), rows, u.data());
     add_lora(ad, l, LoraTarget::kUp, xn.data(), rows, u.data());
     for (std::size_t i = 0; i < g.size(); ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
     linear(W.wdown, {}, g.data(), rows, o.data());

@@ -1,5 +1,6 @@
 #include "fedge/inference/model_config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <numbers>
@@ -195,6 +196,16 @@ void ModelConfig::validate(const std::string& source) const {
   positive(head_dim, "head_dim");
   positive(vocab_size, "vocab_size");
   positive(max_position_embeddings, "max_position_embeddings");
+  // Hostile sizes: refuse before anything is allocated from them.
+  auto at_most = [&](int v, int limit, const char* name) {
+    if (v > limit) bad(source, std::string("field '") + name + "' = " + std::to_string(v) + " exceeds " + std::to_string(limit));
+  };
+  at_most(hidden_size, 1 << 16, "hidden_size");
+  at_most(intermediate_size, 1 << 18, "intermediate_size");
+  at_most(num_layers, 1024, "num_hidden_layers");
+  at_most(num_heads, 1024, "num_attention_heads");
+  at_most(head_dim, 1024, "head_dim");
+  at_most(vocab_size, 1 << 22, "vocab_size");
   if (head_dim % 2 != 0) bad(source, "head_dim must be even for rotary embeddings");
   if (num_heads % num_kv_heads != 0)
     bad(source, "num_attention_heads (" + std::to_string(num_heads) +
@@ -238,6 +249,8 @@ ModelConfig ModelConfig::smollm_135m() {
   c.eos_token_ids = {2};
   return c;
 }
+
+int ModelConfig::context_length() const { return std::min(max_position_embeddings, kMaxContext); }
 
 std::int64_t ModelConfig::num_parameters() const {
   std::int64_t h = hidden_size, per_layer = 0;

@@ -39,10 +39,10 @@ at::Tensor Model::forward_train(const at::Tensor& tokens_in, const at::Tensor& a
   if (tokens_in.dim() != 2)
     throw Error(ErrorKind::kInvalidInput, "forward_train: tokens must be [batch, steps]");
   const int64_t B = tokens_in.size(0), T = tokens_in.size(1);
-  if (T > c.max_position_embeddings)
+  if (T > c.context_length())
     throw Error(ErrorKind::kInvalidInput, "forward_train: " + std::to_string(T) +
                                               " steps exceed the model's context of " +
-                                              std::to_string(c.max_position_embeddings));
+                                              std::to_string(c.context_length()));
   at::Tensor tokens = tokens_in.to(at::kLong);
   if (tokens.numel() > 0 && (tokens.min().item<int64_t>() < 0 || tokens.max().item<int64_t>() >= c.vocab_size))
     throw Error(ErrorKind::kInvalidInput, "forward_train: token id outside the vocabulary");

@@ -60,6 +60,7 @@ struct GenerateCommand {
   std::string adapter;         // PEFT directory, optional
   std::string prompt;
   SamplingOptions sampling;
+  WeightType weights = WeightType::kF32;  // bf16 halves the bytes read per token
   int threads = 0;
 };
 // Writes a complete HF directory: config.json, model.safetensors and, when

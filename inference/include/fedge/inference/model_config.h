@@ -19,7 +19,11 @@ struct RopeScaling {
   double low_freq_factor = 1.0;
   double high_freq_factor = 4.0;
   int original_max_position_embeddings = 8192;
+  bool operator==(const RopeScaling&) const = default;
 };
+
+// Contexts beyond this are refused (an edge CPU engine; keeps tables small).
+inline constexpr int kMaxContext = 65536;
 
 struct ModelConfig {
   std::string architecture = "LlamaForCausalLM";
@@ -58,6 +62,9 @@ struct ModelConfig {
   // SmolLM-135M's shape (used by the benchmark).
   static ModelConfig smollm_135m();
 
+  // Longest sequence the engine runs: max_position_embeddings, capped at
+  // kMaxContext (RoPE tables and KV caches are sized from it).
+  int context_length() const;
   int q_dim() const { return num_heads * head_dim; }
   int kv_dim() const { return num_kv_heads * head_dim; }
   std::int64_t num_parameters() const;
