@@ -12,10 +12,6 @@ namespace fedge::apps {
 
 void add_planned_commands(CLI::App& app, CommandBody& chosen) {
   const std::vector<std::pair<std::string, std::string>> planned = {
-      {"train", "Fine-tune a LoRA adapter on local data (not built yet: issue 4)"},
-      {"eval", "Evaluate a model or adapter on a data set (not built yet: issue 4)"},
-      {"pretrain", "Pretrain the tiny base model on the public corpus (not built yet: issue 4)"},
-      {"keygen", "Write a CurveZMQ key pair (not built yet: issue 6)"},
       {"coordinator", "Run the federation coordinator (not built yet: issue 6)"},
       {"node", "Run an edge node (not built yet: issue 6)"},
       {"sim", "Run a simulation scenario (not built yet: issue 7)"},

@@ -8,6 +8,7 @@
 #include "commands.h"
 #include "fedge/common/error.h"
 #include "fedge/common/logging.h"
+#include "fedge/inference/torch_setup.h"
 
 int main(int argc, char** argv) {
   using namespace fedge::apps;
@@ -25,6 +26,8 @@ int main(int argc, char** argv) {
   add_info_command(app, global, chosen);
   add_generate_command(app, global, chosen);
   add_data_command(app, global, chosen);
+  add_training_commands(app, global, chosen);
+  add_keygen_command(app, global, chosen);
   add_planned_commands(app, chosen);
 
   try {
@@ -35,6 +38,7 @@ int main(int argc, char** argv) {
   }
   try {
     fedge::setup_logging(global.log_level);
+    fedge::inference::setup_torch(global.threads);
     return chosen ? chosen() : 2;
   } catch (const fedge::Error& e) {
     spdlog::error("{}", e.what());

@@ -1,6 +1,8 @@
 // Encoding and decoding against hand-computed ids on the fixtures in data/.
 #include <catch2/catch.hpp>
 
+#include <thread>
+
 #include "fixtures.h"
 
 using namespace fixtures;
@@ -226,4 +228,64 @@ TEST_CASE("long words merge correctly (heap merging, no cache)") {
   }
   // Across word boundaries "d a" has no merge, so each "abcd" is a + bcd.
   CHECK(t.encode(s) == expect);
+}
+
+TEST_CASE("SentencePiece-style: cutting long pieces at '▁' runs gives the same ids") {
+  const Tokenizer fast = load("sentencepiece.json");
+  // A token with "▁" after another character turns the cut off (it could
+  // be merged across it); this one is unreachable, so ids must not change.
+  Json j = json("sentencepiece.json");
+  j["model"]["vocab"]["o\u2581w"] = 400;
+  const Tokenizer slow = load(j);
+  std::string s;
+  for (int i = 0; i < 300; ++i) s += i % 7 == 0 ? "hello  world\t世界 😀 " : "hello world ";
+  const auto a = fast.encode(s);
+  CHECK(a == slow.encode(s));
+  CHECK(fast.decode(a) == s);
+}
+
+TEST_CASE("encode is safe to call from several threads (shared word cache)") {
+  const Tokenizer t = load("bytelevel.json");
+  std::string s;
+  for (int i = 0; i < 200; ++i) s += "the hello sing " + std::to_string(i * 7919) + " IT'S\n";
+  const Ids expect = t.encode(s);
+  std::vector<Ids> got(4);
+  std::vector<std::thread> threads;
+  for (int k = 0; k < 4; ++k)
+    threads.emplace_back([&, k] {
+      for (int rep = 0; rep < 5; ++rep) got[k] = t.encode(s);
+    });
+  for (auto& th : threads) th.join();
+  for (const Ids& g : got) CHECK(g == expect);
+}
+
+TEST_CASE("huge runs (one 200 kB word, whitespace, digits, emoji) encode without regex limits") {
+  Json j = json("bytelevel.json");
+  const Tokenizer gpt2 = load(j);
+  j["pre_tokenizer"] = {
+      {"type", "Sequence"},
+      {"pretokenizers",
+       {{{"type", "Split"},
+         {"pattern", {{"Regex", R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)"}}},
+         {"behavior", "Isolated"}},
+        {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}};
+  const Tokenizer llama3 = load(j);
+  const std::size_t n = 200000;
+  std::string emoji;
+  for (std::size_t i = 0; i < n / 4; ++i) emoji += "😀";
+  const std::vector<std::string> inputs = {std::string(n, 'l'), std::string(n, ' ') + "x", std::string(n, '7'),
+                                           emoji, std::string(n, '\n') + "y", std::string(n, '!')};
+  for (const std::string& s : inputs) {
+    CHECK(gpt2.decode(gpt2.encode(s)) == s);
+    CHECK(llama3.decode(llama3.encode(s)) == s);
+  }
+  // "l l" merges pairwise from the left: 100000 x "ll".
+  CHECK(gpt2.encode(std::string(n, 'l')) == Ids(n / 2, 261));
+}
+
+TEST_CASE("an empty vocabulary is valid and encodes to nothing") {
+  const Tokenizer t = Tokenizer::from_json(R"({"model": {"type": "BPE", "vocab": {}, "merges": []}})", "empty");
+  CHECK(t.vocab_size() == 0);
+  CHECK(t.encode("abc").empty());
+  CHECK(t.decode(Ids{0, 1}).empty());
 }

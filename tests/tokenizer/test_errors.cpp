@@ -2,6 +2,8 @@
 // message names the field at fault, never a crash.
 #include <catch2/catch.hpp>
 
+#include <random>
+
 #include "fixtures.h"
 
 using namespace fixtures;
@@ -152,4 +154,39 @@ TEST_CASE("NFC normalizer is accepted and passes text through") {
   j["normalizer"] = {{"type", "NFC"}};
   const Tokenizer t = load(j);
   CHECK(t.decode(t.encode("caf\xC3\xA9")) == "caf\xC3\xA9");
+}
+
+TEST_CASE("randomly mutated tokenizer.json files parse or fail with fedge::Error, never crash") {
+  std::mt19937 rng(12345);
+  int parsed = 0, rejected = 0;
+  for (const char* name : {"bytelevel.json", "sentencepiece.json", "merge_order.json"}) {
+    const std::string base = text(name);
+    for (int iter = 0; iter < 150; ++iter) {
+      std::string s = base;
+      const int edits = 1 + static_cast<int>(rng() % 4);
+      for (int e = 0; e < edits; ++e) {
+        const std::size_t pos = rng() % s.size();
+        switch (rng() % 5) {
+          case 0: s[pos] = static_cast<char>(rng() % 256); break;                       // flip a byte
+          case 1: s.erase(pos, 1 + rng() % 40); break;                                  // delete a range
+          case 2: s.insert(pos, s.substr(rng() % s.size(), 1 + rng() % 40)); break;     // duplicate a range
+          case 3: s.insert(pos, std::to_string(static_cast<std::int64_t>(rng()) * 99991)); break;  // big number
+          default: s = s.substr(0, pos) + (rng() % 2 ? "null" : "[]") + s.substr(pos); break;  // wrong type
+        }
+        if (s.empty()) s.push_back('{');
+      }
+      try {
+        const Tokenizer t = Tokenizer::from_json(s, "fuzz");
+        ++parsed;
+        const auto ids = t.encode("hello world 😀 <s> <|im_end|>");
+        (void)t.decode(ids);
+        (void)t.decode(std::vector<TokenId>{0, 1, 2, 100000, -1});
+      } catch (const fedge::Error& e) {
+        ++rejected;
+        CHECK(std::string(e.what()).rfind("fuzz", 0) == 0);  // names the source
+      }
+    }
+  }
+  CHECK(parsed + rejected == 450);
+  CHECK(rejected > 100);
 }

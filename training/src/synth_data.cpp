@@ -13,18 +13,18 @@
 namespace fedge::training {
 namespace {
 
-// Each site words its daily reports its own way; the public corpus uses the
-// generic phrasings. Placeholders: {date} {well} {l} {g} {w} {wc} {status}.
+// Sites share one report format (the task) with small site-specific twists in
+// wording, order and units; the public corpus words the same facts in other,
+// generic ways. Placeholders: {date} {well} {l} {g} {w} {wc} {status}.
 constexpr const char* kSitePhrasings[] = {
-    "{date} {well}: liquid {l} bbl, gas {g} mcf, water {w} bbl, water cut {wc}%, {status}.",
-    "Well {well} on {date} made {l} bbl liquid, {w} bbl water and {g} mcf gas; cut {wc}% ({status}).",
-    "[{date}] {well} | liq {l} | gas {g} | wtr {w} | wc {wc}% | {status}",
-    "Daily report {date}, {well}. Liquid {l}, gas {g}, water {w}. Water cut {wc} percent. Status {status}.",
-    "{well} {date} L={l} G={g} W={w} WC={wc}% status={status}",
-    "On {date}, {well} produced {l} barrels of liquid including {w} barrels of water, and {g} mcf of gas. "
-    "Water cut is {wc}%, so {status}.",
-    "{date}; {well}; {l} bbl; {g} mcf; {w} bbl water; {wc}% cut; {status}",
-    "Production {well} ({date}): {l} bbl total liquid / {w} bbl water / {g} mcf gas -> cut {wc}%, {status}",
+    "{date} {well}: liquid {l} bbl, gas {g} mcf, water {w} bbl, water cut {wc}%, status {status}.",
+    "{date} {well}: liquid {l} bbl; gas {g} mcf; water {w} bbl; water cut {wc}%; status {status}.",
+    "{date} {well}: liquid {l} bbl, gas {g} mcf, water {w} bbl, WC {wc}%, status {status}.",
+    "{date} well {well}: liquid {l} bbl, gas {g} mcf, water {w} bbl, water cut {wc}%, flag {status}.",
+    "{date} {well}: liquid {l} bbl, water {w} bbl, gas {g} mcf, water cut {wc}%, status {status}.",
+    "{date} {well}: liquid {l} barrels, gas {g} mcf, water {w} barrels, water cut {wc}%, status {status}.",
+    "{date} {well} - liquid {l} bbl, gas {g} mcf, water {w} bbl, water cut {wc}%, status {status}.",
+    "{date} {well}: liquid {l} bbl, gas {g} mcf, water {w} bbl, cut {wc}%, status {status}.",
 };
 constexpr int kSitePhrasingCount = sizeof(kSitePhrasings) / sizeof(kSitePhrasings[0]);
 

@@ -2,7 +2,6 @@
 // by (rank, position), so a word of n symbols costs O(n log n) rather than the
 // O(n^2) of rescanning for the best pair after every merge.
 #include <algorithm>
-#include <cstdio>
 #include <queue>
 
 #include "tokenizer_impl.h"
@@ -13,10 +12,9 @@ namespace fedge::inference::tok {
 namespace {
 
 // Pieces longer than this are rare (long runs without a pre-tokenizer split)
-// and not worth caching; the cache stops growing at kMaxCacheEntries, as
-// Hugging Face's does, so memory stays bounded on adversarial input.
+// and not worth caching; the cache stops growing when full, as Hugging
+// Face's does, so memory stays bounded on adversarial input.
 constexpr std::size_t kMaxCachedPieceBytes = 256;
-constexpr std::size_t kMaxCacheEntries = 1 << 16;
 
 struct Symbol {
   TokenId id;
@@ -38,16 +36,55 @@ struct Candidate {
 
 }  // namespace
 
-void BpeModel::encode_piece(std::string_view piece, bool byte_level, std::vector<TokenId>& out) const {
-  if (piece.empty()) return;
-  const bool cacheable = piece.size() <= kMaxCachedPieceBytes;
-  if (cacheable) {
-    std::lock_guard<std::mutex> lock(cache_mu_);
-    auto it = cache_.find(std::string(piece));
-    if (it != cache_.end()) {
-      out.insert(out.end(), it->second.begin(), it->second.end());
+void MergeTable::reserve(std::size_t n) {
+  std::size_t cap = 16;
+  while (cap < 2 * n) cap *= 2;
+  if (cap > slots_.size()) {
+    std::vector<Slot> old;
+    old.swap(slots_);
+    slots_.assign(cap, Slot{});
+    mask_ = cap - 1;
+    size_ = 0;
+    for (const Slot& s : old)
+      if (s.key != kEmpty) insert(s.key, s.m);
+  }
+}
+
+void MergeTable::grow() { reserve(slots_.empty() ? 8 : slots_.size()); }
+
+void MergeTable::insert(std::uint64_t key, Merge m) {
+  if (2 * (size_ + 1) > slots_.size()) grow();
+  for (std::size_t i = mix(key) & mask_;; i = (i + 1) & mask_) {
+    Slot& s = slots_[i];
+    if (s.key == key) return;
+    if (s.key == kEmpty) {
+      s.key = key;
+      s.m = m;
+      ++size_;
       return;
     }
+  }
+}
+
+void BpeModel::encode_piece(std::string_view piece, bool byte_level, std::vector<TokenId>& out) const {
+  if (!split_at_metaspace || byte_level) return encode_word(piece, byte_level, out);
+  constexpr std::string_view kMeta = "\xE2\x96\x81";
+  std::size_t begin = 0;
+  for (std::size_t hit = piece.find(kMeta, 1); hit != std::string_view::npos; hit = piece.find(kMeta, hit + kMeta.size())) {
+    if (hit >= kMeta.size() && piece.substr(hit - kMeta.size(), kMeta.size()) == kMeta) continue;  // inside a run
+    encode_word(piece.substr(begin, hit - begin), false, out);
+    begin = hit;
+  }
+  encode_word(piece.substr(begin), false, out);
+}
+
+void BpeModel::encode_word(std::string_view piece, bool byte_level, std::vector<TokenId>& out) const {
+  if (piece.empty()) return;
+  const bool cacheable = piece.size() <= kMaxCachedPieceBytes;
+  const std::uint64_t h = cacheable ? hash_bytes(piece) : 0;
+  if (cacheable) {
+    std::lock_guard<std::mutex> lock(cache_mu_);
+    if (cache_.lookup(piece, h, out)) return;
   }
   std::vector<TokenId> ids;
   bool whole = false;
@@ -71,7 +108,7 @@ void BpeModel::encode_piece(std::string_view piece, bool byte_level, std::vector
   out.insert(out.end(), ids.begin(), ids.end());
   if (cacheable) {
     std::lock_guard<std::mutex> lock(cache_mu_);
-    if (cache_.size() < kMaxCacheEntries) cache_.emplace(std::string(piece), std::move(ids));
+    cache_.insert(piece, h, ids);
   }
 }
 
@@ -92,6 +129,13 @@ void BpeModel::initial_symbols(std::string_view piece, bool byte_level, std::vec
   }
   std::size_t pos = 0;
   while (pos < piece.size()) {
+    const auto c = static_cast<unsigned char>(piece[pos]);
+    if (c < 0x80 && ascii_symbol[c] >= 0) {
+      ids.push_back(ascii_symbol[c]);
+      last_was_unk = false;
+      ++pos;
+      continue;
+    }
     const std::size_t len = utf8_step(piece, pos).len;
     const std::string_view ch = piece.substr(pos, len);
     pos += len;
@@ -134,9 +178,8 @@ void BpeModel::apply_merges(std::vector<TokenId>& ids) const {
   std::priority_queue<Candidate, std::vector<Candidate>, std::greater<>> heap(std::greater<>{},
                                                                             std::move(storage));
   auto consider = [&](int left, int right) {
-    auto it = merges.find(pair_key(syms[left].id, syms[right].id));
-    if (it != merges.end())
-      heap.push({it->second.rank, left, right, syms[left].id, syms[right].id, it->second.merged});
+    if (const Merge* m = merges.find(pair_key(syms[left].id, syms[right].id)))
+      heap.push({m->rank, left, right, syms[left].id, syms[right].id, m->merged});
   };
   for (int i = 0; i + 1 < n; ++i) consider(i, i + 1);
   while (!heap.empty()) {

@@ -106,12 +106,10 @@ std::string run_decoders(const TokenizerData& d, std::vector<std::string> tokens
         for (std::string& t : tokens) strip(t, s.pattern, s.start, s.stop);
         break;
       case K::kMetaspace:
-        for (std::size_t i = 0; i < tokens.size(); ++i) {
-          replace_all(tokens[i], s.pattern, " ");
-          // The space the pre-tokenizer prepended to the text is not output.
-          if (i == 0 && s.prepend != PrependScheme::kNever && !tokens[i].empty() && tokens[i][0] == ' ')
-            tokens[i].erase(0, 1);
-        }
+        // The first token's "▁"s are dropped rather than turned into spaces
+        // (the pre-tokenizer prepended one); HF drops all of them, so do we.
+        for (std::size_t i = 0; i < tokens.size(); ++i)
+          replace_all(tokens[i], s.pattern, i == 0 && s.prepend != PrependScheme::kNever ? "" : " ");
         break;
     }
   }
@@ -142,6 +140,13 @@ std::string TokenizerData::raw_bytes(std::string_view token) const {
 
 std::string Tokenizer::decode(std::span<const TokenId> ids, bool skip_special) const {
   const auto& d = *impl_;
+  if (d.decoders.size() == 1 && d.decoders[0].kind == tok::DecoderStep::Kind::kByteLevel) {
+    // A lone ByteLevel decoder is the concatenation of the per-token bytes.
+    std::string bytes;
+    for (TokenId id : ids)
+      if (id >= 0 && id < d.vocab_size() && d.known[id] && !(skip_special && d.special[id])) bytes += d.token_raw[id];
+    return tok::utf8_lossy(bytes);
+  }
   std::vector<std::string> tokens;
   tokens.reserve(ids.size());
   for (TokenId id : ids) {

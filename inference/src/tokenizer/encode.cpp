@@ -3,6 +3,7 @@
 #include "encode.h"
 
 #include <algorithm>
+#include <cctype>
 
 #include "fedge/common/error.h"
 #include "utf8.h"
@@ -187,14 +188,33 @@ std::string Encoder::normalize(std::string_view seg) {
   return s;
 }
 
+std::string_view Encoder::keep(std::string s) {
+  arena_.push_back(std::move(s));
+  return arena_.back();
+}
+
 void Encoder::split(std::size_t step, std::vector<Piece>& pieces) {
   const PreTokenizerStep& p = d_.pre_tokenizers[step];
-  std::vector<Piece> next;
-  next.reserve(pieces.size() * 2);
+  next_.clear();
   std::vector<Part> parts;
-  for (Piece& piece : pieces) {
+  for (const Piece& piece : pieces) {
     spans_.clear();
     pre_matchers_[step]->find_all(piece.text, spans_);
+    if (p.behavior == SplitBehavior::kIsolated && !p.invert) {
+      // The common case (GPT-2, Llama-3, Qwen2 patterns): matches and the
+      // gaps between them each become a piece.
+      bool first = piece.at_start;
+      std::size_t pos = 0;
+      for (const Span& sp : spans_) {
+        if (sp.begin > pos) next_.push_back({piece.text.substr(pos, sp.begin - pos), first});
+        if (sp.begin > pos) first = false;
+        next_.push_back({piece.text.substr(sp.begin, sp.end - sp.begin), first});
+        first = false;
+        pos = sp.end;
+      }
+      if (pos < piece.text.size()) next_.push_back({piece.text.substr(pos), first});
+      continue;
+    }
     parts.clear();
     std::size_t pos = 0;
     for (const Span& sp : spans_) {
@@ -208,58 +228,67 @@ void Encoder::split(std::size_t step, std::vector<Piece>& pieces) {
     bool first = piece.at_start;
     for (const Part& part : apply_behavior(parts, p.behavior)) {
       if (part.e <= part.b) continue;
-      next.push_back({piece.text.substr(part.b, part.e - part.b), first});
+      next_.push_back({piece.text.substr(part.b, part.e - part.b), first});
       first = false;
     }
   }
-  pieces.swap(next);
+  pieces.swap(next_);
 }
 
 void Encoder::metaspace(const PreTokenizerStep& p, std::vector<Piece>& pieces) {
-  std::vector<Piece> next;
-  for (Piece& piece : pieces) {
-    replace_all(piece.text, " ", p.replacement);
+  next_.clear();
+  for (const Piece& piece : pieces) {
+    std::string text(piece.text);
+    replace_all(text, " ", p.replacement);
     const bool prepend = p.prepend == PrependScheme::kAlways || (p.prepend == PrependScheme::kFirst && piece.at_start);
-    if (prepend && piece.text.compare(0, p.replacement.size(), p.replacement) != 0) piece.text.insert(0, p.replacement);
+    if (prepend && text.compare(0, p.replacement.size(), p.replacement) != 0) text.insert(0, p.replacement);
+    const std::string_view t = keep(std::move(text));
     if (!p.split) {
-      next.push_back(std::move(piece));
+      next_.push_back({t, piece.at_start});
       continue;
     }
     // MergedWithNext on the replacement: each "▁" starts a new piece.
     bool first = piece.at_start;
     std::size_t begin = 0;
-    for (std::size_t hit = piece.text.find(p.replacement, 1); hit != std::string::npos;
-         hit = piece.text.find(p.replacement, hit + p.replacement.size())) {
-      next.push_back({piece.text.substr(begin, hit - begin), first});
+    for (std::size_t hit = t.find(p.replacement, 1); hit != std::string_view::npos;
+         hit = t.find(p.replacement, hit + p.replacement.size())) {
+      next_.push_back({t.substr(begin, hit - begin), first});
       first = false;
       begin = hit;
     }
-    next.push_back({piece.text.substr(begin), first});
+    next_.push_back({t.substr(begin), first});
   }
-  pieces.swap(next);
+  pieces.swap(next_);
 }
 
 void Encoder::encode_segment(std::string_view seg, bool at_start, std::vector<TokenId>& out) {
-  std::vector<Piece> pieces;
-  pieces.push_back({normalize(seg), at_start});
+  arena_.clear();
+  pieces_.clear();
+  pieces_.push_back({d_.normalizers.empty() ? seg : keep(normalize(seg)), at_start});
   for (std::size_t i = 0; i < d_.pre_tokenizers.size(); ++i) {
     const PreTokenizerStep& p = d_.pre_tokenizers[i];
     switch (p.kind) {
       case PreTokenizerStep::Kind::kSplit:
-        split(i, pieces);
+        split(i, pieces_);
         break;
       case PreTokenizerStep::Kind::kByteLevel:
         if (p.add_prefix_space)
-          for (Piece& piece : pieces)
-            if (piece.text.empty() || piece.text[0] != ' ') piece.text.insert(piece.text.begin(), ' ');
-        if (p.regex) split(i, pieces);
+          for (Piece& piece : pieces_)
+            if (piece.text.empty() || piece.text[0] != ' ') {
+              std::string t;
+              t.reserve(piece.text.size() + 1);
+              t.push_back(' ');
+              t.append(piece.text);
+              piece.text = keep(std::move(t));
+            }
+        if (p.regex) split(i, pieces_);
         break;
       case PreTokenizerStep::Kind::kMetaspace:
-        metaspace(p, pieces);
+        metaspace(p, pieces_);
         break;
     }
   }
-  for (const Piece& piece : pieces) d_.model.encode_piece(piece.text, d_.byte_level, out);
+  for (const Piece& piece : pieces_) d_.model.encode_piece(piece.text, d_.byte_level, out);
 }
 
 }  // namespace fedge::inference::tok

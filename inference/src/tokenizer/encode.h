@@ -2,6 +2,7 @@
 // shared, read-only TokenizerData. Private to fedge_tokenizer.
 #pragma once
 
+#include <deque>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -25,10 +26,13 @@ class Encoder {
     TokenId id;
     int index;
   };
+  // A view into the segment's text or into arena_ (for rewritten pieces), so
+  // splitting never copies.
   struct Piece {
-    std::string text;
+    std::string_view text;
     bool at_start;  // begins at offset 0 of the input (Metaspace "first")
   };
+  std::string_view keep(std::string s);
   std::vector<AddedMatch> find_added(std::string_view text) const;
   void encode_segment(std::string_view seg, bool at_start, std::vector<TokenId>& out);
   std::string normalize(std::string_view seg);
@@ -39,6 +43,8 @@ class Encoder {
   std::vector<std::unique_ptr<Regex::Matcher>> norm_matchers_;
   std::vector<std::unique_ptr<Regex::Matcher>> pre_matchers_;
   std::vector<Span> spans_;
+  std::deque<std::string> arena_;  // deque: elements never move
+  std::vector<Piece> pieces_, next_;
 };
 
 }  // namespace fedge::inference::tok

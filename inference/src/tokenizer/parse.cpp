@@ -2,6 +2,10 @@
 // JSON field at fault, and says what is supported instead.
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+
 #include <nlohmann/json.hpp>
 
 #include "fedge/common/error.h"
@@ -58,7 +62,6 @@ class Parser {
   const std::string& source_;
   TokenizerData& out_;
   TokenId max_id_ = -1;
-  bool saw_sequence_a_ = false;
 };
 
 const json* Parser::opt(const json& obj, const char* key) const {
@@ -208,7 +211,7 @@ void Parser::merges(const json& v) {
   if (!v.is_array()) fail("model.merges", "must be an array, not " + std::string(v.type_name()));
   if (v.size() > kMaxMerges) fail("model.merges", "has more than " + std::to_string(kMaxMerges) + " entries");
   auto& b = out_.model;
-  b.merges.reserve(v.size());
+  b.merges.reserve(std::min<std::size_t>(v.size(), std::size_t{1} << 20));  // grows past this only as entries check out
   for (std::size_t i = 0; i < v.size(); ++i) {
     const std::string field = "model.merges[" + std::to_string(i) + "]";
     std::string left, right;
@@ -234,7 +237,7 @@ void Parser::merges(const json& v) {
     };
     const TokenId l = lookup(left, "left"), r = lookup(right, "right"), m = lookup(left + right, "merged");
     // A repeated pair keeps its first (best) rank, as HF does.
-    b.merges.emplace(pair_key(l, r), BpeModel::Merge{static_cast<int>(i), m});
+    b.merges.insert(pair_key(l, r), BpeModel::Merge{static_cast<int>(i), m});
   }
 }
 
@@ -449,7 +452,6 @@ void Parser::template_processing(const json& p, const std::string& field) {
       (after ? out_.suffix : out_.prefix).push_back(id);
     }
   }
-  saw_sequence_a_ = after;
 }
 
 void Parser::finish() {
@@ -462,6 +464,10 @@ void Parser::finish() {
   check(out_.suffix, "special");
   auto& b = out_.model;
   const auto& map = byte_level_map();
+  for (int c = 0; c < 128; ++c) {
+    auto it = b.vocab.find(std::string(1, static_cast<char>(c)));
+    b.ascii_symbol[c] = it != b.vocab.end() ? it->second : -1;
+  }
   for (int c = 0; c < 256; ++c) {
     auto it = b.vocab.find(map.byte_to_utf8[c]);
     b.byte_symbol[c] = it != b.vocab.end() ? it->second : -1;
@@ -469,6 +475,13 @@ void Parser::finish() {
     std::snprintf(name, sizeof name, "<0x%02X>", c);
     auto fb = b.vocab.find(std::string_view(name));
     b.fallback_byte[c] = b.byte_fallback && fb != b.vocab.end() ? fb->second : -1;
+  }
+  b.split_at_metaspace = !out_.byte_level && !b.ignore_merges && b.vocab.count("\xE2\x96\x81") > 0;
+  for (const auto& [tok, id] : b.vocab) {
+    if (!b.split_at_metaspace) break;
+    // "▁" preceded by a byte that does not end another "▁".
+    for (std::size_t p = tok.find("\xE2\x96\x81", 1); p != std::string::npos; p = tok.find("\xE2\x96\x81", p + 3))
+      if (p < 3 || tok.compare(p - 3, 3, "\xE2\x96\x81") != 0) b.split_at_metaspace = false;
   }
   out_.build_tables();
   out_.guess_special_ids();

@@ -15,6 +15,7 @@
 
 #include "fedge/inference/tokenizer.h"
 #include "regex.h"
+#include "word_cache.h"
 
 namespace fedge::inference {
 namespace tok {
@@ -74,22 +75,60 @@ struct AddedTrie {
   int child(int node, unsigned char c) const;
 };
 
-struct PairHash {
-  std::size_t operator()(std::uint64_t k) const noexcept { return k * 0x9E3779B97F4A7C15ull >> 17; }
-};
 struct SvHash {
   using is_transparent = void;
   std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
 };
 using VocabMap = std::unordered_map<std::string, TokenId, SvHash, std::equal_to<>>;
 
+// Merge table: (left id, right id) -> (rank, merged id), open addressing with
+// key and value in one 16-byte slot, so a lookup costs one cache miss even
+// for Llama-3's 280k merges (a node-based map costs two or three).
+class MergeTable {
+ public:
+  struct Merge { int rank; TokenId merged; };
+  // Keeps the first (best-ranked) entry for a repeated pair, as HF does.
+  void reserve(std::size_t n);
+  void insert(std::uint64_t key, Merge m);
+  const Merge* find(std::uint64_t key) const {
+    if (slots_.empty()) return nullptr;
+    for (std::size_t i = mix(key) & mask_;; i = (i + 1) & mask_) {
+      const Slot& s = slots_[i];
+      if (s.key == key) return &s.m;
+      if (s.key == kEmpty) return nullptr;
+    }
+  }
+  bool empty() const { return size_ == 0; }
+
+ private:
+  static constexpr std::uint64_t kEmpty = ~std::uint64_t{0};
+  struct Slot {
+    std::uint64_t key = kEmpty;
+    Merge m{};
+  };
+  static std::size_t mix(std::uint64_t k) {
+    k ^= k >> 29;
+    k *= 0xBF58476D1CE4E5B9ull;
+    return static_cast<std::size_t>(k ^ (k >> 32));
+  }
+  void grow();
+  std::vector<Slot> slots_;
+  std::size_t mask_ = 0, size_ = 0;
+};
+
 // The BPE model: vocabulary, ranked merges, unknown-character handling, and a
 // cache of already-encoded pre-tokens.
 struct BpeModel {
   VocabMap vocab;
-  struct Merge { int rank; TokenId merged; };
-  std::unordered_map<std::uint64_t, Merge, PairHash> merges;  // (left << 32 | right)
+  using Merge = MergeTable::Merge;
+  MergeTable merges;  // (left << 32 | right)
+  std::array<TokenId, 128> ascii_symbol{};  // vocabulary id of each ASCII character, -1 if absent
   bool byte_fallback = false, fuse_unk = false, ignore_merges = false;
+  // True when no vocabulary token has "▁" right after another character, so
+  // no merge can cross the start of a "▁" run: a long SentencePiece-style
+  // piece (Llama-2 has no pre-tokenizer, the whole text is one piece) can be
+  // cut there and each word merged and cached on its own, with the same result.
+  bool split_at_metaspace = false;
   std::optional<TokenId> unk;
   std::array<TokenId, 256> byte_symbol{};    // byte-level symbol of byte b, -1 if absent
   std::array<TokenId, 256> fallback_byte{};  // "<0xAB>" token of byte b, -1 if absent
@@ -99,11 +138,12 @@ struct BpeModel {
   void encode_piece(std::string_view piece, bool byte_level, std::vector<TokenId>& out) const;
 
  private:
+  void encode_word(std::string_view word, bool byte_level, std::vector<TokenId>& out) const;
   void initial_symbols(std::string_view piece, bool byte_level, std::vector<TokenId>& ids) const;
   void unknown_char(std::string_view ch, std::vector<TokenId>& ids, bool& last_was_unk) const;
   void apply_merges(std::vector<TokenId>& ids) const;
   mutable std::mutex cache_mu_;
-  mutable std::unordered_map<std::string, std::vector<TokenId>> cache_;
+  mutable WordCache cache_;
 };
 
 inline std::uint64_t pair_key(TokenId a, TokenId b) {

@@ -36,8 +36,13 @@ class Tokenizer {
   ~Tokenizer();
 
   // Special tokens written in `text` are kept whole (never split). With
-  // `add_bos` the BOS token is prepended when the tokenizer's config asks for it.
+  // `add_bos` the BOS token is prepended when the tokenizer's config asks for it
+  // (and EOS appended where add_eos_token says so: HF's add_special_tokens).
+  // Text that is not valid UTF-8 is an Error(kInvalidInput). Thread-safe.
   std::vector<TokenId> encode(std::string_view text, bool add_bos = true) const;
+  // Runs the tokenizer.json decoder chain as Hugging Face does (including the
+  // leading-space strip after a SentencePiece prepend); ids outside the
+  // vocabulary are skipped, invalid UTF-8 comes out as U+FFFD.
   std::string decode(std::span<const TokenId> ids, bool skip_special = true) const;
 
   int vocab_size() const;
@@ -48,13 +53,16 @@ class Tokenizer {
   bool is_special(TokenId id) const;
 
   // The tokenizer.json text that from_json() would read back to an equal
-  // tokenizer (used to write the tiny preset as a normal HF directory).
+  // tokenizer (used to write the tiny preset as a normal HF directory). For a
+  // tokenizer read from a file this is that file's text; BOS/EOS settings that
+  // came from the config files are written by save(), not here.
   std::string to_json() const;
   // Writes tokenizer.json and tokenizer_config.json into `dir`.
   void save(const std::filesystem::path& dir) const;
 
   // Raw bytes that one token stands for (after byte-level / byte-fallback
-  // decoding); used by the streaming decoder.
+  // decoding, "▁" as a space); used by the streaming decoder. Empty for ids
+  // outside the vocabulary.
   std::string token_bytes(TokenId id) const;
 
  private:
@@ -65,6 +73,8 @@ class Tokenizer {
 
 // Turns a stream of token ids into text, emitting only complete UTF-8
 // characters (a character split across tokens waits for its last byte).
+// Meant for generated continuations: a leading "▁" stays a space (decode()
+// would strip it at the start of a whole text).
 class StreamingDecoder {
  public:
   explicit StreamingDecoder(const Tokenizer& tokenizer, bool skip_special = true);

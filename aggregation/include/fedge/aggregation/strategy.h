@@ -1,0 +1,62 @@
+// Server-side aggregation strategies on flat parameter vectors, in the spirit of
+// Flower's Strategy: given the current global parameters and the clients'
+// updates (local minus global, each with its number of examples) produce the
+// new global parameters. Under secure aggregation the server sees only the
+// example-weighted sum of updates and the total weight (clients multiply their
+// update by their example count before quantising), so only strategies that
+// need nothing more (FedAvg and the server optimisers) accept aggregate_sum().
+#pragma once
+
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace fedge::aggregation {
+
+struct ClientUpdate {
+  std::span<const float> update;  // local - global, same length as global
+  double num_examples = 1.0;
+};
+
+class Strategy {
+ public:
+  virtual ~Strategy() = default;
+  virtual std::string name() const = 0;
+  // True for the robust strategies (median, trimmed mean, Krum): they need each
+  // update on its own and cannot run under secure aggregation.
+  virtual bool needs_individual_updates() const { return false; }
+  // FedProx's proximal coefficient mu that clients add to their local loss
+  // (mu/2 ||w - w_global||^2); 0 for every other strategy. Sent in the round plan.
+  virtual double proximal_mu() const { return 0.0; }
+
+  // New global from individual updates. Throws Error(kInvalidInput) for no
+  // updates, length mismatches, non-positive weights.
+  virtual std::vector<float> aggregate(std::span<const float> global,
+                                       std::span<const ClientUpdate> updates);
+  // New global from a pre-summed update: weighted_sum = sum_i n_i * update_i,
+  // total_weight = sum_i n_i (what secure aggregation delivers). Robust
+  // strategies throw Error(kInvalidInput) explaining why.
+  virtual std::vector<float> aggregate_sum(std::span<const float> global,
+                                           std::span<const float> weighted_sum, double total_weight);
+
+ protected:
+  // Applies the averaged update (the pseudo-gradient's negative) to global.
+  virtual std::vector<float> apply(std::span<const float> global, std::span<const double> mean_update) = 0;
+};
+
+using StrategyParams = std::map<std::string, double>;
+
+// Names: fedavg, fedprox (proximal_mu=0.01; server side is FedAvg), fedavgm (server_learning_rate=1, server_momentum=0.9),
+// fedadam (eta=0.1, beta_1=0.9, beta_2=0.99, tau=1e-9), fedyogi (eta=0.01,
+// beta_1=0.9, beta_2=0.99, tau=1e-3), fedadagrad (eta=0.1, beta_1=0, tau=1e-9),
+// fedmedian, fedtrimmedavg (beta=0.2), krum (num_malicious=0,
+// num_to_keep=0: 0 = plain Krum, m > 0 = Multi-Krum averaging the m best).
+// Defaults follow Flower. Throws Error(kInvalidInput) for an unknown name or
+// parameter, and when `secure_aggregation` is on for a strategy that needs
+// individual updates.
+std::unique_ptr<Strategy> make_strategy(const std::string& name, const StrategyParams& params = {},
+                                        bool secure_aggregation = false);
+
+}  // namespace fedge::aggregation

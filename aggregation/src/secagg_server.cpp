@@ -1,0 +1,299 @@
+#include <omp.h>
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <set>
+
+#include "fedge/privacy/prg.h"
+#include "secagg_internal.h"
+
+namespace fedge::aggregation {
+
+using namespace detail;
+using privacy::Share;
+
+namespace {
+const char* stage_name(SecAggServer::Stage s) {
+  switch (s) {
+    case SecAggServer::Stage::kAdvertise: return "AdvertiseKeys";
+    case SecAggServer::Stage::kShareKeys: return "ShareKeys";
+    case SecAggServer::Stage::kMaskedInput: return "MaskedInput";
+    case SecAggServer::Stage::kUnmask: return "Unmask";
+    case SecAggServer::Stage::kDone: return "done";
+    case SecAggServer::Stage::kFailed: return "failed";
+  }
+  return "?";
+}
+}  // namespace
+
+SecAggServer::SecAggServer(std::uint64_t round, const SecAggParams& params, int threads)
+    : round_(round), params_((validate(params), params)), threads_(threads),
+      graph_(params.num_clients, params.degree, params.graph_seed) {
+  const std::size_t n = params.num_clients;
+  keys_.resize(n);
+  in_u1_.assign(n, 0);
+  in_u2_.assign(n, 0);
+  in_u3_.assign(n, 0);
+  in_u4_.assign(n, 0);
+  inbox_.resize(n);
+  b_shares_.resize(n);
+  s_shares_.resize(n);
+}
+
+void SecAggServer::expect(Stage s, const char* what) const {
+  if (stage_ != s)
+    protocol_error(std::string(what) + " arrived while the round is in stage " + stage_name(stage_) +
+                   "; it belongs to stage " + stage_name(s));
+}
+
+void SecAggServer::check_sender(std::uint64_t round, ClientId sender, const char* what) const {
+  if (round != round_)
+    protocol_error(std::string(what) + " from " + who(sender) + " is for round " + std::to_string(round) +
+                   ", the current round is " + std::to_string(round_));
+  if (sender == 0 || sender > params_.num_clients)
+    protocol_error(std::string(what) + " from unknown sender " + std::to_string(sender) + " (ids are 1.." +
+                   std::to_string(params_.num_clients) + ")");
+}
+
+void SecAggServer::fail(const std::string& why) {
+  stage_ = Stage::kFailed;
+  sum_ = {};
+  inbox_ = {};
+  b_shares_ = {};
+  s_shares_ = {};
+  throw Error(ErrorKind::kPrivacy, "secure aggregation round " + std::to_string(round_) + " failed: " + why);
+}
+
+std::vector<ClientId> SecAggServer::members(const std::vector<std::uint8_t>& flags) const {
+  std::vector<ClientId> out;
+  for (std::size_t i = 0; i < flags.size(); ++i)
+    if (flags[i]) out.push_back(static_cast<ClientId>(i + 1));
+  return out;
+}
+
+void SecAggServer::receive(const AdvertiseKeys& msg) {
+  expect(Stage::kAdvertise, "AdvertiseKeys");
+  check_sender(msg.round, msg.sender, "AdvertiseKeys");
+  if (in_u1_[msg.sender - 1]) protocol_error("duplicate AdvertiseKeys from " + who(msg.sender));
+  if (msg.c_public == msg.s_public) protocol_error(who(msg.sender) + " advertised the same key twice");
+  for (std::size_t i = 0; i < keys_.size(); ++i)
+    if (in_u1_[i] && (keys_[i].c_public == msg.c_public || keys_[i].s_public == msg.s_public ||
+                      keys_[i].c_public == msg.s_public || keys_[i].s_public == msg.c_public))
+      protocol_error(who(msg.sender) + " advertised a public key already used by " + who(i + 1));
+  keys_[msg.sender - 1] = {msg.sender, msg.c_public, msg.s_public};
+  in_u1_[msg.sender - 1] = 1;
+}
+
+std::vector<KeysBroadcast> SecAggServer::finish_advertise() {
+  expect(Stage::kAdvertise, "finish_advertise");
+  const auto u1 = members(in_u1_);
+  if (u1.size() < params_.threshold)
+    fail(std::to_string(u1.size()) + " clients advertised keys, fewer than threshold " +
+         std::to_string(params_.threshold));
+  std::vector<KeysBroadcast> out;
+  for (ClientId i : u1) {
+    KeysBroadcast kb{round_, i, {}};
+    for (ClientId j : graph_.neighbours(i))
+      if (in_u1_[j - 1]) kb.neighbours.push_back(keys_[j - 1]);
+    out.push_back(std::move(kb));
+  }
+  stage_ = Stage::kShareKeys;
+  return out;
+}
+
+void SecAggServer::receive(const ShareKeys& msg) {
+  expect(Stage::kShareKeys, "ShareKeys");
+  check_sender(msg.round, msg.sender, "ShareKeys");
+  const ClientId s = msg.sender;
+  if (!in_u1_[s - 1]) protocol_error("ShareKeys from " + who(s) + ", which did not advertise keys");
+  if (in_u2_[s - 1]) protocol_error("duplicate ShareKeys from " + who(s));
+  std::size_t expected = 0;
+  for (ClientId j : graph_.neighbours(s)) expected += in_u1_[j - 1];
+  if (msg.shares.size() != expected)
+    protocol_error("ShareKeys from " + who(s) + " has " + std::to_string(msg.shares.size()) +
+                   " shares, expected one per neighbour with keys (" + std::to_string(expected) + ")");
+  std::set<ClientId> to;
+  for (const EncryptedShare& e : msg.shares) {
+    if (e.from != s) protocol_error("ShareKeys from " + who(s) + " carries a share claiming to be from " + who(e.from));
+    if (e.to == 0 || e.to > params_.num_clients || !in_u1_[e.to - 1] || !graph_.adjacent(s, e.to))
+      protocol_error("ShareKeys from " + who(s) + " addresses " + who(e.to) + ", not a neighbour with keys");
+    if (!to.insert(e.to).second) protocol_error("ShareKeys from " + who(s) + " addresses " + who(e.to) + " twice");
+    if (e.box.size() != share_box_bytes())
+      protocol_error("ShareKeys from " + who(s) + ": share box of " + std::to_string(e.box.size()) +
+                     " bytes, expected " + std::to_string(share_box_bytes()));
+  }
+  for (const EncryptedShare& e : msg.shares) inbox_[e.to - 1].push_back(e);
+  in_u2_[s - 1] = 1;
+}
+
+std::vector<SharesDelivery> SecAggServer::finish_share_keys() {
+  expect(Stage::kShareKeys, "finish_share_keys");
+  const auto u2 = members(in_u2_);
+  if (u2.size() < params_.threshold)
+    fail(std::to_string(u2.size()) + " clients shared keys, fewer than threshold " +
+         std::to_string(params_.threshold));
+  std::vector<SharesDelivery> out;
+  for (ClientId i : u2) out.push_back({round_, i, std::move(inbox_[i - 1])});
+  inbox_ = {};
+  sum_.assign(params_.vector_length, 0);
+  stage_ = Stage::kMaskedInput;
+  return out;
+}
+
+void SecAggServer::receive(const MaskedInput& msg) {
+  expect(Stage::kMaskedInput, "MaskedInput");
+  check_sender(msg.round, msg.sender, "MaskedInput");
+  if (!in_u2_[msg.sender - 1]) protocol_error("MaskedInput from " + who(msg.sender) + ", which did not share keys");
+  if (in_u3_[msg.sender - 1]) protocol_error("duplicate MaskedInput from " + who(msg.sender));
+  if (msg.masked.size() != params_.vector_length)
+    protocol_error("MaskedInput from " + who(msg.sender) + " has " + std::to_string(msg.masked.size()) +
+                   " elements, the round expects " + std::to_string(params_.vector_length));
+  std::uint32_t* __restrict acc = sum_.data();
+  const std::uint32_t* __restrict in = msg.masked.data();
+  for (std::size_t i = 0; i < sum_.size(); ++i) acc[i] += in[i];
+  in_u3_[msg.sender - 1] = 1;
+}
+
+UnmaskRequest SecAggServer::finish_masked_input() {
+  expect(Stage::kMaskedInput, "finish_masked_input");
+  auto u3 = members(in_u3_);
+  if (u3.size() < params_.threshold)
+    fail(std::to_string(u3.size()) + " masked inputs arrived, fewer than threshold " +
+         std::to_string(params_.threshold));
+  stage_ = Stage::kUnmask;
+  return {round_, std::move(u3)};
+}
+
+void SecAggServer::receive(const UnmaskResponse& msg) {
+  expect(Stage::kUnmask, "UnmaskResponse");
+  check_sender(msg.round, msg.sender, "UnmaskResponse");
+  const ClientId s = msg.sender;
+  if (!in_u3_[s - 1]) protocol_error("UnmaskResponse from " + who(s) + ", which sent no masked input");
+  if (in_u4_[s - 1]) protocol_error("duplicate UnmaskResponse from " + who(s));
+  const std::size_t chunks = privacy::shamir_chunks(kSecretBytes);
+  std::set<ClientId> owners;
+  auto check = [&](const RevealedShare& r, bool want_survivor, const char* kind) {
+    const ClientId o = r.owner;
+    if (o == 0 || o > params_.num_clients || !in_u2_[o - 1] || (o != s && !graph_.adjacent(o, s)))
+      protocol_error("UnmaskResponse from " + who(s) + " reveals a " + kind + " share of " + who(o) +
+                     ", which is not a neighbour in this round");
+    if (static_cast<bool>(in_u3_[o - 1]) != want_survivor)
+      protocol_error("UnmaskResponse from " + who(s) + " reveals a " + kind + " share of " + who(o) +
+                     (want_survivor ? ", which dropped out" : ", which survived"));
+    if (!owners.insert(o).second)
+      protocol_error("UnmaskResponse from " + who(s) + " reveals two shares of " + who(o));
+    if (r.share.x != s || r.share.y.size() != chunks)
+      protocol_error("UnmaskResponse from " + who(s) + ": share of " + who(o) + " has the wrong x or size");
+    for (std::uint64_t y : r.share.y)
+      if (y >= privacy::Fp61::kP) protocol_error("UnmaskResponse from " + who(s) + ": unreduced share element");
+  };
+  for (const auto& r : msg.self_mask_shares) check(r, true, "self-mask");
+  for (const auto& r : msg.key_shares) check(r, false, "mask-key");
+  for (const auto& r : msg.self_mask_shares) b_shares_[r.owner - 1].push_back(r.share);
+  for (const auto& r : msg.key_shares) s_shares_[r.owner - 1].push_back(r.share);
+  in_u4_[s - 1] = 1;
+}
+
+namespace {
+
+// Reconstructs a 32-byte secret from the t shares with the smallest x, reusing
+// Lagrange coefficients across owners whose share holders coincide.
+Key32 reconstruct(std::vector<Share>& shares, std::uint32_t t,
+                  std::map<std::vector<std::uint32_t>, std::vector<std::uint64_t>>& cache) {
+  std::sort(shares.begin(), shares.end(), [](const Share& a, const Share& b) { return a.x < b.x; });
+  std::vector<std::uint32_t> xs;
+  for (std::uint32_t i = 0; i < t; ++i) xs.push_back(shares[i].x);
+  auto it = cache.find(xs);
+  if (it == cache.end()) it = cache.emplace(xs, privacy::lagrange_at_zero(xs)).first;
+  const auto& lc = it->second;
+  Key32 out{};
+  const std::size_t chunks = shares[0].y.size();
+  for (std::size_t c = 0; c < chunks; ++c) {
+    std::uint64_t v = 0;
+    for (std::uint32_t i = 0; i < t; ++i) v = privacy::Fp61::add(v, privacy::Fp61::mul(lc[i], shares[i].y[c]));
+    const std::size_t bytes = std::min(privacy::kShamirChunkBytes, out.size() - c * privacy::kShamirChunkBytes);
+    if (v >> (8 * bytes)) throw Error(ErrorKind::kProtocol, "inconsistent shares");
+    for (std::size_t b = 0; b < bytes; ++b) out[c * privacy::kShamirChunkBytes + b] = static_cast<std::uint8_t>(v >> (8 * b));
+  }
+  return out;
+}
+
+}  // namespace
+
+SecAggResult SecAggServer::finish_unmask() {
+  expect(Stage::kUnmask, "finish_unmask");
+  using Clock = std::chrono::steady_clock;
+  const auto t_start = Clock::now();
+  const std::uint32_t t = params_.threshold;
+  const auto u3 = members(in_u3_);
+  std::map<std::vector<std::uint32_t>, std::vector<std::uint64_t>> cache;
+  std::vector<privacy::MaskJob> jobs;
+  for (ClientId v : u3) {
+    auto& sh = b_shares_[v - 1];
+    if (sh.size() < t)
+      fail("only " + std::to_string(sh.size()) + " self-mask shares of " + who(v) + " arrived, threshold is " +
+           std::to_string(t));
+    try {
+      jobs.push_back({reconstruct(sh, t, cache), true});
+    } catch (const Error&) {
+      fail("the self-mask shares of " + who(v) + " are inconsistent");
+    }
+  }
+  // Dropped clients that shared keys: their masks with surviving neighbours stay
+  // in the sum; reconstruct their mask key and re-derive those masks.
+  struct Edge {
+    Key32 s_secret;
+    ClientId dropped, survivor;
+  };
+  std::vector<Edge> edges;
+  for (ClientId u : members(in_u2_)) {
+    if (in_u3_[u - 1]) continue;
+    std::vector<ClientId> partners;
+    for (ClientId v : graph_.neighbours(u))
+      if (in_u3_[v - 1]) partners.push_back(v);
+    if (partners.empty()) continue;
+    auto& sh = s_shares_[u - 1];
+    if (sh.size() < t)
+      fail("only " + std::to_string(sh.size()) + " mask-key shares of dropped " + who(u) +
+           " arrived, threshold is " + std::to_string(t));
+    Key32 sk{};
+    try {
+      sk = reconstruct(sh, t, cache);
+    } catch (const Error&) {
+      fail("the mask-key shares of dropped " + who(u) + " are inconsistent");
+    }
+    if (privacy::public_key_of(sk) != keys_[u - 1].s_public)
+      fail("the mask-key shares of dropped " + who(u) + " do not match its advertised key");
+    for (ClientId v : partners) edges.push_back({sk, u, v});
+  }
+  const auto t_seeds = Clock::now();
+  const std::size_t base = jobs.size();
+  jobs.resize(base + edges.size());
+  const int threads = threads_ > 0 ? threads_ : omp_get_max_threads();
+#pragma omp parallel for schedule(dynamic, 16) num_threads(threads) if (edges.size() > 64)
+  for (std::size_t e = 0; e < edges.size(); ++e) {
+    const Edge& ed = edges[e];
+    // Survivor v added +mask if v < u, -mask otherwise; undo it.
+    jobs[base + e] = {pairwise_seed(ed.s_secret, keys_[ed.dropped - 1].s_public, keys_[ed.survivor - 1].s_public, round_), ed.survivor < ed.dropped};
+  }
+  const auto t_masks = Clock::now();
+  privacy::prg_add_many(sum_, jobs, threads, params_.prg);
+  const auto t_end = Clock::now();
+  for (auto& j : jobs) privacy::wipe(j.seed);
+  for (auto& e : edges) privacy::wipe(e.s_secret);
+  auto sec = [](auto a, auto b) { return std::chrono::duration<double>(b - a).count(); };
+  SecAggResult out{std::move(sum_), u3, sec(t_start, t_seeds), sec(t_seeds, t_masks), sec(t_masks, t_end)};
+  spdlog::debug("secure aggregation round {}: unmask of {} survivors, {} dropped-edge masks: reconstruct {:.3f} s, "
+                "seeds {:.3f} s, masks {:.3f} s", round_, u3.size(), edges.size(), out.reconstruct_s, out.seeds_s,
+                out.masks_s);
+  sum_ = {};
+  b_shares_ = {};
+  s_shares_ = {};
+  stage_ = Stage::kDone;
+  return out;
+}
+
+}  // namespace fedge::aggregation

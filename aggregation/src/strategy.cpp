@@ -1,0 +1,279 @@
+#include "fedge/aggregation/strategy.h"
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <set>
+
+#include "fedge/common/error.h"
+
+namespace fedge::aggregation {
+namespace {
+
+using VecD = Eigen::VectorXd;
+using MapF = Eigen::Map<const Eigen::VectorXf>;
+
+[[noreturn]] void bad(const std::string& msg) { throw Error(ErrorKind::kInvalidInput, msg); }
+
+void check_updates(std::span<const float> global, std::span<const ClientUpdate> updates) {
+  if (updates.empty()) bad("aggregation: no client updates to aggregate");
+  for (std::size_t i = 0; i < updates.size(); ++i) {
+    if (updates[i].update.size() != global.size())
+      bad("aggregation: update " + std::to_string(i) + " has " + std::to_string(updates[i].update.size()) +
+          " values, the global vector has " + std::to_string(global.size()));
+    if (!(updates[i].num_examples > 0)) bad("aggregation: update " + std::to_string(i) + " has a non-positive weight");
+  }
+}
+
+double param(const StrategyParams& p, const char* key, double def) {
+  auto it = p.find(key);
+  return it == p.end() ? def : it->second;
+}
+
+std::vector<float> add(std::span<const float> global, const VecD& delta) {
+  std::vector<float> out(global.size());
+  for (std::size_t i = 0; i < out.size(); ++i) out[i] = static_cast<float>(global[i] + delta[i]);
+  return out;
+}
+
+class FedAvg : public Strategy {
+ public:
+  std::string name() const override { return "fedavg"; }
+
+ protected:
+  std::vector<float> apply(std::span<const float> global, std::span<const double> mean) override {
+    return add(global, Eigen::Map<const VecD>(mean.data(), mean.size()));
+  }
+};
+
+// FedProx (Li et al. 2020): the proximal term lives in the clients' loss; the
+// server aggregates as FedAvg and only carries mu into the round plan.
+class FedProx : public FedAvg {
+ public:
+  explicit FedProx(double mu) : mu_(mu) {
+    if (!(mu >= 0)) bad("fedprox: proximal_mu must be >= 0");
+  }
+  std::string name() const override { return "fedprox"; }
+  double proximal_mu() const override { return mu_; }
+
+ private:
+  double mu_;
+};
+
+class FedAvgM : public Strategy {
+ public:
+  FedAvgM(double lr, double momentum) : lr_(lr), momentum_(momentum) {}
+  std::string name() const override { return "fedavgm"; }
+
+ protected:
+  std::vector<float> apply(std::span<const float> global, std::span<const double> mean) override {
+    Eigen::Map<const VecD> delta(mean.data(), mean.size());
+    // Flower: pseudo-gradient g = -delta; v = momentum v + g; x -= lr v.
+    if (v_.size() != delta.size()) v_ = VecD::Zero(delta.size());
+    v_ = momentum_ * v_ - delta;
+    return add(global, -lr_ * v_);
+  }
+
+ private:
+  double lr_, momentum_;
+  VecD v_;
+};
+
+// FedAdam / FedYogi / FedAdagrad (Reddi et al. 2021, as in Flower's FedOpt).
+class FedOpt : public Strategy {
+ public:
+  enum class Kind { kAdam, kYogi, kAdagrad };
+  FedOpt(Kind kind, double eta, double b1, double b2, double tau)
+      : kind_(kind), eta_(eta), b1_(b1), b2_(b2), tau_(tau) {}
+  std::string name() const override {
+    return kind_ == Kind::kAdam ? "fedadam" : kind_ == Kind::kYogi ? "fedyogi" : "fedadagrad";
+  }
+
+ protected:
+  std::vector<float> apply(std::span<const float> global, std::span<const double> mean) override {
+    Eigen::Map<const VecD> delta(mean.data(), mean.size());
+    if (m_.size() != delta.size()) {
+      m_ = VecD::Zero(delta.size());
+      v_ = VecD::Zero(delta.size());
+    }
+    m_ = b1_ * m_ + (1 - b1_) * delta;
+    const VecD d2 = delta.array().square();
+    switch (kind_) {
+      case Kind::kAdam: v_ = b2_ * v_ + (1 - b2_) * d2; break;
+      case Kind::kYogi: v_ = v_.array() - (1 - b2_) * d2.array() * (v_ - d2).array().sign(); break;
+      case Kind::kAdagrad: v_ = v_ + d2; break;
+    }
+    const VecD step = eta_ * m_.array() / (v_.array().sqrt() + tau_);
+    return add(global, step);
+  }
+
+ private:
+  Kind kind_;
+  double eta_, b1_, b2_, tau_;
+  VecD m_, v_;
+};
+
+// Base for strategies that look at each update on its own.
+class Robust : public Strategy {
+ public:
+  bool needs_individual_updates() const override { return true; }
+  std::vector<float> aggregate_sum(std::span<const float>, std::span<const float>, double) override {
+    bad(name() + " needs each client's update on its own and cannot run under secure aggregation "
+                 "(the server only sees the sum); turn secure aggregation off or choose fedavg, fedavgm, "
+                 "fedadam, fedyogi or fedadagrad");
+  }
+
+ protected:
+  std::vector<float> apply(std::span<const float> global, std::span<const double> mean) override {
+    return add(global, Eigen::Map<const VecD>(mean.data(), mean.size()));
+  }
+};
+
+class FedMedian : public Robust {
+ public:
+  std::string name() const override { return "fedmedian"; }
+  std::vector<float> aggregate(std::span<const float> global, std::span<const ClientUpdate> updates) override {
+    check_updates(global, updates);
+    const std::size_t n = updates.size();
+    std::vector<double> col(n), mean(global.size());
+    for (std::size_t j = 0; j < global.size(); ++j) {
+      for (std::size_t i = 0; i < n; ++i) col[i] = updates[i].update[j];
+      std::sort(col.begin(), col.end());
+      mean[j] = n % 2 ? col[n / 2] : 0.5 * (col[n / 2 - 1] + col[n / 2]);
+    }
+    return apply(global, mean);
+  }
+};
+
+class FedTrimmedAvg : public Robust {
+ public:
+  explicit FedTrimmedAvg(double beta) : beta_(beta) {
+    if (!(beta >= 0 && beta < 0.5)) bad("fedtrimmedavg: beta must be in [0, 0.5)");
+  }
+  std::string name() const override { return "fedtrimmedavg"; }
+  std::vector<float> aggregate(std::span<const float> global, std::span<const ClientUpdate> updates) override {
+    check_updates(global, updates);
+    const std::size_t n = updates.size();
+    const auto cut = static_cast<std::size_t>(beta_ * static_cast<double>(n));  // per end, as scipy's trim_mean
+    std::vector<double> col(n), mean(global.size());
+    for (std::size_t j = 0; j < global.size(); ++j) {
+      for (std::size_t i = 0; i < n; ++i) col[i] = updates[i].update[j];
+      std::sort(col.begin(), col.end());
+      mean[j] = std::accumulate(col.begin() + cut, col.end() - cut, 0.0) / static_cast<double>(n - 2 * cut);
+    }
+    return apply(global, mean);
+  }
+
+ private:
+  double beta_;
+};
+
+class Krum : public Robust {
+ public:
+  Krum(std::size_t malicious, std::size_t keep) : f_(malicious), m_(keep) {}
+  std::string name() const override { return m_ > 0 ? "multikrum" : "krum"; }
+  std::vector<float> aggregate(std::span<const float> global, std::span<const ClientUpdate> updates) override {
+    check_updates(global, updates);
+    const std::size_t n = updates.size();
+    if (n < f_ + 3) bad("krum: needs at least num_malicious + 3 updates, got " + std::to_string(n));
+    Eigen::MatrixXd dist(n, n);
+    for (std::size_t i = 0; i < n; ++i)
+      for (std::size_t j = i; j < n; ++j)
+        dist(i, j) = dist(j, i) = (MapF(updates[i].update.data(), global.size()) -
+                                   MapF(updates[j].update.data(), global.size())).cast<double>().squaredNorm();
+    // Score: sum of squared distances to the n - f - 2 closest other updates.
+    std::vector<std::pair<double, std::size_t>> scores;
+    for (std::size_t i = 0; i < n; ++i) {
+      std::vector<double> d;
+      for (std::size_t j = 0; j < n; ++j)
+        if (j != i) d.push_back(dist(i, j));
+      std::sort(d.begin(), d.end());
+      scores.push_back({std::accumulate(d.begin(), d.begin() + (n - f_ - 2), 0.0), i});
+    }
+    std::sort(scores.begin(), scores.end());
+    const std::size_t keep = m_ > 0 ? std::min(m_, n) : 1;
+    std::vector<double> mean(global.size(), 0.0);
+    for (std::size_t s = 0; s < keep; ++s)
+      for (std::size_t j = 0; j < global.size(); ++j) mean[j] += updates[scores[s].second].update[j];
+    for (double& v : mean) v /= static_cast<double>(keep);
+    return apply(global, mean);
+  }
+
+ private:
+  std::size_t f_, m_;
+};
+
+}  // namespace
+
+std::vector<float> Strategy::aggregate(std::span<const float> global, std::span<const ClientUpdate> updates) {
+  check_updates(global, updates);
+  std::vector<double> mean(global.size(), 0.0);
+  double total = 0;
+  for (const auto& u : updates) {
+    total += u.num_examples;
+    for (std::size_t j = 0; j < global.size(); ++j) mean[j] += u.num_examples * u.update[j];
+  }
+  for (double& v : mean) v /= total;
+  return apply(global, mean);
+}
+
+std::vector<float> Strategy::aggregate_sum(std::span<const float> global, std::span<const float> weighted_sum,
+                                           double total_weight) {
+  if (weighted_sum.size() != global.size())
+    bad("aggregation: summed update has " + std::to_string(weighted_sum.size()) + " values, the global vector has " +
+        std::to_string(global.size()));
+  if (!(total_weight > 0)) bad("aggregation: total weight of the summed update must be positive");
+  std::vector<double> mean(weighted_sum.begin(), weighted_sum.end());
+  for (double& v : mean) v /= total_weight;
+  return apply(global, mean);
+}
+
+std::unique_ptr<Strategy> make_strategy(const std::string& name, const StrategyParams& params,
+                                        bool secure_aggregation) {
+  static const std::map<std::string, std::set<std::string>> known = {
+      {"fedavg", {}},
+      {"fedprox", {"proximal_mu"}},
+      {"fedavgm", {"server_learning_rate", "server_momentum"}},
+      {"fedadam", {"eta", "beta_1", "beta_2", "tau"}},
+      {"fedyogi", {"eta", "beta_1", "beta_2", "tau"}},
+      {"fedadagrad", {"eta", "beta_1", "tau"}},
+      {"fedmedian", {}},
+      {"fedtrimmedavg", {"beta"}},
+      {"krum", {"num_malicious", "num_to_keep"}},
+  };
+  auto it = known.find(name);
+  if (it == known.end())
+    bad("unknown aggregation strategy '" + name +
+        "'; choose fedavg, fedprox, fedavgm, fedadam, fedyogi, fedadagrad, fedmedian, fedtrimmedavg or krum");
+  for (const auto& [k, v] : params)
+    if (!it->second.count(k)) bad("strategy '" + name + "' has no parameter '" + k + "'");
+  std::unique_ptr<Strategy> s;
+  if (name == "fedavg") s = std::make_unique<FedAvg>();
+  else if (name == "fedprox") s = std::make_unique<FedProx>(param(params, "proximal_mu", 0.01));
+  else if (name == "fedavgm")
+    s = std::make_unique<FedAvgM>(param(params, "server_learning_rate", 1.0), param(params, "server_momentum", 0.9));
+  else if (name == "fedadam")
+    s = std::make_unique<FedOpt>(FedOpt::Kind::kAdam, param(params, "eta", 0.1), param(params, "beta_1", 0.9),
+                                 param(params, "beta_2", 0.99), param(params, "tau", 1e-9));
+  else if (name == "fedyogi")
+    s = std::make_unique<FedOpt>(FedOpt::Kind::kYogi, param(params, "eta", 0.01), param(params, "beta_1", 0.9),
+                                 param(params, "beta_2", 0.99), param(params, "tau", 1e-3));
+  else if (name == "fedadagrad")
+    s = std::make_unique<FedOpt>(FedOpt::Kind::kAdagrad, param(params, "eta", 0.1), param(params, "beta_1", 0.0),
+                                 0.0, param(params, "tau", 1e-9));
+  else if (name == "fedmedian") s = std::make_unique<FedMedian>();
+  else if (name == "fedtrimmedavg") s = std::make_unique<FedTrimmedAvg>(param(params, "beta", 0.2));
+  else {
+    const double f = param(params, "num_malicious", 0), m = param(params, "num_to_keep", 0);
+    if (f < 0 || m < 0) bad("krum: num_malicious and num_to_keep must be >= 0");
+    s = std::make_unique<Krum>(static_cast<std::size_t>(f), static_cast<std::size_t>(m));
+  }
+  if (secure_aggregation && s->needs_individual_updates())
+    bad("strategy '" + name + "' needs each client's update on its own and cannot run with secure aggregation "
+        "on; disable secure aggregation or pick fedavg, fedavgm, fedadam, fedyogi or fedadagrad");
+  return s;
+}
+
+}  // namespace fedge::aggregation

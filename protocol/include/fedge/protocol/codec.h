@@ -1,0 +1,89 @@
+// Envelope <-> bytes. encode() writes one flat Cap'n Proto message (segment
+// table + words); decode() checks it against Limits and the schema's ranges and
+// returns plain structs whose bulk payloads point into the received bytes.
+// Every decode failure is a DecodeError (a fedge::Error of kind kProtocol)
+// naming the field, with the ErrorCode to put in the reply; malformed bytes
+// never crash.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "fedge/common/error.h"
+#include "fedge/protocol/messages.h"
+
+namespace fedge::protocol {
+
+// Receiver-side limits, set from config. Defaults fit a 64M-parameter update.
+struct Limits {
+  std::size_t max_message_bytes = std::size_t{512} << 20;
+  // Cap'n Proto traversal limit in 8-byte words; 0 = max_message_bytes / 8 + 1024.
+  // Counts every word read, so it also stops amplification through shared pointers.
+  std::uint64_t traversal_limit_words = 0;
+  int nesting_limit = 16;                  // the schema nests at most 5 deep
+  std::size_t max_list_length = 1 << 16;   // ids, keys, shares, metrics, layout entries
+  std::size_t max_vector_length = std::size_t{1} << 27;  // elements of a bulk payload
+  std::size_t max_text_bytes = 1 << 20;
+  std::size_t max_blob_bytes = 4096;       // small Data fields (share boxes, signatures)
+
+  std::uint64_t traversal_words() const {
+    return traversal_limit_words ? traversal_limit_words : max_message_bytes / 8 + 1024;
+  }
+};
+
+// What the receiver already knows, to check more than the schema can.
+struct Expectations {
+  std::optional<std::uint64_t> round;             // Envelope::round must equal it
+  std::optional<std::uint64_t> vector_length;     // MaskedInput::masked size (the plan's d)
+  std::optional<std::uint64_t> update_length;     // PlainUpdate::update size
+};
+
+// A refused message: kind() is ErrorKind::kProtocol; code() is what to tell the
+// peer (kBadVersion, kTooLarge, kWrongRound or kMalformed).
+class DecodeError : public Error {
+ public:
+  DecodeError(ErrorCode code, std::string message) : Error(ErrorKind::kProtocol, std::move(message)), code_(code) {}
+  ErrorCode code() const noexcept { return code_; }
+
+ private:
+  ErrorCode code_;
+};
+
+// One message's bytes, shared and immutable. Decoded payloads share ownership.
+class Bytes {
+ public:
+  Bytes() = default;
+  static Bytes copy_of(std::span<const std::uint8_t> bytes);
+  static Bytes from_vector(std::vector<std::uint8_t> bytes);
+  // Takes ownership of `owner`, whose memory [data, data + size) it views.
+  static Bytes adopt(std::shared_ptr<const void> owner, const std::uint8_t* data, std::size_t size) {
+    return Bytes(std::move(owner), data, size);
+  }
+  std::span<const std::uint8_t> span() const { return {data_, size_}; }
+  const std::uint8_t* data() const { return data_; }
+  std::size_t size() const { return size_; }
+  const std::shared_ptr<const void>& owner() const { return owner_; }
+
+ private:
+  Bytes(std::shared_ptr<const void> owner, const std::uint8_t* data, std::size_t size)
+      : owner_(std::move(owner)), data_(data), size_(size) {}
+  std::shared_ptr<const void> owner_;
+  const std::uint8_t* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+// Serialises `envelope` (its version field is written as given, so tests can
+// send other versions). Bulk payloads that are 8-byte aligned are referenced,
+// not copied, until the final flat copy. Throws Error(kInvalidInput) for a
+// payload larger than the wire can carry.
+Bytes encode(const Envelope& envelope);
+
+// Decodes and validates. `zero_copy` (optional out) says whether payloads point
+// into `bytes` (true) or into an aligned copy (bytes not 8-byte aligned).
+Envelope decode(const Bytes& bytes, const Limits& limits, const Expectations& expect = {},
+                bool* zero_copy = nullptr);
+
+}  // namespace fedge::protocol

@@ -1,0 +1,272 @@
+// Envelope -> one flat Cap'n Proto message. The encoder is a plain serialiser:
+// it writes what it is given (tests rely on that to build bad messages); the
+// receiver's decode() is where values are checked.
+#include <bit>
+#include <cstring>
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+
+#include "fedge.capnp.h"
+#include "fedge/protocol/codec.h"
+
+namespace fedge::protocol {
+namespace {
+
+static_assert(std::endian::native == std::endian::little, "bulk payloads are sent as host little-endian");
+static_assert(wire::PROTOCOL_VERSION == kProtocolVersion, "messages.h and fedge.capnp disagree on the version");
+
+constexpr std::size_t kMaxBlobBytes = (std::size_t{1} << 29) - 1;  // Cap'n Proto's largest Data
+
+capnp::Data::Reader data_of(const void* p, std::size_t n) {
+  return {static_cast<const capnp::byte*>(p), n};
+}
+capnp::Data::Reader key_of(const Key32& k) { return data_of(k.data(), k.size()); }
+
+template <class T>
+void set_u32_list(typename capnp::List<T>::Builder list, const std::vector<T>& values) {
+  for (std::size_t i = 0; i < values.size(); ++i) list.set(i, values[i]);
+}
+
+class Writer {
+ public:
+  explicit Writer(capnp::MessageBuilder& message) : orphanage_(message.getOrphanage()) {}
+
+  // Bulk bytes: referenced in place (no copy) when word-aligned and a whole
+  // number of words, which capnp requires of an external segment; else copied.
+  capnp::Orphan<capnp::Data> bulk(const void* p, std::size_t bytes, const char* field) const {
+    if (bytes > kMaxBlobBytes) {
+      throw Error(ErrorKind::kInvalidInput, std::string("protocol: ") + field + " has " + std::to_string(bytes) +
+                                                " bytes; one message field carries at most 512 MiB - 1");
+    }
+    if (bytes > 0 && reinterpret_cast<std::uintptr_t>(p) % 8 == 0 && bytes % 8 == 0) {
+      return orphanage_.referenceExternalData(data_of(p, bytes));
+    }
+    auto orphan = orphanage_.newOrphan<capnp::Data>(bytes);
+    if (bytes > 0) std::memcpy(orphan.get().begin(), p, bytes);
+    return orphan;
+  }
+
+  void body(wire::Envelope::Body::Builder b, const Register& m) const {
+    auto r = b.initRegister();
+    r.setNodeId(m.node_id);
+    r.setName(m.name);
+    r.setPublicKey(key_of(m.public_key));
+    auto c = r.initCapabilities();
+    c.setDeviceProfile(m.capabilities.device_profile);
+    c.setNumExamples(m.capabilities.num_examples);
+    c.setModelName(m.capabilities.model_name);
+    c.setThreads(m.capabilities.threads);
+    c.setMemoryBytes(m.capabilities.memory_bytes);
+  }
+  void body(wire::Envelope::Body::Builder b, const RegisterAck& m) const {
+    auto r = b.initRegisterAck();
+    r.setNodeId(m.node_id);
+    r.setHeartbeatIntervalMs(m.heartbeat_interval_ms);
+    r.setGlobalVersion(m.global_version);
+  }
+  void body(wire::Envelope::Body::Builder b, const Heartbeat& m) const {
+    auto r = b.initHeartbeat();
+    r.setUnixMs(m.unix_ms);
+    r.setState(static_cast<wire::NodeState>(m.state));
+    r.setGlobalVersion(m.global_version);
+  }
+  void body(wire::Envelope::Body::Builder b, const RoundPlan& m) const {
+    auto r = b.initRoundPlan();
+    r.setGlobalVersion(m.global_version);
+    auto h = r.initHyper();
+    h.setLocalSteps(m.hyper.local_steps);
+    h.setLearningRate(m.hyper.learning_rate);
+    h.setBatchSize(m.hyper.batch_size);
+    h.setFedproxMu(m.hyper.fedprox_mu);
+    auto d = r.initDeadlines();
+    d.setTrainMs(m.deadlines.train_ms);
+    d.setAdvertiseKeysMs(m.deadlines.advertise_keys_ms);
+    d.setShareKeysMs(m.deadlines.share_keys_ms);
+    d.setMaskedInputMs(m.deadlines.masked_input_ms);
+    d.setUnmaskMs(m.deadlines.unmask_ms);
+    r.setSecure(m.secure);
+    auto s = r.initSecagg();
+    s.setNumClients(m.secagg.num_clients);
+    s.setThreshold(m.secagg.threshold);
+    s.setDegree(m.secagg.degree);
+    s.setVectorLength(m.secagg.vector_length);
+    s.setGraphSeed(key_of(m.secagg.graph_seed));
+    s.setQuantBits(m.secagg.quant_bits);
+    s.setClipRange(m.secagg.clip_range);
+    s.setNoiseBound(m.secagg.noise_bound);
+    auto p = r.initDp();
+    p.setMode(static_cast<wire::DpMode>(m.dp.mode));
+    p.setClipNorm(m.dp.clip_norm);
+    p.setNoiseMultiplier(m.dp.noise_multiplier);
+    set_u32_list<std::uint32_t>(r.initSelected(m.selected.size()), m.selected);
+    r.setUpdateLength(m.update_length);
+  }
+  void body(wire::Envelope::Body::Builder b, const AdvertiseKeys& m) const {
+    auto r = b.initAdvertiseKeys();
+    r.setCPublic(key_of(m.c_public));
+    r.setSPublic(key_of(m.s_public));
+    r.setSignature(data_of(m.signature.data(), m.signature.size()));
+  }
+  void body(wire::Envelope::Body::Builder b, const KeysBroadcast& m) const {
+    auto r = b.initKeysBroadcast();
+    r.setRecipient(m.recipient);
+    auto list = r.initNeighbours(m.neighbours.size());
+    for (std::size_t i = 0; i < m.neighbours.size(); ++i) {
+      const auto& k = m.neighbours[i];
+      list[i].setId(k.id);
+      list[i].setCPublic(key_of(k.c_public));
+      list[i].setSPublic(key_of(k.s_public));
+      list[i].setSignature(data_of(k.signature.data(), k.signature.size()));
+    }
+  }
+  static void shares(capnp::List<wire::EncryptedShare>::Builder list, const std::vector<EncryptedShare>& shares) {
+    for (std::size_t i = 0; i < shares.size(); ++i) {
+      list[i].setFrom(shares[i].from);
+      list[i].setTo(shares[i].to);
+      list[i].setBox(data_of(shares[i].box.data(), shares[i].box.size()));
+    }
+  }
+  void body(wire::Envelope::Body::Builder b, const ShareKeys& m) const {
+    auto r = b.initShareKeys();
+    r.setSender(m.sender);
+    shares(r.initShares(m.shares.size()), m.shares);
+  }
+  void body(wire::Envelope::Body::Builder b, const SharesDelivery& m) const {
+    auto r = b.initSharesDelivery();
+    r.setRecipient(m.recipient);
+    shares(r.initShares(m.shares.size()), m.shares);
+  }
+  void body(wire::Envelope::Body::Builder b, const MaskedInput& m) const {
+    auto r = b.initMaskedInput();
+    r.setSender(m.sender);
+    r.adoptMasked(bulk(m.masked.data(), m.masked.size() * 4, "maskedInput.masked"));
+  }
+  void body(wire::Envelope::Body::Builder b, const UnmaskRequest& m) const {
+    auto r = b.initUnmaskRequest();
+    set_u32_list<std::uint32_t>(r.initSurvivors(m.survivors.size()), m.survivors);
+    set_u32_list<std::uint32_t>(r.initDropped(m.dropped.size()), m.dropped);
+  }
+  void body(wire::Envelope::Body::Builder b, const UnmaskResponse& m) const {
+    auto r = b.initUnmaskResponse();
+    r.setSender(m.sender);
+    auto list = r.initShares(m.shares.size());
+    for (std::size_t i = 0; i < m.shares.size(); ++i) {
+      const auto& s = m.shares[i];
+      list[i].setOwner(s.owner);
+      list[i].setKind(static_cast<wire::SecretKind>(s.kind));
+      list[i].setX(s.x);
+      set_u32_list<std::uint64_t>(list[i].initY(s.y.size()), s.y);
+    }
+  }
+  void body(wire::Envelope::Body::Builder b, const PlainUpdate& m) const {
+    auto r = b.initPlainUpdate();
+    r.setNumExamples(m.num_examples);
+    r.adoptUpdate(bulk(m.update.data(), m.update.size() * 4, "plainUpdate.update"));
+    r.setTrainLoss(m.train_loss);
+  }
+  void body(wire::Envelope::Body::Builder b, const GlobalModel& m) const {
+    auto r = b.initGlobalModel();
+    r.setVersion(m.version);
+    r.setFormat(static_cast<wire::ModelFormat>(m.format));
+    r.adoptData(bulk(m.data.data(), m.data.size(), "globalModel.data"));
+    auto list = r.initLayout(m.layout.size());
+    for (std::size_t i = 0; i < m.layout.size(); ++i) {
+      list[i].setName(m.layout[i].name);
+      set_u32_list<std::uint64_t>(list[i].initShape(m.layout[i].shape.size()), m.layout[i].shape);
+    }
+  }
+  void body(wire::Envelope::Body::Builder b, const Metrics& m) const {
+    auto list = b.initMetrics().initEntries(m.entries.size());
+    for (std::size_t i = 0; i < m.entries.size(); ++i) {
+      list[i].setName(m.entries[i].name);
+      list[i].setValue(m.entries[i].value);
+    }
+  }
+  void body(wire::Envelope::Body::Builder b, const InferenceRequest& m) const {
+    auto r = b.initInferenceRequest();
+    r.setRequestId(m.request_id);
+    r.setPrompt(m.prompt);
+    r.setMaxTokens(m.max_tokens);
+    r.setTemperature(m.temperature);
+    r.setTopP(m.top_p);
+    r.setSeed(m.seed);
+    r.setAdapter(static_cast<wire::AdapterChoice>(m.adapter));
+    r.setStream(m.stream);
+  }
+  void body(wire::Envelope::Body::Builder b, const InferenceResponse& m) const {
+    auto r = b.initInferenceResponse();
+    r.setRequestId(m.request_id);
+    r.setText(m.text);
+    r.setPromptTokens(m.prompt_tokens);
+    r.setCompletionTokens(m.completion_tokens);
+    r.setFinish(static_cast<wire::FinishReason>(m.finish));
+    r.setFellBackToLocal(m.fell_back_to_local);
+    r.setNote(m.note);
+  }
+  void body(wire::Envelope::Body::Builder b, const TokenChunk& m) const {
+    auto r = b.initTokenChunk();
+    r.setRequestId(m.request_id);
+    r.setIndex(m.index);
+    r.setTokenId(m.token_id);
+    r.setText(m.text);
+    r.setLast(m.last);
+    r.setFinish(static_cast<wire::FinishReason>(m.finish));
+  }
+  void body(wire::Envelope::Body::Builder b, const HiddenStates& m) const {
+    auto r = b.initHiddenStates();
+    r.setRequestId(m.request_id);
+    r.setKind(static_cast<wire::HiddenKind>(m.kind));
+    r.setLayer(m.layer);
+    r.setPosition(m.position);
+    set_u32_list<std::uint64_t>(r.initShape(m.shape.size()), m.shape);
+    r.adoptData(bulk(m.data.data(), m.data.size() * 4, "hiddenStates.data"));
+  }
+  void body(wire::Envelope::Body::Builder b, const ErrorReply& m) const {
+    auto r = b.initError();
+    r.setCode(static_cast<wire::ErrorCode>(m.code));
+    r.setMessage(m.message);
+    r.setInReplyTo(m.in_reply_to);
+  }
+
+ private:
+  capnp::Orphanage orphanage_;
+};
+
+// Words the first segment needs when bulk payloads are copied into it; an
+// exact-enough hint keeps a small message in one segment.
+std::size_t first_segment_words(const Body& body) {
+  std::size_t bytes = std::visit(
+      [](const auto& m) -> std::size_t {
+        using M = std::decay_t<decltype(m)>;
+        if constexpr (std::is_same_v<M, MaskedInput>) return m.masked.size() * 4;
+        if constexpr (std::is_same_v<M, PlainUpdate>) return m.update.size() * 4;
+        if constexpr (std::is_same_v<M, GlobalModel>) return m.data.size();
+        if constexpr (std::is_same_v<M, HiddenStates>) return m.data.size() * 4;
+        return 0;
+      },
+      body);
+  return std::min<std::size_t>(bytes / 8 + 1024, std::size_t{1} << 26);
+}
+
+}  // namespace
+
+Bytes encode(const Envelope& envelope) {
+  capnp::MallocMessageBuilder message(static_cast<unsigned>(first_segment_words(envelope.body)));
+  auto root = message.initRoot<wire::Envelope>();
+  root.setVersion(envelope.version);
+  root.setRound(envelope.round);
+  root.setSender(envelope.sender);
+  Writer writer(message);
+  try {
+    std::visit([&](const auto& m) { writer.body(root.getBody(), m); }, envelope.body);
+  } catch (const kj::Exception& e) {
+    throw Error(ErrorKind::kInvalidInput, std::string("protocol: cannot encode ") + body_name(envelope.body) +
+                                              ": " + e.getDescription().cStr());
+  }
+  auto flat = std::make_shared<kj::Array<capnp::word>>(capnp::messageToFlatArray(message));
+  auto bytes = flat->asBytes();
+  return Bytes::adopt(flat, bytes.begin(), bytes.size());
+}
+
+}  // namespace fedge::protocol

@@ -1,0 +1,311 @@
+#include <cstring>
+#include <random>
+
+#include <catch2/catch.hpp>
+
+#include "samples.h"
+
+using namespace fedge::protocol;
+using fedge::protocol::test::all_samples;
+using fedge::protocol::test::envelope;
+
+namespace {
+
+// Runs decode and returns the DecodeError it throws (failing the test if it
+// does not throw, or throws anything else).
+DecodeError decode_error(const Bytes& bytes, const Limits& limits = {}, const Expectations& expect = {}) {
+  try {
+    decode(bytes, limits, expect);
+  } catch (const DecodeError& e) {
+    CHECK(e.kind() == fedge::ErrorKind::kProtocol);
+    return e;
+  }
+  FAIL("decode accepted a message it should refuse");
+  throw;  // unreachable
+}
+
+std::vector<std::uint8_t> raw(const Envelope& e) {
+  auto b = encode(e);
+  return {b.data(), b.data() + b.size()};
+}
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+}  // namespace
+
+TEST_CASE("every message type round-trips with exact field values") {
+  auto samples = all_samples();
+  REQUIRE(samples.size() == std::variant_size_v<Body>);
+  for (std::size_t i = 0; i < samples.size(); ++i) {
+    INFO("message " << body_name(samples[i].body));
+    REQUIRE(samples[i].body.index() == i);
+    Bytes bytes = encode(samples[i]);
+    bool zero_copy = false;
+    Envelope back = decode(bytes, Limits{}, {}, &zero_copy);
+    CHECK(zero_copy);
+    CHECK(back == samples[i]);
+    CHECK(back.version == kProtocolVersion);
+  }
+}
+
+TEST_CASE("bulk payloads point into the received bytes and outlive them") {
+  auto sample = all_samples()[8];  // maskedInput
+  Payload<std::uint32_t> kept;
+  {
+    Bytes bytes = encode(sample);
+    auto back = decode(bytes, {});
+    const auto& m = std::get<MaskedInput>(back.body).masked;
+    CHECK(reinterpret_cast<const std::uint8_t*>(m.data()) >= bytes.data());
+    CHECK(reinterpret_cast<const std::uint8_t*>(m.data() + m.size()) <= bytes.data() + bytes.size());
+    kept = m;
+  }
+  CHECK(kept == std::get<MaskedInput>(sample.body).masked);  // storage kept alive by the payload
+
+  // Unaligned input: decoded from an aligned copy, same values.
+  auto bytes = raw(sample);
+  std::vector<std::uint8_t> shifted(bytes.size() + 1);
+  std::memcpy(shifted.data() + 1, bytes.data(), bytes.size());
+  Bytes unaligned = Bytes::adopt(nullptr, shifted.data() + 1, bytes.size());
+  bool zero_copy = true;
+  auto back = decode(unaligned, {}, {}, &zero_copy);
+  CHECK_FALSE(zero_copy);
+  CHECK(std::get<MaskedInput>(back.body).masked == std::get<MaskedInput>(sample.body).masked);
+}
+
+TEST_CASE("borrowed unaligned payloads encode by copy") {
+  std::vector<float> values(11);
+  std::iota(values.begin(), values.end(), 3.0f);
+  auto e = envelope(PlainUpdate{5, Payload<float>::borrow(std::span<const float>(values).subspan(1)), 0.f}, 3);
+  auto back = decode(encode(e), {});
+  CHECK(std::get<PlainUpdate>(back.body).update.to_vector() == std::vector<float>(values.begin() + 1, values.end()));
+}
+
+TEST_CASE("truncated messages are refused at every cut point") {
+  for (const auto& sample : all_samples()) {
+    auto bytes = raw(sample);
+    for (std::size_t cut = 0; cut < bytes.size(); cut += (cut < 64 ? 1 : 8)) {
+      INFO(body_name(sample.body) << " cut at " << cut << " of " << bytes.size());
+      auto e = decode_error(Bytes::copy_of({bytes.data(), cut}));
+      CHECK(e.code() == ErrorCode::kMalformed);
+    }
+  }
+}
+
+TEST_CASE("trailing bytes after a message are refused") {
+  auto bytes = raw(all_samples()[2]);
+  bytes.resize(bytes.size() + 8, 0);
+  auto e = decode_error(Bytes::copy_of(bytes));
+  CHECK(contains(e.what(), "after the end of the message"));
+}
+
+TEST_CASE("random garbage and random mutations never crash") {
+  std::mt19937_64 rng(20240607);
+  int refused = 0;
+  for (int i = 0; i < 3000; ++i) {
+    std::vector<std::uint8_t> bytes(8 * (rng() % 64));
+    for (auto& b : bytes) b = static_cast<std::uint8_t>(rng());
+    try {
+      decode(Bytes::copy_of(bytes), {});
+    } catch (const DecodeError&) {
+      ++refused;
+    }
+  }
+  CHECK(refused > 2900);  // random bytes almost never form a valid envelope
+  auto samples = all_samples();
+  for (int i = 0; i < 6000; ++i) {
+    auto bytes = raw(samples[i % samples.size()]);
+    const int flips = 1 + static_cast<int>(rng() % 4);
+    for (int f = 0; f < flips; ++f) bytes[rng() % bytes.size()] ^= static_cast<std::uint8_t>(1 + rng() % 255);
+    try {
+      decode(Bytes::copy_of(bytes), {});
+    } catch (const DecodeError&) {
+    }
+  }
+}
+
+TEST_CASE("a message over the size limit is refused before parsing") {
+  Limits limits;
+  limits.max_message_bytes = 1024;
+  auto e = decode_error(encode(all_samples()[8]), limits);
+  CHECK(e.code() == ErrorCode::kTooLarge);
+  CHECK(contains(e.what(), "max_message_bytes"));
+}
+
+TEST_CASE("list and vector lengths over the limits are refused, naming the field") {
+  Limits limits;
+  limits.max_list_length = 3;
+  Metrics m;
+  for (int i = 0; i < 4; ++i) m.entries.push_back({"m" + std::to_string(i), 1.0});
+  auto e = decode_error(encode(envelope(m, 5)), limits);
+  CHECK(e.code() == ErrorCode::kTooLarge);
+  CHECK(contains(e.what(), "metrics.entries: 4 entries, limit 3"));
+
+  limits = {};
+  limits.max_vector_length = 999;
+  e = decode_error(encode(all_samples()[11]), limits);  // plainUpdate of 1000
+  CHECK(e.code() == ErrorCode::kTooLarge);
+  CHECK(contains(e.what(), "plainUpdate.update: 1000 elements, limit 999"));
+
+  limits = {};
+  limits.max_blob_bytes = 100;
+  e = decode_error(encode(all_samples()[6]), limits);  // 120-byte share boxes
+  CHECK(contains(e.what(), "shareKeys.shares.box"));
+}
+
+TEST_CASE("traversal and nesting limits from Limits apply") {
+  Limits limits;
+  limits.traversal_limit_words = 50;
+  auto e = decode_error(encode(all_samples()[11]), limits);  // 1000 floats = 500 words
+  CHECK(e.code() == ErrorCode::kTooLarge);
+  CHECK(contains(e.what(), "plainUpdate.update"));
+  CHECK(contains(e.what(), "limit"));
+
+  limits = {};
+  limits.nesting_limit = 2;  // envelope -> unmaskResponse -> shares -> y is deeper
+  e = decode_error(encode(all_samples()[10]), limits);
+  CHECK(e.code() == ErrorCode::kTooLarge);
+  CHECK(contains(e.what(), "unmaskResponse.shares"));
+}
+
+TEST_CASE("a hostile list length claiming billions of empty elements hits the traversal limit") {
+  // Metrics with one entry; then rewrite the composite-list tag word to claim
+  // 2^29-1 elements of zero size, which costs no bytes on the wire.
+  auto bytes = raw(envelope(Metrics{{{"x", 1.0}}}, 5));
+  const std::uint64_t tag = (1ull << 2) | (1ull << 32) | (1ull << 48);  // 1 element, 1 data word, 1 pointer
+  std::size_t at = bytes.size();
+  for (std::size_t i = 8; i + 8 <= bytes.size(); i += 8) {
+    std::uint64_t w;
+    std::memcpy(&w, bytes.data() + i, 8);
+    if (w == tag) at = i;
+  }
+  REQUIRE(at < bytes.size());
+  const std::uint64_t hostile = (((1ull << 29) - 1) << 2);
+  std::memcpy(bytes.data() + at, &hostile, 8);
+  auto e = decode_error(Bytes::copy_of(bytes));
+  CHECK(e.code() == ErrorCode::kTooLarge);
+  CHECK(contains(e.what(), "metrics.entries"));
+}
+
+TEST_CASE("a list pointer past the end of the segment is refused") {
+  auto bytes = raw(all_samples()[3]);  // roundPlan: 4 selected ids
+  // Bump every pointer's count field is too blunt; instead cut the segment size in the table.
+  std::uint32_t words;
+  std::memcpy(&words, bytes.data() + 4, 4);
+  words -= 2;
+  std::memcpy(bytes.data() + 4, &words, 4);
+  bytes.resize(bytes.size() - 16);
+  auto e = decode_error(Bytes::copy_of(bytes));
+  CHECK(e.code() == ErrorCode::kMalformed);
+}
+
+TEST_CASE("wrong version, round, union and enum values are specific errors") {
+  auto sample = all_samples()[2];  // heartbeat
+  sample.version = 2;
+  auto e = decode_error(encode(sample));
+  CHECK(e.code() == ErrorCode::kBadVersion);
+  CHECK(contains(e.what(), "protocol version 2, this build speaks version 1"));
+
+  Expectations expect;
+  expect.round = 43;
+  e = decode_error(encode(all_samples()[8]), {}, expect);
+  CHECK(e.code() == ErrorCode::kWrongRound);
+  CHECK(contains(e.what(), "round 42, expected round 43"));
+
+  // Layout (single segment): [table][root ptr][envelope data: version u16, tag u16, sender u32][round]...
+  auto bytes = raw(all_samples()[2]);
+  std::uint16_t version, tag;
+  std::memcpy(&version, bytes.data() + 16, 2);
+  std::memcpy(&tag, bytes.data() + 18, 2);
+  REQUIRE(version == kProtocolVersion);
+  REQUIRE(tag == 2);
+  const std::uint16_t unknown_tag = 77;
+  auto patched = bytes;
+  std::memcpy(patched.data() + 18, &unknown_tag, 2);
+  e = decode_error(Bytes::copy_of(patched));
+  CHECK(e.code() == ErrorCode::kUnsupported);
+  CHECK(contains(e.what(), "unknown message type 77"));
+
+  // Heartbeat struct follows the envelope (3 words): unixMs at +0, state at +8.
+  std::uint64_t unix_ms;
+  std::memcpy(&unix_ms, bytes.data() + 40, 8);
+  REQUIRE(unix_ms == 1700000000123ull);
+  const std::uint16_t bad_state = 9;
+  std::memcpy(bytes.data() + 48, &bad_state, 2);
+  e = decode_error(Bytes::copy_of(bytes));
+  CHECK(e.code() == ErrorCode::kMalformed);
+  CHECK(contains(e.what(), "heartbeat.state: unknown value 9"));
+}
+
+TEST_CASE("signature sizes and register ids are checked") {
+  AdvertiseKeys adv{test::key_of(1), test::key_of(2), test::bytes_of(63, 1)};
+  auto e = decode_error(encode(envelope(adv, 3)));
+  CHECK(contains(e.what(), "advertiseKeys.signature: must be empty or 64 bytes, got 63"));
+
+  e = decode_error(encode(envelope(Register{4, "n", test::key_of(1), {}}, 5)));
+  CHECK(contains(e.what(), "register.nodeId 4 differs from sender 5"));
+}
+
+TEST_CASE("a 31-byte key is refused") {
+  // Encode AdvertiseKeys, then shrink the cPublic Data pointer's length from 32 to 31.
+  auto bytes = raw(envelope(AdvertiseKeys{test::key_of(1), test::key_of(2), {}}, 3));
+  // A byte-list pointer to 32 bytes: kind 1, element size 2 (byte), count 32 in the top 29 bits.
+  std::size_t found = 0;
+  for (std::size_t i = 8; i + 8 <= bytes.size(); i += 8) {
+    std::uint64_t w;
+    std::memcpy(&w, bytes.data() + i, 8);
+    if ((w & 3) == 1 && ((w >> 32) & 7) == 2 && (w >> 35) == 32 && !found) {
+      w = (w & ((1ull << 35) - 1)) | (31ull << 35);
+      std::memcpy(bytes.data() + i, &w, 8);
+      found = i;
+    }
+  }
+  REQUIRE(found != 0);
+  auto e = decode_error(Bytes::copy_of(bytes));
+  CHECK(e.code() == ErrorCode::kMalformed);
+  CHECK(contains(e.what(), "advertiseKeys.cPublic: must be exactly 32 bytes, got 31"));
+}
+
+TEST_CASE("masked input and update lengths must match the plan when known") {
+  Expectations expect;
+  expect.vector_length = 999;
+  auto e = decode_error(encode(all_samples()[8]), {}, expect);
+  CHECK(contains(e.what(), "maskedInput.masked: 1000 elements, but the round plan's vectorLength says 999"));
+  expect = {};
+  expect.update_length = 1001;
+  e = decode_error(encode(all_samples()[11]), {}, expect);
+  CHECK(contains(e.what(), "plainUpdate.update: 1000 elements"));
+  expect.update_length = 1000;
+  CHECK_NOTHROW(decode(encode(all_samples()[11]), {}, expect));
+}
+
+TEST_CASE("value ranges and roles are checked") {
+  auto plan = test::sample_plan();
+  plan.secagg.threshold = 5;  // > 4 clients
+  auto e = decode_error(encode(envelope(plan, 0)));
+  CHECK(contains(e.what(), "roundPlan.secagg.threshold: threshold 5 is outside 1..4"));
+
+  plan = test::sample_plan();
+  plan.selected = {1, 2, 2, 3};
+  e = decode_error(encode(envelope(plan, 0)));
+  CHECK(contains(e.what(), "roundPlan.selected: id 2 appears twice"));
+
+  plan = test::sample_plan();
+  plan.hyper.learning_rate = std::numeric_limits<float>::quiet_NaN();
+  e = decode_error(encode(envelope(plan, 0)));
+  CHECK(contains(e.what(), "roundPlan.hyper.learningRate"));
+
+  plan = test::sample_plan();
+  e = decode_error(encode(envelope(plan, 3)));  // a node may not send a plan
+  CHECK(contains(e.what(), "roundPlan comes only from the coordinator"));
+
+  e = decode_error(encode(envelope(all_samples()[8].body, 0)));  // nor the coordinator a masked input
+  CHECK(contains(e.what(), "maskedInput comes only from a node"));
+
+  HiddenStates h{1, HiddenKind::kLogits, 0, 0, {2, 3}, Payload<float>::own(std::vector<float>(5))};
+  e = decode_error(encode(envelope(h, 3)));
+  CHECK(contains(e.what(), "hiddenStates.data: 5 elements, but the shape says 6"));
+
+  GlobalModel g{1, ModelFormat::kFlatF32, Payload<std::uint8_t>::own(std::vector<std::uint8_t>(12)), {{"w", {4}}}};
+  e = decode_error(encode(envelope(g, 0)));
+  CHECK(contains(e.what(), "globalModel.data: 12 bytes, but the layout's tensors need 16 bytes"));
+}
