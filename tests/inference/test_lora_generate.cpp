@@ -363,6 +363,27 @@ TEST_CASE("run_generate (the `fedge generate` logic): output and bad input") {
   std::ifstream in(out_path, std::ios::binary);
   std::string got((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   CHECK(got == expect);
+  // With an adapter folder (non-zero B), on a saved model directory.
+  save_model_dir(m, dir / "model", &tok);
+  LoraAdapter ad = random_adapter(m.config(), {"q_proj", "v_proj", "up_proj"}, 77);
+  for (auto& t : ad.parameters()) {
+    at::NoGradGuard g;
+    t.mul_(20.0);  // large enough to change greedy tokens of a random model
+  }
+  ad.save(dir / "adapter");
+  GenerateCommand with = cmd;
+  with.model = (dir / "model").string();
+  with.adapter = (dir / "adapter").string();
+  out = std::fopen(out_path.c_str(), "wb");
+  CHECK(run_generate(with, out) == 0);
+  std::fclose(out);
+  m.add_adapter("a", LoraAdapter::load(dir / "adapter", m.config()));
+  m.set_active_adapter("a");
+  const std::string expect_adapter = generate(m, {tok.encode("Hi", true)}, o, &tok)[0].text + "\n";
+  std::ifstream in2(out_path, std::ios::binary);
+  std::string got2((std::istreambuf_iterator<char>(in2)), std::istreambuf_iterator<char>());
+  CHECK(got2 == expect_adapter);
+  CHECK(got2 != expect);
   auto kind = [&](const GenerateCommand& c) {
     try {
       run_generate(c, out);
