@@ -34,6 +34,7 @@ TEST_CASE("sites share the task but differ in names, thresholds and phrasing", "
   SynthOptions options;
   options.sites = 8;
   options.days = 20;
+  options.eval_fraction = 0.25;
   options.public_records = 200;
   auto data = make_synth_dataset(options);
   std::set<int> phrasings;

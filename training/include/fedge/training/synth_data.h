@@ -18,9 +18,9 @@ namespace fedge::training {
 
 struct SynthOptions {
   int sites = 8;
-  int days = 40;               // days of production logged per site
+  int days = 12;               // days of production logged per site: little data
   int wells_per_site = 3;
-  double eval_fraction = 0.25; // the last days of each site are held out
+  double eval_fraction = 0.5;  // the last days of each site are held out
   int public_records = 6000;   // lines of the public pretraining corpus
   std::uint64_t seed = 0;
 };
