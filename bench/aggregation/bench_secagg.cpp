@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "fedge/common/machine.h"
 #include "fedge/aggregation/secagg.h"
 #include "fedge/common/error.h"
 #include "fedge/privacy/aes.h"
@@ -27,14 +28,6 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 double secs(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
-
-std::string cpu_model() {
-  std::ifstream f("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  return "unknown";
-}
 
 // Single-thread keystream rate into an L1-resident 16 KB buffer: the cost
 // floor of a mask (raw cipher calls, no PRG bookkeeping, no addition).
@@ -202,7 +195,7 @@ int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   const int threads = omp_get_max_threads();
-  std::printf("machine: %s, %d OpenMP threads, libsodium %s, VAES %s\n", cpu_model().c_str(), threads,
+  std::printf("machine: %s, %d OpenMP threads, libsodium %s, VAES %s\n", fedge::cpu_model().c_str(), threads,
               sodium_version_string(), fedge::privacy::vaes_available() ? "yes" : "no");
   double floor[2];
   for (PrgKind kind : {PrgKind::kChaCha20, PrgKind::kAes256Ctr}) {

@@ -11,20 +11,13 @@
 #include <thread>
 #include <vector>
 
+#include "fedge/common/machine.h"
 #include "fedge/common/safetensors.h"
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-std::string cpu_model() {
-  std::ifstream in("/proc/cpuinfo");
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  }
-  return "unknown";
-}
 
 template <typename F>
 double best_seconds(int reps, F&& f) {
@@ -69,7 +62,7 @@ int main(int argc, char** argv) {
   const fs::path dir = argc > 2 ? fs::path(argv[2]) : fs::temp_directory_path();
   const std::size_t bytes = mib << 20;
   const int tensors = 64;
-  std::printf("machine: %s, %u hardware threads; all figures single-threaded\n", cpu_model().c_str(),
+  std::printf("machine: %s, %u hardware threads; all figures single-threaded\n", fedge::cpu_model().c_str(),
               std::thread::hardware_concurrency());
 
   // Reference: memcpy of the same number of bytes between two touched buffers.

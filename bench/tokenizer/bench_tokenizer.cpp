@@ -21,6 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "fedge/common/machine.h"
 #include "fedge/inference/tokenizer.h"
 
 using fedge::inference::TokenId;
@@ -28,13 +29,6 @@ using fedge::inference::Tokenizer;
 using ojson = nlohmann::ordered_json;
 
 namespace {
-
-std::string cpu_model() {
-  std::ifstream in("/proc/cpuinfo");
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  return "unknown CPU";
-}
 
 // English-like prose with code, numbers, whitespace runs, CJK and emoji.
 std::string make_corpus(std::size_t bytes, unsigned seed) {
@@ -332,7 +326,7 @@ int main(int argc, char** argv) {
   const double mb = argc > 1 ? std::atof(argv[1]) : 4.0;
   const int n_merges = argc > 2 ? std::atoi(argv[2]) : 4000;
   const std::size_t chunk = 4096;
-  std::printf("bench_tokenizer: %s, 1 thread (of %u hardware threads), thread CPU time\n", cpu_model().c_str(),
+  std::printf("bench_tokenizer: %s, 1 thread (of %u hardware threads), thread CPU time\n", fedge::cpu_model().c_str(),
               std::thread::hardware_concurrency());
   const std::string train = make_corpus(1 << 20, 1);
   const std::string text = make_corpus(static_cast<std::size_t>(mb * 1e6), 2);

@@ -63,24 +63,15 @@ std::string status_of(const ProductionRow& row, int threshold) {
 }
 
 std::string fill(std::string_view phrasing, const ProductionRow& row, int threshold) {
-  std::string out;
-  for (std::size_t i = 0; i < phrasing.size();) {
-    if (phrasing[i] != '{') {
-      out += phrasing[i++];
-      continue;
-    }
-    std::size_t close = phrasing.find('}', i);
-    std::string_view key = phrasing.substr(i + 1, close - i - 1);
-    if (key == "date") out += row.date;
-    else if (key == "well") out += row.well;
-    else if (key == "l") out += std::to_string(row.liquid_bbl);
-    else if (key == "g") out += std::to_string(row.gas_mcf);
-    else if (key == "w") out += std::to_string(row.water_bbl);
-    else if (key == "wc") out += std::to_string(water_cut_percent(row));
-    else if (key == "status") out += status_of(row, threshold);
-    i = close + 1;
-  }
-  return out;
+  return render_template(phrasing,
+                         {{"date", row.date},
+                          {"well", row.well},
+                          {"l", std::to_string(row.liquid_bbl)},
+                          {"g", std::to_string(row.gas_mcf)},
+                          {"w", std::to_string(row.water_bbl)},
+                          {"wc", std::to_string(water_cut_percent(row))},
+                          {"status", status_of(row, threshold)}},
+                         "synthetic phrasing");
 }
 
 Record status_question(const ProductionRow& row, int threshold) {
