@@ -479,7 +479,9 @@ void SafetensorsFile::to_f32(const TensorInfo& tensor, std::span<float> out) con
 
 namespace {
 
-// The padded header and the tensors in data order (sorted by name).
+// The padded header and the tensors in data order: larger dtypes first, then
+// by name, as the reference writer does, so that every tensor starts at a
+// multiple of its element size (readers may map it in place).
 struct WritePlan {
   std::string header;  // JSON padded with spaces; 8 + size is a multiple of 8
   std::vector<const TensorView*> order;
@@ -514,15 +516,18 @@ WritePlan plan_write(const std::vector<TensorView>& tensors,
                       " needs " + std::to_string(need));
     }
   }
-  json root = json::object();  // std::map ordering: keys sorted by name
+  json root = json::object();  // std::map ordering: header keys sorted by name
   WritePlan plan;
+  for (const auto& [name, t] : by_name) plan.order.push_back(t);
+  std::stable_sort(plan.order.begin(), plan.order.end(), [](const TensorView* a, const TensorView* b) {
+    return dtype_size(a->dtype) > dtype_size(b->dtype);
+  });
   std::uint64_t offset = 0;
-  for (const auto& [name, t] : by_name) {
-    root[std::string(name)] = {{"dtype", dtype_name(t->dtype)},
+  for (const TensorView* t : plan.order) {
+    root[t->name] = {{"dtype", dtype_name(t->dtype)},
                                {"shape", t->shape},
                                {"data_offsets", {offset, offset + t->data.size()}}};
     offset += t->data.size();
-    plan.order.push_back(t);
   }
   if (!metadata.empty()) root["__metadata__"] = metadata;
   try {

@@ -113,14 +113,15 @@ TEST_CASE("from_safetensors: floating tensors in file order, integers ignored", 
   const auto file = fedge::SafetensorsFile::from_bytes(bytes, "pv");
   const ParamVector v = ParamVector::from_safetensors(file);
   REQUIRE(v.layout().entries().size() == 4);
-  // File order = name order for fedge-written files.
-  CHECK(v.layout().entries()[0].name == "a");
-  CHECK(v.layout().entries()[1].name == "b");
-  CHECK(v.layout().entries()[2].name == "c");
-  CHECK(v.layout().entries()[3].name == "d");
+  // File order for fedge-written files: larger dtypes first, then by name
+  // (F64 d, F32 a, then the 2-byte b and c).
+  CHECK(v.layout().entries()[0].name == "d");
+  CHECK(v.layout().entries()[1].name == "a");
+  CHECK(v.layout().entries()[2].name == "b");
+  CHECK(v.layout().entries()[3].name == "c");
   CHECK(v.layout().find("ids") == nullptr);
   const std::vector<float> flat(v.values().begin(), v.values().end());
-  CHECK(flat == std::vector<float>{1, 2, 3, 4, 1, -2, 1.5f, 0.25f, 8});
+  CHECK(flat == std::vector<float>{0.25f, 8, 1, 2, 3, 4, 1, -2, 1.5f});
   CHECK(v.layout().at("c").shape.empty());
 }
 

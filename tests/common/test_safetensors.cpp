@@ -145,10 +145,14 @@ TEST_CASE("round trip of every dtype, scalars and zero-size tensors", "[safetens
       REQUIRE(got.size() == v.data.size());
       CHECK(std::equal(got.begin(), got.end(), v.data.begin()));
     }
-    // Tensors in file order: ascending offsets, sorted by name by the writer.
+    // Tensors in file order: ascending offsets; the writer puts larger
+    // element sizes first and sorts by name within one size.
     for (std::size_t i = 1; i < file.tensors().size(); ++i) {
-      CHECK(file.tensors()[i - 1].end == file.tensors()[i].begin);
-      CHECK(file.tensors()[i - 1].name <= file.tensors()[i].name);
+      const auto& prev = file.tensors()[i - 1];
+      const auto& next = file.tensors()[i];
+      CHECK(prev.end == next.begin);
+      const auto prev_size = fedge::dtype_size(prev.dtype), next_size = fedge::dtype_size(next.dtype);
+      CHECK((prev_size > next_size || (prev_size == next_size && prev.name <= next.name)));
     }
     CHECK(file.at("scalar").numel() == 1);
     CHECK(file.to_f32(file.at("scalar")) == std::vector<float>{3.25f});
@@ -198,10 +202,11 @@ TEST_CASE("writer output is byte-exact to the reference format", "[safetensors]"
       {{"b", DType::kF32, {2}, as_bytes(b)}, {"a", DType::kI8, {3}, as_bytes(a)}}, {{"k", "v"}});
 
   // Sorted keys (entries' fields too), compact JSON, offsets relative to the
-  // buffer, data in key order, header padded with spaces to 8 + N = 0 mod 8.
+  // buffer, data with larger dtypes first (F32 before I8, so the F32 tensor is
+  // 4-byte aligned), header padded with spaces to 8 + N = 0 mod 8.
   const std::string json =
-      R"({"__metadata__":{"k":"v"},"a":{"data_offsets":[0,3],"dtype":"I8","shape":[3]},)"
-      R"("b":{"data_offsets":[3,11],"dtype":"F32","shape":[2]}})";
+      R"({"__metadata__":{"k":"v"},"a":{"data_offsets":[8,11],"dtype":"I8","shape":[3]},)"
+      R"("b":{"data_offsets":[0,8],"dtype":"F32","shape":[2]}})";
   std::string header = json;
   while ((8 + header.size()) % 8 != 0) header += ' ';
   std::vector<std::byte> expected(8);
@@ -209,10 +214,10 @@ TEST_CASE("writer output is byte-exact to the reference format", "[safetensors]"
   for (int i = 0; i < 8; ++i) expected[i] = static_cast<std::byte>((n >> (8 * i)) & 0xff);
   const auto hb = to_bytes(header);
   expected.insert(expected.end(), hb.begin(), hb.end());
-  expected.insert(expected.end(), as_bytes(a).begin(), as_bytes(a).end());
   const std::vector<std::byte> fbytes{std::byte{0x00}, std::byte{0x00}, std::byte{0x80}, std::byte{0x3f},
                                       std::byte{0x00}, std::byte{0x00}, std::byte{0x00}, std::byte{0x40}};
   expected.insert(expected.end(), fbytes.begin(), fbytes.end());
+  expected.insert(expected.end(), as_bytes(a).begin(), as_bytes(a).end());
   CHECK(bytes == expected);
 
   // The reference reader's rules, checked independently of fedge's reader.
@@ -221,7 +226,7 @@ TEST_CASE("writer output is byte-exact to the reference format", "[safetensors]"
   CHECK((8 + len) % 8 == 0);
   CHECK(std::to_integer<char>(bytes[8]) == '{');
   CHECK(std::to_integer<char>(bytes[8 + len - 1]) == ' ');
-  CHECK(bytes.size() - 8 - len == 11);  // buffer covered exactly by [0,3) + [3,11)
+  CHECK(bytes.size() - 8 - len == 11);  // buffer covered exactly by [0,8) + [8,11)
 }
 
 TEST_CASE("writer pads every header length to a multiple of 8", "[safetensors]") {
@@ -672,4 +677,26 @@ TEST_CASE("a moved SafetensorsFile keeps its mapping and index", "[safetensors]"
   other = std::move(moved);
   CHECK(other.to_f32(other.at("w")) == w);
   CHECK(other.source_name() == (dir.path / "m.safetensors").string());
+}
+
+TEST_CASE("writer orders data by element size so every tensor is aligned to it", "[safetensors]") {
+  std::vector<std::uint8_t> u8(3, 7);
+  std::vector<std::uint16_t> half(3, 0x3c00);
+  std::vector<float> f32 = {1.0f, 2.0f};
+  std::vector<double> f64 = {3.0};
+  auto view = [](const auto& v) { return std::as_bytes(std::span(v)); };
+  std::vector<fedge::TensorView> tensors = {{"a_u8", fedge::DType::kU8, {3}, view(u8)},
+                                            {"b_f16", fedge::DType::kF16, {3}, view(half)},
+                                            {"c_f32", fedge::DType::kF32, {2}, view(f32)},
+                                            {"d_f64", fedge::DType::kF64, {1}, view(f64)}};
+  auto file = fedge::SafetensorsFile::from_bytes(fedge::serialize_safetensors(tensors), "aligned");
+  for (const auto& t : file.tensors()) {
+    INFO(t.name);
+    CHECK(t.begin % fedge::dtype_size(t.dtype) == 0);
+  }
+  CHECK(file.at("d_f64").begin == 0);
+  CHECK(file.at("c_f32").begin == 8);
+  CHECK(file.at("b_f16").begin == 16);
+  CHECK(file.at("a_u8").begin == 22);
+  CHECK(file.to_f32(file.at("c_f32")) == std::vector<float>{1.0f, 2.0f});
 }

@@ -91,7 +91,8 @@ struct TensorView {
   std::span<const std::byte> data;
 };
 
-// Serialises tensors (sorted by name, as the reference writer does) with
+// Serialises tensors (data ordered by element size, largest first, then by
+// name, as the reference writer does, so each tensor is aligned) with
 // optional metadata. Throws Error(kInvalidInput) on duplicate names or a data
 // size that does not match the shape.
 std::vector<std::byte> serialize_safetensors(
