@@ -18,7 +18,8 @@ int main(int argc, char** argv) {
   GlobalOptions global;
   app.add_option("--log-level", global.log_level,
                  "trace, debug, info, warn, error, critical or off (default: $FEDGE_LOG_LEVEL or info)")
-      ->envname("FEDGE_LOG_LEVEL");
+      ->envname("FEDGE_LOG_LEVEL")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.add_option("--threads", global.threads, "compute threads (0: all cores)")
       ->check(CLI::Range(0, 1024));
 

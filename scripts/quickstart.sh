@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 
 bash scripts/build.sh >/dev/null
 fedge="build/bin/fedge --log-level ${FEDGE_LOG_LEVEL:-warn}"
+fedge_progress="build/bin/fedge --log-level ${FEDGE_LOG_LEVEL:-info}"
 out="${FEDGE_QUICKSTART_DIR:-results/quickstart}"
 cache="${FEDGE_CACHE:-$HOME/.cache/fedge}/tiny-base-v1"
 site="$out/data/site_00"
@@ -20,7 +21,7 @@ $fedge data synth --out "$out/data" --sites 8 --seed 1
 
 echo "== 2. tiny base model (cached in $cache)"
 if [[ ! -f "$cache/model.safetensors" ]]; then
-  $fedge --log-level info pretrain --data "$out/data/public/corpus.jsonl" --out "$cache" --steps 300 --seed 1 \
+  $fedge_progress pretrain --data "$out/data/public/corpus.jsonl" --out "$cache" --steps 300 --seed 1 \
     --log-every 50
 else
   echo "using the cached base"
@@ -28,7 +29,7 @@ fi
 build/bin/fedge info "$cache" | sed -n '2,3p'
 
 echo "== 3. LoRA on site_00's private data"
-$fedge --log-level info train --model "$cache" --data "$site/train.jsonl" --out "$out/site_00_adapter" \
+$fedge_progress train --model "$cache" --data "$site/train.jsonl" --out "$out/site_00_adapter" \
   --rank 16 --alpha 32 --targets all --batch 8 --lr 3e-3 --no-pack --steps 150 --seed 1 --log-every 50
 
 echo "== 4. held-out perplexity on site_00's last days"
