@@ -3,12 +3,14 @@
 // only SQL built at run time is fixed text (schema, pragmas, BEGIN/COMMIT).
 #include "fedge/coordinator/store.h"
 
+#include <sodium.h>
 #include <sqlite3.h>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -329,6 +331,35 @@ protocol::Key32 public_key_from_text(std::string_view text) {
   if (text.size() == protocol::kZ85KeyChars) return protocol::z85_to_key(text, "node public key");
   throw Error(ErrorKind::kInvalidInput, "node public key is " + std::to_string(text.size()) +
                                             " bytes; expected 40 Z85 characters or 32 raw bytes");
+}
+
+FileDigest digest_file(const fs::path& file) {
+  std::error_code ec;
+  if (!fs::is_regular_file(file, ec)) {
+    throw Error(ErrorKind::kNotFound, "adapter file " + file.string() + " does not exist (or is not a regular file)");
+  }
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw Error(ErrorKind::kIo, "cannot read adapter file " + file.string());
+  if (sodium_init() < 0) throw Error(ErrorKind::kRuntime, "libsodium failed to initialise");
+  crypto_hash_sha256_state state;
+  crypto_hash_sha256_init(&state);
+  std::vector<char> buffer(1 << 20);
+  FileDigest out;
+  while (in) {
+    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+    auto got = static_cast<std::size_t>(in.gcount());
+    crypto_hash_sha256_update(&state, reinterpret_cast<const unsigned char*>(buffer.data()), got);
+    out.size_bytes += got;
+  }
+  if (in.bad()) throw Error(ErrorKind::kIo, "read failed in adapter file " + file.string());
+  unsigned char hash[crypto_hash_sha256_BYTES];
+  crypto_hash_sha256_final(&state, hash);
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (unsigned char b : hash) {
+    out.sha256.push_back(kHex[b >> 4]);
+    out.sha256.push_back(kHex[b & 15]);
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------- opening

@@ -176,6 +176,24 @@ TEST_CASE("store: public keys from Z85 text or 32 raw bytes") {
   CHECK(error_kind_of([] { public_key_from_text(std::string(40, '~')); }) == ErrorKind::kInvalidInput);
 }
 
+TEST_CASE("store: digest_file gives SHA-256 and size of an adapter file") {
+  TempDir tmp;
+  auto file = tmp.dir / "adapter_model.safetensors";
+  { std::ofstream(file, std::ios::binary) << "abc"; }
+  auto d = digest_file(file);
+  CHECK(d.sha256 == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  CHECK(d.size_bytes == 3);
+  { std::ofstream(file, std::ios::binary | std::ios::trunc); }
+  CHECK(digest_file(file).sha256 == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  CHECK(digest_file(file).size_bytes == 0);
+  // Larger than the 1 MiB read buffer (reference from Python's hashlib).
+  { std::ofstream out(file, std::ios::binary | std::ios::trunc); out << std::string(3u << 20, 'a'); }
+  CHECK(digest_file(file).size_bytes == (3u << 20));
+  CHECK(digest_file(file).sha256 == "6f850bc94ae6f7de14297c01616c36d712d22864497b28a63b81d776b035e656");
+  CHECK(error_kind_of([&] { digest_file(tmp.dir / "missing.safetensors"); }) == ErrorKind::kNotFound);
+  CHECK(error_kind_of([&] { digest_file(tmp.dir); }) == ErrorKind::kNotFound);
+}
+
 TEST_CASE("store: rounds, metrics, DP and adapter versions round trip") {
   TempDir tmp;
   std::int64_t now = 10;

@@ -85,6 +85,15 @@ struct NodeRecord {
 // Throws Error(kInvalidInput) for anything else.
 protocol::Key32 public_key_from_text(std::string_view text);
 
+// SHA-256 (lowercase hex) and size of an adapter file, for AdapterVersion and
+// RoundResult, so a restarted coordinator can tell a file that changed on disk.
+// Throws Error(kNotFound) for a missing file, Error(kIo) for a read failure.
+struct FileDigest {
+  std::string sha256;
+  std::uint64_t size_bytes = 0;
+};
+FileDigest digest_file(const std::filesystem::path& file);
+
 enum class RoundState { kRunning, kCompleted, kFailed, kAbandoned };
 std::string_view round_state_name(RoundState state);
 
