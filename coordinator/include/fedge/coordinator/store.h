@@ -76,7 +76,8 @@ struct NodeRecord {
   protocol::Key32 public_key{};  // CurveZMQ public key, raw 32 bytes
   std::string profile;           // device profile text
   std::uint64_t examples = 0;
-  std::int64_t first_seen_ms = 0;  // set by upsert_node on first registration
+  // Set by the store (its clock), ignored by upsert_node.
+  std::int64_t first_seen_ms = 0;  // first registration
   std::int64_t last_seen_ms = 0;   // last registration or heartbeat
   bool operator==(const NodeRecord&) const = default;
 };
