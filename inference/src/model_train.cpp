@@ -25,7 +25,27 @@ using torch::autograd::variable_list;
 
 at::Tensor as_f32(const at::Tensor& w) { return w.scalar_type() == at::kFloat ? w : w.to(at::kFloat); }
 
+// RMS norm with a frozen weight, keeping only x and 1/rms for backward
+// (the plain graph keeps the normalised x too, and takes more passes).
+struct RmsNorm : torch::autograd::Function<RmsNorm> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w, double eps) {
+    at::Tensor rstd = at::rsqrt(x.pow(2).mean(-1, true).add_(eps));
+    ctx->save_for_backward({x, rstd});
+    ctx->saved_data["w"] = w;
+    return (x * rstd).mul_(w);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &rstd = saved[1];
+    at::Tensor n = x * rstd;
+    at::Tensor dn = grads[0] * ctx->saved_data["w"].toTensor();
+    at::Tensor dx = (dn - n * (dn * n).mean(-1, true)).mul_(rstd);
+    return {dx, at::Tensor(), at::Tensor()};
+  }
+};
+
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w, double eps) {
+  if (!w.requires_grad() && at::GradMode::is_enabled()) return RmsNorm::apply(x, w, eps);
   return w * (x * at::rsqrt(x.pow(2).mean(-1, true) + eps));
 }
 
@@ -57,9 +77,51 @@ struct Rope : torch::autograd::Function<Rope> {
   }
 };
 
+// y = x W^T for a frozen W: backward needs only W, so unlike
+// at::linear's graph this keeps no reference to the activation x.
+struct FrozenLinear : torch::autograd::Function<FrozenLinear> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w) {
+    ctx->saved_data["w"] = w;
+    return at::linear(x, w);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    return {at::matmul(grads[0], ctx->saved_data["w"].toTensor()), at::Tensor()};
+  }
+};
+
+// silu(g) * u, keeping only g and u (silu is recomputed in backward).
+struct SwiGlu : torch::autograd::Function<SwiGlu> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& g, const at::Tensor& u) {
+    ctx->save_for_backward({g, u});
+    return at::silu(g).mul_(u);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const at::Tensor &g = saved[0], &u = saved[1], &dy = grads[0];
+    at::Tensor sig = at::sigmoid(g);
+    at::Tensor du = g * sig * dy;
+    // d silu/dg = sig * (1 + g * (1 - sig))
+    at::Tensor dg = (sig * (1 + g * (1 - sig))).mul_(u).mul_(dy);
+    return {dg, du};
+  }
+};
+
+at::Tensor rope_plain(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  const auto half = x.size(-1) / 2;
+  at::Tensor rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+  return x * at::cat({cos, cos}, -1) + rotated * at::cat({sin, sin}, -1);
+}
+
 at::Tensor project(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const LoraAdapter* ad,
                    int layer, LoraTarget t, double dropout, bool training) {
-  at::Tensor y = at::linear(x, as_f32(w), bias.defined() ? bias : at::Tensor());
+  const bool frozen = !w.requires_grad() && !(bias.defined() && bias.requires_grad()) && at::GradMode::is_enabled();
+  at::Tensor y;
+  if (frozen) {
+    y = FrozenLinear::apply(x, as_f32(w));
+    if (bias.defined()) y = y + bias;
+  } else {
+    y = at::linear(x, as_f32(w), bias.defined() ? bias : at::Tensor());
+  }
   if (ad && ad->a(layer, t).defined()) {
     at::Tensor xin = dropout > 0 && training ? at::dropout(x, dropout, true) : x;
     y = y + at::linear(at::linear(xin, ad->a(layer, t)), ad->b(layer, t)) * ad->scale();
@@ -87,8 +149,11 @@ at::Tensor layer_forward(const Pass& s, int l, const at::Tensor& x) {
   at::Tensor q = project(xn, W.wq, W.bq, ad, l, LoraTarget::kQ, s.dropout, s.training).view({B, T, nh, hd});
   at::Tensor k = project(xn, W.wk, W.bk, ad, l, LoraTarget::kK, s.dropout, s.training).view({B, T, nkv, hd});
   at::Tensor v = project(xn, W.wv, W.bv, ad, l, LoraTarget::kV, s.dropout, s.training).view({B, T, nkv, hd});
-  q = Rope::apply(q, s.cos, s.sin);
-  k = Rope::apply(k, s.cos, s.sin);
+  // Frozen base: the memory-lean hand-written Functions; trainable base
+  // (pretraining, and tests' reference): the plain autograd formulas.
+  const bool lean = !W.wq.requires_grad() && at::GradMode::is_enabled();
+  q = lean ? Rope::apply(q, s.cos, s.sin) : rope_plain(q, s.cos, s.sin);
+  k = lean ? Rope::apply(k, s.cos, s.sin) : rope_plain(k, s.cos, s.sin);
   // Grouped-query attention without repeating K and V: the `g` query heads
   // that share a KV head are stacked along the query axis.
   at::Tensor q3 = q.transpose(1, 2).reshape({B * nkv, g * T, hd});
@@ -101,7 +166,7 @@ at::Tensor layer_forward(const Pass& s, int l, const at::Tensor& x) {
   xn = rms_norm(h, W.mlp_norm, c.rms_norm_eps);
   at::Tensor gate = project(xn, W.wgate, {}, ad, l, LoraTarget::kGate, s.dropout, s.training);
   at::Tensor up = project(xn, W.wup, {}, ad, l, LoraTarget::kUp, s.dropout, s.training);
-  return h + project(at::silu(gate) * up, W.wdown, {}, ad, l, LoraTarget::kDown, s.dropout, s.training);
+  return h + project(lean ? SwiGlu::apply(gate, up) : at::silu(gate) * up, W.wdown, {}, ad, l, LoraTarget::kDown, s.dropout, s.training);
 }
 
 // Tensors of layer `l` that get gradients: the adapter's A/B and, in
