@@ -98,10 +98,8 @@ struct SwiGlu : torch::autograd::Function<SwiGlu> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto saved = ctx->get_saved_variables();
     const at::Tensor &g = saved[0], &u = saved[1], &dy = grads[0];
-    at::Tensor sig = at::sigmoid(g);
-    at::Tensor du = g * sig * dy;
-    // d silu/dg = sig * (1 + g * (1 - sig))
-    at::Tensor dg = (sig * (1 + g * (1 - sig))).mul_(u).mul_(dy);
+    at::Tensor du = at::silu(g).mul_(dy);
+    at::Tensor dg = at::silu_backward(dy * u, g);
     return {dg, du};
   }
 };
