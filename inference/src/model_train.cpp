@@ -45,7 +45,7 @@ struct RmsNorm : torch::autograd::Function<RmsNorm> {
 };
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w, double eps) {
-  if (!w.requires_grad() && at::GradMode::is_enabled()) return RmsNorm::apply(x, w, eps);
+  if (!w.requires_grad()) return RmsNorm::apply(x, w, eps);
   return w * (x * at::rsqrt(x.pow(2).mean(-1, true) + eps));
 }
 
@@ -112,7 +112,7 @@ at::Tensor rope_plain(const at::Tensor& x, const at::Tensor& cos, const at::Tens
 
 at::Tensor project(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const LoraAdapter* ad,
                    int layer, LoraTarget t, double dropout, bool training) {
-  const bool frozen = !w.requires_grad() && !(bias.defined() && bias.requires_grad()) && at::GradMode::is_enabled();
+  const bool frozen = !w.requires_grad() && !(bias.defined() && bias.requires_grad());
   at::Tensor y;
   if (frozen) {
     y = FrozenLinear::apply(x, as_f32(w));
@@ -147,9 +147,11 @@ at::Tensor layer_forward(const Pass& s, int l, const at::Tensor& x) {
   at::Tensor q = project(xn, W.wq, W.bq, ad, l, LoraTarget::kQ, s.dropout, s.training).view({B, T, nh, hd});
   at::Tensor k = project(xn, W.wk, W.bk, ad, l, LoraTarget::kK, s.dropout, s.training).view({B, T, nkv, hd});
   at::Tensor v = project(xn, W.wv, W.bv, ad, l, LoraTarget::kV, s.dropout, s.training).view({B, T, nkv, hd});
-  // Frozen base: the memory-lean hand-written Functions; trainable base
-  // (pretraining, and tests' reference): the plain autograd formulas.
-  const bool lean = !W.wq.requires_grad() && at::GradMode::is_enabled();
+  // Frozen base: the memory-lean hand-written Functions (also without grad, so
+  // a checkpointed layer recomputes exactly what its forward computed);
+  // trainable base (pretraining, and tests' reference): the plain autograd
+  // formulas.
+  const bool lean = !W.wq.requires_grad();
   q = lean ? Rope::apply(q, s.cos, s.sin) : rope_plain(q, s.cos, s.sin);
   k = lean ? Rope::apply(k, s.cos, s.sin) : rope_plain(k, s.cos, s.sin);
   // Grouped-query attention without repeating K and V: the `g` query heads
