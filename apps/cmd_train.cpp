@@ -27,6 +27,8 @@ void add_optimizer_options(CLI::App* sub, training::TrainOptions& o) {
   sub->add_option("--max-grad-norm", o.max_grad_norm, "gradient-norm clip (0: off)")->check(CLI::NonNegativeNumber);
   sub->add_option("--seed", o.seed, "seed for initialisation and data order");
   sub->add_option("--log-every", o.log_every, "steps between progress lines")->check(CLI::NonNegativeNumber);
+  sub->add_flag("--gradient-checkpointing", o.gradient_checkpointing,
+                "recompute each layer in backward: less memory, about a third more compute");
 }
 
 }  // namespace

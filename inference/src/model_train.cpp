@@ -1,7 +1,16 @@
 // The autograd forward pass used for LoRA training: ATen ops over [B, T]
 // batches, base weights frozen (they never require grad), gradients flow into
 // the active adapter's A and B.
+//
+// Memory and speed matter here (the 135M model at batch 4 x 256 held ~3.9 GB
+// with the plain graph), so two pieces are hand-written autograd Functions:
+// RoPE (saves only its cos/sin tables, its backward is the inverse rotation)
+// and an optional per-layer checkpoint (saves only the layer's input and
+// recomputes the layer in backward).
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/custom_function.h>
 
 #include <cmath>
 
@@ -11,20 +20,106 @@
 namespace fedge::inference {
 namespace {
 
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
 at::Tensor as_f32(const at::Tensor& w) { return w.scalar_type() == at::kFloat ? w : w.to(at::kFloat); }
 
+// RMS norm with a frozen weight, keeping only x and 1/rms for backward
+// (the plain graph keeps the normalised x too, and takes more passes).
+struct RmsNorm : torch::autograd::Function<RmsNorm> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w, double eps) {
+    at::Tensor rstd = at::rsqrt(x.pow(2).mean(-1, true).add_(eps));
+    ctx->save_for_backward({x, rstd});
+    ctx->saved_data["w"] = w;
+    return (x * rstd).mul_(w);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &rstd = saved[1];
+    at::Tensor n = x * rstd;
+    at::Tensor dn = grads[0] * ctx->saved_data["w"].toTensor();
+    at::Tensor dx = (dn - n * (dn * n).mean(-1, true)).mul_(rstd);
+    return {dx, at::Tensor(), at::Tensor()};
+  }
+};
+
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w, double eps) {
+  if (!w.requires_grad()) return RmsNorm::apply(x, w, eps);
   return w * (x * at::rsqrt(x.pow(2).mean(-1, true) + eps));
 }
 
-at::Tensor rotate_half(const at::Tensor& x) {
+// out = rotate(x) by (cos, sign * sin) on the two halves of the last axis:
+// out1 = x1 c - s x2, out2 = x2 c + s x1. sign -1 is the inverse rotation.
+at::Tensor rotate(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, double sign) {
   const auto half = x.size(-1) / 2;
-  return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+  at::Tensor x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
+  at::Tensor out = at::empty_like(x, at::MemoryFormat::Contiguous);
+  at::Tensor o1 = out.narrow(-1, 0, half), o2 = out.narrow(-1, half, half);
+  at::mul_out(o1, x1, cos);
+  o1.addcmul_(x2, sin, -sign);
+  at::mul_out(o2, x2, cos);
+  o2.addcmul_(x1, sin, sign);
+  return out;
+}
+
+// Rotary embedding on x [B, T, heads, head_dim] with half tables [B, T, 1, head_dim/2];
+// saves nothing but the tables.
+struct Rope : torch::autograd::Function<Rope> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+    ctx->saved_data["cos"] = cos;
+    ctx->saved_data["sin"] = sin;
+    return rotate(x, cos, sin, 1.0);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    at::Tensor g = rotate(grads[0], ctx->saved_data["cos"].toTensor(), ctx->saved_data["sin"].toTensor(), -1.0);
+    return {g, at::Tensor(), at::Tensor()};
+  }
+};
+
+// y = x W^T for a frozen W: backward needs only W, so unlike
+// at::linear's graph this keeps no reference to the activation x.
+struct FrozenLinear : torch::autograd::Function<FrozenLinear> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w) {
+    ctx->saved_data["w"] = w;
+    return at::linear(x, w);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    return {at::matmul(grads[0], ctx->saved_data["w"].toTensor()), at::Tensor()};
+  }
+};
+
+// silu(g) * u, keeping only g and u (silu is recomputed in backward).
+struct SwiGlu : torch::autograd::Function<SwiGlu> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& g, const at::Tensor& u) {
+    ctx->save_for_backward({g, u});
+    return at::silu(g).mul_(u);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const at::Tensor &g = saved[0], &u = saved[1], &dy = grads[0];
+    at::Tensor du = at::silu(g).mul_(dy);
+    at::Tensor dg = at::silu_backward(dy * u, g);
+    return {dg, du};
+  }
+};
+
+at::Tensor rope_plain(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  const auto half = x.size(-1) / 2;
+  at::Tensor rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+  return x * at::cat({cos, cos}, -1) + rotated * at::cat({sin, sin}, -1);
 }
 
 at::Tensor project(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const LoraAdapter* ad,
                    int layer, LoraTarget t, double dropout, bool training) {
-  at::Tensor y = at::linear(x, as_f32(w), bias.defined() ? bias : at::Tensor());
+  const bool frozen = !w.requires_grad() && !(bias.defined() && bias.requires_grad());
+  at::Tensor y;
+  if (frozen) {
+    y = FrozenLinear::apply(x, as_f32(w));
+    if (bias.defined()) y = y + bias;
+  } else {
+    y = at::linear(x, as_f32(w), bias.defined() ? bias : at::Tensor());
+  }
   if (ad && ad->a(layer, t).defined()) {
     at::Tensor xin = dropout > 0 && training ? at::dropout(x, dropout, true) : x;
     y = y + at::linear(at::linear(xin, ad->a(layer, t)), ad->b(layer, t)) * ad->scale();
@@ -32,9 +127,111 @@ at::Tensor project(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b
   return y;
 }
 
+// What every layer of one forward_train call shares.
+struct Pass : torch::CustomClassHolder {
+  const Model::Impl* impl = nullptr;
+  const LoraAdapter* ad = nullptr;
+  int64_t B = 0, T = 0;
+  double dropout = 0.0;
+  bool training = false;
+  at::Tensor cos, sin;  // [B, T, 1, head_dim/2]
+  at::Tensor bias;      // additive attention mask [B * kv_heads, group * T, T]
+};
+
+at::Tensor layer_forward(const Pass& s, int l, const at::Tensor& x) {
+  const ModelConfig& c = s.impl->config;
+  const LayerWeights& W = s.impl->layers[l];
+  const int64_t B = s.B, T = s.T, nh = c.num_heads, nkv = c.num_kv_heads, hd = c.head_dim, g = nh / nkv;
+  const LoraAdapter* ad = s.ad;
+  at::Tensor xn = rms_norm(x, W.attn_norm, c.rms_norm_eps);
+  at::Tensor q = project(xn, W.wq, W.bq, ad, l, LoraTarget::kQ, s.dropout, s.training).view({B, T, nh, hd});
+  at::Tensor k = project(xn, W.wk, W.bk, ad, l, LoraTarget::kK, s.dropout, s.training).view({B, T, nkv, hd});
+  at::Tensor v = project(xn, W.wv, W.bv, ad, l, LoraTarget::kV, s.dropout, s.training).view({B, T, nkv, hd});
+  // Frozen base: the memory-lean hand-written Functions (also without grad, so
+  // a checkpointed layer recomputes exactly what its forward computed);
+  // trainable base (pretraining, and tests' reference): the plain autograd
+  // formulas.
+  const bool lean = !W.wq.requires_grad();
+  q = lean ? Rope::apply(q, s.cos, s.sin) : rope_plain(q, s.cos, s.sin);
+  k = lean ? Rope::apply(k, s.cos, s.sin) : rope_plain(k, s.cos, s.sin);
+  // Grouped-query attention without repeating K and V: the `g` query heads
+  // that share a KV head are stacked along the query axis.
+  at::Tensor q3 = q.transpose(1, 2).reshape({B * nkv, g * T, hd});
+  at::Tensor k3 = k.transpose(1, 2).reshape({B * nkv, T, hd});
+  at::Tensor v3 = v.transpose(1, 2).reshape({B * nkv, T, hd});
+  at::Tensor scores = at::baddbmm(s.bias, q3, k3.transpose(1, 2), 1.0, 1.0 / std::sqrt(double(hd)));
+  at::Tensor p = at::softmax(scores, -1);
+  at::Tensor att = at::bmm(p, v3).view({B, nh, T, hd}).transpose(1, 2).reshape({B, T, nh * hd});
+  at::Tensor h = x + project(att, W.wo, {}, ad, l, LoraTarget::kO, s.dropout, s.training);
+  xn = rms_norm(h, W.mlp_norm, c.rms_norm_eps);
+  at::Tensor gate = project(xn, W.wgate, {}, ad, l, LoraTarget::kGate, s.dropout, s.training);
+  at::Tensor up = project(xn, W.wup, {}, ad, l, LoraTarget::kUp, s.dropout, s.training);
+  return h + project(lean ? SwiGlu::apply(gate, up) : at::silu(gate) * up, W.wdown, {}, ad, l, LoraTarget::kDown, s.dropout, s.training);
+}
+
+// Tensors of layer `l` that get gradients: the adapter's A/B and, in
+// full-parameter training, the base weights.
+std::vector<at::Tensor> layer_params(const Pass& s, int l) {
+  std::vector<at::Tensor> out;
+  const LayerWeights& W = s.impl->layers[l];
+  for (const at::Tensor* t : {&W.attn_norm, &W.mlp_norm, &W.wq, &W.wk, &W.wv, &W.wo, &W.wgate, &W.wup, &W.wdown,
+                              &W.bq, &W.bk, &W.bv}) {
+    if (t->defined() && t->requires_grad()) out.push_back(*t);
+  }
+  if (s.ad) {
+    for (int t = 0; t < kNumLoraTargets; ++t) {
+      for (const at::Tensor* m : {&s.ad->a(l, LoraTarget(t)), &s.ad->b(l, LoraTarget(t))}) {
+        if (m->defined() && m->requires_grad()) out.push_back(*m);
+      }
+    }
+  }
+  return out;
+}
+
+// Gradient checkpoint of one layer: forward without a graph, keeping only the
+// input (and the RNG state, so dropout masks repeat); backward re-runs the
+// layer with a graph and differentiates it.
+struct LayerCheckpoint : torch::autograd::Function<LayerCheckpoint> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, at::TensorList params,
+                            const c10::intrusive_ptr<Pass>& pass, int64_t layer) {
+    ctx->save_for_backward({x});
+    ctx->saved_data["pass"] = c10::IValue::make_capsule(pass);
+    ctx->saved_data["layer"] = layer;
+    ctx->saved_data["n"] = static_cast<int64_t>(params.size());
+    if (pass->dropout > 0 && pass->training) ctx->saved_data["rng"] = at::detail::getDefaultCPUGenerator().get_state();
+    return layer_forward(*pass, static_cast<int>(layer), x);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto pass = c10::static_intrusive_pointer_cast<Pass>(ctx->saved_data["pass"].toCapsule());
+    const int layer = static_cast<int>(ctx->saved_data["layer"].toInt());
+    at::Tensor x = ctx->get_saved_variables()[0].detach().requires_grad_(true);
+    std::vector<at::Tensor> inputs{x};
+    for (auto& p : layer_params(*pass, layer)) inputs.push_back(p);
+    if (static_cast<int64_t>(inputs.size()) - 1 != ctx->saved_data["n"].toInt())
+      throw Error(ErrorKind::kRuntime, "gradient checkpoint: layer parameters changed between forward and backward");
+    at::Tensor y;
+    {
+      at::AutoGradMode enable(true);
+      auto gen = at::detail::getDefaultCPUGenerator();
+      at::Tensor now;
+      if (ctx->saved_data.count("rng")) {
+        now = gen.get_state();
+        gen.set_state(ctx->saved_data["rng"].toTensor());
+      }
+      y = layer_forward(*pass, layer, x);
+      if (now.defined()) gen.set_state(now);
+    }
+    variable_list out = torch::autograd::grad({y}, inputs, {grads[0]}, false, false, true);
+    out.push_back(at::Tensor());  // pass
+    out.push_back(at::Tensor());  // layer
+    return out;
+  }
+};
+
 }  // namespace
 
-at::Tensor Model::forward_train(const at::Tensor& tokens_in, const at::Tensor& attention_mask, bool training) {
+at::Tensor Model::forward_train_hidden(const at::Tensor& tokens_in, const at::Tensor& attention_mask, bool training,
+                                       bool checkpoint) {
   const ModelConfig& c = impl_->config;
   if (tokens_in.dim() != 2)
     throw Error(ErrorKind::kInvalidInput, "forward_train: tokens must be [batch, steps]");
@@ -49,45 +246,40 @@ at::Tensor Model::forward_train(const at::Tensor& tokens_in, const at::Tensor& a
   at::Tensor mask = attention_mask.defined() ? attention_mask.to(at::kLong) : at::ones({B, T}, at::kLong);
   if (mask.sizes() != tokens.sizes())
     throw Error(ErrorKind::kInvalidInput, "forward_train: attention_mask must match tokens' shape");
-  const LoraAdapter* ad = impl_->active_adapter();
-  const double dropout = ad ? ad->config().dropout : 0.0;
-  const int64_t nh = c.num_heads, nkv = c.num_kv_heads, hd = c.head_dim;
+  auto pass = c10::make_intrusive<Pass>();
+  pass->impl = impl_.get();
+  pass->ad = impl_->active_adapter();
+  pass->dropout = pass->ad ? pass->ad->config().dropout : 0.0;
+  pass->training = training;
+  pass->B = B;
+  pass->T = T;
+  const int64_t nh = c.num_heads, nkv = c.num_kv_heads, hd = c.head_dim, g = nh / nkv;
 
   at::Tensor pos = (mask.cumsum(1) - 1).clamp_min(0);  // per-row positions (left padding)
-  at::Tensor cos = impl_->rope_cos_t.index_select(0, pos.flatten()).view({B, 1, T, hd / 2});
-  at::Tensor sin = impl_->rope_sin_t.index_select(0, pos.flatten()).view({B, 1, T, hd / 2});
-  cos = at::cat({cos, cos}, -1);
-  sin = at::cat({sin, sin}, -1);
-  // Additive mask: causal and key-not-padding; finite so fully padded query
-  // rows stay NaN-free (their outputs are ignored).
+  pass->cos = impl_->rope_cos_t.index_select(0, pos.flatten()).view({B, T, 1, hd / 2});
+  pass->sin = impl_->rope_sin_t.index_select(0, pos.flatten()).view({B, T, 1, hd / 2});
+  // Additive mask, built once for all layers: causal and key-not-padding;
+  // finite so fully padded query rows stay NaN-free (their outputs are ignored).
   at::Tensor allowed = at::ones({T, T}, at::kBool).tril().view({1, 1, T, T}) &
                        mask.to(at::kBool).view({B, 1, 1, T});
   at::Tensor bias = at::zeros({B, 1, T, T}, at::kFloat).masked_fill(allowed.logical_not(), -1e9);
+  pass->bias = bias.view({B, 1, 1, T, T}).expand({B, nkv, g, T, T}).reshape({B * nkv, g * T, T});
 
   at::Tensor x = at::embedding(as_f32(impl_->embed), tokens);
-  const double scale = 1.0 / std::sqrt(double(hd));
+  const bool use_checkpoint = checkpoint && at::GradMode::is_enabled();
   for (int l = 0; l < c.num_layers; ++l) {
-    const LayerWeights& W = impl_->layers[l];
-    at::Tensor xn = rms_norm(x, W.attn_norm, c.rms_norm_eps);
-    at::Tensor q = project(xn, W.wq, W.bq, ad, l, LoraTarget::kQ, dropout, training).view({B, T, nh, hd}).transpose(1, 2);
-    at::Tensor k = project(xn, W.wk, W.bk, ad, l, LoraTarget::kK, dropout, training).view({B, T, nkv, hd}).transpose(1, 2);
-    at::Tensor v = project(xn, W.wv, W.bv, ad, l, LoraTarget::kV, dropout, training).view({B, T, nkv, hd}).transpose(1, 2);
-    q = q * cos + rotate_half(q) * sin;
-    k = k * cos + rotate_half(k) * sin;
-    if (nh != nkv) {
-      k = k.repeat_interleave(nh / nkv, 1);
-      v = v.repeat_interleave(nh / nkv, 1);
+    if (use_checkpoint) {
+      auto params = layer_params(*pass, l);
+      x = LayerCheckpoint::apply(x, at::TensorList(params), pass, static_cast<int64_t>(l));
+    } else {
+      x = layer_forward(*pass, l, x);
     }
-    at::Tensor p = at::softmax(at::matmul(q, k.transpose(-1, -2)) * scale + bias, -1);
-    at::Tensor att = at::matmul(p, v).transpose(1, 2).reshape({B, T, nh * hd});
-    x = x + project(att, W.wo, {}, ad, l, LoraTarget::kO, dropout, training);
-    xn = rms_norm(x, W.mlp_norm, c.rms_norm_eps);
-    at::Tensor g = project(xn, W.wgate, {}, ad, l, LoraTarget::kGate, dropout, training);
-    at::Tensor u = project(xn, W.wup, {}, ad, l, LoraTarget::kUp, dropout, training);
-    x = x + project(at::silu(g) * u, W.wdown, {}, ad, l, LoraTarget::kDown, dropout, training);
   }
-  x = rms_norm(x, impl_->norm, c.rms_norm_eps);
-  return at::linear(x, as_f32(impl_->head));
+  return rms_norm(x, impl_->norm, c.rms_norm_eps);
+}
+
+at::Tensor Model::forward_train(const at::Tensor& tokens, const at::Tensor& attention_mask, bool training) {
+  return at::linear(forward_train_hidden(tokens, attention_mask, training), as_f32(impl_->head));
 }
 
 }  // namespace fedge::inference

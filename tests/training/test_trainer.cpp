@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <filesystem>
+#include <optional>
 #include <set>
 
 #include "fedge/common/error.h"
@@ -236,4 +237,105 @@ TEST_CASE("batches follow a seeded per-epoch shuffle", "[trainer]") {
   CHECK(std::set<std::size_t>(epoch.begin(), epoch.end()).size() == 10);  // each sequence once per epoch
   CHECK(batch_indices(10, 3, 7, 4) == batch_indices(10, 3, 7, 4));
   CHECK(batch_indices(10, 3, 7, 4) != batch_indices(10, 3, 8, 4));
+}
+
+namespace {
+
+// Sequences of different lengths (so batches carry padding), the first few
+// tokens of each without a target.
+TokenDataset ragged_data(std::uint64_t seed) {
+  Rng rng(seed);
+  std::vector<Sequence> sequences;
+  for (int i = 0; i < 6; ++i) {
+    Sequence s;
+    const int length = 9 + static_cast<int>(rng.below(14));
+    for (int t = 0; t < length; ++t) {
+      s.tokens.push_back(static_cast<TokenId>(rng.below(250)));
+      s.target.push_back(t >= 3 ? 1 : 0);
+    }
+    sequences.push_back(std::move(s));
+  }
+  return TokenDataset::from_sequences(std::move(sequences));
+}
+
+struct StepResult {
+  double loss = 0, grad_norm = 0;
+  std::vector<at::Tensor> grads;
+};
+
+// One step of LoRA training (with adapter dropout, so a checkpointed layer
+// must replay the same masks) or of full-parameter training.
+StepResult one_step(bool fused, bool checkpoint, bool full, bool base_grad = false) {
+  inference::setup_torch(1);
+  at::manual_seed(7);
+  auto model = inference::Model::tiny(0);
+  std::vector<at::Tensor> params;
+  auto data = ragged_data(11);
+  auto options = quick_options(2);
+  options.batch_size = 3;
+  options.grad_accum = 2;
+  options.max_grad_norm = 0;  // the raw gradients stay in .grad()
+  options.fused_head_loss = fused;
+  options.gradient_checkpointing = checkpoint;
+  std::optional<Trainer> trainer;
+  if (full) {
+    for (auto& [name, tensor] : model.named_weights()) params.push_back(tensor);
+    trainer.emplace(Trainer::full(model, data, options));
+  } else {
+    inference::LoraConfig config;
+    config.r = 4;
+    config.alpha = 8;
+    config.dropout = 0.1;
+    config.target_modules = {"q_proj", "v_proj", "down_proj"};
+    model.add_adapter("site", inference::LoraAdapter::create(model.config(), config, 1));
+    // B starts at zero; move it so A gets gradients too.
+    for (auto& p : model.adapter("site")->parameters()) {
+      at::NoGradGuard no_grad;
+      if (p.abs().sum().item<double>() == 0) p.normal_(0, 0.05, at::detail::getDefaultCPUGenerator());
+    }
+    params = model.adapter("site")->parameters();
+    // A base that requires grad takes the plain autograd formulas (no
+    // hand-written Functions): the reference for their backward passes.
+    if (base_grad) {
+      for (auto& [name, tensor] : model.named_weights()) tensor.requires_grad_(true);
+    }
+    trainer.emplace(Trainer::for_adapter(model, "site", data, options));
+  }
+  StepStats stats = trainer->step();
+  StepResult r{stats.loss, stats.grad_norm, {}};
+  for (auto& p : params) r.grads.push_back(p.grad().defined() ? p.grad().clone() : at::Tensor());
+  return r;
+}
+
+void check_same(const StepResult& a, const StepResult& b) {
+  // REQUIRE, not CHECK: glog (via ATen) redefines CHECK in this file.
+  INFO("loss " << a.loss << " vs " << b.loss << ", grad norm " << a.grad_norm << " vs " << b.grad_norm);
+  REQUIRE(a.loss == Approx(b.loss).epsilon(1e-5));
+  REQUIRE(a.grad_norm == Approx(b.grad_norm).epsilon(1e-5));
+  REQUIRE(a.grad_norm > 0);
+  REQUIRE(a.grads.size() == b.grads.size());
+  for (std::size_t i = 0; i < a.grads.size(); ++i) {
+    INFO("parameter " << i);
+    REQUIRE(a.grads[i].defined() == b.grads[i].defined());
+    if (!a.grads[i].defined()) continue;
+    double scale = 1.0 + a.grads[i].abs().max().item<double>();
+    REQUIRE((a.grads[i] - b.grads[i]).abs().max().item<double>() <= 1e-5 * scale);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("fused head loss and gradient checkpointing match the plain graph (LoRA)", "[trainer]") {
+  StepResult plain = one_step(false, false, false);
+  SECTION("fused head loss") { check_same(plain, one_step(true, false, false)); }
+  SECTION("fused head loss + checkpointing") { check_same(plain, one_step(true, true, false)); }
+  SECTION("plain head + checkpointing") { check_same(plain, one_step(false, true, false)); }
+  SECTION("hand-written RMS norm, RoPE, SwiGLU and frozen-linear backward vs plain autograd") {
+    check_same(one_step(false, false, false, /*base_grad=*/true), plain);
+  }
+}
+
+TEST_CASE("fused head loss and gradient checkpointing match the plain graph (full training)", "[trainer]") {
+  StepResult plain = one_step(false, false, true);
+  check_same(plain, one_step(true, true, true));
 }

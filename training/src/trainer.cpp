@@ -1,6 +1,7 @@
 #include "fedge/training/trainer.h"
 
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/autograd/generated/variable_factories.h>
 #include <spdlog/spdlog.h>
 
@@ -19,6 +20,11 @@
 namespace fedge::training {
 namespace {
 
+struct LossOptions {
+  bool fused_head = true;
+  bool gradient_checkpointing = false;
+};
+
 using Clock = std::chrono::steady_clock;
 
 at::Tensor long_tensor(const std::vector<std::int64_t>& values, int rows, int cols) {
@@ -29,18 +35,79 @@ at::Tensor byte_tensor(const std::vector<std::uint8_t>& values, int rows, int co
   return at::from_blob(const_cast<std::uint8_t*>(values.data()), {rows, cols}, at::kByte).clone();
 }
 
+// Fused LM head + cross-entropy over the rows that have a target: sum over
+// rows of w * (logsumexp(h W^T) - (h W^T)[target]), computed `kChunk` rows at a
+// time so the [rows, vocab] logits never exist whole. The loss is the graph's
+// root, so its gradient is computed in the same pass (softmax - onehot, while
+// the chunk's logits are at hand) and backward only scales it: no recompute.
+struct FusedHeadLoss : torch::autograd::Function<FusedHeadLoss> {
+  static constexpr std::int64_t kChunk = 256;
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& hidden, const at::Tensor& head,
+                            const at::Tensor& targets, const at::Tensor& weights, bool want_grad) {
+    const std::int64_t rows = hidden.size(0);
+    const bool grad_h = want_grad && hidden.requires_grad(), grad_w = want_grad && head.requires_grad();
+    at::Tensor d_hidden = grad_h ? at::empty_like(hidden) : at::Tensor();
+    at::Tensor d_head = grad_w ? at::zeros_like(head) : at::Tensor();
+    at::Tensor total = at::zeros({}, at::kDouble);
+    for (std::int64_t start = 0; start < rows; start += kChunk) {
+      const std::int64_t n = std::min(kChunk, rows - start);
+      at::Tensor h = hidden.narrow(0, start, n);
+      at::Tensor t = targets.narrow(0, start, n).unsqueeze(1);
+      at::Tensor w = weights.narrow(0, start, n);
+      at::Tensor logits = at::mm(h, head.t());
+      at::Tensor lse = at::logsumexp(logits, 1);
+      total += ((lse - logits.gather(1, t).squeeze(1)) * w).sum().to(at::kDouble);
+      if (!grad_h && !grad_w) continue;
+      at::Tensor d = logits.sub_(lse.unsqueeze(1)).exp_();  // softmax, in place
+      d.scatter_add_(1, t, at::full({n, 1}, -1.0f, d.options()));
+      d.mul_(w.unsqueeze(1));
+      if (grad_h) {
+        at::Tensor slot = d_hidden.narrow(0, start, n);
+        at::mm_out(slot, d, head);
+      }
+      if (grad_w) d_head.addmm_(d.t(), h);
+    }
+    ctx->saved_data["d_hidden"] = d_hidden;
+    ctx->saved_data["d_head"] = d_head;
+    return total.to(at::kFloat);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto scaled = [&](const char* key) {
+      at::Tensor g = ctx->saved_data[key].toTensor();
+      return g.defined() ? g * grads[0] : g;
+    };
+    return {scaled("d_hidden"), scaled("d_head"), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+at::Tensor head_f32(const inference::Model& model) {
+  const at::Tensor& w = model.lm_head();
+  return w.scalar_type() == at::kFloat ? w : w.to(at::kFloat);
+}
+
 // Sum of token cross-entropies over the batch's target tokens (a scalar
 // tensor, differentiable when grad mode is on).
-at::Tensor batch_loss_sum(inference::Model& model, const Batch& batch, bool training) {
+at::Tensor batch_loss_sum(inference::Model& model, const Batch& batch, bool training, const LossOptions& loss) {
   at::Tensor tokens = long_tensor(batch.tokens, batch.rows, batch.cols);
   at::Tensor attention = byte_tensor(batch.attention, batch.rows, batch.cols).to(at::kLong);
-  at::Tensor logits = model.forward_train(tokens, attention, training);
   const std::int64_t steps = batch.cols - 1;
-  at::Tensor log_probs = at::log_softmax(logits.narrow(1, 0, steps), -1);
   at::Tensor targets = tokens.narrow(1, 1, steps);
   at::Tensor weight = byte_tensor(batch.target, batch.rows, batch.cols).narrow(1, 1, steps).to(at::kFloat);
-  at::Tensor nll = -log_probs.gather(2, targets.unsqueeze(2)).squeeze(2);
-  return (nll * weight).sum();
+  if (!loss.fused_head) {
+    at::Tensor logits = model.forward_train(tokens, attention, training);
+    at::Tensor log_probs = at::log_softmax(logits.narrow(1, 0, steps), -1);
+    at::Tensor nll = -log_probs.gather(2, targets.unsqueeze(2)).squeeze(2);
+    return (nll * weight).sum();
+  }
+  at::Tensor hidden = model.forward_train_hidden(tokens, attention, training, loss.gradient_checkpointing);
+  // Only rows with a target go through the head.
+  at::Tensor rows = weight.flatten().nonzero().squeeze(1);
+  at::Tensor h = hidden.narrow(1, 0, steps).reshape({-1, hidden.size(2)}).index_select(0, rows);
+  at::Tensor head = head_f32(model);
+  const bool want_grad = at::GradMode::is_enabled();
+  return FusedHeadLoss::apply(h, head, targets.flatten().index_select(0, rows),
+                              weight.flatten().index_select(0, rows), want_grad);
 }
 
 std::string format_duration(double seconds) {
@@ -124,6 +191,8 @@ struct Trainer::Impl {
       exp_avg_sq.push_back(at::zeros_like(p).detach());
     }
   }
+
+  LossOptions loss_options() const { return {options.fused_head_loss, options.gradient_checkpointing}; }
 
   void select() {
     if (!adapter_name.empty()) model->set_active_adapter(adapter_name);
@@ -241,7 +310,7 @@ StepStats Trainer::step() {
   }
   double loss_sum = 0.0;
   for (const auto& batch : batches) {
-    at::Tensor sum = batch_loss_sum(*s.model, batch, /*training=*/true);
+    at::Tensor sum = batch_loss_sum(*s.model, batch, /*training=*/true, s.loss_options());
     (sum / static_cast<double>(std::max<std::int64_t>(targets, 1))).backward();
     loss_sum += sum.item<double>();
   }
@@ -340,7 +409,7 @@ EvalResult evaluate_loss(inference::Model& model, const TokenDataset& data, int 
       indices.push_back(i);
     }
     Batch batch = data.batch(indices);
-    loss_sum += batch_loss_sum(model, batch, /*training=*/false).item<double>();
+    loss_sum += batch_loss_sum(model, batch, /*training=*/false, LossOptions{}).item<double>();
     result.tokens += batch.target_count();
   }
   if (result.tokens == 0) throw Error(ErrorKind::kInvalidInput, "evaluation data has no target token");

@@ -119,6 +119,12 @@ class Model {
   // logits [B, T, vocab] f32 with autograd through the active adapter only.
   at::Tensor forward_train(const at::Tensor& tokens, const at::Tensor& attention_mask = {},
                            bool training = false);
+  // The same pass up to and including the final norm: hidden [B, T, hidden]
+  // (the LM head is lm_head(); a fused head + loss can skip the full logits).
+  // `checkpoint`: keep only each layer's input and recompute the layer in
+  // backward (less activation memory, one more forward's worth of compute).
+  at::Tensor forward_train_hidden(const at::Tensor& tokens, const at::Tensor& attention_mask = {},
+                                  bool training = false, bool checkpoint = false);
 
   // --- LoRA ---
   // Adapters stay unmerged until merge_adapter; add/remove/switch never touch

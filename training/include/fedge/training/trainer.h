@@ -34,6 +34,12 @@ struct TrainOptions {
   double fedprox_mu = 0.0;     // mu/2 * ||w - w_global||^2 when a proximal centre is set
   std::uint64_t seed = 0;
   int log_every = 10;          // steps between progress lines (0: none)
+  // Recompute each layer in backward instead of keeping its activations:
+  // much less memory, about a third more compute.
+  bool gradient_checkpointing = false;
+  // LM head + cross-entropy fused and chunked over the rows with a target
+  // (no [batch, steps, vocab] logits); false: the plain autograd graph.
+  bool fused_head_loss = true;
   void validate() const;       // Error(kInvalidInput) naming the option
 };
 
