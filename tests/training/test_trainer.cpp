@@ -1,6 +1,7 @@
-#include <catch2/catch.hpp>
-
+// ATen (through glog) defines CHECK too; Catch must come after it so that
+// CHECK is Catch's and a failed check is reported, not an abort.
 #include <ATen/ATen.h>
+#include <catch2/catch.hpp>
 
 #include <filesystem>
 #include <optional>
