@@ -1,5 +1,6 @@
 // `fedge train`, `fedge eval`, `fedge pretrain`: flags only; the logic is in
 // training/src/commands.cpp.
+#include <algorithm>
 #include <memory>
 
 #include "commands.h"
@@ -83,7 +84,13 @@ void add_training_commands(CLI::App& app, const GlobalOptions& global, CommandBo
   p->add_option("--seq-len", pretrain->seq_len, "tokens per sequence")->check(CLI::Range(2, 512));
   p->add_option("--model-seed", pretrain->model_seed, "seed of the initial tiny model");
   add_optimizer_options(p, pretrain->options);
-  p->callback([&chosen, pretrain] { chosen = [pretrain] { return training::run_pretrain(*pretrain); }; });
+  p->callback([&chosen, pretrain, p] {
+    // The default warm-up (20 steps) must fit a short run.
+    if (p->get_option("--warmup")->count() == 0) {
+      pretrain->options.warmup_steps = std::min<std::int64_t>(20, pretrain->options.steps / 10);
+    }
+    chosen = [pretrain] { return training::run_pretrain(*pretrain); };
+  });
   (void)global;
 }
 

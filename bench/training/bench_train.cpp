@@ -6,7 +6,8 @@
 // initialised SmolLM-135M-shaped model (30 layers, hidden 576, vocab 49152).
 //
 //   build/bin/bench_train                 # every case, fedge and Python
-//   build/bin/bench_train --one smollm135m 2 5   # one fedge case (used internally)
+//   build/bin/bench_train --one smollm135m 2 5 [ckpt]   # one fedge case (used internally;
+//                                                     # ckpt: gradient checkpointing on)
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -32,7 +33,7 @@ inference::ModelConfig config_named(const std::string& name) {
 }
 
 // One case in this process: prints "tokens_per_s=... peak_rss_mb=...".
-int run_one(const std::string& name, int threads, int steps) {
+int run_one(const std::string& name, int threads, int steps, bool checkpointing) {
   inference::setup_torch(threads);
   auto config = config_named(name);
   auto model = inference::Model::random(config, 0);
@@ -54,6 +55,7 @@ int run_one(const std::string& name, int threads, int steps) {
   options.steps = steps + 1;
   options.batch_size = kBatch;
   options.log_every = 0;
+  options.gradient_checkpointing = checkpointing;
   auto trainer = training::Trainer::for_adapter(model, "bench", data, options);
   trainer.step();  // warm-up
   auto start = std::chrono::steady_clock::now();
@@ -80,7 +82,9 @@ Figures run_child(const std::string& command) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc == 5 && std::string(argv[1]) == "--one") return run_one(argv[2], std::atoi(argv[3]), std::atoi(argv[4]));
+  if ((argc == 5 || argc == 6) && std::string(argv[1]) == "--one") {
+    return run_one(argv[2], std::atoi(argv[3]), std::atoi(argv[4]), argc == 6 && std::string(argv[5]) == "ckpt");
+  }
   std::string self = argv[0];
   std::string script = std::string(FEDGE_SOURCE_DIR) + "/bench/training/lora_step.py";
   std::printf("bench_train: LoRA r=8 on q,v, batch %d x seq %d, AdamW; fedge vs PyTorch-Python (same run)\n", kBatch,
@@ -101,6 +105,12 @@ int main(int argc, char** argv) {
                   ours.rss_mb, python.tokens_per_s, python.rss_mb, ratio);
       std::fflush(stdout);
     }
+  }
+  for (int threads : {1, 2}) {
+    if (threads > online_cores()) continue;
+    Figures ckpt = run_child(self + " --one smollm135m " + std::to_string(threads) + " 4 ckpt");
+    std::printf("%-12s %-8d %14.1f %12.0f   (fedge with gradient checkpointing)\n", "smollm135m", threads,
+                ckpt.tokens_per_s, ckpt.rss_mb);
   }
   std::printf("python: 0 tok/s means /usr/bin/python3 has no torch (scripts/install-deps.sh --bench installs it)\n");
   return 0;
