@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "fedge/common/error.h"
+#include "test_util.h"
 #include "fedge/common/param_vector.h"
 
 namespace fs = std::filesystem;
@@ -17,23 +18,11 @@ using fedge::ParamVector;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::random_device rd;
-    path = fs::temp_directory_path() / ("fedge_test_pv_" + std::to_string(rd()) + std::to_string(rd()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using fedge::testing::as_bytes;
 
-template <typename T>
-std::span<const std::byte> as_bytes(const std::vector<T>& v) {
-  return std::as_bytes(std::span<const T>(v));
-}
+struct TempDir : fedge::testing::TempDir {
+  TempDir() : fedge::testing::TempDir("fedge_test_pv_") {}
+};
 
 ParamLayout sample_layout() {
   ParamLayout layout;

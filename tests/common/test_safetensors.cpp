@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "fedge/common/error.h"
+#include "test_util.h"
 #include "fedge/common/safetensors.h"
 
 namespace fs = std::filesystem;
@@ -23,23 +24,11 @@ using fedge::TensorView;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::random_device rd;
-    path = fs::temp_directory_path() / ("fedge_test_st_" + std::to_string(rd()) + std::to_string(rd()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using fedge::testing::as_bytes;
 
-template <typename T>
-std::span<const std::byte> as_bytes(const std::vector<T>& v) {
-  return std::as_bytes(std::span<const T>(v));
-}
+struct TempDir : fedge::testing::TempDir {
+  TempDir() : fedge::testing::TempDir("fedge_test_st_") {}
+};
 
 std::vector<std::byte> to_bytes(std::string_view s) {
   std::vector<std::byte> out(s.size());
