@@ -23,12 +23,6 @@ std::filesystem::path resolve_tensor_file(const std::filesystem::path& path) {
                                         ": no model.safetensors or adapter_model.safetensors in this folder");
 }
 
-std::string shape_text(const TensorInfo& tensor) {
-  std::string text = "[";
-  for (std::size_t i = 0; i < tensor.shape.size(); ++i) text += (i ? ", " : "") + std::to_string(tensor.shape[i]);
-  return text + "]";
-}
-
 int run_info(const std::string& target, bool list_tensors) {
   if (!std::filesystem::exists(target)) {
     throw Error(ErrorKind::kNotFound, target + ": no such file or folder");
@@ -40,7 +34,7 @@ int run_info(const std::string& target, bool list_tensors) {
     params += tensor.numel();
     bytes += tensor.nbytes();
     if (list_tensors) {
-      fmt::print("{:<60} {:<5} {}\n", tensor.name, dtype_name(tensor.dtype), shape_text(tensor));
+      fmt::print("{:<60} {:<5} {}\n", tensor.name, dtype_name(tensor.dtype), format_shape(tensor.shape));
     }
   }
   fmt::print("file: {}\ntensors: {}\nparameters: {}\ndata bytes: {}\n", file.source_name(),

@@ -9,16 +9,6 @@
 
 namespace fedge {
 
-namespace {
-
-std::string shape_text(const std::vector<std::int64_t>& shape) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
-  return out + "]";
-}
-
-}  // namespace
-
 void ParamLayout::add(std::string name, std::vector<std::int64_t> shape) {
   if (index_.count(name) != 0) {
     throw Error(ErrorKind::kInvalidInput, "parameter layout: tensor '" + name + "' added twice");
@@ -28,7 +18,7 @@ void ParamLayout::add(std::string name, std::vector<std::int64_t> shape) {
   for (auto d : shape) {
     if (d < 0) {
       throw Error(ErrorKind::kInvalidInput, "parameter layout: tensor '" + name + "': shape " +
-                                                shape_text(shape) + " has a negative dimension");
+                                                format_shape(shape) + " has a negative dimension");
     }
     zero = zero || d == 0;
   }
@@ -36,7 +26,7 @@ void ParamLayout::add(std::string name, std::vector<std::int64_t> shape) {
     if (zero) { numel = 0; break; }
     if (__builtin_mul_overflow(numel, static_cast<std::size_t>(d), &numel)) {
       throw Error(ErrorKind::kInvalidInput, "parameter layout: tensor '" + name + "': shape " +
-                                                shape_text(shape) + " has too many elements");
+                                                format_shape(shape) + " has too many elements");
     }
   }
   std::size_t total = 0;

@@ -65,14 +65,6 @@ std::string known_dtype_list() {
   return out;
 }
 
-std::string shape_string(const std::vector<std::int64_t>& shape) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) {
-    if (i) out += ", ";
-    out += std::to_string(shape[i]);
-  }
-  return out + "]";
-}
 
 std::string range_string(std::uint64_t begin, std::uint64_t end) {
   std::string out(1, '[');
@@ -242,11 +234,11 @@ TensorInfo parse_entry(const std::string& name, const json& entry, std::uint64_t
   const auto numel = checked_numel(info.shape);
   std::uint64_t need = 0;
   if (!numel || __builtin_mul_overflow(*numel, dtype_size(info.dtype), &need)) {
-    invalid_tensor(source, name, "shape " + shape_string(info.shape) + " overflows: too many elements");
+    invalid_tensor(source, name, "shape " + format_shape(info.shape) + " overflows: too many elements");
   }
   if (info.nbytes() != need) {
     invalid_tensor(source, name, "data_offsets " + range + " give " + std::to_string(info.nbytes()) +
-                                     " bytes but shape " + shape_string(info.shape) + " of " +
+                                     " bytes but shape " + format_shape(info.shape) + " of " +
                                      std::string(dname) + " needs " + std::to_string(need));
   }
   return info;
@@ -322,6 +314,15 @@ ParsedHeader parse_file(std::span<const std::byte> file, const std::string& sour
 }  // namespace
 
 // ---------------------------------------------------------------- dtypes
+
+std::string format_shape(const std::vector<std::int64_t>& shape) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    if (i) out += ", ";
+    out += std::to_string(shape[i]);
+  }
+  return out + "]";
+}
 
 std::size_t dtype_size(DType dtype) { return dtype_entry(dtype).size; }
 std::string_view dtype_name(DType dtype) { return dtype_entry(dtype).name; }
@@ -500,19 +501,19 @@ WritePlan plan_write(const std::vector<TensorView>& tensors,
     for (auto d : t.shape) {
       if (d < 0) {
         throw Error(ErrorKind::kInvalidInput, "safetensors: tensor '" + t.name + "': shape " +
-                                                  shape_string(t.shape) + " has a negative dimension");
+                                                  format_shape(t.shape) + " has a negative dimension");
       }
     }
     const auto numel = checked_numel(t.shape);
     std::uint64_t need = 0;
     if (!numel || __builtin_mul_overflow(*numel, dtype_size(t.dtype), &need)) {
       throw Error(ErrorKind::kInvalidInput, "safetensors: tensor '" + t.name + "': shape " +
-                                                shape_string(t.shape) + " overflows");
+                                                format_shape(t.shape) + " overflows");
     }
     if (t.data.size() != need) {
       throw Error(ErrorKind::kInvalidInput,
                   "safetensors: tensor '" + t.name + "': data has " + std::to_string(t.data.size()) +
-                      " bytes but shape " + shape_string(t.shape) + " of " + std::string(dtype_name(t.dtype)) +
+                      " bytes but shape " + format_shape(t.shape) + " of " + std::string(dtype_name(t.dtype)) +
                       " needs " + std::to_string(need));
     }
   }

@@ -58,11 +58,6 @@ std::string peft_name(int layer, LoraTarget t, char which) {
   return "base_model.model.model.layers." + std::to_string(layer) + "." + lora_target_parent(t) + "." +
          lora_target_name(t) + ".lora_" + which + ".weight";
 }
-std::string shape_str(const std::vector<std::int64_t>& s) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
 }  // namespace
 
 LoraAdapter LoraAdapter::create(const ModelConfig& model, const LoraConfig& config, std::uint64_t seed) {
@@ -243,11 +238,11 @@ LoraAdapter LoraAdapter::load(const fs::path& dir, const ModelConfig& model) {
         const TensorInfo* info = file.find(name);
         if (!info)
           throw Error(ErrorKind::kInvalidInput, st_path.string() + ": tensor '" + name + "' of shape " +
-                                                    shape_str(shape) + " is missing");
+                                                    format_shape(shape) + " is missing");
         if (info->shape != shape || !is_floating(info->dtype))
           throw Error(ErrorKind::kInvalidInput, st_path.string() + ": tensor '" + name + "' has shape " +
-                                                    shape_str(info->shape) + " " + std::string(dtype_name(info->dtype)) +
-                                                    ", expected " + shape_str(shape) + " float");
+                                                    format_shape(info->shape) + " " + std::string(dtype_name(info->dtype)) +
+                                                    ", expected " + format_shape(shape) + " float");
         std::vector<float> values = file.to_f32(*info);
         ad.layers_[l][t][w] = at::from_blob(values.data(), shape, at::kFloat).clone();
         used.insert(name);

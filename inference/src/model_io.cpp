@@ -23,12 +23,6 @@ at::Tensor make_weight(const float* values, std::vector<std::int64_t> shape, Wei
 
 namespace {
 
-std::string shape_str(const std::vector<std::int64_t>& s) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
-
 // Every weight the config calls for, with its shape, in HF order.
 struct Spec {
   std::string name;
@@ -170,7 +164,7 @@ Model Model::load(const fs::path& dir, const LoadOptions& options) {
     auto it = where.find(spec.name);
     if (it == where.end())
       throw Error(ErrorKind::kInvalidInput, dir.string() + ": tensor '" + spec.name + "' of shape " +
-                                                shape_str(spec.shape) + " is missing from the checkpoint");
+                                                format_shape(spec.shape) + " is missing from the checkpoint");
     const SafetensorsFile& file = files.at(it->second);
     const TensorInfo* info = file.find(spec.name);
     if (!info)
@@ -178,7 +172,7 @@ Model Model::load(const fs::path& dir, const LoadOptions& options) {
                                                 "' named in the index is not in the shard");
     if (info->shape != spec.shape)
       throw Error(ErrorKind::kInvalidInput, it->second.string() + ": tensor '" + spec.name + "' has shape " +
-                                                shape_str(info->shape) + ", expected " + shape_str(spec.shape));
+                                                format_shape(info->shape) + ", expected " + format_shape(spec.shape));
     if (!is_floating(info->dtype))
       throw Error(ErrorKind::kInvalidInput, it->second.string() + ": tensor '" + spec.name + "' has dtype " +
                                                 std::string(dtype_name(info->dtype)) + ", expected F32, F16 or BF16");

@@ -274,11 +274,9 @@ Trainer Trainer::full(inference::Model& model, const TokenDataset& data, TrainOp
 }
 
 void Trainer::set_proximal_center(const ParamVector& center) {
-  if (center.size() != static_cast<std::size_t>([&] {
-        std::int64_t n = 0;
-        for (auto& p : impl_->params) n += p.numel();
-        return n;
-      }())) {
+  std::size_t trained = 0;
+  for (const auto& p : impl_->params) trained += static_cast<std::size_t>(p.numel());
+  if (center.size() != trained) {
     throw Error(ErrorKind::kInvalidInput, "FedProx centre has a different size from the trained parameters");
   }
   impl_->prox_center.clear();

@@ -26,6 +26,8 @@ std::size_t dtype_size(DType dtype);
 std::string_view dtype_name(DType dtype);     // "F32", "BF16", ...
 DType parse_dtype(std::string_view name);     // throws Error(kInvalidInput) for unknown names
 bool is_floating(DType dtype);
+// "[2, 3]": a shape as errors and tools print it.
+std::string format_shape(const std::vector<std::int64_t>& shape);
 
 // Scalar conversions (round-to-nearest-even when narrowing).
 float f16_to_f32(std::uint16_t bits);
