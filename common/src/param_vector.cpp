@@ -79,6 +79,26 @@ std::span<const float> ParamVector::tensor(std::string_view name) const {
   return std::span<const float>(values_).subspan(e.offset, e.numel);
 }
 
+ParamVector ParamVector::remapped(const ParamLayout& target) const {
+  if (target.entries().size() != layout_.entries().size()) {
+    throw Error(ErrorKind::kInvalidInput, "parameter vector: cannot lay " + std::to_string(layout_.entries().size()) +
+                                              " tensors out as " + std::to_string(target.entries().size()));
+  }
+  ParamVector out(target);
+  for (const ParamEntry& want : target.entries()) {
+    const ParamEntry* have = layout_.find(want.name);
+    if (have == nullptr) {
+      throw Error(ErrorKind::kInvalidInput, "parameter vector: tensor '" + want.name + "' is missing");
+    }
+    if (have->shape != want.shape) {
+      throw Error(ErrorKind::kInvalidInput, "parameter vector: tensor '" + want.name + "' has shape " +
+                                                format_shape(have->shape) + ", expected " + format_shape(want.shape));
+    }
+    std::memcpy(out.values_.data() + want.offset, values_.data() + have->offset, want.numel * sizeof(float));
+  }
+  return out;
+}
+
 ParamVector ParamVector::from_safetensors(const SafetensorsFile& file) {
   ParamLayout layout;
   for (const auto& t : file.tensors()) {

@@ -166,3 +166,29 @@ TEST_CASE("from_safetensors follows offset order, not name order, in foreign fil
   CHECK(v.layout().entries()[1].name == "a");
   CHECK(std::vector<float>(v.values().begin(), v.values().end()) == std::vector<float>{10.0f, 20.0f});
 }
+
+TEST_CASE("remapped lays tensors out in another order by name", "[param_vector]") {
+  fedge::ParamLayout ab;
+  ab.add("a", {2});
+  ab.add("b", {1, 3});
+  fedge::ParamVector v(ab, {1, 2, 3, 4, 5});
+  fedge::ParamLayout ba;
+  ba.add("b", {1, 3});
+  ba.add("a", {2});
+  auto r = v.remapped(ba);
+  CHECK(r.layout() == ba);
+  CHECK(std::vector<float>(r.values().begin(), r.values().end()) == std::vector<float>{3, 4, 5, 1, 2});
+  CHECK(r.remapped(ab).values()[4] == 5.0f);
+
+  fedge::ParamLayout wrong_shape;
+  wrong_shape.add("b", {3});
+  wrong_shape.add("a", {2});
+  CHECK_THROWS_WITH(v.remapped(wrong_shape), Catch::Contains("'b' has shape [1, 3]"));
+  fedge::ParamLayout other;
+  other.add("a", {2});
+  other.add("c", {1, 3});
+  CHECK_THROWS_WITH(v.remapped(other), Catch::Contains("'c' is missing"));
+  fedge::ParamLayout fewer;
+  fewer.add("a", {2});
+  CHECK_THROWS_AS(v.remapped(fewer), fedge::Error);
+}

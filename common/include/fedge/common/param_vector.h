@@ -53,6 +53,11 @@ class ParamVector {
   std::size_t size() const { return values_.size(); }
   std::span<float> tensor(std::string_view name);
   std::span<const float> tensor(std::string_view name) const;
+  // The same tensors laid out as `target` says (matched by name; shapes must
+  // agree), e.g. the coordinator's federated layout to an adapter's own order.
+  // Throws Error(kInvalidInput) naming the first tensor that is missing, extra
+  // or mis-shaped.
+  ParamVector remapped(const ParamLayout& target) const;
 
   // Every floating-point tensor of the file, in file order, converted to f32.
   static ParamVector from_safetensors(const SafetensorsFile& file);

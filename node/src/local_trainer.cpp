@@ -1,0 +1,112 @@
+#include "fedge/node/local_trainer.h"
+
+#include <chrono>
+#include <string>
+
+#include <spdlog/spdlog.h>
+
+#include "fedge/common/error.h"
+#include "fedge/common/rng.h"
+
+namespace fedge::node {
+namespace {
+
+std::string lora_a_name(int layer, inference::LoraTarget t) {
+  return "base_model.model.model.layers." + std::to_string(layer) + "." + inference::lora_target_parent(t) + "." +
+         inference::lora_target_name(t) + ".lora_A.weight";
+}
+
+}  // namespace
+
+inference::LoraConfig lora_config_from_layout(const ParamLayout& layout, const inference::ModelConfig& model,
+                                              double alpha) {
+  inference::LoraConfig config;
+  config.alpha = alpha;
+  config.target_modules.clear();
+  config.r = 0;
+  for (int t = 0; t < inference::kNumLoraTargets; ++t) {
+    const auto target = static_cast<inference::LoraTarget>(t);
+    const ParamEntry* a = layout.find(lora_a_name(0, target));
+    if (a == nullptr) continue;
+    if (a->shape.size() != 2 || a->shape[0] <= 0) {
+      throw Error(ErrorKind::kInvalidInput, "federated layout: tensor '" + a->name + "' is not a LoRA A matrix");
+    }
+    if (config.r != 0 && config.r != a->shape[0]) {
+      throw Error(ErrorKind::kInvalidInput, "federated layout: tensor '" + a->name + "' has rank " +
+                                                std::to_string(a->shape[0]) + " but another target has rank " +
+                                                std::to_string(config.r));
+    }
+    config.r = static_cast<int>(a->shape[0]);
+    config.target_modules.push_back(inference::lora_target_name(target));
+  }
+  if (config.target_modules.empty()) {
+    throw Error(ErrorKind::kInvalidInput,
+                "federated layout: no LoRA A matrix for layer 0 (expected names like '" +
+                    lora_a_name(0, inference::LoraTarget::kQ) + "')");
+  }
+  config.validate("federated layout");
+  (void)model;
+  return config;
+}
+
+LocalTrainer::LocalTrainer(inference::Model& model, training::TokenDataset train,
+                           std::optional<training::TokenDataset> eval, LocalTrainerOptions options)
+    : model_(model), train_(std::move(train)), eval_(std::move(eval)), options_(std::move(options)) {
+  if (train_.empty()) throw Error(ErrorKind::kInvalidInput, "local trainer: the training set is empty");
+  if (eval_ && eval_->empty()) eval_.reset();
+}
+
+ParamLayout LocalTrainer::install(const ParamVector& global) {
+  const auto config = lora_config_from_layout(global.layout(), model_.config(), options_.lora_alpha);
+  auto adapter = inference::LoraAdapter::create(model_.config(), config, 0);
+  // remapped() checks every tensor's name and shape against what the model needs.
+  adapter.from_params(global.remapped(adapter.layout()));
+  ParamLayout own = adapter.layout();
+  model_.add_adapter(options_.adapter_slot, std::move(adapter));
+  model_.set_active_adapter(options_.adapter_slot);
+  return own;
+}
+
+LocalTrainResult LocalTrainer::train(const ParamVector& global, const LocalTrainRequest& request,
+                                     const std::function<bool()>& should_stop) {
+  const auto start = std::chrono::steady_clock::now();
+  const ParamLayout own = install(global);
+  training::TrainOptions options = options_.train;
+  options.steps = request.local_steps;
+  options.lr = request.learning_rate;
+  options.batch_size = static_cast<int>(request.batch_size);
+  options.fedprox_mu = request.fedprox_mu;
+  // A fresh batch order every round, the same on a rerun of the same round.
+  options.seed = derive_seed(options_.train.seed, request.round);
+  options.validate();
+
+  auto trainer = training::Trainer::for_adapter(model_, options_.adapter_slot, train_, options);
+  if (request.fedprox_mu > 0) trainer.set_proximal_center(global.remapped(own));
+  LocalTrainResult result;
+  double loss_sum = 0;
+  while (!trainer.done()) {
+    if (should_stop && should_stop()) {
+      throw Error(ErrorKind::kRuntime, "local training of round " + std::to_string(request.round) + " was stopped");
+    }
+    const auto stats = trainer.step();
+    loss_sum += stats.loss;
+    result.tokens += stats.tokens;
+  }
+  const ParamVector local = model_.adapter(options_.adapter_slot)->to_params().remapped(global.layout());
+  result.update.resize(local.size());
+  for (std::size_t i = 0; i < result.update.size(); ++i) result.update[i] = local.values()[i] - global.values()[i];
+  result.train_loss = request.local_steps > 0 ? loss_sum / request.local_steps : 0.0;
+  result.num_examples = train_.size();
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  spdlog::debug("round {}: {} local steps, train loss {:.4f}, {} tokens in {:.2f} s", request.round,
+                request.local_steps, result.train_loss, result.tokens, result.seconds);
+  return result;
+}
+
+training::EvalResult LocalTrainer::evaluate(const ParamVector& global) {
+  if (!eval_) throw Error(ErrorKind::kInvalidInput, "local trainer: no held-out split to evaluate on");
+  install(global);
+  return training::evaluate_loss(model_, *eval_);
+}
+
+}  // namespace fedge::node

@@ -1,0 +1,126 @@
+// The node's local round step: global adapter in, update (local - global) out,
+// in the federation's layout order, with the base untouched.
+#include <ATen/ATen.h>
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+
+#include "fedge/common/error.h"
+#include "fedge/inference/tokenizer.h"
+#include "fedge/node/local_trainer.h"
+
+namespace {
+
+using fedge::ParamLayout;
+using fedge::ParamVector;
+
+fedge::training::TokenDataset small_data(int n, int seed) {
+  const auto tokenizer = fedge::inference::Tokenizer::byte_level_tiny();
+  std::vector<fedge::training::Record> records;
+  for (int i = 0; i < n; ++i) {
+    records.push_back({"well W" + std::to_string(i % 3) + " day " + std::to_string(i + seed) + ": ",
+                       "liquid " + std::to_string(100 + 7 * i + seed) + " bbl"});
+  }
+  return fedge::training::TokenDataset::build(tokenizer, records, 64, false);
+}
+
+// The coordinator's view: the adapter's tensors in reversed order, so the test
+// notices any mix-up between the wire layout and the adapter's own order.
+ParamVector global_in_wire_order(const fedge::inference::Model& model) {
+  fedge::inference::LoraConfig config;
+  config.r = 4;
+  auto adapter = fedge::inference::LoraAdapter::create(model.config(), config, 7);
+  // Non-zero B, so the global adapter is not the identity.
+  for (auto& t : adapter.parameters()) t.uniform_(-0.05, 0.05);
+  const ParamVector own = adapter.to_params();
+  ParamLayout reversed;
+  for (auto it = own.layout().entries().rbegin(); it != own.layout().entries().rend(); ++it) {
+    reversed.add(it->name, it->shape);
+  }
+  return own.remapped(reversed);
+}
+
+fedge::node::LocalTrainRequest request(std::uint64_t round, double mu = 0.0) {
+  fedge::node::LocalTrainRequest r;
+  r.round = round;
+  r.local_steps = 4;
+  r.learning_rate = 5e-3;
+  r.batch_size = 2;
+  r.fedprox_mu = mu;
+  return r;
+}
+
+double norm(const std::vector<float>& v) {
+  double s = 0;
+  for (float x : v) s += double(x) * x;
+  return std::sqrt(s);
+}
+
+}  // namespace
+
+TEST_CASE("local trainer returns local - global in the wire layout and leaves the base alone", "[local_trainer]") {
+  auto model = fedge::inference::Model::tiny(3);
+  const auto base_before = model.named_weights().front().second.clone();
+  const ParamVector global = global_in_wire_order(model);
+  fedge::node::LocalTrainer trainer(model, small_data(12, 0), small_data(4, 100));
+  CHECK(trainer.num_examples() == 12);
+
+  const auto result = trainer.train(global, request(1));
+  REQUIRE(result.update.size() == global.size());
+  CHECK(result.num_examples == 12);
+  CHECK(result.train_loss > 0);
+  CHECK(norm(result.update) > 0);
+  // global + update is exactly what the model's adapter now holds.
+  const ParamVector local = model.adapter("federated")->to_params().remapped(global.layout());
+  for (std::size_t i = 0; i < global.size(); ++i) {
+    REQUIRE(global.values()[i] + result.update[i] == Approx(local.values()[i]).margin(1e-7));
+  }
+  CHECK(at::equal(model.named_weights().front().second, base_before));
+
+  // Deterministic per round; another round draws other batches.
+  fedge::node::LocalTrainer again(model, small_data(12, 0), std::nullopt);
+  CHECK(again.train(global, request(1)).update == result.update);
+  CHECK(again.train(global, request(2)).update != result.update);
+}
+
+TEST_CASE("local trainer: FedProx pulls the update toward the global adapter", "[local_trainer]") {
+  auto model = fedge::inference::Model::tiny(3);
+  const ParamVector global = global_in_wire_order(model);
+  fedge::node::LocalTrainer trainer(model, small_data(12, 0), std::nullopt);
+  const double free = norm(trainer.train(global, request(1, 0.0)).update);
+  const double prox = norm(trainer.train(global, request(1, 50.0)).update);
+  CHECK(prox < free);
+}
+
+TEST_CASE("local trainer: held-out loss of the global adapter", "[local_trainer]") {
+  auto model = fedge::inference::Model::tiny(3);
+  const ParamVector global = global_in_wire_order(model);
+  fedge::node::LocalTrainer trainer(model, small_data(12, 0), small_data(4, 100));
+  const auto before = trainer.evaluate(global);
+  CHECK(before.tokens > 0);
+  CHECK(std::isfinite(before.loss));
+  CHECK(before.perplexity == Approx(std::exp(before.loss)));
+  fedge::node::LocalTrainer no_eval(model, small_data(4, 0), std::nullopt);
+  CHECK_THROWS_WITH(no_eval.evaluate(global), Catch::Contains("no held-out split"));
+}
+
+TEST_CASE("local trainer refuses layouts that are not a LoRA adapter for the model", "[local_trainer]") {
+  auto model = fedge::inference::Model::tiny(3);
+  fedge::node::LocalTrainer trainer(model, small_data(4, 0), std::nullopt);
+  ParamLayout junk;
+  junk.add("weights", {10});
+  CHECK_THROWS_WITH(trainer.train(ParamVector(junk), request(1)), Catch::Contains("no LoRA A matrix"));
+
+  // Right names, one tensor mis-shaped.
+  const ParamVector global = global_in_wire_order(model);
+  ParamLayout bent;
+  for (const auto& e : global.layout().entries()) {
+    auto shape = e.shape;
+    if (&e == &global.layout().entries().front()) shape[1] += 1;
+    bent.add(e.name, shape);
+  }
+  CHECK_THROWS_AS(trainer.train(ParamVector(bent), request(1)), fedge::Error);
+  CHECK_THROWS_WITH(fedge::node::LocalTrainer(model, fedge::training::TokenDataset{}, std::nullopt),
+                    Catch::Contains("training set is empty"));
+}
