@@ -1,0 +1,348 @@
+// The coordinator process: I/O around CoordinatorCore. Everything about rounds
+// lives in the core; this file moves bytes, writes files and database rows.
+#include "fedge/coordinator/runtime.h"
+
+#include <chrono>
+#include <fstream>
+#include <map>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "fedge/common/error.h"
+#include "fedge/common/param_vector.h"
+#include "fedge/coordinator/store.h"
+#include "fedge/protocol/keys.h"
+#include "fedge/protocol/transport.h"
+
+namespace fedge::coordinator {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* kAdapterFile = "adapter_model.safetensors";
+constexpr const char* kAdapterConfig = "adapter_config.json";
+
+std::int64_t unix_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::vector<protocol::TensorLayout> wire_layout(const ParamLayout& layout) {
+  std::vector<protocol::TensorLayout> out;
+  for (const auto& e : layout.entries()) {
+    out.push_back({e.name, std::vector<std::uint64_t>(e.shape.begin(), e.shape.end())});
+  }
+  return out;
+}
+
+ParamLayout param_layout(const std::vector<protocol::TensorLayout>& layout) {
+  ParamLayout out;
+  for (const auto& t : layout) out.add(t.name, std::vector<std::int64_t>(t.shape.begin(), t.shape.end()));
+  return out;
+}
+
+std::string read_text(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw Error(ErrorKind::kNotFound, file.string() + ": cannot open");
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+void write_text_atomically(const fs::path& file, const std::string& text) {
+  const fs::path tmp = file.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    if (!out.flush()) throw Error(ErrorKind::kIo, tmp.string() + ": cannot write");
+  }
+  fs::rename(tmp, file);
+}
+
+// The plan as the Store keeps it: settings only, never node data.
+std::string plan_json(const protocol::RoundPlan& plan) {
+  nlohmann::json j;
+  j["global_version"] = plan.global_version;
+  j["local_steps"] = plan.hyper.local_steps;
+  j["learning_rate"] = plan.hyper.learning_rate;
+  j["batch_size"] = plan.hyper.batch_size;
+  j["fedprox_mu"] = plan.hyper.fedprox_mu;
+  j["secure"] = plan.secure;
+  if (plan.secure) {
+    j["secagg"] = {{"n", plan.secagg.num_clients},      {"threshold", plan.secagg.threshold},
+                   {"degree", plan.secagg.degree},      {"vector_length", plan.secagg.vector_length},
+                   {"quant_bits", plan.secagg.quant_bits}, {"clip_range", plan.secagg.clip_range}};
+  }
+  j["dp"] = {{"mode", static_cast<int>(plan.dp.mode)},
+             {"clip_norm", plan.dp.clip_norm},
+             {"noise_multiplier", plan.dp.noise_multiplier}};
+  j["update_length"] = plan.update_length;
+  return j.dump();
+}
+
+protocol::Envelope error_reply(protocol::ErrorCode code, std::string message, std::uint16_t in_reply_to) {
+  protocol::Envelope env;
+  env.sender = protocol::kCoordinatorId;
+  env.body = protocol::ErrorReply{code, std::move(message), in_reply_to};
+  return env;
+}
+
+}  // namespace
+
+struct CoordinatorRuntime::Impl {
+  CoordinatorRuntimeConfig config;
+  Store store;
+  protocol::Context context;
+  std::unique_ptr<protocol::Router> router;
+  std::optional<CoordinatorCore> core;
+  std::string adapter_config_text;              // copied next to every version
+  std::map<protocol::NodeId, std::string> peer_of;       // node -> ZeroMQ routing id
+  std::map<protocol::NodeId, protocol::Key32> key_of;    // node -> registered CURVE key
+  std::map<protocol::NodeId, std::int64_t> heartbeat_written;
+
+  explicit Impl(CoordinatorRuntimeConfig c)
+      : config(std::move(c)), store(open_store(config)) {}
+
+  static Store open_store(const CoordinatorRuntimeConfig& config) {
+    fs::create_directories(config.state_dir / "adapters");
+    return Store::open(config.state_dir / "coordinator.db");
+  }
+
+  fs::path version_dir(std::uint64_t version) const {
+    return config.state_dir / "adapters" / ("v" + std::to_string(version));
+  }
+
+  // Version 0: a copy of the configured initial adapter, recorded once.
+  AdapterVersion record_initial_adapter() {
+    if (config.initial_adapter.empty()) {
+      throw Error(ErrorKind::kInvalidInput,
+                  config.state_dir.string() + " holds no global adapter yet: set coordinator.initial_adapter "
+                                              "to a PEFT adapter directory (e.g. made by `fedge adapter init`)");
+    }
+    const ParamVector initial = ParamVector::load(config.initial_adapter / kAdapterFile);
+    const fs::path dir = version_dir(0);
+    fs::create_directories(dir);
+    initial.save(dir / kAdapterFile);
+    write_text_atomically(dir / kAdapterConfig, read_text(config.initial_adapter / kAdapterConfig));
+    const FileDigest digest = digest_file(dir / kAdapterFile);
+    AdapterVersion v{0, 0, (dir / kAdapterFile).string(), digest.sha256, digest.size_bytes, 0};
+    store.record_initial_adapter(v);
+    spdlog::info("initial global adapter from {}: {} parameters", config.initial_adapter.string(), initial.size());
+    return *store.latest_version();
+  }
+
+  ResumeState resume() {
+    const Recovery recovery = store.recover();
+    for (auto round : recovery.abandoned) spdlog::warn("round {} was running when the coordinator stopped; it runs again", round);
+    const AdapterVersion latest = recovery.latest_adapter ? *recovery.latest_adapter : record_initial_adapter();
+    const FileDigest digest = digest_file(latest.path);
+    if (!latest.sha256.empty() && digest.sha256 != latest.sha256) {
+      throw Error(ErrorKind::kInvalidInput, latest.path + ": the global adapter v" + std::to_string(latest.version) +
+                                                " changed on disk since it was written (sha256 differs); restore it");
+    }
+    const ParamVector global = ParamVector::load(latest.path);
+    adapter_config_text = read_text(fs::path(latest.path).parent_path() / kAdapterConfig);
+    ResumeState state;
+    state.next_round = recovery.next_round;
+    state.global_version = latest.version;
+    state.global.assign(global.values().begin(), global.values().end());
+    state.layout = wire_layout(global.layout());
+    state.dp_history = store.dp_history();
+    spdlog::info("coordinator state {}: global v{}, next round {}", config.state_dir.string(), latest.version,
+                 recovery.next_round);
+    return state;
+  }
+
+  void bind() {
+    protocol::SocketOptions options;
+    options.limits = config.limits;
+    std::optional<protocol::CurveServer> curve;
+    if (!config.insecure) {
+      if (config.key_file.empty() || config.allow_list.empty()) {
+        throw Error(ErrorKind::kInvalidInput,
+                    "coordinator: set coordinator.key and coordinator.allow_list (CurveZMQ), or insecure = true "
+                    "for a plain-TCP test setup");
+      }
+      curve = protocol::CurveServer{protocol::load_key_pair(config.key_file),
+                                    protocol::load_allow_list(config.allow_list)};
+      spdlog::info("CurveZMQ on; {} node keys allowed", curve->allowed_clients.size());
+    } else {
+      spdlog::warn("coordinator runs WITHOUT CurveZMQ (insecure = true): traffic is plain text");
+    }
+    router = std::make_unique<protocol::Router>(context, config.bind, options, std::move(curve));
+    spdlog::info("coordinator listening on {}", router->endpoint());
+    if (!config.endpoint_file.empty()) write_text_atomically(config.endpoint_file, router->endpoint() + "\n");
+  }
+
+  // ---- outgoing ----
+  void send(const Outgoing& out) {
+    auto peer = peer_of.find(out.to);
+    if (peer == peer_of.end()) {
+      spdlog::debug("no connection to node {} for {}", out.to, protocol::body_name(out.envelope.body));
+      return;
+    }
+    try {
+      router->send(peer->second, protocol::encode(out.envelope));
+    } catch (const Error& e) {
+      // The node went away; the core treats its silence as a dropout.
+      spdlog::debug("send {} to node {}: {}", protocol::body_name(out.envelope.body), out.to, e.what());
+    }
+  }
+
+  void reply_to_peer(const std::string& peer, const protocol::Envelope& env) {
+    try {
+      router->send(peer, protocol::encode(env));
+    } catch (const Error& e) {
+      spdlog::debug("error reply not delivered: {}", e.what());
+    }
+  }
+
+  // ---- events ----
+  void handle(const RoundStarted& e) {
+    store.begin_round(e.round, plan_json(e.plan), e.plan.selected);
+    spdlog::info("round {} (attempt {}) started: {} nodes selected, {}", e.round, e.attempt, e.plan.selected.size(),
+                 e.plan.secure ? "secure aggregation" : "plain updates");
+  }
+
+  void handle(const RoundCompleted& e) {
+    const fs::path dir = version_dir(e.version);
+    fs::create_directories(dir);
+    const ParamVector global(param_layout(core->layout()), e.global);
+    // File first, row second: a crash in between leaves a file the next
+    // attempt overwrites (store.h's crash model).
+    global.save(dir / kAdapterFile);
+    write_text_atomically(dir / kAdapterConfig, adapter_config_text);
+    const FileDigest digest = digest_file(dir / kAdapterFile);
+    RoundResult result;
+    result.adapter_version = e.version;
+    result.adapter_path = (dir / kAdapterFile).string();
+    result.adapter_sha256 = digest.sha256;
+    result.adapter_size_bytes = digest.size_bytes;
+    for (const auto& [name, value] : e.metrics) {
+      if (!std::isnan(value)) result.metrics[name] = value;
+    }
+    result.survivors = e.survivors.size();
+    result.epsilon_spent = core->epsilon();
+    result.dp = e.dp;
+    store.complete_round(e.round, result);
+    std::string summary;
+    for (const auto& [name, value] : result.metrics) summary += " " + name + "=" + fmt::format("{:.4g}", value);
+    spdlog::info("round {} completed: global v{} from {} survivors;{}", e.round, e.version, e.survivors.size(), summary);
+    log_stats(e.round, e.stats);
+  }
+
+  void handle(const RoundFailed& e) {
+    store.fail_round(e.round, e.reason);
+    spdlog::warn("round {} (attempt {}) failed: {}", e.round, e.attempt, e.reason);
+    log_stats(e.round, e.stats);
+  }
+
+  void handle(const NodeRegistered& e) {
+    NodeRecord record;
+    record.node_id = e.node.node_id;
+    record.name = e.node.name;
+    record.public_key = e.node.public_key;
+    record.profile = e.node.capabilities.device_profile;
+    record.examples = e.node.capabilities.num_examples;
+    store.upsert_node(record);
+    key_of[e.node.node_id] = e.node.public_key;
+    spdlog::info("node {} ('{}') {}: {} examples", e.node.node_id, e.node.name,
+                 e.known ? "registered again" : "registered", e.node.capabilities.num_examples);
+  }
+
+  void handle(const NodeLost& e) { spdlog::warn("node {} missed its heartbeats; it is no longer selected", e.node); }
+  void handle(const FederationFinished& e) { spdlog::info("federation finished after round {}", e.rounds); }
+
+  static void log_stats(std::uint64_t round, const RoundStats& stats) {
+    for (const auto& s : stats.stages) {
+      if (s.dropped() > 0) {
+        spdlog::info("round {}: {} of {} nodes dropped at {}", round, s.dropped(), s.expected, stage_name(s.stage));
+      }
+    }
+  }
+
+  void apply(CoordinatorActions actions) {
+    // Events first: a round's rows exist before its messages go out.
+    for (const auto& event : actions.events) std::visit([this](const auto& e) { handle(e); }, event);
+    for (const auto& out : actions.send) send(out);
+  }
+
+  // ---- incoming ----
+  void receive(const protocol::Incoming& in) {
+    protocol::Envelope env;
+    try {
+      env = protocol::decode(in.payload, config.limits);
+    } catch (const protocol::DecodeError& e) {
+      spdlog::warn("refused a message from peer {}: {}", peer_label(in), e.what());
+      reply_to_peer(in.peer, error_reply(e.code(), e.what(), 0xffff));
+      return;
+    }
+    std::optional<protocol::Key32> key;
+    if (!in.user_id.empty()) key = protocol::z85_to_key(in.user_id, "CURVE user id");
+    // A node id is bound to the key it registered with: another allow-listed
+    // node cannot speak for it.
+    if (key && !std::holds_alternative<protocol::Register>(env.body)) {
+      auto known = key_of.find(env.sender);
+      if (known != key_of.end() && known->second != *key) {
+        spdlog::warn("peer {} sent {} as node {}, whose key differs; refused", peer_label(in),
+                     protocol::body_name(env.body), env.sender);
+        reply_to_peer(in.peer, error_reply(protocol::ErrorCode::kNotAllowed,
+                                           "sender id does not match the authenticated key",
+                                           static_cast<std::uint16_t>(env.body.index())));
+        return;
+      }
+    }
+    if (env.sender != protocol::kCoordinatorId) peer_of[env.sender] = in.peer;
+    if (std::holds_alternative<protocol::Heartbeat>(env.body)) note_heartbeat(env.sender);
+    apply(core->on_message(unix_ms(), env, key));
+  }
+
+  void note_heartbeat(protocol::NodeId node) {
+    // The database keeps liveness coarsely (every 10 s per node); the core keeps it exactly.
+    const std::int64_t now = unix_ms();
+    auto& last = heartbeat_written[node];
+    if (now - last < 10000 || !key_of.count(node)) return;
+    last = now;
+    try {
+      store.mark_heartbeat(node, now);
+    } catch (const Error& e) {
+      spdlog::debug("heartbeat of node {}: {}", node, e.what());
+    }
+  }
+
+  static std::string peer_label(const protocol::Incoming& in) {
+    return in.user_id.empty() ? "(no CURVE key)" : "with key " + in.user_id;
+  }
+};
+
+CoordinatorRuntime::CoordinatorRuntime(CoordinatorRuntimeConfig config)
+    : impl_(std::make_unique<Impl>(std::move(config))) {
+  validate(impl_->config.federation);
+  impl_->core.emplace(impl_->config.federation, impl_->resume());
+  impl_->bind();
+}
+
+CoordinatorRuntime::~CoordinatorRuntime() = default;
+
+std::string CoordinatorRuntime::endpoint() const { return impl_->router->endpoint(); }
+
+int CoordinatorRuntime::run() {
+  Impl& s = *impl_;
+  std::optional<std::int64_t> finished_at;
+  while (!stop_.load()) {
+    std::int64_t now = unix_ms();
+    std::int64_t wait = 50;
+    if (auto next = s.core->next_deadline_ms()) wait = std::clamp<std::int64_t>(*next - now, 0, 50);
+    if (auto in = s.router->recv(std::chrono::milliseconds(wait))) s.receive(*in);
+    s.apply(s.core->on_tick(unix_ms()));
+    if (s.core->finished()) {
+      if (!finished_at) finished_at = unix_ms();
+      if (unix_ms() - *finished_at >= s.config.finish_linger_ms) return 0;
+    }
+  }
+  spdlog::info("coordinator stopped at round {}; start it again with the same state directory to continue",
+               s.core->current_round());
+  return 1;
+}
+
+}  // namespace fedge::coordinator

@@ -1,0 +1,127 @@
+// TOML -> CoordinatorRuntimeConfig / FederationConfig. Every key is typed and
+// range-checked; unknown keys are errors (config.h). Example: configs/coordinator.toml.
+#include <filesystem>
+
+#include "fedge/common/error.h"
+#include "fedge/coordinator/runtime.h"
+
+namespace fedge::coordinator {
+namespace {
+
+namespace fs = std::filesystem;
+using config::Range;
+
+fs::path relative_to(const fs::path& base, const std::string& value) {
+  if (value.empty()) return {};
+  fs::path p(value);
+  return p.is_absolute() ? p : base / p;
+}
+
+std::uint32_t u32(const config::Table& t, std::string_view key, std::uint32_t fallback,
+                  std::int64_t min = 0, std::int64_t max = 0xffffffffLL) {
+  return static_cast<std::uint32_t>(t.integer(key, fallback, Range<std::int64_t>{min, max}));
+}
+
+protocol::DpMode dp_mode(const std::string& name) {
+  if (name == "central") return protocol::DpMode::kCentral;
+  if (name == "distributed") return protocol::DpMode::kDistributed;
+  return protocol::DpMode::kNone;
+}
+
+void read_strategy_params(const config::Table& t, aggregation::StrategyParams& params) {
+  // make_strategy checks that each name fits the chosen strategy.
+  static const char* kNames[] = {"proximal_mu", "server_learning_rate", "server_momentum", "eta", "beta_1",
+                                 "beta_2", "tau", "beta", "num_malicious", "num_to_keep"};
+  for (const char* name : kNames) {
+    if (t.has(name)) params[name] = t.number(name, 0.0);
+  }
+}
+
+}  // namespace
+
+FederationConfig read_federation_config(const config::Table& t) {
+  FederationConfig c;
+  c.rounds = static_cast<std::uint64_t>(t.integer("rounds", static_cast<std::int64_t>(c.rounds), {1, 1000000}));
+  c.min_nodes = u32(t, "min_nodes", c.min_nodes, 1);
+  c.max_nodes = u32(t, "max_nodes", c.max_nodes);
+  c.fraction = t.number("fraction", c.fraction, {1e-9, 1.0});
+  c.heartbeat_interval_ms = u32(t, "heartbeat_interval_ms", c.heartbeat_interval_ms, 10);
+  c.liveness_timeout_ms = u32(t, "liveness_timeout_ms", c.liveness_timeout_ms, 10);
+  c.seed = static_cast<std::uint64_t>(t.integer("seed", 0, {0, std::numeric_limits<std::int64_t>::max()}));
+  c.round_gap_ms = u32(t, "round_gap_ms", c.round_gap_ms);
+  c.retry_delay_ms = u32(t, "retry_delay_ms", c.retry_delay_ms);
+  c.secure = t.boolean("secure", c.secure);
+  c.strategy = t.string("strategy", c.strategy);
+  read_strategy_params(t.table("strategy_params"), c.strategy_params);
+
+  const auto train = t.table("train");
+  c.hyper.local_steps = u32(train, "local_steps", c.hyper.local_steps, 1, 1000000);
+  c.hyper.learning_rate = static_cast<float>(train.number("learning_rate", c.hyper.learning_rate, {0.0, 10.0}));
+  c.hyper.batch_size = u32(train, "batch_size", c.hyper.batch_size, 1, 65536);
+  c.hyper.fedprox_mu = static_cast<float>(train.number("fedprox_mu", c.hyper.fedprox_mu, {0.0, 1e6}));
+
+  const auto d = t.table("deadlines");
+  c.deadlines.train_ms = u32(d, "train_ms", c.deadlines.train_ms, 1);
+  c.deadlines.advertise_keys_ms = u32(d, "advertise_keys_ms", c.deadlines.advertise_keys_ms, 1);
+  c.deadlines.share_keys_ms = u32(d, "share_keys_ms", c.deadlines.share_keys_ms, 1);
+  c.deadlines.masked_input_ms = u32(d, "masked_input_ms", c.deadlines.masked_input_ms, 1);
+  c.deadlines.unmask_ms = u32(d, "unmask_ms", c.deadlines.unmask_ms, 1);
+
+  const auto s = t.table("secagg");
+  c.expected_dropout = s.number("expected_dropout", c.expected_dropout, {0.0, 0.99});
+  c.corrupt_fraction = s.number("corrupt_fraction", c.corrupt_fraction, {0.0, 0.99});
+  c.failure_probability = s.number("failure_probability", c.failure_probability, {1e-300, 1.0});
+  c.secagg_degree = u32(s, "degree", c.secagg_degree);
+  c.secagg_threshold = u32(s, "threshold", c.secagg_threshold);
+  c.clip_range = s.number("clip_range", c.clip_range, {1e-12, 1e12});
+  c.quant_bits = u32(s, "quant_bits", c.quant_bits, 0, 32);
+  c.loss_cap = s.number("loss_cap", c.loss_cap, {0.0, 1e6});
+  c.secagg_threads = static_cast<int>(s.integer("threads", c.secagg_threads, {0, 1024}));
+  c.min_survivors = u32(t, "min_survivors", c.min_survivors);
+
+  const auto dp = t.table("dp");
+  c.dp.mode = dp_mode(dp.string("mode", "none", {"none", "central", "distributed"}));
+  c.dp.clip_norm = dp.number("clip_norm", c.dp.clip_norm, {1e-12, 1e12});
+  c.dp.noise_multiplier = dp.number("noise_multiplier", c.dp.noise_multiplier, {0.0, 1e6});
+  c.dp.delta = dp.number("delta", c.dp.delta, {1e-300, 0.999});
+  return c;
+}
+
+protocol::Limits read_limits(const config::Table& t) {
+  protocol::Limits l;
+  l.max_message_bytes = static_cast<std::size_t>(t.integer("max_message_mb", 512, {1, 4096})) << 20;
+  l.max_list_length = static_cast<std::size_t>(t.integer("max_list_length", 1 << 16, {16, 1 << 24}));
+  l.max_vector_length = static_cast<std::size_t>(
+      t.integer("max_vector_length", static_cast<std::int64_t>(l.max_vector_length), {1, std::int64_t{1} << 32}));
+  l.max_text_bytes = static_cast<std::size_t>(t.integer("max_text_bytes", 1 << 20, {256, 1 << 28}));
+  return l;
+}
+
+CoordinatorRuntimeConfig read_coordinator_config(const fs::path& file) {
+  const auto doc = config::Document::parse_file(file);
+  const auto root = doc.root();
+  const fs::path base = file.parent_path();
+  CoordinatorRuntimeConfig c;
+  const auto co = root.table("coordinator");
+  c.bind = co.string("bind", c.bind);
+  c.key_file = relative_to(base, co.string("key", ""));
+  c.allow_list = relative_to(base, co.string("allow_list", ""));
+  c.insecure = co.boolean("insecure", false);
+  c.state_dir = relative_to(base, co.string("state_dir", "coordinator-state"));
+  c.initial_adapter = relative_to(base, co.string("initial_adapter", ""));
+  c.finish_linger_ms = u32(co, "finish_linger_ms", c.finish_linger_ms);
+  c.endpoint_file = relative_to(base, co.string("endpoint_file", ""));
+  c.federation = read_federation_config(root.table("federation"));
+  c.limits = read_limits(root.table("limits"));
+  const auto ad = root.table("adapter");
+  c.adapter_init.model = ad.string("model", c.adapter_init.model);
+  c.adapter_init.rank = static_cast<int>(ad.integer("rank", c.adapter_init.rank, {1, 4096}));
+  c.adapter_init.alpha = ad.number("alpha", c.adapter_init.alpha, {1e-6, 1e6});
+  c.adapter_init.targets = ad.strings("targets", c.adapter_init.targets);
+  c.adapter_init.seed = static_cast<std::uint64_t>(ad.integer("seed", 0, {0, std::numeric_limits<std::int64_t>::max()}));
+  if (c.adapter_init.model != "tiny") c.adapter_init.model = relative_to(base, c.adapter_init.model).string();
+  doc.reject_unknown_keys();
+  return c;
+}
+
+}  // namespace fedge::coordinator
