@@ -4,6 +4,7 @@
 
 #include "fedge/common/error.h"
 #include "fedge/coordinator/runtime.h"
+#include "fedge/protocol/limits_config.h"
 
 namespace fedge::coordinator {
 namespace {
@@ -87,16 +88,6 @@ FederationConfig read_federation_config(const config::Table& t) {
   return c;
 }
 
-protocol::Limits read_limits(const config::Table& t) {
-  protocol::Limits l;
-  l.max_message_bytes = static_cast<std::size_t>(t.integer("max_message_mb", 512, {1, 4096})) << 20;
-  l.max_list_length = static_cast<std::size_t>(t.integer("max_list_length", 1 << 16, {16, 1 << 24}));
-  l.max_vector_length = static_cast<std::size_t>(
-      t.integer("max_vector_length", static_cast<std::int64_t>(l.max_vector_length), {1, std::int64_t{1} << 32}));
-  l.max_text_bytes = static_cast<std::size_t>(t.integer("max_text_bytes", 1 << 20, {256, 1 << 28}));
-  return l;
-}
-
 CoordinatorRuntimeConfig read_coordinator_config(const fs::path& file) {
   const auto doc = config::Document::parse_file(file);
   const auto root = doc.root();
@@ -112,7 +103,7 @@ CoordinatorRuntimeConfig read_coordinator_config(const fs::path& file) {
   c.finish_linger_ms = u32(co, "finish_linger_ms", c.finish_linger_ms);
   c.endpoint_file = relative_to(base, co.string("endpoint_file", ""));
   c.federation = read_federation_config(root.table("federation"));
-  c.limits = read_limits(root.table("limits"));
+  c.limits = protocol::read_limits(root.table("limits"));
   const auto ad = root.table("adapter");
   c.adapter_init.model = ad.string("model", c.adapter_init.model);
   c.adapter_init.rank = static_cast<int>(ad.integer("rank", c.adapter_init.rank, {1, 4096}));

@@ -62,8 +62,6 @@ struct CoordinatorRuntimeConfig {
 CoordinatorRuntimeConfig read_coordinator_config(const std::filesystem::path& file);
 // The [federation] table alone (also used by simulator scenarios).
 FederationConfig read_federation_config(const config::Table& table);
-// The [limits] table alone.
-protocol::Limits read_limits(const config::Table& table);
 
 class CoordinatorRuntime {
  public:

@@ -1,0 +1,103 @@
+// The node process: the round client (round_client.h) over a ZeroMQ DEALER
+// with CurveZMQ, local training on a worker thread (local_trainer.h) and the
+// inference service, which keeps answering while the node trains and swaps in
+// each new global adapter without stopping.
+//
+// Threads: run() is the network loop (the only one touching the socket and the
+// round client); one worker thread trains and evaluates on its own copy of the
+// model; serving runs on its own threads with another copy, so training never
+// blocks an answer.
+//
+// State directory layout (all of it stays on site):
+//   global/                  the latest global adapter (PEFT), served and used
+//                            to resume after a restart
+//   updates/round_<r>.safetensors   this node's own update of round r, when
+//                            save_updates is on (an audit trail for the site)
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "fedge/common/param_vector.h"
+#include "fedge/node/local_trainer.h"
+#include "fedge/node/round_client.h"
+#include "fedge/protocol/codec.h"
+#include "fedge/training/commands.h"
+
+namespace fedge::node {
+
+// What the node serves while it trains ([serve] in the node config).
+struct ServeSettings {
+  std::string http;                 // "host:port" of the OpenAI-compatible API; empty = none
+  std::string zmq;                  // endpoint of inference over ZeroMQ; empty = none
+  std::size_t max_queue = 16;       // waiting requests before "overloaded"
+  std::string default_adapter = "global";  // global, local or none
+  std::string split_peer;           // split inference: the peer running the upper layers; empty = off
+  int split_layers = 0;             // layers run on this node when split
+  std::uint32_t split_deadline_ms = 2000;  // per token; slower = fall back to local
+};
+
+struct NodeRuntimeConfig {
+  protocol::NodeId node_id = 1;
+  std::string name;                    // default "node-<id>"
+  std::string device_profile = "edge";
+  std::filesystem::path state_dir = "node-state";
+  std::string coordinator = "tcp://127.0.0.1:5555";
+  // CURVE: this node's secret key file and the coordinator's public key file.
+  std::filesystem::path key_file;
+  std::filesystem::path coordinator_public_key;
+  bool insecure = false;               // plain TCP (tests on one host only)
+
+  std::string model = "tiny";          // HF directory or "tiny"
+  int threads = 0;                     // torch threads for training; 0 = all cores
+  training::DataSource train_data;
+  std::string eval_path;               // held-out file, same format as train_data
+  int seq_len = 128;
+  LocalTrainerOptions trainer;
+  bool save_updates = false;
+  bool evaluate_global = true;         // held-out loss of each new global -> Metrics "eval_loss"
+  protocol::Limits limits;
+  ServeSettings serve;
+  // Stop after this many installed global versions beyond the first (0: run
+  // until stopped). Lets scripts run a node for a fixed number of rounds.
+  std::uint64_t exit_after_versions = 0;
+};
+
+// Reads a node config file ([node], [coordinator], [model], [data], [train],
+// [limits]; [serve] is read by the serving code); relative paths are taken from
+// the file's folder. Errors name file:line and key.
+NodeRuntimeConfig read_node_config(const std::filesystem::path& file);
+
+class NodeRuntime {
+ public:
+  // Loads the model and data, restores the last global adapter from the state
+  // directory, connects. Throws fedge::Error naming the file or setting at fault.
+  explicit NodeRuntime(NodeRuntimeConfig config);
+  ~NodeRuntime();
+  NodeRuntime(const NodeRuntime&) = delete;
+  NodeRuntime& operator=(const NodeRuntime&) = delete;
+
+  // Called (on the network thread) with every newly installed global adapter,
+  // e.g. to hot-swap it into the inference service.
+  void on_global_installed(std::function<void(const ParamVector& global, std::uint64_t version)> callback);
+
+  // Runs until stop() (returns 1) or exit_after_versions is reached (returns 0).
+  int run();
+  void stop() { stop_.store(true); }  // safe from any thread or a signal handler
+
+  const NodeRuntimeConfig& config() const;
+  // The directory holding the latest global adapter (PEFT), empty before the first.
+  std::filesystem::path global_adapter_dir() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  std::atomic<bool> stop_{false};
+};
+
+}  // namespace fedge::node

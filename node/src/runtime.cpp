@@ -1,0 +1,376 @@
+// The node process: I/O around RoundClient. The round logic lives in the
+// client; this file owns the socket, the training worker and the files.
+#include "fedge/node/runtime.h"
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <fstream>
+#include <mutex>
+#include <thread>
+#include <variant>
+
+#include <spdlog/spdlog.h>
+
+#include "fedge/common/error.h"
+#include "fedge/inference/lora.h"
+#include "fedge/inference/model.h"
+#include "fedge/inference/tokenizer.h"
+#include "fedge/protocol/keys.h"
+#include "fedge/protocol/transport.h"
+
+namespace fedge::node {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::int64_t unix_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+ParamLayout param_layout(const std::vector<protocol::TensorLayout>& layout) {
+  ParamLayout out;
+  for (const auto& t : layout) out.add(t.name, std::vector<std::int64_t>(t.shape.begin(), t.shape.end()));
+  return out;
+}
+
+struct TrainJob {
+  std::uint64_t ticket = 0;
+  LocalTrainRequest request;
+  std::shared_ptr<const ParamVector> global;
+};
+struct EvalJob {
+  std::uint64_t version = 0;
+  std::shared_ptr<const ParamVector> global;
+};
+using Job = std::variant<TrainJob, EvalJob>;
+
+struct TrainDone {
+  std::uint64_t ticket = 0;
+  std::uint64_t round = 0;
+  LocalTrainResult result;
+};
+struct TrainFailed {
+  std::uint64_t ticket = 0;
+  std::string reason;
+};
+struct EvalDone {
+  std::uint64_t version = 0;
+  training::EvalResult result;
+};
+using JobResult = std::variant<TrainDone, TrainFailed, EvalDone>;
+
+// One thread that trains and evaluates on the node's training model, so the
+// network loop keeps heartbeating meanwhile.
+class Worker {
+ public:
+  explicit Worker(LocalTrainer& trainer) : trainer_(trainer), thread_([this] { loop(); }) {}
+  ~Worker() {
+    {
+      std::lock_guard lock(mu_);
+      quit_ = true;
+      cancel_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+  void submit(Job job) {
+    {
+      std::lock_guard lock(mu_);
+      if (std::holds_alternative<TrainJob>(job)) cancel_ = false;
+      jobs_.push_back(std::move(job));
+    }
+    cv_.notify_all();
+  }
+  // Abandons the running training job (and queued ones) as soon as it checks.
+  void cancel_training() {
+    std::lock_guard lock(mu_);
+    cancel_ = true;
+    std::erase_if(jobs_, [](const Job& j) { return std::holds_alternative<TrainJob>(j); });
+  }
+  std::vector<JobResult> take_results() {
+    std::lock_guard lock(mu_);
+    std::vector<JobResult> out(std::make_move_iterator(results_.begin()), std::make_move_iterator(results_.end()));
+    results_.clear();
+    return out;
+  }
+  bool busy() {
+    std::lock_guard lock(mu_);
+    return running_ || !jobs_.empty();
+  }
+
+ private:
+  void loop() {
+    for (;;) {
+      Job job;
+      {
+        std::unique_lock lock(mu_);
+        cv_.wait(lock, [this] { return quit_ || !jobs_.empty(); });
+        if (quit_) return;
+        job = std::move(jobs_.front());
+        jobs_.pop_front();
+        running_ = true;
+      }
+      JobResult result = std::visit([this](auto& j) { return run(j); }, job);
+      std::lock_guard lock(mu_);
+      running_ = false;
+      results_.push_back(std::move(result));
+    }
+  }
+
+  JobResult run(TrainJob& job) {
+    try {
+      auto stop = [this] {
+        std::lock_guard lock(mu_);
+        return cancel_;
+      };
+      return TrainDone{job.ticket, job.request.round, trainer_.train(*job.global, job.request, stop)};
+    } catch (const std::exception& e) {
+      return TrainFailed{job.ticket, e.what()};
+    }
+  }
+
+  JobResult run(EvalJob& job) {
+    try {
+      return EvalDone{job.version, trainer_.evaluate(*job.global)};
+    } catch (const std::exception& e) {
+      spdlog::warn("evaluating global v{}: {}", job.version, e.what());
+      return EvalDone{job.version, {}};
+    }
+  }
+
+  LocalTrainer& trainer_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Job> jobs_;
+  std::vector<JobResult> results_;
+  bool quit_ = false, cancel_ = false, running_ = false;
+  std::thread thread_;  // last: starts after the members it uses exist
+};
+
+struct LoadedModel {
+  inference::Model model;
+  inference::Tokenizer tokenizer;
+};
+
+LoadedModel load_model(const std::string& spec) {
+  if (spec == "tiny") return {inference::Model::tiny(0), inference::Tokenizer::byte_level_tiny()};
+  return {inference::Model::load(spec), inference::Tokenizer::from_dir(spec)};
+}
+
+training::TokenDataset dataset(const inference::Tokenizer& tokenizer, const training::DataSource& source,
+                               int seq_len) {
+  const auto records = source.read();
+  return training::TokenDataset::build(tokenizer, records, seq_len, /*pack=*/false);
+}
+
+}  // namespace
+
+struct NodeRuntime::Impl {
+  NodeRuntimeConfig config;
+  LoadedModel loaded;
+  std::unique_ptr<LocalTrainer> trainer;
+  std::unique_ptr<Worker> worker;
+  protocol::Context context;
+  std::unique_ptr<protocol::Dealer> dealer;
+  std::optional<RoundClient> client;
+  protocol::Key32 public_key{};
+
+  std::shared_ptr<const ParamVector> global;
+  std::uint64_t global_version = 0;
+  std::optional<std::uint64_t> first_version;
+  std::function<void(const ParamVector&, std::uint64_t)> installed_callback;
+
+  explicit Impl(NodeRuntimeConfig c) : config(std::move(c)), loaded(load_model(config.model)) {
+    if (config.name.empty()) config.name = "node-" + std::to_string(config.node_id);
+    auto train = dataset(loaded.tokenizer, config.train_data, config.seq_len);
+    std::optional<training::TokenDataset> eval;
+    if (!config.eval_path.empty()) {
+      training::DataSource source = config.train_data;
+      source.path = config.eval_path;
+      eval = dataset(loaded.tokenizer, source, config.seq_len);
+    }
+    trainer = std::make_unique<LocalTrainer>(loaded.model, std::move(train), std::move(eval), config.trainer);
+    fs::create_directories(config.state_dir);
+    connect();
+    NodeIdentity identity;
+    identity.node_id = config.node_id;
+    identity.name = config.name;
+    identity.public_key = public_key;
+    identity.capabilities.device_profile = config.device_profile;
+    identity.capabilities.num_examples = trainer->num_examples();
+    identity.capabilities.model_name = config.model;
+    identity.capabilities.threads = static_cast<std::uint32_t>(config.threads);
+    client.emplace(identity, NodeClientConfig{});
+    worker = std::make_unique<Worker>(*trainer);
+  }
+
+  ~Impl() { worker.reset(); }  // joins before the trainer and model go
+
+  void connect() {
+    protocol::SocketOptions options;
+    options.limits = config.limits;
+    std::optional<protocol::CurveClient> curve;
+    if (!config.insecure) {
+      if (config.key_file.empty() || config.coordinator_public_key.empty()) {
+        throw Error(ErrorKind::kInvalidInput,
+                    "node: set node.key and coordinator.public_key (CurveZMQ), or node.insecure = true for a "
+                    "plain-TCP test setup");
+      }
+      auto keys = protocol::load_key_pair(config.key_file);
+      public_key = protocol::z85_to_key(keys.public_z85, config.key_file.string());
+      curve = protocol::CurveClient{std::move(keys), protocol::load_public_key(config.coordinator_public_key)};
+    }
+    dealer = std::make_unique<protocol::Dealer>(context, config.coordinator, options, std::move(curve));
+    spdlog::info("node {} ('{}') connecting to {} with {} training examples", config.node_id, config.name,
+                 config.coordinator, trainer->num_examples());
+  }
+
+  // ---- actions ----
+  void send(const protocol::Envelope& env) {
+    try {
+      dealer->send(protocol::encode(env));
+    } catch (const Error& e) {
+      spdlog::warn("sending {} to the coordinator failed: {}", protocol::body_name(env.body), e.what());
+    }
+  }
+
+  void apply(NodeActions actions) {
+    for (const auto& note : actions.notes) spdlog::info("{}", note);
+    if (actions.install) install(std::move(*actions.install));
+    if (actions.cancel_training) worker->cancel_training();
+    if (actions.train) start_training(*actions.train);
+    for (const auto& env : actions.send) send(env);
+  }
+
+  void install(InstallGlobal install) {
+    auto params = std::make_shared<ParamVector>(param_layout(install.layout), std::move(install.params));
+    global = params;
+    global_version = install.version;
+    if (!first_version) first_version = install.version;
+    save_global(*params, install.version);
+    spdlog::info("installed global adapter v{}", install.version);
+    if (installed_callback) installed_callback(*params, install.version);
+    if (config.evaluate_global && trainer->has_eval()) worker->submit(EvalJob{install.version, params});
+  }
+
+  // The latest global as a PEFT directory (written aside, then renamed), so the
+  // site can serve it with any PEFT tool and a restarted node starts from it.
+  void save_global(const ParamVector& params, std::uint64_t version) {
+    const auto lora = lora_config_from_layout(params.layout(), loaded.model.config(), config.trainer.lora_alpha);
+    auto adapter = inference::LoraAdapter::create(loaded.model.config(), lora, 0);
+    adapter.from_params(params.remapped(adapter.layout()));
+    const fs::path tmp = config.state_dir / "global.tmp";
+    fs::remove_all(tmp);
+    adapter.save(tmp);
+    std::ofstream(tmp / "fedge_version.txt") << version << "\n";
+    fs::remove_all(config.state_dir / "global");
+    fs::rename(tmp, config.state_dir / "global");
+  }
+
+  void start_training(const TrainCommand& command) {
+    if (!global || global_version != command.global_version || global->size() != command.update_length) {
+      apply(client->on_training_failed(unix_ms(), "global v" + std::to_string(command.global_version) +
+                                                     " is not installed on this node"));
+      return;
+    }
+    LocalTrainRequest request;
+    request.round = command.round;
+    request.local_steps = command.hyper.local_steps;
+    request.learning_rate = command.hyper.learning_rate;
+    request.batch_size = command.hyper.batch_size;
+    request.fedprox_mu = command.hyper.fedprox_mu;
+    spdlog::info("round {}: training {} local steps from global v{}", command.round, request.local_steps,
+                 command.global_version);
+    worker->submit(TrainJob{command.ticket, request, global});
+  }
+
+  void handle(TrainDone& done) {
+    spdlog::info("round {}: local training done, loss {:.4f}, {:.1f} s", done.round, done.result.train_loss,
+                 done.result.seconds);
+    if (config.save_updates) save_update(done);
+    LocalUpdate update{done.ticket, std::move(done.result.update), done.result.num_examples, done.result.train_loss};
+    try {
+      apply(client->on_update_ready(unix_ms(), std::move(update)));
+    } catch (const Error& e) {
+      spdlog::warn("round {}: update refused ({}); this node drops out of the round", done.round, e.what());
+    }
+  }
+
+  void save_update(const TrainDone& done) {
+    const fs::path dir = config.state_dir / "updates";
+    fs::create_directories(dir);
+    const ParamVector update(global->layout(), done.result.update);
+    update.save(dir / ("round_" + std::to_string(done.round) + ".safetensors"),
+                {{"round", std::to_string(done.round)},
+                 {"global_version", std::to_string(global_version)},
+                 {"num_examples", std::to_string(done.result.num_examples)},
+                 {"train_loss", std::to_string(done.result.train_loss)}});
+  }
+
+  void handle(TrainFailed& failed) {
+    spdlog::warn("local training failed: {}", failed.reason);
+    apply(client->on_training_failed(unix_ms(), failed.reason));
+  }
+
+  void handle(EvalDone& done) {
+    if (done.result.tokens == 0) return;
+    spdlog::info("global v{}: held-out loss {:.4f}, perplexity {:.3f}", done.version, done.result.loss,
+                 done.result.perplexity);
+    protocol::Envelope env;
+    env.sender = config.node_id;
+    env.round = client->current_round();
+    env.body = protocol::Metrics{{{"eval_loss", done.result.loss}, {"eval_perplexity", done.result.perplexity}}};
+    send(env);
+  }
+
+  void receive(const protocol::Bytes& bytes) {
+    protocol::Envelope env;
+    try {
+      env = protocol::decode(bytes, config.limits);
+    } catch (const protocol::DecodeError& e) {
+      spdlog::warn("refused a message from the coordinator: {}", e.what());
+      return;
+    }
+    apply(client->on_message(unix_ms(), env));
+  }
+
+  bool done() const {
+    return config.exit_after_versions > 0 && first_version &&
+           global_version >= *first_version + config.exit_after_versions;
+  }
+};
+
+NodeRuntime::NodeRuntime(NodeRuntimeConfig config) : impl_(std::make_unique<Impl>(std::move(config))) {}
+NodeRuntime::~NodeRuntime() = default;
+
+void NodeRuntime::on_global_installed(std::function<void(const ParamVector&, std::uint64_t)> callback) {
+  impl_->installed_callback = std::move(callback);
+}
+
+const NodeRuntimeConfig& NodeRuntime::config() const { return impl_->config; }
+
+fs::path NodeRuntime::global_adapter_dir() const {
+  return impl_->global ? impl_->config.state_dir / "global" : fs::path();
+}
+
+int NodeRuntime::run() {
+  Impl& s = *impl_;
+  s.apply(s.client->start(unix_ms()));
+  while (!stop_.load()) {
+    std::int64_t wait = 20;
+    if (auto next = s.client->next_tick_ms()) wait = std::clamp<std::int64_t>(*next - unix_ms(), 0, 20);
+    if (auto bytes = s.dealer->recv(std::chrono::milliseconds(wait))) s.receive(*bytes);
+    for (auto& result : s.worker->take_results()) std::visit([&s](auto& r) { s.handle(r); }, result);
+    s.apply(s.client->on_tick(unix_ms()));
+    if (s.done() && !s.worker->busy()) {
+      spdlog::info("node {}: reached global v{}; exiting", s.config.node_id, s.global_version);
+      return 0;
+    }
+  }
+  return 1;
+}
+
+}  // namespace fedge::node

@@ -1,0 +1,86 @@
+// TOML -> NodeRuntimeConfig. Example: configs/node.toml.
+#include <limits>
+
+#include "fedge/common/config.h"
+#include "fedge/common/error.h"
+#include "fedge/node/runtime.h"
+#include "fedge/protocol/limits_config.h"
+
+namespace fedge::node {
+namespace {
+
+namespace fs = std::filesystem;
+using config::Range;
+
+fs::path relative_to(const fs::path& base, const std::string& value) {
+  if (value.empty()) return {};
+  fs::path p(value);
+  return p.is_absolute() ? p : base / p;
+}
+
+std::string model_path(const fs::path& base, const std::string& value) {
+  return value == "tiny" ? value : relative_to(base, value).string();
+}
+
+void read_train_options(const config::Table& t, LocalTrainerOptions& o) {
+  o.lora_alpha = t.number("lora_alpha", o.lora_alpha, {1e-6, 1e6});
+  o.train.weight_decay = t.number("weight_decay", o.train.weight_decay, {0.0, 10.0});
+  o.train.schedule = t.string("schedule", "constant", {"cosine", "linear", "constant"});
+  o.train.warmup_steps = t.integer("warmup_steps", 0, {0, 1000000});
+  o.train.max_grad_norm = t.number("max_grad_norm", o.train.max_grad_norm, {0.0, 1e6});
+  o.train.grad_accum = static_cast<int>(t.integer("grad_accum", 1, {1, 1024}));
+  o.train.seed = static_cast<std::uint64_t>(t.integer("seed", 0, {0, std::numeric_limits<std::int64_t>::max()}));
+  o.train.gradient_checkpointing = t.boolean("gradient_checkpointing", false);
+  o.train.log_every = static_cast<int>(t.integer("log_every", 0, {0, 1000000}));
+}
+
+}  // namespace
+
+NodeRuntimeConfig read_node_config(const fs::path& file) {
+  const auto doc = config::Document::parse_file(file);
+  const auto root = doc.root();
+  const fs::path base = file.parent_path();
+  NodeRuntimeConfig c;
+
+  const auto node = root.table("node");
+  c.node_id = static_cast<protocol::NodeId>(node.required_integer("id", {1, 0xffffffffLL}));
+  c.name = node.string("name", "");
+  c.device_profile = node.string("device_profile", c.device_profile);
+  c.state_dir = relative_to(base, node.string("state_dir", "node-state"));
+  c.key_file = relative_to(base, node.string("key", ""));
+  c.insecure = node.boolean("insecure", false);
+  c.save_updates = node.boolean("save_updates", false);
+  c.evaluate_global = node.boolean("evaluate_global", true);
+  c.exit_after_versions = static_cast<std::uint64_t>(node.integer("exit_after_versions", 0, {0, 1000000}));
+
+  const auto co = root.table("coordinator");
+  c.coordinator = co.string("endpoint", c.coordinator);
+  c.coordinator_public_key = relative_to(base, co.string("public_key", ""));
+
+  const auto model = root.table("model");
+  c.model = model_path(base, model.string("path", "tiny"));
+  c.threads = static_cast<int>(model.integer("threads", 0, {0, 1024}));
+
+  const auto data = root.table("data");
+  c.train_data.path = relative_to(base, data.required_string("train")).string();
+  c.eval_path = relative_to(base, data.string("eval", "")).string();
+  c.train_data.csv_template = data.string("csv_template", "");
+  c.train_data.skip_bad = data.boolean("skip_bad", false);
+  c.seq_len = static_cast<int>(data.integer("seq_len", c.seq_len, {8, 65536}));
+
+  read_train_options(root.table("train"), c.trainer);
+  c.limits = protocol::read_limits(root.table("limits"));
+  const auto serve = root.table("serve");
+  c.serve.http = serve.string("http", "");
+  c.serve.zmq = serve.string("zmq", "");
+  c.serve.max_queue = static_cast<std::size_t>(serve.integer("max_queue", 16, {1, 100000}));
+  c.serve.default_adapter = serve.string("adapter", "global", {"global", "local", "none"});
+  const auto split = serve.table("split");
+  c.serve.split_peer = split.string("peer", "");
+  c.serve.split_layers = static_cast<int>(split.integer("layers", 0, {0, 4096}));
+  c.serve.split_deadline_ms = static_cast<std::uint32_t>(split.integer("deadline_ms", 2000, {1, 600000}));
+  doc.reject_unknown_keys();
+  return c;
+}
+
+}  // namespace fedge::node

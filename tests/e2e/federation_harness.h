@@ -1,0 +1,134 @@
+// A federation on loopback for end-to-end tests: CurveZMQ keys, synthetic
+// per-site data, config files, and the real `fedge coordinator` / `fedge node`
+// processes. The test then reads what they left on disk.
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "e2e/process.h"
+#include "fedge/common/param_vector.h"
+#include "fedge/protocol/keys.h"
+#include "fedge/training/synth_data.h"
+#include "test_util.h"
+
+namespace fedge::testing {
+
+namespace fs = std::filesystem;
+
+inline std::string read_file(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+class FederationHarness {
+ public:
+  // `allowed` of the `nodes` node keys go on the coordinator's allow-list.
+  explicit FederationHarness(int nodes, int allowed = -1) : nodes_(nodes) {
+    if (allowed < 0) allowed = nodes;
+    fs::create_directories(root() / "keys");
+    protocol::write_key_files(root() / "keys/coordinator", protocol::generate_curve_keypair());
+    std::ofstream allow(root() / "keys/allowed.txt");
+    for (int id = 1; id <= nodes; ++id) {
+      const auto pair = protocol::generate_curve_keypair();
+      protocol::write_key_files(root() / ("keys/node" + std::to_string(id)), pair);
+      if (id <= allowed) allow << pair.public_z85 << " node" << id << "\n";
+    }
+    training::SynthOptions synth;
+    synth.sites = nodes;
+    synth.days = 12;
+    synth.public_records = 10;
+    synth.seed = 11;
+    training::write_synth_dataset(training::make_synth_dataset(synth), root() / "data");
+  }
+
+  const fs::path& root() const { return dir_.path; }
+  fs::path coordinator_state() const { return root() / "coordinator"; }
+  fs::path node_state(int id) const { return root() / ("node" + std::to_string(id)); }
+  fs::path adapter_file(std::uint64_t version) const {
+    return coordinator_state() / "adapters" / ("v" + std::to_string(version)) / "adapter_model.safetensors";
+  }
+  fs::path update_file(int node, std::uint64_t round) const {
+    return node_state(node) / "updates" / ("round_" + std::to_string(round) + ".safetensors");
+  }
+  fs::path site_file(int node, const std::string& name) const {
+    char site[16];
+    std::snprintf(site, sizeof site, "site_%02d", node - 1);
+    return root() / "data" / site / name;
+  }
+
+  // [federation] settings are appended to the defaults below.
+  std::unique_ptr<Process> start_coordinator(const std::string& federation_extra, const std::string& bind = "tcp://127.0.0.1:0") {
+    const fs::path config = root() / "coordinator.toml";
+    std::ofstream(config) << "[coordinator]\n"
+                          << "bind = \"" << bind << "\"\n"
+                          << "key = \"keys/coordinator.key\"\n"
+                          << "allow_list = \"keys/allowed.txt\"\n"
+                          << "state_dir = \"coordinator\"\n"
+                          << "initial_adapter = \"initial_adapter\"\n"
+                          << "endpoint_file = \"endpoint.txt\"\n"
+                          << "finish_linger_ms = 2000\n"
+                          << "[adapter]\nmodel = \"tiny\"\nrank = 4\nalpha = 8\n"
+                          << "[federation]\n" << federation_extra << "\n";
+    fs::remove(root() / "endpoint.txt");
+    auto p = std::make_unique<Process>(
+        std::vector<std::string>{FEDGE_BINARY, "--threads", "1", "coordinator", "--config", config.string()},
+        root() / "coordinator.log");
+    if (!eventually([&] { return fs::exists(root() / "endpoint.txt"); }, std::chrono::seconds(60))) {
+      throw std::runtime_error("coordinator did not start:\n" + p->log_text());
+    }
+    endpoint_ = read_file(root() / "endpoint.txt");
+    while (!endpoint_.empty() && (endpoint_.back() == '\n' || endpoint_.back() == ' ')) endpoint_.pop_back();
+    return p;
+  }
+
+  std::unique_ptr<Process> start_node(int id, const std::string& node_extra = "") {
+    const fs::path config = root() / ("node" + std::to_string(id) + ".toml");
+    std::ofstream(config) << "[node]\n"
+                          << "id = " << id << "\n"
+                          << "key = \"keys/node" << id << ".key\"\n"
+                          << "state_dir = \"node" << id << "\"\n"
+                          << "save_updates = true\n"
+                          << node_extra << "\n"
+                          << "[coordinator]\nendpoint = \"" << endpoint_ << "\"\n"
+                          << "public_key = \"keys/coordinator.pub\"\n"
+                          << "[data]\ntrain = \"" << site_file(id, "train.jsonl").string() << "\"\n"
+                          << "eval = \"" << site_file(id, "eval.jsonl").string() << "\"\n"
+                          << "seq_len = 96\n"
+                          << "[train]\nlora_alpha = 8\n";
+    return std::make_unique<Process>(
+        std::vector<std::string>{FEDGE_BINARY, "--threads", "1", "node", "--config", config.string()},
+        root() / ("node" + std::to_string(id) + ".log"));
+  }
+
+  const std::string& endpoint() const { return endpoint_; }
+  int nodes() const { return nodes_; }
+
+ private:
+  TempDir dir_{"fedge_e2e_"};
+  int nodes_;
+  std::string endpoint_;
+};
+
+// The FedAvg step the coordinator should have taken: global + the
+// example-weighted mean of the given nodes' saved updates (matched by name).
+inline std::vector<float> fedavg(const ParamVector& global, const std::vector<ParamVector>& updates,
+                                 const std::vector<double>& weights) {
+  std::vector<double> sum(global.size(), 0.0);
+  double total = 0;
+  for (std::size_t i = 0; i < updates.size(); ++i) {
+    const ParamVector u = updates[i].remapped(global.layout());
+    for (std::size_t j = 0; j < sum.size(); ++j) sum[j] += weights[i] * u.values()[j];
+    total += weights[i];
+  }
+  std::vector<float> out(global.size());
+  for (std::size_t j = 0; j < out.size(); ++j) out[j] = global.values()[j] + static_cast<float>(sum[j] / total);
+  return out;
+}
+
+}  // namespace fedge::testing
