@@ -3,6 +3,7 @@
 #include "fedge/node/runtime.h"
 
 #include <chrono>
+#include <cstdlib>
 #include <condition_variable>
 #include <deque>
 #include <fstream>
@@ -230,6 +231,13 @@ struct NodeRuntime::Impl {
 
   // ---- actions ----
   void send(const protocol::Envelope& env) {
+    if (!config.debug_exit_before.empty() &&
+        config.debug_exit_before == std::string(protocol::body_name(env.body)) + "@" + std::to_string(env.round)) {
+      spdlog::warn("fault injection: exiting instead of sending {} of round {}", protocol::body_name(env.body),
+                   env.round);
+      spdlog::default_logger()->flush();
+      std::_Exit(99);
+    }
     try {
       dealer->send(protocol::encode(env));
     } catch (const Error& e) {

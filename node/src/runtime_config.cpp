@@ -51,6 +51,7 @@ NodeRuntimeConfig read_node_config(const fs::path& file) {
   c.insecure = node.boolean("insecure", false);
   c.save_updates = node.boolean("save_updates", false);
   c.evaluate_global = node.boolean("evaluate_global", true);
+  c.debug_exit_before = node.string("debug_exit_before", "");
   c.exit_after_versions = static_cast<std::uint64_t>(node.integer("exit_after_versions", 0, {0, 1000000}));
 
   const auto co = root.table("coordinator");

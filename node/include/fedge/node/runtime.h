@@ -63,6 +63,10 @@ struct NodeRuntimeConfig {
   bool evaluate_global = true;         // held-out loss of each new global -> Metrics "eval_loss"
   protocol::Limits limits;
   ServeSettings serve;
+  // Fault injection for tests: "<message>@<round>" (e.g. "maskedInput@2") makes
+  // the process exit abruptly (status 99) instead of sending that message, as a
+  // node that loses power mid-round would. Empty: off.
+  std::string debug_exit_before;
   // Stop after this many installed global versions beyond the first (0: run
   // until stopped). Lets scripts run a node for a fixed number of rounds.
   std::uint64_t exit_after_versions = 0;
