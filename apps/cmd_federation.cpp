@@ -42,6 +42,27 @@ struct StopOnSignal {
   }
 };
 
+// Runs `runtime` until it ends or SIGINT/SIGTERM arrives; a watcher thread
+// forwards the signal flag to runtime.stop() (signal handlers may only set flags).
+template <class Runtime>
+int run_until_signal(Runtime& runtime) {
+  std::atomic<bool> stop{false};
+  StopOnSignal signals(stop);
+  std::thread watcher([&] {
+    while (!stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    runtime.stop();
+  });
+  struct JoinOnExit {
+    std::atomic<bool>& stop;
+    std::thread& watcher;
+    ~JoinOnExit() {
+      stop.store(true);
+      watcher.join();
+    }
+  } join{stop, watcher};
+  return runtime.run();
+}
+
 inference::ModelConfig model_config(const std::string& model) {
   return model == "tiny" ? inference::ModelConfig::tiny() : inference::ModelConfig::from_dir(model);
 }
@@ -65,33 +86,14 @@ int run_coordinator(const std::string& config_file) {
     write_initial_adapter(config.adapter_init, config.initial_adapter);
   }
   coordinator::CoordinatorRuntime runtime(std::move(config));
-  std::atomic<bool> stop{false};
-  StopOnSignal signals(stop);
-  // The runtime polls its own flag; forward ours from a watcher.
-  std::thread watcher([&] {
-    while (!stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    runtime.stop();
-  });
-  const int rc = runtime.run();
-  stop.store(true);
-  watcher.join();
-  return rc;
+  return run_until_signal(runtime);
 }
 
 int run_node(const std::string& config_file) {
   auto config = node::read_node_config(config_file);
   node::NodeRuntime runtime(config);
   // SERVING-HOOK (wired when the serving code lands)
-  std::atomic<bool> stop{false};
-  StopOnSignal signals(stop);
-  std::thread watcher([&] {
-    while (!stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    runtime.stop();
-  });
-  const int rc = runtime.run();
-  stop.store(true);
-  watcher.join();
-  return rc;
+  return run_until_signal(runtime);
 }
 
 }  // namespace

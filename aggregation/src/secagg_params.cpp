@@ -70,7 +70,7 @@ SecAggParams choose_secagg_params(std::uint32_t n, std::uint64_t vector_length, 
     const std::uint32_t m = k + 1;
     const auto t = static_cast<std::uint32_t>(std::floor(m * (1.0 + corrupt_fraction) / 2.0)) + 1;
     if (t <= m && log_binomial_cdf_below(m, 1.0 - dropout_rate, t) <= log_target) {
-      SecAggParams p{n, t, k, vector_length, graph_seed, {}};
+      SecAggParams p{n, t, k, vector_length, graph_seed};  // prg: the default every party assumes
       validate(p);
       return p;
     }

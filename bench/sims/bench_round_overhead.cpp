@@ -121,10 +121,12 @@ Result run(int nodes, std::uint64_t d, int rounds, bool secure, const fs::path& 
   config.federation.min_nodes = nodes;
   config.federation.secure = secure;
   config.federation.corrupt_fraction = 0.0;
-  config.federation.expected_dropout = 0.1;
+  config.federation.expected_dropout = 0.01;
+  config.federation.failure_probability = 0.01;
   config.federation.heartbeat_interval_ms = 1000;
   config.federation.liveness_timeout_ms = 30000;
   config.federation.secagg_threads = 0;
+
   config.federation.deadlines = {120000, 60000, 60000, 120000, 60000};
   coordinator::CoordinatorRuntime coordinator(config);
   const std::string endpoint = coordinator.endpoint();
@@ -190,7 +192,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  spdlog::set_level(spdlog::level::warn);
+  spdlog::set_level(std::getenv("BENCH_DEBUG") ? spdlog::level::debug : spdlog::level::warn);
   std::printf("machine: %s\n", fedge::machine_summary().c_str());
   std::printf("workload: one %s round on loopback TCP + CurveZMQ, d = %llu floats (%.1f MB raw), instant training, "
               "mean of rounds 2..%d\n",
@@ -205,7 +207,7 @@ int main(int argc, char** argv) {
                 r.down_per_node / 1e6, r.up_per_node / raw, r.down_per_node / raw);
     std::fflush(stdout);
   }
-  fs::remove_all(dir);
+  if (!std::getenv("BENCH_KEEP")) fs::remove_all(dir);
   std::printf("peak RSS %.0f MB\n", fedge::peak_rss_megabytes());
   return 0;
 }

@@ -232,7 +232,7 @@ struct CoordinatorRuntime::Impl {
   }
 
   void handle(const RoundFailed& e) {
-    store.fail_round(e.round, e.reason);
+    if (e.started) store.fail_round(e.round, e.reason);
     spdlog::warn("round {} (attempt {}) failed: {}", e.round, e.attempt, e.reason);
     log_stats(e.round, e.stats);
   }
@@ -315,10 +315,32 @@ struct CoordinatorRuntime::Impl {
   }
 };
 
+namespace {
+
+// A secure round with the fewest nodes allowed must be plannable; otherwise
+// every attempt would fail the same way, so refuse to start instead.
+void check_smallest_secure_round(const FederationConfig& f, std::uint64_t update_length) {
+  if (!f.secure || f.secagg_degree != 0) return;
+  try {
+    aggregation::choose_secagg_params(std::max<std::uint32_t>(f.min_nodes, 3), update_length + 2, f.expected_dropout,
+                                      f.corrupt_fraction, f.failure_probability);
+  } catch (const Error& e) {
+    throw Error(ErrorKind::kInvalidInput,
+                std::string("federation: a secure round of min_nodes = ") + std::to_string(f.min_nodes) +
+                    " nodes cannot be planned (" + e.what() +
+                    "); raise federation.min_nodes, lower federation.secagg.expected_dropout or raise "
+                    "federation.secagg.failure_probability");
+  }
+}
+
+}  // namespace
+
 CoordinatorRuntime::CoordinatorRuntime(CoordinatorRuntimeConfig config)
     : impl_(std::make_unique<Impl>(std::move(config))) {
   validate(impl_->config.federation);
-  impl_->core.emplace(impl_->config.federation, impl_->resume());
+  ResumeState resume = impl_->resume();
+  check_smallest_secure_round(impl_->config.federation, resume.global.size());
+  impl_->core.emplace(impl_->config.federation, std::move(resume));
   impl_->bind();
 }
 

@@ -396,3 +396,17 @@ TEST_CASE("SecAgg: hostile ids, sizes and tampered boxes are typed errors", "[ag
   for (ClientId i = 2; i <= 4; ++i) server.receive(clients[i - 1].unmask(req));
   CHECK(server.finish_unmask().sum == std::vector<std::uint32_t>(32, 4));
 }
+
+TEST_CASE("chosen SecAgg parameters use the PRG every party assumes", "[aggregation][secagg]") {
+  CHECK(choose_secagg_params(3, 10, 0.01, 0.0, 0.01).prg == fedge::aggregation::SecAggParams{}.prg);
+  CHECK(choose_secagg_params(100, 10, 0.1, 0.1).prg == fedge::aggregation::SecAggParams{}.prg);
+}
+
+TEST_CASE("SecAgg small sparse graphs (k < n-1) are exact", "[aggregation][secagg]") {
+  for (auto [n, k, t] : {std::tuple{4u, 2u, 2u}, std::tuple{6u, 2u, 2u}, std::tuple{6u, 4u, 3u}, std::tuple{7u, 4u, 3u}}) {
+    INFO("n " << n << " k " << k << " t " << t);
+    auto p = make_params(n, k, t, 50);
+    p.graph_seed[0] = 5;
+    check_exact(run_round(p, {}));
+  }
+}

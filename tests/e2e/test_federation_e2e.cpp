@@ -26,7 +26,7 @@ constexpr const char* kFederation =
     "rounds = 3\nmin_nodes = 4\nheartbeat_interval_ms = 200\nliveness_timeout_ms = 4000\nretry_delay_ms = 300\n"
     "[federation.train]\nlocal_steps = 6\nlearning_rate = 0.01\nbatch_size = 4\n"
     "[federation.deadlines]\ntrain_ms = 60000\n"
-    "[federation.secagg]\nexpected_dropout = 0.2\ncorrupt_fraction = 0.0\nclip_range = 4.0\n";
+    "[federation.secagg]\nexpected_dropout = 0.01\nfailure_probability = 0.01\ncorrupt_fraction = 0.0\nclip_range = 4.0\n";
 
 std::uint64_t examples_of(const fs::path& update_file) {
   return std::stoull(fedge::SafetensorsFile::open(update_file).metadata().at("num_examples"));

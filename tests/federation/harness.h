@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <deque>
+#include <random>
 #include <functional>
 #include <map>
 #include <optional>
@@ -99,6 +100,9 @@ class Net {
     return t;
   }
 
+  bool shuffle = false;
+  std::mt19937 shuffle_rng{12345};
+
   void start() {
     for (auto& [id, n] : nodes) apply(id, n.start(now));
   }
@@ -142,6 +146,8 @@ class Net {
 
   bool deliver_one() {
     if (queue.empty()) return false;
+    // Real networks interleave peers: with `shuffle`, any queued message may go next.
+    if (shuffle && queue.size() > 1) std::swap(queue.front(), queue[shuffle_rng() % queue.size()]);
     auto m = std::move(queue.front());
     queue.pop_front();
     const Envelope env = protocol::decode(m.bytes, protocol::Limits{});
@@ -205,7 +211,7 @@ class Net {
 
   CoordinatorCore coord;
   std::map<NodeId, RoundClient> nodes;
-  std::int64_t now = 0;
+  std::int64_t now = 1764000000000;  // a real unix-ms clock value, as drivers pass
   std::int64_t train_delay_ms = 100;
   std::deque<Msg> queue;
   std::set<NodeId> silent;

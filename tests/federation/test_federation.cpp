@@ -361,3 +361,40 @@ TEST_CASE("node metrics are reported as means in the next round event") {
   CHECK(net.completed[1].metrics.at("node/eval_loss") == Approx(3.0));
   CHECK(net.completed[0].metrics.count("node/eval_loss") == 0);
 }
+
+TEST_CASE("secure federation over a sparse SecAgg+ graph (degree < n-1) equals weighted FedAvg") {
+  auto cfg = base_config(true);
+  cfg.secagg_degree = 2;
+  cfg.secagg_threshold = 2;
+  cfg.secret_seed.reset();
+  for (int nodes : {3, 4, 4, 4, 4, 5, 6}) {
+    INFO(nodes << " nodes");
+    cfg.min_nodes = nodes;
+    Net net(cfg, initial_state(), nodes);
+    net.shuffle = true;
+    run_and_check(net, 0.5);
+    CHECK(net.failed.empty());
+    CHECK(net.coord.global_version() == 3);
+  }
+}
+
+// Regression: choose_secagg_params once set the PRG to ChaCha20 while clients
+// assumed AES-CTR, so the server removed self-masks with the wrong stream.
+TEST_CASE("secure federation with chosen SecAgg+ parameters and default ranges") {
+  auto cfg = base_config(true);
+  cfg.secagg_degree = 0;
+  cfg.secagg_threshold = 0;
+  cfg.expected_dropout = 0.01;
+  cfg.failure_probability = 0.01;
+  cfg.corrupt_fraction = 0.0;
+  cfg.clip_range = 1.0;
+  cfg.secret_seed.reset();  // any graph seed must work
+  for (int nodes : {3, 4, 6}) {
+    INFO(nodes << " nodes");
+    cfg.min_nodes = nodes;
+    Net net(cfg, initial_state(), nodes);
+    net.shuffle = true;
+    run_and_check(net, 1.0);
+    CHECK(net.failed.empty());
+  }
+}
