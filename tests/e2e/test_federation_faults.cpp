@@ -1,0 +1,213 @@
+// Fault tests with real processes: nodes dying at each secure-aggregation
+// stage, a coordinator killed mid-round and restarted, a node off the
+// allow-list, and hostile bytes from an allow-listed peer.
+#include <catch2/catch.hpp>
+
+#include <csignal>
+
+#include "e2e/federation_harness.h"
+#include "fedge/common/safetensors.h"
+#include "fedge/coordinator/store.h"
+#include "fedge/protocol/transport.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+using fedge::ParamVector;
+using fedge::testing::FederationHarness;
+using fedge::testing::Process;
+namespace fs = std::filesystem;
+namespace protocol = fedge::protocol;
+
+std::string federation(int rounds, int min_nodes, const std::string& deadlines) {
+  return "rounds = " + std::to_string(rounds) + "\nmin_nodes = " + std::to_string(min_nodes) +
+         "\nheartbeat_interval_ms = 200\nliveness_timeout_ms = 1500\nretry_delay_ms = 300\n"
+         "[federation.train]\nlocal_steps = 3\nlearning_rate = 0.01\nbatch_size = 4\n"
+         "[federation.deadlines]\n" + deadlines +
+         "\n[federation.secagg]\nexpected_dropout = 0.05\nfailure_probability = 0.99\ncorrupt_fraction = 0.0\n"
+         "clip_range = 4.0\n";
+}
+
+// The global of `round` must be the previous one plus the example-weighted
+// mean of exactly these nodes' saved updates.
+void check_fedavg(const FederationHarness& h, std::uint64_t round, const std::vector<int>& included) {
+  const ParamVector before = ParamVector::load(h.adapter_file(round - 1));
+  const ParamVector after = ParamVector::load(h.adapter_file(round)).remapped(before.layout());
+  std::vector<ParamVector> updates;
+  std::vector<double> weights;
+  for (int id : included) {
+    updates.push_back(ParamVector::load(h.update_file(id, round)));
+    weights.push_back(std::stod(fedge::SafetensorsFile::open(h.update_file(id, round)).metadata().at("num_examples")));
+  }
+  const auto expected = fedge::testing::fedavg(before, updates, weights);
+  double worst = 0;
+  for (std::size_t j = 0; j < expected.size(); ++j) worst = std::max(worst, std::abs(double(expected[j]) - after.values()[j]));
+  INFO("round " << round);
+  CHECK(worst < 1e-6);
+}
+
+std::string logs(const std::vector<std::unique_ptr<Process>>& procs) {
+  std::string out;
+  for (const auto& p : procs) out += p->log_path().filename().string() + ":\n" + p->log_text() + "\n";
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("federation: a node dying at each secure-aggregation stage leaves a round of survivors", "[e2e]") {
+  FederationHarness h(6);
+  auto coordinator = h.start_coordinator(
+      federation(4, 3, "train_ms = 20000\nadvertise_keys_ms = 3000\nshare_keys_ms = 3000\nmasked_input_ms = 3000\n"
+                       "unmask_ms = 3000"));
+  // Node 6 dies before advertising keys in round 1, node 5 before sharing
+  // keys in round 2, node 4 before its masked input in round 3, node 3 before
+  // unmasking in round 4 (after its masked input: it stays in that sum).
+  const std::map<int, std::string> death = {{6, "advertiseKeys@1"}, {5, "shareKeys@2"}, {4, "maskedInput@3"},
+                                            {3, "unmaskResponse@4"}};
+  std::vector<std::unique_ptr<Process>> nodes;
+  for (int id = 1; id <= 6; ++id) {
+    std::string extra = "exit_after_versions = 4\n";
+    if (death.count(id)) extra += "debug_exit_before = \"" + death.at(id) + "\"\n";
+    nodes.push_back(h.start_node(id, extra));
+  }
+  const auto rc = coordinator->wait_for_exit(300s);
+  INFO("coordinator log:\n" << coordinator->log_text() << logs(nodes));
+  REQUIRE(rc == 0);
+  for (int id = 1; id <= 6; ++id) CHECK(nodes[id - 1]->wait_for_exit(30s) == (death.count(id) ? 99 : 0));
+
+  auto store = fedge::coordinator::Store::open(h.coordinator_state() / "coordinator.db");
+  REQUIRE(store.last_completed_round() == 4);
+  const std::map<std::uint64_t, std::vector<int>> included = {
+      {1, {1, 2, 3, 4, 5}}, {2, {1, 2, 3, 4}}, {3, {1, 2, 3}}, {4, {1, 2, 3}}};
+  for (const auto& [round, ids] : included) {
+    const auto record = store.completed_round(round);
+    REQUIRE(record);
+    CHECK(record->survivors == ids.size());
+    check_fedavg(h, round, ids);
+  }
+}
+
+TEST_CASE("federation: a coordinator killed mid-round restarts and finishes without losing or repeating a round",
+          "[e2e]") {
+  FederationHarness h(4);
+  const std::string fed = federation(3, 4, "train_ms = 30000");
+  auto coordinator = h.start_coordinator(fed);
+  std::vector<std::unique_ptr<Process>> nodes;
+  for (int id = 1; id <= 4; ++id) nodes.push_back(h.start_node(id, "exit_after_versions = 3\n"));
+
+  // Kill it (SIGKILL: no clean-up) while round 2 runs.
+  const bool in_round_2 = fedge::testing::eventually(
+      [&] {
+        auto store = fedge::coordinator::Store::open(h.coordinator_state() / "coordinator.db");
+        const auto running = store.running_round();
+        return running && running->round == 2;
+      },
+      120s, 10ms);
+  INFO("coordinator log:\n" << coordinator->log_text());
+  REQUIRE(in_round_2);
+  coordinator->signal(SIGKILL);
+  REQUIRE(coordinator->wait_for_exit(10s) == 128 + SIGKILL);
+
+  auto restarted = h.start_coordinator(fed, h.endpoint());
+  const auto rc = restarted->wait_for_exit(240s);
+  INFO("restarted coordinator log:\n" << restarted->log_text() << logs(nodes));
+  REQUIRE(rc == 0);
+  for (auto& n : nodes) CHECK(n->wait_for_exit(30s) == 0);
+
+  auto store = fedge::coordinator::Store::open(h.coordinator_state() / "coordinator.db");
+  CHECK(store.last_completed_round() == 3);
+  std::vector<std::uint64_t> versions;
+  for (const auto& v : store.adapter_versions()) versions.push_back(v.version);
+  CHECK(versions == std::vector<std::uint64_t>{0, 1, 2, 3});  // none lost, none twice
+  const auto attempts = store.round_attempts(2);
+  REQUIRE(attempts.size() >= 2);
+  CHECK(attempts.front().state == fedge::coordinator::RoundState::kAbandoned);
+  CHECK(attempts.back().state == fedge::coordinator::RoundState::kCompleted);
+  for (std::uint64_t r : {1, 3}) {
+    std::size_t completed = 0;
+    for (const auto& a : store.round_attempts(r)) completed += a.state == fedge::coordinator::RoundState::kCompleted;
+    CHECK(completed == 1);
+  }
+  for (std::uint64_t r = 1; r <= 3; ++r) check_fedavg(h, r, {1, 2, 3, 4});
+}
+
+TEST_CASE("federation: a node whose key is not on the allow-list cannot join", "[e2e]") {
+  FederationHarness h(4, /*allowed=*/3);
+  auto coordinator = h.start_coordinator(federation(1, 3, "train_ms = 30000"));
+  std::vector<std::unique_ptr<Process>> nodes;
+  for (int id = 1; id <= 4; ++id) nodes.push_back(h.start_node(id, "exit_after_versions = 1\n"));
+  const auto rc = coordinator->wait_for_exit(120s);
+  INFO("coordinator log:\n" << coordinator->log_text() << logs(nodes));
+  REQUIRE(rc == 0);
+  auto store = fedge::coordinator::Store::open(h.coordinator_state() / "coordinator.db");
+  CHECK(store.node(4) == std::nullopt);
+  CHECK(store.list_nodes().size() == 3);
+  CHECK(store.completed_round(1)->survivors == 3);
+  for (int id = 1; id <= 3; ++id) CHECK(nodes[id - 1]->wait_for_exit(30s) == 0);
+  // Node 4 never got past the CURVE handshake: no acknowledgement, no model.
+  CHECK(nodes[3]->running());
+  CHECK(nodes[3]->log_text().find("installed global") == std::string::npos);
+}
+
+TEST_CASE("federation: hostile bytes from an allow-listed peer get error replies; the others finish", "[e2e]") {
+  FederationHarness h(4);
+  auto coordinator = h.start_coordinator(federation(2, 3, "train_ms = 30000"));
+  std::vector<std::unique_ptr<Process>> nodes;
+  for (int id = 1; id <= 3; ++id) nodes.push_back(h.start_node(id, "exit_after_versions = 2\n"));
+
+  // The hostile peer holds node 4's allow-listed key but never registers.
+  protocol::Context ctx;
+  protocol::SocketOptions options;
+  protocol::Dealer hostile(ctx, h.endpoint(), options,
+                           protocol::CurveClient{protocol::load_key_pair(h.root() / "keys/node4.key"),
+                                                 protocol::load_public_key(h.root() / "keys/coordinator.pub")});
+  auto expect_reply = [&](const protocol::Bytes& bytes, protocol::ErrorCode code) {
+    hostile.send(bytes);
+    const auto reply = hostile.recv(10s);
+    REQUIRE(reply);
+    const auto env = protocol::decode(*reply, protocol::Limits{});
+    const auto* error = std::get_if<protocol::ErrorReply>(&env.body);
+    REQUIRE(error != nullptr);
+    INFO(error->message);
+    CHECK(error->code == code);
+  };
+  const std::vector<std::uint8_t> garbage(64, 0xab);
+  expect_reply(protocol::Bytes::copy_of(garbage), protocol::ErrorCode::kMalformed);
+
+  protocol::Envelope reg;
+  reg.sender = 4;
+  reg.body = protocol::Register{4, "hostile", {}, {}};
+  const auto whole = protocol::encode(reg);
+  expect_reply(protocol::Bytes::copy_of(whole.span().first(whole.size() - 8)), protocol::ErrorCode::kMalformed);
+
+  protocol::Envelope old_version = reg;
+  old_version.version = protocol::kProtocolVersion + 1;
+  expect_reply(protocol::encode(old_version), protocol::ErrorCode::kBadVersion);
+
+  protocol::Envelope huge;
+  huge.sender = 4;
+  huge.round = 1;
+  protocol::ShareKeys many{1, {}};
+  many.shares.resize(70000, protocol::EncryptedShare{1, 2, {1, 2, 3}});
+  huge.body = many;
+  expect_reply(protocol::encode(huge), protocol::ErrorCode::kTooLarge);
+
+  protocol::Envelope early;  // a round message from a peer that never registered
+  early.sender = 4;
+  early.round = 1;
+  early.body = protocol::MaskedInput{1, protocol::Payload<std::uint32_t>::own({1, 2, 3})};
+  expect_reply(protocol::encode(early), protocol::ErrorCode::kUnknownSender);
+
+  protocol::Envelope forged;  // a coordinator-only message from a node
+  forged.sender = 4;
+  forged.body = protocol::RegisterAck{4, 1000, 0};
+  expect_reply(protocol::encode(forged), protocol::ErrorCode::kMalformed);
+
+  const auto rc = coordinator->wait_for_exit(180s);
+  INFO("coordinator log:\n" << coordinator->log_text() << logs(nodes));
+  REQUIRE(rc == 0);
+  for (auto& n : nodes) CHECK(n->wait_for_exit(30s) == 0);
+  auto store = fedge::coordinator::Store::open(h.coordinator_state() / "coordinator.db");
+  CHECK(store.last_completed_round() == 2);
+  CHECK(store.node(4) == std::nullopt);
+}
