@@ -86,6 +86,11 @@ protocol::Payload<std::uint8_t> model_bytes(const std::vector<float>& values) {
   return protocol::Payload<std::uint8_t>::own(std::move(bytes));
 }
 
+// Node-reported metric names: short enough for the Store's 128-byte limit
+// with the "node/" prefix, and few enough that no node can grow our memory.
+constexpr std::size_t kMaxMetricName = 100;
+constexpr std::size_t kMaxMetricNames = 64;
+
 privacy::Key32 label_key(const privacy::Key32& secret, const std::string& label) {
   return privacy::derive_key(secret, label);
 }
@@ -106,6 +111,10 @@ void validate(const FederationConfig& c) {
   if (c.quant_bits != 0 && (c.quant_bits < 2 || c.quant_bits > 32)) bad_config("quant_bits must be 0 or 2..32");
   if ((c.secagg_degree == 0) != (c.secagg_threshold == 0))
     bad_config("secagg_degree and secagg_threshold are set together (or both 0 to choose them)");
+  if (c.secagg_degree % 2)
+    bad_config("secagg_degree must be even (SecAgg+ graphs; a round with fewer nodes uses the complete graph n-1)");
+  if (c.secagg_degree && !(2 * c.secagg_threshold > c.secagg_degree + 1 && c.secagg_threshold <= c.secagg_degree + 1))
+    bad_config("secagg_threshold must satisfy (degree+1)/2 < threshold <= degree+1");
   if (!(c.expected_dropout >= 0 && c.expected_dropout < 1)) bad_config("expected_dropout must be in [0, 1)");
   if (!(c.corrupt_fraction >= 0 && c.corrupt_fraction < 1)) bad_config("corrupt_fraction must be in [0, 1)");
   if (c.dp.mode != protocol::DpMode::kNone) {
@@ -226,8 +235,12 @@ struct CoordinatorCore::State {
                     "register with the key the node connects with");
     auto it = nodes.find(reg.node_id);
     const bool known = it != nodes.end();
+    // With CURVE, a node id stays bound to the key it first registered with, so
+    // one allow-listed node cannot take over another's id.
     if (known && key && it->second.reg.public_key != reg.public_key)
-      spdlog::warn("coordinator: node {} re-registered with a new public key", reg.node_id);
+      return refuse(a, env, ErrorCode::kNotAllowed,
+                    "node id " + std::to_string(reg.node_id) +
+                        " is registered with another public key; use that key or a new node id");
     NodeInfo& n = nodes[reg.node_id];
     n.reg = reg;
     n.sent_version.reset();
@@ -247,7 +260,8 @@ struct CoordinatorCore::State {
 
   void on_metrics(const Envelope& env) {
     for (const auto& m : std::get<protocol::Metrics>(env.body).entries) {
-      if (!std::isfinite(m.value) || m.name.empty() || m.name.size() > 100) continue;
+      if (!std::isfinite(m.value) || m.name.empty() || m.name.size() > kMaxMetricName) continue;
+      if (!node_metrics.count(m.name) && node_metrics.size() >= kMaxMetricNames) continue;  // bounded memory
       auto& [sum, count] = node_metrics[m.name];
       sum += m.value;
       ++count;
