@@ -158,9 +158,10 @@ struct Round {
   std::map<NodeId, PlainEntry> plain;
   RoundStats stats;
   std::uint32_t registered_at_start = 0;
+  std::map<NodeId, std::uint32_t> clients;  // node id -> client id (index in selected + 1)
   std::uint32_t client_of(NodeId node) const {
-    auto it = std::find(plan.selected.begin(), plan.selected.end(), node);
-    return it == plan.selected.end() ? 0 : static_cast<std::uint32_t>(it - plan.selected.begin()) + 1;
+    auto it = clients.find(node);
+    return it == clients.end() ? 0 : it->second;
   }
   NodeId node_of(std::uint32_t client) const { return plan.selected.at(client - 1); }
 };
@@ -433,6 +434,7 @@ struct CoordinatorCore::State {
     p.dp = {cfg.dp.mode, cfg.dp.mode == protocol::DpMode::kNone ? 0.0 : cfg.dp.clip_norm,
             cfg.dp.mode == protocol::DpMode::kNone ? 0.0 : cfg.dp.noise_multiplier};
     p.selected = selected;
+    for (std::uint32_t i = 0; i < selected.size(); ++i) r.clients[selected[i]] = i + 1;
     p.update_length = global.size();
     std::uint64_t scale = 1;
     for (NodeId id : selected) scale = std::max(scale, nodes.at(id).reg.capabilities.num_examples);
@@ -482,6 +484,7 @@ struct CoordinatorCore::State {
       sp = agg::choose_secagg_params(n, d, cfg.expected_dropout, cfg.corrupt_fraction, cfg.failure_probability,
                                      graph_seed);
     }
+    sp.prg = agg::kFederationPrg;  // choose_secagg_params leaves its own default
     std::uint64_t noise_bound = 0;
     if (cfg.quant_bits) {
       r.enc.quant_bits = cfg.quant_bits;
@@ -731,6 +734,8 @@ bool CoordinatorCore::finished() const { return s_->finished; }
 std::uint64_t CoordinatorCore::current_round() const { return s_->round ? s_->round->id : s_->round_id; }
 std::uint32_t CoordinatorCore::current_attempt() const { return s_->round ? s_->round->attempt : s_->attempt; }
 RoundStage CoordinatorCore::stage() const { return s_->round ? s_->round->stage : RoundStage::kIdle; }
+const protocol::RoundPlan* CoordinatorCore::current_plan() const { return s_->round ? &s_->round->plan : nullptr; }
+const RoundStats* CoordinatorCore::current_stats() const { return s_->round ? &s_->round->stats : nullptr; }
 std::uint64_t CoordinatorCore::global_version() const { return s_->version; }
 const std::vector<float>& CoordinatorCore::global() const { return s_->global; }
 const std::vector<protocol::TensorLayout>& CoordinatorCore::layout() const { return s_->layout; }

@@ -380,3 +380,35 @@ TEST_CASE("node metrics are reported as means in the next round event") {
   CHECK(node_names == 64);
   CHECK(net.completed[0].metrics.count("node/eval_loss") == 0);
 }
+
+TEST_CASE("SecAgg+ with chosen parameters: 40 nodes, half selected per round, one dropout each round") {
+  auto cfg = base_config(true);
+  cfg.secagg_degree = 0;  // choose_secagg_params picks a sparse graph
+  cfg.secagg_threshold = 0;
+  cfg.fraction = 0.5;
+  cfg.expected_dropout = 0.05;
+  cfg.corrupt_fraction = 0.1;
+  cfg.failure_probability = 1e-3;
+  Net net(cfg, initial_state(), 40);
+  // In every round the lowest selected node loses its masked input.
+  net.discard = [&](Net& n, NodeId from, const Envelope& env) {
+    if (!std::holds_alternative<protocol::MaskedInput>(env.body)) return false;
+    return n.coord.current_plan() && from == n.coord.current_plan()->selected.front();
+  };
+  std::vector<float> before = net.coord.global();
+  net.start();
+  REQUIRE(net.run_to_finish());
+  REQUIRE(net.completed.size() == 3);
+  for (const auto& c : net.completed) {
+    CHECK(c.survivors.size() == 19);
+    CHECK(c.metrics.at("selected") == 20);
+    check_round_is_fedavg(net, c, before, 0.5);
+    before = c.global;
+  }
+  const auto started = std::find_if(net.events.begin(), net.events.end(), [](const auto& e) {
+    return std::holds_alternative<coordinator::RoundStarted>(e);
+  });
+  const auto& plan = std::get<coordinator::RoundStarted>(*started).plan;
+  CHECK(plan.secagg.degree < 19);  // a sparse SecAgg+ graph, not the complete one
+  CHECK(plan.secagg.threshold > (plan.secagg.degree + 1) / 2);
+}
