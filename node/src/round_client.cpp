@@ -142,6 +142,8 @@ struct RoundClient::State {
     if (!g.params.empty()) std::memcpy(g.params.data(), m.data.data(), m.data.size());
     version = m.version;
     a.install = std::move(g);
+    // A newer global means our round ended without us (we were a dropout).
+    if (in_round() && m.version > plan.global_version) drop_out(a, "the round ended (global version " + std::to_string(m.version) + " arrived)");
   }
 
   void on_plan(NodeActions& a, std::int64_t now, const Envelope& env, const protocol::RoundPlan& p) {
