@@ -1,6 +1,7 @@
 #include "fedge/node/round_client.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <spdlog/spdlog.h>
 
@@ -366,6 +367,19 @@ NodeActions RoundClient::on_tick(std::int64_t now_ms) {
     a.send.push_back(s.envelope(protocol::Heartbeat{static_cast<std::uint64_t>(std::max<std::int64_t>(now_ms, 0)),
                                                     s.wire_state(), s.version.value_or(0)}));
   }
+  return a;
+}
+
+NodeActions RoundClient::send_metrics(std::int64_t /*now_ms*/, const std::vector<protocol::Metric>& entries) {
+  NodeActions a;
+  if (s_->state < ClientState::kIdle) {
+    a.notes.push_back("metrics not sent: the node has not registered yet");
+    return a;
+  }
+  protocol::Metrics m;
+  for (const auto& e : entries)
+    if (std::isfinite(e.value) && !e.name.empty()) m.entries.push_back(e);
+  if (!m.entries.empty()) a.send.push_back(s_->envelope(std::move(m)));
   return a;
 }
 

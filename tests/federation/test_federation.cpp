@@ -363,9 +363,8 @@ TEST_CASE("node metrics are reported as means in the next round event") {
   Net net(base_config(true), initial_state());
   net.start();
   REQUIRE(net.run_until([&] { return net.completed.size() == 1; }));
-  for (NodeId id = 1; id <= 5; ++id) {
-    Envelope m{protocol::kProtocolVersion, 0, id, protocol::Metrics{{{"eval_loss", 1.0 * id}}}};
-    net.apply(net.coord.on_message(net.now, m, node_key(id)));
+  for (NodeId id = 1; id <= 5; ++id) net.apply(id, net.nodes.at(id).send_metrics(net.now, {{"eval_loss", 1.0 * id}}));
+  while (net.deliver_one()) {
   }
   // Non-finite values, and names beyond the first 64 distinct ones, are dropped.
   Envelope junk{protocol::kProtocolVersion, 0, 1, protocol::Metrics{{{"bad", std::nan("")}}}};

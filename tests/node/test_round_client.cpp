@@ -243,6 +243,18 @@ TEST_CASE("round client: a newer global ends a round the node was left out of") 
   CHECK_FALSE(a.cancel_training);
 }
 
+TEST_CASE("round client: metrics go out once registered, without non-finite values") {
+  RoundClient c(identity());
+  c.start(0);
+  auto a = c.send_metrics(1, {{"eval_loss", 2.5}});
+  CHECK(a.send.empty());
+  c.on_message(2, from_coord(protocol::RegisterAck{7, 500, 0}));
+  a = c.send_metrics(3, {{"eval_loss", 2.5}, {"bad", std::nan("")}});
+  REQUIRE(a.send.size() == 1);
+  CHECK(a.send[0].sender == 7);
+  CHECK(std::get<protocol::Metrics>(a.send[0].body).entries == std::vector<protocol::Metric>{{"eval_loss", 2.5}});
+}
+
 TEST_CASE("round client: node id 0 is refused") {
   NodeIdentity id = identity();
   id.node_id = 0;
