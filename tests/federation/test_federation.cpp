@@ -411,3 +411,32 @@ TEST_CASE("SecAgg+ with chosen parameters: 40 nodes, half selected per round, on
   CHECK(plan.secagg.degree < 19);  // a sparse SecAgg+ graph, not the complete one
   CHECK(plan.secagg.threshold > (plan.secagg.degree + 1) / 2);
 }
+
+TEST_CASE("tampered secure-aggregation messages are refused as malformed and change nothing") {
+  Net net(base_config(true), initial_state());
+  std::vector<ErrorCode> codes;
+  // Before each real message of stages 2-4, the same node sends a tampered copy.
+  net.discard = [&](Net& n, NodeId from, const Envelope& env) {
+    Envelope bad = env;
+    if (auto* sk = std::get_if<protocol::ShareKeys>(&bad.body)) {
+      sk->sender = sk->sender % 5 + 1;  // claims another client id
+    } else if (auto* mi = std::get_if<protocol::MaskedInput>(&bad.body)) {
+      auto v = mi->masked.to_vector();
+      v.pop_back();  // one element short
+      mi->masked = protocol::Payload<std::uint32_t>::own(std::move(v));
+    } else if (auto* ur = std::get_if<protocol::UnmaskResponse>(&bad.body)) {
+      if (ur->shares.empty()) return false;
+      ur->shares[0].y.push_back(1);  // a share of the wrong size
+    } else {
+      return false;
+    }
+    auto a = n.coord.on_message(n.now, bad, node_key(from));
+    REQUIRE(a.send.size() == 1);
+    codes.push_back(std::get<protocol::ErrorReply>(a.send[0].envelope.body).code);
+    return false;
+  };
+  run_and_check(net, 0.5);
+  for (const auto& c : net.completed) CHECK(c.survivors.size() == 5);
+  CHECK(codes.size() == 3 * 5 * 3);
+  CHECK(std::all_of(codes.begin(), codes.end(), [](ErrorCode c) { return c == ErrorCode::kMalformed; }));
+}
