@@ -9,7 +9,8 @@
 //   on every decoded message:   apply(core.on_message(now, env, key));
 //   when now >= core.next_deadline_ms() (or periodically): apply(core.on_tick(now));
 // where apply() sends every Outgoing and handles every event (Store::begin_round
-// on RoundStarted, complete_round on RoundCompleted, fail_round on RoundFailed,
+// on RoundStarted, complete_round on RoundCompleted, fail_round on RoundFailed
+// when its `started` is true,
 // upsert_node on NodeRegistered).
 #pragma once
 
