@@ -41,10 +41,12 @@ namespace {
 double log_binomial_cdf_below(std::uint32_t m, double s, std::uint32_t t) {
   if (t == 0) return -INFINITY;
   if (s <= 0) return 0.0;
+  if (s >= 1) return -INFINITY;  // nobody drops: never fewer than t survivors
   double acc = -INFINITY;
   for (std::uint32_t i = 0; i < t && i <= m; ++i) {
     const double lt = std::lgamma(m + 1.0) - std::lgamma(i + 1.0) - std::lgamma(m - i + 1.0) +
                       i * std::log(s) + (m - i) * std::log1p(-s);
+    if (lt == -INFINITY) continue;
     acc = std::max(acc, lt) + std::log1p(std::exp(-std::fabs(acc - lt)));
   }
   return acc;

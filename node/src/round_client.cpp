@@ -1,6 +1,7 @@
 #include "fedge/node/round_client.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <spdlog/spdlog.h>
 
@@ -142,6 +143,8 @@ struct RoundClient::State {
     if (!g.params.empty()) std::memcpy(g.params.data(), m.data.data(), m.data.size());
     version = m.version;
     a.install = std::move(g);
+    // A newer global means our round ended without us (we were a dropout).
+    if (in_round() && m.version > plan.global_version) drop_out(a, "the round ended (global version " + std::to_string(m.version) + " arrived)");
   }
 
   void on_plan(NodeActions& a, std::int64_t now, const Envelope& env, const protocol::RoundPlan& p) {
@@ -167,6 +170,7 @@ struct RoundClient::State {
         sp.degree = p.secagg.degree;
         sp.vector_length = p.secagg.vector_length;
         sp.graph_seed = p.secagg.graph_seed;
+        sp.prg = agg::kFederationPrg;
         if (sp.vector_length != e.vector_length())
           throw Error(ErrorKind::kProtocol, "secagg.vectorLength is not updateLength + 2");
         secagg = std::make_unique<agg::SecAggClient>(agg::RoundSetup{env.round, sp}, client_id);
@@ -363,6 +367,19 @@ NodeActions RoundClient::on_tick(std::int64_t now_ms) {
     a.send.push_back(s.envelope(protocol::Heartbeat{static_cast<std::uint64_t>(std::max<std::int64_t>(now_ms, 0)),
                                                     s.wire_state(), s.version.value_or(0)}));
   }
+  return a;
+}
+
+NodeActions RoundClient::send_metrics(std::int64_t /*now_ms*/, const std::vector<protocol::Metric>& entries) {
+  NodeActions a;
+  if (s_->state < ClientState::kIdle) {
+    a.notes.push_back("metrics not sent: the node has not registered yet");
+    return a;
+  }
+  protocol::Metrics m;
+  for (const auto& e : entries)
+    if (std::isfinite(e.value) && !e.name.empty()) m.entries.push_back(e);
+  if (!m.entries.empty()) a.send.push_back(s_->envelope(std::move(m)));
   return a;
 }
 

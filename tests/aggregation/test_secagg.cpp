@@ -402,6 +402,12 @@ TEST_CASE("chosen SecAgg parameters use the PRG every party assumes", "[aggregat
   CHECK(choose_secagg_params(100, 10, 0.1, 0.1).prg == fedge::aggregation::SecAggParams{}.prg);
 }
 
+TEST_CASE("SecAgg parameters with no expected dropout", "[aggregation][secagg]") {
+  const auto p = choose_secagg_params(4, 10, 0.0, 0.0);
+  CHECK(p.threshold == 3);
+  CHECK(p.degree == 3);
+}
+
 TEST_CASE("SecAgg small sparse graphs (k < n-1) are exact", "[aggregation][secagg]") {
   for (auto [n, k, t] : {std::tuple{4u, 2u, 2u}, std::tuple{6u, 2u, 2u}, std::tuple{6u, 4u, 3u}, std::tuple{7u, 4u, 3u}}) {
     INFO("n " << n << " k " << k << " t " << t);

@@ -229,6 +229,32 @@ TEST_CASE("round client: coordinator errors end the round or trigger re-registra
   CHECK_FALSE(a.notes.empty());
 }
 
+TEST_CASE("round client: a newer global ends a round the node was left out of") {
+  RoundClient c = ready_client();
+  auto a = c.on_message(10, from_coord(plain_plan(1), 4));
+  REQUIRE(a.train);
+  a = c.on_message(20, from_coord(model(2, {4, 5, 6})));
+  REQUIRE(a.install);
+  CHECK(a.cancel_training);
+  CHECK(c.state() == ClientState::kIdle);
+  CHECK(c.current_round() == 0);
+  // The same version again (e.g. resent) while idle changes nothing else.
+  a = c.on_message(30, from_coord(model(2, {4, 5, 6})));
+  CHECK_FALSE(a.cancel_training);
+}
+
+TEST_CASE("round client: metrics go out once registered, without non-finite values") {
+  RoundClient c(identity());
+  c.start(0);
+  auto a = c.send_metrics(1, {{"eval_loss", 2.5}});
+  CHECK(a.send.empty());
+  c.on_message(2, from_coord(protocol::RegisterAck{7, 500, 0}));
+  a = c.send_metrics(3, {{"eval_loss", 2.5}, {"bad", std::nan("")}});
+  REQUIRE(a.send.size() == 1);
+  CHECK(a.send[0].sender == 7);
+  CHECK(std::get<protocol::Metrics>(a.send[0].body).entries == std::vector<protocol::Metric>{{"eval_loss", 2.5}});
+}
+
 TEST_CASE("round client: node id 0 is refused") {
   NodeIdentity id = identity();
   id.node_id = 0;

@@ -295,6 +295,11 @@ TEST_CASE("value ranges and roles are checked") {
   CHECK(contains(e.what(), "roundPlan.hyper.learningRate"));
 
   plan = test::sample_plan();
+  plan.loss_cap = -std::numeric_limits<double>::infinity();  // appended field, checked like the others
+  e = decode_error(encode(envelope(plan, 0)));
+  CHECK(contains(e.what(), "roundPlan.lossCap"));
+
+  plan = test::sample_plan();
   e = decode_error(encode(envelope(plan, 3)));  // a node may not send a plan
   CHECK(contains(e.what(), "roundPlan comes only from the coordinator"));
 

@@ -9,7 +9,8 @@
 //   on every decoded message:   apply(core.on_message(now, env, key));
 //   when now >= core.next_deadline_ms() (or periodically): apply(core.on_tick(now));
 // where apply() sends every Outgoing and handles every event (Store::begin_round
-// on RoundStarted, complete_round on RoundCompleted, fail_round on RoundFailed,
+// on RoundStarted, complete_round on RoundCompleted, fail_round on RoundFailed
+// when its `started` is true,
 // upsert_node on NodeRegistered).
 #pragma once
 
@@ -175,6 +176,8 @@ class CoordinatorCore {
   std::uint64_t current_round() const;  // running round, or the next one to run
   std::uint32_t current_attempt() const;
   RoundStage stage() const;
+  const protocol::RoundPlan* current_plan() const;  // the running round's plan; nullptr when idle
+  const RoundStats* current_stats() const;          // its stages so far; nullptr when idle
   std::uint64_t global_version() const;
   const std::vector<float>& global() const;
   const std::vector<protocol::TensorLayout>& layout() const;

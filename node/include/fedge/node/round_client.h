@@ -94,6 +94,10 @@ class RoundClient {
   NodeActions on_update_ready(std::int64_t now_ms, LocalUpdate update);
   NodeActions on_training_failed(std::int64_t now_ms, const std::string& reason);
   NodeActions on_tick(std::int64_t now_ms);  // heartbeats, Register retries
+  // Scalar metrics for the coordinator (e.g. held-out loss of the installed
+  // global); it reports their mean over nodes as "node/<name>". Nothing is sent
+  // before registration; non-finite values are dropped.
+  NodeActions send_metrics(std::int64_t now_ms, const std::vector<protocol::Metric>& entries);
   std::optional<std::int64_t> next_tick_ms() const;
 
   ClientState state() const;
