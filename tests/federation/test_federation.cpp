@@ -385,7 +385,7 @@ TEST_CASE("secure federation over a sparse SecAgg+ graph (degree < n-1) equals w
   cfg.secagg_degree = 2;
   cfg.secagg_threshold = 2;
   cfg.secret_seed.reset();
-  for (int nodes : {3, 4, 4, 4, 4, 5, 6}) {
+  for (int nodes : {3, 4, 5, 6}) {
     INFO(nodes << " nodes");
     cfg.min_nodes = nodes;
     Net net(cfg, initial_state(), nodes);
@@ -415,6 +415,7 @@ TEST_CASE("secure federation with chosen SecAgg+ parameters and default ranges")
     run_and_check(net, 1.0);
     CHECK(net.failed.empty());
   }
+}
 
 TEST_CASE("SecAgg+ with chosen parameters: 40 nodes, half selected per round, one dropout each round") {
   auto cfg = base_config(true);
