@@ -32,7 +32,7 @@ inference::LoraAdapter busy_adapter(const inference::ModelConfig& config, float 
   inference::LoraConfig lc;
   lc.r = 4;
   lc.alpha = 8;
-  lc.target_modules = {"q_proj", "v_proj", "down_proj"};
+  lc.target_modules = {"q_proj", "v_proj", "o_proj", "up_proj", "down_proj"};
   auto adapter = inference::LoraAdapter::create(config, lc, 5);
   ParamVector p = adapter.to_params();
   auto v = p.values();

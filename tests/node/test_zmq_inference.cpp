@@ -21,7 +21,7 @@ namespace {
 
 struct ZmqFixture {
   ZmqFixture() { inference::setup_torch(1); }
-  inference::Model model = inference::Model::tiny(31);
+  inference::Model model = inference::Model::tiny(5);
   inference::Tokenizer tokenizer = inference::Tokenizer::byte_level_tiny();
   InferenceService service{model, tokenizer, [] {
                              ServiceOptions o;
