@@ -409,6 +409,12 @@ HttpServer::HttpServer(InferenceService& service, HttpOptions options)
   const int threads = std::max(1, impl_->options.threads);
   s.new_task_queue = [threads] { return new httplib::ThreadPool(std::size_t(threads)); };
   s.set_payload_max_length(impl_->options.max_body_bytes);
+  // Responses go out as headers then body; without TCP_NODELAY, Nagle plus the
+  // client's delayed ACK adds ~40 ms to every answer (and streamed chunk).
+  s.set_tcp_nodelay(true);
+  // httplib closes a keep-alive connection after 5 requests by default; a
+  // client racing that close sees a failed request, so allow many more.
+  s.set_keep_alive_max_count(1000);
   // httplib's default sets SO_REUSEPORT, which lets a second server share a
   // port that is in use; a node must fail loudly instead. SO_REUSEADDR only
   // allows a restart while old connections linger in TIME_WAIT.

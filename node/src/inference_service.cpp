@@ -1,5 +1,6 @@
 #include "fedge/node/inference_service.h"
 
+#include <ATen/Parallel.h>
 #include <omp.h>
 #include <spdlog/spdlog.h>
 
@@ -112,8 +113,13 @@ struct InferenceService::Impl {
 };
 
 void InferenceService::Impl::loop() {
-  // Only this thread's OpenMP team: the trainer's threads keep their own count.
+  // OpenMP's thread count is per thread: a new thread starts from OpenMP's
+  // default (all cores), not from what setup_torch() set on the main thread.
+  // at::get_num_threads() applies libtorch's process-wide setting to this
+  // thread; options.threads instead caps only this thread's team, so the
+  // trainer's threads keep their own count.
   if (options.threads > 0) omp_set_num_threads(options.threads);
+  else at::get_num_threads();
   for (;;) {
     std::unique_ptr<Job> job;
     std::array<std::optional<StagedAdapter>, 2> changes;

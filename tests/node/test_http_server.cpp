@@ -375,7 +375,7 @@ TEST_CASE("completions keep answering while a trainer runs on a separate model",
   CHECK(res->status == 200);
 }
 
-TEST_CASE("port 0 picks a free port; a taken port is an error", "[http]") {
+TEST_CASE("port 0 picks a free port, and a taken port is an error", "[http]") {
   HttpFixture f;
   CHECK(f.server.port() > 0);
   CHECK(f.server.url() == "http://127.0.0.1:" + std::to_string(f.server.port()));

@@ -228,7 +228,7 @@ TEST_CASE("a prompt near the context end stops at the context with finish_reason
   if (r.completion_tokens == 3) CHECK(r.finish_reason == "length");
 }
 
-TEST_CASE("a full queue refuses with ServiceOverloaded; queued requests still finish", "[serving]") {
+TEST_CASE("a full queue refuses with ServiceOverloaded and queued requests still finish", "[serving]") {
   Fixture f;
   ServiceOptions o;
   o.max_queue = 1;

@@ -12,7 +12,8 @@
 //  - The node trains on a separate Model instance (the driver's), so the
 //    service and the trainer never share weights or KV caches.
 //  - Threads: libtorch's at::set_num_threads is process-global; the service
-//    never calls it. ServiceOptions::threads > 0 caps only the worker thread's
+//    never calls it. Its worker takes the count setup_torch() set (threads =
+//    0), or ServiceOptions::threads, which caps only the worker thread's
 //    OpenMP team (omp_set_num_threads on that thread; fedge's decode kernels
 //    size their pool from omp_get_max_threads() of the calling thread).
 //  - Split inference (split_inference.h) is used for requests that run on the
@@ -108,7 +109,7 @@ struct ServiceOptions {
   std::string model_name = "base";  // model id in /v1/models ("<name>+global", ...)
   std::size_t max_queue = 64;       // waiting requests beyond this -> ServiceOverloaded
   int max_tokens_limit = 4096;      // largest max_tokens a request may ask for
-  int threads = 0;                  // > 0: cap the worker thread's OpenMP team
+  int threads = 0;                  // > 0: the worker thread's OpenMP team; 0: setup_torch()'s count
 };
 
 struct AdapterStatus {
