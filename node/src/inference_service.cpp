@@ -108,6 +108,10 @@ struct InferenceService::Impl {
   void apply(std::array<std::optional<StagedAdapter>, 2> changes,
              std::optional<std::unique_ptr<SplitClient>> split_change);
   void execute(Job& job);
+  void take_batch(std::vector<std::unique_ptr<Job>>& jobs);
+  void execute_batch(std::vector<std::unique_ptr<Job>>& jobs);
+  void finish(Job& job, CompletionResult result, clock_type::time_point started);
+  void fail(Job& job, std::exception_ptr error);
   CompletionResult generate(Job& job);
   std::string resolve(AdapterChoice choice, std::uint64_t& version) const;
 };
@@ -121,7 +125,7 @@ void InferenceService::Impl::loop() {
   if (options.threads > 0) omp_set_num_threads(options.threads);
   else at::get_num_threads();
   for (;;) {
-    std::unique_ptr<Job> job;
+    std::vector<std::unique_ptr<Job>> jobs;
     std::array<std::optional<StagedAdapter>, 2> changes;
     std::optional<std::unique_ptr<SplitClient>> split_change;
     {
@@ -131,15 +135,31 @@ void InferenceService::Impl::loop() {
       });
       changes.swap(staged);
       split_change.swap(staged_split);
-      if (!queue.empty()) {
-        job = std::move(queue.front());
-        queue.pop_front();
-      } else if (stopping) {
-        return;
-      }
+      if (queue.empty() && stopping) return;
+      take_batch(jobs);
     }
     apply(std::move(changes), std::move(split_change));
-    if (job) execute(*job);
+    if (jobs.size() == 1) execute(*jobs[0]);
+    else if (!jobs.empty()) execute_batch(jobs);
+  }
+}
+
+// The first waiting job plus, up to max_batch, later ones that ask for the
+// same adapter (so one model state serves them all). Split requests go alone.
+void InferenceService::Impl::take_batch(std::vector<std::unique_ptr<Job>>& jobs) {
+  if (queue.empty()) return;
+  jobs.push_back(std::move(queue.front()));
+  queue.pop_front();
+  const bool may_batch = options.max_batch > 1 && !split_visible && !staged_split.has_value() && !split;
+  if (!may_batch) return;
+  const AdapterChoice choice = jobs[0]->request.adapter;
+  for (auto it = queue.begin(); it != queue.end() && int(jobs.size()) < options.max_batch;) {
+    if ((*it)->request.adapter == choice) {
+      jobs.push_back(std::move(*it));
+      it = queue.erase(it);
+    } else {
+      ++it;
+    }
   }
 }
 
@@ -181,26 +201,157 @@ std::string InferenceService::Impl::resolve(AdapterChoice choice, std::uint64_t&
   return "";
 }
 
+void InferenceService::Impl::finish(Job& job, CompletionResult result, clock_type::time_point started) {
+  result.queue_seconds = std::chrono::duration<double>(started - job.queued).count();
+  result.run_seconds = seconds_since(started);
+  {
+    std::lock_guard lock(mutex);
+    ++stats.completed;
+    if (result.split || result.fell_back_to_local) ++stats.split_requests;
+    if (result.fell_back_to_local) ++stats.fallbacks;
+  }
+  job.promise.set_value(std::move(result));
+}
+
+void InferenceService::Impl::fail(Job& job, std::exception_ptr error) {
+  {
+    std::lock_guard lock(mutex);
+    ++stats.failed;
+  }
+  job.promise.set_exception(std::move(error));
+}
+
 void InferenceService::Impl::execute(Job& job) {
-  const double waited = seconds_since(job.queued);
   const auto started = clock_type::now();
   try {
     CompletionResult result = generate(job);
-    result.queue_seconds = waited;
-    result.run_seconds = seconds_since(started);
-    {
-      std::lock_guard lock(mutex);
-      ++stats.completed;
-      if (result.split || result.fell_back_to_local) ++stats.split_requests;
-      if (result.fell_back_to_local) ++stats.fallbacks;
-    }
-    job.promise.set_value(std::move(result));
+    finish(job, std::move(result), started);
   } catch (...) {
-    {
-      std::lock_guard lock(mutex);
-      ++stats.failed;
+    fail(job, std::current_exception());
+  }
+}
+
+namespace {
+
+// One request's state inside a batch.
+struct Row {
+  Row(Job& j, const inference::Tokenizer& tokenizer) : job(&j), decoder(tokenizer) {}
+  Job* job;
+  CompletionResult result;
+  std::vector<TokenId> history;
+  int max_new = 0;
+  inference::SamplingOptions sampling;
+  std::mt19937_64 rng;
+  inference::StreamingDecoder decoder;
+  bool done = false;
+};
+
+}  // namespace
+
+// Several requests decoded together: prompts padded on the left, one forward
+// pass per step for all rows (as inference::generate batches), each row with
+// its own sampling options and random stream, so every row gets the tokens it
+// would get alone. A row's answer goes out as soon as that row finishes.
+void InferenceService::Impl::execute_batch(std::vector<std::unique_ptr<Job>>& jobs) {
+  const auto started = clock_type::now();
+  const inference::ModelConfig& c = model->config();
+  const int context = c.context_length();
+  std::vector<std::unique_ptr<Row>> rows;
+  std::string adapter;
+  std::uint64_t version = 0;
+  try {
+    adapter = resolve(jobs[0]->request.adapter, version);  // the same choice for every job here
+  } catch (...) {
+    for (auto& j : jobs) fail(*j, std::current_exception());
+    return;
+  }
+  for (auto& j : jobs) {
+    try {
+      auto row = std::make_unique<Row>(*j, *tokenizer);
+      row->history = tokenizer->encode(j->request.prompt, true);
+      const int len = int(row->history.size());
+      if (len == 0) throw InvalidRequest("prompt", "the prompt encodes to no tokens");
+      if (len + 1 > context)
+        throw InvalidRequest("prompt", "the prompt's " + std::to_string(len) +
+                                           " tokens leave no room in the model's context of " +
+                                           std::to_string(context) + " tokens; shorten it");
+      row->max_new = std::min(j->request.max_tokens, context - len);
+      row->sampling.max_tokens = j->request.max_tokens;
+      row->sampling.temperature = j->request.temperature;
+      row->sampling.top_p = j->request.top_p;
+      row->rng.seed(j->request.seed);
+      row->result.prompt_tokens = len;
+      row->result.adapter = adapter.empty() ? "none" : adapter;
+      row->result.adapter_version = version;
+      rows.push_back(std::move(row));
+    } catch (...) {
+      fail(*j, std::current_exception());
     }
-    job.promise.set_exception(std::current_exception());
+  }
+  if (rows.empty()) return;
+  {
+    std::lock_guard lock(mutex);
+    ++stats.batches;
+  }
+  try {
+    model->set_active_adapter(adapter);
+    std::set<TokenId> stops(c.eos_token_ids.begin(), c.eos_token_ids.end());
+    for (TokenId e : tokenizer->eos_ids()) stops.insert(e);
+    const int B = int(rows.size());
+    int longest = 0, most_new = 0;
+    for (auto& r : rows) {
+      longest = std::max(longest, int(r->history.size()));
+      most_new = std::max(most_new, r->max_new);
+    }
+    KVCache cache = model->make_cache(B, longest + most_new);
+    std::vector<TokenId> tokens(std::size_t(B) * longest, 0);
+    std::vector<std::uint8_t> mask(tokens.size(), 0);
+    for (int b = 0; b < B; ++b) {
+      const auto& h = rows[b]->history;
+      const std::size_t pad = std::size_t(longest) - h.size();
+      std::copy(h.begin(), h.end(), tokens.begin() + std::size_t(b) * longest + pad);
+      std::fill_n(mask.begin() + std::size_t(b) * longest + pad, h.size(), 1);
+    }
+    std::vector<float> logits = model->forward(tokens, mask, B, longest, cache);
+    std::vector<TokenId> next(B, 0);
+    std::vector<std::uint8_t> step_mask(B, 0);
+    const int V = c.vocab_size;
+    int live = B;
+    auto close = [&](Row& r, const char* reason) {
+      r.done = true;
+      --live;
+      r.result.finish_reason = reason;
+      const std::string rest = r.decoder.flush();
+      if (!rest.empty()) {
+        r.result.text += rest;
+        if (r.job->on_token) r.job->on_token(-1, rest);
+      }
+      r.result.completion_tokens = int(r.result.tokens.size());
+      finish(*r.job, std::move(r.result), started);
+    };
+    while (live > 0) {
+      for (int b = 0; b < B; ++b) {
+        step_mask[b] = 0;
+        Row& r = *rows[b];
+        if (r.done) continue;
+        std::vector<float> row_logits(logits.begin() + std::size_t(b) * V, logits.begin() + std::size_t(b + 1) * V);
+        const TokenId id = inference::sample_token(std::move(row_logits), r.history, r.sampling, r.rng);
+        if (stops.count(id)) { close(r, "stop"); continue; }
+        r.result.tokens.push_back(id);
+        r.history.push_back(id);
+        const std::string piece = r.decoder.push(id);
+        r.result.text += piece;
+        if (r.job->on_token && !r.job->on_token(id, piece)) { close(r, "stop"); continue; }
+        if (int(r.result.tokens.size()) >= r.max_new) { close(r, "length"); continue; }
+        next[b] = id;
+        step_mask[b] = 1;
+      }
+      if (live == 0) break;
+      logits = model->forward(next, step_mask, B, 1, cache);
+    }
+  } catch (...) {
+    for (auto& r : rows)
+      if (!r->done) fail(*r->job, std::current_exception());
   }
 }
 

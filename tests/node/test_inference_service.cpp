@@ -320,3 +320,69 @@ TEST_CASE("adapter choice names parse both ways", "[serving]") {
   CHECK_FALSE(parse_adapter_choice("Global").has_value());
   CHECK_FALSE(parse_adapter_choice("").has_value());
 }
+
+TEST_CASE("waiting requests are decoded as a batch and each gets its solo answer", "[serving]") {
+  Fixture f;
+  InferenceService service(f.model, f.tokenizer);
+  const auto global = busy_adapter(f.model.config(), 1.0f);
+  service.install_adapter(AdapterSlot::kGlobal, global, 1);
+  // Hold the worker on a first request so the others queue up behind it.
+  std::mutex m;
+  std::condition_variable cv;
+  bool started = false, release = false;
+  auto blocker = service.submit(request("hold", 2, AdapterChoice::kNone), [&](std::int32_t, std::string_view) {
+    std::unique_lock lock(m);
+    started = true;
+    cv.notify_all();
+    cv.wait(lock, [&] { return release; });
+    return true;
+  });
+  {
+    std::unique_lock lock(m);
+    cv.wait(lock, [&] { return started; });
+  }
+  struct Case {
+    std::string prompt;
+    int max_tokens;
+    AdapterChoice adapter;
+    float temperature;
+    std::uint64_t seed;
+  };
+  const std::vector<Case> cases = {{"a short one", 5, AdapterChoice::kNone, 0, 0},
+                                   {"a much longer prompt than the others", 12, AdapterChoice::kNone, 0, 0},
+                                   {"with the adapter", 9, AdapterChoice::kGlobal, 0, 0},
+                                   {"sampled", 10, AdapterChoice::kNone, 0.8f, 7},
+                                   {"x", 7, AdapterChoice::kNone, 0, 0},
+                                   {"adapter again", 6, AdapterChoice::kGlobal, 0, 0}};
+  std::vector<std::future<CompletionResult>> futures;
+  std::vector<std::string> streamed(cases.size());
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    auto r = request(cases[i].prompt, cases[i].max_tokens, cases[i].adapter);
+    r.temperature = cases[i].temperature;
+    r.seed = cases[i].seed;
+    futures.push_back(service.submit(r, [&streamed, i](std::int32_t, std::string_view text) {
+      streamed[i] += text;
+      return true;
+    }));
+  }
+  {
+    std::lock_guard lock(m);
+    release = true;
+  }
+  cv.notify_all();
+  blocker.get();
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    INFO("case " << i << ": " << cases[i].prompt);
+    const auto got = futures[i].get();
+    const auto ref = reference(cases[i].prompt, cases[i].max_tokens,
+                               cases[i].adapter == AdapterChoice::kGlobal ? &global : nullptr,
+                               cases[i].temperature, cases[i].seed);
+    CHECK(got.tokens == ref.tokens);
+    CHECK(got.text == ref.text);
+    CHECK(streamed[i] == got.text);
+    CHECK(got.adapter == (cases[i].adapter == AdapterChoice::kGlobal ? "global" : "none"));
+  }
+  // Four "none" requests waited together, then the two "global" ones.
+  CHECK(service.stats().batches == 2);
+  CHECK(service.stats().completed == cases.size() + 1);
+}

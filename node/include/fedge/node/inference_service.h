@@ -1,10 +1,14 @@
 // The node's inference service: one model, one tokenizer, two adapter slots
 // ("global": the latest federated adapter; "local": this site's own) and a
-// single worker thread that runs requests one at a time in arrival order.
+// single worker thread that runs requests in arrival order, decoding waiting
+// requests that ask for the same adapter together (a batch).
 //
 // Design (docs/SERVING.md):
 //  - Only the worker thread touches the Model. Callers queue a request
-//    (bounded queue; full -> ServiceOverloaded) and wait on a future.
+//    (bounded queue; full -> ServiceOverloaded) and wait on a future. The
+//    worker takes the oldest request plus up to max_batch - 1 later ones with
+//    the same adapter choice and decodes them in one batch; each gets the
+//    tokens it would get alone, and its answer as soon as it finishes.
 //  - install_adapter() only stages the new adapter under a mutex; the worker
 //    swaps it into the model between requests. So a request keeps the adapter
 //    it started with, installs never wait for a request to finish, and a
@@ -110,6 +114,9 @@ struct ServiceOptions {
   std::size_t max_queue = 64;       // waiting requests beyond this -> ServiceOverloaded
   int max_tokens_limit = 4096;      // largest max_tokens a request may ask for
   int threads = 0;                  // > 0: the worker thread's OpenMP team; 0: setup_torch()'s count
+  // Waiting requests with the same adapter choice are decoded together, up to
+  // this many (1: one at a time). Not with a split client attached.
+  int max_batch = 4;
 };
 
 struct AdapterStatus {
@@ -120,6 +127,7 @@ struct AdapterStatus {
 struct ServiceStats {
   std::uint64_t completed = 0, failed = 0, rejected = 0;  // rejected: queue full
   std::uint64_t split_requests = 0, fallbacks = 0;
+  std::uint64_t batches = 0;  // runs that decoded several requests together
   std::size_t queued = 0;  // waiting now (not counting the running one)
 };
 
