@@ -100,13 +100,14 @@ Parsed parse_common(const json& body, const InferenceService& service, int defau
     if (*choice != AdapterChoice::kDefault) p.request.adapter = *choice;
   }
   const int limit = service.options().max_tokens_limit;
-  p.request.max_tokens = number_field<int>(body, "max_tokens", default_max_tokens, 1, limit, true);
+  // Newer OpenAI clients send max_completion_tokens instead.
+  const char* max_field = field(body, "max_tokens") || !field(body, "max_completion_tokens") ? "max_tokens"
+                                                                                            : "max_completion_tokens";
+  p.request.max_tokens = number_field<int>(body, max_field, default_max_tokens, 1, limit, true);
   p.request.temperature = number_field<float>(body, "temperature", 1.0f, 0, 2, false);
   p.request.top_p = number_field<float>(body, "top_p", 1.0f, 0, 1, false);
   if (!(p.request.top_p > 0)) bad("top_p", "'top_p' must be greater than 0");
   p.request.seed = number_field<std::uint64_t>(body, "seed", 0, 0, 1.8446744073709552e19, true);
-  if (const json* v = field(body, "seed"); v && v->is_number_integer() && !v->is_number_unsigned() && v->get<std::int64_t>() < 0)
-    bad("seed", "'seed' must be >= 0");
   if (const json* s = field(body, "stream")) {
     if (!s->is_boolean()) bad("stream", "'stream' must be true or false");
     p.stream = s->get<bool>();

@@ -272,6 +272,16 @@ TEST_CASE("bad requests get 400/404/413 with an OpenAI error naming the field", 
   CHECK(error_param(with("max_tokens", 0), 400) == "max_tokens");
   CHECK(error_param(with("max_tokens", 129), 400) == "max_tokens");
   CHECK(error_param(with("max_tokens", 2.5), 400) == "max_tokens");
+  {
+    json b = ok;
+    b.erase("max_tokens");
+    b["max_completion_tokens"] = 0;
+    CHECK(error_param(f.post("/v1/completions", b), 400) == "max_completion_tokens");
+    b["max_completion_tokens"] = 3;
+    auto r3 = f.post("/v1/completions", b);
+    REQUIRE(r3);
+    CHECK(json::parse(r3->body)["usage"]["completion_tokens"].get<int>() <= 3);
+  }
   CHECK(error_param(with("temperature", 3), 400) == "temperature");
   CHECK(error_param(with("temperature", "hot"), 400) == "temperature");
   CHECK(error_param(with("top_p", 0), 400) == "top_p");
