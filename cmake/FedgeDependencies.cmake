@@ -14,6 +14,9 @@ find_package(OpenMP REQUIRED)
 pkg_check_modules(SODIUM REQUIRED IMPORTED_TARGET libsodium)
 pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
 pkg_check_modules(ZMQ REQUIRED IMPORTED_TARGET libzmq)
+# cpp-httplib ships no CMake config; its pkg-config file names the library and
+# the defines it was built with (node/ serves HTTP with it).
+pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
 if(FEDGE_BUILD_TESTS)
   find_package(Catch2 REQUIRED)
   include(Catch)

@@ -1,0 +1,54 @@
+// An OpenAI-compatible HTTP front for the InferenceService (cpp-httplib):
+//   POST /v1/completions        {model, prompt, max_tokens, temperature, top_p, seed, stream, adapter}
+//   POST /v1/chat/completions   {model, messages, ...}; "stream": true -> Server-Sent Events
+//   GET  /v1/models             base model plus "<base>+global" / "<base>+local" when installed
+//   GET  /health                status, adapter versions, queue, counters
+// Responses follow OpenAI's JSON with an extra "fedge" object (adapter used,
+// adapter_version, split, fell_back_to_local, note). Errors are OpenAI-style
+// {"error": {message, type, param, code}}: 400 for bad JSON, wrong types,
+// missing fields and out-of-range values (param names the field), 404 for an
+// unknown route or model, 413 for a body over max_body_bytes, 503 when the
+// service queue is full. See docs/SERVING.md.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+namespace fedge::node {
+
+class InferenceService;
+
+struct HttpOptions {
+  std::string host = "127.0.0.1";
+  int port = 0;  // 0: pick a free port (see HttpServer::port())
+  std::size_t max_body_bytes = std::size_t{1} << 20;
+  int threads = 32;  // connection threads (an open keep-alive connection holds one)
+  int default_max_tokens = 16;        // /v1/completions without max_tokens (OpenAI's default)
+  int default_chat_max_tokens = 256;  // /v1/chat/completions without max_tokens
+};
+
+class HttpServer {
+ public:
+  // Binds (Error(kIo) if it cannot) and starts serving in a background thread.
+  // The service must outlive the server.
+  HttpServer(InferenceService& service, HttpOptions options = {});
+  ~HttpServer();  // stop()
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  int port() const;         // the bound port
+  std::string url() const;  // "http://host:port"
+  // Extra "node" fields for /health (e.g. the round client's state); called
+  // on HTTP threads, so it must be thread-safe.
+  void set_status_provider(std::function<std::map<std::string, std::string>()> provider);
+  void stop();  // stops listening, waits for open requests; idempotent
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fedge::node

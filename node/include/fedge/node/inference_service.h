@@ -1,0 +1,191 @@
+// The node's inference service: one model, one tokenizer, two adapter slots
+// ("global": the latest federated adapter; "local": this site's own) and a
+// single worker thread that runs requests in arrival order, decoding waiting
+// requests that ask for the same adapter together (a batch).
+//
+// Design (docs/SERVING.md):
+//  - Only the worker thread touches the Model. Callers queue a request
+//    (bounded queue; full -> ServiceOverloaded) and wait on a future. The
+//    worker takes the oldest request plus up to max_batch - 1 later ones with
+//    the same adapter choice and decodes them in one batch; each gets the
+//    tokens it would get alone, and its answer as soon as it finishes.
+//  - install_adapter() only stages the new adapter under a mutex; the worker
+//    swaps it into the model between requests. So a request keeps the adapter
+//    it started with, installs never wait for a request to finish, and a
+//    request submitted after install_adapter() returns sees the new adapter.
+//  - The node trains on a separate Model instance (the driver's), so the
+//    service and the trainer never share weights or KV caches.
+//  - Threads: libtorch's at::set_num_threads is process-global; the service
+//    never calls it. Its worker takes the count setup_torch() set (threads =
+//    0), or ServiceOptions::threads, which caps only the worker thread's
+//    OpenMP team (omp_set_num_threads on that thread; fedge's decode kernels
+//    size their pool from omp_get_max_threads() of the calling thread).
+//  - Split inference (split_inference.h) is used for requests that run on the
+//    base model (adapter "none") when a SplitClient is attached; a failed or
+//    slow peer makes the request finish locally (fell_back_to_local).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fedge/common/error.h"
+#include "fedge/common/param_vector.h"
+
+namespace fedge::inference {
+class Model;
+class Tokenizer;
+class LoraAdapter;
+struct LoraConfig;
+struct ModelConfig;
+}  // namespace fedge::inference
+
+namespace fedge::training {
+struct ChatMessage;
+}
+
+namespace fedge::node {
+
+class SplitClient;
+
+// Which adapter a request runs with. kDefault: "global" when installed, else
+// "local" when installed, else none.
+enum class AdapterChoice { kDefault, kGlobal, kLocal, kNone };
+// The two slots an adapter can be installed in.
+enum class AdapterSlot { kGlobal, kLocal };
+
+const char* adapter_choice_name(AdapterChoice choice);  // "default", "global", "local", "none"
+std::optional<AdapterChoice> parse_adapter_choice(std::string_view name);
+const char* adapter_slot_name(AdapterSlot slot);  // "global", "local"
+
+// A request field is out of range or refers to something missing; field()
+// names it ("max_tokens", "prompt", "adapter", ...) for the HTTP error's param.
+class InvalidRequest : public Error {
+ public:
+  InvalidRequest(std::string field, const std::string& message)
+      : Error(ErrorKind::kInvalidInput, field + ": " + message), field_(std::move(field)) {}
+  const std::string& field() const noexcept { return field_; }
+
+ private:
+  std::string field_;
+};
+
+// The request queue is full: tell the caller to retry later (HTTP 503).
+class ServiceOverloaded : public Error {
+ public:
+  explicit ServiceOverloaded(std::string message) : Error(ErrorKind::kRuntime, std::move(message)) {}
+};
+
+struct CompletionRequest {
+  std::string prompt;  // raw text; chat messages are rendered by render_chat()
+  int max_tokens = 16;
+  float temperature = 0.0f;  // 0: greedy
+  float top_p = 1.0f;
+  std::uint64_t seed = 0;
+  AdapterChoice adapter = AdapterChoice::kDefault;
+};
+
+struct CompletionResult {
+  std::string text;
+  std::vector<std::int32_t> tokens;  // generated ids (stop token excluded)
+  int prompt_tokens = 0;
+  int completion_tokens = 0;
+  std::string finish_reason;  // "stop" (end-of-sequence token) or "length"
+  std::string adapter;        // adapter used: "global", "local" or "none"
+  std::uint64_t adapter_version = 0;  // version given to install_adapter (0 for none)
+  bool split = false;              // a split peer computed at least one token
+  bool fell_back_to_local = false; // the split peer failed; the rest ran locally
+  std::string note;                // why it fell back, or other remarks
+  double queue_seconds = 0, run_seconds = 0;
+};
+
+// Called on the worker thread for each generated token with the text that
+// became complete (may be empty: partial UTF-8). Return false to stop the
+// request (finish_reason "stop"). Keep it quick: the next request waits.
+using OnToken = std::function<bool(std::int32_t token, std::string_view text)>;
+
+struct ServiceOptions {
+  std::string model_name = "base";  // model id in /v1/models ("<name>+global", ...)
+  std::size_t max_queue = 64;       // waiting requests beyond this -> ServiceOverloaded
+  int max_tokens_limit = 4096;      // largest max_tokens a request may ask for
+  int threads = 0;                  // > 0: the worker thread's OpenMP team; 0: setup_torch()'s count
+  // Waiting requests with the same adapter choice are decoded together, up to
+  // this many (1: one at a time). Not with a split client attached.
+  int max_batch = 4;
+};
+
+struct AdapterStatus {
+  bool installed = false;
+  std::uint64_t version = 0;
+};
+
+struct ServiceStats {
+  std::uint64_t completed = 0, failed = 0, rejected = 0;  // rejected: queue full
+  std::uint64_t split_requests = 0, fallbacks = 0;
+  std::uint64_t batches = 0;  // runs that decoded several requests together
+  std::size_t queued = 0;  // waiting now (not counting the running one)
+};
+
+class InferenceService {
+ public:
+  // Borrows `model` and `tokenizer`: they must outlive the service, and
+  // nothing else may use `model` while the service runs (train on another
+  // instance). Starts the worker thread.
+  InferenceService(inference::Model& model, const inference::Tokenizer& tokenizer, ServiceOptions options = {});
+  // Owns them.
+  InferenceService(std::unique_ptr<inference::Model> model, std::unique_ptr<inference::Tokenizer> tokenizer,
+                   ServiceOptions options = {});
+  ~InferenceService();  // stop()
+  InferenceService(const InferenceService&) = delete;
+  InferenceService& operator=(const InferenceService&) = delete;
+
+  // Queues a request. Throws InvalidRequest for bad options (max_tokens,
+  // temperature, top_p, adapter not installed), ServiceOverloaded when the
+  // queue is full, Error(kRuntime) after stop(). The future carries the result
+  // or the error (e.g. InvalidRequest "prompt" when it does not fit the context).
+  // on_token gets token -1 with the last held-back text at the end, if any.
+  std::future<CompletionResult> submit(CompletionRequest request, OnToken on_token = {});
+  // submit() and wait.
+  CompletionResult complete(CompletionRequest request, OnToken on_token = {});
+
+  // Stages an adapter for `slot` (see the design note above). Throws
+  // Error(kInvalidInput) if it was made for a model of another shape.
+  void install_adapter(AdapterSlot slot, inference::LoraAdapter adapter, std::uint64_t version);
+  // The same from a flat parameter vector (as aggregation produces it) and the
+  // adapter's LoRA config; the layout must equal the adapter's layout().
+  void install_adapter(AdapterSlot slot, const ParamVector& params, const inference::LoraConfig& config,
+                       std::uint64_t version);
+  void remove_adapter(AdapterSlot slot);
+  AdapterStatus adapter_status(AdapterSlot slot) const;
+
+  // Attaches (or with nullptr detaches) a split-inference client; applied
+  // between requests like an adapter. The client must use this service's model.
+  void set_split_client(std::unique_ptr<SplitClient> client);
+  bool has_split_client() const;
+
+  // Chat messages in fedge's chat template (the one training uses:
+  // training::record_from_chat), ending with the assistant marker.
+  static std::string render_chat(const std::vector<training::ChatMessage>& messages);
+
+  const std::string& model_name() const;
+  const ServiceOptions& options() const;
+  const inference::ModelConfig& model_config() const;
+  const inference::Tokenizer& tokenizer() const;
+  ServiceStats stats() const;
+
+  // Refuses new requests, fails queued ones with Error(kRuntime) and waits
+  // for the running one. Idempotent.
+  void stop();
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fedge::node

@@ -1,0 +1,397 @@
+// The OpenAI-compatible HTTP API over real loopback HTTP (httplib::Client):
+// completions, chat, streamed chat parsed event by event, models, health, bad
+// inputs, concurrent clients, and answers while a trainer runs on another model.
+#include <httplib.h>
+
+#include <atomic>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "fedge/inference/lora.h"
+#include "fedge/inference/model.h"
+#include "fedge/inference/tokenizer.h"
+#include "fedge/inference/torch_setup.h"
+#include "fedge/node/http_server.h"
+#include "fedge/node/inference_service.h"
+#include "fedge/training/records.h"
+#include "fedge/training/trainer.h"
+// After the fedge headers: ATen (through glog) defines CHECK too, and the
+// test must use Catch's.
+#include <catch2/catch.hpp>
+
+using namespace fedge;
+using namespace fedge::node;
+using json = nlohmann::json;
+
+namespace {
+
+struct HttpFixture {
+  explicit HttpFixture(HttpOptions http = {}) : server(service, http) {}
+  static ServiceOptions service_options() {
+    ServiceOptions o;
+    o.model_name = "tiny";
+    o.max_tokens_limit = 128;
+    return o;
+  }
+  bool torch_ready = (inference::setup_torch(1), true);
+  inference::Model model = inference::Model::tiny(17);
+  inference::Tokenizer tokenizer = inference::Tokenizer::byte_level_tiny();
+  InferenceService service{model, tokenizer, service_options()};
+  HttpServer server;
+
+  httplib::Client client() const {
+    httplib::Client c("127.0.0.1", server.port());
+    c.set_read_timeout(30, 0);
+    return c;
+  }
+  httplib::Result post(const std::string& path, const json& body) const {
+    return client().Post(path.c_str(), body.dump(), "application/json");
+  }
+  CompletionResult direct(const std::string& prompt, int max_tokens, AdapterChoice a = AdapterChoice::kDefault) {
+    CompletionRequest r;
+    r.prompt = prompt;
+    r.max_tokens = max_tokens;
+    r.adapter = a;
+    return service.complete(r);
+  }
+};
+
+// Server-Sent Events split into their data payloads.
+std::vector<std::string> sse_events(const std::string& body) {
+  std::vector<std::string> out;
+  std::size_t at = 0;
+  for (;;) {
+    const std::size_t end = body.find("\n\n", at);
+    if (end == std::string::npos) break;
+    std::string event = body.substr(at, end - at);
+    REQUIRE(event.rfind("data: ", 0) == 0);
+    out.push_back(event.substr(6));
+    at = end + 2;
+  }
+  CHECK(at == body.size());  // nothing after the last event
+  return out;
+}
+
+// Checks the error object and returns its param ("" for null).
+std::string error_param(const httplib::Result& res, int status) {
+  REQUIRE(res);
+  CHECK(res->status == status);
+  const json j = json::parse(res->body);
+  REQUIRE(j.contains("error"));
+  CHECK(j["error"]["message"].is_string());
+  CHECK(!j["error"]["message"].get<std::string>().empty());
+  CHECK(j["error"]["type"].is_string());
+  return j["error"]["param"].is_null() ? "" : j["error"]["param"].get<std::string>();
+}
+
+}  // namespace
+
+TEST_CASE("POST /v1/completions answers in OpenAI's format", "[http]") {
+  HttpFixture f;
+  auto res = f.post("/v1/completions", {{"model", "tiny"}, {"prompt", "hello"}, {"max_tokens", 10}, {"temperature", 0}});
+  REQUIRE(res);
+  REQUIRE(res->status == 200);
+  CHECK(res->get_header_value("Content-Type") == "application/json");
+  const json j = json::parse(res->body);
+  const auto ref = f.direct("hello", 10);
+  CHECK(j["object"] == "text_completion");
+  CHECK(j["id"].get<std::string>().rfind("cmpl-", 0) == 0);
+  CHECK(j["model"] == "tiny");
+  CHECK(j["created"].is_number_integer());
+  REQUIRE(j["choices"].size() == 1);
+  CHECK(j["choices"][0]["index"] == 0);
+  CHECK(j["choices"][0]["text"] == ref.text);
+  CHECK(j["choices"][0]["finish_reason"] == ref.finish_reason);
+  CHECK(j["usage"]["prompt_tokens"] == ref.prompt_tokens);
+  CHECK(j["usage"]["completion_tokens"] == ref.completion_tokens);
+  CHECK(j["usage"]["total_tokens"] == ref.prompt_tokens + ref.completion_tokens);
+  CHECK(j["fedge"]["adapter"] == "none");
+  CHECK(j["fedge"]["fell_back_to_local"] == false);
+}
+
+TEST_CASE("POST /v1/chat/completions renders the chat template", "[http]") {
+  HttpFixture f;
+  const json messages = json::array({{{"role", "system"}, {"content", "be brief"}}, {{"role", "user"}, {"content", "status?"}}});
+  auto res = f.post("/v1/chat/completions", {{"model", "tiny"}, {"messages", messages}, {"max_tokens", 12}, {"temperature", 0}});
+  REQUIRE(res);
+  REQUIRE(res->status == 200);
+  const json j = json::parse(res->body);
+  const auto ref = f.direct(InferenceService::render_chat({{"system", "be brief"}, {"user", "status?"}}), 12);
+  CHECK(j["object"] == "chat.completion");
+  CHECK(j["id"].get<std::string>().rfind("chatcmpl-", 0) == 0);
+  CHECK(j["choices"][0]["message"]["role"] == "assistant");
+  CHECK(j["choices"][0]["message"]["content"] == ref.text);
+  CHECK(j["choices"][0]["finish_reason"] == ref.finish_reason);
+  CHECK(j["usage"]["prompt_tokens"] == ref.prompt_tokens);
+}
+
+TEST_CASE("streamed chat completion parses chunk by chunk as OpenAI's format", "[http]") {
+  HttpFixture f;
+  const json body = {{"model", "tiny"},
+                     {"messages", json::array({{{"role", "user"}, {"content", "stream please"}}})},
+                     {"max_tokens", 16},
+                     {"temperature", 0},
+                     {"stream", true}};
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/chat/completions";
+  req.body = body.dump();
+  req.set_header("Content-Type", "application/json");
+  std::string received;
+  int pieces = 0;
+  req.content_receiver = [&](const char* data, std::size_t n, std::uint64_t, std::uint64_t) {
+    received.append(data, n);
+    ++pieces;
+    return true;
+  };
+  auto cli = f.client();
+  auto res = cli.send(req);
+  REQUIRE(res);
+  REQUIRE(res->status == 200);
+  CHECK(res->get_header_value("Content-Type") == "text/event-stream");
+  CHECK(pieces >= 2);  // arrived in several chunks, not one body
+  const auto events = sse_events(received);
+  REQUIRE(events.size() >= 3);
+  CHECK(events.back() == "[DONE]");
+  const auto ref = f.direct(InferenceService::render_chat({{"user", "stream please"}}), 16);
+  std::string content;
+  std::string id;
+  for (std::size_t i = 0; i + 1 < events.size(); ++i) {
+    const json c = json::parse(events[i]);
+    CHECK(c["object"] == "chat.completion.chunk");
+    CHECK(c["model"] == "tiny");
+    if (i == 0) id = c["id"];
+    CHECK(c["id"] == id);
+    REQUIRE(c["choices"].size() == 1);
+    const json& choice = c["choices"][0];
+    CHECK(choice["index"] == 0);
+    REQUIRE(choice.contains("delta"));
+    if (i == 0) CHECK(choice["delta"]["role"] == "assistant");
+    if (choice["delta"].contains("content")) content += choice["delta"]["content"].get<std::string>();
+    if (i + 2 < events.size()) {
+      CHECK(choice["finish_reason"].is_null());
+    } else {
+      CHECK(choice["finish_reason"] == ref.finish_reason);
+      CHECK(choice["delta"].empty());
+      CHECK(c["usage"]["completion_tokens"] == ref.completion_tokens);
+      CHECK(c["fedge"]["adapter"] == "none");
+    }
+  }
+  CHECK(content == ref.text);
+}
+
+TEST_CASE("streamed completion ends with finish_reason and [DONE]", "[http]") {
+  HttpFixture f;
+  auto res = f.post("/v1/completions",
+                    {{"model", "tiny"}, {"prompt", "abc"}, {"max_tokens", 6}, {"temperature", 0}, {"stream", true}});
+  REQUIRE(res);
+  REQUIRE(res->status == 200);
+  const auto events = sse_events(res->body);
+  REQUIRE(events.size() >= 2);
+  CHECK(events.back() == "[DONE]");
+  std::string text;
+  for (std::size_t i = 0; i + 1 < events.size(); ++i) {
+    const json c = json::parse(events[i]);
+    CHECK(c["object"] == "text_completion");
+    text += c["choices"][0]["text"].get<std::string>();
+  }
+  const json last = json::parse(events[events.size() - 2]);
+  const auto ref = f.direct("abc", 6);
+  CHECK(last["choices"][0]["finish_reason"] == ref.finish_reason);
+  CHECK(text == ref.text);
+}
+
+TEST_CASE("GET /v1/models and /health report adapters and versions", "[http]") {
+  HttpFixture f;
+  auto ids = [&] {
+    auto res = f.client().Get("/v1/models");
+    REQUIRE(res);
+    REQUIRE(res->status == 200);
+    const json j = json::parse(res->body);
+    CHECK(j["object"] == "list");
+    std::vector<std::string> out;
+    for (const auto& m : j["data"]) {
+      CHECK(m["object"] == "model");
+      out.push_back(m["id"]);
+    }
+    return out;
+  };
+  CHECK(ids() == std::vector<std::string>{"tiny"});
+  inference::LoraConfig lc;
+  f.service.install_adapter(AdapterSlot::kGlobal, inference::LoraAdapter::create(f.model.config(), lc, 1), 5);
+  f.service.install_adapter(AdapterSlot::kLocal, inference::LoraAdapter::create(f.model.config(), lc, 2), 2);
+  const std::vector<std::string> all = {"tiny", "tiny+global", "tiny+local"};
+  CHECK(ids() == all);
+
+  f.server.set_status_provider([] { return std::map<std::string, std::string>{{"round", "3"}}; });
+  auto res = f.client().Get("/health");
+  REQUIRE(res);
+  REQUIRE(res->status == 200);
+  const json h = json::parse(res->body);
+  CHECK(h["status"] == "ok");
+  CHECK(h["model"] == "tiny");
+  CHECK(h["adapters"]["global"]["installed"] == true);
+  CHECK(h["adapters"]["global"]["version"] == 5);
+  CHECK(h["adapters"]["local"]["version"] == 2);
+  CHECK(h["node"]["round"] == "3");
+
+  // The model id picks the adapter.
+  auto r = f.post("/v1/completions", {{"model", "tiny+local"}, {"prompt", "x"}, {"max_tokens", 2}});
+  REQUIRE(r);
+  CHECK(json::parse(r->body)["fedge"]["adapter"] == "local");
+  CHECK(json::parse(r->body)["fedge"]["adapter_version"] == 2);
+  r = f.post("/v1/completions", {{"model", "tiny"}, {"prompt", "x"}, {"max_tokens", 2}, {"adapter", "none"}});
+  REQUIRE(r);
+  CHECK(json::parse(r->body)["fedge"]["adapter"] == "none");
+  r = f.post("/v1/completions", {{"model", "tiny"}, {"prompt", "x"}, {"max_tokens", 2}});
+  REQUIRE(r);
+  CHECK(json::parse(r->body)["fedge"]["adapter"] == "global");
+}
+
+TEST_CASE("bad requests get 400/404/413 with an OpenAI error naming the field", "[http]") {
+  HttpOptions http;
+  http.max_body_bytes = 4096;
+  HttpFixture f(http);
+  const json ok = {{"model", "tiny"}, {"prompt", "x"}, {"max_tokens", 2}};
+  auto with = [&](const char* key, json value) {
+    json b = ok;
+    b[key] = std::move(value);
+    return f.post("/v1/completions", b);
+  };
+  auto without = [&](const char* key) {
+    json b = ok;
+    b.erase(key);
+    return f.post("/v1/completions", b);
+  };
+  CHECK(error_param(f.client().Post("/v1/completions", "{\"model\": \"tiny\", ", "application/json"), 400) == "");
+  CHECK(error_param(f.client().Post("/v1/completions", "[1, 2]", "application/json"), 400) == "");
+  CHECK(error_param(without("prompt"), 400) == "prompt");
+  CHECK(error_param(without("model"), 400) == "model");
+  CHECK(error_param(with("prompt", 42), 400) == "prompt");
+  CHECK(error_param(with("max_tokens", "10"), 400) == "max_tokens");
+  CHECK(error_param(with("max_tokens", 0), 400) == "max_tokens");
+  CHECK(error_param(with("max_tokens", 129), 400) == "max_tokens");
+  CHECK(error_param(with("max_tokens", 2.5), 400) == "max_tokens");
+  {
+    json b = ok;
+    b.erase("max_tokens");
+    b["max_completion_tokens"] = 0;
+    CHECK(error_param(f.post("/v1/completions", b), 400) == "max_completion_tokens");
+    b["max_completion_tokens"] = 3;
+    auto r3 = f.post("/v1/completions", b);
+    REQUIRE(r3);
+    CHECK(json::parse(r3->body)["usage"]["completion_tokens"].get<int>() <= 3);
+  }
+  CHECK(error_param(with("temperature", 3), 400) == "temperature");
+  CHECK(error_param(with("temperature", "hot"), 400) == "temperature");
+  CHECK(error_param(with("top_p", 0), 400) == "top_p");
+  CHECK(error_param(with("seed", -1), 400) == "seed");
+  CHECK(error_param(with("stream", "yes"), 400) == "stream");
+  CHECK(error_param(with("adapter", "best"), 400) == "adapter");
+  CHECK(error_param(with("adapter", "global"), 400) == "adapter");  // not installed
+  CHECK(error_param(with("n", 2), 400) == "n");
+  CHECK(error_param(with("prompt", std::string(600, 'a')), 400) == "prompt");  // beyond the context
+  CHECK(error_param(with("model", "gpt-4"), 404) == "model");
+  CHECK(error_param(f.post("/v1/chat/completions", {{"model", "tiny"}, {"messages", json::array()}}), 400) == "messages");
+  CHECK(error_param(f.post("/v1/chat/completions", {{"model", "tiny"}, {"messages", "hi"}}), 400) == "messages");
+  CHECK(error_param(f.post("/v1/chat/completions",
+                           {{"model", "tiny"}, {"messages", json::array({{{"role", "robot"}, {"content", "x"}}})}}),
+                    400) == "messages[0].role");
+  CHECK(error_param(f.post("/v1/chat/completions",
+                           {{"model", "tiny"}, {"messages", json::array({{{"role", "user"}, {"content", 5}}})}}),
+                    400) == "messages[0].content");
+  CHECK(error_param(with("prompt", std::string(5000, 'a')), 413) == "");  // over max_body_bytes
+  CHECK(error_param(f.client().Get("/v1/nothing"), 404) == "");
+  CHECK(error_param(f.client().Get("/v1/completions"), 404) == "");
+  // And the server still answers.
+  auto res = f.post("/v1/completions", ok);
+  REQUIRE(res);
+  CHECK(res->status == 200);
+}
+
+TEST_CASE("concurrent HTTP clients all get their answers", "[http]") {
+  HttpFixture f;
+  const std::vector<std::string> prompts = {"one", "two two", "three", "four four four"};
+  std::vector<std::string> expected;
+  for (const auto& p : prompts) expected.push_back(f.direct(p, 8).text);
+  std::vector<std::string> got(12);
+  std::vector<int> status(12, 0);
+  std::vector<std::thread> threads;
+  for (std::size_t i = 0; i < got.size(); ++i)
+    threads.emplace_back([&, i] {
+      auto res = f.post("/v1/completions",
+                        {{"model", "tiny"}, {"prompt", prompts[i % 4]}, {"max_tokens", 8}, {"temperature", 0}});
+      if (!res) return;
+      status[i] = res->status;
+      if (res->status == 200) got[i] = json::parse(res->body)["choices"][0]["text"];
+    });
+  for (auto& t : threads) t.join();
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    CHECK(status[i] == 200);
+    CHECK(got[i] == expected[i % 4]);
+  }
+}
+
+TEST_CASE("completions keep answering while a trainer runs on a separate model", "[http]") {
+  HttpFixture f;
+  // The node's trainer: its own model instance and adapter.
+  auto train_model = inference::Model::tiny(17);
+  inference::LoraConfig lc;
+  lc.r = 4;
+  train_model.add_adapter("site", inference::LoraAdapter::create(train_model.config(), lc, 9));
+  std::vector<training::Sequence> seqs;
+  for (int i = 0; i < 8; ++i) {
+    training::Sequence s;
+    for (int t = 0; t < 48; ++t) {
+      s.tokens.push_back(97 + (i + t) % 7);
+      s.target.push_back(t > 0 ? 1 : 0);
+    }
+    seqs.push_back(std::move(s));
+  }
+  auto data = training::TokenDataset::from_sequences(std::move(seqs));
+  training::TrainOptions to;
+  to.steps = 1000000;  // stopped by the flag below
+  to.batch_size = 4;
+  to.log_every = 0;
+  auto trainer = training::Trainer::for_adapter(train_model, "site", data, to);
+  std::atomic<bool> stop{false};
+  std::atomic<int> steps{0};
+  std::thread training_thread([&] {
+    while (!stop.load()) {
+      trainer.step();
+      ++steps;
+    }
+  });
+  while (steps.load() < 1) std::this_thread::yield();  // training is under way
+
+  const auto expected = f.direct("while training", 8).text;
+  int answered = 0;
+  for (int i = 0; i < 5; ++i) {
+    auto res = f.post("/v1/completions",
+                      {{"model", "tiny"}, {"prompt", "while training"}, {"max_tokens", 8}, {"temperature", 0}});
+    REQUIRE(res);
+    CHECK(res->status == 200);
+    CHECK(json::parse(res->body)["choices"][0]["text"] == expected);
+    ++answered;
+  }
+  stop = true;
+  training_thread.join();
+  CHECK(answered == 5);
+  CHECK(steps.load() >= 1);
+  // The new adapter goes in without stopping the server.
+  f.service.install_adapter(AdapterSlot::kLocal, *train_model.adapter("site"), 1);
+  auto res = f.post("/v1/completions", {{"model", "tiny+local"}, {"prompt", "after"}, {"max_tokens", 3}});
+  REQUIRE(res);
+  CHECK(res->status == 200);
+}
+
+TEST_CASE("port 0 picks a free port, and a taken port is an error", "[http]") {
+  HttpFixture f;
+  CHECK(f.server.port() > 0);
+  CHECK(f.server.url() == "http://127.0.0.1:" + std::to_string(f.server.port()));
+  HttpOptions taken;
+  taken.port = f.server.port();
+  CHECK_THROWS_AS(HttpServer(f.service, taken), Error);
+  f.server.stop();
+  f.server.stop();
+}

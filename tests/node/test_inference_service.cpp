@@ -1,0 +1,388 @@
+// InferenceService: results equal the inference library's generate() on the
+// same weights, adapters hot-swap between requests, bad options and a full
+// queue are refused with the field named.
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "fedge/inference/generate.h"
+#include "fedge/inference/lora.h"
+#include "fedge/inference/model.h"
+#include "fedge/inference/tokenizer.h"
+#include "fedge/inference/torch_setup.h"
+#include "fedge/node/inference_service.h"
+#include "fedge/training/records.h"
+// After the fedge headers: ATen (through glog) defines CHECK too, and the
+// test must use Catch's.
+#include <catch2/catch.hpp>
+
+using namespace fedge;
+using namespace fedge::node;
+using inference::Model;
+using inference::Tokenizer;
+
+namespace {
+
+constexpr std::uint64_t kSeed = 11;
+
+// An adapter whose every parameter is a small deterministic non-zero value,
+// so it visibly changes the model's output.
+inference::LoraAdapter busy_adapter(const inference::ModelConfig& config, float scale) {
+  inference::LoraConfig lc;
+  lc.r = 4;
+  lc.alpha = 8;
+  lc.target_modules = {"q_proj", "v_proj", "o_proj", "up_proj", "down_proj"};
+  auto adapter = inference::LoraAdapter::create(config, lc, 5);
+  ParamVector p = adapter.to_params();
+  auto v = p.values();
+  for (std::size_t i = 0; i < v.size(); ++i) v[i] = scale * float(int((i * 2654435761u) % 17) - 8) / 8.0f;
+  adapter.from_params(p);
+  return adapter;
+}
+
+// generate() on a fresh copy of the same weights: the reference.
+inference::GenerationResult reference(const std::string& prompt, int max_tokens,
+                                      const inference::LoraAdapter* adapter = nullptr, float temperature = 0,
+                                      std::uint64_t seed = 0) {
+  auto model = Model::tiny(kSeed);
+  auto tok = Tokenizer::byte_level_tiny();
+  if (adapter) {
+    model.add_adapter("a", adapter->clone());
+    model.set_active_adapter("a");
+  }
+  inference::SamplingOptions o;
+  o.max_tokens = max_tokens;
+  o.temperature = temperature;
+  o.seed = seed;
+  return inference::generate(model, {tok.encode(prompt, true)}, o, &tok).at(0);
+}
+
+CompletionRequest request(const std::string& prompt, int max_tokens, AdapterChoice adapter = AdapterChoice::kDefault) {
+  CompletionRequest r;
+  r.prompt = prompt;
+  r.max_tokens = max_tokens;
+  r.adapter = adapter;
+  return r;
+}
+
+struct Fixture {
+  Fixture() { inference::setup_torch(1); }
+  Model model = Model::tiny(kSeed);
+  Tokenizer tokenizer = Tokenizer::byte_level_tiny();
+};
+
+}  // namespace
+
+TEST_CASE("service greedy completion equals generate() token for token", "[serving]") {
+  Fixture f;
+  InferenceService service(f.model, f.tokenizer);
+  auto ref = reference("hello edge", 12);
+  std::string streamed;
+  int calls = 0;
+  auto r = service.complete(request("hello edge", 12), [&](std::int32_t, std::string_view text) {
+    streamed += text;
+    ++calls;
+    return true;
+  });
+  CHECK(r.tokens == ref.tokens);
+  CHECK(r.text == ref.text);
+  CHECK(streamed == r.text);
+  CHECK(calls >= int(r.tokens.size()));
+  CHECK(r.prompt_tokens == ref.prompt_tokens);
+  CHECK(r.completion_tokens == int(ref.tokens.size()));
+  CHECK(r.finish_reason == (ref.stop_reason == "eos" ? "stop" : "length"));
+  CHECK(r.adapter == "none");
+  CHECK_FALSE(r.split);
+  CHECK_FALSE(r.fell_back_to_local);
+}
+
+TEST_CASE("service sampling with a seed equals generate() with that seed", "[serving]") {
+  Fixture f;
+  InferenceService service(f.model, f.tokenizer);
+  auto ref = reference("abc", 10, nullptr, 0.9f, 42);
+  auto req = request("abc", 10);
+  req.temperature = 0.9f;
+  req.seed = 42;
+  CHECK(service.complete(req).tokens == ref.tokens);
+}
+
+TEST_CASE("adapters install without stopping and each request uses its choice", "[serving]") {
+  Fixture f;
+  InferenceService service(f.model, f.tokenizer);
+  const auto global = busy_adapter(f.model.config(), 1.0f);
+  const auto local = busy_adapter(f.model.config(), -0.7f);
+  const auto base_ref = reference("the well", 10);
+  const auto global_ref = reference("the well", 10, &global);
+  const auto local_ref = reference("the well", 10, &local);
+  // The adapters must matter for this test to mean anything.
+  REQUIRE(global_ref.tokens != base_ref.tokens);
+  REQUIRE(local_ref.tokens != base_ref.tokens);
+  REQUIRE(local_ref.tokens != global_ref.tokens);
+
+  CHECK_FALSE(service.adapter_status(AdapterSlot::kGlobal).installed);
+  CHECK(service.complete(request("the well", 10)).tokens == base_ref.tokens);
+
+  service.install_adapter(AdapterSlot::kGlobal, global, 3);
+  CHECK(service.adapter_status(AdapterSlot::kGlobal).version == 3);
+  auto g = service.complete(request("the well", 10));  // default -> global
+  CHECK(g.tokens == global_ref.tokens);
+  CHECK(g.adapter == "global");
+  CHECK(g.adapter_version == 3);
+  CHECK(service.complete(request("the well", 10, AdapterChoice::kNone)).tokens == base_ref.tokens);
+  CHECK_THROWS_AS(service.submit(request("the well", 10, AdapterChoice::kLocal)), InvalidRequest);
+
+  // The flat-parameter path (what aggregation hands over).
+  service.install_adapter(AdapterSlot::kLocal, local.to_params(), local.config(), 1);
+  auto l = service.complete(request("the well", 10, AdapterChoice::kLocal));
+  CHECK(l.tokens == local_ref.tokens);
+  CHECK(l.adapter == "local");
+
+  // A newer global replaces the old one.
+  service.install_adapter(AdapterSlot::kGlobal, local, 4);
+  auto g4 = service.complete(request("the well", 10, AdapterChoice::kGlobal));
+  CHECK(g4.tokens == local_ref.tokens);
+  CHECK(g4.adapter_version == 4);
+
+  service.remove_adapter(AdapterSlot::kGlobal);
+  CHECK_FALSE(service.adapter_status(AdapterSlot::kGlobal).installed);
+  auto d = service.complete(request("the well", 10));  // default -> local now
+  CHECK(d.adapter == "local");
+  try {
+    service.submit(request("the well", 10, AdapterChoice::kGlobal));
+    FAIL("expected InvalidRequest");
+  } catch (const InvalidRequest& e) {
+    CHECK(e.field() == "adapter");
+  }
+}
+
+TEST_CASE("an install during a request applies to the next request only", "[serving]") {
+  Fixture f;
+  InferenceService service(f.model, f.tokenizer);
+  const auto global = busy_adapter(f.model.config(), 1.0f);
+  const auto old = busy_adapter(f.model.config(), -0.7f);
+  service.install_adapter(AdapterSlot::kGlobal, old, 1);
+  const auto old_ref = reference("abc", 8, &old);
+  const auto new_ref = reference("abc", 8, &global);
+  bool installed = false;
+  auto first = service.complete(request("abc", 8), [&](std::int32_t, std::string_view) {
+    if (!installed) service.install_adapter(AdapterSlot::kGlobal, global, 2);  // from the worker thread, mid-request
+    installed = true;
+    return true;
+  });
+  CHECK(first.tokens == old_ref.tokens);
+  CHECK(first.adapter_version == 1);
+  auto second = service.complete(request("abc", 8));
+  CHECK(second.tokens == new_ref.tokens);
+  CHECK(second.adapter_version == 2);
+}
+
+TEST_CASE("adapter of another model shape is refused at install", "[serving]") {
+  Fixture f;
+  InferenceService service(f.model, f.tokenizer);
+  auto other = inference::ModelConfig::tiny();
+  other.num_layers = 2;
+  inference::LoraConfig lc;
+  CHECK_THROWS_AS(service.install_adapter(AdapterSlot::kGlobal, inference::LoraAdapter::create(other, lc, 1), 1), Error);
+  CHECK_FALSE(service.adapter_status(AdapterSlot::kGlobal).installed);
+}
+
+TEST_CASE("bad request options name the field", "[serving]") {
+  Fixture f;
+  ServiceOptions o;
+  o.max_tokens_limit = 64;
+  InferenceService service(f.model, f.tokenizer, o);
+  auto field_of = [&](CompletionRequest r) -> std::string {
+    try {
+      service.complete(std::move(r));
+    } catch (const InvalidRequest& e) {
+      return e.field();
+    }
+    return "accepted";
+  };
+  auto r = request("x", 4);
+  r.max_tokens = 0;
+  CHECK(field_of(r) == "max_tokens");
+  r.max_tokens = 65;
+  CHECK(field_of(r) == "max_tokens");
+  r = request("x", 4);
+  r.temperature = -1;
+  CHECK(field_of(r) == "temperature");
+  r.temperature = std::numeric_limits<float>::quiet_NaN();
+  CHECK(field_of(r) == "temperature");
+  r = request("x", 4);
+  r.top_p = 0;
+  CHECK(field_of(r) == "top_p");
+  // Longer than the tiny model's 512-token context: refused by the worker.
+  CHECK(field_of(request(std::string(600, 'a'), 4)) == "prompt");
+  CHECK(field_of(request("fine", 4)) == "accepted");
+}
+
+TEST_CASE("a prompt near the context end stops at the context with finish_reason length", "[serving]") {
+  Fixture f;
+  InferenceService service(f.model, f.tokenizer);
+  // BOS + 508 bytes = 509 tokens of the 512-token context: room for 3.
+  auto r = service.complete(request(std::string(508, 'z'), 50));
+  CHECK(r.prompt_tokens == 509);
+  CHECK(r.completion_tokens <= 3);
+  if (r.completion_tokens == 3) CHECK(r.finish_reason == "length");
+}
+
+TEST_CASE("a full queue refuses with ServiceOverloaded and queued requests still finish", "[serving]") {
+  Fixture f;
+  ServiceOptions o;
+  o.max_queue = 1;
+  InferenceService service(f.model, f.tokenizer, o);
+  std::mutex m;
+  std::condition_variable cv;
+  bool started = false, release = false;
+  auto first = service.submit(request("a", 3), [&](std::int32_t, std::string_view) {
+    std::unique_lock lock(m);
+    started = true;
+    cv.notify_all();
+    cv.wait(lock, [&] { return release; });
+    return true;
+  });
+  {
+    std::unique_lock lock(m);
+    cv.wait(lock, [&] { return started; });
+  }
+  auto second = service.submit(request("b", 3));  // waits in the queue
+  CHECK_THROWS_AS(service.submit(request("c", 3)), ServiceOverloaded);
+  CHECK(service.stats().rejected == 1);
+  CHECK(service.stats().queued == 1);
+  {
+    std::lock_guard lock(m);
+    release = true;
+  }
+  cv.notify_all();
+  CHECK(first.get().completion_tokens >= 1);
+  CHECK(second.get().tokens == reference("b", 3).tokens);
+  CHECK(service.stats().completed == 2);
+}
+
+TEST_CASE("concurrent callers all get the answer they would get alone", "[serving]") {
+  Fixture f;
+  InferenceService service(f.model, f.tokenizer);
+  const std::vector<std::string> prompts = {"alpha", "beta gamma", "delta", "epsilon zeta eta"};
+  std::vector<std::vector<std::int32_t>> expected;
+  for (const auto& p : prompts) expected.push_back(reference(p, 8).tokens);
+  std::vector<std::vector<std::int32_t>> got(prompts.size() * 3);
+  std::vector<std::thread> threads;
+  for (std::size_t i = 0; i < got.size(); ++i)
+    threads.emplace_back([&, i] { got[i] = service.complete(request(prompts[i % prompts.size()], 8)).tokens; });
+  for (auto& t : threads) t.join();
+  for (std::size_t i = 0; i < got.size(); ++i) CHECK(got[i] == expected[i % prompts.size()]);
+}
+
+TEST_CASE("stop() fails queued requests and refuses new ones", "[serving]") {
+  Fixture f;
+  InferenceService service(f.model, f.tokenizer);
+  std::mutex m;
+  std::condition_variable cv;
+  bool started = false;
+  std::atomic<bool> release{false};
+  auto running = service.submit(request("a", 3), [&](std::int32_t, std::string_view) {
+    {
+      std::lock_guard lock(m);
+      started = true;
+    }
+    cv.notify_all();
+    while (!release.load()) std::this_thread::yield();
+    return true;
+  });
+  {
+    std::unique_lock lock(m);
+    cv.wait(lock, [&] { return started; });
+  }
+  auto queued = service.submit(request("b", 3));
+  std::thread stopper([&] { service.stop(); });
+  // stop() drops the queue before it waits for the running request.
+  CHECK_THROWS_AS(queued.get(), Error);
+  release = true;
+  stopper.join();
+  CHECK(running.get().completion_tokens >= 1);
+  CHECK_THROWS_AS(service.submit(request("c", 3)), Error);
+}
+
+TEST_CASE("chat messages render with the training chat template", "[serving]") {
+  std::vector<training::ChatMessage> m = {{"system", "be brief"}, {"user", "hi"}, {"assistant", "hello"}, {"user", "rate?"}};
+  CHECK(InferenceService::render_chat(m) == "<|user|>be brief\nhi<|assistant|>hello<|user|>rate?<|assistant|>");
+  // Same prompt as a training record with that reply.
+  auto with_reply = m;
+  with_reply.push_back({"assistant", "42"});
+  CHECK(InferenceService::render_chat(m) == training::record_from_chat(with_reply).prompt);
+}
+
+TEST_CASE("adapter choice names parse both ways", "[serving]") {
+  for (auto c : {AdapterChoice::kDefault, AdapterChoice::kGlobal, AdapterChoice::kLocal, AdapterChoice::kNone})
+    CHECK(parse_adapter_choice(adapter_choice_name(c)) == c);
+  CHECK_FALSE(parse_adapter_choice("Global").has_value());
+  CHECK_FALSE(parse_adapter_choice("").has_value());
+}
+
+TEST_CASE("waiting requests are decoded as a batch and each gets its solo answer", "[serving]") {
+  Fixture f;
+  InferenceService service(f.model, f.tokenizer);
+  const auto global = busy_adapter(f.model.config(), 1.0f);
+  service.install_adapter(AdapterSlot::kGlobal, global, 1);
+  // Hold the worker on a first request so the others queue up behind it.
+  std::mutex m;
+  std::condition_variable cv;
+  bool started = false, release = false;
+  auto blocker = service.submit(request("hold", 2, AdapterChoice::kNone), [&](std::int32_t, std::string_view) {
+    std::unique_lock lock(m);
+    started = true;
+    cv.notify_all();
+    cv.wait(lock, [&] { return release; });
+    return true;
+  });
+  {
+    std::unique_lock lock(m);
+    cv.wait(lock, [&] { return started; });
+  }
+  struct Case {
+    std::string prompt;
+    int max_tokens;
+    AdapterChoice adapter;
+    float temperature;
+    std::uint64_t seed;
+  };
+  const std::vector<Case> cases = {{"a short one", 5, AdapterChoice::kNone, 0, 0},
+                                   {"a much longer prompt than the others", 12, AdapterChoice::kNone, 0, 0},
+                                   {"with the adapter", 9, AdapterChoice::kGlobal, 0, 0},
+                                   {"sampled", 10, AdapterChoice::kNone, 0.8f, 7},
+                                   {"x", 7, AdapterChoice::kNone, 0, 0},
+                                   {"adapter again", 6, AdapterChoice::kGlobal, 0, 0}};
+  std::vector<std::future<CompletionResult>> futures;
+  std::vector<std::string> streamed(cases.size());
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    auto r = request(cases[i].prompt, cases[i].max_tokens, cases[i].adapter);
+    r.temperature = cases[i].temperature;
+    r.seed = cases[i].seed;
+    futures.push_back(service.submit(r, [&streamed, i](std::int32_t, std::string_view text) {
+      streamed[i] += text;
+      return true;
+    }));
+  }
+  {
+    std::lock_guard lock(m);
+    release = true;
+  }
+  cv.notify_all();
+  blocker.get();
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    INFO("case " << i << ": " << cases[i].prompt);
+    const auto got = futures[i].get();
+    const auto ref = reference(cases[i].prompt, cases[i].max_tokens,
+                               cases[i].adapter == AdapterChoice::kGlobal ? &global : nullptr,
+                               cases[i].temperature, cases[i].seed);
+    CHECK(got.tokens == ref.tokens);
+    CHECK(got.text == ref.text);
+    CHECK(streamed[i] == got.text);
+    CHECK(got.adapter == (cases[i].adapter == AdapterChoice::kGlobal ? "global" : "none"));
+  }
+  // Four "none" requests waited together, then the two "global" ones.
+  CHECK(service.stats().batches == 2);
+  CHECK(service.stats().completed == cases.size() + 1);
+}
