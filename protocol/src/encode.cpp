@@ -13,6 +13,11 @@
 namespace fedge::protocol {
 namespace {
 
+// Text with its length: a std::string may hold NUL bytes (a model can emit
+// them), and the C-string conversion would cut the text at the first one.
+capnp::Text::Reader text(const std::string& s) { return capnp::Text::Reader(s.data(), s.size()); }
+
+
 static_assert(std::endian::native == std::endian::little, "bulk payloads are sent as host little-endian");
 static_assert(wire::PROTOCOL_VERSION == kProtocolVersion, "messages.h and fedge.capnp disagree on the version");
 
@@ -50,12 +55,12 @@ class Writer {
   void body(wire::Envelope::Body::Builder b, const Register& m) const {
     auto r = b.initRegister();
     r.setNodeId(m.node_id);
-    r.setName(m.name);
+    r.setName(text(m.name));
     r.setPublicKey(key_of(m.public_key));
     auto c = r.initCapabilities();
-    c.setDeviceProfile(m.capabilities.device_profile);
+    c.setDeviceProfile(text(m.capabilities.device_profile));
     c.setNumExamples(m.capabilities.num_examples);
-    c.setModelName(m.capabilities.model_name);
+    c.setModelName(text(m.capabilities.model_name));
     c.setThreads(m.capabilities.threads);
     c.setMemoryBytes(m.capabilities.memory_bytes);
   }
@@ -174,21 +179,21 @@ class Writer {
     r.adoptData(bulk(m.data.data(), m.data.size(), "globalModel.data"));
     auto list = r.initLayout(m.layout.size());
     for (std::size_t i = 0; i < m.layout.size(); ++i) {
-      list[i].setName(m.layout[i].name);
+      list[i].setName(text(m.layout[i].name));
       set_u32_list<std::uint64_t>(list[i].initShape(m.layout[i].shape.size()), m.layout[i].shape);
     }
   }
   void body(wire::Envelope::Body::Builder b, const Metrics& m) const {
     auto list = b.initMetrics().initEntries(m.entries.size());
     for (std::size_t i = 0; i < m.entries.size(); ++i) {
-      list[i].setName(m.entries[i].name);
+      list[i].setName(text(m.entries[i].name));
       list[i].setValue(m.entries[i].value);
     }
   }
   void body(wire::Envelope::Body::Builder b, const InferenceRequest& m) const {
     auto r = b.initInferenceRequest();
     r.setRequestId(m.request_id);
-    r.setPrompt(m.prompt);
+    r.setPrompt(text(m.prompt));
     r.setMaxTokens(m.max_tokens);
     r.setTemperature(m.temperature);
     r.setTopP(m.top_p);
@@ -199,19 +204,19 @@ class Writer {
   void body(wire::Envelope::Body::Builder b, const InferenceResponse& m) const {
     auto r = b.initInferenceResponse();
     r.setRequestId(m.request_id);
-    r.setText(m.text);
+    r.setText(text(m.text));
     r.setPromptTokens(m.prompt_tokens);
     r.setCompletionTokens(m.completion_tokens);
     r.setFinish(static_cast<wire::FinishReason>(m.finish));
     r.setFellBackToLocal(m.fell_back_to_local);
-    r.setNote(m.note);
+    r.setNote(text(m.note));
   }
   void body(wire::Envelope::Body::Builder b, const TokenChunk& m) const {
     auto r = b.initTokenChunk();
     r.setRequestId(m.request_id);
     r.setIndex(m.index);
     r.setTokenId(m.token_id);
-    r.setText(m.text);
+    r.setText(text(m.text));
     r.setLast(m.last);
     r.setFinish(static_cast<wire::FinishReason>(m.finish));
   }
@@ -227,7 +232,7 @@ class Writer {
   void body(wire::Envelope::Body::Builder b, const ErrorReply& m) const {
     auto r = b.initError();
     r.setCode(static_cast<wire::ErrorCode>(m.code));
-    r.setMessage(m.message);
+    r.setMessage(text(m.message));
     r.setInReplyTo(m.in_reply_to);
   }
 

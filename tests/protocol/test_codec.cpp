@@ -314,3 +314,18 @@ TEST_CASE("value ranges and roles are checked") {
   e = decode_error(encode(envelope(g, 0)));
   CHECK(contains(e.what(), "globalModel.data: 12 bytes, but the layout's tensors need 16 bytes"));
 }
+
+TEST_CASE("texts with NUL bytes round-trip whole") {
+  using namespace fedge::protocol;
+  Envelope env;
+  env.sender = 3;
+  InferenceResponse r;
+  r.request_id = 9;
+  r.text = std::string("a\0b", 3);
+  r.note = std::string("\0", 1);
+  env.body = r;
+  const auto back = decode(encode(env), Limits{});
+  const auto& got = std::get<InferenceResponse>(back.body);
+  CHECK(got.text == std::string("a\0b", 3));
+  CHECK(got.note.size() == 1);
+}
