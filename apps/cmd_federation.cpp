@@ -17,6 +17,7 @@
 #include "fedge/inference/lora.h"
 #include "fedge/inference/model_config.h"
 #include "fedge/node/runtime.h"
+#include "fedge/node/serving.h"
 
 namespace fedge::apps {
 namespace {
@@ -92,7 +93,16 @@ int run_coordinator(const std::string& config_file) {
 int run_node(const std::string& config_file) {
   auto config = node::read_node_config(config_file);
   node::NodeRuntime runtime(config);
-  // SERVING-HOOK (wired when the serving code lands)
+  // Serving runs on its own model copy, so answers never wait for training.
+  std::unique_ptr<node::NodeServing> serving;
+  const auto& serve = config.serve;
+  if (!serve.http.empty() || !serve.zmq.empty() || !serve.split_serve.empty()) {
+    serving = std::make_unique<node::NodeServing>(config);
+    runtime.on_global_installed(
+        [&serving](const ParamVector& global, std::uint64_t version) { serving->install_global(global, version); });
+    runtime.on_local_trained(
+        [&serving](const ParamVector& local, std::uint64_t round) { serving->install_local(local, round); });
+  }
   return run_until_signal(runtime);
 }
 

@@ -547,7 +547,7 @@ void InferenceService::install_adapter(AdapterSlot slot, const ParamVector& para
                                        const inference::LoraConfig& config, std::uint64_t version) {
   config.validate(std::string("LoRA config for adapter slot '") + adapter_slot_name(slot) + "'");
   auto adapter = LoraAdapter::create(impl_->model->config(), config, 0);
-  adapter.from_params(params);
+  adapter.from_params(params.remapped(adapter.layout()));  // by tensor name: any layout order
   install_adapter(slot, std::move(adapter), version);
 }
 

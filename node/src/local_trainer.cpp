@@ -18,8 +18,7 @@ std::string lora_a_name(int layer, inference::LoraTarget t) {
 
 }  // namespace
 
-inference::LoraConfig lora_config_from_layout(const ParamLayout& layout, const inference::ModelConfig& model,
-                                              double alpha) {
+inference::LoraConfig lora_config_from_layout(const ParamLayout& layout, double alpha) {
   inference::LoraConfig config;
   config.alpha = alpha;
   config.target_modules.clear();
@@ -45,7 +44,6 @@ inference::LoraConfig lora_config_from_layout(const ParamLayout& layout, const i
                     lora_a_name(0, inference::LoraTarget::kQ) + "')");
   }
   config.validate("federated layout");
-  (void)model;
   return config;
 }
 
@@ -57,7 +55,7 @@ LocalTrainer::LocalTrainer(inference::Model& model, training::TokenDataset train
 }
 
 ParamLayout LocalTrainer::install(const ParamVector& global) {
-  const auto config = lora_config_from_layout(global.layout(), model_.config(), options_.lora_alpha);
+  const auto config = lora_config_from_layout(global.layout(), options_.lora_alpha);
   auto adapter = inference::LoraAdapter::create(model_.config(), config, 0);
   // remapped() checks every tensor's name and shape against what the model needs.
   adapter.from_params(global.remapped(adapter.layout()));

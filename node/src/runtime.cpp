@@ -183,6 +183,7 @@ struct NodeRuntime::Impl {
   std::uint64_t global_version = 0;
   std::optional<std::uint64_t> first_version;
   std::function<void(const ParamVector&, std::uint64_t)> installed_callback;
+  std::function<void(const ParamVector&, std::uint64_t)> local_callback;
 
   explicit Impl(NodeRuntimeConfig c) : config(std::move(c)), loaded(load_model(config.model)) {
     if (config.name.empty()) config.name = "node-" + std::to_string(config.node_id);
@@ -267,7 +268,7 @@ struct NodeRuntime::Impl {
   // The latest global as a PEFT directory (written aside, then renamed), so the
   // site can serve it with any PEFT tool and a restarted node starts from it.
   void save_global(const ParamVector& params, std::uint64_t version) {
-    const auto lora = lora_config_from_layout(params.layout(), loaded.model.config(), config.trainer.lora_alpha);
+    const auto lora = lora_config_from_layout(params.layout(), config.trainer.lora_alpha);
     auto adapter = inference::LoraAdapter::create(loaded.model.config(), lora, 0);
     adapter.from_params(params.remapped(adapter.layout()));
     const fs::path tmp = config.state_dir / "global.tmp";
@@ -299,6 +300,11 @@ struct NodeRuntime::Impl {
     spdlog::info("round {}: local training done, loss {:.4f}, {:.1f} s", done.round, done.result.train_loss,
                  done.result.seconds);
     if (config.save_updates) save_update(done);
+    if (local_callback) {
+      ParamVector local(global->layout(), done.result.update);
+      for (std::size_t i = 0; i < local.size(); ++i) local.values()[i] += global->values()[i];
+      local_callback(local, done.round);
+    }
     LocalUpdate update{done.ticket, std::move(done.result.update), done.result.num_examples, done.result.train_loss};
     try {
       apply(client->on_update_ready(unix_ms(), std::move(update)));
@@ -356,6 +362,10 @@ NodeRuntime::~NodeRuntime() = default;
 
 void NodeRuntime::on_global_installed(std::function<void(const ParamVector&, std::uint64_t)> callback) {
   impl_->installed_callback = std::move(callback);
+}
+
+void NodeRuntime::on_local_trained(std::function<void(const ParamVector&, std::uint64_t)> callback) {
+  impl_->local_callback = std::move(callback);
 }
 
 const NodeRuntimeConfig& NodeRuntime::config() const { return impl_->config; }

@@ -75,10 +75,10 @@ NodeRuntimeConfig read_node_config(const fs::path& file) {
   c.serve.http = serve.string("http", "");
   c.serve.zmq = serve.string("zmq", "");
   c.serve.max_queue = static_cast<std::size_t>(serve.integer("max_queue", 16, {1, 100000}));
-  c.serve.default_adapter = serve.string("adapter", "global", {"global", "local", "none"});
+  c.serve.split_serve = serve.string("split_serve", "");
   const auto split = serve.table("split");
   c.serve.split_peer = split.string("peer", "");
-  c.serve.split_layers = static_cast<int>(split.integer("layers", 0, {0, 4096}));
+  c.serve.split_layers = static_cast<int>(split.integer("layers", 1, {1, 4096}));
   c.serve.split_deadline_ms = static_cast<std::uint32_t>(split.integer("deadline_ms", 2000, {1, 600000}));
   doc.reject_unknown_keys();
   return c;

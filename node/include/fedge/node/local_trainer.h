@@ -50,8 +50,7 @@ struct LocalTrainerOptions {
 // The LoRA configuration a federated layout implies: rank from the A shapes,
 // targets from the tensor names. Throws Error(kInvalidInput) naming the tensor
 // when the layout is not a PEFT LoRA layout for `model`.
-inference::LoraConfig lora_config_from_layout(const ParamLayout& layout, const inference::ModelConfig& model,
-                                              double alpha);
+inference::LoraConfig lora_config_from_layout(const ParamLayout& layout, double alpha);
 
 class LocalTrainer {
  public:

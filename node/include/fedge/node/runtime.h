@@ -36,10 +36,10 @@ struct ServeSettings {
   std::string http;                 // "host:port" of the OpenAI-compatible API; empty = none
   std::string zmq;                  // endpoint of inference over ZeroMQ; empty = none
   std::size_t max_queue = 16;       // waiting requests before "overloaded"
-  std::string default_adapter = "global";  // global, local or none
   std::string split_peer;           // split inference: the peer running the upper layers; empty = off
-  int split_layers = 0;             // layers run on this node when split
+  int split_layers = 1;             // layers run on this node when split
   std::uint32_t split_deadline_ms = 2000;  // per token; slower = fall back to local
+  std::string split_serve;          // bind endpoint to act as the split peer for others; empty = off
 };
 
 struct NodeRuntimeConfig {
@@ -89,6 +89,9 @@ class NodeRuntime {
   // Called (on the network thread) with every newly installed global adapter,
   // e.g. to hot-swap it into the inference service.
   void on_global_installed(std::function<void(const ParamVector& global, std::uint64_t version)> callback);
+  // Called (on the network thread) with this node's own adapter after each
+  // round's local training (global + its update), e.g. to serve it as "local".
+  void on_local_trained(std::function<void(const ParamVector& local, std::uint64_t round)> callback);
 
   // Runs until stop() (returns 1) or exit_after_versions is reached (returns 0).
   int run();

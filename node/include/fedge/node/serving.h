@@ -1,0 +1,43 @@
+// What a node serves while it trains ([serve] in the node config): the
+// inference service on its own copy of the model, the OpenAI-compatible HTTP
+// API, inference over ZeroMQ, split inference against a peer (levels 1/2) and,
+// optionally, the peer role for other nodes. `fedge node` builds one and feeds
+// it every new global adapter (NodeRuntime::on_global_installed) and the
+// node's own latest adapter (on_local_trained).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "fedge/common/param_vector.h"
+#include "fedge/node/runtime.h"
+
+namespace fedge::node {
+
+class NodeServing {
+ public:
+  // Loads the serving model, installs the last global adapter found in the
+  // state directory (so a restarted node serves it at once) and starts every
+  // configured endpoint. Throws fedge::Error naming the setting at fault.
+  explicit NodeServing(const NodeRuntimeConfig& config);
+  ~NodeServing();  // stops the endpoints, then the service
+  NodeServing(const NodeServing&) = delete;
+  NodeServing& operator=(const NodeServing&) = delete;
+
+  void install_global(const ParamVector& params, std::uint64_t version);
+  void install_local(const ParamVector& params, std::uint64_t version);
+
+  std::string http_url() const;      // empty without HTTP
+  std::string zmq_endpoint() const;  // empty without ZeroMQ inference
+  std::string split_peer_endpoint() const;  // empty unless this node is a split peer
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// "host:port" -> (host, port). Throws Error(kInvalidInput) naming `what`.
+std::pair<std::string, int> parse_host_port(const std::string& text, const std::string& what);
+
+}  // namespace fedge::node
