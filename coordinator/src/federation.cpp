@@ -175,6 +175,11 @@ struct CoordinatorCore::State {
   double epsilon = 0;
   std::uint64_t round_id = 1;
   std::uint32_t attempt = 1;
+  bool started_once = false;  // a round has started in this process
+  // Live nodes needed before the next round may start.
+  std::uint32_t nodes_needed() const {
+    return started_once ? cfg.min_nodes : std::max(cfg.min_nodes, cfg.startup_nodes);
+  }
   std::uint64_t version = 0;
   std::vector<float> global;
   std::vector<protocol::TensorLayout> layout;
@@ -406,7 +411,7 @@ struct CoordinatorCore::State {
     std::vector<NodeId> pool;
     for (NodeId id : live(now))
       if (nodes.at(id).reg.capabilities.num_examples > 0) pool.push_back(id);
-    if (pool.size() < cfg.min_nodes) return {};
+    if (pool.size() < nodes_needed()) return {};
     auto count = static_cast<std::size_t>(std::ceil(cfg.fraction * static_cast<double>(pool.size())));
     count = std::max<std::size_t>(count, cfg.min_nodes);
     if (cfg.max_nodes) count = std::min<std::size_t>(count, cfg.max_nodes);
@@ -421,6 +426,7 @@ struct CoordinatorCore::State {
   void start_round(CoordinatorActions& a, std::int64_t now) {
     std::vector<NodeId> selected = select(now);
     if (selected.empty()) return;
+    started_once = true;
     Round r;
     r.id = round_id;
     r.attempt = attempt;
@@ -725,7 +731,7 @@ std::optional<std::int64_t> CoordinatorCore::next_deadline_ms() const {
   } else if (!s.finished) {
     std::size_t ready = 0;
     for (const auto& [id, n] : s.nodes) ready += n.alive && n.reg.capabilities.num_examples > 0;
-    if (ready >= s.cfg.min_nodes) consider(s.next_start == std::numeric_limits<std::int64_t>::min() ? 0 : s.next_start);
+    if (ready >= s.nodes_needed()) consider(s.next_start == std::numeric_limits<std::int64_t>::min() ? 0 : s.next_start);
   }
   return t;
 }

@@ -45,6 +45,7 @@ FederationConfig read_federation_config(const config::Table& t) {
   c.rounds = static_cast<std::uint64_t>(t.integer("rounds", static_cast<std::int64_t>(c.rounds), {1, 1000000}));
   c.min_nodes = u32(t, "min_nodes", c.min_nodes, 1);
   c.max_nodes = u32(t, "max_nodes", c.max_nodes);
+  c.startup_nodes = u32(t, "startup_nodes", c.startup_nodes);
   c.fraction = t.number("fraction", c.fraction, {1e-9, 1.0});
   c.heartbeat_interval_ms = u32(t, "heartbeat_interval_ms", c.heartbeat_interval_ms, 10);
   c.liveness_timeout_ms = u32(t, "liveness_timeout_ms", c.liveness_timeout_ms, 10);

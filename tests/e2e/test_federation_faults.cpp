@@ -19,8 +19,9 @@ using fedge::testing::Process;
 namespace fs = std::filesystem;
 namespace protocol = fedge::protocol;
 
-std::string federation(int rounds, int min_nodes, const std::string& deadlines) {
+std::string federation(int rounds, int min_nodes, const std::string& deadlines, int startup_nodes = 0) {
   return "rounds = " + std::to_string(rounds) + "\nmin_nodes = " + std::to_string(min_nodes) +
+         "\nstartup_nodes = " + std::to_string(startup_nodes) +
          "\nheartbeat_interval_ms = 200\nliveness_timeout_ms = 1500\nretry_delay_ms = 300\n"
          "[federation.train]\nlocal_steps = 3\nlearning_rate = 0.01\nbatch_size = 4\n"
          "[federation.deadlines]\n" + deadlines +
@@ -58,7 +59,8 @@ TEST_CASE("federation: a node dying at each secure-aggregation stage leaves a ro
   FederationHarness h(6);
   auto coordinator = h.start_coordinator(
       federation(4, 3, "train_ms = 20000\nadvertise_keys_ms = 3000\nshare_keys_ms = 3000\nmasked_input_ms = 3000\n"
-                       "unmask_ms = 3000"));
+                       "unmask_ms = 3000",
+                 /*startup_nodes=*/6));
   // Node 6 dies before advertising keys in round 1, node 5 before sharing
   // keys in round 2, node 4 before its masked input in round 3, node 3 before
   // unmasking in round 4 (after its masked input: it stays in that sum).

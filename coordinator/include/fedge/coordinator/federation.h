@@ -44,6 +44,9 @@ struct FederationConfig {
   std::uint64_t rounds = 3;          // completed rounds after which finished() is true
   std::uint32_t min_nodes = 3;       // live nodes needed to start a round (>= 3 when secure)
   std::uint32_t max_nodes = 0;       // most nodes selected per round; 0 = no limit
+  // The first round after (re)start waits for this many live nodes, so nodes
+  // that start together all take part in it; later rounds need min_nodes. 0 = min_nodes.
+  std::uint32_t startup_nodes = 0;
   double fraction = 1.0;             // share of live nodes selected, in (0, 1]; at least min_nodes
   std::uint32_t heartbeat_interval_ms = 1000;  // told to nodes in RegisterAck
   std::uint32_t liveness_timeout_ms = 5000;    // silent this long = dead, never selected
