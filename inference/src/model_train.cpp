@@ -15,6 +15,8 @@
 #include <cmath>
 
 #include "fedge/common/error.h"
+#include "fedge/inference/frozen_bf16.h"
+#include "kernels_frozen_bf16.h"
 #include "model_impl.h"
 
 namespace fedge::inference {
@@ -115,7 +117,8 @@ at::Tensor project(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b
   const bool frozen = !w.requires_grad() && !(bias.defined() && bias.requires_grad());
   at::Tensor y;
   if (frozen) {
-    y = FrozenLinear::apply(x, as_f32(w));
+    // bf16 operands when the caller asked for them (FrozenBaseBf16).
+    y = FrozenBaseBf16::active() ? frozen_linear_bf16(x, w) : FrozenLinear::apply(x, as_f32(w));
     if (bias.defined()) y = y + bias;
   } else {
     y = at::linear(x, as_f32(w), bias.defined() ? bias : at::Tensor());
@@ -134,6 +137,7 @@ struct Pass : torch::CustomClassHolder {
   int64_t B = 0, T = 0;
   double dropout = 0.0;
   bool training = false;
+  bool frozen_bf16 = false;  // FrozenBaseBf16 at forward time (a checkpoint recomputes the same way)
   at::Tensor cos, sin;  // [B, T, 1, head_dim/2]
   at::Tensor bias;      // additive attention mask [B * kv_heads, group * T, T]
 };
@@ -212,6 +216,7 @@ struct LayerCheckpoint : torch::autograd::Function<LayerCheckpoint> {
     at::Tensor y;
     {
       at::AutoGradMode enable(true);
+      FrozenBaseBf16 precision(pass->frozen_bf16);
       auto gen = at::detail::getDefaultCPUGenerator();
       at::Tensor now;
       if (ctx->saved_data.count("rng")) {
@@ -251,6 +256,7 @@ at::Tensor Model::forward_train_hidden(const at::Tensor& tokens_in, const at::Te
   pass->ad = impl_->active_adapter();
   pass->dropout = pass->ad ? pass->ad->config().dropout : 0.0;
   pass->training = training;
+  pass->frozen_bf16 = FrozenBaseBf16::active();
   pass->B = B;
   pass->T = T;
   const int64_t nh = c.num_heads, nkv = c.num_kv_heads, hd = c.head_dim, g = nh / nkv;

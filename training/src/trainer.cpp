@@ -15,6 +15,7 @@
 
 #include "fedge/common/error.h"
 #include "fedge/common/safetensors.h"
+#include "fedge/inference/frozen_bf16.h"
 #include "fedge/inference/generate.h"
 
 namespace fedge::training {
@@ -192,6 +193,12 @@ struct Trainer::Impl {
     }
   }
 
+  // bf16 frozen-base products: asked for, a frozen base (LoRA), and a CPU
+  // where they are fast.
+  bool frozen_bf16() const {
+    return options.frozen_base_bf16 && !adapter_name.empty() && inference::bf16_matmul_fast();
+  }
+
   LossOptions loss_options() const { return {options.fused_head_loss, options.gradient_checkpointing}; }
 
   void select() {
@@ -307,6 +314,7 @@ StepStats Trainer::step() {
     if (p.grad().defined()) p.mutable_grad().zero_();
   }
   double loss_sum = 0.0;
+  inference::FrozenBaseBf16 precision(s.frozen_bf16());
   for (const auto& batch : batches) {
     at::Tensor sum = batch_loss_sum(*s.model, batch, /*training=*/true, s.loss_options());
     (sum / static_cast<double>(std::max<std::int64_t>(targets, 1))).backward();
