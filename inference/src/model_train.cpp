@@ -16,6 +16,7 @@
 
 #include "fedge/common/error.h"
 #include "fedge/inference/frozen_bf16.h"
+#include "kernels_causal_attention.h"
 #include "kernels_frozen_bf16.h"
 #include "model_impl.h"
 
@@ -163,9 +164,11 @@ at::Tensor layer_forward(const Pass& s, int l, const at::Tensor& x) {
   at::Tensor q3 = q.transpose(1, 2).reshape({B * nkv, g * T, hd});
   at::Tensor k3 = k.transpose(1, 2).reshape({B * nkv, T, hd});
   at::Tensor v3 = v.transpose(1, 2).reshape({B * nkv, T, hd});
-  at::Tensor scores = at::baddbmm(s.bias, q3, k3.transpose(1, 2), 1.0, 1.0 / std::sqrt(double(hd)));
-  at::Tensor p = at::softmax(scores, -1);
-  at::Tensor att = at::bmm(p, v3).view({B, nh, T, hd}).transpose(1, 2).reshape({B, T, nh * hd});
+  const double scale = 1.0 / std::sqrt(double(hd));
+  // Frozen base: only the unmasked (causal) part of the scores is computed.
+  at::Tensor o3 = lean ? causal_attention(q3, k3, v3, s.bias, g, scale)
+                       : at::bmm(at::softmax(at::baddbmm(s.bias, q3, k3.transpose(1, 2), 1.0, scale), -1), v3);
+  at::Tensor att = o3.view({B, nh, T, hd}).transpose(1, 2).reshape({B, T, nh * hd});
   at::Tensor h = x + project(att, W.wo, {}, ad, l, LoraTarget::kO, s.dropout, s.training);
   xn = rms_norm(h, W.mlp_norm, c.rms_norm_eps);
   at::Tensor gate = project(xn, W.wgate, {}, ad, l, LoraTarget::kGate, s.dropout, s.training);
