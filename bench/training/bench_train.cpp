@@ -131,6 +131,7 @@ int main(int argc, char** argv) {
               inference::bf16_matmul_fast() ? "yes (AVX512-BF16)" : "no (CPU lacks AVX512-BF16: f32)");
   std::printf("%-11s %-7s %11s %9s %11s %9s %12s %9s %7s %9s %9s %5s\n", "model", "threads", "fedge tok/s", "fedge MB",
               "f32 tok/s", "f32 MB", "python tok/s", "python MB", "ratio", "f32 ratio", "cpu ratio", "load");
+  Figures python_135m[3];  // by thread count, for the checkpointing rows
   for (std::string name : {"tiny", "smollm135m"}) {
     if (!only_model.empty() && name != only_model) continue;
     int steps = name == "tiny" ? 20 : 4;
@@ -142,6 +143,7 @@ int main(int argc, char** argv) {
       Figures f32 = run_child(self + " --one " + args + " f32");
       Figures python = run_child("OMP_NUM_THREADS=" + std::to_string(threads) + " /usr/bin/python3 " + script + " " +
                                  args + " 2>/dev/null");
+      if (name == "smollm135m") python_135m[threads] = python;
       auto ratio = [&](const Figures& f) { return python.tokens_per_s > 0 ? f.tokens_per_s / python.tokens_per_s : 0.0; };
       const double cpu_ratio =
           python.cpu_tokens_per_s > 0 ? ours.cpu_tokens_per_s / python.cpu_tokens_per_s : 0.0;
@@ -156,8 +158,11 @@ int main(int argc, char** argv) {
       if (threads > online_cores() || (only_threads > 0 && threads != only_threads)) continue;
       const double load = load_average();
       Figures ckpt = run_child(self + " --one smollm135m " + std::to_string(threads) + " 4 ckpt");
-      std::printf("%-11s %-7d %11.1f %9.0f   (fedge with gradient checkpointing; load %.2f)\n", "smollm135m", threads,
-                  ckpt.tokens_per_s, ckpt.rss_mb, load);
+      const Figures& py = python_135m[threads];
+      std::printf("%-11s %-7d %11.1f %9.0f   fedge with gradient checkpointing: %.2fx python (cpu %.2fx); load %.2f\n",
+                  "smollm135m", threads, ckpt.tokens_per_s, ckpt.rss_mb,
+                  py.tokens_per_s > 0 ? ckpt.tokens_per_s / py.tokens_per_s : 0.0,
+                  py.cpu_tokens_per_s > 0 ? ckpt.cpu_tokens_per_s / py.cpu_tokens_per_s : 0.0, load);
     }
   }
   std::printf("ratio: fedge (default options) / python, wall clock; f32 ratio: the same with frozen_base_bf16 off;\n"
