@@ -154,9 +154,11 @@ TEST_CASE("bf16 frozen base: without AVX512-BF16 the f32 path runs exactly", "[f
     WARN("CPU lacks AVX-512: cannot force the fallback here");
     return;
   }
+  struct Restore {
+    ~Restore() { inference::set_kernel_isa("auto"); }
+  } restore;
   REQUIRE_FALSE(inference::bf16_matmul_fast());
   Run asked = train(true, 2);
-  inference::set_kernel_isa("auto");
   Run f32 = train(false, 2);
   REQUIRE(asked.losses == f32.losses);
   for (std::size_t i = 0; i < f32.first_grads.size(); ++i) REQUIRE(asked.first_grads[i].equal(f32.first_grads[i]));
