@@ -56,6 +56,8 @@ void add_training_commands(CLI::App& app, const GlobalOptions& global, CommandBo
       ->check(CLI::NonNegativeNumber);
   t->add_option("--resume", train->resume, "checkpoint folder to resume from");
   add_optimizer_options(t, train->options);
+  t->add_flag("!--f32-base", train->options.frozen_base_bf16,
+              "frozen base products in f32 (default: bf16 with f32 accumulation where the CPU has AVX512-BF16)");
   t->get_option("--steps")->excludes(epochs);
   t->callback([&chosen, train, targets] {
     train->targets = training::parse_lora_targets(*targets);

@@ -4,7 +4,7 @@
 A Llama-shaped decoder (RMSNorm, rotate-half RoPE, grouped-query attention,
 SwiGLU, tied head) with frozen base weights and LoRA (r, alpha) on q_proj and
 v_proj, trained with AdamW on random tokens. Prints one line:
-  tokens_per_s=<float> peak_rss_mb=<float>
+  tokens_per_s=<float> peak_rss_mb=<float> cpu_tokens_per_s=<float>
 Usage: lora_step.py CONFIG THREADS STEPS   (CONFIG: tiny | smollm135m)
 """
 import math
@@ -95,12 +95,14 @@ def main():
         opt.step()
 
     step()  # warm-up
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(steps):
         step()
     seconds = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(f"tokens_per_s={batch * seq * steps / seconds:.1f} peak_rss_mb={rss:.0f}")
+    tokens = batch * seq * steps
+    print(f"tokens_per_s={tokens / seconds:.1f} peak_rss_mb={rss:.0f} cpu_tokens_per_s={tokens / cpu:.1f}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,9 @@
 #include <cmath>
 
 #include "fedge/common/error.h"
+#include "fedge/inference/frozen_bf16.h"
+#include "kernels_causal_attention.h"
+#include "kernels_frozen_bf16.h"
 #include "model_impl.h"
 
 namespace fedge::inference {
@@ -115,7 +118,8 @@ at::Tensor project(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b
   const bool frozen = !w.requires_grad() && !(bias.defined() && bias.requires_grad());
   at::Tensor y;
   if (frozen) {
-    y = FrozenLinear::apply(x, as_f32(w));
+    // bf16 operands when the caller asked for them (FrozenBaseBf16).
+    y = FrozenBaseBf16::active() ? frozen_linear_bf16(x, w) : FrozenLinear::apply(x, as_f32(w));
     if (bias.defined()) y = y + bias;
   } else {
     y = at::linear(x, as_f32(w), bias.defined() ? bias : at::Tensor());
@@ -134,6 +138,7 @@ struct Pass : torch::CustomClassHolder {
   int64_t B = 0, T = 0;
   double dropout = 0.0;
   bool training = false;
+  bool frozen_bf16 = false;  // FrozenBaseBf16 at forward time (a checkpoint recomputes the same way)
   at::Tensor cos, sin;  // [B, T, 1, head_dim/2]
   at::Tensor bias;      // additive attention mask [B * kv_heads, group * T, T]
 };
@@ -159,9 +164,11 @@ at::Tensor layer_forward(const Pass& s, int l, const at::Tensor& x) {
   at::Tensor q3 = q.transpose(1, 2).reshape({B * nkv, g * T, hd});
   at::Tensor k3 = k.transpose(1, 2).reshape({B * nkv, T, hd});
   at::Tensor v3 = v.transpose(1, 2).reshape({B * nkv, T, hd});
-  at::Tensor scores = at::baddbmm(s.bias, q3, k3.transpose(1, 2), 1.0, 1.0 / std::sqrt(double(hd)));
-  at::Tensor p = at::softmax(scores, -1);
-  at::Tensor att = at::bmm(p, v3).view({B, nh, T, hd}).transpose(1, 2).reshape({B, T, nh * hd});
+  const double scale = 1.0 / std::sqrt(double(hd));
+  // Frozen base: only the unmasked (causal) part of the scores is computed.
+  at::Tensor o3 = lean ? causal_attention(q3, k3, v3, s.bias, g, scale)
+                       : at::bmm(at::softmax(at::baddbmm(s.bias, q3, k3.transpose(1, 2), 1.0, scale), -1), v3);
+  at::Tensor att = o3.view({B, nh, T, hd}).transpose(1, 2).reshape({B, T, nh * hd});
   at::Tensor h = x + project(att, W.wo, {}, ad, l, LoraTarget::kO, s.dropout, s.training);
   xn = rms_norm(h, W.mlp_norm, c.rms_norm_eps);
   at::Tensor gate = project(xn, W.wgate, {}, ad, l, LoraTarget::kGate, s.dropout, s.training);
@@ -212,6 +219,7 @@ struct LayerCheckpoint : torch::autograd::Function<LayerCheckpoint> {
     at::Tensor y;
     {
       at::AutoGradMode enable(true);
+      FrozenBaseBf16 precision(pass->frozen_bf16);
       auto gen = at::detail::getDefaultCPUGenerator();
       at::Tensor now;
       if (ctx->saved_data.count("rng")) {
@@ -251,6 +259,7 @@ at::Tensor Model::forward_train_hidden(const at::Tensor& tokens_in, const at::Te
   pass->ad = impl_->active_adapter();
   pass->dropout = pass->ad ? pass->ad->config().dropout : 0.0;
   pass->training = training;
+  pass->frozen_bf16 = FrozenBaseBf16::active();
   pass->B = B;
   pass->T = T;
   const int64_t nh = c.num_heads, nkv = c.num_kv_heads, hd = c.head_dim, g = nh / nkv;

@@ -278,6 +278,9 @@ StepResult one_step(bool fused, bool checkpoint, bool full, bool base_grad = fal
   options.max_grad_norm = 0;  // the raw gradients stay in .grad()
   options.fused_head_loss = fused;
   options.gradient_checkpointing = checkpoint;
+  // Compared at 1e-5 with a trainable base (always f32): keep the frozen base
+  // in f32 too (test_frozen_bf16.cpp covers the bf16 path).
+  options.frozen_base_bf16 = false;
   std::optional<Trainer> trainer;
   if (full) {
     for (auto& [name, tensor] : model.named_weights()) params.push_back(tensor);

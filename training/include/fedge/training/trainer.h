@@ -40,6 +40,13 @@ struct TrainOptions {
   // LM head + cross-entropy fused and chunked over the rows with a target
   // (no [batch, steps, vocab] logits); false: the plain autograd graph.
   bool fused_head_loss = true;
+  // LoRA training: the frozen base's matrix products (forward X W^T and
+  // backward dY W) in bf16 with f32 accumulation, about twice as fast; taken
+  // only where the CPU has AVX512-BF16 (f32 otherwise) and never for
+  // full-parameter training. Loss and LoRA gradients stay close to the f32
+  // path (docs/perf/training.md gives the tolerance; tests/training/test_frozen_bf16.cpp
+  // checks it); false gives the exact f32 path.
+  bool frozen_base_bf16 = true;
   void validate() const;       // Error(kInvalidInput) naming the option
 };
 
