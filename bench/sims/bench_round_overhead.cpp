@@ -138,11 +138,16 @@ Result run(int nodes, std::uint64_t d, int rounds, bool secure, const fs::path& 
     threads.emplace_back(run_node, static_cast<protocol::NodeId>(i + 1), endpoint, node_keys[i], server.public_z85, d,
                          std::ref(traffic), std::ref(stop));
   }
-  // Traffic of round 1 (with registration and the first global) is not counted.
+  // Counted from the start of round 2 (after registration, the first global
+  // and round 1) to the end: rounds 2..R and their R-1 global broadcasts.
   std::uint64_t up1 = 0, down1 = 0;
   std::thread watch([&] {
     auto store = coordinator::Store::open(config.state_dir / "coordinator.db");
-    while (store.last_completed_round() < 1) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    for (;;) {
+      const auto running = store.running_round();
+      if ((running && running->round >= 2) || store.last_completed_round() >= 2) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
     up1 = traffic.up.load();
     down1 = traffic.down.load();
   });

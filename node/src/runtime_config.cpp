@@ -31,6 +31,7 @@ void read_train_options(const config::Table& t, LocalTrainerOptions& o) {
   o.train.grad_accum = static_cast<int>(t.integer("grad_accum", 1, {1, 1024}));
   o.train.seed = static_cast<std::uint64_t>(t.integer("seed", 0, {0, std::numeric_limits<std::int64_t>::max()}));
   o.train.gradient_checkpointing = t.boolean("gradient_checkpointing", false);
+  o.train.frozen_base_bf16 = t.boolean("frozen_base_bf16", o.train.frozen_base_bf16);
   o.train.log_every = static_cast<int>(t.integer("log_every", 0, {0, 1000000}));
 }
 
