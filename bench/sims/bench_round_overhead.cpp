@@ -41,6 +41,9 @@ std::int64_t unix_ms() {
       .count();
 }
 
+// Bytes each way, summed over nodes, counted from the moment each node
+// receives the plan of round 2 (registration, the first global and round 1
+// excluded): rounds 2..R and the R-1 globals broadcast after them.
 struct Traffic {
   std::atomic<std::uint64_t> up{0}, down{0};
 };
@@ -65,11 +68,13 @@ void run_node(protocol::NodeId id, const std::string& endpoint, const protocol::
   std::vector<float> update(d);
   for (auto& x : update) x = uniform(rng);
 
+  bool counting = false;
+  std::uint64_t up = 0, down = 0;
   auto apply = [&](node::NodeActions actions) {
     while (true) {
       for (const auto& env : actions.send) {
         const auto bytes = protocol::encode(env);
-        traffic.up += bytes.size();
+        if (counting) up += bytes.size();
         dealer.send(bytes);
       }
       if (!actions.train) return;
@@ -79,11 +84,15 @@ void run_node(protocol::NodeId id, const std::string& endpoint, const protocol::
   apply(client.start(unix_ms()));
   while (!stop.load()) {
     if (auto bytes = dealer.recv(std::chrono::milliseconds(20))) {
-      traffic.down += bytes->size();
-      apply(client.on_message(unix_ms(), protocol::decode(*bytes, protocol::Limits{})));
+      const auto env = protocol::decode(*bytes, protocol::Limits{});
+      if (std::holds_alternative<protocol::RoundPlan>(env.body) && env.round >= 2) counting = true;
+      if (counting) down += bytes->size();
+      apply(client.on_message(unix_ms(), env));
     }
     apply(client.on_tick(unix_ms()));
   }
+  traffic.up += up;
+  traffic.down += down;
 }
 
 struct Result {
@@ -138,21 +147,7 @@ Result run(int nodes, std::uint64_t d, int rounds, bool secure, const fs::path& 
     threads.emplace_back(run_node, static_cast<protocol::NodeId>(i + 1), endpoint, node_keys[i], server.public_z85, d,
                          std::ref(traffic), std::ref(stop));
   }
-  // Counted from the start of round 2 (after registration, the first global
-  // and round 1) to the end: rounds 2..R and their R-1 global broadcasts.
-  std::uint64_t up1 = 0, down1 = 0;
-  std::thread watch([&] {
-    auto store = coordinator::Store::open(config.state_dir / "coordinator.db");
-    for (;;) {
-      const auto running = store.running_round();
-      if ((running && running->round >= 2) || store.last_completed_round() >= 2) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-    up1 = traffic.up.load();
-    down1 = traffic.down.load();
-  });
   coordinator.run();
-  watch.join();
   stop.store(true);
   for (auto& t : threads) t.join();
 
@@ -165,9 +160,8 @@ Result run(int nodes, std::uint64_t d, int rounds, bool secure, const fs::path& 
   Result result;
   const int measured = rounds - 1;
   result.round_s = total_ms / 1000.0 / measured;
-  // Includes the final global's broadcast after the last round.
-  result.up_per_node = static_cast<double>(traffic.up.load() - up1) / nodes / measured;
-  result.down_per_node = static_cast<double>(traffic.down.load() - down1) / nodes / measured;
+  result.up_per_node = static_cast<double>(traffic.up.load()) / nodes / measured;
+  result.down_per_node = static_cast<double>(traffic.down.load()) / nodes / measured;
   return result;
 }
 
