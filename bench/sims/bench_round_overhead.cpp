@@ -23,6 +23,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "fedge/common/clock.h"
 #include "fedge/common/machine.h"
 #include "fedge/common/param_vector.h"
 #include "fedge/coordinator/runtime.h"
@@ -35,11 +36,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using namespace fedge;
-
-std::int64_t unix_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 // Bytes each way, summed over nodes, counted from the moment each node
 // receives the plan of round 2 (registration, the first global and round 1

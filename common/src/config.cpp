@@ -305,4 +305,10 @@ void Document::reject_unknown_keys() const {
                   (hint.empty() ? "" : " (known keys here: " + hint + ")"));
 }
 
+std::filesystem::path resolve_path(const std::filesystem::path& base, const std::string& value) {
+  if (value.empty()) return {};
+  std::filesystem::path p(value);
+  return p.is_absolute() ? p : base / p;
+}
+
 }  // namespace fedge::config

@@ -10,10 +10,12 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "fedge/common/clock.h"
 #include "fedge/common/error.h"
 #include "fedge/common/param_vector.h"
 #include "fedge/coordinator/store.h"
 #include "fedge/protocol/keys.h"
+#include "fedge/protocol/layout.h"
 #include "fedge/protocol/transport.h"
 
 namespace fedge::coordinator {
@@ -23,25 +25,6 @@ namespace fs = std::filesystem;
 
 constexpr const char* kAdapterFile = "adapter_model.safetensors";
 constexpr const char* kAdapterConfig = "adapter_config.json";
-
-std::int64_t unix_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-std::vector<protocol::TensorLayout> wire_layout(const ParamLayout& layout) {
-  std::vector<protocol::TensorLayout> out;
-  for (const auto& e : layout.entries()) {
-    out.push_back({e.name, std::vector<std::uint64_t>(e.shape.begin(), e.shape.end())});
-  }
-  return out;
-}
-
-ParamLayout param_layout(const std::vector<protocol::TensorLayout>& layout) {
-  ParamLayout out;
-  for (const auto& t : layout) out.add(t.name, std::vector<std::int64_t>(t.shape.begin(), t.shape.end()));
-  return out;
-}
 
 std::string read_text(const fs::path& file) {
   std::ifstream in(file, std::ios::binary);
@@ -146,7 +129,7 @@ struct CoordinatorRuntime::Impl {
     state.next_round = recovery.next_round;
     state.global_version = latest.version;
     state.global.assign(global.values().begin(), global.values().end());
-    state.layout = wire_layout(global.layout());
+    state.layout = protocol::to_wire_layout(global.layout());
     state.dp_history = store.dp_history();
     spdlog::info("coordinator state {}: global v{}, next round {}", config.state_dir.string(), latest.version,
                  recovery.next_round);
@@ -207,7 +190,7 @@ struct CoordinatorRuntime::Impl {
   void handle(const RoundCompleted& e) {
     const fs::path dir = version_dir(e.version);
     fs::create_directories(dir);
-    const ParamVector global(param_layout(core->layout()), e.global);
+    const ParamVector global(protocol::to_param_layout(core->layout()), e.global);
     // File first, row second: a crash in between leaves a file the next
     // attempt overwrites (store.h's crash model).
     global.save(dir / kAdapterFile);

@@ -12,12 +12,6 @@ namespace {
 namespace fs = std::filesystem;
 using config::Range;
 
-fs::path relative_to(const fs::path& base, const std::string& value) {
-  if (value.empty()) return {};
-  fs::path p(value);
-  return p.is_absolute() ? p : base / p;
-}
-
 std::uint32_t u32(const config::Table& t, std::string_view key, std::uint32_t fallback,
                   std::int64_t min = 0, std::int64_t max = 0xffffffffLL) {
   return static_cast<std::uint32_t>(t.integer(key, fallback, Range<std::int64_t>{min, max}));
@@ -96,13 +90,13 @@ CoordinatorRuntimeConfig read_coordinator_config(const fs::path& file) {
   CoordinatorRuntimeConfig c;
   const auto co = root.table("coordinator");
   c.bind = co.string("bind", c.bind);
-  c.key_file = relative_to(base, co.string("key", ""));
-  c.allow_list = relative_to(base, co.string("allow_list", ""));
+  c.key_file = config::resolve_path(base, co.string("key", ""));
+  c.allow_list = config::resolve_path(base, co.string("allow_list", ""));
   c.insecure = co.boolean("insecure", false);
-  c.state_dir = relative_to(base, co.string("state_dir", "coordinator-state"));
-  c.initial_adapter = relative_to(base, co.string("initial_adapter", ""));
+  c.state_dir = config::resolve_path(base, co.string("state_dir", "coordinator-state"));
+  c.initial_adapter = config::resolve_path(base, co.string("initial_adapter", ""));
   c.finish_linger_ms = u32(co, "finish_linger_ms", c.finish_linger_ms);
-  c.endpoint_file = relative_to(base, co.string("endpoint_file", ""));
+  c.endpoint_file = config::resolve_path(base, co.string("endpoint_file", ""));
   c.federation = read_federation_config(root.table("federation"));
   c.limits = protocol::read_limits(root.table("limits"));
   const auto ad = root.table("adapter");
@@ -111,7 +105,7 @@ CoordinatorRuntimeConfig read_coordinator_config(const fs::path& file) {
   c.adapter_init.alpha = ad.number("alpha", c.adapter_init.alpha, {1e-6, 1e6});
   c.adapter_init.targets = ad.strings("targets", c.adapter_init.targets);
   c.adapter_init.seed = static_cast<std::uint64_t>(ad.integer("seed", 0, {0, std::numeric_limits<std::int64_t>::max()}));
-  if (c.adapter_init.model != "tiny") c.adapter_init.model = relative_to(base, c.adapter_init.model).string();
+  if (c.adapter_init.model != "tiny") c.adapter_init.model = config::resolve_path(base, c.adapter_init.model).string();
   doc.reject_unknown_keys();
   return c;
 }

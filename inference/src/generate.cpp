@@ -14,6 +14,12 @@
 
 namespace fedge::inference {
 
+LoadedModel load_model_spec(const std::string& spec) {
+  if (spec == "tiny") return {Model::tiny(0), Tokenizer::byte_level_tiny()};
+  return {Model::load(spec), Tokenizer::from_dir(spec)};
+}
+
+
 void SamplingOptions::validate() const {
   auto bad = [](const std::string& m) { throw Error(ErrorKind::kInvalidInput, m); };
   if (max_tokens < 0) bad("max tokens must be >= 0");

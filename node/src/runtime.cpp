@@ -14,27 +14,19 @@
 #include <spdlog/spdlog.h>
 
 #include "fedge/common/error.h"
+#include "fedge/common/clock.h"
+#include "fedge/inference/generate.h"
 #include "fedge/inference/lora.h"
 #include "fedge/inference/model.h"
 #include "fedge/inference/tokenizer.h"
 #include "fedge/protocol/keys.h"
+#include "fedge/protocol/layout.h"
 #include "fedge/protocol/transport.h"
 
 namespace fedge::node {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::int64_t unix_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-ParamLayout param_layout(const std::vector<protocol::TensorLayout>& layout) {
-  ParamLayout out;
-  for (const auto& t : layout) out.add(t.name, std::vector<std::int64_t>(t.shape.begin(), t.shape.end()));
-  return out;
-}
 
 struct TrainJob {
   std::uint64_t ticket = 0;
@@ -151,16 +143,6 @@ class Worker {
   std::thread thread_;  // last: starts after the members it uses exist
 };
 
-struct LoadedModel {
-  inference::Model model;
-  inference::Tokenizer tokenizer;
-};
-
-LoadedModel load_model(const std::string& spec) {
-  if (spec == "tiny") return {inference::Model::tiny(0), inference::Tokenizer::byte_level_tiny()};
-  return {inference::Model::load(spec), inference::Tokenizer::from_dir(spec)};
-}
-
 training::TokenDataset dataset(const inference::Tokenizer& tokenizer, const training::DataSource& source,
                                int seq_len) {
   const auto records = source.read();
@@ -171,7 +153,7 @@ training::TokenDataset dataset(const inference::Tokenizer& tokenizer, const trai
 
 struct NodeRuntime::Impl {
   NodeRuntimeConfig config;
-  LoadedModel loaded;
+  inference::LoadedModel loaded;
   std::unique_ptr<LocalTrainer> trainer;
   std::unique_ptr<Worker> worker;
   protocol::Context context;
@@ -185,7 +167,7 @@ struct NodeRuntime::Impl {
   std::function<void(const ParamVector&, std::uint64_t)> installed_callback;
   std::function<void(const ParamVector&, std::uint64_t)> local_callback;
 
-  explicit Impl(NodeRuntimeConfig c) : config(std::move(c)), loaded(load_model(config.model)) {
+  explicit Impl(NodeRuntimeConfig c) : config(std::move(c)), loaded(inference::load_model_spec(config.model)) {
     if (config.name.empty()) config.name = "node-" + std::to_string(config.node_id);
     auto train = dataset(loaded.tokenizer, config.train_data, config.seq_len);
     std::optional<training::TokenDataset> eval;
@@ -255,7 +237,7 @@ struct NodeRuntime::Impl {
   }
 
   void install(InstallGlobal install) {
-    auto params = std::make_shared<ParamVector>(param_layout(install.layout), std::move(install.params));
+    auto params = std::make_shared<ParamVector>(protocol::to_param_layout(install.layout), std::move(install.params));
     global = params;
     global_version = install.version;
     if (!first_version) first_version = install.version;

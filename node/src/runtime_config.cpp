@@ -12,14 +12,8 @@ namespace {
 namespace fs = std::filesystem;
 using config::Range;
 
-fs::path relative_to(const fs::path& base, const std::string& value) {
-  if (value.empty()) return {};
-  fs::path p(value);
-  return p.is_absolute() ? p : base / p;
-}
-
 std::string model_path(const fs::path& base, const std::string& value) {
-  return value == "tiny" ? value : relative_to(base, value).string();
+  return value == "tiny" ? value : config::resolve_path(base, value).string();
 }
 
 void read_train_options(const config::Table& t, LocalTrainerOptions& o) {
@@ -47,8 +41,8 @@ NodeRuntimeConfig read_node_config(const fs::path& file) {
   c.node_id = static_cast<protocol::NodeId>(node.required_integer("id", {1, 0xffffffffLL}));
   c.name = node.string("name", "");
   c.device_profile = node.string("device_profile", c.device_profile);
-  c.state_dir = relative_to(base, node.string("state_dir", "node-state"));
-  c.key_file = relative_to(base, node.string("key", ""));
+  c.state_dir = config::resolve_path(base, node.string("state_dir", "node-state"));
+  c.key_file = config::resolve_path(base, node.string("key", ""));
   c.insecure = node.boolean("insecure", false);
   c.save_updates = node.boolean("save_updates", false);
   c.evaluate_global = node.boolean("evaluate_global", true);
@@ -57,15 +51,15 @@ NodeRuntimeConfig read_node_config(const fs::path& file) {
 
   const auto co = root.table("coordinator");
   c.coordinator = co.string("endpoint", c.coordinator);
-  c.coordinator_public_key = relative_to(base, co.string("public_key", ""));
+  c.coordinator_public_key = config::resolve_path(base, co.string("public_key", ""));
 
   const auto model = root.table("model");
   c.model = model_path(base, model.string("path", "tiny"));
   c.threads = static_cast<int>(model.integer("threads", 0, {0, 1024}));
 
   const auto data = root.table("data");
-  c.train_data.path = relative_to(base, data.required_string("train")).string();
-  c.eval_path = relative_to(base, data.string("eval", "")).string();
+  c.train_data.path = config::resolve_path(base, data.required_string("train")).string();
+  c.eval_path = config::resolve_path(base, data.string("eval", "")).string();
   c.train_data.csv_template = data.string("csv_template", "");
   c.train_data.skip_bad = data.boolean("skip_bad", false);
   c.seq_len = static_cast<int>(data.integer("seq_len", c.seq_len, {8, 65536}));

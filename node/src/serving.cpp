@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include "fedge/common/error.h"
+#include "fedge/inference/generate.h"
 #include "fedge/inference/lora.h"
 #include "fedge/inference/model.h"
 #include "fedge/inference/tokenizer.h"
@@ -18,15 +19,6 @@ namespace fedge::node {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::unique_ptr<inference::Model> load_model(const std::string& spec) {
-  return std::make_unique<inference::Model>(spec == "tiny" ? inference::Model::tiny(0) : inference::Model::load(spec));
-}
-
-std::unique_ptr<inference::Tokenizer> load_tokenizer(const std::string& spec) {
-  return std::make_unique<inference::Tokenizer>(spec == "tiny" ? inference::Tokenizer::byte_level_tiny()
-                                                               : inference::Tokenizer::from_dir(spec));
-}
 
 }  // namespace
 
@@ -55,8 +47,9 @@ struct NodeServing::Impl {
   std::unique_ptr<ZmqInferenceServer> zmq;
 
   explicit Impl(const NodeRuntimeConfig& c) : config(c) {
-    auto model = load_model(config.model);
-    auto tokenizer = load_tokenizer(config.model);
+    auto loaded = inference::load_model_spec(config.model);
+    auto model = std::make_unique<inference::Model>(std::move(loaded.model));
+    auto tokenizer = std::make_unique<inference::Tokenizer>(std::move(loaded.tokenizer));
     inference::Model& model_ref = *model;
     ServiceOptions options;
     options.model_name = config.name.empty() ? "node-" + std::to_string(config.node_id) : config.name;
@@ -73,7 +66,7 @@ struct NodeServing::Impl {
       spdlog::info("split inference: layers [0, {}) here, the rest on {}", split.split_layer, split.peer_endpoint);
     }
     if (!config.serve.split_serve.empty()) {
-      peer_model = load_model(config.model);
+      peer_model = std::make_unique<inference::Model>(inference::load_model_spec(config.model).model);
       SplitPeerOptions peer;
       peer.endpoint = config.serve.split_serve;
       split_peer = std::make_unique<SplitPeer>(*peer_model, peer);

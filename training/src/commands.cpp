@@ -15,16 +15,6 @@
 namespace fedge::training {
 namespace {
 
-struct LoadedModel {
-  inference::Model model;
-  inference::Tokenizer tokenizer;
-};
-
-LoadedModel load_model(const std::string& spec) {
-  if (spec == "tiny") return {inference::Model::tiny(0), inference::Tokenizer::byte_level_tiny()};
-  return {inference::Model::load(spec), inference::Tokenizer::from_dir(spec)};
-}
-
 bool ends_with(const std::string& text, const std::string& suffix) {
   return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
@@ -88,7 +78,7 @@ std::vector<std::string> parse_lora_targets(const std::string& text) {
 }
 
 int run_train(const TrainCommand& command) {
-  auto [model, tokenizer] = load_model(command.model);
+  auto [model, tokenizer] = inference::load_model_spec(command.model);
   auto records = command.data.read();
   auto train = TokenDataset::build(tokenizer, records, command.seq_len, command.pack && !all_instructions(records));
   TrainOptions options = command.options;
@@ -130,7 +120,7 @@ int run_train(const TrainCommand& command) {
 }
 
 int run_eval(const EvalCommand& command) {
-  auto [model, tokenizer] = load_model(command.model);
+  auto [model, tokenizer] = inference::load_model_spec(command.model);
   if (!command.adapter.empty()) {
     model.add_adapter("eval", inference::LoraAdapter::load(command.adapter, model.config()));
     model.set_active_adapter("eval");

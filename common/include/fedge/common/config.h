@@ -72,6 +72,10 @@ class Table {
   std::string path_;  // dotted path of this table, "" for the root
 };
 
+// A path from a config file: absolute as written, relative to `base` (the
+// config file's folder) otherwise; empty stays empty.
+std::filesystem::path resolve_path(const std::filesystem::path& base, const std::string& value);
+
 class Document {
  public:
   // Throws Error(kNotFound) for a missing file, Error(kInvalidInput) with the

@@ -16,6 +16,15 @@
 
 namespace fedge::inference {
 
+// A model and its tokenizer from a command-line/config spec: a Hugging Face
+// directory, or "tiny" (the built-in tiny preset with random weights, seed 0,
+// and its byte-level tokenizer).
+struct LoadedModel {
+  Model model;
+  Tokenizer tokenizer;
+};
+LoadedModel load_model_spec(const std::string& spec);
+
 struct SamplingOptions {
   int max_tokens = 128;
   float temperature = 0.0f;  // 0: greedy
