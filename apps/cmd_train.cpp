@@ -30,6 +30,9 @@ void add_optimizer_options(CLI::App* sub, training::TrainOptions& o) {
   sub->add_option("--log-every", o.log_every, "steps between progress lines")->check(CLI::NonNegativeNumber);
   sub->add_flag("--gradient-checkpointing", o.gradient_checkpointing,
                 "recompute each layer in backward: less memory, about a third more compute");
+  sub->add_option("--checkpoint-layers", o.checkpoint_layers,
+                  "recompute only the first N layers in backward (between no and full checkpointing)")
+      ->check(CLI::NonNegativeNumber);
 }
 
 }  // namespace

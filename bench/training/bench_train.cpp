@@ -74,6 +74,8 @@ int run_one(const std::string& name, int threads, int steps, const std::string& 
   options.batch_size = kBatch;
   options.log_every = 0;
   options.gradient_checkpointing = mode == "ckpt";
+  // "ckpt-half": checkpoint half the layers (memory and speed in between).
+  if (mode == "ckpt-half") options.checkpoint_layers = config.num_layers / 2;
   options.frozen_base_bf16 = mode != "f32";
   auto trainer = training::Trainer::for_adapter(model, "bench", data, options);
   trainer.step();  // warm-up
@@ -163,6 +165,12 @@ int main(int argc, char** argv) {
                   "smollm135m", threads, ckpt.tokens_per_s, ckpt.rss_mb,
                   py.tokens_per_s > 0 ? ckpt.tokens_per_s / py.tokens_per_s : 0.0,
                   py.cpu_tokens_per_s > 0 ? ckpt.cpu_tokens_per_s / py.cpu_tokens_per_s : 0.0, load);
+      const double half_load = load_average();
+      Figures half = run_child(self + " --one smollm135m " + std::to_string(threads) + " 4 ckpt-half");
+      std::printf("%-11s %-7d %11.1f %9.0f   fedge checkpointing half the layers: %.2fx python (cpu %.2fx); load %.2f\n",
+                  "smollm135m", threads, half.tokens_per_s, half.rss_mb,
+                  py.tokens_per_s > 0 ? half.tokens_per_s / py.tokens_per_s : 0.0,
+                  py.cpu_tokens_per_s > 0 ? half.cpu_tokens_per_s / py.cpu_tokens_per_s : 0.0, half_load);
     }
   }
   std::printf("ratio: fedge (default options) / python, wall clock; f32 ratio: the same with frozen_base_bf16 off;\n"

@@ -239,7 +239,7 @@ struct LayerCheckpoint : torch::autograd::Function<LayerCheckpoint> {
 }  // namespace
 
 at::Tensor Model::forward_train_hidden(const at::Tensor& tokens_in, const at::Tensor& attention_mask, bool training,
-                                       bool checkpoint) {
+                                       int checkpoint_layers) {
   const ModelConfig& c = impl_->config;
   if (tokens_in.dim() != 2)
     throw Error(ErrorKind::kInvalidInput, "forward_train: tokens must be [batch, steps]");
@@ -275,9 +275,9 @@ at::Tensor Model::forward_train_hidden(const at::Tensor& tokens_in, const at::Te
   pass->bias = bias.view({B, 1, 1, T, T}).expand({B, nkv, g, T, T}).reshape({B * nkv, g * T, T});
 
   at::Tensor x = at::embedding(as_f32(impl_->embed), tokens);
-  const bool use_checkpoint = checkpoint && at::GradMode::is_enabled();
+  const int checkpointed = at::GradMode::is_enabled() ? checkpoint_layers : 0;
   for (int l = 0; l < c.num_layers; ++l) {
-    if (use_checkpoint) {
+    if (l < checkpointed) {
       auto params = layer_params(*pass, l);
       x = LayerCheckpoint::apply(x, at::TensorList(params), pass, static_cast<int64_t>(l));
     } else {

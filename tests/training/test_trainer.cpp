@@ -266,7 +266,7 @@ struct StepResult {
 
 // One step of LoRA training (with adapter dropout, so a checkpointed layer
 // must replay the same masks) or of full-parameter training.
-StepResult one_step(bool fused, bool checkpoint, bool full, bool base_grad = false) {
+StepResult one_step(bool fused, bool checkpoint, bool full, bool base_grad = false, int checkpoint_layers = 0) {
   inference::setup_torch(1);
   at::manual_seed(7);
   auto model = inference::Model::tiny(0);
@@ -278,6 +278,7 @@ StepResult one_step(bool fused, bool checkpoint, bool full, bool base_grad = fal
   options.max_grad_norm = 0;  // the raw gradients stay in .grad()
   options.fused_head_loss = fused;
   options.gradient_checkpointing = checkpoint;
+  options.checkpoint_layers = checkpoint_layers;
   // Compared at 1e-5 with a trainable base (always f32): keep the frozen base
   // in f32 too (test_frozen_bf16.cpp covers the bf16 path).
   options.frozen_base_bf16 = false;
@@ -342,4 +343,13 @@ TEST_CASE("fused head loss and gradient checkpointing match the plain graph (LoR
 TEST_CASE("fused head loss and gradient checkpointing match the plain graph (full training)", "[trainer]") {
   StepResult plain = one_step(false, false, true);
   check_same(plain, one_step(true, true, true));
+}
+
+TEST_CASE("checkpointing only some layers gives the plain step's loss and gradients", "[trainer]") {
+  const auto plain = one_step(true, false, false);
+  const int layers = inference::ModelConfig::tiny().num_layers;
+  for (int n : {1, layers / 2, layers + 3}) {
+    INFO("checkpoint_layers " << n);
+    check_same(plain, one_step(true, false, false, false, n));
+  }
 }

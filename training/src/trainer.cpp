@@ -26,7 +26,7 @@ namespace {
 
 struct LossOptions {
   bool fused_head = true;
-  bool gradient_checkpointing = false;
+  int checkpoint_layers = 0;  // layers recomputed in backward
 };
 
 using Clock = std::chrono::steady_clock;
@@ -104,7 +104,7 @@ at::Tensor batch_loss_sum(inference::Model& model, const Batch& batch, bool trai
     at::Tensor nll = -log_probs.gather(2, targets.unsqueeze(2)).squeeze(2);
     return (nll * weight).sum();
   }
-  at::Tensor hidden = model.forward_train_hidden(tokens, attention, training, loss.gradient_checkpointing);
+  at::Tensor hidden = model.forward_train_hidden(tokens, attention, training, loss.checkpoint_layers);
   // Only rows with a target go through the head.
   at::Tensor rows = weight.flatten().nonzero().squeeze(1);
   at::Tensor h = hidden.narrow(1, 0, steps).reshape({-1, hidden.size(2)}).index_select(0, rows);
@@ -244,7 +244,10 @@ struct Trainer::Impl {
     return options.frozen_base_bf16 && !adapter_name.empty() && inference::bf16_matmul_fast();
   }
 
-  LossOptions loss_options() const { return {options.fused_head_loss, options.gradient_checkpointing}; }
+  LossOptions loss_options() const {
+    const int all = model->config().num_layers;
+    return {options.fused_head_loss, options.gradient_checkpointing ? all : std::min(options.checkpoint_layers, all)};
+  }
 
   void select() {
     if (!adapter_name.empty()) model->set_active_adapter(adapter_name);

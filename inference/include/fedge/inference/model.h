@@ -121,10 +121,11 @@ class Model {
                            bool training = false);
   // The same pass up to and including the final norm: hidden [B, T, hidden]
   // (the LM head is lm_head(); a fused head + loss can skip the full logits).
-  // `checkpoint`: keep only each layer's input and recompute the layer in
-  // backward (less activation memory, one more forward's worth of compute).
+  // `checkpoint_layers`: for the first that many layers keep only the layer's
+  // input and recompute the layer in backward (less activation memory, that
+  // share of one more forward's compute); 0 = none, num_layers or more = all.
   at::Tensor forward_train_hidden(const at::Tensor& tokens, const at::Tensor& attention_mask = {},
-                                  bool training = false, bool checkpoint = false);
+                                  bool training = false, int checkpoint_layers = 0);
 
   // --- LoRA ---
   // Adapters stay unmerged until merge_adapter; add/remove/switch never touch

@@ -37,6 +37,9 @@ struct TrainOptions {
   // Recompute each layer in backward instead of keeping its activations:
   // much less memory, about a third more compute.
   bool gradient_checkpointing = false;
+  // Checkpoint only the first N layers (0: as gradient_checkpointing says):
+  // memory and extra compute between none and all, e.g. half the layers.
+  int checkpoint_layers = 0;
   // LM head + cross-entropy fused and chunked over the rows with a target
   // (no [batch, steps, vocab] logits); false: the plain autograd graph.
   bool fused_head_loss = true;
