@@ -14,7 +14,6 @@ void add_planned_commands(CLI::App& app, CommandBody& chosen) {
   const std::vector<std::pair<std::string, std::string>> planned = {
       {"coordinator", "Run the federation coordinator (not built yet: issue 6)"},
       {"node", "Run an edge node (not built yet: issue 6)"},
-      {"sim", "Run a simulation scenario (not built yet: issue 7)"},
   };
   for (const auto& [name, description] : planned) {
     auto* sub = app.add_subcommand(name, description);

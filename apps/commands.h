@@ -28,6 +28,7 @@ void add_generate_command(CLI::App& app, const GlobalOptions& global, CommandBod
 void add_data_command(CLI::App& app, const GlobalOptions& global, CommandBody& chosen);
 void add_training_commands(CLI::App& app, const GlobalOptions& global, CommandBody& chosen);
 void add_keygen_command(CLI::App& app, const GlobalOptions& global, CommandBody& chosen);
+void add_sim_command(CLI::App& app, const GlobalOptions& global, CommandBody& chosen);
 void add_planned_commands(CLI::App& app, CommandBody& chosen);
 
 }  // namespace fedge::apps

@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   add_data_command(app, global, chosen);
   add_training_commands(app, global, chosen);
   add_keygen_command(app, global, chosen);
+  add_sim_command(app, global, chosen);
   add_planned_commands(app, chosen);
 
   try {
