@@ -111,6 +111,8 @@ struct RoundPlan {
   dp @5 :DpParams;
   selected @6 :List(UInt32); # node ids; a node's secure-aggregation client id is its index here + 1
   updateLength @7 :UInt64;   # float elements of the flattened update
+  exampleScale @8 :UInt64;   # node weight = min(examples, exampleScale) / exampleScale (docs/FEDERATION.md); 0 = unset
+  lossCap @9 :Float64;       # train losses are clamped to [0, lossCap] in the secure sum; 0 = not reported
 }
 
 # --- secure aggregation (ids inside these messages are client ids 1..n) ---

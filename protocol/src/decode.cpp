@@ -244,6 +244,9 @@ RoundPlan read(Ctx& ctx, wire::RoundPlan::Reader r) {
     finite(ctx, "clipNorm", m.dp.clip_norm, 0, 1e30);
     finite(ctx, "noiseMultiplier", m.dp.noise_multiplier, 0, 1e6);
   }
+  m.example_scale = r.getExampleScale();
+  m.loss_cap = r.getLossCap();
+  finite(ctx, "lossCap", m.loss_cap, 0, 1e30);
   return m;
 }
 

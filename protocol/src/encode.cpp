@@ -101,6 +101,8 @@ class Writer {
     p.setNoiseMultiplier(m.dp.noise_multiplier);
     set_u32_list<std::uint32_t>(r.initSelected(m.selected.size()), m.selected);
     r.setUpdateLength(m.update_length);
+    r.setExampleScale(m.example_scale);
+    r.setLossCap(m.loss_cap);
   }
   void body(wire::Envelope::Body::Builder b, const AdvertiseKeys& m) const {
     auto r = b.initAdvertiseKeys();

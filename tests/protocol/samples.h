@@ -40,6 +40,8 @@ inline RoundPlan sample_plan() {
   p.dp = {DpMode::kDistributed, 1.25, 0.8};
   p.selected = {11, 12, 13, 14};
   p.update_length = 1000;
+  p.example_scale = 250;
+  p.loss_cap = 32;
   return p;
 }
 

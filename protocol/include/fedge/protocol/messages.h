@@ -131,6 +131,11 @@ struct RoundPlan {
   DpParams dp;
   std::vector<NodeId> selected;
   std::uint64_t update_length = 0;
+  // Update encoding (docs/FEDERATION.md): a node's weight is
+  // min(num_examples, example_scale) / example_scale, so it lies in [0, 1];
+  // train losses are clamped to [0, loss_cap] (0: the loss is not reported).
+  std::uint64_t example_scale = 0;
+  double loss_cap = 0;
   bool operator==(const RoundPlan&) const = default;
 };
 struct AdvertiseKeys {

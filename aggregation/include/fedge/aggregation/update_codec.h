@@ -1,0 +1,88 @@
+// How a node's model update becomes the vector it contributes to a round, and
+// how the coordinator turns the (secure) sum back into a weighted FedAvg step.
+// Shared by the node core and the coordinator core so both sides agree on
+// every scale; see docs/FEDERATION.md "Update encoding".
+//
+// Secure vector (d = update_length + 2 floats before quantisation), node i:
+//   [0, L)  w_i * clip(update_i)        clip: L2 to the DP clip norm (DP on),
+//                                        then elementwise to [-clip_range, clip_range]
+//   L       w_i * clip_range             the weight, scaled into the quantiser's range
+//   L + 1   w_i * clip_range * min(max(loss_i, 0), loss_cap) / loss_cap
+//                                        (0 when loss_cap is 0 or DP is on)
+// with w_i = min(num_examples_i, example_scale) / example_scale in [0, 1], so every
+// coordinate lies in [-clip_range, clip_range] and the quantiser (clip = clip_range)
+// never saturates. Distributed DP adds Skellam noise to the quantised ring vector.
+//
+// The coordinator decodes the ring sum into sum_i w_i u_i, sum_i w_i and
+// sum_i w_i loss_i, i.e. the example-weighted mean update and mean train loss,
+// without seeing any single node's values.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "fedge/privacy/prg.h"
+
+namespace fedge::aggregation {
+
+enum class DpKind { kNone, kCentral, kDistributed };
+
+struct UpdateEncoding {
+  std::uint64_t update_length = 0;  // L: floats of the flattened update
+  double clip_range = 0;            // elementwise bound and quantiser range (> 0)
+  std::uint32_t quant_bits = 0;     // 2..32; 0 only for the plain (float) path
+  std::uint64_t example_scale = 1;  // weight denominator (>= 1)
+  double loss_cap = 0;              // train losses clamp to [0, loss_cap]; 0 = not reported
+  DpKind dp = DpKind::kNone;
+  double dp_clip_norm = 0;          // L2 clip of the update when dp != kNone (> 0)
+  double noise_multiplier = 0;      // sigma; noise stddev = sigma * dp_clip_norm
+  std::uint32_t num_clients = 0;    // n of the round: distributed noise is split n ways
+  std::uint64_t vector_length() const { return update_length + 2; }
+};
+
+// Throws Error(kInvalidInput) naming the field for any inconsistent setting.
+// `secure`: quant_bits and (for distributed DP) num_clients must be set too.
+void validate(const UpdateEncoding& enc, bool secure);
+
+// w = min(num_examples, example_scale) / example_scale. Throws
+// Error(kInvalidInput) for num_examples = 0 (a node without data must not take part).
+double node_weight(std::uint64_t num_examples, std::uint64_t example_scale);
+
+// Clips a copy of `update` (L2 to dp_clip_norm when DP is on, then elementwise
+// to clip_range). Throws Error(kInvalidInput) for a wrong length or a
+// non-finite value (a diverged training run must not poison the sum).
+std::vector<float> clip_update(const UpdateEncoding& enc, std::span<const float> update);
+
+// The float form of the secure vector above (L + 2 values), before quantisation.
+std::vector<float> weighted_vector(const UpdateEncoding& enc, std::span<const float> update,
+                                   std::uint64_t num_examples, double train_loss);
+
+// Node side of a secure round: weighted_vector, quantised with stochastic
+// rounding, plus Skellam noise under distributed DP. Throws like the above, and
+// Error(kPrivacy) when the ring could overflow (Quantizer::check_capacity).
+std::vector<std::uint32_t> encode_secure(const UpdateEncoding& enc, std::span<const float> update,
+                                         std::uint64_t num_examples, double train_loss,
+                                         privacy::ChaChaRng& rng);
+
+// What the coordinator learns from a ring sum.
+struct DecodedSum {
+  std::vector<float> weighted_sum;  // sum_i w_i u_i (L floats)
+  double total_weight = 0;          // sum_i w_i (>= 0 up to noise)
+  double mean_train_loss = 0;       // sum_i w_i loss_i / sum_i w_i; NaN when not reported
+};
+// Throws Error(kInvalidInput) for a sum of the wrong length.
+DecodedSum decode_secure_sum(const UpdateEncoding& enc, std::span<const std::uint32_t> ring_sum);
+
+// The quantised-unit noise target of distributed DP and its per-input bound;
+// used by the coordinator to pick quant_bits/noise_bound and by nodes to draw.
+double skellam_mu(const UpdateEncoding& enc);
+std::uint64_t skellam_noise_bound(const UpdateEncoding& enc);
+
+// Most quantisation bits for n inputs such that the ring cannot overflow,
+// including the distributed-DP noise bound at that many bits (the bound
+// shrinks with the bits, so this iterates to a fixed point). Sets enc's
+// quant_bits; returns the noise bound to announce (0 without distributed DP).
+std::uint64_t choose_quant_bits(UpdateEncoding& enc, std::uint64_t n);
+
+}  // namespace fedge::aggregation

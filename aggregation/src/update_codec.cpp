@@ -1,0 +1,143 @@
+#include "fedge/aggregation/update_codec.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include "fedge/common/error.h"
+#include "fedge/privacy/dp.h"
+#include "fedge/privacy/quantize.h"
+
+namespace fedge::aggregation {
+namespace {
+
+[[noreturn]] void bad(const std::string& what) {
+  throw Error(ErrorKind::kInvalidInput, "update encoding: " + what);
+}
+
+bool positive_finite(double v) { return std::isfinite(v) && v > 0; }
+
+void check_length(const UpdateEncoding& enc, std::size_t got, const char* what) {
+  if (got != enc.update_length)
+    bad(std::string(what) + " has " + std::to_string(got) + " values, the round's update length is " +
+        std::to_string(enc.update_length) + " (is the node's model layout the coordinator's?)");
+}
+
+}  // namespace
+
+void validate(const UpdateEncoding& enc, bool secure) {
+  if (enc.update_length == 0) bad("update_length is 0");
+  if (!positive_finite(enc.clip_range)) bad("clip_range must be a finite number > 0");
+  if (enc.example_scale == 0) bad("example_scale must be >= 1");
+  if (!std::isfinite(enc.loss_cap) || enc.loss_cap < 0) bad("loss_cap must be finite and >= 0");
+  if (enc.dp != DpKind::kNone) {
+    if (!positive_finite(enc.dp_clip_norm)) bad("dp_clip_norm must be a finite number > 0 when DP is on");
+    if (!std::isfinite(enc.noise_multiplier) || enc.noise_multiplier < 0)
+      bad("noise_multiplier must be finite and >= 0");
+  }
+  if (!secure) {
+    if (enc.dp == DpKind::kDistributed) bad("distributed DP needs secure aggregation (use central DP)");
+    return;
+  }
+  if (enc.quant_bits < 2 || enc.quant_bits > 32) bad("quant_bits " + std::to_string(enc.quant_bits) + " is outside 2..32");
+  if (enc.dp == DpKind::kDistributed && enc.num_clients == 0) bad("num_clients is 0 under distributed DP");
+}
+
+double node_weight(std::uint64_t num_examples, std::uint64_t example_scale) {
+  if (example_scale == 0) bad("example_scale must be >= 1");
+  if (num_examples == 0) bad("a node with 0 training examples cannot contribute an update");
+  return static_cast<double>(std::min(num_examples, example_scale)) / static_cast<double>(example_scale);
+}
+
+std::vector<float> clip_update(const UpdateEncoding& enc, std::span<const float> update) {
+  check_length(enc, update.size(), "the update");
+  for (std::size_t i = 0; i < update.size(); ++i)
+    if (!std::isfinite(update[i]))
+      bad("the update has a non-finite value at index " + std::to_string(i) + " (did local training diverge?)");
+  std::vector<float> out(update.begin(), update.end());
+  if (enc.dp != DpKind::kNone) privacy::l2_clip(out, enc.dp_clip_norm);
+  const auto c = static_cast<float>(enc.clip_range);
+  for (float& v : out) v = std::clamp(v, -c, c);
+  return out;
+}
+
+std::vector<float> weighted_vector(const UpdateEncoding& enc, std::span<const float> update,
+                                   std::uint64_t num_examples, double train_loss) {
+  const double w = node_weight(num_examples, enc.example_scale);
+  std::vector<float> v = clip_update(enc, update);
+  for (float& x : v) x = static_cast<float>(w * x);
+  v.push_back(static_cast<float>(w * enc.clip_range));
+  double loss_part = 0;
+  // Under DP the loss coordinate carries no calibrated noise, so it is not sent.
+  if (enc.loss_cap > 0 && enc.dp == DpKind::kNone) {
+    const double loss = std::isfinite(train_loss) ? std::clamp(train_loss, 0.0, enc.loss_cap) : 0.0;
+    loss_part = w * enc.clip_range * loss / enc.loss_cap;
+  }
+  v.push_back(static_cast<float>(loss_part));
+  return v;
+}
+
+double skellam_mu(const UpdateEncoding& enc) {
+  if (enc.dp != DpKind::kDistributed || enc.noise_multiplier == 0) return 0;
+  const privacy::Quantizer q(enc.clip_range, enc.quant_bits);
+  const double target = enc.noise_multiplier * enc.dp_clip_norm * q.scale();
+  return privacy::skellam_mu_per_node(target, std::max<std::uint32_t>(enc.num_clients, 1));
+}
+
+std::uint64_t skellam_noise_bound(const UpdateEncoding& enc) {
+  const double mu = skellam_mu(enc);
+  return mu > 0 ? privacy::skellam_tail_bound(mu) : 0;
+}
+
+std::uint64_t choose_quant_bits(UpdateEncoding& enc, std::uint64_t n) {
+  enc.quant_bits = privacy::Quantizer::bits_for(n);
+  // Fewer bits shrink the scale and with it the noise bound, so this settles
+  // in a few steps; stop at the first setting whose capacity check passes.
+  for (int i = 0; i < 40; ++i) {
+    const std::uint64_t bound = skellam_noise_bound(enc);
+    const std::uint32_t bits = privacy::Quantizer::bits_for(n, bound);
+    if (bits >= enc.quant_bits) return bound;
+    enc.quant_bits = bits;
+  }
+  return skellam_noise_bound(enc);
+}
+
+std::vector<std::uint32_t> encode_secure(const UpdateEncoding& enc, std::span<const float> update,
+                                         std::uint64_t num_examples, double train_loss,
+                                         privacy::ChaChaRng& rng) {
+  validate(enc, true);
+  const std::vector<float> v = weighted_vector(enc, update, num_examples, train_loss);
+  const privacy::Quantizer q(enc.clip_range, enc.quant_bits);
+  std::vector<std::uint32_t> ring(v.size());
+  q.encode(v, ring, rng);
+  if (enc.dp == DpKind::kDistributed) {
+    const double mu = skellam_mu(enc);
+    if (mu > 0) {
+      const std::uint64_t bound = privacy::skellam_tail_bound(mu);
+      q.check_capacity(std::max<std::uint32_t>(enc.num_clients, 1), bound);
+      privacy::add_skellam_noise(ring, mu, rng);
+    }
+  }
+  return ring;
+}
+
+DecodedSum decode_secure_sum(const UpdateEncoding& enc, std::span<const std::uint32_t> ring_sum) {
+  if (ring_sum.size() != enc.vector_length())
+    bad("the secure sum has " + std::to_string(ring_sum.size()) + " elements, expected " +
+        std::to_string(enc.vector_length()));
+  const privacy::Quantizer q(enc.clip_range, enc.quant_bits);
+  DecodedSum out;
+  out.weighted_sum.resize(enc.update_length);
+  q.decode_sum(ring_sum.first(enc.update_length), out.weighted_sum);
+  const double scale = q.scale();
+  const auto as_real = [&](std::uint32_t r) { return static_cast<double>(static_cast<std::int32_t>(r)) / scale; };
+  out.total_weight = as_real(ring_sum[enc.update_length]) / enc.clip_range;
+  const double loss_sum = as_real(ring_sum[enc.update_length + 1]) * enc.loss_cap / enc.clip_range;
+  out.mean_train_loss = (enc.loss_cap > 0 && enc.dp == DpKind::kNone && out.total_weight > 0)
+                            ? loss_sum / out.total_weight
+                            : std::numeric_limits<double>::quiet_NaN();
+  return out;
+}
+
+}  // namespace fedge::aggregation
