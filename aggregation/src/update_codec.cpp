@@ -91,16 +91,19 @@ std::uint64_t skellam_noise_bound(const UpdateEncoding& enc) {
 }
 
 std::uint64_t choose_quant_bits(UpdateEncoding& enc, std::uint64_t n) {
-  enc.quant_bits = privacy::Quantizer::bits_for(n);
-  // Fewer bits shrink the scale and with it the noise bound, so this settles
-  // in a few steps; stop at the first setting whose capacity check passes.
-  for (int i = 0; i < 40; ++i) {
-    const std::uint64_t bound = skellam_noise_bound(enc);
-    const std::uint32_t bits = privacy::Quantizer::bits_for(n, bound);
-    if (bits >= enc.quant_bits) return bound;
+  // The noise bound scales with the quantiser (it is sigma * C in quantised
+  // units), so walk down from the most bits the inputs alone allow until the
+  // inputs plus their noise fit.
+  constexpr std::uint64_t kInt32Max = 0x7fffffff;
+  for (std::uint32_t bits = privacy::Quantizer::bits_for(n); bits >= 2; --bits) {
     enc.quant_bits = bits;
+    const std::uint64_t bound = skellam_noise_bound(enc);
+    const std::uint64_t qmax = (std::uint64_t{1} << (bits - 1)) - 1;
+    if (qmax + bound <= kInt32Max / n) return bound;
   }
-  return skellam_noise_bound(enc);
+  throw Error(ErrorKind::kPrivacy, "update encoding: the distributed DP noise of " + std::to_string(n) +
+                                       " nodes does not fit a 32-bit ring at any quantisation; lower the "
+                                       "noise multiplier or the number of nodes per round");
 }
 
 std::vector<std::uint32_t> encode_secure(const UpdateEncoding& enc, std::span<const float> update,

@@ -432,7 +432,7 @@ struct CoordinatorCore::State {
       agg::validate(enc, cfg.secure);
     } catch (const Error& e) {
       spdlog::error("coordinator: cannot plan round {}: {}", round_id, e.what());
-      a.events.push_back(RoundFailed{round_id, attempt, e.what(), {}});
+      a.events.push_back(RoundFailed{round_id, attempt, e.what(), {}, false});
       ++attempt;
       next_start = now + cfg.retry_delay_ms;
       return;
@@ -592,7 +592,7 @@ struct CoordinatorCore::State {
     Round& r = *round;
     if (r.stats.stages.empty() || r.stats.stages.back().stage != r.stage) close_stage(r);
     spdlog::warn("coordinator: round {} attempt {} failed: {}", r.id, r.attempt, why);
-    a.events.push_back(RoundFailed{r.id, r.attempt, why, std::move(r.stats)});
+    a.events.push_back(RoundFailed{r.id, r.attempt, why, std::move(r.stats), true});
     round.reset();
     ++attempt;
     next_start = now + cfg.retry_delay_ms;

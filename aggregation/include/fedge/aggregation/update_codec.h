@@ -81,8 +81,9 @@ std::uint64_t skellam_noise_bound(const UpdateEncoding& enc);
 
 // Most quantisation bits for n inputs such that the ring cannot overflow,
 // including the distributed-DP noise bound at that many bits (the bound
-// shrinks with the bits, so this iterates to a fixed point). Sets enc's
+// scales with the quantiser, so it walks down from bits_for(n)). Sets enc's
 // quant_bits; returns the noise bound to announce (0 without distributed DP).
+// Throws Error(kPrivacy) when nothing fits.
 std::uint64_t choose_quant_bits(UpdateEncoding& enc, std::uint64_t n);
 
 }  // namespace fedge::aggregation

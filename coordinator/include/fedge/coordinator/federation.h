@@ -129,6 +129,10 @@ struct RoundFailed {
   std::uint32_t attempt = 1;
   std::string reason;
   RoundStats stats;
+  // false: the plan itself could not be made (e.g. no secure-aggregation
+  // parameters fit the selected nodes), so no RoundStarted preceded this
+  // event and there is no Store round to fail.
+  bool started = true;
 };
 struct NodeRegistered {
   protocol::Register node;

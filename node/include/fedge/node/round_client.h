@@ -89,8 +89,8 @@ class RoundClient {
   // Never throws for coordinator input: problems become notes (and dropping
   // out of the round when the round cannot go on).
   NodeActions on_message(std::int64_t now_ms, const protocol::Envelope& envelope);
-  // Throws Error(kInvalidInput) for an update of the wrong length or with
-  // non-finite values (nothing is sent; the node drops out of the round).
+  // An update of the wrong length or with non-finite values is not sent: the
+  // node drops out of the round and says why in notes. Stale tickets are ignored.
   NodeActions on_update_ready(std::int64_t now_ms, LocalUpdate update);
   NodeActions on_training_failed(std::int64_t now_ms, const std::string& reason);
   NodeActions on_tick(std::int64_t now_ms);  // heartbeats, Register retries

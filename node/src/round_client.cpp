@@ -1,0 +1,381 @@
+#include "fedge/node/round_client.h"
+
+#include <algorithm>
+#include <cstring>
+#include <spdlog/spdlog.h>
+
+#include "fedge/aggregation/secagg.h"
+#include "fedge/aggregation/update_codec.h"
+#include "fedge/common/error.h"
+
+namespace fedge::node {
+
+namespace agg = fedge::aggregation;
+using protocol::Envelope;
+using protocol::ErrorCode;
+
+const char* client_state_name(ClientState state) {
+  switch (state) {
+    case ClientState::kUnregistered: return "unregistered";
+    case ClientState::kRegistering: return "registering";
+    case ClientState::kIdle: return "idle";
+    case ClientState::kTraining: return "training";
+    case ClientState::kAdvertised: return "advertised";
+    case ClientState::kSharedKeys: return "shared_keys";
+    case ClientState::kSentMasked: return "sent_masked";
+  }
+  return "?";
+}
+
+namespace {
+
+agg::DpKind dp_kind(protocol::DpMode m) {
+  switch (m) {
+    case protocol::DpMode::kCentral: return agg::DpKind::kCentral;
+    case protocol::DpMode::kDistributed: return agg::DpKind::kDistributed;
+    default: return agg::DpKind::kNone;
+  }
+}
+
+// The update encoding both sides derive from the plan (coordinator: federation.cpp).
+agg::UpdateEncoding encoding_of(const protocol::RoundPlan& p) {
+  agg::UpdateEncoding e;
+  e.update_length = p.update_length;
+  // Plain plans carry no secagg block: the coordinator clips elementwise on
+  // receipt, so the node applies only the DP L2 clip there.
+  e.clip_range = p.secure ? p.secagg.clip_range : 1e30;
+  e.quant_bits = p.secagg.quant_bits;
+  e.example_scale = p.example_scale;
+  e.loss_cap = p.loss_cap;
+  e.dp = dp_kind(p.dp.mode);
+  e.dp_clip_norm = p.dp.clip_norm;
+  e.noise_multiplier = p.dp.noise_multiplier;
+  e.num_clients = static_cast<std::uint32_t>(p.selected.size());
+  return e;
+}
+
+bool is_round_body(std::size_t index) {
+  return index == 4 || index == 6 || index == 8 || index == 10 || index == 11;
+}
+
+}  // namespace
+
+struct RoundClient::State {
+  NodeIdentity id;
+  NodeClientConfig cfg;
+  privacy::ChaChaRng rng;
+  ClientState state = ClientState::kUnregistered;
+  std::int64_t last_register = 0, last_heartbeat = 0;
+  std::uint32_t heartbeat_ms;
+  std::optional<std::uint64_t> version;
+  // current round
+  std::uint64_t round = 0;
+  protocol::RoundPlan plan;
+  std::uint32_t client_id = 0;
+  agg::UpdateEncoding enc;
+  std::unique_ptr<agg::SecAggClient> secagg;
+  std::vector<std::uint32_t> ring;  // quantised update, kept until MaskedInput
+  std::uint64_t next_ticket = 1, ticket = 0;
+
+  State(NodeIdentity i, NodeClientConfig c)
+      : id(std::move(i)), cfg(std::move(c)),
+        rng(cfg.noise_seed ? privacy::ChaChaRng(*cfg.noise_seed) : privacy::ChaChaRng()),
+        heartbeat_ms(cfg.heartbeat_interval_ms) {}
+
+  Envelope envelope(protocol::Body body, std::uint64_t r = 0) const {
+    Envelope e;
+    e.round = r;
+    e.sender = id.node_id;
+    e.body = std::move(body);
+    return e;
+  }
+
+  void send_register(NodeActions& a, std::int64_t now) {
+    a.send.push_back(envelope(protocol::Register{id.node_id, id.name, id.public_key, id.capabilities}));
+    last_register = now;
+    if (state == ClientState::kUnregistered) state = ClientState::kRegistering;
+  }
+
+  bool in_round() const { return state >= ClientState::kTraining; }
+
+  // Leaves the current round (the coordinator counts this node as a dropout).
+  void drop_out(NodeActions& a, const std::string& why) {
+    if (round) {
+      a.notes.push_back("node " + std::to_string(id.node_id) + ": leaving round " + std::to_string(round) + ": " + why);
+      spdlog::warn("node {}: leaving round {}: {}", id.node_id, round, why);
+    }
+    if (state == ClientState::kTraining) a.cancel_training = true;
+    reset_round();
+  }
+  void reset_round() {
+    if (state >= ClientState::kTraining) state = ClientState::kIdle;
+    round = 0;
+    client_id = 0;
+    secagg.reset();
+    ring.clear();
+    ring.shrink_to_fit();
+    ticket = 0;
+  }
+
+  void on_model(NodeActions& a, const protocol::GlobalModel& m) {
+    if (m.format != protocol::ModelFormat::kFlatF32) {
+      a.notes.push_back("global model version " + std::to_string(m.version) +
+                        " is a safetensors file; this client installs flat f32 models only");
+      return;
+    }
+    if (m.data.size() % sizeof(float) != 0) {
+      a.notes.push_back("global model data is not a whole number of floats");
+      return;
+    }
+    std::uint64_t numel = 0;
+    for (const auto& t : m.layout) {
+      std::uint64_t n = 1;
+      for (auto d : t.shape) n *= d;
+      numel += n;
+    }
+    if (numel * sizeof(float) != m.data.size()) {
+      a.notes.push_back("global model layout describes " + std::to_string(numel) + " floats but data holds " +
+                        std::to_string(m.data.size() / sizeof(float)));
+      return;
+    }
+    InstallGlobal g{m.version, std::vector<float>(m.data.size() / sizeof(float)), m.layout};
+    if (!g.params.empty()) std::memcpy(g.params.data(), m.data.data(), m.data.size());
+    version = m.version;
+    a.install = std::move(g);
+  }
+
+  void on_plan(NodeActions& a, std::int64_t now, const Envelope& env, const protocol::RoundPlan& p) {
+    auto it = std::find(p.selected.begin(), p.selected.end(), id.node_id);
+    if (it == p.selected.end()) {
+      a.notes.push_back("round plan " + std::to_string(env.round) + " does not select this node; ignored");
+      return;
+    }
+    if (in_round()) drop_out(a, "a new plan (round " + std::to_string(env.round) + ") replaces it");
+    if (version != p.global_version) {
+      a.notes.push_back("round " + std::to_string(env.round) + " starts from global version " +
+                        std::to_string(p.global_version) + " which this node has not installed; sitting it out");
+      return;
+    }
+    try {
+      agg::UpdateEncoding e = encoding_of(p);
+      agg::validate(e, p.secure);
+      client_id = static_cast<std::uint32_t>(it - p.selected.begin()) + 1;
+      if (p.secure) {
+        agg::SecAggParams sp;
+        sp.num_clients = p.secagg.num_clients;
+        sp.threshold = p.secagg.threshold;
+        sp.degree = p.secagg.degree;
+        sp.vector_length = p.secagg.vector_length;
+        sp.graph_seed = p.secagg.graph_seed;
+        if (sp.vector_length != e.vector_length())
+          throw Error(ErrorKind::kProtocol, "secagg.vectorLength is not updateLength + 2");
+        secagg = std::make_unique<agg::SecAggClient>(agg::RoundSetup{env.round, sp}, client_id);
+      }
+      enc = e;
+    } catch (const Error& e) {
+      client_id = 0;
+      secagg.reset();
+      a.notes.push_back("round " + std::to_string(env.round) + " plan refused: " + e.what());
+      return;
+    }
+    round = env.round;
+    plan = p;
+    ticket = next_ticket++;
+    state = ClientState::kTraining;
+    const auto& dl = p.deadlines;
+    const std::int64_t budget = p.secure ? dl.train_ms + dl.advertise_keys_ms : dl.train_ms + dl.masked_input_ms;
+    a.train = TrainCommand{ticket, round, p.global_version, p.hyper, p.update_length, now + budget};
+  }
+
+  // KeysBroadcast, SharesDelivery, UnmaskRequest: one secure-aggregation step each.
+  void on_secagg(NodeActions& a, const Envelope& env) {
+    if (env.round != round || round == 0) {
+      a.notes.push_back(std::string("ignored ") + protocol::body_name(env.body) + " for round " +
+                        std::to_string(env.round) + " (this node is in round " + std::to_string(round) + ")");
+      return;
+    }
+    try {
+      if (const auto* kb = std::get_if<protocol::KeysBroadcast>(&env.body)) {
+        expect(ClientState::kAdvertised, "keysBroadcast");
+        agg::KeysBroadcast m{round, kb->recipient, {}};
+        for (const auto& p : kb->neighbours) m.neighbours.push_back({p.id, p.c_public, p.s_public});
+        const agg::ShareKeys sk = secagg->share_keys(m);
+        protocol::ShareKeys out{client_id, {}};
+        for (const auto& s : sk.shares) out.shares.push_back({s.from, s.to, s.box});
+        a.send.push_back(envelope(std::move(out), round));
+        state = ClientState::kSharedKeys;
+      } else if (const auto* sd = std::get_if<protocol::SharesDelivery>(&env.body)) {
+        expect(ClientState::kSharedKeys, "sharesDelivery");
+        agg::SharesDelivery m{round, sd->recipient, {}};
+        for (const auto& s : sd->shares) m.shares.push_back({s.from, s.to, s.box});
+        agg::MaskedInput mi = secagg->masked_input(m, ring);
+        a.send.push_back(envelope(protocol::MaskedInput{client_id, protocol::Payload<std::uint32_t>::own(std::move(mi.masked))}, round));
+        ring.clear();
+        ring.shrink_to_fit();
+        state = ClientState::kSentMasked;
+      } else if (const auto* ur = std::get_if<protocol::UnmaskRequest>(&env.body)) {
+        expect(ClientState::kSentMasked, "unmaskRequest");
+        const agg::UnmaskResponse resp = secagg->unmask(agg::UnmaskRequest{round, ur->survivors});
+        protocol::UnmaskResponse out{client_id, {}};
+        for (const auto& s : resp.self_mask_shares)
+          out.shares.push_back({s.owner, protocol::SecretKind::kSelfMask, s.share.x, s.share.y});
+        for (const auto& s : resp.key_shares)
+          out.shares.push_back({s.owner, protocol::SecretKind::kPairwiseKey, s.share.x, s.share.y});
+        a.send.push_back(envelope(std::move(out), round));
+        reset_round();  // this node's part of the round is done
+      }
+    } catch (const Error& e) {
+      drop_out(a, e.what());
+    }
+  }
+
+  void expect(ClientState want, const char* what) const {
+    if (state != want)
+      throw Error(ErrorKind::kProtocol, std::string(what) + " arrived while the node is " + client_state_name(state) +
+                                            ", not " + client_state_name(want));
+  }
+
+  void on_error(NodeActions& a, const Envelope& env, const protocol::ErrorReply& e) {
+    a.notes.push_back("coordinator refused " + std::string(e.in_reply_to < std::variant_size_v<protocol::Body>
+                                                                 ? protocol::body_name(e.in_reply_to)
+                                                                 : "a message") +
+                      " (code " + std::to_string(static_cast<int>(e.code)) + "): " + e.message);
+    const bool fatal = e.code == ErrorCode::kDeadlineMissed || e.code == ErrorCode::kWrongRound ||
+                       e.code == ErrorCode::kNotAllowed || e.code == ErrorCode::kWrongStage;
+    if (fatal && is_round_body(e.in_reply_to) && round != 0 && env.round == round) drop_out(a, "refused by the coordinator");
+    if (e.code == ErrorCode::kUnknownSender && state != ClientState::kRegistering) {
+      // The coordinator forgot us (restarted without state): register again.
+      state = ClientState::kUnregistered;
+      reset_round();
+    }
+  }
+
+  protocol::NodeState wire_state() const {
+    switch (state) {
+      case ClientState::kTraining: return protocol::NodeState::kTraining;
+      case ClientState::kAdvertised: case ClientState::kSharedKeys: case ClientState::kSentMasked:
+        return protocol::NodeState::kAggregating;
+      default: return protocol::NodeState::kIdle;
+    }
+  }
+};
+
+RoundClient::RoundClient(NodeIdentity identity, NodeClientConfig config) {
+  if (identity.node_id == protocol::kCoordinatorId)
+    throw Error(ErrorKind::kInvalidInput, "node id 0 is the coordinator's; give the node an id >= 1");
+  if (config.heartbeat_interval_ms == 0 || config.register_retry_ms == 0)
+    throw Error(ErrorKind::kInvalidInput, "node client: heartbeat_interval_ms and register_retry_ms must be > 0");
+  s_ = std::make_unique<State>(std::move(identity), std::move(config));
+}
+RoundClient::~RoundClient() = default;
+RoundClient::RoundClient(RoundClient&&) noexcept = default;
+RoundClient& RoundClient::operator=(RoundClient&&) noexcept = default;
+
+NodeActions RoundClient::start(std::int64_t now_ms) {
+  NodeActions a;
+  s_->state = ClientState::kUnregistered;
+  s_->send_register(a, now_ms);
+  return a;
+}
+
+NodeActions RoundClient::on_message(std::int64_t now_ms, const Envelope& env) {
+  NodeActions a;
+  State& s = *s_;
+  if (env.sender != protocol::kCoordinatorId) {
+    a.notes.push_back("ignored a message from node " + std::to_string(env.sender) + " (only the coordinator talks to nodes)");
+    return a;
+  }
+  std::visit(
+      [&](const auto& m) {
+        using T = std::decay_t<decltype(m)>;
+        if constexpr (std::is_same_v<T, protocol::RegisterAck>) {
+          if (m.node_id != s.id.node_id) {
+            a.notes.push_back("registerAck for node " + std::to_string(m.node_id) + " ignored");
+            return;
+          }
+          if (m.heartbeat_interval_ms) s.heartbeat_ms = m.heartbeat_interval_ms;
+          if (s.state <= ClientState::kRegistering) s.state = ClientState::kIdle;
+          s.last_heartbeat = now_ms;
+        } else if constexpr (std::is_same_v<T, protocol::GlobalModel>) {
+          s.on_model(a, m);
+        } else if constexpr (std::is_same_v<T, protocol::RoundPlan>) {
+          s.on_plan(a, now_ms, env, m);
+        } else if constexpr (std::is_same_v<T, protocol::KeysBroadcast> || std::is_same_v<T, protocol::SharesDelivery> ||
+                             std::is_same_v<T, protocol::UnmaskRequest>) {
+          s.on_secagg(a, env);
+        } else if constexpr (std::is_same_v<T, protocol::ErrorReply>) {
+          s.on_error(a, env, m);
+        } else {
+          a.notes.push_back(std::string("ignored ") + protocol::body_name(env.body) + " from the coordinator");
+        }
+      },
+      env.body);
+  if (s.state == ClientState::kUnregistered) s.send_register(a, now_ms);
+  return a;
+}
+
+NodeActions RoundClient::on_update_ready(std::int64_t /*now_ms*/, LocalUpdate update) {
+  NodeActions a;
+  State& s = *s_;
+  if (s.state != ClientState::kTraining || update.ticket != s.ticket) {
+    a.notes.push_back("update for ticket " + std::to_string(update.ticket) + " is stale; dropped");
+    return a;
+  }
+  try {
+    if (s.plan.secure) {
+      s.ring = agg::encode_secure(s.enc, update.update, update.num_examples, update.train_loss, s.rng);
+      const agg::AdvertiseKeys ak = s.secagg->advertise_keys();
+      a.send.push_back(s.envelope(protocol::AdvertiseKeys{ak.c_public, ak.s_public, {}}, s.round));
+      s.state = ClientState::kAdvertised;
+    } else {
+      if (update.num_examples == 0) throw Error(ErrorKind::kInvalidInput, "the update has 0 training examples");
+      std::vector<float> clipped = agg::clip_update(s.enc, update.update);
+      a.send.push_back(s.envelope(protocol::PlainUpdate{update.num_examples,
+                                                        protocol::Payload<float>::own(std::move(clipped)),
+                                                        static_cast<float>(update.train_loss)},
+                                  s.round));
+      s.reset_round();
+    }
+  } catch (const Error& e) {
+    s.drop_out(a, e.what());
+    a.cancel_training = false;  // training already finished
+  }
+  return a;
+}
+
+NodeActions RoundClient::on_training_failed(std::int64_t /*now_ms*/, const std::string& reason) {
+  NodeActions a;
+  if (s_->state == ClientState::kTraining) {
+    s_->drop_out(a, "local training failed: " + reason);
+    a.cancel_training = false;
+  }
+  return a;
+}
+
+NodeActions RoundClient::on_tick(std::int64_t now_ms) {
+  NodeActions a;
+  State& s = *s_;
+  if (s.state == ClientState::kUnregistered ||
+      (s.state == ClientState::kRegistering && now_ms - s.last_register >= s.cfg.register_retry_ms)) {
+    s.send_register(a, now_ms);
+  } else if (s.state >= ClientState::kIdle && now_ms - s.last_heartbeat >= s.heartbeat_ms) {
+    s.last_heartbeat = now_ms;
+    a.send.push_back(s.envelope(protocol::Heartbeat{static_cast<std::uint64_t>(std::max<std::int64_t>(now_ms, 0)),
+                                                    s.wire_state(), s.version.value_or(0)}));
+  }
+  return a;
+}
+
+std::optional<std::int64_t> RoundClient::next_tick_ms() const {
+  const State& s = *s_;
+  if (s.state == ClientState::kUnregistered) return std::nullopt;
+  if (s.state == ClientState::kRegistering) return s.last_register + s.cfg.register_retry_ms;
+  return s.last_heartbeat + s.heartbeat_ms;
+}
+
+ClientState RoundClient::state() const { return s_->state; }
+std::optional<std::uint64_t> RoundClient::global_version() const { return s_->version; }
+std::uint64_t RoundClient::current_round() const { return s_->round; }
+const NodeIdentity& RoundClient::identity() const { return s_->id; }
+
+}  // namespace fedge::node

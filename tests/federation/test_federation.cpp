@@ -1,0 +1,363 @@
+// The coordinator and node cores together: rounds, dropouts at every stage,
+// refusals, resume, DP and strategies, over encode()/decode() and a fake clock.
+#include <catch2/catch.hpp>
+
+#include "federation/harness.h"
+#include "fedge/aggregation/strategy.h"
+#include "fedge/common/error.h"
+
+using namespace fedge;
+using namespace fedge::testing;
+using coordinator::RoundStage;
+using protocol::ErrorCode;
+
+namespace {
+
+// Quantisation error bound of the secure path: each survivor's value is off by
+// at most one quantisation step (clip / qmax), divided by the total weight
+// (>= 1 here); plus float rounding of the new global (~|global| * 2^-24).
+constexpr double kTol = 2e-7;
+
+void check_round_is_fedavg(Net& net, const coordinator::RoundCompleted& c, const std::vector<float>& before,
+                           double clip) {
+  const auto& updates = net.trained.at(c.round);
+  const auto expected = expected_fedavg(before, updates, c.survivors, clip);
+  CHECK(max_abs_diff(c.global, expected) < kTol);
+  REQUIRE(c.metrics.count("train_loss"));
+  CHECK(c.metrics.at("train_loss") == Approx(expected_loss(updates, c.survivors)).epsilon(1e-5));
+  CHECK(c.metrics.at("participants") == static_cast<double>(c.survivors.size()));
+}
+
+// Runs the federation to the end, checking each completed round against FedAvg.
+void run_and_check(Net& net, double clip, std::size_t rounds = 3) {
+  std::vector<float> before = net.coord.global();
+  std::size_t seen = 0;
+  net.start();
+  REQUIRE(net.run_until([&] {
+    while (seen < net.completed.size()) {
+      check_round_is_fedavg(net, net.completed[seen], before, clip);
+      before = net.completed[seen].global;
+      ++seen;
+    }
+    return net.coord.finished() && net.queue.empty();
+  }));
+  REQUIRE(net.completed.size() == rounds);
+  for (std::size_t i = 0; i < rounds; ++i) {
+    CHECK(net.completed[i].round == i + 1);
+    CHECK(net.completed[i].version == i + 1);
+  }
+  // Every live node installed the final global.
+  for (auto& [id, n] : net.nodes) {
+    if (net.silent.count(id)) continue;
+    REQUIRE(net.models.count(id));
+    CHECK(net.models[id].version == rounds);
+    CHECK(net.models[id].params == net.coord.global());
+  }
+}
+
+std::uint16_t body_index_of(const protocol::Body& b) { return static_cast<std::uint16_t>(b.index()); }
+
+}  // namespace
+
+TEST_CASE("secure federation: 3 rounds equal weighted FedAvg of the nodes' updates") {
+  Net net(base_config(true), initial_state());
+  run_and_check(net, 0.5);
+  for (const auto& c : net.completed) {
+    CHECK(c.survivors == std::vector<NodeId>{1, 2, 3, 4, 5});
+    REQUIRE(c.stats.stages.size() == 4);
+    for (const auto& s : c.stats.stages) CHECK(s.dropped() == 0);
+    CHECK(c.metrics.at("total_examples") == Approx(1500));
+  }
+  CHECK(net.failed.empty());
+  CHECK(net.coord.global_version() == 3);
+}
+
+TEST_CASE("plain federation: 3 rounds equal weighted FedAvg") {
+  Net net(base_config(false), initial_state());
+  run_and_check(net, 0.5);
+  for (const auto& c : net.completed) {
+    REQUIRE(c.stats.stages.size() == 1);
+    CHECK(c.stats.stages[0].stage == RoundStage::kPlainUpdate);
+  }
+}
+
+TEST_CASE("updates beyond clip_range are clipped elementwise before weighting") {
+  auto cfg = base_config(true);
+  cfg.clip_range = 0.01;  // smaller than most update values
+  Net net(cfg, initial_state());
+  run_and_check(net, 0.01);
+}
+
+TEST_CASE("a node that drops at any secure stage: the round completes with the survivors") {
+  // Body index of the message the node never sends: advertiseKeys (covers
+  // training), shareKeys, maskedInput, unmaskResponse.
+  const std::uint16_t stage_body = GENERATE(4, 6, 8, 10);
+  CAPTURE(stage_body);
+  Net net(base_config(true), initial_state());
+  net.drop_when = [&](Net&, NodeId from, const Envelope& env) {
+    return from == 2 && env.round == 1 && body_index_of(env.body) == stage_body;
+  };
+  run_and_check(net, 0.5);
+  const auto& first = net.completed[0];
+  if (stage_body == 10) {
+    // Its masked input is in the sum; the others' shares unmask it.
+    CHECK(first.survivors == std::vector<NodeId>{1, 2, 3, 4, 5});
+  } else {
+    CHECK(first.survivors == std::vector<NodeId>{1, 3, 4, 5});
+    CHECK(first.metrics.at("dropped") == 1);
+  }
+  // The stage where it went missing counts one dropout.
+  std::uint32_t dropped = 0;
+  for (const auto& s : first.stats.stages) dropped += s.dropped();
+  CHECK(dropped == 1);
+  // It never answers again, so it is in no later result.
+  for (std::size_t i = 1; i < net.completed.size(); ++i)
+    CHECK(std::find(net.completed[i].survivors.begin(), net.completed[i].survivors.end(), 2u) ==
+          net.completed[i].survivors.end());
+}
+
+TEST_CASE("plain round: a node that never sends its update is a dropout") {
+  Net net(base_config(false), initial_state());
+  net.drop_when = [&](Net&, NodeId from, const Envelope& env) {
+    return from == 4 && std::holds_alternative<protocol::PlainUpdate>(env.body);
+  };
+  run_and_check(net, 0.5);
+  CHECK(net.completed[0].survivors == std::vector<NodeId>{1, 2, 3, 5});
+}
+
+TEST_CASE("too many dropouts fail the attempt; the next attempt of the same round succeeds") {
+  Net net(base_config(true), initial_state());
+  // In attempt 1 of round 1 three masked inputs are lost (threshold is 3 of 5).
+  net.discard = [&](Net& n, NodeId from, const Envelope& env) {
+    return env.round == 1 && n.coord.current_attempt() == 1 && from <= 3 &&
+           std::holds_alternative<protocol::MaskedInput>(env.body);
+  };
+  run_and_check(net, 0.5);
+  REQUIRE(net.failed.size() == 1);
+  CHECK(net.failed[0].round == 1);
+  CHECK(net.failed[0].attempt == 1);
+  CHECK_FALSE(net.failed[0].reason.empty());
+  CHECK(net.completed[0].round == 1);
+  CHECK(net.completed[0].attempt == 2);
+  CHECK(net.completed[0].version == 1);
+  // The failed attempt's started event and the retry's carry the same round id.
+  std::vector<std::pair<std::uint64_t, std::uint32_t>> starts;
+  for (const auto& e : net.events)
+    if (auto* s = std::get_if<coordinator::RoundStarted>(&e)) starts.push_back({s->round, s->attempt});
+  CHECK(starts == std::vector<std::pair<std::uint64_t, std::uint32_t>>{{1, 1}, {1, 2}, {2, 1}, {3, 1}});
+}
+
+TEST_CASE("wrong-round, out-of-order, duplicate, late and unselected messages are refused; the round completes") {
+  auto cfg = base_config(true);
+  cfg.max_nodes = 4;  // one of the five is not selected
+  Net net(cfg, initial_state());
+  // One selected node never trains, so the advertise stage stays open until its deadline.
+  std::optional<NodeId> sleeper;
+  net.drop_when = [&](Net& n, NodeId from, const Envelope& env) {
+    if (!std::holds_alternative<protocol::AdvertiseKeys>(env.body) || env.round != 1) return false;
+    if (!sleeper) sleeper = from;
+    (void)n;
+    return from == *sleeper;
+  };
+  net.start();
+  REQUIRE(net.run_until([&] {
+    return net.coord.stage() == RoundStage::kAdvertiseKeys && net.queue.empty() && net.trainings.empty() && sleeper;
+  }));
+  const auto& plan = std::get<coordinator::RoundStarted>(*std::find_if(net.events.begin(), net.events.end(), [](auto& e) {
+                       return std::holds_alternative<coordinator::RoundStarted>(e);
+                     })).plan;
+  NodeId unselected = 0;
+  for (NodeId id = 1; id <= 5; ++id)
+    if (std::find(plan.selected.begin(), plan.selected.end(), id) == plan.selected.end()) unselected = id;
+  REQUIRE(unselected != 0);
+  NodeId awake = 0;
+  for (NodeId id : plan.selected)
+    if (id != *sleeper) awake = id;
+
+  auto refusal = [&](const Envelope& env) {
+    auto a = net.coord.on_message(net.now, env, node_key(env.sender));
+    REQUIRE(a.send.size() == 1);
+    CHECK(a.send[0].to == env.sender);
+    const auto* e = std::get_if<protocol::ErrorReply>(&a.send[0].envelope.body);
+    REQUIRE(e != nullptr);
+    CHECK(e->in_reply_to == env.body.index());
+    CHECK(a.events.empty());
+    return e->code;
+  };
+  Envelope ak{protocol::kProtocolVersion, 1, unselected, protocol::AdvertiseKeys{node_key(1), node_key(2), {}}};
+  CHECK(refusal(ak) == ErrorCode::kNotAllowed);
+  ak.sender = awake;
+  ak.round = 7;
+  CHECK(refusal(ak) == ErrorCode::kWrongRound);
+  // Its real AdvertiseKeys was accepted already: a replay is a duplicate.
+  const auto accepted = std::find_if(net.to_coord_log.begin(), net.to_coord_log.end(), [&](const Envelope& e) {
+    return e.sender == awake && std::holds_alternative<protocol::AdvertiseKeys>(e.body);
+  });
+  REQUIRE(accepted != net.to_coord_log.end());
+  CHECK(refusal(*accepted) == ErrorCode::kDuplicate);
+  Envelope masked{protocol::kProtocolVersion, 1, awake,
+                  protocol::MaskedInput{1, protocol::Payload<std::uint32_t>::own(std::vector<std::uint32_t>(kDim + 2))}};
+  CHECK(refusal(masked) == ErrorCode::kWrongStage);
+  Envelope hb{protocol::kProtocolVersion, 0, 99, protocol::Heartbeat{}};
+  CHECK(refusal(hb) == ErrorCode::kUnknownSender);
+  Envelope model{protocol::kProtocolVersion, 0, awake, protocol::GlobalModel{}};
+  CHECK(refusal(model) == ErrorCode::kNotAllowed);
+  // A connection authenticated as another node cannot speak for this one.
+  {
+    auto a = net.coord.on_message(net.now, *accepted, node_key(unselected));
+    REQUIRE(a.send.size() == 1);
+    CHECK(std::get<protocol::ErrorReply>(a.send[0].envelope.body).code == ErrorCode::kNotAllowed);
+  }
+  CHECK(net.coord.stage() == RoundStage::kAdvertiseKeys);
+
+  // Past the advertise deadline the sleeper's keys are late.
+  REQUIRE(net.run_until([&] { return net.coord.stage() != RoundStage::kAdvertiseKeys; }));
+  Envelope late{protocol::kProtocolVersion, 1, *sleeper, protocol::AdvertiseKeys{node_key(3), node_key(4), {}}};
+  CHECK(refusal(late) == ErrorCode::kDeadlineMissed);
+
+  REQUIRE(net.run_to_finish());
+  REQUIRE(net.completed.size() == 3);
+  const auto& first = net.completed[0];
+  CHECK(first.survivors.size() == 3);
+  CHECK(max_abs_diff(first.global, expected_fedavg(initial_state().global, net.trained.at(1), first.survivors, 0.5)) <
+        kTol);
+  CHECK(first.stats.errors_sent >= 5);
+}
+
+TEST_CASE("Register with a key other than the authenticated one is refused") {
+  Net net(base_config(true), initial_state());
+  Envelope reg{protocol::kProtocolVersion, 0, 3,
+               protocol::Register{3, "node3", node_key(3), {"cpu", 300, "tiny", 1, 0}}};
+  auto a = net.coord.on_message(0, reg, node_key(4));
+  REQUIRE(a.send.size() == 1);
+  CHECK(std::get<protocol::ErrorReply>(a.send[0].envelope.body).code == ErrorCode::kNotAllowed);
+  CHECK(net.coord.registered_nodes().empty());
+  // The right key registers; without CURVE (no key) registration is accepted too.
+  a = net.coord.on_message(0, reg, node_key(3));
+  CHECK(std::holds_alternative<protocol::RegisterAck>(a.send.at(0).envelope.body));
+  CHECK(std::holds_alternative<protocol::GlobalModel>(a.send.at(1).envelope.body));
+  REQUIRE(a.events.size() == 1);
+  CHECK_FALSE(std::get<coordinator::NodeRegistered>(a.events[0]).known);
+  // Re-registration (a restarted node) is fine and says so.
+  a = net.coord.on_message(10, reg, std::nullopt);
+  CHECK(std::get<coordinator::NodeRegistered>(a.events.at(0)).known);
+  CHECK(net.coord.registered_nodes() == std::vector<NodeId>{3});
+}
+
+TEST_CASE("a coordinator resumed from ResumeState continues with the next round and version") {
+  ResumeState resume = initial_state();
+  resume.next_round = 3;
+  resume.global_version = 2;
+  for (auto& v : resume.global) v += 0.25F;
+  auto cfg = base_config(true);
+  cfg.rounds = 4;
+  Net net(cfg, resume);
+  std::vector<float> before = net.coord.global();
+  net.start();
+  REQUIRE(net.run_to_finish());
+  REQUIRE(net.completed.size() == 2);
+  CHECK(net.completed[0].round == 3);
+  CHECK(net.completed[0].version == 3);
+  CHECK(net.completed[1].round == 4);
+  CHECK(net.completed[1].version == 4);
+  check_round_is_fedavg(net, net.completed[0], before, 0.5);
+  CHECK(std::holds_alternative<coordinator::FederationFinished>(net.events.back()));
+  CHECK(std::get<coordinator::FederationFinished>(net.events.back()).rounds == 4);
+}
+
+TEST_CASE("a resumed coordinator replays the DP history into its accountant") {
+  ResumeState resume = initial_state();
+  resume.next_round = 3;
+  resume.global_version = 2;
+  resume.dp_history = {{1, 1.1, 1.0, 1, 0, 1e-5}, {2, 1.1, 1.0, 1, 0, 1e-5}};
+  auto cfg = base_config(true);
+  cfg.rounds = 3;
+  cfg.dp = {protocol::DpMode::kCentral, 1.0, 1.1, 1e-5};
+  CoordinatorCore core(cfg, resume);
+  privacy::RdpAccountant ref;
+  ref.step(1.0, 1.1, 1);
+  ref.step(1.0, 1.1, 1);
+  CHECK(core.epsilon() == Approx(ref.spent(1e-5).epsilon));
+  CHECK(core.epsilon() > 0);
+}
+
+TEST_CASE("DP runs (central and distributed); epsilon grows every round") {
+  const auto mode = GENERATE(protocol::DpMode::kCentral, protocol::DpMode::kDistributed);
+  auto cfg = base_config(true);
+  cfg.dp = {mode, 1.0, 1.0, 1e-5};
+  Net net(cfg, initial_state());
+  net.start();
+  REQUIRE(net.run_to_finish());
+  REQUIRE(net.completed.size() == 3);
+  double last = 0;
+  for (const auto& c : net.completed) {
+    REQUIRE(c.dp.has_value());
+    CHECK(c.dp->round == c.round);
+    CHECK(c.dp->sampling_rate == Approx(1.0));
+    CHECK(c.dp->noise_multiplier == 1.0);
+    CHECK(c.metrics.at("epsilon") > last);
+    last = c.metrics.at("epsilon");
+    CHECK(c.metrics.count("train_loss") == 0);  // not reported under DP
+    for (float v : c.global) REQUIRE(std::isfinite(v));
+  }
+  CHECK(net.coord.epsilon() == Approx(last));
+  // The noise is there: the result is not the noiseless FedAvg.
+  const auto exact = expected_fedavg(initial_state().global, net.trained.at(1), net.completed[0].survivors, 0.5);
+  CHECK(max_abs_diff(net.completed[0].global, exact) > 1e-3);
+}
+
+TEST_CASE("FedAdam works under secure aggregation") {
+  auto cfg = base_config(true);
+  cfg.strategy = "fedadam";
+  Net net(cfg, initial_state());
+  net.start();
+  REQUIRE(net.run_to_finish());
+  REQUIRE(net.completed.size() == 3);
+  // Same server optimiser fed the exact weighted sums gives the same globals.
+  auto ref = aggregation::make_strategy("fedadam", {}, true);
+  std::vector<float> g = initial_state().global;
+  // FedAdam's first steps are about eta * sign(mean update): a coordinate whose
+  // mean is within quantisation error of 0 may land elsewhere, so allow a few.
+  for (const auto& c : net.completed) {
+    const auto exact = expected_fedavg(g, net.trained.at(c.round), c.survivors, 0.5);
+    std::vector<float> mean(g.size());
+    for (std::size_t j = 0; j < g.size(); ++j) mean[j] = static_cast<float>(exact[j] - g[j]);
+    g = ref->aggregate_sum(g, mean, 1.0);
+    std::size_t off = 0;
+    for (std::size_t j = 0; j < g.size(); ++j) off += std::abs(c.global[j] - g[j]) > 1e-4;
+    CHECK(off <= 3);
+    g = c.global;
+  }
+}
+
+TEST_CASE("a robust strategy with secure aggregation is refused at construction") {
+  auto cfg = base_config(true);
+  cfg.strategy = "krum";
+  try {
+    CoordinatorCore core(cfg, initial_state());
+    FAIL("expected an error");
+  } catch (const Error& e) {
+    CHECK(e.kind() == ErrorKind::kInvalidInput);
+    CHECK_THAT(std::string(e.what()), Catch::Contains("strategy") && Catch::Contains("krum"));
+  }
+  // Without secure aggregation the robust strategy runs on individual updates.
+  cfg = base_config(false);
+  cfg.strategy = "fedmedian";
+  Net net(cfg, initial_state());
+  net.start();
+  REQUIRE(net.run_to_finish());
+  CHECK(net.completed.size() == 3);
+}
+
+TEST_CASE("node metrics are reported as means in the next round event") {
+  Net net(base_config(true), initial_state());
+  net.start();
+  REQUIRE(net.run_until([&] { return net.completed.size() == 1; }));
+  for (NodeId id = 1; id <= 5; ++id) {
+    Envelope m{protocol::kProtocolVersion, 0, id, protocol::Metrics{{{"eval_loss", 1.0 * id}}}};
+    net.apply(net.coord.on_message(net.now, m, node_key(id)));
+  }
+  REQUIRE(net.run_until([&] { return net.completed.size() == 2; }));
+  CHECK(net.completed[1].metrics.at("node/eval_loss") == Approx(3.0));
+  CHECK(net.completed[0].metrics.count("node/eval_loss") == 0);
+}
