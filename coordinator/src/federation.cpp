@@ -86,6 +86,11 @@ protocol::Payload<std::uint8_t> model_bytes(const std::vector<float>& values) {
   return protocol::Payload<std::uint8_t>::own(std::move(bytes));
 }
 
+// Node-reported metric names: short enough for the Store's 128-byte limit
+// with the "node/" prefix, and few enough that no node can grow our memory.
+constexpr std::size_t kMaxMetricName = 100;
+constexpr std::size_t kMaxMetricNames = 64;
+
 privacy::Key32 label_key(const privacy::Key32& secret, const std::string& label) {
   return privacy::derive_key(secret, label);
 }
@@ -106,6 +111,10 @@ void validate(const FederationConfig& c) {
   if (c.quant_bits != 0 && (c.quant_bits < 2 || c.quant_bits > 32)) bad_config("quant_bits must be 0 or 2..32");
   if ((c.secagg_degree == 0) != (c.secagg_threshold == 0))
     bad_config("secagg_degree and secagg_threshold are set together (or both 0 to choose them)");
+  if (c.secagg_degree % 2)
+    bad_config("secagg_degree must be even (SecAgg+ graphs; a round with fewer nodes uses the complete graph n-1)");
+  if (c.secagg_degree && !(2 * c.secagg_threshold > c.secagg_degree + 1 && c.secagg_threshold <= c.secagg_degree + 1))
+    bad_config("secagg_threshold must satisfy (degree+1)/2 < threshold <= degree+1");
   if (!(c.expected_dropout >= 0 && c.expected_dropout < 1)) bad_config("expected_dropout must be in [0, 1)");
   if (!(c.corrupt_fraction >= 0 && c.corrupt_fraction < 1)) bad_config("corrupt_fraction must be in [0, 1)");
   if (c.dp.mode != protocol::DpMode::kNone) {
@@ -149,9 +158,10 @@ struct Round {
   std::map<NodeId, PlainEntry> plain;
   RoundStats stats;
   std::uint32_t registered_at_start = 0;
+  std::map<NodeId, std::uint32_t> clients;  // node id -> client id (index in selected + 1)
   std::uint32_t client_of(NodeId node) const {
-    auto it = std::find(plan.selected.begin(), plan.selected.end(), node);
-    return it == plan.selected.end() ? 0 : static_cast<std::uint32_t>(it - plan.selected.begin()) + 1;
+    auto it = clients.find(node);
+    return it == clients.end() ? 0 : it->second;
   }
   NodeId node_of(std::uint32_t client) const { return plan.selected.at(client - 1); }
 };
@@ -226,8 +236,12 @@ struct CoordinatorCore::State {
                     "register with the key the node connects with");
     auto it = nodes.find(reg.node_id);
     const bool known = it != nodes.end();
+    // With CURVE, a node id stays bound to the key it first registered with, so
+    // one allow-listed node cannot take over another's id.
     if (known && key && it->second.reg.public_key != reg.public_key)
-      spdlog::warn("coordinator: node {} re-registered with a new public key", reg.node_id);
+      return refuse(a, env, ErrorCode::kNotAllowed,
+                    "node id " + std::to_string(reg.node_id) +
+                        " is registered with another public key; use that key or a new node id");
     NodeInfo& n = nodes[reg.node_id];
     n.reg = reg;
     n.sent_version.reset();
@@ -247,7 +261,8 @@ struct CoordinatorCore::State {
 
   void on_metrics(const Envelope& env) {
     for (const auto& m : std::get<protocol::Metrics>(env.body).entries) {
-      if (!std::isfinite(m.value) || m.name.empty() || m.name.size() > 100) continue;
+      if (!std::isfinite(m.value) || m.name.empty() || m.name.size() > kMaxMetricName) continue;
+      if (!node_metrics.count(m.name) && node_metrics.size() >= kMaxMetricNames) continue;  // bounded memory
       auto& [sum, count] = node_metrics[m.name];
       sum += m.value;
       ++count;
@@ -419,6 +434,7 @@ struct CoordinatorCore::State {
     p.dp = {cfg.dp.mode, cfg.dp.mode == protocol::DpMode::kNone ? 0.0 : cfg.dp.clip_norm,
             cfg.dp.mode == protocol::DpMode::kNone ? 0.0 : cfg.dp.noise_multiplier};
     p.selected = selected;
+    for (std::uint32_t i = 0; i < selected.size(); ++i) r.clients[selected[i]] = i + 1;
     p.update_length = global.size();
     std::uint64_t scale = 1;
     for (NodeId id : selected) scale = std::max(scale, nodes.at(id).reg.capabilities.num_examples);
@@ -468,6 +484,7 @@ struct CoordinatorCore::State {
       sp = agg::choose_secagg_params(n, d, cfg.expected_dropout, cfg.corrupt_fraction, cfg.failure_probability,
                                      graph_seed);
     }
+    sp.prg = agg::kFederationPrg;  // choose_secagg_params leaves its own default
     std::uint64_t noise_bound = 0;
     if (cfg.quant_bits) {
       r.enc.quant_bits = cfg.quant_bits;
@@ -717,6 +734,8 @@ bool CoordinatorCore::finished() const { return s_->finished; }
 std::uint64_t CoordinatorCore::current_round() const { return s_->round ? s_->round->id : s_->round_id; }
 std::uint32_t CoordinatorCore::current_attempt() const { return s_->round ? s_->round->attempt : s_->attempt; }
 RoundStage CoordinatorCore::stage() const { return s_->round ? s_->round->stage : RoundStage::kIdle; }
+const protocol::RoundPlan* CoordinatorCore::current_plan() const { return s_->round ? &s_->round->plan : nullptr; }
+const RoundStats* CoordinatorCore::current_stats() const { return s_->round ? &s_->round->stats : nullptr; }
 std::uint64_t CoordinatorCore::global_version() const { return s_->version; }
 const std::vector<float>& CoordinatorCore::global() const { return s_->global; }
 const std::vector<protocol::TensorLayout>& CoordinatorCore::layout() const { return s_->layout; }

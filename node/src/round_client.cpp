@@ -167,6 +167,7 @@ struct RoundClient::State {
         sp.degree = p.secagg.degree;
         sp.vector_length = p.secagg.vector_length;
         sp.graph_seed = p.secagg.graph_seed;
+        sp.prg = agg::kFederationPrg;
         if (sp.vector_length != e.vector_length())
           throw Error(ErrorKind::kProtocol, "secagg.vectorLength is not updateLength + 2");
         secagg = std::make_unique<agg::SecAggClient>(agg::RoundSetup{env.round, sp}, client_id);

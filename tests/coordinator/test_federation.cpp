@@ -79,6 +79,12 @@ TEST_CASE("federation config: bad settings are refused naming the field") {
   c.secagg_threshold = 0;
   refuse(c, "secagg_degree");
   c = config();
+  c.secagg_degree = 3;
+  refuse(c, "even");
+  c = config();
+  c.secagg_threshold = 1;
+  refuse(c, "secagg_threshold");
+  c = config();
   c.dp.mode = protocol::DpMode::kDistributed;
   c.secure = false;
   refuse(c, "distributed DP");

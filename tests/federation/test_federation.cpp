@@ -239,9 +239,19 @@ TEST_CASE("Register with a key other than the authenticated one is refused") {
   REQUIRE(a.events.size() == 1);
   CHECK_FALSE(std::get<coordinator::NodeRegistered>(a.events[0]).known);
   // Re-registration (a restarted node) is fine and says so.
-  a = net.coord.on_message(10, reg, std::nullopt);
+  a = net.coord.on_message(10, reg, node_key(3));
   CHECK(std::get<coordinator::NodeRegistered>(a.events.at(0)).known);
   CHECK(net.coord.registered_nodes() == std::vector<NodeId>{3});
+  // Another allow-listed node cannot take over id 3 by registering it with its own key.
+  Envelope hijack = reg;
+  std::get<protocol::Register>(hijack.body).public_key = node_key(4);
+  a = net.coord.on_message(20, hijack, node_key(4));
+  REQUIRE(a.send.size() == 1);
+  CHECK(std::get<protocol::ErrorReply>(a.send[0].envelope.body).code == ErrorCode::kNotAllowed);
+  CHECK(a.events.empty());
+  // And node 3's own messages still pass.
+  Envelope hb{protocol::kProtocolVersion, 0, 3, protocol::Heartbeat{}};
+  CHECK(net.coord.on_message(30, hb, node_key(3)).send.empty());
 }
 
 TEST_CASE("a coordinator resumed from ResumeState continues with the next round and version") {
@@ -357,7 +367,48 @@ TEST_CASE("node metrics are reported as means in the next round event") {
     Envelope m{protocol::kProtocolVersion, 0, id, protocol::Metrics{{{"eval_loss", 1.0 * id}}}};
     net.apply(net.coord.on_message(net.now, m, node_key(id)));
   }
+  // Non-finite values, and names beyond the first 64 distinct ones, are dropped.
+  Envelope junk{protocol::kProtocolVersion, 0, 1, protocol::Metrics{{{"bad", std::nan("")}}}};
+  for (int i = 0; i < 100; ++i)
+    std::get<protocol::Metrics>(junk.body).entries.push_back({"m" + std::to_string(i), 1.0});
+  net.apply(net.coord.on_message(net.now, junk, node_key(1)));
   REQUIRE(net.run_until([&] { return net.completed.size() == 2; }));
   CHECK(net.completed[1].metrics.at("node/eval_loss") == Approx(3.0));
+  CHECK(net.completed[1].metrics.count("node/bad") == 0);
+  std::size_t node_names = 0;
+  for (const auto& [name, v] : net.completed[1].metrics) node_names += name.rfind("node/", 0) == 0;
+  CHECK(node_names == 64);
   CHECK(net.completed[0].metrics.count("node/eval_loss") == 0);
+}
+
+TEST_CASE("SecAgg+ with chosen parameters: 40 nodes, half selected per round, one dropout each round") {
+  auto cfg = base_config(true);
+  cfg.secagg_degree = 0;  // choose_secagg_params picks a sparse graph
+  cfg.secagg_threshold = 0;
+  cfg.fraction = 0.5;
+  cfg.expected_dropout = 0.05;
+  cfg.corrupt_fraction = 0.1;
+  cfg.failure_probability = 1e-3;
+  Net net(cfg, initial_state(), 40);
+  // In every round the lowest selected node loses its masked input.
+  net.discard = [&](Net& n, NodeId from, const Envelope& env) {
+    if (!std::holds_alternative<protocol::MaskedInput>(env.body)) return false;
+    return n.coord.current_plan() && from == n.coord.current_plan()->selected.front();
+  };
+  std::vector<float> before = net.coord.global();
+  net.start();
+  REQUIRE(net.run_to_finish());
+  REQUIRE(net.completed.size() == 3);
+  for (const auto& c : net.completed) {
+    CHECK(c.survivors.size() == 19);
+    CHECK(c.metrics.at("selected") == 20);
+    check_round_is_fedavg(net, c, before, 0.5);
+    before = c.global;
+  }
+  const auto started = std::find_if(net.events.begin(), net.events.end(), [](const auto& e) {
+    return std::holds_alternative<coordinator::RoundStarted>(e);
+  });
+  const auto& plan = std::get<coordinator::RoundStarted>(*started).plan;
+  CHECK(plan.secagg.degree < 19);  // a sparse SecAgg+ graph, not the complete one
+  CHECK(plan.secagg.threshold > (plan.secagg.degree + 1) / 2);
 }

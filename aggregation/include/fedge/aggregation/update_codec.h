@@ -28,6 +28,11 @@ namespace fedge::aggregation {
 
 enum class DpKind { kNone, kCentral, kDistributed };
 
+// The mask PRG of federation rounds. The wire plan does not carry one, so both
+// cores set it from here; ChaCha20 runs on every CPU (AES-256-CTR needs AES-NI,
+// which edge devices may lack) and is within ~15% of AES's speed here.
+inline constexpr privacy::PrgKind kFederationPrg = privacy::PrgKind::kChaCha20;
+
 struct UpdateEncoding {
   std::uint64_t update_length = 0;  // L: floats of the flattened update
   double clip_range = 0;            // elementwise bound and quantiser range (> 0)

@@ -175,6 +175,8 @@ class CoordinatorCore {
   std::uint64_t current_round() const;  // running round, or the next one to run
   std::uint32_t current_attempt() const;
   RoundStage stage() const;
+  const protocol::RoundPlan* current_plan() const;  // the running round's plan; nullptr when idle
+  const RoundStats* current_stats() const;          // its stages so far; nullptr when idle
   std::uint64_t global_version() const;
   const std::vector<float>& global() const;
   const std::vector<protocol::TensorLayout>& layout() const;
