@@ -55,6 +55,9 @@ struct VirtualNode {
   std::uint64_t bytes_up = 0, bytes_down = 0;
   double compute_s = 0;
   std::int64_t scheduled_tick = -1;
+  // When the node's uplink / downlink finishes sending what is queued on it:
+  // messages on one link go out in order, one after the other, as over one socket.
+  std::int64_t up_free = 0, down_free = 0;
   // Dropout of the current round: how many round messages still get through (-1: all).
   std::uint64_t round = 0;
   int deliver_left = -1;
@@ -80,6 +83,7 @@ class Driver {
   void schedule_node_tick(int n);
   void schedule_coordinator_tick();
   void send_to_coordinator(int n, const Envelope& env);
+  std::int64_t arrival(std::int64_t& link_free, std::uint64_t bytes, bool upload) const;
   void train(int n, const node::TrainCommand& cmd);
   void on_round_completed(const coordinator::RoundCompleted& done);
   template <class F>
@@ -169,6 +173,12 @@ void Driver::schedule_coordinator_tick() {
   push(std::move(e));
 }
 
+std::int64_t Driver::arrival(std::int64_t& link_free, std::uint64_t bytes, bool upload) const {
+  double wire_s = transfer_seconds(net_, bytes, upload) - net_.latency_s;
+  link_free = std::max(link_free, now_) + to_ms(wire_s);
+  return link_free + to_ms(net_.latency_s);
+}
+
 void Driver::send_to_coordinator(int n, const Envelope& env) {
   auto& vn = nodes_[n];
   bool round_message = env.round != 0 && !std::holds_alternative<protocol::Heartbeat>(env.body) &&
@@ -180,7 +190,7 @@ void Driver::send_to_coordinator(int n, const Envelope& env) {
   auto bytes = protocol::encode(env);
   vn.bytes_up += bytes.size();
   Event e;
-  e.at = now_ + to_ms(transfer_seconds(net_, bytes.size(), true));
+  e.at = arrival(vn.up_free, bytes.size(), true);
   e.kind = Event::kToCoordinator;
   e.node = n;
   e.bytes = std::move(bytes);
@@ -202,7 +212,7 @@ void Driver::apply(const coordinator::CoordinatorActions& a) {
       (void)plan;
     }
     Event e;
-    e.at = now_ + to_ms(transfer_seconds(net_, bytes.size(), false));
+    e.at = arrival(nodes_[n].down_free, bytes.size(), false);
     e.kind = Event::kToNode;
     e.node = n;
     e.bytes = std::move(bytes);
