@@ -278,9 +278,10 @@ void Driver::on_round_completed(const coordinator::RoundCompleted& done) {
   const int round = static_cast<int>(out_.rounds_completed);
   const bool last = round == s_.training.rounds;
   ParamVector global(ctx_.initial_adapter().layout(), done.global);
+  const bool evaluate = last || s_.training.eval_every_round;
   double mean = 0;
   for (int n = 0; n < ctx_.num_nodes(); ++n) {
-    auto q = ctx_.evaluate(global, ctx_.node(n), last);
+    auto q = evaluate ? ctx_.evaluate(global, ctx_.node(n), last) : Quality{std::nan(""), std::nullopt};
     MetricsRow r;
     r.level = level_;
     r.round = round;
@@ -300,8 +301,8 @@ void Driver::on_round_completed(const coordinator::RoundCompleted& done) {
   out_.global = std::move(global);
   ctx_.progress("level " + std::to_string(level_) + " round " + std::to_string(round) + "/" +
                 std::to_string(s_.training.rounds) + ": " + std::to_string(done.survivors.size()) +
-                " updates in the " + (s_.secagg.enabled ? "secure sum" : "sum") + ", mean held-out perplexity " +
-                std::to_string(mean) + ", simulated t=" + std::to_string(now_ / 1000) + " s");
+                " updates in the " + (s_.secagg.enabled ? "secure sum" : "sum") +
+                (evaluate ? ", mean held-out perplexity " + std::to_string(mean) : std::string()) + ", simulated t=" + std::to_string(now_ / 1000) + " s");
 }
 
 void Driver::start_nodes() {

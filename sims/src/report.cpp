@@ -163,7 +163,7 @@ std::string metrics_csv(const RunResult& result) {
   out << "level,round,node,perplexity,accuracy,participated,bytes_up,bytes_down,raw_bytes_left,node_compute_s,"
          "node_energy_j,sim_time_s,ttft_p50_ms,ttft_p95_ms,tpot_p50_ms,tpot_p95_ms,outage_requests,outage_served\n";
   for (const auto& r : result.rows) {
-    out << r.level << ',' << r.round << ',' << r.node << ',' << num(r.perplexity) << ','
+    out << r.level << ',' << r.round << ',' << r.node << ',' << (std::isnan(r.perplexity) ? "" : num(r.perplexity)) << ','
         << (r.accuracy ? num(*r.accuracy) : "") << ',' << (r.participated ? 1 : 0) << ',' << r.bytes_up << ','
         << r.bytes_down << ',' << r.raw_bytes_left << ',' << num(r.node_compute_s) << ',' << num(r.node_energy_j)
         << ',' << num(r.sim_time_s);

@@ -113,6 +113,7 @@ void read_training(const Table& t, TrainingSettings& s) {
   s.fraction = t.number("fraction", s.fraction, {1e-6, 1.0});
   s.min_nodes = static_cast<int>(t.integer("min_nodes", s.min_nodes, {1, 1000000}));
   s.fedprox_mu = t.number("fedprox_mu", s.fedprox_mu, {0.0, 1e6});
+  s.eval_every_round = t.boolean("eval_every_round", s.eval_every_round);
 }
 
 std::vector<int> read_levels(const Table& root) {

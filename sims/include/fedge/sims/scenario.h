@@ -45,6 +45,7 @@ struct TrainingSettings {
   double fraction = 1.0;        // share of nodes picked per round
   int min_nodes = 2;
   double fedprox_mu = 0.0;
+  bool eval_every_round = true;  // levels 4/5: held-out quality after every round, or the last only
 };
 
 struct SecAggSettings {
