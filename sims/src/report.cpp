@@ -100,7 +100,7 @@ void make_plots(const RunResult& result, int rounds, const fs::path& dir) {
   std::ostringstream gp;
   gp << "set terminal pngcairo size 900,560 noenhanced\n"
      << "set output 'quality_per_round.png'\nset title 'held-out perplexity per round (mean over nodes)'\n"
-     << "set xlabel 'round'\nset ylabel 'perplexity'\nset key outside right\nset grid\nplot ";
+     << "set xlabel 'round'\nset xtics 1\nset ylabel 'perplexity'\nset key outside right\nset grid\nplot ";
   for (std::size_t i = 0; i < result.levels.size(); ++i) {
     gp << (i ? ", " : "") << "'quality_rounds.dat' index " << i << " using 1:2 with linespoints title "
        << quote(result.levels[i].name);
