@@ -2,13 +2,14 @@
 // sims/scenarios/scale.toml: 1000 nodes, 5 rounds, SecAgg+), run in a child
 // process per node count so each peak RSS is its own. Prints wall time, peak
 // RSS and RSS per extra node (from a smaller run of the same scenario).
-//   bench_sim_scale [SCENARIO.toml] [small_nodes=100] [threads=2]
+//   bench_sim_scale [SCENARIO.toml] [small_nodes=100] [threads=2] [big_nodes=scenario's]
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 
@@ -28,11 +29,13 @@ struct Figures {
 Figures run_child(const std::string& path, int nodes, int threads) {
   int fd[2];
   if (pipe(fd) != 0) std::exit(1);
+  std::fflush(stdout);  // or the child would print the parent's buffered lines again
   pid_t pid = fork();
   if (pid == 0) {
     close(fd[0]);
     auto s = fedge::sims::load_scenario(path);
     s.nodes = nodes;
+    s.training.min_nodes = std::min(s.training.min_nodes, nodes);
     fedge::sims::RunOptions o;
     o.threads = threads;
     o.progress = [](const std::string& line) { std::fprintf(stderr, "  [sim] %s\n", line.c_str()); };
@@ -67,6 +70,7 @@ int main(int argc, char** argv) {
   int small = argc > 2 ? std::atoi(argv[2]) : 100;
   int threads = argc > 3 ? std::atoi(argv[3]) : 2;
   auto scenario = fedge::sims::load_scenario(path);  // validates before any run
+  if (argc > 4) scenario.nodes = std::atoi(argv[4]);
   std::printf("machine: %s, %d threads\nscenario: %s (%d nodes, %d rounds, secure aggregation %s)\n",
               fedge::machine_summary().c_str(), threads, path.c_str(), scenario.nodes, scenario.training.rounds,
               scenario.secagg.enabled ? "on" : "off");
