@@ -2,7 +2,9 @@
 // sims/scenarios/scale.toml: 1000 nodes, 5 rounds, SecAgg+), run in a child
 // process per node count so each peak RSS is its own. Prints wall time, peak
 // RSS and RSS per extra node (from a smaller run of the same scenario).
-//   bench_sim_scale [SCENARIO.toml] [small_nodes=100] [threads=2] [big_nodes=scenario's]
+//   bench_sim_scale [SCENARIO.toml] [small_nodes=100] [threads=1] [big_nodes=scenario's]
+// threads > 1 hung in the forked child here (libtorch's thread pool does not
+// survive fork); spawning a fresh process per run would lift that limit.
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -68,7 +70,7 @@ Figures run_child(const std::string& path, int nodes, int threads) {
 int main(int argc, char** argv) {
   std::string path = argc > 1 ? argv[1] : std::string(FEDGE_SOURCE_DIR) + "/sims/scenarios/scale.toml";
   int small = argc > 2 ? std::atoi(argv[2]) : 100;
-  int threads = argc > 3 ? std::atoi(argv[3]) : 2;
+  int threads = argc > 3 ? std::atoi(argv[3]) : 1;
   auto scenario = fedge::sims::load_scenario(path);  // validates before any run
   if (argc > 4) scenario.nodes = std::atoi(argv[4]);
   std::printf("machine: %s, %d threads\nscenario: %s (%d nodes, %d rounds, secure aggregation %s)\n",
