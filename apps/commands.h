@@ -30,6 +30,6 @@ void add_training_commands(CLI::App& app, const GlobalOptions& global, CommandBo
 void add_keygen_command(CLI::App& app, const GlobalOptions& global, CommandBody& chosen);
 // coordinator, node, adapter init
 void add_federation_commands(CLI::App& app, const GlobalOptions& global, CommandBody& chosen);
-void add_planned_commands(CLI::App& app, CommandBody& chosen);
+void add_sim_command(CLI::App& app, const GlobalOptions& global, CommandBody& chosen);
 
 }  // namespace fedge::apps

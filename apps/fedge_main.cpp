@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
   add_training_commands(app, global, chosen);
   add_keygen_command(app, global, chosen);
   add_federation_commands(app, global, chosen);
-  add_planned_commands(app, chosen);
+  add_sim_command(app, global, chosen);
 
   try {
     app.parse(argc, argv);

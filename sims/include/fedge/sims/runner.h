@@ -1,0 +1,77 @@
+// The paradigm runner: one scenario, the same base model, data split and seed
+// for every level 0..6 (DESIGN.md), real training and inference on this
+// machine, simulated time/energy from device profiles, traffic from the real
+// encoded messages (levels 4/5) or the real payload sizes (other levels).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "fedge/sims/scenario.h"
+
+namespace fedge::sims {
+
+// One row of metrics.csv: a level, a round and a node. Serving columns are
+// filled on the level's last round only.
+struct MetricsRow {
+  int level = 0;
+  int round = 0;
+  int node = 0;
+  double perplexity = 0;
+  std::optional<double> accuracy;
+  bool participated = true;          // levels 4/5: the node's update is in this round's sum
+  std::uint64_t bytes_up = 0, bytes_down = 0;  // cumulative up to this round
+  std::uint64_t raw_bytes_left = 0;  // raw site data (records, prompts) that left the node
+  double node_compute_s = 0;         // simulated, cumulative
+  double node_energy_j = 0;
+  double sim_time_s = 0;             // simulated time at the end of this round
+  bool serving = false;              // serving columns below are meaningful
+  double ttft_p50_ms = 0, ttft_p95_ms = 0, tpot_p50_ms = 0, tpot_p95_ms = 0;
+  int outage_requests = 0, outage_served = 0;
+};
+
+struct LevelSummary {
+  int level = 0;
+  std::string name;
+  double mean_perplexity = 0;
+  std::optional<double> mean_accuracy;
+  double ttft_p50_ms = 0, ttft_p95_ms = 0, tpot_p50_ms = 0, tpot_p95_ms = 0;
+  double bytes_up_per_node = 0, bytes_down_per_node = 0;
+  std::uint64_t raw_bytes_left = 0;
+  std::string aggregator_saw;        // "raw data", "single updates", "sums only", "nothing"
+  std::optional<double> epsilon;     // DP epsilon at delta (none: no DP guarantee)
+  double node_compute_s = 0, cloud_compute_s = 0;  // simulated, summed over nodes / servers
+  double energy_j = 0;
+  double outage_served_share = 0;    // of requests that fell in the outage window
+  int rounds_completed = 0, rounds_failed = 0;     // levels 4/5
+  double sim_time_s = 0;             // simulated training time
+  double wall_s = 0;                 // real time this level took here (not in metrics.csv)
+};
+
+struct RunResult {
+  std::vector<MetricsRow> rows;
+  std::vector<LevelSummary> levels;
+  double base_perplexity = 0;  // the shared base before any adapter, mean over nodes
+  double wall_s = 0;
+};
+
+struct RunOptions {
+  int threads = 0;
+  // One line per round (and per phase); default logs through spdlog.
+  std::function<void(const std::string&)> progress;
+};
+
+// Partitions first (so a split that cannot work fails before any training),
+// then loads or pretrains the base and runs each level of the scenario.
+RunResult run_scenario(const Scenario& scenario, const RunOptions& options = {});
+
+// metrics.csv, summary.json, summary.md and (with gnuplot) PNG plots in `dir`.
+void write_results(const Scenario& scenario, const RunResult& result, const std::filesystem::path& dir);
+std::string metrics_csv(const RunResult& result);
+std::string summary_markdown(const RunResult& result);
+
+}  // namespace fedge::sims

@@ -1,0 +1,102 @@
+// A simulation scenario, read from TOML and fully validated before any work
+// starts: unknown keys, unknown levels or presets, impossible secure-aggregation
+// settings and more nodes than data are errors naming file:line:col and the key.
+// sims/scenarios/quickstart.toml documents every key.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fedge/sims/clock.h"
+#include "fedge/sims/partition.h"
+
+namespace fedge::sims {
+
+struct ModelSettings {
+  // "tiny-pretrained": the tiny preset pretrained on the public corpus and cached
+  // in $FEDGE_CACHE (default ~/.cache/fedge)/tiny-base-v1, as scripts/quickstart.sh
+  // does; "tiny-random": the untrained tiny preset (tests); else a HF folder.
+  std::string base = "tiny-pretrained";
+  std::int64_t pretrain_steps = 300;
+  int lora_rank = 16;
+  double lora_alpha = 32.0;
+  std::vector<std::string> targets = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  int seq_len = 128;
+};
+
+struct DataSettings {
+  int sites = 8, days = 12, wells_per_site = 3;
+  double eval_fraction = 0.5;
+  int public_records = 6000;
+  bool instructions = true;  // train on the status questions too; report accuracy
+};
+
+struct TrainingSettings {
+  int rounds = 5;
+  int local_steps = 20;         // per round, levels 4/5
+  int batch_size = 8;
+  double lr = 3e-3;
+  int central_steps = 200;      // levels 0-3: one adapter on pooled raw data
+  int local_only_steps = 100;   // level 6: each node alone
+  std::string strategy = "fedavg";
+  double fraction = 1.0;        // share of nodes picked per round
+  int min_nodes = 2;
+  double fedprox_mu = 0.0;
+  bool eval_every_round = true;  // levels 4/5: held-out quality after every round, or the last only
+};
+
+struct SecAggSettings {
+  bool enabled = true;
+  double dropout_rate = 0.1;      // expected, for choosing degree and threshold
+  double corrupt_fraction = 0.2;  // clients that may collude with the server
+  double failure_probability = 1e-6;  // of a round failing at the expected dropout
+};
+
+struct DpSettings {
+  bool enabled = false;
+  double clip_norm = 1.0;
+  double noise_multiplier = 0.0;  // central Gaussian noise on the mean, in units of clip/n
+  double delta = 1e-5;
+};
+
+struct ServingSettings {
+  int requests_per_node = 20;  // spread evenly over duration_s of serving
+  double duration_s = 3600.0;
+  int max_new_tokens = 16;
+  int eval_accuracy_records = 6;  // instruction records per node for exact match (0: none)
+};
+
+struct Scenario {
+  std::string source;  // file name, for messages
+  std::string name = "scenario";
+  std::uint64_t seed = 1;
+  std::vector<int> levels = {0, 1, 2, 3, 4, 5, 6};
+  int nodes = 8;
+  std::vector<DeviceProfile> node_devices;  // one per node (a list cycles)
+  NetworkProfile node_network;              // node <-> cloud (WAN)
+  NetworkProfile edge_network;              // node <-> edge server (edge LAN)
+  DeviceProfile cloud, edge_server;
+  int split_layers = 1;                     // level 1: layers run on the node
+  ModelSettings model;
+  DataSettings data;
+  PartitionOptions partition;
+  TrainingSettings training;
+  SecAggSettings secagg;
+  DpSettings dp;
+  ServingSettings serving;
+  OutageWindow outage;  // in serving time
+  std::filesystem::path cache_dir;  // where the pretrained tiny base lives
+};
+
+Scenario load_scenario(const std::filesystem::path& path);
+Scenario parse_scenario(std::string_view text, const std::string& source_name);
+
+// The number of trainable floats of the scenario's adapter (for secagg checks).
+std::uint64_t adapter_length(const Scenario& scenario);
+
+std::string level_name(int level);
+
+}  // namespace fedge::sims

@@ -1,0 +1,185 @@
+#include "context.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+#include "fedge/common/error.h"
+#include "fedge/common/rng.h"
+#include "fedge/inference/lora.h"
+#include "fedge/training/trainer.h"
+
+namespace fedge::sims::detail {
+namespace {
+
+std::uint64_t fnv1a(std::span<const float> values, std::uint64_t h) {
+  const auto* p = reinterpret_cast<const unsigned char*>(values.data());
+  for (std::size_t i = 0; i < values.size_bytes(); ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
+// Parameters a forward pass touches per token: every layer's projections and the
+// LM head (the embedding lookup is free).
+std::int64_t base_flop_parameters(const inference::ModelConfig& c) {
+  std::int64_t per_layer = static_cast<std::int64_t>(c.hidden_size) * (c.q_dim() + 2 * c.kv_dim()) +
+                           static_cast<std::int64_t>(c.q_dim()) * c.hidden_size +
+                           3ll * c.hidden_size * c.intermediate_size;
+  return per_layer * c.num_layers + static_cast<std::int64_t>(c.vocab_size) * c.hidden_size;
+}
+
+}  // namespace
+
+Context::Context(const Scenario& scenario, std::vector<NodeData> nodes, inference::Model model,
+                 inference::Tokenizer tokenizer)
+    : scenario_(scenario), nodes_(std::move(nodes)), model_(std::move(model)), tokenizer_(std::move(tokenizer)) {
+  inference::LoraConfig lora;
+  lora.r = scenario.model.lora_rank;
+  lora.alpha = scenario.model.lora_alpha;
+  lora.target_modules = scenario.model.targets;
+  auto adapter = inference::LoraAdapter::create(model_.config(), lora, derive_seed(scenario.seed, "adapter/init"));
+  initial_ = adapter.to_params();
+  model_.add_adapter(kAdapterSlot, std::move(adapter));
+  base_parameters_ = base_flop_parameters(model_.config());
+}
+
+void Context::progress(const std::string& line) const {
+  if (progress_sink) {
+    progress_sink(line);
+  } else {
+    spdlog::info("{}", line);
+  }
+}
+
+TrainOutcome Context::train(const ParamVector& start, const training::TokenDataset& data, int steps,
+                            std::uint64_t seed, const std::string& schedule, int memo_node) {
+  std::string key;
+  if (memo_on_ && memo_node >= 0) {
+    key = std::to_string(memo_node) + "/" + std::to_string(steps) + "/" + std::to_string(seed) + "/" + schedule + "/" +
+          std::to_string(fnv1a(start.values(), 1469598103934665603ull));
+    if (auto it = memo_.find(key); it != memo_.end()) return it->second;
+  }
+  auto* adapter = model_.adapter(kAdapterSlot);
+  adapter->from_params(start);
+  training::TrainOptions o;
+  o.steps = steps;
+  o.batch_size = scenario_.training.batch_size;
+  o.lr = scenario_.training.lr;
+  o.schedule = schedule;
+  o.warmup_steps = 0;
+  o.seed = seed;
+  o.log_every = 0;
+  auto trainer = training::Trainer::for_adapter(model_, kAdapterSlot, data, o);
+  TrainOutcome out;
+  for (const auto& st : trainer.run()) {
+    out.tokens += st.tokens;
+    out.loss = st.loss;
+  }
+  out.params = adapter->to_params();
+  if (!key.empty()) memo_.emplace(key, out);
+  return out;
+}
+
+Quality Context::evaluate(const ParamVector& params, const NodeData& node, bool accuracy) {
+  model_.adapter(kAdapterSlot)->from_params(params);
+  model_.set_active_adapter(kAdapterSlot);
+  Quality q;
+  q.perplexity = training::evaluate_loss(model_, node.eval_set, 8).perplexity;
+  int k = std::min<int>(scenario_.serving.eval_accuracy_records, static_cast<int>(node.eval_instruct.size()));
+  if (accuracy && k > 0) {
+    std::vector<training::Record> some(node.eval_instruct.begin(), node.eval_instruct.begin() + k);
+    q.accuracy = training::exact_match_accuracy(model_, tokenizer_, some, scenario_.serving.max_new_tokens);
+  }
+  model_.set_active_adapter("");
+  return q;
+}
+
+double Context::base_perplexity(const NodeData& node) {
+  model_.set_active_adapter("");
+  return training::evaluate_loss(model_, node.eval_set, 8).perplexity;
+}
+
+double percentile(std::vector<double> values, double p) {
+  if (values.empty()) return 0.0;
+  std::sort(values.begin(), values.end());
+  // Nearest rank: the smallest value with at least p of the values at or below it.
+  auto rank = static_cast<std::size_t>(std::ceil(p * static_cast<double>(values.size())));
+  return values[std::clamp<std::size_t>(rank, 1, values.size()) - 1];
+}
+
+namespace {
+
+// When request i of node n arrives in the serving period: evenly spread, nodes
+// offset from each other so they do not all arrive at once.
+double request_time(const Scenario& s, int node, int i) {
+  double gap = s.serving.duration_s / s.serving.requests_per_node;
+  return (i + (node + 0.5) / std::max(1, s.nodes)) * gap;
+}
+
+constexpr std::uint64_t kTokenBytes = 4;      // a token id on the wire
+constexpr std::uint64_t kRequestOverhead = 64;  // framing of one request/response
+
+}  // namespace
+
+ServingOutcome serve(const Context& ctx, int level, const NodeData& node) {
+  const Scenario& s = ctx.scenario();
+  const auto& cfg = ctx.model_config();
+  const std::int64_t n_params = ctx.base_parameters();
+  const int out_tokens = s.serving.max_new_tokens;
+  const int k = std::min(s.split_layers, cfg.num_layers);
+  const double node_share = static_cast<double>(k) / cfg.num_layers;
+  const std::uint64_t hidden_bytes = static_cast<std::uint64_t>(cfg.hidden_size) * 4;
+  ServingOutcome out;
+  for (int i = 0; i < s.serving.requests_per_node; ++i) {
+    const std::size_t r = static_cast<std::size_t>(i) % node.prompt_tokens.size();
+    const std::int64_t p = node.prompt_tokens[r];
+    const std::uint64_t prompt_bytes = node.prompt_bytes[r] + kRequestOverhead;
+    const std::uint64_t answer_bytes = out_tokens * kTokenBytes + kRequestOverhead;
+    const bool remote = level <= 2;
+    const bool in_outage = s.outage.contains(request_time(s, node.index, i));
+    if (in_outage) ++out.outage_requests;
+    if (remote && in_outage) continue;  // the site's uplink is down: the request fails
+    if (in_outage) ++out.outage_served;
+    double ttft = 0, tpot = 0;
+    if (level == 0 || level == 2) {
+      const auto& net = level == 0 ? s.node_network : s.edge_network;
+      const auto& server = level == 0 ? s.cloud : s.edge_server;
+      double prefill = compute_seconds(server, forward_flops(n_params, p));
+      double step = compute_seconds(server, forward_flops(n_params, 1));
+      ttft = transfer_seconds(net, prompt_bytes, true) + prefill + transfer_seconds(net, kTokenBytes, false);
+      // Tokens stream back pipelined: a token costs the slower of compute and wire.
+      tpot = std::max(step, transfer_seconds(net, kTokenBytes, false) - net.latency_s);
+      out.server_compute_s += prefill + step * (out_tokens - 1);
+      out.bytes_up += prompt_bytes;
+      out.bytes_down += answer_bytes;
+      out.raw_bytes += node.prompt_bytes[r];  // the prompt itself left the site
+    } else if (level == 1) {
+      const auto& net = s.node_network;
+      double node_prefill = compute_seconds(node.device, forward_flops(n_params, p) * node_share);
+      double cloud_prefill = compute_seconds(s.cloud, forward_flops(n_params, p) * (1 - node_share));
+      double node_step = compute_seconds(node.device, forward_flops(n_params, 1) * node_share);
+      double cloud_step = compute_seconds(s.cloud, forward_flops(n_params, 1) * (1 - node_share));
+      // Hidden states of every prompt token go up; each new token makes a round trip.
+      ttft = node_prefill + transfer_seconds(net, p * hidden_bytes, true) + cloud_prefill +
+             transfer_seconds(net, kTokenBytes, false);
+      tpot = node_step + transfer_seconds(net, hidden_bytes, true) + cloud_step +
+             transfer_seconds(net, kTokenBytes, false);
+      out.node_compute_s += node_prefill + node_step * (out_tokens - 1);
+      out.server_compute_s += cloud_prefill + cloud_step * (out_tokens - 1);
+      out.bytes_up += (p + out_tokens - 1) * hidden_bytes + kRequestOverhead;
+      out.bytes_down += answer_bytes;
+    } else {
+      double prefill = compute_seconds(node.device, forward_flops(n_params, p));
+      double step = compute_seconds(node.device, forward_flops(n_params, 1));
+      ttft = prefill;
+      tpot = step;
+      out.node_compute_s += prefill + step * (out_tokens - 1);
+    }
+    out.ttft_s.push_back(ttft);
+    out.tpot_s.push_back(tpot);
+  }
+  return out;
+}
+
+}  // namespace fedge::sims::detail

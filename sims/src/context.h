@@ -1,0 +1,108 @@
+// Shared state of one simulation run (private to sims/src): the one read-only
+// base model every virtual node uses, with a single adapter slot whose values
+// are swapped in from flat vectors per node, and each node's data.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "fedge/common/param_vector.h"
+#include "fedge/inference/model.h"
+#include "fedge/inference/tokenizer.h"
+#include "fedge/sims/runner.h"
+#include "fedge/sims/scenario.h"
+#include "fedge/training/dataset.h"
+#include "fedge/training/records.h"
+
+namespace fedge::sims::detail {
+
+inline constexpr const char* kAdapterSlot = "sim";
+
+struct NodeData {
+  int index = 0;
+  DeviceProfile device;
+  std::vector<training::Record> train;          // private records (text and questions)
+  std::vector<training::Record> eval_text, eval_instruct;
+  training::TokenDataset train_set, eval_set;
+  std::uint64_t raw_bytes = 0;                  // bytes of the private training records
+  std::vector<std::int64_t> prompt_tokens;      // per serving request
+  std::vector<std::uint64_t> prompt_bytes;
+};
+
+struct TrainOutcome {
+  ParamVector params;
+  std::int64_t tokens = 0;  // tokens processed (for FLOP counts)
+  double loss = 0;          // mean loss of the last step
+};
+
+struct Quality {
+  double perplexity = 0;
+  std::optional<double> accuracy;
+};
+
+class Context {
+ public:
+  Context(const Scenario& scenario, std::vector<NodeData> nodes, inference::Model model,
+          inference::Tokenizer tokenizer);
+
+  const Scenario& scenario() const { return scenario_; }
+  std::vector<NodeData>& nodes() { return nodes_; }
+  const NodeData& node(int i) const { return nodes_[static_cast<std::size_t>(i)]; }
+  int num_nodes() const { return static_cast<int>(nodes_.size()); }
+  const inference::ModelConfig& model_config() const { return model_.config(); }
+  std::int64_t base_parameters() const { return base_parameters_; }
+  const ParamVector& initial_adapter() const { return initial_; }
+  std::uint64_t adapter_floats() const { return initial_.size(); }
+
+  // Trains the adapter slot from `start` on `data` for `steps` steps. With
+  // `memo`, an identical call (same start values, node, steps, seed) returns the
+  // earlier outcome instead of training again (levels 4 and 5 often repeat).
+  TrainOutcome train(const ParamVector& start, const training::TokenDataset& data, int steps,
+                     std::uint64_t seed, const std::string& schedule, int memo_node = -1);
+  Quality evaluate(const ParamVector& adapter, const NodeData& node, bool accuracy);
+  double base_perplexity(const NodeData& node);
+  void enable_memo(bool on) { memo_on_ = on; }
+
+  void progress(const std::string& line) const;
+  std::function<void(const std::string&)> progress_sink;
+
+ private:
+  const Scenario& scenario_;
+  std::vector<NodeData> nodes_;
+  inference::Model model_;
+  inference::Tokenizer tokenizer_;
+  ParamVector initial_;
+  std::int64_t base_parameters_ = 0;
+  bool memo_on_ = false;
+  std::map<std::string, TrainOutcome> memo_;
+};
+
+// Serving under a level: latency per request and outage behaviour, from FLOP
+// counts on the profiles and the network's transfer times.
+struct ServingOutcome {
+  std::vector<double> ttft_s, tpot_s;  // served requests
+  int outage_requests = 0, outage_served = 0;
+  std::uint64_t bytes_up = 0, bytes_down = 0, raw_bytes = 0;
+  double node_compute_s = 0, server_compute_s = 0;
+};
+ServingOutcome serve(const Context& ctx, int level, const NodeData& node);
+
+double percentile(std::vector<double> values, double p);
+
+// Levels 4 and 5: the federation cores driven under the virtual clock.
+struct FederatedOutcome {
+  std::vector<MetricsRow> rows;  // per round and node (quality, traffic, compute)
+  ParamVector global;            // the final global adapter
+  int rounds_completed = 0, rounds_failed = 0;
+  std::optional<double> epsilon;
+  bool individual_updates_seen = false;
+  double server_compute_s = 0;
+  double sim_time_s = 0;
+};
+FederatedOutcome run_federated(Context& ctx, int level);
+
+}  // namespace fedge::sims::detail

@@ -1,0 +1,208 @@
+// Results of a run on disk: metrics.csv (one row per level, round and node),
+// summary.json, summary.md and gnuplot PNGs.
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "fedge/common/error.h"
+#include "fedge/common/machine.h"
+#include "fedge/sims/runner.h"
+
+namespace fedge::sims {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string num(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.6g", v);
+  return buf;
+}
+
+std::string fixed(double v, int digits) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.*f", digits, v);
+  return buf;
+}
+
+std::string human_bytes(double b) {
+  const char* units[] = {"B", "kB", "MB", "GB", "TB"};
+  int u = 0;
+  while (b >= 1000 && u < 4) b /= 1000, ++u;
+  return (u == 0 ? fixed(b, 0) : fixed(b, b < 10 ? 2 : 1)) + " " + units[u];
+}
+
+void write_file(const fs::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+  if (!out) throw Error(ErrorKind::kIo, "cannot write " + path.string());
+}
+
+bool is_round_level(const RunResult& r, int level) {
+  int n = 0;
+  for (const auto& row : r.rows) n += row.level == level && row.node == 0;
+  return n > 1;
+}
+
+// Mean perplexity per (level, round); single-round levels repeat their final
+// value on every round so they read as a reference line.
+std::string quality_rounds_data(const RunResult& result, int rounds) {
+  std::ostringstream out;
+  for (const auto& lv : result.levels) {
+    std::map<int, std::pair<double, int>> per_round;
+    for (const auto& row : result.rows) {
+      if (row.level != lv.level) continue;
+      auto& [sum, n] = per_round[row.round];
+      sum += row.perplexity, ++n;
+    }
+    out << "# level " << lv.level << "\n";
+    bool rounds_level = is_round_level(result, lv.level);
+    for (int r = 1; r <= rounds; ++r) {
+      double v = rounds_level ? (per_round.count(r) ? per_round[r].first / per_round[r].second : NAN)
+                              : lv.mean_perplexity;
+      if (!std::isnan(v)) out << r << " " << num(v) << "\n";
+    }
+    out << "\n\n";
+  }
+  return out.str();
+}
+
+std::string quote(const std::string& s) { return "\"" + s + "\""; }
+
+void make_plots(const RunResult& result, int rounds, const fs::path& dir) {
+  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
+    spdlog::warn("gnuplot not found: skipping the plots (apt-get install gnuplot-nox)");
+    return;
+  }
+  write_file(dir / "quality_rounds.dat", quality_rounds_data(result, rounds));
+  std::ostringstream levels_dat, eps_dat;
+  double max_eps = 0;
+  for (const auto& lv : result.levels) {
+    if (lv.epsilon) max_eps = std::max(max_eps, *lv.epsilon);
+  }
+  double inf_x = max_eps > 0 ? max_eps * 1.5 : 10.0;
+  for (std::size_t i = 0; i < result.levels.size(); ++i) {
+    const auto& lv = result.levels[i];
+    levels_dat << i << " " << quote(std::to_string(lv.level)) << " " << num(lv.ttft_p50_ms) << " "
+               << num(lv.tpot_p50_ms) << " " << num(std::max(1.0, lv.bytes_up_per_node)) << " "
+               << num(std::max(1.0, lv.bytes_down_per_node)) << "\n";
+    eps_dat << num(lv.epsilon ? *lv.epsilon : inf_x) << " " << num(lv.mean_perplexity) << " "
+            << quote("L" + std::to_string(lv.level)) << "\n";
+  }
+  write_file(dir / "levels.dat", levels_dat.str());
+  write_file(dir / "epsilon.dat", eps_dat.str());
+  std::ostringstream gp;
+  gp << "set terminal pngcairo size 900,560 noenhanced\n"
+     << "set output 'quality_per_round.png'\nset title 'held-out perplexity per round (mean over nodes)'\n"
+     << "set xlabel 'round'\nset xtics 1\nset ylabel 'perplexity'\nset key outside right\nset grid\nplot ";
+  for (std::size_t i = 0; i < result.levels.size(); ++i) {
+    gp << (i ? ", " : "") << "'quality_rounds.dat' index " << i << " using 1:2 with linespoints title "
+       << quote(result.levels[i].name);
+  }
+  gp << "\nset output 'latency_traffic.png'\nset multiplot layout 1,2\nset style data histograms\n"
+     << "set style fill solid 0.8\nset boxwidth 0.8\nunset key\nset xlabel 'level'\n"
+     << "set title 'TTFT p50 (ms)'\nset ylabel 'ms'\nset logscale y\n"
+     << "plot 'levels.dat' using 3:xtic(2)\n"
+     << "set title 'bytes per node (up + down)'\nset ylabel 'bytes'\n"
+     << "plot 'levels.dat' using ($5+$6):xtic(2)\nunset multiplot\nunset logscale y\n"
+     << "set output 'quality_vs_epsilon.png'\nset style data points\nset title 'quality vs DP epsilon (right edge: no DP)'\n"
+     << "set xlabel 'epsilon'\nset ylabel 'perplexity'\nunset key\n"
+     << "plot 'epsilon.dat' using 1:2 with points pt 7 ps 1.5, '' using 1:2:3 with labels offset 1,1\n";
+  write_file(dir / "plots.gp", gp.str());
+  std::string cmd = "cd " + quote(dir.string()) + " && gnuplot plots.gp 2> gnuplot.log";
+  if (std::system(cmd.c_str()) != 0) spdlog::warn("gnuplot failed: see {}", (dir / "gnuplot.log").string());
+}
+
+nlohmann::json summary_json(const Scenario& s, const RunResult& result) {
+  nlohmann::json j;
+  j["scenario"] = s.name;
+  j["source"] = s.source;
+  j["seed"] = s.seed;
+  j["nodes"] = s.nodes;
+  j["rounds"] = s.training.rounds;
+  j["secure_aggregation"] = s.secagg.enabled;
+  j["base_perplexity"] = result.base_perplexity;
+  j["wall_seconds"] = result.wall_s;
+  j["machine"] = machine_summary();
+  for (const auto& lv : result.levels) {
+    nlohmann::json l;
+    l["level"] = lv.level;
+    l["name"] = lv.name;
+    l["mean_perplexity"] = lv.mean_perplexity;
+    l["mean_accuracy"] = lv.mean_accuracy ? nlohmann::json(*lv.mean_accuracy) : nlohmann::json(nullptr);
+    l["ttft_ms"] = {{"p50", lv.ttft_p50_ms}, {"p95", lv.ttft_p95_ms}};
+    l["per_token_ms"] = {{"p50", lv.tpot_p50_ms}, {"p95", lv.tpot_p95_ms}};
+    l["bytes_up_per_node"] = lv.bytes_up_per_node;
+    l["bytes_down_per_node"] = lv.bytes_down_per_node;
+    l["raw_bytes_left_sites"] = lv.raw_bytes_left;
+    l["aggregator_saw"] = lv.aggregator_saw;
+    l["dp_epsilon"] = lv.epsilon ? nlohmann::json(*lv.epsilon) : nlohmann::json(nullptr);
+    l["node_compute_s"] = lv.node_compute_s;
+    l["cloud_compute_s"] = lv.cloud_compute_s;
+    l["energy_j"] = lv.energy_j;
+    l["outage_served_share"] = lv.outage_served_share;
+    l["rounds_completed"] = lv.rounds_completed;
+    l["rounds_failed"] = lv.rounds_failed;
+    l["sim_training_time_s"] = lv.sim_time_s;
+    l["wall_seconds"] = lv.wall_s;
+    j["levels"].push_back(l);
+  }
+  return j;
+}
+
+}  // namespace
+
+std::string metrics_csv(const RunResult& result) {
+  std::ostringstream out;
+  out << "level,round,node,perplexity,accuracy,participated,bytes_up,bytes_down,raw_bytes_left,node_compute_s,"
+         "node_energy_j,sim_time_s,ttft_p50_ms,ttft_p95_ms,tpot_p50_ms,tpot_p95_ms,outage_requests,outage_served\n";
+  for (const auto& r : result.rows) {
+    out << r.level << ',' << r.round << ',' << r.node << ',' << (std::isnan(r.perplexity) ? "" : num(r.perplexity)) << ','
+        << (r.accuracy ? num(*r.accuracy) : "") << ',' << (r.participated ? 1 : 0) << ',' << r.bytes_up << ','
+        << r.bytes_down << ',' << r.raw_bytes_left << ',' << num(r.node_compute_s) << ',' << num(r.node_energy_j)
+        << ',' << num(r.sim_time_s);
+    if (r.serving) {
+      out << ',' << num(r.ttft_p50_ms) << ',' << num(r.ttft_p95_ms) << ',' << num(r.tpot_p50_ms) << ','
+          << num(r.tpot_p95_ms) << ',' << r.outage_requests << ',' << r.outage_served;
+    } else {
+      out << ",,,,,,";
+    }
+    out << '\n';
+  }
+  return out.str();
+}
+
+std::string summary_markdown(const RunResult& result) {
+  std::ostringstream out;
+  out << "| level | perplexity | accuracy | TTFT p50/p95 ms | per-token p50/p95 ms | up/down per node | "
+         "raw bytes left sites | aggregator saw | DP ε | node compute s | cloud compute s | energy J | "
+         "served in outage |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+  for (const auto& lv : result.levels) {
+    out << "| " << lv.name << " | " << fixed(lv.mean_perplexity, 3) << " | "
+        << (lv.mean_accuracy ? fixed(*lv.mean_accuracy, 2) : "-") << " | " << fixed(lv.ttft_p50_ms, 1) << " / "
+        << fixed(lv.ttft_p95_ms, 1) << " | " << fixed(lv.tpot_p50_ms, 2) << " / " << fixed(lv.tpot_p95_ms, 2)
+        << " | " << human_bytes(lv.bytes_up_per_node) << " / " << human_bytes(lv.bytes_down_per_node) << " | "
+        << human_bytes(static_cast<double>(lv.raw_bytes_left)) << " | " << lv.aggregator_saw << " | "
+        << (lv.epsilon ? fixed(*lv.epsilon, 2) : "∞ (no DP)") << " | " << fixed(lv.node_compute_s, 1) << " | "
+        << fixed(lv.cloud_compute_s, 2) << " | " << fixed(lv.energy_j, 0) << " | "
+        << fixed(100 * lv.outage_served_share, 0) << "% |\n";
+  }
+  out << "\nbase model before any adapter: mean held-out perplexity " << fixed(result.base_perplexity, 3) << "\n";
+  return out.str();
+}
+
+void write_results(const Scenario& s, const RunResult& result, const fs::path& dir) {
+  fs::create_directories(dir);
+  write_file(dir / "metrics.csv", metrics_csv(result));
+  write_file(dir / "summary.json", summary_json(s, result).dump(2) + "\n");
+  write_file(dir / "summary.md", "# " + s.name + "\n\n" + summary_markdown(result));
+  make_plots(result, s.training.rounds, dir);
+}
+
+}  // namespace fedge::sims

@@ -1,0 +1,331 @@
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <numeric>
+
+#include <spdlog/spdlog.h>
+
+#include "context.h"
+#include "fedge/common/error.h"
+#include "fedge/common/rng.h"
+#include "fedge/inference/generate.h"
+#include "fedge/inference/torch_setup.h"
+#include "fedge/sims/runner.h"
+#include "fedge/training/commands.h"
+#include "fedge/training/synth_data.h"
+
+namespace fedge::sims {
+namespace {
+
+using detail::Context;
+using detail::NodeData;
+namespace fs = std::filesystem;
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+std::uint64_t record_bytes(const std::vector<training::Record>& records) {
+  std::uint64_t n = 0;
+  for (const auto& r : records) n += r.prompt.size() + r.completion.size();
+  return n;
+}
+
+// The same cached base as scripts/quickstart.sh: the tiny preset (model seed 0)
+// pretrained 300 steps (seed 1) on the public corpus of `fedge data synth --seed 1`.
+fs::path ensure_pretrained_base(const Scenario& s) {
+  fs::path dir = s.cache_dir / "tiny-base-v1";
+  if (fs::exists(dir / "model.safetensors")) return dir;
+  spdlog::info("no cached tiny base in {}: pretraining it once ({} steps)", dir.string(), s.model.pretrain_steps);
+  training::SynthOptions so;
+  so.sites = 8;
+  so.seed = 1;
+  auto synth = training::make_synth_dataset(so);
+  fs::path tmp = s.cache_dir / ("tiny-base-v1.tmp" + std::to_string(::getpid()));
+  fs::create_directories(tmp);
+  training::write_jsonl(tmp / "corpus.jsonl", synth.public_corpus);
+  training::PretrainCommand cmd;
+  cmd.data.path = (tmp / "corpus.jsonl").string();
+  cmd.out = (tmp / "model").string();
+  cmd.options.steps = s.model.pretrain_steps;
+  cmd.options.batch_size = 8;
+  cmd.options.lr = 3e-3;
+  cmd.options.warmup_steps = std::min<std::int64_t>(20, s.model.pretrain_steps / 10);
+  cmd.options.seed = 1;
+  cmd.options.log_every = 50;
+  training::run_pretrain(cmd);
+  std::error_code ec;
+  fs::rename(tmp / "model", dir, ec);  // another run may have won the race: fine
+  fs::remove_all(tmp, ec);
+  if (!fs::exists(dir / "model.safetensors")) {
+    throw Error(ErrorKind::kIo, "could not place the pretrained base in " + dir.string());
+  }
+  return dir;
+}
+
+std::pair<inference::Model, inference::Tokenizer> load_base(const Scenario& s) {
+  if (s.model.base == "tiny-random") {
+    return {inference::Model::tiny(s.seed), inference::Tokenizer::byte_level_tiny()};
+  }
+  fs::path dir = s.model.base == "tiny-pretrained" ? ensure_pretrained_base(s) : fs::path(s.model.base);
+  return {inference::Model::load(dir), inference::Tokenizer::from_dir(dir)};
+}
+
+// Items are (site, row) pairs; a node gets the text report and the status
+// question of each of its rows, for training and held out alike.
+std::vector<NodeData> split_data(const Scenario& s) {
+  training::SynthOptions so;
+  so.sites = s.data.sites;
+  so.days = s.data.days;
+  so.wells_per_site = s.data.wells_per_site;
+  so.eval_fraction = s.data.eval_fraction;
+  so.public_records = 0;
+  so.seed = s.seed;
+  auto synth = training::make_synth_dataset(so);
+  struct Item { int site; std::size_t row; };
+  std::vector<Item> train_items, eval_items;
+  std::vector<int> train_keys, eval_keys;
+  for (int k = 0; k < static_cast<int>(synth.sites.size()); ++k) {
+    for (std::size_t i = 0; i < synth.sites[k].train_text.size(); ++i) train_items.push_back({k, i}), train_keys.push_back(k);
+    for (std::size_t i = 0; i < synth.sites[k].eval_text.size(); ++i) eval_items.push_back({k, i}), eval_keys.push_back(k);
+  }
+  auto part = partition(train_keys, s.data.sites, s.nodes, s.partition);
+  auto eval_split = apply_plan(part.plan, eval_keys, derive_seed(s.seed, "partition/eval"));
+  std::vector<NodeData> nodes(static_cast<std::size_t>(s.nodes));
+  for (int n = 0; n < s.nodes; ++n) {
+    auto& node = nodes[n];
+    node.index = n;
+    node.device = s.node_devices[static_cast<std::size_t>(n) % s.node_devices.size()];
+    for (auto i : part.per_node[n]) {
+      const auto& site = synth.sites[train_items[i].site];
+      node.train.push_back(site.train_text[train_items[i].row]);
+      if (s.data.instructions) node.train.push_back(site.train_instruct[train_items[i].row]);
+    }
+    for (auto i : eval_split[n]) {
+      const auto& site = synth.sites[eval_items[i].site];
+      node.eval_text.push_back(site.eval_text[eval_items[i].row]);
+      node.eval_instruct.push_back(site.eval_instruct[eval_items[i].row]);
+    }
+    if (node.eval_text.empty()) {  // a skewed split can leave a node no held-out rows: use its own site's
+      const auto& site = synth.sites[train_items[part.per_node[n].front()].site];
+      node.eval_text = site.eval_text;
+      node.eval_instruct = site.eval_instruct;
+    }
+    node.raw_bytes = record_bytes(node.train);
+  }
+  return nodes;
+}
+
+void tokenize(const Scenario& s, std::vector<NodeData>& nodes, const inference::Tokenizer& tok) {
+  for (auto& node : nodes) {
+    node.train_set = training::TokenDataset::build(tok, node.train, s.model.seq_len, false);
+    node.eval_set = training::TokenDataset::build(tok, node.eval_text, s.model.seq_len, false);
+    // Serving requests: the node's own held-out questions (cycled).
+    for (const auto& r : node.eval_instruct) {
+      node.prompt_tokens.push_back(static_cast<std::int64_t>(tok.encode(r.prompt).size()));
+      node.prompt_bytes.push_back(r.prompt.size());
+    }
+  }
+}
+
+LevelSummary summarise(const Scenario& s, int level, const std::vector<MetricsRow>& rows,
+                       const std::vector<double>& ttft, const std::vector<double>& tpot) {
+  LevelSummary sum;
+  sum.level = level;
+  sum.name = level_name(level);
+  int n = 0, acc_n = 0, outage_req = 0, outage_ok = 0;
+  double acc = 0;
+  for (const auto& r : rows) {
+    if (!r.serving) continue;
+    ++n;
+    sum.mean_perplexity += r.perplexity;
+    if (r.accuracy) acc += *r.accuracy, ++acc_n;
+    sum.bytes_up_per_node += static_cast<double>(r.bytes_up);
+    sum.bytes_down_per_node += static_cast<double>(r.bytes_down);
+    sum.raw_bytes_left += r.raw_bytes_left;
+    sum.node_compute_s += r.node_compute_s;
+    sum.energy_j += r.node_energy_j;
+    outage_req += r.outage_requests;
+    outage_ok += r.outage_served;
+    sum.sim_time_s = std::max(sum.sim_time_s, r.sim_time_s);
+  }
+  if (n > 0) {
+    sum.mean_perplexity /= n;
+    sum.bytes_up_per_node /= n;
+    sum.bytes_down_per_node /= n;
+  }
+  if (acc_n > 0) sum.mean_accuracy = acc / acc_n;
+  sum.outage_served_share = outage_req ? static_cast<double>(outage_ok) / outage_req : 1.0;
+  sum.ttft_p50_ms = 1e3 * detail::percentile(ttft, 0.5);
+  sum.ttft_p95_ms = 1e3 * detail::percentile(ttft, 0.95);
+  sum.tpot_p50_ms = 1e3 * detail::percentile(tpot, 0.5);
+  sum.tpot_p95_ms = 1e3 * detail::percentile(tpot, 0.95);
+  (void)s;
+  return sum;
+}
+
+// Adds the serving columns of `level` to a node's final row.
+void add_serving(Context& ctx, int level, MetricsRow& row, LevelSummary& sum, std::vector<double>& ttft,
+                 std::vector<double>& tpot) {
+  const auto& node = ctx.node(row.node);
+  auto sv = detail::serve(ctx, level, node);
+  row.serving = true;
+  row.ttft_p50_ms = 1e3 * detail::percentile(sv.ttft_s, 0.5);
+  row.ttft_p95_ms = 1e3 * detail::percentile(sv.ttft_s, 0.95);
+  row.tpot_p50_ms = 1e3 * detail::percentile(sv.tpot_s, 0.5);
+  row.tpot_p95_ms = 1e3 * detail::percentile(sv.tpot_s, 0.95);
+  row.outage_requests = sv.outage_requests;
+  row.outage_served = sv.outage_served;
+  row.bytes_up += sv.bytes_up;
+  row.bytes_down += sv.bytes_down;
+  row.raw_bytes_left += sv.raw_bytes;
+  row.node_compute_s += sv.node_compute_s;
+  row.node_energy_j = energy_joules(node.device, row.node_compute_s);
+  sum.cloud_compute_s += sv.server_compute_s;
+  sum.energy_j += energy_joules(level == 2 ? ctx.scenario().edge_server : ctx.scenario().cloud, sv.server_compute_s);
+  ttft.insert(ttft.end(), sv.ttft_s.begin(), sv.ttft_s.end());
+  tpot.insert(tpot.end(), sv.tpot_s.begin(), sv.tpot_s.end());
+}
+
+// Levels 0-3: one adapter trained in the cloud on every node's uploaded records.
+struct CentralAdapter {
+  ParamVector params;
+  double cloud_compute_s = 0;
+  double upload_s = 0;  // the slowest node's upload of its raw data
+};
+
+CentralAdapter train_central(Context& ctx) {
+  const Scenario& s = ctx.scenario();
+  std::vector<training::Record> pooled;
+  CentralAdapter c;
+  for (const auto& node : ctx.nodes()) {
+    pooled.insert(pooled.end(), node.train.begin(), node.train.end());
+    c.upload_s = std::max(c.upload_s, transfer_seconds(s.node_network, node.raw_bytes, true));
+  }
+  // The pooled set is tokenised from the same records the nodes hold.
+  std::vector<training::Sequence> seqs;
+  for (const auto& node : ctx.nodes()) {
+    for (std::size_t i = 0; i < node.train_set.size(); ++i) seqs.push_back(node.train_set[i]);
+  }
+  auto data = training::TokenDataset::from_sequences(std::move(seqs));
+  ctx.progress("cloud: training one adapter on " + std::to_string(pooled.size()) + " pooled raw records, " +
+               std::to_string(s.training.central_steps) + " steps");
+  auto out = ctx.train(ctx.initial_adapter(), data, s.training.central_steps, derive_seed(s.seed, "central"), "cosine");
+  c.params = std::move(out.params);
+  c.cloud_compute_s = compute_seconds(s.cloud, train_flops(ctx.base_parameters(), out.tokens));
+  return c;
+}
+
+std::vector<MetricsRow> central_level_rows(Context& ctx, int level, const CentralAdapter& central,
+                                           const std::vector<detail::Quality>& quality) {
+  const Scenario& s = ctx.scenario();
+  std::vector<MetricsRow> rows;
+  for (const auto& node : ctx.nodes()) {
+    MetricsRow r;
+    r.level = level;
+    r.round = s.training.rounds;
+    r.node = node.index;
+    r.perplexity = quality[node.index].perplexity;
+    r.accuracy = quality[node.index].accuracy;
+    r.bytes_up = node.raw_bytes;
+    r.raw_bytes_left = node.raw_bytes;
+    // Level 3 sends the trained adapter down to every node.
+    if (level == 3) r.bytes_down = ctx.adapter_floats() * 4;
+    r.sim_time_s = central.upload_s + central.cloud_compute_s +
+                   (level == 3 ? transfer_seconds(s.node_network, r.bytes_down, false) : 0.0);
+    rows.push_back(r);
+  }
+  return rows;
+}
+
+std::vector<MetricsRow> local_only_rows(Context& ctx) {
+  const Scenario& s = ctx.scenario();
+  std::vector<MetricsRow> rows;
+  for (const auto& node : ctx.nodes()) {
+    auto out = ctx.train(ctx.initial_adapter(), node.train_set, s.training.local_only_steps,
+                         derive_seed(s.seed, "local/" + std::to_string(node.index)), "cosine");
+    auto q = ctx.evaluate(out.params, node, true);
+    MetricsRow r;
+    r.level = 6;
+    r.round = s.training.rounds;
+    r.node = node.index;
+    r.perplexity = q.perplexity;
+    r.accuracy = q.accuracy;
+    r.node_compute_s = compute_seconds(node.device, train_flops(ctx.base_parameters(), out.tokens));
+    r.sim_time_s = r.node_compute_s;
+    rows.push_back(r);
+    ctx.progress("level 6: node " + std::to_string(node.index) + " trained alone, perplexity " +
+                 std::to_string(q.perplexity));
+  }
+  return rows;
+}
+
+}  // namespace
+
+RunResult run_scenario(const Scenario& s, const RunOptions& options) {
+  auto t0 = std::chrono::steady_clock::now();
+  auto nodes = split_data(s);  // fails on an impossible split before any model work
+  inference::setup_torch(options.threads);
+  auto [model, tokenizer] = load_base(s);
+  tokenize(s, nodes, tokenizer);
+  Context ctx(s, std::move(nodes), std::move(model), std::move(tokenizer));
+  ctx.progress_sink = options.progress;
+  bool both_federated = std::count(s.levels.begin(), s.levels.end(), 4) && std::count(s.levels.begin(), s.levels.end(), 5);
+  ctx.enable_memo(both_federated);
+
+  RunResult result;
+  for (const auto& node : ctx.nodes()) result.base_perplexity += ctx.base_perplexity(node) / ctx.num_nodes();
+  ctx.progress("base model: mean held-out perplexity " + std::to_string(result.base_perplexity));
+
+  std::optional<CentralAdapter> central;
+  std::vector<detail::Quality> central_quality;
+  for (int level : s.levels) {
+    auto tl = std::chrono::steady_clock::now();
+    std::vector<MetricsRow> rows;
+    LevelSummary extra;
+    if (level <= 3) {
+      if (!central) {
+        central = train_central(ctx);
+        for (const auto& node : ctx.nodes()) central_quality.push_back(ctx.evaluate(central->params, node, true));
+      }
+      rows = central_level_rows(ctx, level, *central, central_quality);
+      extra.cloud_compute_s = central->cloud_compute_s;
+      extra.energy_j = energy_joules(s.cloud, central->cloud_compute_s);
+      extra.aggregator_saw = "raw data";
+    } else if (level == 6) {
+      rows = local_only_rows(ctx);
+      extra.aggregator_saw = "nothing";
+    } else {
+      auto fed = detail::run_federated(ctx, level);
+      rows = std::move(fed.rows);
+      extra.cloud_compute_s = fed.server_compute_s;
+      extra.energy_j = energy_joules(level == 4 ? s.cloud : s.edge_server, fed.server_compute_s);
+      extra.aggregator_saw = fed.individual_updates_seen ? "single updates" : "sums only";
+      extra.epsilon = fed.epsilon;
+      extra.rounds_completed = fed.rounds_completed;
+      extra.rounds_failed = fed.rounds_failed;
+    }
+    std::vector<double> ttft, tpot;
+    LevelSummary sum;
+    for (auto& r : rows) {
+      if (r.round == s.training.rounds) add_serving(ctx, level, r, extra, ttft, tpot);
+    }
+    sum = summarise(s, level, rows, ttft, tpot);
+    sum.cloud_compute_s = extra.cloud_compute_s;
+    sum.energy_j += extra.energy_j;
+    sum.aggregator_saw = extra.aggregator_saw;
+    sum.epsilon = extra.epsilon;
+    sum.rounds_completed = extra.rounds_completed;
+    sum.rounds_failed = extra.rounds_failed;
+    sum.wall_s = seconds_since(tl);
+    ctx.progress("level " + sum.name + ": perplexity " + std::to_string(sum.mean_perplexity) + ", served in outage " +
+                 std::to_string(static_cast<int>(100 * sum.outage_served_share)) + "%");
+    result.rows.insert(result.rows.end(), rows.begin(), rows.end());
+    result.levels.push_back(std::move(sum));
+  }
+  result.wall_s = seconds_since(t0);
+  return result;
+}
+
+}  // namespace fedge::sims

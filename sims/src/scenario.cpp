@@ -1,0 +1,262 @@
+#include "fedge/sims/scenario.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <map>
+#include <set>
+
+#include "fedge/aggregation/secagg.h"
+#include "fedge/aggregation/strategy.h"
+#include "fedge/common/config.h"
+#include "fedge/common/error.h"
+#include "fedge/inference/lora.h"
+#include "fedge/inference/model_config.h"
+#include "fedge/training/commands.h"
+
+namespace fedge::sims {
+namespace {
+
+using config::Range;
+using config::Table;
+
+std::filesystem::path default_cache_dir() {
+  if (const char* c = std::getenv("FEDGE_CACHE"); c && *c) return c;
+  if (const char* h = std::getenv("HOME"); h && *h) return std::filesystem::path(h) / ".cache" / "fedge";
+  return std::filesystem::temp_directory_path() / "fedge-cache";
+}
+
+// Custom profiles ([[device_profiles]] / [[network_profiles]]) shadow presets.
+struct Profiles {
+  std::map<std::string, DeviceProfile> devices;
+  std::map<std::string, NetworkProfile> networks;
+};
+
+Profiles read_profiles(const Table& root) {
+  Profiles p;
+  for (const auto& t : root.tables("device_profiles")) {
+    DeviceProfile d;
+    d.name = t.required_string("name");
+    d.flops = t.required_number("gflops", {1e-6, 1e9}) * 1e9;
+    d.memory_bytes = t.number("memory_gb", 8.0, {0.001, 1e6}) * 1e9;
+    d.power_w = t.number("power_w", 10.0, {0.0, 1e6});
+    p.devices[d.name] = d;
+  }
+  for (const auto& t : root.tables("network_profiles")) {
+    NetworkProfile n;
+    n.name = t.required_string("name");
+    n.up_bps = t.required_number("up_mbps", {1e-6, 1e7}) * 1e6;
+    n.down_bps = t.required_number("down_mbps", {1e-6, 1e7}) * 1e6;
+    n.latency_s = t.number("latency_ms", 10.0, {0.0, 1e7}) / 1e3;
+    n.loss = t.number("loss", 0.0, {0.0, 0.9});
+    n.dropout = t.number("dropout", 0.0, {0.0, 1.0});
+    p.networks[n.name] = n;
+  }
+  return p;
+}
+
+DeviceProfile device_at(const Profiles& p, const Table& t, const std::string& key, const std::string& name) {
+  if (auto it = p.devices.find(name); it != p.devices.end()) return it->second;
+  try {
+    return device_preset(name);
+  } catch (const Error& e) {
+    t.fail(key, e.what());
+  }
+}
+
+NetworkProfile network_at(const Profiles& p, const Table& t, const std::string& key, const std::string& name) {
+  if (auto it = p.networks.find(name); it != p.networks.end()) return it->second;
+  try {
+    return network_preset(name);
+  } catch (const Error& e) {
+    t.fail(key, e.what());
+  }
+}
+
+void read_model(const Table& t, ModelSettings& m) {
+  m.base = t.string("base", m.base);
+  m.pretrain_steps = t.integer("pretrain_steps", m.pretrain_steps, {1, 1000000});
+  m.lora_rank = static_cast<int>(t.integer("lora_rank", m.lora_rank, {1, 1024}));
+  m.lora_alpha = t.number("lora_alpha", m.lora_alpha, {1e-6, 1e6});
+  if (t.has("targets")) {
+    auto list = t.strings("targets", {});
+    std::string joined;
+    for (const auto& s : list) joined += (joined.empty() ? "" : ",") + s;
+    try {
+      m.targets = training::parse_lora_targets(joined);
+      inference::LoraConfig probe;
+      probe.target_modules = m.targets;
+      probe.validate("targets");
+    } catch (const Error& e) {
+      t.fail("targets", e.what());
+    }
+  }
+  m.seq_len = static_cast<int>(t.integer("seq_len", m.seq_len, {8, 512}));
+}
+
+void read_data(const Table& t, DataSettings& d) {
+  d.sites = static_cast<int>(t.integer("sites", d.sites, {1, 100000}));
+  d.days = static_cast<int>(t.integer("days", d.days, {2, 100000}));
+  d.wells_per_site = static_cast<int>(t.integer("wells_per_site", d.wells_per_site, {1, 1000}));
+  d.eval_fraction = t.number("eval_fraction", d.eval_fraction, {0.01, 0.99});
+  d.public_records = static_cast<int>(t.integer("public_records", d.public_records, {0, 10000000}));
+  d.instructions = t.boolean("instructions", d.instructions);
+}
+
+void read_training(const Table& t, TrainingSettings& s) {
+  s.rounds = static_cast<int>(t.integer("rounds", s.rounds, {1, 100000}));
+  s.local_steps = static_cast<int>(t.integer("local_steps", s.local_steps, {1, 1000000}));
+  s.batch_size = static_cast<int>(t.integer("batch_size", s.batch_size, {1, 4096}));
+  s.lr = t.number("lr", s.lr, {1e-9, 10.0});
+  s.central_steps = static_cast<int>(t.integer("central_steps", s.central_steps, {1, 10000000}));
+  s.local_only_steps = static_cast<int>(t.integer("local_only_steps", s.local_only_steps, {1, 10000000}));
+  s.strategy = t.string("strategy", s.strategy);
+  s.fraction = t.number("fraction", s.fraction, {1e-6, 1.0});
+  s.min_nodes = static_cast<int>(t.integer("min_nodes", s.min_nodes, {1, 1000000}));
+  s.fedprox_mu = t.number("fedprox_mu", s.fedprox_mu, {0.0, 1e6});
+  s.eval_every_round = t.boolean("eval_every_round", s.eval_every_round);
+}
+
+std::vector<int> read_levels(const Table& root) {
+  auto levels = root.integers("levels", {0, 1, 2, 3, 4, 5, 6});
+  std::set<int> seen;
+  for (auto l : levels) {
+    if (l < 0 || l > 6) root.fail("levels", "unknown paradigm level " + std::to_string(l) + " (levels are 0 to 6)");
+    if (!seen.insert(static_cast<int>(l)).second) root.fail("levels", "level " + std::to_string(l) + " twice");
+  }
+  if (levels.empty()) root.fail("levels", "names no level (levels are 0 to 6)");
+  return {seen.begin(), seen.end()};
+}
+
+void read_nodes(const Table& t, const Profiles& p, Scenario& s) {
+  s.nodes = static_cast<int>(t.integer("count", s.nodes, {1, 1000000}));
+  auto devices = t.strings("devices", {t.string("device", "raspberry-pi")});
+  for (const auto& name : devices) s.node_devices.push_back(device_at(p, t, t.has("devices") ? "devices" : "device", name));
+  s.node_network = network_at(p, t, "network", t.string("network", "wan"));
+  s.edge_network = network_at(p, t, "edge_network", t.string("edge_network", "edge-lan"));
+  if (t.has("dropout")) s.node_network.dropout = s.edge_network.dropout = t.number("dropout", 0.0, {0.0, 1.0});
+}
+
+void check_feasible(const Table& root, Scenario& s) {
+  const Table nodes = root.table("nodes");
+  std::int64_t eval_days = std::max<std::int64_t>(1, std::llround(s.data.days * s.data.eval_fraction));
+  std::int64_t train_items = static_cast<std::int64_t>(s.data.sites) * (s.data.days - eval_days) * s.data.wells_per_site;
+  if (train_items < static_cast<std::int64_t>(s.nodes) * std::max(1, s.partition.min_per_node)) {
+    nodes.fail("count", std::to_string(s.nodes) + " nodes need at least " +
+                            std::to_string(std::max(1, s.partition.min_per_node)) + " training record(s) each, but [data] makes only " +
+                            std::to_string(train_items) + " (raise sites or days, or lower nodes or partition.min_per_node)");
+  }
+  if (s.partition.kind == PartitionKind::kBySite && s.nodes > s.data.sites &&
+      train_items / s.data.sites < (s.nodes + s.data.sites - 1) / s.data.sites * std::max(1, s.partition.min_per_node)) {
+    nodes.fail("count", "by-site split: " + std::to_string(s.nodes) + " nodes over " + std::to_string(s.data.sites) +
+                            " sites leaves a node with fewer than min_per_node records");
+  }
+  const Table training = root.table("training");
+  int selected = std::max(s.training.min_nodes, static_cast<int>(std::ceil(s.training.fraction * s.nodes)));
+  if (selected > s.nodes) {
+    training.fail("min_nodes", "asks for " + std::to_string(selected) + " nodes per round but the scenario has " +
+                                   std::to_string(s.nodes));
+  }
+  bool federated = std::count_if(s.levels.begin(), s.levels.end(), [](int l) { return l == 4 || l == 5; }) > 0;
+  try {
+    aggregation::make_strategy(s.training.strategy, {}, s.secagg.enabled);
+  } catch (const Error& e) {
+    training.fail("strategy", e.what());
+  }
+  if (federated && s.secagg.enabled) {
+    const Table sa = root.table("secagg");
+    try {
+      auto params = aggregation::choose_secagg_params(static_cast<std::uint32_t>(selected), adapter_length(s),
+                                                      s.secagg.dropout_rate, s.secagg.corrupt_fraction,
+                                                      s.secagg.failure_probability);
+      aggregation::validate(params);
+    } catch (const Error& e) {
+      sa.fail(sa.has("dropout_rate") ? "dropout_rate" : "enabled",
+              std::string("secure aggregation cannot run with ") + std::to_string(selected) +
+                  " nodes per round: " + e.what());
+    }
+  }
+}
+
+Scenario read(const config::Document& doc) {
+  Scenario s;
+  s.source = doc.source_name();
+  Table root = doc.root();
+  s.name = root.string("name", s.name);
+  s.seed = static_cast<std::uint64_t>(root.integer("seed", 1, {0, std::numeric_limits<std::int64_t>::max()}));
+  s.levels = read_levels(root);
+  Profiles profiles = read_profiles(root);
+  read_nodes(root.table("nodes"), profiles, s);
+  Table cloud = root.table("cloud");
+  s.cloud = device_at(profiles, cloud, "device", cloud.string("device", "cloud-gpu"));
+  Table edge = root.table("edge_server");
+  s.edge_server = device_at(profiles, edge, "device", edge.string("device", "edge-server"));
+  read_model(root.table("model"), s.model);
+  s.split_layers = static_cast<int>(root.table("split").integer("layers", 1, {1, 4096}));
+  read_data(root.table("data"), s.data);
+  Table part = root.table("partition");
+  try {
+    s.partition.kind = parse_partition_kind(part.string("kind", "by-site"));
+  } catch (const Error& e) {
+    part.fail("kind", e.what());
+  }
+  s.partition.alpha = part.number("alpha", 0.5, {1e-6, 1e6});
+  s.partition.min_per_node = static_cast<int>(part.integer("min_per_node", 1, {1, 1000000}));
+  s.partition.seed = s.seed;
+  read_training(root.table("training"), s.training);
+  Table sa = root.table("secagg");
+  s.secagg.enabled = sa.boolean("enabled", true);
+  s.secagg.dropout_rate = sa.number("dropout_rate", 0.1, {0.0, 0.99});
+  s.secagg.corrupt_fraction = sa.number("corrupt_fraction", 0.2, {0.0, 0.99});
+  s.secagg.failure_probability = sa.number("failure_probability", 1e-6, {1e-300, 0.5});
+  Table dp = root.table("dp");
+  s.dp.enabled = dp.boolean("enabled", false);
+  s.dp.clip_norm = dp.number("clip_norm", 1.0, {1e-9, 1e9});
+  s.dp.noise_multiplier = dp.number("noise_multiplier", 0.0, {0.0, 1e6});
+  s.dp.delta = dp.number("delta", 1e-5, {1e-20, 0.5});
+  Table serving = root.table("serving");
+  s.serving.requests_per_node = static_cast<int>(serving.integer("requests_per_node", 20, {1, 1000000}));
+  s.serving.duration_s = serving.number("duration_s", 3600.0, {1e-3, 1e9});
+  s.serving.max_new_tokens = static_cast<int>(serving.integer("max_new_tokens", 16, {1, 4096}));
+  s.serving.eval_accuracy_records = static_cast<int>(serving.integer("accuracy_records", 6, {0, 1000000}));
+  Table outage = root.table("outage");
+  s.outage.start_s = outage.number("start_s", 0.0, {0.0, 1e12});
+  s.outage.duration_s = outage.number("duration_s", 0.0, {0.0, 1e12});
+  s.cache_dir = root.string("cache_dir", default_cache_dir().string());
+  doc.reject_unknown_keys();  // before the checks below, so a typo is named as such
+  check_feasible(root, s);
+  return s;
+}
+
+}  // namespace
+
+Scenario load_scenario(const std::filesystem::path& path) { return read(config::Document::parse_file(path)); }
+
+Scenario parse_scenario(std::string_view text, const std::string& source_name) {
+  return read(config::Document::parse_string(text, source_name));
+}
+
+std::uint64_t adapter_length(const Scenario& scenario) {
+  inference::ModelConfig config = inference::ModelConfig::tiny();
+  const auto& base = scenario.model.base;
+  if (base != "tiny-pretrained" && base != "tiny-random") config = inference::ModelConfig::from_dir(base);
+  inference::LoraConfig lora;
+  lora.r = scenario.model.lora_rank;
+  lora.target_modules = scenario.model.targets;
+  std::uint64_t total = 0;
+  for (int t = 0; t < inference::kNumLoraTargets; ++t) {
+    auto target = static_cast<inference::LoraTarget>(t);
+    if (!lora.targets(target)) continue;
+    auto [in, out] = inference::lora_target_shape(config, target);
+    total += static_cast<std::uint64_t>(lora.r) * (in + out) * config.num_layers;
+  }
+  return total;
+}
+
+std::string level_name(int level) {
+  static const char* names[] = {"0 cloud",          "1 cloud-edge split", "2 edge offload",   "3 on-device infer",
+                                "4 fed cloud agg", "5 fed edge agg",     "6 local only"};
+  if (level < 0 || level > 6) throw Error(ErrorKind::kInvalidInput, "unknown level " + std::to_string(level));
+  return names[level];
+}
+
+}  // namespace fedge::sims

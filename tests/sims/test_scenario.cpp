@@ -1,0 +1,163 @@
+// Scenario files: every mistake is an error naming file:line and the key,
+// before any work starts.
+#include <catch2/catch.hpp>
+
+#include <string>
+
+#include "fedge/common/error.h"
+#include "fedge/sims/scenario.h"
+
+using fedge::sims::parse_scenario;
+using fedge::sims::Scenario;
+
+namespace {
+
+const std::string kGood = R"(
+name = "t"
+seed = 3
+levels = [0, 6]
+[model]
+base = "tiny-random"
+lora_rank = 4
+targets = ["q", "v"]
+[data]
+sites = 4
+days = 4
+[nodes]
+count = 4
+devices = ["jetson", "raspberry-pi"]
+network = "cellular"
+[partition]
+kind = "dirichlet"
+alpha = 0.3
+[outage]
+start_s = 10
+duration_s = 5
+)";
+
+std::string error_of(const std::string& text) {
+  try {
+    parse_scenario(text, "bad.toml");
+  } catch (const fedge::Error& e) {
+    CHECK(e.kind() == fedge::ErrorKind::kInvalidInput);
+    return e.what();
+  }
+  FAIL("no error for:\n" << text);
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("a good scenario reads back every setting") {
+  Scenario s = parse_scenario(kGood, "good.toml");
+  CHECK(s.name == "t");
+  CHECK(s.seed == 3);
+  CHECK(s.levels == std::vector<int>{0, 6});
+  CHECK(s.model.lora_rank == 4);
+  CHECK(s.model.targets == std::vector<std::string>{"q_proj", "v_proj"});
+  CHECK(s.nodes == 4);
+  REQUIRE(s.node_devices.size() == 2);
+  CHECK(s.node_devices[0].name == "jetson");
+  CHECK(s.node_network.name == "cellular");
+  CHECK(s.edge_network.name == "edge-lan");
+  CHECK(s.partition.kind == fedge::sims::PartitionKind::kDirichlet);
+  CHECK(s.partition.alpha == 0.3);
+  CHECK(s.outage.contains(12));
+  // q and v of 4 layers, rank 4: q 256->256, v 256->128.
+  CHECK(fedge::sims::adapter_length(s) == 4u * 4u * ((256 + 256) + (256 + 128)));
+}
+
+TEST_CASE("custom profiles can be defined and used") {
+  auto s = parse_scenario(kGood + R"(
+[[device_profiles]]
+name = "phone"
+gflops = 50
+power_w = 4
+[[network_profiles]]
+name = "5g"
+up_mbps = 50
+down_mbps = 300
+latency_ms = 20
+)", "p.toml");
+  (void)s;
+  auto t = parse_scenario(R"(
+[model]
+base = "tiny-random"
+[nodes]
+count = 2
+device = "phone"
+network = "5g"
+[secagg]
+enabled = false
+[[device_profiles]]
+name = "phone"
+gflops = 50
+[[network_profiles]]
+name = "5g"
+up_mbps = 50
+down_mbps = 300
+)", "p.toml");
+  CHECK(t.node_devices[0].flops == 50e9);
+  CHECK(t.node_network.up_bps == 50e6);
+}
+
+TEST_CASE("unknown level is an error naming the line") {
+  auto e = error_of("levels = [0, 7]\n");
+  CHECK_THAT(e, Catch::StartsWith("bad.toml:1:") && Catch::Contains("'levels'") && Catch::Contains("level 7"));
+  CHECK_THAT(error_of("levels = [2, 2]\n"), Catch::Contains("twice"));
+  CHECK_THAT(error_of("levels = []\n"), Catch::Contains("no level"));
+  CHECK_THAT(error_of("levels = [\"zero\"]\n"), Catch::Contains("integer"));
+}
+
+TEST_CASE("unknown keys are errors naming the key") {
+  CHECK_THAT(error_of("[training]\nroundz = 3\n"), Catch::StartsWith("bad.toml:2:") && Catch::Contains("roundz"));
+  CHECK_THAT(error_of("colour = 1\n"), Catch::Contains("colour"));
+}
+
+TEST_CASE("wrong types and ranges are errors") {
+  CHECK_THAT(error_of("[training]\nrounds = \"five\"\n"), Catch::Contains("training.rounds") && Catch::Contains("integer"));
+  CHECK_THAT(error_of("[training]\nrounds = 0\n"), Catch::Contains("training.rounds"));
+  CHECK_THAT(error_of("[nodes]\ncount = -1\n"), Catch::Contains("nodes.count"));
+  CHECK_THAT(error_of("[nodes]\ndevice = \"toaster\"\n"), Catch::StartsWith("bad.toml:2:") && Catch::Contains("toaster"));
+  CHECK_THAT(error_of("[nodes]\nnetwork = \"pigeon\"\n"), Catch::Contains("pigeon"));
+  CHECK_THAT(error_of("[partition]\nkind = \"random\"\n"), Catch::Contains("partition.kind"));
+  CHECK_THAT(error_of("[model]\ntargets = [\"qq\"]\n"), Catch::Contains("model.targets"));
+  CHECK_THAT(error_of("[training]\nstrategy = \"fedfoo\"\n"), Catch::Contains("training.strategy"));
+  CHECK_THAT(error_of("[training]\nstrategy = \"krum\"\n[secagg]\nenabled = true\n"),
+             Catch::Contains("training.strategy"));
+  CHECK_THAT(error_of("[nodes]\ncount = 4\n"
+                      "[training]\nmin_nodes = 5\n[secagg]\nenabled = false\n[model]\nbase = \"tiny-random\"\n"),
+             Catch::Contains("min_nodes"));
+  CHECK_THAT(error_of("name = \n"), Catch::StartsWith("bad.toml:1"));  // TOML syntax
+}
+
+TEST_CASE("more nodes than data is an error before any work") {
+  auto e = error_of("[data]\nsites = 2\ndays = 4\nwells_per_site = 1\n[nodes]\ncount = 5\n[model]\nbase = \"tiny-random\"\n");
+  CHECK_THAT(e, Catch::StartsWith("bad.toml:6:") && Catch::Contains("nodes.count") && Catch::Contains("only 4"));
+  CHECK_THAT(error_of("[data]\nsites = 2\ndays = 4\n[nodes]\ncount = 4\n[partition]\nmin_per_node = 4\n"
+                      "[model]\nbase = \"tiny-random\"\n"),
+             Catch::Contains("nodes.count"));
+}
+
+TEST_CASE("impossible secure-aggregation settings are errors naming the secagg key") {
+  // 4 nodes cannot promise a 1e-6 failure rate when a third of them may drop.
+  auto e = error_of("levels = [4]\n[model]\nbase = \"tiny-random\"\n[nodes]\ncount = 4\n"
+                    "[secagg]\nenabled = true\ndropout_rate = 0.3\n");
+  CHECK_THAT(e, Catch::StartsWith("bad.toml:8:") && Catch::Contains("secagg.dropout_rate") &&
+                    Catch::Contains("secure aggregation"));
+  // Without a federated level the same settings are not checked.
+  CHECK_NOTHROW(parse_scenario("levels = [0]\n[model]\nbase = \"tiny-random\"\n[nodes]\ncount = 4\n"
+                               "[secagg]\nenabled = true\ndropout_rate = 0.3\n", "ok.toml"));
+  // SecAgg needs 3 clients a round.
+  CHECK_THAT(error_of("levels = [4]\n[model]\nbase = \"tiny-random\"\n[nodes]\ncount = 2\n"),
+             Catch::Contains("secagg") || Catch::Contains("min_nodes"));
+}
+
+TEST_CASE("the shipped scenarios parse") {
+  auto q = fedge::sims::load_scenario(std::string(FEDGE_SOURCE_DIR) + "/sims/scenarios/quickstart.toml");
+  CHECK(q.nodes == 8);
+  CHECK(q.levels.size() == 7);
+  CHECK(q.secagg.enabled);
+  auto s = fedge::sims::load_scenario(std::string(FEDGE_SOURCE_DIR) + "/sims/scenarios/scale.toml");
+  CHECK(s.nodes == 1000);
+}
