@@ -47,6 +47,14 @@ inference::LoraConfig lora_config_from_layout(const ParamLayout& layout, double 
   return config;
 }
 
+inference::LoraAdapter adapter_from_params(const ParamVector& params, const inference::ModelConfig& model,
+                                           double alpha) {
+  auto adapter = inference::LoraAdapter::create(model, lora_config_from_layout(params.layout(), alpha), 0);
+  // remapped() checks every tensor's name and shape against what the model needs.
+  adapter.from_params(params.remapped(adapter.layout()));
+  return adapter;
+}
+
 LocalTrainer::LocalTrainer(inference::Model& model, training::TokenDataset train,
                            std::optional<training::TokenDataset> eval, LocalTrainerOptions options)
     : model_(model), train_(std::move(train)), eval_(std::move(eval)), options_(std::move(options)) {
@@ -55,10 +63,7 @@ LocalTrainer::LocalTrainer(inference::Model& model, training::TokenDataset train
 }
 
 ParamLayout LocalTrainer::install(const ParamVector& global) {
-  const auto config = lora_config_from_layout(global.layout(), options_.lora_alpha);
-  auto adapter = inference::LoraAdapter::create(model_.config(), config, 0);
-  // remapped() checks every tensor's name and shape against what the model needs.
-  adapter.from_params(global.remapped(adapter.layout()));
+  auto adapter = adapter_from_params(global, model_.config(), options_.lora_alpha);
   ParamLayout own = adapter.layout();
   model_.add_adapter(options_.adapter_slot, std::move(adapter));
   model_.set_active_adapter(options_.adapter_slot);

@@ -250,9 +250,7 @@ struct NodeRuntime::Impl {
   // The latest global as a PEFT directory (written aside, then renamed), so the
   // site can serve it with any PEFT tool and a restarted node starts from it.
   void save_global(const ParamVector& params, std::uint64_t version) {
-    const auto lora = lora_config_from_layout(params.layout(), config.trainer.lora_alpha);
-    auto adapter = inference::LoraAdapter::create(loaded.model.config(), lora, 0);
-    adapter.from_params(params.remapped(adapter.layout()));
+    const auto adapter = adapter_from_params(params, loaded.model.config(), config.trainer.lora_alpha);
     const fs::path tmp = config.state_dir / "global.tmp";
     fs::remove_all(tmp);
     adapter.save(tmp);

@@ -13,6 +13,7 @@
 
 #include "e2e/process.h"
 #include "fedge/common/param_vector.h"
+#include "fedge/common/safetensors.h"
 #include "fedge/protocol/keys.h"
 #include "fedge/training/synth_data.h"
 #include "test_util.h"
@@ -129,6 +130,32 @@ inline std::vector<float> fedavg(const ParamVector& global, const std::vector<Pa
   std::vector<float> out(global.size());
   for (std::size_t j = 0; j < out.size(); ++j) out[j] = global.values()[j] + static_cast<float>(sum[j] / total);
   return out;
+}
+
+// How far the global of `round` is from the previous global plus FedAvg of
+// the `included` nodes' saved updates (weighted by their saved example counts),
+// and how far it moved at all (largest absolute differences).
+struct FedAvgCheck {
+  double worst = 0;
+  double moved = 0;
+};
+inline FedAvgCheck compare_with_fedavg(const FederationHarness& h, std::uint64_t round,
+                                       const std::vector<int>& included) {
+  const ParamVector before = ParamVector::load(h.adapter_file(round - 1));
+  const ParamVector after = ParamVector::load(h.adapter_file(round)).remapped(before.layout());
+  std::vector<ParamVector> updates;
+  std::vector<double> weights;
+  for (int id : included) {
+    updates.push_back(ParamVector::load(h.update_file(id, round)));
+    weights.push_back(std::stod(SafetensorsFile::open(h.update_file(id, round)).metadata().at("num_examples")));
+  }
+  const auto expected = fedavg(before, updates, weights);
+  FedAvgCheck check;
+  for (std::size_t j = 0; j < expected.size(); ++j) {
+    check.worst = std::max(check.worst, std::abs(double(expected[j]) - after.values()[j]));
+    check.moved = std::max(check.moved, std::abs(double(after.values()[j]) - before.values()[j]));
+  }
+  return check;
 }
 
 }  // namespace fedge::testing

@@ -28,10 +28,6 @@ constexpr const char* kFederation =
     "[federation.deadlines]\ntrain_ms = 60000\n"
     "[federation.secagg]\nexpected_dropout = 0.01\nfailure_probability = 0.01\ncorrupt_fraction = 0.0\nclip_range = 4.0\n";
 
-std::uint64_t examples_of(const fs::path& update_file) {
-  return std::stoull(fedge::SafetensorsFile::open(update_file).metadata().at("num_examples"));
-}
-
 double held_out_loss(const fs::path& adapter_dir, const FederationHarness& h) {
   auto model = fedge::inference::Model::tiny(0);
   model.add_adapter("a", fedge::inference::LoraAdapter::load(adapter_dir, model.config()));
@@ -102,23 +98,10 @@ TEST_CASE("federation: 4 node processes, 3 secure rounds, global = FedAvg of the
   // Each global equals the previous one plus the example-weighted mean of the
   // updates the nodes saved on their own sites (computed here independently).
   for (std::uint64_t r = 1; r <= 3; ++r) {
-    const ParamVector before = ParamVector::load(h.adapter_file(r - 1));
-    const ParamVector after = ParamVector::load(h.adapter_file(r)).remapped(before.layout());
-    std::vector<ParamVector> updates;
-    std::vector<double> weights;
-    for (int id = 1; id <= 4; ++id) {
-      updates.push_back(ParamVector::load(h.update_file(id, r)));
-      weights.push_back(static_cast<double>(examples_of(h.update_file(id, r))));
-    }
-    const auto expected = fedge::testing::fedavg(before, updates, weights);
-    double worst = 0, moved = 0;
-    for (std::size_t j = 0; j < expected.size(); ++j) {
-      worst = std::max(worst, std::abs(double(expected[j]) - after.values()[j]));
-      moved = std::max(moved, std::abs(double(after.values()[j]) - before.values()[j]));
-    }
+    const auto check = fedge::testing::compare_with_fedavg(h, r, {1, 2, 3, 4});
     INFO("round " << r);
-    CHECK(moved > 1e-4);   // the round changed the adapter
-    CHECK(worst < 1e-6);   // and exactly by FedAvg, up to quantisation
+    CHECK(check.moved > 1e-4);   // the round changed the adapter
+    CHECK(check.worst < 1e-6);   // and exactly by FedAvg, up to quantisation
   }
 
   // Held-out loss over every site's eval split falls from v0 to v3.

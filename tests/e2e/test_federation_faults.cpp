@@ -13,7 +13,6 @@
 namespace {
 
 using namespace std::chrono_literals;
-using fedge::ParamVector;
 using fedge::testing::FederationHarness;
 using fedge::testing::Process;
 namespace fs = std::filesystem;
@@ -32,19 +31,8 @@ std::string federation(int rounds, int min_nodes, const std::string& deadlines, 
 // The global of `round` must be the previous one plus the example-weighted
 // mean of exactly these nodes' saved updates.
 void check_fedavg(const FederationHarness& h, std::uint64_t round, const std::vector<int>& included) {
-  const ParamVector before = ParamVector::load(h.adapter_file(round - 1));
-  const ParamVector after = ParamVector::load(h.adapter_file(round)).remapped(before.layout());
-  std::vector<ParamVector> updates;
-  std::vector<double> weights;
-  for (int id : included) {
-    updates.push_back(ParamVector::load(h.update_file(id, round)));
-    weights.push_back(std::stod(fedge::SafetensorsFile::open(h.update_file(id, round)).metadata().at("num_examples")));
-  }
-  const auto expected = fedge::testing::fedavg(before, updates, weights);
-  double worst = 0;
-  for (std::size_t j = 0; j < expected.size(); ++j) worst = std::max(worst, std::abs(double(expected[j]) - after.values()[j]));
   INFO("round " << round);
-  CHECK(worst < 1e-6);
+  CHECK(fedge::testing::compare_with_fedavg(h, round, included).worst < 1e-6);
 }
 
 std::string logs(const std::vector<std::unique_ptr<Process>>& procs) {

@@ -51,6 +51,10 @@ struct LocalTrainerOptions {
 // targets from the tensor names. Throws Error(kInvalidInput) naming the tensor
 // when the layout is not a PEFT LoRA layout for `model`.
 inference::LoraConfig lora_config_from_layout(const ParamLayout& layout, double alpha);
+// The adapter holding `params` (tensors matched by name, any order) for `model`.
+// Throws Error(kInvalidInput) naming the tensor that is missing or mis-shaped.
+inference::LoraAdapter adapter_from_params(const ParamVector& params, const inference::ModelConfig& model,
+                                           double alpha);
 
 class LocalTrainer {
  public:
