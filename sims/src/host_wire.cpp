@@ -9,6 +9,7 @@
 #include <cstring>
 #include <exception>
 #include <memory>
+#include <type_traits>
 
 #include <capnp/message.h>
 #include <capnp/serialize.h>
@@ -121,23 +122,94 @@ void write(wire::HostMessage::Builder root, const Shutdown& m) { root.initShutdo
 
 void write(wire::HostMessage::Builder root, const HostError& m) { root.initHostError().setMessage(text_of(m.message)); }
 
-// Bytes the message will roughly need, so a window of big envelopes is built in
-// one first segment rather than grown (and copied) step by step.
+// Bytes the message will need (a slight over-estimate: each item's struct plus
+// its payloads padded to words), so even a window of big envelopes is built in
+// its first segment and leaves the encoder without a second copy.
+std::size_t padded(std::size_t bytes) { return (bytes + 8) / 8 * 8; }  // + room for a text's NUL
+
 std::size_t payload_bytes(const HostMessage& message) {
   auto deliveries = [](const std::vector<Delivery>& ds) {
-    std::size_t n = 0;
-    for (const auto& d : ds) n += d.envelope.size() + 32;
+    std::size_t n = 8;  // list tag
+    for (const auto& d : ds) n += padded(d.envelope.size()) + 32;
     return n;
   };
-  if (const auto* w = std::get_if<WindowOrder>(&message)) {
-    std::size_t n = deliveries(w->deliveries);
-    for (const auto& r : w->completed) n += 4 * (r.global.size() + r.survivors.size()) + 64;
-    return n;
-  }
-  if (const auto* w = std::get_if<WindowReport>(&message)) return deliveries(w->messages) + w->rows.size() * 160;
-  if (const auto* a = std::get_if<HostAssign>(&message)) return a->scenario_toml.size() + a->scenario_source.size();
-  return 0;
+  return std::visit(
+      [&](const auto& m) -> std::size_t {
+        using M = std::decay_t<decltype(m)>;
+        if constexpr (std::is_same_v<M, WindowOrder>) {
+          std::size_t n = deliveries(m.deliveries) + 8;
+          for (const auto& r : m.completed) n += padded(4 * r.global.size()) + padded(4 * r.survivors.size()) + 48;
+          return n;
+        } else if constexpr (std::is_same_v<M, WindowReport>) {
+          return deliveries(m.messages) + 8 + m.rows.size() * 136;
+        } else if constexpr (std::is_same_v<M, HostAssign>) {
+          return padded(m.scenario_toml.size()) + padded(m.scenario_source.size()) + padded(4 * m.levels.size());
+        } else if constexpr (std::is_same_v<M, HostHello>) {
+          return padded(m.host_name.size());
+        } else if constexpr (std::is_same_v<M, HostReady>) {
+          return padded(m.base_digest.size());
+        } else if constexpr (std::is_same_v<M, Shutdown>) {
+          return padded(m.reason.size());
+        } else if constexpr (std::is_same_v<M, HostError>) {
+          return padded(m.message.size());
+        } else {
+          return 0;
+        }
+      },
+      message);
 }
+
+// Builds the message straight into a buffer laid out as the flat serialisation
+// (one word of segment table, then segment 0), so a message that fits the size
+// estimate needs no final copy: a window of big envelopes is copied once, not
+// twice. A message that outgrows it gets more segments and the usual flat copy.
+class FlatBuilder final : public capnp::MessageBuilder {
+ public:
+  explicit FlatBuilder(std::size_t first_words)
+      : storage_(std::make_shared<std::vector<std::uint64_t>>(std::min(first_words, kMaxSegmentWords) + 1)) {}
+
+  kj::ArrayPtr<capnp::word> allocateSegment(unsigned minimum_words) override {
+    if (!first_given_) {
+      first_given_ = true;
+      if (minimum_words <= storage_->size() - 1) {
+        allocated_ += storage_->size() - 1;
+        return {first_segment(), storage_->size() - 1};
+      }
+    }
+    // Later segments grow with the message, as capnp's own heuristic does.
+    const std::size_t words = std::max<std::size_t>(minimum_words, std::min(allocated_, kMaxSegmentWords));
+    auto segment = kj::heapArray<capnp::word>(words);
+    std::memset(segment.begin(), 0, words * sizeof(capnp::word));
+    allocated_ += words;
+    extra_.push_back(std::move(segment));
+    return extra_.back();
+  }
+
+  Bytes finish() {
+    auto segments = getSegmentsForOutput();
+    if (segments.size() == 1 && segments[0].begin() == first_segment()) {
+      // Segment table of a one-segment message: (segment count - 1, segment 0's words).
+      auto* table = reinterpret_cast<std::uint32_t*>(storage_->data());
+      table[0] = 0;
+      table[1] = static_cast<std::uint32_t>(segments[0].size());
+      return Bytes::adopt(storage_, reinterpret_cast<const std::uint8_t*>(storage_->data()),
+                          (segments[0].size() + 1) * sizeof(capnp::word));
+    }
+    auto flat = std::make_shared<kj::Array<capnp::word>>(capnp::messageToFlatArray(segments));
+    auto bytes = flat->asBytes();
+    return Bytes::adopt(flat, bytes.begin(), bytes.size());
+  }
+
+ private:
+  static constexpr std::size_t kMaxSegmentWords = std::size_t{1} << 28;  // capnp allows 2^29 - 1
+
+  capnp::word* first_segment() { return reinterpret_cast<capnp::word*>(storage_->data() + 1); }
+
+  std::shared_ptr<std::vector<std::uint64_t>> storage_;  // zeroed, as capnp requires of a new segment
+  bool first_given_ = false;
+  std::size_t allocated_ = 0;
+  std::vector<kj::Array<capnp::word>> extra_;
+};
 
 // ---- decoding ----
 
@@ -184,7 +256,12 @@ class Field {
   int uncaught_;
 };
 
-std::string index(std::size_t i) { return "[" + std::to_string(i) + "]"; }
+std::string index(std::size_t i) {
+  std::string s = std::to_string(i);  // appended, not "[" + ... + "]": GCC 12 warns falsely on that (-Wrestrict)
+  s.insert(s.begin(), '[');
+  s += ']';
+  return s;
+}
 
 void require(Ctx& ctx, bool ok, const char* name, const std::string& what) {
   if (ok) return;
@@ -455,8 +532,7 @@ HostMessage read_message(Ctx& ctx, wire::HostMessage::Reader root) {
 }  // namespace
 
 Bytes encode_host_message(const HostMessage& message) {
-  const std::size_t hint = std::min<std::size_t>(payload_bytes(message) / 8 + 1024, std::size_t{1} << 26);
-  capnp::MallocMessageBuilder builder(static_cast<unsigned>(hint));
+  FlatBuilder builder(payload_bytes(message) / 8 + 64);  // + root, struct headers
   auto root = builder.initRoot<wire::HostMessage>();
   root.setVersion(kHostWireVersion);
   try {
@@ -465,9 +541,7 @@ Bytes encode_host_message(const HostMessage& message) {
     throw Error(ErrorKind::kInvalidInput, std::string("host: cannot encode ") + host_message_name(message) + ": " +
                                               e.getDescription().cStr());
   }
-  auto flat = std::make_shared<kj::Array<capnp::word>>(capnp::messageToFlatArray(builder));
-  auto bytes = flat->asBytes();
-  return Bytes::adopt(flat, bytes.begin(), bytes.size());
+  return builder.finish();
 }
 
 HostMessage decode_host_message(const Bytes& bytes, const HostWireLimits& limits) {

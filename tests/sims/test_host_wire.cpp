@@ -265,6 +265,20 @@ TEST_CASE("host wire: decoded envelopes outlive the message bytes, aligned or no
   check_same(d.completed[0], w.completed[0]);
 }
 
+TEST_CASE("host wire: the encoder writes one flat, single-segment message") {
+  for (const auto& m : samples()) {
+    const Bytes b = encode_host_message(m);
+    INFO(host_message_name(m));
+    REQUIRE(b.size() >= 16);
+    CHECK(b.size() % 8 == 0);
+    CHECK(reinterpret_cast<std::uintptr_t>(b.data()) % 8 == 0);
+    std::uint32_t table[2];
+    std::memcpy(table, b.data(), sizeof table);
+    CHECK(table[0] == 0);                 // segment count - 1
+    CHECK(table[1] == b.size() / 8 - 1);  // segment 0 is the rest of the bytes
+  }
+}
+
 TEST_CASE("host wire: message names") {
   CHECK(std::string(host_message_name(HostHello{})) == "HostHello");
   CHECK(std::string(host_message_name(WindowOrder{})) == "WindowOrder");
