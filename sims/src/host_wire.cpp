@@ -189,9 +189,8 @@ class FlatBuilder final : public capnp::MessageBuilder {
     auto segments = getSegmentsForOutput();
     if (segments.size() == 1 && segments[0].begin() == first_segment()) {
       // Segment table of a one-segment message: (segment count - 1, segment 0's words).
-      auto* table = reinterpret_cast<std::uint32_t*>(storage_->data());
-      table[0] = 0;
-      table[1] = static_cast<std::uint32_t>(segments[0].size());
+      const std::uint32_t table[2] = {0, static_cast<std::uint32_t>(segments[0].size())};
+      std::memcpy(storage_->data(), table, sizeof table);
       return Bytes::adopt(storage_, reinterpret_cast<const std::uint8_t*>(storage_->data()),
                           (segments[0].size() + 1) * sizeof(capnp::word));
     }
