@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -54,6 +55,7 @@ class Context {
   const NodeData& node(int i) const { return nodes_[static_cast<std::size_t>(i)]; }
   int num_nodes() const { return static_cast<int>(nodes_.size()); }
   const inference::ModelConfig& model_config() const { return model_.config(); }
+  const inference::Model& model() const { return model_; }
   std::int64_t base_parameters() const { return base_parameters_; }
   const ParamVector& initial_adapter() const { return initial_; }
   std::uint64_t adapter_floats() const { return initial_.size(); }
@@ -93,16 +95,14 @@ ServingOutcome serve(const Context& ctx, int level, const NodeData& node);
 
 double percentile(std::vector<double> values, double p);
 
-// Levels 4 and 5: the federation cores driven under the virtual clock.
-struct FederatedOutcome {
-  std::vector<MetricsRow> rows;  // per round and node (quality, traffic, compute)
-  ParamVector global;            // the final global adapter
-  int rounds_completed = 0, rounds_failed = 0;
-  std::optional<double> epsilon;
-  bool individual_updates_seen = false;
-  double server_compute_s = 0;
-  double sim_time_s = 0;
-};
-FederatedOutcome run_federated(Context& ctx, int level);
+// Builds the run's shared state: the data split (every process derives the same
+// one from the scenario's seed), the base model and tokenised node data. With a
+// block [first, end), the other nodes' records are dropped before tokenising:
+// a node host keeps only its own nodes' data.
+std::unique_ptr<Context> build_context(const Scenario& scenario, std::optional<std::pair<int, int>> block = {});
+
+// A digest of the base model's weights, to check that every process of a
+// distributed run uses the same base (FNV-1a 64, hex).
+std::string base_digest(const Context& ctx);
 
 }  // namespace fedge::sims::detail

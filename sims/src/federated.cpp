@@ -1,31 +1,37 @@
-// Levels 4 and 5: the real federation cores (coordinator/federation.h and
-// node/round_client.h, with SecAgg+ when the scenario asks) driven by a
-// discrete-event loop under the virtual clock. Every message is encoded with
-// the protocol codec, its byte count sets its transfer time over the level's
-// network profile, and the receiver decodes it, as over a socket. Virtual
-// nodes share the one model; each holds only the global version it installed.
+// Levels 4 and 5: the real coordinator core (coordinator/federation.h, with
+// SecAgg+ when the scenario asks) against blocks of virtual nodes
+// (node_block.cpp), under the virtual clock in lock-step windows; see
+// federation_sim.h. Every message is encoded with the protocol codec, its byte
+// count sets its transfer time over the level's network profile, and the
+// receiver decodes it, as over a socket.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <map>
-#include <memory>
-#include <queue>
 
 #include <spdlog/spdlog.h>
 
-#include "context.h"
+#include "federation_sim.h"
 #include "fedge/common/error.h"
 #include "fedge/common/rng.h"
-#include "fedge/coordinator/federation.h"
-#include "fedge/node/round_client.h"
 #include "fedge/protocol/codec.h"
+#include "fedge/protocol/layout.h"
 
 namespace fedge::sims::detail {
-namespace {
 
-using protocol::Envelope;
+std::int64_t to_ms(double seconds) { return static_cast<std::int64_t>(std::ceil(seconds * 1000.0)); }
 
-constexpr std::int64_t kRegistrationWindowMs = 2000;  // nodes register before the first round
+const NetworkProfile& level_network(const Scenario& s, int level) {
+  return level == 5 ? s.edge_network : s.node_network;
+}
+
+std::int64_t lookahead_ms(const NetworkProfile& net) { return std::max<std::int64_t>(1, to_ms(net.latency_s)); }
+
+std::int64_t arrival_ms(const NetworkProfile& net, std::int64_t now, std::int64_t& link_free, std::uint64_t bytes,
+                        bool upload) {
+  double wire_s = transfer_seconds(net, bytes, upload) - net.latency_s;
+  link_free = std::max(link_free, now) + to_ms(wire_s);
+  return std::max(link_free + to_ms(net.latency_s), now + lookahead_ms(net));
+}
 
 privacy::Key32 key_from(std::uint64_t seed, const std::string& label) {
   privacy::Key32 k{};
@@ -36,82 +42,92 @@ privacy::Key32 key_from(std::uint64_t seed, const std::string& label) {
   return k;
 }
 
-std::int64_t to_ms(double seconds) { return static_cast<std::int64_t>(std::ceil(seconds * 1000.0)); }
+std::pair<int, int> block_range(int nodes, int blocks, int i) {
+  auto edge = [&](int k) { return static_cast<int>(static_cast<std::int64_t>(nodes) * k / blocks); };
+  return {edge(i), edge(i + 1)};
+}
 
-struct Event {
-  std::int64_t at = 0;
-  std::uint64_t seq = 0;  // ties broken by creation order: deterministic
-  enum Kind { kToCoordinator, kToNode, kNodeTick, kCoordinatorTick, kTrainDone } kind = kToNode;
-  int node = 0;           // index 0..n-1
-  protocol::Bytes bytes;
-  std::shared_ptr<node::LocalUpdate> update;
-  bool operator>(const Event& o) const { return at != o.at ? at > o.at : seq > o.seq; }
-};
+std::string LocalHost::name() const {
+  return "in-process block [" + std::to_string(first_) + ", " + std::to_string(end_) + ")";
+}
 
-struct VirtualNode {
-  std::unique_ptr<node::RoundClient> client;
-  std::uint64_t version = 0;
-  std::shared_ptr<const std::vector<float>> global;  // installed global (shared between nodes)
-  std::uint64_t bytes_up = 0, bytes_down = 0;
-  double compute_s = 0;
-  std::int64_t scheduled_tick = -1;
-  // When the node's uplink / downlink finishes sending what is queued on it:
-  // messages on one link go out in order, one after the other, as over one socket.
-  std::int64_t up_free = 0, down_free = 0;
-  // Dropout of the current round: how many round messages still get through (-1: all).
-  std::uint64_t round = 0;
-  int deliver_left = -1;
-  std::uint64_t pending_ticket = 0;
-};
+void LocalHost::send_start(int level) {
+  block_ = std::make_unique<NodeBlock>(ctx_, level, first_, end_);
+  pending_ = [this] { return block_->start(); };
+}
 
-class Driver {
+void LocalHost::send_window(WindowOrder order) {
+  pending_ = [this, order = std::move(order)] { return block_->window(order); };
+}
+
+WindowReport LocalHost::collect() {
+  if (!pending_) throw Error(ErrorKind::kRuntime, name() + ": collect() without work handed over");
+  auto work = std::move(pending_);
+  pending_ = nullptr;
+  return work();
+}
+
+namespace {
+
+constexpr std::int64_t kRegistrationWindowMs = 2000;  // nodes register before the first round
+
+// The coordinator core with its own event queue and the downlinks to the nodes.
+class CoordinatorSide {
  public:
-  Driver(Context& ctx, int level) : ctx_(ctx), s_(ctx.scenario()), level_(level),
-        net_(level == 4 ? s_.node_network : s_.edge_network), rng_(s_.seed, "federated/" + std::to_string(level)) {}
+  CoordinatorSide(Context& ctx, int level);
 
-  FederatedOutcome run();
+  void receive(std::vector<Delivery> messages);
+  std::optional<std::int64_t> next_event() const {
+    return queue_.empty() ? std::nullopt : std::optional<std::int64_t>(queue_.top().at);
+  }
+  struct WindowOutput {
+    std::vector<Delivery> to_nodes;
+    std::vector<RoundDone> completed;
+  };
+  WindowOutput run_until(std::int64_t until);
+  bool finished() const { return finished_; }
+  FederatedOutcome& outcome() { return out_; }
+  std::int64_t now() const { return now_; }
 
  private:
-  void push(Event e) {
-    e.seq = seq_++;
-    queue_.push(std::move(e));
-  }
   coordinator::FederationConfig make_config() const;
-  void start_nodes();
-  void apply(const coordinator::CoordinatorActions& a);
-  void apply(int n, node::NodeActions a);
-  void schedule_node_tick(int n);
-  void schedule_coordinator_tick();
-  void send_to_coordinator(int n, const Envelope& env);
-  std::int64_t arrival(std::int64_t& link_free, std::uint64_t bytes, bool upload) const;
-  void train(int n, const node::TrainCommand& cmd);
-  void on_round_completed(const coordinator::RoundCompleted& done);
+  void apply(const coordinator::CoordinatorActions& a, WindowOutput& out);
+  void schedule_tick();
   template <class F>
   auto timed(F&& f) {
     auto t0 = std::chrono::steady_clock::now();
     auto r = f();
-    server_wall_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    out_.server_compute_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return r;
   }
 
   Context& ctx_;
   const Scenario& s_;
   int level_;
-  NetworkProfile net_;
-  Rng rng_;
+  const NetworkProfile& net_;
   std::unique_ptr<coordinator::CoordinatorCore> core_;
-  std::vector<VirtualNode> nodes_;
-  std::priority_queue<Event, std::vector<Event>, std::greater<>> queue_;
+  std::vector<std::int64_t> down_free_;  // per node: when its downlink is free
+  EventQueue queue_;
   std::uint64_t seq_ = 0;
   std::int64_t now_ = 0;
-  std::int64_t coordinator_tick_ = -1;
-  std::map<std::uint64_t, std::shared_ptr<const std::vector<float>>> versions_;
-  double server_wall_s_ = 0;
-  FederatedOutcome out_;
+  std::int64_t tick_at_ = -1;
   bool finished_ = false;
+  FederatedOutcome out_;
 };
 
-coordinator::FederationConfig Driver::make_config() const {
+CoordinatorSide::CoordinatorSide(Context& ctx, int level)
+    : ctx_(ctx), s_(ctx.scenario()), level_(level), net_(level_network(s_, level)),
+      down_free_(static_cast<std::size_t>(ctx.num_nodes()), 0) {
+  coordinator::ResumeState resume;
+  const auto& init = ctx_.initial_adapter();
+  resume.global.assign(init.values().begin(), init.values().end());
+  resume.layout = protocol::to_wire_layout(init.layout());
+  core_ = std::make_unique<coordinator::CoordinatorCore>(make_config(), std::move(resume));
+  out_.individual_updates_seen = !s_.secagg.enabled;
+  schedule_tick();
+}
+
+coordinator::FederationConfig CoordinatorSide::make_config() const {
   coordinator::FederationConfig c;
   c.rounds = static_cast<std::uint64_t>(s_.training.rounds);
   c.secure = s_.secagg.enabled;
@@ -149,78 +165,83 @@ coordinator::FederationConfig Driver::make_config() const {
   return c;
 }
 
-void Driver::schedule_node_tick(int n) {
-  auto& vn = nodes_[n];
-  auto t = vn.client->next_tick_ms();
-  if (!t || *t == vn.scheduled_tick) return;
-  vn.scheduled_tick = std::max(*t, now_);
-  Event e;
-  e.at = vn.scheduled_tick;
-  e.kind = Event::kNodeTick;
-  e.node = n;
-  push(std::move(e));
-}
-
-void Driver::schedule_coordinator_tick() {
+void CoordinatorSide::schedule_tick() {
   auto t = core_->next_deadline_ms();
   if (!t) return;
   std::int64_t at = std::max({*t, now_, kRegistrationWindowMs});
-  if (at == coordinator_tick_) return;
-  coordinator_tick_ = at;
-  Event e;
+  if (at == tick_at_) return;
+  tick_at_ = at;
+  SimEvent e;
   e.at = at;
-  e.kind = Event::kCoordinatorTick;
-  push(std::move(e));
+  e.origin = SimEvent::kTickOrigin;
+  e.seq = seq_++;
+  e.kind = SimEvent::kTick;
+  queue_.push(std::move(e));
 }
 
-std::int64_t Driver::arrival(std::int64_t& link_free, std::uint64_t bytes, bool upload) const {
-  double wire_s = transfer_seconds(net_, bytes, upload) - net_.latency_s;
-  link_free = std::max(link_free, now_) + to_ms(wire_s);
-  return link_free + to_ms(net_.latency_s);
-}
-
-void Driver::send_to_coordinator(int n, const Envelope& env) {
-  auto& vn = nodes_[n];
-  bool round_message = env.round != 0 && !std::holds_alternative<protocol::Heartbeat>(env.body) &&
-                       !std::holds_alternative<protocol::Metrics>(env.body);
-  if (round_message && env.round == vn.round && vn.deliver_left >= 0) {
-    if (vn.deliver_left == 0) return;  // dropped out of this round: the message never leaves
-    --vn.deliver_left;
+void CoordinatorSide::receive(std::vector<Delivery> messages) {
+  for (auto& d : messages) {
+    if (d.node >= down_free_.size()) {
+      throw Error(ErrorKind::kProtocol, "a node host sent a message from node " + std::to_string(d.node) +
+                                            ", but the scenario has " + std::to_string(down_free_.size()) + " nodes");
+    }
+    SimEvent e;
+    e.at = d.at_ms;
+    e.origin = d.node;
+    e.seq = d.seq;
+    e.kind = SimEvent::kMessage;
+    e.node = static_cast<int>(d.node);
+    e.bytes = std::move(d.envelope);
+    queue_.push(std::move(e));
   }
-  auto bytes = protocol::encode(env);
-  vn.bytes_up += bytes.size();
-  Event e;
-  e.at = arrival(vn.up_free, bytes.size(), true);
-  e.kind = Event::kToCoordinator;
-  e.node = n;
-  e.bytes = std::move(bytes);
-  push(std::move(e));
 }
 
-void Driver::apply(const coordinator::CoordinatorActions& a) {
+CoordinatorSide::WindowOutput CoordinatorSide::run_until(std::int64_t until) {
+  WindowOutput out;
+  const protocol::Limits limits;
+  while (!finished_ && !queue_.empty() && queue_.top().at < until) {
+    SimEvent e = queue_.top();
+    queue_.pop();
+    now_ = std::max(now_, e.at);
+    if (e.kind == SimEvent::kMessage) {
+      auto env = protocol::decode(e.bytes, limits);
+      apply(timed([&] { return core_->on_message(now_, env); }), out);
+    } else if (tick_at_ == e.at) {  // else superseded
+      tick_at_ = -1;
+      apply(timed([&] { return core_->on_tick(now_); }), out);
+    }
+    const int max_attempts = 5 * s_.training.rounds + 5;
+    if (out_.rounds_failed > max_attempts) {
+      throw Error(ErrorKind::kRuntime, "level " + std::to_string(level_) + ": " + std::to_string(out_.rounds_failed) +
+                                           " failed round attempts; lower the dropout or the secagg threshold");
+    }
+  }
+  return out;
+}
+
+void CoordinatorSide::apply(const coordinator::CoordinatorActions& a, WindowOutput& out) {
   for (const auto& o : a.send) {
     int n = static_cast<int>(o.to) - 1;
-    if (n < 0 || n >= static_cast<int>(nodes_.size())) continue;
-    auto bytes = protocol::encode(o.envelope);
-    nodes_[n].bytes_down += bytes.size();
-    // A round plan decides whether this node drops out of the round, and when.
-    if (const auto* plan = std::get_if<protocol::RoundPlan>(&o.envelope.body)) {
-      auto& vn = nodes_[n];
-      vn.round = o.envelope.round;
-      vn.deliver_left = -1;
-      if (net_.dropout > 0 && rng_.uniform() < net_.dropout) vn.deliver_left = static_cast<int>(rng_.below(3));
-      (void)plan;
-    }
-    Event e;
-    e.at = arrival(nodes_[n].down_free, bytes.size(), false);
-    e.kind = Event::kToNode;
-    e.node = n;
-    e.bytes = std::move(bytes);
-    push(std::move(e));
+    if (n < 0 || n >= ctx_.num_nodes()) continue;
+    Delivery d;
+    d.envelope = protocol::encode(o.envelope);
+    d.at_ms = arrival_ms(net_, now_, down_free_[static_cast<std::size_t>(n)], d.envelope.size(), false);
+    d.node = static_cast<std::uint32_t>(n);
+    d.seq = seq_++;
+    out.to_nodes.push_back(std::move(d));
   }
   for (const auto& ev : a.events) {
     if (const auto* done = std::get_if<coordinator::RoundCompleted>(&ev)) {
-      on_round_completed(*done);
+      ++out_.rounds_completed;
+      RoundDone r;
+      r.round = static_cast<std::uint32_t>(out_.rounds_completed);
+      r.at_ms = now_;
+      for (auto id : done->survivors) r.survivors.push_back(id - 1);
+      r.global = done->global;
+      r.last = out_.rounds_completed == s_.training.rounds;
+      r.evaluate = r.last || s_.training.eval_every_round;
+      if (done->dp) out_.epsilon = done->dp->epsilon;
+      out.completed.push_back(std::move(r));
     } else if (const auto* failed = std::get_if<coordinator::RoundFailed>(&ev)) {
       ++out_.rounds_failed;
       ctx_.progress("level " + std::to_string(level_) + ": round " + std::to_string(failed->round) + " attempt " +
@@ -229,164 +250,117 @@ void Driver::apply(const coordinator::CoordinatorActions& a) {
       finished_ = true;
     }
   }
-  schedule_coordinator_tick();
+  schedule_tick();
 }
 
-void Driver::train(int n, const node::TrainCommand& cmd) {
-  auto& vn = nodes_[n];
-  const auto& node = ctx_.node(n);
-  if (vn.deliver_left == 0 && cmd.round == vn.round) return;  // gone before training: nothing will arrive
-  ParamVector start(ctx_.initial_adapter().layout(), *vn.global);
-  auto outcome = ctx_.train(start, node.train_set, static_cast<int>(cmd.hyper.local_steps),
-                            derive_seed(s_.seed, "fed/" + std::to_string(n) + "/" + std::to_string(cmd.round)),
-                            "constant", n);
-  double seconds = compute_seconds(node.device, train_flops(ctx_.base_parameters(), outcome.tokens));
-  vn.compute_s += seconds;
-  auto update = std::make_shared<node::LocalUpdate>();
-  update->ticket = cmd.ticket;
-  update->num_examples = node.train_set.size();
-  update->train_loss = outcome.loss;
-  update->update.resize(vn.global->size());
-  auto local = outcome.params.values();
-  for (std::size_t i = 0; i < update->update.size(); ++i) update->update[i] = local[i] - (*vn.global)[i];
-  vn.pending_ticket = cmd.ticket;
-  Event e;
-  e.at = now_ + to_ms(seconds);
-  e.kind = Event::kTrainDone;
-  e.node = n;
-  e.update = std::move(update);
-  push(std::move(e));
+std::optional<std::int64_t> earliest(std::optional<std::int64_t> a, std::optional<std::int64_t> b) {
+  if (!a) return b;
+  if (!b) return a;
+  return std::min(*a, *b);
 }
 
-void Driver::apply(int n, node::NodeActions a) {
-  auto& vn = nodes_[n];
-  if (a.install) {
-    auto& shared = versions_[a.install->version];
-    if (!shared) shared = std::make_shared<const std::vector<float>>(std::move(a.install->params));
-    vn.global = shared;
-    vn.version = a.install->version;
+std::size_t host_of(const std::vector<HostLink*>& hosts, std::uint32_t node) {
+  for (std::size_t h = 0; h < hosts.size(); ++h) {
+    if (static_cast<int>(node) >= hosts[h]->first_node() && static_cast<int>(node) < hosts[h]->end_node()) return h;
   }
-  if (a.cancel_training) vn.pending_ticket = 0;
-  for (const auto& env : a.send) send_to_coordinator(n, env);
-  if (a.train) train(n, *a.train);
-  for (const auto& note : a.notes) spdlog::debug("sim node {}: {}", n + 1, note);
-  schedule_node_tick(n);
+  throw Error(ErrorKind::kRuntime, "no node host runs node " + std::to_string(node));
 }
 
-void Driver::on_round_completed(const coordinator::RoundCompleted& done) {
-  ++out_.rounds_completed;
-  const int round = static_cast<int>(out_.rounds_completed);
-  const bool last = round == s_.training.rounds;
-  ParamVector global(ctx_.initial_adapter().layout(), done.global);
-  const bool evaluate = last || s_.training.eval_every_round;
-  double mean = 0;
-  for (int n = 0; n < ctx_.num_nodes(); ++n) {
-    auto q = evaluate ? ctx_.evaluate(global, ctx_.node(n), last) : Quality{std::nan(""), std::nullopt};
-    MetricsRow r;
-    r.level = level_;
-    r.round = round;
-    r.node = n;
-    r.perplexity = q.perplexity;
-    r.accuracy = q.accuracy;
-    r.participated = std::count(done.survivors.begin(), done.survivors.end(), static_cast<protocol::NodeId>(n + 1)) > 0;
-    r.bytes_up = nodes_[n].bytes_up;
-    r.bytes_down = nodes_[n].bytes_down;
-    r.node_compute_s = nodes_[n].compute_s;
-    r.node_energy_j = energy_joules(ctx_.node(n).device, r.node_compute_s);
-    r.sim_time_s = static_cast<double>(now_) / 1000.0;
-    out_.rows.push_back(r);
-    mean += q.perplexity / ctx_.num_nodes();
-  }
-  if (done.dp) out_.epsilon = done.dp->epsilon;
-  out_.global = std::move(global);
-  ctx_.progress("level " + std::to_string(level_) + " round " + std::to_string(round) + "/" +
-                std::to_string(s_.training.rounds) + ": " + std::to_string(done.survivors.size()) +
-                " updates in the " + (s_.secagg.enabled ? "secure sum" : "sum") +
-                (evaluate ? ", mean held-out perplexity " + std::to_string(mean) : std::string()) + ", simulated t=" + std::to_string(now_ / 1000) + " s");
-}
-
-void Driver::start_nodes() {
-  nodes_.resize(static_cast<std::size_t>(ctx_.num_nodes()));
-  for (int n = 0; n < ctx_.num_nodes(); ++n) {
-    node::NodeIdentity id;
-    id.node_id = static_cast<protocol::NodeId>(n + 1);
-    id.name = "sim-node-" + std::to_string(n + 1);
-    id.public_key = key_from(s_.seed, "node-key/" + std::to_string(n));
-    id.capabilities.device_profile = ctx_.node(n).device.name;
-    id.capabilities.num_examples = ctx_.node(n).train_set.size();
-    id.capabilities.model_name = s_.model.base;
-    node::NodeClientConfig cfg;
-    // The same per-node seed under levels 4 and 5: with the same dropouts the two
-    // levels then round identically, and the training memo spares level 5's work.
-    cfg.noise_seed = key_from(s_.seed, "node-noise/" + std::to_string(n));
-    nodes_[n].client = std::make_unique<node::RoundClient>(std::move(id), cfg);
-    apply(n, nodes_[n].client->start(0));
-  }
-}
-
-FederatedOutcome Driver::run() {
-  coordinator::ResumeState resume;
-  const auto& init = ctx_.initial_adapter();
-  resume.global.assign(init.values().begin(), init.values().end());
-  for (const auto& e : init.layout().entries()) {
-    protocol::TensorLayout t;
-    t.name = e.name;
-    for (auto d : e.shape) t.shape.push_back(static_cast<std::uint64_t>(d));
-    resume.layout.push_back(std::move(t));
-  }
-  core_ = std::make_unique<coordinator::CoordinatorCore>(make_config(), std::move(resume));
-  out_.individual_updates_seen = !s_.secagg.enabled;
-  start_nodes();
-  schedule_coordinator_tick();
-  const int max_attempts = 5 * s_.training.rounds + 5;
-  protocol::Limits limits;
-  while (!finished_ && !queue_.empty()) {
-    Event e = queue_.top();
-    queue_.pop();
-    now_ = std::max(now_, e.at);
-    switch (e.kind) {
-      case Event::kToCoordinator: {
-        auto env = protocol::decode(e.bytes, limits);
-        apply(timed([&] { return core_->on_message(now_, env); }));
-        break;
-      }
-      case Event::kToNode: {
-        auto env = protocol::decode(e.bytes, limits);
-        apply(e.node, nodes_[e.node].client->on_message(now_, env));
-        break;
-      }
-      case Event::kNodeTick:
-        if (nodes_[e.node].scheduled_tick != e.at) break;  // superseded
-        nodes_[e.node].scheduled_tick = -1;
-        apply(e.node, nodes_[e.node].client->on_tick(now_));
-        break;
-      case Event::kCoordinatorTick:
-        if (coordinator_tick_ != e.at) break;
-        coordinator_tick_ = -1;
-        apply(timed([&] { return core_->on_tick(now_); }));
-        break;
-      case Event::kTrainDone:
-        if (nodes_[e.node].pending_ticket != e.update->ticket) break;  // cancelled meanwhile
-        nodes_[e.node].pending_ticket = 0;
-        apply(e.node, nodes_[e.node].client->on_update_ready(now_, std::move(*e.update)));
-        break;
+// Orders rows by (round, node) and reports each completed round's mean.
+void add_rows(Context& ctx, int level, std::vector<MetricsRow>& all, std::vector<MetricsRow> rows,
+              const std::vector<RoundDone>& done) {
+  all.insert(all.end(), rows.begin(), rows.end());
+  const Scenario& s = ctx.scenario();
+  for (const auto& d : done) {
+    double sum = 0;
+    int n = 0;
+    for (const auto& r : all) {
+      if (r.round == static_cast<int>(d.round)) sum += r.perplexity, ++n;
     }
-    if (out_.rounds_failed > max_attempts) {
-      throw Error(ErrorKind::kRuntime, "level " + std::to_string(level_) + ": " + std::to_string(out_.rounds_failed) +
-                                           " failed round attempts; lower the dropout or the secagg threshold");
-    }
+    ctx.progress("level " + std::to_string(level) + " round " + std::to_string(d.round) + "/" +
+                 std::to_string(s.training.rounds) + ": " + std::to_string(d.survivors.size()) + " updates in the " +
+                 (s.secagg.enabled ? "secure sum" : "sum") +
+                 (d.evaluate ? ", mean held-out perplexity " + std::to_string(sum / std::max(1, n)) : std::string()) +
+                 ", simulated t=" + std::to_string(d.at_ms / 1000) + " s");
   }
-  if (!finished_) {
-    throw Error(ErrorKind::kRuntime, "level " + std::to_string(level_) + ": the federation stalled after " +
-                                         std::to_string(out_.rounds_completed) + " round(s) (no event left)");
-  }
-  out_.server_compute_s = server_wall_s_;
-  out_.sim_time_s = static_cast<double>(now_) / 1000.0;
-  return std::move(out_);
 }
 
 }  // namespace
 
-FederatedOutcome run_federated(Context& ctx, int level) { return Driver(ctx, level).run(); }
+FederatedOutcome run_federated(Context& ctx, int level, const std::vector<HostLink*>& hosts) {
+  CoordinatorSide coord(ctx, level);
+  const std::int64_t window = lookahead_ms(level_network(ctx.scenario(), level));
+  std::vector<std::optional<std::int64_t>> host_next(hosts.size());
+  std::vector<std::vector<Delivery>> to_host(hosts.size());
+  std::vector<MetricsRow> rows;
+  std::vector<RoundDone> done;  // completed in the last window, reported in the next
+
+  auto collect_all = [&] {
+    for (std::size_t h = 0; h < hosts.size(); ++h) {
+      auto report = hosts[h]->collect();
+      coord.receive(std::move(report.messages));
+      host_next[h] = report.next_event_ms;
+      add_rows(ctx, level, rows, std::move(report.rows), {});
+    }
+  };
+  for (auto* host : hosts) host->send_start(level);
+  collect_all();
+  while (!coord.finished()) {
+    std::optional<std::int64_t> next = coord.next_event();
+    for (std::size_t h = 0; h < hosts.size(); ++h) {
+      next = earliest(next, host_next[h]);
+      for (const auto& d : to_host[h]) next = earliest(next, d.at_ms);
+    }
+    if (!next) {
+      throw Error(ErrorKind::kRuntime, "level " + std::to_string(level) + ": the federation stalled after " +
+                                           std::to_string(coord.outcome().rounds_completed) +
+                                           " round(s) (no event left)");
+    }
+    const std::int64_t until = *next + window;
+    for (std::size_t h = 0; h < hosts.size(); ++h) {
+      WindowOrder order;
+      order.level = level;
+      order.until_ms = until;
+      order.deliveries = std::move(to_host[h]);
+      order.completed = done;
+      to_host[h].clear();
+      hosts[h]->send_window(std::move(order));
+    }
+    auto out = coord.run_until(until);  // the remote blocks work meanwhile
+    for (auto& d : out.to_nodes) to_host[host_of(hosts, d.node)].push_back(std::move(d));
+    collect_all();
+    add_rows(ctx, level, rows, {}, done);
+    done = std::move(out.completed);
+  }
+  // The level's last window: rows of the rounds it completed, nothing processed.
+  for (auto* host : hosts) {
+    WindowOrder order;
+    order.level = level;
+    order.completed = done;
+    order.finish = true;
+    host->send_window(std::move(order));
+  }
+  collect_all();
+  add_rows(ctx, level, rows, {}, done);
+
+  auto& out = coord.outcome();
+  std::stable_sort(rows.begin(), rows.end(), [](const MetricsRow& a, const MetricsRow& b) {
+    return a.round != b.round ? a.round < b.round : a.node < b.node;
+  });
+  out.rows = std::move(rows);
+  out.sim_time_s = static_cast<double>(coord.now()) / 1000.0;
+  return std::move(out);
+}
+
+std::vector<MetricsRow> run_local_only(const std::vector<HostLink*>& hosts) {
+  for (auto* host : hosts) host->send_start(6);
+  std::vector<MetricsRow> rows;
+  for (auto* host : hosts) {
+    auto report = host->collect();
+    rows.insert(rows.end(), report.rows.begin(), report.rows.end());
+  }
+  std::stable_sort(rows.begin(), rows.end(), [](const MetricsRow& a, const MetricsRow& b) { return a.node < b.node; });
+  return rows;
+}
 
 }  // namespace fedge::sims::detail

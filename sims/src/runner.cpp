@@ -7,6 +7,8 @@
 #include <spdlog/spdlog.h>
 
 #include "context.h"
+#include "federation_sim.h"
+#include "host_pool.h"
 #include "fedge/common/error.h"
 #include "fedge/common/rng.h"
 #include "fedge/inference/generate.h"
@@ -24,109 +26,6 @@ namespace fs = std::filesystem;
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-std::uint64_t record_bytes(const std::vector<training::Record>& records) {
-  std::uint64_t n = 0;
-  for (const auto& r : records) n += r.prompt.size() + r.completion.size();
-  return n;
-}
-
-// The same cached base as scripts/quickstart.sh: the tiny preset (model seed 0)
-// pretrained 300 steps (seed 1) on the public corpus of `fedge data synth --seed 1`.
-fs::path ensure_pretrained_base(const Scenario& s) {
-  fs::path dir = s.cache_dir / "tiny-base-v1";
-  if (fs::exists(dir / "model.safetensors")) return dir;
-  spdlog::info("no cached tiny base in {}: pretraining it once ({} steps)", dir.string(), s.model.pretrain_steps);
-  training::SynthOptions so;
-  so.sites = 8;
-  so.seed = 1;
-  auto synth = training::make_synth_dataset(so);
-  fs::path tmp = s.cache_dir / ("tiny-base-v1.tmp" + std::to_string(::getpid()));
-  fs::create_directories(tmp);
-  training::write_jsonl(tmp / "corpus.jsonl", synth.public_corpus);
-  training::PretrainCommand cmd;
-  cmd.data.path = (tmp / "corpus.jsonl").string();
-  cmd.out = (tmp / "model").string();
-  cmd.options.steps = s.model.pretrain_steps;
-  cmd.options.batch_size = 8;
-  cmd.options.lr = 3e-3;
-  cmd.options.warmup_steps = std::min<std::int64_t>(20, s.model.pretrain_steps / 10);
-  cmd.options.seed = 1;
-  cmd.options.log_every = 50;
-  training::run_pretrain(cmd);
-  std::error_code ec;
-  fs::rename(tmp / "model", dir, ec);  // another run may have won the race: fine
-  fs::remove_all(tmp, ec);
-  if (!fs::exists(dir / "model.safetensors")) {
-    throw Error(ErrorKind::kIo, "could not place the pretrained base in " + dir.string());
-  }
-  return dir;
-}
-
-std::pair<inference::Model, inference::Tokenizer> load_base(const Scenario& s) {
-  if (s.model.base == "tiny-random") {
-    return {inference::Model::tiny(s.seed), inference::Tokenizer::byte_level_tiny()};
-  }
-  fs::path dir = s.model.base == "tiny-pretrained" ? ensure_pretrained_base(s) : fs::path(s.model.base);
-  return {inference::Model::load(dir), inference::Tokenizer::from_dir(dir)};
-}
-
-// Items are (site, row) pairs; a node gets the text report and the status
-// question of each of its rows, for training and held out alike.
-std::vector<NodeData> split_data(const Scenario& s) {
-  training::SynthOptions so;
-  so.sites = s.data.sites;
-  so.days = s.data.days;
-  so.wells_per_site = s.data.wells_per_site;
-  so.eval_fraction = s.data.eval_fraction;
-  so.public_records = 0;
-  so.seed = s.seed;
-  auto synth = training::make_synth_dataset(so);
-  struct Item { int site; std::size_t row; };
-  std::vector<Item> train_items, eval_items;
-  std::vector<int> train_keys, eval_keys;
-  for (int k = 0; k < static_cast<int>(synth.sites.size()); ++k) {
-    for (std::size_t i = 0; i < synth.sites[k].train_text.size(); ++i) train_items.push_back({k, i}), train_keys.push_back(k);
-    for (std::size_t i = 0; i < synth.sites[k].eval_text.size(); ++i) eval_items.push_back({k, i}), eval_keys.push_back(k);
-  }
-  auto part = partition(train_keys, s.data.sites, s.nodes, s.partition);
-  auto eval_split = apply_plan(part.plan, eval_keys, derive_seed(s.seed, "partition/eval"));
-  std::vector<NodeData> nodes(static_cast<std::size_t>(s.nodes));
-  for (int n = 0; n < s.nodes; ++n) {
-    auto& node = nodes[n];
-    node.index = n;
-    node.device = s.node_devices[static_cast<std::size_t>(n) % s.node_devices.size()];
-    for (auto i : part.per_node[n]) {
-      const auto& site = synth.sites[train_items[i].site];
-      node.train.push_back(site.train_text[train_items[i].row]);
-      if (s.data.instructions) node.train.push_back(site.train_instruct[train_items[i].row]);
-    }
-    for (auto i : eval_split[n]) {
-      const auto& site = synth.sites[eval_items[i].site];
-      node.eval_text.push_back(site.eval_text[eval_items[i].row]);
-      node.eval_instruct.push_back(site.eval_instruct[eval_items[i].row]);
-    }
-    if (node.eval_text.empty()) {  // a skewed split can leave a node no held-out rows: use its own site's
-      const auto& site = synth.sites[train_items[part.per_node[n].front()].site];
-      node.eval_text = site.eval_text;
-      node.eval_instruct = site.eval_instruct;
-    }
-    node.raw_bytes = record_bytes(node.train);
-  }
-  return nodes;
-}
-
-void tokenize(const Scenario& s, std::vector<NodeData>& nodes, const inference::Tokenizer& tok) {
-  for (auto& node : nodes) {
-    node.train_set = training::TokenDataset::build(tok, node.train, s.model.seq_len, false);
-    node.eval_set = training::TokenDataset::build(tok, node.eval_text, s.model.seq_len, false);
-    // Serving requests: the node's own held-out questions (cycled).
-    for (const auto& r : node.eval_instruct) {
-      node.prompt_tokens.push_back(static_cast<std::int64_t>(tok.encode(r.prompt).size()));
-      node.prompt_bytes.push_back(r.prompt.size());
-    }
-  }
 }
 
 LevelSummary summarise(const Scenario& s, int level, const std::vector<MetricsRow>& rows,
@@ -239,40 +138,32 @@ std::vector<MetricsRow> central_level_rows(Context& ctx, int level, const Centra
   return rows;
 }
 
-std::vector<MetricsRow> local_only_rows(Context& ctx) {
-  const Scenario& s = ctx.scenario();
-  std::vector<MetricsRow> rows;
-  for (const auto& node : ctx.nodes()) {
-    auto out = ctx.train(ctx.initial_adapter(), node.train_set, s.training.local_only_steps,
-                         derive_seed(s.seed, "local/" + std::to_string(node.index)), "cosine");
-    auto q = ctx.evaluate(out.params, node, true);
-    MetricsRow r;
-    r.level = 6;
-    r.round = s.training.rounds;
-    r.node = node.index;
-    r.perplexity = q.perplexity;
-    r.accuracy = q.accuracy;
-    r.node_compute_s = compute_seconds(node.device, train_flops(ctx.base_parameters(), out.tokens));
-    r.sim_time_s = r.node_compute_s;
-    rows.push_back(r);
-    ctx.progress("level 6: node " + std::to_string(node.index) + " trained alone, perplexity " +
-                 std::to_string(q.perplexity));
-  }
-  return rows;
-}
-
 }  // namespace
 
 RunResult run_scenario(const Scenario& s, const RunOptions& options) {
   auto t0 = std::chrono::steady_clock::now();
-  auto nodes = split_data(s);  // fails on an impossible split before any model work
   inference::setup_torch(options.threads);
-  auto [model, tokenizer] = load_base(s);
-  tokenize(s, nodes, tokenizer);
-  Context ctx(s, std::move(nodes), std::move(model), std::move(tokenizer));
+  // Node hosts connect while the data is split and the base loads here.
+  std::unique_ptr<detail::HostPool> pool;
+  if (options.node_hosts > 0) pool = std::make_unique<detail::HostPool>(s, options);
+  auto context = detail::build_context(s);
+  Context& ctx = *context;
   ctx.progress_sink = options.progress;
   bool both_federated = std::count(s.levels.begin(), s.levels.end(), 4) && std::count(s.levels.begin(), s.levels.end(), 5);
   ctx.enable_memo(both_federated);
+  // Levels 4-6 run their virtual nodes in blocks: node hosts, or this process.
+  std::vector<std::unique_ptr<detail::HostLink>> local;
+  std::vector<detail::HostLink*> hosts;
+  if (pool) {
+    hosts = pool->links(detail::base_digest(ctx));
+  } else {
+    int blocks = std::clamp(options.blocks, 1, std::max(1, s.nodes));
+    for (int b = 0; b < blocks; ++b) {
+      auto [first, end] = detail::block_range(s.nodes, blocks, b);
+      local.push_back(std::make_unique<detail::LocalHost>(ctx, first, end));
+      hosts.push_back(local.back().get());
+    }
+  }
 
   RunResult result;
   for (const auto& node : ctx.nodes()) result.base_perplexity += ctx.base_perplexity(node) / ctx.num_nodes();
@@ -294,10 +185,10 @@ RunResult run_scenario(const Scenario& s, const RunOptions& options) {
       extra.energy_j = energy_joules(s.cloud, central->cloud_compute_s);
       extra.aggregator_saw = "raw data";
     } else if (level == 6) {
-      rows = local_only_rows(ctx);
+      rows = detail::run_local_only(hosts);
       extra.aggregator_saw = "nothing";
     } else {
-      auto fed = detail::run_federated(ctx, level);
+      auto fed = detail::run_federated(ctx, level, hosts);
       rows = std::move(fed.rows);
       extra.cloud_compute_s = fed.server_compute_s;
       extra.energy_j = energy_joules(level == 4 ? s.cloud : s.edge_server, fed.server_compute_s);
@@ -324,6 +215,7 @@ RunResult run_scenario(const Scenario& s, const RunOptions& options) {
     result.rows.insert(result.rows.end(), rows.begin(), rows.end());
     result.levels.push_back(std::move(sum));
   }
+  if (pool) pool->shutdown("the run is over");
   result.wall_s = seconds_since(t0);
   return result;
 }

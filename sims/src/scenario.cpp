@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <fstream>
 #include <map>
 #include <set>
+#include <sstream>
 
 #include "fedge/aggregation/secagg.h"
 #include "fedge/aggregation/strategy.h"
@@ -229,10 +231,18 @@ Scenario read(const config::Document& doc) {
 
 }  // namespace
 
-Scenario load_scenario(const std::filesystem::path& path) { return read(config::Document::parse_file(path)); }
+Scenario load_scenario(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(ErrorKind::kNotFound, path.string() + ": cannot open the scenario file (check the path)");
+  std::ostringstream text;
+  text << in.rdbuf();
+  return parse_scenario(text.str(), path.string());
+}
 
 Scenario parse_scenario(std::string_view text, const std::string& source_name) {
-  return read(config::Document::parse_string(text, source_name));
+  auto s = read(config::Document::parse_string(text, source_name));
+  s.text = std::string(text);
+  return s;
 }
 
 std::uint64_t adapter_length(const Scenario& scenario) {

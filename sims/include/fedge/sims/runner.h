@@ -63,6 +63,17 @@ struct RunOptions {
   int threads = 0;
   // One line per round (and per phase); default logs through spdlog.
   std::function<void(const std::string&)> progress;
+  // Across processes or machines: with node_hosts > 0, levels 4-6 run their
+  // virtual nodes in that many `fedge sim --node-host` processes, which connect
+  // to `bind` (ZeroMQ, e.g. "tcp://*:7000"); each gets an equal block of nodes.
+  // Levels 0-3, serving and the report stay here. Results equal a one-process run.
+  int node_hosts = 0;
+  std::string bind = "tcp://*:7000";
+  double host_wait_s = 600;      // for hosts to connect, and to load data and base
+  double host_timeout_s = 3600;  // for any one answer of a host during the run
+  std::function<void(const std::string& endpoint)> on_bound;  // the bound endpoint (real port)
+  // In one process: split the nodes into this many blocks (same results; tests).
+  int blocks = 1;
 };
 
 // Partitions first (so a split that cannot work fails before any training),

@@ -71,6 +71,7 @@ struct ServingSettings {
 
 struct Scenario {
   std::string source;  // file name, for messages
+  std::string text;    // the TOML it was read from (node hosts get it from the coordinator)
   std::string name = "scenario";
   std::uint64_t seed = 1;
   std::vector<int> levels = {0, 1, 2, 3, 4, 5, 6};

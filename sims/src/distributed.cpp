@@ -1,0 +1,302 @@
+// A simulation over several processes: the coordinator process's HostPool and
+// RemoteHost links, and the node host's loop (run_node_host). The node host
+// and the pool exchange host_wire.h messages over one ZeroMQ DEALER/ROUTER
+// pair; the virtual nodes' own messages travel inside them as encoded
+// protocol Envelopes.
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include <spdlog/spdlog.h>
+#include <zmq.hpp>
+
+#include "context.h"
+#include "federation_sim.h"
+#include "host_pool.h"
+#include "fedge/common/error.h"
+#include "fedge/inference/torch_setup.h"
+#include "fedge/sims/node_host.h"
+
+namespace fedge::sims::detail {
+namespace {
+
+using Seconds = std::chrono::duration<double>;
+constexpr auto kPoll = std::chrono::milliseconds(200);
+constexpr double kLogEvery_s = 30;
+constexpr int kLingerMs = 3000;
+
+protocol::SocketOptions host_socket_options() {
+  protocol::SocketOptions o;
+  HostWireLimits limits;
+  o.limits.max_message_bytes = limits.max_message_bytes;
+  o.send_timeout_ms = 60000;
+  return o;
+}
+
+std::string default_host_name() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof name - 1) != 0) std::snprintf(name, sizeof name, "host");
+  return std::string(name) + ":" + std::to_string(::getpid());
+}
+
+template <class T>
+const T& expect(const HostMessage& m, const std::string& from, const char* what) {
+  if (const auto* e = std::get_if<HostError>(&m)) {
+    throw Error(ErrorKind::kRuntime, from + " failed: " + e->message);
+  }
+  if (const auto* t = std::get_if<T>(&m)) return *t;
+  throw Error(ErrorKind::kProtocol, from + " sent " + host_message_name(m) + " where " + what + " was expected");
+}
+
+}  // namespace
+
+// One node host, as the level drivers see it.
+class RemoteHost : public HostLink {
+ public:
+  RemoteHost(HostPool& pool, std::string peer, std::string name, int first, int end, double timeout_s)
+      : pool_(pool), peer_(std::move(peer)), name_(std::move(name)), first_(first), end_(end), timeout_s_(timeout_s) {}
+  int first_node() const override { return first_; }
+  int end_node() const override { return end_; }
+  std::string name() const override {
+    return "node host " + name_ + " (nodes " + std::to_string(first_) + ".." + std::to_string(end_ - 1) + ")";
+  }
+  const std::string& peer() const { return peer_; }
+  void send_start(int level) override { pool_.send(*this, StartLevel{level}); }
+  void send_window(WindowOrder order) override { pool_.send(*this, std::move(order)); }
+  WindowReport collect() override {
+    auto m = pool_.receive(*this, Seconds(timeout_s_));
+    auto report = expect<WindowReport>(m, name(), "a window report");
+    for (const auto& d : report.messages) check_node(d.node, "a message from");
+    for (const auto& r : report.rows) check_node(static_cast<std::uint32_t>(r.node), "a metrics row of");
+    return report;
+  }
+
+ private:
+  void check_node(std::uint32_t node, const char* what) const {
+    if (static_cast<int>(node) < first_ || static_cast<int>(node) >= end_) {
+      throw Error(ErrorKind::kProtocol, name() + " sent " + what + " node " + std::to_string(node) + ", outside its block");
+    }
+  }
+  HostPool& pool_;
+  std::string peer_, name_;
+  int first_, end_;
+  double timeout_s_;
+};
+
+HostPool::HostPool(const Scenario& scenario, const RunOptions& options) : scenario_(scenario), options_(options) {
+  if (scenario.text.empty()) {
+    throw Error(ErrorKind::kInvalidInput, "scenario " + scenario.source +
+                                              " has no TOML text to send to node hosts; read it with load_scenario()");
+  }
+  router_ = std::make_unique<protocol::Router>(zmq_, options.bind, host_socket_options());
+  // The last messages (Shutdown) must still leave when the run ends and the socket closes.
+  router_->socket().set(zmq::sockopt::linger, kLingerMs);
+  const std::string endpoint = router_->endpoint();
+  if (options.on_bound) options.on_bound(endpoint);
+  progress("waiting for " + std::to_string(options.node_hosts) + " node host(s): run `fedge sim --node-host " +
+           endpoint + "` on each (the port as bound here)");
+  const auto deadline = std::chrono::steady_clock::now() + Seconds(options.host_wait_s);
+  auto last_log = std::chrono::steady_clock::now();
+  while (static_cast<int>(hosts_.size()) < options.node_hosts) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      throw Error(ErrorKind::kIo, "only " + std::to_string(hosts_.size()) + " of " +
+                                           std::to_string(options.node_hosts) + " node hosts connected to " + endpoint +
+                                           " within " + std::to_string(static_cast<int>(options.host_wait_s)) +
+                                           " s; start them with `fedge sim --node-host " + endpoint + "`");
+    }
+    if (std::chrono::steady_clock::now() - last_log > Seconds(kLogEvery_s)) {
+      progress(std::to_string(hosts_.size()) + "/" + std::to_string(options.node_hosts) + " node hosts connected");
+      last_log = std::chrono::steady_clock::now();
+    }
+    auto in = router_->recv(kPoll);
+    if (!in) continue;
+    if (inbox_.count(in->peer)) {
+      spdlog::warn("sim: ignoring a second hello from {}", in->peer);
+      continue;
+    }
+    HostHello hello;
+    try {
+      hello = expect<HostHello>(decode_host_message(in->payload), "a peer", "a hello");
+    } catch (const Error& e) {  // not a node host of ours: ignore it, keep waiting
+      spdlog::warn("sim: ignoring a peer on {}: {}", endpoint, e.what());
+      continue;
+    }
+    const int i = static_cast<int>(hosts_.size());
+    auto [first, end] = block_range(scenario.nodes, options.node_hosts, i);
+    hosts_.push_back(std::make_unique<RemoteHost>(*this, in->peer, hello.host_name, first, end, options.host_timeout_s));
+    inbox_[in->peer];  // from now on, its messages are kept until asked for
+    HostAssign assign;
+    assign.scenario_toml = scenario.text;
+    assign.scenario_source = scenario.source;
+    assign.levels.assign(scenario.levels.begin(), scenario.levels.end());
+    assign.first_node = static_cast<std::uint32_t>(first);
+    assign.end_node = static_cast<std::uint32_t>(end);
+    assign.threads = options.threads;
+    send(*hosts_.back(), assign);
+    progress(hosts_.back()->name() + " connected");
+  }
+}
+
+HostPool::~HostPool() {
+  if (shut_down_) return;
+  // The run failed here: the hosts stop with an error too.
+  for (auto& host : hosts_) {
+    try {
+      send(*host, HostError{"the simulation coordinator stopped with an error (see its log)"});
+    } catch (...) {  // a destructor must not throw; that host times out instead
+    }
+  }
+}
+
+std::vector<HostLink*> HostPool::links(const std::string& digest) {
+  std::vector<HostLink*> out;
+  for (auto& host : hosts_) {
+    auto ready = expect<HostReady>(receive(*host, Seconds(options_.host_wait_s)), host->name(), "ready");
+    if (ready.base_digest != digest) {
+      throw Error(ErrorKind::kInvalidInput, host->name() + " loaded another base model (digest " + ready.base_digest +
+                                                " here " + digest + "); give it the same base (copy the cache folder "
+                                                "or the model folder from this machine)");
+    }
+    out.push_back(host.get());
+  }
+  progress("all " + std::to_string(hosts_.size()) + " node hosts have loaded their blocks");
+  return out;
+}
+
+void HostPool::shutdown(const std::string& reason) {
+  shut_down_ = true;
+  for (auto& host : hosts_) send(*host, Shutdown{reason});
+}
+
+void HostPool::send(const RemoteHost& host, const HostMessage& message) {
+  router_->send(host.peer(), encode_host_message(message));
+}
+
+HostMessage HostPool::receive(const RemoteHost& host, std::chrono::duration<double> timeout) {
+  const auto start = std::chrono::steady_clock::now();
+  auto last_log = start;
+  auto& mine = inbox_.at(host.peer());
+  while (mine.empty()) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - start > timeout) {
+      throw Error(ErrorKind::kIo, host.name() + " did not answer within " +
+                                           std::to_string(static_cast<int>(timeout.count())) +
+                                           " s; check that it still runs (or raise the host timeout)");
+    }
+    if (now - last_log > Seconds(kLogEvery_s)) {
+      progress("waiting for " + host.name());
+      last_log = now;
+    }
+    auto in = router_->recv(kPoll);
+    if (!in) continue;
+    if (!inbox_.count(in->peer)) {
+      spdlog::warn("sim: ignoring {} bytes from a peer that is not one of the node hosts", in->payload.size());
+      continue;
+    }
+    inbox_[in->peer].push_back(std::move(in->payload));
+  }
+  auto bytes = std::move(mine.front());
+  mine.pop_front();
+  try {
+    return decode_host_message(bytes);
+  } catch (const Error& e) {
+    throw Error(ErrorKind::kProtocol, host.name() + " sent a message that does not decode: " + e.what());
+  }
+}
+
+void HostPool::progress(const std::string& line) const {
+  if (options_.progress) {
+    options_.progress(line);
+  } else {
+    spdlog::info("{}", line);
+  }
+}
+
+namespace {
+
+// The node host's loop once its block is loaded: levels and windows, in order.
+void serve_coordinator(protocol::Dealer& dealer, Context& ctx, const HostAssign& assign, const NodeHostOptions& o) {
+  std::unique_ptr<NodeBlock> block;
+  const int first = static_cast<int>(assign.first_node), end = static_cast<int>(assign.end_node);
+  auto last_message = std::chrono::steady_clock::now();
+  while (true) {
+    auto bytes = dealer.recv(kPoll);
+    if (!bytes) {
+      if (std::chrono::steady_clock::now() - last_message > Seconds(o.wait_s)) {
+        throw Error(ErrorKind::kIo, "the coordinator at " + o.connect + " sent nothing for " +
+                                             std::to_string(static_cast<int>(o.wait_s)) + " s; giving up");
+      }
+      continue;
+    }
+    last_message = std::chrono::steady_clock::now();
+    auto m = decode_host_message(*bytes);
+    if (const auto* start = std::get_if<StartLevel>(&m)) {
+      block = std::make_unique<NodeBlock>(ctx, start->level, first, end);
+      dealer.send(encode_host_message(block->start()));
+    } else if (const auto* order = std::get_if<WindowOrder>(&m)) {
+      if (!block) throw Error(ErrorKind::kProtocol, "the coordinator sent a window before starting a level");
+      dealer.send(encode_host_message(block->window(*order)));
+    } else if (const auto* stop = std::get_if<Shutdown>(&m)) {
+      ctx.progress("the coordinator ended the run: " + stop->reason);
+      return;
+    } else {
+      expect<WindowOrder>(m, "the coordinator", "a level or a window");
+    }
+  }
+}
+
+}  // namespace
+
+}  // namespace fedge::sims::detail
+
+namespace fedge::sims {
+
+void run_node_host(const NodeHostOptions& options) {
+  using namespace detail;
+  auto progress = [&](const std::string& line) {
+    if (options.progress) {
+      options.progress(line);
+    } else {
+      spdlog::info("{}", line);
+    }
+  };
+  protocol::Context zmq;
+  protocol::Dealer dealer(zmq, options.connect, host_socket_options());
+  dealer.socket().set(zmq::sockopt::linger, kLingerMs);  // a HostError must still leave
+  const std::string name = options.name.empty() ? default_host_name() : options.name;
+  try {
+    dealer.send(encode_host_message(HostHello{name}));
+    progress("node host " + name + ": waiting for the coordinator at " + options.connect);
+    std::optional<protocol::Bytes> bytes;
+    const auto start = std::chrono::steady_clock::now();
+    while (!(bytes = dealer.recv(kPoll))) {
+      if (std::chrono::steady_clock::now() - start > Seconds(options.wait_s)) {
+        throw Error(ErrorKind::kIo, "no coordinator answered at " + options.connect + " within " +
+                                             std::to_string(static_cast<int>(options.wait_s)) +
+                                             " s; check the address and that `fedge sim --node-hosts` runs there");
+      }
+    }
+    auto assign = expect<HostAssign>(decode_host_message(*bytes), "the coordinator", "a block assignment");
+    Scenario scenario = parse_scenario(assign.scenario_toml, assign.scenario_source);
+    scenario.levels.assign(assign.levels.begin(), assign.levels.end());
+    inference::setup_torch(options.threads > 0 ? options.threads : assign.threads);
+    progress("node host " + name + ": nodes " + std::to_string(assign.first_node) + ".." +
+             std::to_string(assign.end_node - 1) + " of scenario " + scenario.name + "; loading data and base");
+    auto ctx = build_context(scenario, std::make_pair(static_cast<int>(assign.first_node),
+                                                      static_cast<int>(assign.end_node)));
+    ctx->progress_sink = progress;
+    ctx->enable_memo(std::count(scenario.levels.begin(), scenario.levels.end(), 4) &&
+                     std::count(scenario.levels.begin(), scenario.levels.end(), 5));
+    dealer.send(encode_host_message(HostReady{base_digest(*ctx)}));
+    serve_coordinator(dealer, *ctx, assign, options);
+  } catch (const std::exception& e) {
+    try {
+      dealer.send(encode_host_message(HostError{"node host " + name + ": " + e.what()}));
+    } catch (...) {  // the coordinator is gone: nothing to tell
+    }
+    throw;
+  }
+}
+
+}  // namespace fedge::sims

@@ -1,0 +1,54 @@
+// The coordinator's side of a simulation spread over node-host processes: a
+// ZeroMQ ROUTER that node hosts connect to, the block each one runs, and one
+// HostLink per host for the level drivers (federation_sim.h).
+#pragma once
+
+#include <chrono>
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "federation_sim.h"
+#include "fedge/protocol/transport.h"
+#include "fedge/sims/host_wire.h"
+#include "fedge/sims/runner.h"
+
+namespace fedge::sims::detail {
+
+class RemoteHost;
+
+class HostPool {
+ public:
+  // Binds options.bind and waits up to options.host_wait_s for
+  // options.node_hosts hosts to say hello; hands each its block and the scenario.
+  HostPool(const Scenario& scenario, const RunOptions& options);
+  // If shutdown() was not called (the run failed), tells the hosts with a HostError.
+  ~HostPool();
+  HostPool(const HostPool&) = delete;
+  HostPool& operator=(const HostPool&) = delete;
+
+  // Waits until every host has loaded its block; refuses a host whose base
+  // model differs from `digest` (this process's base).
+  std::vector<HostLink*> links(const std::string& digest);
+  void shutdown(const std::string& reason);
+
+  // For RemoteHost: sends to a host, and waits for its next message (messages
+  // of other hosts that arrive meanwhile are kept for them).
+  void send(const RemoteHost& host, const HostMessage& message);
+  HostMessage receive(const RemoteHost& host, std::chrono::duration<double> timeout);
+
+ private:
+  void progress(const std::string& line) const;
+
+  const Scenario& scenario_;
+  RunOptions options_;
+  protocol::Context zmq_;
+  std::unique_ptr<protocol::Router> router_;
+  std::vector<std::unique_ptr<RemoteHost>> hosts_;
+  std::map<std::string, std::deque<protocol::Bytes>> inbox_;  // by peer
+  bool shut_down_ = false;
+};
+
+}  // namespace fedge::sims::detail

@@ -1,0 +1,260 @@
+// The node side of levels 4-6: a block of virtual nodes, each a real
+// RoundClient, sharing the one base model; see federation_sim.h.
+#include <algorithm>
+#include <cmath>
+
+#include <spdlog/spdlog.h>
+
+#include "federation_sim.h"
+#include "fedge/common/error.h"
+#include "fedge/common/rng.h"
+#include "fedge/protocol/codec.h"
+
+namespace fedge::sims::detail {
+
+struct NodeBlock::VirtualNode {
+  std::unique_ptr<node::RoundClient> client;
+  std::shared_ptr<const std::vector<float>> global;  // installed global (shared between nodes)
+  std::uint64_t bytes_up = 0, bytes_down = 0;
+  double compute_s = 0;
+  std::int64_t scheduled_tick = -1;
+  std::int64_t up_free = 0;    // when the uplink has sent what is queued on it
+  std::uint64_t events = 0;    // sequence of the node's own events and messages
+  std::uint64_t plans = 0;     // round plans received (keys the dropout draw)
+  // Dropout of the current round: how many round messages still get through (-1: all).
+  std::uint64_t round = 0;
+  int deliver_left = -1;
+  std::uint64_t pending_ticket = 0;
+};
+
+NodeBlock::NodeBlock(Context& ctx, int level, int first, int end)
+    : ctx_(ctx), s_(ctx.scenario()), level_(level), first_(first), end_(end), net_(level_network(s_, level)) {
+  if (first < 0 || end > ctx.num_nodes() || first > end) {
+    throw Error(ErrorKind::kInvalidInput, "node block [" + std::to_string(first) + ", " + std::to_string(end) +
+                                              ") is outside the scenario's " + std::to_string(ctx.num_nodes()) + " nodes");
+  }
+  nodes_.resize(static_cast<std::size_t>(end - first));
+}
+
+NodeBlock::~NodeBlock() = default;
+
+NodeBlock::VirtualNode& NodeBlock::at(int n) { return nodes_[static_cast<std::size_t>(n - first_)]; }
+
+void NodeBlock::push(SimEvent e) { queue_.push(std::move(e)); }
+
+WindowReport NodeBlock::start() {
+  WindowReport report;
+  report.level = level_;
+  if (level_ == 6) {
+    report.rows = local_only_rows();
+    return report;
+  }
+  for (int n = first_; n < end_; ++n) {
+    node::NodeIdentity id;
+    id.node_id = static_cast<protocol::NodeId>(n + 1);
+    id.name = "sim-node-" + std::to_string(n + 1);
+    id.public_key = key_from(s_.seed, "node-key/" + std::to_string(n));
+    id.capabilities.device_profile = ctx_.node(n).device.name;
+    id.capabilities.num_examples = ctx_.node(n).train_set.size();
+    id.capabilities.model_name = s_.model.base;
+    node::NodeClientConfig cfg;
+    // The same per-node seed under levels 4 and 5: with the same dropouts the two
+    // levels then round identically, and the training memo spares level 5's work.
+    cfg.noise_seed = key_from(s_.seed, "node-noise/" + std::to_string(n));
+    at(n).client = std::make_unique<node::RoundClient>(std::move(id), cfg);
+    apply(n, at(n).client->start(0), report);
+  }
+  if (!queue_.empty()) report.next_event_ms = queue_.top().at;
+  return report;
+}
+
+WindowReport NodeBlock::window(const WindowOrder& order) {
+  WindowReport report;
+  report.level = level_;
+  for (const auto& d : order.deliveries) {
+    int n = static_cast<int>(d.node);
+    if (n < first_ || n >= end_) {
+      throw Error(ErrorKind::kProtocol, "a message for node " + std::to_string(n) + " reached the block [" +
+                                            std::to_string(first_) + ", " + std::to_string(end_) + ")");
+    }
+    at(n).bytes_down += d.envelope.size();
+    SimEvent e;
+    e.at = d.at_ms;
+    e.origin = -1;
+    e.seq = d.seq;
+    e.kind = SimEvent::kMessage;
+    e.node = n;
+    e.bytes = d.envelope;
+    push(std::move(e));
+  }
+  // Rows of a round completed in the previous window: the nodes' counters as
+  // of that window's end, the same however the nodes are split over blocks.
+  for (const auto& done : order.completed) {
+    auto rows = rows_for(done);
+    report.rows.insert(report.rows.end(), rows.begin(), rows.end());
+  }
+  if (order.finish) return report;
+  const protocol::Limits limits;
+  while (!queue_.empty() && queue_.top().at < order.until_ms) {
+    SimEvent e = queue_.top();
+    queue_.pop();
+    now_ = std::max(now_, e.at);
+    auto& vn = at(e.node);
+    switch (e.kind) {
+      case SimEvent::kMessage: {
+        auto env = protocol::decode(e.bytes, limits);
+        on_message(e.node, env);
+        apply(e.node, vn.client->on_message(now_, env), report);
+        break;
+      }
+      case SimEvent::kTick:
+        if (vn.scheduled_tick != e.at) break;  // superseded by a later schedule
+        vn.scheduled_tick = -1;
+        apply(e.node, vn.client->on_tick(now_), report);
+        break;
+      case SimEvent::kTrainDone:
+        if (vn.pending_ticket != e.update->ticket) break;  // cancelled meanwhile
+        vn.pending_ticket = 0;
+        apply(e.node, vn.client->on_update_ready(now_, std::move(*e.update)), report);
+        break;
+    }
+  }
+  if (!queue_.empty()) report.next_event_ms = queue_.top().at;
+  return report;
+}
+
+// A round plan decides whether the node drops out of that round, and when: the
+// draw is keyed by (node, plans received), so it is the same in every block
+// layout and under levels 4 and 5.
+void NodeBlock::on_message(int n, const protocol::Envelope& env) {
+  if (!std::holds_alternative<protocol::RoundPlan>(env.body)) return;
+  auto& vn = at(n);
+  vn.round = env.round;
+  vn.deliver_left = -1;
+  Rng rng(s_.seed, "dropout/" + std::to_string(n) + "/" + std::to_string(vn.plans++));
+  if (net_.dropout > 0 && rng.uniform() < net_.dropout) vn.deliver_left = static_cast<int>(rng.below(3));
+}
+
+void NodeBlock::schedule_tick(int n) {
+  auto& vn = at(n);
+  auto t = vn.client->next_tick_ms();
+  if (!t || *t == vn.scheduled_tick) return;
+  vn.scheduled_tick = std::max(*t, now_);
+  SimEvent e;
+  e.at = vn.scheduled_tick;
+  e.origin = n;
+  e.seq = vn.events++;
+  e.kind = SimEvent::kTick;
+  e.node = n;
+  push(std::move(e));
+}
+
+void NodeBlock::send(int n, const protocol::Envelope& env, WindowReport& report) {
+  auto& vn = at(n);
+  bool round_message = env.round != 0 && !std::holds_alternative<protocol::Heartbeat>(env.body) &&
+                       !std::holds_alternative<protocol::Metrics>(env.body);
+  if (round_message && env.round == vn.round && vn.deliver_left >= 0) {
+    if (vn.deliver_left == 0) return;  // dropped out of this round: the message never leaves
+    --vn.deliver_left;
+  }
+  Delivery d;
+  d.envelope = protocol::encode(env);
+  vn.bytes_up += d.envelope.size();
+  d.at_ms = arrival_ms(net_, now_, vn.up_free, d.envelope.size(), true);
+  d.node = static_cast<std::uint32_t>(n);
+  d.seq = vn.events++;
+  report.messages.push_back(std::move(d));
+}
+
+void NodeBlock::train(int n, const node::TrainCommand& cmd) {
+  auto& vn = at(n);
+  const auto& node = ctx_.node(n);
+  if (vn.deliver_left == 0 && cmd.round == vn.round) return;  // gone before training: nothing will arrive
+  ParamVector start(ctx_.initial_adapter().layout(), *vn.global);
+  auto outcome = ctx_.train(start, node.train_set, static_cast<int>(cmd.hyper.local_steps),
+                            derive_seed(s_.seed, "fed/" + std::to_string(n) + "/" + std::to_string(cmd.round)),
+                            "constant", n);
+  double seconds = compute_seconds(node.device, train_flops(ctx_.base_parameters(), outcome.tokens));
+  vn.compute_s += seconds;
+  auto update = std::make_shared<node::LocalUpdate>();
+  update->ticket = cmd.ticket;
+  update->num_examples = node.train_set.size();
+  update->train_loss = outcome.loss;
+  update->update.resize(vn.global->size());
+  auto local = outcome.params.values();
+  for (std::size_t i = 0; i < update->update.size(); ++i) update->update[i] = local[i] - (*vn.global)[i];
+  vn.pending_ticket = cmd.ticket;
+  SimEvent e;
+  e.at = now_ + to_ms(seconds);
+  e.origin = n;
+  e.seq = vn.events++;
+  e.kind = SimEvent::kTrainDone;
+  e.node = n;
+  e.update = std::move(update);
+  push(std::move(e));
+}
+
+void NodeBlock::apply(int n, node::NodeActions a, WindowReport& report) {
+  auto& vn = at(n);
+  if (a.install) {
+    auto& shared = versions_[a.install->version];
+    if (!shared) shared = std::make_shared<const std::vector<float>>(std::move(a.install->params));
+    vn.global = shared;
+  }
+  if (a.cancel_training) vn.pending_ticket = 0;
+  for (const auto& env : a.send) send(n, env, report);
+  if (a.train) train(n, *a.train);
+  for (const auto& note : a.notes) spdlog::debug("sim node {}: {}", n + 1, note);
+  schedule_tick(n);
+}
+
+MetricsRow NodeBlock::row_for(int n, const RoundDone& done, const std::optional<Quality>& quality) const {
+  const auto& vn = nodes_[static_cast<std::size_t>(n - first_)];
+  MetricsRow r;
+  r.level = level_;
+  r.round = static_cast<int>(done.round);
+  r.node = n;
+  r.perplexity = quality ? quality->perplexity : std::nan("");
+  if (quality) r.accuracy = quality->accuracy;
+  r.participated = std::count(done.survivors.begin(), done.survivors.end(), static_cast<std::uint32_t>(n)) > 0;
+  r.bytes_up = vn.bytes_up;
+  r.bytes_down = vn.bytes_down;
+  r.node_compute_s = vn.compute_s;
+  r.node_energy_j = energy_joules(ctx_.node(n).device, r.node_compute_s);
+  r.sim_time_s = static_cast<double>(done.at_ms) / 1000.0;
+  return r;
+}
+
+std::vector<MetricsRow> NodeBlock::rows_for(const RoundDone& done) {
+  std::vector<MetricsRow> rows;
+  ParamVector global(ctx_.initial_adapter().layout(), done.global);
+  for (int n = first_; n < end_; ++n) {
+    std::optional<Quality> q;
+    if (done.evaluate) q = ctx_.evaluate(global, ctx_.node(n), done.last);
+    rows.push_back(row_for(n, done, q));
+  }
+  return rows;
+}
+
+std::vector<MetricsRow> NodeBlock::local_only_rows() {
+  std::vector<MetricsRow> rows;
+  for (int n = first_; n < end_; ++n) {
+    const auto& node = ctx_.node(n);
+    auto out = ctx_.train(ctx_.initial_adapter(), node.train_set, s_.training.local_only_steps,
+                          derive_seed(s_.seed, "local/" + std::to_string(n)), "cosine");
+    auto q = ctx_.evaluate(out.params, node, true);
+    MetricsRow r;
+    r.level = 6;
+    r.round = s_.training.rounds;
+    r.node = n;
+    r.perplexity = q.perplexity;
+    r.accuracy = q.accuracy;
+    r.node_compute_s = compute_seconds(node.device, train_flops(ctx_.base_parameters(), out.tokens));
+    r.sim_time_s = r.node_compute_s;
+    rows.push_back(r);
+    ctx_.progress("level 6: node " + std::to_string(n) + " trained alone, perplexity " + std::to_string(q.perplexity));
+  }
+  return rows;
+}
+
+}  // namespace fedge::sims::detail

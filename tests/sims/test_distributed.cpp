@@ -1,0 +1,270 @@
+// A simulation spread over node blocks and node-host "processes" (threads
+// here, real TCP sockets) gives the same metrics.csv as one process; a host
+// that fails, lies about its base or speaks garbage ends the run with a clear
+// error naming it.
+#include "fedge/protocol/transport.h"
+#include "fedge/sims/host_wire.h"
+#include "fedge/sims/node_host.h"
+#include "fedge/sims/runner.h"
+#include "fedge/sims/scenario.h"
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <mutex>
+#include <thread>
+
+using namespace fedge::sims;
+namespace protocol = fedge::protocol;
+
+namespace {
+
+// 5 nodes on two device kinds, a lossy network with dropouts (so SecAgg+
+// recovers dropped nodes' masks), levels 4-6.
+const char* kScenario = R"(
+name = "blocks"
+seed = 11
+levels = [4, 5, 6]
+[model]
+base = "tiny-random"
+lora_rank = 2
+targets = ["q", "v"]
+seq_len = 48
+[data]
+sites = 3
+days = 8
+wells_per_site = 2
+[nodes]
+count = 5
+devices = ["raspberry-pi", "jetson"]
+dropout = 0.15
+[partition]
+kind = "iid"
+[training]
+rounds = 3
+local_steps = 2
+batch_size = 2
+central_steps = 2
+local_only_steps = 2
+min_nodes = 3
+[secagg]
+enabled = true
+dropout_rate = 0.1
+corrupt_fraction = 0.0
+failure_probability = 0.05
+[serving]
+requests_per_node = 2
+duration_s = 100
+max_new_tokens = 2
+accuracy_records = 1
+)";
+
+RunOptions quiet() {
+  RunOptions o;
+  o.threads = 1;
+  o.progress = [](const std::string&) {};
+  return o;
+}
+
+Scenario scenario() { return parse_scenario(kScenario, "blocks.toml"); }
+
+// Node hosts in threads of this process, connected over loopback TCP.
+struct HostThreads {
+  std::vector<std::thread> threads;
+  std::vector<std::string> errors;
+  std::mutex mutex;
+  void start(const std::string& endpoint, int count) {
+    for (int i = 0; i < count; ++i) {
+      threads.emplace_back([this, endpoint, i] {
+        NodeHostOptions o;
+        o.connect = endpoint;
+        o.name = "test-host-" + std::to_string(i);
+        o.threads = 1;
+        o.wait_s = 60;
+        o.progress = [](const std::string&) {};
+        try {
+          run_node_host(o);
+        } catch (const std::exception& e) {
+          std::lock_guard lock(mutex);
+          errors.push_back(e.what());
+        }
+      });
+    }
+  }
+  void join() {
+    for (auto& t : threads) {
+      if (t.joinable()) t.join();
+    }
+  }
+  ~HostThreads() { join(); }
+};
+
+RunOptions distributed(int hosts, std::function<void(const std::string&)> on_bound) {
+  auto o = quiet();
+  o.node_hosts = hosts;
+  o.bind = "tcp://127.0.0.1:*";
+  o.host_wait_s = 60;
+  o.host_timeout_s = 60;
+  o.on_bound = std::move(on_bound);
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("node blocks: splitting the virtual nodes over blocks changes no result") {
+  auto s = scenario();
+  auto one = run_scenario(s, quiet());
+  auto o = quiet();
+  o.blocks = 3;
+  auto three = run_scenario(s, o);
+  CHECK(metrics_csv(one) == metrics_csv(three));
+  // 3 rounds x 5 nodes for levels 4 and 5, 5 rows for level 6.
+  auto csv = metrics_csv(one);
+  CHECK(std::count(csv.begin(), csv.end(), '\n') == 1 + 2 * 3 * 5 + 5);
+  // The dropout path ran: some node missed some round's sum.
+  int missed = 0;
+  for (const auto& r : one.rows) missed += (r.level == 4 && !r.participated);
+  CHECK(missed > 0);
+}
+
+TEST_CASE("node hosts over TCP give the same metrics.csv as one process") {
+  auto s = scenario();
+  auto local = run_scenario(s, quiet());
+  HostThreads hosts;
+  std::atomic<bool> garbage_sent{false};
+  protocol::Context zmq;
+  std::unique_ptr<protocol::Dealer> stray;
+  auto result = run_scenario(s, distributed(2, [&](const std::string& endpoint) {
+    // A stray peer speaking garbage while the hosts connect is ignored.
+    stray = std::make_unique<protocol::Dealer>(zmq, endpoint);
+    stray->send(protocol::Bytes::from_vector({1, 2, 3, 4, 5}));
+    garbage_sent = true;
+    hosts.start(endpoint, 2);
+  }));
+  CHECK(garbage_sent);
+  CHECK(metrics_csv(result) == metrics_csv(local));
+  hosts.join();
+  CHECK(hosts.errors.empty());
+}
+
+namespace {
+
+// A fake node host: says hello, takes its assignment, then answers `reply`.
+void fake_host(const std::string& endpoint, const HostMessage& reply, HostAssign* assigned = nullptr) {
+  protocol::Context zmq;
+  protocol::Dealer dealer(zmq, endpoint);
+  dealer.send(encode_host_message(HostHello{"fake"}));
+  std::optional<protocol::Bytes> bytes;
+  for (int i = 0; i < 600 && !bytes; ++i) bytes = dealer.recv(std::chrono::milliseconds(100));
+  // (No Catch assertions here: they are not thread-safe; the test checks `assigned`.)
+  if (!bytes) return;
+  auto m = decode_host_message(*bytes);
+  if (!std::holds_alternative<HostAssign>(m)) return;
+  if (assigned) *assigned = std::get<HostAssign>(m);
+  dealer.send(encode_host_message(reply));
+  // Stay until the coordinator tells the hosts to stop.
+  for (int i = 0; i < 600; ++i) {
+    if (auto b = dealer.recv(std::chrono::milliseconds(100))) {
+      auto m = decode_host_message(*b);
+      if (std::holds_alternative<Shutdown>(m) || std::holds_alternative<HostError>(m)) return;
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("a node host that fails ends the run with its message") {
+  std::thread host;
+  HostAssign assigned;
+  auto s = scenario();
+  CHECK_THROWS_WITH(run_scenario(s, distributed(1,
+                                                [&](const std::string& endpoint) {
+                                                  host = std::thread(fake_host, endpoint,
+                                                                     HostMessage(HostError{"node host fake: disk full"}),
+                                                                     &assigned);
+                                                })),
+                    Catch::Contains("node host fake") && Catch::Contains("disk full"));
+  host.join();
+  // It was given the whole scenario: text, levels and all nodes.
+  CHECK(assigned.scenario_toml == s.text);
+  CHECK(assigned.levels == std::vector<std::int32_t>{4, 5, 6});
+  CHECK(assigned.first_node == 0);
+  CHECK(assigned.end_node == 5);
+}
+
+TEST_CASE("a node host with another base model is refused") {
+  std::thread host;
+  CHECK_THROWS_WITH(run_scenario(scenario(), distributed(1,
+                                                         [&](const std::string& endpoint) {
+                                                           host = std::thread(fake_host, endpoint,
+                                                                              HostMessage(HostReady{"0123456789abcdef"}), nullptr);
+                                                         })),
+                    Catch::Contains("another base model") && Catch::Contains("0123456789abcdef"));
+  host.join();
+}
+
+TEST_CASE("too few node hosts is an error naming the endpoint") {
+  auto o = distributed(2, {});
+  o.host_wait_s = 0.5;
+  CHECK_THROWS_WITH(run_scenario(scenario(), o), Catch::Contains("0 of 2 node hosts") && Catch::Contains("tcp://127.0.0.1:"));
+}
+
+TEST_CASE("a node host gives up when no coordinator answers") {
+  NodeHostOptions o;
+  o.connect = "tcp://127.0.0.1:9";  // nothing listens there
+  o.wait_s = 0.5;
+  o.progress = [](const std::string&) {};
+  CHECK_THROWS_WITH(run_node_host(o), Catch::Contains("no coordinator answered at tcp://127.0.0.1:9"));
+}
+
+TEST_CASE("a node host refuses a bad assignment and garbage, and says why") {
+  protocol::Context zmq;
+  protocol::Router router(zmq, "tcp://127.0.0.1:*");
+  auto run_host = [&](std::string& error) {
+    return std::thread([&, endpoint = router.endpoint()] {
+      NodeHostOptions o;
+      o.connect = endpoint;
+      o.wait_s = 30;
+      o.progress = [](const std::string&) {};
+      try {
+        run_node_host(o);
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+    });
+  };
+  auto next = [&] {
+    for (int i = 0; i < 300; ++i) {
+      if (auto in = router.recv(std::chrono::milliseconds(100))) return *in;
+    }
+    FAIL("no message from the node host");
+    return protocol::Incoming{};
+  };
+  SECTION("a scenario that does not parse") {
+    std::string error;
+    auto t = run_host(error);
+    auto hello = next();
+    REQUIRE(std::holds_alternative<HostHello>(decode_host_message(hello.payload)));
+    HostAssign assign;
+    assign.scenario_toml = "nodes = \"many\"\n";
+    assign.scenario_source = "broken.toml";
+    assign.levels = {4};
+    assign.end_node = 1;
+    router.send(hello.peer, encode_host_message(assign));
+    auto reply = decode_host_message(next().payload);
+    t.join();
+    REQUIRE(std::holds_alternative<HostError>(reply));
+    CHECK_THAT(std::get<HostError>(reply).message, Catch::Contains("broken.toml"));
+    CHECK_THAT(error, Catch::Contains("broken.toml"));
+  }
+  SECTION("garbage instead of an assignment") {
+    std::string error;
+    auto t = run_host(error);
+    auto hello = next();
+    router.send(hello.peer, protocol::Bytes::from_vector({0xff, 0x00, 0x13}));
+    auto reply = decode_host_message(next().payload);
+    t.join();
+    REQUIRE(std::holds_alternative<HostError>(reply));
+    CHECK_FALSE(error.empty());
+  }
+}
