@@ -333,12 +333,14 @@ FederatedOutcome run_federated(Context& ctx, int level, const std::vector<HostLi
     done = std::move(out.completed);
   }
   // The level's last window: rows of the rounds it completed, nothing processed.
-  for (auto* host : hosts) {
+  // Its messages (the final global) still count as the nodes' downloads.
+  for (std::size_t h = 0; h < hosts.size(); ++h) {
     WindowOrder order;
     order.level = level;
+    order.deliveries = std::move(to_host[h]);
     order.completed = done;
     order.finish = true;
-    host->send_window(std::move(order));
+    hosts[h]->send_window(std::move(order));
   }
   collect_all();
   add_rows(ctx, level, rows, {}, done);

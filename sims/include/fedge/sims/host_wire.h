@@ -76,7 +76,7 @@ struct WindowOrder {
   std::int64_t until_ms = 0;
   std::vector<Delivery> deliveries;  // coordinator -> this host's nodes
   std::vector<RoundDone> completed;  // completed in the previous window
-  bool finish = false;               // the level is over: report rows, process nothing
+  bool finish = false;               // the level is over: count the deliveries, report rows, process nothing
 };
 
 // host -> coordinator: answer to StartLevel (level 6: its rows) and WindowOrder.
