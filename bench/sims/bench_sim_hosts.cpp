@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -98,8 +99,12 @@ int main(int argc, char** argv) {
   int hosts = argc > 2 ? std::atoi(argv[2]) : 2;
   auto scenario = fedge::sims::load_scenario(path);  // validates before any run
   if (argc > 3) {
-    scenario.nodes = std::atoi(argv[3]);
-    scenario.training.min_nodes = std::min(scenario.training.min_nodes, scenario.nodes);
+    // In the TOML text too: node hosts derive their data split from the text.
+    int nodes = std::atoi(argv[3]);
+    std::string text = std::regex_replace(scenario.text, std::regex("\ncount = [0-9]+"), "\ncount = " + std::to_string(nodes));
+    text = std::regex_replace(text, std::regex("\nmin_nodes = [0-9]+"),
+                              "\nmin_nodes = " + std::to_string(std::min(scenario.training.min_nodes, nodes)));
+    scenario = fedge::sims::parse_scenario(text, path);
   }
   std::printf("machine: %s, 1 libtorch thread per process\nscenario: %s (%d nodes, levels", fedge::machine_summary().c_str(),
               path.c_str(), scenario.nodes);

@@ -69,6 +69,7 @@ struct HostAssign {
 
 struct HostReady {
   baseDigest @0 :Text;
+  splitDigest @1 :Text;  # the block's data split: the same scenario text must give the same split
 }
 
 struct StartLevel {

@@ -104,5 +104,8 @@ std::unique_ptr<Context> build_context(const Scenario& scenario, std::optional<s
 // A digest of the base model's weights, to check that every process of a
 // distributed run uses the same base (FNV-1a 64, hex).
 std::string base_digest(const Context& ctx);
+// A digest of the records of nodes [first, end): the same scenario text and
+// seed must give every process the same split.
+std::string split_digest(const Context& ctx, int first, int end);
 
 }  // namespace fedge::sims::detail

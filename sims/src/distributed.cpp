@@ -149,14 +149,22 @@ HostPool::~HostPool() {
   }
 }
 
-std::vector<HostLink*> HostPool::links(const std::string& digest) {
+std::vector<HostLink*> HostPool::links(const Context& ctx) {
+  const std::string base = base_digest(ctx);
   std::vector<HostLink*> out;
   for (auto& host : hosts_) {
     auto ready = expect<HostReady>(receive(*host, Seconds(options_.host_wait_s)), host->name(), "ready");
-    if (ready.base_digest != digest) {
+    if (ready.base_digest != base) {
       throw Error(ErrorKind::kInvalidInput, host->name() + " loaded another base model (digest " + ready.base_digest +
-                                                " here " + digest + "); give it the same base (copy the cache folder "
+                                                ", here " + base + "); give it the same base (copy the cache folder "
                                                 "or the model folder from this machine)");
+    }
+    const std::string split = split_digest(ctx, host->first_node(), host->end_node());
+    if (ready.split_digest != split) {
+      throw Error(ErrorKind::kInvalidInput,
+                  host->name() + " derived another data split (digest " + ready.split_digest + ", here " + split +
+                      "); the scenario text it was sent must describe this run: a scenario changed in code "
+                      "(nodes, data, seed) must be changed in its TOML text too");
     }
     out.push_back(host.get());
   }
@@ -288,7 +296,8 @@ void run_node_host(const NodeHostOptions& options) {
     ctx->progress_sink = progress;
     ctx->enable_memo(std::count(scenario.levels.begin(), scenario.levels.end(), 4) &&
                      std::count(scenario.levels.begin(), scenario.levels.end(), 5));
-    dealer.send(encode_host_message(HostReady{base_digest(*ctx)}));
+    dealer.send(encode_host_message(HostReady{base_digest(*ctx), split_digest(*ctx, static_cast<int>(assign.first_node),
+                                                                               static_cast<int>(assign.end_node))}));
     serve_coordinator(dealer, *ctx, assign, options);
   } catch (const std::exception& e) {
     try {

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "context.h"
 #include "federation_sim.h"
 #include "fedge/protocol/transport.h"
 #include "fedge/sims/host_wire.h"
@@ -30,8 +31,8 @@ class HostPool {
   HostPool& operator=(const HostPool&) = delete;
 
   // Waits until every host has loaded its block; refuses a host whose base
-  // model differs from `digest` (this process's base).
-  std::vector<HostLink*> links(const std::string& digest);
+  // model or data split differs from this process's (`ctx`).
+  std::vector<HostLink*> links(const Context& ctx);
   void shutdown(const std::string& reason);
 
   // For RemoteHost: sends to a host, and waits for its next message (messages

@@ -94,7 +94,11 @@ void write(wire::HostMessage::Builder root, const HostAssign& m) {
   b.setThreads(m.threads);
 }
 
-void write(wire::HostMessage::Builder root, const HostReady& m) { root.initHostReady().setBaseDigest(text_of(m.base_digest)); }
+void write(wire::HostMessage::Builder root, const HostReady& m) {
+  auto r = root.initHostReady();
+  r.setBaseDigest(text_of(m.base_digest));
+  r.setSplitDigest(text_of(m.split_digest));
+}
 
 void write(wire::HostMessage::Builder root, const StartLevel& m) { root.initStartLevel().setLevel(m.level); }
 
@@ -147,7 +151,7 @@ std::size_t payload_bytes(const HostMessage& message) {
         } else if constexpr (std::is_same_v<M, HostHello>) {
           return padded(m.host_name.size());
         } else if constexpr (std::is_same_v<M, HostReady>) {
-          return padded(m.base_digest.size());
+          return padded(m.base_digest.size()) + padded(m.split_digest.size());
         } else if constexpr (std::is_same_v<M, Shutdown>) {
           return padded(m.reason.size());
         } else if constexpr (std::is_same_v<M, HostError>) {
@@ -462,7 +466,10 @@ HostAssign read(Ctx& ctx, wire::HostAssign::Reader r) {
   return m;
 }
 
-HostReady read(Ctx& ctx, wire::HostReady::Reader r) { return {text(ctx, "baseDigest", [&] { return r.getBaseDigest(); })}; }
+HostReady read(Ctx& ctx, wire::HostReady::Reader r) {
+  return {text(ctx, "baseDigest", [&] { return r.getBaseDigest(); }),
+          text(ctx, "splitDigest", [&] { return r.getSplitDigest(); })};
+}
 
 StartLevel read(Ctx& ctx, wire::StartLevel::Reader r) {
   StartLevel m{r.getLevel()};

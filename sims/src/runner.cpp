@@ -155,7 +155,7 @@ RunResult run_scenario(const Scenario& s, const RunOptions& options) {
   std::vector<std::unique_ptr<detail::HostLink>> local;
   std::vector<detail::HostLink*> hosts;
   if (pool) {
-    hosts = pool->links(detail::base_digest(ctx));
+    hosts = pool->links(ctx);
   } else {
     int blocks = std::clamp(options.blocks, 1, std::max(1, s.nodes));
     for (int b = 0; b < blocks; ++b) {

@@ -138,17 +138,45 @@ std::unique_ptr<Context> build_context(const Scenario& s, std::optional<std::pai
   return std::make_unique<Context>(s, std::move(nodes), std::move(model), std::move(tokenizer));
 }
 
+namespace {
+
+constexpr std::uint64_t kFnvOffset = 1469598103934665603ull;
+
+std::uint64_t fnv1a(const void* data, std::size_t bytes, std::uint64_t h) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (std::size_t i = 0; i < bytes; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+std::uint64_t fnv1a(const std::string& s, std::uint64_t h) { return fnv1a(s.data(), s.size() + 1, h); }
+
+std::string hex(std::uint64_t h) {
+  char out[17];
+  std::snprintf(out, sizeof out, "%016llx", static_cast<unsigned long long>(h));
+  return out;
+}
+
+}  // namespace
+
 std::string base_digest(const Context& ctx) {
-  std::uint64_t h = 1469598103934665603ull;
+  std::uint64_t h = kFnvOffset;
   for (const auto& [name, tensor] : ctx.model().named_weights()) {
-    for (unsigned char c : name) h = (h ^ c) * 1099511628211ull;
+    h = fnv1a(name, h);
     auto t = tensor.contiguous();
-    const auto* p = static_cast<const unsigned char*>(t.data_ptr());
-    for (std::size_t i = 0; i < t.nbytes(); ++i) h = (h ^ p[i]) * 1099511628211ull;
+    h = fnv1a(t.data_ptr(), t.nbytes(), h);
   }
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
-  return hex;
+  return hex(h);
+}
+
+std::string split_digest(const Context& ctx, int first, int end) {
+  std::uint64_t h = kFnvOffset;
+  for (int n = first; n < end; ++n) {
+    const auto& node = ctx.node(n);
+    h = fnv1a(&n, sizeof n, h);
+    for (const auto* records : {&node.train, &node.eval_text, &node.eval_instruct}) {
+      for (const auto& r : *records) h = fnv1a(r.completion, fnv1a(r.prompt, h));
+    }
+  }
+  return hex(h);
 }
 
 }  // namespace fedge::sims::detail

@@ -197,10 +197,21 @@ TEST_CASE("a node host with another base model is refused") {
   CHECK_THROWS_WITH(run_scenario(scenario(), distributed(1,
                                                          [&](const std::string& endpoint) {
                                                            host = std::thread(fake_host, endpoint,
-                                                                              HostMessage(HostReady{"0123456789abcdef"}), nullptr);
+                                                                              HostMessage(HostReady{"0123456789abcdef", ""}), nullptr);
                                                          })),
                     Catch::Contains("another base model") && Catch::Contains("0123456789abcdef"));
   host.join();
+}
+
+TEST_CASE("a node host whose data split differs is refused") {
+  auto s = scenario();
+  s.nodes = 4;  // changed in code, not in the TOML text the hosts get
+  HostThreads hosts;
+  CHECK_THROWS_WITH(run_scenario(s, distributed(1, [&](const std::string& endpoint) { hosts.start(endpoint, 1); })),
+                    Catch::Contains("test-host-0") && Catch::Contains("another data split"));
+  hosts.join();
+  REQUIRE(hosts.errors.size() == 1);
+  CHECK_THAT(hosts.errors.front(), Catch::Contains("stopped with an error"));
 }
 
 TEST_CASE("too few node hosts is an error naming the endpoint") {

@@ -154,7 +154,7 @@ std::vector<HostMessage> samples() {
   report.level = 6;
   report.next_event_ms = 3;
   report.rows = {sample_row(2)};
-  return {HostHello{"host-a"}, HostAssign{"name = \"x\"\n", "x.toml", {0, 4, 6}, 2, 9, 3}, HostReady{"ab12"},
+  return {HostHello{"host-a"}, HostAssign{"name = \"x\"\n", "x.toml", {0, 4, 6}, 2, 9, 3}, HostReady{"ab12", "cd34"},
           StartLevel{6}, small, report, Shutdown{"done"}, HostError{"boom"}};
 }
 
@@ -195,7 +195,9 @@ TEST_CASE("host wire: control messages round-trip exactly") {
   CHECK(a.end_node == 48);
   CHECK(a.threads == 4);
 
-  CHECK(decoded_as<HostReady>(round_trip(HostReady{"0123456789abcdef"})).base_digest == "0123456789abcdef");
+  auto ready = decoded_as<HostReady>(round_trip(HostReady{"0123456789abcdef", "fedcba9876543210"}));
+  CHECK(ready.base_digest == "0123456789abcdef");
+  CHECK(ready.split_digest == "fedcba9876543210");
   CHECK(decoded_as<StartLevel>(round_trip(StartLevel{6})).level == 6);
   CHECK(decoded_as<Shutdown>(round_trip(Shutdown{"coordinator finished"})).reason == "coordinator finished");
   CHECK(decoded_as<HostError>(round_trip(HostError{"node 3: out of memory"})).message == "node 3: out of memory");

@@ -62,7 +62,8 @@ struct HostAssign {
 
 // host -> coordinator: the block is loaded (data split, base model).
 struct HostReady {
-  std::string base_digest;  // hex digest of the base model's parameters
+  std::string base_digest;   // hex digest of the base model's parameters
+  std::string split_digest;  // hex digest of the block's records (the data split)
 };
 
 // coordinator -> host: start a level (4 or 5: federated; 6: local only).
