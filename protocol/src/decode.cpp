@@ -12,45 +12,24 @@
 
 #include "fedge.capnp.h"
 #include "fedge/protocol/codec.h"
+#include "fedge/protocol/decode_path.h"
 
 namespace fedge::protocol {
 namespace {
 
-// Field path of what is being read, so errors say "roundPlan.selected" rather
-// than "bad pointer". A Field guard records the path when an exception leaves it.
+// What is being read, and the receiver's limits and expectations.
 struct Ctx {
   const Limits& limits;
   const Expectations& expect;
   std::shared_ptr<const void> keep;  // storage that decoded payloads point into
-  std::vector<const char*> path;
-  std::string failed_at;
+  DecodePath path{"protocol", "envelope"};
 
-  std::string where() const {
-    std::string s;
-    for (const char* p : path) {
-      if (!s.empty()) s += '.';
-      s += p;
-    }
-    return s.empty() ? "envelope" : s;
-  }
-  [[noreturn]] void fail(ErrorCode code, const std::string& what) const {
-    throw DecodeError(code, "protocol: " + where() + ": " + what);
-  }
+  [[noreturn]] void fail(ErrorCode code, const std::string& what) const { path.fail(code, what); }
 };
 
-class Field {
+class Field : public FieldGuard {
  public:
-  Field(Ctx& ctx, const char* name) : ctx_(ctx), uncaught_(std::uncaught_exceptions()) { ctx.path.push_back(name); }
-  ~Field() {
-    if (std::uncaught_exceptions() > uncaught_ && ctx_.failed_at.empty()) ctx_.failed_at = ctx_.where();
-    ctx_.path.pop_back();
-  }
-  Field(const Field&) = delete;
-  Field& operator=(const Field&) = delete;
-
- private:
-  Ctx& ctx_;
-  int uncaught_;
+  Field(Ctx& ctx, const char* name) : FieldGuard(ctx.path, name) {}
 };
 
 std::string num(std::uint64_t v) { return std::to_string(v); }
@@ -506,7 +485,7 @@ const char* body_name(std::size_t index) {
 }
 
 Envelope decode(const Bytes& bytes, const Limits& limits, const Expectations& expect, bool* zero_copy) {
-  Ctx ctx{limits, expect, bytes.owner(), {}, {}};
+  Ctx ctx{limits, expect, bytes.owner()};
   if (bytes.size() > limits.max_message_bytes) {
     ctx.fail(ErrorCode::kTooLarge, "message of " + num(bytes.size()) + " bytes is over the limit of " +
                                        num(limits.max_message_bytes) + " bytes (limits.max_message_bytes)");
@@ -534,13 +513,7 @@ Envelope decode(const Bytes& bytes, const Limits& limits, const Expectations& ex
     }
     return read_envelope(ctx, reader.getRoot<wire::Envelope>());
   } catch (const kj::Exception& e) {
-    const std::string at = ctx.failed_at.empty() ? "envelope" : ctx.failed_at;
-    const std::string why = e.getDescription().cStr();
-    std::string lower = why;
-    for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    const bool limit = lower.find("limit") != std::string::npos;  // traversal or nesting limit
-    throw DecodeError(limit ? ErrorCode::kTooLarge : ErrorCode::kMalformed,
-                      "protocol: " + at + ": " + (limit ? "over a decoding limit (" : "malformed message (") + why + ")");
+    ctx.path.fail_from_capnp(e.getDescription().cStr());
   }
 }
 

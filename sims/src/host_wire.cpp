@@ -14,6 +14,7 @@
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 
+#include "fedge/protocol/decode_path.h"
 #include "fedge/sims/host_wire.h"
 #include "host.capnp.h"
 
@@ -221,50 +222,21 @@ std::string num(std::int64_t v) { return std::to_string(v); }
 std::string num(std::int32_t v) { return std::to_string(v); }
 std::string num(double v) { return std::to_string(v); }
 
-// Field path of what is being read ("windowOrder.deliveries[3].envelope"); a
-// Field guard records the path when an exception leaves it.
+// What is being read, and the receiver's limits.
 struct Ctx {
   const HostWireLimits& limits;
   std::shared_ptr<const void> keep;  // storage the message's bytes live in (null: copy payloads)
-  std::vector<std::string> path;
-  std::string failed_at;
+  protocol::DecodePath path{"host", "message"};
 
-  std::string where() const {
-    std::string s;
-    for (const auto& p : path) {
-      if (!s.empty() && p.front() != '[') s += '.';
-      s += p;
-    }
-    return s.empty() ? "message" : s;
-  }
-  [[noreturn]] void fail(ErrorCode code, const std::string& what) const {
-    throw DecodeError(code, "host: " + where() + ": " + what);
-  }
+  [[noreturn]] void fail(ErrorCode code, const std::string& what) const { path.fail(code, what); }
 };
 
-class Field {
+class Field : public protocol::FieldGuard {
  public:
-  Field(Ctx& ctx, std::string name) : ctx_(ctx), uncaught_(std::uncaught_exceptions()) {
-    ctx.path.push_back(std::move(name));
-  }
-  ~Field() {
-    if (std::uncaught_exceptions() > uncaught_ && ctx_.failed_at.empty()) ctx_.failed_at = ctx_.where();
-    ctx_.path.pop_back();
-  }
-  Field(const Field&) = delete;
-  Field& operator=(const Field&) = delete;
-
- private:
-  Ctx& ctx_;
-  int uncaught_;
+  Field(Ctx& ctx, std::string name) : FieldGuard(ctx.path, std::move(name)) {}
 };
 
-std::string index(std::size_t i) {
-  std::string s = std::to_string(i);  // appended, not "[" + ... + "]": GCC 12 warns falsely on that (-Wrestrict)
-  s.insert(s.begin(), '[');
-  s += ']';
-  return s;
-}
+using protocol::index_name;
 
 void require(Ctx& ctx, bool ok, const char* name, const std::string& what) {
   if (ok) return;
@@ -323,7 +295,7 @@ std::vector<T> items(Ctx& ctx, const char* name, List list, Read read_one) {
   std::vector<T> out;
   out.reserve(list.size());
   for (unsigned i = 0; i < list.size(); ++i) {
-    Field item(ctx, index(i));
+    Field item(ctx, index_name(i));
     out.push_back(read_one(list[i]));
   }
   return out;
@@ -361,7 +333,7 @@ std::vector<std::uint32_t> survivors(Ctx& ctx, capnp::List<std::uint32_t>::Reade
   Field f(ctx, "survivors");
   check_length(ctx, list.size());
   auto out = to_vector<std::uint32_t>(list);
-  for (std::size_t i = 0; i < out.size(); ++i) node_index(ctx, index(i).c_str(), out[i]);
+  for (std::size_t i = 0; i < out.size(); ++i) node_index(ctx, index_name(i).c_str(), out[i]);
   auto sorted = out;
   std::sort(sorted.begin(), sorted.end());
   const auto dup = std::adjacent_find(sorted.begin(), sorted.end());
@@ -453,7 +425,7 @@ HostAssign read(Ctx& ctx, wire::HostAssign::Reader r) {
     auto list = r.getLevels();
     check_length(ctx, list.size());
     m.levels = to_vector<std::int32_t>(list);
-    for (std::size_t i = 0; i < m.levels.size(); ++i) level(ctx, index(i).c_str(), m.levels[i]);
+    for (std::size_t i = 0; i < m.levels.size(); ++i) level(ctx, index_name(i).c_str(), m.levels[i]);
   }
   m.first_node = r.getFirstNode();
   m.end_node = r.getEndNode();
@@ -551,7 +523,7 @@ Bytes encode_host_message(const HostMessage& message) {
 }
 
 HostMessage decode_host_message(const Bytes& bytes, const HostWireLimits& limits) {
-  Ctx ctx{limits, bytes.owner(), {}, {}};
+  Ctx ctx{limits, bytes.owner()};
   if (bytes.size() > limits.max_message_bytes) {
     ctx.fail(ErrorCode::kTooLarge, num(std::uint64_t{bytes.size()}) + " bytes, over the limit of " +
                                        num(std::uint64_t{limits.max_message_bytes}) + " bytes (max_message_bytes)");
@@ -578,13 +550,7 @@ HostMessage decode_host_message(const Bytes& bytes, const HostWireLimits& limits
     }
     return read_message(ctx, reader.getRoot<wire::HostMessage>());
   } catch (const kj::Exception& e) {
-    const std::string at = ctx.failed_at.empty() ? "message" : ctx.failed_at;
-    const std::string why = e.getDescription().cStr();
-    std::string lower = why;
-    for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    const bool limit = lower.find("limit") != std::string::npos;  // traversal or nesting limit
-    throw DecodeError(limit ? ErrorCode::kTooLarge : ErrorCode::kMalformed,
-                      "host: " + at + ": " + (limit ? "over a decoding limit (" : "malformed message (") + why + ")");
+    ctx.path.fail_from_capnp(e.getDescription().cStr());
   }
 }
 
