@@ -62,10 +62,46 @@ class FedProx : public FedAvg {
   double mu_;
 };
 
+std::vector<double> to_std(const VecD& v) { return {v.data(), v.data() + v.size()}; }
+VecD to_eigen(const std::vector<double>& v) { return Eigen::Map<const VecD>(v.data(), static_cast<Eigen::Index>(v.size())); }
+
+// A saved state must hold exactly `names`, all of one length.
+void check_state(const std::string& strategy, const StrategyState& state, const std::vector<std::string>& names) {
+  std::string keeps;
+  for (const auto& n : names) keeps += (keeps.empty() ? "" : ", ") + n;
+  for (const auto& [name, values] : state) {
+    if (std::find(names.begin(), names.end(), name) == names.end()) {
+      bad(strategy + ": the saved server state has an entry '" + name + "' this strategy does not keep (it keeps: " +
+          (keeps.empty() ? "nothing" : keeps) + "); was it saved by another strategy?");
+    }
+  }
+  for (const auto& n : names) {
+    if (!state.count(n)) bad(strategy + ": the saved server state lacks its entry '" + n + "'");
+    if (state.at(n).size() != state.at(names.front()).size()) {
+      bad(strategy + ": the saved server state's entries '" + names.front() + "' and '" + n + "' differ in length");
+    }
+  }
+}
+
+}  // namespace
+
+void Strategy::restore(const StrategyState& state) {
+  if (!state.empty()) check_state(name(), state, {});
+}
+
+namespace {
+
 class FedAvgM : public Strategy {
  public:
   FedAvgM(double lr, double momentum) : lr_(lr), momentum_(momentum) {}
   std::string name() const override { return "fedavgm"; }
+  StrategyState state() const override { return v_.size() ? StrategyState{{"v", to_std(v_)}} : StrategyState{}; }
+  bool keeps_state() const override { return true; }
+  void restore(const StrategyState& state) override {
+    if (state.empty()) return;
+    check_state(name(), state, {"v"});
+    v_ = to_eigen(state.at("v"));
+  }
 
  protected:
   std::vector<float> apply(std::span<const float> global, std::span<const double> mean) override {
@@ -89,6 +125,16 @@ class FedOpt : public Strategy {
       : kind_(kind), eta_(eta), b1_(b1), b2_(b2), tau_(tau) {}
   std::string name() const override {
     return kind_ == Kind::kAdam ? "fedadam" : kind_ == Kind::kYogi ? "fedyogi" : "fedadagrad";
+  }
+  StrategyState state() const override {
+    return m_.size() ? StrategyState{{"m", to_std(m_)}, {"v", to_std(v_)}} : StrategyState{};
+  }
+  bool keeps_state() const override { return true; }
+  void restore(const StrategyState& state) override {
+    if (state.empty()) return;
+    check_state(name(), state, {"m", "v"});
+    m_ = to_eigen(state.at("m"));
+    v_ = to_eigen(state.at("v"));
   }
 
  protected:

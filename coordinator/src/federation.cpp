@@ -602,7 +602,7 @@ struct CoordinatorCore::State {
     spdlog::info("coordinator: round {} completed with {} of {} nodes -> version {}", r.id, survivors.size(),
                  r.plan.selected.size(), version);
     a.events.push_back(RoundCompleted{r.id, r.attempt, version, global, survivors, std::move(metrics), dp,
-                                      std::move(r.stats)});
+                                      std::move(r.stats), strategy->state()});
     round.reset();
     for (NodeId id : live(now)) send_model(a, id);
     ++round_id;
@@ -652,6 +652,16 @@ CoordinatorCore::CoordinatorCore(FederationConfig config, ResumeState resume) {
   const privacy::Key32 key = config.secret_seed ? *config.secret_seed : privacy::random_key();
   s_ = std::make_unique<State>(std::move(config), key);
   s_->strategy = agg::make_strategy(s_->cfg.strategy, s_->cfg.strategy_params, s_->cfg.secure);
+  for (const auto& [name, values] : resume.strategy_state) {
+    if (values.size() != resume.global.size())
+      bad_config("resume.strategy_state '" + name + "' has " + std::to_string(values.size()) +
+                 " values but global has " + std::to_string(resume.global.size()));
+  }
+  try {
+    s_->strategy->restore(resume.strategy_state);
+  } catch (const Error& e) {
+    bad_config(std::string("resume.strategy_state: ") + e.what());
+  }
   s_->round_id = resume.next_round;
   s_->version = resume.global_version;
   s_->global = std::move(resume.global);

@@ -3,6 +3,7 @@
 #include "fedge/coordinator/runtime.h"
 
 #include <chrono>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <thread>
@@ -13,6 +14,7 @@
 #include "fedge/common/clock.h"
 #include "fedge/common/error.h"
 #include "fedge/common/param_vector.h"
+#include "fedge/common/safetensors.h"
 #include "fedge/coordinator/store.h"
 #include "fedge/protocol/keys.h"
 #include "fedge/protocol/layout.h"
@@ -40,6 +42,44 @@ void write_text_atomically(const fs::path& file, const std::string& text) {
     if (!out.flush()) throw Error(ErrorKind::kIo, tmp.string() + ": cannot write");
   }
   fs::rename(tmp, file);
+}
+
+// The server optimiser's state (FedAdam's moments...) next to each version, so
+// that a restarted coordinator continues exactly: one F64 vector per entry,
+// the strategy's name in the metadata.
+constexpr const char* kServerStateFile = "server_optimizer.safetensors";
+
+void save_server_state(const fs::path& file, const std::string& strategy, const aggregation::StrategyState& state) {
+  std::vector<TensorView> tensors;
+  for (const auto& [name, values] : state) {
+    tensors.push_back({name, DType::kF64, {static_cast<std::int64_t>(values.size())}, std::as_bytes(std::span(values))});
+  }
+  write_safetensors(file, tensors, {{"strategy", strategy}});
+}
+
+// The saved state, or nothing when it belongs to another strategy (the
+// operator changed it between runs: the new one starts fresh).
+std::optional<aggregation::StrategyState> load_server_state(const fs::path& file, const std::string& strategy) {
+  const auto saved = SafetensorsFile::open(file);
+  const auto it = saved.metadata().find("strategy");
+  const std::string saved_by = it == saved.metadata().end() ? "" : it->second;
+  if (saved_by != strategy) {
+    spdlog::warn("{} was saved by strategy '{}', the federation now uses '{}': its server state starts fresh",
+                 file.string(), saved_by, strategy);
+    return std::nullopt;
+  }
+  aggregation::StrategyState state;
+  for (const auto& t : saved.tensors()) {
+    if (t.dtype != DType::kF64 || t.shape.size() != 1) {
+      throw Error(ErrorKind::kInvalidInput, file.string() + ": tensor '" + t.name + "' must be a 1-D F64 vector, is " +
+                                                std::string(dtype_name(t.dtype)) + " " + format_shape(t.shape) +
+                                                "; delete the file to restart the server optimiser from zero");
+    }
+    auto& values = state[t.name];
+    values.resize(static_cast<std::size_t>(t.numel()));
+    std::memcpy(values.data(), saved.bytes(t).data(), t.nbytes());
+  }
+  return state;
 }
 
 // The plan as the Store keeps it: settings only, never node data.
@@ -131,6 +171,14 @@ struct CoordinatorRuntime::Impl {
     state.global.assign(global.values().begin(), global.values().end());
     state.layout = protocol::to_wire_layout(global.layout());
     state.dp_history = store.dp_history();
+    const fs::path server_state = fs::path(latest.path).parent_path() / kServerStateFile;
+    if (fs::exists(server_state)) {
+      if (auto saved = load_server_state(server_state, config.federation.strategy)) state.strategy_state = *saved;
+    } else if (latest.version > 0 &&
+               aggregation::make_strategy(config.federation.strategy, config.federation.strategy_params)->keeps_state()) {
+      spdlog::warn("no server optimiser state next to global v{}: strategy {} starts its moments from zero",
+                   latest.version, config.federation.strategy);
+    }
     spdlog::info("coordinator state {}: global v{}, next round {}", config.state_dir.string(), latest.version,
                  recovery.next_round);
     return state;
@@ -195,6 +243,7 @@ struct CoordinatorRuntime::Impl {
     // attempt overwrites (store.h's crash model).
     global.save(dir / kAdapterFile);
     write_text_atomically(dir / kAdapterConfig, adapter_config_text);
+    if (!e.strategy_state.empty()) save_server_state(dir / kServerStateFile, config.federation.strategy, e.strategy_state);
     const FileDigest digest = digest_file(dir / kAdapterFile);
     RoundResult result;
     result.adapter_version = e.version;

@@ -116,3 +116,44 @@ TEST_CASE("Strategy factory: names, parameters, secure aggregation", "[aggregati
   CHECK_THROWS_AS(make_strategy("fedadam", {{"etaa", 0.1}}), fedge::Error);
   CHECK_THROWS_AS(make_strategy("fedtrimmedavg", {{"beta", 0.5}}), fedge::Error);
 }
+
+TEST_CASE("Server optimisers continue exactly from a saved state", "[aggregation][strategy]") {
+  const std::vector<std::vector<float>> sums = {{0.5f, -1.0f, 0.25f}, {0.1f, -0.2f, 0.7f}, {-0.3f, 0.4f, 0.05f}};
+  const std::vector<float> start = {1.0f, 2.0f, -1.0f};
+  for (const char* name : {"fedavgm", "fedadam", "fedyogi", "fedadagrad"}) {
+    INFO(name);
+    auto uninterrupted = make_strategy(name);
+    CHECK(uninterrupted->keeps_state());
+    CHECK(uninterrupted->state().empty());  // nothing before the first round
+    std::vector<float> g = start;
+    std::vector<std::vector<float>> globals;
+    for (const auto& s : sums) globals.push_back(g = uninterrupted->aggregate_sum(g, s, 2.0));
+
+    // Two rounds, "restart": a new strategy from the saved state, one more round.
+    auto first = make_strategy(name);
+    std::vector<float> h = first->aggregate_sum(first->aggregate_sum(start, sums[0], 2.0), sums[1], 2.0);
+    const StrategyState saved = first->state();
+    REQUIRE_FALSE(saved.empty());
+    for (const auto& [entry, values] : saved) CHECK(values.size() == start.size());
+    auto restarted = make_strategy(name);
+    restarted->restore(saved);
+    CHECK(restarted->aggregate_sum(h, sums[2], 2.0) == globals[2]);
+    // Without the state the third step differs: the moments matter.
+    auto fresh = make_strategy(name);
+    CHECK(fresh->aggregate_sum(h, sums[2], 2.0) != globals[2]);
+  }
+}
+
+TEST_CASE("Saved server state from another strategy or of mixed lengths is refused", "[aggregation][strategy]") {
+  auto adam = make_strategy("fedadam");
+  CHECK_THROWS_WITH(adam->restore({{"m", {1.0}}}), Catch::Contains("lacks its entry 'v'"));
+  CHECK_THROWS_WITH(adam->restore({{"m", {1.0}}, {"v", {1.0, 2.0}}}), Catch::Contains("differ in length"));
+  CHECK_THROWS_WITH(adam->restore({{"m", {1.0}}, {"v", {1.0}}, {"w", {1.0}}}), Catch::Contains("entry 'w'"));
+  auto avg = make_strategy("fedavg");
+  CHECK_FALSE(avg->keeps_state());
+  CHECK(avg->state().empty());
+  CHECK_NOTHROW(avg->restore({}));
+  CHECK_THROWS_WITH(avg->restore({{"m", {1.0}}}), Catch::Contains("keeps: nothing"));
+  auto momentum = make_strategy("fedavgm");
+  CHECK_THROWS_WITH(momentum->restore({{"m", {1.0}}, {"v", {1.0}}}), Catch::Contains("entry 'm'"));
+}

@@ -340,6 +340,42 @@ TEST_CASE("FedAdam works under secure aggregation") {
   }
 }
 
+TEST_CASE("a resumed FedAdam coordinator continues from the saved server moments") {
+  auto cfg = base_config(false);
+  cfg.strategy = "fedadam";
+  Net whole(cfg, initial_state());
+  whole.start();
+  REQUIRE(whole.run_to_finish());
+  REQUIRE(whole.completed.size() == 3);
+  const auto& second = whole.completed[1];
+  REQUIRE(second.strategy_state.count("m") == 1);
+  REQUIRE(second.strategy_state.count("v") == 1);
+
+  // Restart after round 2 with the state saved with version 2: round 3 comes out the same.
+  ResumeState resume = initial_state();
+  resume.next_round = 3;
+  resume.global_version = 2;
+  resume.global = second.global;
+  resume.strategy_state = second.strategy_state;
+  Net resumed(cfg, resume);
+  resumed.start();
+  REQUIRE(resumed.run_to_finish());
+  REQUIRE(resumed.completed.size() == 1);
+  CHECK(resumed.completed[0].global == whole.completed[2].global);
+
+  // Without it, the moments restart from zero and round 3 differs.
+  resume.strategy_state.clear();
+  Net forgetful(cfg, resume);
+  forgetful.start();
+  REQUIRE(forgetful.run_to_finish());
+  const auto& remembered = whole.completed[2].global;
+  CHECK(max_abs_diff(forgetful.completed[0].global, std::vector<double>(remembered.begin(), remembered.end())) > 1e-3);
+
+  // A state of the wrong length is refused.
+  resume.strategy_state = {{"m", {1.0}}, {"v", {1.0}}};
+  CHECK_THROWS_WITH(CoordinatorCore(cfg, resume), Catch::Contains("resume.strategy_state"));
+}
+
 TEST_CASE("a robust strategy with secure aggregation is refused at construction") {
   auto cfg = base_config(true);
   cfg.strategy = "krum";

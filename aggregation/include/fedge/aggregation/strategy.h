@@ -15,6 +15,10 @@
 
 namespace fedge::aggregation {
 
+// Server-side state that must outlive the process (a server optimiser's
+// moments), by entry name; empty for stateless strategies.
+using StrategyState = std::map<std::string, std::vector<double>>;
+
 struct ClientUpdate {
   std::span<const float> update;  // local - global, same length as global
   double num_examples = 1.0;
@@ -40,6 +44,16 @@ class Strategy {
   // strategies throw Error(kInvalidInput) explaining why.
   virtual std::vector<float> aggregate_sum(std::span<const float> global,
                                            std::span<const float> weighted_sum, double total_weight);
+
+  // What a restarted server needs to continue exactly (FedAvgM: "v"; FedAdam,
+  // FedYogi, FedAdagrad: "m" and "v"); empty before the first round and for
+  // stateless strategies.
+  virtual StrategyState state() const { return {}; }
+  virtual bool keeps_state() const { return false; }
+  // Continues from a saved state() (empty: start fresh). Throws
+  // Error(kInvalidInput) naming the entry for entries this strategy does not
+  // keep, missing entries, or entries of different lengths.
+  virtual void restore(const StrategyState& state);
 
  protected:
   // Applies the averaged update (the pseudo-gradient's negative) to global.

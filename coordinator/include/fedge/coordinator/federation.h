@@ -89,6 +89,7 @@ struct ResumeState {
   std::vector<float> global;                    // its flat parameters, in `layout` order
   std::vector<protocol::TensorLayout> layout;   // tensor names and shapes (sum of numel = global.size())
   std::vector<DpRecord> dp_history;             // Store::dp_history(), replayed into the accountant
+  aggregation::StrategyState strategy_state;    // the server optimiser's moments (RoundCompleted::strategy_state)
 };
 
 struct Outgoing {
@@ -127,6 +128,9 @@ struct RoundCompleted {
   std::map<std::string, double> metrics;
   std::optional<DpRecord> dp;              // accountant row (round filled in, epsilon cumulative)
   RoundStats stats;
+  // The strategy's state after this round (FedAdam's moments...), to persist
+  // with the version so that a restarted coordinator continues exactly.
+  aggregation::StrategyState strategy_state;
 };
 struct RoundFailed {
   std::uint64_t round = 0;
