@@ -635,8 +635,17 @@ struct CoordinatorCore::State {
         spdlog::info("coordinator: node {} missed its liveness timeout", id);
         a.events.push_back(NodeLost{id});
       }
-    if (round && now >= round->deadline) advance(a, now);
+    // A stage that waits only on nodes gone silent closes now, not at its deadline.
+    if (round && (now >= round->deadline || waits_only_on_lost(*round))) advance(a, now);
     if (!round && !finished && now >= next_start) start_round(a, now);
+  }
+
+  bool waits_only_on_lost(const Round& r) const {
+    if (r.received.size() >= r.expected.size()) return false;
+    for (NodeId id : r.expected) {
+      if (!r.received.count(id) && nodes.at(id).alive) return false;
+    }
+    return true;
   }
 };
 

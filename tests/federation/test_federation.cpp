@@ -116,6 +116,27 @@ TEST_CASE("a node that drops at any secure stage: the round completes with the s
           net.completed[i].survivors.end());
 }
 
+TEST_CASE("a stage that waits only on silent nodes closes at their liveness timeout, not its deadline") {
+  const std::uint16_t stage_body = GENERATE(4, 6, 8, 10);  // as above: the message node 2 never sends
+  CAPTURE(stage_body);
+  auto cfg = base_config(true);
+  cfg.rounds = 1;
+  cfg.deadlines = {600000, 600000, 600000, 600000, 600000};  // ten minutes per stage
+  Net net(cfg, initial_state());
+  net.drop_when = [&](Net&, NodeId from, const Envelope& env) {
+    return from == 2 && body_index_of(env.body) == stage_body;  // and silent from then on: no heartbeats
+  };
+  net.start();
+  const std::int64_t t0 = net.now;
+  REQUIRE(net.run_to_finish(60000));  // liveness timeout 5 s: well before any deadline
+  CHECK(net.now - t0 < 30000);
+  REQUIRE(net.completed.size() == 1);
+  CHECK(std::count_if(net.events.begin(), net.events.end(), [](const coordinator::CoordinatorEvent& e) {
+          const auto* lost = std::get_if<coordinator::NodeLost>(&e);
+          return lost && lost->node == 2;
+        }) == 1);
+}
+
 TEST_CASE("plain round: a node that never sends its update is a dropout") {
   Net net(base_config(false), initial_state());
   net.drop_when = [&](Net&, NodeId from, const Envelope& env) {
