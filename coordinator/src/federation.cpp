@@ -195,9 +195,10 @@ struct CoordinatorCore::State {
       : cfg(std::move(c)), secret(key), noise_rng(label_key(key, "central-dp-noise")) {}
 
   // ---------- helpers ----------
-  Outgoing to(NodeId node, std::uint64_t round, protocol::Body body) const {
+  Outgoing to(NodeId node, std::uint64_t round_id_of_message, protocol::Body body) const {
     Envelope e;
-    e.round = round;
+    e.round = round_id_of_message;
+    if (round && round->id == round_id_of_message) e.attempt = round->attempt;
     e.sender = protocol::kCoordinatorId;
     e.body = std::move(body);
     return {node, std::move(e)};
@@ -207,7 +208,9 @@ struct CoordinatorCore::State {
                   env.round, why);
     if (round && env.round == round->id) ++round->stats.errors_sent;
     protocol::ErrorReply r{code, why, static_cast<std::uint16_t>(env.body.index())};
-    a.send.push_back(to(env.sender, env.round, std::move(r)));
+    Outgoing out = to(env.sender, env.round, std::move(r));
+    out.envelope.attempt = env.attempt;  // the node matches a refusal to the attempt it refers to
+    a.send.push_back(std::move(out));
   }
   void send_model(CoordinatorActions& a, NodeId node) {
     protocol::GlobalModel m{version, protocol::ModelFormat::kFlatF32, global_bytes, layout};
@@ -283,6 +286,10 @@ struct CoordinatorCore::State {
     if (env.round != r.id)
       return refuse(a, env, ErrorCode::kWrongRound,
                     "round " + std::to_string(env.round) + " is not running; round " + std::to_string(r.id) + " is");
+    if (env.attempt != r.attempt)
+      return refuse(a, env, ErrorCode::kWrongRound,
+                    "attempt " + std::to_string(env.attempt) + " of round " + std::to_string(r.id) +
+                        " is over; attempt " + std::to_string(r.attempt) + " runs");
     const std::uint32_t client = r.client_of(env.sender);
     if (client == 0) return refuse(a, env, ErrorCode::kNotAllowed, "this node is not selected for the round");
     if ((got == RoundStage::kPlainUpdate) != (r.stage == RoundStage::kPlainUpdate))
@@ -467,7 +474,9 @@ struct CoordinatorCore::State {
       open_stage(r, RoundStage::kPlainUpdate, std::move(expected), now + dl.train_ms + dl.masked_input_ms);
     for (NodeId id : selected) {
       if (nodes.at(id).sent_version != version) send_model(a, id);
-      a.send.push_back(to(id, r.id, p));
+      Outgoing plan = to(id, r.id, p);
+      plan.envelope.attempt = r.attempt;  // `round` is not set yet: stamp it here
+      a.send.push_back(std::move(plan));
     }
     spdlog::info("coordinator: round {} attempt {} started with {} nodes", r.id, r.attempt, selected.size());
     a.events.push_back(RoundStarted{r.id, r.attempt, p});

@@ -71,6 +71,7 @@ struct RoundClient::State {
   std::optional<std::uint64_t> version;
   // current round
   std::uint64_t round = 0;
+  std::uint32_t attempt = 0;  // of `round`, from its plan; stamped on and checked against round messages
   protocol::RoundPlan plan;
   std::uint32_t client_id = 0;
   agg::UpdateEncoding enc;
@@ -86,6 +87,7 @@ struct RoundClient::State {
   Envelope envelope(protocol::Body body, std::uint64_t r = 0) const {
     Envelope e;
     e.round = r;
+    if (r != 0 && r == round) e.attempt = attempt;
     e.sender = id.node_id;
     e.body = std::move(body);
     return e;
@@ -111,6 +113,7 @@ struct RoundClient::State {
   void reset_round() {
     if (state >= ClientState::kTraining) state = ClientState::kIdle;
     round = 0;
+    attempt = 0;
     client_id = 0;
     secagg.reset();
     ring.clear();
@@ -183,6 +186,7 @@ struct RoundClient::State {
       return;
     }
     round = env.round;
+    attempt = env.attempt;
     plan = p;
     ticket = next_ticket++;
     state = ClientState::kTraining;
@@ -193,9 +197,10 @@ struct RoundClient::State {
 
   // KeysBroadcast, SharesDelivery, UnmaskRequest: one secure-aggregation step each.
   void on_secagg(NodeActions& a, const Envelope& env) {
-    if (env.round != round || round == 0) {
+    if (env.round != round || round == 0 || env.attempt != attempt) {
       a.notes.push_back(std::string("ignored ") + protocol::body_name(env.body) + " for round " +
-                        std::to_string(env.round) + " (this node is in round " + std::to_string(round) + ")");
+                        std::to_string(env.round) + " attempt " + std::to_string(env.attempt) +
+                        " (this node is in round " + std::to_string(round) + " attempt " + std::to_string(attempt) + ")");
       return;
     }
     try {
@@ -246,7 +251,8 @@ struct RoundClient::State {
                       " (code " + std::to_string(static_cast<int>(e.code)) + "): " + e.message);
     const bool fatal = e.code == ErrorCode::kDeadlineMissed || e.code == ErrorCode::kWrongRound ||
                        e.code == ErrorCode::kNotAllowed || e.code == ErrorCode::kWrongStage;
-    if (fatal && is_round_body(e.in_reply_to) && round != 0 && env.round == round) drop_out(a, "refused by the coordinator");
+    if (fatal && is_round_body(e.in_reply_to) && round != 0 && env.round == round && env.attempt == attempt)
+      drop_out(a, "refused by the coordinator");
     if (e.code == ErrorCode::kUnknownSender && state != ClientState::kRegistering) {
       // The coordinator forgot us (restarted without state): register again.
       state = ClientState::kUnregistered;

@@ -302,4 +302,8 @@ struct Envelope {
     hiddenStates @20 :HiddenStates;
     error @21 :ErrorReply;
   }
+  # Attempt of `round` (1-based) on round messages, both ways: a retried round
+  # keeps its id, and a late message of a failed attempt must not count in the
+  # next one. 0 outside rounds.
+  attempt @22 :UInt32;
 }

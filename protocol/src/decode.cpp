@@ -441,6 +441,7 @@ Envelope read_envelope(Ctx& ctx, wire::Envelope::Reader root) {
                                          num(kProtocolVersion) + "; run the same fedge release on both ends");
   }
   env.round = root.getRound();
+  env.attempt = root.getAttempt();
   env.sender = root.getSender();
   if (ctx.expect.round && env.round != *ctx.expect.round) {
     ctx.fail(ErrorCode::kWrongRound, "round " + num(env.round) + ", expected round " + num(*ctx.expect.round));

@@ -263,6 +263,7 @@ Bytes encode(const Envelope& envelope) {
   auto root = message.initRoot<wire::Envelope>();
   root.setVersion(envelope.version);
   root.setRound(envelope.round);
+  root.setAttempt(envelope.attempt);
   root.setSender(envelope.sender);
   Writer writer(message);
   try {

@@ -168,6 +168,29 @@ TEST_CASE("too many dropouts fail the attempt; the next attempt of the same roun
   CHECK(starts == std::vector<std::pair<std::uint64_t, std::uint32_t>>{{1, 1}, {1, 2}, {2, 1}, {3, 1}});
 }
 
+TEST_CASE("a late message from a failed attempt does not count in the retry of the same round") {
+  Net net(base_config(true), initial_state());
+  std::optional<Envelope> late;  // node 4's advertiseKeys of attempt 1
+  net.discard = [&](Net& n, NodeId from, const Envelope& env) {
+    const bool advertise = std::holds_alternative<protocol::AdvertiseKeys>(env.body);
+    if (env.round == 1 && advertise && from == 4) {
+      if (env.attempt == 1) late = env;
+      // Attempt 2: the stale copy arrives first, as a slow network would deliver it.
+      if (env.attempt == 2 && late) n.queue.push_back({0, 4, protocol::encode(*late)});
+    }
+    // Attempt 1 fails: three masked inputs are lost (threshold 3 of 5).
+    return env.round == 1 && env.attempt == 1 && from <= 3 && std::holds_alternative<protocol::MaskedInput>(env.body);
+  };
+  run_and_check(net, 0.5);
+  REQUIRE(late);
+  CHECK(late->attempt == 1);
+  REQUIRE(net.failed.size() == 1);
+  CHECK(net.completed[0].attempt == 2);
+  // The stale message was refused as another attempt's; node 4's own counted.
+  CHECK(std::count(net.errors_to[4].begin(), net.errors_to[4].end(), ErrorCode::kWrongRound) == 1);
+  CHECK(net.completed[0].survivors == std::vector<NodeId>{1, 2, 3, 4, 5});
+}
+
 TEST_CASE("wrong-round, out-of-order, duplicate, late and unselected messages are refused; the round completes") {
   auto cfg = base_config(true);
   cfg.max_nodes = 4;  // one of the five is not selected

@@ -27,6 +27,7 @@ inline Envelope envelope(Body body, std::uint32_t sender, std::uint64_t round = 
   e.round = round;
   e.sender = sender;
   e.body = std::move(body);
+  e.attempt = round != 0 ? 3 : 0;  // round messages carry their attempt; round trips check it
   return e;
 }
 

@@ -225,12 +225,13 @@ TEST_CASE("wrong version, round, union and enum values are specific errors") {
   CHECK(e.code() == ErrorCode::kUnsupported);
   CHECK(contains(e.what(), "unknown message type 77"));
 
-  // Heartbeat struct follows the envelope (3 words): unixMs at +0, state at +8.
+  // Heartbeat struct follows the envelope (3 data words with the attempt, 1
+  // pointer): unixMs at +0, state at +8.
   std::uint64_t unix_ms;
-  std::memcpy(&unix_ms, bytes.data() + 40, 8);
+  std::memcpy(&unix_ms, bytes.data() + 48, 8);
   REQUIRE(unix_ms == 1700000000123ull);
   const std::uint16_t bad_state = 9;
-  std::memcpy(bytes.data() + 48, &bad_state, 2);
+  std::memcpy(bytes.data() + 56, &bad_state, 2);
   e = decode_error(Bytes::copy_of(bytes));
   CHECK(e.code() == ErrorCode::kMalformed);
   CHECK(contains(e.what(), "heartbeat.state: unknown value 9"));

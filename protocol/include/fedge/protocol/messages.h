@@ -270,6 +270,7 @@ struct Envelope {
   std::uint64_t round = 0;
   NodeId sender = kCoordinatorId;
   Body body;
+  std::uint32_t attempt = 0;  // of `round` (1-based) on round messages; 0 outside rounds
   bool operator==(const Envelope&) const = default;
 };
 
