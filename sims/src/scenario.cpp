@@ -179,6 +179,37 @@ void check_feasible(const Table& root, Scenario& s) {
   }
 }
 
+inference::ModelConfig base_config(const Scenario& s) {
+  const auto& base = s.model.base;
+  if (base == "tiny-pretrained" || base == "tiny-random") return inference::ModelConfig::tiny();
+  return inference::ModelConfig::from_dir(base);
+}
+
+std::string gigabytes(double bytes) {
+  char out[32];
+  std::snprintf(out, sizeof out, "%.2f GB", bytes / 1e9);
+  return out;
+}
+
+// On-device levels need the base in the node's memory: 3-6 infer there, 4-6
+// also train there. A device profile whose memory_gb cannot hold that is an
+// error before any work, naming the device and what it would need.
+void check_device_memory(const Table& nodes, const Scenario& s) {
+  const bool infers = std::count_if(s.levels.begin(), s.levels.end(), [](int l) { return l >= 3; }) > 0;
+  const bool trains = std::count_if(s.levels.begin(), s.levels.end(), [](int l) { return l >= 4; }) > 0;
+  if (!infers) return;
+  const auto need = device_memory_need(s, base_config(s), adapter_length(s));
+  const double bytes = trains ? need.training_bytes : need.inference_bytes;
+  for (const auto& d : s.node_devices) {
+    if (d.memory_bytes >= bytes) continue;
+    nodes.fail("devices", "device '" + d.name + "' has " + gigabytes(d.memory_bytes) + " of memory, but " +
+                              (trains ? "training on the node (levels 4-6)" : "inference on the node (levels 3-6)") +
+                              " needs about " + gigabytes(bytes) +
+                              " (base weights, KV cache" + (trains ? ", LoRA state and one batch's activations" : "") +
+                              "); pick a device with more memory_gb, a smaller model or batch, or other levels");
+  }
+}
+
 Scenario read(const config::Document& doc) {
   Scenario s;
   s.source = doc.source_name();
@@ -226,6 +257,7 @@ Scenario read(const config::Document& doc) {
   s.cache_dir = root.string("cache_dir", default_cache_dir().string());
   doc.reject_unknown_keys();  // before the checks below, so a typo is named as such
   check_feasible(root, s);
+  check_device_memory(root.table("nodes"), s);
   return s;
 }
 
@@ -245,10 +277,26 @@ Scenario parse_scenario(std::string_view text, const std::string& source_name) {
   return s;
 }
 
+MemoryNeed device_memory_need(const Scenario& s, const inference::ModelConfig& c, std::uint64_t adapter_floats) {
+  const double h = c.hidden_size, layers = c.num_layers, seq = s.model.seq_len;
+  const double per_layer = h * (c.q_dim() + 2.0 * c.kv_dim()) + c.q_dim() * h + 3.0 * h * c.intermediate_size + 2.0 * h;
+  const double embeddings = static_cast<double>(c.vocab_size) * h * (c.tie_word_embeddings ? 1 : 2);
+  const double weights = 4.0 * (per_layer * layers + embeddings + h);  // f32, as the simulator holds them
+  const double kv_cache = 4.0 * 2.0 * layers * c.kv_dim() * (seq + s.serving.max_new_tokens);
+  MemoryNeed need;
+  need.inference_bytes = weights + kv_cache;
+  // LoRA values, gradients and two Adam moments; per token and layer, the
+  // activations kept for the backward pass (residual stream, norms, q/k/v/o,
+  // the MLP's three intermediate vectors) and one row of attention scores per head.
+  const double lora = 4.0 * 4.0 * static_cast<double>(adapter_floats);
+  const double activations = 4.0 * s.training.batch_size * seq * layers *
+                             (10.0 * h + 3.0 * c.intermediate_size + c.num_heads * seq);
+  need.training_bytes = weights + lora + activations;
+  return need;
+}
+
 std::uint64_t adapter_length(const Scenario& scenario) {
-  inference::ModelConfig config = inference::ModelConfig::tiny();
-  const auto& base = scenario.model.base;
-  if (base != "tiny-pretrained" && base != "tiny-random") config = inference::ModelConfig::from_dir(base);
+  const inference::ModelConfig config = base_config(scenario);
   inference::LoraConfig lora;
   lora.r = scenario.model.lora_rank;
   lora.target_modules = scenario.model.targets;

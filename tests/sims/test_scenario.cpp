@@ -101,6 +101,38 @@ down_mbps = 300
   CHECK(t.node_network.up_bps == 50e6);
 }
 
+TEST_CASE("a node device without the memory for on-device levels is an error naming it") {
+  const std::string small_device = R"(
+[model]
+base = "tiny-random"
+[nodes]
+count = 2
+devices = ["jetson", "watch"]
+[secagg]
+enabled = false
+[[device_profiles]]
+name = "watch"
+gflops = 5
+memory_gb = 0.002
+)";
+  auto e = error_of("levels = [3, 4, 6]\n" + small_device);
+  CHECK_THAT(e, Catch::StartsWith("bad.toml:") && Catch::Contains("'nodes.devices'") && Catch::Contains("'watch'") &&
+                    Catch::Contains("0.00 GB") && Catch::Contains("training on the node"));
+  // Inference alone needs less; cloud-side levels need nothing on the node.
+  CHECK_THAT(error_of("levels = [3]\n" + small_device), Catch::Contains("inference on the node"));
+  CHECK(parse_scenario("levels = [0, 1, 2]\n" + small_device, "ok.toml").node_devices[1].name == "watch");
+
+  // The estimate: the tiny base in f32 plus a KV cache; training adds LoRA
+  // state and activations, which grow with the batch.
+  auto s = parse_scenario("levels = [0]\n" + small_device, "ok.toml");
+  const auto config = fedge::inference::ModelConfig::tiny();
+  const auto need = device_memory_need(s, config, adapter_length(s));
+  CHECK(need.inference_bytes > 4.0 * config.vocab_size * config.hidden_size);
+  CHECK(need.training_bytes > need.inference_bytes);
+  s.training.batch_size *= 2;
+  CHECK(device_memory_need(s, config, adapter_length(s)).training_bytes > need.training_bytes);
+}
+
 TEST_CASE("unknown level is an error naming the line") {
   auto e = error_of("levels = [0, 7]\n");
   CHECK_THAT(e, Catch::StartsWith("bad.toml:1:") && Catch::Contains("'levels'") && Catch::Contains("level 7"));

@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "fedge/inference/model_config.h"
 #include "fedge/sims/clock.h"
 #include "fedge/sims/partition.h"
 
@@ -97,6 +98,17 @@ Scenario parse_scenario(std::string_view text, const std::string& source_name);
 
 // The number of trainable floats of the scenario's adapter (for secagg checks).
 std::uint64_t adapter_length(const Scenario& scenario);
+
+// What a node's device needs in memory to run the scenario's base on the node
+// (an estimate, documented in docs/SIMULATOR.md): inference holds the f32
+// weights and a KV cache; training adds the LoRA state and one batch's
+// activations. Scenarios whose node devices cannot hold it are refused.
+struct MemoryNeed {
+  double inference_bytes = 0;
+  double training_bytes = 0;
+};
+MemoryNeed device_memory_need(const Scenario& scenario, const inference::ModelConfig& config,
+                              std::uint64_t adapter_floats);
 
 std::string level_name(int level);
 
