@@ -100,6 +100,8 @@ struct HostError {
   message @0 :Text;
 }
 
+struct Ping {}
+
 struct HostMessage {
   version @0 :UInt32;
   union {
@@ -114,5 +116,6 @@ struct HostMessage {
     windowReport @7 :WindowReport;
     shutdown @8 :Shutdown;
     hostError @9 :HostError;
+    ping @10 :Ping;
   }
 }

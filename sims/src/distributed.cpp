@@ -34,6 +34,14 @@ protocol::SocketOptions host_socket_options() {
   return o;
 }
 
+// ZMTP heartbeats: a peer on a machine that died (no TCP reset) is dropped
+// after kHeartbeatTimeoutMs, which the pool's connection monitor then sees.
+constexpr int kHeartbeatMs = 5000, kHeartbeatTimeoutMs = 30000;
+void set_heartbeats(zmq::socket_t& s) {
+  s.set(zmq::sockopt::heartbeat_ivl, kHeartbeatMs);
+  s.set(zmq::sockopt::heartbeat_timeout, kHeartbeatTimeoutMs);
+}
+
 std::string default_host_name() {
   char name[256] = {};
   if (::gethostname(name, sizeof name - 1) != 0) std::snprintf(name, sizeof name, "host");
@@ -92,6 +100,7 @@ HostPool::HostPool(const Scenario& scenario, const RunOptions& options) : scenar
   router_ = std::make_unique<protocol::Router>(zmq_, options.bind, host_socket_options());
   // The last messages (Shutdown) must still leave when the run ends and the socket closes.
   router_->socket().set(zmq::sockopt::linger, kLingerMs);
+  set_heartbeats(router_->socket());
   const std::string endpoint = router_->endpoint();
   if (options.on_bound) options.on_bound(endpoint);
   progress("waiting for " + std::to_string(options.node_hosts) + " node host(s): run `fedge sim --node-host " +
@@ -135,6 +144,40 @@ HostPool::HostPool(const Scenario& scenario, const RunOptions& options) : scenar
     assign.threads = options.threads;
     send(*hosts_.back(), assign);
     progress(hosts_.back()->name() + " connected");
+  }
+  watch_connections();
+}
+
+void HostPool::watch_connections() {
+  const std::string address = "inproc://fedge-sim-host-monitor-" + std::to_string(reinterpret_cast<std::uintptr_t>(this));
+  if (zmq_socket_monitor(router_->socket().handle(), address.c_str(), ZMQ_EVENT_DISCONNECTED) != 0) {
+    spdlog::warn("sim: cannot watch node-host connections ({}); a dead host is noticed by its timeout only",
+                 zmq_strerror(zmq_errno()));
+    return;
+  }
+  monitor_ = std::make_unique<zmq::socket_t>(zmq_.native(), zmq::socket_type::pair);
+  monitor_->set(zmq::sockopt::linger, 0);
+  monitor_->connect(address);
+}
+
+// A connection dropped: some peer left. Once the router has caught up
+// (a moment later), every host gets a Ping; a host it cannot reach is gone.
+void HostPool::check_connections() {
+  if (!monitor_) return;
+  zmq::message_t event, endpoint;
+  while (monitor_->recv(event, zmq::recv_flags::dontwait)) {
+    (void)monitor_->recv(endpoint);  // each event is two frames
+    probe_at_ = std::chrono::steady_clock::now() + std::chrono::milliseconds(250);
+  }
+  if (!probe_at_ || std::chrono::steady_clock::now() < *probe_at_) return;
+  probe_at_.reset();
+  for (auto& host : hosts_) {
+    try {
+      send(*host, Ping{});
+    } catch (const Error&) {
+      throw Error(ErrorKind::kIo, host->name() + " disconnected (its process ended or its network failed); the run "
+                                                 "cannot go on without its nodes: see its log, then run again");
+    }
   }
 }
 
@@ -196,6 +239,7 @@ HostMessage HostPool::receive(const RemoteHost& host, std::chrono::duration<doub
       progress("waiting for " + host.name());
       last_log = now;
     }
+    check_connections();
     auto in = router_->recv(kPoll);
     if (!in) continue;
     if (!inbox_.count(in->peer)) {
@@ -248,6 +292,8 @@ void serve_coordinator(protocol::Dealer& dealer, Context& ctx, const HostAssign&
     } else if (const auto* stop = std::get_if<Shutdown>(&m)) {
       ctx.progress("the coordinator ended the run: " + stop->reason);
       return;
+    } else if (std::holds_alternative<Ping>(m)) {
+      continue;  // the coordinator checking that this host is still there
     } else {
       expect<WindowOrder>(m, "the coordinator", "a level or a window");
     }
@@ -272,6 +318,7 @@ void run_node_host(const NodeHostOptions& options) {
   protocol::Context zmq;
   protocol::Dealer dealer(zmq, options.connect, host_socket_options());
   dealer.socket().set(zmq::sockopt::linger, kLingerMs);  // a HostError must still leave
+  set_heartbeats(dealer.socket());
   const std::string name = options.name.empty() ? default_host_name() : options.name;
   try {
     dealer.send(encode_host_message(HostHello{name}));

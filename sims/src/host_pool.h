@@ -7,6 +7,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,10 @@
 #include "fedge/protocol/transport.h"
 #include "fedge/sims/host_wire.h"
 #include "fedge/sims/runner.h"
+
+namespace zmq {
+class socket_t;
+}  // namespace zmq
 
 namespace fedge::sims::detail {
 
@@ -42,11 +47,18 @@ class HostPool {
 
  private:
   void progress(const std::string& line) const;
+  void watch_connections();
+  void check_connections();
+
 
   const Scenario& scenario_;
   RunOptions options_;
   protocol::Context zmq_;
   std::unique_ptr<protocol::Router> router_;
+  // Connection events of the router: a dropped connection gets every host a
+  // Ping, and a host that can no longer be reached ends the run at once.
+  std::unique_ptr<zmq::socket_t> monitor_;
+  std::optional<std::chrono::steady_clock::time_point> probe_at_;
   std::vector<std::unique_ptr<RemoteHost>> hosts_;
   std::map<std::string, std::deque<protocol::Bytes>> inbox_;  // by peer
   bool shut_down_ = false;

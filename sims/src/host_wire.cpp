@@ -126,6 +126,7 @@ void write(wire::HostMessage::Builder root, const WindowReport& m) {
 void write(wire::HostMessage::Builder root, const Shutdown& m) { root.initShutdown().setReason(text_of(m.reason)); }
 
 void write(wire::HostMessage::Builder root, const HostError& m) { root.initHostError().setMessage(text_of(m.message)); }
+void write(wire::HostMessage::Builder root, const Ping&) { root.initPing(); }
 
 // Bytes the message will need (a slight over-estimate: each item's struct plus
 // its payloads padded to words), so even a window of big envelopes is built in
@@ -477,6 +478,7 @@ WindowReport read(Ctx& ctx, wire::WindowReport::Reader r) {
 Shutdown read(Ctx& ctx, wire::Shutdown::Reader r) { return {text(ctx, "reason", [&] { return r.getReason(); })}; }
 
 HostError read(Ctx& ctx, wire::HostError::Reader r) { return {text(ctx, "message", [&] { return r.getMessage(); })}; }
+Ping read(Ctx&, wire::Ping::Reader) { return {}; }
 
 template <class Get>
 HostMessage read_as(Ctx& ctx, const char* name, Get get) {
@@ -501,6 +503,7 @@ HostMessage read_message(Ctx& ctx, wire::HostMessage::Reader root) {
     case W::WINDOW_REPORT: return read_as(ctx, "windowReport", [&] { return root.getWindowReport(); });
     case W::SHUTDOWN: return read_as(ctx, "shutdown", [&] { return root.getShutdown(); });
     case W::HOST_ERROR: return read_as(ctx, "hostError", [&] { return root.getHostError(); });
+    case W::PING: return read_as(ctx, "ping", [&] { return root.getPing(); });
   }
   ctx.fail(ErrorCode::kMalformed, "message kind " + num(std::uint64_t{static_cast<std::uint16_t>(root.which())}) +
                                       " is unset or unknown (this build knows 1.." +
@@ -556,7 +559,7 @@ HostMessage decode_host_message(const Bytes& bytes, const HostWireLimits& limits
 
 const char* host_message_name(const HostMessage& message) {
   static const char* const names[] = {"HostHello",   "HostAssign",   "HostReady", "StartLevel",
-                                      "WindowOrder", "WindowReport", "Shutdown",  "HostError"};
+                                      "WindowOrder", "WindowReport", "Shutdown",  "HostError", "Ping"};
   static_assert(std::size(names) == std::variant_size_v<HostMessage>);
   return message.index() < std::size(names) ? names[message.index()] : "unknown";
 }

@@ -214,6 +214,27 @@ TEST_CASE("a node host whose data split differs is refused") {
   CHECK_THAT(hosts.errors.front(), Catch::Contains("stopped with an error"));
 }
 
+TEST_CASE("a node host that disconnects ends the run at once, naming it") {
+  // It takes its block and then its process ends (the socket closes) without
+  // a word; the coordinator must not sit out its wait for the host's answer.
+  std::thread host;
+  auto o = distributed(1, [&](const std::string& endpoint) {
+    host = std::thread([endpoint] {
+      protocol::Context zmq;
+      protocol::Dealer dealer(zmq, endpoint);
+      dealer.send(encode_host_message(HostHello{"vanishing"}));
+      for (int i = 0; i < 600; ++i) {
+        if (dealer.recv(std::chrono::milliseconds(100))) return;  // the assignment: now leave
+      }
+    });
+  });
+  o.host_wait_s = 300;
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK_THROWS_WITH(run_scenario(scenario(), o), Catch::Contains("node host vanishing") && Catch::Contains("disconnected"));
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60));
+  host.join();
+}
+
 TEST_CASE("too few node hosts is an error naming the endpoint") {
   auto o = distributed(2, {});
   o.host_wait_s = 0.5;

@@ -155,7 +155,7 @@ std::vector<HostMessage> samples() {
   report.next_event_ms = 3;
   report.rows = {sample_row(2)};
   return {HostHello{"host-a"}, HostAssign{"name = \"x\"\n", "x.toml", {0, 4, 6}, 2, 9, 3}, HostReady{"ab12", "cd34"},
-          StartLevel{6}, small, report, Shutdown{"done"}, HostError{"boom"}};
+          StartLevel{6}, small, report, Shutdown{"done"}, HostError{"boom"}, Ping{}};
 }
 
 template <class T>
@@ -201,6 +201,7 @@ TEST_CASE("host wire: control messages round-trip exactly") {
   CHECK(decoded_as<StartLevel>(round_trip(StartLevel{6})).level == 6);
   CHECK(decoded_as<Shutdown>(round_trip(Shutdown{"coordinator finished"})).reason == "coordinator finished");
   CHECK(decoded_as<HostError>(round_trip(HostError{"node 3: out of memory"})).message == "node 3: out of memory");
+  CHECK(std::holds_alternative<Ping>(round_trip(Ping{})));
   CHECK(decoded_as<HostHello>(round_trip(HostHello{""})).host_name.empty());
 }
 
@@ -286,6 +287,7 @@ TEST_CASE("host wire: message names") {
   CHECK(std::string(host_message_name(WindowOrder{})) == "WindowOrder");
   CHECK(std::string(host_message_name(WindowReport{})) == "WindowReport");
   CHECK(std::string(host_message_name(HostError{})) == "HostError");
+  CHECK(std::string(host_message_name(Ping{})) == "Ping");
 }
 
 TEST_CASE("host wire: empty and garbage bytes are refused") {

@@ -98,8 +98,12 @@ struct HostError {
   std::string message;
 };
 
+// coordinator -> host: a liveness probe (sent when a peer's connection drops,
+// to find out whether it was a node host). Hosts ignore it.
+struct Ping {};
+
 using HostMessage =
-    std::variant<HostHello, HostAssign, HostReady, StartLevel, WindowOrder, WindowReport, Shutdown, HostError>;
+    std::variant<HostHello, HostAssign, HostReady, StartLevel, WindowOrder, WindowReport, Shutdown, HostError, Ping>;
 
 struct HostWireLimits {
   std::size_t max_message_bytes = std::size_t{2} << 30;  // a window may carry every node's masked input
