@@ -5,7 +5,7 @@
 // round time is registration-free protocol work: plan, four SecAgg+ stages,
 // aggregation, the adapter write and the new global's broadcast.
 //
-//   bench_round_overhead [--nodes 4,16,64] [--d 1048576] [--rounds 3] [--plain]
+//   bench_round_overhead [--nodes 4,16,64] [--d 1048576] [--rounds 3] [--plain] [--prg chacha20|aes256ctr]
 //
 // Prints per node count: mean round time of rounds 2..R (round 1 also waits for
 // registration), bytes up/down per node per round on the wire (encoded
@@ -96,7 +96,7 @@ struct Result {
   double up_per_node = 0, down_per_node = 0;
 };
 
-Result run(int nodes, std::uint64_t d, int rounds, bool secure, const fs::path& dir) {
+Result run(int nodes, std::uint64_t d, int rounds, bool secure, privacy::PrgKind prg, const fs::path& dir) {
   fs::remove_all(dir);
   fs::create_directories(dir / "initial");
   // The coordinator is layout-agnostic: one d-element tensor stands for an adapter.
@@ -131,6 +131,7 @@ Result run(int nodes, std::uint64_t d, int rounds, bool secure, const fs::path& 
   config.federation.heartbeat_interval_ms = 1000;
   config.federation.liveness_timeout_ms = 30000;
   config.federation.secagg_threads = 0;
+  config.federation.secagg_prg = prg;
 
   config.federation.deadlines = {120000, 60000, 60000, 120000, 60000};
   coordinator::CoordinatorRuntime coordinator(config);
@@ -176,27 +177,32 @@ int main(int argc, char** argv) {
   std::uint64_t d = 1 << 20;
   int rounds = 3;
   bool secure = true;
+  privacy::PrgKind prg = privacy::PrgKind::kChaCha20;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--nodes" && i + 1 < argc) node_counts = parse_list(argv[++i]);
     else if (arg == "--d" && i + 1 < argc) d = std::stoull(argv[++i]);
     else if (arg == "--rounds" && i + 1 < argc) rounds = std::max(2, std::stoi(argv[++i]));
     else if (arg == "--plain") secure = false;
+    else if (arg == "--prg" && i + 1 < argc)
+      prg = std::string(argv[++i]) == "aes256ctr" ? privacy::PrgKind::kAes256Ctr : privacy::PrgKind::kChaCha20;
     else {
-      std::fprintf(stderr, "usage: bench_round_overhead [--nodes 4,16,64] [--d N] [--rounds R] [--plain]\n");
+      std::fprintf(stderr, "usage: bench_round_overhead [--nodes 4,16,64] [--d N] [--rounds R] [--plain] "
+                           "[--prg chacha20|aes256ctr]\n");
       return 2;
     }
   }
   spdlog::set_level(std::getenv("BENCH_DEBUG") ? spdlog::level::debug : spdlog::level::warn);
   std::printf("machine: %s\n", fedge::machine_summary().c_str());
   std::printf("workload: one %s round on loopback TCP + CurveZMQ, d = %llu floats (%.1f MB raw), instant training, "
-              "mean of rounds 2..%d\n",
-              secure ? "SecAgg+" : "plain", static_cast<unsigned long long>(d), d * 4.0 / 1e6, rounds);
+              "mean of rounds 2..%d, masks %s\n",
+              secure ? "SecAgg+" : "plain", static_cast<unsigned long long>(d), d * 4.0 / 1e6, rounds,
+              privacy::prg_name(prg));
   std::printf("%6s %12s %16s %16s %10s %10s\n", "nodes", "round s", "up MB/node", "down MB/node", "up/raw",
               "down/raw");
   const fs::path dir = fs::temp_directory_path() / ("fedge_bench_round_" + std::to_string(::getpid()));
   for (int n : node_counts) {
-    const auto r = run(n, d, rounds, secure, dir);
+    const auto r = run(n, d, rounds, secure, prg, dir);
     const double raw = d * 4.0;
     std::printf("%6d %12.3f %16.2f %16.2f %10.3f %10.3f\n", n, r.round_s, r.up_per_node / 1e6,
                 r.down_per_node / 1e6, r.up_per_node / raw, r.down_per_node / raw);

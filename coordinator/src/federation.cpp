@@ -39,6 +39,10 @@ namespace {
   throw Error(ErrorKind::kInvalidInput, "federation config: " + what);
 }
 
+protocol::MaskPrg wire_prg(privacy::PrgKind kind) {
+  return kind == privacy::PrgKind::kAes256Ctr ? protocol::MaskPrg::kAes256Ctr : protocol::MaskPrg::kChaCha20;
+}
+
 agg::DpKind dp_kind(protocol::DpMode m) {
   switch (m) {
     case protocol::DpMode::kCentral: return agg::DpKind::kCentral;
@@ -109,6 +113,9 @@ void validate(const FederationConfig& c) {
   if (!(c.clip_range > 0) || !std::isfinite(c.clip_range)) bad_config("clip_range must be a finite number > 0");
   if (!std::isfinite(c.loss_cap) || c.loss_cap < 0) bad_config("loss_cap must be finite and >= 0");
   if (c.quant_bits != 0 && (c.quant_bits < 2 || c.quant_bits > 32)) bad_config("quant_bits must be 0 or 2..32");
+  if (c.secure && !privacy::prg_supported(c.secagg_prg))
+    bad_config(std::string("secagg prg ") + privacy::prg_name(c.secagg_prg) +
+               " needs AES instructions this machine lacks (the coordinator removes masks); use chacha20");
   if ((c.secagg_degree == 0) != (c.secagg_threshold == 0))
     bad_config("secagg_degree and secagg_threshold are set together (or both 0 to choose them)");
   if (c.secagg_degree % 2)
@@ -499,7 +506,7 @@ struct CoordinatorCore::State {
       sp = agg::choose_secagg_params(n, d, cfg.expected_dropout, cfg.corrupt_fraction, cfg.failure_probability,
                                      graph_seed);
     }
-    sp.prg = agg::kFederationPrg;  // choose_secagg_params leaves its own default
+    sp.prg = cfg.secagg_prg;  // choose_secagg_params leaves its own default
     std::uint64_t noise_bound = 0;
     if (cfg.quant_bits) {
       r.enc.quant_bits = cfg.quant_bits;
@@ -510,8 +517,8 @@ struct CoordinatorCore::State {
     }
     agg::validate(sp);
     r.server = std::make_unique<agg::SecAggServer>(r.id, sp, cfg.secagg_threads);
-    r.plan.secagg = {sp.num_clients, sp.threshold, sp.degree, sp.vector_length, sp.graph_seed,
-                     r.enc.quant_bits, cfg.clip_range, noise_bound};
+    r.plan.secagg = {sp.num_clients, sp.threshold, sp.degree,      sp.vector_length, sp.graph_seed,
+                     r.enc.quant_bits, cfg.clip_range, noise_bound, wire_prg(sp.prg)};
   }
 
   // ---------- round end ----------

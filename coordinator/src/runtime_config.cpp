@@ -73,6 +73,8 @@ FederationConfig read_federation_config(const config::Table& t) {
   c.quant_bits = u32(s, "quant_bits", c.quant_bits, 0, 32);
   c.loss_cap = s.number("loss_cap", c.loss_cap, {0.0, 1e6});
   c.secagg_threads = static_cast<int>(s.integer("threads", c.secagg_threads, {0, 1024}));
+  c.secagg_prg = s.string("prg", "chacha20", {"chacha20", "aes256ctr"}) == "aes256ctr" ? privacy::PrgKind::kAes256Ctr
+                                                                                        : privacy::PrgKind::kChaCha20;
   c.min_survivors = u32(t, "min_survivors", c.min_survivors);
 
   const auto dp = t.table("dp");

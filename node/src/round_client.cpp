@@ -173,7 +173,10 @@ struct RoundClient::State {
         sp.degree = p.secagg.degree;
         sp.vector_length = p.secagg.vector_length;
         sp.graph_seed = p.secagg.graph_seed;
-        sp.prg = agg::kFederationPrg;
+        sp.prg = p.secagg.prg == protocol::MaskPrg::kAes256Ctr ? privacy::PrgKind::kAes256Ctr : privacy::PrgKind::kChaCha20;
+        if (!privacy::prg_supported(sp.prg))
+          throw Error(ErrorKind::kUnimplemented, std::string("the round masks with ") + privacy::prg_name(sp.prg) +
+                                                     ", which needs AES instructions this CPU lacks");
         if (sp.vector_length != e.vector_length())
           throw Error(ErrorKind::kProtocol, "secagg.vectorLength is not updateLength + 2");
         secagg = std::make_unique<agg::SecAggClient>(agg::RoundSetup{env.round, sp}, client_id);

@@ -94,6 +94,12 @@ struct SecAggParams {
   quantBits @5 :UInt32;      # 2..32
   clipRange @6 :Float64;     # values clipped to [-clipRange, clipRange] before quantising
   noiseBound @7 :UInt64;     # per-input integer noise bound used in the capacity check
+  prg @8 :MaskPrg;           # the mask generator every party of the round uses
+}
+
+enum MaskPrg {
+  chacha20 @0;               # runs anywhere
+  aes256Ctr @1;              # needs AES instructions on every node; faster unmasking
 }
 
 struct DpParams {

@@ -181,6 +181,7 @@ SecAggParams read_secagg(Ctx& ctx, Get get, std::size_t num_selected) {
   s.quant_bits = r.getQuantBits();
   s.clip_range = r.getClipRange();
   s.noise_bound = r.getNoiseBound();
+  s.prg = enum_value<MaskPrg>(ctx, "prg", r.getPrg(), 2);
   require(ctx, s.num_clients == num_selected, "numClients",
           num(s.num_clients) + " clients, but " + num(num_selected) + " nodes are selected");
   require(ctx, s.threshold >= 1 && s.threshold <= s.num_clients, "threshold",

@@ -100,6 +100,7 @@ class Writer {
     s.setQuantBits(m.secagg.quant_bits);
     s.setClipRange(m.secagg.clip_range);
     s.setNoiseBound(m.secagg.noise_bound);
+    s.setPrg(static_cast<wire::MaskPrg>(m.secagg.prg));
     auto p = r.initDp();
     p.setMode(static_cast<wire::DpMode>(m.dp.mode));
     p.setClipNorm(m.dp.clip_norm);

@@ -72,6 +72,25 @@ TEST_CASE("secure federation: 3 rounds equal weighted FedAvg of the nodes' updat
   CHECK(net.coord.global_version() == 3);
 }
 
+TEST_CASE("secure federation with AES-256-CTR masks equals weighted FedAvg; the plan carries the generator") {
+  if (!privacy::prg_supported(privacy::PrgKind::kAes256Ctr)) {
+    WARN("this CPU has no AES instructions: AES-masked rounds cannot run here");
+    return;
+  }
+  auto cfg = base_config(true);
+  cfg.secagg_prg = privacy::PrgKind::kAes256Ctr;
+  Net net(cfg, initial_state());
+  run_and_check(net, 0.5);
+  int plans = 0;
+  for (const auto& e : net.events) {
+    if (const auto* s = std::get_if<coordinator::RoundStarted>(&e)) {
+      CHECK(s->plan.secagg.prg == protocol::MaskPrg::kAes256Ctr);
+      ++plans;
+    }
+  }
+  CHECK(plans == 3);
+}
+
 TEST_CASE("plain federation: 3 rounds equal weighted FedAvg") {
   Net net(base_config(false), initial_state());
   run_and_check(net, 0.5);

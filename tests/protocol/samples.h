@@ -37,7 +37,7 @@ inline RoundPlan sample_plan() {
   p.hyper = {25, 0.001f, 8, 0.01f};
   p.deadlines = {60000, 2000, 3000, 4000, 5000};
   p.secure = true;
-  p.secagg = {4, 3, 3, 1000, key_of(9), 16, 0.5, 12};
+  p.secagg = {4, 3, 3, 1000, key_of(9), 16, 0.5, 12, MaskPrg::kAes256Ctr};
   p.dp = {DpMode::kDistributed, 1.25, 0.8};
   p.selected = {11, 12, 13, 14};
   p.update_length = 1000;

@@ -28,11 +28,10 @@ namespace fedge::aggregation {
 
 enum class DpKind { kNone, kCentral, kDistributed };
 
-// The mask PRG of federation rounds. The wire plan does not carry one, so both
-// cores set it from here. ChaCha20 runs on every CPU; AES-256-CTR needs AES-NI
+// The default mask PRG of federation rounds; the round plan carries the one a
+// round uses (secagg.prg). ChaCha20 runs on every CPU; AES-256-CTR needs AES-NI
 // on every party (edge devices may lack it) although it makes the server's mask
-// removal about 3x faster here (docs/PERFORMANCE.md). Negotiating it in the
-// plan is future work.
+// removal about 3x faster here (docs/PERFORMANCE.md).
 inline constexpr privacy::PrgKind kFederationPrg = privacy::PrgKind::kChaCha20;
 
 struct UpdateEncoding {

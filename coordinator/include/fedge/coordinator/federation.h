@@ -76,6 +76,10 @@ struct FederationConfig {
   std::uint32_t round_gap_ms = 0;    // pause after a completed round
   std::uint32_t retry_delay_ms = 1000;  // pause after a failed attempt (lets stale messages drain)
   int secagg_threads = 1;            // OpenMP threads for mask removal
+  // The mask generator of every secure round. AES-256-CTR unmasks about 3x
+  // faster but needs AES instructions here and on every node (a node without
+  // them sits the round out); ChaCha20 runs anywhere.
+  privacy::PrgKind secagg_prg = aggregation::kFederationPrg;
 };
 
 // Throws Error(kInvalidInput) naming the field (and, for a robust strategy with

@@ -61,6 +61,8 @@ enum class ErrorCode : std::uint16_t {
 };
 enum class NodeState : std::uint16_t { kIdle, kTraining, kAggregating, kServing, kDraining };
 enum class DpMode : std::uint16_t { kNone, kCentral, kDistributed };
+// The secure-aggregation mask generator (privacy::PrgKind on the wire).
+enum class MaskPrg : std::uint16_t { kChaCha20, kAes256Ctr };
 enum class SecretKind : std::uint16_t { kSelfMask, kPairwiseKey };
 enum class ModelFormat : std::uint16_t { kFlatF32, kSafetensors };
 enum class AdapterChoice : std::uint16_t { kGlobal, kLocal, kNone };
@@ -114,6 +116,7 @@ struct SecAggParams {
   std::uint32_t quant_bits = 0;
   double clip_range = 0;
   std::uint64_t noise_bound = 0;
+  MaskPrg prg = MaskPrg::kChaCha20;
   bool operator==(const SecAggParams&) const = default;
 };
 struct DpParams {
