@@ -1,28 +1,17 @@
 #include <algorithm>
 #include <chrono>
-#include <cstdio>
-#include <filesystem>
-#include <numeric>
-
-#include <spdlog/spdlog.h>
 
 #include "context.h"
 #include "federation_sim.h"
 #include "host_pool.h"
-#include "fedge/common/error.h"
 #include "fedge/common/rng.h"
-#include "fedge/inference/generate.h"
 #include "fedge/inference/torch_setup.h"
 #include "fedge/sims/runner.h"
-#include "fedge/training/commands.h"
-#include "fedge/training/synth_data.h"
 
 namespace fedge::sims {
 namespace {
 
 using detail::Context;
-using detail::NodeData;
-namespace fs = std::filesystem;
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
