@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <spdlog/spdlog.h>
 
 #include "fedge/aggregation/secagg.h"
 #include "fedge/aggregation/update_codec.h"
@@ -104,8 +103,10 @@ struct RoundClient::State {
   // Leaves the current round (the coordinator counts this node as a dropout).
   void drop_out(NodeActions& a, const std::string& why) {
     if (round) {
+      // A note, not a log line: the core does no I/O; its driver logs notes
+      // (the node runtime at info, the simulator at debug: a thousand
+      // virtual nodes' dropouts would drown its progress lines).
       a.notes.push_back("node " + std::to_string(id.node_id) + ": leaving round " + std::to_string(round) + ": " + why);
-      spdlog::warn("node {}: leaving round {}: {}", id.node_id, round, why);
     }
     if (state == ClientState::kTraining) a.cancel_training = true;
     reset_round();
