@@ -12,13 +12,14 @@
 #include "fedge/training/trainer.h"
 
 namespace fedge::sims::detail {
-namespace {
 
-std::uint64_t fnv1a(std::span<const float> values, std::uint64_t h) {
-  const auto* p = reinterpret_cast<const unsigned char*>(values.data());
-  for (std::size_t i = 0; i < values.size_bytes(); ++i) h = (h ^ p[i]) * 1099511628211ull;
+std::uint64_t fnv1a(const void* data, std::size_t bytes, std::uint64_t h) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (std::size_t i = 0; i < bytes; ++i) h = (h ^ p[i]) * 1099511628211ull;
   return h;
 }
+
+namespace {
 
 // Parameters a forward pass touches per token: every layer's projections and the
 // LM head (the embedding lookup is free).
@@ -57,7 +58,7 @@ TrainOutcome Context::train(const ParamVector& start, const training::TokenDatas
   std::string key;
   if (memo_on_ && memo_node >= 0) {
     key = std::to_string(memo_node) + "/" + std::to_string(steps) + "/" + std::to_string(seed) + "/" + schedule + "/" +
-          std::to_string(fnv1a(start.values(), 1469598103934665603ull));
+          std::to_string(fnv1a(start.values().data(), start.values().size_bytes()));
     if (auto it = memo_.find(key); it != memo_.end()) return it->second;
   }
   auto* adapter = model_.adapter(kAdapterSlot);

@@ -95,6 +95,11 @@ ServingOutcome serve(const Context& ctx, int level, const NodeData& node);
 
 double percentile(std::vector<double> values, double p);
 
+// FNV-1a 64 over raw bytes, continuing from `h`: the memo key of a training
+// call and the digests node hosts compare (not adversarial, only to tell runs apart).
+inline constexpr std::uint64_t kFnvOffset = 1469598103934665603ull;
+std::uint64_t fnv1a(const void* data, std::size_t bytes, std::uint64_t h = kFnvOffset);
+
 // Builds the run's shared state: the data split (every process derives the same
 // one from the scenario's seed), the base model and tokenised node data. With a
 // block [first, end), the other nodes' records are dropped before tokenising:

@@ -140,14 +140,8 @@ std::unique_ptr<Context> build_context(const Scenario& s, std::optional<std::pai
 
 namespace {
 
-constexpr std::uint64_t kFnvOffset = 1469598103934665603ull;
-
-std::uint64_t fnv1a(const void* data, std::size_t bytes, std::uint64_t h) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (std::size_t i = 0; i < bytes; ++i) h = (h ^ p[i]) * 1099511628211ull;
-  return h;
-}
-std::uint64_t fnv1a(const std::string& s, std::uint64_t h) { return fnv1a(s.data(), s.size() + 1, h); }
+// A string with its terminating NUL, so "ab"+"c" and "a"+"bc" differ.
+std::uint64_t fnv1a(const std::string& s, std::uint64_t h) { return detail::fnv1a(s.data(), s.size() + 1, h); }
 
 std::string hex(std::uint64_t h) {
   char out[17];
