@@ -49,11 +49,11 @@ std::string default_host_name() {
 }
 
 template <class T>
-const T& expect(const HostMessage& m, const std::string& from, const char* what) {
+T expect(HostMessage m, const std::string& from, const char* what) {
   if (const auto* e = std::get_if<HostError>(&m)) {
     throw Error(ErrorKind::kRuntime, from + " failed: " + e->message);
   }
-  if (const auto* t = std::get_if<T>(&m)) return *t;
+  if (auto* t = std::get_if<T>(&m)) return std::move(*t);  // a window report's deliveries are not copied
   throw Error(ErrorKind::kProtocol, from + " sent " + host_message_name(m) + " where " + what + " was expected");
 }
 
@@ -74,7 +74,7 @@ class RemoteHost : public HostLink {
   void send_window(WindowOrder order) override { pool_.send(*this, std::move(order)); }
   WindowReport collect() override {
     auto m = pool_.receive(*this, Seconds(timeout_s_));
-    auto report = expect<WindowReport>(m, name(), "a window report");
+    auto report = expect<WindowReport>(std::move(m), name(), "a window report");
     for (const auto& d : report.messages) check_node(d.node, "a message from");
     for (const auto& r : report.rows) check_node(static_cast<std::uint32_t>(r.node), "a metrics row of");
     return report;
@@ -295,7 +295,7 @@ void serve_coordinator(protocol::Dealer& dealer, Context& ctx, const HostAssign&
     } else if (std::holds_alternative<Ping>(m)) {
       continue;  // the coordinator checking that this host is still there
     } else {
-      expect<WindowOrder>(m, "the coordinator", "a level or a window");
+      expect<WindowOrder>(std::move(m), "the coordinator", "a level or a window");
     }
   }
 }
