@@ -139,17 +139,30 @@ struct FedAvgCheck {
   double worst = 0;
   double moved = 0;
 };
-inline FedAvgCheck compare_with_fedavg(const FederationHarness& h, std::uint64_t round,
-                                       const std::vector<int>& included) {
-  const ParamVector before = ParamVector::load(h.adapter_file(round - 1));
-  const ParamVector after = ParamVector::load(h.adapter_file(round)).remapped(before.layout());
+// What a round started from and produced, and the updates (with their example
+// counts) these nodes saved for it.
+struct RoundFiles {
+  ParamVector before, after;  // globals of round - 1 and round, in before's layout
   std::vector<ParamVector> updates;
   std::vector<double> weights;
+};
+inline RoundFiles load_round(const FederationHarness& h, std::uint64_t round, const std::vector<int>& included) {
+  RoundFiles r;
+  r.before = ParamVector::load(h.adapter_file(round - 1));
+  r.after = ParamVector::load(h.adapter_file(round)).remapped(r.before.layout());
   for (int id : included) {
-    updates.push_back(ParamVector::load(h.update_file(id, round)));
-    weights.push_back(std::stod(SafetensorsFile::open(h.update_file(id, round)).metadata().at("num_examples")));
+    r.updates.push_back(ParamVector::load(h.update_file(id, round)));
+    r.weights.push_back(std::stod(SafetensorsFile::open(h.update_file(id, round)).metadata().at("num_examples")));
   }
-  const auto expected = fedavg(before, updates, weights);
+  return r;
+}
+
+inline FedAvgCheck compare_with_fedavg(const FederationHarness& h, std::uint64_t round,
+                                       const std::vector<int>& included) {
+  const RoundFiles files = load_round(h, round, included);
+  const ParamVector& before = files.before;
+  const ParamVector& after = files.after;
+  const auto expected = fedavg(before, files.updates, files.weights);
   FedAvgCheck check;
   for (std::size_t j = 0; j < expected.size(); ++j) {
     check.worst = std::max(check.worst, std::abs(double(expected[j]) - after.values()[j]));

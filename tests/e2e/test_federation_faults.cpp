@@ -45,15 +45,10 @@ void check_server_optimizer(const FederationHarness& h, const std::string& strat
   auto replay = fedge::aggregation::make_strategy(strategy, {}, true);
   for (std::uint64_t round = 1; round <= rounds; ++round) {
     INFO("round " << round);
-    const fedge::ParamVector before = fedge::ParamVector::load(h.adapter_file(round - 1));
-    const fedge::ParamVector after = fedge::ParamVector::load(h.adapter_file(round)).remapped(before.layout());
-    std::vector<fedge::ParamVector> updates;
-    std::vector<double> weights;
-    for (int id : included) {
-      updates.push_back(fedge::ParamVector::load(h.update_file(id, round)));
-      weights.push_back(std::stod(fedge::SafetensorsFile::open(h.update_file(id, round)).metadata().at("num_examples")));
-    }
-    const auto mean_applied = fedge::testing::fedavg(before, updates, weights);
+    const auto files = fedge::testing::load_round(h, round, included);
+    const auto& before = files.before;
+    const auto& after = files.after;
+    const auto mean_applied = fedge::testing::fedavg(before, files.updates, files.weights);
     std::vector<float> mean(before.size());
     for (std::size_t j = 0; j < mean.size(); ++j) mean[j] = mean_applied[j] - before.values()[j];
     const auto expected = replay->aggregate_sum(before.values(), mean, 1.0);
