@@ -101,6 +101,8 @@ HostPool::HostPool(const Scenario& scenario, const RunOptions& options) : scenar
   // The last messages (Shutdown) must still leave when the run ends and the socket closes.
   router_->socket().set(zmq::sockopt::linger, kLingerMs);
   set_heartbeats(router_->socket());
+  // Watch before any host gets its block: a host may die right after.
+  watch_connections();
   const std::string endpoint = router_->endpoint();
   if (options.on_bound) options.on_bound(endpoint);
   progress("waiting for " + std::to_string(options.node_hosts) + " node host(s): run `fedge sim --node-host " +
@@ -145,7 +147,6 @@ HostPool::HostPool(const Scenario& scenario, const RunOptions& options) : scenar
     send(*hosts_.back(), assign);
     progress(hosts_.back()->name() + " connected");
   }
-  watch_connections();
 }
 
 void HostPool::watch_connections() {
@@ -160,17 +161,25 @@ void HostPool::watch_connections() {
   monitor_->connect(address);
 }
 
-// A connection dropped: some peer left. Once the router has caught up
-// (a moment later), every host gets a Ping; a host it cannot reach is gone.
+// A connection dropped: some peer left. Every host gets a Ping; a host the
+// router can no longer reach is gone. The router drops a dead peer's route a
+// moment after the event (later on a busy machine), so the probe repeats.
 void HostPool::check_connections() {
   if (!monitor_) return;
+  constexpr int kProbes = 8;
+  constexpr auto kProbeGap = std::chrono::milliseconds(250);
   zmq::message_t event, endpoint;
   while (monitor_->recv(event, zmq::recv_flags::dontwait)) {
     (void)monitor_->recv(endpoint);  // each event is two frames
-    probe_at_ = std::chrono::steady_clock::now() + std::chrono::milliseconds(250);
+    probe_at_ = std::chrono::steady_clock::now() + kProbeGap;
+    probes_left_ = kProbes;
   }
   if (!probe_at_ || std::chrono::steady_clock::now() < *probe_at_) return;
-  probe_at_.reset();
+  if (--probes_left_ > 0) {
+    probe_at_ = std::chrono::steady_clock::now() + kProbeGap * (kProbes - probes_left_);
+  } else {
+    probe_at_.reset();
+  }
   for (auto& host : hosts_) {
     try {
       send(*host, Ping{});

@@ -59,6 +59,7 @@ class HostPool {
   // Ping, and a host that can no longer be reached ends the run at once.
   std::unique_ptr<zmq::socket_t> monitor_;
   std::optional<std::chrono::steady_clock::time_point> probe_at_;
+  int probes_left_ = 0;
   std::vector<std::unique_ptr<RemoteHost>> hosts_;
   std::map<std::string, std::deque<protocol::Bytes>> inbox_;  // by peer
   bool shut_down_ = false;
