@@ -103,27 +103,36 @@ HostPool::HostPool(const Scenario& scenario, const RunOptions& options) : scenar
   set_heartbeats(router_->socket());
   // Watch before any host gets its block: a host may die right after.
   watch_connections();
+  try {
+    await_hosts();
+  } catch (...) {  // the destructor does not run for a pool that was never made
+    tell_hosts_the_run_failed();
+    throw;
+  }
+}
+
+void HostPool::await_hosts() {
   const std::string endpoint = router_->endpoint();
-  if (options.on_bound) options.on_bound(endpoint);
-  progress("waiting for " + std::to_string(options.node_hosts) + " node host(s): run `fedge sim --node-host " +
+  if (options_.on_bound) options_.on_bound(endpoint);
+  progress("waiting for " + std::to_string(options_.node_hosts) + " node host(s): run `fedge sim --node-host " +
            endpoint + "` on each (the port as bound here)");
-  const auto deadline = std::chrono::steady_clock::now() + Seconds(options.host_wait_s);
+  const auto deadline = std::chrono::steady_clock::now() + Seconds(options_.host_wait_s);
   auto last_log = std::chrono::steady_clock::now();
-  while (static_cast<int>(hosts_.size()) < options.node_hosts) {
+  while (static_cast<int>(hosts_.size()) < options_.node_hosts) {
     if (std::chrono::steady_clock::now() > deadline) {
       throw Error(ErrorKind::kIo, "only " + std::to_string(hosts_.size()) + " of " +
-                                           std::to_string(options.node_hosts) + " node hosts connected to " + endpoint +
-                                           " within " + std::to_string(static_cast<int>(options.host_wait_s)) +
+                                           std::to_string(options_.node_hosts) + " node hosts connected to " + endpoint +
+                                           " within " + std::to_string(static_cast<int>(options_.host_wait_s)) +
                                            " s; start them with `fedge sim --node-host " + endpoint + "`");
     }
     if (std::chrono::steady_clock::now() - last_log > Seconds(kLogEvery_s)) {
-      progress(std::to_string(hosts_.size()) + "/" + std::to_string(options.node_hosts) + " node hosts connected");
+      progress(std::to_string(hosts_.size()) + "/" + std::to_string(options_.node_hosts) + " node hosts connected");
       last_log = std::chrono::steady_clock::now();
     }
     auto in = router_->recv(kPoll);
     if (!in) continue;
-    if (inbox_.count(in->peer)) {
-      spdlog::warn("sim: ignoring a second hello from {}", in->peer);
+    if (inbox_.count(in->peer)) {  // a host that has its block already: keep what it says (HostReady) for later
+      keep(std::move(*in));
       continue;
     }
     HostHello hello;
@@ -134,16 +143,16 @@ HostPool::HostPool(const Scenario& scenario, const RunOptions& options) : scenar
       continue;
     }
     const int i = static_cast<int>(hosts_.size());
-    auto [first, end] = block_range(scenario.nodes, options.node_hosts, i);
-    hosts_.push_back(std::make_unique<RemoteHost>(*this, in->peer, hello.host_name, first, end, options.host_timeout_s));
+    auto [first, end] = block_range(scenario_.nodes, options_.node_hosts, i);
+    hosts_.push_back(std::make_unique<RemoteHost>(*this, in->peer, hello.host_name, first, end, options_.host_timeout_s));
     inbox_[in->peer];  // from now on, its messages are kept until asked for
     HostAssign assign;
-    assign.scenario_toml = scenario.text;
-    assign.scenario_source = scenario.source;
-    assign.levels.assign(scenario.levels.begin(), scenario.levels.end());
+    assign.scenario_toml = scenario_.text;
+    assign.scenario_source = scenario_.source;
+    assign.levels.assign(scenario_.levels.begin(), scenario_.levels.end());
     assign.first_node = static_cast<std::uint32_t>(first);
     assign.end_node = static_cast<std::uint32_t>(end);
-    assign.threads = options.threads;
+    assign.threads = options_.threads;
     send(*hosts_.back(), assign);
     progress(hosts_.back()->name() + " connected");
   }
@@ -191,12 +200,15 @@ void HostPool::check_connections() {
 }
 
 HostPool::~HostPool() {
-  if (shut_down_) return;
   // The run failed here: the hosts stop with an error too.
+  if (!shut_down_) tell_hosts_the_run_failed();
+}
+
+void HostPool::tell_hosts_the_run_failed() noexcept {
   for (auto& host : hosts_) {
     try {
       send(*host, HostError{"the simulation coordinator stopped with an error (see its log)"});
-    } catch (...) {  // a destructor must not throw; that host times out instead
+    } catch (...) {  // that host times out instead
     }
   }
 }
@@ -255,15 +267,40 @@ HostMessage HostPool::receive(const RemoteHost& host, std::chrono::duration<doub
       spdlog::warn("sim: ignoring {} bytes from a peer that is not one of the node hosts", in->payload.size());
       continue;
     }
-    inbox_[in->peer].push_back(std::move(in->payload));
+    keep(std::move(*in));
   }
-  auto bytes = std::move(mine.front());
+  auto message = std::move(mine.front());
   mine.pop_front();
+  return message;
+}
+
+void HostPool::keep(protocol::Incoming in) {
+  const RemoteHost* host = host_of(in.peer);
+  HostMessage message;
   try {
-    return decode_host_message(bytes);
+    message = decode_host_message(in.payload);
   } catch (const Error& e) {
-    throw Error(ErrorKind::kProtocol, host.name() + " sent a message that does not decode: " + e.what());
+    throw Error(ErrorKind::kProtocol, host->name() + " sent a message that does not decode: " + e.what());
   }
+  if (std::holds_alternative<HostHello>(message)) {
+    // Refused, not kept: a host says hello once. It stops on the error, and
+    // the run ends when its HostError (or its disconnection) arrives.
+    spdlog::warn("sim: {} said hello a second time; refusing it", host->name());
+    try {
+      send(*host, HostError{"a second hello from " + host->name() +
+                            ": a node host says hello once (is another process using its connection?)"});
+    } catch (const Error&) {  // it is gone already: its disconnection ends the run
+    }
+    return;
+  }
+  inbox_.at(in.peer).push_back(std::move(message));
+}
+
+const RemoteHost* HostPool::host_of(const std::string& peer) const {
+  for (const auto& host : hosts_) {
+    if (host->peer() == peer) return host.get();
+  }
+  return nullptr;
 }
 
 void HostPool::progress(const std::string& line) const {
@@ -309,6 +346,20 @@ void serve_coordinator(protocol::Dealer& dealer, Context& ctx, const HostAssign&
   }
 }
 
+// The coordinator's answer to the hello: the assignment, or a HostError.
+HostMessage await_assignment(protocol::Dealer& dealer, const NodeHostOptions& o) {
+  const auto start = std::chrono::steady_clock::now();
+  std::optional<protocol::Bytes> bytes;
+  while (!(bytes = dealer.recv(kPoll))) {
+    if (std::chrono::steady_clock::now() - start > Seconds(o.wait_s)) {
+      throw Error(ErrorKind::kIo, "no coordinator answered at " + o.connect + " within " +
+                                           std::to_string(static_cast<int>(o.wait_s)) +
+                                           " s; check the address and that `fedge sim --node-hosts` runs there");
+    }
+  }
+  return decode_host_message(*bytes);
+}
+
 }  // namespace
 
 }  // namespace fedge::sims::detail
@@ -332,16 +383,7 @@ void run_node_host(const NodeHostOptions& options) {
   try {
     dealer.send(encode_host_message(HostHello{name}));
     progress("node host " + name + ": waiting for the coordinator at " + options.connect);
-    std::optional<protocol::Bytes> bytes;
-    const auto start = std::chrono::steady_clock::now();
-    while (!(bytes = dealer.recv(kPoll))) {
-      if (std::chrono::steady_clock::now() - start > Seconds(options.wait_s)) {
-        throw Error(ErrorKind::kIo, "no coordinator answered at " + options.connect + " within " +
-                                             std::to_string(static_cast<int>(options.wait_s)) +
-                                             " s; check the address and that `fedge sim --node-hosts` runs there");
-      }
-    }
-    auto assign = expect<HostAssign>(decode_host_message(*bytes), "the coordinator", "a block assignment");
+    auto assign = expect<HostAssign>(await_assignment(dealer, options), "the coordinator", "a block assignment");
     Scenario scenario = parse_scenario(assign.scenario_toml, assign.scenario_source);
     scenario.levels.assign(assign.levels.begin(), assign.levels.end());
     inference::setup_torch(options.threads > 0 ? options.threads : assign.threads);
@@ -354,6 +396,7 @@ void run_node_host(const NodeHostOptions& options) {
                      std::count(scenario.levels.begin(), scenario.levels.end(), 5));
     dealer.send(encode_host_message(HostReady{base_digest(*ctx), split_digest(*ctx, static_cast<int>(assign.first_node),
                                                                                static_cast<int>(assign.end_node))}));
+    progress("node host " + name + ": block loaded; ready for the coordinator's levels");
     serve_coordinator(dealer, *ctx, assign, options);
   } catch (const std::exception& e) {
     try {

@@ -47,9 +47,18 @@ class HostPool {
 
  private:
   void progress(const std::string& line) const;
+  // Waits for options_.node_hosts hellos and hands out the blocks.
+  void await_hosts();
   void watch_connections();
   void check_connections();
-
+  // Files a message from a host that has its block into that host's inbox,
+  // whenever it comes (a host that loads fast is ready before the last host
+  // has connected). A second hello is refused with a HostError to its host;
+  // a message that does not decode ends the run, naming the host.
+  void keep(protocol::Incoming in);
+  const RemoteHost* host_of(const std::string& peer) const;
+  // Tells every assigned host that the run failed here.
+  void tell_hosts_the_run_failed() noexcept;
 
   const Scenario& scenario_;
   RunOptions options_;
@@ -61,7 +70,7 @@ class HostPool {
   std::optional<std::chrono::steady_clock::time_point> probe_at_;
   int probes_left_ = 0;
   std::vector<std::unique_ptr<RemoteHost>> hosts_;
-  std::map<std::string, std::deque<protocol::Bytes>> inbox_;  // by peer
+  std::map<std::string, std::deque<HostMessage>> inbox_;  // by peer, decoded
   bool shut_down_ = false;
 };
 

@@ -11,7 +11,10 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <condition_variable>
+#include <functional>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 using namespace fedge::sims;
@@ -149,8 +152,9 @@ TEST_CASE("node hosts over TCP give the same metrics.csv as one process") {
 
 namespace {
 
-// A fake node host: says hello, takes its assignment, then answers `reply`.
-void fake_host(const std::string& endpoint, const HostMessage& reply, HostAssign* assigned = nullptr) {
+// A fake node host: says hello, takes its assignment, then answers `reply`;
+// `last` gets the message that ended its wait (Shutdown or HostError).
+void fake_host(const std::string& endpoint, const HostMessage& reply, HostAssign* assigned, HostMessage* last) {
   protocol::Context zmq;
   protocol::Dealer dealer(zmq, endpoint);
   dealer.send(encode_host_message(HostHello{"fake"}));
@@ -166,7 +170,10 @@ void fake_host(const std::string& endpoint, const HostMessage& reply, HostAssign
   for (int i = 0; i < 600; ++i) {
     if (auto b = dealer.recv(std::chrono::milliseconds(100))) {
       auto m = decode_host_message(*b);
-      if (std::holds_alternative<Shutdown>(m) || std::holds_alternative<HostError>(m)) return;
+      if (std::holds_alternative<Shutdown>(m) || std::holds_alternative<HostError>(m)) {
+        if (last) *last = std::move(m);
+        return;
+      }
     }
   }
 }
@@ -181,7 +188,7 @@ TEST_CASE("a node host that fails ends the run with its message") {
                                                 [&](const std::string& endpoint) {
                                                   host = std::thread(fake_host, endpoint,
                                                                      HostMessage(HostError{"node host fake: disk full"}),
-                                                                     &assigned);
+                                                                     &assigned, nullptr);
                                                 })),
                     Catch::Contains("node host fake") && Catch::Contains("disk full"));
   host.join();
@@ -192,12 +199,88 @@ TEST_CASE("a node host that fails ends the run with its message") {
   CHECK(assigned.end_node == 5);
 }
 
+TEST_CASE("a node host that is ready before the last host connects is not lost") {
+  // The start-up race seen in CI: host a loads its block fast and sends its
+  // HostReady while the coordinator still waits for host b's hello. That
+  // HostReady must be kept for later, not dropped as a "second hello".
+  auto s = scenario();
+  auto local = run_scenario(s, quiet());
+  std::thread a, b;
+  std::mutex mutex;
+  std::condition_variable a_ready;
+  bool ready = false;
+  std::vector<std::string> errors;
+  auto host = [&](const std::string& endpoint, const std::string& name, std::function<void(const std::string&)> progress) {
+    NodeHostOptions o;
+    o.connect = endpoint;
+    o.name = name;
+    o.threads = 1;
+    o.wait_s = 60;
+    o.progress = std::move(progress);
+    try {
+      run_node_host(o);
+    } catch (const std::exception& e) {
+      std::lock_guard lock(mutex);
+      errors.push_back(e.what());
+    }
+  };
+  auto o = distributed(2, [&](const std::string& endpoint) {
+    a = std::thread(host, endpoint, "a", [&](const std::string& line) {
+      if (line.find("ready for the coordinator") == std::string::npos) return;
+      std::lock_guard lock(mutex);
+      ready = true;
+      a_ready.notify_all();
+    });
+    b = std::thread([&, endpoint] {
+      {
+        std::unique_lock lock(mutex);
+        a_ready.wait_for(lock, std::chrono::seconds(60), [&] { return ready; });
+      }
+      // Let host a's HostReady reach the coordinator before b's hello.
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      host(endpoint, "b", [](const std::string&) {});
+    });
+  });
+  o.host_wait_s = 20;  // the old code waited this long for a's lost HostReady, then failed
+  o.host_timeout_s = 20;
+  std::optional<RunResult> result;
+  std::string failure;
+  try {
+    result = run_scenario(s, o);
+  } catch (const std::exception& e) {  // the old code: "node host a ... did not answer within 20 s"
+    failure = e.what();
+  }
+  a.join();
+  b.join();
+  INFO(failure);
+  REQUIRE(result);
+  CHECK(ready);
+  CHECK(metrics_csv(*result) == metrics_csv(local));
+  CHECK(errors.empty());
+}
+
+TEST_CASE("a node host that says hello twice is refused with an error to it") {
+  std::thread host;
+  HostMessage last;
+  auto o = distributed(1, [&](const std::string& endpoint) {
+    host = std::thread(fake_host, endpoint, HostMessage(HostHello{"fake"}), nullptr, &last);
+  });
+  o.host_wait_s = 60;
+  // The refused host stops; the run ends naming it (its disconnection), not at a timeout.
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK_THROWS_WITH(run_scenario(scenario(), o), Catch::Contains("node host fake"));
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(40));
+  host.join();
+  REQUIRE(std::holds_alternative<HostError>(last));
+  CHECK_THAT(std::get<HostError>(last).message, Catch::Contains("second hello") && Catch::Contains("node host fake"));
+}
+
 TEST_CASE("a node host with another base model is refused") {
   std::thread host;
   CHECK_THROWS_WITH(run_scenario(scenario(), distributed(1,
                                                          [&](const std::string& endpoint) {
                                                            host = std::thread(fake_host, endpoint,
-                                                                              HostMessage(HostReady{"0123456789abcdef", ""}), nullptr);
+                                                                              HostMessage(HostReady{"0123456789abcdef", ""}), nullptr, nullptr);
                                                          })),
                     Catch::Contains("another base model") && Catch::Contains("0123456789abcdef"));
   host.join();
