@@ -46,13 +46,14 @@ fs::path ensure_pretrained_base(const Scenario& s) {
   cmd.options.warmup_steps = std::min<std::int64_t>(20, s.model.pretrain_steps / 10);
   cmd.options.seed = 1;
   cmd.options.log_every = 50;
-  training::run_pretrain(cmd);
+  training::pretrain_tiny(cmd);  // into a temporary folder: not a path to print
   std::error_code ec;
   fs::rename(tmp / "model", dir, ec);  // another run may have won the race: fine
   fs::remove_all(tmp, ec);
   if (!fs::exists(dir / "model.safetensors")) {
     throw Error(ErrorKind::kIo, "could not place the pretrained base in " + dir.string());
   }
+  spdlog::info("pretrained base cached in {}", dir.string());
   return dir;
 }
 

@@ -136,7 +136,7 @@ int run_eval(const EvalCommand& command) {
   return 0;
 }
 
-int run_pretrain(const PretrainCommand& command) {
+void pretrain_tiny(const PretrainCommand& command) {
   auto model = inference::Model::tiny(command.model_seed);
   auto tokenizer = inference::Tokenizer::byte_level_tiny();
   auto records = command.data.read();
@@ -146,6 +146,10 @@ int run_pretrain(const PretrainCommand& command) {
   auto trainer = Trainer::full(model, data, command.options);
   trainer.run();
   inference::save_model_dir(model, command.out, &tokenizer);
+}
+
+int run_pretrain(const PretrainCommand& command) {
+  pretrain_tiny(command);
   std::printf("model: %s\n", command.out.c_str());
   return 0;
 }
