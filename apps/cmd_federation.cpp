@@ -118,7 +118,7 @@ void add_federation_commands(CLI::App& app, const GlobalOptions&, CommandBody& c
 
   auto node_file = std::make_shared<std::string>();
   auto* no = app.add_subcommand("node", "Run an edge node: train when selected, serve the model meanwhile");
-  no->add_option("--config", *node_file, "node TOML file (see configs/node.toml)")->required()->check(CLI::ExistingFile);
+  no->add_option("--config", *node_file, "node TOML file (see configs/node1.toml)")->required()->check(CLI::ExistingFile);
   no->callback([&chosen, node_file] { chosen = [node_file] { return run_node(*node_file); }; });
 
   auto init = std::make_shared<coordinator::AdapterInit>();

@@ -11,6 +11,7 @@ packages=(
   libspdlog-dev catch2 libsodium-dev libtomlplusplus-dev libcli11-dev
   nlohmann-json3-dev libsqlite3-dev libpcre2-dev libcpp-httplib-dev
   gnuplot-nox
+  curl                                    # scripts/federation-demo.sh asks a node's API
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(python3-torch)

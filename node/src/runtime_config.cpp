@@ -1,4 +1,4 @@
-// TOML -> NodeRuntimeConfig. Example: configs/node.toml.
+// TOML -> NodeRuntimeConfig. Example: configs/node1.toml.
 #include <limits>
 
 #include "fedge/common/config.h"

@@ -3,6 +3,7 @@
 
 #include <string>
 
+#include "fedge/aggregation/secagg.h"
 #include "fedge/common/config.h"
 #include "fedge/coordinator/runtime.h"
 
@@ -23,4 +24,18 @@ TEST_CASE("the example coordinator config parses") {
   const auto c = coordinator::read_coordinator_config(std::string(FEDGE_SOURCE_DIR) + "/configs/coordinator.toml");
   CHECK(c.federation.secagg_prg == privacy::PrgKind::kChaCha20);
   CHECK(c.federation.rounds > 0);
+}
+
+TEST_CASE("the example coordinator config plans a secure round of its min_nodes (the walkthrough's 3 sites)") {
+  // The shipped config once asked for expected_dropout 0.1 at failure
+  // probability 1e-6: no round of 3 (or 6) nodes was plannable and
+  // `fedge coordinator` stopped at once.
+  const auto c = coordinator::read_coordinator_config(std::string(FEDGE_SOURCE_DIR) + "/configs/coordinator.toml");
+  const auto& f = c.federation;
+  REQUIRE(f.secure);
+  CHECK(f.min_nodes == 3);
+  const auto p = aggregation::choose_secagg_params(f.min_nodes, 1000, f.expected_dropout, f.corrupt_fraction,
+                                                   f.failure_probability);
+  CHECK(p.num_clients == 3);
+  CHECK(p.threshold >= 2);
 }
