@@ -36,9 +36,7 @@ fs::path ensure_pretrained_base(const Scenario& s) {
   auto synth = training::make_synth_dataset(so);
   fs::path tmp = s.cache_dir / ("tiny-base-v1.tmp" + std::to_string(::getpid()));
   fs::create_directories(tmp);
-  training::write_jsonl(tmp / "corpus.jsonl", synth.public_corpus);
   training::PretrainCommand cmd;
-  cmd.data.path = (tmp / "corpus.jsonl").string();
   cmd.out = (tmp / "model").string();
   cmd.options.steps = s.model.pretrain_steps;
   cmd.options.batch_size = 8;
@@ -46,7 +44,7 @@ fs::path ensure_pretrained_base(const Scenario& s) {
   cmd.options.warmup_steps = std::min<std::int64_t>(20, s.model.pretrain_steps / 10);
   cmd.options.seed = 1;
   cmd.options.log_every = 50;
-  training::pretrain_tiny(cmd);  // into a temporary folder: not a path to print
+  training::pretrain_tiny(synth.public_corpus, cmd);  // into a temporary folder: not a path to print
   std::error_code ec;
   fs::rename(tmp / "model", dir, ec);  // another run may have won the race: fine
   fs::remove_all(tmp, ec);

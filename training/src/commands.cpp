@@ -136,10 +136,9 @@ int run_eval(const EvalCommand& command) {
   return 0;
 }
 
-void pretrain_tiny(const PretrainCommand& command) {
+void pretrain_tiny(const std::vector<Record>& records, const PretrainCommand& command) {
   auto model = inference::Model::tiny(command.model_seed);
   auto tokenizer = inference::Tokenizer::byte_level_tiny();
-  auto records = command.data.read();
   auto data = TokenDataset::build(tokenizer, records, command.seq_len, /*pack=*/true);
   spdlog::info("pretraining the tiny preset ({} parameters) on {} sequences of {} tokens, {} steps",
                model.config().num_parameters(), data.size(), command.seq_len, command.options.steps);
@@ -149,7 +148,7 @@ void pretrain_tiny(const PretrainCommand& command) {
 }
 
 int run_pretrain(const PretrainCommand& command) {
-  pretrain_tiny(command);
+  pretrain_tiny(command.data.read(), command);
   std::printf("model: %s\n", command.out.c_str());
   return 0;
 }

@@ -56,9 +56,10 @@ struct PretrainCommand {
 int run_train(const TrainCommand& command);
 int run_eval(const EvalCommand& command);
 int run_pretrain(const PretrainCommand& command);  // pretrain_tiny(), then prints the folder
-// Pretrains the tiny preset as `command` says and writes the model folder
-// `command.out`; prints nothing (callers that move the folder say where it ends up).
-void pretrain_tiny(const PretrainCommand& command);
+// Pretrains the tiny preset on `records` (command.data is not read) and writes
+// the model folder command.out; prints nothing (a caller that moves the folder
+// says where it ends up).
+void pretrain_tiny(const std::vector<Record>& records, const PretrainCommand& command);
 
 // Expands "q,v" or "q_proj,v_proj" or "all" into PEFT module names.
 std::vector<std::string> parse_lora_targets(const std::string& text);
