@@ -62,28 +62,36 @@ LocalTrainer::LocalTrainer(inference::Model& model, training::TokenDataset train
   if (eval_ && eval_->empty()) eval_.reset();
 }
 
-ParamLayout LocalTrainer::install(const ParamVector& global) {
-  auto adapter = adapter_from_params(global, model_.config(), options_.lora_alpha);
+namespace {
+
+// Puts `global` into the model's adapter slot and makes it active; returns
+// the adapter's own layout (the order the trainer uses).
+ParamLayout install(inference::Model& model, const ParamVector& global, const LocalTrainerOptions& options) {
+  auto adapter = adapter_from_params(global, model.config(), options.lora_alpha);
   ParamLayout own = adapter.layout();
-  model_.add_adapter(options_.adapter_slot, std::move(adapter));
-  model_.set_active_adapter(options_.adapter_slot);
+  model.add_adapter(options.adapter_slot, std::move(adapter));
+  model.set_active_adapter(options.adapter_slot);
   return own;
 }
 
-LocalTrainResult LocalTrainer::train(const ParamVector& global, const LocalTrainRequest& request,
-                                     const std::function<bool()>& should_stop) {
+}  // namespace
+
+LocalTrainResult train_local_round(inference::Model& model, const training::TokenDataset& data,
+                                   const ParamVector& global, const LocalTrainRequest& request,
+                                   const LocalTrainerOptions& trainer_options,
+                                   const std::function<bool()>& should_stop) {
   const auto start = std::chrono::steady_clock::now();
-  const ParamLayout own = install(global);
-  training::TrainOptions options = options_.train;
+  if (data.empty()) throw Error(ErrorKind::kInvalidInput, "local trainer: the training set is empty");
+  const ParamLayout own = install(model, global, trainer_options);
+  training::TrainOptions options = trainer_options.train;
   options.steps = request.local_steps;
   options.lr = request.learning_rate;
   options.batch_size = static_cast<int>(request.batch_size);
   options.fedprox_mu = request.fedprox_mu;
-  // A fresh batch order every round, the same on a rerun of the same round.
-  options.seed = derive_seed(options_.train.seed, request.round);
+  options.seed = request.seed ? *request.seed : derive_seed(trainer_options.train.seed, request.round);
   options.validate();
 
-  auto trainer = training::Trainer::for_adapter(model_, options_.adapter_slot, train_, options);
+  auto trainer = training::Trainer::for_adapter(model, trainer_options.adapter_slot, data, options);
   if (request.fedprox_mu > 0) trainer.set_proximal_center(global.remapped(own));
   LocalTrainResult result;
   double loss_sum = 0;
@@ -95,12 +103,18 @@ LocalTrainResult LocalTrainer::train(const ParamVector& global, const LocalTrain
     loss_sum += stats.loss;
     result.tokens += stats.tokens;
   }
-  const ParamVector local = model_.adapter(options_.adapter_slot)->to_params().remapped(global.layout());
+  const ParamVector local = model.adapter(trainer_options.adapter_slot)->to_params().remapped(global.layout());
   result.update.resize(local.size());
   for (std::size_t i = 0; i < result.update.size(); ++i) result.update[i] = local.values()[i] - global.values()[i];
   result.train_loss = request.local_steps > 0 ? loss_sum / request.local_steps : 0.0;
-  result.num_examples = train_.size();
+  result.num_examples = data.size();
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return result;
+}
+
+LocalTrainResult LocalTrainer::train(const ParamVector& global, const LocalTrainRequest& request,
+                                     const std::function<bool()>& should_stop) {
+  auto result = train_local_round(model_, train_, global, request, options_, should_stop);
   spdlog::debug("round {}: {} local steps, train loss {:.4f}, {} tokens in {:.2f} s", request.round,
                 request.local_steps, result.train_loss, result.tokens, result.seconds);
   return result;
@@ -108,7 +122,7 @@ LocalTrainResult LocalTrainer::train(const ParamVector& global, const LocalTrain
 
 training::EvalResult LocalTrainer::evaluate(const ParamVector& global) {
   if (!eval_) throw Error(ErrorKind::kInvalidInput, "local trainer: no held-out split to evaluate on");
-  install(global);
+  install(model_, global, options_);
   return training::evaluate_loss(model_, *eval_);
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 
 #include <spdlog/spdlog.h>
@@ -43,6 +44,12 @@ Context::Context(const Scenario& scenario, std::vector<NodeData> nodes, inferenc
   initial_ = adapter.to_params();
   model_.add_adapter(kAdapterSlot, std::move(adapter));
   base_parameters_ = base_flop_parameters(model_.config());
+  // As a node's [train] settings for the simulation: a constant rate, no
+  // warm-up, no progress lines; each round's seed comes with its request.
+  round_options_.lora_alpha = scenario.model.lora_alpha;
+  round_options_.train.schedule = "constant";
+  round_options_.train.warmup_steps = 0;
+  round_options_.train.log_every = 0;
 }
 
 void Context::progress(const std::string& line) const {
@@ -54,13 +61,7 @@ void Context::progress(const std::string& line) const {
 }
 
 TrainOutcome Context::train(const ParamVector& start, const training::TokenDataset& data, int steps,
-                            std::uint64_t seed, const std::string& schedule, int memo_node) {
-  std::string key;
-  if (memo_on_ && memo_node >= 0) {
-    key = std::to_string(memo_node) + "/" + std::to_string(steps) + "/" + std::to_string(seed) + "/" + schedule + "/" +
-          std::to_string(fnv1a(start.values().data(), start.values().size_bytes()));
-    if (auto it = memo_.find(key); it != memo_.end()) return it->second;
-  }
+                            std::uint64_t seed, const std::string& schedule) {
   auto* adapter = model_.adapter(kAdapterSlot);
   adapter->from_params(start);
   training::TrainOptions o;
@@ -78,8 +79,23 @@ TrainOutcome Context::train(const ParamVector& start, const training::TokenDatas
     out.loss = st.loss;
   }
   out.params = adapter->to_params();
-  if (!key.empty()) memo_.emplace(key, out);
   return out;
+}
+
+node::LocalTrainResult Context::train_round(int n, const ParamVector& global, const node::LocalTrainRequest& request) {
+  std::string key;
+  if (memo_on_) {
+    char hyper[128];
+    std::snprintf(hyper, sizeof hyper, "%u/%.17g/%u/%.17g/%llu", request.local_steps, request.learning_rate,
+                  request.batch_size, request.fedprox_mu, static_cast<unsigned long long>(request.seed.value_or(0)));
+    key = std::to_string(n) + "/" + hyper + "/" +
+          std::to_string(fnv1a(global.values().data(), global.values().size_bytes()));
+    if (auto it = round_memo_.find(key); it != round_memo_.end()) return it->second;
+  }
+  auto result = node::train_local_round(model_, node(n).train_set, global, request, round_options_);
+  model_.set_active_adapter("");
+  if (!key.empty()) round_memo_.emplace(key, result);
+  return result;
 }
 
 Quality Context::evaluate(const ParamVector& params, const NodeData& node, bool accuracy) {

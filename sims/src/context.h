@@ -14,6 +14,7 @@
 #include "fedge/common/param_vector.h"
 #include "fedge/inference/model.h"
 #include "fedge/inference/tokenizer.h"
+#include "fedge/node/local_trainer.h"
 #include "fedge/sims/runner.h"
 #include "fedge/sims/scenario.h"
 #include "fedge/training/dataset.h"
@@ -60,11 +61,16 @@ class Context {
   const ParamVector& initial_adapter() const { return initial_; }
   std::uint64_t adapter_floats() const { return initial_.size(); }
 
-  // Trains the adapter slot from `start` on `data` for `steps` steps. With
-  // `memo`, an identical call (same start values, node, steps, seed) returns the
-  // earlier outcome instead of training again (levels 4 and 5 often repeat).
+  // Trains the adapter slot from `start` on `data` for `steps` steps: one
+  // adapter on pooled data (levels 0-3) or a node alone (level 6).
   TrainOutcome train(const ParamVector& start, const training::TokenDataset& data, int steps,
-                     std::uint64_t seed, const std::string& schedule, int memo_node = -1);
+                     std::uint64_t seed, const std::string& schedule);
+  // A virtual node's local step of a federated round: the node's own
+  // node::train_local_round on its training set, so every field of the round
+  // plan (steps, learning rate, batch, FedProx mu) reaches training as on a
+  // real node. With the memo on, an identical step (same node, request and
+  // global values) returns the earlier result (levels 4 and 5 often repeat one).
+  node::LocalTrainResult train_round(int node, const ParamVector& global, const node::LocalTrainRequest& request);
   Quality evaluate(const ParamVector& adapter, const NodeData& node, bool accuracy);
   double base_perplexity(const NodeData& node);
   void enable_memo(bool on) { memo_on_ = on; }
@@ -79,8 +85,9 @@ class Context {
   inference::Tokenizer tokenizer_;
   ParamVector initial_;
   std::int64_t base_parameters_ = 0;
+  node::LocalTrainerOptions round_options_;  // the local step's settings the plan does not carry
   bool memo_on_ = false;
-  std::map<std::string, TrainOutcome> memo_;
+  std::map<std::string, node::LocalTrainResult> round_memo_;
 };
 
 // Serving under a level: latency per request and outage behaviour, from FLOP

@@ -170,19 +170,22 @@ void NodeBlock::train(int n, const node::TrainCommand& cmd) {
   auto& vn = at(n);
   const auto& node = ctx_.node(n);
   if (vn.deliver_left == 0 && cmd.round == vn.round) return;  // gone before training: nothing will arrive
-  ParamVector start(ctx_.initial_adapter().layout(), *vn.global);
-  auto outcome = ctx_.train(start, node.train_set, static_cast<int>(cmd.hyper.local_steps),
-                            derive_seed(s_.seed, "fed/" + std::to_string(n) + "/" + std::to_string(cmd.round)),
-                            "constant", n);
+  const ParamVector global(ctx_.initial_adapter().layout(), *vn.global);
+  node::LocalTrainRequest request;  // the plan's hyper-parameters, as the node runtime passes them
+  request.round = cmd.round;
+  request.local_steps = cmd.hyper.local_steps;
+  request.learning_rate = cmd.hyper.learning_rate;
+  request.batch_size = cmd.hyper.batch_size;
+  request.fedprox_mu = cmd.hyper.fedprox_mu;
+  request.seed = derive_seed(s_.seed, "fed/" + std::to_string(n) + "/" + std::to_string(cmd.round));
+  auto outcome = ctx_.train_round(n, global, request);
   double seconds = compute_seconds(node.device, train_flops(ctx_.base_parameters(), outcome.tokens));
   vn.compute_s += seconds;
   auto update = std::make_shared<node::LocalUpdate>();
   update->ticket = cmd.ticket;
-  update->num_examples = node.train_set.size();
-  update->train_loss = outcome.loss;
-  update->update.resize(vn.global->size());
-  auto local = outcome.params.values();
-  for (std::size_t i = 0; i < update->update.size(); ++i) update->update[i] = local[i] - (*vn.global)[i];
+  update->num_examples = outcome.num_examples;
+  update->train_loss = outcome.train_loss;
+  update->update = std::move(outcome.update);
   vn.pending_ticket = cmd.ticket;
   SimEvent e;
   e.at = now_ + to_ms(seconds);

@@ -93,6 +93,34 @@ TEST_CASE("local trainer: FedProx pulls the update toward the global adapter", "
   CHECK(prox < free);
 }
 
+TEST_CASE("local trainer: train_local_round on borrowed data is the trainer's own step", "[local_trainer]") {
+  // The simulator's virtual nodes call train_local_round on their data; a real
+  // node's LocalTrainer must compute exactly the same update (FedProx included).
+  auto model = fedge::inference::Model::tiny(3);
+  const ParamVector global = global_in_wire_order(model);
+  const auto data = small_data(12, 0);
+  fedge::node::LocalTrainer trainer(model, data, std::nullopt);
+  for (double mu : {0.0, 5.0}) {
+    const auto own = trainer.train(global, request(3, mu));
+    const auto borrowed = fedge::node::train_local_round(model, data, global, request(3, mu), {});
+    CHECK(borrowed.update == own.update);
+    CHECK(borrowed.train_loss == own.train_loss);
+    CHECK(borrowed.tokens == own.tokens);
+    CHECK(borrowed.num_examples == 12);
+  }
+  // A request's own seed replaces the (trainer seed, round) one: the same seed,
+  // the same batches whatever the round; another seed, other batches.
+  auto seeded = [&](std::uint64_t round, std::uint64_t seed) {
+    auto r = request(round);
+    r.seed = seed;
+    return fedge::node::train_local_round(model, data, global, r, {}).update;
+  };
+  CHECK(seeded(1, 42) == seeded(2, 42));
+  CHECK(seeded(1, 42) != seeded(1, 43));
+  CHECK_THROWS_WITH(fedge::node::train_local_round(model, fedge::training::TokenDataset{}, global, request(1), {}),
+                    Catch::Contains("training set is empty"));
+}
+
 TEST_CASE("local trainer: held-out loss of the global adapter", "[local_trainer]") {
   auto model = fedge::inference::Model::tiny(3);
   const ParamVector global = global_in_wire_order(model);

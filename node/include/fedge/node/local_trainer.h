@@ -31,6 +31,10 @@ struct LocalTrainRequest {
   double learning_rate = 1e-3;
   std::uint32_t batch_size = 4;
   double fedprox_mu = 0.0;
+  // The batch order's seed. Unset: derived from the trainer's seed and the
+  // round (a fresh order every round, the same on a rerun of the round). The
+  // simulator sets it from its scenario seed and the virtual node.
+  std::optional<std::uint64_t> seed;
 };
 
 struct LocalTrainResult {
@@ -56,6 +60,16 @@ inference::LoraConfig lora_config_from_layout(const ParamLayout& layout, double 
 inference::LoraAdapter adapter_from_params(const ParamVector& params, const inference::ModelConfig& model,
                                            double alpha);
 
+// The local step of a round on borrowed data: puts `global` into the model's
+// adapter slot options.adapter_slot, trains it on `data` as `request` asks
+// (FedProx towards `global` when request.fedprox_mu > 0), and returns the
+// update in global's layout. LocalTrainer::train runs exactly this; the
+// simulator's virtual nodes call it on their own data. `should_stop` is polled
+// between steps (Error(kRuntime) when it says stop).
+LocalTrainResult train_local_round(inference::Model& model, const training::TokenDataset& data,
+                                   const ParamVector& global, const LocalTrainRequest& request,
+                                   const LocalTrainerOptions& options, const std::function<bool()>& should_stop = {});
+
 class LocalTrainer {
  public:
   // Throws Error(kInvalidInput) for an empty training set.
@@ -73,10 +87,6 @@ class LocalTrainer {
   training::EvalResult evaluate(const ParamVector& global);
 
  private:
-  // Puts `global` into the model's adapter slot and makes it active; returns
-  // the adapter's own layout (the order the trainer uses).
-  ParamLayout install(const ParamVector& global);
-
   inference::Model& model_;
   training::TokenDataset train_;
   std::optional<training::TokenDataset> eval_;
