@@ -30,4 +30,12 @@ int setup_torch(int threads) {
   return at::get_num_threads();
 }
 
+void setup_torch_thread(int threads) {
+  if (threads > 0) {
+    omp_set_num_threads(threads);
+  } else {
+    at::get_num_threads();  // libtorch applies its process-wide count to a thread that asks
+  }
+}
+
 }  // namespace fedge::inference

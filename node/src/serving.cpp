@@ -9,16 +9,27 @@
 #include "fedge/inference/lora.h"
 #include "fedge/inference/model.h"
 #include "fedge/inference/tokenizer.h"
-#include "fedge/node/http_server.h"
-#include "fedge/node/inference_service.h"
 #include "fedge/node/local_trainer.h"
-#include "fedge/node/split_inference.h"
-#include "fedge/node/zmq_inference.h"
+#include "fedge/serving/http_server.h"
+#include "fedge/serving/inference_service.h"
+#include "fedge/serving/split_inference.h"
+#include "fedge/serving/zmq_inference.h"
 
 namespace fedge::node {
 namespace {
 
 namespace fs = std::filesystem;
+using serving::AdapterSlot;
+using serving::HttpOptions;
+using serving::HttpServer;
+using serving::InferenceService;
+using serving::ServiceOptions;
+using serving::SplitClient;
+using serving::SplitOptions;
+using serving::SplitPeer;
+using serving::SplitPeerOptions;
+using serving::ZmqInferenceServer;
+using serving::ZmqServerOptions;
 
 }  // namespace
 

@@ -12,4 +12,11 @@ int available_cores();
 // graph at a time per process. Returns the thread count in force.
 int setup_torch(int threads = 0);
 
+// For a thread that runs models, at its start. OpenMP's thread count is per
+// thread: a new thread starts from OpenMP's default (all cores), not from what
+// setup_torch() set on the main thread. threads = 0 applies libtorch's
+// process-wide setting to the calling thread; threads > 0 caps only this
+// thread's team, so other threads (a trainer's) keep their own count.
+void setup_torch_thread(int threads = 0);
+
 }  // namespace fedge::inference

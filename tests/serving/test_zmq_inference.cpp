@@ -6,15 +6,15 @@
 #include "fedge/inference/model.h"
 #include "fedge/inference/tokenizer.h"
 #include "fedge/inference/torch_setup.h"
-#include "fedge/node/inference_service.h"
-#include "fedge/node/zmq_inference.h"
+#include "fedge/serving/inference_service.h"
+#include "fedge/serving/zmq_inference.h"
 #include "fedge/protocol/codec.h"
 // After the fedge headers: ATen (through glog) defines CHECK too, and the
 // test must use Catch's.
 #include <catch2/catch.hpp>
 
 using namespace fedge;
-using namespace fedge::node;
+using namespace fedge::serving;
 using namespace std::chrono_literals;
 
 namespace {

@@ -1,4 +1,4 @@
-#include "fedge/node/zmq_inference.h"
+#include "fedge/serving/zmq_inference.h"
 
 #include <spdlog/spdlog.h>
 
@@ -9,9 +9,9 @@
 #include <mutex>
 #include <thread>
 
-#include "fedge/node/inference_service.h"
+#include "fedge/serving/inference_service.h"
 
-namespace fedge::node {
+namespace fedge::serving {
 
 using namespace std::chrono_literals;
 
@@ -257,4 +257,4 @@ protocol::InferenceResponse ZmqInferenceClient::complete(
   }
 }
 
-}  // namespace fedge::node
+}  // namespace fedge::serving

@@ -27,7 +27,7 @@ namespace fedge::inference {
 class Model;
 }
 
-namespace fedge::node {
+namespace fedge::serving {
 
 // The peer failed, refused, or missed a deadline; the caller falls back.
 class SplitFailure : public Error {
@@ -118,4 +118,4 @@ class SplitClient {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace fedge::node
+}  // namespace fedge::serving

@@ -1,4 +1,4 @@
-#include "fedge/node/split_inference.h"
+#include "fedge/serving/split_inference.h"
 
 #include <spdlog/spdlog.h>
 
@@ -9,7 +9,7 @@
 
 #include "fedge/inference/model.h"
 
-namespace fedge::node {
+namespace fedge::serving {
 
 using inference::KVCache;
 using clock_type = std::chrono::steady_clock;
@@ -340,4 +340,4 @@ void SplitClient::end() {
 
 SplitClientStats SplitClient::stats() const { return impl_->stats; }
 
-}  // namespace fedge::node
+}  // namespace fedge::serving

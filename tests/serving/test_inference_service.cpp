@@ -11,14 +11,14 @@
 #include "fedge/inference/model.h"
 #include "fedge/inference/tokenizer.h"
 #include "fedge/inference/torch_setup.h"
-#include "fedge/node/inference_service.h"
+#include "fedge/serving/inference_service.h"
 #include "fedge/training/records.h"
 // After the fedge headers: ATen (through glog) defines CHECK too, and the
 // test must use Catch's.
 #include <catch2/catch.hpp>
 
 using namespace fedge;
-using namespace fedge::node;
+using namespace fedge::serving;
 using inference::Model;
 using inference::Tokenizer;
 

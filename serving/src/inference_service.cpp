@@ -1,7 +1,5 @@
-#include "fedge/node/inference_service.h"
+#include "fedge/serving/inference_service.h"
 
-#include <ATen/Parallel.h>
-#include <omp.h>
 #include <spdlog/spdlog.h>
 
 #include <array>
@@ -18,10 +16,11 @@
 #include "fedge/inference/lora.h"
 #include "fedge/inference/model.h"
 #include "fedge/inference/tokenizer.h"
-#include "fedge/node/split_inference.h"
+#include "fedge/inference/torch_setup.h"
+#include "fedge/serving/split_inference.h"
 #include "fedge/training/records.h"
 
-namespace fedge::node {
+namespace fedge::serving {
 
 using inference::KVCache;
 using inference::LoraAdapter;
@@ -117,13 +116,8 @@ struct InferenceService::Impl {
 };
 
 void InferenceService::Impl::loop() {
-  // OpenMP's thread count is per thread: a new thread starts from OpenMP's
-  // default (all cores), not from what setup_torch() set on the main thread.
-  // at::get_num_threads() applies libtorch's process-wide setting to this
-  // thread; options.threads instead caps only this thread's team, so the
-  // trainer's threads keep their own count.
-  if (options.threads > 0) omp_set_num_threads(options.threads);
-  else at::get_num_threads();
+  // This thread's OpenMP team: the process's setting, or options.threads.
+  inference::setup_torch_thread(options.threads);
   for (;;) {
     std::vector<std::unique_ptr<Job>> jobs;
     std::array<std::optional<StagedAdapter>, 2> changes;
@@ -597,4 +591,4 @@ ServiceStats InferenceService::stats() const {
   return s;
 }
 
-}  // namespace fedge::node
+}  // namespace fedge::serving

@@ -11,8 +11,8 @@
 #include "fedge/inference/model.h"
 #include "fedge/inference/tokenizer.h"
 #include "fedge/inference/torch_setup.h"
-#include "fedge/node/http_server.h"
-#include "fedge/node/inference_service.h"
+#include "fedge/serving/http_server.h"
+#include "fedge/serving/inference_service.h"
 #include "fedge/training/records.h"
 #include "fedge/training/trainer.h"
 // After the fedge headers: ATen (through glog) defines CHECK too, and the
@@ -20,7 +20,7 @@
 #include <catch2/catch.hpp>
 
 using namespace fedge;
-using namespace fedge::node;
+using namespace fedge::serving;
 using json = nlohmann::json;
 
 namespace {

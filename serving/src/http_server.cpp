@@ -1,4 +1,4 @@
-#include "fedge/node/http_server.h"
+#include "fedge/serving/http_server.h"
 
 #include <httplib.h>
 #include <spdlog/spdlog.h>
@@ -15,10 +15,10 @@
 #include <thread>
 
 #include "fedge/common/error.h"
-#include "fedge/node/inference_service.h"
+#include "fedge/serving/inference_service.h"
 #include "fedge/training/records.h"
 
-namespace fedge::node {
+namespace fedge::serving {
 
 using json = nlohmann::json;
 
@@ -458,4 +458,4 @@ void HttpServer::set_status_provider(std::function<std::map<std::string, std::st
   impl_->status_provider = std::move(provider);
 }
 
-}  // namespace fedge::node
+}  // namespace fedge::serving

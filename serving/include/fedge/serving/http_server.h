@@ -16,7 +16,7 @@
 #include <memory>
 #include <string>
 
-namespace fedge::node {
+namespace fedge::serving {
 
 class InferenceService;
 
@@ -51,4 +51,4 @@ class HttpServer {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace fedge::node
+}  // namespace fedge::serving

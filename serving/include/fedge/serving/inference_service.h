@@ -49,7 +49,7 @@ namespace fedge::training {
 struct ChatMessage;
 }
 
-namespace fedge::node {
+namespace fedge::serving {
 
 class SplitClient;
 
@@ -188,4 +188,4 @@ class InferenceService {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace fedge::node
+}  // namespace fedge::serving

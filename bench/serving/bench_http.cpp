@@ -21,8 +21,8 @@
 #include "fedge/inference/model.h"
 #include "fedge/inference/tokenizer.h"
 #include "fedge/inference/torch_setup.h"
-#include "fedge/node/http_server.h"
-#include "fedge/node/inference_service.h"
+#include "fedge/serving/http_server.h"
+#include "fedge/serving/inference_service.h"
 
 using namespace fedge;
 using clock_type = std::chrono::steady_clock;
@@ -55,12 +55,12 @@ Figures summarise(const std::vector<double>& latencies, long tokens, double seco
   return f;
 }
 
-Figures run_direct(node::InferenceService& service, int requests, int max_tokens) {
+Figures run_direct(serving::InferenceService& service, int requests, int max_tokens) {
   std::vector<double> lat;
   long tokens = 0;
   const auto t0 = clock_type::now();
   for (int i = 0; i < requests; ++i) {
-    node::CompletionRequest r;
+    serving::CompletionRequest r;
     r.prompt = kPrompts[i % 4];
     r.max_tokens = max_tokens;
     const auto s = clock_type::now();
@@ -128,12 +128,12 @@ int main(int argc, char** argv) {
   const int torch_threads = inference::setup_torch(threads);
   auto model = inference::Model::tiny(0);
   auto tokenizer = inference::Tokenizer::byte_level_tiny();
-  node::ServiceOptions so;
+  serving::ServiceOptions so;
   so.model_name = "tiny";
   so.max_queue = 256;
   so.max_batch = max_batch;
-  node::InferenceService service(model, tokenizer, so);
-  node::HttpServer server(service);
+  serving::InferenceService service(model, tokenizer, so);
+  serving::HttpServer server(service);
 
   std::printf("bench_http: %s, %d torch threads\n", machine_summary().c_str(), torch_threads);
   std::printf("workload: tiny model (%lld parameters), greedy, max_tokens %d, %d requests per row, prompts of 20-28 bytes, "

@@ -18,7 +18,7 @@
 
 #include "fedge/protocol/transport.h"
 
-namespace fedge::node {
+namespace fedge::serving {
 
 class InferenceService;
 
@@ -71,4 +71,4 @@ class ZmqInferenceClient {
   protocol::Limits limits_;
 };
 
-}  // namespace fedge::node
+}  // namespace fedge::serving
