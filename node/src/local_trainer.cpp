@@ -76,6 +76,16 @@ ParamLayout install(inference::Model& model, const ParamVector& global, const Lo
 
 }  // namespace
 
+LocalTrainRequest local_train_request(const TrainCommand& command) {
+  LocalTrainRequest request;
+  request.round = command.round;
+  request.local_steps = command.hyper.local_steps;
+  request.learning_rate = command.hyper.learning_rate;
+  request.batch_size = command.hyper.batch_size;
+  request.fedprox_mu = command.hyper.fedprox_mu;
+  return request;
+}
+
 LocalTrainResult train_local_round(inference::Model& model, const training::TokenDataset& data,
                                    const ParamVector& global, const LocalTrainRequest& request,
                                    const LocalTrainerOptions& trainer_options,

@@ -265,12 +265,7 @@ struct NodeRuntime::Impl {
                                                      " is not installed on this node"));
       return;
     }
-    LocalTrainRequest request;
-    request.round = command.round;
-    request.local_steps = command.hyper.local_steps;
-    request.learning_rate = command.hyper.learning_rate;
-    request.batch_size = command.hyper.batch_size;
-    request.fedprox_mu = command.hyper.fedprox_mu;
+    const LocalTrainRequest request = local_train_request(command);
     spdlog::info("round {}: training {} local steps from global v{}", command.round, request.local_steps,
                  command.global_version);
     worker->submit(TrainJob{command.ticket, request, global});

@@ -74,10 +74,7 @@ TrainOutcome Context::train(const ParamVector& start, const training::TokenDatas
   o.log_every = 0;
   auto trainer = training::Trainer::for_adapter(model_, kAdapterSlot, data, o);
   TrainOutcome out;
-  for (const auto& st : trainer.run()) {
-    out.tokens += st.tokens;
-    out.loss = st.loss;
-  }
+  for (const auto& st : trainer.run()) out.tokens += st.tokens;
   out.params = adapter->to_params();
   return out;
 }

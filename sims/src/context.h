@@ -38,7 +38,6 @@ struct NodeData {
 struct TrainOutcome {
   ParamVector params;
   std::int64_t tokens = 0;  // tokens processed (for FLOP counts)
-  double loss = 0;          // mean loss of the last step
 };
 
 struct Quality {

@@ -171,12 +171,7 @@ void NodeBlock::train(int n, const node::TrainCommand& cmd) {
   const auto& node = ctx_.node(n);
   if (vn.deliver_left == 0 && cmd.round == vn.round) return;  // gone before training: nothing will arrive
   const ParamVector global(ctx_.initial_adapter().layout(), *vn.global);
-  node::LocalTrainRequest request;  // the plan's hyper-parameters, as the node runtime passes them
-  request.round = cmd.round;
-  request.local_steps = cmd.hyper.local_steps;
-  request.learning_rate = cmd.hyper.learning_rate;
-  request.batch_size = cmd.hyper.batch_size;
-  request.fedprox_mu = cmd.hyper.fedprox_mu;
+  auto request = node::local_train_request(cmd);  // as the node runtime passes the plan
   request.seed = derive_seed(s_.seed, "fed/" + std::to_string(n) + "/" + std::to_string(cmd.round));
   auto outcome = ctx_.train_round(n, global, request);
   double seconds = compute_seconds(node.device, train_flops(ctx_.base_parameters(), outcome.tokens));

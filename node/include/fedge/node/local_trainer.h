@@ -19,6 +19,7 @@
 #include "fedge/common/param_vector.h"
 #include "fedge/inference/lora.h"
 #include "fedge/inference/model.h"
+#include "fedge/node/round_client.h"
 #include "fedge/training/dataset.h"
 #include "fedge/training/trainer.h"
 
@@ -36,6 +37,10 @@ struct LocalTrainRequest {
   // simulator sets it from its scenario seed and the virtual node.
   std::optional<std::uint64_t> seed;
 };
+
+// What a round's TrainCommand asks of the local step: its round and the plan's
+// hyper-parameters, as the node runtime and the simulator both pass them.
+LocalTrainRequest local_train_request(const TrainCommand& command);
 
 struct LocalTrainResult {
   std::vector<float> update;  // local - global, in the request's layout order
