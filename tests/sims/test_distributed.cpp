@@ -78,20 +78,23 @@ struct HostThreads {
   std::mutex mutex;
   void start(const std::string& endpoint, int count) {
     for (int i = 0; i < count; ++i) {
-      threads.emplace_back([this, endpoint, i] {
-        NodeHostOptions o;
-        o.connect = endpoint;
-        o.name = "test-host-" + std::to_string(i);
-        o.threads = 1;
-        o.wait_s = 60;
-        o.progress = [](const std::string&) {};
-        try {
-          run_node_host(o);
-        } catch (const std::exception& e) {
-          std::lock_guard lock(mutex);
-          errors.push_back(e.what());
-        }
-      });
+      threads.emplace_back([this, endpoint, i] { run(endpoint, "test-host-" + std::to_string(i)); });
+    }
+  }
+  // One host on this thread; its progress lines go to `progress`.
+  void run(const std::string& endpoint, const std::string& name,
+           std::function<void(const std::string&)> progress = [](const std::string&) {}) {
+    NodeHostOptions o;
+    o.connect = endpoint;
+    o.name = name;
+    o.threads = 1;
+    o.wait_s = 60;
+    o.progress = std::move(progress);
+    try {
+      run_node_host(o);
+    } catch (const std::exception& e) {
+      std::lock_guard lock(mutex);
+      errors.push_back(e.what());
     }
   }
   void join() {
@@ -205,40 +208,27 @@ TEST_CASE("a node host that is ready before the last host connects is not lost")
   // HostReady must be kept for later, not dropped as a "second hello".
   auto s = scenario();
   auto local = run_scenario(s, quiet());
-  std::thread a, b;
   std::mutex mutex;
   std::condition_variable a_ready;
   bool ready = false;
-  std::vector<std::string> errors;
-  auto host = [&](const std::string& endpoint, const std::string& name, std::function<void(const std::string&)> progress) {
-    NodeHostOptions o;
-    o.connect = endpoint;
-    o.name = name;
-    o.threads = 1;
-    o.wait_s = 60;
-    o.progress = std::move(progress);
-    try {
-      run_node_host(o);
-    } catch (const std::exception& e) {
-      std::lock_guard lock(mutex);
-      errors.push_back(e.what());
-    }
-  };
+  HostThreads hosts;  // after what its threads use: joined before those go
   auto o = distributed(2, [&](const std::string& endpoint) {
-    a = std::thread(host, endpoint, "a", [&](const std::string& line) {
-      if (line.find("ready for the coordinator") == std::string::npos) return;
-      std::lock_guard lock(mutex);
-      ready = true;
-      a_ready.notify_all();
+    hosts.threads.emplace_back([&, endpoint] {
+      hosts.run(endpoint, "a", [&](const std::string& line) {
+        if (line.find("ready for the coordinator") == std::string::npos) return;
+        std::lock_guard lock(mutex);
+        ready = true;
+        a_ready.notify_all();
+      });
     });
-    b = std::thread([&, endpoint] {
+    hosts.threads.emplace_back([&, endpoint] {
       {
         std::unique_lock lock(mutex);
         a_ready.wait_for(lock, std::chrono::seconds(60), [&] { return ready; });
       }
       // Let host a's HostReady reach the coordinator before b's hello.
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
-      host(endpoint, "b", [](const std::string&) {});
+      hosts.run(endpoint, "b");
     });
   });
   o.host_wait_s = 20;  // the old code waited this long for a's lost HostReady, then failed
@@ -250,13 +240,12 @@ TEST_CASE("a node host that is ready before the last host connects is not lost")
   } catch (const std::exception& e) {  // the old code: "node host a ... did not answer within 20 s"
     failure = e.what();
   }
-  a.join();
-  b.join();
+  hosts.join();
   INFO(failure);
   REQUIRE(result);
   CHECK(ready);
   CHECK(metrics_csv(*result) == metrics_csv(local));
-  CHECK(errors.empty());
+  CHECK(hosts.errors.empty());
 }
 
 TEST_CASE("a node host that says hello twice is refused with an error to it") {
