@@ -284,6 +284,12 @@ struct CoordinatorRuntime::Impl {
 
   void handle(const NodeLost& e) { spdlog::warn("node {} missed its heartbeats; it is no longer selected", e.node); }
   void handle(const FederationFinished& e) { spdlog::info("federation finished after round {}", e.rounds); }
+  void handle(const MessageRefused& e) {
+    spdlog::debug("refused {} from node {} (round {}): {}", e.message, e.node, e.round, e.why);
+  }
+  void handle(const NodeReportedError& e) {
+    spdlog::warn("node {} reports error {}: {}", e.node, static_cast<int>(e.code), e.message);
+  }
 
   static void log_stats(std::uint64_t round, const RoundStats& stats) {
     for (const auto& s : stats.stages) {

@@ -1,4 +1,4 @@
-// Levels 4 and 5: the real coordinator core (coordinator/federation.h, with
+// Levels 4 and 5: the real coordinator core (federation/coordinator_core.h via coordinator/federation.h, with
 // SecAgg+ when the scenario asks) against blocks of virtual nodes
 // (node_block.cpp), under the virtual clock in lock-step windows; see
 // federation_sim.h. Every message is encoded with the protocol codec, its byte
@@ -248,6 +248,9 @@ void CoordinatorSide::apply(const coordinator::CoordinatorActions& a, WindowOutp
                     std::to_string(failed->attempt) + " failed: " + failed->reason);
     } else if (std::holds_alternative<coordinator::FederationFinished>(ev)) {
       finished_ = true;
+    } else if (const auto* refused = std::get_if<coordinator::MessageRefused>(&ev)) {
+      spdlog::debug("level {}: refused {} from node {} (round {}): {}", level_, refused->message, refused->node,
+                    refused->round, refused->why);
     }
   }
   schedule_tick();

@@ -2,8 +2,8 @@
 // through messages, so the nodes can run in this process or in node-host
 // processes on other machines with the same results (docs/SIMULATOR.md):
 //
-// - CoordinatorSide drives coordinator/federation.h's CoordinatorCore;
-// - a NodeBlock drives the RoundClients (node/round_client.h) of a block of
+// - CoordinatorSide drives federation/'s CoordinatorCore (through coordinator/federation.h);
+// - a NodeBlock drives the RoundClients (federation/, through node/round_client.h) of a block of
 //   virtual nodes, trains and evaluates them on the shared base.
 //
 // Time advances in lock-step windows (conservative parallel discrete-event

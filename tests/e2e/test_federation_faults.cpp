@@ -171,7 +171,7 @@ TEST_CASE("federation: a node whose key is not on the allow-list cannot join", "
   CHECK(nodes[3]->log_text().find("installed global") == std::string::npos);
 }
 
-TEST_CASE("federation: hostile bytes from an allow-listed peer get error replies; the others finish", "[e2e]") {
+TEST_CASE("federation: hostile bytes from an allow-listed peer get error replies, the others finish", "[e2e]") {
   FederationHarness h(4);
   auto coordinator = h.start_coordinator(federation(2, 3, "train_ms = 30000"));
   std::vector<std::unique_ptr<Process>> nodes;

@@ -15,16 +15,16 @@
 
 #include <catch2/catch.hpp>
 
-#include "fedge/coordinator/federation.h"
-#include "fedge/node/round_client.h"
+#include "fedge/federation/coordinator_core.h"
+#include "fedge/federation/round_client.h"
 #include "fedge/protocol/codec.h"
 
 namespace fedge::testing {
 
-using coordinator::CoordinatorCore;
-using coordinator::FederationConfig;
-using coordinator::ResumeState;
-using node::RoundClient;
+using federation::CoordinatorCore;
+using federation::FederationConfig;
+using federation::ResumeState;
+using federation::RoundClient;
 using protocol::Envelope;
 using protocol::NodeId;
 
@@ -80,9 +80,9 @@ class Net {
   Net(FederationConfig config, ResumeState resume, int num_nodes = 5)
       : coord(std::move(config), std::move(resume)) {
     for (int i = 1; i <= num_nodes; ++i) {
-      node::NodeIdentity id{static_cast<NodeId>(i), "node" + std::to_string(i), node_key(i), {}};
+      federation::NodeIdentity id{static_cast<NodeId>(i), "node" + std::to_string(i), node_key(i), {}};
       id.capabilities.num_examples = examples_of(i);
-      node::NodeClientConfig nc;
+      federation::NodeClientConfig nc;
       nc.noise_seed = fixed_seed(static_cast<std::uint8_t>(40 + i));
       nodes.emplace(i, RoundClient(id, nc));
     }
@@ -117,7 +117,7 @@ class Net {
     if (discard && discard(*this, from, env)) return;
     queue.push_back({0, from, protocol::encode(env)});
   }
-  void apply(NodeId id, node::NodeActions a) {
+  void apply(NodeId id, federation::NodeActions a) {
     for (auto& env : a.send) to_coordinator(id, env);
     if (a.install) models[id] = *a.install;
     if (a.train) {
@@ -128,20 +128,20 @@ class Net {
     if (a.cancel_training)
       std::erase_if(trainings, [&](const Pending& p) { return p.node == id && p.cmd.ticket != (a.train ? a.train->ticket : 0); });
   }
-  void apply(coordinator::CoordinatorActions a) {
+  void apply(federation::CoordinatorActions a) {
     for (auto& o : a.send) {
       if (auto* e = std::get_if<protocol::ErrorReply>(&o.envelope.body)) errors_to[o.to].push_back(e->code);
       queue.push_back({o.to, 0, protocol::encode(o.envelope)});
     }
     for (auto& e : a.events) on_event(e);
   }
-  void on_event(const coordinator::CoordinatorEvent& e) {
+  void on_event(const federation::CoordinatorEvent& e) {
     events.push_back(e);
-    if (auto* s = std::get_if<coordinator::RoundStarted>(&e)) {
+    if (auto* s = std::get_if<federation::RoundStarted>(&e)) {
       for (NodeId id : s->plan.selected) trained[s->round][id] = train(id, s->round, coord.global().size());
     }
-    if (auto* c = std::get_if<coordinator::RoundCompleted>(&e)) completed.push_back(*c);
-    if (auto* f = std::get_if<coordinator::RoundFailed>(&e)) failed.push_back(*f);
+    if (auto* c = std::get_if<federation::RoundCompleted>(&e)) completed.push_back(*c);
+    if (auto* f = std::get_if<federation::RoundFailed>(&e)) failed.push_back(*f);
   }
 
   bool deliver_one() {
@@ -206,7 +206,7 @@ class Net {
   struct Pending {
     NodeId node;
     std::int64_t ready_at;
-    node::TrainCommand cmd;
+    federation::TrainCommand cmd;
   };
 
   CoordinatorCore coord;
@@ -220,11 +220,11 @@ class Net {
   // True = this one message is lost (the node goes on).
   std::function<bool(Net&, NodeId, const Envelope&)> discard;
   std::vector<Pending> trainings;
-  std::map<NodeId, node::InstallGlobal> models;
+  std::map<NodeId, federation::InstallGlobal> models;
   std::map<std::uint64_t, std::map<NodeId, Trained>> trained;  // round -> node -> its update
-  std::vector<coordinator::CoordinatorEvent> events;
-  std::vector<coordinator::RoundCompleted> completed;
-  std::vector<coordinator::RoundFailed> failed;
+  std::vector<federation::CoordinatorEvent> events;
+  std::vector<federation::RoundCompleted> completed;
+  std::vector<federation::RoundFailed> failed;
   std::map<NodeId, std::vector<protocol::ErrorCode>> errors_to;
   std::vector<Envelope> to_coord_log;
 };

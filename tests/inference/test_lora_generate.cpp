@@ -48,7 +48,7 @@ LoraAdapter random_adapter(const ModelConfig& c, std::vector<std::string> target
 
 }  // namespace
 
-TEST_CASE("LoRA: zero B is the base model; non-zero matches the reference with W + s*B*A") {
+TEST_CASE("LoRA: zero B is the base model, non-zero matches the reference with W + s*B*A") {
   setup_torch(2);
   Shape s;
   test::Weights w;

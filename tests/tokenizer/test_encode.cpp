@@ -125,7 +125,7 @@ TEST_CASE("SentencePiece-style BPE: metaspace normalizer, merges, BOS from the t
   CHECK(t.encode("<s>hello</s>", false) == Ids{1, 276, 2});
 }
 
-TEST_CASE("byte fallback gives <0xAB> tokens with exact ids; unk otherwise") {
+TEST_CASE("byte fallback gives <0xAB> tokens with exact ids, unk otherwise") {
   const Tokenizer t = load("sentencepiece.json");
   // 😀 = F0 9F 98 80, not in the vocabulary: <0xF0> is id 3 + 0xF0.
   CHECK(t.encode("hello 😀", false) == Ids{276, 259, 3 + 0xF0, 3 + 0x9F, 3 + 0x98, 3 + 0x80});

@@ -70,7 +70,7 @@ TEST_CASE("jsonl skip_bad counts and skips bad lines", "[records]") {
   CHECK(report.first_problems[0] == "d.jsonl:2: not valid JSON");
 }
 
-TEST_CASE("csv rows render through a template; quotes and escapes follow RFC 4180", "[records]") {
+TEST_CASE("csv rows render through a template, quotes and escapes follow RFC 4180", "[records]") {
   auto records = parse_csv("date,well,liquid\n2024-01-02,\"A-1, east\",412\n2024-01-03,\"say \"\"hi\"\"\",7\n",
                            "p.csv", "{date} {well}: {liquid} bbl");
   REQUIRE(records.size() == 2);
@@ -121,7 +121,7 @@ TEST_CASE("tokenised records put loss on the completion and EOS only", "[dataset
   CHECK(text.target == std::vector<std::uint8_t>{0, 1, 1, 1});  // 'a', 'b', EOS after BOS
 }
 
-TEST_CASE("packing cuts text into full sequences; padding keeps one record per row", "[dataset]") {
+TEST_CASE("packing cuts text into full sequences, padding keeps one record per row", "[dataset]") {
   auto tokenizer = fedge::inference::Tokenizer::byte_level_tiny();
   std::vector<Record> records = {{"", "abcdef"}, {"", "ghij"}};  // 8 and 6 tokens with BOS and EOS
   auto packed = TokenDataset::build(tokenizer, records, 5, true);

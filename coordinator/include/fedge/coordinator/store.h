@@ -43,6 +43,7 @@
 #include <string_view>
 #include <vector>
 
+#include "fedge/federation/round_result.h"
 #include "fedge/protocol/messages.h"
 
 struct sqlite3;
@@ -98,20 +99,9 @@ FileDigest digest_file(const std::filesystem::path& file);
 enum class RoundState { kRunning, kCompleted, kFailed, kAbandoned };
 std::string_view round_state_name(RoundState state);
 
-// One row of the DP accountant: the mechanism used in a round and the
-// accountant's cumulative (epsilon, delta) after it. RDP composition is not
-// additive, so epsilon is the composed total, not the round's share; a
-// restarted coordinator rebuilds its accountant by replaying
-// (noise_multiplier, sampling_rate, steps) of dp_history().
-struct DpRecord {
-  std::uint64_t round = 0;  // filled in by the store
-  double noise_multiplier = 0;
-  double sampling_rate = 0;
-  std::uint64_t steps = 0;
-  double epsilon = 0;
-  double delta = 0;
-  bool operator==(const DpRecord&) const = default;
-};
+// One row of the DP accountant (federation/round_result.h); dp_history()
+// returns them for a restarted coordinator to replay.
+using federation::DpRecord;
 
 struct DpSpent {
   double epsilon = 0;  // cumulative, from the latest accountant row (0 without DP)

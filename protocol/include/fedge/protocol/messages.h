@@ -10,6 +10,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <variant>
 #include <vector>
 
@@ -276,6 +277,17 @@ struct Envelope {
   std::uint32_t attempt = 0;  // of `round` (1-based) on round messages; 0 outside rounds
   bool operator==(const Envelope&) const = default;
 };
+
+// Body::index() of message type T (its wire discriminant), for code that must
+// name a message kind by number (ErrorReply::in_reply_to).
+template <class T>
+constexpr std::size_t body_index() {
+  return []<class... Ts>(std::variant<Ts...>*) {
+    std::size_t index = 0;
+    (void)((std::is_same_v<T, Ts> ? true : (++index, false)) || ...);
+    return index;
+  }(static_cast<Body*>(nullptr));
+}
 
 // Schema name of a body alternative ("roundPlan", "maskedInput", ...), for logs and errors.
 const char* body_name(std::size_t index);

@@ -1,4 +1,4 @@
-#include "fedge/aggregation/update_codec.h"
+#include "fedge/federation/update_codec.h"
 
 #include <algorithm>
 #include <cmath>
@@ -9,7 +9,7 @@
 #include "fedge/privacy/dp.h"
 #include "fedge/privacy/quantize.h"
 
-namespace fedge::aggregation {
+namespace fedge::federation {
 namespace {
 
 [[noreturn]] void bad(const std::string& what) {
@@ -31,17 +31,17 @@ void validate(const UpdateEncoding& enc, bool secure) {
   if (!positive_finite(enc.clip_range)) bad("clip_range must be a finite number > 0");
   if (enc.example_scale == 0) bad("example_scale must be >= 1");
   if (!std::isfinite(enc.loss_cap) || enc.loss_cap < 0) bad("loss_cap must be finite and >= 0");
-  if (enc.dp != DpKind::kNone) {
+  if (enc.dp != protocol::DpMode::kNone) {
     if (!positive_finite(enc.dp_clip_norm)) bad("dp_clip_norm must be a finite number > 0 when DP is on");
     if (!std::isfinite(enc.noise_multiplier) || enc.noise_multiplier < 0)
       bad("noise_multiplier must be finite and >= 0");
   }
   if (!secure) {
-    if (enc.dp == DpKind::kDistributed) bad("distributed DP needs secure aggregation (use central DP)");
+    if (enc.dp == protocol::DpMode::kDistributed) bad("distributed DP needs secure aggregation (use central DP)");
     return;
   }
   if (enc.quant_bits < 2 || enc.quant_bits > 32) bad("quant_bits " + std::to_string(enc.quant_bits) + " is outside 2..32");
-  if (enc.dp == DpKind::kDistributed && enc.num_clients == 0) bad("num_clients is 0 under distributed DP");
+  if (enc.dp == protocol::DpMode::kDistributed && enc.num_clients == 0) bad("num_clients is 0 under distributed DP");
 }
 
 double node_weight(std::uint64_t num_examples, std::uint64_t example_scale) {
@@ -56,7 +56,7 @@ std::vector<float> clip_update(const UpdateEncoding& enc, std::span<const float>
     if (!std::isfinite(update[i]))
       bad("the update has a non-finite value at index " + std::to_string(i) + " (did local training diverge?)");
   std::vector<float> out(update.begin(), update.end());
-  if (enc.dp != DpKind::kNone) privacy::l2_clip(out, enc.dp_clip_norm);
+  if (enc.dp != protocol::DpMode::kNone) privacy::l2_clip(out, enc.dp_clip_norm);
   const auto c = static_cast<float>(enc.clip_range);
   for (float& v : out) v = std::clamp(v, -c, c);
   return out;
@@ -70,7 +70,7 @@ std::vector<float> weighted_vector(const UpdateEncoding& enc, std::span<const fl
   v.push_back(static_cast<float>(w * enc.clip_range));
   double loss_part = 0;
   // Under DP the loss coordinate carries no calibrated noise, so it is not sent.
-  if (enc.loss_cap > 0 && enc.dp == DpKind::kNone) {
+  if (enc.loss_cap > 0 && enc.dp == protocol::DpMode::kNone) {
     const double loss = std::isfinite(train_loss) ? std::clamp(train_loss, 0.0, enc.loss_cap) : 0.0;
     loss_part = w * enc.clip_range * loss / enc.loss_cap;
   }
@@ -79,7 +79,7 @@ std::vector<float> weighted_vector(const UpdateEncoding& enc, std::span<const fl
 }
 
 double skellam_mu(const UpdateEncoding& enc) {
-  if (enc.dp != DpKind::kDistributed || enc.noise_multiplier == 0) return 0;
+  if (enc.dp != protocol::DpMode::kDistributed || enc.noise_multiplier == 0) return 0;
   const privacy::Quantizer q(enc.clip_range, enc.quant_bits);
   const double target = enc.noise_multiplier * enc.dp_clip_norm * q.scale();
   return privacy::skellam_mu_per_node(target, std::max<std::uint32_t>(enc.num_clients, 1));
@@ -114,7 +114,7 @@ std::vector<std::uint32_t> encode_secure(const UpdateEncoding& enc, std::span<co
   const privacy::Quantizer q(enc.clip_range, enc.quant_bits);
   std::vector<std::uint32_t> ring(v.size());
   q.encode(v, ring, rng);
-  if (enc.dp == DpKind::kDistributed) {
+  if (enc.dp == protocol::DpMode::kDistributed) {
     const double mu = skellam_mu(enc);
     if (mu > 0) {
       const std::uint64_t bound = privacy::skellam_tail_bound(mu);
@@ -137,10 +137,10 @@ DecodedSum decode_secure_sum(const UpdateEncoding& enc, std::span<const std::uin
   const auto as_real = [&](std::uint32_t r) { return static_cast<double>(static_cast<std::int32_t>(r)) / scale; };
   out.total_weight = as_real(ring_sum[enc.update_length]) / enc.clip_range;
   const double loss_sum = as_real(ring_sum[enc.update_length + 1]) * enc.loss_cap / enc.clip_range;
-  out.mean_train_loss = (enc.loss_cap > 0 && enc.dp == DpKind::kNone && out.total_weight > 0)
+  out.mean_train_loss = (enc.loss_cap > 0 && enc.dp == protocol::DpMode::kNone && out.total_weight > 0)
                             ? loss_sum / out.total_weight
                             : std::numeric_limits<double>::quiet_NaN();
   return out;
 }
 
-}  // namespace fedge::aggregation
+}  // namespace fedge::federation

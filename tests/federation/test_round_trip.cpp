@@ -8,7 +8,7 @@
 
 using namespace fedge;
 using namespace fedge::testing;
-using coordinator::RoundStage;
+using federation::RoundStage;
 using protocol::ErrorCode;
 
 namespace {
@@ -18,7 +18,7 @@ namespace {
 // (>= 1 here); plus float rounding of the new global (~|global| * 2^-24).
 constexpr double kTol = 2e-7;
 
-void check_round_is_fedavg(Net& net, const coordinator::RoundCompleted& c, const std::vector<float>& before,
+void check_round_is_fedavg(Net& net, const federation::RoundCompleted& c, const std::vector<float>& before,
                            double clip) {
   const auto& updates = net.trained.at(c.round);
   const auto expected = expected_fedavg(before, updates, c.survivors, clip);
@@ -72,7 +72,7 @@ TEST_CASE("secure federation: 3 rounds equal weighted FedAvg of the nodes' updat
   CHECK(net.coord.global_version() == 3);
 }
 
-TEST_CASE("secure federation with AES-256-CTR masks equals weighted FedAvg; the plan carries the generator") {
+TEST_CASE("secure federation with AES-256-CTR masks equals weighted FedAvg, the plan carries the generator") {
   if (!privacy::prg_supported(privacy::PrgKind::kAes256Ctr)) {
     WARN("this CPU has no AES instructions: AES-masked rounds cannot run here");
     return;
@@ -83,7 +83,7 @@ TEST_CASE("secure federation with AES-256-CTR masks equals weighted FedAvg; the 
   run_and_check(net, 0.5);
   int plans = 0;
   for (const auto& e : net.events) {
-    if (const auto* s = std::get_if<coordinator::RoundStarted>(&e)) {
+    if (const auto* s = std::get_if<federation::RoundStarted>(&e)) {
       CHECK(s->plan.secagg.prg == protocol::MaskPrg::kAes256Ctr);
       ++plans;
     }
@@ -150,8 +150,8 @@ TEST_CASE("a stage that waits only on silent nodes closes at their liveness time
   REQUIRE(net.run_to_finish(60000));  // liveness timeout 5 s: well before any deadline
   CHECK(net.now - t0 < 30000);
   REQUIRE(net.completed.size() == 1);
-  CHECK(std::count_if(net.events.begin(), net.events.end(), [](const coordinator::CoordinatorEvent& e) {
-          const auto* lost = std::get_if<coordinator::NodeLost>(&e);
+  CHECK(std::count_if(net.events.begin(), net.events.end(), [](const federation::CoordinatorEvent& e) {
+          const auto* lost = std::get_if<federation::NodeLost>(&e);
           return lost && lost->node == 2;
         }) == 1);
 }
@@ -165,7 +165,7 @@ TEST_CASE("plain round: a node that never sends its update is a dropout") {
   CHECK(net.completed[0].survivors == std::vector<NodeId>{1, 2, 3, 5});
 }
 
-TEST_CASE("too many dropouts fail the attempt; the next attempt of the same round succeeds") {
+TEST_CASE("too many dropouts fail the attempt, the next attempt of the same round succeeds") {
   Net net(base_config(true), initial_state());
   // In attempt 1 of round 1 three masked inputs are lost (threshold is 3 of 5).
   net.discard = [&](Net& n, NodeId from, const Envelope& env) {
@@ -183,7 +183,7 @@ TEST_CASE("too many dropouts fail the attempt; the next attempt of the same roun
   // The failed attempt's started event and the retry's carry the same round id.
   std::vector<std::pair<std::uint64_t, std::uint32_t>> starts;
   for (const auto& e : net.events)
-    if (auto* s = std::get_if<coordinator::RoundStarted>(&e)) starts.push_back({s->round, s->attempt});
+    if (auto* s = std::get_if<federation::RoundStarted>(&e)) starts.push_back({s->round, s->attempt});
   CHECK(starts == std::vector<std::pair<std::uint64_t, std::uint32_t>>{{1, 1}, {1, 2}, {2, 1}, {3, 1}});
 }
 
@@ -210,7 +210,7 @@ TEST_CASE("a late message from a failed attempt does not count in the retry of t
   CHECK(net.completed[0].survivors == std::vector<NodeId>{1, 2, 3, 4, 5});
 }
 
-TEST_CASE("wrong-round, out-of-order, duplicate, late and unselected messages are refused; the round completes") {
+TEST_CASE("wrong-round, out-of-order, duplicate, late and unselected messages are refused, the round completes") {
   auto cfg = base_config(true);
   cfg.max_nodes = 4;  // one of the five is not selected
   Net net(cfg, initial_state());
@@ -226,8 +226,8 @@ TEST_CASE("wrong-round, out-of-order, duplicate, late and unselected messages ar
   REQUIRE(net.run_until([&] {
     return net.coord.stage() == RoundStage::kAdvertiseKeys && net.queue.empty() && net.trainings.empty() && sleeper;
   }));
-  const auto& plan = std::get<coordinator::RoundStarted>(*std::find_if(net.events.begin(), net.events.end(), [](auto& e) {
-                       return std::holds_alternative<coordinator::RoundStarted>(e);
+  const auto& plan = std::get<federation::RoundStarted>(*std::find_if(net.events.begin(), net.events.end(), [](auto& e) {
+                       return std::holds_alternative<federation::RoundStarted>(e);
                      })).plan;
   NodeId unselected = 0;
   for (NodeId id = 1; id <= 5; ++id)
@@ -244,10 +244,17 @@ TEST_CASE("wrong-round, out-of-order, duplicate, late and unselected messages ar
     const auto* e = std::get_if<protocol::ErrorReply>(&a.send[0].envelope.body);
     REQUIRE(e != nullptr);
     CHECK(e->in_reply_to == env.body.index());
-    CHECK(a.events.empty());
+    // The only event is the refusal itself, for the driver to log.
+    REQUIRE(a.events.size() == 1);
+    const auto* refused = std::get_if<federation::MessageRefused>(&a.events[0]);
+    REQUIRE(refused != nullptr);
+    CHECK(refused->node == env.sender);
+    CHECK(refused->code == e->code);
+    CHECK(refused->why == e->message);
     return e->code;
   };
-  Envelope ak{protocol::kProtocolVersion, 1, unselected, protocol::AdvertiseKeys{node_key(1), node_key(2), {}}};
+  // Crafted messages name the running attempt (1), so each refusal below is for the reason it tests.
+  Envelope ak{protocol::kProtocolVersion, 1, unselected, protocol::AdvertiseKeys{node_key(1), node_key(2), {}}, 1};
   CHECK(refusal(ak) == ErrorCode::kNotAllowed);
   ak.sender = awake;
   ak.round = 7;
@@ -259,7 +266,7 @@ TEST_CASE("wrong-round, out-of-order, duplicate, late and unselected messages ar
   REQUIRE(accepted != net.to_coord_log.end());
   CHECK(refusal(*accepted) == ErrorCode::kDuplicate);
   Envelope masked{protocol::kProtocolVersion, 1, awake,
-                  protocol::MaskedInput{1, protocol::Payload<std::uint32_t>::own(std::vector<std::uint32_t>(kDim + 2))}};
+                  protocol::MaskedInput{1, protocol::Payload<std::uint32_t>::own(std::vector<std::uint32_t>(kDim + 2))}, 1};
   CHECK(refusal(masked) == ErrorCode::kWrongStage);
   Envelope hb{protocol::kProtocolVersion, 0, 99, protocol::Heartbeat{}};
   CHECK(refusal(hb) == ErrorCode::kUnknownSender);
@@ -275,7 +282,7 @@ TEST_CASE("wrong-round, out-of-order, duplicate, late and unselected messages ar
 
   // Past the advertise deadline the sleeper's keys are late.
   REQUIRE(net.run_until([&] { return net.coord.stage() != RoundStage::kAdvertiseKeys; }));
-  Envelope late{protocol::kProtocolVersion, 1, *sleeper, protocol::AdvertiseKeys{node_key(3), node_key(4), {}}};
+  Envelope late{protocol::kProtocolVersion, 1, *sleeper, protocol::AdvertiseKeys{node_key(3), node_key(4), {}}, 1};
   CHECK(refusal(late) == ErrorCode::kDeadlineMissed);
 
   REQUIRE(net.run_to_finish());
@@ -300,10 +307,10 @@ TEST_CASE("Register with a key other than the authenticated one is refused") {
   CHECK(std::holds_alternative<protocol::RegisterAck>(a.send.at(0).envelope.body));
   CHECK(std::holds_alternative<protocol::GlobalModel>(a.send.at(1).envelope.body));
   REQUIRE(a.events.size() == 1);
-  CHECK_FALSE(std::get<coordinator::NodeRegistered>(a.events[0]).known);
+  CHECK_FALSE(std::get<federation::NodeRegistered>(a.events[0]).known);
   // Re-registration (a restarted node) is fine and says so.
   a = net.coord.on_message(10, reg, node_key(3));
-  CHECK(std::get<coordinator::NodeRegistered>(a.events.at(0)).known);
+  CHECK(std::get<federation::NodeRegistered>(a.events.at(0)).known);
   CHECK(net.coord.registered_nodes() == std::vector<NodeId>{3});
   // Another allow-listed node cannot take over id 3 by registering it with its own key.
   Envelope hijack = reg;
@@ -311,7 +318,8 @@ TEST_CASE("Register with a key other than the authenticated one is refused") {
   a = net.coord.on_message(20, hijack, node_key(4));
   REQUIRE(a.send.size() == 1);
   CHECK(std::get<protocol::ErrorReply>(a.send[0].envelope.body).code == ErrorCode::kNotAllowed);
-  CHECK(a.events.empty());
+  REQUIRE(a.events.size() == 1);  // no NodeRegistered: only the refusal, for the driver's log
+  CHECK(std::get<federation::MessageRefused>(a.events[0]).message == "register");
   // And node 3's own messages still pass.
   Envelope hb{protocol::kProtocolVersion, 0, 3, protocol::Heartbeat{}};
   CHECK(net.coord.on_message(30, hb, node_key(3)).send.empty());
@@ -334,8 +342,8 @@ TEST_CASE("a coordinator resumed from ResumeState continues with the next round 
   CHECK(net.completed[1].round == 4);
   CHECK(net.completed[1].version == 4);
   check_round_is_fedavg(net, net.completed[0], before, 0.5);
-  CHECK(std::holds_alternative<coordinator::FederationFinished>(net.events.back()));
-  CHECK(std::get<coordinator::FederationFinished>(net.events.back()).rounds == 4);
+  CHECK(std::holds_alternative<federation::FederationFinished>(net.events.back()));
+  CHECK(std::get<federation::FederationFinished>(net.events.back()).rounds == 4);
 }
 
 TEST_CASE("a resumed coordinator replays the DP history into its accountant") {
@@ -354,7 +362,7 @@ TEST_CASE("a resumed coordinator replays the DP history into its accountant") {
   CHECK(core.epsilon() > 0);
 }
 
-TEST_CASE("DP runs (central and distributed); epsilon grows every round") {
+TEST_CASE("DP runs (central and distributed), epsilon grows every round") {
   const auto mode = GENERATE(protocol::DpMode::kCentral, protocol::DpMode::kDistributed);
   auto cfg = base_config(true);
   cfg.dp = {mode, 1.0, 1.0, 1e-5};
@@ -541,9 +549,9 @@ TEST_CASE("SecAgg+ with chosen parameters: 40 nodes, half selected per round, on
     before = c.global;
   }
   const auto started = std::find_if(net.events.begin(), net.events.end(), [](const auto& e) {
-    return std::holds_alternative<coordinator::RoundStarted>(e);
+    return std::holds_alternative<federation::RoundStarted>(e);
   });
-  const auto& plan = std::get<coordinator::RoundStarted>(*started).plan;
+  const auto& plan = std::get<federation::RoundStarted>(*started).plan;
   CHECK(plan.secagg.degree < 19);  // a sparse SecAgg+ graph, not the complete one
   CHECK(plan.secagg.threshold > (plan.secagg.degree + 1) / 2);
 }

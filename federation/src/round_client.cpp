@@ -1,14 +1,15 @@
-#include "fedge/node/round_client.h"
+#include "fedge/federation/round_client.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "fedge/aggregation/secagg.h"
-#include "fedge/aggregation/update_codec.h"
+#include "fedge/federation/update_codec.h"
 #include "fedge/common/error.h"
+#include "fedge/federation/wire.h"
 
-namespace fedge::node {
+namespace fedge::federation {
 
 namespace agg = fedge::aggregation;
 using protocol::Envelope;
@@ -29,33 +30,13 @@ const char* client_state_name(ClientState state) {
 
 namespace {
 
-agg::DpKind dp_kind(protocol::DpMode m) {
-  switch (m) {
-    case protocol::DpMode::kCentral: return agg::DpKind::kCentral;
-    case protocol::DpMode::kDistributed: return agg::DpKind::kDistributed;
-    default: return agg::DpKind::kNone;
-  }
-}
-
-// The update encoding both sides derive from the plan (coordinator: federation.cpp).
-agg::UpdateEncoding encoding_of(const protocol::RoundPlan& p) {
-  agg::UpdateEncoding e;
-  e.update_length = p.update_length;
-  // Plain plans carry no secagg block: the coordinator clips elementwise on
-  // receipt, so the node applies only the DP L2 clip there.
-  e.clip_range = p.secure ? p.secagg.clip_range : 1e30;
-  e.quant_bits = p.secagg.quant_bits;
-  e.example_scale = p.example_scale;
-  e.loss_cap = p.loss_cap;
-  e.dp = dp_kind(p.dp.mode);
-  e.dp_clip_norm = p.dp.clip_norm;
-  e.noise_multiplier = p.dp.noise_multiplier;
-  e.num_clients = static_cast<std::uint32_t>(p.selected.size());
-  return e;
-}
-
+// Messages a node sends within a round: a refusal of one of them ends this
+// node's part in the round.
 bool is_round_body(std::size_t index) {
-  return index == 4 || index == 6 || index == 8 || index == 10 || index == 11;
+  using protocol::body_index;
+  return index == body_index<protocol::AdvertiseKeys>() || index == body_index<protocol::ShareKeys>() ||
+         index == body_index<protocol::MaskedInput>() || index == body_index<protocol::UnmaskResponse>() ||
+         index == body_index<protocol::PlainUpdate>();
 }
 
 }  // namespace
@@ -73,7 +54,7 @@ struct RoundClient::State {
   std::uint32_t attempt = 0;  // of `round`, from its plan; stamped on and checked against round messages
   protocol::RoundPlan plan;
   std::uint32_t client_id = 0;
-  agg::UpdateEncoding enc;
+  UpdateEncoding enc;
   std::unique_ptr<agg::SecAggClient> secagg;
   std::vector<std::uint32_t> ring;  // quantised update, kept until MaskedInput
   std::uint64_t next_ticket = 1, ticket = 0;
@@ -164,17 +145,11 @@ struct RoundClient::State {
       return;
     }
     try {
-      agg::UpdateEncoding e = encoding_of(p);
-      agg::validate(e, p.secure);
+      UpdateEncoding e = wire::update_encoding(p);
+      validate(e, p.secure);
       client_id = static_cast<std::uint32_t>(it - p.selected.begin()) + 1;
       if (p.secure) {
-        agg::SecAggParams sp;
-        sp.num_clients = p.secagg.num_clients;
-        sp.threshold = p.secagg.threshold;
-        sp.degree = p.secagg.degree;
-        sp.vector_length = p.secagg.vector_length;
-        sp.graph_seed = p.secagg.graph_seed;
-        sp.prg = p.secagg.prg == protocol::MaskPrg::kAes256Ctr ? privacy::PrgKind::kAes256Ctr : privacy::PrgKind::kChaCha20;
+        const agg::SecAggParams sp = wire::from_wire(p.secagg);
         if (!privacy::prg_supported(sp.prg))
           throw Error(ErrorKind::kUnimplemented, std::string("the round masks with ") + privacy::prg_name(sp.prg) +
                                                      ", which needs AES instructions this CPU lacks");
@@ -210,31 +185,17 @@ struct RoundClient::State {
     try {
       if (const auto* kb = std::get_if<protocol::KeysBroadcast>(&env.body)) {
         expect(ClientState::kAdvertised, "keysBroadcast");
-        agg::KeysBroadcast m{round, kb->recipient, {}};
-        for (const auto& p : kb->neighbours) m.neighbours.push_back({p.id, p.c_public, p.s_public});
-        const agg::ShareKeys sk = secagg->share_keys(m);
-        protocol::ShareKeys out{client_id, {}};
-        for (const auto& s : sk.shares) out.shares.push_back({s.from, s.to, s.box});
-        a.send.push_back(envelope(std::move(out), round));
+        a.send.push_back(envelope(wire::to_wire(secagg->share_keys(wire::from_wire(*kb, round))), round));
         state = ClientState::kSharedKeys;
       } else if (const auto* sd = std::get_if<protocol::SharesDelivery>(&env.body)) {
         expect(ClientState::kSharedKeys, "sharesDelivery");
-        agg::SharesDelivery m{round, sd->recipient, {}};
-        for (const auto& s : sd->shares) m.shares.push_back({s.from, s.to, s.box});
-        agg::MaskedInput mi = secagg->masked_input(m, ring);
-        a.send.push_back(envelope(protocol::MaskedInput{client_id, protocol::Payload<std::uint32_t>::own(std::move(mi.masked))}, round));
+        a.send.push_back(envelope(wire::to_wire(secagg->masked_input(wire::from_wire(*sd, round), ring)), round));
         ring.clear();
         ring.shrink_to_fit();
         state = ClientState::kSentMasked;
       } else if (const auto* ur = std::get_if<protocol::UnmaskRequest>(&env.body)) {
         expect(ClientState::kSentMasked, "unmaskRequest");
-        const agg::UnmaskResponse resp = secagg->unmask(agg::UnmaskRequest{round, ur->survivors});
-        protocol::UnmaskResponse out{client_id, {}};
-        for (const auto& s : resp.self_mask_shares)
-          out.shares.push_back({s.owner, protocol::SecretKind::kSelfMask, s.share.x, s.share.y});
-        for (const auto& s : resp.key_shares)
-          out.shares.push_back({s.owner, protocol::SecretKind::kPairwiseKey, s.share.x, s.share.y});
-        a.send.push_back(envelope(std::move(out), round));
+        a.send.push_back(envelope(wire::to_wire(secagg->unmask(wire::from_wire(*ur, round))), round));
         reset_round();  // this node's part of the round is done
       }
     } catch (const Error& e) {
@@ -337,13 +298,12 @@ NodeActions RoundClient::on_update_ready(std::int64_t /*now_ms*/, LocalUpdate up
   }
   try {
     if (s.plan.secure) {
-      s.ring = agg::encode_secure(s.enc, update.update, update.num_examples, update.train_loss, s.rng);
-      const agg::AdvertiseKeys ak = s.secagg->advertise_keys();
-      a.send.push_back(s.envelope(protocol::AdvertiseKeys{ak.c_public, ak.s_public, {}}, s.round));
+      s.ring = encode_secure(s.enc, update.update, update.num_examples, update.train_loss, s.rng);
+      a.send.push_back(s.envelope(wire::to_wire(s.secagg->advertise_keys()), s.round));
       s.state = ClientState::kAdvertised;
     } else {
       if (update.num_examples == 0) throw Error(ErrorKind::kInvalidInput, "the update has 0 training examples");
-      std::vector<float> clipped = agg::clip_update(s.enc, update.update);
+      std::vector<float> clipped = clip_update(s.enc, update.update);
       a.send.push_back(s.envelope(protocol::PlainUpdate{update.num_examples,
                                                         protocol::Payload<float>::own(std::move(clipped)),
                                                         static_cast<float>(update.train_loss)},
@@ -405,4 +365,4 @@ std::optional<std::uint64_t> RoundClient::global_version() const { return s_->ve
 std::uint64_t RoundClient::current_round() const { return s_->round; }
 const NodeIdentity& RoundClient::identity() const { return s_->id; }
 
-}  // namespace fedge::node
+}  // namespace fedge::federation

@@ -8,10 +8,10 @@
 #include <limits>
 
 #include "fedge/common/error.h"
-#include "fedge/node/round_client.h"
+#include "fedge/federation/round_client.h"
 
 using namespace fedge;
-using namespace fedge::node;
+using namespace fedge::federation;
 using protocol::Envelope;
 
 namespace {
@@ -180,7 +180,7 @@ TEST_CASE("round client: a bad update or failed training drops out without sendi
   CHECK(c.state() == ClientState::kIdle);
 }
 
-TEST_CASE("round client: a secure plan advertises keys after training; out-of-order steps drop out") {
+TEST_CASE("round client: a secure plan advertises keys after training, out-of-order steps drop out") {
   RoundClient c = ready_client();
   auto p = plain_plan(1);
   p.secure = true;

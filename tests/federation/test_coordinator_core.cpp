@@ -6,10 +6,10 @@
 #include <algorithm>
 
 #include "fedge/common/error.h"
-#include "fedge/coordinator/federation.h"
+#include "fedge/federation/coordinator_core.h"
 
 using namespace fedge;
-using namespace fedge::coordinator;
+using namespace fedge::federation;
 using protocol::Envelope;
 using protocol::NodeId;
 
@@ -141,7 +141,7 @@ TEST_CASE("coordinator: registration answers with an ack and the current model")
   CHECK(a.send.empty());
 }
 
-TEST_CASE("coordinator: rounds start with enough live nodes; dead nodes are never selected") {
+TEST_CASE("coordinator: rounds start with enough live nodes, dead nodes are never selected") {
   auto cfg = config();
   cfg.max_nodes = 3;
   CoordinatorCore core(cfg, resume());

@@ -5,12 +5,12 @@
 #include <cmath>
 #include <limits>
 
-#include "fedge/aggregation/update_codec.h"
+#include "fedge/federation/update_codec.h"
 #include "fedge/common/error.h"
 #include "fedge/privacy/quantize.h"
 
 using namespace fedge;
-using namespace fedge::aggregation;
+using namespace fedge::federation;
 
 namespace {
 
@@ -68,7 +68,7 @@ TEST_CASE("update_codec: weighted vector layout and bounds") {
 
 TEST_CASE("update_codec: DP clips to the L2 norm first and drops the loss") {
   UpdateEncoding e = enc_for(2);
-  e.dp = DpKind::kCentral;
+  e.dp = protocol::DpMode::kCentral;
   e.dp_clip_norm = 0.1;
   e.noise_multiplier = 1.0;
   const auto c = clip_update(e, std::vector<float>{0.3F, 0.4F});  // norm 0.5 -> 0.1
@@ -109,7 +109,7 @@ TEST_CASE("update_codec: distributed DP noise fits the ring and the sum still de
   e.update_length = len;
   e.clip_range = 0.5;
   e.example_scale = 1;
-  e.dp = DpKind::kDistributed;
+  e.dp = protocol::DpMode::kDistributed;
   e.dp_clip_norm = 1.0;
   e.noise_multiplier = 0.5;
   e.num_clients = 10;
@@ -157,7 +157,7 @@ TEST_CASE("update_codec: bad inputs are refused with a specific error") {
   CHECK_THROWS_WITH(validate(b, true), Catch::Contains("quant_bits"));
   CHECK_NOTHROW(validate(b, false));  // the plain path does not quantise
   b = e;
-  b.dp = DpKind::kDistributed;
+  b.dp = protocol::DpMode::kDistributed;
   b.dp_clip_norm = 1;
   CHECK_THROWS_WITH(validate(b, false), Catch::Contains("secure"));
   b.dp_clip_norm = 0;
@@ -170,7 +170,7 @@ TEST_CASE("update_codec: bad inputs are refused with a specific error") {
   CHECK_THROWS_WITH(validate(b, true), Catch::Contains("loss_cap"));
   // Too many bits for the number of inputs: the capacity check refuses.
   b = enc_for(4, 4);
-  b.dp = DpKind::kDistributed;
+  b.dp = protocol::DpMode::kDistributed;
   b.dp_clip_norm = 1;
   b.noise_multiplier = 5;
   b.quant_bits = 31;

@@ -23,10 +23,9 @@
 #include <vector>
 
 #include "fedge/privacy/prg.h"
+#include "fedge/protocol/messages.h"
 
-namespace fedge::aggregation {
-
-enum class DpKind { kNone, kCentral, kDistributed };
+namespace fedge::federation {
 
 // The default mask PRG of federation rounds; the round plan carries the one a
 // round uses (secagg.prg). ChaCha20 runs on every CPU; AES-256-CTR needs AES-NI
@@ -40,7 +39,7 @@ struct UpdateEncoding {
   std::uint32_t quant_bits = 0;     // 2..32; 0 only for the plain (float) path
   std::uint64_t example_scale = 1;  // weight denominator (>= 1)
   double loss_cap = 0;              // train losses clamp to [0, loss_cap]; 0 = not reported
-  DpKind dp = DpKind::kNone;
+  protocol::DpMode dp = protocol::DpMode::kNone;  // the round plan's DP mode
   double dp_clip_norm = 0;          // L2 clip of the update when dp != kNone (> 0)
   double noise_multiplier = 0;      // sigma; noise stddev = sigma * dp_clip_norm
   std::uint32_t num_clients = 0;    // n of the round: distributed noise is split n ways
@@ -92,4 +91,4 @@ std::uint64_t skellam_noise_bound(const UpdateEncoding& enc);
 // Throws Error(kPrivacy) when nothing fits.
 std::uint64_t choose_quant_bits(UpdateEncoding& enc, std::uint64_t n);
 
-}  // namespace fedge::aggregation
+}  // namespace fedge::federation

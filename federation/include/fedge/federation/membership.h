@@ -1,0 +1,77 @@
+// Who belongs to the federation: the registered nodes, their keys and example
+// counts, when each was last heard from, and which global version each was
+// sent. Also the means of the scalar metrics nodes report between two rounds.
+// Sans-I/O: the coordinator core feeds it messages and clock readings.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "fedge/federation/outgoing.h"
+#include "fedge/protocol/messages.h"
+
+namespace fedge::federation {
+
+struct NodeInfo {
+  protocol::Register reg;
+  std::int64_t last_seen = 0;
+  bool alive = true;
+  std::optional<std::uint64_t> sent_version;  // GlobalModel version sent since the last Register
+};
+
+class Membership {
+ public:
+  explicit Membership(std::uint32_t liveness_timeout_ms) : liveness_timeout_ms_(liveness_timeout_ms) {}
+
+  // Why a Register from `sender` (with the CURVE key the transport
+  // authenticated, if any) must be refused; nullopt when it may join.
+  std::optional<Refusal> check_register(protocol::NodeId sender, const protocol::Register& reg,
+                                        const std::optional<protocol::Key32>& key) const;
+  // Adds or refreshes a node checked by check_register; true when it was known.
+  bool enrol(const protocol::Register& reg, std::int64_t now_ms);
+
+  bool contains(protocol::NodeId id) const { return nodes_.count(id) != 0; }
+  const NodeInfo& at(protocol::NodeId id) const { return nodes_.at(id); }
+  void mark_sent(protocol::NodeId id, std::uint64_t version) { nodes_.at(id).sent_version = version; }
+  void touch(protocol::NodeId id, std::int64_t now_ms);  // heard from: alive again
+
+  std::vector<protocol::NodeId> live(std::int64_t now_ms) const;
+  // Live nodes with training data: the ones a round may select.
+  std::vector<protocol::NodeId> selectable(std::int64_t now_ms) const;
+  // Marks nodes silent past the liveness timeout dead and returns them.
+  std::vector<protocol::NodeId> expire(std::int64_t now_ms);
+  // When expire() next has work; nullopt without live nodes.
+  std::optional<std::int64_t> next_expiry_ms() const;
+  // Nodes not yet expired that have training data (whether a round could start).
+  std::size_t ready_count() const;
+  std::vector<protocol::NodeId> ids() const;
+  std::size_t size() const { return nodes_.size(); }
+
+ private:
+  bool is_live(const NodeInfo& n, std::int64_t now_ms) const;
+
+  std::uint32_t liveness_timeout_ms_;
+  std::map<protocol::NodeId, NodeInfo> nodes_;
+};
+
+// Means of the scalar metrics nodes send between two round results. Bounded:
+// names are short enough for the store's 128-byte column with the "node/"
+// prefix, and no node can add more than a fixed number of names.
+class NodeMetrics {
+ public:
+  static constexpr std::size_t kMaxName = 100;
+  static constexpr std::size_t kMaxNames = 64;
+
+  void add(const protocol::Metrics& metrics);  // skips non-finite, empty, long or surplus names
+  // "node/<name>" -> mean since the last call; clears.
+  std::map<std::string, double> take_means();
+
+ private:
+  std::map<std::string, std::pair<double, std::uint64_t>> sums_;  // name -> (sum, count)
+};
+
+}  // namespace fedge::federation

@@ -1,0 +1,75 @@
+// The end of a round: from what the survivors contributed (the exact secure
+// sum, or plain updates) to the next global model, with central DP noise when
+// configured, the round's metrics, and the privacy accounting (PrivacyLedger).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "fedge/aggregation/secagg.h"
+#include "fedge/aggregation/strategy.h"
+#include "fedge/federation/coordinator_config.h"
+#include "fedge/federation/membership.h"
+#include "fedge/federation/round_stages.h"
+#include "fedge/privacy/prg.h"
+#include "fedge/privacy/rdp.h"
+
+namespace fedge::federation {
+
+struct RoundOutcome {
+  std::vector<float> next_global;
+  std::vector<protocol::NodeId> survivors;  // whose updates are in it
+  // selected, participants, dropped, total_examples, train_loss (when
+  // known), weight_sum (secure rounds).
+  std::map<std::string, double> metrics;
+};
+
+// Everything below throws Error(kPrivacy) when the round cannot produce a
+// model (too few plain updates, no positive total weight).
+//
+// Secure rounds: decodes the ring sum (update_codec.h). Under DP the
+// denominator is the survivors' public weight, not the noisy weight coordinate.
+RoundOutcome secure_round_result(const RoundStages& round, const aggregation::SecAggResult& sum,
+                                const Membership& members, const DpConfig& dp, privacy::ChaChaRng& noise_rng,
+                                aggregation::Strategy& strategy, const std::vector<float>& global);
+// Plain rounds: the strategy over the (clipped) updates, or, under central
+// DP, the same weighted sum as a secure round plus noise.
+RoundOutcome plain_round_result(const RoundStages& round, std::uint32_t min_survivors, const Membership& members,
+                               const DpConfig& dp, privacy::ChaChaRng& noise_rng, aggregation::Strategy& strategy,
+                               const std::vector<float>& global);
+
+// One row of the DP accountant: the mechanism used in a round and the
+// accountant's cumulative (epsilon, delta) after it. RDP composition is not
+// additive, so epsilon is the composed total, not the round's share; a
+// restarted coordinator rebuilds its accountant by replaying
+// (noise_multiplier, sampling_rate, steps) of the rows.
+struct DpRecord {
+  std::uint64_t round = 0;  // filled in by the store
+  double noise_multiplier = 0;
+  double sampling_rate = 0;
+  std::uint64_t steps = 0;
+  double epsilon = 0;
+  double delta = 0;
+  bool operator==(const DpRecord&) const = default;
+};
+
+// The federation's RDP accountant. Each DP round charges one step of the
+// (subsampled) Gaussian mechanism; epsilon is the composed total at delta.
+class PrivacyLedger {
+ public:
+  // Replays the rows of a restarted coordinator. Throws Error(kInvalidInput)
+  // for a row with no noise or a sampling rate outside [0, 1].
+  void replay(const std::vector<DpRecord>& history, double delta);
+  // Charges one round: sampling rate q = selected / registered (capped at 1).
+  DpRecord charge(std::uint64_t round, double noise_multiplier, std::size_t selected, std::size_t registered,
+                  double delta);
+  double epsilon() const { return epsilon_; }
+
+ private:
+  privacy::RdpAccountant accountant_;
+  double epsilon_ = 0;
+};
+
+}  // namespace fedge::federation

@@ -1,0 +1,57 @@
+#include "fedge/federation/coordinator_config.h"
+
+#include <cmath>
+#include <string>
+
+#include "fedge/common/error.h"
+#include "fedge/privacy/prg.h"
+
+namespace fedge::federation {
+namespace {
+
+[[noreturn]] void bad_config(const std::string& what) {
+  throw Error(ErrorKind::kInvalidInput, "federation config: " + what);
+}
+
+}  // namespace
+
+void validate(const FederationConfig& c) {
+  if (c.rounds == 0) bad_config("rounds must be >= 1");
+  if (c.min_nodes == 0) bad_config("min_nodes must be >= 1");
+  if (c.secure && c.min_nodes < 3) bad_config("min_nodes must be >= 3 with secure aggregation (SecAgg needs 3 clients)");
+  if (c.max_nodes != 0 && c.max_nodes < c.min_nodes) bad_config("max_nodes is below min_nodes");
+  if (!(c.fraction > 0 && c.fraction <= 1)) bad_config("fraction must be in (0, 1]");
+  if (c.heartbeat_interval_ms == 0) bad_config("heartbeat_interval_ms must be > 0");
+  if (c.liveness_timeout_ms <= c.heartbeat_interval_ms)
+    bad_config("liveness_timeout_ms must exceed heartbeat_interval_ms (else live nodes look dead)");
+  if (!(c.clip_range > 0) || !std::isfinite(c.clip_range)) bad_config("clip_range must be a finite number > 0");
+  if (!std::isfinite(c.loss_cap) || c.loss_cap < 0) bad_config("loss_cap must be finite and >= 0");
+  if (c.quant_bits != 0 && (c.quant_bits < 2 || c.quant_bits > 32)) bad_config("quant_bits must be 0 or 2..32");
+  if (c.secure && !privacy::prg_supported(c.secagg_prg))
+    bad_config(std::string("secagg prg ") + privacy::prg_name(c.secagg_prg) +
+               " needs AES instructions this machine lacks (the coordinator removes masks); use chacha20");
+  if ((c.secagg_degree == 0) != (c.secagg_threshold == 0))
+    bad_config("secagg_degree and secagg_threshold are set together (or both 0 to choose them)");
+  if (c.secagg_degree % 2)
+    bad_config("secagg_degree must be even (SecAgg+ graphs; a round with fewer nodes uses the complete graph n-1)");
+  if (c.secagg_degree && !(2 * c.secagg_threshold > c.secagg_degree + 1 && c.secagg_threshold <= c.secagg_degree + 1))
+    bad_config("secagg_threshold must satisfy (degree+1)/2 < threshold <= degree+1");
+  if (!(c.expected_dropout >= 0 && c.expected_dropout < 1)) bad_config("expected_dropout must be in [0, 1)");
+  if (!(c.corrupt_fraction >= 0 && c.corrupt_fraction < 1)) bad_config("corrupt_fraction must be in [0, 1)");
+  if (c.dp.mode != protocol::DpMode::kNone) {
+    if (!(c.dp.clip_norm > 0) || !std::isfinite(c.dp.clip_norm)) bad_config("dp.clip_norm must be > 0");
+    if (!(c.dp.noise_multiplier > 0) || !std::isfinite(c.dp.noise_multiplier))
+      bad_config("dp.noise_multiplier must be > 0 when DP is on");
+    if (!(c.dp.delta > 0 && c.dp.delta < 1)) bad_config("dp.delta must be in (0, 1)");
+    if (c.dp.mode == protocol::DpMode::kDistributed && !c.secure)
+      bad_config("distributed DP needs secure = true (nodes noise inside the secure sum); use central DP");
+  }
+  // make_strategy explains unknown names and robust strategies under secure aggregation.
+  try {
+    (void)aggregation::make_strategy(c.strategy, c.strategy_params, c.secure);
+  } catch (const Error& e) {
+    bad_config(std::string("strategy: ") + e.what());
+  }
+}
+
+}  // namespace fedge::federation

@@ -1,0 +1,116 @@
+#include "fedge/federation/membership.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace fedge::federation {
+
+using protocol::ErrorCode;
+using protocol::NodeId;
+
+Outgoing coordinator_message(NodeId node, std::uint64_t round, std::uint32_t attempt, protocol::Body body) {
+  protocol::Envelope e;
+  e.round = round;
+  e.attempt = attempt;
+  e.sender = protocol::kCoordinatorId;
+  e.body = std::move(body);
+  return {node, std::move(e)};
+}
+
+std::optional<Refusal> Membership::check_register(NodeId sender, const protocol::Register& reg,
+                                                  const std::optional<protocol::Key32>& key) const {
+  if (reg.node_id != sender || reg.node_id == protocol::kCoordinatorId)
+    return Refusal{ErrorCode::kNotAllowed, "register.nodeId must equal the sender and be >= 1"};
+  if (key && *key != reg.public_key)
+    return Refusal{ErrorCode::kNotAllowed,
+                   "register.publicKey differs from the CURVE key this connection authenticated; "
+                   "register with the key the node connects with"};
+  // With CURVE, a node id stays bound to the key it first registered with, so
+  // one allow-listed node cannot take over another's id.
+  auto it = nodes_.find(reg.node_id);
+  if (it != nodes_.end() && key && it->second.reg.public_key != reg.public_key)
+    return Refusal{ErrorCode::kNotAllowed, "node id " + std::to_string(reg.node_id) +
+                                               " is registered with another public key; use that key or a new node id"};
+  return std::nullopt;
+}
+
+bool Membership::enrol(const protocol::Register& reg, std::int64_t now_ms) {
+  const bool known = contains(reg.node_id);
+  NodeInfo& n = nodes_[reg.node_id];
+  n.reg = reg;
+  n.sent_version.reset();
+  touch(reg.node_id, now_ms);
+  return known;
+}
+
+void Membership::touch(NodeId id, std::int64_t now_ms) {
+  NodeInfo& n = nodes_.at(id);
+  n.last_seen = std::max(n.last_seen, now_ms);
+  n.alive = true;
+}
+
+bool Membership::is_live(const NodeInfo& n, std::int64_t now_ms) const {
+  return n.alive && now_ms - n.last_seen <= static_cast<std::int64_t>(liveness_timeout_ms_);
+}
+
+std::vector<NodeId> Membership::live(std::int64_t now_ms) const {
+  std::vector<NodeId> out;
+  for (const auto& [id, n] : nodes_)
+    if (is_live(n, now_ms)) out.push_back(id);
+  return out;
+}
+
+std::vector<NodeId> Membership::selectable(std::int64_t now_ms) const {
+  std::vector<NodeId> out;
+  for (const auto& [id, n] : nodes_)
+    if (is_live(n, now_ms) && n.reg.capabilities.num_examples > 0) out.push_back(id);
+  return out;
+}
+
+std::vector<NodeId> Membership::expire(std::int64_t now_ms) {
+  std::vector<NodeId> lost;
+  for (auto& [id, n] : nodes_)
+    if (n.alive && now_ms - n.last_seen > static_cast<std::int64_t>(liveness_timeout_ms_)) {
+      n.alive = false;
+      lost.push_back(id);
+    }
+  return lost;
+}
+
+std::optional<std::int64_t> Membership::next_expiry_ms() const {
+  std::optional<std::int64_t> t;
+  for (const auto& [id, n] : nodes_)
+    if (n.alive) t = std::min(t.value_or(n.last_seen + liveness_timeout_ms_ + 1), n.last_seen + liveness_timeout_ms_ + 1);
+  return t;
+}
+
+std::size_t Membership::ready_count() const {
+  std::size_t ready = 0;
+  for (const auto& [id, n] : nodes_) ready += n.alive && n.reg.capabilities.num_examples > 0;
+  return ready;
+}
+
+std::vector<NodeId> Membership::ids() const {
+  std::vector<NodeId> out;
+  for (const auto& [id, n] : nodes_) out.push_back(id);
+  return out;
+}
+
+void NodeMetrics::add(const protocol::Metrics& metrics) {
+  for (const auto& m : metrics.entries) {
+    if (!std::isfinite(m.value) || m.name.empty() || m.name.size() > kMaxName) continue;
+    if (!sums_.count(m.name) && sums_.size() >= kMaxNames) continue;
+    auto& [sum, count] = sums_[m.name];
+    sum += m.value;
+    ++count;
+  }
+}
+
+std::map<std::string, double> NodeMetrics::take_means() {
+  std::map<std::string, double> out;
+  for (const auto& [name, sc] : sums_) out["node/" + name] = sc.first / static_cast<double>(sc.second);
+  sums_.clear();
+  return out;
+}
+
+}  // namespace fedge::federation

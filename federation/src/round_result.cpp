@@ -1,0 +1,115 @@
+#include "fedge/federation/round_result.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "fedge/common/error.h"
+#include "fedge/privacy/dp.h"
+#include "fedge/privacy/rdp.h"
+
+namespace fedge::federation {
+
+namespace agg = fedge::aggregation;
+using protocol::NodeId;
+
+namespace {
+
+std::map<std::string, double> participation(const RoundStages& r, std::size_t survivors) {
+  const auto selected = r.plan().selected.size();
+  return {{"selected", static_cast<double>(selected)},
+          {"participants", static_cast<double>(survivors)},
+          {"dropped", static_cast<double>(selected - survivors)}};
+}
+
+double public_weight(const RoundStages& r, const Membership& members, const std::vector<NodeId>& survivors) {
+  double w = 0;
+  for (NodeId id : survivors) w += node_weight(members.at(id).reg.capabilities.num_examples, r.encoding().example_scale);
+  return w;
+}
+
+std::vector<float> step_from_sum(agg::Strategy& strategy, const std::vector<float>& global,
+                                 const std::vector<float>& weighted_sum, double total) {
+  if (!(total > 0) || !std::isfinite(total))
+    throw Error(ErrorKind::kPrivacy, "the survivors' total weight is " + std::to_string(total));
+  return strategy.aggregate_sum(global, weighted_sum, total);
+}
+
+}  // namespace
+
+RoundOutcome secure_round_result(const RoundStages& r, const agg::SecAggResult& res, const Membership& members,
+                                const DpConfig& dp, privacy::ChaChaRng& noise_rng, agg::Strategy& strategy,
+                                const std::vector<float>& global) {
+  DecodedSum ds = decode_secure_sum(r.encoding(), res.sum);
+  RoundOutcome out;
+  for (auto c : res.included) out.survivors.push_back(r.node_of(c));
+  double total = ds.total_weight;
+  if (dp.mode != protocol::DpMode::kNone) {
+    // Fixed denominator (the survivors' public weights): the noisy weight
+    // coordinate could be near zero or negative at small n.
+    if (dp.mode == protocol::DpMode::kCentral)
+      privacy::add_gaussian_noise(ds.weighted_sum, dp.noise_multiplier * dp.clip_norm, noise_rng);
+    total = public_weight(r, members, out.survivors);
+  }
+  out.metrics = participation(r, out.survivors.size());
+  out.metrics["total_examples"] = total * static_cast<double>(r.encoding().example_scale);
+  if (std::isfinite(ds.mean_train_loss)) out.metrics["train_loss"] = ds.mean_train_loss;
+  out.metrics["weight_sum"] = ds.total_weight;
+  out.next_global = step_from_sum(strategy, global, ds.weighted_sum, total);
+  return out;
+}
+
+RoundOutcome plain_round_result(const RoundStages& r, std::uint32_t min_survivors, const Membership& members,
+                               const DpConfig& dp, privacy::ChaChaRng& noise_rng, agg::Strategy& strategy,
+                               const std::vector<float>& global) {
+  const auto& plain = r.plain_updates();
+  const std::size_t need = std::max<std::uint32_t>(min_survivors, 1);
+  if (plain.size() < need)
+    throw Error(ErrorKind::kPrivacy, std::to_string(plain.size()) + " of " + std::to_string(r.plan().selected.size()) +
+                                         " nodes sent updates; " + std::to_string(need) + " needed");
+  RoundOutcome out;
+  double examples = 0, loss = 0;
+  for (const auto& [id, e] : plain) {
+    out.survivors.push_back(id);
+    examples += static_cast<double>(e.num_examples);
+    loss += static_cast<double>(e.num_examples) * e.train_loss;
+  }
+  out.metrics = participation(r, out.survivors.size());
+  out.metrics["total_examples"] = examples;
+  out.metrics["train_loss"] = loss / examples;
+  if (dp.mode == protocol::DpMode::kNone) {
+    std::vector<agg::ClientUpdate> ups;
+    for (const auto& [id, e] : plain) ups.push_back({e.update, static_cast<double>(e.num_examples)});
+    out.next_global = strategy.aggregate(global, ups);
+    return out;
+  }
+  // Central DP: the same weighted sum as the secure path, then noise.
+  std::vector<float> sum(global.size(), 0.0F);
+  for (const auto& [id, e] : plain) {
+    const double w = node_weight(e.num_examples, r.encoding().example_scale);
+    for (std::size_t i = 0; i < sum.size(); ++i) sum[i] += static_cast<float>(w * e.update[i]);
+  }
+  privacy::add_gaussian_noise(sum, dp.noise_multiplier * dp.clip_norm, noise_rng);
+  out.next_global = step_from_sum(strategy, global, sum, public_weight(r, members, out.survivors));
+  return out;
+}
+
+void PrivacyLedger::replay(const std::vector<DpRecord>& history, double delta) {
+  for (const auto& rec : history) {
+    if (!(rec.noise_multiplier > 0) || rec.sampling_rate < 0 || rec.sampling_rate > 1)
+      throw Error(ErrorKind::kInvalidInput, "federation config: resume.dp_history round " + std::to_string(rec.round) +
+                                                " has an invalid sigma or sampling rate");
+    accountant_.step(rec.sampling_rate, rec.noise_multiplier, rec.steps);
+  }
+  if (!history.empty()) epsilon_ = accountant_.spent(delta).epsilon;
+}
+
+DpRecord PrivacyLedger::charge(std::uint64_t round, double noise_multiplier, std::size_t selected,
+                               std::size_t registered, double delta) {
+  const double q = std::min(1.0, static_cast<double>(selected) / std::max<double>(static_cast<double>(registered), 1.0));
+  accountant_.step(q, noise_multiplier, 1);
+  epsilon_ = accountant_.spent(delta).epsilon;
+  return DpRecord{round, noise_multiplier, q, 1, epsilon_, delta};
+}
+
+}  // namespace fedge::federation

@@ -1,0 +1,200 @@
+// The coordinator core's units on their own, without the core or sockets:
+// Membership and NodeMetrics, selection and planning, one attempt's
+// RoundStages, the round result and the PrivacyLedger.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+
+#include "fedge/aggregation/strategy.h"
+#include "fedge/common/error.h"
+#include "fedge/federation/membership.h"
+#include "fedge/federation/round_result.h"
+#include "fedge/federation/round_planner.h"
+#include "fedge/federation/round_stages.h"
+#include "fedge/privacy/rdp.h"
+
+using namespace fedge;
+using namespace fedge::federation;
+using protocol::Envelope;
+using protocol::ErrorCode;
+using protocol::NodeId;
+
+namespace {
+
+protocol::Key32 key_of(NodeId id) {
+  protocol::Key32 k{};
+  k.fill(static_cast<std::uint8_t>(id));
+  return k;
+}
+
+protocol::Register reg(NodeId id, std::uint64_t examples) {
+  return {id, "n" + std::to_string(id), key_of(id), {"cpu", examples, "m", 1, 0}};
+}
+
+Membership members_with(std::initializer_list<std::pair<NodeId, std::uint64_t>> nodes, std::int64_t now = 0) {
+  Membership m(5000);
+  for (auto [id, examples] : nodes) m.enrol(reg(id, examples), now);
+  return m;
+}
+
+FederationConfig plain_config() {
+  FederationConfig c;
+  c.secure = false;
+  c.min_nodes = 2;
+  c.deadlines = {1000, 100, 200, 300, 400};
+  c.secret_seed = privacy::Key32{};
+  return c;
+}
+
+Envelope update_from(NodeId id, std::vector<float> values, std::uint64_t examples, std::uint64_t round = 1,
+                     std::uint32_t attempt = 1) {
+  Envelope e{protocol::kProtocolVersion, round, id,
+             protocol::PlainUpdate{examples, protocol::Payload<float>::own(std::move(values)), 0.5F}};
+  e.attempt = attempt;
+  return e;
+}
+
+}  // namespace
+
+TEST_CASE("membership: a Register must match its sender and the authenticated key, ids stay bound to keys") {
+  Membership m(5000);
+  CHECK(m.check_register(3, reg(4, 10), std::nullopt)->code == ErrorCode::kNotAllowed);  // speaks for another id
+  CHECK(m.check_register(0, reg(0, 10), std::nullopt).has_value());                      // the coordinator's id
+  CHECK(m.check_register(3, reg(3, 10), key_of(9))->why.find("CURVE key") != std::string::npos);
+  REQUIRE_FALSE(m.check_register(3, reg(3, 10), key_of(3)).has_value());
+  CHECK_FALSE(m.enrol(reg(3, 10), 0));
+  CHECK(m.enrol(reg(3, 10), 5));  // a restarted node is known
+  // Node 9's key cannot take over id 3.
+  protocol::Register hijack = reg(3, 10);
+  hijack.public_key = key_of(9);
+  CHECK(m.check_register(3, hijack, key_of(9))->why.find("another public key") != std::string::npos);
+}
+
+TEST_CASE("membership: silent nodes expire, are not selectable, and come back when heard from") {
+  Membership m = members_with({{1, 10}, {2, 0}, {3, 10}});
+  CHECK(m.selectable(0) == std::vector<NodeId>{1, 3});  // node 2 has no data
+  CHECK(m.next_expiry_ms() == 5001);
+  m.touch(1, 3000);
+  CHECK(m.expire(5000).empty());
+  CHECK(m.expire(5001) == std::vector<NodeId>{2, 3});
+  CHECK(m.live(5001) == std::vector<NodeId>{1});
+  CHECK(m.ready_count() == 1);
+  CHECK(m.next_expiry_ms() == 8001);
+  m.touch(3, 6000);
+  CHECK(m.live(6000) == std::vector<NodeId>{1, 3});
+  m.mark_sent(3, 7);
+  CHECK(m.at(3).sent_version == 7U);
+  m.enrol(reg(3, 10), 6100);
+  CHECK_FALSE(m.at(3).sent_version.has_value());  // a new Register needs the model again
+}
+
+TEST_CASE("node metrics: means per name since the last round, bounded") {
+  NodeMetrics nm;
+  nm.add({{{"loss", 1.0}, {"loss", 3.0}, {"acc", NAN}, {"", 1.0}, {std::string(101, 'x'), 1.0}}});
+  auto means = nm.take_means();
+  CHECK(means == std::map<std::string, double>{{"node/loss", 2.0}});
+  CHECK(nm.take_means().empty());
+  protocol::Metrics many;
+  for (int i = 0; i < 100; ++i) many.entries.push_back({"m" + std::to_string(i), 1.0});
+  nm.add(many);
+  CHECK(nm.take_means().size() == NodeMetrics::kMaxNames);
+}
+
+TEST_CASE("selection: a seeded share of the selectable nodes, fresh per attempt, none below the minimum") {
+  Membership m = members_with({{1, 5}, {2, 5}, {3, 5}, {4, 5}, {5, 5}, {6, 5}, {7, 5}, {8, 5}});
+  FederationConfig c = plain_config();
+  c.fraction = 0.5;
+  const auto a = select_nodes(c, m, 1, 1, 0, 2);
+  CHECK(a.size() == 4);
+  CHECK(std::is_sorted(a.begin(), a.end()));
+  CHECK(select_nodes(c, m, 1, 1, 0, 2) == a);  // deterministic from the seed
+  bool differs = false;
+  for (std::uint32_t attempt = 2; attempt < 8; ++attempt) differs |= select_nodes(c, m, 1, attempt, 0, 2) != a;
+  CHECK(differs);
+  c.max_nodes = 3;
+  CHECK(select_nodes(c, m, 1, 1, 0, 2).size() == 3);
+  CHECK(select_nodes(c, m, 1, 1, 0, 9).empty());  // 8 selectable, 9 needed
+}
+
+TEST_CASE("planning: the plan carries the encoding both sides derive, and SecAgg+ parameters for secure rounds") {
+  Membership m = members_with({{1, 10}, {2, 40}, {3, 20}, {4, 30}});
+  FederationConfig c = plain_config();
+  c.secure = true;
+  c.min_nodes = 3;
+  c.secagg_degree = 2;
+  c.secagg_threshold = 2;
+  const PlannedRound p = plan_round(c, m, privacy::Key32{}, 2, 1, 7, 100, {1, 2, 3, 4}, 0.25);
+  CHECK(p.plan.global_version == 7);
+  CHECK(p.plan.example_scale == 40);  // the largest count: weights in [0, 1]
+  CHECK(p.plan.hyper.fedprox_mu == Approx(0.25));
+  REQUIRE(p.secagg.has_value());
+  CHECK(p.secagg->num_clients == 4);
+  CHECK(p.secagg->degree == 2);
+  CHECK(p.plan.secagg.threshold == 2);
+  CHECK(p.plan.secagg.vector_length == 102);  // update + weight + loss
+  CHECK(p.plan.secagg.quant_bits == p.encoding.quant_bits);
+  CHECK(p.encoding.quant_bits >= 2);
+  // Another attempt of the same round gets another neighbour graph.
+  CHECK(plan_round(c, m, privacy::Key32{}, 2, 2, 7, 100, {1, 2, 3, 4}, 0.25).plan.secagg.graph_seed !=
+        p.plan.secagg.graph_seed);
+  c.quant_bits = 32;  // 4 inputs of 32 bits overflow the 2^32 ring
+  CHECK_THROWS_AS(plan_round(c, m, privacy::Key32{}, 2, 1, 7, 100, {1, 2, 3, 4}, 0.25), Error);
+}
+
+TEST_CASE("round stages: a plain attempt refuses what does not belong to it and closes when all answered") {
+  Membership m = members_with({{1, 10}, {2, 30}, {3, 10}});
+  const FederationConfig c = plain_config();
+  RoundStages r(1, 1, plan_round(c, m, privacy::Key32{}, 1, 1, 0, 2, {1, 2}, 0), 0, 1);
+  CHECK(r.stage() == RoundStage::kPlainUpdate);
+  CHECK(r.deadline_ms() == 1000 + 300);  // train + masked_input budgets
+  CHECK(r.receive(update_from(1, {1, 1}, 10, 2))->code == ErrorCode::kWrongRound);
+  CHECK(r.receive(update_from(1, {1, 1}, 10, 1, 2))->code == ErrorCode::kWrongRound);
+  CHECK(r.receive(update_from(3, {1, 1}, 10))->code == ErrorCode::kNotAllowed);
+  Envelope secure_msg{protocol::kProtocolVersion, 1, 1, protocol::AdvertiseKeys{}};
+  secure_msg.attempt = 1;
+  CHECK(r.receive(secure_msg)->code == ErrorCode::kWrongStage);
+  CHECK(r.receive(update_from(1, {1, NAN}, 10))->code == ErrorCode::kMalformed);
+  CHECK(r.receive(update_from(1, {1, 1}, 0))->code == ErrorCode::kMalformed);
+  REQUIRE_FALSE(r.receive(update_from(1, {0.5F, 0.5F}, 10)).has_value());
+  CHECK(r.receive(update_from(1, {0.5F, 0.5F}, 10))->code == ErrorCode::kDuplicate);
+  CHECK_FALSE(r.stage_complete());
+  CHECK(r.waits_only_on_lost([](NodeId id) { return id != 2; }));
+  CHECK_FALSE(r.waits_only_on_lost([](NodeId) { return true; }));
+  REQUIRE_FALSE(r.receive(update_from(2, {-0.25F, 3.0F}, 30)).has_value());  // 3 clips to clip_range 1
+  CHECK(r.stage_complete());
+  const StageStep step = r.advance(1);
+  CHECK(step.done);
+  CHECK(r.stats().stages.size() == 1);
+  CHECK(r.stats().stages[0].received == 2);
+
+  SECTION("the round result is the strategy over the updates, weighted by examples") {
+    auto fedavg = aggregation::make_strategy("fedavg");
+    privacy::ChaChaRng rng(privacy::Key32{});
+    const RoundOutcome out = plain_round_result(r, 1, m, c.dp, rng, *fedavg, {0, 0});
+    CHECK(out.survivors == std::vector<NodeId>{1, 2});
+    CHECK(out.next_global[0] == Approx((10 * 0.5 + 30 * -0.25) / 40));
+    CHECK(out.next_global[1] == Approx((10 * 0.5 + 30 * 1.0) / 40));
+    CHECK(out.metrics.at("participants") == 2);
+    CHECK(out.metrics.at("total_examples") == 40);
+    CHECK_THROWS_WITH(plain_round_result(r, 3, m, c.dp, rng, *fedavg, {0, 0}), Catch::Contains("3 needed"));
+  }
+}
+
+TEST_CASE("privacy ledger: each round charges q = selected / registered, and a replay gives the same epsilon") {
+  PrivacyLedger ledger;
+  const DpRecord first = ledger.charge(1, 1.1, 10, 100, 1e-5);
+  CHECK(first.sampling_rate == Approx(0.1));
+  const DpRecord second = ledger.charge(2, 1.1, 300, 100, 1e-5);
+  CHECK(second.sampling_rate == 1.0);  // capped
+  CHECK(second.epsilon > first.epsilon);
+  privacy::RdpAccountant reference;
+  reference.step(0.1, 1.1, 1);
+  reference.step(1.0, 1.1, 1);
+  CHECK(ledger.epsilon() == Approx(reference.spent(1e-5).epsilon));
+  PrivacyLedger replayed;
+  replayed.replay({first, second}, 1e-5);
+  CHECK(replayed.epsilon() == Approx(ledger.epsilon()));
+  DpRecord bad = first;
+  bad.sampling_rate = 1.5;
+  CHECK_THROWS_AS(PrivacyLedger().replay({bad}, 1e-5), Error);
+}
