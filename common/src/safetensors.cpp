@@ -4,15 +4,8 @@
 // Hugging Face accepts, and vice versa.
 #include "fedge/common/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <array>
-#include <atomic>
-#include <cerrno>
 #include <cstring>
 #include <limits>
 #include <optional>
@@ -21,6 +14,7 @@
 #include <sstream>
 
 #include "fedge/common/error.h"
+#include "fedge/common/file_io.h"
 #include "float_convert.h"
 
 namespace fedge {
@@ -307,9 +301,6 @@ ParsedHeader parse_file(std::span<const std::byte> file, const std::string& sour
   return out;
 }
 
-[[noreturn]] void throw_errno(ErrorKind kind, const std::string& what, int err) {
-  throw Error(kind, what + ": " + std::strerror(err));
-}
 
 }  // namespace
 
@@ -351,8 +342,7 @@ std::int64_t TensorInfo::numel() const {
 struct SafetensorsFile::Impl {
   std::string source;
   std::vector<std::byte> owned;  // from_bytes
-  void* map = nullptr;           // open(): the whole file, read-only
-  std::size_t map_size = 0;
+  MappedFile mapped;             // open(): the whole file, read-only
   const std::byte* buffer = nullptr;  // the data buffer after the header
   std::uint64_t buffer_size = 0;
   std::vector<TensorInfo> tensors;
@@ -362,9 +352,7 @@ struct SafetensorsFile::Impl {
   Impl() = default;
   Impl(const Impl&) = delete;
   Impl& operator=(const Impl&) = delete;
-  ~Impl() {
-    if (map != nullptr) ::munmap(map, map_size);
-  }
+  ~Impl() = default;
 
   void load(std::span<const std::byte> file) {
     ParsedHeader parsed = parse_file(file, source);
@@ -384,35 +372,8 @@ SafetensorsFile::~SafetensorsFile() = default;
 SafetensorsFile SafetensorsFile::open(const std::filesystem::path& path) {
   auto impl = std::make_unique<Impl>();
   impl->source = path.string();
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const int err = errno;
-    throw_errno(err == ENOENT ? ErrorKind::kNotFound : ErrorKind::kIo,
-                "cannot open safetensors file '" + impl->source + "'", err);
-  }
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    throw_errno(ErrorKind::kIo, "cannot stat '" + impl->source + "'", err);
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw Error(ErrorKind::kInvalidInput, impl->source + ": not a regular file");
-  }
-  const auto size = static_cast<std::size_t>(st.st_size);
-  if (size > 0) {  // mmap of length 0 fails; an empty file is reported by parse_file
-    void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (map == MAP_FAILED) {
-      const int err = errno;
-      ::close(fd);
-      throw_errno(ErrorKind::kIo, "cannot mmap '" + impl->source + "'", err);
-    }
-    impl->map = map;
-    impl->map_size = size;
-  }
-  ::close(fd);  // the mapping keeps the file alive
-  impl->load({static_cast<const std::byte*>(impl->map), size});
+  impl->mapped = MappedFile::open(path, "safetensors file");
+  impl->load(impl->mapped.bytes());
   return SafetensorsFile(std::move(impl));
 }
 
@@ -541,18 +502,6 @@ WritePlan plan_write(const std::vector<TensorView>& tensors,
   return plan;
 }
 
-void write_all(int fd, const void* data, std::size_t size, const std::string& path) {
-  const char* p = static_cast<const char*>(data);
-  while (size > 0) {
-    const ssize_t w = ::write(fd, p, std::min<std::size_t>(size, 1u << 30));
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      throw_errno(ErrorKind::kIo, "cannot write '" + path + "'", errno);
-    }
-    p += w;
-    size -= static_cast<std::size_t>(w);
-  }
-}
 
 }  // namespace
 
@@ -576,33 +525,10 @@ std::vector<std::byte> serialize_safetensors(const std::vector<TensorView>& tens
 void write_safetensors(const std::filesystem::path& path, const std::vector<TensorView>& tensors,
                        const std::map<std::string, std::string>& metadata) {
   const WritePlan plan = plan_write(tensors, metadata);  // validate before touching the disk
-  static std::atomic<unsigned> counter{0};
-  std::filesystem::path tmp = path;
-  tmp += ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
-  const std::string tmp_name = tmp.string();
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0) throw_errno(ErrorKind::kIo, "cannot create '" + tmp_name + "'", errno);
-  try {
-    const std::uint64_t n = plan.header.size();
-    write_all(fd, &n, 8, tmp_name);
-    write_all(fd, plan.header.data(), plan.header.size(), tmp_name);
-    for (const auto* t : plan.order) write_all(fd, t->data.data(), t->data.size(), tmp_name);
-    if (::fsync(fd) != 0) throw_errno(ErrorKind::kIo, "cannot fsync '" + tmp_name + "'", errno);
-  } catch (...) {
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    throw;
-  }
-  if (::close(fd) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    throw_errno(ErrorKind::kIo, "cannot close '" + tmp_name + "'", err);
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    throw_errno(ErrorKind::kIo, "cannot rename '" + tmp_name + "' to '" + path.string() + "'", err);
-  }
+  const std::uint64_t n = plan.header.size();
+  std::vector<std::span<const std::byte>> pieces{std::as_bytes(std::span(&n, 1)), std::as_bytes(std::span(plan.header))};
+  for (const auto* t : plan.order) pieces.push_back(t->data);
+  write_file_atomically(path, pieces);
 }
 
 }  // namespace fedge
