@@ -1,0 +1,162 @@
+// GGUF's Q8_0/Q4_0 blocks: exact bytes for known rows (expected values from
+// GGUF's reference quantizer worked through in Python with float32 rounding and
+// struct's IEEE half conversion), dequantization error bounds, dot products
+// against the dequantized rows, identical answers on every instruction set,
+// and refused bad lengths.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "fedge/common/error.h"
+#include "fedge/inference/quant.h"
+
+using namespace fedge;
+using namespace fedge::inference::quant;
+
+namespace {
+
+std::vector<float> ramp() {
+  std::vector<float> x(32);
+  for (int j = 0; j < 32; ++j) x[j] = static_cast<float>((j - 16) * 0.25);
+  return x;
+}
+
+std::vector<float> random_row(std::size_t n, unsigned seed, float scale = 1.0F) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0F, scale);
+  std::vector<float> x(n);
+  for (auto& v : x) v = normal(rng);
+  return x;
+}
+
+// Restores run-time detection after a test forced an instruction set.
+struct IsaGuard {
+  ~IsaGuard() { set_isa("auto"); }
+};
+
+}  // namespace
+
+TEST_CASE("quant: Q4_0 packs a known row exactly as GGUF's reference does") {
+  BlockQ4_0 b{};
+  quantize_row_q4_0(ramp().data(), &b, 32);
+  CHECK(b.d == 0x3800);  // 0.5: the largest magnitude (-4) maps to -8
+  const std::uint8_t want[16] = {0x80, 0x91, 0x91, 0xa2, 0xa2, 0xb3, 0xb3, 0xc4,
+                                 0xc4, 0xd5, 0xd5, 0xe6, 0xe6, 0xf7, 0xf7, 0xf8};
+  CHECK(std::memcmp(b.qs, want, 16) == 0);
+
+  std::vector<float> s(32);
+  for (int j = 0; j < 32; ++j) s[j] = static_cast<float>(std::sin(j * 0.7) * 3.0);
+  quantize_row_q4_0(s.data(), &b, 32);
+  CHECK(b.d == 0xb5f5);  // the largest magnitude is positive here, so d < 0
+  const std::uint8_t want_sin[16] = {0xf8, 0xd3, 0x80, 0x31, 0x05, 0x1b, 0x6f, 0xbf,
+                                     0xfd, 0xf8, 0xd3, 0x80, 0x31, 0x05, 0x1b, 0x6f};
+  CHECK(std::memcmp(b.qs, want_sin, 16) == 0);
+}
+
+TEST_CASE("quant: Q8_0 scales by max/127 and rounds half away from zero") {
+  BlockQ8_0 b{};
+  quantize_row_q8_0(ramp().data(), &b, 32);
+  CHECK(b.d == 0x2808);
+  const std::int8_t want[32] = {-127, -119, -111, -103, -95, -87, -79, -71, -64, -56, -48, -40, -32, -24, -16, -8,
+                                0,    8,    16,   24,   32,  40,  48,  56,  64,  71,  79,  87,  95,  103, 111, 119};
+  CHECK(std::memcmp(b.qs, want, 32) == 0);
+  BlockQ8_0 zero{};
+  const std::vector<float> zeros(32, 0.0F);
+  quantize_row_q8_0(zeros.data(), &zero, 32);
+  CHECK(zero.d == 0);
+  for (auto q : zero.qs) CHECK(q == 0);
+}
+
+TEST_CASE("quant: dequantized rows stay within half a step of the input") {
+  const auto x = random_row(4096, 1);
+  std::vector<BlockQ8_0> q8(x.size() / 32);
+  std::vector<BlockQ4_0> q4(x.size() / 32);
+  quantize_row_q8_0(x.data(), q8.data(), static_cast<std::int64_t>(x.size()));
+  quantize_row_q4_0(x.data(), q4.data(), static_cast<std::int64_t>(x.size()));
+  std::vector<float> y8(x.size()), y4(x.size());
+  dequantize_row_q8_0(q8.data(), y8.data(), static_cast<std::int64_t>(x.size()));
+  dequantize_row_q4_0(q4.data(), y4.data(), static_cast<std::int64_t>(x.size()));
+  for (std::size_t b = 0; b < q8.size(); ++b) {
+    float amax = 0;
+    for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[b * 32 + i]));
+    for (int i = 0; i < 32; ++i) {
+      const std::size_t k = b * 32 + i;
+      // The f16 scale adds a relative error of 2^-11 on top of half a step.
+      CHECK(std::fabs(y8[k] - x[k]) <= amax / 127 * 0.5F + amax * 1e-3F);
+      CHECK(std::fabs(y4[k] - x[k]) <= amax / 8 * 0.5F + amax * 1e-3F + amax / 8);  // 15 clamps the top step
+    }
+  }
+}
+
+TEST_CASE("quant: dot products equal the dequantized rows' dot, and every instruction set agrees bit for bit") {
+  IsaGuard guard;
+  const std::int64_t n = 2048;
+  const auto w = random_row(n, 2, 0.05F), a = random_row(n, 3);
+  std::vector<BlockQ8_0> w8(n / 32), a8(n / 32);
+  std::vector<BlockQ4_0> w4(n / 32);
+  quantize_row_q8_0(w.data(), w8.data(), n);
+  quantize_row_q4_0(w.data(), w4.data(), n);
+  quantize_row_q8_0(a.data(), a8.data(), n);
+  std::vector<float> dw8(n), dw4(n), da(n);
+  dequantize_row_q8_0(w8.data(), dw8.data(), n);
+  dequantize_row_q4_0(w4.data(), dw4.data(), n);
+  dequantize_row_q8_0(a8.data(), da.data(), n);
+  double ref8 = 0, ref4 = 0, scale = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    ref8 += static_cast<double>(dw8[i]) * da[i];
+    ref4 += static_cast<double>(dw4[i]) * da[i];
+    scale += std::fabs(static_cast<double>(dw8[i]) * da[i]);
+  }
+  REQUIRE(set_isa("scalar"));
+  const float s8 = vec_dot_q8_0_q8_0(n, w8.data(), a8.data());
+  const float s4 = vec_dot_q4_0_q8_0(n, w4.data(), a8.data());
+  CHECK(std::fabs(s8 - ref8) <= 1e-5 * scale);
+  CHECK(std::fabs(s4 - ref4) <= 1e-5 * scale);
+  if (set_isa("avx2")) {
+    CHECK(vec_dot_q8_0_q8_0(n, w8.data(), a8.data()) == s8);
+    CHECK(vec_dot_q4_0_q8_0(n, w4.data(), a8.data()) == s4);
+  } else {
+    WARN("no AVX2 on this CPU: only the portable path ran");
+  }
+}
+
+TEST_CASE("quant: matvec over quantized rows is close to the f32 product") {
+  const int in = 512, out = 64;
+  const auto w = random_row(static_cast<std::size_t>(in) * out, 4, 0.05F), x = random_row(in, 5);
+  std::vector<BlockQ8_0> w8(static_cast<std::size_t>(in) * out / 32);
+  std::vector<BlockQ4_0> w4(w8.size());
+  quantize_row_q8_0(w.data(), w8.data(), static_cast<std::int64_t>(w.size()));
+  quantize_row_q4_0(w.data(), w4.data(), static_cast<std::int64_t>(w.size()));
+  std::vector<float> y8(out), y4(out);
+  matvec_q8_0(w8.data(), x.data(), y8.data(), in, out);
+  matvec_q4_0(w4.data(), x.data(), y4.data(), in, out);
+  double err8 = 0, err4 = 0, norm = 0;
+  for (int j = 0; j < out; ++j) {
+    double ref = 0;
+    for (int i = 0; i < in; ++i) ref += static_cast<double>(w[j * in + i]) * x[i];
+    err8 += (y8[j] - ref) * (y8[j] - ref);
+    err4 += (y4[j] - ref) * (y4[j] - ref);
+    norm += ref * ref;
+  }
+  CHECK(std::sqrt(err8 / norm) < 0.02);  // 8-bit weights and activations
+  CHECK(std::sqrt(err4 / norm) < 0.15);  // 4-bit weights
+}
+
+TEST_CASE("quant: lengths that are not whole blocks and non-finite inputs are refused") {
+  std::vector<float> x(33, 1.0F);
+  std::vector<BlockQ8_0> b8(2);
+  std::vector<BlockQ4_0> b4(2);
+  CHECK_THROWS_WITH(quantize_row_q8_0(x.data(), b8.data(), 33), Catch::Contains("32-value blocks"));
+  CHECK_THROWS_AS(quantize_row_q4_0(x.data(), b4.data(), 31), Error);
+  CHECK_THROWS_AS(row_bytes(QuantType::kQ4_0, -32), Error);
+  CHECK(row_bytes(QuantType::kQ8_0, 64) == 68);
+  CHECK(row_bytes(QuantType::kQ4_0, 64) == 36);
+  x[5] = NAN;
+  CHECK_THROWS_WITH(quantize_row_q8_0(x.data(), b8.data(), 32), Catch::Contains("value 5 is not finite"));
+  std::vector<float> y(32);
+  CHECK_THROWS_AS(matvec_q8_0(b8.data(), x.data(), y.data(), 33, 1), Error);
+  CHECK_FALSE(set_isa("neon-on-x86"));
+}
