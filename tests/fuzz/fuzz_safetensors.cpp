@@ -1,7 +1,7 @@
 // libFuzzer target for the safetensors reader. Not built by CMake; build by hand:
 //   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined \
 //     -Icommon/include tests/fuzz/fuzz_safetensors.cpp \
-//     common/src/safetensors.cpp common/src/float_convert.cpp common/src/error.cpp \
+//     common/src/safetensors.cpp common/src/file_io.cpp common/src/float_convert.cpp common/src/error.cpp \
 //     -o fuzz_safetensors
 //   ./fuzz_safetensors -max_len=4096 -max_total_time=60
 // Every input must either parse (and then every tensor must be readable and

@@ -62,54 +62,95 @@ std::int32_t block_dot_q4_scalar(const std::uint8_t* w, const std::int8_t* a) {
 }
 
 #ifdef FEDGE_QUANT_X86
-// 32 signed bytes times 32 signed bytes, summed exactly: maddubs needs an
-// unsigned left operand, so multiply |w| by a with w's sign moved onto it
-// (|w| <= 128 and |a| <= 127 keep each pair sum inside int16).
-__attribute__((target("avx2"))) inline std::int32_t dot_i8x32(__m256i w, __m256i a) {
+// 32 signed bytes times 32 signed bytes, as 8 partial int32 sums: maddubs
+// needs an unsigned left operand, so multiply |w| by a with w's sign moved
+// onto it (|w| <= 128 and |a| <= 127 keep each pair sum inside int16).
+__attribute__((target("avx2"))) inline __m256i dot_i8x32(__m256i w, __m256i a) {
   const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
-  const __m256i quads = _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(quads), _mm256_extracti128_si256(quads, 1));
+  return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+}
+
+__attribute__((target("avx2"))) inline __m256i load_q8(const BlockQ8_0& b) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs));
+}
+
+// Weights 0..15 from the low nibbles, 16..31 from the high ones, minus 8.
+__attribute__((target("avx2"))) inline __m256i load_q4(const BlockQ4_0& b) {
+  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs));
+  const __m128i low = _mm_and_si128(packed, _mm_set1_epi8(0x0F));
+  const __m128i high = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0F));
+  return _mm256_sub_epi8(_mm256_set_m128i(high, low), _mm256_set1_epi8(8));
+}
+
+template <class Block>
+__attribute__((target("avx2"))) inline __m256i partial_dot(const Block& w, const BlockQ8_0& a) {
+  if constexpr (std::is_same_v<Block, BlockQ8_0>) return dot_i8x32(load_q8(w), load_q8(a));
+  else return dot_i8x32(load_q4(w), load_q8(a));
+}
+
+__attribute__((target("avx2"))) inline std::int32_t hsum(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
   return _mm_cvtsi128_si32(s);
 }
 
-__attribute__((target("avx2"))) std::int32_t block_dot_q8_avx2(const std::int8_t* w, const std::int8_t* a) {
-  return dot_i8x32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w)),
-                   _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a)));
+// Four blocks' partial sums reduced together: after two hadds each 128-bit
+// lane holds one lane-half of each block's sum.
+__attribute__((target("avx2"))) inline __m128i hsum4(__m256i q0, __m256i q1, __m256i q2, __m256i q3) {
+  const __m256i s = _mm256_hadd_epi32(_mm256_hadd_epi32(q0, q1), _mm256_hadd_epi32(q2, q3));
+  return _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
 }
 
-__attribute__((target("avx2"))) std::int32_t block_dot_q4_avx2(const std::uint8_t* w, const std::int8_t* a) {
-  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w));
-  const __m128i low = _mm_and_si128(packed, _mm_set1_epi8(0x0F));
-  const __m128i high = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0F));
-  // Weights 0..15 from the low nibbles, 16..31 from the high ones, minus 8.
-  const __m256i nibbles = _mm256_set_m128i(high, low);
-  const __m256i weights = _mm256_sub_epi8(nibbles, _mm256_set1_epi8(8));
-  return dot_i8x32(weights, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a)));
+template <class Block>
+__attribute__((target("avx2"))) void block_dots_avx2(const Block* w, const BlockQ8_0* a, int count,
+                                                     std::int32_t* out) {
+  int i = 0;
+  for (; i + 4 <= count; i += 4) {
+    const __m128i s = hsum4(partial_dot(w[i], a[i]), partial_dot(w[i + 1], a[i + 1]), partial_dot(w[i + 2], a[i + 2]),
+                            partial_dot(w[i + 3], a[i + 3]));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), s);
+  }
+  for (; i < count; ++i) out[i] = hsum(partial_dot(w[i], a[i]));
 }
 #endif
 
 template <class Block>
-std::int32_t block_dot(const Block& w, const BlockQ8_0& a, Isa use) {
+void block_dots(const Block* w, const BlockQ8_0* a, int count, std::int32_t* out, Isa use) {
 #ifdef FEDGE_QUANT_X86
-  if (use == Isa::kAvx2) {
-    if constexpr (std::is_same_v<Block, BlockQ8_0>) return block_dot_q8_avx2(w.qs, a.qs);
-    else return block_dot_q4_avx2(w.qs, a.qs);
-  }
+  if (use == Isa::kAvx2) return block_dots_avx2(w, a, count, out);
 #endif
   (void)use;
-  if constexpr (std::is_same_v<Block, BlockQ8_0>) return block_dot_q8_scalar(w.qs, a.qs);
-  else return block_dot_q4_scalar(w.qs, a.qs);
+  for (int i = 0; i < count; ++i) {
+    if constexpr (std::is_same_v<Block, BlockQ8_0>) out[i] = block_dot_q8_scalar(w[i].qs, a[i].qs);
+    else out[i] = block_dot_q4_scalar(w[i].qs, a[i].qs);
+  }
+}
+
+// f16 -> f32 for every half, so a block's scale costs one load on every path.
+const std::vector<float>& f16_table() {
+  static const std::vector<float> table = [] {
+    std::vector<float> t(1u << 16);
+    for (std::uint32_t h = 0; h < t.size(); ++h) t[h] = f16_to_f32(static_cast<std::uint16_t>(h));
+    return t;
+  }();
+  return table;
 }
 
 // One order of float operations for every instruction set: block by block.
 template <class Block>
 float row_dot(std::int64_t blocks, const Block* w, const BlockQ8_0* a, Isa use) {
+  const float* half = f16_table().data();
+  constexpr int kGroup = 16;
+  std::int32_t isum[kGroup];
   float sum = 0;
-  for (std::int64_t b = 0; b < blocks; ++b) {
-    const float scale = f16_to_f32(w[b].d) * f16_to_f32(a[b].d);
-    sum += scale * static_cast<float>(block_dot(w[b], a[b], use));
+  for (std::int64_t b = 0; b < blocks; b += kGroup) {
+    const int count = static_cast<int>(std::min<std::int64_t>(kGroup, blocks - b));
+    block_dots(w + b, a + b, count, isum, use);
+    for (int i = 0; i < count; ++i) {
+      const float scale = half[w[b + i].d] * half[a[b + i].d];
+      sum += scale * static_cast<float>(isum[i]);
+    }
   }
   return sum;
 }
