@@ -5,7 +5,9 @@
 //
 // Results do not depend on the instruction set: each block's integer dot
 // product is exact (AVX2 and the portable path compute the same int32), and
-// the blocks' scaled sums are added in block order by one shared scalar loop.
+// the blocks' scaled sums are added in one fixed order on every path (block b
+// into accumulator b % 8, then the 8 accumulators in a fixed tree), with the
+// same roundings (no fused multiply-add).
 // Quantization is deterministic (round to nearest as GGUF's reference code).
 //
 // This library has no libtorch (fedge_quant), so the kernels build for any
