@@ -332,7 +332,17 @@ struct CoordinatorRuntime::Impl {
     }
     if (env.sender != protocol::kCoordinatorId) peer_of[env.sender] = in.peer;
     if (std::holds_alternative<protocol::Heartbeat>(env.body)) note_heartbeat(env.sender);
-    apply(core->on_message(unix_ms(), env, key));
+    // No exception from one peer's message ends the coordinator: the core
+    // refuses what it can name; anything else it or the store throws is
+    // answered as an internal error to that peer and logged.
+    try {
+      apply(core->on_message(unix_ms(), env, key));
+    } catch (const std::exception& e) {
+      spdlog::error("handling {} from node {} failed: {}; the coordinator goes on", protocol::body_name(env.body),
+                    env.sender, e.what());
+      reply_to_peer(in.peer, error_reply(protocol::ErrorCode::kInternal, "the coordinator could not handle this message",
+                                         static_cast<std::uint16_t>(env.body.index())));
+    }
   }
 
   void note_heartbeat(protocol::NodeId node) {

@@ -19,6 +19,15 @@ Outgoing coordinator_message(NodeId node, std::uint64_t round, std::uint32_t att
 
 std::optional<Refusal> Membership::check_register(NodeId sender, const protocol::Register& reg,
                                                   const std::optional<protocol::Key32>& key) const {
+  if (reg.name.size() > kMaxNodeNameBytes)
+    return Refusal{ErrorCode::kTooLarge, "register.name is " + std::to_string(reg.name.size()) + " bytes, limit " +
+                                             std::to_string(kMaxNodeNameBytes)};
+  if (reg.capabilities.device_profile.size() > kMaxProfileBytes)
+    return Refusal{ErrorCode::kTooLarge, "register.capabilities.deviceProfile is " +
+                                             std::to_string(reg.capabilities.device_profile.size()) + " bytes, limit " +
+                                             std::to_string(kMaxProfileBytes)};
+  if (reg.capabilities.num_examples > kMaxExamples)
+    return Refusal{ErrorCode::kMalformed, "register.capabilities.numExamples must be below 2^63"};
   if (reg.node_id != sender || reg.node_id == protocol::kCoordinatorId)
     return Refusal{ErrorCode::kNotAllowed, "register.nodeId must equal the sender and be >= 1"};
   if (key && *key != reg.public_key)

@@ -220,6 +220,20 @@ TEST_CASE("federation: hostile bytes from an allow-listed peer get error replies
   early.body = protocol::MaskedInput{1, protocol::Payload<std::uint32_t>::own({1, 2, 3})};
   expect_reply(protocol::encode(early), protocol::ErrorCode::kUnknownSender);
 
+  // Registers that pass the decoder but not the store's limits (issue 16's
+  // remote crash): refused with a typed error, and the coordinator keeps serving.
+  const protocol::Key32 node4_key = protocol::z85_to_key(protocol::load_public_key(h.root() / "keys/node4.pub"), "node4");
+  protocol::Envelope long_name;
+  long_name.sender = 4;
+  long_name.body = protocol::Register{4, std::string(300, 'n'), node4_key, {"cpu", 10, "m", 1, 0}};
+  expect_reply(protocol::encode(long_name), protocol::ErrorCode::kTooLarge);
+  protocol::Envelope big_profile = long_name;
+  big_profile.body = protocol::Register{4, "n4", node4_key, {std::string(17 * 1024, 'p'), 10, "m", 1, 0}};
+  expect_reply(protocol::encode(big_profile), protocol::ErrorCode::kTooLarge);
+  protocol::Envelope many_examples = long_name;
+  many_examples.body = protocol::Register{4, "n4", node4_key, {"cpu", std::uint64_t{1} << 63, "m", 1, 0}};
+  expect_reply(protocol::encode(many_examples), protocol::ErrorCode::kMalformed);
+
   protocol::Envelope forged;  // a coordinator-only message from a node
   forged.sender = 4;
   forged.body = protocol::RegisterAck{4, 1000, 0};

@@ -70,6 +70,22 @@ TEST_CASE("membership: a Register must match its sender and the authenticated ke
   CHECK(m.check_register(3, hijack, key_of(9))->why.find("another public key") != std::string::npos);
 }
 
+TEST_CASE("membership: a Register's fields must fit what the store keeps (names, profiles, example counts)") {
+  Membership m(5000);
+  protocol::Register r = reg(3, 10);
+  r.name.assign(kMaxNodeNameBytes + 1, 'n');
+  CHECK(m.check_register(3, r, std::nullopt)->code == ErrorCode::kTooLarge);
+  r = reg(3, 10);
+  r.capabilities.device_profile.assign(kMaxProfileBytes + 1, 'p');
+  CHECK(m.check_register(3, r, std::nullopt)->code == ErrorCode::kTooLarge);
+  r = reg(3, std::uint64_t{1} << 63);
+  CHECK(m.check_register(3, r, std::nullopt)->code == ErrorCode::kMalformed);
+  r = reg(3, (std::uint64_t{1} << 63) - 1);
+  r.name.assign(kMaxNodeNameBytes, 'n');
+  r.capabilities.device_profile.assign(kMaxProfileBytes, 'p');
+  CHECK_FALSE(m.check_register(3, r, std::nullopt).has_value());
+}
+
 TEST_CASE("membership: silent nodes expire, are not selectable, and come back when heard from") {
   Membership m = members_with({{1, 10}, {2, 0}, {3, 10}});
   CHECK(m.selectable(0) == std::vector<NodeId>{1, 3});  // node 2 has no data

@@ -43,6 +43,7 @@
 #include <string_view>
 #include <vector>
 
+#include "fedge/federation/membership.h"
 #include "fedge/federation/round_result.h"
 #include "fedge/protocol/messages.h"
 
@@ -57,8 +58,8 @@ inline constexpr int kStoreSchemaVersion = 1;
 inline constexpr std::int32_t kStoreApplicationId = 0x46454447;
 
 // Limits that keep every text column too small to smuggle an update into.
-inline constexpr std::size_t kMaxNodeNameBytes = 256;
-inline constexpr std::size_t kMaxProfileBytes = 16 * 1024;
+using federation::kMaxNodeNameBytes;  // the coordinator core refuses longer ones (membership.h)
+using federation::kMaxProfileBytes;
 inline constexpr std::size_t kMaxPlanBytes = 64 * 1024;
 inline constexpr std::size_t kMaxReasonBytes = 4 * 1024;
 inline constexpr std::size_t kMaxMetricNameBytes = 128;

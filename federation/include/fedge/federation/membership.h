@@ -16,6 +16,13 @@
 
 namespace fedge::federation {
 
+// What a Register may carry: the coordinator's store keeps the name and the
+// device profile in length-limited text columns (too small to smuggle an
+// update into) and the example count as a signed 64-bit integer.
+inline constexpr std::size_t kMaxNodeNameBytes = 256;
+inline constexpr std::size_t kMaxProfileBytes = 16 * 1024;
+inline constexpr std::uint64_t kMaxExamples = (std::uint64_t{1} << 63) - 1;
+
 struct NodeInfo {
   protocol::Register reg;
   std::int64_t last_seen = 0;
@@ -28,7 +35,9 @@ class Membership {
   explicit Membership(std::uint32_t liveness_timeout_ms) : liveness_timeout_ms_(liveness_timeout_ms) {}
 
   // Why a Register from `sender` (with the CURVE key the transport
-  // authenticated, if any) must be refused; nullopt when it may join.
+  // authenticated, if any) must be refused: a field outside the limits above,
+  // an id that is not the sender's, a key that is not the connection's or not
+  // the one the id registered with. nullopt when it may join.
   std::optional<Refusal> check_register(protocol::NodeId sender, const protocol::Register& reg,
                                         const std::optional<protocol::Key32>& key) const;
   // Adds or refreshes a node checked by check_register; true when it was known.
