@@ -40,6 +40,12 @@ std::optional<Refusal> Membership::check_register(NodeId sender, const protocol:
   if (it != nodes_.end() && key && it->second.reg.public_key != reg.public_key)
     return Refusal{ErrorCode::kNotAllowed, "node id " + std::to_string(reg.node_id) +
                                                " is registered with another public key; use that key or a new node id"};
+  if (key) {
+    auto bound = node_of_key_.find(*key);
+    if (bound != node_of_key_.end() && bound->second != reg.node_id)
+      return Refusal{ErrorCode::kNotAllowed, "this CURVE key is registered as node " + std::to_string(bound->second) +
+                                                 "; one key is one node (give each node its own key)"};
+  }
   return std::nullopt;
 }
 
@@ -47,6 +53,7 @@ bool Membership::enrol(const protocol::Register& reg, std::int64_t now_ms) {
   const bool known = contains(reg.node_id);
   NodeInfo& n = nodes_[reg.node_id];
   n.reg = reg;
+  node_of_key_[reg.public_key] = reg.node_id;
   n.sent_version.reset();
   touch(reg.node_id, now_ms);
   return known;

@@ -70,6 +70,21 @@ TEST_CASE("membership: a Register must match its sender and the authenticated ke
   CHECK(m.check_register(3, hijack, key_of(9))->why.find("another public key") != std::string::npos);
 }
 
+TEST_CASE("membership: with CURVE, one key registers one node id (no identities from one key)") {
+  Membership m(5000);
+  REQUIRE_FALSE(m.check_register(3, reg(3, 10), key_of(3)).has_value());
+  m.enrol(reg(3, 10), 0);
+  protocol::Register sybil = reg(5, 10);
+  sybil.public_key = key_of(3);
+  const auto refusal = m.check_register(5, sybil, key_of(3));
+  REQUIRE(refusal.has_value());
+  CHECK(refusal->code == ErrorCode::kNotAllowed);
+  CHECK(refusal->why.find("registered as node 3") != std::string::npos);
+  CHECK_FALSE(m.check_register(3, reg(3, 10), key_of(3)).has_value());  // the node itself may register again
+  // Without CURVE no key is authenticated, so there is nothing to bind (insecure deployments).
+  CHECK_FALSE(m.check_register(5, sybil, std::nullopt).has_value());
+}
+
 TEST_CASE("membership: a Register's fields must fit what the store keeps (names, profiles, example counts)") {
   Membership m(5000);
   protocol::Register r = reg(3, 10);

@@ -37,7 +37,9 @@ class Membership {
   // Why a Register from `sender` (with the CURVE key the transport
   // authenticated, if any) must be refused: a field outside the limits above,
   // an id that is not the sender's, a key that is not the connection's or not
-  // the one the id registered with. nullopt when it may join.
+  // the one the id registered with, or (with CURVE) a key already registered
+  // under another id: one key is one node, so one allow-listed key cannot
+  // fill a round with identities. nullopt when it may join.
   std::optional<Refusal> check_register(protocol::NodeId sender, const protocol::Register& reg,
                                         const std::optional<protocol::Key32>& key) const;
   // Adds or refreshes a node checked by check_register; true when it was known.
@@ -65,6 +67,7 @@ class Membership {
 
   std::uint32_t liveness_timeout_ms_;
   std::map<protocol::NodeId, NodeInfo> nodes_;
+  std::map<protocol::Key32, protocol::NodeId> node_of_key_;  // the id each registered key holds
 };
 
 // Means of the scalar metrics nodes send between two round results. Bounded:
