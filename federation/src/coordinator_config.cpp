@@ -3,17 +3,13 @@
 #include <cmath>
 #include <string>
 
+#include "config_error.h"
 #include "fedge/common/error.h"
 #include "fedge/privacy/prg.h"
 
 namespace fedge::federation {
-namespace {
 
-[[noreturn]] void bad_config(const std::string& what) {
-  throw Error(ErrorKind::kInvalidInput, "federation config: " + what);
-}
-
-}  // namespace
+using detail::bad_config;
 
 void validate(const FederationConfig& c) {
   if (c.rounds == 0) bad_config("rounds must be >= 1");

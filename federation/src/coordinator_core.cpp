@@ -5,6 +5,7 @@
 #include <limits>
 #include <set>
 
+#include "config_error.h"
 #include "fedge/common/error.h"
 #include "fedge/federation/membership.h"
 #include "fedge/federation/round_planner.h"
@@ -14,21 +15,18 @@
 namespace fedge::federation {
 
 namespace agg = fedge::aggregation;
+using detail::bad_config;
 using protocol::Envelope;
 using protocol::ErrorCode;
 using protocol::NodeId;
 
 namespace {
 
-[[noreturn]] void bad_resume(const std::string& what) {
-  throw Error(ErrorKind::kInvalidInput, "federation config: " + what);
-}
-
 std::uint64_t layout_numel(const std::vector<protocol::TensorLayout>& layout) {
   std::uint64_t total = 0;
   std::set<std::string> names;
   for (const auto& t : layout) {
-    if (!names.insert(t.name).second) bad_resume("resume layout names tensor '" + t.name + "' twice");
+    if (!names.insert(t.name).second) bad_config("resume layout names tensor '" + t.name + "' twice");
     std::uint64_t n = 1;
     for (auto d : t.shape) n *= d;
     total += n;
@@ -220,25 +218,25 @@ struct CoordinatorCore::State {
 
 CoordinatorCore::CoordinatorCore(FederationConfig config, ResumeState resume) {
   validate(config);
-  if (resume.next_round == 0) bad_resume("resume.next_round must be >= 1");
-  if (resume.global.empty()) bad_resume("resume.global is empty: the federation needs initial parameters");
+  if (resume.next_round == 0) bad_config("resume.next_round must be >= 1");
+  if (resume.global.empty()) bad_config("resume.global is empty: the federation needs initial parameters");
   if (layout_numel(resume.layout) != resume.global.size())
-    bad_resume("resume.layout describes " + std::to_string(layout_numel(resume.layout)) + " values but global has " +
+    bad_config("resume.layout describes " + std::to_string(layout_numel(resume.layout)) + " values but global has " +
                std::to_string(resume.global.size()));
   for (float v : resume.global)
-    if (!std::isfinite(v)) bad_resume("resume.global holds a non-finite value");
+    if (!std::isfinite(v)) bad_config("resume.global holds a non-finite value");
   const privacy::Key32 key = config.secret_seed ? *config.secret_seed : privacy::random_key();
   s_ = std::make_unique<State>(std::move(config), key);
   s_->strategy = agg::make_strategy(s_->cfg.strategy, s_->cfg.strategy_params, s_->cfg.secure);
   for (const auto& [name, values] : resume.strategy_state) {
     if (values.size() != resume.global.size())
-      bad_resume("resume.strategy_state '" + name + "' has " + std::to_string(values.size()) +
+      bad_config("resume.strategy_state '" + name + "' has " + std::to_string(values.size()) +
                  " values but global has " + std::to_string(resume.global.size()));
   }
   try {
     s_->strategy->restore(resume.strategy_state);
   } catch (const Error& e) {
-    bad_resume(std::string("resume.strategy_state: ") + e.what());
+    bad_config(std::string("resume.strategy_state: ") + e.what());
   }
   s_->round_id = resume.next_round;
   s_->version = resume.global_version;

@@ -8,15 +8,6 @@ namespace fedge::federation {
 using protocol::ErrorCode;
 using protocol::NodeId;
 
-Outgoing coordinator_message(NodeId node, std::uint64_t round, std::uint32_t attempt, protocol::Body body) {
-  protocol::Envelope e;
-  e.round = round;
-  e.attempt = attempt;
-  e.sender = protocol::kCoordinatorId;
-  e.body = std::move(body);
-  return {node, std::move(e)};
-}
-
 std::optional<Refusal> Membership::check_register(NodeId sender, const protocol::Register& reg,
                                                   const std::optional<protocol::Key32>& key) const {
   if (reg.name.size() > kMaxNodeNameBytes)
@@ -95,8 +86,11 @@ std::vector<NodeId> Membership::expire(std::int64_t now_ms) {
 
 std::optional<std::int64_t> Membership::next_expiry_ms() const {
   std::optional<std::int64_t> t;
-  for (const auto& [id, n] : nodes_)
-    if (n.alive) t = std::min(t.value_or(n.last_seen + liveness_timeout_ms_ + 1), n.last_seen + liveness_timeout_ms_ + 1);
+  for (const auto& [id, n] : nodes_) {
+    if (!n.alive) continue;
+    const std::int64_t expiry = n.last_seen + liveness_timeout_ms_ + 1;
+    t = t ? std::min(*t, expiry) : expiry;
+  }
   return t;
 }
 

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <string>
 
+#include "config_error.h"
 #include "fedge/common/error.h"
 #include "fedge/privacy/dp.h"
 #include "fedge/privacy/rdp.h"
@@ -97,8 +98,8 @@ RoundOutcome plain_round_result(const RoundStages& r, std::uint32_t min_survivor
 void PrivacyLedger::replay(const std::vector<DpRecord>& history, double delta) {
   for (const auto& rec : history) {
     if (!(rec.noise_multiplier > 0) || rec.sampling_rate < 0 || rec.sampling_rate > 1)
-      throw Error(ErrorKind::kInvalidInput, "federation config: resume.dp_history round " + std::to_string(rec.round) +
-                                                " has an invalid sigma or sampling rate");
+      detail::bad_config("resume.dp_history round " + std::to_string(rec.round) +
+                         " has an invalid sigma or sampling rate");
     accountant_.step(rec.sampling_rate, rec.noise_multiplier, rec.steps);
   }
   if (!history.empty()) epsilon_ = accountant_.spent(delta).epsilon;
