@@ -22,13 +22,15 @@ endfunction()
 
 # fedge_capnp_schema(NAME SCHEMA)
 # Generates C++ from <folder>/schema/SCHEMA into the build tree and compiles it
-# into fedge_<NAME>. The generated headers are PRIVATE to the target: public
-# headers expose plain structs, so nothing outside the folder sees Cap'n Proto.
+# into fedge_<NAME>. The generated header is on the target's public include
+# path for one reader outside the folder: the layer that owns the C++ form of
+# the schema's opaque parts (protocol/opaque.h; scripts/check-layers.sh says who
+# may include it). Every other public header exposes plain structs.
 function(fedge_capnp_schema name schema)
   set(CAPNPC_SRC_PREFIX ${CMAKE_CURRENT_SOURCE_DIR}/schema)
   set(CAPNPC_OUTPUT_DIR ${CMAKE_CURRENT_BINARY_DIR}/generated)
   file(MAKE_DIRECTORY ${CAPNPC_OUTPUT_DIR})
   capnp_generate_cpp(srcs hdrs schema/${schema})
   target_sources(fedge_${name} PRIVATE ${srcs} ${hdrs})
-  target_include_directories(fedge_${name} PRIVATE ${CAPNPC_OUTPUT_DIR})
+  target_include_directories(fedge_${name} PUBLIC ${CAPNPC_OUTPUT_DIR})
 endfunction()

@@ -16,6 +16,7 @@
 #include "fedge/common/param_vector.h"
 #include "fedge/common/safetensors.h"
 #include "fedge/coordinator/store.h"
+#include "fedge/federation/wire.h"
 #include "fedge/protocol/keys.h"
 #include "fedge/protocol/layout.h"
 #include "fedge/protocol/transport.h"
@@ -92,9 +93,10 @@ std::string plan_json(const protocol::RoundPlan& plan) {
   j["fedprox_mu"] = plan.hyper.fedprox_mu;
   j["secure"] = plan.secure;
   if (plan.secure) {
-    j["secagg"] = {{"n", plan.secagg.num_clients},      {"threshold", plan.secagg.threshold},
-                   {"degree", plan.secagg.degree},      {"vector_length", plan.secagg.vector_length},
-                   {"quant_bits", plan.secagg.quant_bits}, {"clip_range", plan.secagg.clip_range}};
+    const federation::wire::SecureSettings s = federation::wire::secure_settings(plan);
+    j["secagg"] = {{"n", s.params.num_clients}, {"threshold", s.params.threshold},
+                   {"degree", s.params.degree}, {"vector_length", s.params.vector_length},
+                   {"quant_bits", s.quant_bits}, {"clip_range", s.clip_range}};
   }
   j["dp"] = {{"mode", static_cast<int>(plan.dp.mode)},
              {"clip_norm", plan.dp.clip_norm},

@@ -34,8 +34,8 @@ namespace {
 // node's part in the round.
 bool is_round_body(std::size_t index) {
   using protocol::body_index;
-  return index == body_index<protocol::AdvertiseKeys>() || index == body_index<protocol::ShareKeys>() ||
-         index == body_index<protocol::MaskedInput>() || index == body_index<protocol::UnmaskResponse>() ||
+  return index == body_index<protocol::AdvertiseKeysBody>() || index == body_index<protocol::ShareKeysBody>() ||
+         index == body_index<protocol::MaskedInputBody>() || index == body_index<protocol::UnmaskResponseBody>() ||
          index == body_index<protocol::PlainUpdate>();
 }
 
@@ -149,12 +149,10 @@ struct RoundClient::State {
       validate(e, p.secure);
       client_id = static_cast<std::uint32_t>(it - p.selected.begin()) + 1;
       if (p.secure) {
-        const agg::SecAggParams sp = wire::from_wire(p.secagg);
+        const agg::SecAggParams sp = wire::secure_settings(p).params;
         if (!privacy::prg_supported(sp.prg))
           throw Error(ErrorKind::kUnimplemented, std::string("the round masks with ") + privacy::prg_name(sp.prg) +
                                                      ", which needs AES instructions this CPU lacks");
-        if (sp.vector_length != e.vector_length())
-          throw Error(ErrorKind::kProtocol, "secagg.vectorLength is not updateLength + 2");
         secagg = std::make_unique<agg::SecAggClient>(agg::RoundSetup{env.round, sp}, client_id);
       }
       enc = e;
@@ -183,17 +181,17 @@ struct RoundClient::State {
       return;
     }
     try {
-      if (const auto* kb = std::get_if<protocol::KeysBroadcast>(&env.body)) {
+      if (const auto* kb = std::get_if<protocol::KeysBroadcastBody>(&env.body)) {
         expect(ClientState::kAdvertised, "keysBroadcast");
         a.send.push_back(envelope(wire::to_wire(secagg->share_keys(wire::from_wire(*kb, round))), round));
         state = ClientState::kSharedKeys;
-      } else if (const auto* sd = std::get_if<protocol::SharesDelivery>(&env.body)) {
+      } else if (const auto* sd = std::get_if<protocol::SharesDeliveryBody>(&env.body)) {
         expect(ClientState::kSharedKeys, "sharesDelivery");
         a.send.push_back(envelope(wire::to_wire(secagg->masked_input(wire::from_wire(*sd, round), ring)), round));
         ring.clear();
         ring.shrink_to_fit();
         state = ClientState::kSentMasked;
-      } else if (const auto* ur = std::get_if<protocol::UnmaskRequest>(&env.body)) {
+      } else if (const auto* ur = std::get_if<protocol::UnmaskRequestBody>(&env.body)) {
         expect(ClientState::kSentMasked, "unmaskRequest");
         a.send.push_back(envelope(wire::to_wire(secagg->unmask(wire::from_wire(*ur, round))), round));
         reset_round();  // this node's part of the round is done
@@ -275,8 +273,8 @@ NodeActions RoundClient::on_message(std::int64_t now_ms, const Envelope& env) {
           s.on_model(a, m);
         } else if constexpr (std::is_same_v<T, protocol::RoundPlan>) {
           s.on_plan(a, now_ms, env, m);
-        } else if constexpr (std::is_same_v<T, protocol::KeysBroadcast> || std::is_same_v<T, protocol::SharesDelivery> ||
-                             std::is_same_v<T, protocol::UnmaskRequest>) {
+        } else if constexpr (std::is_same_v<T, protocol::KeysBroadcastBody> || std::is_same_v<T, protocol::SharesDeliveryBody> ||
+                             std::is_same_v<T, protocol::UnmaskRequestBody>) {
           s.on_secagg(a, env);
         } else if constexpr (std::is_same_v<T, protocol::ErrorReply>) {
           s.on_error(a, env, m);

@@ -60,7 +60,7 @@ void plan_secure(const FederationConfig& cfg, const privacy::Key32& secret, std:
     noise_bound = choose_quant_bits(out.encoding, n);
   }
   agg::validate(sp);
-  out.plan.secagg = wire::to_wire(sp, out.encoding, noise_bound);
+  out.plan.secagg = wire::to_wire(wire::SecureSettings{sp, out.encoding.quant_bits, out.encoding.clip_range, noise_bound});
   out.secagg = sp;
 }
 

@@ -36,10 +36,10 @@ int stage_order(RoundStage s) {
 }
 
 RoundStage stage_of_body(const protocol::Body& body) {
-  if (std::holds_alternative<protocol::AdvertiseKeys>(body)) return RoundStage::kAdvertiseKeys;
-  if (std::holds_alternative<protocol::ShareKeys>(body)) return RoundStage::kShareKeys;
-  if (std::holds_alternative<protocol::MaskedInput>(body)) return RoundStage::kMaskedInput;
-  if (std::holds_alternative<protocol::UnmaskResponse>(body)) return RoundStage::kUnmask;
+  if (std::holds_alternative<protocol::AdvertiseKeysBody>(body)) return RoundStage::kAdvertiseKeys;
+  if (std::holds_alternative<protocol::ShareKeysBody>(body)) return RoundStage::kShareKeys;
+  if (std::holds_alternative<protocol::MaskedInputBody>(body)) return RoundStage::kMaskedInput;
+  if (std::holds_alternative<protocol::UnmaskResponseBody>(body)) return RoundStage::kUnmask;
   if (std::holds_alternative<protocol::PlainUpdate>(body)) return RoundStage::kPlainUpdate;
   return RoundStage::kIdle;
 }
@@ -96,13 +96,13 @@ std::optional<Refusal> RoundStages::receive(const protocol::Envelope& env) {
 }
 
 void RoundStages::accept(const protocol::Envelope& env, aggregation::ClientId client) {
-  if (const auto* m = std::get_if<protocol::AdvertiseKeys>(&env.body)) {
+  if (const auto* m = std::get_if<protocol::AdvertiseKeysBody>(&env.body)) {
     server_->receive(wire::from_wire(*m, round_, client));
-  } else if (const auto* m = std::get_if<protocol::ShareKeys>(&env.body)) {
+  } else if (const auto* m = std::get_if<protocol::ShareKeysBody>(&env.body)) {
     server_->receive(wire::from_wire(*m, round_, client));
-  } else if (const auto* m = std::get_if<protocol::MaskedInput>(&env.body)) {
-    server_->receive(wire::from_wire(*m, round_, client));
-  } else if (const auto* m = std::get_if<protocol::UnmaskResponse>(&env.body)) {
+  } else if (const auto* m = std::get_if<protocol::MaskedInputBody>(&env.body)) {
+    server_->receive(wire::from_wire(*m, round_, client, planned_.secagg->vector_length));
+  } else if (const auto* m = std::get_if<protocol::UnmaskResponseBody>(&env.body)) {
     server_->receive(wire::from_wire(*m, round_, client));
   } else if (const auto* m = std::get_if<protocol::PlainUpdate>(&env.body)) {
     if (m->num_examples == 0) throw Error(ErrorKind::kProtocol, "plainUpdate.numExamples is 0");
@@ -151,13 +151,13 @@ StageStep RoundStages::advance(std::int64_t now_ms) {
       for (auto& sd : server_->finish_share_keys()) {
         const NodeId node = node_of(sd.recipient);
         next.insert(node);
-        step.send.push_back(to(node, wire::to_wire(std::move(sd))));
+        step.send.push_back(to(node, wire::to_wire(sd)));
       }
       open(RoundStage::kMaskedInput, std::move(next), now_ms + dl.masked_input_ms);
       break;
     case RoundStage::kMaskedInput: {
       const aggregation::UnmaskRequest req = server_->finish_masked_input();
-      const protocol::UnmaskRequest m = wire::to_wire(req, static_cast<std::uint32_t>(planned_.plan.selected.size()));
+      const protocol::UnmaskRequestBody m = wire::to_wire(req, static_cast<std::uint32_t>(planned_.plan.selected.size()));
       for (auto c : req.survivors) {
         next.insert(node_of(c));
         step.send.push_back(to(node_of(c), m));

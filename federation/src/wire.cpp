@@ -1,43 +1,167 @@
 #include "fedge/federation/wire.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <set>
 #include <string>
 
 #include "fedge/common/error.h"
+#include "fedge/protocol/opaque.h"
 
 namespace fedge::federation::wire {
 namespace {
+
+namespace schema = fedge::protocol::wire;
+using protocol::OpaquePart;
+
+std::string num(std::uint64_t v) { return std::to_string(v); }
+
+// A refused field, named as protocol's decoder names fields ("shareKeys.shares.box").
+[[noreturn]] void refuse(const std::string& field, const std::string& what) {
+  throw Error(ErrorKind::kProtocol, field + ": " + what);
+}
+
+void require(bool ok, const std::string& field, const std::string& what) {
+  if (!ok) refuse(field, what);
+}
+
+// Opens `part` as schema struct `Schema` and hands it to read(); structural
+// damage (possible only in a part built by hand) becomes a refusal too.
+template <class Schema, class Read>
+auto read_part(const OpaquePart& part, const char* message, Read read) {
+  require(!part.empty(), message, "is missing");
+  try {
+    protocol::PartReader reader(part);
+    return read(reader.root<Schema>());
+  } catch (const kj::Exception& e) {
+    refuse(message, std::string("malformed: ") + e.getDescription().cStr());
+  }
+}
+
+capnp::Data::Reader data_of(const void* p, std::size_t n) { return {static_cast<const capnp::byte*>(p), n}; }
+capnp::Data::Reader data_of(const privacy::Key32& k) { return data_of(k.data(), k.size()); }
+
+privacy::Key32 key32(capnp::Data::Reader data, const std::string& field) {
+  require(data.size() == 32, field, "must be exactly 32 bytes, got " + num(data.size()));
+  privacy::Key32 key;
+  std::memcpy(key.data(), data.begin(), 32);
+  return key;
+}
+
+// Key signatures belong to the malicious-server mode, which is not built yet:
+// a signature is checked for its size and not kept.
+void check_signature(capnp::Data::Reader data, const std::string& field) {
+  require(data.size() == 0 || data.size() == 64, field, "must be empty or 64 bytes, got " + num(data.size()));
+}
 
 // A node's message names its own client id; the coordinator knows it from the
 // authenticated sender, so a mismatch is a node speaking for a peer.
 void check_sender(const char* message, std::uint32_t claimed, agg::ClientId sender) {
   if (claimed != sender)
-    throw Error(ErrorKind::kProtocol, std::string(message) + ".sender is client " + std::to_string(claimed) +
-                                          ", but this node is client " + std::to_string(sender));
+    throw Error(ErrorKind::kProtocol, std::string(message) + ".sender is client " + num(claimed) +
+                                          ", but this node is client " + num(sender));
 }
 
-std::vector<protocol::EncryptedShare> shares_to_wire(std::vector<agg::EncryptedShare> shares) {
-  std::vector<protocol::EncryptedShare> out;
-  out.reserve(shares.size());
-  for (auto& s : shares) out.push_back({s.from, s.to, std::move(s.box)});
+void unique_ids(const std::vector<std::uint32_t>& ids, const std::string& field) {
+  std::set<std::uint32_t> seen;
+  for (auto id : ids) require(seen.insert(id).second, field, "id " + num(id) + " appears twice");
+}
+
+template <class T>
+std::vector<T> values_of(typename capnp::List<T>::Reader list) {
+  std::vector<T> out;
+  out.reserve(list.size());
+  for (T v : list) out.push_back(v);
   return out;
 }
 
-std::vector<agg::EncryptedShare> shares_from_wire(const std::vector<protocol::EncryptedShare>& shares) {
+void set_ids(capnp::List<std::uint32_t>::Builder list, const std::vector<std::uint32_t>& ids) {
+  for (unsigned i = 0; i < ids.size(); ++i) list.set(i, ids[i]);
+}
+
+// ---- encrypted shares (ShareKeys, SharesDelivery) ----
+
+void write_shares(capnp::List<schema::EncryptedShare>::Builder list, const std::vector<agg::EncryptedShare>& shares) {
+  for (unsigned i = 0; i < shares.size(); ++i) {
+    list[i].setFrom(shares[i].from);
+    list[i].setTo(shares[i].to);
+    list[i].setBox(data_of(shares[i].box.data(), shares[i].box.size()));
+  }
+}
+
+// Every box has the one size a share box has, checked before it is copied.
+std::vector<agg::EncryptedShare> read_shares(capnp::List<schema::EncryptedShare>::Reader list, const char* message) {
+  const std::string field = std::string(message) + ".shares.box";
   std::vector<agg::EncryptedShare> out;
-  out.reserve(shares.size());
-  for (const auto& s : shares) out.push_back({s.from, s.to, s.box});
+  out.reserve(list.size());
+  for (auto s : list) {
+    auto box = s.getBox();
+    require(box.size() == agg::share_box_bytes(), field,
+            num(box.size()) + " bytes, a share box has " + num(agg::share_box_bytes()));
+    out.push_back({s.getFrom(), s.getTo(), {box.begin(), box.end()}});
+  }
   return out;
+}
+
+privacy::PrgKind prg_from_wire(schema::MaskPrg prg) {
+  switch (prg) {
+    case schema::MaskPrg::CHACHA20: return privacy::PrgKind::kChaCha20;
+    case schema::MaskPrg::AES256_CTR: return privacy::PrgKind::kAes256Ctr;
+  }
+  refuse("roundPlan.secagg.prg", "unknown value " + num(static_cast<std::uint16_t>(prg)) + " (known: 0..1)");
+}
+
+schema::MaskPrg prg_to_wire(privacy::PrgKind kind) {
+  return kind == privacy::PrgKind::kAes256Ctr ? schema::MaskPrg::AES256_CTR : schema::MaskPrg::CHACHA20;
 }
 
 }  // namespace
 
-protocol::MaskPrg to_wire(privacy::PrgKind kind) {
-  return kind == privacy::PrgKind::kAes256Ctr ? protocol::MaskPrg::kAes256Ctr : protocol::MaskPrg::kChaCha20;
+// ---- a secure plan's settings ----
+
+OpaquePart to_wire(const SecureSettings& s) {
+  return protocol::make_part<schema::SecAggParams>([&](schema::SecAggParams::Builder b) {
+    b.setNumClients(s.params.num_clients);
+    b.setThreshold(s.params.threshold);
+    b.setDegree(s.params.degree);
+    b.setVectorLength(s.params.vector_length);
+    b.setGraphSeed(data_of(s.params.graph_seed));
+    b.setQuantBits(s.quant_bits);
+    b.setClipRange(s.clip_range);
+    b.setNoiseBound(s.noise_bound);
+    b.setPrg(prg_to_wire(s.params.prg));
+  });
 }
 
-privacy::PrgKind from_wire(protocol::MaskPrg prg) {
-  return prg == protocol::MaskPrg::kAes256Ctr ? privacy::PrgKind::kAes256Ctr : privacy::PrgKind::kChaCha20;
+SecureSettings secure_settings(const protocol::RoundPlan& plan) {
+  const std::uint64_t selected = plan.selected.size();
+  return read_part<schema::SecAggParams>(plan.secagg, "roundPlan.secagg", [&](schema::SecAggParams::Reader r) {
+    const std::string f = "roundPlan.secagg.";
+    SecureSettings s;
+    s.params.num_clients = r.getNumClients();
+    s.params.threshold = r.getThreshold();
+    s.params.degree = r.getDegree();
+    s.params.vector_length = r.getVectorLength();
+    s.params.graph_seed = key32(r.getGraphSeed(), f + "graphSeed");
+    s.params.prg = prg_from_wire(r.getPrg());
+    s.quant_bits = r.getQuantBits();
+    s.clip_range = r.getClipRange();
+    s.noise_bound = r.getNoiseBound();
+    const auto n = s.params.num_clients;
+    require(n == selected, f + "numClients", num(n) + " clients, but " + num(selected) + " nodes are selected");
+    require(s.params.threshold >= 1 && s.params.threshold <= n, f + "threshold",
+            "threshold " + num(s.params.threshold) + " is outside 1.." + num(n));
+    require(s.params.degree >= 1 && s.params.degree < n, f + "degree",
+            "degree " + num(s.params.degree) + " is outside 1.." + num(n - 1));
+    require(s.params.vector_length == plan.update_length + 2, f + "vectorLength",
+            num(s.params.vector_length) + ", but an update of " + num(plan.update_length) +
+                " values travels as updateLength + 2 (weight, loss)");
+    require(s.quant_bits >= 2 && s.quant_bits <= 32, f + "quantBits", num(s.quant_bits) + " is outside 2..32");
+    require(std::isfinite(s.clip_range) && s.clip_range >= 1e-30 && s.clip_range <= 1e30, f + "clipRange",
+            "value " + std::to_string(s.clip_range) + " is outside [1e-30, 1e30]");
+    return s;
+  });
 }
 
 UpdateEncoding update_encoding(const protocol::RoundPlan& plan) {
@@ -45,8 +169,12 @@ UpdateEncoding update_encoding(const protocol::RoundPlan& plan) {
   e.update_length = plan.update_length;
   // Plain plans carry no secagg block: the coordinator clips elementwise on
   // receipt, so the node applies only the DP L2 clip there.
-  e.clip_range = plan.secure ? plan.secagg.clip_range : 1e30;
-  e.quant_bits = plan.secagg.quant_bits;
+  e.clip_range = 1e30;
+  if (plan.secure) {
+    const SecureSettings s = secure_settings(plan);
+    e.clip_range = s.clip_range;
+    e.quant_bits = s.quant_bits;
+  }
   e.example_scale = plan.example_scale;
   e.loss_cap = plan.loss_cap;
   e.dp = plan.dp.mode;
@@ -56,95 +184,154 @@ UpdateEncoding update_encoding(const protocol::RoundPlan& plan) {
   return e;
 }
 
-protocol::SecAggParams to_wire(const agg::SecAggParams& p, const UpdateEncoding& enc, std::uint64_t noise_bound) {
-  return {p.num_clients, p.threshold,     p.degree,    p.vector_length, p.graph_seed,
-          enc.quant_bits, enc.clip_range, noise_bound, to_wire(p.prg)};
-}
-
-agg::SecAggParams from_wire(const protocol::SecAggParams& p) {
-  agg::SecAggParams out;
-  out.num_clients = p.num_clients;
-  out.threshold = p.threshold;
-  out.degree = p.degree;
-  out.vector_length = p.vector_length;
-  out.graph_seed = p.graph_seed;
-  out.prg = from_wire(p.prg);
-  return out;
-}
-
 // ---- node -> coordinator ----
-protocol::AdvertiseKeys to_wire(const agg::AdvertiseKeys& m) { return {m.c_public, m.s_public, {}}; }
 
-agg::AdvertiseKeys from_wire(const protocol::AdvertiseKeys& m, std::uint64_t round, agg::ClientId sender) {
-  return {round, sender, m.c_public, m.s_public};
+protocol::AdvertiseKeysBody to_wire(const agg::AdvertiseKeys& m) {
+  return {protocol::make_part<schema::AdvertiseKeys>([&](schema::AdvertiseKeys::Builder b) {
+    b.setCPublic(data_of(m.c_public));
+    b.setSPublic(data_of(m.s_public));
+  })};
 }
 
-protocol::ShareKeys to_wire(agg::ShareKeys m) { return {m.sender, shares_to_wire(std::move(m.shares))}; }
-
-agg::ShareKeys from_wire(const protocol::ShareKeys& m, std::uint64_t round, agg::ClientId sender) {
-  check_sender("shareKeys", m.sender, sender);
-  return {round, sender, shares_from_wire(m.shares)};
+agg::AdvertiseKeys from_wire(const protocol::AdvertiseKeysBody& body, std::uint64_t round, agg::ClientId sender) {
+  return read_part<schema::AdvertiseKeys>(body.part, "advertiseKeys", [&](schema::AdvertiseKeys::Reader r) {
+    check_signature(r.getSignature(), "advertiseKeys.signature");
+    return agg::AdvertiseKeys{round, sender, key32(r.getCPublic(), "advertiseKeys.cPublic"),
+                              key32(r.getSPublic(), "advertiseKeys.sPublic")};
+  });
 }
 
-protocol::MaskedInput to_wire(agg::MaskedInput m) {
-  return {m.sender, protocol::Payload<std::uint32_t>::own(std::move(m.masked))};
+protocol::ShareKeysBody to_wire(const agg::ShareKeys& m) {
+  return {protocol::make_part<schema::ShareKeys>([&](schema::ShareKeys::Builder b) {
+    b.setSender(m.sender);
+    write_shares(b.initShares(static_cast<unsigned>(m.shares.size())), m.shares);
+  })};
 }
 
-agg::MaskedInput from_wire(const protocol::MaskedInput& m, std::uint64_t round, agg::ClientId sender) {
-  check_sender("maskedInput", m.sender, sender);
-  return {round, sender, m.masked.to_vector()};
+agg::ShareKeys from_wire(const protocol::ShareKeysBody& body, std::uint64_t round, agg::ClientId sender) {
+  return read_part<schema::ShareKeys>(body.part, "shareKeys", [&](schema::ShareKeys::Reader r) {
+    check_sender("shareKeys", r.getSender(), sender);
+    return agg::ShareKeys{round, sender, read_shares(r.getShares(), "shareKeys")};
+  });
 }
 
-protocol::UnmaskResponse to_wire(const agg::UnmaskResponse& m) {
-  protocol::UnmaskResponse out{m.sender, {}};
-  out.shares.reserve(m.self_mask_shares.size() + m.key_shares.size());
-  for (const auto& s : m.self_mask_shares)
-    out.shares.push_back({s.owner, protocol::SecretKind::kSelfMask, s.share.x, s.share.y});
-  for (const auto& s : m.key_shares)
-    out.shares.push_back({s.owner, protocol::SecretKind::kPairwiseKey, s.share.x, s.share.y});
-  return out;
+protocol::MaskedInputBody to_wire(const agg::MaskedInput& m) {
+  return {protocol::make_part<schema::MaskedInput>([&](schema::MaskedInput::Builder b) {
+    b.setSender(m.sender);
+    b.setMasked(data_of(m.masked.data(), m.masked.size() * sizeof(std::uint32_t)));
+  })};
 }
 
-agg::UnmaskResponse from_wire(const protocol::UnmaskResponse& m, std::uint64_t round, agg::ClientId sender) {
-  check_sender("unmaskResponse", m.sender, sender);
-  agg::UnmaskResponse out{round, sender, {}, {}};
-  for (const auto& s : m.shares) {
-    agg::RevealedShare revealed{s.owner, privacy::Share{s.x, s.y}};
-    (s.kind == protocol::SecretKind::kSelfMask ? out.self_mask_shares : out.key_shares).push_back(std::move(revealed));
-  }
-  return out;
+agg::MaskedInput from_wire(const protocol::MaskedInputBody& body, std::uint64_t round, agg::ClientId sender,
+                           std::uint64_t vector_length) {
+  return read_part<schema::MaskedInput>(body.part, "maskedInput", [&](schema::MaskedInput::Reader r) {
+    check_sender("maskedInput", r.getSender(), sender);
+    auto data = r.getMasked();
+    require(data.size() == vector_length * sizeof(std::uint32_t), "maskedInput.masked",
+            num(data.size()) + " bytes, but the round plan's vectorLength " + num(vector_length) + " needs " +
+                num(vector_length * sizeof(std::uint32_t)));
+    std::vector<std::uint32_t> masked(vector_length);
+    if (!masked.empty()) std::memcpy(masked.data(), data.begin(), data.size());
+    return agg::MaskedInput{round, sender, std::move(masked)};
+  });
+}
+
+protocol::UnmaskResponseBody to_wire(const agg::UnmaskResponse& m) {
+  return {protocol::make_part<schema::UnmaskResponse>([&](schema::UnmaskResponse::Builder b) {
+    b.setSender(m.sender);
+    auto list = b.initShares(static_cast<unsigned>(m.self_mask_shares.size() + m.key_shares.size()));
+    unsigned i = 0;
+    auto put = [&](const agg::RevealedShare& s, schema::SecretKind kind) {
+      auto out = list[i++];
+      out.setOwner(s.owner);
+      out.setKind(kind);
+      out.setX(s.share.x);
+      auto y = out.initY(static_cast<unsigned>(s.share.y.size()));
+      for (unsigned j = 0; j < s.share.y.size(); ++j) y.set(j, s.share.y[j]);
+    };
+    for (const auto& s : m.self_mask_shares) put(s, schema::SecretKind::SELF_MASK);
+    for (const auto& s : m.key_shares) put(s, schema::SecretKind::PAIRWISE_KEY);
+  })};
+}
+
+agg::UnmaskResponse from_wire(const protocol::UnmaskResponseBody& body, std::uint64_t round, agg::ClientId sender) {
+  return read_part<schema::UnmaskResponse>(body.part, "unmaskResponse", [&](schema::UnmaskResponse::Reader r) {
+    check_sender("unmaskResponse", r.getSender(), sender);
+    agg::UnmaskResponse out{round, sender, {}, {}};
+    for (auto s : r.getShares()) {
+      const auto kind = s.getKind();
+      require(kind == schema::SecretKind::SELF_MASK || kind == schema::SecretKind::PAIRWISE_KEY,
+              "unmaskResponse.shares.kind", "unknown value " + num(static_cast<std::uint16_t>(kind)) + " (known: 0..1)");
+      require(s.getX() != 0, "unmaskResponse.shares.x", "Shamir x-coordinate 0 is never a holder");
+      auto y = s.getY();
+      require(y.size() != 0, "unmaskResponse.shares.y", "is empty");
+      agg::RevealedShare revealed{s.getOwner(), privacy::Share{s.getX(), values_of<std::uint64_t>(y)}};
+      (kind == schema::SecretKind::SELF_MASK ? out.self_mask_shares : out.key_shares).push_back(std::move(revealed));
+    }
+    return out;
+  });
 }
 
 // ---- coordinator -> node ----
-protocol::KeysBroadcast to_wire(const agg::KeysBroadcast& m) {
-  protocol::KeysBroadcast out{m.recipient, {}};
-  out.neighbours.reserve(m.neighbours.size());
-  for (const auto& p : m.neighbours) out.neighbours.push_back({p.id, p.c_public, p.s_public, {}});
-  return out;
+
+protocol::KeysBroadcastBody to_wire(const agg::KeysBroadcast& m) {
+  return {protocol::make_part<schema::KeysBroadcast>([&](schema::KeysBroadcast::Builder b) {
+    b.setRecipient(m.recipient);
+    auto list = b.initNeighbours(static_cast<unsigned>(m.neighbours.size()));
+    for (unsigned i = 0; i < m.neighbours.size(); ++i) {
+      list[i].setId(m.neighbours[i].id);
+      list[i].setCPublic(data_of(m.neighbours[i].c_public));
+      list[i].setSPublic(data_of(m.neighbours[i].s_public));
+    }
+  })};
 }
 
-agg::KeysBroadcast from_wire(const protocol::KeysBroadcast& m, std::uint64_t round) {
-  agg::KeysBroadcast out{round, m.recipient, {}};
-  out.neighbours.reserve(m.neighbours.size());
-  for (const auto& p : m.neighbours) out.neighbours.push_back({p.id, p.c_public, p.s_public});
-  return out;
+agg::KeysBroadcast from_wire(const protocol::KeysBroadcastBody& body, std::uint64_t round) {
+  return read_part<schema::KeysBroadcast>(body.part, "keysBroadcast", [&](schema::KeysBroadcast::Reader r) {
+    agg::KeysBroadcast out{round, r.getRecipient(), {}};
+    std::vector<std::uint32_t> ids;
+    for (auto k : r.getNeighbours()) {
+      check_signature(k.getSignature(), "keysBroadcast.neighbours.signature");
+      out.neighbours.push_back({k.getId(), key32(k.getCPublic(), "keysBroadcast.neighbours.cPublic"),
+                                key32(k.getSPublic(), "keysBroadcast.neighbours.sPublic")});
+      ids.push_back(k.getId());
+    }
+    unique_ids(ids, "keysBroadcast.neighbours.id");
+    return out;
+  });
 }
 
-protocol::SharesDelivery to_wire(agg::SharesDelivery m) {
-  return {m.recipient, shares_to_wire(std::move(m.shares))};
+protocol::SharesDeliveryBody to_wire(const agg::SharesDelivery& m) {
+  return {protocol::make_part<schema::SharesDelivery>([&](schema::SharesDelivery::Builder b) {
+    b.setRecipient(m.recipient);
+    write_shares(b.initShares(static_cast<unsigned>(m.shares.size())), m.shares);
+  })};
 }
 
-agg::SharesDelivery from_wire(const protocol::SharesDelivery& m, std::uint64_t round) {
-  return {round, m.recipient, shares_from_wire(m.shares)};
+agg::SharesDelivery from_wire(const protocol::SharesDeliveryBody& body, std::uint64_t round) {
+  return read_part<schema::SharesDelivery>(body.part, "sharesDelivery", [&](schema::SharesDelivery::Reader r) {
+    return agg::SharesDelivery{round, r.getRecipient(), read_shares(r.getShares(), "sharesDelivery")};
+  });
 }
 
-protocol::UnmaskRequest to_wire(const agg::UnmaskRequest& m, std::uint32_t num_clients) {
-  protocol::UnmaskRequest out{m.survivors, {}};
+protocol::UnmaskRequestBody to_wire(const agg::UnmaskRequest& m, std::uint32_t num_clients) {
+  std::vector<std::uint32_t> dropped;
   for (std::uint32_t c = 1; c <= num_clients; ++c)
-    if (!std::binary_search(m.survivors.begin(), m.survivors.end(), c)) out.dropped.push_back(c);
-  return out;
+    if (!std::binary_search(m.survivors.begin(), m.survivors.end(), c)) dropped.push_back(c);
+  return {protocol::make_part<schema::UnmaskRequest>([&](schema::UnmaskRequest::Builder b) {
+    set_ids(b.initSurvivors(static_cast<unsigned>(m.survivors.size())), m.survivors);
+    set_ids(b.initDropped(static_cast<unsigned>(dropped.size())), dropped);
+  })};
 }
 
-agg::UnmaskRequest from_wire(const protocol::UnmaskRequest& m, std::uint64_t round) { return {round, m.survivors}; }
+agg::UnmaskRequest from_wire(const protocol::UnmaskRequestBody& body, std::uint64_t round) {
+  return read_part<schema::UnmaskRequest>(body.part, "unmaskRequest", [&](schema::UnmaskRequest::Reader r) {
+    std::vector<std::uint32_t> survivors = values_of<std::uint32_t>(r.getSurvivors());
+    std::vector<std::uint32_t> all = survivors;
+    for (auto id : r.getDropped()) all.push_back(id);
+    unique_ids(all, "unmaskRequest.dropped");  // a client is a survivor or dropped, once
+    return agg::UnmaskRequest{round, std::move(survivors)};
+  });
+}
 
 }  // namespace fedge::federation::wire

@@ -13,6 +13,7 @@
 #include "fedge.capnp.h"
 #include "fedge/protocol/codec.h"
 #include "fedge/protocol/decode_path.h"
+#include "fedge/protocol/opaque.h"
 
 namespace fedge::protocol {
 namespace {
@@ -42,24 +43,6 @@ Key32 key32(Ctx& ctx, const char* name, Get get) {
   Key32 key;
   std::memcpy(key.data(), data.begin(), 32);
   return key;
-}
-
-template <class Get>
-std::vector<std::uint8_t> blob(Ctx& ctx, const char* name, Get get) {
-  Field f(ctx, name);
-  capnp::Data::Reader data = get();
-  if (data.size() > ctx.limits.max_blob_bytes) {
-    ctx.fail(ErrorCode::kTooLarge, num(data.size()) + " bytes, limit " + num(ctx.limits.max_blob_bytes));
-  }
-  return {data.begin(), data.end()};
-}
-
-template <class Get>
-std::vector<std::uint8_t> signature(Ctx& ctx, Get get) {
-  Field f(ctx, "signature");
-  capnp::Data::Reader data = get();
-  if (data.size() != 0 && data.size() != 64) ctx.fail(ErrorCode::kMalformed, "must be empty or 64 bytes, got " + num(data.size()));
-  return {data.begin(), data.end()};
 }
 
 template <class Get>
@@ -143,6 +126,49 @@ void unique_ids(Ctx& ctx, const char* name, const std::vector<std::uint32_t>& id
   for (auto id : ids) require(ctx, seen.insert(id).second, name, "id " + num(id) + " appears twice");
 }
 
+// A part whose fields federation/wire.h reads: copied out in canonical form,
+// which walks every pointer in it within the reader's bounds, traversal and
+// nesting limits, so a part that decodes is well formed.
+template <class Get>
+OpaquePart opaque(Ctx& ctx, const char* name, Get get) {
+  Field f(ctx, name);
+  return part_of(get());
+}
+
+// The receiver's size limits apply to opaque parts too: their lists and
+// vectors are measured (a pointer read, no copy) before the part is copied.
+template <class Get>
+void list_limit(Ctx& ctx, const char* body, const char* field, Get get) {
+  Field b(ctx, body);
+  Field f(ctx, field);
+  check_length(ctx, get().size());
+}
+
+void check_part_sizes(Ctx& ctx, wire::Envelope::Body::Reader b) {
+  using W = wire::Envelope::Body;
+  switch (b.which()) {
+    case W::KEYS_BROADCAST:
+      return list_limit(ctx, "keysBroadcast", "neighbours", [&] { return b.getKeysBroadcast().getNeighbours(); });
+    case W::SHARE_KEYS: return list_limit(ctx, "shareKeys", "shares", [&] { return b.getShareKeys().getShares(); });
+    case W::SHARES_DELIVERY:
+      return list_limit(ctx, "sharesDelivery", "shares", [&] { return b.getSharesDelivery().getShares(); });
+    case W::UNMASK_REQUEST:
+      list_limit(ctx, "unmaskRequest", "survivors", [&] { return b.getUnmaskRequest().getSurvivors(); });
+      return list_limit(ctx, "unmaskRequest", "dropped", [&] { return b.getUnmaskRequest().getDropped(); });
+    case W::UNMASK_RESPONSE:
+      return list_limit(ctx, "unmaskResponse", "shares", [&] { return b.getUnmaskResponse().getShares(); });
+    case W::MASKED_INPUT: {
+      Field body(ctx, "maskedInput");
+      Field f(ctx, "masked");
+      const std::size_t n = b.getMaskedInput().getMasked().size() / sizeof(std::uint32_t);
+      if (n > ctx.limits.max_vector_length)
+        ctx.fail(ErrorCode::kTooLarge, num(n) + " elements, limit " + num(ctx.limits.max_vector_length));
+      return;
+    }
+    default: return;
+  }
+}
+
 // ---- one reader per message ----
 
 Register read(Ctx& ctx, wire::Register::Reader r) {
@@ -168,33 +194,6 @@ Heartbeat read(Ctx& ctx, wire::Heartbeat::Reader r) {
   return {r.getUnixMs(), enum_value<NodeState>(ctx, "state", r.getState(), 5), r.getGlobalVersion()};
 }
 
-template <class Get>
-SecAggParams read_secagg(Ctx& ctx, Get get, std::size_t num_selected) {
-  Field f(ctx, "secagg");
-  auto r = get();
-  SecAggParams s;
-  s.num_clients = r.getNumClients();
-  s.threshold = r.getThreshold();
-  s.degree = r.getDegree();
-  s.vector_length = r.getVectorLength();
-  s.graph_seed = key32(ctx, "graphSeed", [&] { return r.getGraphSeed(); });
-  s.quant_bits = r.getQuantBits();
-  s.clip_range = r.getClipRange();
-  s.noise_bound = r.getNoiseBound();
-  s.prg = enum_value<MaskPrg>(ctx, "prg", r.getPrg(), 2);
-  require(ctx, s.num_clients == num_selected, "numClients",
-          num(s.num_clients) + " clients, but " + num(num_selected) + " nodes are selected");
-  require(ctx, s.threshold >= 1 && s.threshold <= s.num_clients, "threshold",
-          "threshold " + num(s.threshold) + " is outside 1.." + num(s.num_clients));
-  require(ctx, s.degree >= 1 && s.degree < s.num_clients, "degree",
-          "degree " + num(s.degree) + " is outside 1.." + num(s.num_clients - 1));
-  require(ctx, s.vector_length >= 1 && s.vector_length <= ctx.limits.max_vector_length, "vectorLength",
-          num(s.vector_length) + " is outside 1.." + num(ctx.limits.max_vector_length));
-  require(ctx, s.quant_bits >= 2 && s.quant_bits <= 32, "quantBits", num(s.quant_bits) + " is outside 2..32");
-  finite(ctx, "clipRange", s.clip_range, 1e-30, 1e30);
-  return s;
-}
-
 RoundPlan read(Ctx& ctx, wire::RoundPlan::Reader r) {
   RoundPlan m;
   m.global_version = r.getGlobalVersion();
@@ -216,7 +215,10 @@ RoundPlan read(Ctx& ctx, wire::RoundPlan::Reader r) {
   m.update_length = r.getUpdateLength();
   require(ctx, m.update_length <= ctx.limits.max_vector_length, "updateLength",
           num(m.update_length) + " elements, limit " + num(ctx.limits.max_vector_length));
-  if (m.secure) m.secagg = read_secagg(ctx, [&] { return r.getSecagg(); }, m.selected.size());
+  if (m.secure) {
+    require(ctx, r.hasSecagg(), "secagg", "a secure plan must carry its secure-aggregation settings");
+    m.secagg = opaque(ctx, "secagg", [&] { return r.getSecagg(); });
+  }
   {
     Field f(ctx, "dp");
     auto p = r.getDp();
@@ -227,76 +229,6 @@ RoundPlan read(Ctx& ctx, wire::RoundPlan::Reader r) {
   m.example_scale = r.getExampleScale();
   m.loss_cap = r.getLossCap();
   finite(ctx, "lossCap", m.loss_cap, 0, 1e30);
-  return m;
-}
-
-AdvertiseKeys read(Ctx& ctx, wire::AdvertiseKeys::Reader r) {
-  return {key32(ctx, "cPublic", [&] { return r.getCPublic(); }), key32(ctx, "sPublic", [&] { return r.getSPublic(); }),
-          signature(ctx, [&] { return r.getSignature(); })};
-}
-
-KeysBroadcast read(Ctx& ctx, wire::KeysBroadcast::Reader r) {
-  KeysBroadcast m;
-  m.recipient = r.getRecipient();
-  Field f(ctx, "neighbours");
-  auto list = r.getNeighbours();
-  check_length(ctx, list.size());
-  std::vector<std::uint32_t> ids;
-  for (auto k : list) {
-    m.neighbours.push_back({k.getId(), key32(ctx, "cPublic", [&] { return k.getCPublic(); }), key32(ctx, "sPublic", [&] { return k.getSPublic(); }),
-                            signature(ctx, [&] { return k.getSignature(); })});
-    ids.push_back(k.getId());
-  }
-  unique_ids(ctx, "id", ids);
-  return m;
-}
-
-template <class Get>
-std::vector<EncryptedShare> read_shares(Ctx& ctx, Get get) {
-  Field f(ctx, "shares");
-  auto list = get();
-  check_length(ctx, list.size());
-  std::vector<EncryptedShare> out;
-  out.reserve(list.size());
-  for (auto s : list) {
-    out.push_back({s.getFrom(), s.getTo(), blob(ctx, "box", [&] { return s.getBox(); })});
-    require(ctx, !out.back().box.empty(), "box", "is empty");
-  }
-  return out;
-}
-
-ShareKeys read(Ctx& ctx, wire::ShareKeys::Reader r) { return {r.getSender(), read_shares(ctx, [&] { return r.getShares(); })}; }
-SharesDelivery read(Ctx& ctx, wire::SharesDelivery::Reader r) {
-  return {r.getRecipient(), read_shares(ctx, [&] { return r.getShares(); })};
-}
-
-MaskedInput read(Ctx& ctx, wire::MaskedInput::Reader r) {
-  return {r.getSender(), bulk<std::uint32_t>(ctx, "masked", [&] { return r.getMasked(); }, ctx.expect.vector_length,
-                                              "the round plan's vectorLength")};
-}
-
-UnmaskRequest read(Ctx& ctx, wire::UnmaskRequest::Reader r) {
-  UnmaskRequest m{prims<std::uint32_t>(ctx, "survivors", [&] { return r.getSurvivors(); }),
-                  prims<std::uint32_t>(ctx, "dropped", [&] { return r.getDropped(); })};
-  auto all = m.survivors;
-  all.insert(all.end(), m.dropped.begin(), m.dropped.end());
-  unique_ids(ctx, "dropped", all);  // a client is a survivor or dropped, once
-  return m;
-}
-
-UnmaskResponse read(Ctx& ctx, wire::UnmaskResponse::Reader r) {
-  UnmaskResponse m;
-  m.sender = r.getSender();
-  Field f(ctx, "shares");
-  auto list = r.getShares();
-  check_length(ctx, list.size());
-  for (auto s : list) {
-    RevealedShare share{s.getOwner(), enum_value<SecretKind>(ctx, "kind", s.getKind(), 2), s.getX(),
-                        prims<std::uint64_t>(ctx, "y", [&] { return s.getY(); })};
-    require(ctx, share.x != 0, "x", "Shamir x-coordinate 0 is never a holder");
-    require(ctx, !share.y.empty(), "y", "is empty");
-    m.shares.push_back(std::move(share));
-  }
   return m;
 }
 
@@ -408,18 +340,19 @@ Body read_as(Ctx& ctx, const char* name, Get get) {
 
 Body read_body(Ctx& ctx, wire::Envelope::Body::Reader b) {
   using W = wire::Envelope::Body;
+  check_part_sizes(ctx, b);
   switch (b.which()) {
     case W::REGISTER: return read_as(ctx, "register", [&] { return b.getRegister(); });
     case W::REGISTER_ACK: return read_as(ctx, "registerAck", [&] { return b.getRegisterAck(); });
     case W::HEARTBEAT: return read_as(ctx, "heartbeat", [&] { return b.getHeartbeat(); });
     case W::ROUND_PLAN: return read_as(ctx, "roundPlan", [&] { return b.getRoundPlan(); });
-    case W::ADVERTISE_KEYS: return read_as(ctx, "advertiseKeys", [&] { return b.getAdvertiseKeys(); });
-    case W::KEYS_BROADCAST: return read_as(ctx, "keysBroadcast", [&] { return b.getKeysBroadcast(); });
-    case W::SHARE_KEYS: return read_as(ctx, "shareKeys", [&] { return b.getShareKeys(); });
-    case W::SHARES_DELIVERY: return read_as(ctx, "sharesDelivery", [&] { return b.getSharesDelivery(); });
-    case W::MASKED_INPUT: return read_as(ctx, "maskedInput", [&] { return b.getMaskedInput(); });
-    case W::UNMASK_REQUEST: return read_as(ctx, "unmaskRequest", [&] { return b.getUnmaskRequest(); });
-    case W::UNMASK_RESPONSE: return read_as(ctx, "unmaskResponse", [&] { return b.getUnmaskResponse(); });
+    case W::ADVERTISE_KEYS: return AdvertiseKeysBody{opaque(ctx, "advertiseKeys", [&] { return b.getAdvertiseKeys(); })};
+    case W::KEYS_BROADCAST: return KeysBroadcastBody{opaque(ctx, "keysBroadcast", [&] { return b.getKeysBroadcast(); })};
+    case W::SHARE_KEYS: return ShareKeysBody{opaque(ctx, "shareKeys", [&] { return b.getShareKeys(); })};
+    case W::SHARES_DELIVERY: return SharesDeliveryBody{opaque(ctx, "sharesDelivery", [&] { return b.getSharesDelivery(); })};
+    case W::MASKED_INPUT: return MaskedInputBody{opaque(ctx, "maskedInput", [&] { return b.getMaskedInput(); })};
+    case W::UNMASK_REQUEST: return UnmaskRequestBody{opaque(ctx, "unmaskRequest", [&] { return b.getUnmaskRequest(); })};
+    case W::UNMASK_RESPONSE: return UnmaskResponseBody{opaque(ctx, "unmaskResponse", [&] { return b.getUnmaskResponse(); })};
     case W::PLAIN_UPDATE: return read_as(ctx, "plainUpdate", [&] { return b.getPlainUpdate(); });
     case W::GLOBAL_MODEL: return read_as(ctx, "globalModel", [&] { return b.getGlobalModel(); });
     case W::METRICS: return read_as(ctx, "metrics", [&] { return b.getMetrics(); });

@@ -9,6 +9,7 @@
 
 #include "fedge.capnp.h"
 #include "fedge/protocol/codec.h"
+#include "fedge/protocol/opaque.h"
 
 namespace fedge::protocol {
 namespace {
@@ -91,16 +92,7 @@ class Writer {
     d.setMaskedInputMs(m.deadlines.masked_input_ms);
     d.setUnmaskMs(m.deadlines.unmask_ms);
     r.setSecure(m.secure);
-    auto s = r.initSecagg();
-    s.setNumClients(m.secagg.num_clients);
-    s.setThreshold(m.secagg.threshold);
-    s.setDegree(m.secagg.degree);
-    s.setVectorLength(m.secagg.vector_length);
-    s.setGraphSeed(key_of(m.secagg.graph_seed));
-    s.setQuantBits(m.secagg.quant_bits);
-    s.setClipRange(m.secagg.clip_range);
-    s.setNoiseBound(m.secagg.noise_bound);
-    s.setPrg(static_cast<wire::MaskPrg>(m.secagg.prg));
+    if (!m.secagg.empty()) copy_part<wire::SecAggParams>(m.secagg, [&](auto s) { r.setSecagg(s); });
     auto p = r.initDp();
     p.setMode(static_cast<wire::DpMode>(m.dp.mode));
     p.setClipNorm(m.dp.clip_norm);
@@ -110,62 +102,18 @@ class Writer {
     r.setExampleScale(m.example_scale);
     r.setLossCap(m.loss_cap);
   }
-  void body(wire::Envelope::Body::Builder b, const AdvertiseKeys& m) const {
-    auto r = b.initAdvertiseKeys();
-    r.setCPublic(key_of(m.c_public));
-    r.setSPublic(key_of(m.s_public));
-    r.setSignature(data_of(m.signature.data(), m.signature.size()));
-  }
-  void body(wire::Envelope::Body::Builder b, const KeysBroadcast& m) const {
-    auto r = b.initKeysBroadcast();
-    r.setRecipient(m.recipient);
-    auto list = r.initNeighbours(m.neighbours.size());
-    for (std::size_t i = 0; i < m.neighbours.size(); ++i) {
-      const auto& k = m.neighbours[i];
-      list[i].setId(k.id);
-      list[i].setCPublic(key_of(k.c_public));
-      list[i].setSPublic(key_of(k.s_public));
-      list[i].setSignature(data_of(k.signature.data(), k.signature.size()));
-    }
-  }
-  static void shares(capnp::List<wire::EncryptedShare>::Builder list, const std::vector<EncryptedShare>& shares) {
-    for (std::size_t i = 0; i < shares.size(); ++i) {
-      list[i].setFrom(shares[i].from);
-      list[i].setTo(shares[i].to);
-      list[i].setBox(data_of(shares[i].box.data(), shares[i].box.size()));
-    }
-  }
-  void body(wire::Envelope::Body::Builder b, const ShareKeys& m) const {
-    auto r = b.initShareKeys();
-    r.setSender(m.sender);
-    shares(r.initShares(m.shares.size()), m.shares);
-  }
-  void body(wire::Envelope::Body::Builder b, const SharesDelivery& m) const {
-    auto r = b.initSharesDelivery();
-    r.setRecipient(m.recipient);
-    shares(r.initShares(m.shares.size()), m.shares);
-  }
-  void body(wire::Envelope::Body::Builder b, const MaskedInput& m) const {
-    auto r = b.initMaskedInput();
-    r.setSender(m.sender);
-    r.adoptMasked(bulk(m.masked.data(), m.masked.size() * 4, "maskedInput.masked"));
-  }
-  void body(wire::Envelope::Body::Builder b, const UnmaskRequest& m) const {
-    auto r = b.initUnmaskRequest();
-    set_u32_list<std::uint32_t>(r.initSurvivors(m.survivors.size()), m.survivors);
-    set_u32_list<std::uint32_t>(r.initDropped(m.dropped.size()), m.dropped);
-  }
-  void body(wire::Envelope::Body::Builder b, const UnmaskResponse& m) const {
-    auto r = b.initUnmaskResponse();
-    r.setSender(m.sender);
-    auto list = r.initShares(m.shares.size());
-    for (std::size_t i = 0; i < m.shares.size(); ++i) {
-      const auto& s = m.shares[i];
-      list[i].setOwner(s.owner);
-      list[i].setKind(static_cast<wire::SecretKind>(s.kind));
-      list[i].setX(s.x);
-      set_u32_list<std::uint64_t>(list[i].initY(s.y.size()), s.y);
-    }
+  // A secure-aggregation body: its part is copied in as it is (an absent part
+  // is sent as the schema struct's defaults).
+  template <SecAggStep S>
+  void body(wire::Envelope::Body::Builder b, const SecAggBody<S>& m) const {
+    using Step = SecAggStep;
+    if constexpr (S == Step::kAdvertiseKeys) copy_part<wire::AdvertiseKeys>(m.part, [&](auto r) { b.setAdvertiseKeys(r); });
+    if constexpr (S == Step::kKeysBroadcast) copy_part<wire::KeysBroadcast>(m.part, [&](auto r) { b.setKeysBroadcast(r); });
+    if constexpr (S == Step::kShareKeys) copy_part<wire::ShareKeys>(m.part, [&](auto r) { b.setShareKeys(r); });
+    if constexpr (S == Step::kSharesDelivery) copy_part<wire::SharesDelivery>(m.part, [&](auto r) { b.setSharesDelivery(r); });
+    if constexpr (S == Step::kMaskedInput) copy_part<wire::MaskedInput>(m.part, [&](auto r) { b.setMaskedInput(r); });
+    if constexpr (S == Step::kUnmaskRequest) copy_part<wire::UnmaskRequest>(m.part, [&](auto r) { b.setUnmaskRequest(r); });
+    if constexpr (S == Step::kUnmaskResponse) copy_part<wire::UnmaskResponse>(m.part, [&](auto r) { b.setUnmaskResponse(r); });
   }
   void body(wire::Envelope::Body::Builder b, const PlainUpdate& m) const {
     auto r = b.initPlainUpdate();
@@ -238,6 +186,14 @@ class Writer {
   }
 
  private:
+  // Hands set() the schema struct a part holds (an absent part: its defaults).
+  template <class Schema, class Set>
+  static void copy_part(const OpaquePart& part, Set set) {
+    if (part.empty()) return set(typename Schema::Reader());
+    PartReader reader(part);
+    set(reader.root<Schema>());
+  }
+
   capnp::Orphanage orphanage_;
 };
 
@@ -247,7 +203,7 @@ std::size_t first_segment_words(const Body& body) {
   std::size_t bytes = std::visit(
       [](const auto& m) -> std::size_t {
         using M = std::decay_t<decltype(m)>;
-        if constexpr (std::is_same_v<M, MaskedInput>) return m.masked.size() * 4;
+        if constexpr (std::is_same_v<M, MaskedInputBody>) return m.part.words.size() * 8;
         if constexpr (std::is_same_v<M, PlainUpdate>) return m.update.size() * 4;
         if constexpr (std::is_same_v<M, GlobalModel>) return m.data.size();
         if constexpr (std::is_same_v<M, HiddenStates>) return m.data.size() * 4;

@@ -9,6 +9,7 @@
 #include "fedge/aggregation/strategy.h"
 #include "fedge/common/safetensors.h"
 #include "fedge/coordinator/store.h"
+#include "fedge/federation/wire.h"
 #include "fedge/protocol/transport.h"
 
 namespace {
@@ -18,6 +19,8 @@ using fedge::testing::FederationHarness;
 using fedge::testing::Process;
 namespace fs = std::filesystem;
 namespace protocol = fedge::protocol;
+namespace aggregation = fedge::aggregation;
+namespace wire = fedge::federation::wire;
 
 std::string federation(int rounds, int min_nodes, const std::string& deadlines, int startup_nodes = 0) {
   return "rounds = " + std::to_string(rounds) + "\nmin_nodes = " + std::to_string(min_nodes) +
@@ -209,15 +212,15 @@ TEST_CASE("federation: hostile bytes from an allow-listed peer get error replies
   protocol::Envelope huge;
   huge.sender = 4;
   huge.round = 1;
-  protocol::ShareKeys many{1, {}};
-  many.shares.resize(70000, protocol::EncryptedShare{1, 2, {1, 2, 3}});
-  huge.body = many;
+  aggregation::ShareKeys many{1, 1, {}};
+  many.shares.resize(70000, aggregation::EncryptedShare{1, 2, {1, 2, 3}});
+  huge.body = wire::to_wire(many);
   expect_reply(protocol::encode(huge), protocol::ErrorCode::kTooLarge);
 
   protocol::Envelope early;  // a round message from a peer that never registered
   early.sender = 4;
   early.round = 1;
-  early.body = protocol::MaskedInput{1, protocol::Payload<std::uint32_t>::own({1, 2, 3})};
+  early.body = wire::to_wire(aggregation::MaskedInput{1, 1, {1, 2, 3}});
   expect_reply(protocol::encode(early), protocol::ErrorCode::kUnknownSender);
 
   // Registers that pass the decoder but not the store's limits (issue 16's

@@ -7,6 +7,7 @@
 
 #include "fedge/common/error.h"
 #include "fedge/federation/coordinator_core.h"
+#include "fedge/federation/wire.h"
 
 using namespace fedge;
 using namespace fedge::federation;
@@ -169,12 +170,13 @@ TEST_CASE("coordinator: rounds start with enough live nodes, dead nodes are neve
   CHECK(plan.example_scale == 400);
   CHECK(plan.update_length == 40);
   CHECK(plan.secure);
-  CHECK(plan.secagg.num_clients == 3);
-  CHECK(plan.secagg.vector_length == 42);
-  CHECK(plan.secagg.degree == 2);
-  CHECK(plan.secagg.threshold == 2);
-  CHECK(plan.secagg.quant_bits == 30);  // bits_for(3)
-  CHECK(plan.secagg.clip_range == cfg.clip_range);
+  const wire::SecureSettings secure = wire::secure_settings(plan);
+  CHECK(secure.params.num_clients == 3);
+  CHECK(secure.params.vector_length == 42);
+  CHECK(secure.params.degree == 2);
+  CHECK(secure.params.threshold == 2);
+  CHECK(secure.quant_bits == 30);  // bits_for(3)
+  CHECK(secure.clip_range == cfg.clip_range);
   CHECK(plan.deadlines == cfg.deadlines);
   CHECK(core.stage() == RoundStage::kAdvertiseKeys);
   CHECK(core.current_round() == 1);
@@ -248,8 +250,8 @@ TEST_CASE("coordinator: messages outside a round and from strangers are refused"
     REQUIRE(a.send.size() == 1);
     return std::get<protocol::ErrorReply>(a.send[0].envelope.body).code;
   };
-  CHECK(code({protocol::kProtocolVersion, 1, 1, protocol::AdvertiseKeys{}}) == protocol::ErrorCode::kWrongStage);
-  CHECK(code({protocol::kProtocolVersion, 9, 1, protocol::AdvertiseKeys{}}) == protocol::ErrorCode::kWrongRound);
+  CHECK(code({protocol::kProtocolVersion, 1, 1, protocol::AdvertiseKeysBody{}}) == protocol::ErrorCode::kWrongStage);
+  CHECK(code({protocol::kProtocolVersion, 9, 1, protocol::AdvertiseKeysBody{}}) == protocol::ErrorCode::kWrongRound);
   CHECK(code({protocol::kProtocolVersion, 0, 2, protocol::Metrics{}}) == protocol::ErrorCode::kUnknownSender);
   CHECK(code({2, 0, 1, protocol::Heartbeat{}}) == protocol::ErrorCode::kBadVersion);
   CHECK(code({protocol::kProtocolVersion, 0, 1, protocol::RoundPlan{}}) == protocol::ErrorCode::kNotAllowed);

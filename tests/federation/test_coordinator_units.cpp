@@ -11,6 +11,7 @@
 #include "fedge/federation/round_result.h"
 #include "fedge/federation/round_planner.h"
 #include "fedge/federation/round_stages.h"
+#include "fedge/federation/wire.h"
 #include "fedge/privacy/rdp.h"
 
 using namespace fedge;
@@ -161,13 +162,14 @@ TEST_CASE("planning: the plan carries the encoding both sides derive, and SecAgg
   REQUIRE(p.secagg.has_value());
   CHECK(p.secagg->num_clients == 4);
   CHECK(p.secagg->degree == 2);
-  CHECK(p.plan.secagg.threshold == 2);
-  CHECK(p.plan.secagg.vector_length == 102);  // update + weight + loss
-  CHECK(p.plan.secagg.quant_bits == p.encoding.quant_bits);
+  const wire::SecureSettings secure = wire::secure_settings(p.plan);
+  CHECK(secure.params.threshold == 2);
+  CHECK(secure.params.vector_length == 102);  // update + weight + loss
+  CHECK(secure.quant_bits == p.encoding.quant_bits);
   CHECK(p.encoding.quant_bits >= 2);
   // Another attempt of the same round gets another neighbour graph.
-  CHECK(plan_round(c, m, privacy::Key32{}, 2, 2, 7, 100, {1, 2, 3, 4}, 0.25).plan.secagg.graph_seed !=
-        p.plan.secagg.graph_seed);
+  CHECK(wire::secure_settings(plan_round(c, m, privacy::Key32{}, 2, 2, 7, 100, {1, 2, 3, 4}, 0.25).plan)
+            .params.graph_seed != secure.params.graph_seed);
   c.quant_bits = 32;  // 4 inputs of 32 bits overflow the 2^32 ring
   CHECK_THROWS_AS(plan_round(c, m, privacy::Key32{}, 2, 1, 7, 100, {1, 2, 3, 4}, 0.25), Error);
 }
@@ -181,7 +183,7 @@ TEST_CASE("round stages: a plain attempt refuses what does not belong to it and 
   CHECK(r.receive(update_from(1, {1, 1}, 10, 2))->code == ErrorCode::kWrongRound);
   CHECK(r.receive(update_from(1, {1, 1}, 10, 1, 2))->code == ErrorCode::kWrongRound);
   CHECK(r.receive(update_from(3, {1, 1}, 10))->code == ErrorCode::kNotAllowed);
-  Envelope secure_msg{protocol::kProtocolVersion, 1, 1, protocol::AdvertiseKeys{}};
+  Envelope secure_msg{protocol::kProtocolVersion, 1, 1, protocol::AdvertiseKeysBody{}};
   secure_msg.attempt = 1;
   CHECK(r.receive(secure_msg)->code == ErrorCode::kWrongStage);
   CHECK(r.receive(update_from(1, {1, NAN}, 10))->code == ErrorCode::kMalformed);

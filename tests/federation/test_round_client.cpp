@@ -9,12 +9,18 @@
 
 #include "fedge/common/error.h"
 #include "fedge/federation/round_client.h"
+#include "fedge/federation/wire.h"
 
 using namespace fedge;
 using namespace fedge::federation;
 using protocol::Envelope;
 
 namespace {
+
+// A secure plan's settings for 3 clients (t = 2, k = 2) and a d-element vector.
+protocol::OpaquePart secure_part(std::uint64_t d) {
+  return wire::to_wire(wire::SecureSettings{{3, 2, 2, d, {}, privacy::PrgKind::kChaCha20}, 16, 0.5, 0});
+}
 
 NodeIdentity identity() {
   NodeIdentity id{7, "site-7", {}, {}};
@@ -153,7 +159,7 @@ TEST_CASE("round client: plans it cannot follow are sat out with a note") {
   CHECK_THAT(a.notes.at(0), Catch::Contains("global version 5"));
   auto p = plain_plan(1);
   p.secure = true;
-  p.secagg = {3, 2, 2, 99, {}, 16, 0.5, 0};  // vector length must be update_length + 2
+  p.secagg = secure_part(99);  // vector length must be update_length + 2
   a = c.on_message(10, from_coord(p, 4));
   CHECK_FALSE(a.train);
   CHECK_THAT(a.notes.at(0), Catch::Contains("vectorLength"));
@@ -184,22 +190,22 @@ TEST_CASE("round client: a secure plan advertises keys after training, out-of-or
   RoundClient c = ready_client();
   auto p = plain_plan(1);
   p.secure = true;
-  p.secagg = {3, 2, 2, 5, {}, 16, 0.5, 0};
+  p.secagg = secure_part(5);
   auto a = c.on_message(10, from_coord(p, 4));
   REQUIRE(a.train);
   CHECK(a.train->deadline_ms == 10 + 1000 + 100);
   a = c.on_update_ready(20, {a.train->ticket, {0.1F, 0.2F, 0.3F}, 250, 1.0});
   REQUIRE(a.send.size() == 1);
-  const auto& ak = std::get<protocol::AdvertiseKeys>(a.send[0].body);
+  const auto ak = wire::from_wire(std::get<protocol::AdvertiseKeysBody>(a.send[0].body), 4, 2);
   CHECK(ak.c_public != ak.s_public);
   CHECK(c.state() == ClientState::kAdvertised);
   // SharesDelivery before KeysBroadcast: the node cannot go on.
-  a = c.on_message(30, from_coord(protocol::SharesDelivery{2, {}}, 4));
+  a = c.on_message(30, from_coord(wire::to_wire(aggregation::SharesDelivery{4, 2, {}}), 4));
   CHECK(a.send.empty());
   CHECK_THAT(a.notes.at(0), Catch::Contains("leaving round 4"));
   CHECK(c.state() == ClientState::kIdle);
   // Messages for another round are ignored.
-  a = c.on_message(40, from_coord(protocol::UnmaskRequest{{1, 2}, {3}}, 9));
+  a = c.on_message(40, from_coord(wire::to_wire(aggregation::UnmaskRequest{9, {1, 2}}, 3), 9));
   CHECK(a.send.empty());
   CHECK_FALSE(a.notes.empty());
 }

@@ -5,6 +5,8 @@
 #include "federation/harness.h"
 #include "fedge/aggregation/strategy.h"
 #include "fedge/common/error.h"
+#include "fedge/federation/wire.h"
+#include "fedge/protocol/opaque.h"
 
 using namespace fedge;
 using namespace fedge::testing;
@@ -12,6 +14,12 @@ using federation::RoundStage;
 using protocol::ErrorCode;
 
 namespace {
+
+// The client id a node's secure-aggregation message names (its `sender` field).
+template <class Schema>
+std::uint32_t claimed_sender(const protocol::OpaquePart& part) {
+  return protocol::PartReader(part).root<Schema>().getSender();
+}
 
 // Quantisation error bound of the secure path: each survivor's value is off by
 // at most one quantisation step (clip / qmax), divided by the total weight
@@ -84,7 +92,7 @@ TEST_CASE("secure federation with AES-256-CTR masks equals weighted FedAvg, the 
   int plans = 0;
   for (const auto& e : net.events) {
     if (const auto* s = std::get_if<federation::RoundStarted>(&e)) {
-      CHECK(s->plan.secagg.prg == protocol::MaskPrg::kAes256Ctr);
+      CHECK(federation::wire::secure_settings(s->plan).params.prg == privacy::PrgKind::kAes256Ctr);
       ++plans;
     }
   }
@@ -170,7 +178,7 @@ TEST_CASE("too many dropouts fail the attempt, the next attempt of the same roun
   // In attempt 1 of round 1 three masked inputs are lost (threshold is 3 of 5).
   net.discard = [&](Net& n, NodeId from, const Envelope& env) {
     return env.round == 1 && n.coord.current_attempt() == 1 && from <= 3 &&
-           std::holds_alternative<protocol::MaskedInput>(env.body);
+           std::holds_alternative<protocol::MaskedInputBody>(env.body);
   };
   run_and_check(net, 0.5);
   REQUIRE(net.failed.size() == 1);
@@ -191,14 +199,14 @@ TEST_CASE("a late message from a failed attempt does not count in the retry of t
   Net net(base_config(true), initial_state());
   std::optional<Envelope> late;  // node 4's advertiseKeys of attempt 1
   net.discard = [&](Net& n, NodeId from, const Envelope& env) {
-    const bool advertise = std::holds_alternative<protocol::AdvertiseKeys>(env.body);
+    const bool advertise = std::holds_alternative<protocol::AdvertiseKeysBody>(env.body);
     if (env.round == 1 && advertise && from == 4) {
       if (env.attempt == 1) late = env;
       // Attempt 2: the stale copy arrives first, as a slow network would deliver it.
       if (env.attempt == 2 && late) n.queue.push_back({0, 4, protocol::encode(*late)});
     }
     // Attempt 1 fails: three masked inputs are lost (threshold 3 of 5).
-    return env.round == 1 && env.attempt == 1 && from <= 3 && std::holds_alternative<protocol::MaskedInput>(env.body);
+    return env.round == 1 && env.attempt == 1 && from <= 3 && std::holds_alternative<protocol::MaskedInputBody>(env.body);
   };
   run_and_check(net, 0.5);
   REQUIRE(late);
@@ -217,7 +225,7 @@ TEST_CASE("wrong-round, out-of-order, duplicate, late and unselected messages ar
   // One selected node never trains, so the advertise stage stays open until its deadline.
   std::optional<NodeId> sleeper;
   net.drop_when = [&](Net& n, NodeId from, const Envelope& env) {
-    if (!std::holds_alternative<protocol::AdvertiseKeys>(env.body) || env.round != 1) return false;
+    if (!std::holds_alternative<protocol::AdvertiseKeysBody>(env.body) || env.round != 1) return false;
     if (!sleeper) sleeper = from;
     (void)n;
     return from == *sleeper;
@@ -254,19 +262,19 @@ TEST_CASE("wrong-round, out-of-order, duplicate, late and unselected messages ar
     return e->code;
   };
   // Crafted messages name the running attempt (1), so each refusal below is for the reason it tests.
-  Envelope ak{protocol::kProtocolVersion, 1, unselected, protocol::AdvertiseKeys{node_key(1), node_key(2), {}}, 1};
+  Envelope ak{protocol::kProtocolVersion, 1, unselected, federation::wire::to_wire(aggregation::AdvertiseKeys{1, 0, node_key(1), node_key(2)}), 1};
   CHECK(refusal(ak) == ErrorCode::kNotAllowed);
   ak.sender = awake;
   ak.round = 7;
   CHECK(refusal(ak) == ErrorCode::kWrongRound);
   // Its real AdvertiseKeys was accepted already: a replay is a duplicate.
   const auto accepted = std::find_if(net.to_coord_log.begin(), net.to_coord_log.end(), [&](const Envelope& e) {
-    return e.sender == awake && std::holds_alternative<protocol::AdvertiseKeys>(e.body);
+    return e.sender == awake && std::holds_alternative<protocol::AdvertiseKeysBody>(e.body);
   });
   REQUIRE(accepted != net.to_coord_log.end());
   CHECK(refusal(*accepted) == ErrorCode::kDuplicate);
   Envelope masked{protocol::kProtocolVersion, 1, awake,
-                  protocol::MaskedInput{1, protocol::Payload<std::uint32_t>::own(std::vector<std::uint32_t>(kDim + 2))}, 1};
+                  federation::wire::to_wire(aggregation::MaskedInput{1, 1, std::vector<std::uint32_t>(kDim + 2)}), 1};
   CHECK(refusal(masked) == ErrorCode::kWrongStage);
   Envelope hb{protocol::kProtocolVersion, 0, 99, protocol::Heartbeat{}};
   CHECK(refusal(hb) == ErrorCode::kUnknownSender);
@@ -282,7 +290,7 @@ TEST_CASE("wrong-round, out-of-order, duplicate, late and unselected messages ar
 
   // Past the advertise deadline the sleeper's keys are late.
   REQUIRE(net.run_until([&] { return net.coord.stage() != RoundStage::kAdvertiseKeys; }));
-  Envelope late{protocol::kProtocolVersion, 1, *sleeper, protocol::AdvertiseKeys{node_key(3), node_key(4), {}}, 1};
+  Envelope late{protocol::kProtocolVersion, 1, *sleeper, federation::wire::to_wire(aggregation::AdvertiseKeys{1, 0, node_key(3), node_key(4)}), 1};
   CHECK(refusal(late) == ErrorCode::kDeadlineMissed);
 
   REQUIRE(net.run_to_finish());
@@ -535,7 +543,7 @@ TEST_CASE("SecAgg+ with chosen parameters: 40 nodes, half selected per round, on
   Net net(cfg, initial_state(), 40);
   // In every round the lowest selected node loses its masked input.
   net.discard = [&](Net& n, NodeId from, const Envelope& env) {
-    if (!std::holds_alternative<protocol::MaskedInput>(env.body)) return false;
+    if (!std::holds_alternative<protocol::MaskedInputBody>(env.body)) return false;
     return n.coord.current_plan() && from == n.coord.current_plan()->selected.front();
   };
   std::vector<float> before = net.coord.global();
@@ -552,8 +560,9 @@ TEST_CASE("SecAgg+ with chosen parameters: 40 nodes, half selected per round, on
     return std::holds_alternative<federation::RoundStarted>(e);
   });
   const auto& plan = std::get<federation::RoundStarted>(*started).plan;
-  CHECK(plan.secagg.degree < 19);  // a sparse SecAgg+ graph, not the complete one
-  CHECK(plan.secagg.threshold > (plan.secagg.degree + 1) / 2);
+  const auto secure = federation::wire::secure_settings(plan).params;
+  CHECK(secure.degree < 19);  // a sparse SecAgg+ graph, not the complete one
+  CHECK(secure.threshold > (secure.degree + 1) / 2);
 }
 
 TEST_CASE("tampered secure-aggregation messages are refused as malformed and change nothing") {
@@ -562,15 +571,21 @@ TEST_CASE("tampered secure-aggregation messages are refused as malformed and cha
   // Before each real message of stages 2-4, the same node sends a tampered copy.
   net.discard = [&](Net& n, NodeId from, const Envelope& env) {
     Envelope bad = env;
-    if (auto* sk = std::get_if<protocol::ShareKeys>(&bad.body)) {
-      sk->sender = sk->sender % 5 + 1;  // claims another client id
-    } else if (auto* mi = std::get_if<protocol::MaskedInput>(&bad.body)) {
-      auto v = mi->masked.to_vector();
-      v.pop_back();  // one element short
-      mi->masked = protocol::Payload<std::uint32_t>::own(std::move(v));
-    } else if (auto* ur = std::get_if<protocol::UnmaskResponse>(&bad.body)) {
-      if (ur->shares.empty()) return false;
-      ur->shares[0].y.push_back(1);  // a share of the wrong size
+    namespace wire = federation::wire;
+    if (auto* sk = std::get_if<protocol::ShareKeysBody>(&bad.body)) {
+      auto m = wire::from_wire(*sk, env.round, claimed_sender<protocol::wire::ShareKeys>(sk->part));
+      m.sender = m.sender % 5 + 1;  // claims another client id
+      bad.body = wire::to_wire(m);
+    } else if (auto* mi = std::get_if<protocol::MaskedInputBody>(&bad.body)) {
+      auto m = wire::from_wire(*mi, env.round, claimed_sender<protocol::wire::MaskedInput>(mi->part), kDim + 2);
+      m.masked.pop_back();  // one element short
+      bad.body = wire::to_wire(m);
+    } else if (auto* ur = std::get_if<protocol::UnmaskResponseBody>(&bad.body)) {
+      auto m = wire::from_wire(*ur, env.round, claimed_sender<protocol::wire::UnmaskResponse>(ur->part));
+      auto& shares = m.self_mask_shares.empty() ? m.key_shares : m.self_mask_shares;
+      if (shares.empty()) return false;
+      shares[0].share.y.push_back(1);  // a share of the wrong size
+      bad.body = wire::to_wire(m);
     } else {
       return false;
     }

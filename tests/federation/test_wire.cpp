@@ -1,14 +1,22 @@
-// wire.cpp: each round message crosses between protocol's and aggregation's
-// forms in one place; these round trips pin every field, and a node's message
-// that claims another client's id is refused.
+// wire.cpp: the one place the round's secure-aggregation messages cross between
+// aggregation's form and the wire's. These round trips pin every field (also
+// through a real encode()/decode() of the envelope), every field a peer
+// controls has a bad-input test, and a node's message that claims another
+// client's id is refused.
 #include <catch2/catch.hpp>
+
+#include <cmath>
+#include <limits>
 
 #include "fedge/common/error.h"
 #include "fedge/federation/wire.h"
+#include "fedge/protocol/codec.h"
+#include "fedge/protocol/opaque.h"
 
 using namespace fedge;
 namespace agg = fedge::aggregation;
 namespace wire = fedge::federation::wire;
+namespace schema = fedge::protocol::wire;
 
 namespace {
 
@@ -18,15 +26,55 @@ privacy::Key32 key(std::uint8_t fill) {
   return k;
 }
 
+std::vector<std::uint8_t> box(std::uint8_t fill) { return std::vector<std::uint8_t>(agg::share_box_bytes(), fill); }
+
+capnp::Data::Reader data_of(const std::vector<std::uint8_t>& v) { return {v.data(), v.size()}; }
+
+// The body after a real trip through the codec, as the receiver gets it.
+template <class Body>
+Body over_the_wire(Body body, std::uint32_t sender) {
+  protocol::Envelope env;
+  env.round = 7;
+  env.attempt = 1;
+  env.sender = sender;
+  env.body = std::move(body);
+  return std::get<Body>(protocol::decode(protocol::encode(env), {}).body);
+}
+
+const agg::SecAggParams kParams{5, 4, 4, 12, key(7), privacy::PrgKind::kAes256Ctr};
+
+protocol::RoundPlan secure_plan(const wire::SecureSettings& s) {
+  protocol::RoundPlan plan;
+  plan.update_length = 10;
+  plan.secure = true;
+  plan.secagg = wire::to_wire(s);
+  plan.example_scale = 40;
+  plan.loss_cap = 8;
+  plan.dp = {protocol::DpMode::kDistributed, 1.5, 0.7};
+  plan.selected = {4, 9, 11, 12, 20};
+  return plan;
+}
+
+std::string refusal_of(const std::function<void()>& read) {
+  try {
+    read();
+  } catch (const Error& e) {
+    CHECK(e.kind() == ErrorKind::kProtocol);
+    return e.what();
+  }
+  FAIL("wire accepted input it should refuse");
+  return "";
+}
+
 }  // namespace
 
 TEST_CASE("wire: body_index names each message by its wire discriminant") {
   STATIC_REQUIRE(protocol::body_index<protocol::Register>() == 0);
-  STATIC_REQUIRE(protocol::body_index<protocol::AdvertiseKeys>() == 4);
-  STATIC_REQUIRE(protocol::body_index<protocol::UnmaskResponse>() == 10);
+  STATIC_REQUIRE(protocol::body_index<protocol::AdvertiseKeysBody>() == 4);
+  STATIC_REQUIRE(protocol::body_index<protocol::UnmaskResponseBody>() == 10);
   STATIC_REQUIRE(protocol::body_index<protocol::PlainUpdate>() == 11);
   STATIC_REQUIRE(protocol::body_index<protocol::ErrorReply>() == std::variant_size_v<protocol::Body> - 1);
-  CHECK(std::string(protocol::body_name(protocol::body_index<protocol::MaskedInput>())) == "maskedInput");
+  CHECK(std::string(protocol::body_name(protocol::body_index<protocol::MaskedInputBody>())) == "maskedInput");
 }
 
 TEST_CASE("wire: node messages round-trip with the round and sender the coordinator knows") {
@@ -34,39 +82,34 @@ TEST_CASE("wire: node messages round-trip with the round and sender the coordina
   const agg::ClientId me = 3;
 
   const agg::AdvertiseKeys ak{round, me, key(1), key(2)};
-  const agg::AdvertiseKeys ak2 = wire::from_wire(wire::to_wire(ak), round, me);
+  const agg::AdvertiseKeys ak2 = wire::from_wire(over_the_wire(wire::to_wire(ak), 12), round, me);
   CHECK(ak2.round == round);
   CHECK(ak2.sender == me);
   CHECK(ak2.c_public == key(1));
   CHECK(ak2.s_public == key(2));
 
-  const agg::ShareKeys sk{round, me, {{me, 1, {9, 8, 7}}, {me, 2, {6}}}};
-  const agg::ShareKeys sk2 = wire::from_wire(wire::to_wire(sk), round, me);
+  const agg::ShareKeys sk{round, me, {{me, 1, box(9)}, {me, 2, box(6)}}};
+  const agg::ShareKeys sk2 = wire::from_wire(over_the_wire(wire::to_wire(sk), 12), round, me);
   REQUIRE(sk2.shares.size() == 2);
   CHECK(sk2.shares[0].from == me);
   CHECK(sk2.shares[0].to == 1);
-  CHECK(sk2.shares[0].box == std::vector<std::uint8_t>{9, 8, 7});
-  CHECK(sk2.shares[1].box == std::vector<std::uint8_t>{6});
+  CHECK(sk2.shares[0].box == box(9));
+  CHECK(sk2.shares[1].box == box(6));
 
   const agg::MaskedInput mi{round, me, {1, 2, 0xffffffffU}};
-  const protocol::MaskedInput mi_wire = wire::to_wire(mi);
-  CHECK(mi_wire.masked.owns_storage());  // the envelope outlives the state machine's vector
-  CHECK(wire::from_wire(mi_wire, round, me).masked == mi.masked);
+  CHECK(wire::from_wire(over_the_wire(wire::to_wire(mi), 12), round, me, 3).masked == mi.masked);
 
   agg::UnmaskResponse ur{round, me, {}, {}};
   ur.self_mask_shares.push_back({1, privacy::Share{me, {11, 12}}});
   ur.key_shares.push_back({2, privacy::Share{me, {13}}});
-  const protocol::UnmaskResponse ur_wire = wire::to_wire(ur);
-  REQUIRE(ur_wire.shares.size() == 2);
-  CHECK(ur_wire.shares[0].kind == protocol::SecretKind::kSelfMask);
-  CHECK(ur_wire.shares[1].kind == protocol::SecretKind::kPairwiseKey);
-  const agg::UnmaskResponse ur2 = wire::from_wire(ur_wire, round, me);
+  const agg::UnmaskResponse ur2 = wire::from_wire(over_the_wire(wire::to_wire(ur), 12), round, me);
   REQUIRE(ur2.self_mask_shares.size() == 1);
   REQUIRE(ur2.key_shares.size() == 1);
   CHECK(ur2.self_mask_shares[0].owner == 1);
   CHECK(ur2.self_mask_shares[0].share.y == std::vector<std::uint64_t>{11, 12});
   CHECK(ur2.key_shares[0].owner == 2);
   CHECK(ur2.key_shares[0].share.x == me);
+  CHECK(ur2.key_shares[0].share.y == std::vector<std::uint64_t>{13});
 }
 
 TEST_CASE("wire: a node message that claims another client's id is refused") {
@@ -74,64 +117,116 @@ TEST_CASE("wire: a node message that claims another client's id is refused") {
   const agg::MaskedInput mi{1, 2, {5}};
   const agg::UnmaskResponse ur{1, 2, {}, {}};
   CHECK_THROWS_WITH(wire::from_wire(wire::to_wire(sk), 1, 3), Catch::Contains("shareKeys.sender is client 2"));
-  CHECK_THROWS_AS(wire::from_wire(wire::to_wire(mi), 1, 3), Error);
-  CHECK_THROWS_AS(wire::from_wire(wire::to_wire(ur), 1, 3), Error);
+  CHECK_THROWS_WITH(wire::from_wire(wire::to_wire(mi), 1, 3, 1), Catch::Contains("maskedInput.sender is client 2"));
+  CHECK_THROWS_WITH(wire::from_wire(wire::to_wire(ur), 1, 3), Catch::Contains("unmaskResponse.sender is client 2"));
 }
 
 TEST_CASE("wire: coordinator messages round-trip, the unmask request lists who dropped") {
   const agg::KeysBroadcast kb{4, 2, {{1, key(3), key(4)}, {3, key(5), key(6)}}};
-  const agg::KeysBroadcast kb2 = wire::from_wire(wire::to_wire(kb), 4);
+  const agg::KeysBroadcast kb2 = wire::from_wire(over_the_wire(wire::to_wire(kb), 0), 4);
   CHECK(kb2.round == 4);
   CHECK(kb2.recipient == 2);
   REQUIRE(kb2.neighbours.size() == 2);
+  CHECK(kb2.neighbours[0].c_public == key(3));
   CHECK(kb2.neighbours[1].id == 3);
   CHECK(kb2.neighbours[1].s_public == key(6));
 
-  const agg::SharesDelivery sd{4, 2, {{1, 2, {42}}}};
-  const agg::SharesDelivery sd2 = wire::from_wire(wire::to_wire(sd), 4);
+  const agg::SharesDelivery sd{4, 2, {{1, 2, box(42)}}};
+  const agg::SharesDelivery sd2 = wire::from_wire(over_the_wire(wire::to_wire(sd), 0), 4);
   REQUIRE(sd2.shares.size() == 1);
-  CHECK(sd2.shares[0].box == std::vector<std::uint8_t>{42});
+  CHECK(sd2.shares[0].from == 1);
+  CHECK(sd2.shares[0].box == box(42));
 
-  const protocol::UnmaskRequest req = wire::to_wire(agg::UnmaskRequest{4, {1, 3, 4}}, 5);
-  CHECK(req.survivors == std::vector<std::uint32_t>{1, 3, 4});
-  CHECK(req.dropped == std::vector<std::uint32_t>{2, 5});
-  CHECK(wire::from_wire(req, 4).survivors == req.survivors);
+  const protocol::UnmaskRequestBody req = over_the_wire(wire::to_wire(agg::UnmaskRequest{4, {1, 3, 4}}, 5), 0);
+  protocol::PartReader reader(req.part);
+  auto r = reader.root<schema::UnmaskRequest>();
+  REQUIRE(r.getDropped().size() == 2);
+  CHECK(r.getDropped()[0] == 2);
+  CHECK(r.getDropped()[1] == 5);
+  CHECK(wire::from_wire(req, 4).survivors == std::vector<std::uint32_t>{1, 3, 4});
+}
+
+TEST_CASE("wire: every field a peer sends is checked, naming the field") {
+  auto advertise = [](std::size_t c_bytes, std::size_t signature_bytes) {
+    const std::vector<std::uint8_t> c(c_bytes, 1), s(32, 2), sig(signature_bytes, 3);
+    return protocol::AdvertiseKeysBody{protocol::make_part<schema::AdvertiseKeys>([&](schema::AdvertiseKeys::Builder b) {
+      b.setCPublic(data_of(c));
+      b.setSPublic(data_of(s));
+      b.setSignature(data_of(sig));
+    })};
+  };
+  CHECK_NOTHROW(wire::from_wire(advertise(32, 64), 1, 1));
+  CHECK_THAT(refusal_of([&] { wire::from_wire(advertise(31, 0), 1, 1); }),
+             Catch::Contains("advertiseKeys.cPublic: must be exactly 32 bytes, got 31"));
+  CHECK_THAT(refusal_of([&] { wire::from_wire(advertise(32, 63), 1, 1); }),
+             Catch::Contains("advertiseKeys.signature: must be empty or 64 bytes, got 63"));
+  CHECK_THAT(refusal_of([&] { wire::from_wire(protocol::AdvertiseKeysBody{}, 1, 1); }),
+             Catch::Contains("advertiseKeys: is missing"));
+
+  // A share box of any other size than a share box's.
+  CHECK_THAT(refusal_of([&] { wire::from_wire(wire::to_wire(agg::ShareKeys{1, 1, {{1, 2, {1, 2, 3}}}}), 1, 1); }),
+             Catch::Contains("shareKeys.shares.box: 3 bytes, a share box has"));
+  CHECK_THAT(refusal_of([&] { wire::from_wire(wire::to_wire(agg::SharesDelivery{1, 1, {{2, 1, {}}}}), 1); }),
+             Catch::Contains("sharesDelivery.shares.box: 0 bytes"));
+
+  // A masked vector of another length than the plan's d, refused before it is copied.
+  CHECK_THAT(refusal_of([&] { wire::from_wire(wire::to_wire(agg::MaskedInput{1, 1, {1, 2}}), 1, 1, 3); }),
+             Catch::Contains("maskedInput.masked: 8 bytes, but the round plan's vectorLength 3 needs 12"));
+
+  auto response = [](schema::SecretKind kind, std::uint32_t x, unsigned y_count) {
+    return protocol::UnmaskResponseBody{
+        protocol::make_part<schema::UnmaskResponse>([&](schema::UnmaskResponse::Builder b) {
+          b.setSender(1);
+          auto s = b.initShares(1)[0];
+          s.setOwner(2);
+          s.setKind(kind);
+          s.setX(x);
+          s.initY(y_count);
+        })};
+  };
+  CHECK_NOTHROW(wire::from_wire(response(schema::SecretKind::PAIRWISE_KEY, 1, 2), 1, 1));
+  CHECK_THAT(refusal_of([&] { wire::from_wire(response(static_cast<schema::SecretKind>(2), 1, 2), 1, 1); }),
+             Catch::Contains("unmaskResponse.shares.kind: unknown value 2"));
+  CHECK_THAT(refusal_of([&] { wire::from_wire(response(schema::SecretKind::SELF_MASK, 0, 2), 1, 1); }),
+             Catch::Contains("unmaskResponse.shares.x: Shamir x-coordinate 0"));
+  CHECK_THAT(refusal_of([&] { wire::from_wire(response(schema::SecretKind::SELF_MASK, 1, 0), 1, 1); }),
+             Catch::Contains("unmaskResponse.shares.y: is empty"));
+
+  const agg::KeysBroadcast twice{1, 2, {{1, key(3), key(4)}, {1, key(5), key(6)}}};
+  CHECK_THAT(refusal_of([&] { wire::from_wire(wire::to_wire(twice), 1); }),
+             Catch::Contains("keysBroadcast.neighbours.id: id 1 appears twice"));
+
+  const auto both = protocol::UnmaskRequestBody{protocol::make_part<schema::UnmaskRequest>([](auto b) {
+    b.initSurvivors(2).set(0, 1);
+    b.initDropped(1).set(0, 1);
+  })};
+  CHECK_THAT(refusal_of([&] { wire::from_wire(both, 1); }), Catch::Contains("unmaskRequest.dropped: id 1 appears twice"));
+}
+
+TEST_CASE("wire: a part that is not a well-formed struct is refused, not read") {
+  // A struct pointer whose data section runs far past the part's one word.
+  const std::uint64_t hostile = (std::uint64_t{1000} << 32) | 0;
+  auto part = protocol::OpaquePart{protocol::Payload<std::uint64_t>::own({hostile})};
+  CHECK_THAT(refusal_of([&] { wire::from_wire(protocol::MaskedInputBody{part}, 1, 1, 1); }),
+             Catch::Contains("maskedInput: malformed"));
 }
 
 TEST_CASE("wire: the plan's secure-aggregation block carries the SecAgg parameters and the encoding") {
-  agg::SecAggParams sp;
-  sp.num_clients = 5;
-  sp.threshold = 4;
-  sp.degree = 4;
-  sp.vector_length = 12;
-  sp.graph_seed = key(7);
-  sp.prg = privacy::PrgKind::kAes256Ctr;
-  federation::UpdateEncoding enc;
-  enc.update_length = 10;
-  enc.clip_range = 0.5;
-  enc.quant_bits = 20;
-  const protocol::SecAggParams w = wire::to_wire(sp, enc, 99);
-  CHECK(w.prg == protocol::MaskPrg::kAes256Ctr);
-  CHECK(w.quant_bits == 20);
-  CHECK(w.clip_range == 0.5);
-  CHECK(w.noise_bound == 99);
-  const agg::SecAggParams back = wire::from_wire(w);
-  CHECK(back.num_clients == 5);
-  CHECK(back.threshold == 4);
-  CHECK(back.degree == 4);
-  CHECK(back.vector_length == 12);
-  CHECK(back.graph_seed == key(7));
-  CHECK(back.prg == privacy::PrgKind::kAes256Ctr);
-  CHECK(wire::from_wire(wire::to_wire(privacy::PrgKind::kChaCha20)) == privacy::PrgKind::kChaCha20);
+  const protocol::RoundPlan plan = secure_plan({kParams, 20, 0.5, 99});
+  const wire::SecureSettings back = wire::secure_settings(over_the_wire(plan, 0));
+  CHECK(back.params.num_clients == 5);
+  CHECK(back.params.threshold == 4);
+  CHECK(back.params.degree == 4);
+  CHECK(back.params.vector_length == 12);
+  CHECK(back.params.graph_seed == key(7));
+  CHECK(back.params.prg == privacy::PrgKind::kAes256Ctr);
+  CHECK(back.quant_bits == 20);
+  CHECK(back.clip_range == 0.5);
+  CHECK(back.noise_bound == 99);
+  agg::SecAggParams chacha = kParams;
+  chacha.prg = privacy::PrgKind::kChaCha20;
+  CHECK(wire::secure_settings(secure_plan({chacha, 20, 0.5, 0})).params.prg == privacy::PrgKind::kChaCha20);
 
-  protocol::RoundPlan plan;
-  plan.update_length = 10;
-  plan.secure = true;
-  plan.secagg = w;
-  plan.example_scale = 40;
-  plan.loss_cap = 8;
-  plan.dp = {protocol::DpMode::kDistributed, 1.5, 0.7};
-  plan.selected = {4, 9, 11, 12, 20};
   const federation::UpdateEncoding e = wire::update_encoding(plan);
   CHECK(e.update_length == 10);
   CHECK(e.clip_range == 0.5);
@@ -142,5 +237,43 @@ TEST_CASE("wire: the plan's secure-aggregation block carries the SecAgg paramete
   CHECK(e.dp_clip_norm == 1.5);
   CHECK(e.noise_multiplier == 0.7);
   CHECK(e.num_clients == 5);
-  CHECK(e.vector_length() == sp.vector_length);
+  CHECK(e.vector_length() == kParams.vector_length);
+}
+
+TEST_CASE("wire: a secure plan's settings are checked against the plan, naming the field") {
+  auto refused = [](agg::SecAggParams p, std::uint32_t bits = 20, double clip = 0.5) {
+    return refusal_of([&] { wire::secure_settings(secure_plan({p, bits, clip, 0})); });
+  };
+  agg::SecAggParams p = kParams;
+  p.threshold = 6;
+  CHECK_THAT(refused(p), Catch::Contains("roundPlan.secagg.threshold: threshold 6 is outside 1..5"));
+  p = kParams;
+  p.num_clients = 4;
+  CHECK_THAT(refused(p), Catch::Contains("roundPlan.secagg.numClients: 4 clients, but 5 nodes are selected"));
+  p = kParams;
+  p.degree = 5;
+  CHECK_THAT(refused(p), Catch::Contains("roundPlan.secagg.degree: degree 5 is outside 1..4"));
+  p = kParams;
+  p.vector_length = 99;
+  CHECK_THAT(refused(p), Catch::Contains("roundPlan.secagg.vectorLength: 99"));
+  CHECK_THAT(refused(kParams, 33), Catch::Contains("roundPlan.secagg.quantBits: 33 is outside 2..32"));
+  CHECK_THAT(refused(kParams, 20, std::numeric_limits<double>::quiet_NaN()),
+             Catch::Contains("roundPlan.secagg.clipRange"));
+
+  protocol::RoundPlan plan = secure_plan({kParams, 20, 0.5, 0});
+  plan.secagg = protocol::make_part<schema::SecAggParams>([](schema::SecAggParams::Builder b) {
+    b.setNumClients(5);
+    b.setGraphSeed(data_of(std::vector<std::uint8_t>(31, 1)));
+  });
+  CHECK_THAT(refusal_of([&] { wire::secure_settings(plan); }),
+             Catch::Contains("roundPlan.secagg.graphSeed: must be exactly 32 bytes, got 31"));
+  plan.secagg = protocol::make_part<schema::SecAggParams>([](schema::SecAggParams::Builder b) {
+    b.setNumClients(5);
+    b.setGraphSeed(data_of(std::vector<std::uint8_t>(32, 1)));
+    b.setPrg(static_cast<schema::MaskPrg>(7));
+  });
+  CHECK_THAT(refusal_of([&] { wire::secure_settings(plan); }),
+             Catch::Contains("roundPlan.secagg.prg: unknown value 7"));
+  plan.secagg = {};
+  CHECK_THAT(refusal_of([&] { wire::update_encoding(plan); }), Catch::Contains("roundPlan.secagg: is missing"));
 }

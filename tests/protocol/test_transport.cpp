@@ -59,18 +59,18 @@ TEST_CASE("large payloads cross tcp intact and decode without copying") {
   Context ctx;
   Router router(ctx, "tcp://127.0.0.1:*");
   Dealer dealer(ctx, router.endpoint());
-  std::vector<std::uint32_t> masked(1 << 20);
-  for (std::size_t i = 0; i < masked.size(); ++i) masked[i] = static_cast<std::uint32_t>(i * 2654435761u);
-  auto msg = test::envelope(MaskedInput{3, Payload<std::uint32_t>::borrow(masked)}, 12);
+  std::vector<float> update(1 << 20);
+  for (std::size_t i = 0; i < update.size(); ++i) update[i] = static_cast<float>(i) * 0.5f - 7.0f;
+  auto msg = test::envelope(PlainUpdate{3, Payload<float>::borrow(update), 0.25f}, 12);
   dealer.send(encode(msg));
   auto in = router.recv(kArrive);
   REQUIRE(in);
   Expectations expect;
-  expect.vector_length = masked.size();
+  expect.update_length = update.size();
   bool zero_copy = false;
   auto back = decode(in->payload, {}, expect, &zero_copy);
   CHECK(zero_copy);  // zmq allocates large messages with malloc alignment
-  CHECK(std::get<MaskedInput>(back.body).masked.to_vector() == masked);
+  CHECK(std::get<PlainUpdate>(back.body).update.to_vector() == update);
 }
 
 TEST_CASE("sending to an unknown peer is a clear error") {

@@ -1,6 +1,8 @@
 // Envelope <-> bytes. encode() writes one flat Cap'n Proto message (segment
 // table + words); decode() checks it against Limits and the schema's ranges and
 // returns plain structs whose bulk payloads point into the received bytes.
+// Opaque parts (the secure-aggregation messages) are checked for structure
+// here and for their fields by federation/wire.h, which owns their C++ form.
 // Every decode failure is a DecodeError (a fedge::Error of kind kProtocol)
 // naming the field, with the ErrorCode to put in the reply; malformed bytes
 // never crash.
@@ -27,7 +29,6 @@ struct Limits {
   std::size_t max_list_length = 1 << 16;   // ids, keys, shares, metrics, layout entries
   std::size_t max_vector_length = std::size_t{1} << 27;  // elements of a bulk payload
   std::size_t max_text_bytes = 1 << 20;
-  std::size_t max_blob_bytes = 4096;       // small Data fields (share boxes, signatures)
 
   std::uint64_t traversal_words() const {
     return traversal_limit_words ? traversal_limit_words : max_message_bytes / 8 + 1024;
@@ -37,7 +38,6 @@ struct Limits {
 // What the receiver already knows, to check more than the schema can.
 struct Expectations {
   std::optional<std::uint64_t> round;             // Envelope::round must equal it
-  std::optional<std::uint64_t> vector_length;     // MaskedInput::masked size (the plan's d)
   std::optional<std::uint64_t> update_length;     // PlainUpdate::update size
 };
 

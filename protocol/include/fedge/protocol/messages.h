@@ -1,7 +1,7 @@
-// Plain C++ forms of every wire message (protocol/schema/fedge.capnp). The
-// codec (codec.h) turns an Envelope into bytes and back, validating every field.
-// Ids inside secure-aggregation messages are client ids 1..n (a node's client id
-// is its index in RoundPlan::selected plus one); Envelope::sender is a node id.
+// Plain C++ forms of the wire messages (protocol/schema/fedge.capnp). The codec
+// (codec.h) turns an Envelope into bytes and back, validating every field. The
+// round's secure-aggregation messages are the exception: protocol carries them
+// as OpaqueParts, whose one C++ form is aggregation's (see OpaquePart).
 #pragma once
 
 #include <algorithm>
@@ -62,13 +62,41 @@ enum class ErrorCode : std::uint16_t {
 };
 enum class NodeState : std::uint16_t { kIdle, kTraining, kAggregating, kServing, kDraining };
 enum class DpMode : std::uint16_t { kNone, kCentral, kDistributed };
-// The secure-aggregation mask generator (privacy::PrgKind on the wire).
-enum class MaskPrg : std::uint16_t { kChaCha20, kAes256Ctr };
-enum class SecretKind : std::uint16_t { kSelfMask, kPairwiseKey };
 enum class ModelFormat : std::uint16_t { kFlatF32, kSafetensors };
 enum class AdapterChoice : std::uint16_t { kGlobal, kLocal, kNone };
 enum class FinishReason : std::uint16_t { kStop, kLength, kError, kCancelled };
 enum class HiddenKind : std::uint16_t { kActivations, kLogits };
+
+// A part of a round message that protocol carries but does not define: the
+// secure-aggregation messages and a secure plan's settings. Their one C++ form
+// is aggregation's (aggregation/secagg.h) and their one converter
+// federation/wire.h (which reads and writes them with protocol/opaque.h).
+// protocol holds such a part as the canonical Cap'n Proto words of its schema
+// struct (protocol/schema/fedge.capnp): decode() has checked its structure
+// (bounds, traversal and nesting limits), federation checks its fields.
+struct OpaquePart {
+  Payload<std::uint64_t> words;  // empty: the part is absent
+  bool empty() const { return words.empty(); }
+  bool operator==(const OpaquePart&) const = default;  // canonical form: equal words, equal content
+};
+
+// The seven secure-aggregation steps that travel as Envelope bodies.
+enum class SecAggStep : std::uint8_t {
+  kAdvertiseKeys, kKeysBroadcast, kShareKeys, kSharesDelivery, kMaskedInput, kUnmaskRequest, kUnmaskResponse,
+};
+template <SecAggStep Step>
+struct SecAggBody {
+  static constexpr SecAggStep kStep = Step;
+  OpaquePart part;
+  bool operator==(const SecAggBody&) const = default;
+};
+using AdvertiseKeysBody = SecAggBody<SecAggStep::kAdvertiseKeys>;    // node -> coordinator
+using KeysBroadcastBody = SecAggBody<SecAggStep::kKeysBroadcast>;    // coordinator -> node
+using ShareKeysBody = SecAggBody<SecAggStep::kShareKeys>;            // node -> coordinator
+using SharesDeliveryBody = SecAggBody<SecAggStep::kSharesDelivery>;  // coordinator -> node
+using MaskedInputBody = SecAggBody<SecAggStep::kMaskedInput>;        // node -> coordinator
+using UnmaskRequestBody = SecAggBody<SecAggStep::kUnmaskRequest>;    // coordinator -> node
+using UnmaskResponseBody = SecAggBody<SecAggStep::kUnmaskResponse>;  // node -> coordinator
 
 struct Capabilities {
   std::string device_profile;
@@ -108,18 +136,6 @@ struct Deadlines {
   std::uint32_t train_ms = 0, advertise_keys_ms = 0, share_keys_ms = 0, masked_input_ms = 0, unmask_ms = 0;
   bool operator==(const Deadlines&) const = default;
 };
-struct SecAggParams {
-  std::uint32_t num_clients = 0;
-  std::uint32_t threshold = 0;
-  std::uint32_t degree = 0;
-  std::uint64_t vector_length = 0;
-  Key32 graph_seed{};
-  std::uint32_t quant_bits = 0;
-  double clip_range = 0;
-  std::uint64_t noise_bound = 0;
-  MaskPrg prg = MaskPrg::kChaCha20;
-  bool operator==(const SecAggParams&) const = default;
-};
 struct DpParams {
   DpMode mode = DpMode::kNone;
   double clip_norm = 0;
@@ -131,7 +147,9 @@ struct RoundPlan {
   HyperParams hyper;
   Deadlines deadlines;
   bool secure = false;
-  SecAggParams secagg;  // meaningful when secure
+  // When secure: the schema's SecAggParams (the SecAgg+ parameters, the
+  // quantiser and the noise bound), read and written by federation/wire.h.
+  OpaquePart secagg;
   DpParams dp;
   std::vector<NodeId> selected;
   std::uint64_t update_length = 0;
@@ -141,58 +159,6 @@ struct RoundPlan {
   std::uint64_t example_scale = 0;
   double loss_cap = 0;
   bool operator==(const RoundPlan&) const = default;
-};
-struct AdvertiseKeys {
-  Key32 c_public{}, s_public{};
-  std::vector<std::uint8_t> signature;  // empty or 64 bytes
-  bool operator==(const AdvertiseKeys&) const = default;
-};
-struct PeerKeys {
-  std::uint32_t id = 0;
-  Key32 c_public{}, s_public{};
-  std::vector<std::uint8_t> signature;
-  bool operator==(const PeerKeys&) const = default;
-};
-struct KeysBroadcast {
-  std::uint32_t recipient = 0;
-  std::vector<PeerKeys> neighbours;
-  bool operator==(const KeysBroadcast&) const = default;
-};
-struct EncryptedShare {
-  std::uint32_t from = 0, to = 0;
-  std::vector<std::uint8_t> box;
-  bool operator==(const EncryptedShare&) const = default;
-};
-struct ShareKeys {
-  std::uint32_t sender = 0;
-  std::vector<EncryptedShare> shares;
-  bool operator==(const ShareKeys&) const = default;
-};
-struct SharesDelivery {
-  std::uint32_t recipient = 0;
-  std::vector<EncryptedShare> shares;
-  bool operator==(const SharesDelivery&) const = default;
-};
-struct MaskedInput {
-  std::uint32_t sender = 0;
-  Payload<std::uint32_t> masked;  // d ring elements
-  bool operator==(const MaskedInput&) const = default;
-};
-struct UnmaskRequest {
-  std::vector<std::uint32_t> survivors, dropped;
-  bool operator==(const UnmaskRequest&) const = default;
-};
-struct RevealedShare {
-  std::uint32_t owner = 0;
-  SecretKind kind = SecretKind::kSelfMask;
-  std::uint32_t x = 0;
-  std::vector<std::uint64_t> y;
-  bool operator==(const RevealedShare&) const = default;
-};
-struct UnmaskResponse {
-  std::uint32_t sender = 0;
-  std::vector<RevealedShare> shares;
-  bool operator==(const UnmaskResponse&) const = default;
 };
 struct PlainUpdate {
   std::uint64_t num_examples = 0;
@@ -265,9 +231,10 @@ struct ErrorReply {
 
 // Alternatives are in the schema's union order, so Body::index() equals the
 // wire discriminant.
-using Body = std::variant<Register, RegisterAck, Heartbeat, RoundPlan, AdvertiseKeys, KeysBroadcast, ShareKeys,
-                          SharesDelivery, MaskedInput, UnmaskRequest, UnmaskResponse, PlainUpdate, GlobalModel,
-                          Metrics, InferenceRequest, InferenceResponse, TokenChunk, HiddenStates, ErrorReply>;
+using Body = std::variant<Register, RegisterAck, Heartbeat, RoundPlan, AdvertiseKeysBody, KeysBroadcastBody,
+                          ShareKeysBody, SharesDeliveryBody, MaskedInputBody, UnmaskRequestBody, UnmaskResponseBody,
+                          PlainUpdate, GlobalModel, Metrics, InferenceRequest, InferenceResponse, TokenChunk,
+                          HiddenStates, ErrorReply>;
 
 struct Envelope {
   std::uint16_t version = kProtocolVersion;
