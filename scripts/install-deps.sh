@@ -12,6 +12,7 @@ packages=(
   nlohmann-json3-dev libsqlite3-dev libpcre2-dev libcpp-httplib-dev
   gnuplot-nox
   curl                                    # scripts/federation-demo.sh asks a node's API
+  clang libclang-rt-14-dev libomp-14-dev  # scripts/fuzz.sh: libFuzzer, ASan, UBSan, clang's OpenMP
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(python3-torch)

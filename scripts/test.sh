@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: installs what is missing, builds, runs the
-# deployment walkthrough (scripts/federation-demo.sh), then every test with
-# ctest (which prints its summary line at the end).
+# deployment walkthrough (scripts/federation-demo.sh), the fuzz targets
+# (scripts/fuzz.sh), then every test with ctest (which prints its summary line
+# at the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,4 +13,7 @@ build_dir="${FEDGE_BUILD_DIR:-build}"
 # Not a ctest test: it needs both cores to itself (libtorch's OpenMP threads
 # slow down several-fold beside other tests), and it binds fixed ports.
 FEDGE_BIN_DIR="$build_dir/bin" bash scripts/federation-demo.sh
+# libFuzzer targets for the parsers of untrusted input, 20 s each under ASan and
+# UBSan (docs/FUZZING.md); a crash fails the run.
+bash scripts/fuzz.sh
 ctest --test-dir "$build_dir" --output-on-failure -j "$(nproc)" --timeout 600

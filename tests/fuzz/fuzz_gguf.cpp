@@ -1,8 +1,5 @@
-// libFuzzer target for the GGUF reader. Not built by CMake; build by hand:
-//   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined \
-//     -Icommon/include tests/fuzz/fuzz_gguf.cpp common/src/gguf.cpp \
-//     common/src/file_io.cpp common/src/error.cpp -o fuzz_gguf
-//   ./fuzz_gguf -max_len=4096 -max_total_time=60
+// libFuzzer target for the GGUF reader. Built and run by scripts/fuzz.sh
+// (docs/FUZZING.md).
 // Every input must either parse (and then every tensor's bytes must be
 // readable, and the file must write and read back to the same tensors) or
 // throw fedge::Error; anything else (crash, other exception, sanitizer report)

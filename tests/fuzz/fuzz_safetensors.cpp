@@ -1,9 +1,5 @@
-// libFuzzer target for the safetensors reader. Not built by CMake; build by hand:
-//   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined \
-//     -Icommon/include tests/fuzz/fuzz_safetensors.cpp \
-//     common/src/safetensors.cpp common/src/file_io.cpp common/src/float_convert.cpp common/src/error.cpp \
-//     -o fuzz_safetensors
-//   ./fuzz_safetensors -max_len=4096 -max_total_time=60
+// libFuzzer target for the safetensors reader. Built and run by scripts/fuzz.sh
+// (docs/FUZZING.md).
 // Every input must either parse (and then every tensor must be readable and
 // convertible) or throw fedge::Error; anything else (crash, other exception,
 // sanitizer report) is a bug.

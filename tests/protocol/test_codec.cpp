@@ -321,3 +321,18 @@ TEST_CASE("texts with NUL bytes round-trip whole") {
   CHECK(got.text == std::string("a\0b", 3));
   CHECK(got.note.size() == 1);
 }
+
+// Found by fuzz_protocol: a list of zero-sized elements costs a word per element
+// to walk and none to store, so a decoded part that the receiver's traversal
+// limit allowed must not be refused when it is read or encoded again.
+TEST_CASE("a decoded part of many empty list elements encodes and decodes again") {
+  const auto body = UnmaskResponseBody{make_part<wire::UnmaskResponse>([](wire::UnmaskResponse::Builder b) {
+    b.setSender(2);
+    b.initShares(5000);  // default elements: canonical form stores none of their words
+  })};
+  REQUIRE(body.part.words.size() < 16);
+  const auto back = decode(encode(envelope(body, 12)), {});
+  CHECK(back.body == Body{body});
+  PartReader reader(std::get<UnmaskResponseBody>(back.body).part);
+  CHECK(reader.root<wire::UnmaskResponse>().getShares().size() == 5000);
+}
