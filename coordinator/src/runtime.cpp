@@ -13,6 +13,7 @@
 
 #include "fedge/common/clock.h"
 #include "fedge/common/error.h"
+#include "fedge/common/file_io.h"
 #include "fedge/common/param_vector.h"
 #include "fedge/common/safetensors.h"
 #include "fedge/coordinator/store.h"
@@ -32,16 +33,6 @@ std::string read_text(const fs::path& file) {
   std::ifstream in(file, std::ios::binary);
   if (!in) throw Error(ErrorKind::kNotFound, file.string() + ": cannot open");
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-void write_text_atomically(const fs::path& file, const std::string& text) {
-  const fs::path tmp = file.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    if (!out.flush()) throw Error(ErrorKind::kIo, tmp.string() + ": cannot write");
-  }
-  fs::rename(tmp, file);
 }
 
 // The server optimiser's state (FedAdam's moments...) next to each version, so
@@ -128,11 +119,24 @@ struct CoordinatorRuntime::Impl {
 
   static Store open_store(const CoordinatorRuntimeConfig& config) {
     fs::create_directories(config.state_dir / "adapters");
+    fsync_directory(config.state_dir);  // holds adapters/ (and the database)
     return Store::open(config.state_dir / "coordinator.db");
   }
 
   fs::path version_dir(std::uint64_t version) const {
-    return config.state_dir / "adapters" / ("v" + std::to_string(version));
+    fs::path dir = config.state_dir / "adapters" / "v";
+    dir += std::to_string(version);
+    return dir;
+  }
+
+  // The folder of a new version, its entry in adapters/ flushed to disk: the
+  // files written into it (each flushed with its own rename) would be lost
+  // with it at power loss otherwise.
+  fs::path make_version_dir(std::uint64_t version) const {
+    const fs::path dir = version_dir(version);
+    fs::create_directories(dir);
+    fsync_directory(dir.parent_path());
+    return dir;
   }
 
   // Version 0: a copy of the configured initial adapter, recorded once.
@@ -143,10 +147,9 @@ struct CoordinatorRuntime::Impl {
                                               "to a PEFT adapter directory (e.g. made by `fedge adapter init`)");
     }
     const ParamVector initial = ParamVector::load(config.initial_adapter / kAdapterFile);
-    const fs::path dir = version_dir(0);
-    fs::create_directories(dir);
+    const fs::path dir = make_version_dir(0);
     initial.save(dir / kAdapterFile);
-    write_text_atomically(dir / kAdapterConfig, read_text(config.initial_adapter / kAdapterConfig));
+    write_file_atomically(dir / kAdapterConfig, read_text(config.initial_adapter / kAdapterConfig));
     const FileDigest digest = digest_file(dir / kAdapterFile);
     AdapterVersion v{0, 0, (dir / kAdapterFile).string(), digest.sha256, digest.size_bytes, 0};
     store.record_initial_adapter(v);
@@ -202,7 +205,7 @@ struct CoordinatorRuntime::Impl {
     }
     router = std::make_unique<protocol::Router>(context, config.bind, options, std::move(curve));
     spdlog::info("coordinator listening on {}", router->endpoint());
-    if (!config.endpoint_file.empty()) write_text_atomically(config.endpoint_file, router->endpoint() + "\n");
+    if (!config.endpoint_file.empty()) write_file_atomically(config.endpoint_file, router->endpoint() + "\n");
   }
 
   // ---- outgoing ----
@@ -236,13 +239,14 @@ struct CoordinatorRuntime::Impl {
   }
 
   void handle(const RoundCompleted& e) {
-    const fs::path dir = version_dir(e.version);
-    fs::create_directories(dir);
+    const fs::path dir = make_version_dir(e.version);
     const ParamVector global(protocol::to_param_layout(core->layout()), e.global);
-    // File first, row second: a crash in between leaves a file the next
-    // attempt overwrites (store.h's crash model).
+    // Files first, row second. Every file is written atomically and durably
+    // (temporary file, fsync, rename, fsync of the folder), so once the row
+    // is committed the files it names survive power loss too; a crash in
+    // between leaves files the next attempt overwrites (store.h's crash model).
     global.save(dir / kAdapterFile);
-    write_text_atomically(dir / kAdapterConfig, adapter_config_text);
+    write_file_atomically(dir / kAdapterConfig, adapter_config_text);
     if (!e.strategy_state.empty()) save_server_state(dir / kServerStateFile, config.federation.strategy, e.strategy_state);
     const FileDigest digest = digest_file(dir / kAdapterFile);
     RoundResult result;

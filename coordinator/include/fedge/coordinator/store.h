@@ -10,8 +10,11 @@
 // still "running". On restart, recover() marks every "running" round
 // "abandoned" and returns last_completed_round() + 1 as the round to run next;
 // that round id is then begun again as a fresh attempt. The coordinator should
-// write the adapter safetensors file (temp file + rename) BEFORE calling
-// complete_round(): a file without a row is left over from an abandoned round
+// write the adapter safetensors file durably (temp file, fsync, rename, fsync
+// of its folder and of the new folder's entry: write_file_atomically and
+// fsync_directory in common/file_io.h) BEFORE calling complete_round(): with
+// synchronous = FULL the committed row survives power loss, and so must the
+// file it names. A file without a row is left over from an abandoned round
 // and is simply overwritten when the round is run again.
 //
 // Privacy rule. The database holds NO table or column that could hold an
