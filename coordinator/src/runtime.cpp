@@ -16,6 +16,7 @@
 #include "fedge/common/file_io.h"
 #include "fedge/common/param_vector.h"
 #include "fedge/common/safetensors.h"
+#include "fedge/coordinator/allow_list.h"
 #include "fedge/coordinator/store.h"
 #include "fedge/protocol/keys.h"
 #include "fedge/protocol/layout.h"
@@ -111,7 +112,7 @@ struct CoordinatorRuntime::Impl {
   std::optional<CoordinatorCore> core;
   std::string adapter_config_text;              // copied next to every version
   std::map<protocol::NodeId, std::string> peer_of;       // node -> ZeroMQ routing id
-  std::map<protocol::NodeId, protocol::Key32> key_of;    // node -> registered CURVE key
+  std::map<protocol::NodeId, protocol::Key32> key_of;    // node -> its bound CURVE key
   std::map<protocol::NodeId, std::int64_t> heartbeat_written;
 
   explicit Impl(CoordinatorRuntimeConfig c)
@@ -174,6 +175,7 @@ struct CoordinatorRuntime::Impl {
     state.global.assign(global.values().begin(), global.values().end());
     state.layout = protocol::to_wire_layout(global.layout());
     state.dp_history = store.dp_history();
+    state.key_bindings = restore_key_bindings();
     const fs::path server_state = fs::path(latest.path).parent_path() / kServerStateFile;
     if (fs::exists(server_state)) {
       if (auto saved = load_server_state(server_state, config.federation.strategy)) state.strategy_state = *saved;
@@ -185,6 +187,26 @@ struct CoordinatorRuntime::Impl {
     spdlog::info("coordinator state {}: global v{}, next round {}", config.state_dir.string(), latest.version,
                  recovery.next_round);
     return state;
+  }
+
+  // Each node id's CURVE key for the core (issue 16, finding 2): the ids the
+  // allow-list names are the operator's word and replace what the store had;
+  // every other binding is the one a node made at its first registration.
+  std::map<protocol::NodeId, protocol::Key32> restore_key_bindings() {
+    if (!config.insecure && !config.allow_list.empty()) {
+      for (const auto& [id, key] : allow_list_node_ids(config.allow_list)) {
+        for (const auto& dropped : store.pin_node_key(id, key)) {
+          spdlog::warn("allow-list {} names node {} for key {}: node {} is no longer bound to key {}",
+                       config.allow_list.string(), id, protocol::key_to_z85(key), dropped.node_id,
+                       protocol::key_to_z85(dropped.public_key));
+        }
+      }
+    }
+    std::map<protocol::NodeId, protocol::Key32> bindings;
+    for (const auto& b : store.node_key_bindings()) bindings[b.node_id] = b.public_key;
+    key_of = bindings;
+    if (!bindings.empty()) spdlog::info("{} node ids bound to their CURVE keys", bindings.size());
+    return bindings;
   }
 
   void bind() {
@@ -280,6 +302,9 @@ struct CoordinatorRuntime::Impl {
     record.public_key = e.node.public_key;
     record.profile = e.node.capabilities.device_profile;
     record.examples = e.node.capabilities.num_examples;
+    // With CURVE the key was authenticated: keep the binding across restarts,
+    // before the node's row so that no crash leaves a node without it.
+    if (!config.insecure) store.bind_node_key(e.node.node_id, e.node.public_key);
     store.upsert_node(record);
     key_of[e.node.node_id] = e.node.public_key;
     spdlog::info("node {} ('{}') {}: {} examples", e.node.node_id, e.node.name,
@@ -321,15 +346,16 @@ struct CoordinatorRuntime::Impl {
     }
     std::optional<protocol::Key32> key;
     if (!in.user_id.empty()) key = protocol::z85_to_key(in.user_id, "CURVE user id");
-    // A node id is bound to the key it registered with: another allow-listed
-    // node cannot speak for it.
+    // A node id is bound to its key (also before the node registers again
+    // after a restart): another allow-listed node cannot speak for it.
     if (key && !std::holds_alternative<protocol::Register>(env.body)) {
       auto known = key_of.find(env.sender);
       if (known != key_of.end() && known->second != *key) {
         spdlog::warn("peer {} sent {} as node {}, whose key differs; refused", peer_label(in),
                      protocol::body_name(env.body), env.sender);
         reply_to_peer(in.peer, error_reply(protocol::ErrorCode::kNotAllowed,
-                                           "sender id does not match the authenticated key",
+                                           "sender id " + std::to_string(env.sender) +
+                                               " is bound to another CURVE key; send as the node id of your own key",
                                            static_cast<std::uint16_t>(env.body.index())));
         return;
       }

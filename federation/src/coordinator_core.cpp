@@ -248,6 +248,10 @@ CoordinatorCore::CoordinatorCore(FederationConfig config, ResumeState resume) {
         s_->cfg.dp.mode != protocol::DpMode::kNone ? s_->cfg.dp.delta : resume.dp_history.back().delta;
     s_->ledger.replay(resume.dp_history, delta);
   }
+  for (const auto& [id, key] : resume.key_bindings)
+    if (!s_->members.restore_binding(id, key))
+      bad_config("resume.key_bindings: node " + std::to_string(id) +
+                 " is id 0, or its key is bound to another node id too (one key is one node)");
   s_->finished = s_->round_id > s_->cfg.rounds;
 }
 

@@ -118,6 +118,12 @@ TEST_CASE("resume state: inconsistent parameters are refused") {
   r = resume();
   r.dp_history = {{1, 0.0, 0.5, 1, 0, 1e-5}};
   CHECK_THROWS_WITH(CoordinatorCore(config(), r), Catch::Contains("dp_history"));
+  // One key bound to two node ids (a store someone edited by hand).
+  r = resume();
+  protocol::Key32 shared{};
+  shared.fill(7);
+  r.key_bindings = {{3, shared}, {4, shared}};
+  CHECK_THROWS_WITH(CoordinatorCore(config(), r), Catch::Contains("key_bindings") && Catch::Contains("node 4"));
   // A resume past the last round is finished at once.
   r = resume();
   r.next_round = 4;
@@ -238,6 +244,27 @@ TEST_CASE("coordinator: selection follows fraction, min and max, deterministical
   CHECK(run(1, 0.5, 0) != run(2, 0.5, 0));
   auto s = run(3, 0.5, 0);
   CHECK(std::is_sorted(s.begin(), s.end()));
+}
+
+TEST_CASE("coordinator: a restarted core keeps each CURVE key bound to its node id") {
+  auto r = resume();
+  const auto key3 = std::get<protocol::Register>(reg(3, 10).body).public_key;
+  r.key_bindings = {{3, key3}};
+  CoordinatorCore core(config(), r);
+  Envelope sybil = reg(7, 10);  // node 3's key, registering a second identity
+  std::get<protocol::Register>(sybil.body).public_key = key3;
+  auto a = core.on_message(1, sybil, key3);
+  REQUIRE(a.send.size() == 1);
+  CHECK(std::get<protocol::ErrorReply>(a.send[0].envelope.body).code == protocol::ErrorCode::kNotAllowed);
+  const auto key9 = std::get<protocol::Register>(reg(9, 10).body).public_key;
+  Envelope moved = reg(3, 10);  // node 3 with another (allow-listed) key
+  std::get<protocol::Register>(moved.body).public_key = key9;
+  a = core.on_message(2, moved, key9);
+  REQUIRE(a.send.size() == 1);
+  CHECK(std::get<protocol::ErrorReply>(a.send[0].envelope.body).code == protocol::ErrorCode::kNotAllowed);
+  CHECK(core.registered_nodes().empty());
+  a = core.on_message(3, reg(3, 10), key3);
+  CHECK(events_of<NodeRegistered>(a).size() == 1);
 }
 
 TEST_CASE("coordinator: messages outside a round and from strangers are refused") {

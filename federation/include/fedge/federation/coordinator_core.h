@@ -43,6 +43,9 @@ struct ResumeState {
   std::vector<protocol::TensorLayout> layout;   // tensor names and shapes (sum of numel = global.size())
   std::vector<DpRecord> dp_history;             // Store::dp_history(), replayed into the accountant
   aggregation::StrategyState strategy_state;    // the server optimiser's moments (RoundCompleted::strategy_state)
+  // Each node id's CURVE key, kept across restarts (the Store's node_keys):
+  // with CURVE the id registers only with that key and the key only as that id.
+  std::map<protocol::NodeId, protocol::Key32> key_bindings;
 };
 
 struct RoundStarted {
