@@ -111,7 +111,9 @@ struct CoordinatorRuntime::Impl {
   std::unique_ptr<protocol::Router> router;
   std::optional<CoordinatorCore> core;
   std::string adapter_config_text;              // copied next to every version
-  std::map<protocol::NodeId, std::string> peer_of;       // node -> ZeroMQ routing id
+  // node -> ZeroMQ routing id of its connection: set only from a message the
+  // core verified as the node's own (CoordinatorActions::sender_verified).
+  std::map<protocol::NodeId, std::string> peer_of;
   std::map<protocol::NodeId, protocol::Key32> key_of;    // node -> its bound CURVE key
   std::map<protocol::NodeId, std::int64_t> heartbeat_written;
 
@@ -231,14 +233,27 @@ struct CoordinatorRuntime::Impl {
   }
 
   // ---- outgoing ----
-  void send(const Outgoing& out) {
-    auto peer = peer_of.find(out.to);
-    if (peer == peer_of.end()) {
+  // Where the answers to one incoming message go: back on its connection,
+  // whether or not the core verified its sender (a refusal reaches the peer
+  // that sent the message, never the node whose id it claimed).
+  struct ReplyRoute {
+    protocol::NodeId claimed = 0;  // the envelope's sender
+    std::string peer;              // the routing id it came from
+  };
+
+  void send(const Outgoing& out, const ReplyRoute* reply = nullptr) {
+    const std::string* route = nullptr;
+    if (reply != nullptr && out.to == reply->claimed) {
+      route = &reply->peer;
+    } else if (auto peer = peer_of.find(out.to); peer != peer_of.end()) {
+      route = &peer->second;
+    }
+    if (route == nullptr) {
       spdlog::debug("no connection to node {} for {}", out.to, protocol::body_name(out.envelope.body));
       return;
     }
     try {
-      router->send(peer->second, protocol::encode(out.envelope));
+      router->send(*route, protocol::encode(out.envelope));
     } catch (const Error& e) {
       // The node went away; the core treats its silence as a dropout.
       spdlog::debug("send {} to node {}: {}", protocol::body_name(out.envelope.body), out.to, e.what());
@@ -328,10 +343,10 @@ struct CoordinatorRuntime::Impl {
     }
   }
 
-  void apply(CoordinatorActions actions) {
+  void apply(const CoordinatorActions& actions, const ReplyRoute* reply = nullptr) {
     // Events first: a round's rows exist before its messages go out.
     for (const auto& event : actions.events) std::visit([this](const auto& e) { handle(e); }, event);
-    for (const auto& out : actions.send) send(out);
+    for (const auto& out : actions.send) send(out, reply);
   }
 
   // ---- incoming ----
@@ -346,33 +361,44 @@ struct CoordinatorRuntime::Impl {
     }
     std::optional<protocol::Key32> key;
     if (!in.user_id.empty()) key = protocol::z85_to_key(in.user_id, "CURVE user id");
-    // A node id is bound to its key (also before the node registers again
-    // after a restart): another allow-listed node cannot speak for it.
-    if (key && !std::holds_alternative<protocol::Register>(env.body)) {
-      auto known = key_of.find(env.sender);
-      if (known != key_of.end() && known->second != *key) {
-        spdlog::warn("peer {} sent {} as node {}, whose key differs; refused", peer_label(in),
-                     protocol::body_name(env.body), env.sender);
-        reply_to_peer(in.peer, error_reply(protocol::ErrorCode::kNotAllowed,
-                                           "sender id " + std::to_string(env.sender) +
-                                               " is bound to another CURVE key; send as the node id of your own key",
-                                           static_cast<std::uint16_t>(env.body.index())));
-        return;
-      }
-    }
-    if (env.sender != protocol::kCoordinatorId) peer_of[env.sender] = in.peer;
-    if (std::holds_alternative<protocol::Heartbeat>(env.body)) note_heartbeat(env.sender);
+    if (speaks_for_another_key(in, env, key)) return;
     // No exception from one peer's message ends the coordinator: the core
     // refuses what it can name; anything else it or the store throws is
     // answered as an internal error to that peer and logged.
     try {
-      apply(core->on_message(unix_ms(), env, key));
+      const CoordinatorActions actions = core->on_message(unix_ms(), env, key);
+      // Only a sender the core verified moves its node's route here: a peer
+      // that merely claims an id (a refused Register, someone else's key)
+      // must not receive that node's messages (issue 16, finding 3).
+      if (actions.sender_verified) {
+        peer_of[*actions.sender_verified] = in.peer;
+        if (std::holds_alternative<protocol::Heartbeat>(env.body)) note_heartbeat(*actions.sender_verified);
+      }
+      const ReplyRoute reply{env.sender, in.peer};
+      apply(actions, &reply);
     } catch (const std::exception& e) {
       spdlog::error("handling {} from node {} failed: {}; the coordinator goes on", protocol::body_name(env.body),
                     env.sender, e.what());
       reply_to_peer(in.peer, error_reply(protocol::ErrorCode::kInternal, "the coordinator could not handle this message",
                                          static_cast<std::uint16_t>(env.body.index())));
     }
+  }
+
+  // A node id is bound to its key: another allow-listed node cannot speak for
+  // it (the core checks this too for registered nodes; here it also covers
+  // ErrorReplies and nodes not yet registered again after a restart).
+  bool speaks_for_another_key(const protocol::Incoming& in, const protocol::Envelope& env,
+                              const std::optional<protocol::Key32>& key) {
+    if (!key || std::holds_alternative<protocol::Register>(env.body)) return false;
+    auto known = key_of.find(env.sender);
+    if (known == key_of.end() || known->second == *key) return false;
+    spdlog::warn("peer {} sent {} as node {}, whose key differs; refused", peer_label(in),
+                 protocol::body_name(env.body), env.sender);
+    reply_to_peer(in.peer, error_reply(protocol::ErrorCode::kNotAllowed,
+                                       "sender id " + std::to_string(env.sender) +
+                                           " is bound to another CURVE key; send as the node id of your own key",
+                                       static_cast<std::uint16_t>(env.body.index())));
+    return true;
   }
 
   void note_heartbeat(protocol::NodeId node) {

@@ -289,6 +289,52 @@ TEST_CASE("federation: hostile bytes from an allow-listed peer get error replies
   CHECK(store.node(4) == std::nullopt);
 }
 
+TEST_CASE("federation: a peer that claims a registered node's id never receives that node's messages", "[e2e]") {
+  FederationHarness h(4);
+  auto coordinator = h.start_coordinator(federation(2, 3, "train_ms = 30000"));
+  std::vector<std::unique_ptr<Process>> nodes;
+  for (int id = 1; id <= 3; ++id) nodes.push_back(h.start_node(id, "exit_after_versions = 2\n"));
+  // Once node 1 holds its id (before, the id would simply be free), a peer
+  // with node 4's allow-listed key claims it over and over while the rounds
+  // run. Before the fix, each claim pointed node 1's reply route at the peer
+  // until node 1's next message: the peer received node 1's plans and models.
+  const bool registered = fedge::testing::eventually(
+      [&] { return fedge::coordinator::Store::open(h.coordinator_state() / "coordinator.db").node(1).has_value(); },
+      120s, 20ms);
+  INFO("coordinator log:\n" << coordinator->log_text());
+  REQUIRE(registered);
+  Peer claimant(h, 4);
+  std::size_t refused = 0;
+  std::vector<std::string> stolen;  // messages meant for node 1
+  const auto until = std::chrono::steady_clock::now() + 240s;
+  while (coordinator->running() && stolen.empty() && std::chrono::steady_clock::now() < until) {
+    claimant.send_register(1);
+    while (auto bytes = claimant.dealer.recv(2ms)) {
+      const auto env = protocol::decode(*bytes, protocol::Limits{});
+      const auto* error = std::get_if<protocol::ErrorReply>(&env.body);
+      if (error != nullptr && error->code == protocol::ErrorCode::kNotAllowed) {
+        ++refused;
+      } else {
+        stolen.push_back(std::string(protocol::body_name(env.body)));
+      }
+    }
+  }
+  INFO("the claimant received: " << [&] {
+    std::string s;
+    for (const auto& m : stolen) s += m + " ";
+    return s;
+  }());
+  REQUIRE(stolen.empty());
+  CHECK(refused > 0);  // each claim is refused, to the claimant
+  const auto rc = coordinator->wait_for_exit(180s);
+  INFO(logs(nodes));
+  REQUIRE(rc == 0);
+  for (auto& n : nodes) CHECK(n->wait_for_exit(30s) == 0);
+  auto store = fedge::coordinator::Store::open(h.coordinator_state() / "coordinator.db");
+  REQUIRE(store.last_completed_round() == 2);
+  for (std::uint64_t r : {1, 2}) CHECK(store.completed_round(r)->survivors == 3);
+}
+
 TEST_CASE("federation: after a restart each key stays bound to its node id, and the allow-list may name the id",
           "[e2e]") {
   FederationHarness h(4);

@@ -109,6 +109,15 @@ using CoordinatorEvent = std::variant<RoundStarted, RoundCompleted, RoundFailed,
 struct CoordinatorActions {
   std::vector<Outgoing> send;
   std::vector<CoordinatorEvent> events;
+  // on_message only: the node this message came from, once the core has
+  // checked that it did: a Register it enrolled, or a message from a
+  // registered node whose authenticated CURVE key (if any) is the one it
+  // registered with (even if the message itself is then refused, e.g. for a
+  // closed stage). nullopt for anything refused before that and for
+  // ErrorReplies, which are never checked. A driver points a node's reply
+  // route at the connection a message came on only when this names the node,
+  // so a peer that merely claims an id never receives that node's messages.
+  std::optional<protocol::NodeId> sender_verified;
 };
 
 class CoordinatorCore {
