@@ -33,7 +33,7 @@ std::string error_of(const fs::path& file) {
 
 }  // namespace
 
-TEST_CASE("allow-list: a line may name its key's node id; lines without one keep the old format") {
+TEST_CASE("allow-list: a line may name its key's node id, and lines without one keep the old format") {
   testing::TempDir dir;
   const auto a = protocol::generate_curve_keypair().public_z85;
   const auto b = protocol::generate_curve_keypair().public_z85;

@@ -166,7 +166,7 @@ TEST_CASE("store: nodes round trip, keep first_seen, track heartbeats") {
   CHECK(error_kind_of([&] { store.upsert_node(big); }) == ErrorKind::kInvalidInput);
 }
 
-TEST_CASE("store: a node id stays bound to its CURVE key across reopening; one key is one node") {
+TEST_CASE("store: a node id stays bound to its CURVE key across reopening, and one key is one node") {
   TempDir tmp;
   std::int64_t now = 1000;
   const auto k3 = make_node(3).public_key;
