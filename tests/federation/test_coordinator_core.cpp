@@ -290,7 +290,7 @@ TEST_CASE("coordinator: only a message the core verified names its sender for th
   CHECK_FALSE(core.on_message(6, old_version, key1).sender_verified.has_value());
   // A round message from the node itself, refused because no round runs: the
   // sender is still the node (its key matches), so its route may follow it.
-  CHECK(core.on_message(7, {protocol::kProtocolVersion, 1, 1, protocol::AdvertiseKeys{}}, key1).sender_verified ==
+  CHECK(core.on_message(7, {protocol::kProtocolVersion, 1, 1, protocol::PlainUpdate{}}, key1).sender_verified ==
         NodeId{1});
 }
 
