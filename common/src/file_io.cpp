@@ -110,6 +110,26 @@ void write_file_atomically(const std::filesystem::path& path, const std::vector<
     ::unlink(tmp.c_str());
     fail(ErrorKind::kIo, "cannot rename '" + tmp_name + "' to '" + path.string() + "'", err);
   }
+  // The rename lives in the directory: until it is flushed, power loss may
+  // undo it even though the file's bytes are on disk.
+  fsync_directory(path.has_parent_path() ? path.parent_path() : std::filesystem::path("."));
+}
+
+void write_file_atomically(const std::filesystem::path& path, std::string_view text) {
+  write_file_atomically(path, {std::as_bytes(std::span(text.data(), text.size()))});
+}
+
+void fsync_directory(const std::filesystem::path& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) fail(ErrorKind::kIo, "cannot open directory '" + dir.string() + "' to fsync it", errno);
+  // EINVAL: a file system that cannot sync directories (some network ones);
+  // there is nothing more to do there, as PostgreSQL's fsync_fname also decides.
+  if (::fsync(fd) != 0 && errno != EINVAL) {
+    const int err = errno;
+    ::close(fd);
+    fail(ErrorKind::kIo, "cannot fsync directory '" + dir.string() + "'", err);
+  }
+  ::close(fd);
 }
 
 }  // namespace fedge

@@ -13,8 +13,10 @@
 
 #include "fedge/common/clock.h"
 #include "fedge/common/error.h"
+#include "fedge/common/file_io.h"
 #include "fedge/common/param_vector.h"
 #include "fedge/common/safetensors.h"
+#include "fedge/coordinator/allow_list.h"
 #include "fedge/coordinator/store.h"
 #include "fedge/federation/wire.h"
 #include "fedge/protocol/keys.h"
@@ -33,16 +35,6 @@ std::string read_text(const fs::path& file) {
   std::ifstream in(file, std::ios::binary);
   if (!in) throw Error(ErrorKind::kNotFound, file.string() + ": cannot open");
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-void write_text_atomically(const fs::path& file, const std::string& text) {
-  const fs::path tmp = file.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    if (!out.flush()) throw Error(ErrorKind::kIo, tmp.string() + ": cannot write");
-  }
-  fs::rename(tmp, file);
 }
 
 // The server optimiser's state (FedAdam's moments...) next to each version, so
@@ -121,8 +113,10 @@ struct CoordinatorRuntime::Impl {
   std::unique_ptr<protocol::Router> router;
   std::optional<CoordinatorCore> core;
   std::string adapter_config_text;              // copied next to every version
-  std::map<protocol::NodeId, std::string> peer_of;       // node -> ZeroMQ routing id
-  std::map<protocol::NodeId, protocol::Key32> key_of;    // node -> registered CURVE key
+  // node -> ZeroMQ routing id of its connection: set only from a message the
+  // core verified as the node's own (CoordinatorActions::sender_verified).
+  std::map<protocol::NodeId, std::string> peer_of;
+  std::map<protocol::NodeId, protocol::Key32> key_of;    // node -> its bound CURVE key
   std::map<protocol::NodeId, std::int64_t> heartbeat_written;
 
   explicit Impl(CoordinatorRuntimeConfig c)
@@ -130,11 +124,24 @@ struct CoordinatorRuntime::Impl {
 
   static Store open_store(const CoordinatorRuntimeConfig& config) {
     fs::create_directories(config.state_dir / "adapters");
+    fsync_directory(config.state_dir);  // holds adapters/ (and the database)
     return Store::open(config.state_dir / "coordinator.db");
   }
 
   fs::path version_dir(std::uint64_t version) const {
-    return config.state_dir / "adapters" / ("v" + std::to_string(version));
+    fs::path dir = config.state_dir / "adapters" / "v";
+    dir += std::to_string(version);
+    return dir;
+  }
+
+  // The folder of a new version, its entry in adapters/ flushed to disk: the
+  // files written into it (each flushed with its own rename) would be lost
+  // with it at power loss otherwise.
+  fs::path make_version_dir(std::uint64_t version) const {
+    const fs::path dir = version_dir(version);
+    fs::create_directories(dir);
+    fsync_directory(dir.parent_path());
+    return dir;
   }
 
   // Version 0: a copy of the configured initial adapter, recorded once.
@@ -145,10 +152,9 @@ struct CoordinatorRuntime::Impl {
                                               "to a PEFT adapter directory (e.g. made by `fedge adapter init`)");
     }
     const ParamVector initial = ParamVector::load(config.initial_adapter / kAdapterFile);
-    const fs::path dir = version_dir(0);
-    fs::create_directories(dir);
+    const fs::path dir = make_version_dir(0);
     initial.save(dir / kAdapterFile);
-    write_text_atomically(dir / kAdapterConfig, read_text(config.initial_adapter / kAdapterConfig));
+    write_file_atomically(dir / kAdapterConfig, read_text(config.initial_adapter / kAdapterConfig));
     const FileDigest digest = digest_file(dir / kAdapterFile);
     AdapterVersion v{0, 0, (dir / kAdapterFile).string(), digest.sha256, digest.size_bytes, 0};
     store.record_initial_adapter(v);
@@ -173,6 +179,7 @@ struct CoordinatorRuntime::Impl {
     state.global.assign(global.values().begin(), global.values().end());
     state.layout = protocol::to_wire_layout(global.layout());
     state.dp_history = store.dp_history();
+    state.key_bindings = restore_key_bindings();
     const fs::path server_state = fs::path(latest.path).parent_path() / kServerStateFile;
     if (fs::exists(server_state)) {
       if (auto saved = load_server_state(server_state, config.federation.strategy)) state.strategy_state = *saved;
@@ -184,6 +191,26 @@ struct CoordinatorRuntime::Impl {
     spdlog::info("coordinator state {}: global v{}, next round {}", config.state_dir.string(), latest.version,
                  recovery.next_round);
     return state;
+  }
+
+  // Each node id's CURVE key for the core (issue 16, finding 2): the ids the
+  // allow-list names are the operator's word and replace what the store had;
+  // every other binding is the one a node made at its first registration.
+  std::map<protocol::NodeId, protocol::Key32> restore_key_bindings() {
+    if (!config.insecure && !config.allow_list.empty()) {
+      for (const auto& [id, key] : allow_list_node_ids(config.allow_list)) {
+        for (const auto& dropped : store.pin_node_key(id, key)) {
+          spdlog::warn("allow-list {} names node {} for key {}: node {} is no longer bound to key {}",
+                       config.allow_list.string(), id, protocol::key_to_z85(key), dropped.node_id,
+                       protocol::key_to_z85(dropped.public_key));
+        }
+      }
+    }
+    std::map<protocol::NodeId, protocol::Key32> bindings;
+    for (const auto& b : store.node_key_bindings()) bindings[b.node_id] = b.public_key;
+    key_of = bindings;
+    if (!bindings.empty()) spdlog::info("{} node ids bound to their CURVE keys", bindings.size());
+    return bindings;
   }
 
   void bind() {
@@ -204,18 +231,31 @@ struct CoordinatorRuntime::Impl {
     }
     router = std::make_unique<protocol::Router>(context, config.bind, options, std::move(curve));
     spdlog::info("coordinator listening on {}", router->endpoint());
-    if (!config.endpoint_file.empty()) write_text_atomically(config.endpoint_file, router->endpoint() + "\n");
+    if (!config.endpoint_file.empty()) write_file_atomically(config.endpoint_file, router->endpoint() + "\n");
   }
 
   // ---- outgoing ----
-  void send(const Outgoing& out) {
-    auto peer = peer_of.find(out.to);
-    if (peer == peer_of.end()) {
+  // Where the answers to one incoming message go: back on its connection,
+  // whether or not the core verified its sender (a refusal reaches the peer
+  // that sent the message, never the node whose id it claimed).
+  struct ReplyRoute {
+    protocol::NodeId claimed = 0;  // the envelope's sender
+    std::string peer;              // the routing id it came from
+  };
+
+  void send(const Outgoing& out, const ReplyRoute* reply = nullptr) {
+    const std::string* route = nullptr;
+    if (reply != nullptr && out.to == reply->claimed) {
+      route = &reply->peer;
+    } else if (auto peer = peer_of.find(out.to); peer != peer_of.end()) {
+      route = &peer->second;
+    }
+    if (route == nullptr) {
       spdlog::debug("no connection to node {} for {}", out.to, protocol::body_name(out.envelope.body));
       return;
     }
     try {
-      router->send(peer->second, protocol::encode(out.envelope));
+      router->send(*route, protocol::encode(out.envelope));
     } catch (const Error& e) {
       // The node went away; the core treats its silence as a dropout.
       spdlog::debug("send {} to node {}: {}", protocol::body_name(out.envelope.body), out.to, e.what());
@@ -238,13 +278,14 @@ struct CoordinatorRuntime::Impl {
   }
 
   void handle(const RoundCompleted& e) {
-    const fs::path dir = version_dir(e.version);
-    fs::create_directories(dir);
+    const fs::path dir = make_version_dir(e.version);
     const ParamVector global(protocol::to_param_layout(core->layout()), e.global);
-    // File first, row second: a crash in between leaves a file the next
-    // attempt overwrites (store.h's crash model).
+    // Files first, row second. Every file is written atomically and durably
+    // (temporary file, fsync, rename, fsync of the folder), so once the row
+    // is committed the files it names survive power loss too; a crash in
+    // between leaves files the next attempt overwrites (store.h's crash model).
     global.save(dir / kAdapterFile);
-    write_text_atomically(dir / kAdapterConfig, adapter_config_text);
+    write_file_atomically(dir / kAdapterConfig, adapter_config_text);
     if (!e.strategy_state.empty()) save_server_state(dir / kServerStateFile, config.federation.strategy, e.strategy_state);
     const FileDigest digest = digest_file(dir / kAdapterFile);
     RoundResult result;
@@ -278,6 +319,9 @@ struct CoordinatorRuntime::Impl {
     record.public_key = e.node.public_key;
     record.profile = e.node.capabilities.device_profile;
     record.examples = e.node.capabilities.num_examples;
+    // With CURVE the key was authenticated: keep the binding across restarts,
+    // before the node's row so that no crash leaves a node without it.
+    if (!config.insecure) store.bind_node_key(e.node.node_id, e.node.public_key);
     store.upsert_node(record);
     key_of[e.node.node_id] = e.node.public_key;
     spdlog::info("node {} ('{}') {}: {} examples", e.node.node_id, e.node.name,
@@ -301,10 +345,10 @@ struct CoordinatorRuntime::Impl {
     }
   }
 
-  void apply(CoordinatorActions actions) {
+  void apply(const CoordinatorActions& actions, const ReplyRoute* reply = nullptr) {
     // Events first: a round's rows exist before its messages go out.
     for (const auto& event : actions.events) std::visit([this](const auto& e) { handle(e); }, event);
-    for (const auto& out : actions.send) send(out);
+    for (const auto& out : actions.send) send(out, reply);
   }
 
   // ---- incoming ----
@@ -319,32 +363,44 @@ struct CoordinatorRuntime::Impl {
     }
     std::optional<protocol::Key32> key;
     if (!in.user_id.empty()) key = protocol::z85_to_key(in.user_id, "CURVE user id");
-    // A node id is bound to the key it registered with: another allow-listed
-    // node cannot speak for it.
-    if (key && !std::holds_alternative<protocol::Register>(env.body)) {
-      auto known = key_of.find(env.sender);
-      if (known != key_of.end() && known->second != *key) {
-        spdlog::warn("peer {} sent {} as node {}, whose key differs; refused", peer_label(in),
-                     protocol::body_name(env.body), env.sender);
-        reply_to_peer(in.peer, error_reply(protocol::ErrorCode::kNotAllowed,
-                                           "sender id does not match the authenticated key",
-                                           static_cast<std::uint16_t>(env.body.index())));
-        return;
-      }
-    }
-    if (env.sender != protocol::kCoordinatorId) peer_of[env.sender] = in.peer;
-    if (std::holds_alternative<protocol::Heartbeat>(env.body)) note_heartbeat(env.sender);
+    if (speaks_for_another_key(in, env, key)) return;
     // No exception from one peer's message ends the coordinator: the core
     // refuses what it can name; anything else it or the store throws is
     // answered as an internal error to that peer and logged.
     try {
-      apply(core->on_message(unix_ms(), env, key));
+      const CoordinatorActions actions = core->on_message(unix_ms(), env, key);
+      // Only a sender the core verified moves its node's route here: a peer
+      // that merely claims an id (a refused Register, someone else's key)
+      // must not receive that node's messages (issue 16, finding 3).
+      if (actions.sender_verified) {
+        peer_of[*actions.sender_verified] = in.peer;
+        if (std::holds_alternative<protocol::Heartbeat>(env.body)) note_heartbeat(*actions.sender_verified);
+      }
+      const ReplyRoute reply{env.sender, in.peer};
+      apply(actions, &reply);
     } catch (const std::exception& e) {
       spdlog::error("handling {} from node {} failed: {}; the coordinator goes on", protocol::body_name(env.body),
                     env.sender, e.what());
       reply_to_peer(in.peer, error_reply(protocol::ErrorCode::kInternal, "the coordinator could not handle this message",
                                          static_cast<std::uint16_t>(env.body.index())));
     }
+  }
+
+  // A node id is bound to its key: another allow-listed node cannot speak for
+  // it (the core checks this too for registered nodes; here it also covers
+  // ErrorReplies and nodes not yet registered again after a restart).
+  bool speaks_for_another_key(const protocol::Incoming& in, const protocol::Envelope& env,
+                              const std::optional<protocol::Key32>& key) {
+    if (!key || std::holds_alternative<protocol::Register>(env.body)) return false;
+    auto known = key_of.find(env.sender);
+    if (known == key_of.end() || known->second == *key) return false;
+    spdlog::warn("peer {} sent {} as node {}, whose key differs; refused", peer_label(in),
+                 protocol::body_name(env.body), env.sender);
+    reply_to_peer(in.peer, error_reply(protocol::ErrorCode::kNotAllowed,
+                                       "sender id " + std::to_string(env.sender) +
+                                           " is bound to another CURVE key; send as the node id of your own key",
+                                       static_cast<std::uint16_t>(env.body.index())));
+    return true;
   }
 
   void note_heartbeat(protocol::NodeId node) {

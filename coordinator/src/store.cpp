@@ -88,6 +88,20 @@ CREATE TABLE dp_accountant(
   delta REAL NOT NULL CHECK(delta >= 0 AND delta < 1)
 ) STRICT;
 )sql",
+    // 2: each node id's CURVE key, kept across restarts (issue 16, finding 2):
+    // one key is one node and one node one key, so both columns are unique.
+    // Filled by registrations over CURVE and by allow-list lines that name an
+    // id. Not back-filled from nodes.public_key: a coordinator without CURVE
+    // took that from the node's own word, so a binding starts with the first
+    // registration after the upgrade.
+    R"sql(
+CREATE TABLE node_keys(
+  node_id INTEGER PRIMARY KEY CHECK(node_id BETWEEN 1 AND 4294967295),
+  public_key BLOB NOT NULL UNIQUE CHECK(length(public_key) = 32),
+  source TEXT NOT NULL CHECK(source IN ('register', 'allow_list')),
+  bound_ms INTEGER NOT NULL
+) STRICT;
+)sql",
 };
 static_assert(std::size(kMigrations) == kStoreSchemaVersion, "one migration per schema version");
 
@@ -498,6 +512,87 @@ void Store::mark_heartbeat(protocol::NodeId id, std::optional<std::int64_t> at_m
   if (sqlite3_changes(db_) == 0) {
     refuse(path_, ErrorKind::kNotFound, "heartbeat from node " + std::to_string(id) + ", which never registered");
   }
+}
+
+// ---------------------------------------------------------------- node keys
+
+namespace {
+
+const char* source_text(KeyBindingSource source) {
+  return source == KeyBindingSource::kAllowList ? "allow_list" : "register";
+}
+
+NodeKeyBinding read_binding(const Stmt& s) {
+  NodeKeyBinding b;
+  b.node_id = static_cast<protocol::NodeId>(s.i64(0));
+  auto key = s.blob(1);
+  if (key.size() == b.public_key.size()) std::memcpy(b.public_key.data(), key.data(), key.size());
+  b.source = s.text(2) == "allow_list" ? KeyBindingSource::kAllowList : KeyBindingSource::kRegister;
+  b.bound_ms = s.i64(3);
+  return b;
+}
+
+constexpr const char* kBindingColumns = "SELECT node_id, public_key, source, bound_ms FROM node_keys";
+
+// The bindings of `id` or of `key` (at most two rows: one per unique column).
+std::vector<NodeKeyBinding> bindings_of(sqlite3* db, const fs::path& path, protocol::NodeId id,
+                                        const protocol::Key32& key) {
+  const std::string sql = std::string(kBindingColumns) + " WHERE node_id = ?1 OR public_key = ?2 ORDER BY node_id";
+  Stmt s(db, path, sql.c_str(), "read node key bindings");
+  s.bind(1, static_cast<std::int64_t>(id)).bind_blob(2, key);
+  std::vector<NodeKeyBinding> out;
+  while (s.step()) out.push_back(read_binding(s));
+  return out;
+}
+
+void insert_binding(sqlite3* db, const fs::path& path, protocol::NodeId id, const protocol::Key32& key,
+                    KeyBindingSource source, std::int64_t now) {
+  Stmt s(db, path, "INSERT INTO node_keys(node_id, public_key, source, bound_ms) VALUES(?1, ?2, ?3, ?4)",
+         "bind node " + std::to_string(id) + " to its key");
+  s.bind(1, static_cast<std::int64_t>(id)).bind_blob(2, key).bind(3, std::string_view(source_text(source)));
+  s.bind(4, now).run();
+}
+
+}  // namespace
+
+void Store::bind_node_key(protocol::NodeId id, const protocol::Key32& key) {
+  const std::string op = "bind node " + std::to_string(id) + " to key " + protocol::key_to_z85(key);
+  if (id == protocol::kCoordinatorId) refuse(path_, ErrorKind::kInvalidInput, op + ": node id 0 is the coordinator's");
+  Txn txn(db_, path_, op);
+  for (const auto& b : bindings_of(db_, path_, id, key)) {
+    if (b.node_id == id && b.public_key == key) return;  // already bound: nothing to do
+    refuse(path_, ErrorKind::kInvalidInput,
+           op + ": " +
+               (b.node_id == id ? "node " + std::to_string(id) + " is bound to key " + protocol::key_to_z85(b.public_key)
+                                : "the key is bound to node " + std::to_string(b.node_id)) +
+               "; one key is one node (name the node's new key in the allow-list to move it)");
+  }
+  insert_binding(db_, path_, id, key, KeyBindingSource::kRegister, now_ms());
+  txn.commit();
+}
+
+std::vector<NodeKeyBinding> Store::pin_node_key(protocol::NodeId id, const protocol::Key32& key) {
+  const std::string op = "pin node " + std::to_string(id) + " to key " + protocol::key_to_z85(key);
+  if (id == protocol::kCoordinatorId) refuse(path_, ErrorKind::kInvalidInput, op + ": node id 0 is the coordinator's");
+  Txn txn(db_, path_, op);
+  std::vector<NodeKeyBinding> replaced;
+  for (const auto& b : bindings_of(db_, path_, id, key)) {
+    if (b.node_id == id && b.public_key == key) return {};  // already bound: nothing to do
+    replaced.push_back(b);
+  }
+  Stmt drop(db_, path_, "DELETE FROM node_keys WHERE node_id = ?1 OR public_key = ?2", op);
+  drop.bind(1, static_cast<std::int64_t>(id)).bind_blob(2, key).run();
+  insert_binding(db_, path_, id, key, KeyBindingSource::kAllowList, now_ms());
+  txn.commit();
+  return replaced;
+}
+
+std::vector<NodeKeyBinding> Store::node_key_bindings() const {
+  const std::string sql = std::string(kBindingColumns) + " ORDER BY node_id";
+  Stmt s(db_, path_, sql.c_str(), "list node key bindings");
+  std::vector<NodeKeyBinding> out;
+  while (s.step()) out.push_back(read_binding(s));
+  return out;
 }
 
 // ---------------------------------------------------------------- rounds

@@ -100,6 +100,7 @@ struct CoordinatorCore::State {
     const auto& reg = std::get<protocol::Register>(env.body);
     if (auto refusal = members.check_register(env.sender, reg, key)) return refuse(a, env, refusal->code, refusal->why);
     const bool known = members.enrol(reg, now);
+    a.sender_verified = reg.node_id;
     a.events.push_back(NodeRegistered{reg, known});
     a.send.push_back(coordinator_message(reg.node_id, 0, 0,
                                          protocol::RegisterAck{reg.node_id, cfg.heartbeat_interval_ms, version}));
@@ -248,6 +249,10 @@ CoordinatorCore::CoordinatorCore(FederationConfig config, ResumeState resume) {
         s_->cfg.dp.mode != protocol::DpMode::kNone ? s_->cfg.dp.delta : resume.dp_history.back().delta;
     s_->ledger.replay(resume.dp_history, delta);
   }
+  for (const auto& [id, key] : resume.key_bindings)
+    if (!s_->members.restore_binding(id, key))
+      bad_config("resume.key_bindings: node " + std::to_string(id) +
+                 " is id 0, or its key is bound to another node id too (one key is one node)");
   s_->finished = s_->round_id > s_->cfg.rounds;
 }
 
@@ -280,6 +285,7 @@ CoordinatorActions CoordinatorCore::on_message(std::int64_t now_ms, const Envelo
                                                  std::to_string(env.sender) + " registered with");
     return a;
   }
+  a.sender_verified = env.sender;
   if (std::holds_alternative<protocol::Heartbeat>(env.body)) {
     s.on_heartbeat(a, now_ms, env);
   } else if (const auto* m = std::get_if<protocol::Metrics>(&env.body)) {

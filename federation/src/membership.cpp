@@ -25,16 +25,21 @@ std::optional<Refusal> Membership::check_register(NodeId sender, const protocol:
     return Refusal{ErrorCode::kNotAllowed,
                    "register.publicKey differs from the CURVE key this connection authenticated; "
                    "register with the key the node connects with"};
-  // With CURVE, a node id stays bound to the key it first registered with, so
-  // one allow-listed node cannot take over another's id.
-  auto it = nodes_.find(reg.node_id);
-  if (it != nodes_.end() && key && it->second.reg.public_key != reg.public_key)
-    return Refusal{ErrorCode::kNotAllowed, "node id " + std::to_string(reg.node_id) +
-                                               " is registered with another public key; use that key or a new node id"};
+  // With CURVE, a node id stays bound to the key it first registered with (or
+  // the one the allow-list names), across restarts: one allow-listed node
+  // cannot take over another's id, nor hold two.
   if (key) {
-    auto bound = node_of_key_.find(*key);
-    if (bound != node_of_key_.end() && bound->second != reg.node_id)
-      return Refusal{ErrorCode::kNotAllowed, "this CURVE key is registered as node " + std::to_string(bound->second) +
+    const std::string id = std::to_string(reg.node_id);
+    auto bound = key_of_node_.find(reg.node_id);
+    if (bound != key_of_node_.end() && bound->second != *key)
+      return Refusal{ErrorCode::kNotAllowed,
+                     "node id " + id + " is bound to another public key (the one it first registered with, or the one "
+                     "the coordinator's allow-list names); connect with that key, or to move node " + id +
+                     " to this key name it in the allow-list ('<key> node=" + id + "') and restart the coordinator"};
+    auto holder = node_of_key_.find(*key);
+    if (holder != node_of_key_.end() && holder->second != reg.node_id)
+      return Refusal{ErrorCode::kNotAllowed, "this CURVE key is bound to node " + std::to_string(holder->second) +
+                                                 ", so it cannot register node " + id +
                                                  "; one key is one node (give each node its own key)"};
   }
   return std::nullopt;
@@ -45,9 +50,21 @@ bool Membership::enrol(const protocol::Register& reg, std::int64_t now_ms) {
   NodeInfo& n = nodes_[reg.node_id];
   n.reg = reg;
   node_of_key_[reg.public_key] = reg.node_id;
+  key_of_node_[reg.node_id] = reg.public_key;
   n.sent_version.reset();
   touch(reg.node_id, now_ms);
   return known;
+}
+
+bool Membership::restore_binding(NodeId id, const protocol::Key32& key) {
+  auto holder = node_of_key_.find(key);
+  auto bound = key_of_node_.find(id);
+  if (id == protocol::kCoordinatorId || (holder != node_of_key_.end() && holder->second != id) ||
+      (bound != key_of_node_.end() && bound->second != key))
+    return false;
+  node_of_key_[key] = id;
+  key_of_node_[id] = key;
+  return true;
 }
 
 void Membership::touch(NodeId id, std::int64_t now_ms) {

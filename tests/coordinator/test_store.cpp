@@ -107,7 +107,7 @@ void raw_exec(const fs::path& file, const char* sql) {
 
 }  // namespace
 
-TEST_CASE("store: creates a fresh database with WAL, foreign keys and schema version 1") {
+TEST_CASE("store: creates a fresh database with WAL, foreign keys and the current schema version") {
   TempDir tmp;
   auto store = Store::open(tmp.db());
   CHECK(store.schema_version() == kStoreSchemaVersion);
@@ -164,6 +164,59 @@ TEST_CASE("store: nodes round trip, keep first_seen, track heartbeats") {
   auto big = make_node(3);
   big.profile.assign(kMaxProfileBytes + 1, 'x');
   CHECK(error_kind_of([&] { store.upsert_node(big); }) == ErrorKind::kInvalidInput);
+}
+
+TEST_CASE("store: a node id stays bound to its CURVE key across reopening, and one key is one node") {
+  TempDir tmp;
+  std::int64_t now = 1000;
+  const auto k3 = make_node(3).public_key;
+  const auto k4 = make_node(4).public_key;
+  {
+    auto store = Store::open(tmp.db(), fake_clock(&now));
+    CHECK(store.node_key_bindings().empty());
+    store.bind_node_key(3, k3);
+    now = 2000;
+    store.bind_node_key(3, k3);  // a re-registration changes nothing
+    std::string msg;
+    CHECK(error_kind_of([&] { store.bind_node_key(7, k3); }, &msg) == ErrorKind::kInvalidInput);
+    CHECK_THAT(msg, Catch::Contains("bound to node 3"));
+    CHECK(error_kind_of([&] { store.bind_node_key(3, k4); }, &msg) == ErrorKind::kInvalidInput);
+    CHECK_THAT(msg, Catch::Contains("node 3 is bound to key"));
+    CHECK(error_kind_of([&] { store.bind_node_key(0, k4); }) == ErrorKind::kInvalidInput);
+  }
+  // A restarted coordinator reads the same binding back.
+  auto store = Store::open(tmp.db(), fake_clock(&now));
+  CHECK(store.node_key_bindings() == std::vector<NodeKeyBinding>{{3, k3, KeyBindingSource::kRegister, 1000}});
+  CHECK(error_kind_of([&] { store.bind_node_key(7, k3); }) == ErrorKind::kInvalidInput);
+
+  // The allow-list's word moves a binding: node 9 takes key 4, then node 3
+  // takes key 4 from node 9 (both old bindings are dropped and reported).
+  now = 3000;
+  CHECK(store.pin_node_key(9, k4).empty());
+  CHECK(store.pin_node_key(9, k4).empty());  // already so: nothing changes
+  const auto replaced = store.pin_node_key(3, k4);
+  CHECK(replaced == std::vector<NodeKeyBinding>{{3, k3, KeyBindingSource::kRegister, 1000},
+                                                {9, k4, KeyBindingSource::kAllowList, 3000}});
+  CHECK(store.node_key_bindings() == std::vector<NodeKeyBinding>{{3, k4, KeyBindingSource::kAllowList, 3000}});
+  store.bind_node_key(7, k3);  // key 3 is free again
+  CHECK(store.node_key_bindings().size() == 2);
+}
+
+TEST_CASE("store: a schema version 1 file migrates to version 2 and keeps its nodes") {
+  TempDir tmp;
+  {
+    auto store = Store::open(tmp.db());
+    run_rounds(store, 1);
+  }
+  // What a fedge before migration 2 left behind.
+  raw_exec(tmp.db(), "DROP TABLE node_keys; DELETE FROM schema_version WHERE version = 2");
+  auto store = Store::open(tmp.db());
+  CHECK(store.schema_version() == 2);
+  CHECK(store.list_nodes().size() == 3);
+  CHECK(store.last_completed_round() == 1);
+  CHECK(store.node_key_bindings().empty());  // bindings start with the next registration
+  store.bind_node_key(1, make_node(1).public_key);
+  CHECK(store.node_key_bindings().size() == 1);
 }
 
 TEST_CASE("store: public keys from Z85 text or 32 raw bytes") {
@@ -491,10 +544,11 @@ TEST_CASE("store: a file that is not a fedge database is refused, naming the fil
 TEST_CASE("store: a newer schema version is refused") {
   TempDir tmp;
   { Store::open(tmp.db()); }
-  raw_exec(tmp.db(), "INSERT INTO schema_version(version, applied_ms) VALUES(2, 0)");
+  raw_exec(tmp.db(), "INSERT INTO schema_version(version, applied_ms) VALUES(3, 0)");
+  static_assert(kStoreSchemaVersion == 2, "the forged version above must be newer than this build's");
   std::string msg;
   CHECK(error_kind_of([&] { Store::open(tmp.db()); }, &msg) == ErrorKind::kInvalidInput);
-  CHECK_THAT(msg, Catch::Contains("schema version 2"));
+  CHECK_THAT(msg, Catch::Contains("schema version 3"));
   CHECK_THAT(msg, Catch::Contains("newer fedge"));
   CHECK_THAT(msg, Catch::Contains(tmp.db().string()));
 }
@@ -563,9 +617,9 @@ TEST_CASE("store: schema has no place for an individual node's update") {
       INFO("column " << table << "." << column << " " << type);
       CHECK((type == "INTEGER" || type == "REAL" || type == "TEXT" || type == "BLOB"));
       CHECK(column.find("update") == std::string::npos);
-      if (type == "BLOB") {
+      if (type == "BLOB") {  // only the nodes' 32-byte CURVE keys
         ++blob_columns;
-        CHECK(table == "nodes");
+        CHECK((table == "nodes" || table == "node_keys"));
         CHECK(column == "public_key");
         CHECK_THAT(sql, Catch::Contains("length(public_key) = 32"));
       }
@@ -574,8 +628,8 @@ TEST_CASE("store: schema has no place for an individual node's update") {
   }
   sqlite3_finalize(tables);
   sqlite3_close(db);
-  CHECK(blob_columns == 1);
+  CHECK(blob_columns == 2);
   // A new table must be reviewed against the privacy rule before it joins this list.
-  CHECK(names == std::vector<std::string>{"adapter_versions", "dp_accountant", "nodes", "round_metrics",
-                                           "round_nodes", "rounds", "schema_version"});
+  CHECK(names == std::vector<std::string>{"adapter_versions", "dp_accountant", "node_keys", "nodes",
+                                           "round_metrics", "round_nodes", "rounds", "schema_version"});
 }

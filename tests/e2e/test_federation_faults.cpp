@@ -63,6 +63,47 @@ void check_server_optimizer(const FederationHarness& h, const std::string& strat
   }
 }
 
+// A test peer on its own CurveZMQ connection, holding the harness's key of
+// node `key_of` (allow-listed), whatever node id it then claims.
+struct Peer {
+  protocol::Context ctx;
+  protocol::Dealer dealer;
+  protocol::Key32 key;
+
+  Peer(const FederationHarness& h, int key_of)
+      : dealer(ctx, h.endpoint(), {},
+               protocol::CurveClient{
+                   protocol::load_key_pair(h.root() / ("keys/node" + std::to_string(key_of) + ".key")),
+                   protocol::load_public_key(h.root() / "keys/coordinator.pub")}),
+        key(protocol::z85_to_key(protocol::load_public_key(h.root() / ("keys/node" + std::to_string(key_of) + ".pub")),
+                                 "node key")) {}
+
+  // Sends a Register for `id` with this peer's key (and no training data, so
+  // it is never selected).
+  void send_register(protocol::NodeId id) {
+    protocol::Envelope env;
+    env.sender = id;
+    env.body = protocol::Register{id, "peer", key, {"cpu", 0, "m", 1, 0}};
+    dealer.send(protocol::encode(env));
+  }
+  // The coordinator's first answer to a Register for `id`.
+  protocol::Envelope register_as(protocol::NodeId id) {
+    send_register(id);
+    const auto reply = dealer.recv(10s);
+    REQUIRE(reply);
+    return protocol::decode(*reply, protocol::Limits{});
+  }
+};
+
+// The refusal's text, or a note that the answer was no refusal.
+std::string refusal(const protocol::Envelope& env) {
+  const auto* error = std::get_if<protocol::ErrorReply>(&env.body);
+  if (error == nullptr) return std::string("(not refused: ") + std::string(protocol::body_name(env.body)) + ")";
+  return error->code == protocol::ErrorCode::kNotAllowed ? error->message : "(wrong code) " + error->message;
+}
+
+bool acknowledged(const protocol::Envelope& env) { return std::holds_alternative<protocol::RegisterAck>(env.body); }
+
 std::string logs(const std::vector<std::unique_ptr<Process>>& procs) {
   std::string out;
   for (const auto& p : procs) out += p->log_path().filename().string() + ":\n" + p->log_text() + "\n";
@@ -249,4 +290,120 @@ TEST_CASE("federation: hostile bytes from an allow-listed peer get error replies
   auto store = fedge::coordinator::Store::open(h.coordinator_state() / "coordinator.db");
   CHECK(store.last_completed_round() == 2);
   CHECK(store.node(4) == std::nullopt);
+}
+
+TEST_CASE("federation: a peer that claims a registered node's id never receives that node's messages", "[e2e]") {
+  FederationHarness h(4);
+  auto coordinator = h.start_coordinator(federation(2, 3, "train_ms = 30000"));
+  std::vector<std::unique_ptr<Process>> nodes;
+  for (int id = 1; id <= 3; ++id) nodes.push_back(h.start_node(id, "exit_after_versions = 2\n"));
+  // Once node 1 holds its id (before, the id would simply be free), a peer
+  // with node 4's allow-listed key claims it over and over while the rounds
+  // run. Before the fix, each claim pointed node 1's reply route at the peer
+  // until node 1's next message: the peer received node 1's plans and models.
+  const bool registered = fedge::testing::eventually(
+      [&] { return fedge::coordinator::Store::open(h.coordinator_state() / "coordinator.db").node(1).has_value(); },
+      120s, 20ms);
+  INFO("coordinator log:\n" << coordinator->log_text());
+  REQUIRE(registered);
+  Peer claimant(h, 4);
+  std::size_t refused = 0;
+  std::vector<std::string> stolen;  // messages meant for node 1
+  const auto until = std::chrono::steady_clock::now() + 240s;
+  while (coordinator->running() && stolen.empty() && std::chrono::steady_clock::now() < until) {
+    claimant.send_register(1);
+    while (auto bytes = claimant.dealer.recv(2ms)) {
+      const auto env = protocol::decode(*bytes, protocol::Limits{});
+      const auto* error = std::get_if<protocol::ErrorReply>(&env.body);
+      if (error != nullptr && error->code == protocol::ErrorCode::kNotAllowed) {
+        ++refused;
+      } else {
+        stolen.push_back(std::string(protocol::body_name(env.body)));
+      }
+    }
+  }
+  INFO("the claimant received: " << [&] {
+    std::string s;
+    for (const auto& m : stolen) s += m + " ";
+    return s;
+  }());
+  REQUIRE(stolen.empty());
+  CHECK(refused > 0);  // each claim is refused, to the claimant
+  const auto rc = coordinator->wait_for_exit(180s);
+  INFO(logs(nodes));
+  REQUIRE(rc == 0);
+  for (auto& n : nodes) CHECK(n->wait_for_exit(30s) == 0);
+  auto store = fedge::coordinator::Store::open(h.coordinator_state() / "coordinator.db");
+  REQUIRE(store.last_completed_round() == 2);
+  for (std::uint64_t r : {1, 2}) CHECK(store.completed_round(r)->survivors == 3);
+}
+
+TEST_CASE("federation: after a restart each key stays bound to its node id, and the allow-list may name the id",
+          "[e2e]") {
+  FederationHarness h(4);
+  const std::string fed = federation(1, 3, "train_ms = 30000");
+  auto coordinator = h.start_coordinator(fed);
+  {
+    Peer node3(h, 3);
+    REQUIRE(acknowledged(node3.register_as(3)));
+  }
+  // Killed without clean-up: the binding was committed with the registration.
+  auto restart = [&] {
+    coordinator->signal(SIGKILL);
+    REQUIRE(coordinator->wait_for_exit(10s) == 128 + SIGKILL);
+    coordinator = h.start_coordinator(fed, h.endpoint());
+  };
+  restart();
+  {
+    Peer node3(h, 3);  // node 3's key, claiming a second identity
+    const std::string why = refusal(node3.register_as(7));
+    INFO(coordinator->log_text());
+    CHECK_THAT(why, Catch::Contains("bound to node 3"));
+  }
+  {
+    Peer node4(h, 4);  // another allow-listed key, claiming node 3
+    const std::string why = refusal(node4.register_as(3));
+    CHECK_THAT(why, Catch::Contains("node id 3 is bound to another public key"));
+    CHECK_THAT(why, Catch::Contains("allow-list"));
+  }
+  {
+    Peer node3(h, 3);
+    CHECK(acknowledged(node3.register_as(3)));  // node 3 itself is welcome back
+  }
+
+  // The allow-list names node 9 for node 4's key (the other lines keep the
+  // old format): key 4 may then register as node 9 only.
+  {
+    std::ofstream allow(h.root() / "keys/allowed.txt");
+    for (int id = 1; id <= 4; ++id) {
+      allow << protocol::load_public_key(h.root() / ("keys/node" + std::to_string(id) + ".pub"))
+            << (id == 4 ? " node=9 site-d" : " node" + std::to_string(id)) << "\n";
+    }
+  }
+  restart();
+  {
+    Peer node4(h, 4);
+    const std::string why = refusal(node4.register_as(4));
+    INFO(coordinator->log_text());
+    CHECK_THAT(why, Catch::Contains("bound to node 9"));
+  }
+  {
+    Peer node4(h, 4);
+    CHECK(acknowledged(node4.register_as(9)));
+  }
+  {
+    Peer node1(h, 1);
+    CHECK(acknowledged(node1.register_as(1)));  // an unnamed key binds at its first registration
+  }
+  {
+    Peer node1(h, 1);
+    CHECK_THAT(refusal(node1.register_as(5)), Catch::Contains("bound to node 1"));
+  }
+  auto store = fedge::coordinator::Store::open(h.coordinator_state() / "coordinator.db");
+  std::map<protocol::NodeId, fedge::coordinator::KeyBindingSource> bound;
+  for (const auto& b : store.node_key_bindings()) bound[b.node_id] = b.source;
+  CHECK(bound == std::map<protocol::NodeId, fedge::coordinator::KeyBindingSource>{
+                     {1, fedge::coordinator::KeyBindingSource::kRegister},
+                     {3, fedge::coordinator::KeyBindingSource::kRegister},
+                     {9, fedge::coordinator::KeyBindingSource::kAllowList}});
 }

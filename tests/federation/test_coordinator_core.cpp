@@ -119,6 +119,12 @@ TEST_CASE("resume state: inconsistent parameters are refused") {
   r = resume();
   r.dp_history = {{1, 0.0, 0.5, 1, 0, 1e-5}};
   CHECK_THROWS_WITH(CoordinatorCore(config(), r), Catch::Contains("dp_history"));
+  // One key bound to two node ids (a store someone edited by hand).
+  r = resume();
+  protocol::Key32 shared{};
+  shared.fill(7);
+  r.key_bindings = {{3, shared}, {4, shared}};
+  CHECK_THROWS_WITH(CoordinatorCore(config(), r), Catch::Contains("key_bindings") && Catch::Contains("node 4"));
   // A resume past the last round is finished at once.
   r = resume();
   r.next_round = 4;
@@ -240,6 +246,54 @@ TEST_CASE("coordinator: selection follows fraction, min and max, deterministical
   CHECK(run(1, 0.5, 0) != run(2, 0.5, 0));
   auto s = run(3, 0.5, 0);
   CHECK(std::is_sorted(s.begin(), s.end()));
+}
+
+TEST_CASE("coordinator: a restarted core keeps each CURVE key bound to its node id") {
+  auto r = resume();
+  const auto key3 = std::get<protocol::Register>(reg(3, 10).body).public_key;
+  r.key_bindings = {{3, key3}};
+  CoordinatorCore core(config(), r);
+  Envelope sybil = reg(7, 10);  // node 3's key, registering a second identity
+  std::get<protocol::Register>(sybil.body).public_key = key3;
+  auto a = core.on_message(1, sybil, key3);
+  REQUIRE(a.send.size() == 1);
+  CHECK(std::get<protocol::ErrorReply>(a.send[0].envelope.body).code == protocol::ErrorCode::kNotAllowed);
+  CHECK_FALSE(a.sender_verified.has_value());
+  const auto key9 = std::get<protocol::Register>(reg(9, 10).body).public_key;
+  Envelope moved = reg(3, 10);  // node 3 with another (allow-listed) key
+  std::get<protocol::Register>(moved.body).public_key = key9;
+  a = core.on_message(2, moved, key9);
+  REQUIRE(a.send.size() == 1);
+  CHECK(std::get<protocol::ErrorReply>(a.send[0].envelope.body).code == protocol::ErrorCode::kNotAllowed);
+  CHECK(core.registered_nodes().empty());
+  a = core.on_message(3, reg(3, 10), key3);
+  CHECK(events_of<NodeRegistered>(a).size() == 1);
+  CHECK(a.sender_verified == NodeId{3});
+}
+
+TEST_CASE("coordinator: only a message the core verified names its sender for the reply route") {
+  // A driver moves a node's reply route to the connection a message came on
+  // only when sender_verified says so; a peer that merely claims an id must
+  // never get it (issue 16, finding 3).
+  CoordinatorCore core(config(), resume());
+  const auto key1 = std::get<protocol::Register>(reg(1, 10).body).public_key;
+  const auto key2 = std::get<protocol::Register>(reg(2, 10).body).public_key;
+  CHECK(core.on_message(0, reg(1, 10), key1).sender_verified == NodeId{1});
+  CHECK(core.on_message(1, heartbeat(1), key1).sender_verified == NodeId{1});
+  Envelope claim = reg(1, 10);  // key 2 registering as node 1
+  std::get<protocol::Register>(claim.body).public_key = key2;
+  CHECK_FALSE(core.on_message(2, claim, key2).sender_verified.has_value());
+  CHECK_FALSE(core.on_message(3, heartbeat(1), key2).sender_verified.has_value());  // key 2 speaking as node 1
+  CHECK_FALSE(core.on_message(4, heartbeat(5)).sender_verified.has_value());        // never registered
+  CHECK_FALSE(core.on_message(5, {protocol::kProtocolVersion, 0, 1, protocol::ErrorReply{}}, key1)
+                  .sender_verified.has_value());                                       // errors are not checked
+  Envelope old_version = heartbeat(1);
+  old_version.version = 2;
+  CHECK_FALSE(core.on_message(6, old_version, key1).sender_verified.has_value());
+  // A round message from the node itself, refused because no round runs: the
+  // sender is still the node (its key matches), so its route may follow it.
+  CHECK(core.on_message(7, {protocol::kProtocolVersion, 1, 1, protocol::PlainUpdate{}}, key1).sender_verified ==
+        NodeId{1});
 }
 
 TEST_CASE("coordinator: messages outside a round and from strangers are refused") {

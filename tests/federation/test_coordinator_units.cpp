@@ -80,10 +80,49 @@ TEST_CASE("membership: with CURVE, one key registers one node id (no identities 
   const auto refusal = m.check_register(5, sybil, key_of(3));
   REQUIRE(refusal.has_value());
   CHECK(refusal->code == ErrorCode::kNotAllowed);
-  CHECK(refusal->why.find("registered as node 3") != std::string::npos);
+  CHECK(refusal->why.find("bound to node 3") != std::string::npos);
   CHECK_FALSE(m.check_register(3, reg(3, 10), key_of(3)).has_value());  // the node itself may register again
   // Without CURVE no key is authenticated, so there is nothing to bind (insecure deployments).
   CHECK_FALSE(m.check_register(5, sybil, std::nullopt).has_value());
+}
+
+TEST_CASE("membership: bindings restored after a coordinator restart hold before the node registers again") {
+  // A fresh Membership is what a restarted coordinator has: no node enrolled,
+  // only the bindings its store kept (node 3 registered with key 3, the
+  // allow-list named node 9 for key 4).
+  Membership m(5000);
+  REQUIRE(m.restore_binding(3, key_of(3)));
+  REQUIRE(m.restore_binding(9, key_of(4)));
+  CHECK_FALSE(m.contains(3));
+  // Key 3 cannot come back as node 7 ...
+  protocol::Register sybil = reg(7, 10);
+  sybil.public_key = key_of(3);
+  auto refusal = m.check_register(7, sybil, key_of(3));
+  REQUIRE(refusal.has_value());
+  CHECK(refusal->code == ErrorCode::kNotAllowed);
+  CHECK(refusal->why.find("bound to node 3") != std::string::npos);
+  // ... node 3 cannot come back with another key, and is told how to move it ...
+  protocol::Register moved = reg(3, 10);
+  moved.public_key = key_of(5);
+  refusal = m.check_register(3, moved, key_of(5));
+  REQUIRE(refusal.has_value());
+  CHECK(refusal->code == ErrorCode::kNotAllowed);
+  CHECK(refusal->why.find("node id 3 is bound to another public key") != std::string::npos);
+  CHECK(refusal->why.find("allow-list") != std::string::npos);
+  // ... key 4 registers only as the id the allow-list named ...
+  protocol::Register named = reg(4, 10);
+  CHECK(m.check_register(4, named, key_of(4))->why.find("bound to node 9") != std::string::npos);
+  named = reg(9, 10);
+  named.public_key = key_of(4);
+  CHECK_FALSE(m.check_register(9, named, key_of(4)).has_value());
+  // ... and node 3 with its own key is welcome back.
+  REQUIRE_FALSE(m.check_register(3, reg(3, 10), key_of(3)).has_value());
+  CHECK_FALSE(m.enrol(reg(3, 10), 0));
+  // A key bound twice, an id bound twice or id 0 cannot be restored.
+  CHECK_FALSE(m.restore_binding(5, key_of(3)));
+  CHECK_FALSE(m.restore_binding(3, key_of(5)));
+  CHECK_FALSE(m.restore_binding(0, key_of(6)));
+  CHECK(m.restore_binding(3, key_of(3)));  // the same pair again is fine
 }
 
 TEST_CASE("membership: a Register's fields must fit what the store keeps (names, profiles, example counts)") {

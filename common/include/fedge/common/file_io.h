@@ -1,6 +1,8 @@
 // Whole-file I/O for model files: a read-only memory map (safetensors and
 // GGUF weights are read in place: the page cache is the only copy) and an
-// atomic write (temporary file, fsync, rename), so a reader never sees half a file.
+// atomic, durable write (temporary file, fsync, rename, fsync of the
+// directory), so a reader never sees half a file and a written file survives
+// power loss.
 #pragma once
 
 #include <cstddef>
@@ -33,8 +35,17 @@ class MappedFile {
   std::size_t size_ = 0;
 };
 
-// Writes the pieces one after the other into `path` atomically. Throws
+// Writes the pieces one after the other into `path` atomically and durably:
+// into a temporary file beside it, fsync, rename over `path`, fsync of the
+// directory (without it the rename itself may be lost at power loss, leaving
+// the old file or none). When it returns, the new file is on disk. Throws
 // Error(kIo) naming the file; the temporary file is removed on failure.
 void write_file_atomically(const std::filesystem::path& path, const std::vector<std::span<const std::byte>>& pieces);
+void write_file_atomically(const std::filesystem::path& path, std::string_view text);
+
+// Flushes the entries of directory `dir` (files or folders created, renamed or
+// removed in it) to disk, so that they survive power loss. Throws Error(kIo)
+// naming the directory.
+void fsync_directory(const std::filesystem::path& dir);
 
 }  // namespace fedge

@@ -5,7 +5,7 @@
 // last completed round (Store::recover), neither losing nor repeating a round.
 //
 // State directory layout:
-//   coordinator.db                      the Store (nodes, rounds, metrics, DP)
+//   coordinator.db                      the Store (nodes and their key bindings, rounds, metrics, DP)
 //   adapters/v<N>/adapter_model.safetensors   global adapter version N (PEFT layout,
 //   adapters/v<N>/adapter_config.json         loadable by `fedge generate --adapter`)
 #pragma once
@@ -37,8 +37,10 @@ struct AdapterInit {
 
 struct CoordinatorRuntimeConfig {
   std::string bind = "tcp://127.0.0.1:5555";      // "tcp://127.0.0.1:0" picks a free port
-  // CURVE: the coordinator's secret key file (PREFIX.key) and the node allow-list.
-  // Both are required unless `insecure` (plain TCP, for tests on one host only).
+  // CURVE: the coordinator's secret key file (PREFIX.key) and the node allow-list
+  // (a line may pin its key's node id: allow_list.h). Both are required unless
+  // `insecure` (plain TCP, for tests on one host only; no key is authenticated,
+  // so no node id is bound to one).
   std::filesystem::path key_file;
   std::filesystem::path allow_list;
   bool insecure = false;

@@ -10,15 +10,19 @@
 // still "running". On restart, recover() marks every "running" round
 // "abandoned" and returns last_completed_round() + 1 as the round to run next;
 // that round id is then begun again as a fresh attempt. The coordinator should
-// write the adapter safetensors file (temp file + rename) BEFORE calling
-// complete_round(): a file without a row is left over from an abandoned round
+// write the adapter safetensors file durably (temp file, fsync, rename, fsync
+// of its folder and of the new folder's entry: write_file_atomically and
+// fsync_directory in common/file_io.h) BEFORE calling complete_round(): with
+// synchronous = FULL the committed row survives power loss, and so must the
+// file it names. A file without a row is left over from an abandoned round
 // and is simply overwritten when the round is run again.
 //
 // Privacy rule. The database holds NO table or column that could hold an
 // individual node's update: only sums (the global adapters, which live in
 // safetensors files outside the database and are referenced by path), scalar
-// metrics and DP accounting. The only BLOB column is nodes.public_key (32
-// bytes, length-checked); all tables are STRICT (a TEXT column refuses blobs)
+// metrics and DP accounting. The only BLOB columns are the nodes' CURVE public
+// keys (nodes.public_key and node_keys.public_key, 32 bytes, length-checked);
+// all tables are STRICT (a TEXT column refuses blobs)
 // and text columns carry length limits small enough that no update fits in
 // them. tests/coordinator/test_store.cpp inspects sqlite_master to keep it so.
 //
@@ -53,7 +57,7 @@ namespace fedge::coordinator {
 
 // Schema version this build writes; open() migrates older files up to it and
 // refuses newer ones.
-inline constexpr int kStoreSchemaVersion = 1;
+inline constexpr int kStoreSchemaVersion = 2;
 // PRAGMA application_id of a fedge coordinator database ("FEDG").
 inline constexpr std::int32_t kStoreApplicationId = 0x46454447;
 
@@ -96,6 +100,20 @@ struct FileDigest {
   std::uint64_t size_bytes = 0;
 };
 FileDigest digest_file(const std::filesystem::path& file);
+
+// A node id bound to the CURVE key it registers with, for the life of the
+// federation: one key is one node, one node one key (issue 16, finding 2).
+enum class KeyBindingSource {
+  kRegister,   // the key the node first registered with over CURVE
+  kAllowList,  // an allow-list line that names the id (the operator's word)
+};
+struct NodeKeyBinding {
+  protocol::NodeId node_id = 0;
+  protocol::Key32 public_key{};
+  KeyBindingSource source = KeyBindingSource::kRegister;
+  std::int64_t bound_ms = 0;  // the store's clock
+  bool operator==(const NodeKeyBinding&) const = default;
+};
 
 enum class RoundState { kRunning, kCompleted, kFailed, kAbandoned };
 std::string_view round_state_name(RoundState state);
@@ -180,6 +198,18 @@ class Store {
   std::vector<NodeRecord> list_nodes() const;  // by node id
   // Throws Error(kNotFound) for a node that never registered.
   void mark_heartbeat(protocol::NodeId id, std::optional<std::int64_t> at_ms = std::nullopt);
+
+  // --- node id <-> CURVE key bindings (kept across restarts) ---
+  // Records the key node `id` registered with over CURVE; the same pair again
+  // changes nothing. Throws Error(kInvalidInput) naming both when the id is
+  // bound to another key or the key to another id (the coordinator core
+  // refuses such a Register before it gets here).
+  void bind_node_key(protocol::NodeId id, const protocol::Key32& key);
+  // The operator's word (an allow-list line that names the id): binds them,
+  // first dropping the other bindings of the id and of the key, which it
+  // returns so the caller can say what changed. A pair already bound stays.
+  std::vector<NodeKeyBinding> pin_node_key(protocol::NodeId id, const protocol::Key32& key);
+  std::vector<NodeKeyBinding> node_key_bindings() const;  // by node id
 
   // --- rounds ---
   // Starts an attempt at `round`, which must be last_completed_round() + 1,

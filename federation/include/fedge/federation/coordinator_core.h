@@ -43,6 +43,9 @@ struct ResumeState {
   std::vector<protocol::TensorLayout> layout;   // tensor names and shapes (sum of numel = global.size())
   std::vector<DpRecord> dp_history;             // Store::dp_history(), replayed into the accountant
   aggregation::StrategyState strategy_state;    // the server optimiser's moments (RoundCompleted::strategy_state)
+  // Each node id's CURVE key, kept across restarts (the Store's node_keys):
+  // with CURVE the id registers only with that key and the key only as that id.
+  std::map<protocol::NodeId, protocol::Key32> key_bindings;
 };
 
 struct RoundStarted {
@@ -106,6 +109,15 @@ using CoordinatorEvent = std::variant<RoundStarted, RoundCompleted, RoundFailed,
 struct CoordinatorActions {
   std::vector<Outgoing> send;
   std::vector<CoordinatorEvent> events;
+  // on_message only: the node this message came from, once the core has
+  // checked that it did: a Register it enrolled, or a message from a
+  // registered node whose authenticated CURVE key (if any) is the one it
+  // registered with (even if the message itself is then refused, e.g. for a
+  // closed stage). nullopt for anything refused before that and for
+  // ErrorReplies, which are never checked. A driver points a node's reply
+  // route at the connection a message came on only when this names the node,
+  // so a peer that merely claims an id never receives that node's messages.
+  std::optional<protocol::NodeId> sender_verified;
 };
 
 class CoordinatorCore {

@@ -36,14 +36,20 @@ class Membership {
 
   // Why a Register from `sender` (with the CURVE key the transport
   // authenticated, if any) must be refused: a field outside the limits above,
-  // an id that is not the sender's, a key that is not the connection's or not
-  // the one the id registered with, or (with CURVE) a key already registered
-  // under another id: one key is one node, so one allow-listed key cannot
-  // fill a round with identities. nullopt when it may join.
+  // an id that is not the sender's, a key that is not the connection's, or
+  // (with CURVE) an id bound to another key or a key bound to another id: one
+  // key is one node, so one allow-listed key cannot fill a round with
+  // identities, nor take over another node's id. nullopt when it may join.
   std::optional<Refusal> check_register(protocol::NodeId sender, const protocol::Register& reg,
                                         const std::optional<protocol::Key32>& key) const;
-  // Adds or refreshes a node checked by check_register; true when it was known.
+  // Adds or refreshes a node checked by check_register, binding its id and
+  // key; true when it was known.
   bool enrol(const protocol::Register& reg, std::int64_t now_ms);
+  // Binds `id` to `key` before the node registers in this process: the
+  // bindings a restarted coordinator kept (ResumeState::key_bindings), so a
+  // restart frees no key and no id. False, binding nothing, for id 0, a key
+  // already bound to another id or an id already bound to another key.
+  bool restore_binding(protocol::NodeId id, const protocol::Key32& key);
 
   bool contains(protocol::NodeId id) const { return nodes_.count(id) != 0; }
   const NodeInfo& at(protocol::NodeId id) const { return nodes_.at(id); }
@@ -67,7 +73,10 @@ class Membership {
 
   std::uint32_t liveness_timeout_ms_;
   std::map<protocol::NodeId, NodeInfo> nodes_;
-  std::map<protocol::Key32, protocol::NodeId> node_of_key_;  // the id each registered key holds
+  // The binding of ids and keys (with CURVE, checked both ways): from enrol()
+  // and restore_binding().
+  std::map<protocol::Key32, protocol::NodeId> node_of_key_;
+  std::map<protocol::NodeId, protocol::Key32> key_of_node_;
 };
 
 // Means of the scalar metrics nodes send between two round results. Bounded:
