@@ -26,7 +26,7 @@ FederationConfig config() {
   FederationConfig c;
   c.min_nodes = 3;
   c.secagg_degree = 2;
-  c.secagg_threshold = 2;
+  c.secagg_threshold = 3;
   c.deadlines = {1000, 100, 200, 300, 400};
   c.secret_seed = privacy::Key32{};
   return c;
@@ -172,7 +172,7 @@ TEST_CASE("coordinator: rounds start with enough live nodes, dead nodes are neve
   CHECK(plan.secagg.num_clients == 3);
   CHECK(plan.secagg.vector_length == 42);
   CHECK(plan.secagg.degree == 2);
-  CHECK(plan.secagg.threshold == 2);
+  CHECK(plan.secagg.threshold == 3);  // never 2 survivors (issue 16 finding 5)
   CHECK(plan.secagg.quant_bits == 30);  // bits_for(3)
   CHECK(plan.secagg.clip_range == cfg.clip_range);
   CHECK(plan.deadlines == cfg.deadlines);

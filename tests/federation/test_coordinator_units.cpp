@@ -153,7 +153,7 @@ TEST_CASE("planning: the plan carries the encoding both sides derive, and SecAgg
   c.secure = true;
   c.min_nodes = 3;
   c.secagg_degree = 2;
-  c.secagg_threshold = 2;
+  c.secagg_threshold = 3;
   const PlannedRound p = plan_round(c, m, privacy::Key32{}, 2, 1, 7, 100, {1, 2, 3, 4}, 0.25);
   CHECK(p.plan.global_version == 7);
   CHECK(p.plan.example_scale == 40);  // the largest count: weights in [0, 1]
@@ -161,7 +161,7 @@ TEST_CASE("planning: the plan carries the encoding both sides derive, and SecAgg
   REQUIRE(p.secagg.has_value());
   CHECK(p.secagg->num_clients == 4);
   CHECK(p.secagg->degree == 2);
-  CHECK(p.plan.secagg.threshold == 2);
+  CHECK(p.plan.secagg.threshold == 3);
   CHECK(p.plan.secagg.vector_length == 102);  // update + weight + loss
   CHECK(p.plan.secagg.quant_bits == p.encoding.quant_bits);
   CHECK(p.encoding.quant_bits >= 2);

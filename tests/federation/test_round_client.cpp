@@ -153,7 +153,7 @@ TEST_CASE("round client: plans it cannot follow are sat out with a note") {
   CHECK_THAT(a.notes.at(0), Catch::Contains("global version 5"));
   auto p = plain_plan(1);
   p.secure = true;
-  p.secagg = {3, 2, 2, 99, {}, 16, 0.5, 0};  // vector length must be update_length + 2
+  p.secagg = {3, 3, 2, 99, {}, 16, 0.5, 0};  // vector length must be update_length + 2
   a = c.on_message(10, from_coord(p, 4));
   CHECK_FALSE(a.train);
   CHECK_THAT(a.notes.at(0), Catch::Contains("vectorLength"));
@@ -184,7 +184,7 @@ TEST_CASE("round client: a secure plan advertises keys after training, out-of-or
   RoundClient c = ready_client();
   auto p = plain_plan(1);
   p.secure = true;
-  p.secagg = {3, 2, 2, 5, {}, 16, 0.5, 0};
+  p.secagg = {3, 3, 2, 5, {}, 16, 0.5, 0};
   auto a = c.on_message(10, from_coord(p, 4));
   REQUIRE(a.train);
   CHECK(a.train->deadline_ms == 10 + 1000 + 100);
