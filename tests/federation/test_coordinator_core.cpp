@@ -101,6 +101,23 @@ TEST_CASE("federation config: bad settings are refused naming the field") {
   CHECK_NOTHROW(validate(config()));
 }
 
+TEST_CASE("federation config: a hand-set SecAgg+ threshold keeps 3 survivors and the margin for corrupt_fraction "
+          "(issue 16 finding 5)") {
+  auto c = config();  // degree 2
+  c.secagg_threshold = 2;  // 2 of 3 holders: a round of 3 could finish with 2, each seeing the other's update
+  CHECK_THROWS_WITH(validate(c), Catch::Contains("secagg_threshold 2 is below 3"));
+  // Degree 10 with corrupt_fraction 0.3: threshold floor(11 * 1.3 / 2) + 1 = 8 at least.
+  c.secagg_degree = 10;
+  c.secagg_threshold = 7;
+  c.corrupt_fraction = 0.3;
+  CHECK_THROWS_WITH(validate(c), Catch::Contains("secagg_threshold 7 is below 8") &&
+                                     Catch::Contains("corrupt_fraction 0.3"));
+  c.secagg_threshold = 8;
+  CHECK_NOTHROW(validate(c));
+  c.secagg_threshold = 12;
+  CHECK_THROWS_WITH(validate(c), Catch::Contains("secagg_threshold 12 exceeds the 11 share holders"));
+}
+
 TEST_CASE("resume state: inconsistent parameters are refused") {
   auto r = resume();
   r.layout = {{"t", {39}}};
