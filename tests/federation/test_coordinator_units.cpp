@@ -211,16 +211,17 @@ TEST_CASE("round stages: a plain attempt refuses what does not belong to it and 
   }
 }
 
-TEST_CASE("privacy ledger: each round charges q = selected / registered, and a replay gives the same epsilon") {
+TEST_CASE("privacy ledger: each round is charged at q = 1 with its own sigma, and a replay gives the same epsilon") {
   PrivacyLedger ledger;
-  const DpRecord first = ledger.charge(1, 1.1, 10, 100, 1e-5);
-  CHECK(first.sampling_rate == Approx(0.1));
-  const DpRecord second = ledger.charge(2, 1.1, 300, 100, 1e-5);
-  CHECK(second.sampling_rate == 1.0);  // capped
+  const DpRecord first = ledger.charge(1, 1.1, 1e-5);
+  CHECK(first.sampling_rate == 1.0);  // selection is not Poisson sampling: no amplification
+  CHECK(first.noise_multiplier == 1.1);
+  const DpRecord second = ledger.charge(2, 0.9, 1e-5);
+  CHECK(second.sampling_rate == 1.0);
   CHECK(second.epsilon > first.epsilon);
   privacy::RdpAccountant reference;
-  reference.step(0.1, 1.1, 1);
   reference.step(1.0, 1.1, 1);
+  reference.step(1.0, 0.9, 1);
   CHECK(ledger.epsilon() == Approx(reference.spent(1e-5).epsilon));
   PrivacyLedger replayed;
   replayed.replay({first, second}, 1e-5);
