@@ -182,7 +182,8 @@ struct CoordinatorCore::State {
     RoundStages& r = round->stages;
     std::optional<DpRecord> dp;
     if (cfg.dp.mode != protocol::DpMode::kNone) {
-      dp = ledger.charge(r.round(), cfg.dp.noise_multiplier, cfg.dp.delta);
+      const double sigma = charged_noise_multiplier(cfg.dp, r.encoding(), result.survivors.size());
+      dp = ledger.charge(r.round(), sigma, cfg.dp.delta);
       add_dp_metrics(result.metrics, *dp);
     }
     result.metrics.merge(node_metrics.take_means());

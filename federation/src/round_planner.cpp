@@ -53,6 +53,9 @@ void plan_secure(const FederationConfig& cfg, const privacy::Key32& secret, std:
                                    graph_seed);
   }
   sp.prg = cfg.secagg_prg;  // choose_secagg_params leaves its own default
+  // Distributed noise is split over the fewest survivors the round may finish
+  // with (the nodes do the same from the plan: min_survivors(plan)).
+  out.encoding.min_survivors = sp.threshold;
   std::uint64_t noise_bound = 0;
   if (cfg.quant_bits) {
     out.encoding.quant_bits = cfg.quant_bits;

@@ -105,6 +105,11 @@ void PrivacyLedger::replay(const std::vector<DpRecord>& history, double delta) {
   if (!history.empty()) epsilon_ = accountant_.spent(delta).epsilon;
 }
 
+double charged_noise_multiplier(const DpConfig& dp, const UpdateEncoding& enc, std::size_t survivors) {
+  if (dp.mode == protocol::DpMode::kDistributed) return distributed_noise_multiplier(enc, survivors);
+  return dp.noise_multiplier;
+}
+
 DpRecord PrivacyLedger::charge(std::uint64_t round, double noise_multiplier, double delta) {
   accountant_.step(kDpSamplingRate, noise_multiplier, 1);
   epsilon_ = accountant_.spent(delta).epsilon;

@@ -162,6 +162,9 @@ TEST_CASE("planning: the plan carries the encoding both sides derive, and SecAgg
   CHECK(p.secagg->num_clients == 4);
   CHECK(p.secagg->degree == 2);
   CHECK(p.plan.secagg.threshold == 3);
+  // Both sides split distributed noise over the threshold (t_min).
+  CHECK(p.encoding.min_survivors == 3);
+  CHECK(min_survivors(p.plan) == 3);
   CHECK(p.plan.secagg.vector_length == 102);  // update + weight + loss
   CHECK(p.plan.secagg.quant_bits == p.encoding.quant_bits);
   CHECK(p.encoding.quant_bits >= 2);

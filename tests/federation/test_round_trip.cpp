@@ -375,7 +375,11 @@ TEST_CASE("DP runs (central and distributed), epsilon grows every round") {
     REQUIRE(c.dp.has_value());
     CHECK(c.dp->round == c.round);
     CHECK(c.dp->sampling_rate == 1.0);
-    CHECK(c.dp->noise_multiplier == 1.0);
+    // Central: the coordinator adds all of it. Distributed: each node adds
+    // 1/t of the target variance (t = 3), and all 5 survived.
+    const double charged = mode == protocol::DpMode::kCentral ? 1.0 : std::sqrt(5.0 / 3.0);
+    CHECK(c.survivors.size() == 5);
+    CHECK(c.dp->noise_multiplier == Approx(charged).epsilon(1e-9));
     CHECK(c.metrics.at("epsilon") > last);
     last = c.metrics.at("epsilon");
     CHECK(c.metrics.count("train_loss") == 0);  // not reported under DP

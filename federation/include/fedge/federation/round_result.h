@@ -13,6 +13,7 @@
 #include "fedge/federation/coordinator_config.h"
 #include "fedge/federation/membership.h"
 #include "fedge/federation/round_stages.h"
+#include "fedge/federation/update_codec.h"
 #include "fedge/privacy/prg.h"
 #include "fedge/privacy/rdp.h"
 
@@ -62,6 +63,12 @@ struct DpRecord {
 // amplification by subsampling assumes, so none is claimed.
 inline constexpr double kDpSamplingRate = 1.0;
 
+// The noise multiplier a DP round is charged with, given its survivors (whose
+// inputs are in the sum): central DP, the configured sigma (the coordinator
+// adds all of it); distributed DP, the noise those survivors really added
+// (distributed_noise_multiplier), never the configured target.
+double charged_noise_multiplier(const DpConfig& dp, const UpdateEncoding& enc, std::size_t survivors);
+
 // The federation's RDP accountant. Each DP round charges one step of the
 // Gaussian mechanism at q = kDpSamplingRate; epsilon is the composed total at
 // delta.
@@ -70,8 +77,8 @@ class PrivacyLedger {
   // Replays the rows of a restarted coordinator as recorded. Throws
   // Error(kInvalidInput) for a row with no noise or a sampling rate outside [0, 1].
   void replay(const std::vector<DpRecord>& history, double delta);
-  // Charges one round with noise multiplier `noise_multiplier` at
-  // q = kDpSamplingRate.
+  // Charges one round with the noise multiplier its survivors really carry
+  // (charged_noise_multiplier) at q = kDpSamplingRate.
   DpRecord charge(std::uint64_t round, double noise_multiplier, double delta);
   double epsilon() const { return epsilon_; }
 
