@@ -324,7 +324,10 @@ void SecAggServer::receive(const MaskedInput& msg) {
 UnmaskRequest SecAggServer::finish_masked_input() {
   expect(Stage::kMaskedInput, "finish_masked_input");
   auto u3 = members(in_u3_);
-  if (u3.size() < params_.threshold)
+  // The sum covers exactly U3: with fewer than kMinSurvivors each survivor
+  // could subtract its own input and read another's (validate() already keeps
+  // t >= kMinSurvivors; this says so where the round finishes).
+  if (u3.size() < std::max(params_.threshold, kMinSurvivors))
     fail(std::to_string(u3.size()) + " masked inputs arrived, fewer than threshold " +
          std::to_string(params_.threshold));
   stage_ = Stage::kUnmask;

@@ -33,6 +33,16 @@ void validate(const SecAggParams& p) {
                 "secure aggregation: threshold " + std::to_string(p.threshold) + " must exceed half of the " +
                     std::to_string(holders) +
                     " share holders, otherwise the server could reconstruct both masks of one client");
+  if (p.threshold < kMinSurvivors)
+    throw Error(ErrorKind::kPrivacy, "secure aggregation: threshold " + std::to_string(p.threshold) +
+                                         " is below " + std::to_string(kMinSurvivors) +
+                                         ": a round finishing with 2 survivors shows each the other's input");
+}
+
+std::uint32_t min_threshold(std::uint32_t degree, double corrupt_fraction) {
+  const double holders = static_cast<double>(degree) + 1.0;
+  const auto margin = static_cast<std::uint32_t>(std::floor(holders * (1.0 + corrupt_fraction) / 2.0)) + 1;
+  return std::max(kMinSurvivors, margin);
 }
 
 namespace {
@@ -70,7 +80,7 @@ SecAggParams choose_secagg_params(std::uint32_t n, std::uint64_t vector_length, 
   for (std::uint32_t k = std::max<std::uint32_t>(2, min_k);; k += 2) {
     if (k >= n - 1) k = n - 1;
     const std::uint32_t m = k + 1;
-    const auto t = static_cast<std::uint32_t>(std::floor(m * (1.0 + corrupt_fraction) / 2.0)) + 1;
+    const std::uint32_t t = min_threshold(k, corrupt_fraction);
     if (t <= m && log_binomial_cdf_below(m, 1.0 - dropout_rate, t) <= log_target) {
       SecAggParams p{n, t, k, vector_length, graph_seed};  // prg: the default every party assumes
       validate(p);

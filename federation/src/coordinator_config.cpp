@@ -1,15 +1,53 @@
 #include "fedge/federation/coordinator_config.h"
 
 #include <cmath>
+#include <cstdio>
 #include <string>
 
 #include "config_error.h"
+#include "fedge/aggregation/secagg.h"
 #include "fedge/common/error.h"
 #include "fedge/privacy/prg.h"
 
 namespace fedge::federation {
 
 using detail::bad_config;
+
+namespace {
+
+std::string number(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
+// Degree and threshold set by hand must keep the margin choose_secagg_params
+// keeps: at least kMinSurvivors, and more than (k+1)(1+corrupt)/2 share
+// holders, so the server and the corrupt nodes together never gather both
+// share kinds of an honest node. Rounds with fewer nodes clamp both (k to
+// n-1, t to k+1), which keeps the margin (min_threshold grows with k).
+void validate_secagg_by_hand(const FederationConfig& c) {
+  if ((c.secagg_degree == 0) != (c.secagg_threshold == 0))
+    bad_config("secagg_degree and secagg_threshold are set together (or both 0 to choose them)");
+  if (c.secagg_degree == 0) return;
+  if (c.secagg_degree % 2)
+    bad_config("secagg_degree must be even (SecAgg+ graphs; a round with fewer nodes uses the complete graph n-1)");
+  // With corrupt_fraction < 1 (checked before) the least threshold never
+  // exceeds the degree + 1 share holders.
+  const std::uint32_t holders = c.secagg_degree + 1;
+  const std::uint32_t least = aggregation::min_threshold(c.secagg_degree, c.corrupt_fraction);
+  if (c.secagg_threshold > holders)
+    bad_config("secagg_threshold " + std::to_string(c.secagg_threshold) + " exceeds the " + std::to_string(holders) +
+               " share holders of secagg_degree " + std::to_string(c.secagg_degree) + " (degree + 1)");
+  if (c.secagg_threshold < least)
+    bad_config("secagg_threshold " + std::to_string(c.secagg_threshold) + " is below " + std::to_string(least) +
+               ", the least that keeps secure aggregation private with secagg_degree " +
+               std::to_string(c.secagg_degree) + " and corrupt_fraction " + number(c.corrupt_fraction) +
+               " (at least 3 survivors, and more than (degree+1)(1+corrupt_fraction)/2 share holders); raise "
+               "secagg_threshold or set both to 0 to choose them");
+}
+
+}  // namespace
 
 void validate(const FederationConfig& c) {
   if (c.rounds == 0) bad_config("rounds must be >= 1");
@@ -26,14 +64,9 @@ void validate(const FederationConfig& c) {
   if (c.secure && !privacy::prg_supported(c.secagg_prg))
     bad_config(std::string("secagg prg ") + privacy::prg_name(c.secagg_prg) +
                " needs AES instructions this machine lacks (the coordinator removes masks); use chacha20");
-  if ((c.secagg_degree == 0) != (c.secagg_threshold == 0))
-    bad_config("secagg_degree and secagg_threshold are set together (or both 0 to choose them)");
-  if (c.secagg_degree % 2)
-    bad_config("secagg_degree must be even (SecAgg+ graphs; a round with fewer nodes uses the complete graph n-1)");
-  if (c.secagg_degree && !(2 * c.secagg_threshold > c.secagg_degree + 1 && c.secagg_threshold <= c.secagg_degree + 1))
-    bad_config("secagg_threshold must satisfy (degree+1)/2 < threshold <= degree+1");
   if (!(c.expected_dropout >= 0 && c.expected_dropout < 1)) bad_config("expected_dropout must be in [0, 1)");
   if (!(c.corrupt_fraction >= 0 && c.corrupt_fraction < 1)) bad_config("corrupt_fraction must be in [0, 1)");
+  validate_secagg_by_hand(c);
   if (c.dp.mode != protocol::DpMode::kNone) {
     if (!(c.dp.clip_norm > 0) || !std::isfinite(c.dp.clip_norm)) bad_config("dp.clip_norm must be > 0");
     if (!(c.dp.noise_multiplier > 0) || !std::isfinite(c.dp.noise_multiplier))

@@ -3,7 +3,9 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <set>
+#include <string>
 
 #include "config_error.h"
 #include "fedge/common/error.h"
@@ -41,12 +43,21 @@ protocol::Payload<std::uint8_t> model_bytes(const std::vector<float>& values) {
   return protocol::Payload<std::uint8_t>::own(std::move(bytes));
 }
 
+// The round's DP record in its metrics, so the coordinator's log and store say
+// what was charged: sampling (0 = fixed-size selection, not Poisson), q, the
+// noise multiplier and the composed epsilon.
+void add_dp_metrics(std::map<std::string, double>& metrics, const DpRecord& dp) {
+  metrics["dp_poisson_sampling"] = 0;
+  metrics["dp_sampling_rate"] = dp.sampling_rate;
+  metrics["dp_noise_multiplier"] = dp.noise_multiplier;
+  metrics["epsilon"] = dp.epsilon;
+}
+
 }  // namespace
 
-// The running round: its stage machine and what the ledger needs at its end.
+// The running round.
 struct RunningRound {
   RoundStages stages;
-  std::size_t registered_at_start = 0;  // nodes registered when it was planned (the sampling base)
 };
 
 struct CoordinatorCore::State {
@@ -164,7 +175,7 @@ struct CoordinatorCore::State {
       a.send.push_back(coordinator_message(id, round_id, attempt, p));
     }
     a.events.push_back(RoundStarted{round_id, attempt, p});
-    round = RunningRound{std::move(*stages), members.size()};
+    round = RunningRound{std::move(*stages)};
   }
 
   // ---------- round end ----------
@@ -172,9 +183,9 @@ struct CoordinatorCore::State {
     RoundStages& r = round->stages;
     std::optional<DpRecord> dp;
     if (cfg.dp.mode != protocol::DpMode::kNone) {
-      dp = ledger.charge(r.round(), cfg.dp.noise_multiplier, r.plan().selected.size(), round->registered_at_start,
-                         cfg.dp.delta);
-      result.metrics["epsilon"] = ledger.epsilon();
+      const double sigma = charged_noise_multiplier(cfg.dp, r.encoding(), result.survivors.size());
+      dp = ledger.charge(r.round(), sigma, cfg.dp.delta);
+      add_dp_metrics(result.metrics, *dp);
     }
     result.metrics.merge(node_metrics.take_means());
     global = std::move(result.next_global);

@@ -41,6 +41,8 @@ void plan_secure(const FederationConfig& cfg, const privacy::Key32& secret, std:
       privacy::derive_key(secret, "graph-seed/" + std::to_string(round) + "/" + std::to_string(attempt));
   agg::SecAggParams sp;
   if (cfg.secagg_degree) {
+    // Clamping to a smaller round keeps validate(config)'s margin:
+    // min_threshold only shrinks with the degree, and k+1 always meets it.
     sp.num_clients = n;
     sp.degree = std::min(cfg.secagg_degree, n - 1);
     sp.threshold = std::min(cfg.secagg_threshold, sp.degree + 1);
@@ -51,6 +53,9 @@ void plan_secure(const FederationConfig& cfg, const privacy::Key32& secret, std:
                                    graph_seed);
   }
   sp.prg = cfg.secagg_prg;  // choose_secagg_params leaves its own default
+  // Distributed noise is split over the fewest survivors the round may finish
+  // with (the nodes read the same threshold from the plan: wire::update_encoding).
+  out.encoding.min_survivors = sp.threshold;
   std::uint64_t noise_bound = 0;
   if (cfg.quant_bits) {
     out.encoding.quant_bits = cfg.quant_bits;

@@ -105,12 +105,15 @@ void PrivacyLedger::replay(const std::vector<DpRecord>& history, double delta) {
   if (!history.empty()) epsilon_ = accountant_.spent(delta).epsilon;
 }
 
-DpRecord PrivacyLedger::charge(std::uint64_t round, double noise_multiplier, std::size_t selected,
-                               std::size_t registered, double delta) {
-  const double q = std::min(1.0, static_cast<double>(selected) / std::max<double>(static_cast<double>(registered), 1.0));
-  accountant_.step(q, noise_multiplier, 1);
+double charged_noise_multiplier(const DpConfig& dp, const UpdateEncoding& enc, std::size_t survivors) {
+  if (dp.mode == protocol::DpMode::kDistributed) return distributed_noise_multiplier(enc, survivors);
+  return dp.noise_multiplier;
+}
+
+DpRecord PrivacyLedger::charge(std::uint64_t round, double noise_multiplier, double delta) {
+  accountant_.step(kDpSamplingRate, noise_multiplier, 1);
   epsilon_ = accountant_.spent(delta).epsilon;
-  return DpRecord{round, noise_multiplier, q, 1, epsilon_, delta};
+  return DpRecord{round, noise_multiplier, kDpSamplingRate, 1, epsilon_, delta};
 }
 
 }  // namespace fedge::federation

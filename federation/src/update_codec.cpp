@@ -5,6 +5,7 @@
 #include <limits>
 #include <string>
 
+#include "fedge/aggregation/secagg.h"
 #include "fedge/common/error.h"
 #include "fedge/privacy/dp.h"
 #include "fedge/privacy/quantize.h"
@@ -17,6 +18,13 @@ namespace {
 }
 
 bool positive_finite(double v) { return std::isfinite(v) && v > 0; }
+
+// How many ways distributed noise is split: t_min, or when the encoding does
+// not say, the fewest survivors any secure round may finish with (noisier
+// than needed when t > 3, never short of the target).
+std::uint32_t noise_split(const UpdateEncoding& enc) {
+  return enc.min_survivors ? enc.min_survivors : aggregation::kMinSurvivors;
+}
 
 void check_length(const UpdateEncoding& enc, std::size_t got, const char* what) {
   if (got != enc.update_length)
@@ -41,8 +49,13 @@ void validate(const UpdateEncoding& enc, bool secure) {
     return;
   }
   if (enc.quant_bits < 2 || enc.quant_bits > 32) bad("quant_bits " + std::to_string(enc.quant_bits) + " is outside 2..32");
-  if (enc.dp == protocol::DpMode::kDistributed && enc.num_clients == 0) bad("num_clients is 0 under distributed DP");
+  if (enc.dp != protocol::DpMode::kDistributed) return;
+  if (enc.num_clients == 0) bad("num_clients is 0 under distributed DP");
+  if (enc.min_survivors > enc.num_clients)
+    bad("min_survivors " + std::to_string(enc.min_survivors) + " exceeds the round's " +
+        std::to_string(enc.num_clients) + " nodes (it is the plan's secagg threshold)");
 }
+
 
 double node_weight(std::uint64_t num_examples, std::uint64_t example_scale) {
   if (example_scale == 0) bad("example_scale must be >= 1");
@@ -82,7 +95,14 @@ double skellam_mu(const UpdateEncoding& enc) {
   if (enc.dp != protocol::DpMode::kDistributed || enc.noise_multiplier == 0) return 0;
   const privacy::Quantizer q(enc.clip_range, enc.quant_bits);
   const double target = enc.noise_multiplier * enc.dp_clip_norm * q.scale();
-  return privacy::skellam_mu_per_node(target, std::max<std::uint32_t>(enc.num_clients, 1));
+  return privacy::skellam_mu_per_node(target, noise_split(enc));
+}
+
+double distributed_noise_multiplier(const UpdateEncoding& enc, std::size_t survivors) {
+  const double mu = skellam_mu(enc);
+  if (mu == 0) return 0;
+  const privacy::Quantizer q(enc.clip_range, enc.quant_bits);
+  return std::sqrt(static_cast<double>(survivors) * 2.0 * mu) / (enc.dp_clip_norm * q.scale());
 }
 
 std::uint64_t skellam_noise_bound(const UpdateEncoding& enc) {

@@ -174,6 +174,9 @@ UpdateEncoding update_encoding(const protocol::RoundPlan& plan) {
     const SecureSettings s = secure_settings(plan);
     e.clip_range = s.clip_range;
     e.quant_bits = s.quant_bits;
+    // t_min: a secure round fails with fewer survivors than its threshold, so
+    // each node's share of distributed noise is 1/t of the target.
+    e.min_survivors = s.params.threshold;
   }
   e.example_scale = plan.example_scale;
   e.loss_cap = plan.loss_cap;

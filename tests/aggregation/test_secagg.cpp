@@ -85,12 +85,47 @@ void check_exact(const Run& r) {
 
 }  // namespace
 
-TEST_CASE("SecAgg n=3 complete graph, no dropouts and one dropout", "[aggregation][secagg]") {
-  const auto p = make_params(3, 2, 2, 1000);
+void check_refused(const SecAggParams& p, const Dropouts& drop) {
+  try {
+    run_round(p, drop);
+    FAIL("the round finished");
+  } catch (const fedge::Error& e) {
+    CHECK(e.kind() == fedge::ErrorKind::kPrivacy);
+  }
+}
+
+TEST_CASE("SecAgg n=3 complete graph: exact without dropouts, and one dropout fails the round", "[aggregation][secagg]") {
+  const auto p = make_params(3, 2, 3, 1000);
   check_exact(run_round(p, {}));
-  check_exact(run_round(p, {{}, {2}, {}}));   // dropped after ShareKeys
-  check_exact(run_round(p, {{}, {}, {3}}));   // dropped after MaskedInput
-  check_exact(run_round(p, {{1}, {}, {}}));   // dropped before ShareKeys
+  // Two survivors would each learn the other's input from the sum.
+  check_refused(p, {{}, {2}, {}});   // dropped after ShareKeys
+  check_refused(p, {{}, {}, {3}});   // dropped after MaskedInput (its input is in the sum, its shares are not)
+  check_refused(p, {{1}, {}, {}});   // dropped before ShareKeys
+}
+
+TEST_CASE("SecAgg never finishes with 2 survivors, whatever the parameters say (issue 16 finding 5)",
+          "[aggregation][secagg]") {
+  // t = 2 of 3 share holders was accepted: a round of 3 finished with 2.
+  try {
+    validate(make_params(3, 2, 2, 10));
+    FAIL("threshold 2 accepted");
+  } catch (const fedge::Error& e) {
+    CHECK(e.kind() == fedge::ErrorKind::kPrivacy);
+    CHECK_THAT(e.what(), Catch::Contains("threshold 2"));
+  }
+  for (double corrupt : {0.0, 0.1, 0.3}) {
+    INFO("corrupt " << corrupt);
+    const auto p = choose_secagg_params(3, 100, 0.0, corrupt);
+    CHECK(p.threshold == 3);
+    check_refused(p, {{}, {2}, {}});
+  }
+  for (std::uint32_t n = 3; n <= 40; ++n)
+    for (double corrupt : {0.0, 0.1, 0.2}) {
+      INFO("n " << n << " corrupt " << corrupt);
+      const auto p = choose_secagg_params(n, 10, 0.0, corrupt, 0.5);
+      CHECK(p.threshold >= 3);
+      CHECK(p.threshold == min_threshold(p.degree, corrupt));
+    }
 }
 
 TEST_CASE("SecAgg n=10 complete graph with dropouts at every stage", "[aggregation][secagg]") {
@@ -265,7 +300,7 @@ TEST_CASE("SecAgg parameters: validation and selection", "[aggregation][secagg]"
 TEST_CASE("SecAgg: a masked input looks uniform to the server", "[aggregation][secagg]") {
   // The server's view of client 1: its masked vector. Input all zeros (the
   // worst case for leakage); chi-square over 256 byte values with a fixed bound.
-  const auto p = make_params(3, 2, 2, 1 << 16);
+  const auto p = make_params(3, 2, 3, 1 << 16);
   SecAggServer server(1, p);
   std::vector<SecAggClient> clients;
   for (ClientId i = 1; i <= 3; ++i) clients.emplace_back(server.setup(), i);
@@ -398,7 +433,7 @@ TEST_CASE("SecAgg: hostile ids, sizes and tampered boxes are typed errors", "[ag
 }
 
 TEST_CASE("chosen SecAgg parameters use the PRG every party assumes", "[aggregation][secagg]") {
-  CHECK(choose_secagg_params(3, 10, 0.01, 0.0, 0.01).prg == fedge::aggregation::SecAggParams{}.prg);
+  CHECK(choose_secagg_params(3, 10, 0.001, 0.0, 0.01).prg == fedge::aggregation::SecAggParams{}.prg);
   CHECK(choose_secagg_params(100, 10, 0.1, 0.1).prg == fedge::aggregation::SecAggParams{}.prg);
 }
 
@@ -409,7 +444,7 @@ TEST_CASE("SecAgg parameters with no expected dropout", "[aggregation][secagg]")
 }
 
 TEST_CASE("SecAgg small sparse graphs (k < n-1) are exact", "[aggregation][secagg]") {
-  for (auto [n, k, t] : {std::tuple{4u, 2u, 2u}, std::tuple{6u, 2u, 2u}, std::tuple{6u, 4u, 3u}, std::tuple{7u, 4u, 3u}}) {
+  for (auto [n, k, t] : {std::tuple{4u, 2u, 3u}, std::tuple{6u, 2u, 3u}, std::tuple{6u, 4u, 3u}, std::tuple{7u, 4u, 3u}}) {
     INFO("n " << n << " k " << k << " t " << t);
     auto p = make_params(n, k, t, 50);
     p.graph_seed[0] = 5;

@@ -113,18 +113,20 @@ std::string logs(const std::vector<std::unique_ptr<Process>>& procs) {
 }  // namespace
 
 TEST_CASE("federation: a node dying at each secure-aggregation stage leaves a round of survivors", "[e2e]") {
-  FederationHarness h(6);
+  // 7 nodes, so that round 4 has 4: a round of 3 needs all 3 to unmask
+  // (threshold 3, since a secure round never finishes with 2 survivors).
+  FederationHarness h(7);
   auto coordinator = h.start_coordinator(
       federation(4, 3, "train_ms = 20000\nadvertise_keys_ms = 3000\nshare_keys_ms = 3000\nmasked_input_ms = 3000\n"
                        "unmask_ms = 3000",
-                 /*startup_nodes=*/6));
-  // Node 6 dies before advertising keys in round 1, node 5 before sharing
-  // keys in round 2, node 4 before its masked input in round 3, node 3 before
+                 /*startup_nodes=*/7));
+  // Node 7 dies before advertising keys in round 1, node 6 before sharing
+  // keys in round 2, node 5 before its masked input in round 3, node 4 before
   // unmasking in round 4 (after its masked input: it stays in that sum).
-  const std::map<int, std::string> death = {{6, "advertiseKeys@1"}, {5, "shareKeys@2"}, {4, "maskedInput@3"},
-                                            {3, "unmaskResponse@4"}};
+  const std::map<int, std::string> death = {{7, "advertiseKeys@1"}, {6, "shareKeys@2"}, {5, "maskedInput@3"},
+                                            {4, "unmaskResponse@4"}};
   std::vector<std::unique_ptr<Process>> nodes;
-  for (int id = 1; id <= 6; ++id) {
+  for (int id = 1; id <= 7; ++id) {
     std::string extra = "exit_after_versions = 4\n";
     if (death.count(id)) extra += "debug_exit_before = \"" + death.at(id) + "\"\n";
     nodes.push_back(h.start_node(id, extra));
@@ -132,12 +134,12 @@ TEST_CASE("federation: a node dying at each secure-aggregation stage leaves a ro
   const auto rc = coordinator->wait_for_exit(300s);
   INFO("coordinator log:\n" << coordinator->log_text() << logs(nodes));
   REQUIRE(rc == 0);
-  for (int id = 1; id <= 6; ++id) CHECK(nodes[id - 1]->wait_for_exit(30s) == (death.count(id) ? 99 : 0));
+  for (int id = 1; id <= 7; ++id) CHECK(nodes[id - 1]->wait_for_exit(30s) == (death.count(id) ? 99 : 0));
 
   auto store = fedge::coordinator::Store::open(h.coordinator_state() / "coordinator.db");
   REQUIRE(store.last_completed_round() == 4);
   const std::map<std::uint64_t, std::vector<int>> included = {
-      {1, {1, 2, 3, 4, 5}}, {2, {1, 2, 3, 4}}, {3, {1, 2, 3}}, {4, {1, 2, 3}}};
+      {1, {1, 2, 3, 4, 5, 6}}, {2, {1, 2, 3, 4, 5}}, {3, {1, 2, 3, 4}}, {4, {1, 2, 3, 4}}};
   for (const auto& [round, ids] : included) {
     const auto record = store.completed_round(round);
     REQUIRE(record);

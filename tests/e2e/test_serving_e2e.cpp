@@ -46,7 +46,7 @@ TEST_CASE("serving: completions answer while the node trains, streamed chat is O
       "rounds = 2\nmin_nodes = 3\nheartbeat_interval_ms = 200\nliveness_timeout_ms = 4000\n"
       "[federation.train]\nlocal_steps = 40\nlearning_rate = 0.01\nbatch_size = 4\n"
       "[federation.deadlines]\ntrain_ms = 120000\n"
-      "[federation.secagg]\nexpected_dropout = 0.01\nfailure_probability = 0.01\ncorrupt_fraction = 0.0\n");
+      "[federation.secagg]\nexpected_dropout = 0.001\nfailure_probability = 0.01\ncorrupt_fraction = 0.0\n");
   // Port 0: the node picks a free port and logs it. The split peer's address
   // has nobody listening, so split inference must fall back.
   // Node 1 runs until stopped, so it keeps serving after the federation ends.

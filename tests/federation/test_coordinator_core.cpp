@@ -27,7 +27,7 @@ FederationConfig config() {
   FederationConfig c;
   c.min_nodes = 3;
   c.secagg_degree = 2;
-  c.secagg_threshold = 2;
+  c.secagg_threshold = 3;
   c.deadlines = {1000, 100, 200, 300, 400};
   c.secret_seed = privacy::Key32{};
   return c;
@@ -100,6 +100,23 @@ TEST_CASE("federation config: bad settings are refused naming the field") {
   c.strategy = "fedtrimmedavg";
   refuse(c, "secure");
   CHECK_NOTHROW(validate(config()));
+}
+
+TEST_CASE("federation config: a hand-set SecAgg+ threshold keeps 3 survivors and the margin for corrupt_fraction "
+          "(issue 16 finding 5)") {
+  auto c = config();  // degree 2
+  c.secagg_threshold = 2;  // 2 of 3 holders: a round of 3 could finish with 2, each seeing the other's update
+  CHECK_THROWS_WITH(validate(c), Catch::Contains("secagg_threshold 2 is below 3"));
+  // Degree 10 with corrupt_fraction 0.3: threshold floor(11 * 1.3 / 2) + 1 = 8 at least.
+  c.secagg_degree = 10;
+  c.secagg_threshold = 7;
+  c.corrupt_fraction = 0.3;
+  CHECK_THROWS_WITH(validate(c), Catch::Contains("secagg_threshold 7 is below 8") &&
+                                     Catch::Contains("corrupt_fraction 0.3"));
+  c.secagg_threshold = 8;
+  CHECK_NOTHROW(validate(c));
+  c.secagg_threshold = 12;
+  CHECK_THROWS_WITH(validate(c), Catch::Contains("secagg_threshold 12 exceeds the 11 share holders"));
 }
 
 TEST_CASE("resume state: inconsistent parameters are refused") {
@@ -180,7 +197,7 @@ TEST_CASE("coordinator: rounds start with enough live nodes, dead nodes are neve
   CHECK(secure.params.num_clients == 3);
   CHECK(secure.params.vector_length == 42);
   CHECK(secure.params.degree == 2);
-  CHECK(secure.params.threshold == 2);
+  CHECK(secure.params.threshold == 3);  // never 2 survivors (issue 16 finding 5)
   CHECK(secure.quant_bits == 30);  // bits_for(3)
   CHECK(secure.clip_range == cfg.clip_range);
   CHECK(plan.deadlines == cfg.deadlines);

@@ -193,7 +193,7 @@ TEST_CASE("planning: the plan carries the encoding both sides derive, and SecAgg
   c.secure = true;
   c.min_nodes = 3;
   c.secagg_degree = 2;
-  c.secagg_threshold = 2;
+  c.secagg_threshold = 3;
   const PlannedRound p = plan_round(c, m, privacy::Key32{}, 2, 1, 7, 100, {1, 2, 3, 4}, 0.25);
   CHECK(p.plan.global_version == 7);
   CHECK(p.plan.example_scale == 40);  // the largest count: weights in [0, 1]
@@ -202,7 +202,10 @@ TEST_CASE("planning: the plan carries the encoding both sides derive, and SecAgg
   CHECK(p.secagg->num_clients == 4);
   CHECK(p.secagg->degree == 2);
   const wire::SecureSettings secure = wire::secure_settings(p.plan);
-  CHECK(secure.params.threshold == 2);
+  CHECK(secure.params.threshold == 3);
+  // Both sides split distributed noise over the threshold (t_min).
+  CHECK(p.encoding.min_survivors == 3);
+  CHECK(wire::update_encoding(p.plan).min_survivors == 3);
   CHECK(secure.params.vector_length == 102);  // update + weight + loss
   CHECK(secure.quant_bits == p.encoding.quant_bits);
   CHECK(p.encoding.quant_bits >= 2);
@@ -252,16 +255,17 @@ TEST_CASE("round stages: a plain attempt refuses what does not belong to it and 
   }
 }
 
-TEST_CASE("privacy ledger: each round charges q = selected / registered, and a replay gives the same epsilon") {
+TEST_CASE("privacy ledger: each round is charged at q = 1 with its own sigma, and a replay gives the same epsilon") {
   PrivacyLedger ledger;
-  const DpRecord first = ledger.charge(1, 1.1, 10, 100, 1e-5);
-  CHECK(first.sampling_rate == Approx(0.1));
-  const DpRecord second = ledger.charge(2, 1.1, 300, 100, 1e-5);
-  CHECK(second.sampling_rate == 1.0);  // capped
+  const DpRecord first = ledger.charge(1, 1.1, 1e-5);
+  CHECK(first.sampling_rate == 1.0);  // selection is not Poisson sampling: no amplification
+  CHECK(first.noise_multiplier == 1.1);
+  const DpRecord second = ledger.charge(2, 0.9, 1e-5);
+  CHECK(second.sampling_rate == 1.0);
   CHECK(second.epsilon > first.epsilon);
   privacy::RdpAccountant reference;
-  reference.step(0.1, 1.1, 1);
   reference.step(1.0, 1.1, 1);
+  reference.step(1.0, 0.9, 1);
   CHECK(ledger.epsilon() == Approx(reference.spent(1e-5).epsilon));
   PrivacyLedger replayed;
   replayed.replay({first, second}, 1e-5);

@@ -17,9 +17,9 @@ using protocol::Envelope;
 
 namespace {
 
-// A secure plan's settings for 3 clients (t = 2, k = 2) and a d-element vector.
+// A secure plan's settings for 3 clients (t = 3, k = 2) and a d-element vector.
 protocol::OpaquePart secure_part(std::uint64_t d) {
-  return wire::to_wire(wire::SecureSettings{{3, 2, 2, d, {}, privacy::PrgKind::kChaCha20}, 16, 0.5, 0});
+  return wire::to_wire(wire::SecureSettings{{3, 3, 2, d, {}, privacy::PrgKind::kChaCha20}, 16, 0.5, 0});
 }
 
 NodeIdentity identity() {

@@ -382,8 +382,12 @@ TEST_CASE("DP runs (central and distributed), epsilon grows every round") {
   for (const auto& c : net.completed) {
     REQUIRE(c.dp.has_value());
     CHECK(c.dp->round == c.round);
-    CHECK(c.dp->sampling_rate == Approx(1.0));
-    CHECK(c.dp->noise_multiplier == 1.0);
+    CHECK(c.dp->sampling_rate == 1.0);
+    // Central: the coordinator adds all of it. Distributed: each node adds
+    // 1/t of the target variance (t = 3), and all 5 survived.
+    const double charged = mode == protocol::DpMode::kCentral ? 1.0 : std::sqrt(5.0 / 3.0);
+    CHECK(c.survivors.size() == 5);
+    CHECK(c.dp->noise_multiplier == Approx(charged).epsilon(1e-9));
     CHECK(c.metrics.at("epsilon") > last);
     last = c.metrics.at("epsilon");
     CHECK(c.metrics.count("train_loss") == 0);  // not reported under DP
@@ -495,10 +499,30 @@ TEST_CASE("node metrics are reported as means in the next round event") {
   CHECK(net.completed[0].metrics.count("node/eval_loss") == 0);
 }
 
+TEST_CASE("a secure round of 3 with a dropout fails instead of finishing with 2 survivors (issue 16 finding 5)") {
+  // Parameters chosen by choose_secagg_params: for 3 nodes it picked t = 2,
+  // so the 2 survivors' sum showed each the other's update.
+  auto cfg = base_config(true);
+  cfg.secagg_degree = 0;
+  cfg.secagg_threshold = 0;
+  cfg.expected_dropout = 0.001;
+  cfg.failure_probability = 0.5;
+  cfg.rounds = 1;
+  Net net(cfg, initial_state(), 3);
+  net.drop_when = [](Net&, NodeId from, const Envelope& env) {
+    return from == 3 && std::holds_alternative<protocol::MaskedInputBody>(env.body);
+  };
+  net.start();
+  REQUIRE(net.run_until([&] { return !net.failed.empty() || !net.completed.empty(); }));
+  CHECK(net.completed.empty());
+  REQUIRE(net.failed.size() == 1);
+  CHECK_THAT(net.failed[0].reason, Catch::Contains("2 masked inputs arrived, fewer than threshold 3"));
+}
+
 TEST_CASE("secure federation over a sparse SecAgg+ graph (degree < n-1) equals weighted FedAvg") {
   auto cfg = base_config(true);
   cfg.secagg_degree = 2;
-  cfg.secagg_threshold = 2;
+  cfg.secagg_threshold = 3;  // all 3 share holders: a round never finishes with 2 survivors
   cfg.secret_seed.reset();
   for (int nodes : {3, 4, 5, 6}) {
     INFO(nodes << " nodes");
@@ -517,7 +541,7 @@ TEST_CASE("secure federation with chosen SecAgg+ parameters and default ranges")
   auto cfg = base_config(true);
   cfg.secagg_degree = 0;
   cfg.secagg_threshold = 0;
-  cfg.expected_dropout = 0.01;
+  cfg.expected_dropout = 0.001;  // a round of 3 needs all 3 (t = 3): 1% dropout does not fit
   cfg.failure_probability = 0.01;
   cfg.corrupt_fraction = 0.0;
   cfg.clip_range = 1.0;

@@ -113,6 +113,7 @@ TEST_CASE("update_codec: distributed DP noise fits the ring and the sum still de
   e.dp_clip_norm = 1.0;
   e.noise_multiplier = 0.5;
   e.num_clients = 10;
+  e.min_survivors = 10;  // all 10 must survive: each adds 1/10 of the target variance
   const std::uint64_t bound = choose_quant_bits(e, 10);
   CHECK(bound > 0);
   CHECK(bound == skellam_noise_bound(e));

@@ -237,6 +237,7 @@ TEST_CASE("wire: the plan's secure-aggregation block carries the SecAgg paramete
   CHECK(e.dp_clip_norm == 1.5);
   CHECK(e.noise_multiplier == 0.7);
   CHECK(e.num_clients == 5);
+  CHECK(e.min_survivors == kParams.threshold);  // distributed noise is split over t
   CHECK(e.vector_length() == kParams.vector_length);
 }
 

@@ -42,7 +42,7 @@ local_only_steps = 2
 min_nodes = 3
 [secagg]
 enabled = true
-dropout_rate = 0.0001
+dropout_rate = 0.00000001
 [serving]
 requests_per_node = 4
 duration_s = 100

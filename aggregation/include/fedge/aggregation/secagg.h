@@ -35,19 +35,31 @@ struct SecAggParams {
   privacy::PrgKind prg = privacy::PrgKind::kAes256Ctr;
 };
 
+// The fewest survivors a round may finish with. With two, the sum minus one's
+// own input is the other's input: each would learn the other's update.
+inline constexpr std::uint32_t kMinSurvivors = 3;
+
 // Throws Error(kInvalidInput) for settings that are malformed (n < 3, d = 0,
 // degree odd and < n-1, degree > n-1), Error(kUnimplemented) for a PRG this
 // CPU cannot run, and Error(kPrivacy) for settings that are
 // unsafe: threshold must satisfy (k+1)/2 < t <= k+1, so that the server cannot
-// collect both a b-share and an s-share quorum for one client from honest peers.
+// collect both a b-share and an s-share quorum for one client from honest peers,
+// and t >= kMinSurvivors, since the server refuses to finish below t.
 void validate(const SecAggParams& params);
+
+// The least threshold that keeps the privacy margin for degree k when a
+// fraction `corrupt_fraction` of the clients may collude with the server
+// (corrupt holders reveal both share kinds): max(kMinSurvivors,
+// floor((k+1)(1+corrupt)/2) + 1); at most k+1 for k >= 2 and corrupt < 1.
+std::uint32_t min_threshold(std::uint32_t degree, double corrupt_fraction);
 
 // Picks degree k and threshold t for n clients, expected dropout rate and the
 // fraction of clients that may be corrupt (colluding with the server):
-// t = floor((k+1)(1+corrupt)/2) + 1 (privacy), and the smallest even k (or
+// t = min_threshold(k, corrupt) (privacy), and the smallest even k (or
 // n-1) for which P[fewer than t of a client's k+1 share holders survive] is
 // below failure_probability / n (correctness, union bound over clients).
-// Throws Error(kPrivacy) when no degree up to n-1 satisfies both.
+// Throws Error(kPrivacy) when no degree up to n-1 satisfies both (n = 3 needs
+// every client to survive: t = 3, so only a dropout rate near 0 fits).
 SecAggParams choose_secagg_params(std::uint32_t n, std::uint64_t vector_length, double dropout_rate,
                                   double corrupt_fraction, double failure_probability = 1e-6,
                                   const Key32& graph_seed = Key32{});

@@ -13,6 +13,7 @@
 #include "fedge/federation/coordinator_config.h"
 #include "fedge/federation/membership.h"
 #include "fedge/federation/round_stages.h"
+#include "fedge/federation/update_codec.h"
 #include "fedge/privacy/prg.h"
 #include "fedge/privacy/rdp.h"
 
@@ -55,16 +56,30 @@ struct DpRecord {
   bool operator==(const DpRecord&) const = default;
 };
 
+// The sampling rate every DP round is charged at. Selection is a fixed-size
+// draw of live nodes (select_nodes), seen by the coordinator and by every
+// selected node (the plan lists them), and a round too small to run is
+// retried: none of that is the secret Poisson sampling that privacy
+// amplification by subsampling assumes, so none is claimed.
+inline constexpr double kDpSamplingRate = 1.0;
+
+// The noise multiplier a DP round is charged with, given its survivors (whose
+// inputs are in the sum): central DP, the configured sigma (the coordinator
+// adds all of it); distributed DP, the noise those survivors really added
+// (distributed_noise_multiplier), never the configured target.
+double charged_noise_multiplier(const DpConfig& dp, const UpdateEncoding& enc, std::size_t survivors);
+
 // The federation's RDP accountant. Each DP round charges one step of the
-// (subsampled) Gaussian mechanism; epsilon is the composed total at delta.
+// Gaussian mechanism at q = kDpSamplingRate; epsilon is the composed total at
+// delta.
 class PrivacyLedger {
  public:
-  // Replays the rows of a restarted coordinator. Throws Error(kInvalidInput)
-  // for a row with no noise or a sampling rate outside [0, 1].
+  // Replays the rows of a restarted coordinator as recorded. Throws
+  // Error(kInvalidInput) for a row with no noise or a sampling rate outside [0, 1].
   void replay(const std::vector<DpRecord>& history, double delta);
-  // Charges one round: sampling rate q = selected / registered (capped at 1).
-  DpRecord charge(std::uint64_t round, double noise_multiplier, std::size_t selected, std::size_t registered,
-                  double delta);
+  // Charges one round with the noise multiplier its survivors really carry
+  // (charged_noise_multiplier) at q = kDpSamplingRate.
+  DpRecord charge(std::uint64_t round, double noise_multiplier, double delta);
   double epsilon() const { return epsilon_; }
 
  private:

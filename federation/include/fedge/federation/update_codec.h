@@ -18,6 +18,7 @@
 // without seeing any single node's values.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -42,12 +43,19 @@ struct UpdateEncoding {
   protocol::DpMode dp = protocol::DpMode::kNone;  // the round plan's DP mode
   double dp_clip_norm = 0;          // L2 clip of the update when dp != kNone (> 0)
   double noise_multiplier = 0;      // sigma; noise stddev = sigma * dp_clip_norm
-  std::uint32_t num_clients = 0;    // n of the round: distributed noise is split n ways
+  std::uint32_t num_clients = 0;    // n of the round: inputs the ring must hold without overflow
+  // t_min of the round: the fewest survivors it may finish with (its SecAgg
+  // threshold; wire::update_encoding(plan) reads it). Each node adds 1/t_min of the target
+  // noise variance, so any set of survivors that can finish carries at least
+  // the target. 0 = not known: split over aggregation::kMinSurvivors (3), the
+  // fewest any secure round may finish with (safe, noisier than needed).
+  std::uint32_t min_survivors = 0;
   std::uint64_t vector_length() const { return update_length + 2; }
 };
 
 // Throws Error(kInvalidInput) naming the field for any inconsistent setting.
-// `secure`: quant_bits and (for distributed DP) num_clients must be set too.
+// `secure`: quant_bits and (for distributed DP) num_clients must be set too,
+// and min_survivors may not exceed num_clients.
 void validate(const UpdateEncoding& enc, bool secure);
 
 // w = min(num_examples, example_scale) / example_scale. Throws
@@ -79,10 +87,19 @@ struct DecodedSum {
 // Throws Error(kInvalidInput) for a sum of the wrong length.
 DecodedSum decode_secure_sum(const UpdateEncoding& enc, std::span<const std::uint32_t> ring_sum);
 
-// The quantised-unit noise target of distributed DP and its per-input bound;
-// used by the coordinator to pick quant_bits/noise_bound and by nodes to draw.
+// One node's Skellam parameter under distributed DP: variance 2 mu =
+// target^2 / t_min in quantised units (target = sigma * clip * scale),
+// and its per-input bound; used by the coordinator to pick
+// quant_bits/noise_bound and by nodes to draw.
 double skellam_mu(const UpdateEncoding& enc);
 std::uint64_t skellam_noise_bound(const UpdateEncoding& enc);
+
+// The noise multiplier the distributed noise of `survivors` inputs really
+// amounts to: sqrt(survivors * 2 mu) / (dp_clip_norm * scale), i.e.
+// noise_multiplier * sqrt(survivors / t_min). What a round is
+// charged: more than the target when more than t_min survive, less (never
+// the target) if fewer did. 0 without distributed DP.
+double distributed_noise_multiplier(const UpdateEncoding& enc, std::size_t survivors);
 
 // Most quantisation bits for n inputs such that the ring cannot overflow,
 // including the distributed-DP noise bound at that many bits (the bound
