@@ -90,6 +90,14 @@ void write_shares(capnp::List<schema::EncryptedShare>::Builder list, const std::
   }
 }
 
+// Words a list of shares takes (for make_part's one segment): per share its
+// struct, list tag and padded box.
+std::size_t shares_words(const std::vector<agg::EncryptedShare>& shares) {
+  std::size_t words = 16;
+  for (const auto& s : shares) words += 4 + (s.box.size() + 7) / 8;
+  return words;
+}
+
 // Every box has the one size a share box has, checked before it is copied.
 std::vector<agg::EncryptedShare> read_shares(capnp::List<schema::EncryptedShare>::Reader list, const char* message) {
   const std::string field = std::string(message) + ".shares.box";
@@ -205,10 +213,12 @@ agg::AdvertiseKeys from_wire(const protocol::AdvertiseKeysBody& body, std::uint6
 }
 
 protocol::ShareKeysBody to_wire(const agg::ShareKeys& m) {
-  return {protocol::make_part<schema::ShareKeys>([&](schema::ShareKeys::Builder b) {
-    b.setSender(m.sender);
-    write_shares(b.initShares(static_cast<unsigned>(m.shares.size())), m.shares);
-  })};
+  return {protocol::make_part<schema::ShareKeys>(
+      [&](schema::ShareKeys::Builder b) {
+        b.setSender(m.sender);
+        write_shares(b.initShares(static_cast<unsigned>(m.shares.size())), m.shares);
+      },
+      shares_words(m.shares))};
 }
 
 agg::ShareKeys from_wire(const protocol::ShareKeysBody& body, std::uint64_t round, agg::ClientId sender) {
@@ -219,10 +229,12 @@ agg::ShareKeys from_wire(const protocol::ShareKeysBody& body, std::uint64_t roun
 }
 
 protocol::MaskedInputBody to_wire(const agg::MaskedInput& m) {
-  return {protocol::make_part<schema::MaskedInput>([&](schema::MaskedInput::Builder b) {
-    b.setSender(m.sender);
-    b.setMasked(data_of(m.masked.data(), m.masked.size() * sizeof(std::uint32_t)));
-  })};
+  return {protocol::make_part<schema::MaskedInput>(
+      [&](schema::MaskedInput::Builder b) {
+        b.setSender(m.sender);
+        b.setMasked(data_of(m.masked.data(), m.masked.size() * sizeof(std::uint32_t)));
+      },
+      m.masked.size() / 2 + 16)};
 }
 
 agg::MaskedInput from_wire(const protocol::MaskedInputBody& body, std::uint64_t round, agg::ClientId sender,
@@ -305,10 +317,12 @@ agg::KeysBroadcast from_wire(const protocol::KeysBroadcastBody& body, std::uint6
 }
 
 protocol::SharesDeliveryBody to_wire(const agg::SharesDelivery& m) {
-  return {protocol::make_part<schema::SharesDelivery>([&](schema::SharesDelivery::Builder b) {
-    b.setRecipient(m.recipient);
-    write_shares(b.initShares(static_cast<unsigned>(m.shares.size())), m.shares);
-  })};
+  return {protocol::make_part<schema::SharesDelivery>(
+      [&](schema::SharesDelivery::Builder b) {
+        b.setRecipient(m.recipient);
+        write_shares(b.initShares(static_cast<unsigned>(m.shares.size())), m.shares);
+      },
+      shares_words(m.shares))};
 }
 
 agg::SharesDelivery from_wire(const protocol::SharesDeliveryBody& body, std::uint64_t round) {

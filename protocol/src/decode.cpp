@@ -23,6 +23,7 @@ struct Ctx {
   const Limits& limits;
   const Expectations& expect;
   std::shared_ptr<const void> keep;  // storage that decoded payloads point into
+  std::size_t message_words = 0;     // the whole message: room enough for a copy of any part of it
   DecodePath path{"protocol", "envelope"};
 
   [[noreturn]] void fail(ErrorCode code, const std::string& what) const { path.fail(code, what); }
@@ -126,13 +127,13 @@ void unique_ids(Ctx& ctx, const char* name, const std::vector<std::uint32_t>& id
   for (auto id : ids) require(ctx, seen.insert(id).second, name, "id " + num(id) + " appears twice");
 }
 
-// A part whose fields federation/wire.h reads: copied out in canonical form,
-// which walks every pointer in it within the reader's bounds, traversal and
-// nesting limits, so a part that decodes is well formed.
+// A part whose fields federation/wire.h reads: copied out, which walks every
+// pointer in it within the reader's bounds, traversal and nesting limits, so a
+// part that decodes is well formed.
 template <class Get>
 OpaquePart opaque(Ctx& ctx, const char* name, Get get) {
   Field f(ctx, name);
-  return part_of(get());
+  return part_of(get(), ctx.message_words);
 }
 
 // The receiver's size limits apply to opaque parts too: their lists and
@@ -421,6 +422,7 @@ const char* body_name(std::size_t index) {
 
 Envelope decode(const Bytes& bytes, const Limits& limits, const Expectations& expect, bool* zero_copy) {
   Ctx ctx{limits, expect, bytes.owner()};
+  ctx.message_words = bytes.size() / 8;
   if (bytes.size() > limits.max_message_bytes) {
     ctx.fail(ErrorCode::kTooLarge, "message of " + num(bytes.size()) + " bytes is over the limit of " +
                                        num(limits.max_message_bytes) + " bytes (limits.max_message_bytes)");

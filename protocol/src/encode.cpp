@@ -92,7 +92,8 @@ class Writer {
     d.setMaskedInputMs(m.deadlines.masked_input_ms);
     d.setUnmaskMs(m.deadlines.unmask_ms);
     r.setSecure(m.secure);
-    if (!m.secagg.empty()) copy_part<wire::SecAggParams>(m.secagg, [&](auto s) { r.setSecagg(s); });
+    // A plain plan carries the settings struct too, at its defaults.
+    copy_part<wire::SecAggParams>(m.secagg, [&](auto s) { r.setSecagg(s); });
     auto p = r.initDp();
     p.setMode(static_cast<wire::DpMode>(m.dp.mode));
     p.setClipNorm(m.dp.clip_norm);
@@ -111,7 +112,7 @@ class Writer {
     if constexpr (S == Step::kKeysBroadcast) copy_part<wire::KeysBroadcast>(m.part, [&](auto r) { b.setKeysBroadcast(r); });
     if constexpr (S == Step::kShareKeys) copy_part<wire::ShareKeys>(m.part, [&](auto r) { b.setShareKeys(r); });
     if constexpr (S == Step::kSharesDelivery) copy_part<wire::SharesDelivery>(m.part, [&](auto r) { b.setSharesDelivery(r); });
-    if constexpr (S == Step::kMaskedInput) copy_part<wire::MaskedInput>(m.part, [&](auto r) { b.setMaskedInput(r); });
+    if constexpr (S == Step::kMaskedInput) masked_input(b, m.part);
     if constexpr (S == Step::kUnmaskRequest) copy_part<wire::UnmaskRequest>(m.part, [&](auto r) { b.setUnmaskRequest(r); });
     if constexpr (S == Step::kUnmaskResponse) copy_part<wire::UnmaskResponse>(m.part, [&](auto r) { b.setUnmaskResponse(r); });
   }
@@ -186,10 +187,27 @@ class Writer {
   }
 
  private:
-  // Hands set() the schema struct a part holds (an absent part: its defaults).
+  // A masked input's vector is referenced in place, as every bulk payload is
+  // (no copy until the final flat one), so it travels exactly as the struct
+  // written in place would.
+  void masked_input(wire::Envelope::Body::Builder b, const OpaquePart& part) const {
+    auto out = b.initMaskedInput();
+    if (part.empty()) return;
+    PartReader reader(part);
+    const auto in = reader.root<wire::MaskedInput>();
+    out.setSender(in.getSender());
+    const auto masked = in.getMasked();
+    out.adoptMasked(bulk(masked.begin(), masked.size(), "maskedInput.masked"));
+  }
+
+  // Hands set() the schema struct a part holds (an absent part: its defaults,
+  // written at the schema's full size as init would).
   template <class Schema, class Set>
   static void copy_part(const OpaquePart& part, Set set) {
-    if (part.empty()) return set(typename Schema::Reader());
+    if (part.empty()) {
+      capnp::MallocMessageBuilder defaults(capnp::sizeInWords<Schema>() + 1);
+      return set(defaults.initRoot<Schema>().asReader());
+    }
     PartReader reader(part);
     set(reader.root<Schema>());
   }

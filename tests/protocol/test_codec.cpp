@@ -2,6 +2,7 @@
 #include <random>
 
 #include <catch2/catch.hpp>
+#include <capnp/serialize.h>
 
 #include "samples.h"
 
@@ -260,9 +261,19 @@ TEST_CASE("a secure-aggregation body whose pointer runs past the message is refu
 }
 
 TEST_CASE("a secure plan must carry its secure-aggregation settings") {
-  auto plan = test::sample_plan();
-  plan.secagg = {};
-  auto e = decode_error(encode(envelope(plan, 0)));
+  // encode() always writes the settings struct, so the hostile plan is built by hand.
+  capnp::MallocMessageBuilder message;
+  auto root = message.initRoot<wire::Envelope>();
+  root.setVersion(kProtocolVersion);
+  root.setRound(1);
+  root.setAttempt(1);
+  auto plan = root.initBody().initRoundPlan();
+  plan.setSecure(true);
+  auto selected = plan.initSelected(3);
+  for (unsigned i = 0; i < 3; ++i) selected.set(i, i + 1);
+  const auto flat = capnp::messageToFlatArray(message);
+  auto e = decode_error(Bytes::copy_of({reinterpret_cast<const std::uint8_t*>(flat.begin()), flat.size() * 8}));
+  INFO(e.what());
   CHECK(contains(e.what(), "roundPlan.secagg: a secure plan must carry its secure-aggregation settings"));
 }
 
@@ -326,11 +337,16 @@ TEST_CASE("texts with NUL bytes round-trip whole") {
 // to walk and none to store, so a decoded part that the receiver's traversal
 // limit allowed must not be refused when it is read or encoded again.
 TEST_CASE("a decoded part of many empty list elements encodes and decodes again") {
-  const auto body = UnmaskResponseBody{make_part<wire::UnmaskResponse>([](wire::UnmaskResponse::Builder b) {
-    b.setSender(2);
-    b.initShares(5000);  // default elements: canonical form stores none of their words
-  })};
-  REQUIRE(body.part.words.size() < 16);
+  // Default elements, in canonical form: a list of 5000 zero-sized structs.
+  capnp::MallocMessageBuilder message;
+  auto root = message.initRoot<wire::UnmaskResponse>();
+  root.setSender(2);
+  root.initShares(5000);
+  const auto canonical = capnp::canonicalize(root.asReader());
+  REQUIRE(canonical.size() < 16);
+  std::vector<std::uint64_t> words(canonical.size());
+  std::memcpy(words.data(), canonical.begin(), canonical.size() * 8);
+  const auto body = UnmaskResponseBody{OpaquePart{Payload<std::uint64_t>::own(std::move(words))}};
   const auto back = decode(encode(envelope(body, 12)), {});
   CHECK(back.body == Body{body});
   PartReader reader(std::get<UnmaskResponseBody>(back.body).part);

@@ -71,13 +71,16 @@ enum class HiddenKind : std::uint16_t { kActivations, kLogits };
 // secure-aggregation messages and a secure plan's settings. Their one C++ form
 // is aggregation's (aggregation/secagg.h) and their one converter
 // federation/wire.h (which reads and writes them with protocol/opaque.h).
-// protocol holds such a part as the canonical Cap'n Proto words of its schema
-// struct (protocol/schema/fedge.capnp): decode() has checked its structure
-// (bounds, traversal and nesting limits), federation checks its fields.
+// protocol holds such a part as the Cap'n Proto words of its schema struct
+// (protocol/schema/fedge.capnp), at the size the schema writes it, so a part
+// takes on the wire what the struct written in place would: decode() has
+// checked its structure (bounds, traversal and nesting limits), federation
+// checks its fields.
 struct OpaquePart {
-  Payload<std::uint64_t> words;  // empty: the part is absent
+  Payload<std::uint64_t> words;  // one Cap'n Proto segment, root pointer first; empty: the part is absent
   bool empty() const { return words.empty(); }
-  bool operator==(const OpaquePart&) const = default;  // canonical form: equal words, equal content
+  // Same content: equal in Cap'n Proto's canonical form (protocol/src/opaque.cpp).
+  friend bool operator==(const OpaquePart& a, const OpaquePart& b);
 };
 
 // The seven secure-aggregation steps that travel as Envelope bodies.

@@ -4,6 +4,7 @@
 // protocol's own tests. scripts/check-layers.sh keeps everyone else out.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <memory>
@@ -17,21 +18,33 @@
 
 namespace fedge::protocol {
 
-// The canonical words of `reader` as a part (one copy of the struct).
+// The one segment of `message` as a part that keeps the builder alive (no
+// copy); empty when the message spilled into more segments.
+OpaquePart single_segment(std::shared_ptr<capnp::MallocMessageBuilder> message);
+
+// A copy of `reader` as a part, its structs at the sizes they have there.
+// `words_hint`: room for the copy (the whole received message is always
+// enough); a copy that does not fit is gathered in a second copy.
 template <class Reader>
-OpaquePart part_of(Reader reader) {
-  auto words = std::make_shared<kj::Array<capnp::word>>(capnp::canonicalize(reader));
-  const auto* begin = reinterpret_cast<const std::uint64_t*>(words->begin());
-  return {Payload<std::uint64_t>::shared({begin, words->size()}, words)};
+OpaquePart part_of(Reader reader, std::size_t words_hint) {
+  auto message = std::make_shared<capnp::MallocMessageBuilder>(static_cast<unsigned>(
+      std::min<std::size_t>(words_hint + 1, std::numeric_limits<unsigned>::max())));
+  message->setRoot(reader);
+  if (OpaquePart part = single_segment(message); !part.empty()) return part;
+  return part_of(reader, reader.totalSize().wordCount + 1);
 }
 
-// Builds a part of schema struct `Schema`: fill(Schema::Builder) sets its fields.
+// Builds a part of schema struct `Schema`: fill(Schema::Builder) sets its
+// fields. `words_hint`: about the words it takes (bulk data included), so that
+// it is written in one segment, without a second copy.
 template <class Schema, class Fill>
-OpaquePart make_part(Fill&& fill) {
-  capnp::MallocMessageBuilder message;
-  auto root = message.initRoot<Schema>();
+OpaquePart make_part(Fill&& fill, std::size_t words_hint = 1024) {
+  auto message = std::make_shared<capnp::MallocMessageBuilder>(static_cast<unsigned>(
+      std::min<std::size_t>(words_hint + 8, std::numeric_limits<unsigned>::max())));
+  auto root = message->initRoot<Schema>();
   fill(root);
-  return part_of(root.asReader());
+  if (OpaquePart part = single_segment(message); !part.empty()) return part;
+  return part_of(root.asReader(), root.asReader().totalSize().wordCount + 1);
 }
 
 // A part opened as its schema struct; `part` must outlive it. Reading a field
