@@ -47,6 +47,10 @@ FederationConfig read_federation_config(const config::Table& t) {
   c.round_gap_ms = u32(t, "round_gap_ms", c.round_gap_ms);
   c.retry_delay_ms = u32(t, "retry_delay_ms", c.retry_delay_ms);
   c.secure = t.boolean("secure", c.secure);
+  c.weight_caps.max_examples = static_cast<std::uint64_t>(
+      t.integer("max_examples", static_cast<std::int64_t>(c.weight_caps.max_examples),
+                {1, std::numeric_limits<std::int64_t>::max()}));
+  c.weight_caps.max_share = t.number("max_weight_share", c.weight_caps.max_share, {1e-9, 1.0});
   c.strategy = t.string("strategy", c.strategy);
   read_strategy_params(t.table("strategy_params"), c.strategy_params);
 
