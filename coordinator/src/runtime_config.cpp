@@ -105,6 +105,7 @@ CoordinatorRuntimeConfig read_coordinator_config(const fs::path& file) {
   c.endpoint_file = config::resolve_path(base, co.string("endpoint_file", ""));
   c.federation = read_federation_config(root.table("federation"));
   c.limits = protocol::read_limits(root.table("limits"));
+  c.queue_per_peer = static_cast<int>(root.table("limits").integer("queue_per_peer", c.queue_per_peer, {4, 100000}));
   const auto ad = root.table("adapter");
   c.adapter_init.model = ad.string("model", c.adapter_init.model);
   c.adapter_init.rank = static_cast<int>(ad.integer("rank", c.adapter_init.rank, {1, 4096}));
