@@ -13,7 +13,6 @@
 #include "federation_sim.h"
 #include "fedge/common/error.h"
 #include "fedge/common/rng.h"
-#include "fedge/federation/size_caps.h"
 #include "fedge/protocol/codec.h"
 #include "fedge/protocol/layout.h"
 
@@ -207,7 +206,7 @@ CoordinatorSide::WindowOutput CoordinatorSide::run_until(std::int64_t until) {
     now_ = std::max(now_, e.at);
     if (e.kind == SimEvent::kMessage) {
       protocol::Expectations expect;  // the caps a real coordinator applies
-      expect.size_caps = federation::coordinator_size_caps(core_->current_plan(), core_->global().size(), limits);
+      expect.size_caps = coordinator::coordinator_size_caps(core_->current_plan(), core_->global().size(), limits);
       auto env = protocol::decode(e.bytes, limits, expect);
       apply(timed([&] { return core_->on_message(now_, env); }), out);
     } else if (tick_at_ == e.at) {  // else superseded

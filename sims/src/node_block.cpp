@@ -8,7 +8,6 @@
 #include "federation_sim.h"
 #include "fedge/common/error.h"
 #include "fedge/common/rng.h"
-#include "fedge/federation/size_caps.h"
 #include "fedge/protocol/codec.h"
 
 namespace fedge::sims::detail {
@@ -104,7 +103,7 @@ WindowReport NodeBlock::window(const WindowOrder& order) {
     switch (e.kind) {
       case SimEvent::kMessage: {
         protocol::Expectations expect;  // the caps a real node applies
-        expect.size_caps = federation::node_size_caps(vn.client->current_plan(), ctx_.adapter_floats(), limits);
+        expect.size_caps = node::node_size_caps(vn.client->current_plan(), ctx_.adapter_floats(), limits);
         auto env = protocol::decode(e.bytes, limits, expect);
         on_message(e.node, env);
         apply(e.node, vn.client->on_message(now_, env), report);
