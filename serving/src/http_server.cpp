@@ -482,7 +482,7 @@ HttpServer::HttpServer(InferenceService& service, HttpOptions options)
   // a stop() right after construction cannot leave the thread listening.
   for (int i = 0; i < 5000 && !s.is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   if (o.api_keys)
-    spdlog::info("serving: OpenAI-compatible HTTP on {} ({} API keys from {})", url(), o.api_keys->size(),
+    spdlog::info("serving: OpenAI-compatible HTTP on {} (API keys: {} from {})", url(), o.api_keys->size(),
                  o.api_keys->origin());
   else spdlog::info("serving: OpenAI-compatible HTTP on {} (no API keys: loopback only)", url());
 }
