@@ -125,7 +125,7 @@ json parse_json_body(std::string_view body) {
   json parsed;
   try {
     parsed = json::parse(body);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number beyond a double
     throw HttpError{400, std::string("the request body is not valid JSON: ") + e.what(), ""};
   }
   if (!parsed.is_object()) throw HttpError{400, "the request body must be a JSON object", ""};
