@@ -1,10 +1,15 @@
-# fedge_library(NAME DEPS dep...)
+# fedge_library(NAME DEPS dep... [EXCLUDE src/file.cpp...])
 # Builds fedge_<NAME> from <folder>/src/*.cpp with <folder>/include as its public
-# include root (headers live at include/fedge/<NAME>/). A folder with no sources
-# yet becomes an INTERFACE target so the dependency graph stays whole.
+# include root (headers live at include/fedge/<NAME>/). EXCLUDE leaves out the
+# sources a smaller target of the folder builds (one without libtorch, which
+# the fuzz build compiles too); list that target in DEPS. A folder with no
+# sources yet becomes an INTERFACE target so the dependency graph stays whole.
 function(fedge_library name)
-  cmake_parse_arguments(ARG "" "" "DEPS;PRIVATE_DEPS" ${ARGN})
+  cmake_parse_arguments(ARG "" "" "DEPS;PRIVATE_DEPS;EXCLUDE" ${ARGN})
   file(GLOB_RECURSE sources CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/src/*.cpp)
+  foreach(excluded IN LISTS ARG_EXCLUDE)
+    list(REMOVE_ITEM sources ${CMAKE_CURRENT_SOURCE_DIR}/${excluded})
+  endforeach()
   set(target fedge_${name})
   if(sources)
     add_library(${target} STATIC ${sources})
@@ -18,6 +23,21 @@ function(fedge_library name)
     endif()
     target_link_libraries(${target} INTERFACE ${ARG_DEPS})
   endif()
+endfunction()
+
+# fedge_parser_library(NAME SOURCES src/file.cpp... DEPS dep... [PRIVATE_DEPS dep...])
+# A folder's torch-free parser of untrusted input as a target of its own,
+# fedge_<NAME>, with the folder's include root: the folder's main library links
+# it, and the fuzz build (tests/fuzz) builds it alone, configuring the folder
+# with FEDGE_TORCH_FREE_ONLY (the folder's CMakeLists.txt stops after its
+# torch-free targets).
+function(fedge_parser_library name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS;PRIVATE_DEPS" ${ARGN})
+  list(TRANSFORM ARG_SOURCES PREPEND ${CMAKE_CURRENT_SOURCE_DIR}/)
+  add_library(fedge_${name} STATIC ${ARG_SOURCES})
+  target_include_directories(fedge_${name} PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/include)
+  target_link_libraries(fedge_${name} PUBLIC ${ARG_DEPS} PRIVATE ${ARG_PRIVATE_DEPS})
+  set_target_properties(fedge_${name} PROPERTIES POSITION_INDEPENDENT_CODE ON)
 endfunction()
 
 # fedge_capnp_schema(NAME SCHEMA)

@@ -71,7 +71,9 @@ RopeScaling parse_rope_scaling(const json& j, const std::string& source) {
   s.type = type;
   s.factor = get_num(j, "factor", source, 1.0);
   if (type == "default") return s;
-  if (!(s.factor > 0)) bad(source, "rope_scaling.factor must be positive");
+  // Hugging Face asks for >= 1 too; a smaller one (a subnormal passed "> 0")
+  // divides RoPE frequencies towards infinity.
+  if (!(s.factor >= 1)) bad(source, "rope_scaling.factor must be at least 1");
   if (type == "linear") return s;
   if (type == "llama3") {
     s.low_freq_factor = get_num(j, "low_freq_factor", source, 1.0);

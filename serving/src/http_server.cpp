@@ -18,26 +18,13 @@
 #include "fedge/protocol/transport.h"
 #include "fedge/serving/api_keys.h"
 #include "fedge/serving/inference_service.h"
-#include "fedge/training/records.h"
+#include "fedge/serving/requests.h"
 
 namespace fedge::serving {
 
 using json = nlohmann::json;
 
 namespace {
-
-// A request the server refuses, as OpenAI reports it.
-struct HttpError {
-  HttpError(int status, std::string message, std::string param = {}, std::string type = "invalid_request_error",
-            std::string code = {})
-      : status(status), message(std::move(message)), param(std::move(param)), type(std::move(type)),
-        code(std::move(code)) {}
-  int status;
-  std::string message;
-  std::string param;  // the offending field, if any
-  std::string type;
-  std::string code;
-};
 
 json error_json(const HttpError& e) {
   json err = {{"message", e.message}, {"type", e.type}, {"param", nullptr}, {"code", nullptr}};
@@ -49,103 +36,6 @@ json error_json(const HttpError& e) {
 void send_json(httplib::Response& res, int status, const json& body) {
   res.status = status;
   res.set_content(body.dump(), "application/json");
-}
-
-[[noreturn]] void bad(const std::string& param, const std::string& message) { throw HttpError{400, message, param}; }
-
-const json* field(const json& body, const char* name) {
-  auto it = body.find(name);
-  return it == body.end() || it->is_null() ? nullptr : &*it;
-}
-
-template <class T>
-T number_field(const json& body, const char* name, T fallback, double lo, double hi, bool integer) {
-  const json* v = field(body, name);
-  if (!v) return fallback;
-  if (integer ? !v->is_number_integer() : !v->is_number())
-    bad(name, std::string("'") + name + "' must be " + (integer ? "an integer" : "a number"));
-  const double d = v->get<double>();
-  if (!(d >= lo && d <= hi))
-    bad(name, std::string("'") + name + "' is " + v->dump() + ", outside " + json(lo).dump() + ".." + json(hi).dump());
-  return v->get<T>();
-}
-
-// Everything /v1/completions and /v1/chat/completions share.
-struct Parsed {
-  CompletionRequest request;
-  std::string model;  // as asked
-  bool stream = false;
-};
-
-Parsed parse_common(const json& body, const InferenceService& service, int default_max_tokens) {
-  Parsed p;
-  const json* model = field(body, "model");
-  if (!model) bad("model", "'model' is required (see GET /v1/models)");
-  if (!model->is_string()) bad("model", "'model' must be a string");
-  p.model = model->get<std::string>();
-  const std::string& base = service.model_name();
-  AdapterChoice by_model = AdapterChoice::kDefault;
-  if (p.model == base) by_model = AdapterChoice::kDefault;
-  else if (p.model == base + "+global") by_model = AdapterChoice::kGlobal;
-  else if (p.model == base + "+local") by_model = AdapterChoice::kLocal;
-  else if (p.model == base + "+none") by_model = AdapterChoice::kNone;
-  else
-    throw HttpError{404, "The model '" + p.model + "' does not exist; this node serves '" + base + "'", "model",
-                    "invalid_request_error", "model_not_found"};
-  p.request.adapter = by_model;
-  if (const json* a = field(body, "adapter")) {
-    if (!a->is_string()) bad("adapter", "'adapter' must be a string: global, local or none");
-    auto choice = parse_adapter_choice(a->get<std::string>());
-    if (!choice) bad("adapter", "'adapter' is " + a->dump() + "; expected global, local or none");
-    if (by_model != AdapterChoice::kDefault && *choice != by_model && *choice != AdapterChoice::kDefault)
-      bad("adapter", "'adapter' " + a->dump() + " contradicts model '" + p.model + "'");
-    if (*choice != AdapterChoice::kDefault) p.request.adapter = *choice;
-  }
-  const int limit = service.options().max_tokens_limit;
-  // Newer OpenAI clients send max_completion_tokens instead.
-  const char* max_field = field(body, "max_tokens") || !field(body, "max_completion_tokens") ? "max_tokens"
-                                                                                            : "max_completion_tokens";
-  p.request.max_tokens = number_field<int>(body, max_field, default_max_tokens, 1, limit, true);
-  p.request.temperature = number_field<float>(body, "temperature", 1.0f, 0, 2, false);
-  p.request.top_p = number_field<float>(body, "top_p", 1.0f, 0, 1, false);
-  if (!(p.request.top_p > 0)) bad("top_p", "'top_p' must be greater than 0");
-  p.request.seed = number_field<std::uint64_t>(body, "seed", 0, 0, 1.8446744073709552e19, true);
-  if (const json* s = field(body, "stream")) {
-    if (!s->is_boolean()) bad("stream", "'stream' must be true or false");
-    p.stream = s->get<bool>();
-  }
-  number_field<int>(body, "n", 1, 1, 1, true);  // one choice per request
-  if (field(body, "stop")) bad("stop", "'stop' sequences are not supported by this server; leave it out");
-  return p;
-}
-
-std::string parse_prompt(const json& body) {
-  const json* p = field(body, "prompt");
-  if (!p) bad("prompt", "'prompt' is required");
-  if (p->is_array() && p->size() == 1 && (*p)[0].is_string()) return (*p)[0].get<std::string>();
-  if (!p->is_string()) bad("prompt", "'prompt' must be a string (or an array of one string)");
-  return p->get<std::string>();
-}
-
-std::vector<training::ChatMessage> parse_messages(const json& body) {
-  const json* m = field(body, "messages");
-  if (!m) bad("messages", "'messages' is required");
-  if (!m->is_array() || m->empty()) bad("messages", "'messages' must be a non-empty array");
-  std::vector<training::ChatMessage> out;
-  for (std::size_t i = 0; i < m->size(); ++i) {
-    const json& msg = (*m)[i];
-    const std::string at = "messages[" + std::to_string(i) + "]";
-    if (!msg.is_object()) bad(at, "'" + at + "' must be an object with role and content");
-    const json* role = field(msg, "role");
-    const json* content = field(msg, "content");
-    if (!role || !role->is_string()) bad(at + ".role", "'" + at + ".role' must be a string");
-    const std::string r = role->get<std::string>();
-    if (r != "system" && r != "user" && r != "assistant")
-      bad(at + ".role", "'" + at + ".role' is '" + r + "'; expected system, user or assistant");
-    if (!content || !content->is_string()) bad(at + ".content", "'" + at + ".content' must be a string");
-    out.push_back({r, content->get<std::string>()});
-  }
-  return out;
 }
 
 json fedge_meta(const CompletionResult& r) {
@@ -211,14 +101,7 @@ struct HttpServer::Impl {
 void HttpServer::Impl::guarded(const httplib::Request& req, httplib::Response& res,
                                const std::function<void(const json&)>& body_handler) {
   try {
-    json body;
-    try {
-      body = json::parse(req.body);
-    } catch (const json::parse_error& e) {
-      throw HttpError{400, std::string("the request body is not valid JSON: ") + e.what(), ""};
-    }
-    if (!body.is_object()) throw HttpError{400, "the request body must be a JSON object", ""};
-    body_handler(body);
+    body_handler(parse_json_body(req.body));
   } catch (const HttpError& e) {
     send_json(res, e.status, error_json(e));
   } catch (const AdapterNotExposed& e) {
@@ -238,8 +121,10 @@ void HttpServer::Impl::guarded(const httplib::Request& req, httplib::Response& r
 
 void HttpServer::Impl::complete(const httplib::Request& req, httplib::Response& res, bool chat) {
   guarded(req, res, [&](const json& body) {
-    Parsed p = parse_common(body, service, chat ? options.default_chat_max_tokens : options.default_max_tokens);
-    p.request.prompt = chat ? InferenceService::render_chat(parse_messages(body)) : parse_prompt(body);
+    const RequestRules rules{service.model_name(), service.options().max_tokens_limit,
+                             chat ? options.default_chat_max_tokens : options.default_max_tokens};
+    ParsedRequest p = chat ? parse_chat_request(body, rules) : parse_completion_request(body, rules);
+    if (chat) p.request.prompt = InferenceService::render_chat(p.messages);
     const std::string id = new_id(chat);
     if (p.stream) {
       auto channel = std::make_shared<Channel>();

@@ -27,24 +27,6 @@ using inference::LoraAdapter;
 using inference::TokenId;
 using clock_type = std::chrono::steady_clock;
 
-const char* adapter_choice_name(AdapterChoice choice) {
-  switch (choice) {
-    case AdapterChoice::kDefault: return "default";
-    case AdapterChoice::kGlobal: return "global";
-    case AdapterChoice::kLocal: return "local";
-    case AdapterChoice::kNone: return "none";
-  }
-  return "?";
-}
-
-std::optional<AdapterChoice> parse_adapter_choice(std::string_view name) {
-  for (auto c : {AdapterChoice::kDefault, AdapterChoice::kGlobal, AdapterChoice::kLocal, AdapterChoice::kNone})
-    if (name == adapter_choice_name(c)) return c;
-  return std::nullopt;
-}
-
-const char* adapter_slot_name(AdapterSlot slot) { return slot == AdapterSlot::kGlobal ? "global" : "local"; }
-
 namespace {
 
 AdapterNotExposed local_not_exposed() {

@@ -1,6 +1,6 @@
 // Writes the seed corpora of the byte-format fuzz targets into
-// tests/fuzz/corpus/<target>/ (the TOML and tokenizer seeds are the project's
-// own config and tokenizer files, copied by hand). Run after a wire or file
+// tests/fuzz/corpus/<target>/ (the text seeds, TOML, JSON, JSONL and CSV, are
+// written by hand or copied from the project's own files). Run after a wire or file
 // format change, then commit the files:
 //   build-fuzz/bin/make_seeds tests/fuzz/corpus
 #include <cstdio>
@@ -13,6 +13,7 @@
 #include "fedge/common/gguf.h"
 #include "fedge/common/safetensors.h"
 #include "fedge/federation/wire.h"
+#include "fedge/sims/host_wire.h"
 
 namespace fs = std::filesystem;
 using namespace fedge;
@@ -87,6 +88,42 @@ void gguf_seeds(const fs::path& dir) {
   write(dir / "llama-f32-q8.gguf", bytes.data(), bytes.size());
 }
 
+void write_host_message(const fs::path& dir, const sims::HostMessage& message) {
+  const auto bytes = sims::encode_host_message(message);
+  write(dir / (std::string(sims::host_message_name(message)) + ".bin"), reinterpret_cast<const std::byte*>(bytes.data()),
+        bytes.size());
+}
+
+// One message of every kind, as a run sends them: deliveries carry real
+// protocol envelopes, rows have serving columns and an accuracy.
+void host_wire_seeds(const fs::path& dir) {
+  const auto samples = protocol::test::all_samples();
+  auto envelope = [&](std::size_t i) { return protocol::encode(samples.at(i)); };
+  sims::MetricsRow row;
+  row.level = 4;
+  row.round = 2;
+  row.node = 1;
+  row.perplexity = 12.5;
+  row.accuracy = 0.75;
+  row.bytes_up = 4096;
+  row.sim_time_s = 30;
+  row.serving = true;
+  row.ttft_p50_ms = 80;
+  row.ttft_p95_ms = 120;
+  row.outage_requests = 4;
+  row.outage_served = 3;
+  write_host_message(dir, sims::HostHello{"host-a"});
+  write_host_message(dir, sims::HostAssign{"[scenario]\nname = \"seed\"\nnodes = 4\n", "seed.toml", {4, 5, 6}, 0, 2, 1});
+  write_host_message(dir, sims::HostReady{"00ff", "a1b2"});
+  write_host_message(dir, sims::StartLevel{5});
+  write_host_message(dir, sims::WindowOrder{4, 1500, {{1000, 0, 0, envelope(0)}, {1200, 1, 1, envelope(1)}},
+                                            {{1, 900, {0, 1}, {0.5f, -1.25f, 2.0f}, true, false}}, false});
+  write_host_message(dir, sims::WindowReport{4, {{1400, 1, 0, envelope(2)}}, 1800, {row}});
+  write_host_message(dir, sims::Shutdown{"done"});
+  write_host_message(dir, sims::HostError{"host-a: out of memory"});
+  write_host_message(dir, sims::Ping{});
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -98,6 +135,7 @@ int main(int argc, char** argv) {
   protocol_seeds(root / "protocol");
   safetensors_seeds(root / "safetensors");
   gguf_seeds(root / "gguf");
+  host_wire_seeds(root / "host_wire");
   std::printf("seeds written under %s\n", root.c_str());
   return 0;
 }

@@ -267,6 +267,10 @@ TEST_CASE("bad requests get 400/404/413 with an OpenAI error naming the field", 
   };
   CHECK(error_param(f.client().Post("/v1/completions", "{\"model\": \"tiny\", ", "application/json"), 400) == "");
   CHECK(error_param(f.client().Post("/v1/completions", "[1, 2]", "application/json"), 400) == "");
+  // A number beyond a double (found by fuzz_http; it was a 500).
+  CHECK(error_param(f.client().Post("/v1/completions", R"({"model": "tiny", "prompt": "x", "max_tokens": 1e999})",
+                                    "application/json"),
+                    400) == "");
   CHECK(error_param(without("prompt"), 400) == "prompt");
   CHECK(error_param(without("model"), 400) == "model");
   CHECK(error_param(with("prompt", 42), 400) == "prompt");

@@ -121,14 +121,13 @@ void write_text(const std::filesystem::path& path, const std::string& text) {
   if (!out) throw Error(ErrorKind::kIo, path.string() + ": write failed (disk full or no permission?)");
 }
 
-json read_json_file(const std::filesystem::path& path) {
-  const std::string text = read_text(path);
+json parse_config_object(std::string_view text, const std::string& file) {
   try {
     json j = json::parse(text);
-    if (!j.is_object()) throw Error(ErrorKind::kInvalidInput, path.string() + ": must be a JSON object");
+    if (!j.is_object()) throw Error(ErrorKind::kInvalidInput, file + ": must be a JSON object");
     return j;
   } catch (const json::exception& e) {
-    throw Error(ErrorKind::kInvalidInput, path.string() + ": not valid JSON: " + e.what());
+    throw Error(ErrorKind::kInvalidInput, file + ": not valid JSON: " + e.what());
   }
 }
 
@@ -175,9 +174,8 @@ std::optional<TokenId> resolve(const tok::TokenizerData& d, const std::optional<
   return id;
 }
 
-void apply_tokenizer_config(tok::TokenizerData& d, const std::filesystem::path& path) {
-  const json cfg = read_json_file(path);
-  const std::string file = path.string();
+void apply_tokenizer_config(tok::TokenizerData& d, std::string_view text, const std::string& file) {
+  const json cfg = parse_config_object(text, file);
   if (auto id = resolve(d, token_field(cfg, "bos_token", file), file, "bos_token")) d.bos = id;
   if (auto id = resolve(d, token_field(cfg, "eos_token", file), file, "eos_token")) d.eos = {*id};
   if (auto id = resolve(d, token_field(cfg, "pad_token", file), file, "pad_token")) d.pad = id;
@@ -192,9 +190,8 @@ void apply_tokenizer_config(tok::TokenizerData& d, const std::filesystem::path& 
   }
 }
 
-void apply_generation_config(tok::TokenizerData& d, const std::filesystem::path& path) {
-  const json cfg = read_json_file(path);
-  const std::string file = path.string();
+void apply_generation_config(tok::TokenizerData& d, std::string_view text, const std::string& file) {
+  const json cfg = parse_config_object(text, file);
   const int n = d.vocab_size();
   if (auto bos = id_field(cfg, "bos_token_id", file, n); !bos.empty()) d.bos = bos.front();
   if (auto pad = id_field(cfg, "pad_token_id", file, n); !pad.empty()) d.pad = pad.front();
@@ -215,11 +212,21 @@ Tokenizer Tokenizer::from_dir(const std::filesystem::path& model_dir) {
     throw Error(ErrorKind::kNotFound, path.string() + ": not found (a model directory needs a tokenizer.json)");
   Tokenizer t = from_json(read_text(path), path.string());
   // The order matters: generation_config.json's ids refine tokenizer_config.json's.
-  if (std::filesystem::exists(model_dir / "tokenizer_config.json"))
-    apply_tokenizer_config(*t.impl_, model_dir / "tokenizer_config.json");
-  if (std::filesystem::exists(model_dir / "generation_config.json"))
-    apply_generation_config(*t.impl_, model_dir / "generation_config.json");
+  const auto tokenizer_config = model_dir / "tokenizer_config.json";
+  if (std::filesystem::exists(tokenizer_config))
+    t.apply_tokenizer_config(read_text(tokenizer_config), tokenizer_config.string());
+  const auto generation_config = model_dir / "generation_config.json";
+  if (std::filesystem::exists(generation_config))
+    t.apply_generation_config(read_text(generation_config), generation_config.string());
   return t;
+}
+
+void Tokenizer::apply_tokenizer_config(std::string_view json_text, const std::string& source_name) {
+  fedge::inference::apply_tokenizer_config(*impl_, json_text, source_name);
+}
+
+void Tokenizer::apply_generation_config(std::string_view json_text, const std::string& source_name) {
+  fedge::inference::apply_generation_config(*impl_, json_text, source_name);
 }
 
 // ---------------------------------------------------------------------------

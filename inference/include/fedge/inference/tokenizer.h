@@ -30,6 +30,13 @@ class Tokenizer {
   // with no merges, plus the special tokens "<|bos|>", "<|eos|>", "<|pad|>",
   // "<|user|>", "<|assistant|>" (ids 256..260). vocab_size() is 261.
   static Tokenizer byte_level_tiny();
+  // What from_dir() takes from a model directory's config files, given their
+  // text (`source_name` names it in errors): tokenizer_config.json's
+  // bos/eos/pad tokens and add_bos_token/add_eos_token, and
+  // generation_config.json's bos/eos/pad token ids (which refine the former).
+  // Malformed JSON or a mistyped field is an Error(kInvalidInput).
+  void apply_tokenizer_config(std::string_view json_text, const std::string& source_name);
+  void apply_generation_config(std::string_view json_text, const std::string& source_name);
 
   Tokenizer(Tokenizer&&) noexcept;
   Tokenizer& operator=(Tokenizer&&) noexcept;

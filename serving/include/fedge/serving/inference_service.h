@@ -36,6 +36,7 @@
 
 #include "fedge/common/error.h"
 #include "fedge/common/param_vector.h"
+#include "fedge/serving/requests.h"  // AdapterChoice, AdapterSlot, CompletionRequest
 
 namespace fedge::inference {
 class Model;
@@ -52,17 +53,6 @@ struct ChatMessage;
 namespace fedge::serving {
 
 class SplitClient;
-
-// Which adapter a request runs with. kDefault: "global" when installed, else
-// "local" when installed and exposed (ServiceOptions::expose_local_adapter),
-// else none.
-enum class AdapterChoice { kDefault, kGlobal, kLocal, kNone };
-// The two slots an adapter can be installed in.
-enum class AdapterSlot { kGlobal, kLocal };
-
-const char* adapter_choice_name(AdapterChoice choice);  // "default", "global", "local", "none"
-std::optional<AdapterChoice> parse_adapter_choice(std::string_view name);
-const char* adapter_slot_name(AdapterSlot slot);  // "global", "local"
 
 // A request field is out of range or refers to something missing; field()
 // names it ("max_tokens", "prompt", "adapter", ...) for the HTTP error's param.
@@ -87,15 +77,6 @@ class AdapterNotExposed : public InvalidRequest {
 class ServiceOverloaded : public Error {
  public:
   explicit ServiceOverloaded(std::string message) : Error(ErrorKind::kRuntime, std::move(message)) {}
-};
-
-struct CompletionRequest {
-  std::string prompt;  // raw text; chat messages are rendered by render_chat()
-  int max_tokens = 16;
-  float temperature = 0.0f;  // 0: greedy
-  float top_p = 1.0f;
-  std::uint64_t seed = 0;
-  AdapterChoice adapter = AdapterChoice::kDefault;
 };
 
 struct CompletionResult {

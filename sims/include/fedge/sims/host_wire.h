@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "fedge/protocol/codec.h"
-#include "fedge/sims/runner.h"
+#include "fedge/sims/metrics.h"
 
 namespace fedge::sims {
 

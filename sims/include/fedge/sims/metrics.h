@@ -1,0 +1,30 @@
+// One row of metrics.csv, on its own so the node-host wire (host_wire.h),
+// which carries rows between processes, builds without the runner and its
+// libtorch-linked dependencies.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+
+namespace fedge::sims {
+
+// One row of metrics.csv: a level, a round and a node. Serving columns are
+// filled on the level's last round only.
+struct MetricsRow {
+  int level = 0;
+  int round = 0;
+  int node = 0;
+  double perplexity = 0;
+  std::optional<double> accuracy;
+  bool participated = true;          // levels 4/5: the node's update is in this round's sum
+  std::uint64_t bytes_up = 0, bytes_down = 0;  // cumulative up to this round
+  std::uint64_t raw_bytes_left = 0;  // raw site data (records, prompts) that left the node
+  double node_compute_s = 0;         // simulated, cumulative
+  double node_energy_j = 0;
+  double sim_time_s = 0;             // simulated time at the end of this round
+  bool serving = false;              // serving columns below are meaningful
+  double ttft_p50_ms = 0, ttft_p95_ms = 0, tpot_p50_ms = 0, tpot_p95_ms = 0;
+  int outage_requests = 0, outage_served = 0;
+};
+
+}  // namespace fedge::sims

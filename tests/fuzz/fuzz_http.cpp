@@ -1,0 +1,72 @@
+// libFuzzer target for the HTTP API's request bodies (serving/requests.h):
+// POST /v1/completions and POST /v1/chat/completions. Built and run by
+// scripts/fuzz.sh (docs/FUZZING.md).
+// Each input is one body, read as both endpoints would read it. It must be
+// refused with an HttpError (status 400 or 404, naming the field where one is
+// at fault) or be accepted; an accepted request has its fields in the ranges
+// the service relies on, and an accepted chat renders to a prompt through the
+// chat template (training::record_from_chat, as InferenceService::render_chat
+// does). Anything else (crash, other exception, sanitizer report) is a bug.
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "fedge/common/error.h"
+#include "fedge/serving/requests.h"
+#include "fedge/training/records.h"
+
+namespace {
+
+using namespace fedge::serving;
+
+void check(bool ok) {
+  if (!ok) std::abort();
+}
+
+void check_accepted(const ParsedRequest& p, const RequestRules& rules) {
+  const CompletionRequest& r = p.request;
+  check(r.max_tokens >= 1 && r.max_tokens <= rules.max_tokens_limit);
+  check(std::isfinite(r.temperature) && r.temperature >= 0 && r.temperature <= 2);
+  check(r.top_p > 0 && r.top_p <= 1);
+  check(p.model.rfind(rules.model_name, 0) == 0);
+}
+
+template <class Parse>
+void read_as(const nlohmann::json& body, const RequestRules& rules, Parse parse, bool chat) {
+  try {
+    const ParsedRequest p = parse(body, rules);
+    check_accepted(p, rules);
+    if (chat) {
+      check(!p.messages.empty());
+      auto turns = p.messages;
+      turns.push_back({"assistant", ""});
+      (void)fedge::training::record_from_chat(turns);  // every accepted role renders
+    }
+  } catch (const HttpError& e) {
+    check(e.status == 400 || e.status == 404);
+    check(!e.message.empty());
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  const std::string_view text(reinterpret_cast<const char*>(data), size);
+  RequestRules rules;
+  rules.model_name = "tiny";
+  rules.max_tokens_limit = 512;
+  nlohmann::json body;
+  try {
+    body = parse_json_body(text);
+  } catch (const HttpError& e) {
+    check(e.status == 400);
+    return 0;
+  }
+  read_as(body, rules, parse_completion_request, false);
+  read_as(body, rules, parse_chat_request, true);
+  return 0;
+}
