@@ -19,6 +19,7 @@
 #include "fedge/inference/lora.h"
 #include "fedge/inference/model.h"
 #include "fedge/inference/tokenizer.h"
+#include "fedge/privacy/crypto.h"
 #include "fedge/protocol/keys.h"
 #include "fedge/protocol/layout.h"
 #include "fedge/protocol/transport.h"
@@ -187,11 +188,28 @@ struct NodeRuntime::Impl {
     identity.capabilities.num_examples = trainer->num_examples();
     identity.capabilities.model_name = config.model;
     identity.capabilities.threads = static_cast<std::uint32_t>(config.threads);
-    client.emplace(identity, NodeClientConfig{});
+    client.emplace(identity, client_config());
     worker = std::make_unique<Worker>(*trainer);
   }
 
   ~Impl() { worker.reset(); }  // joins before the trainer and model go
+
+  NodeClientConfig client_config() const {
+    NodeClientConfig c;
+    c.require_malicious = config.require_malicious;
+    if (!config.signing_key_file.empty()) {
+      c.signing_key = privacy::signing_keypair_from_seed(protocol::load_signing_seed(config.signing_key_file));
+      c.roster = protocol::load_roster(config.roster_file);
+      auto own = c.roster.find(config.node_id);
+      if (own == c.roster.end() || own->second != c.signing_key->public_key)
+        throw Error(ErrorKind::kInvalidInput, "the roster " + config.roster_file.string() + " does not list node " +
+                                                  std::to_string(config.node_id) + " with the key in " +
+                                                  config.signing_key_file.string());
+      spdlog::info("secure aggregation: Ed25519 identity loaded, roster of {} nodes{}", c.roster.size(),
+                   c.require_malicious ? ", malicious mode required" : "");
+    }
+    return c;
+  }
 
   void connect() {
     protocol::SocketOptions options;
