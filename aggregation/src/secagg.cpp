@@ -509,8 +509,12 @@ UnmaskRequest SecAggServer::finish_consistency_check() {
     fail(std::to_string(survivor_sigs_.size()) + " survivors signed the survivor set, fewer than threshold " +
          std::to_string(params_.threshold));
   std::sort(survivor_sigs_.begin(), survivor_sigs_.end(), [](const auto& a, const auto& b) { return a.sender < b.sender; });
+  // A quorum of t is all a client needs (and checks); forwarding exactly t
+  // keeps each client's work at t verifications and the message at t
+  // signatures, whatever the number of survivors.
+  std::vector<SurvivorSignature> quorum(survivor_sigs_.begin(), survivor_sigs_.begin() + params_.threshold);
   stage_ = Stage::kUnmask;
-  return {round_, survivors_, survivor_sigs_};
+  return {round_, survivors_, std::move(quorum)};
 }
 
 UnmaskRequest SecAggServer::close_masked_input() {

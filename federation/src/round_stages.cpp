@@ -198,13 +198,13 @@ StageStep RoundStages::advance(std::int64_t now_ms) {
       break;
     }
     case RoundStage::kConsistency: {
-      // Only survivors that signed are asked: the others cannot pass their
-      // own check (they signed nothing).
+      // Only survivors that signed (this stage's received_) are asked: the
+      // others cannot pass their own check (they signed nothing).
       const aggregation::UnmaskRequest req = server_->finish_consistency_check();
       const protocol::UnmaskRequestBody m = wire::to_wire(req, static_cast<std::uint32_t>(planned_.plan.selected.size()));
-      for (const auto& sig : req.signatures) {
-        next.insert(node_of(sig.sender));
-        step.send.push_back(to(node_of(sig.sender), m));
+      for (NodeId node : received_) {
+        next.insert(node);
+        step.send.push_back(to(node, m));
       }
       open(RoundStage::kUnmask, std::move(next), now_ms + dl.unmask_ms);
       break;

@@ -103,6 +103,13 @@ void read_parts(const protocol::Envelope& env) {
       (void)wire::from_wire(*resp, round, claimed_sender<schema::UnmaskResponse>(resp->part));
     } catch (const Error&) {
     }
+  } else if (const auto* cc = std::get_if<protocol::ConsistencyCheckBody>(&env.body)) {
+    round_trip(*cc, [&](const auto& b) { return wire::from_wire(b, round); },
+               [](const auto& m) { return wire::to_wire(m); });
+  } else if (const auto* ss = std::get_if<protocol::SurvivorSignatureBody>(&env.body)) {
+    const auto me = claimed_sender<schema::SurvivorSignature>(ss->part);
+    round_trip(*ss, [&](const auto& b) { return wire::from_wire(b, round, me); },
+               [](const auto& m) { return wire::to_wire(m); });
   }
 }
 

@@ -181,7 +181,7 @@ struct UnmaskRequest {
   std::vector<ClientId> survivors;  // sorted: clients whose masked input arrived
   // Malicious mode: at least t survivors' signatures on exactly `survivors`
   // (sorted by sender, distinct); empty in semi-honest mode.
-  std::vector<SurvivorSignature> signatures;
+  std::vector<SurvivorSignature> signatures{};
 };
 struct RevealedShare {
   ClientId owner = 0;  // whose secret this is a share of
@@ -291,8 +291,9 @@ class SecAggServer {
   // Malicious mode: closes the masked inputs and asks survivors to sign the set.
   ConsistencyCheck open_consistency_check();
   void receive(const SurvivorSignature& msg);
-  // Malicious mode: the UnmaskRequest carrying every collected signature;
-  // fails the round (Error(kPrivacy)) with fewer than t.
+  // Malicious mode: the UnmaskRequest carrying t collected signatures (those
+  // of the t lowest client ids); fails the round (Error(kPrivacy)) with fewer
+  // than t. Every survivor that signed may be asked to unmask.
   UnmaskRequest finish_consistency_check();
   void receive(const UnmaskResponse& msg);
   // The exact ring sum of the survivors' inputs. finish_* methods throw
