@@ -61,11 +61,20 @@ struct RoundClient::State {
   agg::SecAggMode mode = agg::SecAggMode::kSemiHonest;  // of the current secure round
   std::vector<std::uint32_t> ring;  // quantised update, kept until MaskedInput
   std::uint64_t next_ticket = 1, ticket = 0;
+  std::optional<privacy::SigningKeyPair> signing;  // from cfg.signing_seed
 
   State(NodeIdentity i, NodeClientConfig c)
       : id(std::move(i)), cfg(std::move(c)),
         rng(cfg.noise_seed ? privacy::ChaChaRng(*cfg.noise_seed) : privacy::ChaChaRng()),
-        heartbeat_ms(cfg.heartbeat_interval_ms) {}
+        heartbeat_ms(cfg.heartbeat_interval_ms) {
+    if (!cfg.signing_seed) return;
+    signing = privacy::signing_keypair_from_seed(*cfg.signing_seed);
+    auto own = cfg.roster.find(id.node_id);
+    if (own == cfg.roster.end() || own->second != signing->public_key)
+      throw Error(ErrorKind::kInvalidInput, "the roster does not list node " + std::to_string(id.node_id) +
+                                                " with this node's signing key; give the node its own key file and "
+                                                "the operator's current roster");
+  }
 
   Envelope envelope(protocol::Body body, std::uint64_t r = 0) const {
     Envelope e;
@@ -188,15 +197,15 @@ struct RoundClient::State {
   std::optional<agg::ClientAuth> client_auth(const Envelope& env, const protocol::RoundPlan& p,
                                              const agg::SecAggParams& sp) const {
     if (sp.mode != agg::SecAggMode::kMalicious) return std::nullopt;
-    if (!cfg.signing_key)
+    if (!signing)
       throw Error(ErrorKind::kInvalidInput, "the round is in malicious mode, but this node has no signing key "
-                                            "(node config secagg.signing_key_file)");
-    agg::ClientAuth auth{*cfg.signing_key, {}, wire::signing_context(env.round, env.attempt, p.selected)};
+                                            "(node config [secagg] signing_key and roster)");
+    agg::ClientAuth auth{*signing, {}, wire::signing_context(env.round, env.attempt, p.selected)};
     for (protocol::NodeId node : p.selected) {
       auto key = cfg.roster.find(node);
       if (key == cfg.roster.end())
         throw Error(ErrorKind::kInvalidInput, "the round selects node " + std::to_string(node) +
-                                                  ", which is not in this node's roster (secagg.roster_file); "
+                                                  ", which is not in this node's roster ([secagg] roster); "
                                                   "ask the operator for the current roster");
       auth.roster.push_back(key->second);
     }

@@ -19,7 +19,6 @@
 #include "fedge/inference/lora.h"
 #include "fedge/inference/model.h"
 #include "fedge/inference/tokenizer.h"
-#include "fedge/privacy/crypto.h"
 #include "fedge/protocol/keys.h"
 #include "fedge/protocol/layout.h"
 #include "fedge/protocol/transport.h"
@@ -198,13 +197,9 @@ struct NodeRuntime::Impl {
     NodeClientConfig c;
     c.require_malicious = config.require_malicious;
     if (!config.signing_key_file.empty()) {
-      c.signing_key = privacy::signing_keypair_from_seed(protocol::load_signing_seed(config.signing_key_file));
+      // RoundClient checks that the roster lists this node with this key.
+      c.signing_seed = protocol::load_signing_seed(config.signing_key_file);
       c.roster = protocol::load_roster(config.roster_file);
-      auto own = c.roster.find(config.node_id);
-      if (own == c.roster.end() || own->second != c.signing_key->public_key)
-        throw Error(ErrorKind::kInvalidInput, "the roster " + config.roster_file.string() + " does not list node " +
-                                                  std::to_string(config.node_id) + " with the key in " +
-                                                  config.signing_key_file.string());
       spdlog::info("secure aggregation: Ed25519 identity loaded, roster of {} nodes{}", c.roster.size(),
                    c.require_malicious ? ", malicious mode required" : "");
     }

@@ -44,7 +44,7 @@ struct MaliciousNet : Net {
       const federation::NodeIdentity identity = nodes.at(id).identity();
       federation::NodeClientConfig nc;
       nc.noise_seed = fixed_seed(static_cast<std::uint8_t>(40 + id));
-      nc.signing_key = signing_key_of(id);
+      nc.signing_seed = fixed_seed(static_cast<std::uint8_t>(100 + id));
       nc.roster = roster();
       nc.require_malicious = require_malicious;
       nodes.erase(id);
@@ -254,7 +254,37 @@ TEST_CASE("malicious coordinator (d): a downgraded plan is refused by nodes that
   for (NodeId id = 1; id <= kNodes; ++id) CHECK(net.sent(id).empty());  // no keys, no plain update
 }
 
-TEST_CASE("malicious mode: a node without a signing key or with a roster missing a selected node sits it out") {
+TEST_CASE("a node's signing key must be the roster's key for its id") {
+  federation::NodeIdentity identity{2, "node2", node_key(2), {}};
+  federation::NodeClientConfig nc;
+  nc.signing_seed = fixed_seed(101);  // node 1's key
+  nc.roster = roster();
+  CHECK_THROWS_WITH(federation::RoundClient(identity, nc), Catch::Contains("the roster does not list node 2"));
+  nc.roster.erase(2);
+  CHECK_THROWS_WITH(federation::RoundClient(identity, nc), Catch::Contains("the roster does not list node 2"));
+  nc.signing_seed = fixed_seed(102);
+  nc.roster = roster();
+  CHECK_NOTHROW(federation::RoundClient(identity, nc));
+}
+
+TEST_CASE("malicious mode: a node whose roster lacks a selected node sits the round out") {
+  MaliciousNet net(malicious_config());
+  for (NodeId id = 1; id <= kNodes; ++id) {
+    const federation::NodeIdentity identity = net.nodes.at(id).identity();
+    federation::NodeClientConfig nc;
+    nc.signing_seed = fixed_seed(static_cast<std::uint8_t>(100 + id));
+    nc.roster = roster();
+    if (id == 1) nc.roster.erase(5);  // node 1 has an old roster
+    net.nodes.erase(id);
+    net.nodes.emplace(id, federation::RoundClient(identity, nc));
+  }
+  net.start();
+  REQUIRE(net.run_until([&] { return !net.completed.empty() || !net.failed.empty(); }));
+  CHECK(net.noted(1, "the round selects node 5, which is not in this node's roster"));
+  CHECK(net.sent(1).empty());
+}
+
+TEST_CASE("malicious mode: nodes without a signing key sit the round out") {
   Net net(malicious_config(), initial_state());  // nodes without keys
   net.start();
   REQUIRE(net.run_until([&] { return !net.failed.empty(); }));

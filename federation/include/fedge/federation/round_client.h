@@ -39,11 +39,11 @@ struct NodeClientConfig {
   // Seed of the quantiser's stochastic rounding and the distributed-DP noise;
   // unset = fresh OS randomness (production). Tests and simulators set it.
   std::optional<privacy::Key32> noise_seed;
-  // Malicious-server secure aggregation (docs/SECURE_AGGREGATION.md): this
-  // node's long-term Ed25519 key and the operator's roster (node id -> Ed25519
-  // public key), which must not come from the coordinator. Without them the
-  // node sits out malicious-mode rounds.
-  std::optional<privacy::SigningKeyPair> signing_key;
+  // Malicious-server secure aggregation (docs/SECURE_AGGREGATION.md): the
+  // seed of this node's long-term Ed25519 key (its key file) and the
+  // operator's roster (node id -> Ed25519 public key), which must not come
+  // from the coordinator. Without them the node sits out malicious-mode rounds.
+  std::optional<privacy::Key32> signing_seed;
   std::map<protocol::NodeId, privacy::Key32> roster;
   // Refuse every plan that is not a secure round in malicious mode, so a
   // malicious coordinator cannot downgrade this node silently.
@@ -91,7 +91,8 @@ const char* client_state_name(ClientState state);
 
 class RoundClient {
  public:
-  // Throws Error(kInvalidInput) for node id 0.
+  // Throws Error(kInvalidInput) for node id 0, and for a signing seed whose
+  // key the roster does not list for this node id.
   RoundClient(NodeIdentity identity, NodeClientConfig config = {});
   ~RoundClient();
   RoundClient(RoundClient&&) noexcept;
