@@ -18,6 +18,7 @@
 #include "fedge/common/safetensors.h"
 #include "fedge/coordinator/allow_list.h"
 #include "fedge/coordinator/store.h"
+#include "fedge/federation/size_caps.h"
 #include "fedge/federation/wire.h"
 #include "fedge/protocol/keys.h"
 #include "fedge/protocol/layout.h"
@@ -216,6 +217,12 @@ struct CoordinatorRuntime::Impl {
   void bind() {
     protocol::SocketOptions options;
     options.limits = config.limits;
+    // ZeroMQ drops a message over the largest size cap before reading it in
+    // (finding 8); decode then holds each type to its own cap.
+    const std::size_t largest =
+        federation::largest_cap(federation::coordinator_size_caps(nullptr, core->global().size(), config.limits));
+    if (largest != 0) options.limits.max_message_bytes = std::min(options.limits.max_message_bytes, largest);
+    options.high_water_mark = config.queue_per_peer;
     std::optional<protocol::CurveServer> curve;
     if (!config.insecure) {
       if (config.key_file.empty() || config.allow_list.empty()) {
@@ -355,7 +362,9 @@ struct CoordinatorRuntime::Impl {
   void receive(const protocol::Incoming& in) {
     protocol::Envelope env;
     try {
-      env = protocol::decode(in.payload, config.limits);
+      protocol::Expectations expect;
+      expect.size_caps = federation::coordinator_size_caps(core->current_plan(), core->global().size(), config.limits);
+      env = protocol::decode(in.payload, config.limits, expect);
     } catch (const protocol::DecodeError& e) {
       spdlog::warn("refused a message from peer {}: {}", peer_label(in), e.what());
       reply_to_peer(in.peer, error_reply(e.code(), e.what(), 0xffff));

@@ -48,6 +48,10 @@ FederationConfig read_federation_config(const config::Table& t) {
   c.round_gap_ms = u32(t, "round_gap_ms", c.round_gap_ms);
   c.retry_delay_ms = u32(t, "retry_delay_ms", c.retry_delay_ms);
   c.secure = t.boolean("secure", c.secure);
+  c.weight_caps.max_examples = static_cast<std::uint64_t>(
+      t.integer("max_examples", static_cast<std::int64_t>(c.weight_caps.max_examples),
+                {1, std::numeric_limits<std::int64_t>::max()}));
+  c.weight_caps.max_share = t.number("max_weight_share", c.weight_caps.max_share, {1e-9, 1.0});
   c.strategy = t.string("strategy", c.strategy);
   read_strategy_params(t.table("strategy_params"), c.strategy_params);
 
@@ -109,6 +113,7 @@ CoordinatorRuntimeConfig read_coordinator_config(const fs::path& file) {
   const fs::path roster = config::resolve_path(base, root.table("federation").table("secagg").string("roster", ""));
   if (!roster.empty()) c.federation.secagg_roster = protocol::load_roster(roster);
   c.limits = protocol::read_limits(root.table("limits"));
+  c.queue_per_peer = static_cast<int>(root.table("limits").integer("queue_per_peer", c.queue_per_peer, {4, 100000}));
   const auto ad = root.table("adapter");
   c.adapter_init.model = ad.string("model", c.adapter_init.model);
   c.adapter_init.rank = static_cast<int>(ad.integer("rank", c.adapter_init.rank, {1, 4096}));

@@ -60,6 +60,9 @@ void validate(const FederationConfig& c) {
     bad_config("liveness_timeout_ms must exceed heartbeat_interval_ms (else live nodes look dead)");
   if (!(c.clip_range > 0) || !std::isfinite(c.clip_range)) bad_config("clip_range must be a finite number > 0");
   if (!std::isfinite(c.loss_cap) || c.loss_cap < 0) bad_config("loss_cap must be finite and >= 0");
+  if (c.weight_caps.max_examples == 0) bad_config("max_examples must be >= 1");
+  if (!(c.weight_caps.max_share > 0 && c.weight_caps.max_share <= 1))
+    bad_config("max_weight_share must be in (0, 1] (1 = weights by examples alone)");
   if (c.quant_bits != 0 && (c.quant_bits < 2 || c.quant_bits > 32)) bad_config("quant_bits must be 0 or 2..32");
   if (c.secure && !privacy::prg_supported(c.secagg_prg))
     bad_config(std::string("secagg prg ") + privacy::prg_name(c.secagg_prg) +

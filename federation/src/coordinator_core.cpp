@@ -146,7 +146,7 @@ struct CoordinatorCore::State {
       RoundOutcome result =
           step.secure_sum
               ? secure_round_result(r, *step.secure_sum, members, cfg.dp, noise_rng, *strategy, global)
-              : plain_round_result(r, cfg.min_survivors, members, cfg.dp, noise_rng, *strategy, global);
+              : plain_round_result(r, cfg, members, noise_rng, *strategy, global);
       complete(a, now, std::move(result));
     } catch (const Error& e) {
       fail(a, now, e.what());

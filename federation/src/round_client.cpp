@@ -408,6 +408,7 @@ std::optional<std::int64_t> RoundClient::next_tick_ms() const {
 ClientState RoundClient::state() const { return s_->state; }
 std::optional<std::uint64_t> RoundClient::global_version() const { return s_->version; }
 std::uint64_t RoundClient::current_round() const { return s_->round; }
+const protocol::RoundPlan* RoundClient::current_plan() const { return s_->in_round() ? &s_->plan : nullptr; }
 const NodeIdentity& RoundClient::identity() const { return s_->id; }
 
 }  // namespace fedge::federation

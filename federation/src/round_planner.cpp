@@ -87,9 +87,11 @@ PlannedRound plan_round(const FederationConfig& cfg, const Membership& members, 
   p.dp = {cfg.dp.mode, dp ? cfg.dp.clip_norm : 0.0, dp ? cfg.dp.noise_multiplier : 0.0};
   p.selected = selected;
   p.update_length = update_length;
-  // Weights are examples over the largest count among the selected, so they lie in [0, 1].
-  std::uint64_t scale = 1;
-  for (NodeId id : selected) scale = std::max(scale, members.at(id).reg.capabilities.num_examples);
+  // Weights are capped examples over the scale, so they lie in [0, 1] and no
+  // selected node's share of the weight exceeds the configured cap.
+  std::vector<std::uint64_t> counts;
+  for (NodeId id : selected) counts.push_back(members.at(id).reg.capabilities.num_examples);
+  const std::uint64_t scale = capped_example_scale(counts, cfg.weight_caps);
   p.example_scale = scale;
   p.loss_cap = cfg.loss_cap;
   out.encoding = {update_length, cfg.clip_range,      0, scale, cfg.loss_cap, cfg.dp.mode, p.dp.clip_norm,

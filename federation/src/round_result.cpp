@@ -60,35 +60,45 @@ RoundOutcome secure_round_result(const RoundStages& r, const agg::SecAggResult& 
   return out;
 }
 
-RoundOutcome plain_round_result(const RoundStages& r, std::uint32_t min_survivors, const Membership& members,
-                               const DpConfig& dp, privacy::ChaChaRng& noise_rng, agg::Strategy& strategy,
+RoundOutcome plain_round_result(const RoundStages& r, const FederationConfig& cfg, const Membership& members,
+                               privacy::ChaChaRng& noise_rng, agg::Strategy& strategy,
                                const std::vector<float>& global) {
+  const DpConfig& dp = cfg.dp;
   const auto& plain = r.plain_updates();
-  const std::size_t need = std::max<std::uint32_t>(min_survivors, 1);
+  const std::size_t need = std::max<std::uint32_t>(cfg.min_survivors, 1);
   if (plain.size() < need)
     throw Error(ErrorKind::kPrivacy, std::to_string(plain.size()) + " of " + std::to_string(r.plan().selected.size()) +
                                          " nodes sent updates; " + std::to_string(need) + " needed");
   RoundOutcome out;
-  double examples = 0, loss = 0;
+  // A count is self-reported: it counts for no more than the node registered
+  // with (what the plan's scale was computed from) and the weight caps allow.
+  std::vector<std::uint64_t> counts;
   for (const auto& [id, e] : plain) {
     out.survivors.push_back(id);
-    examples += static_cast<double>(e.num_examples);
-    loss += static_cast<double>(e.num_examples) * e.train_loss;
+    counts.push_back(std::min({e.num_examples, members.at(id).reg.capabilities.num_examples,
+                               cfg.weight_caps.max_examples}));
+  }
+  const std::uint64_t scale = capped_example_scale(counts, cfg.weight_caps);
+  std::vector<agg::ClientUpdate> ups;
+  double examples = 0, loss = 0;
+  for (const auto& [id, e] : plain) {
+    const auto weight = static_cast<double>(std::min(counts[ups.size()], scale));
+    ups.push_back({e.update, weight});
+    examples += weight;
+    loss += weight * e.train_loss;
   }
   out.metrics = participation(r, out.survivors.size());
   out.metrics["total_examples"] = examples;
   out.metrics["train_loss"] = loss / examples;
   if (dp.mode == protocol::DpMode::kNone) {
-    std::vector<agg::ClientUpdate> ups;
-    for (const auto& [id, e] : plain) ups.push_back({e.update, static_cast<double>(e.num_examples)});
     out.next_global = strategy.aggregate(global, ups);
     return out;
   }
   // Central DP: the same weighted sum as the secure path, then noise.
   std::vector<float> sum(global.size(), 0.0F);
-  for (const auto& [id, e] : plain) {
-    const double w = node_weight(e.num_examples, r.encoding().example_scale);
-    for (std::size_t i = 0; i < sum.size(); ++i) sum[i] += static_cast<float>(w * e.update[i]);
+  for (std::size_t n = 0; n < ups.size(); ++n) {
+    const double w = node_weight(counts[n], r.encoding().example_scale);
+    for (std::size_t i = 0; i < sum.size(); ++i) sum[i] += static_cast<float>(w * ups[n].update[i]);
   }
   privacy::add_gaussian_noise(sum, dp.noise_multiplier * dp.clip_norm, noise_rng);
   out.next_global = step_from_sum(strategy, global, sum, public_weight(r, members, out.survivors));

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include "fedge/aggregation/secagg.h"
 #include "fedge/common/error.h"
@@ -56,6 +58,35 @@ void validate(const UpdateEncoding& enc, bool secure) {
         std::to_string(enc.num_clients) + " nodes (it is the plan's secagg threshold)");
 }
 
+
+std::uint64_t capped_example_scale(std::span<const std::uint64_t> counts, const WeightCaps& caps) {
+  if (counts.empty()) bad("no example counts to weigh");
+  if (caps.max_examples == 0) bad("max_examples must be >= 1");
+  if (!(caps.max_share > 0) || caps.max_share > 1) bad("max_share must be in (0, 1]");
+  std::vector<std::uint64_t> c;
+  c.reserve(counts.size());
+  for (std::uint64_t n : counts) {
+    if (n == 0) bad("a node with 0 training examples cannot contribute an update");
+    c.push_back(std::min(n, caps.max_examples));
+  }
+  std::sort(c.begin(), c.end(), std::greater<>());
+  // With the k largest counts clamped to S, the largest share is
+  // S / (k S + rest_k), rest_k the sum of the others; it falls as S falls, so
+  // walk k up and take the largest S in (c[k], c[k-1]] that keeps it <= max_share.
+  long double rest = 0;
+  for (std::uint64_t v : c) rest += static_cast<long double>(v);
+  const long double s = caps.max_share;
+  for (std::size_t k = 1; k <= c.size(); ++k) {
+    rest -= static_cast<long double>(c[k - 1]);
+    const long double headroom = 1 - s * static_cast<long double>(k);
+    if (headroom <= 0) return c[k - 1];  // every S in the interval keeps the share
+    const long double best = s * rest / headroom;
+    const std::uint64_t below = k < c.size() ? c[k] : 0;
+    if (best >= static_cast<long double>(c[k - 1])) return c[k - 1];
+    if (best > static_cast<long double>(below)) return std::max<std::uint64_t>(1, static_cast<std::uint64_t>(best));
+  }
+  return c.back();  // max_share < 1/n: equal weights
+}
 
 double node_weight(std::uint64_t num_examples, std::uint64_t example_scale) {
   if (example_scale == 0) bad("example_scale must be >= 1");

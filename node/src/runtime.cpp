@@ -19,6 +19,7 @@
 #include "fedge/inference/lora.h"
 #include "fedge/inference/model.h"
 #include "fedge/inference/tokenizer.h"
+#include "fedge/federation/size_caps.h"
 #include "fedge/protocol/keys.h"
 #include "fedge/protocol/layout.h"
 #include "fedge/protocol/transport.h"
@@ -331,7 +332,9 @@ struct NodeRuntime::Impl {
   void receive(const protocol::Bytes& bytes) {
     protocol::Envelope env;
     try {
-      env = protocol::decode(bytes, config.limits);
+      protocol::Expectations expect;
+      expect.size_caps = federation::node_size_caps(client->current_plan(), global ? global->size() : 0, config.limits);
+      env = protocol::decode(bytes, config.limits, expect);
     } catch (const protocol::DecodeError& e) {
       spdlog::warn("refused a message from the coordinator: {}", e.what());
       return;

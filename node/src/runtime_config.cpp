@@ -81,8 +81,15 @@ NodeRuntimeConfig read_node_config(const fs::path& file) {
   c.serve.zmq = serve.string("zmq", "");
   c.serve.max_queue = static_cast<std::size_t>(serve.integer("max_queue", 16, {1, 100000}));
   c.serve.split_serve = serve.string("split_serve", "");
+  c.serve.api_keys = config::resolve_path(base, serve.string("api_keys", ""));
+  c.serve.expose_local_adapter = serve.boolean("expose_local_adapter", false);
+  c.serve.key = config::resolve_path(base, serve.string("key", ""));
+  c.serve.zmq_allow_list = config::resolve_path(base, serve.string("zmq_allow_list", ""));
+  c.serve.split_allow_list = config::resolve_path(base, serve.string("split_allow_list", ""));
+  c.serve.insecure = serve.boolean("insecure", false);
   const auto split = serve.table("split");
   c.serve.split_peer = split.string("peer", "");
+  c.serve.split_peer_public_key = config::resolve_path(base, split.string("peer_public_key", ""));
   c.serve.split_layers = static_cast<int>(split.integer("layers", 1, {1, 4096}));
   c.serve.split_deadline_ms = static_cast<std::uint32_t>(split.integer("deadline_ms", 2000, {1, 600000}));
   doc.reject_unknown_keys();

@@ -342,8 +342,23 @@ Body read_as(Ctx& ctx, const char* name, Get get) {
   return read(ctx, get());
 }
 
+// The receiver's cap for this message type (the wire discriminant is the
+// Body index), checked before any field is read.
+void check_size_cap(Ctx& ctx, wire::Envelope::Body::Which which) {
+  if (!ctx.expect.size_caps) return;
+  const auto index = static_cast<std::size_t>(which);
+  if (index >= ctx.expect.size_caps->bytes.size()) return;  // unknown types are refused by read_body
+  const std::size_t cap = ctx.expect.size_caps->bytes[index];
+  const std::size_t size = ctx.message_words * 8;
+  if (cap != 0 && size > cap)
+    ctx.fail(ErrorCode::kTooLarge, std::string("a ") + body_name(index) + " message of " + num(size) +
+                                       " bytes is over this receiver's cap of " + num(cap) +
+                                       " bytes for it (derived from the round plan; see federation/size_caps.h)");
+}
+
 Body read_body(Ctx& ctx, wire::Envelope::Body::Reader b) {
   using W = wire::Envelope::Body;
+  check_size_cap(ctx, b.which());
   check_part_sizes(ctx, b);
   switch (b.which()) {
     case W::REGISTER: return read_as(ctx, "register", [&] { return b.getRegister(); });

@@ -1,5 +1,7 @@
 #include "fedge/protocol/transport.h"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -288,6 +290,27 @@ std::optional<Bytes> Dealer::recv(std::chrono::milliseconds timeout) {
     return from_message(std::move(frames[0]));
   }
   return std::nullopt;
+}
+
+bool is_loopback_host(std::string_view host) {
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host == "localhost") return true;
+  const std::string text(host);
+  in_addr v4{};
+  if (::inet_pton(AF_INET, text.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  return ::inet_pton(AF_INET6, text.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6);
+}
+
+bool is_loopback_endpoint(std::string_view endpoint) {
+  if (endpoint.starts_with("ipc://") || endpoint.starts_with("inproc://")) return true;
+  if (!endpoint.starts_with("tcp://")) return false;
+  const std::string_view address = endpoint.substr(6);
+  // "source;destination" (a connect from a chosen interface): not worth
+  // judging, so not loopback.
+  const auto colon = address.rfind(':');
+  if (address.find(';') != std::string_view::npos || colon == std::string_view::npos) return false;
+  return is_loopback_host(address.substr(0, colon));
 }
 
 }  // namespace fedge::protocol

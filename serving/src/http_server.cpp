@@ -15,6 +15,8 @@
 #include <thread>
 
 #include "fedge/common/error.h"
+#include "fedge/protocol/transport.h"
+#include "fedge/serving/api_keys.h"
 #include "fedge/serving/inference_service.h"
 #include "fedge/training/records.h"
 
@@ -159,6 +161,12 @@ json usage_json(const CompletionResult& r) {
               {"total_tokens", r.prompt_tokens + r.completion_tokens}};
 }
 
+// The adapter slots this server names: local only when the service exposes it.
+std::vector<AdapterSlot> served_slots(const InferenceService& service) {
+  if (service.options().expose_local_adapter) return {AdapterSlot::kGlobal, AdapterSlot::kLocal};
+  return {AdapterSlot::kGlobal};
+}
+
 // Text pieces from the service's worker to the HTTP thread that streams them,
 // so a slow client never holds up the worker.
 struct Channel {
@@ -188,8 +196,10 @@ struct HttpServer::Impl {
   void complete(const httplib::Request& req, httplib::Response& res, bool chat);
   void stream(httplib::Response& res, bool chat, const std::string& id, const std::string& model,
               std::shared_ptr<Channel> channel, std::shared_ptr<std::future<CompletionResult>> future);
-  json health();
+  json health(const httplib::Request& req);
   json models();
+  bool authorized(const httplib::Request& req) const;
+  httplib::Server::HandlerResponse refuse_unauthorized(const httplib::Request& req, httplib::Response& res) const;
   std::string new_id(bool chat) {
     char buf[32];
     std::snprintf(buf, sizeof buf, "%s-%016llx", chat ? "chatcmpl" : "cmpl",
@@ -211,6 +221,8 @@ void HttpServer::Impl::guarded(const httplib::Request& req, httplib::Response& r
     body_handler(body);
   } catch (const HttpError& e) {
     send_json(res, e.status, error_json(e));
+  } catch (const AdapterNotExposed& e) {
+    send_json(res, 403, error_json(HttpError(403, e.what(), e.field(), "invalid_request_error", "adapter_not_exposed")));
   } catch (const InvalidRequest& e) {
     send_json(res, 400, error_json(HttpError(400, e.what(), e.field())));
   } catch (const ServiceOverloaded& e) {
@@ -340,16 +352,42 @@ json HttpServer::Impl::models() {
                     {"fedge", {{"adapter", adapter}, {"adapter_version", version}}}});
   };
   entry(base, "default", 0);
-  for (AdapterSlot slot : {AdapterSlot::kGlobal, AdapterSlot::kLocal}) {
+  for (AdapterSlot slot : served_slots(service)) {
     const AdapterStatus s = service.adapter_status(slot);
     if (s.installed) entry(base + "+" + adapter_slot_name(slot), adapter_slot_name(slot), s.version);
   }
   return json{{"object", "list"}, {"data", data}};
 }
 
-json HttpServer::Impl::health() {
+bool HttpServer::Impl::authorized(const httplib::Request& req) const {
+  return !options.api_keys || options.api_keys->authenticate(req.get_header_value("Authorization")).has_value();
+}
+
+// The pre-routing check: runs before httplib reads a body, so a caller
+// without a key costs no more than its headers.
+httplib::Server::HandlerResponse HttpServer::Impl::refuse_unauthorized(const httplib::Request& req,
+                                                                       httplib::Response& res) const {
+  if (!options.api_keys || (req.path == "/health" && (req.method == "GET" || req.method == "HEAD")))
+    return httplib::Server::HandlerResponse::Unhandled;
+  const std::string header = req.get_header_value("Authorization");
+  if (auto who = options.api_keys->authenticate(header)) {
+    spdlog::debug("http: {} {} by '{}'", req.method, req.path, *who);
+    return httplib::Server::HandlerResponse::Unhandled;
+  }
+  spdlog::debug("http: {} {} from {} refused: {} API key", req.method, req.path, req.remote_addr,
+                header.empty() ? "no" : "a wrong");
+  res.status = 401;
+  res.set_header("WWW-Authenticate", kApiKeyChallenge);
+  res.set_content(api_key_refusal_body(!header.empty()), "application/json");
+  return httplib::Server::HandlerResponse::Handled;
+}
+
+json HttpServer::Impl::health(const httplib::Request& req) {
+  // Open to load balancers; the details (model, adapter versions, the round's
+  // state) are for key holders.
+  if (!authorized(req)) return json{{"status", "ok"}};
   json adapters = json::object();
-  for (AdapterSlot slot : {AdapterSlot::kGlobal, AdapterSlot::kLocal}) {
+  for (AdapterSlot slot : served_slots(service)) {
     const AdapterStatus s = service.adapter_status(slot);
     adapters[adapter_slot_name(slot)] = {{"installed", s.installed}, {"version", s.version}};
   }
@@ -379,7 +417,9 @@ void HttpServer::Impl::routes() {
   server.Post("/v1/chat/completions",
               [this](const httplib::Request& req, httplib::Response& res) { complete(req, res, true); });
   server.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) { send_json(res, 200, models()); });
-  server.Get("/health", [this](const httplib::Request&, httplib::Response& res) { send_json(res, 200, health()); });
+  server.Get("/health", [this](const httplib::Request& req, httplib::Response& res) { send_json(res, 200, health(req)); });
+  server.set_pre_routing_handler(
+      [this](const httplib::Request& req, httplib::Response& res) { return refuse_unauthorized(req, res); });
   // httplib's own refusals (no route, body too large) get OpenAI-style bodies.
   server.set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request& req,
                                                                        httplib::Response& res) {
@@ -423,8 +463,12 @@ HttpServer::HttpServer(InferenceService& service, HttpOptions options)
     int yes = 1;
     ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
   });
-  impl_->routes();
   const auto& o = impl_->options;
+  if (!o.api_keys && !protocol::is_loopback_host(o.host))
+    throw Error(ErrorKind::kInvalidInput,
+                "serving HTTP on " + o.host + " without API keys would let anyone who reaches that address use the "
+                "model: set serve.api_keys to a key file (docs/SERVING.md, \"API keys\"), or serve on 127.0.0.1");
+  impl_->routes();
   if (o.port == 0) {
     impl_->port = s.bind_to_any_port(o.host);
   } else {
@@ -437,7 +481,10 @@ HttpServer::HttpServer(InferenceService& service, HttpOptions options)
   // httplib's stop() does nothing until the listen loop runs: wait for it, so
   // a stop() right after construction cannot leave the thread listening.
   for (int i = 0; i < 5000 && !s.is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  spdlog::info("serving: OpenAI-compatible HTTP on {}", url());
+  if (o.api_keys)
+    spdlog::info("serving: OpenAI-compatible HTTP on {} (API keys: {} from {})", url(), o.api_keys->size(),
+                 o.api_keys->origin());
+  else spdlog::info("serving: OpenAI-compatible HTTP on {} (no API keys: loopback only)", url());
 }
 
 HttpServer::~HttpServer() { stop(); }

@@ -47,6 +47,13 @@ const char* adapter_slot_name(AdapterSlot slot) { return slot == AdapterSlot::kG
 
 namespace {
 
+AdapterNotExposed local_not_exposed() {
+  return AdapterNotExposed("adapter",
+                           "this node does not serve its local adapter (trained on the site's private data, never "
+                           "clipped or noised); the operator can set serve.expose_local_adapter = true in the node "
+                           "config to serve it. Ask for 'global' or 'none'");
+}
+
 double seconds_since(clock_type::time_point t) {
   return std::chrono::duration<double>(clock_type::now() - t).count();
 }
@@ -185,11 +192,13 @@ std::string InferenceService::Impl::resolve(AdapterChoice choice, std::uint64_t&
   version = 0;
   switch (choice) {
     case AdapterChoice::kGlobal: return use(AdapterSlot::kGlobal);
-    case AdapterChoice::kLocal: return use(AdapterSlot::kLocal);
+    case AdapterChoice::kLocal:
+      if (!options.expose_local_adapter) throw local_not_exposed();
+      return use(AdapterSlot::kLocal);
     case AdapterChoice::kNone: return "";
     case AdapterChoice::kDefault:
       if (applied[0].installed) return use(AdapterSlot::kGlobal);
-      if (applied[1].installed) return use(AdapterSlot::kLocal);
+      if (applied[1].installed && options.expose_local_adapter) return use(AdapterSlot::kLocal);
       return "";
   }
   return "";
@@ -505,6 +514,9 @@ std::future<CompletionResult> InferenceService::submit(CompletionRequest request
     std::lock_guard lock(impl_->mutex);
     if (impl_->stopping) throw Error(ErrorKind::kRuntime, "inference service is stopped");
     const AdapterChoice a = job->request.adapter;
+    // Refused before the installed check, so a caller cannot learn whether
+    // the site has a local adapter.
+    if (a == AdapterChoice::kLocal && !o.expose_local_adapter) throw local_not_exposed();
     if ((a == AdapterChoice::kGlobal || a == AdapterChoice::kLocal) &&
         !impl_->visible[a == AdapterChoice::kGlobal ? 0 : 1].installed)
       throw InvalidRequest("adapter", std::string("adapter '") + adapter_choice_name(a) +

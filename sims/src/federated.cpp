@@ -151,6 +151,7 @@ coordinator::FederationConfig CoordinatorSide::make_config() const {
   c.corrupt_fraction = s_.secagg.corrupt_fraction;
   c.failure_probability = s_.secagg.failure_probability;
   c.strategy = s_.training.strategy;
+  c.weight_caps = {static_cast<std::uint64_t>(s_.training.max_examples), s_.training.max_weight_share};
   if (s_.dp.enabled) {
     c.dp.mode = s_.dp.noise_multiplier > 0 ? protocol::DpMode::kCentral : protocol::DpMode::kNone;
     c.dp.clip_norm = s_.dp.clip_norm;
@@ -204,7 +205,9 @@ CoordinatorSide::WindowOutput CoordinatorSide::run_until(std::int64_t until) {
     queue_.pop();
     now_ = std::max(now_, e.at);
     if (e.kind == SimEvent::kMessage) {
-      auto env = protocol::decode(e.bytes, limits);
+      protocol::Expectations expect;  // the caps a real coordinator applies
+      expect.size_caps = coordinator::coordinator_size_caps(core_->current_plan(), core_->global().size(), limits);
+      auto env = protocol::decode(e.bytes, limits, expect);
       apply(timed([&] { return core_->on_message(now_, env); }), out);
     } else if (tick_at_ == e.at) {  // else superseded
       tick_at_ = -1;

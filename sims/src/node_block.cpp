@@ -102,7 +102,9 @@ WindowReport NodeBlock::window(const WindowOrder& order) {
     auto& vn = at(e.node);
     switch (e.kind) {
       case SimEvent::kMessage: {
-        auto env = protocol::decode(e.bytes, limits);
+        protocol::Expectations expect;  // the caps a real node applies
+        expect.size_caps = node::node_size_caps(vn.client->current_plan(), ctx_.adapter_floats(), limits);
+        auto env = protocol::decode(e.bytes, limits, expect);
         on_message(e.node, env);
         apply(e.node, vn.client->on_message(now_, env), report);
         break;

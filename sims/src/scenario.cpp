@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <set>
 #include <sstream>
@@ -115,6 +116,8 @@ void read_training(const Table& t, TrainingSettings& s) {
   s.fraction = t.number("fraction", s.fraction, {1e-6, 1.0});
   s.min_nodes = static_cast<int>(t.integer("min_nodes", s.min_nodes, {1, 1000000}));
   s.fedprox_mu = t.number("fedprox_mu", s.fedprox_mu, {0.0, 1e6});
+  s.max_examples = t.integer("max_examples", s.max_examples, {1, std::numeric_limits<std::int64_t>::max()});
+  s.max_weight_share = t.number("max_weight_share", s.max_weight_share, {1e-9, 1.0});
   s.eval_every_round = t.boolean("eval_every_round", s.eval_every_round);
 }
 

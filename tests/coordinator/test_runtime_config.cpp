@@ -26,6 +26,21 @@ TEST_CASE("federation config: the secure-aggregation mask generator is read and 
   CHECK_THROWS_WITH(read("prg = \"rc4\"\n"), Catch::Contains("prg") && Catch::Contains("rc4"));
 }
 
+TEST_CASE("federation config: the caps on self-reported example counts are read and checked") {
+  auto read = [](const std::string& lines) {
+    auto doc = config::Document::parse_string("[federation]\nrounds = 2\n" + lines, "c.toml");
+    return coordinator::read_federation_config(doc.root().table("federation"));
+  };
+  CHECK(read("").weight_caps.max_examples == 1'000'000);
+  CHECK(read("").weight_caps.max_share == 0.5);
+  const auto c = read("max_examples = 5000\nmax_weight_share = 0.25\n");
+  CHECK(c.weight_caps.max_examples == 5000);
+  CHECK(c.weight_caps.max_share == 0.25);
+  CHECK_THROWS_WITH(read("max_examples = 0\n"), Catch::Contains("max_examples"));
+  CHECK_THROWS_WITH(read("max_weight_share = 1.5\n"), Catch::Contains("max_weight_share"));
+  CHECK_THROWS_WITH(read("max_weight_share = \"half\"\n"), Catch::Contains("max_weight_share"));
+}
+
 TEST_CASE("the example coordinator config parses") {
   const auto c = coordinator::read_coordinator_config(std::string(FEDGE_SOURCE_DIR) + "/configs/coordinator.toml");
   CHECK(c.federation.secagg_prg == privacy::PrgKind::kChaCha20);

@@ -4,7 +4,9 @@
 #include <catch2/catch.hpp>
 
 #include <csignal>
+#include <fstream>
 #include <netinet/in.h>
+#include <sys/stat.h>
 #include <nlohmann/json.hpp>
 #include <sys/socket.h>
 
@@ -50,9 +52,14 @@ TEST_CASE("serving: completions answer while the node trains, streamed chat is O
   // Port 0: the node picks a free port and logs it. The split peer's address
   // has nobody listening, so split inference must fall back.
   // Node 1 runs until stopped, so it keeps serving after the federation ends.
-  auto served = h.start_node(1, "[serve]\nhttp = \"127.0.0.1:0\"\n[serve.split]\n"
-                                "peer = \"tcp://127.0.0.1:" + std::to_string(free_port()) +
-                                "\"\nlayers = 1\ndeadline_ms = 300\n");
+  // Its API wants a key; the split link is CurveZMQ (node 2's key stands in
+  // for the absent peer's).
+  const std::string api_key = "e2e0b7d1c5a94f3e8d2c6b0a1f9e7d5c3b1a0f8e6d4c2b0a9f7e5d3c1b0a8f6e";
+  std::ofstream(h.root() / "keys/api_keys.txt") << "# the test's client\n" << api_key << " e2e-client\n";
+  REQUIRE(::chmod((h.root() / "keys/api_keys.txt").c_str(), 0600) == 0);
+  auto served = h.start_node(1, "[serve]\nhttp = \"127.0.0.1:0\"\napi_keys = \"keys/api_keys.txt\"\n"
+                                "[serve.split]\npeer = \"tcp://127.0.0.1:" + std::to_string(free_port()) +
+                                "\"\npeer_public_key = \"keys/node2.pub\"\nlayers = 1\ndeadline_ms = 300\n");
   auto n2 = h.start_node(2, "exit_after_versions = 2\n");
   auto n3 = h.start_node(3, "exit_after_versions = 2\n");
 
@@ -63,6 +70,13 @@ TEST_CASE("serving: completions answer while the node trains, streamed chat is O
   httplib::Client http("127.0.0.1", port);
   http.set_read_timeout(30, 0);
   REQUIRE(fedge::testing::eventually([&] { return static_cast<bool>(http.Get("/health")); }, 60s));
+  // Without the key: 401, OpenAI's invalid_api_key.
+  const auto refused = http.Post("/v1/completions", R"({"model": "node-1", "prompt": "x", "max_tokens": 1})",
+                                 "application/json");
+  REQUIRE(refused);
+  CHECK(refused->status == 401);
+  CHECK(json::parse(refused->body)["error"]["code"] == "invalid_api_key");
+  http.set_bearer_token_auth(api_key);
 
   // Completions while the federation runs; note those answered mid-training.
   int answered = 0, during_training = 0, failed = 0;

@@ -11,12 +11,14 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <string>
 #include <vector>
 
 #include <catch2/catch.hpp>
 
 #include "fedge/federation/coordinator_core.h"
 #include "fedge/federation/round_client.h"
+#include "fedge/federation/size_caps.h"
 #include "fedge/protocol/codec.h"
 
 namespace fedge::testing {
@@ -100,6 +102,7 @@ class Net {
     return t;
   }
 
+  std::vector<std::string> size_refusals;  // messages decode refused at delivery
   bool shuffle = false;
   std::mt19937 shuffle_rng{12345};
 
@@ -152,7 +155,22 @@ class Net {
     if (shuffle && queue.size() > 1) std::swap(queue.front(), queue[shuffle_rng() % queue.size()]);
     auto m = std::move(queue.front());
     queue.pop_front();
-    const Envelope env = protocol::decode(m.bytes, protocol::Limits{});
+    // Each receiver holds messages to the size caps its driver applies, so
+    // every round here also checks that the caps fit real messages.
+    protocol::Expectations expect;
+    const std::uint64_t length = coord.global().size();
+    if (m.to == 0) {
+      expect.size_caps = federation::coordinator_size_caps(coord.current_plan(), length, protocol::Limits{});
+    } else if (nodes.count(m.to)) {
+      expect.size_caps = federation::node_size_caps(nodes.at(m.to).current_plan(), length, protocol::Limits{});
+    }
+    Envelope env;
+    try {
+      env = protocol::decode(m.bytes, protocol::Limits{}, expect);
+    } catch (const protocol::DecodeError& e) {
+      size_refusals.push_back(e.what());  // a real driver answers or logs it and goes on
+      return true;
+    }
     if (m.to == 0) {
       to_coord_log.push_back(env);
       apply(coord.on_message(now, env, node_key(m.from)));

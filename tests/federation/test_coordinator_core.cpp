@@ -74,6 +74,12 @@ TEST_CASE("federation config: bad settings are refused naming the field") {
   c.clip_range = -1;
   refuse(c, "clip_range");
   c = config();
+  c.weight_caps.max_examples = 0;
+  refuse(c, "max_examples");
+  c = config();
+  c.weight_caps.max_share = 0;
+  refuse(c, "max_weight_share");
+  c = config();
   c.quant_bits = 40;
   refuse(c, "quant_bits");
   c = config();
@@ -190,7 +196,7 @@ TEST_CASE("coordinator: rounds start with enough live nodes, dead nodes are neve
   REQUIRE(started.size() == 1);
   const auto& plan = started[0].plan;
   CHECK(plan.selected == std::vector<NodeId>{1, 3, 5});
-  CHECK(plan.example_scale == 400);
+  CHECK(plan.example_scale == 300);  // node 5 counts as 300: 400 of 700 would be over half
   CHECK(plan.update_length == 40);
   CHECK(plan.secure);
   const wire::SecureSettings secure = wire::secure_settings(plan);

@@ -245,14 +245,79 @@ TEST_CASE("round stages: a plain attempt refuses what does not belong to it and 
   SECTION("the round result is the strategy over the updates, weighted by examples") {
     auto fedavg = aggregation::make_strategy("fedavg");
     privacy::ChaChaRng rng(privacy::Key32{});
-    const RoundOutcome out = plain_round_result(r, 1, m, c.dp, rng, *fedavg, {0, 0});
+    FederationConfig by_examples = c;
+    by_examples.weight_caps.max_share = 1;  // node 2 holds 75% of the examples
+    const RoundOutcome out = plain_round_result(r, by_examples, m, rng, *fedavg, {0, 0});
     CHECK(out.survivors == std::vector<NodeId>{1, 2});
     CHECK(out.next_global[0] == Approx((10 * 0.5 + 30 * -0.25) / 40));
     CHECK(out.next_global[1] == Approx((10 * 0.5 + 30 * 1.0) / 40));
     CHECK(out.metrics.at("participants") == 2);
     CHECK(out.metrics.at("total_examples") == 40);
-    CHECK_THROWS_WITH(plain_round_result(r, 3, m, c.dp, rng, *fedavg, {0, 0}), Catch::Contains("3 needed"));
+    FederationConfig three = c;
+    three.min_survivors = 3;
+    CHECK_THROWS_WITH(plain_round_result(r, three, m, rng, *fedavg, {0, 0}), Catch::Contains("3 needed"));
   }
+  SECTION("by default no node weighs more than half: two nodes weigh the same") {
+    auto fedavg = aggregation::make_strategy("fedavg");
+    privacy::ChaChaRng rng(privacy::Key32{});
+    const RoundOutcome out = plain_round_result(r, c, m, rng, *fedavg, {0, 0});
+    CHECK(out.next_global[0] == Approx((0.5 - 0.25) / 2));
+    CHECK(out.next_global[1] == Approx((0.5 + 1.0) / 2));
+    CHECK(out.metrics.at("total_examples") == 20);
+  }
+}
+
+TEST_CASE("weights: the example scale caps self-reported counts and one node's share (water-filling)") {
+  const WeightCaps fedavg{1'000'000, 1.0};
+  const WeightCaps half{1'000'000, 0.5};
+  auto scale = [](std::vector<std::uint64_t> counts, WeightCaps caps) { return capped_example_scale(counts, caps); };
+  CHECK(scale({10, 40, 20, 30}, fedavg) == 40);  // no cap binds: the largest count
+  CHECK(scale({10, 40, 20, 30}, half) == 40);    // 40 of 100 is below half
+  CHECK(scale({10, 30}, half) == 10);            // of two nodes neither may outweigh the other
+  // A node claiming 2^62 examples counts as max_examples, then as much as the
+  // two honest nodes together: its share is exactly one half.
+  const std::uint64_t huge = std::uint64_t{1} << 62;
+  CHECK(scale({100, huge, 100}, half) == 200);
+  CHECK(scale({100, huge, 100}, fedavg) == 1'000'000);
+  CHECK(scale({100, huge, 100}, {1000, 1.0}) == 1000);
+  // 3 nodes, shares at most 0.4: the largest two are clamped to S with
+  // S / (2 S + 10) <= 0.4, S = 20.
+  CHECK(scale({10, 50, 60}, {1'000'000, 0.4}) == 20);
+  CHECK(scale({1, 2, 3}, {1'000'000, 0.2}) == 1);  // below 1/n: equal weights
+  CHECK(scale({7}, half) == 7);                     // one node always weighs 1
+  CHECK_THROWS_WITH(scale({}, half), Catch::Contains("no example counts"));
+  CHECK_THROWS_WITH(scale({5, 0}, half), Catch::Contains("0 training examples"));
+  CHECK_THROWS_WITH(scale({5}, {0, 0.5}), Catch::Contains("max_examples"));
+  CHECK_THROWS_WITH(scale({5}, {10, 0.0}), Catch::Contains("max_share"));
+  CHECK_THROWS_WITH(scale({5}, {10, 1.5}), Catch::Contains("max_share"));
+}
+
+TEST_CASE("planning: a node that reports a huge example count cannot push the honest weights to 0 (finding 6)") {
+  const std::uint64_t huge = std::uint64_t{1} << 62;
+  Membership m = members_with({{1, 100}, {2, 100}, {3, huge}});
+  FederationConfig c = plain_config();
+  const PlannedRound p = plan_round(c, m, privacy::Key32{}, 1, 1, 0, 4, {1, 2, 3}, 0);
+  const double honest = node_weight(100, p.plan.example_scale);
+  const double liar = node_weight(huge, p.plan.example_scale);
+  CHECK(honest == Approx(0.5));
+  CHECK(liar == 1.0);
+  CHECK(liar / (liar + 2 * honest) <= 0.5);
+}
+
+TEST_CASE("plain round: an update's example count counts for no more than the node registered with (finding 6)") {
+  Membership m = members_with({{1, 10}, {2, 10}, {3, 10}});
+  FederationConfig c = plain_config();
+  c.weight_caps.max_share = 1;  // only the registered count bounds the claim here
+  RoundStages r(1, 1, plan_round(c, m, privacy::Key32{}, 1, 1, 0, 1, {1, 2, 3}, 0), 0, 1);
+  REQUIRE_FALSE(r.receive(update_from(1, {0.0F}, 10)).has_value());
+  REQUIRE_FALSE(r.receive(update_from(2, {0.0F}, 10)).has_value());
+  REQUIRE_FALSE(r.receive(update_from(3, {0.9F}, std::uint64_t{1} << 62)).has_value());
+  REQUIRE(r.advance(1).done);
+  auto fedavg = aggregation::make_strategy("fedavg");
+  privacy::ChaChaRng rng(privacy::Key32{});
+  const RoundOutcome out = plain_round_result(r, c, m, rng, *fedavg, {0});
+  CHECK(out.next_global[0] == Approx(0.3));  // a third, not ~0.9
+  CHECK(out.metrics.at("total_examples") == 30);
 }
 
 TEST_CASE("privacy ledger: each round is charged at q = 1 with its own sigma, and a replay gives the same epsilon") {

@@ -50,6 +50,7 @@ void run_and_check(Net& net, double clip, std::size_t rounds = 3) {
     return net.coord.finished() && net.queue.empty();
   }));
   REQUIRE(net.completed.size() == rounds);
+  CHECK(net.size_refusals.empty());  // the size caps fit every real message
   for (std::size_t i = 0; i < rounds; ++i) {
     CHECK(net.completed[i].round == i + 1);
     CHECK(net.completed[i].version == i + 1);

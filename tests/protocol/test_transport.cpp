@@ -158,3 +158,26 @@ TEST_CASE("malformed keys are refused when sockets are made") {
   CHECK_THROWS_AS(Dealer(ctx, "inproc://z", {}, CurveClient{server, "bad"}), fedge::Error);
   CHECK_THROWS_AS(Router(ctx, "tcp://256.0.0.1:1"), fedge::Error);
 }
+
+TEST_CASE("loopback hosts and endpoints: only addresses that stay on this machine", "[transport]") {
+  for (const char* host : {"127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"}) {
+    INFO(host);
+    CHECK(is_loopback_host(host));
+  }
+  for (const char* host : {"0.0.0.0", "*", "", "10.0.0.1", "128.0.0.1", "::", "[::]", "edge-server", "eth0",
+                           "127.0.0.1.example.com", "localhost.example.com"}) {
+    INFO(host);
+    CHECK_FALSE(is_loopback_host(host));
+  }
+  for (const char* endpoint : {"tcp://127.0.0.1:5560", "tcp://127.0.0.1:*", "tcp://[::1]:5560", "tcp://localhost:1",
+                               "ipc:///run/fedge.sock", "inproc://serving"}) {
+    INFO(endpoint);
+    CHECK(is_loopback_endpoint(endpoint));
+  }
+  for (const char* endpoint : {"tcp://*:5560", "tcp://0.0.0.0:5560", "tcp://10.1.2.3:5600", "tcp://eth0:5560",
+                               "tcp://127.0.0.1", "tcp://10.0.0.1;127.0.0.1:5560", "udp://127.0.0.1:5560",
+                               "pgm://127.0.0.1;239.192.1.1:5555", "127.0.0.1:5560", ""}) {
+    INFO(endpoint);
+    CHECK_FALSE(is_loopback_endpoint(endpoint));
+  }
+}

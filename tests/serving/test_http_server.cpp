@@ -26,17 +26,19 @@ using json = nlohmann::json;
 namespace {
 
 struct HttpFixture {
-  explicit HttpFixture(HttpOptions http = {}) : server(service, http) {}
-  static ServiceOptions service_options() {
+  explicit HttpFixture(HttpOptions http = {}, bool expose_local = false)
+      : service(model, tokenizer, service_options(expose_local)), server(service, http) {}
+  static ServiceOptions service_options(bool expose_local) {
     ServiceOptions o;
     o.model_name = "tiny";
     o.max_tokens_limit = 128;
+    o.expose_local_adapter = expose_local;
     return o;
   }
   bool torch_ready = (inference::setup_torch(1), true);
   inference::Model model = inference::Model::tiny(17);
   inference::Tokenizer tokenizer = inference::Tokenizer::byte_level_tiny();
-  InferenceService service{model, tokenizer, service_options()};
+  InferenceService service;
   HttpServer server;
 
   httplib::Client client() const {
@@ -202,7 +204,7 @@ TEST_CASE("streamed completion ends with finish_reason and [DONE]", "[http]") {
 }
 
 TEST_CASE("GET /v1/models and /health report adapters and versions", "[http]") {
-  HttpFixture f;
+  HttpFixture f({}, /*expose_local=*/true);
   auto ids = [&] {
     auto res = f.client().Get("/v1/models");
     REQUIRE(res);
@@ -333,7 +335,7 @@ TEST_CASE("concurrent HTTP clients all get their answers", "[http]") {
 }
 
 TEST_CASE("completions keep answering while a trainer runs on a separate model", "[http]") {
-  HttpFixture f;
+  HttpFixture f({}, /*expose_local=*/true);
   // The node's trainer: its own model instance and adapter.
   auto train_model = inference::Model::tiny(17);
   inference::LoraConfig lc;

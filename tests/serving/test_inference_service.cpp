@@ -109,7 +109,9 @@ TEST_CASE("service sampling with a seed equals generate() with that seed", "[ser
 
 TEST_CASE("adapters install without stopping and each request uses its choice", "[serving]") {
   Fixture f;
-  InferenceService service(f.model, f.tokenizer);
+  ServiceOptions options;
+  options.expose_local_adapter = true;
+  InferenceService service(f.model, f.tokenizer, options);
   const auto global = busy_adapter(f.model.config(), 1.0f);
   const auto local = busy_adapter(f.model.config(), -0.7f);
   const auto base_ref = reference("the well", 10);

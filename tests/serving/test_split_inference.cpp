@@ -151,7 +151,9 @@ TEST_CASE("adapter requests run locally with a note while split serves the base"
   Node node;
   auto peer_model = Model::tiny(kSeed);
   SplitPeer peer(peer_model);
-  InferenceService service(node.model, node.tokenizer);
+  ServiceOptions options;
+  options.expose_local_adapter = true;
+  InferenceService service(node.model, node.tokenizer, options);
   service.set_split_client(std::make_unique<SplitClient>(node.model, split_options(peer.endpoint(), 2)));
   inference::LoraConfig lc;
   service.install_adapter(AdapterSlot::kLocal, inference::LoraAdapter::create(node.model.config(), lc, 3), 1);

@@ -5,11 +5,13 @@
 #pragma once
 
 #include "fedge/federation/coordinator_core.h"
+#include "fedge/federation/size_caps.h"
 
 namespace fedge::coordinator {
 
 using federation::CoordinatorActions;
 using federation::CoordinatorCore;
+using federation::coordinator_size_caps;
 using federation::CoordinatorEvent;
 using federation::DpConfig;
 using federation::FederationConfig;

@@ -50,6 +50,10 @@ struct CoordinatorRuntimeConfig {
   std::filesystem::path initial_adapter;
   AdapterInit adapter_init;
   protocol::Limits limits;
+  // Messages ZeroMQ queues per node, each way ([limits] queue_per_peer): a
+  // node sends a handful per round, so a small queue bounds what one node can
+  // make the coordinator hold (with each message at most its size cap).
+  int queue_per_peer = 16;
   FederationConfig federation;
   // After the last round, keep answering this long so the final global model
   // reaches every node before the sockets close.

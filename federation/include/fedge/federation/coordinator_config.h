@@ -52,6 +52,10 @@ struct FederationConfig {
   std::uint32_t secagg_degree = 0;   // explicit degree k and threshold t; 0 = chosen
   std::uint32_t secagg_threshold = 0;
   std::uint32_t min_survivors = 0;   // plain rounds: fewest updates to aggregate; 0 = 1
+  // Caps on self-reported example counts: a node's count above max_examples
+  // counts as max_examples, and no node weighs more than max_weight_share of a
+  // round (so one node cannot push every other weight towards 0).
+  WeightCaps weight_caps;
   double clip_range = 1.0;           // elementwise update bound = quantiser range
   std::uint32_t quant_bits = 0;      // 0 = the most that cannot overflow (choose_quant_bits)
   double loss_cap = 64.0;            // train losses clamped to [0, loss_cap] in the secure sum

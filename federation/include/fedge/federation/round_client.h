@@ -116,6 +116,7 @@ class RoundClient {
   ClientState state() const;
   std::optional<std::uint64_t> global_version() const;  // installed version, if any
   std::uint64_t current_round() const;                   // 0 outside rounds
+  const protocol::RoundPlan* current_plan() const;       // the running round's plan; nullptr outside rounds
   const NodeIdentity& identity() const;
 
  private:

@@ -36,9 +36,12 @@ RoundOutcome secure_round_result(const RoundStages& round, const aggregation::Se
                                 const Membership& members, const DpConfig& dp, privacy::ChaChaRng& noise_rng,
                                 aggregation::Strategy& strategy, const std::vector<float>& global);
 // Plain rounds: the strategy over the (clipped) updates, or, under central
-// DP, the same weighted sum as a secure round plus noise.
-RoundOutcome plain_round_result(const RoundStages& round, std::uint32_t min_survivors, const Membership& members,
-                               const DpConfig& dp, privacy::ChaChaRng& noise_rng, aggregation::Strategy& strategy,
+// DP, the same weighted sum as a secure round plus noise. A node's example
+// count is what its update reports, at most what it registered with, and the
+// config's weight caps hold over the survivors (min_survivors, weight_caps and
+// dp are read from `config`).
+RoundOutcome plain_round_result(const RoundStages& round, const FederationConfig& config, const Membership& members,
+                               privacy::ChaChaRng& noise_rng, aggregation::Strategy& strategy,
                                const std::vector<float>& global);
 
 // One row of the DP accountant: the mechanism used in a round and the

@@ -62,6 +62,23 @@ void validate(const UpdateEncoding& enc, bool secure);
 // Error(kInvalidInput) for num_examples = 0 (a node without data must not take part).
 double node_weight(std::uint64_t num_examples, std::uint64_t example_scale);
 
+// What one node's self-reported example count may weigh (issue 16, finding 6):
+// counts above max_examples count as max_examples, and no node's weight is
+// more than max_share of the total weight of the nodes it is computed over.
+struct WeightCaps {
+  std::uint64_t max_examples = 1'000'000;
+  double max_share = 0.5;  // in (0, 1]; 1 = no share cap (plain FedAvg weights)
+};
+
+// The example_scale S that enforces `caps` on nodes with `counts` (each >= 1):
+// weights w_i = min(c_i, S) / S with c_i = min(count_i, max_examples). S is the
+// largest value at which max_i min(c_i, S) / sum_j min(c_j, S) <= max_share,
+// so a node with more data than the share allows counts as S (water-filling);
+// when max_share < 1/n no S can satisfy it and every node weighs the same
+// (S = the smallest count). Without a binding cap, S is the largest count.
+// Throws Error(kInvalidInput) for no counts, a zero count or a cap outside range.
+std::uint64_t capped_example_scale(std::span<const std::uint64_t> counts, const WeightCaps& caps);
+
 // Clips a copy of `update` (L2 to dp_clip_norm when DP is on, then elementwise
 // to clip_range). Throws Error(kInvalidInput) for a wrong length or a
 // non-finite value (a diverged training run must not poison the sum).

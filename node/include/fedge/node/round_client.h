@@ -5,6 +5,7 @@
 #pragma once
 
 #include "fedge/federation/round_client.h"
+#include "fedge/federation/size_caps.h"
 
 namespace fedge::node {
 
@@ -12,6 +13,7 @@ using federation::client_state_name;
 using federation::ClientState;
 using federation::InstallGlobal;
 using federation::LocalUpdate;
+using federation::node_size_caps;
 using federation::NodeActions;
 using federation::NodeClientConfig;
 using federation::NodeIdentity;

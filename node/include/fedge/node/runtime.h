@@ -40,6 +40,14 @@ struct ServeSettings {
   int split_layers = 1;             // layers run on this node when split
   std::uint32_t split_deadline_ms = 2000;  // per token; slower = fall back to local
   std::string split_serve;          // bind endpoint to act as the split peer for others; empty = off
+  // Who may use them (docs/SERVING.md, "Who may ask"):
+  std::filesystem::path api_keys;   // HTTP API key file; empty = no keys, HTTP on loopback only
+  bool expose_local_adapter = false;  // serve the local adapter (private data, no clipping or noise)
+  std::filesystem::path key;        // CURVE secret key of the ZeroMQ endpoints; empty = node.key
+  std::filesystem::path zmq_allow_list;    // client public keys that `zmq` answers
+  std::filesystem::path split_allow_list;  // node public keys that `split_serve` answers
+  std::filesystem::path split_peer_public_key;  // the split peer's public key
+  bool insecure = false;            // plaintext zmq/split links; loopback endpoints only
 };
 
 struct NodeRuntimeConfig {

@@ -8,6 +8,7 @@
 // never crash.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -35,10 +36,30 @@ struct Limits {
   }
 };
 
+// The most bytes a message of each type may take, by Body::index(); 0 = no
+// cap but Limits::max_message_bytes. A receiver derives them from what it
+// expects (federation/size_caps.h: the round plan's nodes, degree and update
+// length), so that a heartbeat cannot take 512 MiB; decode() checks the cap
+// before it reads, let alone copies, anything out of the message.
+struct SizeCaps {
+  std::array<std::size_t, std::variant_size_v<Body>> bytes{};
+
+  template <class T>
+  SizeCaps& set(std::size_t cap) {
+    bytes[body_index<T>()] = cap;
+    return *this;
+  }
+  template <class T>
+  std::size_t of() const {
+    return bytes[body_index<T>()];
+  }
+};
+
 // What the receiver already knows, to check more than the schema can.
 struct Expectations {
   std::optional<std::uint64_t> round;             // Envelope::round must equal it
   std::optional<std::uint64_t> update_length;     // PlainUpdate::update size
+  std::optional<SizeCaps> size_caps;              // per message type
 };
 
 // A refused message: kind() is ErrorKind::kProtocol; code() is what to tell the

@@ -17,6 +17,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "fedge/protocol/codec.h"
@@ -57,6 +58,14 @@ struct CurveClient {
   CurveKeyPair keys;               // the node's pair
   std::string server_public_z85;   // the coordinator's public key
 };
+
+// Whether `host` names this machine only: 127.0.0.0/8, ::1 (with or without
+// brackets) or "localhost". Used to allow plaintext and key-less serving on
+// loopback only; anything else (0.0.0.0, *, a name, an interface) is not.
+bool is_loopback_host(std::string_view host);
+// Whether a ZeroMQ endpoint stays on this machine: ipc:// and inproc://, or
+// tcp:// to/from a loopback host ("tcp://127.0.0.1:5560", "tcp://[::1]:*").
+bool is_loopback_endpoint(std::string_view endpoint);
 
 struct Incoming {
   std::string peer;     // routing id to reply to

@@ -9,6 +9,16 @@
 // missing fields and out-of-range values (param names the field), 404 for an
 // unknown route or model, 413 for a body over max_body_bytes, 503 when the
 // service queue is full. See docs/SERVING.md.
+//
+// API keys (api_keys.h): with HttpOptions::api_keys set, every request but
+// GET /health needs `Authorization: Bearer <key>` with a listed key, else 401
+// (code invalid_api_key, WWW-Authenticate: Bearer), checked before the body is
+// read; /health then answers a caller without a key with {"status": "ok"}
+// only. Without keys the server binds loopback addresses only (the
+// constructor refuses any other host, naming serve.api_keys). The local
+// adapter is listed and served only when the service exposes it
+// (ServiceOptions::expose_local_adapter); otherwise a request for it is a 403
+// (code adapter_not_exposed).
 #pragma once
 
 #include <functional>
@@ -18,6 +28,7 @@
 
 namespace fedge::serving {
 
+class ApiKeys;
 class InferenceService;
 
 struct HttpOptions {
@@ -27,11 +38,14 @@ struct HttpOptions {
   int threads = 32;  // connection threads (an open keep-alive connection holds one)
   int default_max_tokens = 16;        // /v1/completions without max_tokens (OpenAI's default)
   int default_chat_max_tokens = 256;  // /v1/chat/completions without max_tokens
+  // Keys a client must send; null: no authentication, loopback hosts only.
+  std::shared_ptr<const ApiKeys> api_keys;
 };
 
 class HttpServer {
  public:
-  // Binds (Error(kIo) if it cannot) and starts serving in a background thread.
+  // Binds (Error(kIo) if it cannot; Error(kInvalidInput) for a host beyond
+  // loopback without api_keys) and starts serving in a background thread.
   // The service must outlive the server.
   HttpServer(InferenceService& service, HttpOptions options = {});
   ~HttpServer();  // stop()

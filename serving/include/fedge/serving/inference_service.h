@@ -54,7 +54,8 @@ namespace fedge::serving {
 class SplitClient;
 
 // Which adapter a request runs with. kDefault: "global" when installed, else
-// "local" when installed, else none.
+// "local" when installed and exposed (ServiceOptions::expose_local_adapter),
+// else none.
 enum class AdapterChoice { kDefault, kGlobal, kLocal, kNone };
 // The two slots an adapter can be installed in.
 enum class AdapterSlot { kGlobal, kLocal };
@@ -73,6 +74,13 @@ class InvalidRequest : public Error {
 
  private:
   std::string field_;
+};
+
+// The request asked for the local adapter, which this service does not expose
+// (ServiceOptions::expose_local_adapter is off): HTTP 403.
+class AdapterNotExposed : public InvalidRequest {
+ public:
+  using InvalidRequest::InvalidRequest;
 };
 
 // The request queue is full: tell the caller to retry later (HTTP 503).
@@ -117,6 +125,11 @@ struct ServiceOptions {
   // Waiting requests with the same adapter choice are decoded together, up to
   // this many (1: one at a time). Not with a split client attached.
   int max_batch = 4;
+  // Serve the "local" slot. It holds the site's own adapter, trained on its
+  // private data and never clipped or noised, so it is off unless the operator
+  // opts in (the node config's serve.expose_local_adapter): requests for it
+  // are refused with AdapterNotExposed and the default choice skips it.
+  bool expose_local_adapter = false;
 };
 
 struct AdapterStatus {

@@ -46,6 +46,11 @@ struct TrainingSettings {
   double fraction = 1.0;        // share of nodes picked per round
   int min_nodes = 2;
   double fedprox_mu = 0.0;
+  // Levels 4/5: the coordinator's caps on self-reported example counts
+  // (federation::WeightCaps): a count above max_examples counts as it, and no
+  // node weighs more than max_weight_share of a round (1 = weights by examples).
+  std::int64_t max_examples = 1'000'000;
+  double max_weight_share = 0.5;
   bool eval_every_round = true;  // levels 4/5: held-out quality after every round, or the last only
 };
 
