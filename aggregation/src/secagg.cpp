@@ -17,12 +17,71 @@ using privacy::Share;
 
 // ---------------- client ----------------
 
-SecAggClient::SecAggClient(const RoundSetup& setup, ClientId id)
-    : setup_(setup), id_(id), graph_((validate(setup.params), setup.params.num_clients),
-                                      setup.params.degree, setup.params.graph_seed) {
+// ---------------- signed bytes (malicious mode) ----------------
+
+namespace {
+void append(std::vector<std::uint8_t>& out, std::span<const std::uint8_t> bytes) {
+  out.insert(out.end(), bytes.begin(), bytes.end());
+}
+void append_u64(std::vector<std::uint8_t>& out, std::uint64_t v) { append(out, round_bytes(v)); }
+void append_u32(std::vector<std::uint8_t>& out, std::uint32_t v) {
+  for (int i = 0; i < 4; ++i) out.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
+}
+// label || 0 || len(context) || context: what each signature starts with, so
+// a signature of one kind can never stand for another.
+std::vector<std::uint8_t> signing_prefix(std::string_view label, std::span<const std::uint8_t> context) {
+  std::vector<std::uint8_t> out(label.begin(), label.end());
+  out.push_back(0);
+  append_u64(out, context.size());
+  append(out, context);
+  return out;
+}
+}  // namespace
+
+std::vector<std::uint8_t> advertise_signing_bytes(std::span<const std::uint8_t> context, std::uint64_t round,
+                                                  const Key32& graph_seed_commitment, ClientId sender,
+                                                  const Key32& c_public, const Key32& s_public) {
+  auto out = signing_prefix("fedge/secagg/advertise-keys/v1", context);
+  append_u64(out, round);
+  append(out, graph_seed_commitment);
+  append_u32(out, sender);
+  append(out, c_public);
+  append(out, s_public);
+  return out;
+}
+
+std::vector<std::uint8_t> survivor_signing_bytes(std::span<const std::uint8_t> context, std::uint64_t round,
+                                                 std::span<const ClientId> survivors) {
+  auto out = signing_prefix("fedge/secagg/survivor-set/v1", context);
+  append_u64(out, round);
+  append_u64(out, survivors.size());
+  for (ClientId c : survivors) append_u32(out, c);
+  return out;
+}
+
+// ---------------- client ----------------
+
+SecAggClient::SecAggClient(const RoundSetup& setup, ClientId id, std::optional<ClientAuth> auth)
+    : setup_(setup), id_(id), auth_(std::move(auth)) {
+  validate(setup.params);
+  const std::string n = std::to_string(setup.params.num_clients);
   if (id == 0 || id > setup.params.num_clients)
-    throw Error(ErrorKind::kInvalidInput, "secure aggregation: client id " + std::to_string(id) +
-                                              " is outside 1.." + std::to_string(setup.params.num_clients));
+    throw Error(ErrorKind::kInvalidInput, "secure aggregation: client id " + std::to_string(id) + " is outside 1.." + n);
+  if (malicious()) {
+    if (!auth_)
+      throw Error(ErrorKind::kInvalidInput, "secure aggregation: malicious mode needs this client's signing key and "
+                                            "the roster of its peers' verification keys");
+    if (auth_->roster.size() != setup.params.num_clients)
+      throw Error(ErrorKind::kInvalidInput, "secure aggregation: the roster has " + std::to_string(auth_->roster.size()) +
+                                                " keys for " + n + " clients");
+    if (auth_->roster[id - 1] != auth_->signing.public_key)
+      throw Error(ErrorKind::kInvalidInput, "secure aggregation: the roster's key for " + who(id) +
+                                                " is not this client's signing key");
+  } else {
+    if (auth_)
+      throw Error(ErrorKind::kInvalidInput, "secure aggregation: signing keys are for malicious mode; the round is semi-honest");
+    graph_.emplace(setup.params.num_clients, setup.params.degree, setup.params.graph_seed);
+  }
 }
 
 void SecAggClient::expect(Stage s, const char* what) const {
@@ -41,21 +100,53 @@ AdvertiseKeys SecAggClient::advertise_keys() {
   s_ = privacy::generate_keypair();
   b_ = privacy::random_key();
   stage_ = Stage::kShareKeys;
-  return {setup_.round, id_, c_.public_key, s_.public_key};
+  AdvertiseKeys out{setup_.round, id_, c_.public_key, s_.public_key, {}};
+  if (malicious())
+    out.signature = privacy::sign(auth_->signing, advertise_signing_bytes(auth_->context, setup_.round,
+                                                                          setup_.params.graph_seed_commitment, id_,
+                                                                          c_.public_key, s_.public_key));
+  return out;
+}
+
+// Malicious mode: the graph seed must open the commitment the setup carried
+// (the server fixed the graph before it saw any key), and every neighbour's
+// keys must carry that neighbour's signature (the server cannot substitute
+// keys: the roster came from the operator).
+void SecAggClient::check_graph_seed(const KeysBroadcast& keys) const {
+  if (commit_graph_seed(keys.graph_seed) != setup_.params.graph_seed_commitment)
+    throw Error(ErrorKind::kPrivacy, "secure aggregation: " + who(id_) +
+                                         " got a graph seed that does not match the commitment in the round setup; "
+                                         "the server changed the neighbour graph after seeing keys - refusing the round");
+}
+
+void SecAggClient::check_peer_signatures(const KeysBroadcast& keys) const {
+  for (const PeerKeys& p : keys.neighbours) {  // ids already checked: distinct neighbours
+    const auto bytes = advertise_signing_bytes(auth_->context, setup_.round, setup_.params.graph_seed_commitment, p.id,
+                                               p.c_public, p.s_public);
+    if (!privacy::verify_signature(auth_->roster[p.id - 1], bytes, p.signature))
+      throw Error(ErrorKind::kPrivacy, "secure aggregation: " + who(id_) + ": the keys of neighbour " + who(p.id) +
+                                           " (cPublic, sPublic) do not carry its roster key's signature; the server "
+                                           "substituted or altered them - refusing the round");
+  }
 }
 
 ShareKeys SecAggClient::share_keys(const KeysBroadcast& keys) {
   check_round(keys.round, "KeysBroadcast");
   expect(Stage::kShareKeys, "KeysBroadcast");
   if (keys.recipient != id_) protocol_error(who(id_) + " got a KeysBroadcast for " + who(keys.recipient));
+  if (malicious()) {
+    check_graph_seed(keys);
+    graph_.emplace(setup_.params.num_clients, setup_.params.degree, keys.graph_seed);
+  }
   std::set<ClientId> ids;
   std::set<Key32> pks = {c_.public_key, s_.public_key};
   for (const PeerKeys& p : keys.neighbours) {
-    if (!graph_.adjacent(id_, p.id)) protocol_error(who(id_) + " got keys of non-neighbour " + who(p.id));
+    if (!graph_->adjacent(id_, p.id)) protocol_error(who(id_) + " got keys of non-neighbour " + who(p.id));
     if (!ids.insert(p.id).second) protocol_error(who(id_) + " got keys of " + who(p.id) + " twice");
     if (!pks.insert(p.c_public).second || !pks.insert(p.s_public).second)
       protocol_error(who(id_) + " got a repeated public key from " + who(p.id));
   }
+  if (malicious()) check_peer_signatures(keys);
   std::vector<ClientId> holders(ids.begin(), ids.end());
   holders.push_back(id_);
   std::sort(holders.begin(), holders.end());
@@ -140,14 +231,11 @@ MaskedInput SecAggClient::masked_input(const SharesDelivery& delivery, std::span
   mask_peers_ = std::move(mask_peers);
   held_b_ = std::move(held_b);
   held_s_ = std::move(held_s);
-  stage_ = Stage::kUnmask;
+  stage_ = malicious() ? Stage::kConsistency : Stage::kUnmask;
   return out;
 }
 
-UnmaskResponse SecAggClient::unmask(const UnmaskRequest& request) {
-  check_round(request.round, "UnmaskRequest");
-  expect(Stage::kUnmask, "UnmaskRequest");
-  const auto& sv = request.survivors;
+void SecAggClient::check_survivors(const std::vector<ClientId>& sv) const {
   for (std::size_t i = 0; i < sv.size(); ++i)
     if (sv[i] == 0 || sv[i] > setup_.params.num_clients || (i > 0 && sv[i] <= sv[i - 1]))
       protocol_error(who(id_) + " got a survivor list that is not sorted, unique ids in range");
@@ -161,6 +249,57 @@ UnmaskResponse SecAggClient::unmask(const UnmaskRequest& request) {
     throw Error(ErrorKind::kPrivacy, "secure aggregation: only " + std::to_string(live) + " of " + who(id_) +
                                          "'s neighbourhood survived, fewer than threshold " +
                                          std::to_string(setup_.params.threshold) + "; refusing to unmask");
+}
+
+SurvivorSignature SecAggClient::sign_survivors(const ConsistencyCheck& check) {
+  check_round(check.round, "ConsistencyCheck");
+  expect(Stage::kConsistency, "ConsistencyCheck");
+  check_survivors(check.survivors);
+  signed_survivors_ = check.survivors;
+  stage_ = Stage::kUnmask;
+  return {setup_.round, id_,
+          privacy::sign(auth_->signing, survivor_signing_bytes(auth_->context, setup_.round, signed_survivors_))};
+}
+
+// Malicious mode: the consistency check. The server must show this client at
+// least t distinct survivors' signatures on exactly the set it signed; a
+// server that told different clients different sets cannot (honest clients
+// sign one set each), and a signature that does not verify means it tried.
+void SecAggClient::check_survivor_signatures(const UnmaskRequest& request) const {
+  if (request.survivors != signed_survivors_)
+    throw Error(ErrorKind::kPrivacy, "secure aggregation: " + who(id_) + " is asked to unmask for a survivor set (" +
+                                         std::to_string(request.survivors.size()) +
+                                         " clients) other than the one it signed (" +
+                                         std::to_string(signed_survivors_.size()) + "); refusing to reveal shares");
+  const auto bytes = survivor_signing_bytes(auth_->context, setup_.round, signed_survivors_);
+  std::set<ClientId> signers;
+  for (const SurvivorSignature& sig : request.signatures) {
+    if (!std::binary_search(signed_survivors_.begin(), signed_survivors_.end(), sig.sender))
+      throw Error(ErrorKind::kPrivacy, "secure aggregation: " + who(id_) + " got a survivor-set signature from " +
+                                           who(sig.sender) + ", which is not a survivor; refusing to reveal shares");
+    if (!signers.insert(sig.sender).second)
+      throw Error(ErrorKind::kPrivacy, "secure aggregation: " + who(id_) + " got two survivor-set signatures from " +
+                                           who(sig.sender) + "; refusing to reveal shares");
+    if (!privacy::verify_signature(auth_->roster[sig.sender - 1], bytes, sig.signature))
+      throw Error(ErrorKind::kPrivacy, "secure aggregation: " + who(id_) + ": the survivor-set signature of " +
+                                           who(sig.sender) + " does not verify on the set this client was told; the "
+                                           "server told clients different survivor sets - refusing to reveal shares");
+  }
+  if (signers.size() < setup_.params.threshold)
+    throw Error(ErrorKind::kPrivacy, "secure aggregation: " + who(id_) + " got " + std::to_string(signers.size()) +
+                                         " survivor-set signatures, fewer than threshold " +
+                                         std::to_string(setup_.params.threshold) + "; refusing to reveal shares");
+}
+
+UnmaskResponse SecAggClient::unmask(const UnmaskRequest& request) {
+  check_round(request.round, "UnmaskRequest");
+  expect(Stage::kUnmask, "UnmaskRequest");
+  if (malicious())
+    check_survivor_signatures(request);
+  else
+    check_survivors(request.survivors);
+  const auto& sv = request.survivors;
+  auto survived = [&](ClientId c) { return std::binary_search(sv.begin(), sv.end(), c); };
   UnmaskResponse out{setup_.round, id_, {}, {}};
   out.self_mask_shares.push_back({id_, own_b_share_});
   for (std::size_t i = 0; i < mask_peers_.size(); ++i) {
@@ -185,6 +324,7 @@ const char* stage_name(SecAggServer::Stage s) {
     case SecAggServer::Stage::kAdvertise: return "AdvertiseKeys";
     case SecAggServer::Stage::kShareKeys: return "ShareKeys";
     case SecAggServer::Stage::kMaskedInput: return "MaskedInput";
+    case SecAggServer::Stage::kConsistency: return "ConsistencyCheck";
     case SecAggServer::Stage::kUnmask: return "Unmask";
     case SecAggServer::Stage::kDone: return "done";
     case SecAggServer::Stage::kFailed: return "failed";
@@ -193,10 +333,16 @@ const char* stage_name(SecAggServer::Stage s) {
 }
 }  // namespace
 
-SecAggServer::SecAggServer(std::uint64_t round, const SecAggParams& params, int threads)
-    : round_(round), params_((validate(params), params)), threads_(threads),
+SecAggServer::SecAggServer(std::uint64_t round, const SecAggParams& params, int threads, std::optional<ServerAuth> auth)
+    : round_(round), params_((validate(params), params)), threads_(threads), auth_(std::move(auth)),
       graph_(params.num_clients, params.degree, params.graph_seed) {
   const std::size_t n = params.num_clients;
+  if (malicious() && commit_graph_seed(params.graph_seed) != params.graph_seed_commitment)
+    throw Error(ErrorKind::kInvalidInput, "secure aggregation: the graph-seed commitment does not commit to the seed");
+  if (auth_ && (!malicious() || auth_->roster.size() != n))
+    throw Error(ErrorKind::kInvalidInput, "secure aggregation: server signature checks need malicious mode and one "
+                                          "roster key per client (" + std::to_string(auth_->roster.size()) + " for " +
+                                          std::to_string(n) + ")");
   keys_.resize(n);
   in_u1_.assign(n, 0);
   in_u2_.assign(n, 0);
@@ -205,6 +351,12 @@ SecAggServer::SecAggServer(std::uint64_t round, const SecAggParams& params, int 
   inbox_.resize(n);
   b_shares_.resize(n);
   s_shares_.resize(n);
+}
+
+RoundSetup SecAggServer::setup() const {
+  RoundSetup out{round_, params_};
+  if (malicious()) out.params.graph_seed = Key32{};  // revealed in KeysBroadcast, after the keys
+  return out;
 }
 
 void SecAggServer::expect(Stage s, const char* what) const {
@@ -247,7 +399,12 @@ void SecAggServer::receive(const AdvertiseKeys& msg) {
     if (in_u1_[i] && (keys_[i].c_public == msg.c_public || keys_[i].s_public == msg.s_public ||
                       keys_[i].c_public == msg.s_public || keys_[i].s_public == msg.c_public))
       protocol_error(who(msg.sender) + " advertised a public key already used by " + who(i + 1));
-  keys_[msg.sender - 1] = {msg.sender, msg.c_public, msg.s_public};
+  if (auth_ && !privacy::verify_signature(auth_->roster[msg.sender - 1],
+                                          advertise_signing_bytes(auth_->context, round_, params_.graph_seed_commitment,
+                                                                  msg.sender, msg.c_public, msg.s_public),
+                                          msg.signature))
+    protocol_error("AdvertiseKeys from " + who(msg.sender) + ": the signature does not verify against its roster key");
+  keys_[msg.sender - 1] = {msg.sender, msg.c_public, msg.s_public, msg.signature};
   in_u1_[msg.sender - 1] = 1;
 }
 
@@ -259,7 +416,7 @@ std::vector<KeysBroadcast> SecAggServer::finish_advertise() {
          std::to_string(params_.threshold));
   std::vector<KeysBroadcast> out;
   for (ClientId i : u1) {
-    KeysBroadcast kb{round_, i, {}};
+    KeysBroadcast kb{round_, i, {}, malicious() ? params_.graph_seed : Key32{}};
     for (ClientId j : graph_.neighbours(i))
       if (in_u1_[j - 1]) kb.neighbours.push_back(keys_[j - 1]);
     out.push_back(std::move(kb));
@@ -322,6 +479,45 @@ void SecAggServer::receive(const MaskedInput& msg) {
 }
 
 UnmaskRequest SecAggServer::finish_masked_input() {
+  if (malicious()) protocol_error("malicious mode: the survivor set is signed first (open_consistency_check)");
+  return close_masked_input();
+}
+
+ConsistencyCheck SecAggServer::open_consistency_check() {
+  if (!malicious()) protocol_error("semi-honest mode has no consistency check (finish_masked_input)");
+  UnmaskRequest u3 = close_masked_input();
+  survivors_ = u3.survivors;
+  stage_ = Stage::kConsistency;
+  return {round_, std::move(u3.survivors)};
+}
+
+void SecAggServer::receive(const SurvivorSignature& msg) {
+  expect(Stage::kConsistency, "SurvivorSignature");
+  check_sender(msg.round, msg.sender, "SurvivorSignature");
+  if (!in_u3_[msg.sender - 1]) protocol_error("SurvivorSignature from " + who(msg.sender) + ", which is not a survivor");
+  if (std::any_of(survivor_sigs_.begin(), survivor_sigs_.end(), [&](const auto& s) { return s.sender == msg.sender; }))
+    protocol_error("duplicate SurvivorSignature from " + who(msg.sender));
+  if (auth_ && !privacy::verify_signature(auth_->roster[msg.sender - 1],
+                                          survivor_signing_bytes(auth_->context, round_, survivors_), msg.signature))
+    protocol_error("SurvivorSignature from " + who(msg.sender) + " does not verify on the survivor set it was sent");
+  survivor_sigs_.push_back(msg);
+}
+
+UnmaskRequest SecAggServer::finish_consistency_check() {
+  expect(Stage::kConsistency, "finish_consistency_check");
+  if (survivor_sigs_.size() < params_.threshold)
+    fail(std::to_string(survivor_sigs_.size()) + " survivors signed the survivor set, fewer than threshold " +
+         std::to_string(params_.threshold));
+  std::sort(survivor_sigs_.begin(), survivor_sigs_.end(), [](const auto& a, const auto& b) { return a.sender < b.sender; });
+  // A quorum of t is all a client needs (and checks); forwarding exactly t
+  // keeps each client's work at t verifications and the message at t
+  // signatures, whatever the number of survivors.
+  std::vector<SurvivorSignature> quorum(survivor_sigs_.begin(), survivor_sigs_.begin() + params_.threshold);
+  stage_ = Stage::kUnmask;
+  return {round_, survivors_, std::move(quorum)};
+}
+
+UnmaskRequest SecAggServer::close_masked_input() {
   expect(Stage::kMaskedInput, "finish_masked_input");
   auto u3 = members(in_u3_);
   // The sum covers exactly U3: with fewer than kMinSurvivors each survivor
@@ -331,7 +527,7 @@ UnmaskRequest SecAggServer::finish_masked_input() {
     fail(std::to_string(u3.size()) + " masked inputs arrived, fewer than threshold " +
          std::to_string(params_.threshold));
   stage_ = Stage::kUnmask;
-  return {round_, std::move(u3)};
+  return {round_, std::move(u3), {}};
 }
 
 void SecAggServer::receive(const UnmaskResponse& msg) {

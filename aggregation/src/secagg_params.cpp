@@ -8,7 +8,17 @@
 
 namespace fedge::aggregation {
 
+const char* secagg_mode_name(SecAggMode mode) {
+  return mode == SecAggMode::kMalicious ? "malicious" : "semi-honest";
+}
+
+Key32 commit_graph_seed(const Key32& seed) { return privacy::hash32("fedge/secagg/graph-seed-commitment/v1", seed); }
+
 void validate(const SecAggParams& p) {
+  if (p.mode != SecAggMode::kSemiHonest && p.mode != SecAggMode::kMalicious)
+    throw Error(ErrorKind::kInvalidInput, "secure aggregation: unknown mode " + std::to_string(static_cast<int>(p.mode)));
+  if (p.mode == SecAggMode::kMalicious && p.graph_seed_commitment == Key32{})
+    throw Error(ErrorKind::kInvalidInput, "secure aggregation: malicious mode needs a graph-seed commitment");
   const std::string n = std::to_string(p.num_clients);
   if (p.num_clients < 3)
     throw Error(ErrorKind::kInvalidInput, "secure aggregation needs at least 3 clients, got " + n);

@@ -3,6 +3,10 @@
 // d = 100k and 0/10/30% dropouts (after ShareKeys: the server's worst case).
 // Usage: bench_secagg [--quick]   (quick: smaller cases, for smoke runs)
 //        bench_secagg --server N DROPOUT [chacha20]   (one server case)
+//        bench_secagg --round N DROPOUT semi-honest|malicious [D]
+//          (one whole round, clients and server, in the given mode; d = D or
+//          100000; malicious: Ed25519-signed keys, consistency round, and the
+//          server checking every signature against the roster)
 #include <omp.h>
 #include <sodium.h>
 
@@ -11,9 +15,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "fedge/common/machine.h"
@@ -70,6 +76,25 @@ double x25519_per_s() {
   return reps / secs(t0, Clock::now());
 }
 
+// Ed25519 signatures and verifications per second on one thread (malicious
+// mode: a node signs twice and verifies k + t; the server with the roster
+// verifies 2 per node).
+std::pair<double, double> ed25519_per_s() {
+  const auto key = fedge::privacy::generate_signing_keypair();
+  const std::vector<std::uint8_t> message(200, 7);
+  const int reps = 1000;
+  auto t0 = Clock::now();
+  fedge::privacy::Signature sig{};
+  for (int i = 0; i < reps; ++i) sig = fedge::privacy::sign(key, message);
+  const double signs = reps / secs(t0, Clock::now());
+  t0 = Clock::now();
+  int ok = 0;
+  for (int i = 0; i < reps; ++i) ok += fedge::privacy::verify_signature(key.public_key, message, sig);
+  const double verifies = reps / secs(t0, Clock::now());
+  if (ok != reps) std::printf("Ed25519 verification failed\n");
+  return {signs, verifies};
+}
+
 void client_case(std::uint32_t k, std::uint64_t d, fedge::privacy::PrgKind prg, double floor_gbps) {
   // Complete graph on k+1 clients gives client 1 exactly k neighbours.
   SecAggParams p{k + 1, (k + 1) / 2 + 1, k, d, {}, prg};
@@ -103,8 +128,21 @@ void client_case(std::uint32_t k, std::uint64_t d, fedge::privacy::PrgKind prg, 
               t_mask / floor_s);
 }
 
+// Malicious mode's identities for n clients: keys, the roster, one context.
+struct Identities {
+  std::vector<fedge::privacy::SigningKeyPair> keys;
+  std::vector<fedge::privacy::Key32> roster;
+  std::vector<std::uint8_t> context{1, 0, 0, 0, 0, 0, 0, 0};
+  explicit Identities(std::uint32_t n) {
+    for (std::uint32_t i = 0; i < n; ++i) {
+      keys.push_back(fedge::privacy::generate_signing_keypair());
+      roster.push_back(keys.back().public_key);
+    }
+  }
+};
+
 void server_case(std::uint32_t n, std::uint64_t d, double drop, int threads, fedge::privacy::PrgKind prg,
-                 double floor_gbps) {
+                 double floor_gbps, SecAggMode mode = SecAggMode::kSemiHonest) {
   // Parameters for up to 30% dropout at failure probability 1e-6; where no
   // sparse graph reaches that (small n) fall back to the complete graph.
   SecAggParams p;
@@ -115,26 +153,46 @@ void server_case(std::uint32_t n, std::uint64_t d, double drop, int threads, fed
   }
   p.graph_seed[0] = 1;
   p.prg = prg;
-  SecAggServer server(1, p, threads);
+  const bool malicious = mode == SecAggMode::kMalicious;
+  std::optional<Identities> ids;
+  if (malicious) {
+    p.mode = mode;
+    p.graph_seed_commitment = commit_graph_seed(p.graph_seed);
+    ids.emplace(n);
+  }
+  SecAggServer server(1, p, threads,
+                      malicious ? std::optional<ServerAuth>(ServerAuth{ids->roster, ids->context}) : std::nullopt);
   std::vector<SecAggClient> clients;
-  for (ClientId i = 1; i <= n; ++i) clients.emplace_back(server.setup(), i);
+  for (ClientId i = 1; i <= n; ++i)
+    clients.emplace_back(server.setup(), i,
+                         malicious ? std::optional<ClientAuth>(ClientAuth{ids->keys[i - 1], ids->roster, ids->context})
+                                   : std::nullopt);
   std::mt19937_64 rng(n * 1000 + static_cast<int>(drop * 100));
   std::set<ClientId> dropped;
   while (dropped.size() < static_cast<std::size_t>(drop * n)) dropped.insert(rng() % n + 1);
-  double ts = 0;
+  double ts = 0, tc = 0;  // server seconds; wall seconds of all clients' work (OpenMP over clients)
   auto timed = [&](auto&& fn) {
     auto t0 = Clock::now();
     fn();
     ts += secs(t0, Clock::now());
   };
+  auto clients_timed = [&](auto&& fn) {
+    auto t0 = Clock::now();
+    fn();
+    tc += secs(t0, Clock::now());
+  };
   std::vector<AdvertiseKeys> adv(n);
-  for (ClientId i = 1; i <= n; ++i) adv[i - 1] = clients[i - 1].advertise_keys();
+  clients_timed([&] {
+    for (ClientId i = 1; i <= n; ++i) adv[i - 1] = clients[i - 1].advertise_keys();
+  });
   timed([&] { for (auto& a : adv) server.receive(a); });
   std::vector<KeysBroadcast> kbs;
   timed([&] { kbs = server.finish_advertise(); });
   std::vector<ShareKeys> sks(kbs.size());
+  clients_timed([&] {
 #pragma omp parallel for schedule(dynamic)
-  for (std::size_t i = 0; i < kbs.size(); ++i) sks[i] = clients[kbs[i].recipient - 1].share_keys(kbs[i]);
+    for (std::size_t i = 0; i < kbs.size(); ++i) sks[i] = clients[kbs[i].recipient - 1].share_keys(kbs[i]);
+  });
   timed([&] { for (auto& s : sks) server.receive(s); });
   std::vector<SharesDelivery> sds;
   timed([&] { sds = server.finish_share_keys(); });
@@ -145,11 +203,13 @@ void server_case(std::uint32_t n, std::uint64_t d, double drop, int threads, fed
     inputs[i - 1].resize(d);
     for (auto& x : inputs[i - 1]) x = static_cast<std::uint32_t>(rng());
   }
+  clients_timed([&] {
 #pragma omp parallel for schedule(dynamic)
-  for (std::size_t i = 0; i < sds.size(); ++i) {
-    const ClientId c = sds[i].recipient;
-    if (!dropped.count(c)) mis[i] = clients[c - 1].masked_input(sds[i], inputs[c - 1]);
-  }
+    for (std::size_t i = 0; i < sds.size(); ++i) {
+      const ClientId c = sds[i].recipient;
+      if (!dropped.count(c)) mis[i] = clients[c - 1].masked_input(sds[i], inputs[c - 1]);
+    }
+  });
   for (std::size_t i = 0; i < sds.size(); ++i) {
     const ClientId c = sds[i].recipient;
     if (dropped.count(c)) continue;
@@ -160,10 +220,29 @@ void server_case(std::uint32_t n, std::uint64_t d, double drop, int threads, fed
       if (!dropped.count(sds[i].recipient)) server.receive(mis[i]);
   });
   UnmaskRequest req;
-  timed([&] { req = server.finish_masked_input(); });
-  std::vector<UnmaskResponse> urs(req.survivors.size());
+  if (malicious) {
+    // The consistency round: survivors sign the set, the server checks and
+    // forwards the signatures, each survivor checks them before unmasking.
+    ConsistencyCheck check;
+    timed([&] { check = server.open_consistency_check(); });
+    std::vector<SurvivorSignature> sigs(check.survivors.size());
+    clients_timed([&] {
 #pragma omp parallel for schedule(dynamic)
-  for (std::size_t i = 0; i < req.survivors.size(); ++i) urs[i] = clients[req.survivors[i] - 1].unmask(req);
+      for (std::size_t i = 0; i < check.survivors.size(); ++i)
+        sigs[i] = clients[check.survivors[i] - 1].sign_survivors(check);
+    });
+    timed([&] {
+      for (auto& s : sigs) server.receive(s);
+      req = server.finish_consistency_check();
+    });
+  } else {
+    timed([&] { req = server.finish_masked_input(); });
+  }
+  std::vector<UnmaskResponse> urs(req.survivors.size());
+  clients_timed([&] {
+#pragma omp parallel for schedule(dynamic)
+    for (std::size_t i = 0; i < req.survivors.size(); ++i) urs[i] = clients[req.survivors[i] - 1].unmask(req);
+  });
   timed([&] { for (auto& u : urs) server.receive(u); });
   SecAggResult res;
   floor_gbps = keystream_gbps(prg);  // re-measured now: the machine is shared, load drifts
@@ -186,6 +265,10 @@ void server_case(std::uint32_t n, std::uint64_t d, double drop, int threads, fed
               fedge::privacy::prg_name(prg), n, static_cast<unsigned long long>(d), p.degree, p.threshold, drop * 100, threads, ts, t_unmask,
               req.survivors.size() + edges, floor_s, t_unmask / floor_s, edges, dh_s, t_unmask / (floor_s + dh_s),
               res.sum == expected ? "yes" : "NO", res.reconstruct_s, res.seeds_s, res.masks_s, res.masks_s / floor_s);
+  std::printf("round   %s n=%u d=%llu k=%u t=%u dropout=%2.0f%%: server %.3f s + clients %.3f s (all %u clients, %d "
+              "threads) = %.3f s\n",
+              secagg_mode_name(mode), n, static_cast<unsigned long long>(d), p.degree, p.threshold, drop * 100, ts, tc, n,
+              threads, ts + tc);
 }
 
 }  // namespace
@@ -205,11 +288,20 @@ int main(int argc, char** argv) {
                 fedge::privacy::prg_name(kind), f, a, a / f);
   }
   std::printf("X25519: %.0f agreements/s per thread\n", x25519_per_s());
+  const auto [signs, verifies] = ed25519_per_s();
+  std::printf("Ed25519: %.0f signatures/s, %.0f verifications/s per thread\n", signs, verifies);
   if (argc > 3 && std::strcmp(argv[1], "--server") == 0) {  // one server case: --server N DROPOUT [chacha20]
     const bool cc = argc > 4 && std::strcmp(argv[4], "chacha20") == 0;
     const PrgKind kind = cc ? PrgKind::kChaCha20 : PrgKind::kAes256Ctr;
     server_case(static_cast<std::uint32_t>(std::atoi(argv[2])), 100000, std::atof(argv[3]), threads, kind,
                 floor[static_cast<int>(kind)]);
+    return 0;
+  }
+  if (argc > 4 && std::strcmp(argv[1], "--round") == 0) {  // --round N DROPOUT MODE [D]
+    const SecAggMode mode = std::strcmp(argv[4], "malicious") == 0 ? SecAggMode::kMalicious : SecAggMode::kSemiHonest;
+    const std::uint64_t d = argc > 5 ? std::strtoull(argv[5], nullptr, 10) : 100000;
+    server_case(static_cast<std::uint32_t>(std::atoi(argv[2])), d, std::atof(argv[3]), threads, PrgKind::kAes256Ctr,
+                floor[1], mode);
     return 0;
   }
   const std::uint64_t dc = quick ? 100000 : 1000000;

@@ -4,6 +4,7 @@
 
 #include "fedge/common/error.h"
 #include "fedge/coordinator/runtime.h"
+#include "fedge/protocol/keys.h"
 #include "fedge/protocol/limits_config.h"
 
 namespace fedge::coordinator {
@@ -79,6 +80,9 @@ FederationConfig read_federation_config(const config::Table& t) {
   c.secagg_threads = static_cast<int>(s.integer("threads", c.secagg_threads, {0, 1024}));
   c.secagg_prg = s.string("prg", "chacha20", {"chacha20", "aes256ctr"}) == "aes256ctr" ? privacy::PrgKind::kAes256Ctr
                                                                                         : privacy::PrgKind::kChaCha20;
+  c.secagg_mode = s.string("mode", "semi-honest", {"semi-honest", "malicious"}) == "malicious"
+                      ? aggregation::SecAggMode::kMalicious
+                      : aggregation::SecAggMode::kSemiHonest;
   c.min_survivors = u32(t, "min_survivors", c.min_survivors);
 
   const auto dp = t.table("dp");
@@ -104,6 +108,10 @@ CoordinatorRuntimeConfig read_coordinator_config(const fs::path& file) {
   c.finish_linger_ms = u32(co, "finish_linger_ms", c.finish_linger_ms);
   c.endpoint_file = config::resolve_path(base, co.string("endpoint_file", ""));
   c.federation = read_federation_config(root.table("federation"));
+  // The roster is a file next to the config, so it is read here (the
+  // simulator's scenarios have no roster: its nodes are in-process).
+  const fs::path roster = config::resolve_path(base, root.table("federation").table("secagg").string("roster", ""));
+  if (!roster.empty()) c.federation.secagg_roster = protocol::load_roster(roster);
   c.limits = protocol::read_limits(root.table("limits"));
   c.queue_per_peer = static_cast<int>(root.table("limits").integer("queue_per_peer", c.queue_per_peer, {4, 100000}));
   const auto ad = root.table("adapter");

@@ -70,6 +70,10 @@ void validate(const FederationConfig& c) {
   if (!(c.expected_dropout >= 0 && c.expected_dropout < 1)) bad_config("expected_dropout must be in [0, 1)");
   if (!(c.corrupt_fraction >= 0 && c.corrupt_fraction < 1)) bad_config("corrupt_fraction must be in [0, 1)");
   validate_secagg_by_hand(c);
+  if (c.secagg_mode == aggregation::SecAggMode::kMalicious && !c.secure)
+    bad_config("secagg.mode = \"malicious\" needs secure = true (it hardens secure aggregation)");
+  if (!c.secagg_roster.empty() && c.secagg_mode != aggregation::SecAggMode::kMalicious)
+    bad_config("a secagg roster is used only with secagg.mode = \"malicious\"");
   if (c.dp.mode != protocol::DpMode::kNone) {
     if (!(c.dp.clip_norm > 0) || !std::isfinite(c.dp.clip_norm)) bad_config("dp.clip_norm must be > 0");
     if (!(c.dp.noise_multiplier > 0) || !std::isfinite(c.dp.noise_multiplier))

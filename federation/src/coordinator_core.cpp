@@ -162,7 +162,7 @@ struct CoordinatorCore::State {
     try {
       PlannedRound planned = plan_round(cfg, members, secret, round_id, attempt, version, global.size(), selected,
                                         strategy->proximal_mu());
-      stages.emplace(round_id, attempt, std::move(planned), now, cfg.secagg_threads);
+      stages.emplace(round_id, attempt, std::move(planned), now, cfg.secagg_threads, cfg.secagg_roster);
     } catch (const Error& e) {
       a.events.push_back(RoundFailed{round_id, attempt, std::string("cannot plan the round: ") + e.what(), {}, false});
       ++attempt;

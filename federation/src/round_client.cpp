@@ -24,6 +24,7 @@ const char* client_state_name(ClientState state) {
     case ClientState::kAdvertised: return "advertised";
     case ClientState::kSharedKeys: return "shared_keys";
     case ClientState::kSentMasked: return "sent_masked";
+    case ClientState::kSignedSurvivors: return "signed_survivors";
   }
   return "?";
 }
@@ -36,6 +37,7 @@ bool is_round_body(std::size_t index) {
   using protocol::body_index;
   return index == body_index<protocol::AdvertiseKeysBody>() || index == body_index<protocol::ShareKeysBody>() ||
          index == body_index<protocol::MaskedInputBody>() || index == body_index<protocol::UnmaskResponseBody>() ||
+         index == body_index<protocol::SurvivorSignatureBody>() ||
          index == body_index<protocol::PlainUpdate>();
 }
 
@@ -56,13 +58,23 @@ struct RoundClient::State {
   std::uint32_t client_id = 0;
   UpdateEncoding enc;
   std::unique_ptr<agg::SecAggClient> secagg;
+  agg::SecAggMode mode = agg::SecAggMode::kSemiHonest;  // of the current secure round
   std::vector<std::uint32_t> ring;  // quantised update, kept until MaskedInput
   std::uint64_t next_ticket = 1, ticket = 0;
+  std::optional<privacy::SigningKeyPair> signing;  // from cfg.signing_seed
 
   State(NodeIdentity i, NodeClientConfig c)
       : id(std::move(i)), cfg(std::move(c)),
         rng(cfg.noise_seed ? privacy::ChaChaRng(*cfg.noise_seed) : privacy::ChaChaRng()),
-        heartbeat_ms(cfg.heartbeat_interval_ms) {}
+        heartbeat_ms(cfg.heartbeat_interval_ms) {
+    if (!cfg.signing_seed) return;
+    signing = privacy::signing_keypair_from_seed(*cfg.signing_seed);
+    auto own = cfg.roster.find(id.node_id);
+    if (own == cfg.roster.end() || own->second != signing->public_key)
+      throw Error(ErrorKind::kInvalidInput, "the roster does not list node " + std::to_string(id.node_id) +
+                                                " with this node's signing key; give the node its own key file and "
+                                                "the operator's current roster");
+  }
 
   Envelope envelope(protocol::Body body, std::uint64_t r = 0) const {
     Envelope e;
@@ -148,12 +160,20 @@ struct RoundClient::State {
       UpdateEncoding e = wire::update_encoding(p);
       validate(e, p.secure);
       client_id = static_cast<std::uint32_t>(it - p.selected.begin()) + 1;
+      if (cfg.require_malicious && !p.secure)
+        throw Error(ErrorKind::kPrivacy, "this node requires secure aggregation in malicious mode; the plan is not "
+                                         "secure (a downgrade) - not training");
       if (p.secure) {
         const agg::SecAggParams sp = wire::secure_settings(p).params;
         if (!privacy::prg_supported(sp.prg))
           throw Error(ErrorKind::kUnimplemented, std::string("the round masks with ") + privacy::prg_name(sp.prg) +
                                                      ", which needs AES instructions this CPU lacks");
-        secagg = std::make_unique<agg::SecAggClient>(agg::RoundSetup{env.round, sp}, client_id);
+        if (cfg.require_malicious && sp.mode != agg::SecAggMode::kMalicious)
+          throw Error(ErrorKind::kPrivacy, std::string("this node requires secure aggregation in malicious mode; the "
+                                                       "plan says ") + agg::secagg_mode_name(sp.mode) +
+                                               " (a downgrade) - not training");
+        secagg = std::make_unique<agg::SecAggClient>(agg::RoundSetup{env.round, sp}, client_id, client_auth(env, p, sp));
+        mode = sp.mode;
       }
       enc = e;
     } catch (const Error& e) {
@@ -172,7 +192,27 @@ struct RoundClient::State {
     a.train = TrainCommand{ticket, round, p.global_version, p.hyper, p.update_length, now + budget};
   }
 
-  // KeysBroadcast, SharesDelivery, UnmaskRequest: one secure-aggregation step each.
+  // Malicious mode: this node's key, the roster's key of each selected node
+  // in client-id order, and the context binding signatures to this attempt.
+  std::optional<agg::ClientAuth> client_auth(const Envelope& env, const protocol::RoundPlan& p,
+                                             const agg::SecAggParams& sp) const {
+    if (sp.mode != agg::SecAggMode::kMalicious) return std::nullopt;
+    if (!signing)
+      throw Error(ErrorKind::kInvalidInput, "the round is in malicious mode, but this node has no signing key "
+                                            "(node config [secagg] signing_key and roster)");
+    agg::ClientAuth auth{*signing, {}, wire::signing_context(env.round, env.attempt, p.selected)};
+    for (protocol::NodeId node : p.selected) {
+      auto key = cfg.roster.find(node);
+      if (key == cfg.roster.end())
+        throw Error(ErrorKind::kInvalidInput, "the round selects node " + std::to_string(node) +
+                                                  ", which is not in this node's roster ([secagg] roster); "
+                                                  "ask the operator for the current roster");
+      auth.roster.push_back(key->second);
+    }
+    return auth;
+  }
+
+  // KeysBroadcast, SharesDelivery, ConsistencyCheck, UnmaskRequest: one secure-aggregation step each.
   void on_secagg(NodeActions& a, const Envelope& env) {
     if (env.round != round || round == 0 || env.attempt != attempt) {
       a.notes.push_back(std::string("ignored ") + protocol::body_name(env.body) + " for round " +
@@ -191,8 +231,13 @@ struct RoundClient::State {
         ring.clear();
         ring.shrink_to_fit();
         state = ClientState::kSentMasked;
+      } else if (const auto* cc = std::get_if<protocol::ConsistencyCheckBody>(&env.body)) {
+        expect(ClientState::kSentMasked, "consistencyCheck");
+        a.send.push_back(envelope(wire::to_wire(secagg->sign_survivors(wire::from_wire(*cc, round))), round));
+        state = ClientState::kSignedSurvivors;
       } else if (const auto* ur = std::get_if<protocol::UnmaskRequestBody>(&env.body)) {
-        expect(ClientState::kSentMasked, "unmaskRequest");
+        expect(mode == agg::SecAggMode::kMalicious ? ClientState::kSignedSurvivors : ClientState::kSentMasked,
+               "unmaskRequest");
         a.send.push_back(envelope(wire::to_wire(secagg->unmask(wire::from_wire(*ur, round))), round));
         reset_round();  // this node's part of the round is done
       }
@@ -227,6 +272,7 @@ struct RoundClient::State {
     switch (state) {
       case ClientState::kTraining: return protocol::NodeState::kTraining;
       case ClientState::kAdvertised: case ClientState::kSharedKeys: case ClientState::kSentMasked:
+      case ClientState::kSignedSurvivors:
         return protocol::NodeState::kAggregating;
       default: return protocol::NodeState::kIdle;
     }
@@ -274,7 +320,8 @@ NodeActions RoundClient::on_message(std::int64_t now_ms, const Envelope& env) {
         } else if constexpr (std::is_same_v<T, protocol::RoundPlan>) {
           s.on_plan(a, now_ms, env, m);
         } else if constexpr (std::is_same_v<T, protocol::KeysBroadcastBody> || std::is_same_v<T, protocol::SharesDeliveryBody> ||
-                             std::is_same_v<T, protocol::UnmaskRequestBody>) {
+                             std::is_same_v<T, protocol::UnmaskRequestBody> ||
+                             std::is_same_v<T, protocol::ConsistencyCheckBody>) {
           s.on_secagg(a, env);
         } else if constexpr (std::is_same_v<T, protocol::ErrorReply>) {
           s.on_error(a, env, m);

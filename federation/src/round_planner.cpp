@@ -53,6 +53,8 @@ void plan_secure(const FederationConfig& cfg, const privacy::Key32& secret, std:
                                    graph_seed);
   }
   sp.prg = cfg.secagg_prg;  // choose_secagg_params leaves its own default
+  sp.mode = cfg.secagg_mode;
+  if (sp.mode == agg::SecAggMode::kMalicious) sp.graph_seed_commitment = agg::commit_graph_seed(graph_seed);
   // Distributed noise is split over the fewest survivors the round may finish
   // with (the nodes read the same threshold from the plan: wire::update_encoding).
   out.encoding.min_survivors = sp.threshold;

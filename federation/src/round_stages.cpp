@@ -16,6 +16,7 @@ const char* stage_name(RoundStage stage) {
     case RoundStage::kAdvertiseKeys: return "advertise_keys";
     case RoundStage::kShareKeys: return "share_keys";
     case RoundStage::kMaskedInput: return "masked_input";
+    case RoundStage::kConsistency: return "consistency";
     case RoundStage::kUnmask: return "unmask";
     case RoundStage::kPlainUpdate: return "plain_update";
   }
@@ -30,7 +31,8 @@ int stage_order(RoundStage s) {
     case RoundStage::kAdvertiseKeys: case RoundStage::kPlainUpdate: return 1;
     case RoundStage::kShareKeys: return 2;
     case RoundStage::kMaskedInput: return 3;
-    case RoundStage::kUnmask: return 4;
+    case RoundStage::kConsistency: return 4;
+    case RoundStage::kUnmask: return 5;
     default: return 0;
   }
 }
@@ -39,6 +41,7 @@ RoundStage stage_of_body(const protocol::Body& body) {
   if (std::holds_alternative<protocol::AdvertiseKeysBody>(body)) return RoundStage::kAdvertiseKeys;
   if (std::holds_alternative<protocol::ShareKeysBody>(body)) return RoundStage::kShareKeys;
   if (std::holds_alternative<protocol::MaskedInputBody>(body)) return RoundStage::kMaskedInput;
+  if (std::holds_alternative<protocol::SurvivorSignatureBody>(body)) return RoundStage::kConsistency;
   if (std::holds_alternative<protocol::UnmaskResponseBody>(body)) return RoundStage::kUnmask;
   if (std::holds_alternative<protocol::PlainUpdate>(body)) return RoundStage::kPlainUpdate;
   return RoundStage::kIdle;
@@ -49,11 +52,12 @@ RoundStage stage_of_body(const protocol::Body& body) {
 bool is_round_message(const protocol::Body& body) { return stage_of_body(body) != RoundStage::kIdle; }
 
 RoundStages::RoundStages(std::uint64_t round, std::uint32_t attempt, PlannedRound planned, std::int64_t now_ms,
-                         int secagg_threads)
+                         int secagg_threads, const SigningRoster& roster)
     : round_(round), attempt_(attempt), planned_(std::move(planned)) {
   const auto& selected = planned_.plan.selected;
   for (std::uint32_t i = 0; i < selected.size(); ++i) clients_[selected[i]] = i + 1;
-  if (planned_.secagg) server_ = std::make_unique<aggregation::SecAggServer>(round_, *planned_.secagg, secagg_threads);
+  if (planned_.secagg)
+    server_ = std::make_unique<aggregation::SecAggServer>(round_, *planned_.secagg, secagg_threads, server_auth(roster));
   const auto& dl = planned_.plan.deadlines;
   std::set<NodeId> everyone(selected.begin(), selected.end());
   if (planned_.plan.secure)
@@ -95,6 +99,21 @@ std::optional<Refusal> RoundStages::receive(const protocol::Envelope& env) {
   return std::nullopt;
 }
 
+// With the operator's roster the coordinator checks signatures itself and
+// refuses a bad one (so one faulty node cannot make honest ones abort); the
+// nodes check them in any case.
+std::optional<aggregation::ServerAuth> RoundStages::server_auth(const SigningRoster& roster) const {
+  if (!planned_.secagg || planned_.secagg->mode != aggregation::SecAggMode::kMalicious || roster.empty())
+    return std::nullopt;
+  aggregation::ServerAuth auth{{}, wire::signing_context(round_, attempt_, planned_.plan.selected)};
+  for (NodeId id : planned_.plan.selected) {
+    auto it = roster.find(id);
+    if (it == roster.end()) return std::nullopt;  // the nodes refuse the plan; nothing to check here
+    auth.roster.push_back(it->second);
+  }
+  return auth;
+}
+
 void RoundStages::accept(const protocol::Envelope& env, aggregation::ClientId client) {
   if (const auto* m = std::get_if<protocol::AdvertiseKeysBody>(&env.body)) {
     server_->receive(wire::from_wire(*m, round_, client));
@@ -102,6 +121,8 @@ void RoundStages::accept(const protocol::Envelope& env, aggregation::ClientId cl
     server_->receive(wire::from_wire(*m, round_, client));
   } else if (const auto* m = std::get_if<protocol::MaskedInputBody>(&env.body)) {
     server_->receive(wire::from_wire(*m, round_, client, planned_.secagg->vector_length));
+  } else if (const auto* m = std::get_if<protocol::SurvivorSignatureBody>(&env.body)) {
+    server_->receive(wire::from_wire(*m, round_, client));
   } else if (const auto* m = std::get_if<protocol::UnmaskResponseBody>(&env.body)) {
     server_->receive(wire::from_wire(*m, round_, client));
   } else if (const auto* m = std::get_if<protocol::PlainUpdate>(&env.body)) {
@@ -156,11 +177,34 @@ StageStep RoundStages::advance(std::int64_t now_ms) {
       open(RoundStage::kMaskedInput, std::move(next), now_ms + dl.masked_input_ms);
       break;
     case RoundStage::kMaskedInput: {
+      if (planned_.secagg->mode == aggregation::SecAggMode::kMalicious) {
+        // The survivors sign the set before anyone reveals a share.
+        const aggregation::ConsistencyCheck check = server_->open_consistency_check();
+        const protocol::ConsistencyCheckBody m = wire::to_wire(check);
+        for (auto c : check.survivors) {
+          next.insert(node_of(c));
+          step.send.push_back(to(node_of(c), m));
+        }
+        open(RoundStage::kConsistency, std::move(next), now_ms + dl.unmask_ms);
+        break;
+      }
       const aggregation::UnmaskRequest req = server_->finish_masked_input();
       const protocol::UnmaskRequestBody m = wire::to_wire(req, static_cast<std::uint32_t>(planned_.plan.selected.size()));
       for (auto c : req.survivors) {
         next.insert(node_of(c));
         step.send.push_back(to(node_of(c), m));
+      }
+      open(RoundStage::kUnmask, std::move(next), now_ms + dl.unmask_ms);
+      break;
+    }
+    case RoundStage::kConsistency: {
+      // Only survivors that signed (this stage's received_) are asked: the
+      // others cannot pass their own check (they signed nothing).
+      const aggregation::UnmaskRequest req = server_->finish_consistency_check();
+      const protocol::UnmaskRequestBody m = wire::to_wire(req, static_cast<std::uint32_t>(planned_.plan.selected.size()));
+      for (NodeId node : received_) {
+        next.insert(node);
+        step.send.push_back(to(node, m));
       }
       open(RoundStage::kUnmask, std::move(next), now_ms + dl.unmask_ms);
       break;

@@ -57,6 +57,7 @@ SizeCaps coordinator_size_caps(const RoundPlan* plan, std::uint64_t update_lengt
   caps.set<ShareKeysBody>(kEnvelopeBytes + s.degree * encrypted_share_bytes());
   caps.set<MaskedInputBody>(kEnvelopeBytes + floats(length + 2));  // update, weight, loss (u32 ring elements)
   caps.set<UnmaskResponseBody>(kEnvelopeBytes + (s.degree + 1) * revealed_share_bytes());
+  caps.set<SurvivorSignatureBody>(kEnvelopeBytes + kSignatureEntryBytes);
   caps.set<PlainUpdate>(kEnvelopeBytes + floats(length));
   return caps;
 }
@@ -70,7 +71,10 @@ SizeCaps node_size_caps(const RoundPlan* plan, std::uint64_t update_length, cons
   caps.set<RegisterAck>(kEnvelopeBytes + 1024);
   caps.set<KeysBroadcastBody>(kEnvelopeBytes + s.degree * kPeerKeysBytes);
   caps.set<SharesDeliveryBody>(kEnvelopeBytes + s.degree * encrypted_share_bytes());
-  caps.set<UnmaskRequestBody>(kEnvelopeBytes + 2 * floats(s.nodes));  // survivors and dropped ids
+  // Survivors and dropped ids, and in malicious mode a t-quorum of survivor
+  // signatures (t <= degree + 1); the consistency check lists the survivors.
+  caps.set<UnmaskRequestBody>(kEnvelopeBytes + 2 * floats(s.nodes) + (s.degree + 1) * kSignatureEntryBytes);
+  caps.set<ConsistencyCheckBody>(kEnvelopeBytes + floats(s.nodes));
   // The model and its layout (a tensor name and shape per entry).
   caps.set<GlobalModel>(update_length ? kEnvelopeBytes + floats(update_length) + kLayoutBytes : 0);
   caps.set<ErrorReply>(kEnvelopeBytes + 16 * 1024);

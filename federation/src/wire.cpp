@@ -49,11 +49,22 @@ privacy::Key32 key32(capnp::Data::Reader data, const std::string& field) {
   return key;
 }
 
-// Key signatures belong to the malicious-server mode, which is not built yet:
-// a signature is checked for its size and not kept.
-void check_signature(capnp::Data::Reader data, const std::string& field) {
+// Signatures belong to the malicious-server mode: 64 bytes there, empty in
+// semi-honest rounds (read as all zero, which never verifies).
+privacy::Signature signature_of(capnp::Data::Reader data, const std::string& field) {
   require(data.size() == 0 || data.size() == 64, field, "must be empty or 64 bytes, got " + num(data.size()));
+  privacy::Signature sig{};
+  if (data.size() == 64) std::memcpy(sig.data(), data.begin(), 64);
+  return sig;
 }
+
+// An all-zero signature is "none": semi-honest messages carry no signature
+// field at all, as before the malicious mode existed.
+template <class Builder>
+void set_signature(Builder b, const privacy::Signature& sig) {
+  if (sig != privacy::Signature{}) b.setSignature(data_of(sig.data(), sig.size()));
+}
+
 
 // A node's message names its own client id; the coordinator knows it from the
 // authenticated sender, so a mismatch is a node speaking for a peer.
@@ -74,6 +85,15 @@ std::vector<T> values_of(typename capnp::List<T>::Reader list) {
   out.reserve(list.size());
   for (T v : list) out.push_back(v);
   return out;
+}
+
+// Survivor lists (ConsistencyCheck, UnmaskRequest): ids 1..n, sorted, unique
+// (the client checks the range against its round).
+std::vector<std::uint32_t> read_survivors(capnp::List<std::uint32_t>::Reader list, const std::string& field) {
+  std::vector<std::uint32_t> ids = values_of<std::uint32_t>(list);
+  for (std::size_t i = 1; i < ids.size(); ++i)
+    require(ids[i - 1] < ids[i], field, "ids must be sorted and unique (" + num(ids[i - 1]) + " then " + num(ids[i]) + ")");
+  return ids;
 }
 
 void set_ids(capnp::List<std::uint32_t>::Builder list, const std::vector<std::uint32_t>& ids) {
@@ -112,6 +132,14 @@ std::vector<agg::EncryptedShare> read_shares(capnp::List<schema::EncryptedShare>
   return out;
 }
 
+agg::SecAggMode mode_from_wire(schema::SecAggMode mode) {
+  switch (mode) {
+    case schema::SecAggMode::SEMI_HONEST: return agg::SecAggMode::kSemiHonest;
+    case schema::SecAggMode::MALICIOUS: return agg::SecAggMode::kMalicious;
+  }
+  refuse("roundPlan.secagg.mode", "unknown value " + num(static_cast<std::uint16_t>(mode)) + " (known: 0..1)");
+}
+
 privacy::PrgKind prg_from_wire(schema::MaskPrg prg) {
   switch (prg) {
     case schema::MaskPrg::CHACHA20: return privacy::PrgKind::kChaCha20;
@@ -134,11 +162,18 @@ OpaquePart to_wire(const SecureSettings& s) {
     b.setThreshold(s.params.threshold);
     b.setDegree(s.params.degree);
     b.setVectorLength(s.params.vector_length);
-    b.setGraphSeed(data_of(s.params.graph_seed));
+    const bool malicious = s.params.mode == agg::SecAggMode::kMalicious;
+    // Malicious mode: the plan commits to the seed and never carries it; it
+    // is revealed in KeysBroadcast, after the keys are in.
+    b.setGraphSeed(data_of(malicious ? privacy::Key32{} : s.params.graph_seed));
     b.setQuantBits(s.quant_bits);
     b.setClipRange(s.clip_range);
     b.setNoiseBound(s.noise_bound);
     b.setPrg(prg_to_wire(s.params.prg));
+    if (malicious) {
+      b.setMode(schema::SecAggMode::MALICIOUS);
+      b.setGraphSeedCommitment(data_of(s.params.graph_seed_commitment));
+    }
   });
 }
 
@@ -153,6 +188,11 @@ SecureSettings secure_settings(const protocol::RoundPlan& plan) {
     s.params.vector_length = r.getVectorLength();
     s.params.graph_seed = key32(r.getGraphSeed(), f + "graphSeed");
     s.params.prg = prg_from_wire(r.getPrg());
+    s.params.mode = mode_from_wire(r.getMode());
+    if (s.params.mode == agg::SecAggMode::kMalicious)
+      s.params.graph_seed_commitment = key32(r.getGraphSeedCommitment(), f + "graphSeedCommitment");
+    else
+      require(r.getGraphSeedCommitment().size() == 0, f + "graphSeedCommitment", "is set, but the mode is semi-honest");
     s.quant_bits = r.getQuantBits();
     s.clip_range = r.getClipRange();
     s.noise_bound = r.getNoiseBound();
@@ -195,20 +235,34 @@ UpdateEncoding update_encoding(const protocol::RoundPlan& plan) {
   return e;
 }
 
+std::vector<std::uint8_t> signing_context(std::uint64_t round, std::uint32_t attempt,
+                                          const std::vector<protocol::NodeId>& selected) {
+  std::vector<std::uint8_t> out;
+  auto put = [&](std::uint64_t v, int bytes) {
+    for (int i = 0; i < bytes; ++i) out.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
+  };
+  put(round, 8);
+  put(attempt, 4);
+  put(selected.size(), 4);
+  for (protocol::NodeId id : selected) put(id, 4);
+  return out;
+}
+
 // ---- node -> coordinator ----
 
 protocol::AdvertiseKeysBody to_wire(const agg::AdvertiseKeys& m) {
   return {protocol::make_part<schema::AdvertiseKeys>([&](schema::AdvertiseKeys::Builder b) {
     b.setCPublic(data_of(m.c_public));
     b.setSPublic(data_of(m.s_public));
+    set_signature(b, m.signature);
   })};
 }
 
 agg::AdvertiseKeys from_wire(const protocol::AdvertiseKeysBody& body, std::uint64_t round, agg::ClientId sender) {
   return read_part<schema::AdvertiseKeys>(body.part, "advertiseKeys", [&](schema::AdvertiseKeys::Reader r) {
-    check_signature(r.getSignature(), "advertiseKeys.signature");
     return agg::AdvertiseKeys{round, sender, key32(r.getCPublic(), "advertiseKeys.cPublic"),
-                              key32(r.getSPublic(), "advertiseKeys.sPublic")};
+                              key32(r.getSPublic(), "advertiseKeys.sPublic"),
+                              signature_of(r.getSignature(), "advertiseKeys.signature")};
   });
 }
 
@@ -297,18 +351,21 @@ protocol::KeysBroadcastBody to_wire(const agg::KeysBroadcast& m) {
       list[i].setId(m.neighbours[i].id);
       list[i].setCPublic(data_of(m.neighbours[i].c_public));
       list[i].setSPublic(data_of(m.neighbours[i].s_public));
+      set_signature(list[i], m.neighbours[i].signature);
     }
+    if (m.graph_seed != privacy::Key32{}) b.setGraphSeed(data_of(m.graph_seed));
   })};
 }
 
 agg::KeysBroadcast from_wire(const protocol::KeysBroadcastBody& body, std::uint64_t round) {
   return read_part<schema::KeysBroadcast>(body.part, "keysBroadcast", [&](schema::KeysBroadcast::Reader r) {
-    agg::KeysBroadcast out{round, r.getRecipient(), {}};
+    agg::KeysBroadcast out{round, r.getRecipient(), {}, {}};
+    if (r.getGraphSeed().size() != 0) out.graph_seed = key32(r.getGraphSeed(), "keysBroadcast.graphSeed");
     std::vector<std::uint32_t> ids;
     for (auto k : r.getNeighbours()) {
-      check_signature(k.getSignature(), "keysBroadcast.neighbours.signature");
       out.neighbours.push_back({k.getId(), key32(k.getCPublic(), "keysBroadcast.neighbours.cPublic"),
-                                key32(k.getSPublic(), "keysBroadcast.neighbours.sPublic")});
+                                key32(k.getSPublic(), "keysBroadcast.neighbours.sPublic"),
+                                signature_of(k.getSignature(), "keysBroadcast.neighbours.signature")});
       ids.push_back(k.getId());
     }
     unique_ids(ids, "keysBroadcast.neighbours.id");
@@ -338,6 +395,12 @@ protocol::UnmaskRequestBody to_wire(const agg::UnmaskRequest& m, std::uint32_t n
   return {protocol::make_part<schema::UnmaskRequest>([&](schema::UnmaskRequest::Builder b) {
     set_ids(b.initSurvivors(static_cast<unsigned>(m.survivors.size())), m.survivors);
     set_ids(b.initDropped(static_cast<unsigned>(dropped.size())), dropped);
+    if (m.signatures.empty()) return;  // semi-honest: as before the malicious mode
+    auto sigs = b.initSignatures(static_cast<unsigned>(m.signatures.size()));
+    for (unsigned i = 0; i < m.signatures.size(); ++i) {
+      sigs[i].setSender(m.signatures[i].sender);
+      sigs[i].setSignature(data_of(m.signatures[i].signature.data(), 64));
+    }
   })};
 }
 
@@ -347,7 +410,44 @@ agg::UnmaskRequest from_wire(const protocol::UnmaskRequestBody& body, std::uint6
     std::vector<std::uint32_t> all = survivors;
     for (auto id : r.getDropped()) all.push_back(id);
     unique_ids(all, "unmaskRequest.dropped");  // a client is a survivor or dropped, once
-    return agg::UnmaskRequest{round, std::move(survivors)};
+    agg::UnmaskRequest out{round, std::move(survivors), {}};
+    for (auto sig : r.getSignatures()) {
+      require(sig.getSignature().size() == 64, "unmaskRequest.signatures.signature",
+              "must be exactly 64 bytes (Ed25519), got " + num(sig.getSignature().size()));
+      out.signatures.push_back({round, sig.getSender(), signature_of(sig.getSignature(), "unmaskRequest.signatures.signature")});
+    }
+    return out;
+  });
+}
+
+// ---- the consistency round (malicious mode) ----
+
+protocol::ConsistencyCheckBody to_wire(const agg::ConsistencyCheck& m) {
+  return {protocol::make_part<schema::ConsistencyCheck>([&](schema::ConsistencyCheck::Builder b) {
+    set_ids(b.initSurvivors(static_cast<unsigned>(m.survivors.size())), m.survivors);
+  })};
+}
+
+agg::ConsistencyCheck from_wire(const protocol::ConsistencyCheckBody& body, std::uint64_t round) {
+  return read_part<schema::ConsistencyCheck>(body.part, "consistencyCheck", [&](schema::ConsistencyCheck::Reader r) {
+    return agg::ConsistencyCheck{round, read_survivors(r.getSurvivors(), "consistencyCheck.survivors")};
+  });
+}
+
+protocol::SurvivorSignatureBody to_wire(const agg::SurvivorSignature& m) {
+  return {protocol::make_part<schema::SurvivorSignature>([&](schema::SurvivorSignature::Builder b) {
+    b.setSender(m.sender);
+    b.setSignature(data_of(m.signature.data(), m.signature.size()));
+  })};
+}
+
+agg::SurvivorSignature from_wire(const protocol::SurvivorSignatureBody& body, std::uint64_t round,
+                                 agg::ClientId sender) {
+  return read_part<schema::SurvivorSignature>(body.part, "survivorSignature", [&](schema::SurvivorSignature::Reader r) {
+    check_sender("survivorSignature", r.getSender(), sender);
+    require(r.getSignature().size() == 64, "survivorSignature.signature",
+            "must be exactly 64 bytes (Ed25519), got " + num(r.getSignature().size()));
+    return agg::SurvivorSignature{round, sender, signature_of(r.getSignature(), "survivorSignature.signature")};
   });
 }
 

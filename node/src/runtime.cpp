@@ -188,11 +188,24 @@ struct NodeRuntime::Impl {
     identity.capabilities.num_examples = trainer->num_examples();
     identity.capabilities.model_name = config.model;
     identity.capabilities.threads = static_cast<std::uint32_t>(config.threads);
-    client.emplace(identity, NodeClientConfig{});
+    client.emplace(identity, client_config());
     worker = std::make_unique<Worker>(*trainer);
   }
 
   ~Impl() { worker.reset(); }  // joins before the trainer and model go
+
+  NodeClientConfig client_config() const {
+    NodeClientConfig c;
+    c.require_malicious = config.require_malicious;
+    if (!config.signing_key_file.empty()) {
+      // RoundClient checks that the roster lists this node with this key.
+      c.signing_seed = protocol::load_signing_seed(config.signing_key_file);
+      c.roster = protocol::load_roster(config.roster_file);
+      spdlog::info("secure aggregation: Ed25519 identity loaded, roster of {} nodes{}", c.roster.size(),
+                   c.require_malicious ? ", malicious mode required" : "");
+    }
+    return c;
+  }
 
   void connect() {
     protocol::SocketOptions options;

@@ -49,6 +49,16 @@ NodeRuntimeConfig read_node_config(const fs::path& file) {
   c.debug_exit_before = node.string("debug_exit_before", "");
   c.exit_after_versions = static_cast<std::uint64_t>(node.integer("exit_after_versions", 0, {0, 1000000}));
 
+  const auto secagg = root.table("secagg");
+  c.signing_key_file = config::resolve_path(base, secagg.string("signing_key", ""));
+  c.roster_file = config::resolve_path(base, secagg.string("roster", ""));
+  c.require_malicious = secagg.string("require_mode", "any", {"any", "malicious"}) == "malicious";
+  if (c.require_malicious && (c.signing_key_file.empty() || c.roster_file.empty()))
+    throw Error(ErrorKind::kInvalidInput, file.string() + ": [secagg] require_mode = \"malicious\" needs signing_key "
+                                          "and roster (the Ed25519 key from 'fedge keygen --signing' and the operator's roster)");
+  if (c.signing_key_file.empty() != c.roster_file.empty())
+    throw Error(ErrorKind::kInvalidInput, file.string() + ": [secagg] signing_key and roster are set together");
+
   const auto co = root.table("coordinator");
   c.coordinator = co.string("endpoint", c.coordinator);
   c.coordinator_public_key = config::resolve_path(base, co.string("public_key", ""));

@@ -81,6 +81,50 @@ Key32 derive_key(const Key32& input_key, std::string_view label,
   return out;
 }
 
+SigningKeyPair generate_signing_keypair() { return signing_keypair_from_seed(random_key()); }
+
+SigningKeyPair signing_keypair_from_seed(const Key32& seed) {
+  ensure_sodium();
+  static_assert(crypto_sign_SEEDBYTES == 32 && crypto_sign_PUBLICKEYBYTES == 32 && crypto_sign_BYTES == 64);
+  SigningKeyPair kp;
+  kp.seed = seed;
+  std::array<unsigned char, crypto_sign_SECRETKEYBYTES> sk;
+  crypto_sign_seed_keypair(kp.public_key.data(), sk.data(), seed.data());
+  wipe(sk);
+  return kp;
+}
+
+Signature sign(const SigningKeyPair& key, std::span<const std::uint8_t> message) {
+  ensure_sodium();
+  // libsodium's secret key is seed || public key; it is rebuilt per call so
+  // that only the seed is kept between calls.
+  std::array<unsigned char, crypto_sign_SECRETKEYBYTES> sk;
+  std::copy(key.seed.begin(), key.seed.end(), sk.begin());
+  std::copy(key.public_key.begin(), key.public_key.end(), sk.begin() + 32);
+  Signature sig;
+  crypto_sign_detached(sig.data(), nullptr, message.data(), message.size(), sk.data());
+  wipe(sk);
+  return sig;
+}
+
+bool verify_signature(const Key32& public_key, std::span<const std::uint8_t> message, const Signature& signature) {
+  ensure_sodium();
+  return crypto_sign_verify_detached(signature.data(), message.data(), message.size(), public_key.data()) == 0;
+}
+
+Key32 hash32(std::string_view label, std::span<const std::uint8_t> data) {
+  ensure_sodium();
+  crypto_generichash_state st;
+  crypto_generichash_init(&st, nullptr, 0, 32);
+  crypto_generichash_update(&st, reinterpret_cast<const unsigned char*>(label.data()), label.size());
+  const unsigned char zero = 0;
+  crypto_generichash_update(&st, &zero, 1);
+  crypto_generichash_update(&st, data.data(), data.size());
+  Key32 out;
+  crypto_generichash_final(&st, out.data(), out.size());
+  return out;
+}
+
 Key32 agree(const Key32& my_secret, const Key32& peer_public, std::string_view label,
             std::span<const std::uint8_t> context) {
   return agree(my_secret, public_key_of(my_secret), peer_public, label, context);

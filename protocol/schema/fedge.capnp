@@ -95,6 +95,13 @@ struct SecAggParams {
   clipRange @6 :Float64;     # values clipped to [-clipRange, clipRange] before quantising
   noiseBound @7 :UInt64;     # per-input integer noise bound used in the capacity check
   prg @8 :MaskPrg;           # the mask generator every party of the round uses
+  mode @9 :SecAggMode;
+  graphSeedCommitment @10 :Data;  # malicious mode: 32 bytes, BLAKE2b commitment to the seed; graphSeed is then all zero
+}
+
+enum SecAggMode {
+  semiHonest @0;             # the coordinator follows the protocol (docs/SECURE_AGGREGATION.md)
+  malicious @1;              # signed keys, consistency round, committed graph seed
 }
 
 enum MaskPrg {
@@ -126,7 +133,7 @@ struct RoundPlan {
 struct AdvertiseKeys {
   cPublic @0 :Data;          # 32-byte X25519 key, encrypts shares
   sPublic @1 :Data;          # 32-byte X25519 key, derives pairwise masks
-  signature @2 :Data;        # empty or 64 bytes (Ed25519 over both keys)
+  signature @2 :Data;        # malicious mode: 64 bytes, Ed25519 (docs/SECURE_AGGREGATION.md); else empty
 }
 
 struct PeerKeys {
@@ -139,6 +146,7 @@ struct PeerKeys {
 struct KeysBroadcast {
   recipient @0 :UInt32;
   neighbours @1 :List(PeerKeys);
+  graphSeed @2 :Data;        # malicious mode: 32 bytes, opens the plan's graphSeedCommitment; else empty
 }
 
 struct EncryptedShare {
@@ -165,6 +173,18 @@ struct MaskedInput {
 struct UnmaskRequest {
   survivors @0 :List(UInt32);
   dropped @1 :List(UInt32);
+  signatures @2 :List(SurvivorSignature);  # malicious mode: >= t survivors' signatures on `survivors`
+}
+
+# Malicious mode: the coordinator asks the survivors to sign the survivor set
+# before anyone reveals a share (the consistency round).
+struct ConsistencyCheck {
+  survivors @0 :List(UInt32);
+}
+
+struct SurvivorSignature {
+  sender @0 :UInt32;         # client id
+  signature @1 :Data;        # 64 bytes, Ed25519 over the survivor set
 }
 
 enum SecretKind {
@@ -307,6 +327,8 @@ struct Envelope {
     tokenChunk @19 :TokenChunk;
     hiddenStates @20 :HiddenStates;
     error @21 :ErrorReply;
+    consistencyCheck @23 :ConsistencyCheck;
+    survivorSignature @24 :SurvivorSignature;
   }
   # Attempt of `round` (1-based) on round messages, both ways: a retried round
   # keeps its id, and a late message of a failed attempt must not count in the

@@ -155,7 +155,10 @@ void check_part_sizes(Ctx& ctx, wire::Envelope::Body::Reader b) {
       return list_limit(ctx, "sharesDelivery", "shares", [&] { return b.getSharesDelivery().getShares(); });
     case W::UNMASK_REQUEST:
       list_limit(ctx, "unmaskRequest", "survivors", [&] { return b.getUnmaskRequest().getSurvivors(); });
+      list_limit(ctx, "unmaskRequest", "signatures", [&] { return b.getUnmaskRequest().getSignatures(); });
       return list_limit(ctx, "unmaskRequest", "dropped", [&] { return b.getUnmaskRequest().getDropped(); });
+    case W::CONSISTENCY_CHECK:
+      return list_limit(ctx, "consistencyCheck", "survivors", [&] { return b.getConsistencyCheck().getSurvivors(); });
     case W::UNMASK_RESPONSE:
       return list_limit(ctx, "unmaskResponse", "shares", [&] { return b.getUnmaskResponse().getShares(); });
     case W::MASKED_INPUT: {
@@ -327,8 +330,8 @@ ErrorReply read(Ctx& ctx, wire::ErrorReply::Reader r) {
 enum class From { kCoordinator, kNode, kAny };
 From sender_role(std::size_t index) {
   switch (index) {
-    case 1: case 3: case 5: case 7: case 9: case 12: return From::kCoordinator;
-    case 0: case 2: case 4: case 6: case 8: case 10: case 11: return From::kNode;
+    case 1: case 3: case 5: case 7: case 9: case 12: case 19: return From::kCoordinator;
+    case 0: case 2: case 4: case 6: case 8: case 10: case 11: case 20: return From::kNode;
     default: return From::kAny;
   }
 }
@@ -377,6 +380,10 @@ Body read_body(Ctx& ctx, wire::Envelope::Body::Reader b) {
     case W::TOKEN_CHUNK: return read_as(ctx, "tokenChunk", [&] { return b.getTokenChunk(); });
     case W::HIDDEN_STATES: return read_as(ctx, "hiddenStates", [&] { return b.getHiddenStates(); });
     case W::ERROR: return read_as(ctx, "error", [&] { return b.getError(); });
+    case W::CONSISTENCY_CHECK:
+      return ConsistencyCheckBody{opaque(ctx, "consistencyCheck", [&] { return b.getConsistencyCheck(); })};
+    case W::SURVIVOR_SIGNATURE:
+      return SurvivorSignatureBody{opaque(ctx, "survivorSignature", [&] { return b.getSurvivorSignature(); })};
   }
   ctx.fail(ErrorCode::kUnsupported, "unknown message type " + num(static_cast<std::uint16_t>(b.which())) +
                                         " (this build knows 0.." + num(std::variant_size_v<Body> - 1) +
@@ -430,7 +437,8 @@ const char* body_name(std::size_t index) {
       "register",     "registerAck",      "heartbeat",         "roundPlan",      "advertiseKeys",
       "keysBroadcast", "shareKeys",       "sharesDelivery",    "maskedInput",    "unmaskRequest",
       "unmaskResponse", "plainUpdate",    "globalModel",       "metrics",        "inferenceRequest",
-      "inferenceResponse", "tokenChunk",  "hiddenStates",      "error"};
+      "inferenceResponse", "tokenChunk",  "hiddenStates",      "error",          "consistencyCheck",
+      "survivorSignature"};
   static_assert(std::size(names) == std::variant_size_v<Body>);
   return index < std::size(names) ? names[index] : "unknown";
 }

@@ -115,6 +115,10 @@ class Writer {
     if constexpr (S == Step::kMaskedInput) masked_input(b, m.part);
     if constexpr (S == Step::kUnmaskRequest) copy_part<wire::UnmaskRequest>(m.part, [&](auto r) { b.setUnmaskRequest(r); });
     if constexpr (S == Step::kUnmaskResponse) copy_part<wire::UnmaskResponse>(m.part, [&](auto r) { b.setUnmaskResponse(r); });
+    if constexpr (S == Step::kConsistencyCheck)
+      copy_part<wire::ConsistencyCheck>(m.part, [&](auto r) { b.setConsistencyCheck(r); });
+    if constexpr (S == Step::kSurvivorSignature)
+      copy_part<wire::SurvivorSignature>(m.part, [&](auto r) { b.setSurvivorSignature(r); });
   }
   void body(wire::Envelope::Body::Builder b, const PlainUpdate& m) const {
     auto r = b.initPlainUpdate();

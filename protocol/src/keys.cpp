@@ -8,6 +8,7 @@
 #include <cstring>
 #include <fstream>
 #include <set>
+#include <sstream>
 
 #include <spdlog/spdlog.h>
 #include <zmq.h>
@@ -184,6 +185,59 @@ std::vector<std::string> load_allow_list(const std::filesystem::path& file) {
     keys.push_back(k.key);
   }
   return keys;
+}
+
+void write_signing_key_files(const std::filesystem::path& prefix, const Key32& seed, const Key32& public_key,
+                             bool overwrite) {
+  const std::filesystem::path key = prefix.string() + ".sign", pub = prefix.string() + ".sign.pub";
+  for (const auto& p : {key, pub})
+    if (!overwrite && std::filesystem::exists(p))
+      throw Error(ErrorKind::kInvalidInput, p.string() + " already exists; remove it or pass --force to replace it");
+  if (prefix.has_parent_path() && !std::filesystem::is_directory(prefix.parent_path()))
+    throw Error(ErrorKind::kNotFound, "folder " + prefix.parent_path().string() + " does not exist");
+  const std::string pub_z85 = key_to_z85(public_key);
+  write_file(key, "# fedge Ed25519 signing key (secure aggregation, malicious mode): keep private (mode 0600).\n"
+                  "# public key: " + pub_z85 + "\n" + key_to_z85(seed) + "\n", 0600);
+  write_file(pub, "# fedge Ed25519 public key: the operator adds \"NODE_ID " + pub_z85 + "\" to the roster.\n" +
+                      pub_z85 + "\n", 0644);
+}
+
+Key32 load_signing_seed(const std::filesystem::path& secret_file) {
+  const Key32 seed = z85_to_key(single_key(secret_file), secret_file.string());
+  struct stat st {};
+  if (::stat(secret_file.c_str(), &st) == 0 && (st.st_mode & 077) != 0)
+    spdlog::warn("signing key file {} is readable by others (mode {:o}); run chmod 600 {}", secret_file.string(),
+                 st.st_mode & 0777, secret_file.string());
+  return seed;
+}
+
+std::map<NodeId, Key32> load_roster(const std::filesystem::path& file) {
+  std::ifstream in(file);
+  if (!in) throw Error(ErrorKind::kNotFound, "roster file " + file.string() + " cannot be read");
+  std::map<NodeId, Key32> roster;
+  std::set<Key32> keys;
+  std::string raw;
+  for (int line = 1; std::getline(in, raw); ++line) {
+    const std::string text = trim(raw);
+    if (text.empty() || text[0] == '#') continue;
+    const std::string where = file.string() + ":" + std::to_string(line);
+    std::istringstream fields(text);
+    std::string id_text, key_text;
+    fields >> id_text >> key_text;
+    std::uint64_t id = 0;
+    const bool digits = !id_text.empty() && id_text.size() <= 10 &&
+                        id_text.find_first_not_of("0123456789") == std::string::npos;
+    if (digits) id = std::stoull(id_text);
+    if (!digits || id == 0 || id > 0xffffffffULL)
+      throw Error(ErrorKind::kInvalidInput, where + ": expected \"NODE_ID PUBLIC_KEY [name]\" with a node id in "
+                                                    "1..4294967295, got \"" + id_text + "\"");
+    const Key32 key = z85_to_key(key_text, where + ": the public key (from 'fedge keygen', PREFIX.sign.pub)");
+    if (!roster.emplace(static_cast<NodeId>(id), key).second)
+      throw Error(ErrorKind::kInvalidInput, where + ": node " + id_text + " is listed twice");
+    if (!keys.insert(key).second)
+      throw Error(ErrorKind::kInvalidInput, where + ": this key is already listed for another node");
+  }
+  return roster;
 }
 
 }  // namespace fedge::protocol

@@ -34,11 +34,20 @@ SecAggParams make_params(std::uint32_t n, std::uint32_t k, std::uint32_t t, std:
 Run run_round(const SecAggParams& p, const Dropouts& drop, std::uint64_t seed = 1,
               const std::vector<std::vector<std::uint32_t>>* given = nullptr) {
   std::mt19937_64 rng(seed);
-  SecAggServer server(42, p, 2);
+  const bool malicious = p.mode == SecAggMode::kMalicious;
+  std::vector<fedge::privacy::SigningKeyPair> signing;
+  std::vector<Key32> roster;
+  const std::vector<std::uint8_t> context{1, 2, 3};
+  for (ClientId i = 1; malicious && i <= p.num_clients; ++i) {
+    signing.push_back(fedge::privacy::generate_signing_keypair());
+    roster.push_back(signing.back().public_key);
+  }
+  SecAggServer server(42, p, 2, malicious ? std::optional<ServerAuth>(ServerAuth{roster, context}) : std::nullopt);
   std::vector<SecAggClient> clients;
   std::vector<std::vector<std::uint32_t>> inputs(p.num_clients);
   for (ClientId i = 1; i <= p.num_clients; ++i) {
-    clients.emplace_back(server.setup(), i);
+    clients.emplace_back(server.setup(), i,
+                         malicious ? std::optional<ClientAuth>(ClientAuth{signing[i - 1], roster, context}) : std::nullopt);
     inputs[i - 1].resize(p.vector_length);
     for (auto& x : inputs[i - 1]) x = static_cast<std::uint32_t>(rng());
     if (given) inputs[i - 1] = (*given)[i - 1];
@@ -54,7 +63,15 @@ Run run_round(const SecAggParams& p, const Dropouts& drop, std::uint64_t seed = 
     if (drop.after_share_keys.count(sd.recipient)) continue;
     server.receive(clients[sd.recipient - 1].masked_input(sd, inputs[sd.recipient - 1]));
   }
-  auto request = server.finish_masked_input();
+  UnmaskRequest request;
+  if (malicious) {
+    const ConsistencyCheck check = server.open_consistency_check();
+    for (ClientId v : check.survivors)
+      if (!drop.after_masked_input.count(v)) server.receive(clients[v - 1].sign_survivors(check));
+    request = server.finish_consistency_check();
+  } else {
+    request = server.finish_masked_input();
+  }
   Run run;
   run.expected.assign(p.vector_length, 0);
   for (ClientId v : request.survivors) {
@@ -450,4 +467,47 @@ TEST_CASE("SecAgg small sparse graphs (k < n-1) are exact", "[aggregation][secag
     p.graph_seed[0] = 5;
     check_exact(run_round(p, {}));
   }
+}
+
+SecAggParams malicious(SecAggParams p) {
+  p.mode = SecAggMode::kMalicious;
+  p.graph_seed_commitment = commit_graph_seed(p.graph_seed);
+  return p;
+}
+
+TEST_CASE("SecAgg malicious mode: exact with dropouts at every stage, signatures checked on both sides",
+          "[aggregation][secagg]") {
+  Dropouts d;
+  d.before_share_keys = {2};
+  d.after_share_keys = {5};
+  d.after_masked_input = {7};
+  check_exact(run_round(malicious(make_params(10, 9, 6, 50)), d));
+  auto chosen = choose_secagg_params(100, 64, 0.3, 0.0, 1e-2);
+  chosen.graph_seed[3] = 9;
+  Dropouts sparse_drops;
+  sparse_drops.before_share_keys = pick(100, 5, 1);
+  sparse_drops.after_share_keys = pick(100, 5, 2, sparse_drops.before_share_keys);
+  std::set<ClientId> gone = sparse_drops.before_share_keys;
+  gone.insert(sparse_drops.after_share_keys.begin(), sparse_drops.after_share_keys.end());
+  sparse_drops.after_masked_input = pick(100, 5, 3, gone);
+  check_exact(run_round(malicious(chosen), sparse_drops));
+}
+
+TEST_CASE("SecAgg malicious mode: the setup hides the seed, clients need keys and a full roster",
+          "[aggregation][secagg]") {
+  const SecAggParams p = malicious(make_params(5, 4, 3, 8));
+  SecAggServer server(1, p, 1);
+  CHECK(server.setup().params.graph_seed == Key32{});
+  CHECK(server.setup().params.graph_seed_commitment == p.graph_seed_commitment);
+  CHECK_THROWS_WITH(SecAggClient(server.setup(), 1), Catch::Contains("malicious mode needs this client's signing key"));
+  const auto key = fedge::privacy::generate_signing_keypair();
+  CHECK_THROWS_WITH(SecAggClient(server.setup(), 1, ClientAuth{key, {key.public_key}, {}}),
+                    Catch::Contains("the roster has 1 keys for 5 clients"));
+  std::vector<Key32> roster(5, fedge::privacy::generate_signing_keypair().public_key);
+  CHECK_THROWS_WITH(SecAggClient(server.setup(), 1, ClientAuth{key, roster, {}}),
+                    Catch::Contains("is not this client's signing key"));
+  SecAggParams wrong = p;
+  wrong.graph_seed_commitment[0] ^= 1;
+  CHECK_THROWS_WITH(SecAggServer(1, wrong, 1), Catch::Contains("does not commit to the seed"));
+  CHECK_THROWS_WITH(server.finish_masked_input(), Catch::Contains("open_consistency_check"));
 }

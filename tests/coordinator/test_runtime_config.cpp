@@ -1,11 +1,17 @@
 // The coordinator's TOML: [federation] settings read into FederationConfig.
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "fedge/aggregation/secagg.h"
 #include "fedge/common/config.h"
 #include "fedge/coordinator/runtime.h"
+#include "fedge/federation/coordinator_config.h"
+#include "fedge/protocol/keys.h"
 
 using namespace fedge;
 
@@ -53,4 +59,36 @@ TEST_CASE("the example coordinator config plans a secure round of its min_nodes 
                                                    f.failure_probability);
   CHECK(p.num_clients == 3);
   CHECK(p.threshold == 3);  // a secure round never finishes with 2 survivors (issue 16 finding 5)
+}
+
+TEST_CASE("federation config: secagg.mode and the coordinator's roster (malicious-server secure aggregation)") {
+  auto read = [](const std::string& lines) {
+    auto doc = config::Document::parse_string("[federation]\nrounds = 2\n[federation.secagg]\n" + lines, "c.toml");
+    return coordinator::read_federation_config(doc.root().table("federation"));
+  };
+  CHECK(read("").secagg_mode == aggregation::SecAggMode::kSemiHonest);
+  CHECK(read("mode = \"semi-honest\"\n").secagg_mode == aggregation::SecAggMode::kSemiHonest);
+  CHECK(read("mode = \"malicious\"\n").secagg_mode == aggregation::SecAggMode::kMalicious);
+  CHECK_THROWS_WITH(read("mode = \"paranoid\"\n"), Catch::Contains("mode") && Catch::Contains("paranoid"));
+
+  auto plain = read("mode = \"malicious\"\n");
+  plain.secure = false;
+  CHECK_THROWS_WITH(federation::validate(plain), Catch::Contains("needs secure = true"));
+  auto roster_only = read("");
+  roster_only.secagg_roster[1] = privacy::Key32{};
+  CHECK_THROWS_WITH(federation::validate(roster_only), Catch::Contains("roster is used only with"));
+
+  const auto dir = std::filesystem::temp_directory_path() / ("fedge_roster_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  privacy::Key32 key{};
+  key.fill(3);
+  std::ofstream(dir / "roster.txt") << "# operator roster\n4 " << protocol::key_to_z85(key) << " site-d\n";
+  std::ofstream(dir / "c.toml") << "[federation.secagg]\nmode = \"malicious\"\nroster = \"roster.txt\"\n";
+  const auto c = coordinator::read_coordinator_config(dir / "c.toml");
+  CHECK(c.federation.secagg_mode == aggregation::SecAggMode::kMalicious);
+  REQUIRE(c.federation.secagg_roster.size() == 1);
+  CHECK(c.federation.secagg_roster.at(4) == key);
+  std::ofstream(dir / "bad.toml") << "[federation.secagg]\nmode = \"malicious\"\nroster = \"missing.txt\"\n";
+  CHECK_THROWS_WITH(coordinator::read_coordinator_config(dir / "bad.toml"), Catch::Contains("missing.txt"));
+  std::filesystem::remove_all(dir);
 }

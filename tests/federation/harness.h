@@ -122,6 +122,7 @@ class Net {
   }
   void apply(NodeId id, federation::NodeActions a) {
     for (auto& env : a.send) to_coordinator(id, env);
+    for (auto& n : a.notes) notes[id].push_back(n);
     if (a.install) models[id] = *a.install;
     if (a.train) {
       CHECK(models.count(id));
@@ -133,6 +134,7 @@ class Net {
   }
   void apply(federation::CoordinatorActions a) {
     for (auto& o : a.send) {
+      if (rewrite) rewrite(*this, o.to, o.envelope);
       if (auto* e = std::get_if<protocol::ErrorReply>(&o.envelope.body)) errors_to[o.to].push_back(e->code);
       queue.push_back({o.to, 0, protocol::encode(o.envelope)});
     }
@@ -237,6 +239,10 @@ class Net {
   std::function<bool(Net&, NodeId, const Envelope&)> drop_when;
   // True = this one message is lost (the node goes on).
   std::function<bool(Net&, NodeId, const Envelope&)> discard;
+  // Rewrites a coordinator->node message before it is sent: a scripted
+  // malicious coordinator (tests/federation/test_malicious_secagg.cpp).
+  std::function<void(Net&, NodeId, Envelope&)> rewrite;
+  std::map<NodeId, std::vector<std::string>> notes;  // each node's notes (refusals, dropping out)
   std::vector<Pending> trainings;
   std::map<NodeId, federation::InstallGlobal> models;
   std::map<std::uint64_t, std::map<NodeId, Trained>> trained;  // round -> node -> its update

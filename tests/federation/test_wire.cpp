@@ -73,7 +73,9 @@ TEST_CASE("wire: body_index names each message by its wire discriminant") {
   STATIC_REQUIRE(protocol::body_index<protocol::AdvertiseKeysBody>() == 4);
   STATIC_REQUIRE(protocol::body_index<protocol::UnmaskResponseBody>() == 10);
   STATIC_REQUIRE(protocol::body_index<protocol::PlainUpdate>() == 11);
-  STATIC_REQUIRE(protocol::body_index<protocol::ErrorReply>() == std::variant_size_v<protocol::Body> - 1);
+  STATIC_REQUIRE(protocol::body_index<protocol::ErrorReply>() == 18);
+  STATIC_REQUIRE(protocol::body_index<protocol::ConsistencyCheckBody>() == 19);  // added after error
+  STATIC_REQUIRE(protocol::body_index<protocol::SurvivorSignatureBody>() == std::variant_size_v<protocol::Body> - 1);
   CHECK(std::string(protocol::body_name(protocol::body_index<protocol::MaskedInputBody>())) == "maskedInput");
 }
 
@@ -277,4 +279,143 @@ TEST_CASE("wire: a secure plan's settings are checked against the plan, naming t
              Catch::Contains("roundPlan.secagg.prg: unknown value 7"));
   plan.secagg = {};
   CHECK_THAT(refusal_of([&] { wire::update_encoding(plan); }), Catch::Contains("roundPlan.secagg: is missing"));
+}
+
+TEST_CASE("wire: malicious-mode fields and the consistency round round-trip") {
+  privacy::Signature sig{};
+  sig.fill(0x5A);
+  const agg::AdvertiseKeys ak{7, 3, key(1), key(2), sig};
+  CHECK(wire::from_wire(over_the_wire(wire::to_wire(ak), 12), 7, 3).signature == sig);
+
+  const agg::KeysBroadcast kb{4, 2, {{1, key(3), key(4), sig}}, key(9)};
+  const agg::KeysBroadcast kb2 = wire::from_wire(over_the_wire(wire::to_wire(kb), 0), 4);
+  CHECK(kb2.graph_seed == key(9));
+  REQUIRE(kb2.neighbours.size() == 1);
+  CHECK(kb2.neighbours[0].signature == sig);
+
+  const agg::ConsistencyCheck cc{4, {1, 3, 4}};
+  CHECK(wire::from_wire(over_the_wire(wire::to_wire(cc), 0), 4).survivors == cc.survivors);
+
+  const agg::SurvivorSignature ss{4, 3, sig};
+  const agg::SurvivorSignature ss2 = wire::from_wire(over_the_wire(wire::to_wire(ss), 12), 4, 3);
+  CHECK(ss2.sender == 3);
+  CHECK(ss2.signature == sig);
+
+  const agg::UnmaskRequest ur{4, {1, 3, 4}, {{4, 1, sig}, {4, 3, sig}}};
+  const agg::UnmaskRequest ur2 = wire::from_wire(over_the_wire(wire::to_wire(ur, 5), 0), 4);
+  REQUIRE(ur2.signatures.size() == 2);
+  CHECK(ur2.signatures[1].sender == 3);
+  CHECK(ur2.signatures[1].signature == sig);
+
+  // Semi-honest messages carry no signature or seed field, as before the mode existed.
+  const protocol::AdvertiseKeysBody plain = wire::to_wire(agg::AdvertiseKeys{7, 3, key(1), key(2)});
+  protocol::PartReader reader(plain.part);
+  CHECK_FALSE(reader.root<schema::AdvertiseKeys>().hasSignature());
+}
+
+TEST_CASE("wire: a malicious plan commits to the graph seed and never carries it") {
+  wire::SecureSettings s{kParams, 16, 0.5, 0};
+  s.params.mode = agg::SecAggMode::kMalicious;
+  s.params.graph_seed_commitment = agg::commit_graph_seed(s.params.graph_seed);
+  const protocol::RoundPlan plan = secure_plan(s);
+  const agg::SecAggParams back = wire::secure_settings(plan).params;
+  CHECK(back.mode == agg::SecAggMode::kMalicious);
+  CHECK(back.graph_seed == privacy::Key32{});
+  CHECK(back.graph_seed_commitment == s.params.graph_seed_commitment);
+  CHECK(wire::secure_settings(secure_plan({kParams, 16, 0.5, 0})).params.mode == agg::SecAggMode::kSemiHonest);
+}
+
+TEST_CASE("wire: malicious-mode fields a peer sends are checked, naming the field") {
+  const auto signature_body = [](std::uint32_t sender, std::size_t bytes) {
+    const std::vector<std::uint8_t> sig(bytes, 1);
+    return protocol::SurvivorSignatureBody{
+        protocol::make_part<schema::SurvivorSignature>([&](schema::SurvivorSignature::Builder b) {
+          b.setSender(sender);
+          b.setSignature(data_of(sig));
+        })};
+  };
+  CHECK_NOTHROW(wire::from_wire(signature_body(2, 64), 1, 2));
+  CHECK_THAT(refusal_of([&] { wire::from_wire(signature_body(2, 63), 1, 2); }),
+             Catch::Contains("survivorSignature.signature: must be exactly 64 bytes (Ed25519), got 63"));
+  CHECK_THAT(refusal_of([&] { wire::from_wire(signature_body(2, 0), 1, 2); }),
+             Catch::Contains("survivorSignature.signature: must be exactly 64 bytes (Ed25519), got 0"));
+  CHECK_THAT(refusal_of([&] { wire::from_wire(signature_body(2, 64), 1, 3); }),
+             Catch::Contains("survivorSignature.sender is client 2, but this node is client 3"));
+  CHECK_THAT(refusal_of([&] { wire::from_wire(protocol::SurvivorSignatureBody{}, 1, 2); }),
+             Catch::Contains("survivorSignature: is missing"));
+
+  const auto check_of = [](std::vector<std::uint32_t> ids) {
+    return protocol::ConsistencyCheckBody{
+        protocol::make_part<schema::ConsistencyCheck>([&](schema::ConsistencyCheck::Builder b) {
+          auto list = b.initSurvivors(static_cast<unsigned>(ids.size()));
+          for (unsigned i = 0; i < ids.size(); ++i) list.set(i, ids[i]);
+        })};
+  };
+  CHECK_THAT(refusal_of([&] { wire::from_wire(check_of({1, 3, 3}), 1); }),
+             Catch::Contains("consistencyCheck.survivors: ids must be sorted and unique (3 then 3)"));
+  CHECK_THAT(refusal_of([&] { wire::from_wire(check_of({4, 2}), 1); }),
+             Catch::Contains("consistencyCheck.survivors: ids must be sorted and unique (4 then 2)"));
+  CHECK_THAT(refusal_of([&] { wire::from_wire(protocol::ConsistencyCheckBody{}, 1); }),
+             Catch::Contains("consistencyCheck: is missing"));
+
+  const auto request_with = [](std::size_t sig_bytes) {
+    const std::vector<std::uint8_t> sig(sig_bytes, 1);
+    return protocol::UnmaskRequestBody{protocol::make_part<schema::UnmaskRequest>([&](schema::UnmaskRequest::Builder b) {
+      b.initSurvivors(1).set(0, 1);
+      auto s = b.initSignatures(1)[0];
+      s.setSender(1);
+      s.setSignature(data_of(sig));
+    })};
+  };
+  CHECK_THAT(refusal_of([&] { wire::from_wire(request_with(65), 1); }),
+             Catch::Contains("unmaskRequest.signatures.signature: must be exactly 64 bytes (Ed25519), got 65"));
+
+  const auto broadcast_with_seed = [](std::size_t seed_bytes) {
+    const std::vector<std::uint8_t> seed(seed_bytes, 1);
+    return protocol::KeysBroadcastBody{protocol::make_part<schema::KeysBroadcast>([&](schema::KeysBroadcast::Builder b) {
+      b.setRecipient(1);
+      b.setGraphSeed(data_of(seed));
+    })};
+  };
+  CHECK_THAT(refusal_of([&] { wire::from_wire(broadcast_with_seed(31), 1); }),
+             Catch::Contains("keysBroadcast.graphSeed: must be exactly 32 bytes, got 31"));
+  const auto sig_bytes = std::vector<std::uint8_t>(10, 1);
+  const auto body = protocol::KeysBroadcastBody{protocol::make_part<schema::KeysBroadcast>([&](schema::KeysBroadcast::Builder b) {
+    b.setRecipient(2);
+    auto p = b.initNeighbours(1)[0];
+    p.setId(1);
+    p.setCPublic(data_of(std::vector<std::uint8_t>(32, 3)));
+    p.setSPublic(data_of(std::vector<std::uint8_t>(32, 4)));
+    p.setSignature(data_of(sig_bytes));
+  })};
+  CHECK_THAT(refusal_of([&] { wire::from_wire(body, 1); }),
+             Catch::Contains("keysBroadcast.neighbours.signature: must be empty or 64 bytes, got 10"));
+}
+
+TEST_CASE("wire: a plan's mode and commitment are checked, naming the field") {
+  auto plan_with = [](std::uint16_t mode, std::size_t commitment_bytes) {
+    protocol::RoundPlan plan = secure_plan({kParams, 16, 0.5, 0});
+    const std::vector<std::uint8_t> commitment(commitment_bytes, 1);
+    plan.secagg = protocol::make_part<schema::SecAggParams>([&](schema::SecAggParams::Builder b) {
+      b.setNumClients(5);
+      b.setThreshold(4);
+      b.setDegree(4);
+      b.setVectorLength(12);
+      b.setGraphSeed(data_of(std::vector<std::uint8_t>(32, 0)));
+      b.setQuantBits(16);
+      b.setClipRange(0.5);
+      b.setMode(static_cast<schema::SecAggMode>(mode));
+      if (commitment_bytes) b.setGraphSeedCommitment(data_of(commitment));
+    });
+    return plan;
+  };
+  CHECK_NOTHROW(wire::secure_settings(plan_with(1, 32)));
+  CHECK_THAT(refusal_of([&] { wire::secure_settings(plan_with(2, 32)); }),
+             Catch::Contains("roundPlan.secagg.mode: unknown value 2 (known: 0..1)"));
+  CHECK_THAT(refusal_of([&] { wire::secure_settings(plan_with(1, 0)); }),
+             Catch::Contains("roundPlan.secagg.graphSeedCommitment: must be exactly 32 bytes, got 0"));
+  CHECK_THAT(refusal_of([&] { wire::secure_settings(plan_with(1, 33)); }),
+             Catch::Contains("roundPlan.secagg.graphSeedCommitment: must be exactly 32 bytes, got 33"));
+  CHECK_THAT(refusal_of([&] { wire::secure_settings(plan_with(0, 32)); }),
+             Catch::Contains("roundPlan.secagg.graphSeedCommitment: is set, but the mode is semi-honest"));
 }

@@ -104,6 +104,11 @@ void read_parts(const protocol::Envelope& env) {
   } else if (const auto* resp = std::get_if<protocol::UnmaskResponseBody>(&env.body)) {
     const auto me = claimed_sender<schema::UnmaskResponse>(resp->part);
     read_or_refuse([&] { (void)wire::from_wire(*resp, round, me); });
+  } else if (const auto* cc = std::get_if<protocol::ConsistencyCheckBody>(&env.body)) {
+    round_trip(*cc, [&](const auto& b) { return wire::from_wire(b, round); }, to_wire);
+  } else if (const auto* ss = std::get_if<protocol::SurvivorSignatureBody>(&env.body)) {
+    const auto me = claimed_sender<schema::SurvivorSignature>(ss->part);
+    round_trip(*ss, [&](const auto& b) { return wire::from_wire(b, round, me); }, to_wire);
   }
 }
 

@@ -55,11 +55,16 @@ void protocol_seeds(const fs::path& dir) {
   write_envelope(dir, "wire-shareKeys", wire::to_wire(agg::ShareKeys{3, 2, {{2, 1, box}, {2, 3, box}}}), 12);
   write_envelope(dir, "wire-sharesDelivery", wire::to_wire(agg::SharesDelivery{3, 2, {{1, 2, box}}}), 0);
   write_envelope(dir, "wire-maskedInput", wire::to_wire(agg::MaskedInput{3, 2, {1, 2, 3, 4, 5, 6}}), 12);
-  write_envelope(dir, "wire-unmaskRequest", wire::to_wire(agg::UnmaskRequest{3, {1, 2}}, 3), 0);
+  write_envelope(dir, "wire-unmaskRequest", wire::to_wire(agg::UnmaskRequest{3, {1, 2}, {}}, 3), 0);
   agg::UnmaskResponse ur{3, 2, {}, {}};
   ur.self_mask_shares.push_back({1, privacy::Share{2, {1, 2, 3, 4}}});
   ur.key_shares.push_back({3, privacy::Share{2, {5, 6, 7, 8}}});
   write_envelope(dir, "wire-unmaskResponse", wire::to_wire(ur), 12);
+  privacy::Signature sig{};
+  sig.fill(5);
+  write_envelope(dir, "wire-consistencyCheck", wire::to_wire(agg::ConsistencyCheck{3, {1, 2, 3}}), 0);
+  write_envelope(dir, "wire-survivorSignature", wire::to_wire(agg::SurvivorSignature{3, 2, sig}), 12);
+  write_envelope(dir, "wire-unmaskRequest-signed", wire::to_wire(agg::UnmaskRequest{3, {1, 2}, {{3, 1, sig}}}, 3), 0);
   protocol::RoundPlan plan = protocol::test::sample_plan();
   plan.secagg = wire::to_wire(wire::SecureSettings{{4, 3, 3, 1002, key(9), privacy::PrgKind::kChaCha20}, 16, 0.5, 12});
   write_envelope(dir, "wire-roundPlan", plan, 0);

@@ -112,6 +112,17 @@ inline Body sample_secagg_body(SecAggStep step) {
         y1.set(0, ~0ull);
         y1.set(1, 7);
       })};
+    case SecAggStep::kConsistencyCheck:
+      return ConsistencyCheckBody{make_part<wire::ConsistencyCheck>([](wire::ConsistencyCheck::Builder b) {
+        auto survivors = b.initSurvivors(3);
+        for (unsigned i = 0; i < 3; ++i) survivors.set(i, i == 2 ? 4 : i + 1);
+      })};
+    case SecAggStep::kSurvivorSignature:
+      return SurvivorSignatureBody{make_part<wire::SurvivorSignature>([](wire::SurvivorSignature::Builder b) {
+        b.setSender(2);
+        auto sig = bytes_of(64, 9);
+        b.setSignature(data_of(sig));
+      })};
   }
   return {};
 }
@@ -172,6 +183,8 @@ inline std::vector<Envelope> all_samples() {
   std::iota(hidden.begin(), hidden.end(), 1.0f);
   out.push_back(envelope(HiddenStates{99, HiddenKind::kActivations, 4, 10, {2, 8}, Payload<float>::own(hidden)}, 12, 0));
   out.push_back(envelope(ErrorReply{ErrorCode::kWrongStage, "maskedInput before shareKeys", 8}, 0));
+  out.push_back(envelope(sample_secagg_body(SecAggStep::kConsistencyCheck), 0));
+  out.push_back(envelope(sample_secagg_body(SecAggStep::kSurvivorSignature), 12));
   return out;
 }
 

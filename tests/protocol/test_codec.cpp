@@ -352,3 +352,32 @@ TEST_CASE("a decoded part of many empty list elements encodes and decodes again"
   PartReader reader(std::get<UnmaskResponseBody>(back.body).part);
   CHECK(reader.root<wire::UnmaskResponse>().getShares().size() == 5000);
 }
+
+TEST_CASE("consistency-round messages: list limits, roles and truncation are checked (malicious SecAgg)") {
+  Limits limits;
+  limits.max_list_length = 3;
+  const auto survivors = [](unsigned n) {
+    return ConsistencyCheckBody{make_part<wire::ConsistencyCheck>([&](wire::ConsistencyCheck::Builder b) {
+      auto list = b.initSurvivors(n);
+      for (unsigned i = 0; i < n; ++i) list.set(i, i + 1);
+    })};
+  };
+  auto e = decode_error(encode(envelope(survivors(4), 0)), limits);
+  CHECK(e.code() == ErrorCode::kTooLarge);
+  CHECK(contains(e.what(), "consistencyCheck.survivors: 4 entries, limit 3"));
+  const auto signatures = UnmaskRequestBody{make_part<wire::UnmaskRequest>([](wire::UnmaskRequest::Builder b) {
+    b.initSurvivors(1).set(0, 1);
+    b.initSignatures(4);
+  })};
+  e = decode_error(encode(envelope(signatures, 0)), limits);
+  CHECK(e.code() == ErrorCode::kTooLarge);
+  CHECK(contains(e.what(), "unmaskRequest.signatures: 4 entries, limit 3"));
+
+  // Roles: the coordinator asks, nodes sign.
+  e = decode_error(encode(envelope(test::sample_secagg_body(SecAggStep::kConsistencyCheck), 12)));
+  CHECK(contains(e.what(), "consistencyCheck comes only from the coordinator"));
+  e = decode_error(encode(envelope(test::sample_secagg_body(SecAggStep::kSurvivorSignature), 0)));
+  CHECK(contains(e.what(), "survivorSignature comes only from a node"));
+
+  // Truncation at every cut point: all_samples() has both ("truncated messages are refused ...").
+}

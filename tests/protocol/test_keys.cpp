@@ -113,3 +113,42 @@ TEST_CASE("allow-list files hold keys with optional names") {
   CHECK(contains(msg, "dup.txt:2: key listed twice"));
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("signing key files and rosters (malicious-mode secure aggregation)") {
+  auto dir = fresh_dir();
+  Key32 seed{}, pub{};
+  seed.fill(7);
+  pub.fill(9);
+  write_signing_key_files(dir / "n1", seed, pub);
+  CHECK(load_signing_seed(dir / "n1.sign") == seed);
+  struct stat st {};
+  REQUIRE(::stat((dir / "n1.sign").c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  CHECK(load_public_key(dir / "n1.sign.pub") == key_to_z85(pub));
+  auto msg = error_of([&] { write_signing_key_files(dir / "n1", seed, pub); }, fedge::ErrorKind::kInvalidInput);
+  CHECK(contains(msg, "already exists"));
+
+  Key32 other = pub;
+  other[0] ^= 1;
+  write(dir / "roster.txt", "# node id, Ed25519 key, name\n1 " + key_to_z85(pub) + " site-a\n\n7\t" + key_to_z85(other) + "\n");
+  const auto roster = load_roster(dir / "roster.txt");
+  REQUIRE(roster.size() == 2);
+  CHECK(roster.at(1) == pub);
+  CHECK(roster.at(7) == other);
+
+  const auto refusal = [&](const std::string& text) {
+    write(dir / "bad.txt", text);
+    return error_of([&] { load_roster(dir / "bad.txt"); }, fedge::ErrorKind::kInvalidInput);
+  };
+  CHECK(contains(refusal("1 " + key_to_z85(pub) + "\n1 " + key_to_z85(other) + "\n"), "bad.txt:2: node 1 is listed twice"));
+  CHECK(contains(refusal("1 " + key_to_z85(pub) + "\n2 " + key_to_z85(pub) + "\n"),
+                 "bad.txt:2: this key is already listed for another node"));
+  CHECK(contains(refusal("0 " + key_to_z85(pub) + "\n"), "bad.txt:1: expected \"NODE_ID PUBLIC_KEY [name]\""));
+  CHECK(contains(refusal("4294967296 " + key_to_z85(pub) + "\n"), "node id in 1..4294967295"));
+  CHECK(contains(refusal("x1 " + key_to_z85(pub) + "\n"), "got \"x1\""));
+  CHECK(contains(refusal("3 short\n"), "bad.txt:1: the public key"));
+  CHECK(contains(refusal("3\n"), "is not a 40-character Z85 key (got 0 characters)"));
+  msg = error_of([&] { load_roster(dir / "missing.txt"); }, fedge::ErrorKind::kNotFound);
+  CHECK(contains(msg, "missing.txt"));
+  std::filesystem::remove_all(dir);
+}

@@ -4,15 +4,21 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 
+#include "fedge/aggregation/secagg.h"
 #include "fedge/aggregation/strategy.h"
 #include "fedge/federation/update_codec.h"
 #include "fedge/privacy/crypto.h"
 #include "fedge/protocol/messages.h"
 
 namespace fedge::federation {
+
+// The operator's roster of long-term Ed25519 keys (node id -> public key),
+// distributed to every node with the allow-list (docs/SECURE_AGGREGATION.md).
+using SigningRoster = std::map<protocol::NodeId, privacy::Key32>;
 
 struct DpConfig {
   protocol::DpMode mode = protocol::DpMode::kNone;  // central: coordinator noises the sum;
@@ -67,6 +73,12 @@ struct FederationConfig {
   // faster but needs AES instructions here and on every node (a node without
   // them sits the round out); ChaCha20 runs anywhere.
   privacy::PrgKind secagg_prg = kFederationPrg;
+  // semi-honest (default) or malicious: signed keys, consistency round,
+  // committed graph seed (docs/SECURE_AGGREGATION.md). Secure rounds only.
+  aggregation::SecAggMode secagg_mode = aggregation::SecAggMode::kSemiHonest;
+  // Malicious mode, optional: the same roster the nodes hold; with it the
+  // coordinator refuses bad signatures itself instead of forwarding them.
+  SigningRoster secagg_roster;
 };
 
 // Throws Error(kInvalidInput) naming the field (and, for a robust strategy with

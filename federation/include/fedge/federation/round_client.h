@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -38,6 +39,15 @@ struct NodeClientConfig {
   // Seed of the quantiser's stochastic rounding and the distributed-DP noise;
   // unset = fresh OS randomness (production). Tests and simulators set it.
   std::optional<privacy::Key32> noise_seed;
+  // Malicious-server secure aggregation (docs/SECURE_AGGREGATION.md): the
+  // seed of this node's long-term Ed25519 key (its key file) and the
+  // operator's roster (node id -> Ed25519 public key), which must not come
+  // from the coordinator. Without them the node sits out malicious-mode rounds.
+  std::optional<privacy::Key32> signing_seed;
+  std::map<protocol::NodeId, privacy::Key32> roster;
+  // Refuse every plan that is not a secure round in malicious mode, so a
+  // malicious coordinator cannot downgrade this node silently.
+  bool require_malicious = false;
 };
 
 // The driver should train now: start from global version `global_version`
@@ -74,12 +84,15 @@ struct NodeActions {
   std::vector<std::string> notes;        // for the log: refusals, errors received, dropping out
 };
 
-enum class ClientState { kUnregistered, kRegistering, kIdle, kTraining, kAdvertised, kSharedKeys, kSentMasked };
+// kSignedSurvivors: malicious mode, the survivor set is signed, the unmask request is awaited.
+enum class ClientState { kUnregistered, kRegistering, kIdle, kTraining, kAdvertised, kSharedKeys, kSentMasked,
+                         kSignedSurvivors };
 const char* client_state_name(ClientState state);
 
 class RoundClient {
  public:
-  // Throws Error(kInvalidInput) for node id 0.
+  // Throws Error(kInvalidInput) for node id 0, and for a signing seed whose
+  // key the roster does not list for this node id.
   RoundClient(NodeIdentity identity, NodeClientConfig config = {});
   ~RoundClient();
   RoundClient(RoundClient&&) noexcept;

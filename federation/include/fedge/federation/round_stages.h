@@ -20,7 +20,8 @@
 
 namespace fedge::federation {
 
-enum class RoundStage { kIdle, kAdvertiseKeys, kShareKeys, kMaskedInput, kUnmask, kPlainUpdate };
+// kConsistency: the malicious mode's consistency round, between masked input and unmask.
+enum class RoundStage { kIdle, kAdvertiseKeys, kShareKeys, kMaskedInput, kUnmask, kPlainUpdate, kConsistency };
 const char* stage_name(RoundStage stage);
 // A message nodes send within a round (advertiseKeys ... unmaskResponse, plainUpdate).
 bool is_round_message(const protocol::Body& body);
@@ -55,9 +56,10 @@ struct StageStep {
 class RoundStages {
  public:
   // Opens the first stage; its deadline covers training. Throws like
-  // SecAggServer's constructor for bad SecAgg parameters.
+  // SecAggServer's constructor for bad SecAgg parameters. `roster` (malicious
+  // mode, optional): node id -> Ed25519 key, for the coordinator's own checks.
   RoundStages(std::uint64_t round, std::uint32_t attempt, PlannedRound planned, std::int64_t now_ms,
-              int secagg_threads);
+              int secagg_threads, const SigningRoster& roster = {});
 
   std::uint64_t round() const { return round_; }
   std::uint32_t attempt() const { return attempt_; }
@@ -90,6 +92,7 @@ class RoundStages {
   void open(RoundStage stage, std::set<protocol::NodeId> expected, std::int64_t deadline_ms);
   void close();
   void accept(const protocol::Envelope& envelope, aggregation::ClientId client);
+  std::optional<aggregation::ServerAuth> server_auth(const SigningRoster& roster) const;
   Outgoing to(protocol::NodeId node, protocol::Body body) const {
     return coordinator_message(node, round_, attempt_, std::move(body));
   }

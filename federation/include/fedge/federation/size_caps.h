@@ -19,6 +19,7 @@ inline constexpr std::size_t kEnvelopeBytes = 512;
 // A generous bound on one list element of each SecAgg+ kind, so a new
 // optional field (a signature) does not need a new cap.
 inline constexpr std::size_t kPeerKeysBytes = 256;   // id, two keys, signature
+inline constexpr std::size_t kSignatureEntryBytes = 96;  // a survivor-set signature: sender, pointer, 64 bytes (malicious mode)
 inline constexpr std::size_t kShareEntryBytes = 24;  // an encrypted share's ids, pointer and padding, beside its box
 inline constexpr std::size_t kSmallMessageBytes = 4096;   // what a node never sends
 inline constexpr std::size_t kLayoutBytes = 1 << 20;      // a model's tensor names and shapes

@@ -40,6 +40,12 @@ SecureSettings secure_settings(const protocol::RoundPlan& plan);
 // What both sides encode and decode updates with, as the plan fixes it.
 UpdateEncoding update_encoding(const protocol::RoundPlan& plan);
 
+// Malicious mode: the bytes every signature of a round attempt covers besides
+// its message (aggregation::ClientAuth::context): the round, the attempt and
+// the selected node ids, which fix the node identity behind each client id.
+std::vector<std::uint8_t> signing_context(std::uint64_t round, std::uint32_t attempt,
+                                          const std::vector<protocol::NodeId>& selected);
+
 // ---- node -> coordinator ----
 protocol::AdvertiseKeysBody to_wire(const agg::AdvertiseKeys& message);
 agg::AdvertiseKeys from_wire(const protocol::AdvertiseKeysBody& body, std::uint64_t round, agg::ClientId sender);
@@ -51,6 +57,9 @@ agg::MaskedInput from_wire(const protocol::MaskedInputBody& body, std::uint64_t 
                            std::uint64_t vector_length);
 protocol::UnmaskResponseBody to_wire(const agg::UnmaskResponse& message);
 agg::UnmaskResponse from_wire(const protocol::UnmaskResponseBody& body, std::uint64_t round, agg::ClientId sender);
+protocol::SurvivorSignatureBody to_wire(const agg::SurvivorSignature& message);
+agg::SurvivorSignature from_wire(const protocol::SurvivorSignatureBody& body, std::uint64_t round,
+                                 agg::ClientId sender);
 
 // ---- coordinator -> node ----
 protocol::KeysBroadcastBody to_wire(const agg::KeysBroadcast& message);
@@ -60,5 +69,8 @@ agg::SharesDelivery from_wire(const protocol::SharesDeliveryBody& body, std::uin
 // The wire form also lists the dropped client ids (1..num_clients not surviving).
 protocol::UnmaskRequestBody to_wire(const agg::UnmaskRequest& message, std::uint32_t num_clients);
 agg::UnmaskRequest from_wire(const protocol::UnmaskRequestBody& body, std::uint64_t round);
+// Malicious mode: the survivor set to sign (sorted, unique ids).
+protocol::ConsistencyCheckBody to_wire(const agg::ConsistencyCheck& message);
+agg::ConsistencyCheck from_wire(const protocol::ConsistencyCheckBody& body, std::uint64_t round);
 
 }  // namespace fedge::federation::wire

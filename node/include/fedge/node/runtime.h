@@ -60,6 +60,13 @@ struct NodeRuntimeConfig {
   std::filesystem::path key_file;
   std::filesystem::path coordinator_public_key;
   bool insecure = false;               // plain TCP (tests on one host only)
+  // Malicious-mode secure aggregation ([secagg] in the TOML): this node's
+  // Ed25519 key file (PREFIX.sign from 'fedge keygen --signing'), the
+  // operator's roster (node id -> Ed25519 public key), and whether to refuse
+  // every round that is not secure in malicious mode.
+  std::filesystem::path signing_key_file;
+  std::filesystem::path roster_file;
+  bool require_malicious = false;
 
   std::string model = "tiny";          // HF directory or "tiny"
   int threads = 0;                     // torch threads for training; 0 = all cores

@@ -62,6 +62,24 @@ std::vector<std::uint8_t> aead_encrypt(const Key32& key, std::span<const std::ui
 std::vector<std::uint8_t> aead_decrypt(const Key32& key, std::span<const std::uint8_t> box,
                                        std::span<const std::uint8_t> associated_data);
 
+// ---- Ed25519 signatures (the malicious-server SecAgg mode's long-term identities) ----
+using Signature = std::array<std::uint8_t, 64>;
+struct SigningKeyPair {
+  Key32 public_key{};  // the verification key peers hold in their roster
+  Key32 seed{};        // secret: the 32-byte Ed25519 seed the key pair is derived from
+};
+// A fresh Ed25519 key pair (crypto_sign_keypair).
+SigningKeyPair generate_signing_keypair();
+// The key pair of a stored seed (crypto_sign_seed_keypair), for key files.
+SigningKeyPair signing_keypair_from_seed(const Key32& seed);
+// Detached Ed25519 signature of `message`.
+Signature sign(const SigningKeyPair& key, std::span<const std::uint8_t> message);
+// True when `signature` is `public_key`'s signature of `message`.
+bool verify_signature(const Key32& public_key, std::span<const std::uint8_t> message, const Signature& signature);
+
+// Unkeyed BLAKE2b-256 of label || 0 || data: commitments and message digests.
+Key32 hash32(std::string_view label, std::span<const std::uint8_t> data);
+
 // Overwrites secrets in memory (sodium_memzero), so the compiler keeps it.
 void wipe(std::span<std::uint8_t> bytes);
 

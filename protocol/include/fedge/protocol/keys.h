@@ -8,6 +8,7 @@
 #pragma once
 
 #include <filesystem>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -47,5 +48,17 @@ CurveKeyPair load_key_pair(const std::filesystem::path& secret_file);
 std::string load_public_key(const std::filesystem::path& public_file);
 // Reads an allow-list file; duplicates are refused.
 std::vector<std::string> load_allow_list(const std::filesystem::path& file);
+
+// ---- Ed25519 signing keys of the malicious-server SecAgg mode ----
+// PREFIX.sign holds the secret 32-byte Ed25519 seed (Z85, mode 0600),
+// PREFIX.sign.pub the public key (Z85) the operator puts in the roster. The
+// caller derives the key pair (privacy::signing_keypair_from_seed).
+void write_signing_key_files(const std::filesystem::path& prefix, const Key32& seed, const Key32& public_key,
+                             bool overwrite = false);
+Key32 load_signing_seed(const std::filesystem::path& secret_file);
+// A roster file: one line per node, "NODE_ID Z85_PUBLIC_KEY [name]"; blank
+// lines and lines starting with '#' are comments. Node ids and keys must be
+// unique. Throws Error(kInvalidInput) naming file and line.
+std::map<NodeId, Key32> load_roster(const std::filesystem::path& file);
 
 }  // namespace fedge::protocol

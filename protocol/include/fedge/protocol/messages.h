@@ -83,9 +83,11 @@ struct OpaquePart {
   friend bool operator==(const OpaquePart& a, const OpaquePart& b);
 };
 
-// The seven secure-aggregation steps that travel as Envelope bodies.
+// The secure-aggregation steps that travel as Envelope bodies (the last two
+// only in the malicious-server mode's consistency round).
 enum class SecAggStep : std::uint8_t {
   kAdvertiseKeys, kKeysBroadcast, kShareKeys, kSharesDelivery, kMaskedInput, kUnmaskRequest, kUnmaskResponse,
+  kConsistencyCheck, kSurvivorSignature,
 };
 template <SecAggStep Step>
 struct SecAggBody {
@@ -100,6 +102,8 @@ using SharesDeliveryBody = SecAggBody<SecAggStep::kSharesDelivery>;  // coordina
 using MaskedInputBody = SecAggBody<SecAggStep::kMaskedInput>;        // node -> coordinator
 using UnmaskRequestBody = SecAggBody<SecAggStep::kUnmaskRequest>;    // coordinator -> node
 using UnmaskResponseBody = SecAggBody<SecAggStep::kUnmaskResponse>;  // node -> coordinator
+using ConsistencyCheckBody = SecAggBody<SecAggStep::kConsistencyCheck>;    // coordinator -> node
+using SurvivorSignatureBody = SecAggBody<SecAggStep::kSurvivorSignature>;  // node -> coordinator
 
 struct Capabilities {
   std::string device_profile;
@@ -237,7 +241,7 @@ struct ErrorReply {
 using Body = std::variant<Register, RegisterAck, Heartbeat, RoundPlan, AdvertiseKeysBody, KeysBroadcastBody,
                           ShareKeysBody, SharesDeliveryBody, MaskedInputBody, UnmaskRequestBody, UnmaskResponseBody,
                           PlainUpdate, GlobalModel, Metrics, InferenceRequest, InferenceResponse, TokenChunk,
-                          HiddenStates, ErrorReply>;
+                          HiddenStates, ErrorReply, ConsistencyCheckBody, SurvivorSignatureBody>;
 
 struct Envelope {
   std::uint16_t version = kProtocolVersion;
