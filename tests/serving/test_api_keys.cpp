@@ -16,6 +16,7 @@
 #include "fedge/serving/api_keys.h"
 #include "fedge/serving/http_server.h"
 #include "fedge/serving/inference_service.h"
+#include "http_fixture.h"
 #include "test_util.h"
 // After the fedge headers: ATen (through glog) defines CHECK too, and the
 // test must use Catch's.
@@ -49,35 +50,14 @@ std::filesystem::path write_file(const testing::TempDir& dir, const std::string&
   return path;
 }
 
-struct KeyedServer {
+// A served tiny model whose API wants `keys` (none: no keys, loopback only).
+struct KeyedServer : testing_http::HttpFixture {
   explicit KeyedServer(bool expose_local = false, std::shared_ptr<const ApiKeys> keys = nullptr)
-      : service(model, tokenizer, options(expose_local)), server(service, http_options(std::move(keys))) {}
-  static ServiceOptions options(bool expose_local) {
-    ServiceOptions o;
-    o.model_name = "tiny";
-    o.max_tokens_limit = 64;
-    o.expose_local_adapter = expose_local;
-    return o;
-  }
+      : HttpFixture(http_options(std::move(keys)), expose_local) {}
   static HttpOptions http_options(std::shared_ptr<const ApiKeys> keys) {
     HttpOptions h;
     h.api_keys = std::move(keys);
     return h;
-  }
-  bool torch_ready = (inference::setup_torch(1), true);
-  inference::Model model = inference::Model::tiny(17);
-  inference::Tokenizer tokenizer = inference::Tokenizer::byte_level_tiny();
-  InferenceService service;
-  HttpServer server;
-
-  httplib::Client client() const {
-    httplib::Client c("127.0.0.1", server.port());
-    c.set_read_timeout(30, 0);
-    return c;
-  }
-  void install_local() {
-    inference::LoraConfig lc;
-    service.install_adapter(AdapterSlot::kLocal, inference::LoraAdapter::create(model.config(), lc, 2), 7);
   }
 };
 

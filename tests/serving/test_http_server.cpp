@@ -14,6 +14,7 @@
 #include "fedge/serving/http_server.h"
 #include "fedge/serving/inference_service.h"
 #include "fedge/training/records.h"
+#include "http_fixture.h"
 #include "fedge/training/trainer.h"
 // After the fedge headers: ATen (through glog) defines CHECK too, and the
 // test must use Catch's.
@@ -25,38 +26,7 @@ using json = nlohmann::json;
 
 namespace {
 
-struct HttpFixture {
-  explicit HttpFixture(HttpOptions http = {}, bool expose_local = false)
-      : service(model, tokenizer, service_options(expose_local)), server(service, http) {}
-  static ServiceOptions service_options(bool expose_local) {
-    ServiceOptions o;
-    o.model_name = "tiny";
-    o.max_tokens_limit = 128;
-    o.expose_local_adapter = expose_local;
-    return o;
-  }
-  bool torch_ready = (inference::setup_torch(1), true);
-  inference::Model model = inference::Model::tiny(17);
-  inference::Tokenizer tokenizer = inference::Tokenizer::byte_level_tiny();
-  InferenceService service;
-  HttpServer server;
-
-  httplib::Client client() const {
-    httplib::Client c("127.0.0.1", server.port());
-    c.set_read_timeout(30, 0);
-    return c;
-  }
-  httplib::Result post(const std::string& path, const json& body) const {
-    return client().Post(path.c_str(), body.dump(), "application/json");
-  }
-  CompletionResult direct(const std::string& prompt, int max_tokens, AdapterChoice a = AdapterChoice::kDefault) {
-    CompletionRequest r;
-    r.prompt = prompt;
-    r.max_tokens = max_tokens;
-    r.adapter = a;
-    return service.complete(r);
-  }
-};
+using testing_http::HttpFixture;
 
 // Server-Sent Events split into their data payloads.
 std::vector<std::string> sse_events(const std::string& body) {
