@@ -155,6 +155,37 @@ TEST_CASE("quant: matvec over quantized rows is close to the f32 product") {
   CHECK(std::sqrt(err4 / norm) < 0.15);  // 4-bit weights
 }
 
+TEST_CASE("quant: matmul over several rows gives each row's matvec bits, and whole matrices round-trip by rows") {
+  const int in = 96, out = 40, rows = 5;
+  const auto w = random_row(static_cast<std::size_t>(in) * out, 6, 0.05F);
+  const auto x = random_row(static_cast<std::size_t>(in) * rows, 7);
+  for (QuantType type : {QuantType::kQ8_0, QuantType::kQ4_0}) {
+    INFO(quant_type_name(type));
+    std::vector<std::uint8_t> packed(row_bytes(type, in) * out);
+    quantize_rows(type, w.data(), packed.data(), out, in);
+    std::vector<float> y(static_cast<std::size_t>(rows) * out), one(out);
+    matmul(type, packed.data(), x.data(), y.data(), rows, in, out);
+    for (int r = 0; r < rows; ++r) {
+      if (type == QuantType::kQ8_0)
+        matvec_q8_0(reinterpret_cast<const BlockQ8_0*>(packed.data()), x.data() + r * in, one.data(), in, out);
+      else
+        matvec_q4_0(reinterpret_cast<const BlockQ4_0*>(packed.data()), x.data() + r * in, one.data(), in, out);
+      CHECK(std::memcmp(one.data(), y.data() + r * out, out * sizeof(float)) == 0);
+    }
+    // Whole-matrix (de)quantization equals the row functions on the flat matrix.
+    std::vector<float> back(w.size()), flat(w.size());
+    dequantize_rows(type, packed.data(), back.data(), out, in);
+    if (type == QuantType::kQ8_0)
+      dequantize_row_q8_0(reinterpret_cast<const BlockQ8_0*>(packed.data()), flat.data(), static_cast<std::int64_t>(w.size()));
+    else
+      dequantize_row_q4_0(reinterpret_cast<const BlockQ4_0*>(packed.data()), flat.data(), static_cast<std::int64_t>(w.size()));
+    CHECK(back == flat);
+  }
+  std::vector<float> y(4);
+  std::vector<std::uint8_t> packed(row_bytes(QuantType::kQ8_0, 64));
+  CHECK_THROWS_AS(matmul(QuantType::kQ8_0, packed.data(), y.data(), y.data(), 1, 33, 1), Error);
+}
+
 TEST_CASE("quant: lengths that are not whole blocks and non-finite inputs are refused") {
   std::vector<float> x(33, 1.0F);
   std::vector<BlockQ8_0> b8(2);

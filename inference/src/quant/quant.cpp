@@ -290,6 +290,36 @@ float vec_dot_q4_0_q8_0(std::int64_t n, const BlockQ4_0* w, const BlockQ8_0* a) 
 void matvec_q8_0(const BlockQ8_0* w, const float* x, float* y, int in, int out) { matvec(w, x, y, in, out); }
 void matvec_q4_0(const BlockQ4_0* w, const float* x, float* y, int in, int out) { matvec(w, x, y, in, out); }
 
+void matmul(QuantType type, const void* w, const float* x, float* y, int rows, int in, int out) {
+  if (rows < 0) throw Error(ErrorKind::kInvalidInput, "matmul: negative row count");
+  check_length(in, "matmul input");
+  for (int r = 0; r < rows; ++r) {
+    const float* xr = x + static_cast<std::int64_t>(r) * in;
+    float* yr = y + static_cast<std::int64_t>(r) * out;
+    if (type == QuantType::kQ8_0) matvec(static_cast<const BlockQ8_0*>(w), xr, yr, in, out);
+    else matvec(static_cast<const BlockQ4_0*>(w), xr, yr, in, out);
+  }
+}
+
+void quantize_rows(QuantType type, const float* x, void* y, std::int64_t rows, std::int64_t in) {
+  const std::size_t bytes = row_bytes(type, in);
+  auto* out = static_cast<std::uint8_t*>(y);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    if (type == QuantType::kQ8_0) quantize_row_q8_0(x + r * in, reinterpret_cast<BlockQ8_0*>(out + r * bytes), in);
+    else quantize_row_q4_0(x + r * in, reinterpret_cast<BlockQ4_0*>(out + r * bytes), in);
+  }
+}
+
+void dequantize_rows(QuantType type, const void* w, float* y, std::int64_t rows, std::int64_t in) {
+  const std::size_t bytes = row_bytes(type, in);
+  const auto* src = static_cast<const std::uint8_t*>(w);
+#pragma omp parallel for schedule(static) if (rows * in > (1 << 16))
+  for (std::int64_t r = 0; r < rows; ++r) {
+    if (type == QuantType::kQ8_0) dequantize_row_q8_0(reinterpret_cast<const BlockQ8_0*>(src + r * bytes), y + r * in, in);
+    else dequantize_row_q4_0(reinterpret_cast<const BlockQ4_0*>(src + r * bytes), y + r * in, in);
+  }
+}
+
 bool set_isa(const char* name) {
   const std::string s = name ? name : "";
   if (s.empty() || s == "auto") {

@@ -59,6 +59,15 @@ float vec_dot_q4_0_q8_0(std::int64_t n, const BlockQ4_0* w, const BlockQ8_0* a);
 void matvec_q8_0(const BlockQ8_0* w, const float* x, float* y, int in, int out);
 void matvec_q4_0(const BlockQ4_0* w, const float* x, float* y, int in, int out);
 
+// The model's entry points, by type: w is a row-major [out, in] matrix of
+// `type` blocks (in a multiple of 32).
+// y [rows, out] = x [rows, in] W^T; each activation row is quantized to Q8_0
+// once and every weight row is read once for all input rows.
+void matmul(QuantType type, const void* w, const float* x, float* y, int rows, int in, int out);
+// Rows of weights <-> f32 (a whole [rows, in] matrix; y has rows * in floats).
+void quantize_rows(QuantType type, const float* x, void* y, std::int64_t rows, std::int64_t in);
+void dequantize_rows(QuantType type, const void* w, float* y, std::int64_t rows, std::int64_t in);
+
 // Forces the kernels' instruction set ("avx2", "scalar"; "auto" or empty
 // restores detection); false when this CPU lacks it. isa_name(): the one in use.
 bool set_isa(const char* name);
