@@ -146,27 +146,33 @@ bool use_blas(int rows) {
   return rows >= threshold;
 }
 
+void add_bias(const at::Tensor& bias, int rows, int out, float* y) {
+  if (!bias.defined()) return;
+  const float* b = bias.data_ptr<float>();
+  for (int r = 0; r < rows; ++r)
+    for (int j = 0; j < out; ++j) y[std::size_t(r) * out + j] += b[j];
+}
+
 // y [rows, out] = x [rows, in] W^T (+ bias).
 void linear(const at::Tensor& w, const at::Tensor& bias, const float* x, int rows, float* y) {
-  const int out = int(w.size(0)), in = int(w.size(1));
-  if (w.scalar_type() == at::kFloat) {
-    if (use_blas(rows)) {
-      // Prompts: a real matrix product, where BLAS wins.
-      auto xt = at::from_blob(const_cast<float*>(x), {rows, in}, at::kFloat);
-      auto yt = at::from_blob(y, {rows, out}, at::kFloat);
-      at::mm_out(yt, xt, w.t());
-    } else {
-      kernels::matvec_f32(w.data_ptr<float>(), x, y, rows, in, out);
-    }
-  } else {
-    kernels::matvec_bf16(reinterpret_cast<const std::uint16_t*>(w.data_ptr<at::BFloat16>()), x, y,
-                         rows, in, out);
+  const int out = int(w.size(0)), in = int(in_features(w));
+  switch (w.scalar_type()) {
+    case at::kFloat:
+      if (use_blas(rows)) {
+        // Prompts: a real matrix product, where BLAS wins.
+        auto xt = at::from_blob(const_cast<float*>(x), {rows, in}, at::kFloat);
+        auto yt = at::from_blob(y, {rows, out}, at::kFloat);
+        at::mm_out(yt, xt, w.t());
+      } else {
+        kernels::matvec_f32(w.data_ptr<float>(), x, y, rows, in, out);
+      }
+      break;
+    case at::kBFloat16:
+      kernels::matvec_bf16(reinterpret_cast<const std::uint16_t*>(w.data_ptr<at::BFloat16>()), x, y, rows, in, out);
+      break;
+    default: linear_packed(w, x, rows, y);  // f16 and quantized blocks
   }
-  if (bias.defined()) {
-    const float* b = bias.data_ptr<float>();
-    for (int r = 0; r < rows; ++r)
-      for (int j = 0; j < out; ++j) y[std::size_t(r) * out + j] += b[j];
-  }
+  add_bias(bias, rows, out, y);
 }
 
 // Several projections of the same input: one parallel region for the batch-1
@@ -178,7 +184,10 @@ struct Proj {
 };
 void linear_group(std::initializer_list<Proj> projs, const float* x, int rows) {
   const at::Tensor& w0 = projs.begin()->w;
-  if (w0.scalar_type() == at::kFloat && use_blas(rows)) {
+  // The grouped kernel takes f32 (decode) and bf16; a file may mix types.
+  bool grouped_kernel = w0.scalar_type() == at::kBFloat16 || (w0.scalar_type() == at::kFloat && !use_blas(rows));
+  for (const Proj& p : projs) grouped_kernel = grouped_kernel && p.w.scalar_type() == w0.scalar_type();
+  if (!grouped_kernel) {
     for (const Proj& p : projs) linear(p.w, p.bias, x, rows, p.y);
     return;
   }
@@ -186,13 +195,7 @@ void linear_group(std::initializer_list<Proj> projs, const float* x, int rows) {
   for (const Proj& p : projs)
     jobs.push_back({p.w.data_ptr(), p.w.scalar_type() != at::kFloat, p.y, int(p.w.size(0))});
   kernels::matvec_group(jobs.data(), int(jobs.size()), x, rows, int(w0.size(1)));
-  for (const Proj& p : projs)
-    if (p.bias.defined()) {
-      const float* b = p.bias.data_ptr<float>();
-      const int out = int(p.w.size(0));
-      for (int r = 0; r < rows; ++r)
-        for (int j = 0; j < out; ++j) p.y[std::size_t(r) * out + j] += b[j];
-    }
+  for (const Proj& p : projs) add_bias(p.bias, rows, int(p.w.size(0)), p.y);
 }
 
 // Adds scale * (x A^T) B^T to y, the unmerged LoRA path.
@@ -270,18 +273,12 @@ void attention_task(const void* p, int task) {
 std::vector<float> Model::embed(std::span<const TokenId> tokens) const {
   const int h = impl_->config.hidden_size, vocab = impl_->config.vocab_size;
   std::vector<float> out(tokens.size() * h);
-  const bool f32 = impl_->embed.scalar_type() == at::kFloat;
   for (std::size_t i = 0; i < tokens.size(); ++i) {
     const TokenId id = tokens[i];
     if (id < 0 || id >= vocab)
       throw Error(ErrorKind::kInvalidInput, "token id " + std::to_string(id) + " is outside the vocabulary of " +
                                                 std::to_string(vocab));
-    if (f32) {
-      std::copy_n(impl_->embed.data_ptr<float>() + std::size_t(id) * h, h, out.data() + i * h);
-    } else {
-      const auto* row = impl_->embed.data_ptr<at::BFloat16>() + std::size_t(id) * h;
-      for (int j = 0; j < h; ++j) out[i * h + j] = float(row[j]);
-    }
+    weight_row_to_f32(impl_->embed, id, out.data() + i * h);
   }
   return out;
 }
@@ -437,7 +434,8 @@ void apply_delta(Model& m, const LoraAdapter& ad, double sign) {
 
 void Model::merge_adapter(const std::string& name) {
   if (impl_->wtype != WeightType::kF32)
-    throw Error(ErrorKind::kInvalidInput, "merging an adapter needs f32 weights; load the model in f32");
+    throw Error(ErrorKind::kInvalidInput, std::string("merging an adapter needs f32 weights, and this model's are ") +
+                                              weight_type_name(impl_->wtype) + "; load the model in f32");
   if (!impl_->merged.empty())
     throw Error(ErrorKind::kInvalidInput, "adapter '" + impl_->merged + "' is already merged; unmerge it first");
   auto it = impl_->adapters.find(name);

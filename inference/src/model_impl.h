@@ -25,7 +25,14 @@ struct Model::Impl {
   const LoraAdapter* active_adapter() const;
 };
 
-// f32 or bf16 copy of `values` shaped `shape`.
+// `values` shaped `shape` held as `type` (a copy; quantized types fall back to
+// f16 for rows that are not whole blocks, and 1-D tensors stay float).
 at::Tensor make_weight(const float* values, std::vector<std::int64_t> shape, WeightType type);
+// Whether `type` can hold a tensor of `shape` (quantized: 2-D, whole blocks).
+bool can_hold(WeightType type, const std::vector<std::int64_t>& shape);
+// Row `row` of a weight matrix as f32 (in_features(w) values).
+void weight_row_to_f32(const at::Tensor& w, std::int64_t row, float* out);
+// y [rows, out] = x [rows, in] W^T for the f16 and quantized types.
+void linear_packed(const at::Tensor& w, const float* x, int rows, float* y);
 
 }  // namespace fedge::inference

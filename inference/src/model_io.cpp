@@ -16,11 +16,6 @@
 namespace fedge::inference {
 namespace fs = std::filesystem;
 
-at::Tensor make_weight(const float* values, std::vector<std::int64_t> shape, WeightType type) {
-  auto t = at::from_blob(const_cast<float*>(values), shape, at::kFloat);
-  return type == WeightType::kF32 ? t.clone() : t.to(at::kBFloat16);
-}
-
 namespace {
 
 // Every weight the config calls for, with its shape, in HF order.
@@ -28,6 +23,12 @@ struct Spec {
   std::string name;
   std::vector<std::int64_t> shape;
   bool norm = false;  // norms stay f32 and initialise to one
+  // The type this tensor is held in under `options`.
+  WeightType type(const LoadOptions& options) const {
+    if (norm) return WeightType::kF32;
+    const bool table = name == "model.embed_tokens.weight" || name == "lm_head.weight";
+    return table ? options.embedding_type() : options.weights;
+  }
 };
 
 std::vector<Spec> weight_specs(const ModelConfig& c, bool with_head) {
@@ -177,7 +178,7 @@ Model Model::load(const fs::path& dir, const LoadOptions& options) {
       throw Error(ErrorKind::kInvalidInput, it->second.string() + ": tensor '" + spec.name + "' has dtype " +
                                                 std::string(dtype_name(info->dtype)) + ", expected F32, F16 or BF16");
     std::vector<float> values = file.to_f32(*info);
-    assign(*impl, spec.name, make_weight(values.data(), spec.shape, spec.norm ? WeightType::kF32 : options.weights));
+    assign(*impl, spec.name, make_weight(values.data(), spec.shape, spec.type(options)));
   }
   if (!with_head) impl->head = impl->embed;
   spdlog::debug("loaded {} ({} layers, {} parameters)", dir.string(), config.num_layers, config.num_parameters());
@@ -194,7 +195,7 @@ Model Model::random(const ModelConfig& config, std::uint64_t seed, const LoadOpt
     std::vector<float> values(n);
     const bool bias = spec.name.find(".bias") != std::string::npos;
     for (auto& v : values) v = spec.norm && !bias ? 1.0f : float(0.02 * normal());
-    assign(*impl, spec.name, make_weight(values.data(), spec.shape, spec.norm ? WeightType::kF32 : options.weights));
+    assign(*impl, spec.name, make_weight(values.data(), spec.shape, spec.type(options)));
   }
   if (config.tie_word_embeddings) impl->head = impl->embed;
   return Model(std::move(impl));
@@ -235,7 +236,10 @@ void Model::save(const fs::path& dir) const {
   if (ec) throw Error(ErrorKind::kIo, "cannot create " + dir.string() + ": " + ec.message());
   ModelConfig config = impl_->config;
   config.tie_word_embeddings = impl_->head.is_same(impl_->embed);
-  config.torch_dtype = impl_->wtype == WeightType::kF32 ? "float32" : "bfloat16";
+  if (is_quantized(impl_->wtype))
+    throw Error(ErrorKind::kInvalidInput, std::string("a model held in ") + weight_type_name(impl_->wtype) +
+                                              " is not saved as safetensors; write a GGUF file (fedge quantize)");
+  config.torch_dtype = impl_->wtype == WeightType::kF32 ? "float32" : impl_->wtype == WeightType::kBF16 ? "bfloat16" : "float16";
   {
     std::ofstream out(dir / "config.json", std::ios::binary);
     out << config.to_json_text();
@@ -249,7 +253,7 @@ void Model::save(const fs::path& dir) const {
     keep.push_back(c);
     TensorView v;
     v.name = name;
-    v.dtype = c.scalar_type() == at::kFloat ? DType::kF32 : DType::kBF16;
+    v.dtype = c.scalar_type() == at::kFloat ? DType::kF32 : c.scalar_type() == at::kHalf ? DType::kF16 : DType::kBF16;
     v.shape = c.sizes().vec();
     v.data = std::span<const std::byte>(static_cast<const std::byte*>(c.data_ptr()), c.nbytes());
     views.push_back(std::move(v));

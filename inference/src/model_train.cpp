@@ -26,7 +26,12 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-at::Tensor as_f32(const at::Tensor& w) { return w.scalar_type() == at::kFloat ? w : w.to(at::kFloat); }
+at::Tensor as_f32(const at::Tensor& w) { return weight_to_f32(w); }
+
+// f16 and quantized weights: held packed, widened only for the product.
+bool packed(const at::Tensor& w) {
+  return w.scalar_type() != at::kFloat && w.scalar_type() != at::kBFloat16;
+}
 
 // RMS norm with a frozen weight, keeping only x and 1/rms for backward
 // (the plain graph keeps the normalised x too, and takes more passes).
@@ -92,6 +97,33 @@ struct FrozenLinear : torch::autograd::Function<FrozenLinear> {
   }
 };
 
+// y = x W^T for a frozen packed W (f16, Q8_0, Q4_0: QLoRA's base): W is
+// widened to f32 for the forward product and again for backward's, so the
+// graph holds the packed matrix only, never an f32 copy per layer.
+struct FrozenPackedLinear : torch::autograd::Function<FrozenPackedLinear> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w) {
+    ctx->saved_data["w"] = w;
+    return at::linear(x, weight_to_f32(w));
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    return {at::matmul(grads[0], weight_to_f32(ctx->saved_data["w"].toTensor())), at::Tensor()};
+  }
+};
+
+// Rows of the token embedding for `tokens` [B, T] -> [B, T, hidden]; a packed
+// table is widened row by row (it is frozen: no gradient).
+at::Tensor embedding_rows(const at::Tensor& table, const at::Tensor& tokens) {
+  if (!packed(table)) return at::embedding(as_f32(table), tokens);
+  const int64_t hidden = in_features(table);
+  at::Tensor ids = tokens.flatten().contiguous();
+  at::Tensor out = at::empty({ids.numel(), hidden}, at::kFloat);
+  const int64_t* id = ids.data_ptr<int64_t>();
+  for (int64_t i = 0; i < ids.numel(); ++i) weight_row_to_f32(table, id[i], out.data_ptr<float>() + i * hidden);
+  auto shape = tokens.sizes().vec();
+  shape.push_back(hidden);
+  return out.view(shape);
+}
+
 // silu(g) * u, keeping only g and u (silu is recomputed in backward).
 struct SwiGlu : torch::autograd::Function<SwiGlu> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& g, const at::Tensor& u) {
@@ -119,7 +151,8 @@ at::Tensor project(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b
   at::Tensor y;
   if (frozen) {
     // bf16 operands when the caller asked for them (FrozenBaseBf16).
-    y = FrozenBaseBf16::active() ? frozen_linear_bf16(x, w) : FrozenLinear::apply(x, as_f32(w));
+    if (packed(w)) y = FrozenPackedLinear::apply(x, w);
+    else y = FrozenBaseBf16::active() ? frozen_linear_bf16(x, w) : FrozenLinear::apply(x, as_f32(w));
     if (bias.defined()) y = y + bias;
   } else {
     y = at::linear(x, as_f32(w), bias.defined() ? bias : at::Tensor());
@@ -274,7 +307,7 @@ at::Tensor Model::forward_train_hidden(const at::Tensor& tokens_in, const at::Te
   at::Tensor bias = at::zeros({B, 1, T, T}, at::kFloat).masked_fill(allowed.logical_not(), -1e9);
   pass->bias = bias.view({B, 1, 1, T, T}).expand({B, nkv, g, T, T}).reshape({B * nkv, g * T, T});
 
-  at::Tensor x = at::embedding(as_f32(impl_->embed), tokens);
+  at::Tensor x = embedding_rows(impl_->embed, tokens);
   const int checkpointed = at::GradMode::is_enabled() ? checkpoint_layers : 0;
   for (int l = 0; l < c.num_layers; ++l) {
     if (l < checkpointed) {
@@ -288,7 +321,9 @@ at::Tensor Model::forward_train_hidden(const at::Tensor& tokens_in, const at::Te
 }
 
 at::Tensor Model::forward_train(const at::Tensor& tokens, const at::Tensor& attention_mask, bool training) {
-  return at::linear(forward_train_hidden(tokens, attention_mask, training), as_f32(impl_->head));
+  at::Tensor hidden = forward_train_hidden(tokens, attention_mask, training);
+  if (packed(impl_->head)) return FrozenPackedLinear::apply(hidden, impl_->head);
+  return at::linear(hidden, as_f32(impl_->head));
 }
 
 }  // namespace fedge::inference

@@ -85,10 +85,7 @@ struct FusedHeadLoss : torch::autograd::Function<FusedHeadLoss> {
   }
 };
 
-at::Tensor head_f32(const inference::Model& model) {
-  const at::Tensor& w = model.lm_head();
-  return w.scalar_type() == at::kFloat ? w : w.to(at::kFloat);
-}
+at::Tensor head_f32(const inference::Model& model) { return inference::weight_to_f32(model.lm_head()); }
 
 // Sum of token cross-entropies over the batch's target tokens (a scalar
 // tensor, differentiable when grad mode is on).

@@ -12,6 +12,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -22,15 +23,35 @@
 
 namespace fedge::inference {
 
-enum class WeightType { kF32, kBF16 };
+// How a weight matrix is held in memory. Q8_0 and Q4_0 are GGUF's blocks
+// (inference/quant.h); the model multiplies with them without unpacking.
+enum class WeightType { kF32, kBF16, kF16, kQ8_0, kQ4_0 };
+const char* weight_type_name(WeightType type);  // "f32", "bf16", "f16", "q8_0", "q4_0"
+// The inverse; Error(kInvalidInput) naming the accepted names otherwise.
+WeightType parse_weight_type(std::string_view name);
+bool is_quantized(WeightType type);
 
 struct LoadOptions {
-  WeightType weights = WeightType::kF32;  // projections and embeddings in memory
+  WeightType weights = WeightType::kF32;  // the linear projections
+  // The token embedding and the LM head; unset: the projections' type.
+  // (llama.cpp's `--leave-output-tensor` / `--token-embedding-type` in one.)
+  std::optional<WeightType> embeddings;
+  WeightType embedding_type() const { return embeddings.value_or(weights); }
 };
+
+// A weight matrix [out, in] is an f32, bf16 or f16 tensor of that shape, or,
+// quantized, a uint8 tensor [out, in / 32, block bytes] (34 for Q8_0, 18 for
+// Q4_0) holding GGUF's blocks row by row. A matrix whose `in` is not a whole
+// number of blocks cannot be quantized and is held in f16 instead (as
+// llama.cpp's converter falls back).
+WeightType weight_type_of(const at::Tensor& w);
+std::int64_t in_features(const at::Tensor& w);
+// The matrix as f32 [out, in] (the tensor itself when it is f32).
+at::Tensor weight_to_f32(const at::Tensor& w);
 
 struct LayerWeights {
   at::Tensor attn_norm, mlp_norm;              // [hidden] f32
-  at::Tensor wq, wk, wv, wo, wgate, wup, wdown;  // [out, in] f32 or bf16
+  at::Tensor wq, wk, wv, wo, wgate, wup, wdown;  // weight matrices (see above)
   at::Tensor bq, bk, bv;                       // [out] f32, undefined without bias
   at::Tensor& proj(LoraTarget t);
   const at::Tensor& proj(LoraTarget t) const;
@@ -88,7 +109,7 @@ class Model {
   void save(const std::filesystem::path& dir) const;
 
   const ModelConfig& config() const;
-  WeightType weight_type() const;
+  WeightType weight_type() const;  // the projections' type (LoadOptions::weights)
   LayerWeights& layer(int i);
   const LayerWeights& layer(int i) const;
   const at::Tensor& embed_tokens() const;  // [vocab, hidden]

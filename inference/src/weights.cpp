@@ -1,0 +1,126 @@
+// Weight matrices in every in-memory type: naming the types, telling a
+// tensor's type, building one from f32 values and widening it back.
+#include <ATen/ATen.h>
+
+#include <string>
+
+#include "fedge/common/error.h"
+#include "fedge/inference/quant.h"
+#include "model_impl.h"
+
+namespace fedge::inference {
+namespace {
+
+quant::QuantType quant_type(WeightType type) {
+  return type == WeightType::kQ8_0 ? quant::QuantType::kQ8_0 : quant::QuantType::kQ4_0;
+}
+
+std::int64_t block_bytes(WeightType type) {
+  return static_cast<std::int64_t>(quant::row_bytes(quant_type(type), quant::kBlockSize));
+}
+
+}  // namespace
+
+const char* weight_type_name(WeightType type) {
+  switch (type) {
+    case WeightType::kF32: return "f32";
+    case WeightType::kBF16: return "bf16";
+    case WeightType::kF16: return "f16";
+    case WeightType::kQ8_0: return "q8_0";
+    case WeightType::kQ4_0: return "q4_0";
+  }
+  return "?";
+}
+
+WeightType parse_weight_type(std::string_view name) {
+  for (WeightType t : {WeightType::kF32, WeightType::kBF16, WeightType::kF16, WeightType::kQ8_0, WeightType::kQ4_0})
+    if (name == weight_type_name(t)) return t;
+  throw Error(ErrorKind::kInvalidInput,
+              "weight type '" + std::string(name) + "' is not one of f32, bf16, f16, q8_0, q4_0");
+}
+
+bool is_quantized(WeightType type) { return type == WeightType::kQ8_0 || type == WeightType::kQ4_0; }
+
+WeightType weight_type_of(const at::Tensor& w) {
+  switch (w.scalar_type()) {
+    case at::kFloat: return WeightType::kF32;
+    case at::kBFloat16: return WeightType::kBF16;
+    case at::kHalf: return WeightType::kF16;
+    case at::kByte:
+      if (w.dim() == 3 && w.size(2) == block_bytes(WeightType::kQ8_0)) return WeightType::kQ8_0;
+      if (w.dim() == 3 && w.size(2) == block_bytes(WeightType::kQ4_0)) return WeightType::kQ4_0;
+      break;
+    default: break;
+  }
+  throw Error(ErrorKind::kRuntime, "a weight tensor of dtype " + std::string(c10::toString(w.scalar_type())) +
+                                        " and " + std::to_string(w.dim()) + " dimensions is no known weight type");
+}
+
+std::int64_t in_features(const at::Tensor& w) {
+  return is_quantized(weight_type_of(w)) ? w.size(1) * quant::kBlockSize : w.size(-1);
+}
+
+bool can_hold(WeightType type, const std::vector<std::int64_t>& shape) {
+  return !is_quantized(type) || (shape.size() == 2 && shape[1] % quant::kBlockSize == 0);
+}
+
+at::Tensor make_weight(const float* values, std::vector<std::int64_t> shape, WeightType type) {
+  if (!can_hold(type, shape)) type = WeightType::kF16;  // llama.cpp's fallback for ragged rows
+  auto t = at::from_blob(const_cast<float*>(values), shape, at::kFloat);
+  switch (type) {
+    case WeightType::kF32: return t.clone();
+    case WeightType::kBF16: return t.to(at::kBFloat16);
+    case WeightType::kF16: return t.to(at::kHalf);
+    default: break;
+  }
+  const std::int64_t out = shape[0], in = shape[1];
+  at::Tensor packed = at::empty({out, in / quant::kBlockSize, block_bytes(type)}, at::kByte);
+  quant::quantize_rows(quant_type(type), values, packed.data_ptr(), out, in);
+  return packed;
+}
+
+at::Tensor weight_to_f32(const at::Tensor& w) {
+  const WeightType type = weight_type_of(w);
+  if (type == WeightType::kF32) return w;
+  if (!is_quantized(type)) return w.to(at::kFloat);
+  const std::int64_t out = w.size(0), in = in_features(w);
+  at::Tensor f = at::empty({out, in}, at::kFloat);
+  quant::dequantize_rows(quant_type(type), w.contiguous().data_ptr(), f.data_ptr<float>(), out, in);
+  return f;
+}
+
+void weight_row_to_f32(const at::Tensor& w, std::int64_t row, float* out) {
+  const WeightType type = weight_type_of(w);
+  const std::int64_t in = in_features(w);
+  switch (type) {
+    case WeightType::kF32: std::copy_n(w.data_ptr<float>() + row * in, in, out); return;
+    case WeightType::kBF16: {
+      const auto* r = w.data_ptr<at::BFloat16>() + row * in;
+      for (std::int64_t j = 0; j < in; ++j) out[j] = float(r[j]);
+      return;
+    }
+    case WeightType::kF16: {
+      const auto* r = w.data_ptr<at::Half>() + row * in;
+      for (std::int64_t j = 0; j < in; ++j) out[j] = float(r[j]);
+      return;
+    }
+    default:
+      quant::dequantize_rows(quant_type(type), static_cast<const std::uint8_t*>(w.data_ptr()) + row * w.stride(0),
+                             out, 1, in);
+  }
+}
+
+void linear_packed(const at::Tensor& w, const float* x, int rows, float* y) {
+  const WeightType type = weight_type_of(w);
+  const int out = static_cast<int>(w.size(0)), in = static_cast<int>(in_features(w));
+  if (is_quantized(type)) {
+    quant::matmul(quant_type(type), w.data_ptr(), x, y, rows, in, out);
+    return;
+  }
+  // f16 until the kernels have an f16 path: one f32 copy per call.
+  auto xt = at::from_blob(const_cast<float*>(x), {rows, in}, at::kFloat);
+  auto yt = at::from_blob(y, {rows, out}, at::kFloat);
+  at::mm_out(yt, xt, weight_to_f32(w).t());
+}
+
+}  // namespace fedge::inference
