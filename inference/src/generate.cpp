@@ -14,9 +14,9 @@
 
 namespace fedge::inference {
 
-LoadedModel load_model_spec(const std::string& spec) {
-  if (spec == "tiny") return {Model::tiny(0), Tokenizer::byte_level_tiny()};
-  return {Model::load(spec), Tokenizer::from_dir(spec)};
+LoadedModel load_model_spec(const std::string& spec, const LoadOptions& options) {
+  if (spec == "tiny") return {Model::random(ModelConfig::tiny(), 0, options), Tokenizer::byte_level_tiny()};
+  return {Model::load(spec, options), Tokenizer::from_dir(spec)};
 }
 
 

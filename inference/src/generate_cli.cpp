@@ -17,9 +17,9 @@ void save_model_dir(const Model& model, const std::filesystem::path& dir, const 
 
 int run_generate(const GenerateCommand& cmd, std::FILE* out) {
   const int threads = setup_torch(cmd.threads);
-  Model model = cmd.model == "tiny" ? Model::random(ModelConfig::tiny(), 0, {cmd.weights})
-                                    : Model::load(cmd.model, {cmd.weights});
-  Tokenizer tokenizer = cmd.model == "tiny" ? Tokenizer::byte_level_tiny() : Tokenizer::from_dir(cmd.model);
+  LoadOptions options;
+  options.weights = cmd.weights;
+  auto [model, tokenizer] = load_model_spec(cmd.model, options);
   if (tokenizer.vocab_size() > model.config().vocab_size)
     throw Error(ErrorKind::kInvalidInput, "tokenizer has " + std::to_string(tokenizer.vocab_size()) +
                                               " tokens but the model only " + std::to_string(model.config().vocab_size));

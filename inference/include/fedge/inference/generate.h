@@ -18,12 +18,12 @@ namespace fedge::inference {
 
 // A model and its tokenizer from a command-line/config spec: a Hugging Face
 // directory, or "tiny" (the built-in tiny preset with random weights, seed 0,
-// and its byte-level tokenizer).
+// and its byte-level tokenizer), held as `options` asks.
 struct LoadedModel {
   Model model;
   Tokenizer tokenizer;
 };
-LoadedModel load_model_spec(const std::string& spec);
+LoadedModel load_model_spec(const std::string& spec, const LoadOptions& options = {});
 
 struct SamplingOptions {
   int max_tokens = 128;
