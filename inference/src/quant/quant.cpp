@@ -1,6 +1,8 @@
 #include "fedge/inference/quant.h"
 
 #include <algorithm>
+#include <cstring>
+#include <type_traits>
 #include <atomic>
 #include <cmath>
 #include <string>
@@ -10,6 +12,9 @@
 #include "fedge/common/safetensors.h"  // f16 <-> f32
 
 #if defined(__x86_64__) || defined(__i386__)
+// GCC 12 flags the AVX-512 intrinsics headers' own undefined-vector idiom.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 #define FEDGE_QUANT_X86 1
 #endif
@@ -17,14 +22,37 @@
 namespace fedge::inference::quant {
 namespace {
 
-enum class Isa { kScalar, kAvx2 };
+enum class Isa { kScalar, kAvx2, kAvx512 };
 
-Isa detect() {
+bool cpu_has(Isa want) {
 #ifdef FEDGE_QUANT_X86
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2")) return Isa::kAvx2;
+  switch (want) {
+    case Isa::kScalar: return true;
+    case Isa::kAvx2: return __builtin_cpu_supports("avx2");
+    case Isa::kAvx512:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi");
+  }
+  return false;
+#else
+  return want == Isa::kScalar;
 #endif
+}
+
+Isa detect() {
+  for (Isa best : {Isa::kAvx512, Isa::kAvx2})
+    if (cpu_has(best)) return best;
   return Isa::kScalar;
+}
+
+const char* name_of(Isa level) {
+  switch (level) {
+    case Isa::kAvx512: return "avx512";
+    case Isa::kAvx2: return "avx2";
+    default: return "scalar";
+  }
 }
 
 std::atomic<Isa>& isa() {
@@ -174,6 +202,10 @@ __attribute__((target("avx2"))) void accumulate_avx2(const float* half, const Bl
 }
 #endif
 
+float sum_lanes(const float* acc) {
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
 template <class Block>
 float row_dot(std::int64_t blocks, const Block* w, const BlockQ8_0* a, Isa use) {
   const float* half = f16_table().data();
@@ -191,19 +223,258 @@ float row_dot(std::int64_t blocks, const Block* w, const BlockQ8_0* a, Isa use) 
 #endif
     accumulate_scalar(half, w + b, a + b, isum, count, acc);
   }
-  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  return sum_lanes(acc);
+}
+
+// ---- AVX-512 (F, BW, VL, DQ, VNNI, VBMI: Ice Lake, Zen 4 and later) ----
+//
+// An activation row is laid out once for all the weight rows it meets, so
+// that a weight row is read, unpacked and dotted with few instructions:
+// vpdpbusd multiplies unsigned weight bytes by signed activation bytes, so
+// Q8_0 weights are biased by +128 (w ^ 0x80) and Q4_0's nibbles are used as
+// they are (0..15 instead of -8..7); the bias times the block's activation
+// sum is subtracted afterwards. Each block's integer sum stays exact, so the
+// float part (the same as the scalar path's) gives the same bits.
+constexpr int kWide = 16;  // blocks per AVX-512 step (16 f32 lanes)
+
+struct PreparedRow {
+  std::vector<std::int8_t> qs;     // 32 bytes a block, ordered for the weight type
+  std::vector<float> scale;        // the block's f16 scale as f32
+  std::vector<std::int32_t> bias;  // 128 (Q8_0) or 8 (Q4_0) times the block's byte sum
+};
+
+std::int64_t padded_blocks(std::int64_t blocks) { return (blocks + kWide - 1) / kWide * kWide; }
+
+// Q8_0 weights: the activation's bytes in block order. Q4_0 weights: per
+// group of 4 blocks, the 4 blocks' first halves (they meet the low nibbles)
+// and then their 4 second halves (the high nibbles). Zero blocks pad the row
+// to a whole step, so a partial step adds nothing.
+template <class Block>
+void prepare_row(const BlockQ8_0* a, std::int64_t blocks, PreparedRow& out) {
+  const std::int64_t padded = padded_blocks(blocks);
+  out.qs.assign(static_cast<std::size_t>(padded * kBlockSize), 0);
+  out.scale.assign(static_cast<std::size_t>(padded), 0.0F);
+  out.bias.assign(static_cast<std::size_t>(padded), 0);
+  constexpr bool kQ8 = std::is_same_v<Block, BlockQ8_0>;
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    std::int32_t sum = 0;
+    for (int i = 0; i < kBlockSize; ++i) sum += a[b].qs[i];
+    out.bias[b] = (kQ8 ? 128 : 8) * sum;
+    out.scale[b] = f16_to_f32(a[b].d);
+    constexpr int kHalf = kBlockSize / 2;
+    if constexpr (kQ8) {
+      std::memcpy(&out.qs[b * kBlockSize], a[b].qs, kBlockSize);
+    } else {
+      std::int8_t* quad = &out.qs[(b / 4) * 4 * kBlockSize];
+      std::memcpy(quad + (b % 4) * kHalf, a[b].qs, kHalf);
+      std::memcpy(quad + 4 * kHalf + (b % 4) * kHalf, a[b].qs + kHalf, kHalf);
+    }
+  }
+}
+
+#ifdef FEDGE_QUANT_X86
+#define FEDGE_AVX512 "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi"
+
+// Per 128-bit lane q of v0..v3: result lane q holds the four sums of lane q
+// of v0, v1, v2, v3 (dword 4q + p = sum of v_p's lane q).
+__attribute__((target(FEDGE_AVX512))) inline __m512i reduce_lanes(__m512i v0, __m512i v1, __m512i v2, __m512i v3) {
+  const __m512i a = _mm512_add_epi32(_mm512_unpacklo_epi32(v0, v1), _mm512_unpackhi_epi32(v0, v1));
+  const __m512i b = _mm512_add_epi32(_mm512_unpacklo_epi32(v2, v3), _mm512_unpackhi_epi32(v2, v3));
+  return _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
+}
+
+__attribute__((target(FEDGE_AVX512))) inline __mmask64 first_bytes(int n) {
+  return n >= 64 ? ~__mmask64{0} : (__mmask64{1} << n) - 1;
+}
+
+// The 16 blocks' integer sums w . a, in block order; absent blocks give 0.
+__attribute__((target(FEDGE_AVX512))) inline __m512i step_sums(const BlockQ4_0* w, const std::int8_t* aq, int count) {
+  const auto* bytes = reinterpret_cast<const std::uint8_t*>(w);
+  // Output byte 16k + i of a quad is nibble byte i of its block k (at 18k + 2 + i).
+  alignas(64) static const std::uint8_t pick[64] = {
+      2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16, 17, 20, 21, 22, 23, 24, 25,
+      26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49,
+      50, 51, 52, 53, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71};
+  const __m512i index = _mm512_load_si512(pick);
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  __m512i quad[4];
+  for (int k = 0; k < 4; ++k) {
+    const int have = count - 4 * k;
+    if (have <= 0) {
+      quad[k] = _mm512_setzero_si512();
+      continue;
+    }
+    const std::uint8_t* p = bytes + 72 * k;
+    const int n = 18 * std::min(have, 4);
+    const __m512i x = _mm512_maskz_loadu_epi8(first_bytes(n), p);
+    const __m512i y = _mm512_maskz_loadu_epi8(first_bytes(n - 64 > 0 ? n - 64 : 0), p + 64);
+    const __m512i packed = _mm512_permutex2var_epi8(x, index, y);
+    const __m512i lo = _mm512_and_si512(packed, low4);
+    const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low4);
+    const std::int8_t* act = aq + 4 * k * kBlockSize;
+    const __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(act));
+    quad[k] = _mm512_dpbusd_epi32(s, hi, _mm512_loadu_si512(act + 2 * kBlockSize));
+  }
+  // Lane q of quad p is block 4p + q: dword 4q + p -> block 4p + q.
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  return _mm512_permutexvar_epi32(order, reduce_lanes(quad[0], quad[1], quad[2], quad[3]));
+}
+
+__attribute__((target(FEDGE_AVX512))) inline __m512i step_sums(const BlockQ8_0* w, const std::int8_t* aq, int count) {
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  __m512i pair[8];
+  for (int k = 0; k < 8; ++k) {
+    const int have = count - 2 * k;
+    if (have <= 0) {
+      pair[k] = _mm512_setzero_si512();
+      continue;
+    }
+    const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[2 * k].qs));
+    const __m256i hi =
+        have >= 2 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[2 * k + 1].qs)) : _mm256_setzero_si256();
+    // An absent block's bytes become 0x80 and meet zero activations.
+    const __m512i biased = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1), flip);
+    pair[k] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), biased, _mm512_loadu_si512(aq + 2 * k * kBlockSize));
+  }
+  // Pair p holds block 2p in lanes 0-1 and block 2p + 1 in lanes 2-3.
+  const __m512i r0 = reduce_lanes(pair[0], pair[1], pair[2], pair[3]);
+  const __m512i r1 = reduce_lanes(pair[4], pair[5], pair[6], pair[7]);
+  const __m512i s = _mm512_add_epi32(_mm512_shuffle_i64x2(r0, r1, 0x88), _mm512_shuffle_i64x2(r0, r1, 0xDD));
+  // s's lane L, dword p: block 8 (L / 2) + 2p + L % 2.
+  const __m512i order = _mm512_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15);
+  return _mm512_permutexvar_epi32(order, s);
 }
 
 template <class Block>
-void matvec(const Block* w, const float* x, float* y, int in, int out) {
-  check_length(in, "matvec input");
-  if (out < 0) throw Error(ErrorKind::kInvalidInput, "matvec: negative output size");
+__attribute__((target(FEDGE_AVX512))) float row_dot_avx512(std::int64_t blocks, const Block* w,
+                                                            const PreparedRow& a) {
+  constexpr int kStride = sizeof(Block);
+  const __m512i scale_at = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                              _mm512_set1_epi32(kStride));
+  __m256 acc = _mm256_setzero_ps();
+  for (std::int64_t b = 0; b < blocks; b += kWide) {
+    const int count = static_cast<int>(std::min<std::int64_t>(kWide, blocks - b));
+    const __mmask16 live = static_cast<__mmask16>(count == kWide ? 0xFFFF : (1u << count) - 1);
+    const __m512i isum =
+        _mm512_sub_epi32(step_sums(w + b, a.qs.data() + b * kBlockSize, count), _mm512_loadu_si512(&a.bias[b]));
+    // Each block's f16 scale (a 32-bit gather at the block's start keeps its low half).
+    const __m512i d = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, scale_at, w + b, 1);
+    const __m512 scale = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(d)), _mm512_loadu_ps(&a.scale[b]));
+    const __m512 term = _mm512_mul_ps(scale, _mm512_cvtepi32_ps(isum));
+    // Blocks b..b+7 then b+8..b+15 into lanes 0..7: block % 8, in block order.
+    acc = _mm256_mask_add_ps(acc, static_cast<__mmask8>(live), acc, _mm512_castps512_ps256(term));
+    acc = _mm256_mask_add_ps(acc, static_cast<__mmask8>(live >> 8), acc, _mm512_extractf32x8_ps(term, 1));
+  }
+  alignas(32) float lanes[kLanes];
+  _mm256_store_ps(lanes, acc);
+  return sum_lanes(lanes);
+}
+
+// quantize_row_q8_0's answer, 32 values at a time: the same max, the same
+// float divide and multiply, and round half away from zero done exactly
+// (truncate, then step away from zero when the dropped part is >= 0.5).
+__attribute__((target(FEDGE_AVX512))) bool quantize_q8_avx512(const float* x, BlockQ8_0* y, std::int64_t blocks) {
+  const __m512 sign = _mm512_set1_ps(-0.0F), one = _mm512_set1_ps(1.0F), half = _mm512_set1_ps(0.5F);
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    const __m512 v0 = _mm512_loadu_ps(x + b * kBlockSize), v1 = _mm512_loadu_ps(x + b * kBlockSize + 16);
+    // Not finite (NaN or infinity): the scalar quantizer names the value.
+    if (_mm512_fpclass_ps_mask(v0, 0x99) | _mm512_fpclass_ps_mask(v1, 0x99)) return false;
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+    const float d = amax / 127.0F;
+    const float id = d != 0 ? 1.0F / d : 0.0F;
+    y[b].d = f32_to_f16(d);
+    const __m512 scale = _mm512_set1_ps(id);
+    for (int h = 0; h < 2; ++h) {
+      const __m512 t = _mm512_mul_ps(h == 0 ? v0 : v1, scale);
+      __m512 r = _mm512_roundscale_ps(t, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+      const __mmask16 up = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(t, r)), half, _CMP_GE_OQ);
+      r = _mm512_mask_add_ps(r, up, r, _mm512_or_ps(_mm512_and_ps(t, sign), one));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(y[b].qs + 16 * h), _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(r)));
+    }
+  }
+  return true;
+}
+#endif
+
+// GGUF's reference: d = max|x| / 127, q = round(x / d).
+void quantize_q8_reference(const float* x, BlockQ8_0* y, std::int64_t n) {
+  check_finite(x, n, "quantize q8_0");
+  for (std::int64_t b = 0; b < n / kBlockSize; ++b) {
+    const float* v = x + b * kBlockSize;
+    float amax = 0;
+    for (int i = 0; i < kBlockSize; ++i) amax = std::max(amax, std::fabs(v[i]));
+    const float d = amax / 127.0F;
+    const float id = d != 0 ? 1.0F / d : 0.0F;
+    y[b].d = f32_to_f16(d);
+    for (int i = 0; i < kBlockSize; ++i) y[b].qs[i] = static_cast<std::int8_t>(std::round(v[i] * id));
+  }
+}
+
+void quantize_q8(const float* x, BlockQ8_0* y, std::int64_t n, Isa use) {
+  check_length(n, "quantize q8_0");
+#ifdef FEDGE_QUANT_X86
+  if (use == Isa::kAvx512 && quantize_q8_avx512(x, y, n / kBlockSize)) return;
+#endif
+  (void)use;
+  quantize_q8_reference(x, y, n);
+}
+
+// The activation rows of a product, quantized once (and laid out for the
+// AVX-512 kernels when they run).
+template <class Block>
+struct Activations {
+  Isa use;
+  std::int64_t blocks;
+  std::vector<BlockQ8_0> q;
+  std::vector<PreparedRow> prepared;
+
+  Activations(const float* x, int rows, std::int64_t in, Isa isa_in_use) : use(isa_in_use), blocks(in / kBlockSize) {
+    q.resize(static_cast<std::size_t>(rows * blocks));
+    for (int r = 0; r < rows; ++r) quantize_q8(x + r * in, q.data() + r * blocks, in, use);
+    if (use == Isa::kAvx512) {
+      prepared.resize(static_cast<std::size_t>(rows));
+      for (int r = 0; r < rows; ++r) prepare_row<Block>(q.data() + r * blocks, blocks, prepared[r]);
+    }
+  }
+
+  float dot(const Block* w, int row) const {
+#ifdef FEDGE_QUANT_X86
+    if (use == Isa::kAvx512) return row_dot_avx512(blocks, w, prepared[row]);
+#endif
+    return row_dot(blocks, w, q.data() + row * blocks, use);
+  }
+};
+
+// y [rows, out] = x [rows, in] W^T: the activation rows are quantized once,
+// each weight row is read from memory once and dotted with every activation
+// row while it sits in L1, and the weight rows are split over the threads.
+template <class Block>
+void matmul_typed(const Block* w, const float* x, float* y, int rows, int in, int out) {
+  check_length(in, "matmul input");
+  if (rows < 0) throw Error(ErrorKind::kInvalidInput, "matmul: negative row count");
+  if (out < 0) throw Error(ErrorKind::kInvalidInput, "matmul: negative output size");
+  const Activations<Block> act(x, rows, in, isa().load());
   const std::int64_t blocks = in / kBlockSize;
-  std::vector<BlockQ8_0> xq(static_cast<std::size_t>(blocks));
-  quantize_row_q8_0(x, xq.data(), in);
-  const Isa use = isa().load();
-#pragma omp parallel for schedule(static)
-  for (int j = 0; j < out; ++j) y[j] = row_dot(blocks, w + static_cast<std::int64_t>(j) * blocks, xq.data(), use);
+  // Small products are not worth waking the other threads.
+  const bool parallel = static_cast<std::int64_t>(out) * in * std::max(rows, 1) >= (1 << 15);
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int j = 0; j < out; ++j) {
+    const Block* row = w + static_cast<std::int64_t>(j) * blocks;
+    for (int r = 0; r < rows; ++r) y[static_cast<std::int64_t>(r) * out + j] = act.dot(row, r);
+  }
+}
+
+// One row's dot with an activation row already in Q8_0 (tests, llama.cpp's API).
+template <class Block>
+float vec_dot(std::int64_t blocks, const Block* w, const BlockQ8_0* a, Isa use) {
+#ifdef FEDGE_QUANT_X86
+  if (use == Isa::kAvx512) {
+    PreparedRow prepared;
+    prepare_row<Block>(a, blocks, prepared);
+    return row_dot_avx512(blocks, w, prepared);
+  }
+#endif
+  return row_dot(blocks, w, a, use);
 }
 
 }  // namespace
@@ -216,20 +487,7 @@ std::size_t row_bytes(QuantType type, std::int64_t n) {
   return blocks * (type == QuantType::kQ8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0));
 }
 
-// GGUF's reference: d = max|x| / 127, q = round(x / d).
-void quantize_row_q8_0(const float* x, BlockQ8_0* y, std::int64_t n) {
-  check_length(n, "quantize q8_0");
-  check_finite(x, n, "quantize q8_0");
-  for (std::int64_t b = 0; b < n / kBlockSize; ++b) {
-    const float* v = x + b * kBlockSize;
-    float amax = 0;
-    for (int i = 0; i < kBlockSize; ++i) amax = std::max(amax, std::fabs(v[i]));
-    const float d = amax / 127.0F;
-    const float id = d != 0 ? 1.0F / d : 0.0F;
-    y[b].d = f32_to_f16(d);
-    for (int i = 0; i < kBlockSize; ++i) y[b].qs[i] = static_cast<std::int8_t>(std::round(v[i] * id));
-  }
-}
+void quantize_row_q8_0(const float* x, BlockQ8_0* y, std::int64_t n) { quantize_q8(x, y, n, isa().load()); }
 
 // GGUF's reference: the value of largest magnitude, sign kept, maps to -8:
 // d = max / -8, nibble = min(15, trunc(x / d + 8.5)).
@@ -279,26 +537,20 @@ void dequantize_row_q4_0(const BlockQ4_0* x, float* y, std::int64_t n) {
 
 float vec_dot_q8_0_q8_0(std::int64_t n, const BlockQ8_0* w, const BlockQ8_0* a) {
   check_length(n, "vec_dot q8_0");
-  return row_dot(n / kBlockSize, w, a, isa().load());
+  return vec_dot(n / kBlockSize, w, a, isa().load());
 }
 
 float vec_dot_q4_0_q8_0(std::int64_t n, const BlockQ4_0* w, const BlockQ8_0* a) {
   check_length(n, "vec_dot q4_0");
-  return row_dot(n / kBlockSize, w, a, isa().load());
+  return vec_dot(n / kBlockSize, w, a, isa().load());
 }
 
-void matvec_q8_0(const BlockQ8_0* w, const float* x, float* y, int in, int out) { matvec(w, x, y, in, out); }
-void matvec_q4_0(const BlockQ4_0* w, const float* x, float* y, int in, int out) { matvec(w, x, y, in, out); }
+void matvec_q8_0(const BlockQ8_0* w, const float* x, float* y, int in, int out) { matmul_typed(w, x, y, 1, in, out); }
+void matvec_q4_0(const BlockQ4_0* w, const float* x, float* y, int in, int out) { matmul_typed(w, x, y, 1, in, out); }
 
 void matmul(QuantType type, const void* w, const float* x, float* y, int rows, int in, int out) {
-  if (rows < 0) throw Error(ErrorKind::kInvalidInput, "matmul: negative row count");
-  check_length(in, "matmul input");
-  for (int r = 0; r < rows; ++r) {
-    const float* xr = x + static_cast<std::int64_t>(r) * in;
-    float* yr = y + static_cast<std::int64_t>(r) * out;
-    if (type == QuantType::kQ8_0) matvec(static_cast<const BlockQ8_0*>(w), xr, yr, in, out);
-    else matvec(static_cast<const BlockQ4_0*>(w), xr, yr, in, out);
-  }
+  if (type == QuantType::kQ8_0) matmul_typed(static_cast<const BlockQ8_0*>(w), x, y, rows, in, out);
+  else matmul_typed(static_cast<const BlockQ4_0*>(w), x, y, rows, in, out);
 }
 
 void quantize_rows(QuantType type, const float* x, void* y, std::int64_t rows, std::int64_t in) {
@@ -330,14 +582,15 @@ bool set_isa(const char* name) {
     isa() = Isa::kScalar;
     return true;
   }
-  if (s == "avx2") {
-    if (detect() != Isa::kAvx2) return false;
-    isa() = Isa::kAvx2;
-    return true;
-  }
+  for (Isa level : {Isa::kAvx2, Isa::kAvx512})
+    if (s == name_of(level)) {
+      if (!cpu_has(level)) return false;
+      isa() = level;
+      return true;
+    }
   return false;
 }
 
-const char* isa_name() { return isa().load() == Isa::kAvx2 ? "avx2" : "scalar"; }
+const char* isa_name() { return name_of(isa().load()); }
 
 }  // namespace fedge::inference::quant
