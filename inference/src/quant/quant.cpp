@@ -72,6 +72,17 @@ void check_finite(const float* x, std::int64_t n, const char* what) {
       throw Error(ErrorKind::kInvalidInput, std::string(what) + ": value " + std::to_string(i) + " is not finite");
 }
 
+// Without a pool installed (set_parallel_for), chunks go to OpenMP.
+void openmp_for(int tasks, void (*fn)(const void*, int), const void* ctx, bool parallel) {
+#pragma omp parallel for schedule(dynamic, 1) if (parallel)
+  for (int t = 0; t < tasks; ++t) fn(ctx, t);
+}
+
+std::atomic<ParallelFor>& parallel_runner() {
+  static std::atomic<ParallelFor> runner{&openmp_for};
+  return runner;
+}
+
 // ---- per-block integer dot products: the only instruction-set-specific part ----
 
 std::int32_t block_dot_q8_scalar(const std::int8_t* w, const std::int8_t* a) {
@@ -287,8 +298,10 @@ __attribute__((target(FEDGE_AVX512))) inline __mmask64 first_bytes(int n) {
   return n >= 64 ? ~__mmask64{0} : (__mmask64{1} << n) - 1;
 }
 
-// The 16 blocks' integer sums w . a, in block order; absent blocks give 0.
-__attribute__((target(FEDGE_AVX512))) inline __m512i step_sums(const BlockQ4_0* w, const std::int8_t* aq, int count) {
+// The 16 blocks' integer sums w . a, in block order, and their f16 scales
+// (`halves`); absent blocks give 0.
+__attribute__((target(FEDGE_AVX512))) inline __m512i step_sums(const BlockQ4_0* w, const std::int8_t* aq, int count,
+                                                               __m256i& halves) {
   const auto* bytes = reinterpret_cast<const std::uint8_t*>(w);
   // Output byte 16k + i of a quad is nibble byte i of its block k (at 18k + 2 + i).
   alignas(64) static const std::uint8_t pick[64] = {
@@ -297,17 +310,18 @@ __attribute__((target(FEDGE_AVX512))) inline __m512i step_sums(const BlockQ4_0* 
       50, 51, 52, 53, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71};
   const __m512i index = _mm512_load_si512(pick);
   const __m512i low4 = _mm512_set1_epi8(0x0F);
-  __m512i quad[4];
+  __m512i quad[4], head[4];
   for (int k = 0; k < 4; ++k) {
     const int have = count - 4 * k;
     if (have <= 0) {
-      quad[k] = _mm512_setzero_si512();
+      quad[k] = head[k] = _mm512_setzero_si512();
       continue;
     }
     const std::uint8_t* p = bytes + 72 * k;
     const int n = 18 * std::min(have, 4);
     const __m512i x = _mm512_maskz_loadu_epi8(first_bytes(n), p);
     const __m512i y = _mm512_maskz_loadu_epi8(first_bytes(n - 64 > 0 ? n - 64 : 0), p + 64);
+    head[k] = x;
     const __m512i packed = _mm512_permutex2var_epi8(x, index, y);
     const __m512i lo = _mm512_and_si512(packed, low4);
     const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low4);
@@ -315,12 +329,25 @@ __attribute__((target(FEDGE_AVX512))) inline __m512i step_sums(const BlockQ4_0* 
     const __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(act));
     quad[k] = _mm512_dpbusd_epi32(s, hi, _mm512_loadu_si512(act + 2 * kBlockSize));
   }
+  // A quad's scales are its words 0, 9, 18 and 27 (bytes 0, 18, 36, 54):
+  // quads 0-1 give halves 0-7, quads 2-3 halves 8-15.
+  const __m512i scale_words = _mm512_setr_epi32(9 << 16, 27 << 16 | 18, (32 + 9) << 16 | 32, (32 + 27) << 16 | (32 + 18),
+                                                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __m512i low = _mm512_permutex2var_epi16(head[0], scale_words, head[1]);
+  const __m512i high = _mm512_permutex2var_epi16(head[2], scale_words, head[3]);
+  halves = _mm256_inserti128_si256(_mm512_castsi512_si256(low), _mm512_castsi512_si128(high), 1);
   // Lane q of quad p is block 4p + q: dword 4q + p -> block 4p + q.
   const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
   return _mm512_permutexvar_epi32(order, reduce_lanes(quad[0], quad[1], quad[2], quad[3]));
 }
 
-__attribute__((target(FEDGE_AVX512))) inline __m512i step_sums(const BlockQ8_0* w, const std::int8_t* aq, int count) {
+__attribute__((target(FEDGE_AVX512))) inline __m512i step_sums(const BlockQ8_0* w, const std::int8_t* aq, int count,
+                                                               __m256i& halves) {
+  // Each block's f16 scale: a 32-bit gather at the block's start keeps it in the low half.
+  const __m512i scale_at = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                              _mm512_set1_epi32(sizeof(BlockQ8_0)));
+  const __mmask16 live = static_cast<__mmask16>(count >= kWide ? 0xFFFF : (1u << count) - 1);
+  halves = _mm512_cvtepi32_epi16(_mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, scale_at, w, 1));
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
   __m512i pair[8];
   for (int k = 0; k < 8; ++k) {
@@ -348,18 +375,14 @@ __attribute__((target(FEDGE_AVX512))) inline __m512i step_sums(const BlockQ8_0* 
 template <class Block>
 __attribute__((target(FEDGE_AVX512))) float row_dot_avx512(std::int64_t blocks, const Block* w,
                                                             const PreparedRow& a) {
-  constexpr int kStride = sizeof(Block);
-  const __m512i scale_at = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                              _mm512_set1_epi32(kStride));
   __m256 acc = _mm256_setzero_ps();
   for (std::int64_t b = 0; b < blocks; b += kWide) {
     const int count = static_cast<int>(std::min<std::int64_t>(kWide, blocks - b));
     const __mmask16 live = static_cast<__mmask16>(count == kWide ? 0xFFFF : (1u << count) - 1);
-    const __m512i isum =
-        _mm512_sub_epi32(step_sums(w + b, a.qs.data() + b * kBlockSize, count), _mm512_loadu_si512(&a.bias[b]));
-    // Each block's f16 scale (a 32-bit gather at the block's start keeps its low half).
-    const __m512i d = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, scale_at, w + b, 1);
-    const __m512 scale = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_cvtepi32_epi16(d)), _mm512_loadu_ps(&a.scale[b]));
+    __m256i halves;
+    const __m512i isum = _mm512_sub_epi32(step_sums(w + b, a.qs.data() + b * kBlockSize, count, halves),
+                                          _mm512_loadu_si512(&a.bias[b]));
+    const __m512 scale = _mm512_mul_ps(_mm512_cvtph_ps(halves), _mm512_loadu_ps(&a.scale[b]));
     const __m512 term = _mm512_mul_ps(scale, _mm512_cvtepi32_ps(isum));
     // Blocks b..b+7 then b+8..b+15 into lanes 0..7: block % 8, in block order.
     acc = _mm256_mask_add_ps(acc, static_cast<__mmask8>(live), acc, _mm512_castps512_ps256(term));
@@ -423,12 +446,15 @@ void quantize_q8(const float* x, BlockQ8_0* y, std::int64_t n, Isa use) {
 // AVX-512 kernels when they run).
 template <class Block>
 struct Activations {
-  Isa use;
-  std::int64_t blocks;
+  Isa use = Isa::kScalar;
+  std::int64_t blocks = 0;
   std::vector<BlockQ8_0> q;
   std::vector<PreparedRow> prepared;
 
-  Activations(const float* x, int rows, std::int64_t in, Isa isa_in_use) : use(isa_in_use), blocks(in / kBlockSize) {
+  // Refills the buffers (kept per thread, so a decode step allocates nothing).
+  void fill(const float* x, int rows, std::int64_t in, Isa isa_in_use) {
+    use = isa_in_use;
+    blocks = in / kBlockSize;
     q.resize(static_cast<std::size_t>(rows * blocks));
     for (int r = 0; r < rows; ++r) quantize_q8(x + r * in, q.data() + r * blocks, in, use);
     if (use == Isa::kAvx512) {
@@ -453,15 +479,32 @@ void matmul_typed(const Block* w, const float* x, float* y, int rows, int in, in
   check_length(in, "matmul input");
   if (rows < 0) throw Error(ErrorKind::kInvalidInput, "matmul: negative row count");
   if (out < 0) throw Error(ErrorKind::kInvalidInput, "matmul: negative output size");
-  const Activations<Block> act(x, rows, in, isa().load());
-  const std::int64_t blocks = in / kBlockSize;
+  // The calling thread's buffers: a decode step allocates nothing. The
+  // workers read them through `job`, never their own thread_local copy.
+  thread_local Activations<Block> buffers;
+  buffers.fill(x, rows, in, isa().load());
+  struct Job {
+    const Block* w;
+    const Activations<Block>* act;
+    float* y;
+    int rows, out, chunk_rows;
+  };
+  // About 32 row dots a chunk: enough to amortise claiming it, small enough
+  // to balance the threads; at most 0xffff chunks (the pool's limit).
+  int chunk_rows = std::max(1, 32 / std::max(rows, 1));
+  chunk_rows = std::max(chunk_rows, out / 0xffff + 1);
+  const Job job{w, &buffers, y, rows, out, chunk_rows};
+  const auto run_chunk = [](const void* p, int chunk) {
+    const Job& k = *static_cast<const Job*>(p);
+    const int j1 = std::min(k.out, (chunk + 1) * k.chunk_rows);
+    for (int j = chunk * k.chunk_rows; j < j1; ++j) {
+      const Block* row = k.w + static_cast<std::int64_t>(j) * k.act->blocks;
+      for (int r = 0; r < k.rows; ++r) k.y[static_cast<std::int64_t>(r) * k.out + j] = k.act->dot(row, r);
+    }
+  };
   // Small products are not worth waking the other threads.
   const bool parallel = static_cast<std::int64_t>(out) * in * std::max(rows, 1) >= (1 << 15);
-#pragma omp parallel for schedule(static) if (parallel)
-  for (int j = 0; j < out; ++j) {
-    const Block* row = w + static_cast<std::int64_t>(j) * blocks;
-    for (int r = 0; r < rows; ++r) y[static_cast<std::int64_t>(r) * out + j] = act.dot(row, r);
-  }
+  parallel_runner().load()((out + chunk_rows - 1) / chunk_rows, run_chunk, &job, parallel);
 }
 
 // One row's dot with an activation row already in Q8_0 (tests, llama.cpp's API).
@@ -571,6 +614,8 @@ void dequantize_rows(QuantType type, const void* w, float* y, std::int64_t rows,
     else dequantize_row_q4_0(reinterpret_cast<const BlockQ4_0*>(src + r * bytes), y + r * in, in);
   }
 }
+
+void set_parallel_for(ParallelFor runner) { parallel_runner() = runner ? runner : &openmp_for; }
 
 bool set_isa(const char* name) {
   const std::string s = name ? name : "";

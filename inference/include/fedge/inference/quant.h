@@ -68,6 +68,15 @@ void matmul(QuantType type, const void* w, const float* x, float* y, int rows, i
 void quantize_rows(QuantType type, const float* x, void* y, std::int64_t rows, std::int64_t in);
 void dequantize_rows(QuantType type, const void* w, float* y, std::int64_t rows, std::int64_t in);
 
+// Runs fn(ctx, i) for every i in [0, tasks), on several threads when
+// `parallel`, returning when all are done. The products split their output
+// rows into such tasks. fedge_inference installs its decode thread pool
+// (kernels::parallel_for: the caller works too and threads claim tasks, so a
+// thread the OS has not scheduled holds nothing up); without one, or after
+// set_parallel_for(nullptr), OpenMP runs them.
+using ParallelFor = void (*)(int tasks, void (*fn)(const void*, int), const void* ctx, bool parallel);
+void set_parallel_for(ParallelFor runner);
+
 // Forces the kernels' instruction set ("avx2", "scalar"; "auto" or empty
 // restores detection); false when this CPU lacks it. isa_name(): the one in use.
 bool set_isa(const char* name);
