@@ -1,11 +1,13 @@
 #include "fedge/inference/quant.h"
 
+#include <omp.h>
+
 #include <algorithm>
-#include <cstring>
-#include <type_traits>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "fedge/common/error.h"
@@ -74,7 +76,11 @@ void check_finite(const float* x, std::int64_t n, const char* what) {
 
 // Without a pool installed (set_parallel_for), chunks go to OpenMP.
 void openmp_for(int tasks, void (*fn)(const void*, int), const void* ctx, bool parallel) {
-#pragma omp parallel for schedule(dynamic, 1) if (parallel)
+  if (!parallel || tasks < 2 || omp_get_max_threads() < 2) {  // an inactive region still costs microseconds
+    for (int t = 0; t < tasks; ++t) fn(ctx, t);
+    return;
+  }
+#pragma omp parallel for schedule(dynamic, 1)
   for (int t = 0; t < tasks; ++t) fn(ctx, t);
 }
 
@@ -311,6 +317,7 @@ __attribute__((target(FEDGE_AVX512))) inline __m512i step_sums(const BlockQ4_0* 
   const __m512i index = _mm512_load_si512(pick);
   const __m512i low4 = _mm512_set1_epi8(0x0F);
   __m512i quad[4], head[4];
+#pragma GCC unroll 4
   for (int k = 0; k < 4; ++k) {
     const int have = count - 4 * k;
     if (have <= 0) {
@@ -319,8 +326,14 @@ __attribute__((target(FEDGE_AVX512))) inline __m512i step_sums(const BlockQ4_0* 
     }
     const std::uint8_t* p = bytes + 72 * k;
     const int n = 18 * std::min(have, 4);
-    const __m512i x = _mm512_maskz_loadu_epi8(first_bytes(n), p);
-    const __m512i y = _mm512_maskz_loadu_epi8(first_bytes(n - 64 > 0 ? n - 64 : 0), p + 64);
+    __m512i x, y;
+    if (have >= 4) {  // whole quad: plain loads (masked ones cost more)
+      x = _mm512_loadu_si512(p);
+      y = _mm512_castsi128_si512(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 64)));
+    } else {  // 1-3 blocks: 18-54 bytes, all in x
+      x = _mm512_maskz_loadu_epi8(first_bytes(n), p);
+      y = _mm512_setzero_si512();
+    }
     head[k] = x;
     const __m512i packed = _mm512_permutex2var_epi8(x, index, y);
     const __m512i lo = _mm512_and_si512(packed, low4);
@@ -350,6 +363,7 @@ __attribute__((target(FEDGE_AVX512))) inline __m512i step_sums(const BlockQ8_0* 
   halves = _mm512_cvtepi32_epi16(_mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, scale_at, w, 1));
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
   __m512i pair[8];
+#pragma GCC unroll 8
   for (int k = 0; k < 8; ++k) {
     const int have = count - 2 * k;
     if (have <= 0) {
