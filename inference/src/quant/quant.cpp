@@ -290,7 +290,7 @@ void prepare_row(const BlockQ8_0* a, std::int64_t blocks, PreparedRow& out) {
 }
 
 #ifdef FEDGE_QUANT_X86
-#define FEDGE_AVX512 "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi"
+#define FEDGE_AVX512 "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,f16c"
 
 // Per 128-bit lane q of v0..v3: result lane q holds the four sums of lane q
 // of v0, v1, v2, v3 (dword 4q + p = sum of v_p's lane q).
@@ -356,11 +356,18 @@ __attribute__((target(FEDGE_AVX512))) inline __m512i step_sums(const BlockQ4_0* 
 
 __attribute__((target(FEDGE_AVX512))) inline __m512i step_sums(const BlockQ8_0* w, const std::int8_t* aq, int count,
                                                                __m256i& halves) {
-  // Each block's f16 scale: a 32-bit gather at the block's start keeps it in the low half.
+  // Each block's f16 scale (a 32-bit gather at a block's start keeps it in the low half).
   const __m512i scale_at = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                               _mm512_set1_epi32(sizeof(BlockQ8_0)));
-  const __mmask16 live = static_cast<__mmask16>(count >= kWide ? 0xFFFF : (1u << count) - 1);
-  halves = _mm512_cvtepi32_epi16(_mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, scale_at, w, 1));
+  if (count >= kWide) {  // 16 scalar copies cost less than a gather on AMD's cores
+    alignas(32) std::uint16_t d[kWide];
+#pragma GCC unroll 16
+    for (int i = 0; i < kWide; ++i) d[i] = w[i].d;
+    halves = _mm256_load_si256(reinterpret_cast<const __m256i*>(d));
+  } else {
+    const auto live = static_cast<__mmask16>((1u << count) - 1);
+    halves = _mm512_cvtepi32_epi16(_mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, scale_at, w, 1));
+  }
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
   __m512i pair[8];
 #pragma GCC unroll 8
@@ -386,25 +393,80 @@ __attribute__((target(FEDGE_AVX512))) inline __m512i step_sums(const BlockQ8_0* 
   return _mm512_permutexvar_epi32(order, s);
 }
 
-template <class Block>
-__attribute__((target(FEDGE_AVX512))) float row_dot_avx512(std::int64_t blocks, const Block* w,
-                                                            const PreparedRow& a) {
-  __m256 acc = _mm256_setzero_ps();
+// A Q4_0 row's last 1-3 blocks (576 = 16 + 2 blocks) as one quad, reduced
+// on its own: a third of a whole step's work. Adds into acc's lanes 0..3
+// (the step starts at a multiple of 16, so block % 8 = 0..3).
+__attribute__((target(FEDGE_AVX512))) inline __m256 add_short_tail(const BlockQ4_0* w, const std::int8_t* aq,
+                                                                  const std::int32_t* bias, const float* scale_a,
+                                                                  int count, __m256 acc) {
+  alignas(64) static const std::uint8_t pick[64] = {
+      2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16, 17, 20, 21, 22, 23, 24, 25,
+      26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49,
+      50, 51, 52, 53, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71};
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  const __m512i x = _mm512_maskz_loadu_epi8(first_bytes(18 * count), w);
+  const __m512i packed = _mm512_permutexvar_epi8(_mm512_load_si512(pick), x);  // bytes >= 64 are never picked
+  const __m512i lo = _mm512_and_si512(packed, low4);
+  const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low4);
+  __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(aq));
+  s = _mm512_dpbusd_epi32(s, hi, _mm512_loadu_si512(aq + 2 * kBlockSize));
+  // Each 128-bit lane is one block: sum its 4 dwords, then take dword 0 of each lane.
+  s = _mm512_add_epi32(s, _mm512_shuffle_epi32(s, _MM_PERM_BADC));
+  s = _mm512_add_epi32(s, _mm512_shuffle_epi32(s, _MM_PERM_CDAB));
+  const __m512i first = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __m128i isum = _mm_sub_epi32(_mm512_castsi512_si128(_mm512_permutexvar_epi32(first, s)),
+                                     _mm_loadu_si128(reinterpret_cast<const __m128i*>(bias)));
+  const __m512i words = _mm512_setr_epi32(9 << 16, 27 << 16 | 18, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __m128i halves = _mm512_castsi512_si128(_mm512_permutexvar_epi16(words, x));
+  const __m128 scale = _mm_mul_ps(_mm_cvtph_ps(halves), _mm_loadu_ps(scale_a));
+  const __m128 term = _mm_mul_ps(scale, _mm_cvtepi32_ps(isum));
+  return _mm256_mask_add_ps(acc, static_cast<__mmask8>((1u << count) - 1), acc, _mm256_castps128_ps256(term));
+}
+
+// R consecutive weight rows (R <= 2) against one activation row, their
+// steps interleaved: two independent chains keep the core busy where one
+// row's chain of dependent steps would wait, and they share the activation's
+// loads. Each row's float order is the portable path's.
+template <class Block, int R>
+__attribute__((target(FEDGE_AVX512))) void rows_dot_avx512(std::int64_t blocks, const Block* w, const PreparedRow& a,
+                                                            float* out) {
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
   for (std::int64_t b = 0; b < blocks; b += kWide) {
     const int count = static_cast<int>(std::min<std::int64_t>(kWide, blocks - b));
+    const std::int8_t* aq = a.qs.data() + b * kBlockSize;
+    if constexpr (std::is_same_v<Block, BlockQ4_0>) {
+      if (count <= 3) {  // 54 bytes: one load
+        for (int r = 0; r < R; ++r) acc[r] = add_short_tail(w + r * blocks + b, aq, &a.bias[b], &a.scale[b], count, acc[r]);
+        continue;
+      }
+    }
     const __mmask16 live = static_cast<__mmask16>(count == kWide ? 0xFFFF : (1u << count) - 1);
-    __m256i halves;
-    const __m512i isum = _mm512_sub_epi32(step_sums(w + b, a.qs.data() + b * kBlockSize, count, halves),
-                                          _mm512_loadu_si512(&a.bias[b]));
-    const __m512 scale = _mm512_mul_ps(_mm512_cvtph_ps(halves), _mm512_loadu_ps(&a.scale[b]));
-    const __m512 term = _mm512_mul_ps(scale, _mm512_cvtepi32_ps(isum));
-    // Blocks b..b+7 then b+8..b+15 into lanes 0..7: block % 8, in block order.
-    acc = _mm256_mask_add_ps(acc, static_cast<__mmask8>(live), acc, _mm512_castps512_ps256(term));
-    acc = _mm256_mask_add_ps(acc, static_cast<__mmask8>(live >> 8), acc, _mm512_extractf32x8_ps(term, 1));
+    const __m512i bias = _mm512_loadu_si512(&a.bias[b]);
+    const __m512 scale_a = _mm512_loadu_ps(&a.scale[b]);
+#pragma GCC unroll 2
+    for (int r = 0; r < R; ++r) {
+      __m256i halves;
+      const __m512i isum = _mm512_sub_epi32(step_sums(w + r * blocks + b, aq, count, halves), bias);
+      const __m512 scale = _mm512_mul_ps(_mm512_cvtph_ps(halves), scale_a);
+      const __m512 term = _mm512_mul_ps(scale, _mm512_cvtepi32_ps(isum));
+      // Blocks b..b+7 then b+8..b+15 into lanes 0..7: block % 8, in block order.
+      acc[r] = _mm256_mask_add_ps(acc[r], static_cast<__mmask8>(live), acc[r], _mm512_castps512_ps256(term));
+      acc[r] = _mm256_mask_add_ps(acc[r], static_cast<__mmask8>(live >> 8), acc[r], _mm512_extractf32x8_ps(term, 1));
+    }
   }
-  alignas(32) float lanes[kLanes];
-  _mm256_store_ps(lanes, acc);
-  return sum_lanes(lanes);
+  for (int r = 0; r < R; ++r) {
+    alignas(32) float lanes[kLanes];
+    _mm256_store_ps(lanes, acc[r]);
+    out[r] = sum_lanes(lanes);
+  }
+}
+
+template <class Block>
+float row_dot_avx512(std::int64_t blocks, const Block* w, const PreparedRow& a) {
+  float out;
+  rows_dot_avx512<Block, 1>(blocks, w, a, &out);
+  return out;
 }
 
 // quantize_row_q8_0's answer, 32 values at a time: the same max, the same
@@ -477,6 +539,17 @@ struct Activations {
     }
   }
 
+  // Two consecutive weight rows (w and w + blocks) against activation row `row`.
+  void dot2(const Block* w, int row, float* out) const {
+#ifdef FEDGE_QUANT_X86
+    // Q4_0 only: Q8_0's step already holds 8 independent pair products, and two rows' worth runs out of registers.
+    if (use == Isa::kAvx512 && std::is_same_v<Block, BlockQ4_0>)
+      return rows_dot_avx512<Block, 2>(blocks, w, prepared[row], out);
+#endif
+    out[0] = dot(w, row);
+    out[1] = dot(w + blocks, row);
+  }
+
   float dot(const Block* w, int row) const {
 #ifdef FEDGE_QUANT_X86
     if (use == Isa::kAvx512) return row_dot_avx512(blocks, w, prepared[row]);
@@ -505,13 +578,23 @@ void matmul_typed(const Block* w, const float* x, float* y, int rows, int in, in
   };
   // About 32 row dots a chunk: enough to amortise claiming it, small enough
   // to balance the threads; at most 0xffff chunks (the pool's limit).
-  int chunk_rows = std::max(1, 32 / std::max(rows, 1));
+  int chunk_rows = std::max(2, 32 / std::max(rows, 1));
   chunk_rows = std::max(chunk_rows, out / 0xffff + 1);
   const Job job{w, &buffers, y, rows, out, chunk_rows};
   const auto run_chunk = [](const void* p, int chunk) {
     const Job& k = *static_cast<const Job*>(p);
     const int j1 = std::min(k.out, (chunk + 1) * k.chunk_rows);
-    for (int j = chunk * k.chunk_rows; j < j1; ++j) {
+    int j = chunk * k.chunk_rows;
+    for (; j + 1 < j1; j += 2) {
+      const Block* row = k.w + static_cast<std::int64_t>(j) * k.act->blocks;
+      for (int r = 0; r < k.rows; ++r) {
+        float two[2];
+        k.act->dot2(row, r, two);
+        k.y[static_cast<std::int64_t>(r) * k.out + j] = two[0];
+        k.y[static_cast<std::int64_t>(r) * k.out + j + 1] = two[1];
+      }
+    }
+    if (j < j1) {
       const Block* row = k.w + static_cast<std::int64_t>(j) * k.act->blocks;
       for (int r = 0; r < k.rows; ++r) k.y[static_cast<std::int64_t>(r) * k.out + j] = k.act->dot(row, r);
     }
