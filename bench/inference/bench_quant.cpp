@@ -104,21 +104,42 @@ void product(const Weights& w, Format f, const float* x, float* y) {
   }
 }
 
-// The f32 model groups q/k/v and gate/up into one parallel region
-// (kernels::matvec_group); quantized projections are one quant::matmul each.
+// The model groups q/k/v and gate/up into one parallel region each
+// (kernels::matvec_group for f32, quant::matmul_group for the quantized types).
+void layer_quant(const std::vector<Weights>& layer, Format f, const float* x, float* y) {
+  if (layer.size() != 7) {
+    for (const auto& w : layer) product(w, f, x, y);
+    return;
+  }
+  const q::QuantType type = f == Format::kQ8 ? q::QuantType::kQ8_0 : q::QuantType::kQ4_0;
+  auto job = [&](int i) {
+    const int at = i == 1 || i == 5 ? layer[i - 1].shape.out : i == 2 ? layer[0].shape.out + layer[1].shape.out : 0;
+    return q::MatmulJob{(f == Format::kQ8 ? layer[i].q8 : layer[i].q4).data(), y + at, layer[i].shape.out};
+  };
+  const int hidden = layer[0].shape.in;
+  const q::MatmulJob qkv[3] = {job(0), job(1), job(2)};
+  q::matmul_group(type, qkv, 3, x, 1, hidden);
+  product(layer[3], f, x, y);
+  const q::MatmulJob mlp[2] = {job(4), job(5)};
+  q::matmul_group(type, mlp, 2, x, 1, hidden);
+  product(layer[6], f, x, y);
+}
+
 void layer_f32(const std::vector<Weights>& layer, const float* x, float* y) {
   if (layer.size() != 7) {
     for (const auto& w : layer) product(w, Format::kF32, x, y);
     return;
   }
   const int hidden = layer[0].shape.in;
-  k::MatvecJob qkv[3] = {{layer[0].f32.data(), k::Dtype::kF32, y, layer[0].shape.out},
-                         {layer[1].f32.data(), k::Dtype::kF32, y, layer[1].shape.out},
-                         {layer[2].f32.data(), k::Dtype::kF32, y, layer[2].shape.out}};
+  // Each product its own output range, as in the model.
+  const int q_out = layer[0].shape.out, k_out = layer[1].shape.out;
+  k::MatvecJob qkv[3] = {{layer[0].f32.data(), k::Dtype::kF32, y, q_out},
+                         {layer[1].f32.data(), k::Dtype::kF32, y + q_out, k_out},
+                         {layer[2].f32.data(), k::Dtype::kF32, y + q_out + k_out, layer[2].shape.out}};
   k::matvec_group(qkv, 3, x, 1, hidden);
   product(layer[3], Format::kF32, x, y);
   k::MatvecJob mlp[2] = {{layer[4].f32.data(), k::Dtype::kF32, y, layer[4].shape.out},
-                         {layer[5].f32.data(), k::Dtype::kF32, y, layer[5].shape.out}};
+                         {layer[5].f32.data(), k::Dtype::kF32, y + layer[4].shape.out, layer[5].shape.out}};
   k::matvec_group(mlp, 2, x, 1, hidden);
   product(layer[6], Format::kF32, x, y);
 }
@@ -136,7 +157,7 @@ void run(const char* title, const std::vector<std::vector<Weights>>& layers, con
       max_in = std::max(max_in, w.shape.in);
       max_out = std::max(max_out, w.shape.out);
     }
-  std::vector<float> x(static_cast<std::size_t>(std::max(max_in, max_out)), 0.5F), y(x.size());
+  std::vector<float> x(static_cast<std::size_t>(std::max(max_in, max_out)), 0.5F), y(2 * x.size());
   std::mt19937 rng(7);
   std::normal_distribution<float> normal(0.0F, 1.0F);
   for (auto& v : x) v = normal(rng);
@@ -155,8 +176,9 @@ void run(const char* title, const std::vector<std::vector<Weights>>& layers, con
           [&] {
             for (const auto& layer : layers) {
               if (row.format == Format::kF32) layer_f32(layer, x.data(), y.data());
-              else
+              else if (row.format == Format::kF16)
                 for (const auto& w : layer) product(w, row.format, x.data(), y.data());
+              else layer_quant(layer, row.format, x.data(), y.data());
             }
           },
           repeats);

@@ -282,6 +282,33 @@ TEST_CASE("quant: matmul over several rows gives each row's matvec bits, and who
   CHECK_THROWS_AS(matmul(QuantType::kQ8_0, packed.data(), y.data(), y.data(), 1, 33, 1), Error);
 }
 
+TEST_CASE("quant: a group of products over one input gives each product's matmul bits") {
+  const int in = 576, rows = 3;
+  const int outs[3] = {576, 192, 67};  // q, k and an odd size: chunks end mid-pair
+  const auto x = random_row(static_cast<std::size_t>(in) * rows, 17);
+  for (QuantType type : {QuantType::kQ8_0, QuantType::kQ4_0}) {
+    INFO(quant_type_name(type));
+    std::vector<std::vector<std::uint8_t>> packed(3);
+    std::vector<std::vector<float>> alone(3), grouped(3);
+    std::vector<MatmulJob> jobs;
+    for (int i = 0; i < 3; ++i) {
+      const auto w = random_row(static_cast<std::size_t>(in) * outs[i], 18 + i, 0.05F);
+      packed[i].resize(row_bytes(type, in) * outs[i]);
+      quantize_rows(type, w.data(), packed[i].data(), outs[i], in);
+      alone[i].resize(static_cast<std::size_t>(rows) * outs[i]);
+      grouped[i].assign(alone[i].size(), NAN);
+      matmul(type, packed[i].data(), x.data(), alone[i].data(), rows, in, outs[i]);
+      jobs.push_back({packed[i].data(), grouped[i].data(), outs[i]});
+    }
+    matmul_group(type, jobs.data(), 3, x.data(), rows, in);
+    for (int i = 0; i < 3; ++i) CHECK(std::memcmp(alone[i].data(), grouped[i].data(), alone[i].size() * 4) == 0);
+  }
+  std::vector<MatmulJob> too_many(kMaxGroup + 1, MatmulJob{nullptr, nullptr, 0});
+  std::vector<float> x32(32);
+  CHECK_THROWS_WITH(matmul_group(QuantType::kQ8_0, too_many.data(), kMaxGroup + 1, x32.data(), 1, 32),
+                    Catch::Contains("at most 8"));
+}
+
 TEST_CASE("quant: lengths that are not whole blocks and non-finite inputs are refused") {
   std::vector<float> x(33, 1.0F);
   std::vector<BlockQ8_0> b8(2);

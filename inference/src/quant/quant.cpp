@@ -566,46 +566,62 @@ struct Activations {
 // each weight row is read from memory once and dotted with every activation
 // row while it sits in L1, and the weight rows are split over the threads.
 template <class Block>
-void matmul_typed(const Block* w, const float* x, float* y, int rows, int in, int out) {
+void matmul_typed(const MatmulJob* jobs, int count, const float* x, int rows, int in) {
   check_length(in, "matmul input");
   if (rows < 0) throw Error(ErrorKind::kInvalidInput, "matmul: negative row count");
-  if (out < 0) throw Error(ErrorKind::kInvalidInput, "matmul: negative output size");
+  if (count < 0 || count > kMaxGroup)
+    throw Error(ErrorKind::kInvalidInput, "matmul_group: " + std::to_string(count) + " products (at most " +
+                                              std::to_string(kMaxGroup) + ")");
+  std::int64_t total_out = 0;
+  for (int i = 0; i < count; ++i) {
+    if (jobs[i].out < 0) throw Error(ErrorKind::kInvalidInput, "matmul: negative output size");
+    total_out += jobs[i].out;
+  }
   // The calling thread's buffers: a decode step allocates nothing. The
   // workers read them through `job`, never their own thread_local copy.
   thread_local Activations<Block> buffers;
   buffers.fill(x, rows, in, isa().load());
-  struct Job {
-    const Block* w;
+  struct Group {
+    const MatmulJob* jobs;
+    int count;
     const Activations<Block>* act;
-    float* y;
-    int rows, out, chunk_rows;
+    int rows, chunk_rows;
+    int first_chunk[kMaxGroup + 1];  // job i owns chunks [first_chunk[i], first_chunk[i + 1])
   };
   // About 32 row dots a chunk: enough to amortise claiming it, small enough
   // to balance the threads; at most 0xffff chunks (the pool's limit).
-  int chunk_rows = std::max(2, 32 / std::max(rows, 1));
-  chunk_rows = std::max(chunk_rows, out / 0xffff + 1);
-  const Job job{w, &buffers, y, rows, out, chunk_rows};
+  Group group{jobs, count, &buffers, rows, std::max(2, 32 / std::max(rows, 1)), {}};
+  group.chunk_rows = std::max<int>(group.chunk_rows, static_cast<int>(total_out / 0xfff0 + 1));
+  for (int i = 0; i < count; ++i)
+    group.first_chunk[i + 1] = group.first_chunk[i] + (jobs[i].out + group.chunk_rows - 1) / group.chunk_rows;
   const auto run_chunk = [](const void* p, int chunk) {
-    const Job& k = *static_cast<const Job*>(p);
-    const int j1 = std::min(k.out, (chunk + 1) * k.chunk_rows);
-    int j = chunk * k.chunk_rows;
-    for (; j + 1 < j1; j += 2) {
-      const Block* row = k.w + static_cast<std::int64_t>(j) * k.act->blocks;
-      for (int r = 0; r < k.rows; ++r) {
+    const Group& g = *static_cast<const Group*>(p);
+    int i = 0;
+    while (chunk >= g.first_chunk[i + 1]) ++i;
+    const MatmulJob& job = g.jobs[i];
+    const auto* w = static_cast<const Block*>(job.w);
+    const std::int64_t blocks = g.act->blocks;
+    const int j0 = (chunk - g.first_chunk[i]) * g.chunk_rows, j1 = std::min(job.out, j0 + g.chunk_rows);
+    int j = j0;
+    for (; j + 1 < j1; j += 2)
+      for (int r = 0; r < g.rows; ++r) {
         float two[2];
-        k.act->dot2(row, r, two);
-        k.y[static_cast<std::int64_t>(r) * k.out + j] = two[0];
-        k.y[static_cast<std::int64_t>(r) * k.out + j + 1] = two[1];
+        g.act->dot2(w + j * blocks, r, two);
+        job.y[static_cast<std::int64_t>(r) * job.out + j] = two[0];
+        job.y[static_cast<std::int64_t>(r) * job.out + j + 1] = two[1];
       }
-    }
-    if (j < j1) {
-      const Block* row = k.w + static_cast<std::int64_t>(j) * k.act->blocks;
-      for (int r = 0; r < k.rows; ++r) k.y[static_cast<std::int64_t>(r) * k.out + j] = k.act->dot(row, r);
-    }
+    if (j < j1)
+      for (int r = 0; r < g.rows; ++r) job.y[static_cast<std::int64_t>(r) * job.out + j] = g.act->dot(w + j * blocks, r);
   };
   // Small products are not worth waking the other threads.
-  const bool parallel = static_cast<std::int64_t>(out) * in * std::max(rows, 1) >= (1 << 15);
-  parallel_runner().load()((out + chunk_rows - 1) / chunk_rows, run_chunk, &job, parallel);
+  const bool parallel = total_out * in * std::max(rows, 1) >= (1 << 15);
+  parallel_runner().load()(group.first_chunk[count], run_chunk, &group, parallel);
+}
+
+template <class Block>
+void matmul_typed(const Block* w, const float* x, float* y, int rows, int in, int out) {
+  const MatmulJob job{w, y, out};
+  matmul_typed<Block>(&job, 1, x, rows, in);
 }
 
 // One row's dot with an activation row already in Q8_0 (tests, llama.cpp's API).
@@ -695,6 +711,11 @@ void matvec_q4_0(const BlockQ4_0* w, const float* x, float* y, int in, int out) 
 void matmul(QuantType type, const void* w, const float* x, float* y, int rows, int in, int out) {
   if (type == QuantType::kQ8_0) matmul_typed(static_cast<const BlockQ8_0*>(w), x, y, rows, in, out);
   else matmul_typed(static_cast<const BlockQ4_0*>(w), x, y, rows, in, out);
+}
+
+void matmul_group(QuantType type, const MatmulJob* jobs, int count, const float* x, int rows, int in) {
+  if (type == QuantType::kQ8_0) matmul_typed<BlockQ8_0>(jobs, count, x, rows, in);
+  else matmul_typed<BlockQ4_0>(jobs, count, x, rows, in);
 }
 
 void quantize_rows(QuantType type, const float* x, void* y, std::int64_t rows, std::int64_t in) {

@@ -72,6 +72,16 @@ void matvec_q4_0(const BlockQ4_0* w, const float* x, float* y, int in, int out);
 // activation rows while it sits in L1; output rows are split over the
 // threads. Row r of y has exactly the bits of a matvec of x's row r.
 void matmul(QuantType type, const void* w, const float* x, float* y, int rows, int in, int out);
+// Several products of one type over the same x (q/k/v, gate/up): x is
+// quantized once and all of them run in one parallel region (one wake-up of
+// the threads instead of one per product). Each y has the bits matmul gives.
+inline constexpr int kMaxGroup = 8;
+struct MatmulJob {
+  const void* w;  // [out, in] blocks of the group's type
+  float* y;       // [rows, out]
+  int out;
+};
+void matmul_group(QuantType type, const MatmulJob* jobs, int count, const float* x, int rows, int in);
 // Rows of weights <-> f32 (a whole [rows, in] matrix; y has rows * in floats).
 void quantize_rows(QuantType type, const float* x, void* y, std::int64_t rows, std::int64_t in);
 void dequantize_rows(QuantType type, const void* w, float* y, std::int64_t rows, std::int64_t in);
