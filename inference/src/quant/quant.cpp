@@ -308,17 +308,19 @@ __attribute__((target(FEDGE_AVX512))) inline __mmask64 first_bytes(int n) {
   return n >= 64 ? ~__mmask64{0} : (__mmask64{1} << n) - 1;
 }
 
+// Output byte 16k + i of a Q4_0 quad is nibble byte i of its block k (at
+// 18k + 2 + i of the quad's 72 bytes).
+alignas(64) constexpr std::uint8_t kQuadNibbles[64] = {
+    2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16, 17, 20, 21, 22, 23, 24, 25,
+    26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49,
+    50, 51, 52, 53, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71};
+
 // The 16 blocks' integer sums w . a, in block order, and their f16 scales
 // (`halves`); absent blocks give 0.
 __attribute__((target(FEDGE_AVX512))) inline __m512i step_sums(const BlockQ4_0* w, const std::int8_t* aq, int count,
                                                                __m256i& halves) {
   const auto* bytes = reinterpret_cast<const std::uint8_t*>(w);
-  // Output byte 16k + i of a quad is nibble byte i of its block k (at 18k + 2 + i).
-  alignas(64) static const std::uint8_t pick[64] = {
-      2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16, 17, 20, 21, 22, 23, 24, 25,
-      26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49,
-      50, 51, 52, 53, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71};
-  const __m512i index = _mm512_load_si512(pick);
+  const __m512i index = _mm512_load_si512(kQuadNibbles);
   const __m512i low4 = _mm512_set1_epi8(0x0F);
   __m512i quad[4], head[4];
 #pragma GCC unroll 4
@@ -403,13 +405,9 @@ __attribute__((target(FEDGE_AVX512))) inline __m512i step_sums(const BlockQ8_0* 
 __attribute__((target(FEDGE_AVX512))) inline __m256 add_short_tail(const BlockQ4_0* w, const std::int8_t* aq,
                                                                   const std::int32_t* bias, const float* scale_a,
                                                                   int count, __m256 acc) {
-  alignas(64) static const std::uint8_t pick[64] = {
-      2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16, 17, 20, 21, 22, 23, 24, 25,
-      26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49,
-      50, 51, 52, 53, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71};
   const __m512i low4 = _mm512_set1_epi8(0x0F);
   const __m512i x = _mm512_maskz_loadu_epi8(first_bytes(18 * count), w);
-  const __m512i packed = _mm512_permutexvar_epi8(_mm512_load_si512(pick), x);  // bytes >= 64 are never picked
+  const __m512i packed = _mm512_permutexvar_epi8(_mm512_load_si512(kQuadNibbles), x);  // bytes >= 64 are never picked
   const __m512i lo = _mm512_and_si512(packed, low4);
   const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low4);
   __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(aq));
