@@ -16,6 +16,9 @@
 #include <thread>
 #include <vector>
 
+#include "fedge/common/safetensors.h"  // f16 -> f32
+#include "fedge/inference/quant.h"
+
 namespace fedge::inference::kernels {
 namespace {
 
@@ -25,7 +28,8 @@ Isa detect() {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f"))
     return __builtin_cpu_supports("avx512bf16") ? Isa::kAvx512Bf16 : Isa::kAvx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+    return Isa::kAvx2;
   return Isa::kScalar;
 }
 
@@ -44,6 +48,16 @@ inline float bf16(std::uint16_t b) {
   return f;
 }
 
+// An IEEE half weight: its own type, so the kernels' templates tell it from bf16.
+struct Half {
+  std::uint16_t bits;
+};
+static_assert(sizeof(Half) == 2);
+
+inline float scalar_w(float v) { return v; }
+inline float scalar_w(std::uint16_t v) { return bf16(v); }
+inline float scalar_w(Half v) { return f16_to_f32(v.bits); }
+
 // ---- scalar ----
 template <typename W>
 void rows_scalar(const W* w, const float* x, float* y, int rows, int in, int out, int j0, int j1) {
@@ -53,8 +67,7 @@ void rows_scalar(const W* w, const float* x, float* y, int rows, int in, int out
       const float* xr = x + std::size_t(r) * in;
       float s = 0;
       for (int i = 0; i < in; ++i) {
-        if constexpr (sizeof(W) == 2) s += bf16(wr[i]) * xr[i];
-        else s += wr[i] * xr[i];
+        s += scalar_w(wr[i]) * xr[i];
       }
       y[std::size_t(r) * out + j] = s;
     }
@@ -67,8 +80,9 @@ __attribute__((target("avx512f"))) inline __m512 load16(const std::uint16_t* p) 
   __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
-inline float scalar_w(float v) { return v; }
-inline float scalar_w(std::uint16_t v) { return bf16(v); }
+__attribute__((target("avx512f"))) inline __m512 load16(const Half* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
 
 template <int R, typename W>
 __attribute__((target("avx512f"))) void block_avx512(const W* w, const float* x, float* y, int in,
@@ -142,12 +156,15 @@ void run_range_dp(const std::uint16_t* w, const std::uint16_t* xs, const float* 
 }
 
 // ---- AVX2 ----
-__attribute__((target("avx2,fma"))) inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-__attribute__((target("avx2,fma"))) inline __m256 load8(const std::uint16_t* p) {
+__attribute__((target("avx2,fma,f16c"))) inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+__attribute__((target("avx2,fma,f16c"))) inline __m256 load8(const std::uint16_t* p) {
   __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
-__attribute__((target("avx2,fma"))) inline float hsum8(__m256 v) {
+__attribute__((target("avx2,fma,f16c"))) inline __m256 load8(const Half* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+__attribute__((target("avx2,fma,f16c"))) inline float hsum8(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
@@ -155,7 +172,7 @@ __attribute__((target("avx2,fma"))) inline float hsum8(__m256 v) {
 }
 
 template <int R, typename W>
-__attribute__((target("avx2,fma"))) void block_avx2(const W* w, const float* x, float* y, int in,
+__attribute__((target("avx2,fma,f16c"))) void block_avx2(const W* w, const float* x, float* y, int in,
                                                    int out, int j0, int j1) {
   for (int j = j0; j < j1; ++j) {
     const W* wr = w + std::size_t(j) * in;
@@ -307,9 +324,14 @@ class Pool {
 constexpr long kChunkRows = 32;
 
 void run_job(const MatvecJob& j, const float* x, const std::uint16_t* xs, int rows, int in, int j0, int j1) {
-  if (j.bf16 && xs) run_range_dp(static_cast<const std::uint16_t*>(j.w), xs, x, j.y, rows, in, j.out, j0, j1);
-  else if (j.bf16) run_range(static_cast<const std::uint16_t*>(j.w), x, j.y, rows, in, j.out, j0, j1);
-  else run_range(static_cast<const float*>(j.w), x, j.y, rows, in, j.out, j0, j1);
+  switch (j.dtype) {
+    case Dtype::kBF16:
+      if (xs) run_range_dp(static_cast<const std::uint16_t*>(j.w), xs, x, j.y, rows, in, j.out, j0, j1);
+      else run_range(static_cast<const std::uint16_t*>(j.w), x, j.y, rows, in, j.out, j0, j1);
+      break;
+    case Dtype::kF16: run_range(static_cast<const Half*>(j.w), x, j.y, rows, in, j.out, j0, j1); break;
+    case Dtype::kF32: run_range(static_cast<const float*>(j.w), x, j.y, rows, in, j.out, j0, j1); break;
+  }
 }
 
 __attribute__((target("avx512f"))) float dot_avx512(const float* a, const float* b, int n) {
@@ -331,11 +353,15 @@ __attribute__((target("avx512f"))) void axpy_avx512(float a, const float* x, flo
 }  // namespace
 
 void matvec_f32(const float* w, const float* x, float* y, int rows, int in, int out) {
-  MatvecJob job{w, false, y, out};
+  MatvecJob job{w, Dtype::kF32, y, out};
   matvec_group(&job, 1, x, rows, in);
 }
 void matvec_bf16(const std::uint16_t* w, const float* x, float* y, int rows, int in, int out) {
-  MatvecJob job{w, true, y, out};
+  MatvecJob job{w, Dtype::kBF16, y, out};
+  matvec_group(&job, 1, x, rows, in);
+}
+void matvec_f16(const std::uint16_t* w, const float* x, float* y, int rows, int in, int out) {
+  MatvecJob job{w, Dtype::kF16, y, out};
   matvec_group(&job, 1, x, rows, in);
 }
 
@@ -351,7 +377,7 @@ void matvec_group(const MatvecJob* jobs, int count, const float* x, int rows, in
     long total, chunk_rows;
   } ctx{jobs, count, x, nullptr, rows, in, total, std::max(kChunkRows, (total + 0xfffe) / 0xffff)};
   bool any_bf16 = false;
-  for (int i = 0; i < count; ++i) any_bf16 |= jobs[i].bf16;
+  for (int i = 0; i < count; ++i) any_bf16 |= jobs[i].dtype == Dtype::kBF16;
   thread_local std::vector<std::uint16_t> split;
   if (any_bf16 && isa() == Isa::kAvx512Bf16) {
     // hi = x truncated to bf16, lo = the remainder rounded to bf16.
@@ -396,6 +422,12 @@ void parallel_for(int tasks, void (*fn)(const void*, int), const void* ctx, bool
   Pool::instance().run(omp_get_max_threads(), tasks, fn, ctx);
 }
 
+namespace {
+// The quantized products (fedge_quant, which has no pool of its own) run on
+// this pool too, wherever the model's kernels are linked in.
+const bool quant_uses_pool = (quant::set_parallel_for(&parallel_for), true);
+}  // namespace
+
 float dot(const float* a, const float* b, int n) {
   if (isa() >= Isa::kAvx512) return dot_avx512(a, b, n);
   float s = 0;
@@ -414,7 +446,7 @@ bool set_isa(const char* name) {
   const Isa best = detect();
   if (n == "scalar") { forced = int(Isa::kScalar); return true; }
   if (n == "avx2" && best != Isa::kScalar) {
-    if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))) return false;
+    if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))) return false;
     forced = int(Isa::kAvx2);
     return true;
   }

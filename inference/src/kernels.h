@@ -1,5 +1,5 @@
-// CPU kernels for the inference path: matrix-vector products over f32 or
-// bf16 weights (memory-bound at batch 1, so they stream each weight row once
+// CPU kernels for the inference path: matrix-vector products over f32, bf16
+// or f16 weights (memory-bound at batch 1, so they stream each weight row once
 // for up to four input rows), with AVX-512 / AVX2 chosen at run time.
 #pragma once
 
@@ -11,14 +11,26 @@ namespace fedge::inference::kernels {
 // row-major. Output rows are split across the OpenMP threads.
 void matvec_f32(const float* w, const float* x, float* y, int rows, int in, int out);
 void matvec_bf16(const std::uint16_t* w, const float* x, float* y, int rows, int in, int out);
+// IEEE half weights (a GGUF F16 tensor, an embedding or LM head kept in f16):
+// converted in registers (F16C / AVX-512), the f32 kernel's order of adds.
+void matvec_f16(const std::uint16_t* w, const float* x, float* y, int rows, int in, int out);
+
+// The element type of a job's weights.
+enum class Dtype : std::uint8_t { kF32, kBF16, kF16 };
 
 // Several products over the same input x (q/k/v, gate/up) in one parallel
 // region: fewer thread wake-ups and barriers per decoded token.
 struct MatvecJob {
-  const void* w;  // [out, in], f32 or bf16
-  bool bf16;
-  float* y;       // [rows, out]
+  const void* w;  // [out, in] of dtype
+  Dtype dtype;
+  float* y;  // [rows, out]
   int out;
+
+  MatvecJob(const void* weights, Dtype type, float* result, int outputs)
+      : w(weights), dtype(type), y(result), out(outputs) {}
+  // The older form, {w, bf16, y, out}: true means bf16, false f32.
+  MatvecJob(const void* weights, bool bf16, float* result, int outputs)
+      : MatvecJob(weights, bf16 ? Dtype::kBF16 : Dtype::kF32, result, outputs) {}
 };
 void matvec_group(const MatvecJob* jobs, int count, const float* x, int rows, int in);
 

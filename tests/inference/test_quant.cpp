@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 #include "fedge/common/error.h"
@@ -37,7 +38,6 @@ struct IsaGuard {
   ~IsaGuard() { set_isa("auto"); }
 };
 
-}  // namespace
 
 TEST_CASE("quant: Q4_0 packs a known row exactly as GGUF's reference does") {
   BlockQ4_0 b{};
@@ -91,6 +91,36 @@ TEST_CASE("quant: dequantized rows stay within half a step of the input") {
   }
 }
 
+// Every instruction set this CPU has besides the portable one.
+std::vector<const char*> fast_isas() {
+  std::vector<const char*> found;
+  for (const char* isa : {"avx2", "avx512"}) {
+    if (set_isa(isa)) found.push_back(isa);
+    else WARN("this CPU lacks " << isa << ": that path did not run");
+  }
+  set_isa("auto");
+  return found;
+}
+
+// Random Q8_0/Q4_0 weight blocks over the whole byte range (-128 included,
+// which GGUF files may hold though the quantizer never writes it), with
+// finite random f16 scales of both signs.
+template <class Block>
+std::vector<Block> random_blocks(std::size_t count, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::vector<Block> blocks(count);
+  for (auto& b : blocks) {
+    b.d = static_cast<std::uint16_t>(rng() & 0xFFFF);
+    if ((b.d & 0x7C00) == 0x7C00) b.d &= 0xBFFF;  // no infinities or NaNs
+    for (auto& q : b.qs) q = static_cast<std::remove_reference_t<decltype(q)>>(rng());
+  }
+  return blocks;
+}
+
+bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+
+}  // namespace
+
 TEST_CASE("quant: dot products equal the dequantized rows' dot, and every instruction set agrees bit for bit") {
   IsaGuard guard;
   const std::int64_t n = 2048;
@@ -115,21 +145,87 @@ TEST_CASE("quant: dot products equal the dequantized rows' dot, and every instru
   const float s4 = vec_dot_q4_0_q8_0(n, w4.data(), a8.data());
   CHECK(std::fabs(s8 - ref8) <= 1e-5 * scale);
   CHECK(std::fabs(s4 - ref4) <= 1e-5 * scale);
-  for (const char* isa : {"avx2"}) {
-    if (!set_isa(isa)) {
-      WARN("this CPU lacks " << isa << ": that path did not run");
-      continue;
-    }
+  for (const char* isa : fast_isas()) {
+    REQUIRE(set_isa(isa));
     INFO("instruction set " << isa);
     CHECK(vec_dot_q8_0_q8_0(n, w8.data(), a8.data()) == s8);
     CHECK(vec_dot_q4_0_q8_0(n, w4.data(), a8.data()) == s4);
-    // A length that is not a multiple of the 16-block groups (and of 4) takes the tail paths.
-    const std::int64_t odd = n - 7 * 32;
-    const float t8 = vec_dot_q8_0_q8_0(odd, w8.data(), a8.data());
-    const float t4 = vec_dot_q4_0_q8_0(odd, w4.data(), a8.data());
-    set_isa("scalar");
-    CHECK(vec_dot_q8_0_q8_0(odd, w8.data(), a8.data()) == t8);
-    CHECK(vec_dot_q4_0_q8_0(odd, w4.data(), a8.data()) == t4);
+  }
+}
+
+TEST_CASE("quant: every instruction set gives the portable path's bits for every length, random blocks included") {
+  IsaGuard guard;
+  const std::int64_t max_blocks = 40;  // 2.5 steps of 16 blocks: every partial step and quad
+  const auto w8 = random_blocks<BlockQ8_0>(max_blocks, 11);
+  const auto w4 = random_blocks<BlockQ4_0>(max_blocks, 12);
+  std::vector<BlockQ8_0> a8(max_blocks);
+  const auto a = random_row(max_blocks * 32, 13, 3.0F);
+  REQUIRE(set_isa("scalar"));
+  quantize_row_q8_0(a.data(), a8.data(), max_blocks * 32);  // activations as the kernels make them
+  std::vector<float> want8, want4;
+  for (std::int64_t b = 1; b <= max_blocks; ++b) {
+    want8.push_back(vec_dot_q8_0_q8_0(b * 32, w8.data(), a8.data()));
+    want4.push_back(vec_dot_q4_0_q8_0(b * 32, w4.data(), a8.data()));
+  }
+  for (const char* isa : fast_isas()) {
+    REQUIRE(set_isa(isa));
+    for (std::int64_t b = 1; b <= max_blocks; ++b) {
+      INFO("instruction set " << isa << ", " << b << " blocks");
+      CHECK(same_bits(vec_dot_q8_0_q8_0(b * 32, w8.data(), a8.data()), want8[b - 1]));
+      CHECK(same_bits(vec_dot_q4_0_q8_0(b * 32, w4.data(), a8.data()), want4[b - 1]));
+    }
+  }
+}
+
+TEST_CASE("quant: activation rows quantize to the same bytes on every instruction set, ties and refusals included") {
+  IsaGuard guard;
+  // Random rows, and a block whose max is 127 (d = 1, so x * id = x) with
+  // values on .5 ties, which GGUF's reference rounds away from zero.
+  auto x = random_row(32 * 24, 14, 2.0F);
+  for (int i = 0; i < 32; ++i) x[i] = (i == 0) ? 127.0F : static_cast<float>(i % 2 ? -(i + 0.5) : (i + 0.5));
+  for (int i = 32; i < 64; ++i) x[i] = 0.0F;  // an all-zero block: d = 0
+  x[64] = -0.0F;
+  std::vector<BlockQ8_0> want(24), got(24);
+  REQUIRE(set_isa("scalar"));
+  quantize_row_q8_0(x.data(), want.data(), static_cast<std::int64_t>(x.size()));
+  CHECK(want[0].qs[1] == -2);  // -1.5 -> -2
+  CHECK(want[0].qs[2] == 3);   // 2.5 -> 3
+  for (const char* isa : fast_isas()) {
+    REQUIRE(set_isa(isa));
+    INFO("instruction set " << isa);
+    std::memset(got.data(), 0x55, got.size() * sizeof(BlockQ8_0));
+    quantize_row_q8_0(x.data(), got.data(), static_cast<std::int64_t>(x.size()));
+    CHECK(std::memcmp(got.data(), want.data(), got.size() * sizeof(BlockQ8_0)) == 0);
+    auto bad = x;
+    bad[100] = INFINITY;
+    CHECK_THROWS_WITH(quantize_row_q8_0(bad.data(), got.data(), static_cast<std::int64_t>(bad.size())),
+                      Catch::Contains("value 100 is not finite"));
+  }
+}
+
+TEST_CASE("quant: matmul gives the same bits on every instruction set for the model's shapes and odd ones") {
+  IsaGuard guard;
+  struct Shape {
+    int rows, in, out;
+  };
+  // 576 = 18 blocks (the 135M model's hidden size: a partial 16-block step);
+  // 1536 = 48 blocks; 96 and 544 end in partial quads.
+  for (const Shape shape : {Shape{1, 576, 192}, Shape{3, 1536, 37}, Shape{5, 96, 9}, Shape{2, 544, 300}}) {
+    const auto w = random_row(static_cast<std::size_t>(shape.in) * shape.out, 15, 0.05F);
+    const auto x = random_row(static_cast<std::size_t>(shape.in) * shape.rows, 16);
+    for (QuantType type : {QuantType::kQ8_0, QuantType::kQ4_0}) {
+      std::vector<std::uint8_t> packed(row_bytes(type, shape.in) * shape.out);
+      REQUIRE(set_isa("scalar"));
+      quantize_rows(type, w.data(), packed.data(), shape.out, shape.in);
+      std::vector<float> want(static_cast<std::size_t>(shape.rows) * shape.out), got(want.size());
+      matmul(type, packed.data(), x.data(), want.data(), shape.rows, shape.in, shape.out);
+      for (const char* isa : fast_isas()) {
+        REQUIRE(set_isa(isa));
+        INFO(quant_type_name(type) << " on " << isa << ": " << shape.rows << " x " << shape.in << " -> " << shape.out);
+        matmul(type, packed.data(), x.data(), got.data(), shape.rows, shape.in, shape.out);
+        CHECK(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)) == 0);
+      }
+    }
   }
 }
 
@@ -184,6 +280,33 @@ TEST_CASE("quant: matmul over several rows gives each row's matvec bits, and who
   std::vector<float> y(4);
   std::vector<std::uint8_t> packed(row_bytes(QuantType::kQ8_0, 64));
   CHECK_THROWS_AS(matmul(QuantType::kQ8_0, packed.data(), y.data(), y.data(), 1, 33, 1), Error);
+}
+
+TEST_CASE("quant: a group of products over one input gives each product's matmul bits") {
+  const int in = 576, rows = 3;
+  const int outs[3] = {576, 192, 67};  // q, k and an odd size: chunks end mid-pair
+  const auto x = random_row(static_cast<std::size_t>(in) * rows, 17);
+  for (QuantType type : {QuantType::kQ8_0, QuantType::kQ4_0}) {
+    INFO(quant_type_name(type));
+    std::vector<std::vector<std::uint8_t>> packed(3);
+    std::vector<std::vector<float>> alone(3), grouped(3);
+    std::vector<MatmulJob> jobs;
+    for (int i = 0; i < 3; ++i) {
+      const auto w = random_row(static_cast<std::size_t>(in) * outs[i], 18 + i, 0.05F);
+      packed[i].resize(row_bytes(type, in) * outs[i]);
+      quantize_rows(type, w.data(), packed[i].data(), outs[i], in);
+      alone[i].resize(static_cast<std::size_t>(rows) * outs[i]);
+      grouped[i].assign(alone[i].size(), NAN);
+      matmul(type, packed[i].data(), x.data(), alone[i].data(), rows, in, outs[i]);
+      jobs.push_back({packed[i].data(), grouped[i].data(), outs[i]});
+    }
+    matmul_group(type, jobs.data(), 3, x.data(), rows, in);
+    for (int i = 0; i < 3; ++i) CHECK(std::memcmp(alone[i].data(), grouped[i].data(), alone[i].size() * 4) == 0);
+  }
+  std::vector<MatmulJob> too_many(kMaxGroup + 1, MatmulJob{nullptr, nullptr, 0});
+  std::vector<float> x32(32);
+  CHECK_THROWS_WITH(matmul_group(QuantType::kQ8_0, too_many.data(), kMaxGroup + 1, x32.data(), 1, 32),
+                    Catch::Contains("at most 8"));
 }
 
 TEST_CASE("quant: lengths that are not whole blocks and non-finite inputs are refused") {

@@ -1,15 +1,22 @@
 #include "fedge/inference/quant.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "fedge/common/error.h"
 #include "fedge/common/safetensors.h"  // f16 <-> f32
 
 #if defined(__x86_64__) || defined(__i386__)
+// GCC 12 flags the AVX-512 intrinsics headers' own undefined-vector idiom.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 #define FEDGE_QUANT_X86 1
 #endif
@@ -17,14 +24,37 @@
 namespace fedge::inference::quant {
 namespace {
 
-enum class Isa { kScalar, kAvx2 };
+enum class Isa { kScalar, kAvx2, kAvx512 };
 
-Isa detect() {
+bool cpu_has(Isa want) {
 #ifdef FEDGE_QUANT_X86
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2")) return Isa::kAvx2;
+  switch (want) {
+    case Isa::kScalar: return true;
+    case Isa::kAvx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+    case Isa::kAvx512:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi");
+  }
+  return false;
+#else
+  return want == Isa::kScalar;
 #endif
+}
+
+Isa detect() {
+  for (Isa best : {Isa::kAvx512, Isa::kAvx2})
+    if (cpu_has(best)) return best;
   return Isa::kScalar;
+}
+
+const char* name_of(Isa level) {
+  switch (level) {
+    case Isa::kAvx512: return "avx512";
+    case Isa::kAvx2: return "avx2";
+    default: return "scalar";
+  }
 }
 
 std::atomic<Isa>& isa() {
@@ -42,6 +72,21 @@ void check_finite(const float* x, std::int64_t n, const char* what) {
   for (std::int64_t i = 0; i < n; ++i)
     if (!std::isfinite(x[i]))
       throw Error(ErrorKind::kInvalidInput, std::string(what) + ": value " + std::to_string(i) + " is not finite");
+}
+
+// Without a pool installed (set_parallel_for), chunks go to OpenMP.
+void openmp_for(int tasks, void (*fn)(const void*, int), const void* ctx, bool parallel) {
+  if (!parallel || tasks < 2 || omp_get_max_threads() < 2) {  // an inactive region still costs microseconds
+    for (int t = 0; t < tasks; ++t) fn(ctx, t);
+    return;
+  }
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int t = 0; t < tasks; ++t) fn(ctx, t);
+}
+
+std::atomic<ParallelFor>& parallel_runner() {
+  static std::atomic<ParallelFor> runner{&openmp_for};
+  return runner;
 }
 
 // ---- per-block integer dot products: the only instruction-set-specific part ----
@@ -153,19 +198,23 @@ void accumulate_scalar(const float* half, const Block* w, const BlockQ8_0* a, co
 }
 
 #ifdef FEDGE_QUANT_X86
-// The same multiplies and adds, eight lanes at once (no FMA: the scalar path rounds twice).
+// The same multiplies and adds, eight lanes at once (no FMA: the scalar path
+// rounds twice). Scales are converted by F16C in registers (exact, as the
+// table is): the 256 KB table's lookups miss L1 on every block.
 template <class Block>
-__attribute__((target("avx2"))) void accumulate_avx2(const float* half, const Block* w, const BlockQ8_0* a,
-                                                     const std::int32_t* isum, int count, float* acc) {
+__attribute__((target("avx2,f16c"))) void accumulate_avx2(const float* half, const Block* w, const BlockQ8_0* a,
+                                                          const std::int32_t* isum, int count, float* acc) {
   __m256 lanes = _mm256_loadu_ps(acc);
   int i = 0;
   for (; i + kLanes <= count; i += kLanes) {
-    alignas(32) float sw[kLanes], sa[kLanes];
+    alignas(16) std::uint16_t hw[kLanes], ha[kLanes];
+#pragma GCC unroll 8
     for (int k = 0; k < kLanes; ++k) {
-      sw[k] = half[w[i + k].d];
-      sa[k] = half[a[i + k].d];
+      hw[k] = w[i + k].d;
+      ha[k] = a[i + k].d;
     }
-    const __m256 scale = _mm256_mul_ps(_mm256_load_ps(sw), _mm256_load_ps(sa));
+    const __m256 scale = _mm256_mul_ps(_mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(hw))),
+                                       _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(ha))));
     const __m256 sums = _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(isum + i)));
     lanes = _mm256_add_ps(lanes, _mm256_mul_ps(scale, sums));
   }
@@ -173,6 +222,10 @@ __attribute__((target("avx2"))) void accumulate_avx2(const float* half, const Bl
   accumulate_scalar(half, w + i, a + i, isum + i, count - i, acc);  // i is a multiple of 8: lanes line up
 }
 #endif
+
+float sum_lanes(const float* acc) {
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
 
 template <class Block>
 float row_dot(std::int64_t blocks, const Block* w, const BlockQ8_0* a, Isa use) {
@@ -191,19 +244,395 @@ float row_dot(std::int64_t blocks, const Block* w, const BlockQ8_0* a, Isa use) 
 #endif
     accumulate_scalar(half, w + b, a + b, isum, count, acc);
   }
-  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  return sum_lanes(acc);
+}
+
+// ---- AVX-512 (F, BW, VL, DQ, VNNI, VBMI: Ice Lake, Zen 4 and later) ----
+//
+// An activation row is laid out once for all the weight rows it meets, so
+// that a weight row is read, unpacked and dotted with few instructions:
+// vpdpbusd multiplies unsigned weight bytes by signed activation bytes, so
+// Q8_0 weights are biased by +128 (w ^ 0x80) and Q4_0's nibbles are used as
+// they are (0..15 instead of -8..7); the bias times the block's activation
+// sum is subtracted afterwards. Each block's integer sum stays exact, so the
+// float part (the same as the scalar path's) gives the same bits.
+constexpr int kWide = 16;  // blocks per AVX-512 step (16 f32 lanes)
+
+struct PreparedRow {
+  std::vector<std::int8_t> qs;     // 32 bytes a block, ordered for the weight type
+  std::vector<float> scale;        // the block's f16 scale as f32
+  std::vector<std::int32_t> bias;  // 128 (Q8_0) or 8 (Q4_0) times the block's byte sum
+};
+
+std::int64_t padded_blocks(std::int64_t blocks) { return (blocks + kWide - 1) / kWide * kWide; }
+
+// Q8_0 weights: the activation's bytes in block order. Q4_0 weights: per
+// group of 4 blocks, the 4 blocks' first halves (they meet the low nibbles)
+// and then their 4 second halves (the high nibbles). Zero blocks pad the row
+// to a whole step, so a partial step adds nothing.
+template <class Block>
+void prepare_row(const BlockQ8_0* a, std::int64_t blocks, PreparedRow& out) {
+  const std::int64_t padded = padded_blocks(blocks);
+  out.qs.assign(static_cast<std::size_t>(padded * kBlockSize), 0);
+  out.scale.assign(static_cast<std::size_t>(padded), 0.0F);
+  out.bias.assign(static_cast<std::size_t>(padded), 0);
+  constexpr bool kQ8 = std::is_same_v<Block, BlockQ8_0>;
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    std::int32_t sum = 0;
+    for (int i = 0; i < kBlockSize; ++i) sum += a[b].qs[i];
+    out.bias[b] = (kQ8 ? 128 : 8) * sum;
+    out.scale[b] = f16_to_f32(a[b].d);
+    constexpr int kHalf = kBlockSize / 2;
+    if constexpr (kQ8) {
+      std::memcpy(&out.qs[b * kBlockSize], a[b].qs, kBlockSize);
+    } else {
+      std::int8_t* quad = &out.qs[(b / 4) * 4 * kBlockSize];
+      std::memcpy(quad + (b % 4) * kHalf, a[b].qs, kHalf);
+      std::memcpy(quad + 4 * kHalf + (b % 4) * kHalf, a[b].qs + kHalf, kHalf);
+    }
+  }
+}
+
+#ifdef FEDGE_QUANT_X86
+#define FEDGE_AVX512 "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,f16c"
+
+// Per 128-bit lane q of v0..v3: result lane q holds the four sums of lane q
+// of v0, v1, v2, v3 (dword 4q + p = sum of v_p's lane q).
+__attribute__((target(FEDGE_AVX512))) inline __m512i reduce_lanes(__m512i v0, __m512i v1, __m512i v2, __m512i v3) {
+  const __m512i a = _mm512_add_epi32(_mm512_unpacklo_epi32(v0, v1), _mm512_unpackhi_epi32(v0, v1));
+  const __m512i b = _mm512_add_epi32(_mm512_unpacklo_epi32(v2, v3), _mm512_unpackhi_epi32(v2, v3));
+  return _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
+}
+
+__attribute__((target(FEDGE_AVX512))) inline __mmask64 first_bytes(int n) {
+  return n >= 64 ? ~__mmask64{0} : (__mmask64{1} << n) - 1;
+}
+
+// Output byte 16k + i of a Q4_0 quad is nibble byte i of its block k (at
+// 18k + 2 + i of the quad's 72 bytes).
+alignas(64) constexpr std::uint8_t kQuadNibbles[64] = {
+    2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16, 17, 20, 21, 22, 23, 24, 25,
+    26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49,
+    50, 51, 52, 53, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71};
+
+// The 16 blocks' integer sums w . a, in block order, and their f16 scales
+// (`halves`); absent blocks give 0.
+__attribute__((target(FEDGE_AVX512))) inline __m512i step_sums(const BlockQ4_0* w, const std::int8_t* aq, int count,
+                                                               __m256i& halves) {
+  const auto* bytes = reinterpret_cast<const std::uint8_t*>(w);
+  const __m512i index = _mm512_load_si512(kQuadNibbles);
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  __m512i quad[4], head[4];
+#pragma GCC unroll 4
+  for (int k = 0; k < 4; ++k) {
+    const int have = count - 4 * k;
+    if (have <= 0) {
+      quad[k] = head[k] = _mm512_setzero_si512();
+      continue;
+    }
+    const std::uint8_t* p = bytes + 72 * k;
+    const int n = 18 * std::min(have, 4);
+    __m512i x, y;
+    if (have >= 4) {  // whole quad: plain loads (masked ones cost more)
+      x = _mm512_loadu_si512(p);
+      y = _mm512_castsi128_si512(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 64)));
+    } else {  // 1-3 blocks: 18-54 bytes, all in x
+      x = _mm512_maskz_loadu_epi8(first_bytes(n), p);
+      y = _mm512_setzero_si512();
+    }
+    head[k] = x;
+    const __m512i packed = _mm512_permutex2var_epi8(x, index, y);
+    const __m512i lo = _mm512_and_si512(packed, low4);
+    const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low4);
+    const std::int8_t* act = aq + 4 * k * kBlockSize;
+    const __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(act));
+    quad[k] = _mm512_dpbusd_epi32(s, hi, _mm512_loadu_si512(act + 2 * kBlockSize));
+  }
+  // A quad's scales are its words 0, 9, 18 and 27 (bytes 0, 18, 36, 54):
+  // quads 0-1 give halves 0-7, quads 2-3 halves 8-15.
+  const __m512i scale_words = _mm512_setr_epi32(9 << 16, 27 << 16 | 18, (32 + 9) << 16 | 32, (32 + 27) << 16 | (32 + 18),
+                                                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __m512i low = _mm512_permutex2var_epi16(head[0], scale_words, head[1]);
+  const __m512i high = _mm512_permutex2var_epi16(head[2], scale_words, head[3]);
+  halves = _mm256_inserti128_si256(_mm512_castsi512_si256(low), _mm512_castsi512_si128(high), 1);
+  // Lane q of quad p is block 4p + q: dword 4q + p -> block 4p + q.
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  return _mm512_permutexvar_epi32(order, reduce_lanes(quad[0], quad[1], quad[2], quad[3]));
+}
+
+__attribute__((target(FEDGE_AVX512))) inline __m512i step_sums(const BlockQ8_0* w, const std::int8_t* aq, int count,
+                                                               __m256i& halves) {
+  // Each block's f16 scale (a 32-bit gather at a block's start keeps it in the low half).
+  const __m512i scale_at = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                              _mm512_set1_epi32(sizeof(BlockQ8_0)));
+  if (count >= kWide) {  // 16 scalar copies cost less than a gather on AMD's cores
+    alignas(32) std::uint16_t d[kWide];
+#pragma GCC unroll 16
+    for (int i = 0; i < kWide; ++i) d[i] = w[i].d;
+    halves = _mm256_load_si256(reinterpret_cast<const __m256i*>(d));
+  } else {
+    const auto live = static_cast<__mmask16>((1u << count) - 1);
+    halves = _mm512_cvtepi32_epi16(_mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, scale_at, w, 1));
+  }
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  __m512i pair[8];
+#pragma GCC unroll 8
+  for (int k = 0; k < 8; ++k) {
+    const int have = count - 2 * k;
+    if (have <= 0) {
+      pair[k] = _mm512_setzero_si512();
+      continue;
+    }
+    const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[2 * k].qs));
+    const __m256i hi =
+        have >= 2 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[2 * k + 1].qs)) : _mm256_setzero_si256();
+    // An absent block's bytes become 0x80 and meet zero activations.
+    const __m512i biased = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1), flip);
+    pair[k] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), biased, _mm512_loadu_si512(aq + 2 * k * kBlockSize));
+  }
+  // Pair p holds block 2p in lanes 0-1 and block 2p + 1 in lanes 2-3.
+  const __m512i r0 = reduce_lanes(pair[0], pair[1], pair[2], pair[3]);
+  const __m512i r1 = reduce_lanes(pair[4], pair[5], pair[6], pair[7]);
+  const __m512i s = _mm512_add_epi32(_mm512_shuffle_i64x2(r0, r1, 0x88), _mm512_shuffle_i64x2(r0, r1, 0xDD));
+  // s's lane L, dword p: block 8 (L / 2) + 2p + L % 2.
+  const __m512i order = _mm512_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15);
+  return _mm512_permutexvar_epi32(order, s);
+}
+
+// A Q4_0 row's last 1-3 blocks (576 = 16 + 2 blocks) as one quad, reduced
+// on its own: a third of a whole step's work. Adds into acc's lanes 0..3
+// (the step starts at a multiple of 16, so block % 8 = 0..3).
+__attribute__((target(FEDGE_AVX512))) inline __m256 add_short_tail(const BlockQ4_0* w, const std::int8_t* aq,
+                                                                  const std::int32_t* bias, const float* scale_a,
+                                                                  int count, __m256 acc) {
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  const __m512i x = _mm512_maskz_loadu_epi8(first_bytes(18 * count), w);
+  const __m512i packed = _mm512_permutexvar_epi8(_mm512_load_si512(kQuadNibbles), x);  // bytes >= 64 are never picked
+  const __m512i lo = _mm512_and_si512(packed, low4);
+  const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low4);
+  __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(aq));
+  s = _mm512_dpbusd_epi32(s, hi, _mm512_loadu_si512(aq + 2 * kBlockSize));
+  // Each 128-bit lane is one block: sum its 4 dwords, then take dword 0 of each lane.
+  s = _mm512_add_epi32(s, _mm512_shuffle_epi32(s, _MM_PERM_BADC));
+  s = _mm512_add_epi32(s, _mm512_shuffle_epi32(s, _MM_PERM_CDAB));
+  const __m512i first = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __m128i isum = _mm_sub_epi32(_mm512_castsi512_si128(_mm512_permutexvar_epi32(first, s)),
+                                     _mm_loadu_si128(reinterpret_cast<const __m128i*>(bias)));
+  const __m512i words = _mm512_setr_epi32(9 << 16, 27 << 16 | 18, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __m128i halves = _mm512_castsi512_si128(_mm512_permutexvar_epi16(words, x));
+  const __m128 scale = _mm_mul_ps(_mm_cvtph_ps(halves), _mm_loadu_ps(scale_a));
+  const __m128 term = _mm_mul_ps(scale, _mm_cvtepi32_ps(isum));
+  return _mm256_mask_add_ps(acc, static_cast<__mmask8>((1u << count) - 1), acc, _mm256_castps128_ps256(term));
+}
+
+// R consecutive weight rows (R <= 2) against one activation row, their
+// steps interleaved: two independent chains keep the core busy where one
+// row's chain of dependent steps would wait, and they share the activation's
+// loads. Each row's float order is the portable path's.
+template <class Block, int R>
+__attribute__((target(FEDGE_AVX512))) void rows_dot_avx512(std::int64_t blocks, const Block* w, const PreparedRow& a,
+                                                            float* out) {
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  for (std::int64_t b = 0; b < blocks; b += kWide) {
+    const int count = static_cast<int>(std::min<std::int64_t>(kWide, blocks - b));
+    const std::int8_t* aq = a.qs.data() + b * kBlockSize;
+    if constexpr (std::is_same_v<Block, BlockQ4_0>) {
+      if (count <= 3) {  // 54 bytes: one load
+        for (int r = 0; r < R; ++r) acc[r] = add_short_tail(w + r * blocks + b, aq, &a.bias[b], &a.scale[b], count, acc[r]);
+        continue;
+      }
+    }
+    const __mmask16 live = static_cast<__mmask16>(count == kWide ? 0xFFFF : (1u << count) - 1);
+    const __m512i bias = _mm512_loadu_si512(&a.bias[b]);
+    const __m512 scale_a = _mm512_loadu_ps(&a.scale[b]);
+#pragma GCC unroll 2
+    for (int r = 0; r < R; ++r) {
+      __m256i halves;
+      const __m512i isum = _mm512_sub_epi32(step_sums(w + r * blocks + b, aq, count, halves), bias);
+      const __m512 scale = _mm512_mul_ps(_mm512_cvtph_ps(halves), scale_a);
+      const __m512 term = _mm512_mul_ps(scale, _mm512_cvtepi32_ps(isum));
+      // Blocks b..b+7 then b+8..b+15 into lanes 0..7: block % 8, in block order.
+      acc[r] = _mm256_mask_add_ps(acc[r], static_cast<__mmask8>(live), acc[r], _mm512_castps512_ps256(term));
+      acc[r] = _mm256_mask_add_ps(acc[r], static_cast<__mmask8>(live >> 8), acc[r], _mm512_extractf32x8_ps(term, 1));
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    alignas(32) float lanes[kLanes];
+    _mm256_store_ps(lanes, acc[r]);
+    out[r] = sum_lanes(lanes);
+  }
 }
 
 template <class Block>
-void matvec(const Block* w, const float* x, float* y, int in, int out) {
-  check_length(in, "matvec input");
-  if (out < 0) throw Error(ErrorKind::kInvalidInput, "matvec: negative output size");
-  const std::int64_t blocks = in / kBlockSize;
-  std::vector<BlockQ8_0> xq(static_cast<std::size_t>(blocks));
-  quantize_row_q8_0(x, xq.data(), in);
-  const Isa use = isa().load();
-#pragma omp parallel for schedule(static)
-  for (int j = 0; j < out; ++j) y[j] = row_dot(blocks, w + static_cast<std::int64_t>(j) * blocks, xq.data(), use);
+float row_dot_avx512(std::int64_t blocks, const Block* w, const PreparedRow& a) {
+  float out;
+  rows_dot_avx512<Block, 1>(blocks, w, a, &out);
+  return out;
+}
+
+// quantize_row_q8_0's answer, 32 values at a time: the same max, the same
+// float divide and multiply, and round half away from zero done exactly
+// (truncate, then step away from zero when the dropped part is >= 0.5).
+__attribute__((target(FEDGE_AVX512))) bool quantize_q8_avx512(const float* x, BlockQ8_0* y, std::int64_t blocks) {
+  const __m512 sign = _mm512_set1_ps(-0.0F), one = _mm512_set1_ps(1.0F), half = _mm512_set1_ps(0.5F);
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    const __m512 v0 = _mm512_loadu_ps(x + b * kBlockSize), v1 = _mm512_loadu_ps(x + b * kBlockSize + 16);
+    // Not finite (NaN or infinity): the scalar quantizer names the value.
+    if (_mm512_fpclass_ps_mask(v0, 0x99) | _mm512_fpclass_ps_mask(v1, 0x99)) return false;
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+    const float d = amax / 127.0F;
+    const float id = d != 0 ? 1.0F / d : 0.0F;
+    y[b].d = f32_to_f16(d);
+    const __m512 scale = _mm512_set1_ps(id);
+    for (int h = 0; h < 2; ++h) {
+      const __m512 t = _mm512_mul_ps(h == 0 ? v0 : v1, scale);
+      __m512 r = _mm512_roundscale_ps(t, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+      const __mmask16 up = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(t, r)), half, _CMP_GE_OQ);
+      r = _mm512_mask_add_ps(r, up, r, _mm512_or_ps(_mm512_and_ps(t, sign), one));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(y[b].qs + 16 * h), _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(r)));
+    }
+  }
+  return true;
+}
+#endif
+
+// GGUF's reference: d = max|x| / 127, q = round(x / d).
+void quantize_q8_reference(const float* x, BlockQ8_0* y, std::int64_t n) {
+  check_finite(x, n, "quantize q8_0");
+  for (std::int64_t b = 0; b < n / kBlockSize; ++b) {
+    const float* v = x + b * kBlockSize;
+    float amax = 0;
+    for (int i = 0; i < kBlockSize; ++i) amax = std::max(amax, std::fabs(v[i]));
+    const float d = amax / 127.0F;
+    const float id = d != 0 ? 1.0F / d : 0.0F;
+    y[b].d = f32_to_f16(d);
+    for (int i = 0; i < kBlockSize; ++i) y[b].qs[i] = static_cast<std::int8_t>(std::round(v[i] * id));
+  }
+}
+
+void quantize_q8(const float* x, BlockQ8_0* y, std::int64_t n, Isa use) {
+  check_length(n, "quantize q8_0");
+#ifdef FEDGE_QUANT_X86
+  if (use == Isa::kAvx512 && quantize_q8_avx512(x, y, n / kBlockSize)) return;
+#endif
+  (void)use;
+  quantize_q8_reference(x, y, n);
+}
+
+// The activation rows of a product, quantized once (and laid out for the
+// AVX-512 kernels when they run).
+template <class Block>
+struct Activations {
+  Isa use = Isa::kScalar;
+  std::int64_t blocks = 0;
+  std::vector<BlockQ8_0> q;
+  std::vector<PreparedRow> prepared;
+
+  // Refills the buffers (kept per thread, so a decode step allocates nothing).
+  void fill(const float* x, int rows, std::int64_t in, Isa isa_in_use) {
+    use = isa_in_use;
+    blocks = in / kBlockSize;
+    q.resize(static_cast<std::size_t>(rows * blocks));
+    for (int r = 0; r < rows; ++r) quantize_q8(x + r * in, q.data() + r * blocks, in, use);
+    if (use == Isa::kAvx512) {
+      prepared.resize(static_cast<std::size_t>(rows));
+      for (int r = 0; r < rows; ++r) prepare_row<Block>(q.data() + r * blocks, blocks, prepared[r]);
+    }
+  }
+
+  // Two consecutive weight rows (w and w + blocks) against activation row `row`.
+  void dot2(const Block* w, int row, float* out) const {
+#ifdef FEDGE_QUANT_X86
+    // Q4_0 only: Q8_0's step already holds 8 independent pair products, and two rows' worth runs out of registers.
+    if (use == Isa::kAvx512 && std::is_same_v<Block, BlockQ4_0>)
+      return rows_dot_avx512<Block, 2>(blocks, w, prepared[row], out);
+#endif
+    out[0] = dot(w, row);
+    out[1] = dot(w + blocks, row);
+  }
+
+  float dot(const Block* w, int row) const {
+#ifdef FEDGE_QUANT_X86
+    if (use == Isa::kAvx512) return row_dot_avx512(blocks, w, prepared[row]);
+#endif
+    return row_dot(blocks, w, q.data() + row * blocks, use);
+  }
+};
+
+// y [rows, out] = x [rows, in] W^T: the activation rows are quantized once,
+// each weight row is read from memory once and dotted with every activation
+// row while it sits in L1, and the weight rows are split over the threads.
+template <class Block>
+void matmul_typed(const MatmulJob* jobs, int count, const float* x, int rows, int in) {
+  check_length(in, "matmul input");
+  if (rows < 0) throw Error(ErrorKind::kInvalidInput, "matmul: negative row count");
+  if (count < 0 || count > kMaxGroup)
+    throw Error(ErrorKind::kInvalidInput, "matmul_group: " + std::to_string(count) + " products (at most " +
+                                              std::to_string(kMaxGroup) + ")");
+  std::int64_t total_out = 0;
+  for (int i = 0; i < count; ++i) {
+    if (jobs[i].out < 0) throw Error(ErrorKind::kInvalidInput, "matmul: negative output size");
+    total_out += jobs[i].out;
+  }
+  // The calling thread's buffers: a decode step allocates nothing. The
+  // workers read them through `job`, never their own thread_local copy.
+  thread_local Activations<Block> buffers;
+  buffers.fill(x, rows, in, isa().load());
+  struct Group {
+    const MatmulJob* jobs;
+    int count;
+    const Activations<Block>* act;
+    int rows, chunk_rows;
+    int first_chunk[kMaxGroup + 1];  // job i owns chunks [first_chunk[i], first_chunk[i + 1])
+  };
+  // About 32 row dots a chunk: enough to amortise claiming it, small enough
+  // to balance the threads; at most 0xffff chunks (the pool's limit).
+  Group group{jobs, count, &buffers, rows, std::max(2, 32 / std::max(rows, 1)), {}};
+  group.chunk_rows = std::max<int>(group.chunk_rows, static_cast<int>(total_out / 0xfff0 + 1));
+  for (int i = 0; i < count; ++i)
+    group.first_chunk[i + 1] = group.first_chunk[i] + (jobs[i].out + group.chunk_rows - 1) / group.chunk_rows;
+  const auto run_chunk = [](const void* p, int chunk) {
+    const Group& g = *static_cast<const Group*>(p);
+    int i = 0;
+    while (chunk >= g.first_chunk[i + 1]) ++i;
+    const MatmulJob& job = g.jobs[i];
+    const auto* w = static_cast<const Block*>(job.w);
+    const std::int64_t blocks = g.act->blocks;
+    const int j0 = (chunk - g.first_chunk[i]) * g.chunk_rows, j1 = std::min(job.out, j0 + g.chunk_rows);
+    int j = j0;
+    for (; j + 1 < j1; j += 2)
+      for (int r = 0; r < g.rows; ++r) {
+        float two[2];
+        g.act->dot2(w + j * blocks, r, two);
+        job.y[static_cast<std::int64_t>(r) * job.out + j] = two[0];
+        job.y[static_cast<std::int64_t>(r) * job.out + j + 1] = two[1];
+      }
+    if (j < j1)
+      for (int r = 0; r < g.rows; ++r) job.y[static_cast<std::int64_t>(r) * job.out + j] = g.act->dot(w + j * blocks, r);
+  };
+  // Small products are not worth waking the other threads.
+  const bool parallel = total_out * in * std::max(rows, 1) >= (1 << 15);
+  parallel_runner().load()(group.first_chunk[count], run_chunk, &group, parallel);
+}
+
+template <class Block>
+void matmul_typed(const Block* w, const float* x, float* y, int rows, int in, int out) {
+  const MatmulJob job{w, y, out};
+  matmul_typed<Block>(&job, 1, x, rows, in);
+}
+
+// One row's dot with an activation row already in Q8_0 (tests, llama.cpp's API).
+template <class Block>
+float vec_dot(std::int64_t blocks, const Block* w, const BlockQ8_0* a, Isa use) {
+#ifdef FEDGE_QUANT_X86
+  if (use == Isa::kAvx512) {
+    PreparedRow prepared;
+    prepare_row<Block>(a, blocks, prepared);
+    return row_dot_avx512(blocks, w, prepared);
+  }
+#endif
+  return row_dot(blocks, w, a, use);
 }
 
 }  // namespace
@@ -216,20 +645,7 @@ std::size_t row_bytes(QuantType type, std::int64_t n) {
   return blocks * (type == QuantType::kQ8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0));
 }
 
-// GGUF's reference: d = max|x| / 127, q = round(x / d).
-void quantize_row_q8_0(const float* x, BlockQ8_0* y, std::int64_t n) {
-  check_length(n, "quantize q8_0");
-  check_finite(x, n, "quantize q8_0");
-  for (std::int64_t b = 0; b < n / kBlockSize; ++b) {
-    const float* v = x + b * kBlockSize;
-    float amax = 0;
-    for (int i = 0; i < kBlockSize; ++i) amax = std::max(amax, std::fabs(v[i]));
-    const float d = amax / 127.0F;
-    const float id = d != 0 ? 1.0F / d : 0.0F;
-    y[b].d = f32_to_f16(d);
-    for (int i = 0; i < kBlockSize; ++i) y[b].qs[i] = static_cast<std::int8_t>(std::round(v[i] * id));
-  }
-}
+void quantize_row_q8_0(const float* x, BlockQ8_0* y, std::int64_t n) { quantize_q8(x, y, n, isa().load()); }
 
 // GGUF's reference: the value of largest magnitude, sign kept, maps to -8:
 // d = max / -8, nibble = min(15, trunc(x / d + 8.5)).
@@ -279,26 +695,25 @@ void dequantize_row_q4_0(const BlockQ4_0* x, float* y, std::int64_t n) {
 
 float vec_dot_q8_0_q8_0(std::int64_t n, const BlockQ8_0* w, const BlockQ8_0* a) {
   check_length(n, "vec_dot q8_0");
-  return row_dot(n / kBlockSize, w, a, isa().load());
+  return vec_dot(n / kBlockSize, w, a, isa().load());
 }
 
 float vec_dot_q4_0_q8_0(std::int64_t n, const BlockQ4_0* w, const BlockQ8_0* a) {
   check_length(n, "vec_dot q4_0");
-  return row_dot(n / kBlockSize, w, a, isa().load());
+  return vec_dot(n / kBlockSize, w, a, isa().load());
 }
 
-void matvec_q8_0(const BlockQ8_0* w, const float* x, float* y, int in, int out) { matvec(w, x, y, in, out); }
-void matvec_q4_0(const BlockQ4_0* w, const float* x, float* y, int in, int out) { matvec(w, x, y, in, out); }
+void matvec_q8_0(const BlockQ8_0* w, const float* x, float* y, int in, int out) { matmul_typed(w, x, y, 1, in, out); }
+void matvec_q4_0(const BlockQ4_0* w, const float* x, float* y, int in, int out) { matmul_typed(w, x, y, 1, in, out); }
 
 void matmul(QuantType type, const void* w, const float* x, float* y, int rows, int in, int out) {
-  if (rows < 0) throw Error(ErrorKind::kInvalidInput, "matmul: negative row count");
-  check_length(in, "matmul input");
-  for (int r = 0; r < rows; ++r) {
-    const float* xr = x + static_cast<std::int64_t>(r) * in;
-    float* yr = y + static_cast<std::int64_t>(r) * out;
-    if (type == QuantType::kQ8_0) matvec(static_cast<const BlockQ8_0*>(w), xr, yr, in, out);
-    else matvec(static_cast<const BlockQ4_0*>(w), xr, yr, in, out);
-  }
+  if (type == QuantType::kQ8_0) matmul_typed(static_cast<const BlockQ8_0*>(w), x, y, rows, in, out);
+  else matmul_typed(static_cast<const BlockQ4_0*>(w), x, y, rows, in, out);
+}
+
+void matmul_group(QuantType type, const MatmulJob* jobs, int count, const float* x, int rows, int in) {
+  if (type == QuantType::kQ8_0) matmul_typed<BlockQ8_0>(jobs, count, x, rows, in);
+  else matmul_typed<BlockQ4_0>(jobs, count, x, rows, in);
 }
 
 void quantize_rows(QuantType type, const float* x, void* y, std::int64_t rows, std::int64_t in) {
@@ -320,6 +735,8 @@ void dequantize_rows(QuantType type, const void* w, float* y, std::int64_t rows,
   }
 }
 
+void set_parallel_for(ParallelFor runner) { parallel_runner() = runner ? runner : &openmp_for; }
+
 bool set_isa(const char* name) {
   const std::string s = name ? name : "";
   if (s.empty() || s == "auto") {
@@ -330,14 +747,15 @@ bool set_isa(const char* name) {
     isa() = Isa::kScalar;
     return true;
   }
-  if (s == "avx2") {
-    if (detect() != Isa::kAvx2) return false;
-    isa() = Isa::kAvx2;
-    return true;
-  }
+  for (Isa level : {Isa::kAvx2, Isa::kAvx512})
+    if (s == name_of(level)) {
+      if (!cpu_has(level)) return false;
+      isa() = level;
+      return true;
+    }
   return false;
 }
 
-const char* isa_name() { return isa().load() == Isa::kAvx2 ? "avx2" : "scalar"; }
+const char* isa_name() { return name_of(isa().load()); }
 
 }  // namespace fedge::inference::quant

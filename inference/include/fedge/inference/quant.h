@@ -4,14 +4,20 @@
 // activation row quantized to Q8_0, block by block, as llama.cpp does.
 //
 // Results do not depend on the instruction set: each block's integer dot
-// product is exact (AVX2 and the portable path compute the same int32), and
-// the blocks' scaled sums are added in one fixed order on every path (block b
-// into accumulator b % 8, then the 8 accumulators in a fixed tree), with the
-// same roundings (no fused multiply-add).
+// product is exact (AVX-512, AVX2 and the portable path compute the same
+// int32 however they split it), and the float part is one fixed sequence on
+// every path: per block, scale = f32(w.d) * f32(a.d) and term = scale *
+// f32(isum), rounded as written (no fused multiply-add); block b's term is
+// added to accumulator b % 8 in block order; the row's sum is
+// ((acc0 + acc1) + (acc2 + acc3)) + ((acc4 + acc5) + (acc6 + acc7)).
+// Activation rows are quantized by one rule on every path (GGUF's reference:
+// d = max|x| / 127, round half away from zero), so their bytes are identical
+// too; their bytes lie in [-127, 127], which the AVX2 path relies on.
 // Quantization is deterministic (round to nearest as GGUF's reference code).
 //
 // This library has no libtorch (fedge_quant), so the kernels build for any
-// CPU; AVX2 is chosen at run time on x86, the portable C++ path elsewhere.
+// CPU; on x86 the best of AVX-512 (F, BW, VL, DQ, VNNI and VBMI: Ice Lake,
+// Zen 4 and later), AVX2 and the portable C++ path is chosen at run time.
 #pragma once
 
 #include <cstddef>
@@ -55,21 +61,43 @@ float vec_dot_q4_0_q8_0(std::int64_t n, const BlockQ4_0* w, const BlockQ8_0* a);
 
 // y[j] = sum_i w[j, i] * x[i] for j < out, w a row-major [out, in] matrix of
 // blocks (in a multiple of 32); x is quantized to Q8_0 once, rows are split
-// over the OpenMP threads.
+// over the threads (see set_parallel_for). The same as matmul with rows = 1.
 void matvec_q8_0(const BlockQ8_0* w, const float* x, float* y, int in, int out);
 void matvec_q4_0(const BlockQ4_0* w, const float* x, float* y, int in, int out);
 
 // The model's entry points, by type: w is a row-major [out, in] matrix of
 // `type` blocks (in a multiple of 32).
 // y [rows, out] = x [rows, in] W^T; each activation row is quantized to Q8_0
-// once and every weight row is read once for all input rows.
+// once, and every weight row is read from memory once and dotted with all the
+// activation rows while it sits in L1; output rows are split over the
+// threads. Row r of y has exactly the bits of a matvec of x's row r.
 void matmul(QuantType type, const void* w, const float* x, float* y, int rows, int in, int out);
+// Several products of one type over the same x (q/k/v, gate/up): x is
+// quantized once and all of them run in one parallel region (one wake-up of
+// the threads instead of one per product). Each y has the bits matmul gives.
+inline constexpr int kMaxGroup = 8;
+struct MatmulJob {
+  const void* w;  // [out, in] blocks of the group's type
+  float* y;       // [rows, out]
+  int out;
+};
+void matmul_group(QuantType type, const MatmulJob* jobs, int count, const float* x, int rows, int in);
 // Rows of weights <-> f32 (a whole [rows, in] matrix; y has rows * in floats).
 void quantize_rows(QuantType type, const float* x, void* y, std::int64_t rows, std::int64_t in);
 void dequantize_rows(QuantType type, const void* w, float* y, std::int64_t rows, std::int64_t in);
 
-// Forces the kernels' instruction set ("avx2", "scalar"; "auto" or empty
-// restores detection); false when this CPU lacks it. isa_name(): the one in use.
+// Runs fn(ctx, i) for every i in [0, tasks), on several threads when
+// `parallel`, returning when all are done. The products split their output
+// rows into such tasks. fedge_inference installs its decode thread pool
+// (kernels::parallel_for: the caller works too and threads claim tasks, so a
+// thread the OS has not scheduled holds nothing up); without one, or after
+// set_parallel_for(nullptr), OpenMP runs them.
+using ParallelFor = void (*)(int tasks, void (*fn)(const void*, int), const void* ctx, bool parallel);
+void set_parallel_for(ParallelFor runner);
+
+// Forces the kernels' instruction set ("avx512", "avx2", "scalar"; "auto" or
+// empty restores detection); false when this CPU lacks it. isa_name(): the
+// one in use. Every choice gives the same bits (tests compare them).
 bool set_isa(const char* name);
 const char* isa_name();
 
