@@ -9,6 +9,7 @@
 #include <cstdlib>
 
 #include "fedge/common/error.h"
+#include "fedge/inference/quant.h"
 #include "kernels.h"
 #include "model_impl.h"
 
@@ -170,7 +171,10 @@ void linear(const at::Tensor& w, const at::Tensor& bias, const float* x, int row
     case at::kBFloat16:
       kernels::matvec_bf16(reinterpret_cast<const std::uint16_t*>(w.data_ptr<at::BFloat16>()), x, y, rows, in, out);
       break;
-    default: linear_packed(w, x, rows, y);  // f16 and quantized blocks
+    case at::kHalf:
+      kernels::matvec_f16(reinterpret_cast<const std::uint16_t*>(w.data_ptr<at::Half>()), x, y, rows, in, out);
+      break;
+    default: linear_packed(w, x, rows, y);  // quantized blocks
   }
   add_bias(bias, rows, out, y);
 }
@@ -184,17 +188,25 @@ struct Proj {
 };
 void linear_group(std::initializer_list<Proj> projs, const float* x, int rows) {
   const at::Tensor& w0 = projs.begin()->w;
-  // The grouped kernel takes f32 (decode) and bf16; a file may mix types.
-  bool grouped_kernel = w0.scalar_type() == at::kBFloat16 || (w0.scalar_type() == at::kFloat && !use_blas(rows));
-  for (const Proj& p : projs) grouped_kernel = grouped_kernel && p.w.scalar_type() == w0.scalar_type();
-  if (!grouped_kernel) {
+  const WeightType type = weight_type_of(w0);
+  bool same_type = true;  // a file may mix types
+  for (const Proj& p : projs) same_type = same_type && weight_type_of(p.w) == type;
+  const int in = int(in_features(w0));
+  if (same_type && is_quantized(type)) {
+    std::vector<quant::MatmulJob> jobs;
+    for (const Proj& p : projs) jobs.push_back({p.w.data_ptr(), p.y, int(p.w.size(0))});
+    quant::matmul_group(quant_type_of(type), jobs.data(), int(jobs.size()), x, rows, in);
+  } else if (same_type && !(type == WeightType::kF32 && use_blas(rows))) {
+    std::vector<kernels::MatvecJob> jobs;
+    const kernels::Dtype dtype = type == WeightType::kF32    ? kernels::Dtype::kF32
+                                 : type == WeightType::kBF16 ? kernels::Dtype::kBF16
+                                                             : kernels::Dtype::kF16;
+    for (const Proj& p : projs) jobs.emplace_back(p.w.data_ptr(), dtype, p.y, int(p.w.size(0)));
+    kernels::matvec_group(jobs.data(), int(jobs.size()), x, rows, in);
+  } else {
     for (const Proj& p : projs) linear(p.w, p.bias, x, rows, p.y);
     return;
   }
-  std::vector<kernels::MatvecJob> jobs;
-  for (const Proj& p : projs)
-    jobs.push_back({p.w.data_ptr(), p.w.scalar_type() != at::kFloat, p.y, int(p.w.size(0))});
-  kernels::matvec_group(jobs.data(), int(jobs.size()), x, rows, int(w0.size(1)));
   for (const Proj& p : projs) add_bias(p.bias, rows, int(p.w.size(0)), p.y);
 }
 

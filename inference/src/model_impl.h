@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "fedge/inference/model.h"
+#include "fedge/inference/quant.h"
 
 namespace fedge::inference {
 
@@ -32,7 +33,9 @@ at::Tensor make_weight(const float* values, std::vector<std::int64_t> shape, Wei
 bool can_hold(WeightType type, const std::vector<std::int64_t>& shape);
 // Row `row` of a weight matrix as f32 (in_features(w) values).
 void weight_row_to_f32(const at::Tensor& w, std::int64_t row, float* out);
-// y [rows, out] = x [rows, in] W^T for the f16 and quantized types.
+// y [rows, out] = x [rows, in] W^T for the quantized types.
 void linear_packed(const at::Tensor& w, const float* x, int rows, float* y);
+// The kernels' name for a quantized WeightType.
+quant::QuantType quant_type_of(WeightType type);
 
 }  // namespace fedge::inference

@@ -9,11 +9,12 @@
 #include "model_impl.h"
 
 namespace fedge::inference {
-namespace {
-
-quant::QuantType quant_type(WeightType type) {
+quant::QuantType quant_type_of(WeightType type) {
   return type == WeightType::kQ8_0 ? quant::QuantType::kQ8_0 : quant::QuantType::kQ4_0;
 }
+
+namespace {
+constexpr auto quant_type = quant_type_of;
 
 std::int64_t block_bytes(WeightType type) {
   return static_cast<std::int64_t>(quant::row_bytes(quant_type(type), quant::kBlockSize));
@@ -112,15 +113,10 @@ void weight_row_to_f32(const at::Tensor& w, std::int64_t row, float* out) {
 
 void linear_packed(const at::Tensor& w, const float* x, int rows, float* y) {
   const WeightType type = weight_type_of(w);
+  if (!is_quantized(type))
+    throw Error(ErrorKind::kRuntime, std::string("linear_packed: ") + weight_type_name(type) + " is not a block type");
   const int out = static_cast<int>(w.size(0)), in = static_cast<int>(in_features(w));
-  if (is_quantized(type)) {
-    quant::matmul(quant_type(type), w.data_ptr(), x, y, rows, in, out);
-    return;
-  }
-  // f16 until the kernels have an f16 path: one f32 copy per call.
-  auto xt = at::from_blob(const_cast<float*>(x), {rows, in}, at::kFloat);
-  auto yt = at::from_blob(y, {rows, out}, at::kFloat);
-  at::mm_out(yt, xt, weight_to_f32(w).t());
+  quant::matmul(quant_type(type), w.data_ptr(), x, y, rows, in, out);
 }
 
 }  // namespace fedge::inference
