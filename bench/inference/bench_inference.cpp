@@ -15,6 +15,7 @@
 #include "fedge/common/machine.h"
 #include "fedge/inference/kernels_info.h"
 #include "fedge/inference/model.h"
+#include "fedge/inference/quant.h"
 #include "fedge/inference/torch_setup.h"
 
 using namespace fedge::inference;
@@ -112,7 +113,8 @@ int main(int argc, char** argv) {
     }
   }
   std::printf("bench_inference: prefill (64-token prompt) and greedy decode (64 tokens), batch 1, best of 2\n");
-  std::printf("machine: %s; kernels: %s\n", fedge::machine_summary().c_str(), kernel_isa());
+  std::printf("machine: %s; kernels: %s, quantized blocks: %s\n", fedge::machine_summary().c_str(), kernel_isa(),
+              fedge::inference::quant::isa_name());
   std::vector<int> thread_counts = {1};
   if (fedge::online_cores() > 1) thread_counts.push_back(2);
   struct Entry {
@@ -122,7 +124,9 @@ int main(int argc, char** argv) {
   };
   std::vector<Entry> models = {{"tiny f32", ModelConfig::tiny(), WeightType::kF32},
                                {"smollm-135m-shape f32", ModelConfig::smollm_135m(), WeightType::kF32},
-                               {"smollm-135m-shape bf16", ModelConfig::smollm_135m(), WeightType::kBF16}};
+                               {"smollm-135m-shape bf16", ModelConfig::smollm_135m(), WeightType::kBF16},
+                               {"smollm-135m-shape q8_0", ModelConfig::smollm_135m(), WeightType::kQ8_0},
+                               {"smollm-135m-shape q4_0", ModelConfig::smollm_135m(), WeightType::kQ4_0}};
   if (quick) models.resize(2);
   std::vector<double> read_bw(3), copy_bw(3);
   for (int t : thread_counts) {
