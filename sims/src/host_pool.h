@@ -15,7 +15,6 @@
 #include "context.h"
 #include "federation_sim.h"
 #include "host_channel.h"
-#include "fedge/protocol/transport.h"
 #include "fedge/sims/host_wire.h"
 #include "fedge/sims/runner.h"
 
