@@ -11,6 +11,16 @@ find_package(CapnProto REQUIRED)
 find_package(cppzmq REQUIRED)
 find_package(Torch REQUIRED)
 find_package(OpenMP REQUIRED)
+# MPI is optional: with it, `mpirun -n H+1 fedge sim SCENARIO` spreads a
+# simulation over MPI ranks (sims/, docs/SIMULATOR.md); without it, over
+# ZeroMQ node hosts only. On by default when an MPI (OpenMPI) is found.
+find_package(MPI COMPONENTS C QUIET)
+option(FEDGE_WITH_MPI "Simulations over MPI ranks (mpirun -n H+1 fedge sim SCENARIO)" ${MPI_C_FOUND})
+if(FEDGE_WITH_MPI AND NOT MPI_C_FOUND)
+  message(FATAL_ERROR "FEDGE_WITH_MPI is ON but no MPI was found: install openmpi-bin and libopenmpi-dev "
+                      "(scripts/install-deps.sh), or configure with -DFEDGE_WITH_MPI=OFF")
+endif()
+message(STATUS "fedge: simulations over MPI: ${FEDGE_WITH_MPI}")
 pkg_check_modules(SODIUM REQUIRED IMPORTED_TARGET libsodium)
 pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
 pkg_check_modules(ZMQ REQUIRED IMPORTED_TARGET libzmq)

@@ -11,6 +11,7 @@ packages=(
   libspdlog-dev catch2 libsodium-dev libtomlplusplus-dev libcli11-dev
   nlohmann-json3-dev libsqlite3-dev libpcre2-dev libcpp-httplib-dev
   gnuplot-nox
+  openmpi-bin libopenmpi-dev              # `mpirun -n H+1 fedge sim` (optional: CMake FEDGE_WITH_MPI)
   curl                                    # scripts/federation-demo.sh asks a node's API
   clang libclang-rt-14-dev libomp-14-dev  # scripts/fuzz.sh: libFuzzer, ASan, UBSan, clang's OpenMP
 )

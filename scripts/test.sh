@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: installs what is missing, builds, runs the
-# deployment walkthrough (scripts/federation-demo.sh), the fuzz targets
+# deployment walkthrough (scripts/federation-demo.sh), the quickstart
+# simulation over MPI (scripts/sim-mpi-check.sh), the fuzz targets
 # (scripts/fuzz.sh), then every test with ctest (which prints its summary line
 # at the end).
 set -euo pipefail
@@ -13,6 +14,13 @@ build_dir="${FEDGE_BUILD_DIR:-build}"
 # Not a ctest test: it needs both cores to itself (libtorch's OpenMP threads
 # slow down several-fold beside other tests), and it binds fixed ports.
 FEDGE_BIN_DIR="$build_dir/bin" bash scripts/federation-demo.sh
+# The quickstart simulation in one process and under `mpirun -n 3` (rank 0
+# the coordinator, ranks 1-2 node hosts): metrics.csv must be byte-identical.
+# Not a ctest test: two quickstart runs (about 2 minutes each on the idle
+# 2-core VM, 11-12 minutes for both under a load of 8-11; docs/PERFORMANCE.md,
+# "Under mpirun") are over ctest's budget; ctest runs a
+# small scenario under mpirun instead (tests/e2e/test_sim_mpi_e2e.cpp).
+FEDGE_BUILD_DIR="$build_dir" bash scripts/sim-mpi-check.sh sims/scenarios/quickstart.toml
 # libFuzzer targets for the parsers of untrusted input, 20 s each under ASan and
 # UBSan (docs/FUZZING.md); a crash fails the run.
 bash scripts/fuzz.sh

@@ -2,7 +2,9 @@
 // coordinator process and H node-host processes on loopback TCP (the
 // `fedge sim --node-hosts` / `--node-host` path). Every run is its own child
 // process, so each peak RSS is its own. Prints wall time, peak RSS per
-// process, the speed-up, and whether metrics.csv is identical.
+// process, the speed-up, and whether metrics.csv is identical. With MPI built
+// (FEDGE_WITH_MPI), a third run: `mpirun --oversubscribe -n H+1 fedge sim`,
+// the same hosts as MPI ranks (its wall time includes starting the ranks).
 //   bench_sim_hosts [SCENARIO.toml] [hosts=2] [nodes=scenario's]
 // One libtorch thread per process (libtorch's thread pool does not survive fork).
 #include <netinet/in.h>
@@ -14,7 +16,10 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <functional>
+#include <sstream>
 #include <regex>
 #include <string>
 #include <vector>
@@ -33,6 +38,7 @@ struct Child {
 
 struct Figures {
   double wall_s = 0;
+  double job_s = 0;  // mpirun: the whole job, starting and ending the ranks included
   unsigned long long csv_hash = 0;
   int rounds = 0, failed = 0;
 };
@@ -80,6 +86,12 @@ int free_port() {
   return ntohs(addr.sin_port);
 }
 
+unsigned long long csv_hash(const std::string& csv) {
+  unsigned long long h = 0;
+  for (char c : csv) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+  return h;
+}
+
 Figures run(fedge::sims::Scenario s, fedge::sims::RunOptions o, const char* tag) {
   o.threads = 1;
   o.progress = [tag](const std::string& line) { std::fprintf(stderr, "  [%s] %s\n", tag, line.c_str()); };
@@ -87,10 +99,45 @@ Figures run(fedge::sims::Scenario s, fedge::sims::RunOptions o, const char* tag)
   auto r = fedge::sims::run_scenario(s, o);
   Figures f;
   f.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  for (char c : fedge::sims::metrics_csv(r)) f.csv_hash = (f.csv_hash ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+  f.csv_hash = csv_hash(fedge::sims::metrics_csv(r));
   for (const auto& l : r.levels) f.rounds += l.rounds_completed, f.failed += l.rounds_failed;
   return f;
 }
+
+#ifdef FEDGE_MPIEXEC
+// `mpirun -n hosts+1 fedge sim` on the scenario's text (run it in a child:
+// the child's peak RSS is then the largest rank's); figures from its metrics.csv.
+Figures run_mpi(const fedge::sims::Scenario& s, int hosts) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("bench-sim-mpi-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  std::ofstream(dir / "scenario.toml") << s.text;
+  const std::string command = std::string("OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 ") + FEDGE_MPIEXEC +
+                              " --oversubscribe -n " + std::to_string(hosts + 1) + " " + FEDGE_BINARY +
+                              " --threads 1 sim " + (dir / "scenario.toml").string() + " --out " +
+                              (dir / "out").string() + " > " + (dir / "mpi.log").string() + " 2>&1";
+  auto t0 = std::chrono::steady_clock::now();
+  const int rc = std::system(command.c_str());
+  Figures f;
+  f.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (rc != 0) {
+    std::fprintf(stderr, "mpirun failed (%d); see %s\n", rc, (dir / "mpi.log").c_str());
+    _exit(1);
+  }
+  f.job_s = f.wall_s;
+  std::ifstream in(dir / "out" / "metrics.csv");
+  std::stringstream csv, log;
+  csv << in.rdbuf();
+  f.csv_hash = csv_hash(csv.str());
+  // Rank 0's own run (as the other rows): "results: DIR (wall time 12.3 s)".
+  log << std::ifstream(dir / "mpi.log").rdbuf();
+  std::smatch wall;
+  const std::string text = log.str();
+  if (std::regex_search(text, wall, std::regex(R"(\(wall time ([0-9.]+) s\))"))) f.wall_s = std::stod(wall[1]);
+  fs::remove_all(dir);
+  return f;
+}
+#endif
 
 }  // namespace
 
@@ -145,7 +192,16 @@ int main(int argc, char** argv) {
     total += host_rss[h];
   }
   std::printf(" = %.0f | %d / %d |\n", total, coord.first.rounds, coord.first.failed);
+  bool identical = alone.first.csv_hash == coord.first.csv_hash;
+#ifdef FEDGE_MPIEXEC
+  auto mpi = finish(spawn([&] { return run_mpi(scenario, hosts); }), "the mpirun run");
+  std::printf("| mpirun -n %d (rank 0 + %d node-host ranks) | %.1f (whole job %.1f) | %.0f (largest rank) | see metrics.csv |\n",
+              hosts + 1, hosts, mpi.first.wall_s, mpi.first.job_s, mpi.second);
+  std::printf("speed-up under mpirun: %.2fx; its metrics.csv identical: %s\n", alone.first.wall_s / mpi.first.wall_s,
+              alone.first.csv_hash == mpi.first.csv_hash ? "yes" : "NO");
+  identical = identical && alone.first.csv_hash == mpi.first.csv_hash;
+#endif
   std::printf("speed-up of the spread run: %.2fx; metrics.csv identical: %s\n", alone.first.wall_s / coord.first.wall_s,
               alone.first.csv_hash == coord.first.csv_hash ? "yes" : "NO");
-  return alone.first.csv_hash == coord.first.csv_hash ? 0 : 1;
+  return identical ? 0 : 1;
 }

@@ -1,18 +1,16 @@
 // A simulation over several processes: the coordinator process's HostPool and
-// RemoteHost links, and the node host's loop (run_node_host). The node host
-// and the pool exchange host_wire.h messages over one ZeroMQ DEALER/ROUTER
-// pair; the virtual nodes' own messages travel inside them as encoded
-// protocol Envelopes.
-#include <unistd.h>
-
+// RemoteHost links, and the node host's loop (serve_as_node_host). The node
+// host and the pool exchange host_wire.h messages over a host channel
+// (host_channel.h: ZeroMQ or MPI); the virtual nodes' own messages travel
+// inside them as encoded protocol Envelopes.
 #include <algorithm>
 #include <cmath>
 
 #include <spdlog/spdlog.h>
-#include <zmq.hpp>
 
 #include "context.h"
 #include "federation_sim.h"
+#include "host_channel.h"
 #include "host_pool.h"
 #include "fedge/common/error.h"
 #include "fedge/inference/torch_setup.h"
@@ -24,29 +22,7 @@ namespace {
 using Seconds = std::chrono::duration<double>;
 constexpr auto kPoll = std::chrono::milliseconds(200);
 constexpr double kLogEvery_s = 30;
-constexpr int kLingerMs = 3000;
-
-protocol::SocketOptions host_socket_options() {
-  protocol::SocketOptions o;
-  HostWireLimits limits;
-  o.limits.max_message_bytes = limits.max_message_bytes;
-  o.send_timeout_ms = 60000;
-  return o;
-}
-
-// ZMTP heartbeats: a peer on a machine that died (no TCP reset) is dropped
-// after kHeartbeatTimeoutMs, which the pool's connection monitor then sees.
-constexpr int kHeartbeatMs = 5000, kHeartbeatTimeoutMs = 30000;
-void set_heartbeats(zmq::socket_t& s) {
-  s.set(zmq::sockopt::heartbeat_ivl, kHeartbeatMs);
-  s.set(zmq::sockopt::heartbeat_timeout, kHeartbeatTimeoutMs);
-}
-
-std::string default_host_name() {
-  char name[256] = {};
-  if (::gethostname(name, sizeof name - 1) != 0) std::snprintf(name, sizeof name, "host");
-  return std::string(name) + ":" + std::to_string(::getpid());
-}
+constexpr auto kFlush = std::chrono::milliseconds(3000);  // for the last words of a run
 
 template <class T>
 T expect(HostMessage m, const std::string& from, const char* what) {
@@ -97,12 +73,7 @@ HostPool::HostPool(const Scenario& scenario, const RunOptions& options) : scenar
     throw Error(ErrorKind::kInvalidInput, "scenario " + scenario.source +
                                               " has no TOML text to send to node hosts; read it with load_scenario()");
   }
-  router_ = std::make_unique<protocol::Router>(zmq_, options.bind, host_socket_options());
-  // The last messages (Shutdown) must still leave when the run ends and the socket closes.
-  router_->socket().set(zmq::sockopt::linger, kLingerMs);
-  set_heartbeats(router_->socket());
-  // Watch before any host gets its block: a host may die right after.
-  watch_connections();
+  channel_ = options.mpi ? make_mpi_host_channel() : make_zmq_host_channel(options);
   try {
     await_hosts();
   } catch (...) {  // the destructor does not run for a pool that was never made
@@ -112,24 +83,23 @@ HostPool::HostPool(const Scenario& scenario, const RunOptions& options) : scenar
 }
 
 void HostPool::await_hosts() {
-  const std::string endpoint = router_->endpoint();
-  if (options_.on_bound) options_.on_bound(endpoint);
-  progress("waiting for " + std::to_string(options_.node_hosts) + " node host(s): run `fedge sim --node-host " +
-           endpoint + "` on each (the port as bound here)");
+  const int wanted = channel_->hosts();
+  progress("waiting for " + std::to_string(wanted) + " node host(s): " + channel_->how_to_join());
   const auto deadline = std::chrono::steady_clock::now() + Seconds(options_.host_wait_s);
   auto last_log = std::chrono::steady_clock::now();
-  while (static_cast<int>(hosts_.size()) < options_.node_hosts) {
+  std::vector<bool> block_taken(static_cast<std::size_t>(wanted), false);
+  while (static_cast<int>(hosts_.size()) < wanted) {
     if (std::chrono::steady_clock::now() > deadline) {
-      throw Error(ErrorKind::kIo, "only " + std::to_string(hosts_.size()) + " of " +
-                                           std::to_string(options_.node_hosts) + " node hosts connected to " + endpoint +
-                                           " within " + std::to_string(static_cast<int>(options_.host_wait_s)) +
-                                           " s; start them with `fedge sim --node-host " + endpoint + "`");
+      throw Error(ErrorKind::kIo, "only " + std::to_string(hosts_.size()) + " of " + std::to_string(wanted) +
+                                           " node hosts connected to " + channel_->where() + " within " +
+                                           std::to_string(static_cast<int>(options_.host_wait_s)) + " s; " +
+                                           channel_->how_to_join());
     }
     if (std::chrono::steady_clock::now() - last_log > Seconds(kLogEvery_s)) {
-      progress(std::to_string(hosts_.size()) + "/" + std::to_string(options_.node_hosts) + " node hosts connected");
+      progress(std::to_string(hosts_.size()) + "/" + std::to_string(wanted) + " node hosts connected");
       last_log = std::chrono::steady_clock::now();
     }
-    auto in = router_->recv(kPoll);
+    auto in = channel_->recv(kPoll);
     if (!in) continue;
     if (inbox_.count(in->peer)) {  // a host that has its block already: keep what it says (HostReady) for later
       keep(std::move(*in));
@@ -139,11 +109,16 @@ void HostPool::await_hosts() {
     try {
       hello = expect<HostHello>(decode_host_message(in->payload), "a peer", "a hello");
     } catch (const Error& e) {  // not a node host of ours: ignore it, keep waiting
-      spdlog::warn("sim: ignoring a peer on {}: {}", endpoint, e.what());
+      spdlog::warn("sim: ignoring a peer on {}: {}", channel_->where(), e.what());
       continue;
     }
-    const int i = static_cast<int>(hosts_.size());
-    auto [first, end] = block_range(scenario_.nodes, options_.node_hosts, i);
+    const int i = channel_->block_of(in->peer, static_cast<int>(hosts_.size()));
+    if (i < 0 || i >= wanted || block_taken[static_cast<std::size_t>(i)]) {
+      throw Error(ErrorKind::kRuntime, "node host " + hello.host_name + " was given block " + std::to_string(i) +
+                                            ", which is out of range or taken");
+    }
+    block_taken[static_cast<std::size_t>(i)] = true;
+    auto [first, end] = block_range(scenario_.nodes, wanted, i);
     hosts_.push_back(std::make_unique<RemoteHost>(*this, in->peer, hello.host_name, first, end, options_.host_timeout_s));
     inbox_[in->peer];  // from now on, its messages are kept until asked for
     HostAssign assign;
@@ -156,46 +131,17 @@ void HostPool::await_hosts() {
     send(*hosts_.back(), assign);
     progress(hosts_.back()->name() + " connected");
   }
+  // The level drivers take the blocks in node order, however the hosts arrived.
+  std::sort(hosts_.begin(), hosts_.end(), [](const auto& a, const auto& b) { return a->first_node() < b->first_node(); });
 }
 
-void HostPool::watch_connections() {
-  const std::string address = "inproc://fedge-sim-host-monitor-" + std::to_string(reinterpret_cast<std::uintptr_t>(this));
-  if (zmq_socket_monitor(router_->socket().handle(), address.c_str(), ZMQ_EVENT_DISCONNECTED) != 0) {
-    spdlog::warn("sim: cannot watch node-host connections ({}); a dead host is noticed by its timeout only",
-                 zmq_strerror(zmq_errno()));
-    return;
-  }
-  monitor_ = std::make_unique<zmq::socket_t>(zmq_.native(), zmq::socket_type::pair);
-  monitor_->set(zmq::sockopt::linger, 0);
-  monitor_->connect(address);
-}
-
-// A connection dropped: some peer left. Every host gets a Ping; a host the
-// router can no longer reach is gone. The router drops a dead peer's route a
-// moment after the event (later on a busy machine), so the probe repeats.
+// A host whose connection is gone ends the run at once, named.
 void HostPool::check_connections() {
-  if (!monitor_) return;
-  constexpr int kProbes = 8;
-  constexpr auto kProbeGap = std::chrono::milliseconds(250);
-  zmq::message_t event, endpoint;
-  while (monitor_->recv(event, zmq::recv_flags::dontwait)) {
-    (void)monitor_->recv(endpoint);  // each event is two frames
-    probe_at_ = std::chrono::steady_clock::now() + kProbeGap;
-    probes_left_ = kProbes;
-  }
-  if (!probe_at_ || std::chrono::steady_clock::now() < *probe_at_) return;
-  if (--probes_left_ > 0) {
-    probe_at_ = std::chrono::steady_clock::now() + kProbeGap * (kProbes - probes_left_);
-  } else {
-    probe_at_.reset();
-  }
-  for (auto& host : hosts_) {
-    try {
-      send(*host, Ping{});
-    } catch (const Error&) {
-      throw Error(ErrorKind::kIo, host->name() + " disconnected (its process ended or its network failed); the run "
-                                                 "cannot go on without its nodes: see its log, then run again");
-    }
+  std::vector<std::string> peers;
+  for (const auto& host : hosts_) peers.push_back(host->peer());
+  if (auto lost = channel_->lost_peer(peers)) {
+    throw Error(ErrorKind::kIo, host_of(*lost)->name() + " disconnected (its process ended or its network failed); "
+                                                         "the run cannot go on without its nodes: see its log, then run again");
   }
 }
 
@@ -210,6 +156,10 @@ void HostPool::tell_hosts_the_run_failed() noexcept {
       send(*host, HostError{"the simulation coordinator stopped with an error (see its log)"});
     } catch (...) {  // that host times out instead
     }
+  }
+  try {
+    channel_->flush(kFlush);
+  } catch (...) {
   }
 }
 
@@ -239,10 +189,11 @@ std::vector<HostLink*> HostPool::links(const Context& ctx) {
 void HostPool::shutdown(const std::string& reason) {
   shut_down_ = true;
   for (auto& host : hosts_) send(*host, Shutdown{reason});
+  channel_->flush(kFlush);
 }
 
 void HostPool::send(const RemoteHost& host, const HostMessage& message) {
-  router_->send(host.peer(), encode_host_message(message));
+  channel_->send(host.peer(), encode_host_message(message));
 }
 
 HostMessage HostPool::receive(const RemoteHost& host, std::chrono::duration<double> timeout) {
@@ -261,7 +212,7 @@ HostMessage HostPool::receive(const RemoteHost& host, std::chrono::duration<doub
       last_log = now;
     }
     check_connections();
-    auto in = router_->recv(kPoll);
+    auto in = channel_->recv(kPoll);
     if (!in) continue;
     if (!inbox_.count(in->peer)) {
       spdlog::warn("sim: ignoring {} bytes from a peer that is not one of the node hosts", in->payload.size());
@@ -314,15 +265,15 @@ void HostPool::progress(const std::string& line) const {
 namespace {
 
 // The node host's loop once its block is loaded: levels and windows, in order.
-void serve_coordinator(protocol::Dealer& dealer, Context& ctx, const HostAssign& assign, const NodeHostOptions& o) {
+void serve_coordinator(CoordinatorChannel& channel, Context& ctx, const HostAssign& assign, const NodeHostOptions& o) {
   std::unique_ptr<NodeBlock> block;
   const int first = static_cast<int>(assign.first_node), end = static_cast<int>(assign.end_node);
   auto last_message = std::chrono::steady_clock::now();
   while (true) {
-    auto bytes = dealer.recv(kPoll);
+    auto bytes = channel.recv(kPoll);
     if (!bytes) {
       if (std::chrono::steady_clock::now() - last_message > Seconds(o.wait_s)) {
-        throw Error(ErrorKind::kIo, "the coordinator at " + o.connect + " sent nothing for " +
+        throw Error(ErrorKind::kIo, "the coordinator at " + channel.where() + " sent nothing for " +
                                              std::to_string(static_cast<int>(o.wait_s)) + " s; giving up");
       }
       continue;
@@ -331,10 +282,10 @@ void serve_coordinator(protocol::Dealer& dealer, Context& ctx, const HostAssign&
     auto m = decode_host_message(*bytes);
     if (const auto* start = std::get_if<StartLevel>(&m)) {
       block = std::make_unique<NodeBlock>(ctx, start->level, first, end);
-      dealer.send(encode_host_message(block->start()));
+      channel.send(encode_host_message(block->start()));
     } else if (const auto* order = std::get_if<WindowOrder>(&m)) {
       if (!block) throw Error(ErrorKind::kProtocol, "the coordinator sent a window before starting a level");
-      dealer.send(encode_host_message(block->window(*order)));
+      channel.send(encode_host_message(block->window(*order)));
     } else if (const auto* stop = std::get_if<Shutdown>(&m)) {
       ctx.progress("the coordinator ended the run: " + stop->reason);
       return;
@@ -347,14 +298,14 @@ void serve_coordinator(protocol::Dealer& dealer, Context& ctx, const HostAssign&
 }
 
 // The coordinator's answer to the hello: the assignment, or a HostError.
-HostMessage await_assignment(protocol::Dealer& dealer, const NodeHostOptions& o) {
+HostMessage await_assignment(CoordinatorChannel& channel, const NodeHostOptions& o) {
   const auto start = std::chrono::steady_clock::now();
   std::optional<protocol::Bytes> bytes;
-  while (!(bytes = dealer.recv(kPoll))) {
+  while (!(bytes = channel.recv(kPoll))) {
     if (std::chrono::steady_clock::now() - start > Seconds(o.wait_s)) {
-      throw Error(ErrorKind::kIo, "no coordinator answered at " + o.connect + " within " +
-                                           std::to_string(static_cast<int>(o.wait_s)) +
-                                           " s; check the address and that `fedge sim --node-hosts` runs there");
+      throw Error(ErrorKind::kIo, "no coordinator answered at " + channel.where() + " within " +
+                                           std::to_string(static_cast<int>(o.wait_s)) + " s; " +
+                                           channel.unreachable_hint());
     }
   }
   return decode_host_message(*bytes);
@@ -362,12 +313,7 @@ HostMessage await_assignment(protocol::Dealer& dealer, const NodeHostOptions& o)
 
 }  // namespace
 
-}  // namespace fedge::sims::detail
-
-namespace fedge::sims {
-
-void run_node_host(const NodeHostOptions& options) {
-  using namespace detail;
+void serve_as_node_host(CoordinatorChannel& channel, const NodeHostOptions& options) {
   auto progress = [&](const std::string& line) {
     if (options.progress) {
       options.progress(line);
@@ -375,15 +321,11 @@ void run_node_host(const NodeHostOptions& options) {
       spdlog::info("{}", line);
     }
   };
-  protocol::Context zmq;
-  protocol::Dealer dealer(zmq, options.connect, host_socket_options());
-  dealer.socket().set(zmq::sockopt::linger, kLingerMs);  // a HostError must still leave
-  set_heartbeats(dealer.socket());
-  const std::string name = options.name.empty() ? default_host_name() : options.name;
+  const std::string name = options.name.empty() ? channel.default_name() : options.name;
   try {
-    dealer.send(encode_host_message(HostHello{name}));
-    progress("node host " + name + ": waiting for the coordinator at " + options.connect);
-    auto assign = expect<HostAssign>(await_assignment(dealer, options), "the coordinator", "a block assignment");
+    channel.send(encode_host_message(HostHello{name}));
+    progress("node host " + name + ": waiting for the coordinator at " + channel.where());
+    auto assign = expect<HostAssign>(await_assignment(channel, options), "the coordinator", "a block assignment");
     Scenario scenario = parse_scenario(assign.scenario_toml, assign.scenario_source);
     scenario.levels.assign(assign.levels.begin(), assign.levels.end());
     inference::setup_torch(options.threads > 0 ? options.threads : assign.threads);
@@ -394,17 +336,34 @@ void run_node_host(const NodeHostOptions& options) {
     ctx->progress_sink = progress;
     ctx->enable_memo(std::count(scenario.levels.begin(), scenario.levels.end(), 4) &&
                      std::count(scenario.levels.begin(), scenario.levels.end(), 5));
-    dealer.send(encode_host_message(HostReady{base_digest(*ctx), split_digest(*ctx, static_cast<int>(assign.first_node),
-                                                                               static_cast<int>(assign.end_node))}));
+    channel.send(encode_host_message(HostReady{base_digest(*ctx), split_digest(*ctx, static_cast<int>(assign.first_node),
+                                                                                static_cast<int>(assign.end_node))}));
     progress("node host " + name + ": block loaded; ready for the coordinator's levels");
-    serve_coordinator(dealer, *ctx, assign, options);
+    serve_coordinator(channel, *ctx, assign, options);
+    channel.flush(kFlush);
   } catch (const std::exception& e) {
     try {
-      dealer.send(encode_host_message(HostError{"node host " + name + ": " + e.what()}));
+      channel.send(encode_host_message(HostError{"node host " + name + ": " + e.what()}));
+      channel.flush(kFlush);
     } catch (...) {  // the coordinator is gone: nothing to tell
     }
-    throw;
+    const auto* error = dynamic_cast<const Error*>(&e);
+    throw Error(error ? error->kind() : ErrorKind::kRuntime, "node host " + name + ": " + e.what());
   }
+}
+
+}  // namespace fedge::sims::detail
+
+namespace fedge::sims {
+
+void run_node_host(const NodeHostOptions& options) {
+  auto channel = detail::make_zmq_coordinator_channel(options);
+  detail::serve_as_node_host(*channel, options);
+}
+
+void run_mpi_node_host(const NodeHostOptions& options) {
+  auto channel = detail::make_mpi_coordinator_channel();
+  detail::serve_as_node_host(*channel, options);
 }
 
 }  // namespace fedge::sims

@@ -1,6 +1,7 @@
-// The coordinator's side of a simulation spread over node-host processes: a
-// ZeroMQ ROUTER that node hosts connect to, the block each one runs, and one
-// HostLink per host for the level drivers (federation_sim.h).
+// The coordinator's side of a simulation spread over node-host processes: the
+// host channel (ZeroMQ or MPI, host_channel.h) the node hosts join on, the
+// block each one runs, and one HostLink per host for the level drivers
+// (federation_sim.h).
 #pragma once
 
 #include <chrono>
@@ -13,13 +14,9 @@
 
 #include "context.h"
 #include "federation_sim.h"
-#include "fedge/protocol/transport.h"
+#include "host_channel.h"
 #include "fedge/sims/host_wire.h"
 #include "fedge/sims/runner.h"
-
-namespace zmq {
-class socket_t;
-}  // namespace zmq
 
 namespace fedge::sims::detail {
 
@@ -27,8 +24,9 @@ class RemoteHost;
 
 class HostPool {
  public:
-  // Binds options.bind and waits up to options.host_wait_s for
-  // options.node_hosts hosts to say hello; hands each its block and the scenario.
+  // Opens the host channel (MPI with options.mpi, else ZeroMQ on
+  // options.bind) and waits up to options.host_wait_s for its hosts to say
+  // hello; hands each its block and the scenario.
   HostPool(const Scenario& scenario, const RunOptions& options);
   // If shutdown() was not called (the run failed), tells the hosts with a HostError.
   ~HostPool();
@@ -49,7 +47,7 @@ class HostPool {
   void progress(const std::string& line) const;
   // Waits for options_.node_hosts hellos and hands out the blocks.
   void await_hosts();
-  void watch_connections();
+  // Ends the run, naming the host, when the channel knows a host is gone.
   void check_connections();
   // Files a message from a host that has its block into that host's inbox,
   // whenever it comes (a host that loads fast is ready before the last host
@@ -62,13 +60,7 @@ class HostPool {
 
   const Scenario& scenario_;
   RunOptions options_;
-  protocol::Context zmq_;
-  std::unique_ptr<protocol::Router> router_;
-  // Connection events of the router: a dropped connection gets every host a
-  // Ping, and a host that can no longer be reached ends the run at once.
-  std::unique_ptr<zmq::socket_t> monitor_;
-  std::optional<std::chrono::steady_clock::time_point> probe_at_;
-  int probes_left_ = 0;
+  std::unique_ptr<HostChannel> channel_;
   std::vector<std::unique_ptr<RemoteHost>> hosts_;
   std::map<std::string, std::deque<HostMessage>> inbox_;  // by peer, decoded
   bool shut_down_ = false;

@@ -134,7 +134,7 @@ RunResult run_scenario(const Scenario& s, const RunOptions& options) {
   inference::setup_torch(options.threads);
   // Node hosts connect while the data is split and the base loads here.
   std::unique_ptr<detail::HostPool> pool;
-  if (options.node_hosts > 0) pool = std::make_unique<detail::HostPool>(s, options);
+  if (options.node_hosts > 0 || options.mpi) pool = std::make_unique<detail::HostPool>(s, options);
   auto context = detail::build_context(s);
   Context& ctx = *context;
   ctx.progress_sink = options.progress;

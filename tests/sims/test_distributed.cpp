@@ -211,6 +211,7 @@ TEST_CASE("a node host that is ready before the last host connects is not lost")
   std::mutex mutex;
   std::condition_variable a_ready;
   bool ready = false;
+  std::vector<std::string> order;  // a's HostReady sent, the coordinator hearing b's hello
   HostThreads hosts;  // after what its threads use: joined before those go
   auto o = distributed(2, [&](const std::string& endpoint) {
     hosts.threads.emplace_back([&, endpoint] {
@@ -218,6 +219,7 @@ TEST_CASE("a node host that is ready before the last host connects is not lost")
         if (line.find("ready for the coordinator") == std::string::npos) return;
         std::lock_guard lock(mutex);
         ready = true;
+        order.push_back("a ready");
         a_ready.notify_all();
       });
     });
@@ -231,6 +233,11 @@ TEST_CASE("a node host that is ready before the last host connects is not lost")
       hosts.run(endpoint, "b");
     });
   });
+  o.progress = [&](const std::string& line) {
+    if (line.find("node host b (nodes") == std::string::npos || line.find("connected") == std::string::npos) return;
+    std::lock_guard lock(mutex);
+    order.push_back("b connected");
+  };
   o.host_wait_s = 20;  // the old code waited this long for a's lost HostReady, then failed
   o.host_timeout_s = 20;
   std::optional<RunResult> result;
@@ -244,6 +251,8 @@ TEST_CASE("a node host that is ready before the last host connects is not lost")
   INFO(failure);
   REQUIRE(result);
   CHECK(ready);
+  // The race's order did happen: a had sent its HostReady before b said hello.
+  CHECK(order == std::vector<std::string>{"a ready", "b connected"});
   CHECK(metrics_csv(*result) == metrics_csv(local));
   CHECK(hosts.errors.empty());
 }

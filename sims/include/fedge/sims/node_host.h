@@ -23,4 +23,9 @@ struct NodeHostOptions {
 // fails here or at the coordinator (after telling the other side why).
 void run_node_host(const NodeHostOptions& options);
 
+// The same as rank 1.. of an MPI job whose rank 0 runs the scenario with
+// RunOptions::mpi (fedge/sims/mpi.h); options.connect is not used. Needs an
+// MpiSession in this process.
+void run_mpi_node_host(const NodeHostOptions& options);
+
 }  // namespace fedge::sims

@@ -51,6 +51,10 @@ struct RunOptions {
   // Levels 0-3, serving and the report stay here. Results equal a one-process run.
   int node_hosts = 0;
   std::string bind = "tcp://*:7000";
+  // Or over MPI: this process is rank 0 of MPI_COMM_WORLD and ranks 1..size-1
+  // are the node hosts (run_mpi_node_host); node_hosts and bind are not used.
+  // Needs an MpiSession (fedge/sims/mpi.h).
+  bool mpi = false;
   double host_wait_s = 600;      // for hosts to connect, and to load data and base
   double host_timeout_s = 3600;  // for any one answer of a host during the run
   std::function<void(const std::string& endpoint)> on_bound;  // the bound endpoint (real port)
