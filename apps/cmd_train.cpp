@@ -35,12 +35,22 @@ void add_optimizer_options(CLI::App* sub, training::TrainOptions& o) {
       ->check(CLI::NonNegativeNumber);
 }
 
+// `--weights TYPE` into load.weights (parsed when the command is chosen).
+void add_weights_option(CLI::App* sub, inference::LoadOptions& load) {
+  sub->add_option_function<std::string>(
+         "--weights", [&load](const std::string& name) { load.weights = inference::parse_weight_type(name); },
+         "base weights in memory: f32, bf16, f16, q8_0 or q4_0 (GGUF's blocks; LoRA over q8_0/q4_0 is QLoRA)")
+      ->check(CLI::IsMember({"f32", "bf16", "f16", "q8_0", "q4_0"}))
+      ->default_str("f32");
+}
+
 }  // namespace
 
 void add_training_commands(CLI::App& app, const GlobalOptions& global, CommandBody& chosen) {
   auto train = std::make_shared<training::TrainCommand>();
   auto* t = app.add_subcommand("train", "Fine-tune a LoRA adapter on local data (writes a PEFT adapter)");
   t->add_option("--model", train->model, "Hugging Face model folder, or 'tiny'");
+  add_weights_option(t, train->load);
   add_data_options(t, train->data);
   t->add_option("--eval", train->eval_path, "held-out records to score after training");
   t->add_option("--out", train->out, "adapter folder to write")->required();
@@ -70,6 +80,7 @@ void add_training_commands(CLI::App& app, const GlobalOptions& global, CommandBo
   auto eval = std::make_shared<training::EvalCommand>();
   auto* e = app.add_subcommand("eval", "Loss, perplexity (and accuracy for instruction data) of a model or adapter");
   e->add_option("--model", eval->model, "Hugging Face model folder, or 'tiny'");
+  add_weights_option(e, eval->load);
   e->add_option("--adapter", eval->adapter, "PEFT adapter folder");
   add_data_options(e, eval->data);
   e->add_option("--seq-len", eval->seq_len, "tokens per sequence")->check(CLI::Range(2, 1 << 20));

@@ -9,11 +9,12 @@
 // (TrainOptions::frozen_base_bf16; f32 where the CPU lacks AVX512-BF16) and
 // with everything in f32. The 1-minute load average is printed beside each
 // row: other processes on the cores make every figure (and the 2-thread ones
-// most) unreliable.
+// most) unreliable. The 135M rows end with QLoRA: the same step over a base
+// held in Q4_0, with and without gradient checkpointing.
 //
 //   build/bin/bench_train                          # every case; prints the ratios
 //   build/bin/bench_train --threads 1 --model smollm135m   # a subset
-//   build/bin/bench_train --one smollm135m 2 5 [bf16|f32|ckpt]  # one fedge case
+//   build/bin/bench_train --one smollm135m 2 5 [bf16|f32|ckpt|ckpt-half|q4_0|q4_0-ckpt]  # one fedge case
 #include <chrono>
 #include <ctime>
 #include <cstdio>
@@ -50,11 +51,15 @@ double cpu_seconds() {
 
 // One case in this process: prints "tokens_per_s=... peak_rss_mb=...".
 // mode: "bf16" (the default options), "f32" (frozen base in f32) or "ckpt"
-// (default options plus gradient checkpointing).
+// (default options plus gradient checkpointing); "q4_0" and "q4_0-ckpt" the
+// same as "bf16" and "ckpt" over a base held in Q4_0 (QLoRA).
 int run_one(const std::string& name, int threads, int steps, const std::string& mode) {
   inference::setup_torch(threads);
   auto config = config_named(name);
-  auto model = inference::Model::random(config, 0);
+  const bool qlora = mode.rfind("q4_0", 0) == 0;
+  inference::LoadOptions load;
+  load.weights = qlora ? inference::WeightType::kQ4_0 : inference::WeightType::kF32;
+  auto model = inference::Model::random(config, 0, load);
   inference::LoraConfig lora;
   lora.r = 8;
   lora.alpha = 16;
@@ -73,7 +78,7 @@ int run_one(const std::string& name, int threads, int steps, const std::string& 
   options.steps = steps + 1;
   options.batch_size = kBatch;
   options.log_every = 0;
-  options.gradient_checkpointing = mode == "ckpt";
+  options.gradient_checkpointing = mode == "ckpt" || mode == "q4_0-ckpt";
   // "ckpt-half": checkpoint half the layers (memory and speed in between).
   if (mode == "ckpt-half") options.checkpoint_layers = config.num_layers / 2;
   options.frozen_base_bf16 = mode != "f32";
@@ -165,6 +170,16 @@ int main(int argc, char** argv) {
                   "smollm135m", threads, ckpt.tokens_per_s, ckpt.rss_mb,
                   py.tokens_per_s > 0 ? ckpt.tokens_per_s / py.tokens_per_s : 0.0,
                   py.cpu_tokens_per_s > 0 ? ckpt.cpu_tokens_per_s / py.cpu_tokens_per_s : 0.0, load);
+      for (const char* mode : {"q4_0", "q4_0-ckpt"}) {
+        const double q_load = load_average();
+        Figures q = run_child(self + " --one smollm135m " + std::to_string(threads) + " 4 " + mode);
+        std::printf("%-11s %-7d %11.1f %9.0f   QLoRA, base in Q4_0%s: %.2fx python f32 (cpu %.2fx); load %.2f\n",
+                    "smollm135m", threads, q.tokens_per_s, q.rss_mb,
+                    std::string(mode) == "q4_0" ? "" : ", gradient checkpointing",
+                    py.tokens_per_s > 0 ? q.tokens_per_s / py.tokens_per_s : 0.0,
+                    py.cpu_tokens_per_s > 0 ? q.cpu_tokens_per_s / py.cpu_tokens_per_s : 0.0, q_load);
+        std::fflush(stdout);
+      }
       const double half_load = load_average();
       Figures half = run_child(self + " --one smollm135m " + std::to_string(threads) + " 4 ckpt-half");
       std::printf("%-11s %-7d %11.1f %9.0f   fedge checkpointing half the layers: %.2fx python (cpu %.2fx); load %.2f\n",

@@ -150,9 +150,10 @@ at::Tensor project(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b
   const bool frozen = !w.requires_grad() && !(bias.defined() && bias.requires_grad());
   at::Tensor y;
   if (frozen) {
-    // bf16 operands when the caller asked for them (FrozenBaseBf16).
-    if (packed(w)) y = FrozenPackedLinear::apply(x, w);
-    else y = FrozenBaseBf16::active() ? frozen_linear_bf16(x, w) : FrozenLinear::apply(x, as_f32(w));
+    // bf16 operands when the caller asked for them (FrozenBaseBf16), for a
+    // packed base too (widened to bf16 for each product only).
+    if (FrozenBaseBf16::active()) y = frozen_linear_bf16(x, w);
+    else y = packed(w) ? FrozenPackedLinear::apply(x, w) : FrozenLinear::apply(x, as_f32(w));
     if (bias.defined()) y = y + bias;
   } else {
     y = at::linear(x, as_f32(w), bias.defined() ? bias : at::Tensor());

@@ -56,11 +56,14 @@ fs::path ensure_pretrained_base(const Scenario& s) {
 }
 
 std::pair<inference::Model, inference::Tokenizer> load_base(const Scenario& s) {
+  inference::LoadOptions options;
+  options.weights = inference::parse_weight_type(s.model.quant);
   if (s.model.base == "tiny-random") {
-    return {inference::Model::tiny(s.seed), inference::Tokenizer::byte_level_tiny()};
+    return {inference::Model::random(inference::ModelConfig::tiny(), s.seed, options),
+            inference::Tokenizer::byte_level_tiny()};
   }
   fs::path dir = s.model.base == "tiny-pretrained" ? ensure_pretrained_base(s) : fs::path(s.model.base);
-  return {inference::Model::load(dir), inference::Tokenizer::from_dir(dir)};
+  return {inference::Model::load(dir, options), inference::Tokenizer::from_dir(dir)};
 }
 
 // Items are (site, row) pairs; a node gets the text report and the status

@@ -134,3 +134,23 @@ TEST_CASE("the scenario's fedprox_mu reaches the virtual nodes' training (FedPro
   const double base = fedavg.base_perplexity;
   CHECK(std::abs(level(fedprox, 4).mean_perplexity - base) < std::abs(level(fedavg, 4).mean_perplexity - base));
 }
+
+TEST_CASE("a federated level-4 run over a base held in Q4_0 (model quant key) trains QLoRA adapters", "[quant]") {
+  auto run = [](const std::string& quant) {
+    auto s = parse_scenario(kTiny, "tiny.toml");
+    s.levels = {4};
+    s.model.quant = quant;
+    RunOptions o;
+    o.threads = 1;
+    o.progress = [](const std::string&) {};
+    return run_scenario(s, o);
+  };
+  const auto f32 = run("f32"), q4 = run("q4_0");
+  // The nodes' base really is the quantized one (another base perplexity),
+  // and federated rounds over it move held-out quality as over f32.
+  CHECK(q4.base_perplexity != f32.base_perplexity);
+  CHECK(std::abs(q4.base_perplexity / f32.base_perplexity - 1.0) < 0.10);
+  CHECK(level(q4, 4).mean_perplexity < q4.base_perplexity);
+  CHECK(level(f32, 4).mean_perplexity < f32.base_perplexity);
+  CHECK(level(q4, 4).rounds_completed == 2);
+}

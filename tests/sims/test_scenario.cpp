@@ -133,6 +133,27 @@ memory_gb = 0.002
   CHECK(device_memory_need(s, config, adapter_length(s)).training_bytes > need.training_bytes);
 }
 
+TEST_CASE("the model quant key names how the nodes hold the base and smaller types need less memory", "[quant]") {
+  const std::string plain = "[secagg]\nenabled = false\n[model]\nbase = \"tiny-random\"\n";
+  CHECK(parse_scenario(plain, "ok.toml").model.quant == "f32");
+  for (const char* type : {"f32", "bf16", "f16", "q8_0", "q4_0"}) {
+    CHECK(parse_scenario(plain + "quant = \"" + type + "\"\n", "ok.toml").model.quant == type);
+  }
+  CHECK_THAT(error_of("[model]\nquant = \"q3_k\"\n"),
+             Catch::StartsWith("bad.toml:2:") && Catch::Contains("model.quant") && Catch::Contains("q4_0"));
+  CHECK_THAT(error_of("[model]\nquant = 4\n"), Catch::Contains("model.quant") && Catch::Contains("string"));
+
+  auto s = parse_scenario(plain, "ok.toml");
+  const auto config = fedge::inference::ModelConfig::tiny();
+  auto need = [&](const char* quant) {
+    s.model.quant = quant;
+    return device_memory_need(s, config, adapter_length(s)).training_bytes;
+  };
+  CHECK(need("q4_0") < need("q8_0"));
+  CHECK(need("q8_0") < need("bf16"));
+  CHECK(need("bf16") < need("f32"));
+}
+
 TEST_CASE("unknown level is an error naming the line") {
   auto e = error_of("levels = [0, 7]\n");
   CHECK_THAT(e, Catch::StartsWith("bad.toml:1:") && Catch::Contains("'levels'") && Catch::Contains("level 7"));

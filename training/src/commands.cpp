@@ -78,7 +78,7 @@ std::vector<std::string> parse_lora_targets(const std::string& text) {
 }
 
 int run_train(const TrainCommand& command) {
-  auto [model, tokenizer] = inference::load_model_spec(command.model);
+  auto [model, tokenizer] = inference::load_model_spec(command.model, command.load);
   auto records = command.data.read();
   auto train = TokenDataset::build(tokenizer, records, command.seq_len, command.pack && !all_instructions(records));
   TrainOptions options = command.options;
@@ -97,8 +97,9 @@ int run_train(const TrainCommand& command) {
     trainer.load_checkpoint(command.resume);
     spdlog::info("resumed from {} at step {}", command.resume, trainer.current_step());
   }
-  spdlog::info("training LoRA r={} alpha={} on {} sequences ({} target tokens), {} steps", lora.r, lora.alpha,
-               train.size(), train.target_tokens(), options.steps);
+  spdlog::info("training LoRA r={} alpha={} over a {} base on {} sequences ({} target tokens), {} steps", lora.r,
+               lora.alpha, inference::weight_type_name(model.weight_type()), train.size(), train.target_tokens(),
+               options.steps);
   trainer.run([&](const StepStats& stats) {
     if (command.checkpoint_every > 0 && stats.step % command.checkpoint_every == 0) {
       trainer.save_checkpoint(checkpoint_dir);
@@ -120,7 +121,7 @@ int run_train(const TrainCommand& command) {
 }
 
 int run_eval(const EvalCommand& command) {
-  auto [model, tokenizer] = inference::load_model_spec(command.model);
+  auto [model, tokenizer] = inference::load_model_spec(command.model, command.load);
   if (!command.adapter.empty()) {
     model.add_adapter("eval", inference::LoraAdapter::load(command.adapter, model.config()));
     model.set_active_adapter("eval");

@@ -22,6 +22,9 @@ struct ModelSettings {
   // does; "tiny-random": the untrained tiny preset (tests); else a HF folder.
   std::string base = "tiny-pretrained";
   std::int64_t pretrain_steps = 300;
+  // How the nodes hold the base in memory: "f32", "bf16", "f16", "q8_0" or
+  // "q4_0" (GGUF's blocks; LoRA then trains over the quantized base: QLoRA).
+  std::string quant = "f32";
   int lora_rank = 16;
   double lora_alpha = 32.0;
   std::vector<std::string> targets = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "fedge/inference/model.h"
 #include "fedge/training/trainer.h"
 
 namespace fedge::training {
@@ -21,6 +22,9 @@ struct DataSource {
 
 struct TrainCommand {
   std::string model = "tiny";  // HF directory, or "tiny" (the random tiny preset, seed 0)
+  // The base in memory; a quantized base (q8_0, q4_0) trains QLoRA: the base
+  // stays packed, the adapter saved is an ordinary PEFT adapter.
+  inference::LoadOptions load;
   DataSource data;
   std::string eval_path;       // optional held-out file (same format as data)
   std::string out;             // PEFT adapter directory to write
@@ -38,6 +42,7 @@ struct TrainCommand {
 
 struct EvalCommand {
   std::string model = "tiny";
+  inference::LoadOptions load;  // the base in memory (a quantized base: its perplexity)
   std::string adapter;
   DataSource data;
   int seq_len = 256;
