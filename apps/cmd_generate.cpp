@@ -28,7 +28,7 @@ void add_generate_command(CLI::App& app, const GlobalOptions& global, CommandBod
   sub->add_option("--stop", options->sampling.stop_strings, "stop when this text appears (repeatable)");
   sub->add_option("--seed", options->sampling.seed, "sampling seed")->capture_default_str();
   auto dtype = std::make_shared<std::string>("f32");
-  sub->add_option("--dtype", *dtype, "weights in memory: f32, bf16, f16, q8_0 or q4_0 (GGUF's blocks)")
+  sub->add_option("--weights,--dtype", *dtype, "weights in memory: f32, bf16, f16, q8_0 or q4_0 (GGUF's blocks)")
       ->check(CLI::IsMember({"f32", "bf16", "f16", "q8_0", "q4_0"}))->capture_default_str();
   sub->callback([&chosen, &global, options, dtype] {
     options->weights = inference::parse_weight_type(*dtype);
