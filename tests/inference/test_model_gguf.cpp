@@ -150,11 +150,11 @@ TEST_CASE("model gguf: a file fedge wrote reads back and rewrites to the same by
   write_model_gguf(dir / "a.gguf", q4, &tok, {"tiny", "{{ messages }}"});
   write_model_gguf(dir / "again.gguf", q4, &tok, {"tiny", "{{ messages }}"});
   const auto first = read_bytes(dir / "a.gguf");
-  CHECK(first == read_bytes(dir / "again.gguf"));  // deterministic
+  CHECK((first == read_bytes(dir / "again.gguf")));  // deterministic
 
   auto loaded = load_model_spec((dir / "a.gguf").string());
   write_model_gguf(dir / "b.gguf", loaded.model, &loaded.tokenizer, {"tiny", "{{ messages }}"});
-  CHECK(first == read_bytes(dir / "b.gguf"));
+  CHECK((first == read_bytes(dir / "b.gguf")));
   require_same_weights(loaded.model, q4);
 
   const GgufFile file = GgufFile::open(dir / "a.gguf");
