@@ -312,6 +312,8 @@ bool is_gguf_file(const fs::path& path) {
   return in.read(magic, 4) && std::memcmp(magic, "GGUF", 4) == 0;
 }
 
+ModelConfig load_gguf_config(const fs::path& path) { return config_from_gguf(GgufFile::open(path)); }
+
 std::unique_ptr<Model::Impl> load_gguf_impl(const fs::path& path, const LoadOptions& options) {
   auto file = std::make_shared<const GgufFile>(GgufFile::open(path));
   const ModelConfig config = config_from_gguf(*file);

@@ -20,6 +20,10 @@ namespace fedge::inference {
 // A regular file that starts with GGUF's magic "GGUF".
 bool is_gguf_file(const std::filesystem::path& path);
 
+// The model config a GGUF file's metadata describes (what Model::load checks
+// the tensors against); Error(kInvalidInput) naming a missing or bad key.
+ModelConfig load_gguf_config(const std::filesystem::path& path);
+
 // The tokenizer a GGUF file carries: the embedded tokenizer.huggingface.json
 // when present (fedge writes it), otherwise built from tokenizer.ggml.* for
 // the byte-level BPE model "gpt2" with the pre-tokenizers listed in the docs.
