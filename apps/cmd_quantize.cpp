@@ -5,6 +5,7 @@
 
 #include "commands.h"
 #include "fedge/inference/model_gguf.h"
+#include "fedge/inference/torch_setup.h"
 
 namespace fedge::apps {
 
@@ -28,7 +29,7 @@ void add_quantize_command(CLI::App& app, const GlobalOptions& global, CommandBod
     if (!flags->keep.empty()) flags->command.keep = inference::parse_weight_type(flags->keep);
     flags->command.out = flags->out;
     chosen = [flags, &global] {
-      (void)global;
+      inference::setup_torch(global.threads);
       inference::run_quantize(flags->command);
       return 0;
     };

@@ -1,13 +1,15 @@
 // `fedge quantize` on a saved tiny model, then `fedge generate` from the GGUF
 // file: greedy output equals generating from the folder with --dtype q8_0 (the
 // same blocks, so the same bits), and a file that is not a model is refused.
+// ATen (through glog) defines CHECK too; Catch must come after it.
+#include "fedge/inference/generate.h"
+
 #include <catch2/catch.hpp>
 
 #include <fstream>
 
 #include "e2e/process.h"
 #include "fedge/common/gguf.h"
-#include "fedge/inference/generate.h"
 #include "test_util.h"
 
 namespace {

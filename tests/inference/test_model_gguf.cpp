@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <vector>
@@ -72,6 +73,17 @@ test::Shape qwen2_shape() {
 }
 
 const std::vector<TokenId> kPrompt = {1, 7, 3, 9, 22, 41, 5, 18};
+
+// Whether `address` lies in a mapping of a file whose name ends with `file`.
+bool mapped_from(const void* address, const std::string& file) {
+  std::ifstream maps("/proc/self/maps");
+  const auto a = reinterpret_cast<std::uintptr_t>(address);
+  for (std::string line; std::getline(maps, line);) {
+    std::uintptr_t lo = 0, hi = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx", &lo, &hi) == 2 && a >= lo && a < hi) return line.ends_with(file);
+  }
+  return false;
+}
 
 using Metadata = std::vector<std::pair<std::string, GgufValue>>;
 
@@ -218,11 +230,17 @@ TEST_CASE("model gguf: Q8_0 logits from the GGUF file are within 1% relative L2 
   CHECK(err > 0);
 }
 
-TEST_CASE("model gguf: an f32 file is used in place, and merging an adapter into it copies") {
+TEST_CASE("model gguf: tensors of the in-memory type point into the mapped file, and a merge replaces them") {
   const fs::path dir = test::fresh_dir("gguf_map");
   Model f32 = Model::random(ModelConfig::tiny(), 2);
   write_model_gguf(dir / "m.gguf", f32, nullptr, {"tiny", ""});
   Model m = Model::load(dir / "m.gguf");
+  // V and the MLP point into the file's mapping; llama's Q and K are permuted copies.
+  CHECK(mapped_from(m.layer(0).wv.data_ptr(), "m.gguf"));
+  CHECK(mapped_from(m.layer(3).wdown.data_ptr(), "m.gguf"));
+  CHECK(mapped_from(m.embed_tokens().data_ptr(), "m.gguf"));
+  CHECK_FALSE(mapped_from(m.layer(0).wq.data_ptr(), "m.gguf"));
+  CHECK_FALSE(mapped_from(Model::load(dir / "m.gguf", {WeightType::kQ8_0}).layer(0).wv.data_ptr(), "m.gguf"));
   // The mapped file is read-only: a merge must replace the tensors, not write them.
   LoraConfig lc;
   lc.r = 2;
