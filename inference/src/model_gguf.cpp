@@ -305,6 +305,9 @@ struct Loader {
 }  // namespace
 
 bool is_gguf_file(const fs::path& path) {
+  // By name too, so that a missing or broken FILE.gguf gets the GGUF reader's
+  // error rather than "no config.json".
+  if (path.extension() == ".gguf") return true;
   std::error_code ec;
   if (!fs::is_regular_file(path, ec)) return false;
   std::ifstream in(path, std::ios::binary);

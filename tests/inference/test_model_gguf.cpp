@@ -109,6 +109,7 @@ TEST_CASE("model gguf: an HF checkpoint written as Q8_0 GGUF loads back to the s
     write_model_gguf(file, q8, nullptr, {"test", ""});
     REQUIRE(is_gguf_file(file));
     CHECK_FALSE(is_gguf_file(dir / "config.json"));
+    CHECK_THROWS_WITH(Model::load(dir / "absent.gguf"), Catch::Contains("absent.gguf"));
 
     Model back = Model::load(file);  // as stored: Q8_0
     CHECK(back.weight_type() == WeightType::kQ8_0);

@@ -17,7 +17,7 @@
 
 namespace fedge::inference {
 
-// A regular file that starts with GGUF's magic "GGUF".
+// A path named *.gguf, or a regular file that starts with GGUF's magic "GGUF".
 bool is_gguf_file(const std::filesystem::path& path);
 
 // The model config a GGUF file's metadata describes (what Model::load checks
