@@ -16,6 +16,7 @@
 #include "fedge/coordinator/runtime.h"
 #include "fedge/inference/lora.h"
 #include "fedge/inference/model_config.h"
+#include "fedge/inference/model_gguf.h"
 #include "fedge/node/runtime.h"
 #include "fedge/node/serving.h"
 
@@ -65,7 +66,8 @@ int run_until_signal(Runtime& runtime) {
 }
 
 inference::ModelConfig model_config(const std::string& model) {
-  return model == "tiny" ? inference::ModelConfig::tiny() : inference::ModelConfig::from_dir(model);
+  if (model == "tiny") return inference::ModelConfig::tiny();
+  return inference::is_gguf_file(model) ? inference::load_gguf_config(model) : inference::ModelConfig::from_dir(model);
 }
 
 // A fresh PEFT adapter (B = 0: the federation starts from the base model).

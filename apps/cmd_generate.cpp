@@ -13,7 +13,7 @@ namespace fedge::apps {
 void add_generate_command(CLI::App& app, const GlobalOptions& global, CommandBody& chosen) {
   auto options = std::make_shared<inference::GenerateCommand>();
   auto* sub = app.add_subcommand("generate", "Generate text with a local model (streams the continuation)");
-  sub->add_option("--model", options->model, "Hugging Face model folder, or 'tiny' for the built-in preset")
+  sub->add_option("--model", options->model, "Hugging Face model folder, a .gguf file, or 'tiny' for the built-in preset")
       ->capture_default_str();
   sub->add_option("--adapter", options->adapter, "PEFT LoRA adapter folder to apply");
   sub->add_option("--prompt", options->prompt, "prompt text")->required();
@@ -27,11 +27,13 @@ void add_generate_command(CLI::App& app, const GlobalOptions& global, CommandBod
   sub->add_option("--repetition-penalty", options->sampling.repetition_penalty, "penalty for repeated tokens (1: off)");
   sub->add_option("--stop", options->sampling.stop_strings, "stop when this text appears (repeatable)");
   sub->add_option("--seed", options->sampling.seed, "sampling seed")->capture_default_str();
-  auto dtype = std::make_shared<std::string>("f32");
-  sub->add_option("--weights,--dtype", *dtype, "weights in memory: f32, bf16, f16, q8_0 or q4_0 (GGUF's blocks)")
-      ->check(CLI::IsMember({"f32", "bf16", "f16", "q8_0", "q4_0"}))->capture_default_str();
+  auto dtype = std::make_shared<std::string>();
+  sub->add_option("--weights,--dtype", *dtype,
+                  "weights in memory: f32, bf16, f16, q8_0 or q4_0 (GGUF's blocks); default f32 for a directory, "
+                  "the file's own types for a .gguf file")
+      ->check(CLI::IsMember({"f32", "bf16", "f16", "q8_0", "q4_0"}));
   sub->callback([&chosen, &global, options, dtype] {
-    options->weights = inference::parse_weight_type(*dtype);
+    if (!dtype->empty()) options->weights = inference::parse_weight_type(*dtype);
     chosen = [options, &global] {
       options->threads = global.threads;
       return inference::run_generate(*options, stdout);

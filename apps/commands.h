@@ -25,6 +25,7 @@ using CommandBody = std::function<int()>;
 // live in a shared_ptr captured by the callback.
 void add_info_command(CLI::App& app, const GlobalOptions& global, CommandBody& chosen);
 void add_generate_command(CLI::App& app, const GlobalOptions& global, CommandBody& chosen);
+void add_quantize_command(CLI::App& app, const GlobalOptions& global, CommandBody& chosen);
 void add_data_command(CLI::App& app, const GlobalOptions& global, CommandBody& chosen);
 void add_training_commands(CLI::App& app, const GlobalOptions& global, CommandBody& chosen);
 void add_keygen_command(CLI::App& app, const GlobalOptions& global, CommandBody& chosen);

@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   CommandBody chosen;
   add_info_command(app, global, chosen);
   add_generate_command(app, global, chosen);
+  add_quantize_command(app, global, chosen);
   add_data_command(app, global, chosen);
   add_training_commands(app, global, chosen);
   add_keygen_command(app, global, chosen);

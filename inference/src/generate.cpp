@@ -10,12 +10,14 @@
 #include <set>
 
 #include "fedge/common/error.h"
+#include "fedge/inference/model_gguf.h"
 #include "fedge/inference/torch_setup.h"
 
 namespace fedge::inference {
 
 LoadedModel load_model_spec(const std::string& spec, const LoadOptions& options) {
   if (spec == "tiny") return {Model::random(ModelConfig::tiny(), 0, options), Tokenizer::byte_level_tiny()};
+  if (is_gguf_file(spec)) return {Model::load(spec, options), load_gguf_tokenizer(spec)};
   return {Model::load(spec, options), Tokenizer::from_dir(spec)};
 }
 

@@ -439,7 +439,9 @@ void apply_delta(Model& m, const LoraAdapter& ad, double sign) {
       // Accumulate in double so unmerge restores the weights to within rounding.
       auto delta = at::mm(ad.b(l, target).to(at::kDouble), ad.a(l, target).to(at::kDouble)) * (sign * ad.scale());
       at::Tensor& w = m.layer(l).proj(target);
-      w.copy_((w.to(at::kDouble) + delta).to(at::kFloat));
+      // A new tensor, not an in-place update: the old one may be a read-only
+      // mapping of a GGUF file (or shared with another model).
+      w = (w.to(at::kDouble) + delta).to(at::kFloat);
     }
 }
 }  // namespace

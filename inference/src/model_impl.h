@@ -2,7 +2,9 @@
 // training forward pass.
 #pragma once
 
+#include <filesystem>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -25,6 +27,25 @@ struct Model::Impl {
   // Checks a tensor's shape; Error(kInvalidInput) naming it otherwise.
   const LoraAdapter* active_adapter() const;
 };
+
+// Every weight a config calls for, with its shape, in HF order.
+struct WeightSpec {
+  std::string name;
+  std::vector<std::int64_t> shape;
+  bool norm = false;  // norms stay f32 and initialise to one
+  // The type this tensor is held in under `options`.
+  WeightType type(const LoadOptions& options) const {
+    if (norm) return WeightType::kF32;
+    return is_table() ? options.embedding_type() : options.weight_type();
+  }
+  bool is_table() const { return name == "model.embed_tokens.weight" || name == "lm_head.weight"; }
+};
+
+std::vector<WeightSpec> weight_specs(const ModelConfig& config, bool with_head);
+// Puts a tensor into its slot in the model by HF name.
+void assign_weight(Model::Impl& m, const std::string& name, at::Tensor t);
+// A GGUF file as the model's internals (model_gguf.cpp; Model::load dispatches).
+std::unique_ptr<Model::Impl> load_gguf_impl(const std::filesystem::path& path, const LoadOptions& options);
 
 // `values` shaped `shape` held as `type` (a copy; quantized types fall back to
 // f16 for rows that are not whole blocks, and 1-D tensors stay float).

@@ -11,76 +11,13 @@
 
 #include "fedge/common/error.h"
 #include "fedge/common/safetensors.h"
+#include "fedge/inference/model_gguf.h"
 #include "model_impl.h"
 
 namespace fedge::inference {
 namespace fs = std::filesystem;
 
 namespace {
-
-// Every weight the config calls for, with its shape, in HF order.
-struct Spec {
-  std::string name;
-  std::vector<std::int64_t> shape;
-  bool norm = false;  // norms stay f32 and initialise to one
-  // The type this tensor is held in under `options`.
-  WeightType type(const LoadOptions& options) const {
-    if (norm) return WeightType::kF32;
-    const bool table = name == "model.embed_tokens.weight" || name == "lm_head.weight";
-    return table ? options.embedding_type() : options.weights;
-  }
-};
-
-std::vector<Spec> weight_specs(const ModelConfig& c, bool with_head) {
-  const std::int64_t H = c.hidden_size, I = c.intermediate_size, Q = c.q_dim(), KV = c.kv_dim();
-  std::vector<Spec> s;
-  s.push_back({"model.embed_tokens.weight", {c.vocab_size, H}});
-  for (int l = 0; l < c.num_layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    s.push_back({p + "input_layernorm.weight", {H}, true});
-    s.push_back({p + "self_attn.q_proj.weight", {Q, H}});
-    s.push_back({p + "self_attn.k_proj.weight", {KV, H}});
-    s.push_back({p + "self_attn.v_proj.weight", {KV, H}});
-    if (c.attention_bias) {
-      s.push_back({p + "self_attn.q_proj.bias", {Q}, true});
-      s.push_back({p + "self_attn.k_proj.bias", {KV}, true});
-      s.push_back({p + "self_attn.v_proj.bias", {KV}, true});
-    }
-    s.push_back({p + "self_attn.o_proj.weight", {H, Q}});
-    s.push_back({p + "post_attention_layernorm.weight", {H}, true});
-    s.push_back({p + "mlp.gate_proj.weight", {I, H}});
-    s.push_back({p + "mlp.up_proj.weight", {I, H}});
-    s.push_back({p + "mlp.down_proj.weight", {H, I}});
-  }
-  s.push_back({"model.norm.weight", {H}, true});
-  if (with_head) s.push_back({"lm_head.weight", {c.vocab_size, H}});
-  return s;
-}
-
-// Puts a named tensor into its slot in the model.
-void assign(Model::Impl& m, const std::string& name, at::Tensor t) {
-  if (name == "model.embed_tokens.weight") { m.embed = t; return; }
-  if (name == "model.norm.weight") { m.norm = t; return; }
-  if (name == "lm_head.weight") { m.head = t; return; }
-  // model.layers.<l>.<rest>
-  const std::size_t start = std::string("model.layers.").size();
-  const std::size_t dot = name.find('.', start);
-  const int l = std::stoi(name.substr(start, dot - start));
-  const std::string rest = name.substr(dot + 1);
-  LayerWeights& w = m.layers[l];
-  if (rest == "input_layernorm.weight") w.attn_norm = t;
-  else if (rest == "post_attention_layernorm.weight") w.mlp_norm = t;
-  else if (rest == "self_attn.q_proj.weight") w.wq = t;
-  else if (rest == "self_attn.k_proj.weight") w.wk = t;
-  else if (rest == "self_attn.v_proj.weight") w.wv = t;
-  else if (rest == "self_attn.o_proj.weight") w.wo = t;
-  else if (rest == "self_attn.q_proj.bias") w.bq = t;
-  else if (rest == "self_attn.k_proj.bias") w.bk = t;
-  else if (rest == "self_attn.v_proj.bias") w.bv = t;
-  else if (rest == "mlp.gate_proj.weight") w.wgate = t;
-  else if (rest == "mlp.up_proj.weight") w.wup = t;
-  else if (rest == "mlp.down_proj.weight") w.wdown = t;
-}
 
 std::string read_text(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
@@ -139,9 +76,62 @@ struct Normal {
 
 }  // namespace
 
+std::vector<WeightSpec> weight_specs(const ModelConfig& c, bool with_head) {
+  const std::int64_t H = c.hidden_size, I = c.intermediate_size, Q = c.q_dim(), KV = c.kv_dim();
+  std::vector<WeightSpec> s;
+  s.push_back({"model.embed_tokens.weight", {c.vocab_size, H}});
+  for (int l = 0; l < c.num_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    s.push_back({p + "input_layernorm.weight", {H}, true});
+    s.push_back({p + "self_attn.q_proj.weight", {Q, H}});
+    s.push_back({p + "self_attn.k_proj.weight", {KV, H}});
+    s.push_back({p + "self_attn.v_proj.weight", {KV, H}});
+    if (c.attention_bias) {
+      s.push_back({p + "self_attn.q_proj.bias", {Q}, true});
+      s.push_back({p + "self_attn.k_proj.bias", {KV}, true});
+      s.push_back({p + "self_attn.v_proj.bias", {KV}, true});
+    }
+    s.push_back({p + "self_attn.o_proj.weight", {H, Q}});
+    s.push_back({p + "post_attention_layernorm.weight", {H}, true});
+    s.push_back({p + "mlp.gate_proj.weight", {I, H}});
+    s.push_back({p + "mlp.up_proj.weight", {I, H}});
+    s.push_back({p + "mlp.down_proj.weight", {H, I}});
+  }
+  s.push_back({"model.norm.weight", {H}, true});
+  if (with_head) s.push_back({"lm_head.weight", {c.vocab_size, H}});
+  return s;
+}
+
+// Puts a named tensor into its slot in the model.
+void assign_weight(Model::Impl& m, const std::string& name, at::Tensor t) {
+  if (name == "model.embed_tokens.weight") { m.embed = t; return; }
+  if (name == "model.norm.weight") { m.norm = t; return; }
+  if (name == "lm_head.weight") { m.head = t; return; }
+  // model.layers.<l>.<rest>
+  const std::size_t start = std::string("model.layers.").size();
+  const std::size_t dot = name.find('.', start);
+  const int l = std::stoi(name.substr(start, dot - start));
+  const std::string rest = name.substr(dot + 1);
+  LayerWeights& w = m.layers[l];
+  if (rest == "input_layernorm.weight") w.attn_norm = t;
+  else if (rest == "post_attention_layernorm.weight") w.mlp_norm = t;
+  else if (rest == "self_attn.q_proj.weight") w.wq = t;
+  else if (rest == "self_attn.k_proj.weight") w.wk = t;
+  else if (rest == "self_attn.v_proj.weight") w.wv = t;
+  else if (rest == "self_attn.o_proj.weight") w.wo = t;
+  else if (rest == "self_attn.q_proj.bias") w.bq = t;
+  else if (rest == "self_attn.k_proj.bias") w.bk = t;
+  else if (rest == "self_attn.v_proj.bias") w.bv = t;
+  else if (rest == "mlp.gate_proj.weight") w.wgate = t;
+  else if (rest == "mlp.up_proj.weight") w.wup = t;
+  else if (rest == "mlp.down_proj.weight") w.wdown = t;
+}
+
+
 Model Model::load(const fs::path& dir, const LoadOptions& options) {
+  if (is_gguf_file(dir)) return Model(load_gguf_impl(dir, options));
   ModelConfig config = ModelConfig::from_dir(dir);
-  auto impl = new_impl(config, options.weights);
+  auto impl = new_impl(config, options.weight_type());
   // Which file holds each tensor.
   std::map<std::string, fs::path> where;
   std::map<fs::path, SafetensorsFile> files;
@@ -161,7 +151,7 @@ Model Model::load(const fs::path& dir, const LoadOptions& options) {
   }
   const bool has_head = where.count("lm_head.weight") > 0;
   const bool with_head = has_head || !config.tie_word_embeddings;
-  for (const Spec& spec : weight_specs(config, with_head)) {
+  for (const WeightSpec& spec : weight_specs(config, with_head)) {
     auto it = where.find(spec.name);
     if (it == where.end())
       throw Error(ErrorKind::kInvalidInput, dir.string() + ": tensor '" + spec.name + "' of shape " +
@@ -178,7 +168,7 @@ Model Model::load(const fs::path& dir, const LoadOptions& options) {
       throw Error(ErrorKind::kInvalidInput, it->second.string() + ": tensor '" + spec.name + "' has dtype " +
                                                 std::string(dtype_name(info->dtype)) + ", expected F32, F16 or BF16");
     std::vector<float> values = file.to_f32(*info);
-    assign(*impl, spec.name, make_weight(values.data(), spec.shape, spec.type(options)));
+    assign_weight(*impl, spec.name, make_weight(values.data(), spec.shape, spec.type(options)));
   }
   if (!with_head) impl->head = impl->embed;
   spdlog::debug("loaded {} ({} layers, {} parameters)", dir.string(), config.num_layers, config.num_parameters());
@@ -187,15 +177,15 @@ Model Model::load(const fs::path& dir, const LoadOptions& options) {
 
 Model Model::random(const ModelConfig& config, std::uint64_t seed, const LoadOptions& options) {
   config.validate();
-  auto impl = new_impl(config, options.weights);
+  auto impl = new_impl(config, options.weight_type());
   Normal normal{seed * 0x2545F4914F6CDD1Dull + 0x1234567ull};
-  for (const Spec& spec : weight_specs(config, !config.tie_word_embeddings)) {
+  for (const WeightSpec& spec : weight_specs(config, !config.tie_word_embeddings)) {
     std::int64_t n = 1;
     for (auto d : spec.shape) n *= d;
     std::vector<float> values(n);
     const bool bias = spec.name.find(".bias") != std::string::npos;
     for (auto& v : values) v = spec.norm && !bias ? 1.0f : float(0.02 * normal());
-    assign(*impl, spec.name, make_weight(values.data(), spec.shape, spec.type(options)));
+    assign_weight(*impl, spec.name, make_weight(values.data(), spec.shape, spec.type(options)));
   }
   if (config.tie_word_embeddings) impl->head = impl->embed;
   return Model(std::move(impl));

@@ -185,3 +185,16 @@ TEST_CASE("gguf: hostile metadata values and tensor infos are refused naming the
   put<std::uint64_t>(b, info + 4 + 16 + 4, 32);  // onto the second tensor's bytes
   refused(b, "overlaps");
 }
+
+TEST_CASE("gguf: a file cut inside its tensor data is refused naming the tensor") {
+  const auto good = Sample().file();
+  // The Q8_0 tensor is last: cutting its final block leaves its bytes past the end.
+  std::vector<std::byte> cut(good.begin(), good.end() - 10);
+  refused(cut, "tensor 'blk.0.attn_q.weight'");
+  refused(cut, "run past the end of the file");
+  // Cut at the start of the data section: the first tensor is named.
+  const GgufFile file = GgufFile::from_bytes(good, "good.gguf");
+  const std::size_t data_start = good.size() - (file.at("blk.0.attn_q.weight").offset + 68);
+  refused(std::vector<std::byte>(good.begin(), good.begin() + static_cast<std::ptrdiff_t>(data_start) + 4),
+          "tensor 'token_embd.weight'");
+}

@@ -17,8 +17,9 @@
 namespace fedge::inference {
 
 // A model and its tokenizer from a command-line/config spec: a Hugging Face
-// directory, or "tiny" (the built-in tiny preset with random weights, seed 0,
-// and its byte-level tokenizer), held as `options` asks.
+// directory, a GGUF file (model and tokenizer from the one file), or "tiny"
+// (the built-in tiny preset with random weights, seed 0, and its byte-level
+// tokenizer), held as `options` asks.
 struct LoadedModel {
   Model model;
   Tokenizer tokenizer;
@@ -69,7 +70,9 @@ struct GenerateCommand {
   std::string adapter;         // PEFT directory, optional
   std::string prompt;
   SamplingOptions sampling;
-  WeightType weights = WeightType::kF32;  // bf16 halves the bytes read per token
+  // bf16 halves the bytes read per token; unset: f32 for a directory, the
+  // file's own types for a GGUF file.
+  std::optional<WeightType> weights;
   int threads = 0;
 };
 // Writes a complete HF directory: config.json, model.safetensors and, when

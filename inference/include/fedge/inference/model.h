@@ -32,11 +32,15 @@ WeightType parse_weight_type(std::string_view name);
 bool is_quantized(WeightType type);
 
 struct LoadOptions {
-  WeightType weights = WeightType::kF32;  // the linear projections
-  // The token embedding and the LM head; unset: the projections' type.
+  // The linear projections. Unset: as stored for a GGUF file (each tensor
+  // keeps the file's type), f32 for a Hugging Face directory.
+  std::optional<WeightType> weights;
+  // The token embedding and the LM head; unset: the projections' type (a
+  // GGUF file's own type for these two when `weights` is unset too).
   // (llama.cpp's `--leave-output-tensor` / `--token-embedding-type` in one.)
   std::optional<WeightType> embeddings;
-  WeightType embedding_type() const { return embeddings.value_or(weights); }
+  WeightType weight_type() const { return weights.value_or(WeightType::kF32); }
+  WeightType embedding_type() const { return embeddings.value_or(weight_type()); }
 };
 
 // A weight matrix [out, in] is an f32, bf16 or f16 tensor of that shape, or,
@@ -92,8 +96,9 @@ class KVCache {
 
 class Model {
  public:
-  // Loads a Hugging Face directory: config.json + model.safetensors or a
-  // sharded model.safetensors.index.json. Errors name the file or tensor.
+  // Loads a Hugging Face directory (config.json + model.safetensors or a
+  // sharded model.safetensors.index.json) or a GGUF file (architectures llama
+  // and qwen2, see model_gguf.h). Errors name the file or tensor.
   static Model load(const std::filesystem::path& dir, const LoadOptions& options = {});
   // Random initialisation (normal, std 0.02; norms 1) from a seed.
   static Model random(const ModelConfig& config, std::uint64_t seed, const LoadOptions& options = {});

@@ -1,0 +1,39 @@
+// `fedge quantize`: parse flags, then hand over to the inference library,
+// which writes the model as a GGUF file (progress on stderr through spdlog).
+#include <memory>
+#include <string>
+
+#include "commands.h"
+#include "fedge/inference/model_gguf.h"
+#include "fedge/inference/torch_setup.h"
+
+namespace fedge::apps {
+
+void add_quantize_command(CLI::App& app, const GlobalOptions& global, CommandBody& chosen) {
+  struct Flags {
+    inference::QuantizeCommand command;
+    std::string type = "q8_0", keep;
+    std::string out;
+  };
+  auto flags = std::make_shared<Flags>();
+  auto* sub = app.add_subcommand("quantize", "Write a model as a GGUF file (llama.cpp's format) in Q8_0, Q4_0, F16 or F32");
+  sub->add_option("--model", flags->command.model, "Hugging Face model folder, a .gguf file, or 'tiny'")->required();
+  sub->add_option("--out", flags->out, "the GGUF file to write (replaced atomically)")->required();
+  sub->add_option("--type", flags->type, "type of the linear projections")
+      ->check(CLI::IsMember({"q8_0", "q4_0", "f16", "bf16", "f32"}))->capture_default_str();
+  sub->add_option("--keep", flags->keep, "type of the token embedding and LM head (default: --type)")
+      ->check(CLI::IsMember({"q8_0", "q4_0", "f16", "bf16", "f32"}));
+  sub->add_option("--name", flags->command.name, "general.name in the file (default: the model folder's name)");
+  sub->callback([&chosen, &global, flags] {
+    flags->command.type = inference::parse_weight_type(flags->type);
+    if (!flags->keep.empty()) flags->command.keep = inference::parse_weight_type(flags->keep);
+    flags->command.out = flags->out;
+    chosen = [flags, &global] {
+      inference::setup_torch(global.threads);
+      inference::run_quantize(flags->command);
+      return 0;
+    };
+  });
+}
+
+}  // namespace fedge::apps
