@@ -238,6 +238,7 @@ void NodeServing::install_local(const ParamVector& params, std::uint64_t version
 }
 std::string NodeServing::http_url() const { return impl_->http ? impl_->http->url() : std::string(); }
 std::string NodeServing::zmq_endpoint() const { return impl_->zmq ? impl_->zmq->endpoint() : std::string(); }
+const inference::Model& NodeServing::model() const { return *impl_->model; }
 std::string NodeServing::split_peer_endpoint() const {
   return impl_->split_peer ? impl_->split_peer->endpoint() : std::string();
 }

@@ -34,6 +34,8 @@ class NodeServing {
   std::string http_url() const;      // empty without HTTP
   std::string zmq_endpoint() const;  // empty without ZeroMQ inference
   std::string split_peer_endpoint() const;  // empty unless this node is a split peer
+  // The serving Model (its weights are the base's; the worker thread runs it).
+  const inference::Model& model() const;
 
  private:
   struct Impl;
