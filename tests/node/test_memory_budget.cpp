@@ -5,6 +5,7 @@
 #include <fstream>
 #include <string>
 
+#include "fedge/inference/generate.h"
 #include "fedge/inference/model.h"
 #include "fedge/node/memory_budget.h"
 #include "fedge/node/runtime.h"

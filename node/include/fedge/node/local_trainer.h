@@ -56,7 +56,9 @@ struct LocalTrainerOptions {
   std::string adapter_slot = "federated";  // adapter name used inside the model
   // The most sequences trained in one pass (0: no limit). A round asking for
   // a larger batch is trained in micro-batches of at most this many, with
-  // gradient accumulation: the same step in less activation memory.
+  // gradient accumulation: the same loss (token-weighted over all the
+  // step's sequences) in less activation memory; the sequences are drawn per
+  // micro-batch, so the step is not bit-identical to one large batch.
   int max_batch_size = 0;
 };
 

@@ -22,8 +22,7 @@
 
 #include <string>
 
-#include "fedge/inference/model.h"
-#include "fedge/node/runtime.h"
+#include "fedge/node/runtime.h"  // NodeRuntimeConfig; inference::Model through local_trainer.h
 
 namespace fedge::node {
 

@@ -25,11 +25,14 @@
 #include <string>
 
 #include "fedge/common/param_vector.h"
-#include "fedge/inference/generate.h"
 #include "fedge/node/local_trainer.h"
 #include "fedge/node/round_client.h"
 #include "fedge/protocol/codec.h"
 #include "fedge/training/commands.h"
+
+namespace fedge::inference {
+struct LoadedModel;  // fedge/inference/generate.h: a base model and its tokenizer
+}
 
 namespace fedge::node {
 
