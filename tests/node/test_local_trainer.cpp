@@ -168,7 +168,7 @@ TEST_CASE("local trainer: a round's batch above max_batch_size trains in micro-b
   const auto a = fedge::node::train_local_round(model, data, global, req, whole);
   const auto b = fedge::node::train_local_round(model, data, global, req, capped);
   CHECK(a.tokens == b.tokens);
-  CHECK(std::abs(a.train_loss - b.train_loss) < 1e-5);
+  CHECK(b.train_loss == Approx(a.train_loss).epsilon(1e-4));  // float order again
   REQUIRE(a.update.size() == b.update.size());
   // Equal up to the order of float sums (two backward passes add into the
   // gradients), which Adam's normalisation enlarges for near-zero gradients.
