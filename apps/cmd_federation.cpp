@@ -13,6 +13,7 @@
 
 #include "commands.h"
 #include "fedge/common/error.h"
+#include "fedge/common/machine.h"
 #include "fedge/coordinator/runtime.h"
 #include "fedge/inference/lora.h"
 #include "fedge/inference/model_config.h"
@@ -95,16 +96,18 @@ int run_coordinator(const std::string& config_file) {
 int run_node(const std::string& config_file) {
   auto config = node::read_node_config(config_file);
   node::NodeRuntime runtime(config);
-  // Serving runs on its own model copy, so answers never wait for training.
+  // Serving runs on its own Model over the runtime's base weights (shared,
+  // one copy), so answers never wait for training.
   std::unique_ptr<node::NodeServing> serving;
   const auto& serve = config.serve;
   if (!serve.http.empty() || !serve.zmq.empty() || !serve.split_serve.empty()) {
-    serving = std::make_unique<node::NodeServing>(config);
+    serving = std::make_unique<node::NodeServing>(config, &runtime.base());
     runtime.on_global_installed(
         [&serving](const ParamVector& global, std::uint64_t version) { serving->install_global(global, version); });
     runtime.on_local_trained(
         [&serving](const ParamVector& local, std::uint64_t round) { serving->install_local(local, round); });
   }
+  spdlog::info("node started: resident {:.0f} MB", rss_megabytes());
   return run_until_signal(runtime);
 }
 

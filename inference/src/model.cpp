@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <set>
 
 #include "fedge/common/error.h"
 #include "fedge/inference/quant.h"
@@ -106,6 +107,85 @@ std::size_t Model::weight_bytes() const {
                                 &l.wup, &l.wdown, &l.bq, &l.bk, &l.bv})
       if (t->defined()) total += t->nbytes();
   return total;
+}
+
+bool Model::Impl::is_mapped(const at::Tensor& t) const {
+  if (!t.defined() || t.nbytes() == 0) return false;
+  const auto* p = static_cast<const std::byte*>(t.data_ptr());
+  for (const auto& [begin, size] : mapped)
+    if (p >= begin && p < begin + size) return true;
+  return false;
+}
+
+bool Model::Impl::owns(const at::Tensor& t, long handles) const {
+  // A tensor another Model holds has more handles to its TensorImpl than
+  // this Model's own, or another TensorImpl on its storage.
+  return !is_mapped(t) && t.use_count() <= std::size_t(handles) && t.storage().use_count() == 1;
+}
+
+std::vector<at::Tensor*> Model::Impl::weight_slots() {
+  std::vector<at::Tensor*> slots = {&embed, &norm, &head};
+  for (auto& l : layers)
+    for (at::Tensor* t : {&l.attn_norm, &l.mlp_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.wgate, &l.wup, &l.wdown, &l.bq,
+                          &l.bk, &l.bv})
+      if (t->defined()) slots.push_back(t);
+  return slots;
+}
+
+Model::WeightMemory Model::weight_memory() const {
+  WeightMemory m;
+  std::set<const void*> seen;  // tied embeddings: one tensor, two slots
+  for (const at::Tensor* t : impl_->weight_slots()) {
+    if (!t->defined() || !seen.insert(t->data_ptr()).second) continue;
+    m.bytes += t->nbytes();
+    if (impl_->is_mapped(*t)) m.mapped_bytes += t->nbytes();
+  }
+  return m;
+}
+
+Model Model::share() const {
+  if (!impl_->merged.empty())
+    throw Error(ErrorKind::kInvalidInput, "adapter '" + impl_->merged +
+                                              "' is merged into the weights; unmerge it before sharing the base");
+  auto impl = std::make_unique<Impl>();
+  impl->config = impl_->config;
+  impl->wtype = impl_->wtype;
+  impl->embed = impl_->embed;
+  impl->norm = impl_->norm;
+  impl->head = impl_->head;
+  impl->layers = impl_->layers;  // tensor handles: the storage is shared
+  impl->rope_cos = impl_->rope_cos;
+  impl->rope_sin = impl_->rope_sin;
+  impl->rope_cos_t = impl_->rope_cos_t;
+  impl->rope_sin_t = impl_->rope_sin_t;
+  impl->mapped = impl_->mapped;
+  return Model(std::move(impl));
+}
+
+// The base's distinct tensors with the number of handles this Model holds
+// to each (the tied embedding is also the head).
+std::vector<std::pair<at::Tensor*, long>> Model::Impl::distinct_weights() {
+  const bool tied = head.is_same(embed);
+  std::vector<std::pair<at::Tensor*, long>> out;
+  for (at::Tensor* t : weight_slots()) {
+    if (tied && t == &head) continue;
+    out.emplace_back(t, tied && t == &embed ? 2 : 1);
+  }
+  return out;
+}
+
+bool Model::weights_read_only() const {
+  for (auto [t, handles] : impl_->distinct_weights())
+    if (!impl_->owns(*t, handles)) return true;
+  return false;
+}
+
+void Model::own_weights() {
+  const bool tied = impl_->head.is_same(impl_->embed);
+  for (auto [t, handles] : impl_->distinct_weights())
+    if (!impl_->owns(*t, handles)) *t = t->clone();
+  if (tied) impl_->head = impl_->embed;
+  impl_->mapped.clear();
 }
 
 void Model::Impl::build_rope() {
@@ -430,18 +510,25 @@ std::vector<std::string> Model::adapter_names() const {
 const std::string& Model::merged_adapter() const { return impl_->merged; }
 
 namespace {
-void apply_delta(Model& m, const LoraAdapter& ad, double sign) {
+// Adds sign * scale * B A to each target weight of the adapter. Weights in
+// `skip` are left alone (unmerge puts their originals back instead).
+void apply_delta(Model::Impl& m, const LoraAdapter& ad, double sign, const std::set<const at::Tensor*>& skip = {}) {
   at::NoGradGuard guard;
-  for (int l = 0; l < m.config().num_layers; ++l)
+  for (int l = 0; l < m.config.num_layers; ++l)
     for (int t = 0; t < kNumLoraTargets; ++t) {
       auto target = LoraTarget(t);
       if (!ad.a(l, target).defined()) continue;
+      at::Tensor& w = m.layers[l].proj(target);
+      if (skip.count(&w)) continue;
+      if (!m.owns(w)) {
+        // Copy on write: the file map is read-only and other Models share
+        // the original.
+        m.pre_merge.emplace_back(&w, w);
+        w = w.clone();
+      }
       // Accumulate in double so unmerge restores the weights to within rounding.
       auto delta = at::mm(ad.b(l, target).to(at::kDouble), ad.a(l, target).to(at::kDouble)) * (sign * ad.scale());
-      at::Tensor& w = m.layer(l).proj(target);
-      // A new tensor, not an in-place update: the old one may be a read-only
-      // mapping of a GGUF file (or shared with another model).
-      w = (w.to(at::kDouble) + delta).to(at::kFloat);
+      w.copy_((w.to(at::kDouble) + delta).to(at::kFloat));
     }
 }
 }  // namespace
@@ -454,14 +541,20 @@ void Model::merge_adapter(const std::string& name) {
     throw Error(ErrorKind::kInvalidInput, "adapter '" + impl_->merged + "' is already merged; unmerge it first");
   auto it = impl_->adapters.find(name);
   if (it == impl_->adapters.end()) throw Error(ErrorKind::kNotFound, "no adapter named '" + name + "' is loaded");
-  apply_delta(*this, it->second, +1.0);
+  apply_delta(*impl_, it->second, +1.0);
   impl_->merged = name;
   impl_->active.clear();
 }
 
 void Model::unmerge_adapter() {
   if (impl_->merged.empty()) return;
-  apply_delta(*this, impl_->adapters.at(impl_->merged), -1.0);
+  std::set<const at::Tensor*> restored;
+  for (auto& [slot, original] : impl_->pre_merge) {
+    *slot = original;  // exact, and the private copy is freed
+    restored.insert(slot);
+  }
+  impl_->pre_merge.clear();
+  apply_delta(*impl_, impl_->adapters.at(impl_->merged), -1.0, restored);
   impl_->merged.clear();
 }
 

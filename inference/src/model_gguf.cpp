@@ -329,6 +329,12 @@ std::unique_ptr<Model::Impl> load_gguf_impl(const fs::path& path, const LoadOpti
     assign_weight(*impl, spec.name, loader.load(spec));
   if (config.tie_word_embeddings) impl->head = impl->embed;
   impl->wtype = weight_type_of(impl->layers.at(0).wq);
+  // Tensors used in place point into the read-only map: merge_adapter's
+  // copy-on-write and weights_read_only() tell them by these ranges.
+  for (const GgufTensorInfo& info : file->tensors()) {
+    const auto bytes = file->bytes(info);
+    if (!bytes.empty()) impl->mapped.emplace_back(bytes.data(), bytes.size());
+  }
   spdlog::debug("loaded {} ({}, {} layers, projections {})", path.string(), gguf_arch(config), config.num_layers,
                 weight_type_name(impl->wtype));
   return impl;

@@ -2,10 +2,12 @@
 // training forward pass.
 #pragma once
 
+#include <cstddef>
 #include <filesystem>
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "fedge/inference/model.h"
@@ -22,8 +24,21 @@ struct Model::Impl {
   at::Tensor rope_cos_t, rope_sin_t;      // same tables as tensors (training)
   std::map<std::string, LoraAdapter> adapters;
   std::string active, merged;
+  // Byte ranges of read-only file maps that weights are views of (the
+  // tensors' deleters keep the maps alive).
+  std::vector<std::pair<const std::byte*, std::size_t>> mapped;
+  // Weights merge_adapter copied before writing (copy on write), with the
+  // shared originals that unmerge_adapter puts back.
+  std::vector<std::pair<at::Tensor*, at::Tensor>> pre_merge;
 
   void build_rope();
+  bool is_mapped(const at::Tensor& t) const;
+  // Whether `t`, of which this Model holds `handles` handles, may be written
+  // in place: neither mapped nor shared with another Model.
+  bool owns(const at::Tensor& t, long handles = 1) const;
+  // Every base weight slot, tied head included (it is the embed tensor).
+  std::vector<at::Tensor*> weight_slots();
+  std::vector<std::pair<at::Tensor*, long>> distinct_weights();
   // Checks a tensor's shape; Error(kInvalidInput) naming it otherwise.
   const LoraAdapter* active_adapter() const;
 };

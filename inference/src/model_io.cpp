@@ -3,6 +3,9 @@
 #include <spdlog/spdlog.h>
 
 #include <cmath>
+#include <cstring>
+#include <memory>
+#include <optional>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -74,6 +77,37 @@ struct Normal {
   }
 };
 
+// The in-memory dtype matching a file dtype, when `type` holds it as is.
+std::optional<at::ScalarType> held_as_stored(DType file, WeightType type) {
+  if (file == DType::kF32 && type == WeightType::kF32) return at::kFloat;
+  if (file == DType::kBF16 && type == WeightType::kBF16) return at::kBFloat16;
+  if (file == DType::kF16 && type == WeightType::kF16) return at::kHalf;
+  return std::nullopt;
+}
+
+// One checkpoint tensor as the model holds it: the file's bytes in place when
+// they already are the held type (and aligned; the tensor keeps the map
+// alive), a copy of them when options.map is off, else converted.
+at::Tensor read_weight(const std::shared_ptr<const SafetensorsFile>& file, const TensorInfo& info, const WeightSpec& spec,
+                       const LoadOptions& options, Model::Impl& impl) {
+  WeightType type = spec.type(options);
+  if (!can_hold(type, spec.shape)) type = WeightType::kF16;  // as make_weight falls back
+  const auto bytes = file->bytes(info);
+  if (auto dtype = held_as_stored(info.dtype, type); dtype && !bytes.empty()) {
+    void* data = const_cast<std::byte*>(bytes.data());  // never written: see Model::weights_read_only
+    const bool aligned = reinterpret_cast<std::uintptr_t>(data) % dtype_size(info.dtype) == 0;
+    if (options.map && aligned) {
+      impl.mapped.emplace_back(bytes.data(), bytes.size());
+      return at::from_blob(data, spec.shape, [file](void*) {}, at::TensorOptions().dtype(*dtype));
+    }
+    at::Tensor copy = at::empty(spec.shape, at::TensorOptions().dtype(*dtype));
+    std::memcpy(copy.data_ptr(), bytes.data(), bytes.size());
+    return copy;
+  }
+  std::vector<float> values = file->to_f32(info);
+  return make_weight(values.data(), spec.shape, type);
+}
+
 }  // namespace
 
 std::vector<WeightSpec> weight_specs(const ModelConfig& c, bool with_head) {
@@ -134,17 +168,20 @@ Model Model::load(const fs::path& dir, const LoadOptions& options) {
   auto impl = new_impl(config, options.weight_type());
   // Which file holds each tensor.
   std::map<std::string, fs::path> where;
-  std::map<fs::path, SafetensorsFile> files;
+  std::map<fs::path, std::shared_ptr<const SafetensorsFile>> files;
+  auto open = [](const fs::path& file) {
+    return std::make_shared<const SafetensorsFile>(SafetensorsFile::open(file));
+  };
   if (fs::exists(dir / "model.safetensors")) {
-    files.emplace(dir / "model.safetensors", SafetensorsFile::open(dir / "model.safetensors"));
-    for (const auto& t : files.begin()->second.tensors()) where[t.name] = dir / "model.safetensors";
+    files.emplace(dir / "model.safetensors", open(dir / "model.safetensors"));
+    for (const auto& t : files.begin()->second->tensors()) where[t.name] = dir / "model.safetensors";
   } else if (fs::exists(dir / "model.safetensors.index.json")) {
     where = read_index(dir);
     for (const auto& [name, file] : where) {
       if (files.count(file)) continue;
       if (!fs::exists(file))
         throw Error(ErrorKind::kNotFound, "shard " + file.string() + " named in the index is missing");
-      files.emplace(file, SafetensorsFile::open(file));
+      files.emplace(file, open(file));
     }
   } else {
     throw Error(ErrorKind::kNotFound, "no model.safetensors or model.safetensors.index.json in " + dir.string());
@@ -156,8 +193,8 @@ Model Model::load(const fs::path& dir, const LoadOptions& options) {
     if (it == where.end())
       throw Error(ErrorKind::kInvalidInput, dir.string() + ": tensor '" + spec.name + "' of shape " +
                                                 format_shape(spec.shape) + " is missing from the checkpoint");
-    const SafetensorsFile& file = files.at(it->second);
-    const TensorInfo* info = file.find(spec.name);
+    const std::shared_ptr<const SafetensorsFile>& file = files.at(it->second);
+    const TensorInfo* info = file->find(spec.name);
     if (!info)
       throw Error(ErrorKind::kInvalidInput, it->second.string() + ": tensor '" + spec.name +
                                                 "' named in the index is not in the shard");
@@ -167,12 +204,14 @@ Model Model::load(const fs::path& dir, const LoadOptions& options) {
     if (!is_floating(info->dtype))
       throw Error(ErrorKind::kInvalidInput, it->second.string() + ": tensor '" + spec.name + "' has dtype " +
                                                 std::string(dtype_name(info->dtype)) + ", expected F32, F16 or BF16");
-    std::vector<float> values = file.to_f32(*info);
-    assign_weight(*impl, spec.name, make_weight(values.data(), spec.shape, spec.type(options)));
+    assign_weight(*impl, spec.name, read_weight(file, *info, spec, options, *impl));
   }
   if (!with_head) impl->head = impl->embed;
-  spdlog::debug("loaded {} ({} layers, {} parameters)", dir.string(), config.num_layers, config.num_parameters());
-  return Model(std::move(impl));
+  Model model(std::move(impl));
+  const auto memory = model.weight_memory();
+  spdlog::debug("loaded {} ({} layers, {} parameters; {} of {} weight bytes used in place from the file)",
+                dir.string(), config.num_layers, config.num_parameters(), memory.mapped_bytes, memory.bytes);
+  return model;
 }
 
 Model Model::random(const ModelConfig& config, std::uint64_t seed, const LoadOptions& options) {

@@ -97,6 +97,13 @@ LocalTrainResult train_local_round(inference::Model& model, const training::Toke
   options.steps = request.local_steps;
   options.lr = request.learning_rate;
   options.batch_size = static_cast<int>(request.batch_size);
+  if (trainer_options.max_batch_size > 0 && options.batch_size > trainer_options.max_batch_size) {
+    // The largest micro-batch that divides the batch: as many sequences per step.
+    int micro = trainer_options.max_batch_size;
+    while (options.batch_size % micro != 0) --micro;
+    options.grad_accum *= options.batch_size / micro;
+    options.batch_size = micro;
+  }
   options.fedprox_mu = request.fedprox_mu;
   options.seed = request.seed ? *request.seed : derive_seed(trainer_options.train.seed, request.round);
   options.validate();

@@ -15,11 +15,13 @@
 
 #include "fedge/common/error.h"
 #include "fedge/common/clock.h"
+#include "fedge/common/machine.h"
 #include "fedge/inference/generate.h"
 #include "fedge/inference/lora.h"
 #include "fedge/inference/model.h"
 #include "fedge/inference/tokenizer.h"
 #include "fedge/federation/size_caps.h"
+#include "fedge/node/memory_budget.h"
 #include "fedge/protocol/keys.h"
 #include "fedge/protocol/layout.h"
 #include "fedge/protocol/transport.h"
@@ -144,6 +146,20 @@ class Worker {
   std::thread thread_;  // last: starts after the members it uses exist
 };
 
+// The node's one base (serving shares it), checked against the memory
+// budget before anything else is allocated.
+inference::LoadedModel load_base(const NodeRuntimeConfig& config) {
+  inference::LoadOptions options;
+  options.weights = config.model_weights;
+  auto loaded = inference::load_model_spec(config.model, options);
+  const NodeMemory memory = estimate_node_memory(loaded.model, config);
+  check_memory_budget(memory, config);
+  spdlog::info("node memory: {}{}; resident now {:.0f} MB", describe(memory),
+               config.memory_mb > 0 ? fmt::format(", within the budget of {:.0f} MB", config.memory_mb) : "",
+               rss_megabytes());
+  return loaded;
+}
+
 training::TokenDataset dataset(const inference::Tokenizer& tokenizer, const training::DataSource& source,
                                int seq_len) {
   const auto records = source.read();
@@ -168,7 +184,7 @@ struct NodeRuntime::Impl {
   std::function<void(const ParamVector&, std::uint64_t)> installed_callback;
   std::function<void(const ParamVector&, std::uint64_t)> local_callback;
 
-  explicit Impl(NodeRuntimeConfig c) : config(std::move(c)), loaded(inference::load_model_spec(config.model)) {
+  explicit Impl(NodeRuntimeConfig c) : config(std::move(c)), loaded(load_base(config)) {
     if (config.name.empty()) config.name = "node-" + std::to_string(config.node_id);
     auto train = dataset(loaded.tokenizer, config.train_data, config.seq_len);
     std::optional<training::TokenDataset> eval;
@@ -360,6 +376,7 @@ void NodeRuntime::on_local_trained(std::function<void(const ParamVector&, std::u
 }
 
 const NodeRuntimeConfig& NodeRuntime::config() const { return impl_->config; }
+const inference::LoadedModel& NodeRuntime::base() const { return impl_->loaded; }
 
 fs::path NodeRuntime::global_adapter_dir() const {
   return impl_->global ? impl_->config.state_dir / "global" : fs::path();

@@ -27,6 +27,7 @@ void read_train_options(const config::Table& t, LocalTrainerOptions& o) {
   o.train.gradient_checkpointing = t.boolean("gradient_checkpointing", false);
   o.train.frozen_base_bf16 = t.boolean("frozen_base_bf16", o.train.frozen_base_bf16);
   o.train.log_every = static_cast<int>(t.integer("log_every", 0, {0, 1000000}));
+  o.max_batch_size = static_cast<int>(t.integer("max_batch_size", 0, {0, 65536}));
 }
 
 }  // namespace
@@ -48,6 +49,7 @@ NodeRuntimeConfig read_node_config(const fs::path& file) {
   c.evaluate_global = node.boolean("evaluate_global", true);
   c.debug_exit_before = node.string("debug_exit_before", "");
   c.exit_after_versions = static_cast<std::uint64_t>(node.integer("exit_after_versions", 0, {0, 1000000}));
+  c.memory_mb = node.number("memory_mb", 0.0, {0.0, 1e9});
 
   const auto secagg = root.table("secagg");
   c.signing_key_file = config::resolve_path(base, secagg.string("signing_key", ""));
@@ -66,6 +68,8 @@ NodeRuntimeConfig read_node_config(const fs::path& file) {
   const auto model = root.table("model");
   c.model = model_path(base, model.string("path", "tiny"));
   c.threads = static_cast<int>(model.integer("threads", 0, {0, 1024}));
+  const std::string weights = model.string("weights", "f32", {"f32", "bf16", "f16", "q8_0", "q4_0"});
+  c.model_weights = inference::parse_weight_type(weights);
 
   const auto data = root.table("data");
   c.train_data.path = config::resolve_path(base, data.required_string("train")).string();
@@ -80,6 +84,9 @@ NodeRuntimeConfig read_node_config(const fs::path& file) {
   c.serve.http = serve.string("http", "");
   c.serve.zmq = serve.string("zmq", "");
   c.serve.max_queue = static_cast<std::size_t>(serve.integer("max_queue", 16, {1, 100000}));
+  c.serve.max_batch = static_cast<int>(serve.integer("max_batch", 4, {1, 1024}));
+  c.serve.context = static_cast<int>(serve.integer("context", 0, {0, 1 << 20}));
+  c.serve.split_sessions = static_cast<std::size_t>(serve.integer("split_sessions", 16, {1, 10000}));
   c.serve.split_serve = serve.string("split_serve", "");
   c.serve.api_keys = config::resolve_path(base, serve.string("api_keys", ""));
   c.serve.expose_local_adapter = serve.boolean("expose_local_adapter", false);

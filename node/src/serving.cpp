@@ -138,23 +138,32 @@ std::pair<std::string, int> parse_host_port(const std::string& text, const std::
 
 struct NodeServing::Impl {
   NodeRuntimeConfig config;
-  std::unique_ptr<inference::Model> peer_model;  // the split-peer role's own model
+  std::optional<inference::LoadedModel> own_base;  // without a base from the node runtime
+  // One copy of the base weights per node: serving and the split-peer role
+  // each have a Model over them (Model::share), with adapters of their own.
+  std::unique_ptr<inference::Model> model;
+  std::unique_ptr<inference::Model> peer_model;
   std::unique_ptr<SplitPeer> split_peer;
   std::unique_ptr<InferenceService> service;
   std::unique_ptr<HttpServer> http;
   std::unique_ptr<ZmqInferenceServer> zmq;
 
-  explicit Impl(const NodeRuntimeConfig& c) : config(c) {
+  Impl(const NodeRuntimeConfig& c, const inference::LoadedModel* base) : config(c) {
     ServingSecurity security = read_security(config);
-    auto loaded = inference::load_model_spec(config.model);
-    auto model = std::make_unique<inference::Model>(std::move(loaded.model));
-    auto tokenizer = std::make_unique<inference::Tokenizer>(std::move(loaded.tokenizer));
+    if (!base) {
+      inference::LoadOptions load;
+      load.weights = config.model_weights;
+      base = &own_base.emplace(inference::load_model_spec(config.model, load));
+    }
+    model = std::make_unique<inference::Model>(base->model.share());
     inference::Model& model_ref = *model;
     ServiceOptions options;
     options.model_name = config.name.empty() ? "node-" + std::to_string(config.node_id) : config.name;
     options.max_queue = config.serve.max_queue;
+    options.max_batch = config.serve.max_batch;
+    options.context = config.serve.context;
     options.expose_local_adapter = config.serve.expose_local_adapter;
-    service = std::make_unique<InferenceService>(std::move(model), std::move(tokenizer), options);
+    service = std::make_unique<InferenceService>(*model, base->tokenizer, options);
     if (!config.serve.split_peer.empty()) {
       SplitOptions split;
       split.peer_endpoint = config.serve.split_peer;
@@ -167,8 +176,9 @@ struct NodeServing::Impl {
       spdlog::info("split inference: layers [0, {}) here, the rest on {}", split.split_layer, split.peer_endpoint);
     }
     if (!config.serve.split_serve.empty()) {
-      peer_model = std::make_unique<inference::Model>(inference::load_model_spec(config.model).model);
+      peer_model = std::make_unique<inference::Model>(base->model.share());
       SplitPeerOptions peer;
+      peer.max_sessions = config.serve.split_sessions;
       peer.endpoint = config.serve.split_serve;
       peer.curve = security.split_serve;
       split_peer = std::make_unique<SplitPeer>(*peer_model, peer);
@@ -214,7 +224,8 @@ struct NodeServing::Impl {
   }
 };
 
-NodeServing::NodeServing(const NodeRuntimeConfig& config) : impl_(std::make_unique<Impl>(config)) {}
+NodeServing::NodeServing(const NodeRuntimeConfig& config, const inference::LoadedModel* base)
+    : impl_(std::make_unique<Impl>(config, base)) {}
 NodeServing::~NodeServing() = default;
 
 void NodeServing::install_global(const ParamVector& params, std::uint64_t version) {
@@ -227,6 +238,7 @@ void NodeServing::install_local(const ParamVector& params, std::uint64_t version
 }
 std::string NodeServing::http_url() const { return impl_->http ? impl_->http->url() : std::string(); }
 std::string NodeServing::zmq_endpoint() const { return impl_->zmq ? impl_->zmq->endpoint() : std::string(); }
+const inference::Model& NodeServing::model() const { return *impl_->model; }
 std::string NodeServing::split_peer_endpoint() const {
   return impl_->split_peer ? impl_->split_peer->endpoint() : std::string();
 }

@@ -237,10 +237,16 @@ struct Row {
 // pass per step for all rows (as inference::generate batches), each row with
 // its own sampling options and random stream, so every row gets the tokens it
 // would get alone. A row's answer goes out as soon as that row finishes.
+// Tokens a request may hold (prompt + answer): the model's context, or less
+// where ServiceOptions::context caps it (a smaller KV cache).
+static int serving_context(const inference::ModelConfig& c, const ServiceOptions& options) {
+  return options.context > 0 ? std::min(options.context, c.context_length()) : c.context_length();
+}
+
 void InferenceService::Impl::execute_batch(std::vector<std::unique_ptr<Job>>& jobs) {
   const auto started = clock_type::now();
   const inference::ModelConfig& c = model->config();
-  const int context = c.context_length();
+  const int context = serving_context(c, options);
   std::vector<std::unique_ptr<Row>> rows;
   std::string adapter;
   std::uint64_t version = 0;
@@ -258,7 +264,7 @@ void InferenceService::Impl::execute_batch(std::vector<std::unique_ptr<Job>>& jo
       if (len == 0) throw InvalidRequest("prompt", "the prompt encodes to no tokens");
       if (len + 1 > context)
         throw InvalidRequest("prompt", "the prompt's " + std::to_string(len) +
-                                           " tokens leave no room in the model's context of " +
+                                           " tokens leave no room in the serving context of " +
                                            std::to_string(context) + " tokens; shorten it");
       row->max_new = std::min(j->request.max_tokens, context - len);
       row->sampling.max_tokens = j->request.max_tokens;
@@ -347,10 +353,10 @@ CompletionResult InferenceService::Impl::generate(Job& job) {
   std::vector<TokenId> history = tokenizer->encode(req.prompt, /*add_bos=*/true);
   if (history.empty()) throw InvalidRequest("prompt", "the prompt encodes to no tokens");
   const int prompt_len = int(history.size());
-  const int context = c.context_length();
+  const int context = serving_context(c, options);
   if (prompt_len + 1 > context)
     throw InvalidRequest("prompt", "the prompt's " + std::to_string(prompt_len) +
-                                       " tokens leave no room in the model's context of " + std::to_string(context) +
+                                       " tokens leave no room in the serving context of " + std::to_string(context) +
                                        " tokens; shorten it");
   r.prompt_tokens = prompt_len;
   const int max_new = std::min(req.max_tokens, context - prompt_len);

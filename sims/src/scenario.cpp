@@ -40,7 +40,11 @@ Profiles read_profiles(const Table& root) {
     DeviceProfile d;
     d.name = t.required_string("name");
     d.flops = t.required_number("gflops", {1e-6, 1e9}) * 1e9;
-    d.memory_bytes = t.number("memory_gb", 8.0, {0.001, 1e6}) * 1e9;
+    // memory_mb (MiB, as a node's [node] memory_mb) or memory_gb (1e9 bytes).
+    if (t.has("memory_mb") && t.has("memory_gb"))
+      t.fail("memory_mb", "set memory_mb or memory_gb, not both");
+    d.memory_bytes = t.has("memory_mb") ? t.number("memory_mb", 0.0, {1.0, 1e9}) * 1024.0 * 1024.0
+                                        : t.number("memory_gb", 8.0, {0.001, 1e6}) * 1e9;
     d.power_w = t.number("power_w", 10.0, {0.0, 1e6});
     p.devices[d.name] = d;
   }

@@ -152,3 +152,28 @@ TEST_CASE("local trainer refuses layouts that are not a LoRA adapter for the mod
   CHECK_THROWS_WITH(fedge::node::LocalTrainer(model, fedge::training::TokenDataset{}, std::nullopt),
                     Catch::Contains("training set is empty"));
 }
+
+TEST_CASE("local trainer: a round's batch above max_batch_size trains in micro-batches with the same step") {
+  // Identical records: any draw of sequences gives the same batch, so the
+  // micro-batched step must equal the one-batch step.
+  const auto tokenizer = fedge::inference::Tokenizer::byte_level_tiny();
+  std::vector<fedge::training::Record> records(6, fedge::training::Record{"well W1 day 3: ", "liquid 107 bbl"});
+  const auto data = fedge::training::TokenDataset::build(tokenizer, records, 64, false);
+  auto model = fedge::inference::Model::tiny(5);
+  const ParamVector global = global_in_wire_order(model);
+  auto req = request(1);
+  req.batch_size = 4;
+  fedge::node::LocalTrainerOptions whole, capped;
+  capped.max_batch_size = 3;  // 4 = 2 micro-batches of 2
+  const auto a = fedge::node::train_local_round(model, data, global, req, whole);
+  const auto b = fedge::node::train_local_round(model, data, global, req, capped);
+  CHECK(a.tokens == b.tokens);
+  CHECK(b.train_loss == Approx(a.train_loss).epsilon(1e-4));  // float order again
+  REQUIRE(a.update.size() == b.update.size());
+  // Equal up to the order of float sums (two backward passes add into the
+  // gradients), which Adam's normalisation enlarges for near-zero gradients.
+  std::vector<float> diff(a.update.size());
+  for (std::size_t i = 0; i < diff.size(); ++i) diff[i] = a.update[i] - b.update[i];
+  REQUIRE(norm(a.update) > 0);
+  CHECK(norm(diff) / norm(a.update) < 0.02);
+}

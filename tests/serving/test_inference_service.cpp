@@ -230,6 +230,24 @@ TEST_CASE("a prompt near the context end stops at the context with finish_reason
   if (r.completion_tokens == 3) CHECK(r.finish_reason == "length");
 }
 
+TEST_CASE("ServiceOptions::context caps prompt plus answer below the model's context", "[serving]") {
+  Fixture f;
+  ServiceOptions o;
+  o.context = 16;  // a node's [serve] context: a smaller KV cache per request
+  InferenceService service(f.model, f.tokenizer, o);
+  // BOS + 12 bytes = 13 tokens of 16: room for 3 new ones.
+  auto r = service.complete(request(std::string(12, 'z'), 50));
+  CHECK(r.prompt_tokens == 13);
+  CHECK(r.completion_tokens <= 3);
+  try {
+    service.complete(request(std::string(20, 'z'), 4));
+    FAIL("a prompt past the serving context was accepted");
+  } catch (const InvalidRequest& e) {
+    CHECK(e.field() == "prompt");
+    CHECK(std::string(e.what()).find("serving context of 16 tokens") != std::string::npos);
+  }
+}
+
 TEST_CASE("a full queue refuses with ServiceOverloaded and queued requests still finish", "[serving]") {
   Fixture f;
   ServiceOptions o;

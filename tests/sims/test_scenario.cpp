@@ -214,3 +214,23 @@ TEST_CASE("the shipped scenarios parse") {
   auto s = fedge::sims::load_scenario(std::string(FEDGE_SOURCE_DIR) + "/sims/scenarios/scale.toml");
   CHECK(s.nodes == 1000);
 }
+
+TEST_CASE("a device profile's memory is given in memory_mb (MiB, as a node's budget) or memory_gb, not both") {
+  const std::string device = R"(
+levels = [0]
+[model]
+base = "tiny-random"
+[nodes]
+count = 2
+devices = ["board"]
+[secagg]
+enabled = false
+[[device_profiles]]
+name = "board"
+gflops = 5
+)";
+  CHECK(parse_scenario(device + "memory_mb = 512\n", "ok.toml").node_devices[0].memory_bytes == 512.0 * 1024 * 1024);
+  CHECK(parse_scenario(device + "memory_gb = 2\n", "ok.toml").node_devices[0].memory_bytes == 2e9);
+  CHECK_THAT(error_of(device + "memory_mb = 512\nmemory_gb = 2\n"), Catch::Contains("memory_mb") && Catch::Contains("not both"));
+  CHECK_THAT(error_of(device + "memory_mb = 0\n"), Catch::Contains("memory_mb"));
+}

@@ -310,6 +310,9 @@ Trainer Trainer::full(inference::Model& model, const TokenDataset& data, TrainOp
   if (model.weight_type() != inference::WeightType::kF32) {
     throw Error(ErrorKind::kInvalidInput, "full-parameter training needs f32 weights");
   }
+  // The optimizer updates the weights in place: a mapped file or a base shared
+  // with another Model must be copied first.
+  model.own_weights();
   auto impl = std::make_unique<Impl>();
   impl->model = &model;
   impl->data = &data;

@@ -8,6 +8,7 @@ namespace fedge {
 std::string cpu_model();        // "AMD EPYC 9R14 ...", from /proc/cpuinfo
 int online_cores();             // cores this process may run on
 double peak_rss_megabytes();    // high-water resident set size of this process
+double rss_megabytes();         // resident set size now (/proc/self/statm; 0 where unknown)
 std::string machine_summary();  // "AMD EPYC ... (2 cores), 23.4 GiB RAM"
 
 }  // namespace fedge

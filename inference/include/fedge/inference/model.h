@@ -41,6 +41,13 @@ struct LoadOptions {
   std::optional<WeightType> embeddings;
   WeightType weight_type() const { return weights.value_or(WeightType::kF32); }
   WeightType embedding_type() const { return embeddings.value_or(weight_type()); }
+  // Model::load: an f32, bf16 or f16 tensor stored in the file in the type it
+  // is held in is used in place from the file's read-only memory map (the
+  // page cache is the only copy, shared with every process that maps the
+  // file); false, or a tensor not aligned to its element size: copied.
+  // A mapped file must be replaced by rename (as fedge writes files), never
+  // rewritten in place while a model maps it (a truncated map faults).
+  bool map = true;
 };
 
 // A weight matrix [out, in] is an f32, bf16 or f16 tensor of that shape, or,
@@ -123,6 +130,30 @@ class Model {
   // Weights by HF name, in file order.
   std::vector<std::pair<std::string, at::Tensor>> named_weights() const;
   std::size_t weight_bytes() const;  // bytes of weights read per decoded token
+  // Memory the base weights take: every tensor once (tied embeddings once),
+  // and the part of it that is the file's memory map (LoadOptions::map).
+  struct WeightMemory {
+    std::size_t bytes = 0, mapped_bytes = 0;
+  };
+  WeightMemory weight_memory() const;
+
+  // --- one base, several users ---
+  // A second Model over the same base weights: no copy (the tensors are
+  // reference counted and shared), no adapters, nothing active or merged.
+  // Each Model has its own adapters and KV caches, and the engine only reads
+  // the base, so a serving thread and a training thread may use two Models
+  // that share a base at the same time. Error(kInvalidInput) while an adapter
+  // is merged (the shared weights would carry it).
+  Model share() const;
+  // True when some base weight is not this Model's alone: a view of the
+  // file's read-only map (LoadOptions::map) or shared with another Model
+  // (share()). Such weights must not be written in place: merge_adapter
+  // copies the ones it writes, and full-parameter training calls own_weights()
+  // first.
+  bool weights_read_only() const;
+  // Gives this Model a private copy of every mapped or shared base weight
+  // (the base's memory once more), so they can be written in place.
+  void own_weights();
 
   // --- inference (no autograd) ---
   // tokens and mask are [batch, steps] row-major; mask 1 = real token, 0 =
@@ -163,9 +194,12 @@ class Model {
   LoraAdapter* adapter(const std::string& name);
   std::vector<std::string> adapter_names() const;
   // Folds the adapter into the base weights (f32 weights only); only one
-  // adapter may be merged at a time, and none is active meanwhile.
+  // adapter may be merged at a time, and none is active meanwhile. A weight
+  // that is mapped or shared (weights_read_only) is copied first (copy on
+  // write): the file and the other Models keep the unmerged weight.
   void merge_adapter(const std::string& name);
-  // Subtracts the merged adapter again.
+  // Subtracts the merged adapter again; a weight copied by merge_adapter goes
+  // back to the shared original (and its memory is released).
   void unmerge_adapter();
   const std::string& merged_adapter() const;
 

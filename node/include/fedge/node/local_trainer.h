@@ -54,6 +54,12 @@ struct LocalTrainerOptions {
   double lora_alpha = 16.0;  // not in the wire layout; every node must agree
   training::TrainOptions train;  // schedule, clipping, weight decay, seed; steps/lr/batch come per round
   std::string adapter_slot = "federated";  // adapter name used inside the model
+  // The most sequences trained in one pass (0: no limit). A round asking for
+  // a larger batch is trained in micro-batches of at most this many, with
+  // gradient accumulation: the same loss (token-weighted over all the
+  // step's sequences) in less activation memory; the sequences are drawn per
+  // micro-batch, so the step is not bit-identical to one large batch.
+  int max_batch_size = 0;
 };
 
 // The LoRA configuration a federated layout implies: rank from the A shapes,

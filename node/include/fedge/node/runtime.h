@@ -4,9 +4,10 @@
 // each new global adapter without stopping.
 //
 // Threads: run() is the network loop (the only one touching the socket and the
-// round client); one worker thread trains and evaluates on its own copy of the
-// model; serving runs on its own threads with another copy, so training never
-// blocks an answer.
+// round client); one worker thread trains and evaluates on the node's model;
+// serving runs on its own threads with a second Model over the same base
+// weights (Model::share: one copy of the base, adapters and KV caches of its
+// own), so training never blocks an answer.
 //
 // State directory layout (all of it stays on site):
 //   global/                  the latest global adapter (PEFT), served and used
@@ -29,6 +30,10 @@
 #include "fedge/protocol/codec.h"
 #include "fedge/training/commands.h"
 
+namespace fedge::inference {
+struct LoadedModel;  // fedge/inference/generate.h: a base model and its tokenizer
+}
+
 namespace fedge::node {
 
 // What the node serves while it trains ([serve] in the node config).
@@ -36,6 +41,9 @@ struct ServeSettings {
   std::string http;                 // "host:port" of the OpenAI-compatible API; empty = none
   std::string zmq;                  // endpoint of inference over ZeroMQ; empty = none
   std::size_t max_queue = 16;       // waiting requests before "overloaded"
+  int max_batch = 4;                // waiting requests decoded together
+  int context = 0;                  // tokens per request (prompt + answer); 0 = the model's context
+  std::size_t split_sessions = 16;  // concurrent requests a split peer holds (a full-context cache each)
   std::string split_peer;           // split inference: the peer running the upper layers; empty = off
   int split_layers = 1;             // layers run on this node when split
   std::uint32_t split_deadline_ms = 2000;  // per token; slower = fall back to local
@@ -69,6 +77,13 @@ struct NodeRuntimeConfig {
   bool require_malicious = false;
 
   std::string model = "tiny";          // HF directory or "tiny"
+  // How the base is held ([model] weights): f32, bf16 or f16 weights stored so
+  // in the file are used in place from its memory map; q8_0/q4_0 quantize.
+  inference::WeightType model_weights = inference::WeightType::kF32;
+  // The node's memory budget in MiB ([node] memory_mb; 0: none): a node whose
+  // base, KV cache and training state do not fit refuses to start
+  // (memory_budget.h).
+  double memory_mb = 0;
   int threads = 0;                     // torch threads for training; 0 = all cores
   training::DataSource train_data;
   std::string eval_path;               // held-out file, same format as train_data
@@ -100,6 +115,10 @@ class NodeRuntime {
   ~NodeRuntime();
   NodeRuntime(const NodeRuntime&) = delete;
   NodeRuntime& operator=(const NodeRuntime&) = delete;
+
+  // The base model the node trains on and its tokenizer. Serving shares the
+  // weights (inference::Model::share): one copy per node.
+  const inference::LoadedModel& base() const;
 
   // Called (on the network thread) with every newly installed global adapter,
   // e.g. to hot-swap it into the inference service.

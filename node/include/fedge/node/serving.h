@@ -1,5 +1,5 @@
 // What a node serves while it trains ([serve] in the node config): the
-// inference service on its own copy of the model, the OpenAI-compatible HTTP
+// inference service on its own Model over the node's base weights (shared), the OpenAI-compatible HTTP
 // API, inference over ZeroMQ, split inference against a peer (levels 1/2) and,
 // optionally, the peer role for other nodes. `fedge node` builds one and feeds
 // it every new global adapter (NodeRuntime::on_global_installed) and the
@@ -17,10 +17,13 @@ namespace fedge::node {
 
 class NodeServing {
  public:
-  // Loads the serving model, installs the last global adapter found in the
-  // state directory (so a restarted node serves it at once) and starts every
-  // configured endpoint. Throws fedge::Error naming the setting at fault.
-  explicit NodeServing(const NodeRuntimeConfig& config);
+  // Serves over `base`'s weights (shared, not copied: the node's one base)
+  // with its tokenizer; `base` must outlive this. Null: loads a base as
+  // `config` asks.
+  // Installs the last global adapter found in the state directory (so a
+  // restarted node serves it at once) and starts every configured endpoint.
+  // Throws fedge::Error naming the setting at fault.
+  explicit NodeServing(const NodeRuntimeConfig& config, const inference::LoadedModel* base = nullptr);
   ~NodeServing();  // stops the endpoints, then the service
   NodeServing(const NodeServing&) = delete;
   NodeServing& operator=(const NodeServing&) = delete;
@@ -31,6 +34,8 @@ class NodeServing {
   std::string http_url() const;      // empty without HTTP
   std::string zmq_endpoint() const;  // empty without ZeroMQ inference
   std::string split_peer_endpoint() const;  // empty unless this node is a split peer
+  // The serving Model (its weights are the base's; the worker thread runs it).
+  const inference::Model& model() const;
 
  private:
   struct Impl;

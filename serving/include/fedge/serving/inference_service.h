@@ -106,6 +106,10 @@ struct ServiceOptions {
   // Waiting requests with the same adapter choice are decoded together, up to
   // this many (1: one at a time). Not with a split client attached.
   int max_batch = 4;
+  // Tokens one request may hold, prompt and answer together (0: the model's
+  // context): bounds each request's KV cache, so a node's memory budget can
+  // count on it. Longer prompts are refused, answers end at "length".
+  int context = 0;
   // Serve the "local" slot. It holds the site's own adapter, trained on its
   // private data and never clipped or noised, so it is off unless the operator
   // opts in (the node config's serve.expose_local_adapter): requests for it
