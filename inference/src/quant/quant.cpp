@@ -586,9 +586,12 @@ void matmul_typed(const MatmulJob* jobs, int count, const float* x, int rows, in
     int rows, chunk_rows;
     int first_chunk[kMaxGroup + 1];  // job i owns chunks [first_chunk[i], first_chunk[i + 1])
   };
-  // About 32 row dots a chunk: enough to amortise claiming it, small enough
-  // to balance the threads; at most 0xffff chunks (the pool's limit).
-  Group group{jobs, count, &buffers, rows, std::max(2, 32 / std::max(rows, 1)), {}};
+  // At least 32 row dots a chunk and at most about 16 chunks in all: claiming
+  // a chunk is a contended atomic, and a 576-wide Q4_0 row is ~12 ns of work
+  // (32-row chunks left 2-thread decode no faster than 1 thread); 16 chunks
+  // still balance 2-8 threads. At most 0xffff chunks (the pool's limit).
+  const int min_chunk = std::max(2, 32 / std::max(rows, 1));
+  Group group{jobs, count, &buffers, rows, std::max<int>(min_chunk, static_cast<int>((total_out + 15) / 16)), {}};
   group.chunk_rows = std::max<int>(group.chunk_rows, static_cast<int>(total_out / 0xfff0 + 1));
   for (int i = 0; i < count; ++i)
     group.first_chunk[i + 1] = group.first_chunk[i] + (jobs[i].out + group.chunk_rows - 1) / group.chunk_rows;
