@@ -244,11 +244,7 @@ at::Tensor wrap(const std::shared_ptr<const GgufFile>& file, const GgufTensorInf
                 const std::vector<std::int64_t>& shape) {
   const WeightType type = weight_type_for(info.type);
   std::vector<std::int64_t> sizes = shape;
-  if (is_quantized(type))
-    sizes = {shape[0], shape[1] / quant::kBlockSize,
-             static_cast<std::int64_t>(quant::row_bytes(type == WeightType::kQ8_0 ? quant::QuantType::kQ8_0
-                                                                                 : quant::QuantType::kQ4_0,
-                                                        quant::kBlockSize))};
+  if (is_quantized(type)) sizes = {shape[0], shape[1] / quant::kBlockSize, block_bytes(type)};
   const auto options = at::TensorOptions().dtype(scalar_type_of(type));
   const auto bytes = file->bytes(info);
   void* data = const_cast<std::byte*>(bytes.data());

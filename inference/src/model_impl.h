@@ -73,5 +73,8 @@ void weight_row_to_f32(const at::Tensor& w, std::int64_t row, float* out);
 void linear_packed(const at::Tensor& w, const float* x, int rows, float* y);
 // The kernels' name for a quantized WeightType.
 quant::QuantType quant_type_of(WeightType type);
+// Bytes of one 32-weight block of a quantized WeightType (the last dimension
+// of its packed tensor).
+std::int64_t block_bytes(WeightType type);
 
 }  // namespace fedge::inference

@@ -26,8 +26,6 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-at::Tensor as_f32(const at::Tensor& w) { return weight_to_f32(w); }
-
 // f16 and quantized weights: held packed, widened only for the product.
 bool packed(const at::Tensor& w) {
   return w.scalar_type() != at::kFloat && w.scalar_type() != at::kBFloat16;
@@ -113,7 +111,7 @@ struct FrozenPackedLinear : torch::autograd::Function<FrozenPackedLinear> {
 // Rows of the token embedding for `tokens` [B, T] -> [B, T, hidden]; a packed
 // table is widened row by row (it is frozen: no gradient).
 at::Tensor embedding_rows(const at::Tensor& table, const at::Tensor& tokens) {
-  if (!packed(table)) return at::embedding(as_f32(table), tokens);
+  if (!packed(table)) return at::embedding(weight_to_f32(table), tokens);
   const int64_t hidden = in_features(table);
   at::Tensor ids = tokens.flatten().contiguous();
   at::Tensor out = at::empty({ids.numel(), hidden}, at::kFloat);
@@ -153,10 +151,10 @@ at::Tensor project(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b
     // bf16 operands when the caller asked for them (FrozenBaseBf16), for a
     // packed base too (widened to bf16 for each product only).
     if (FrozenBaseBf16::active()) y = frozen_linear_bf16(x, w);
-    else y = packed(w) ? FrozenPackedLinear::apply(x, w) : FrozenLinear::apply(x, as_f32(w));
+    else y = packed(w) ? FrozenPackedLinear::apply(x, w) : FrozenLinear::apply(x, weight_to_f32(w));
     if (bias.defined()) y = y + bias;
   } else {
-    y = at::linear(x, as_f32(w), bias.defined() ? bias : at::Tensor());
+    y = at::linear(x, weight_to_f32(w), bias.defined() ? bias : at::Tensor());
   }
   if (ad && ad->a(layer, t).defined()) {
     at::Tensor xin = dropout > 0 && training ? at::dropout(x, dropout, true) : x;
@@ -324,7 +322,7 @@ at::Tensor Model::forward_train_hidden(const at::Tensor& tokens_in, const at::Te
 at::Tensor Model::forward_train(const at::Tensor& tokens, const at::Tensor& attention_mask, bool training) {
   at::Tensor hidden = forward_train_hidden(tokens, attention_mask, training);
   if (packed(impl_->head)) return FrozenPackedLinear::apply(hidden, impl_->head);
-  return at::linear(hidden, as_f32(impl_->head));
+  return at::linear(hidden, weight_to_f32(impl_->head));
 }
 
 }  // namespace fedge::inference

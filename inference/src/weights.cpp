@@ -13,14 +13,9 @@ quant::QuantType quant_type_of(WeightType type) {
   return type == WeightType::kQ8_0 ? quant::QuantType::kQ8_0 : quant::QuantType::kQ4_0;
 }
 
-namespace {
-constexpr auto quant_type = quant_type_of;
-
 std::int64_t block_bytes(WeightType type) {
-  return static_cast<std::int64_t>(quant::row_bytes(quant_type(type), quant::kBlockSize));
+  return static_cast<std::int64_t>(quant::row_bytes(quant_type_of(type), quant::kBlockSize));
 }
-
-}  // namespace
 
 const char* weight_type_name(WeightType type) {
   switch (type) {
@@ -76,7 +71,7 @@ at::Tensor make_weight(const float* values, std::vector<std::int64_t> shape, Wei
   }
   const std::int64_t out = shape[0], in = shape[1];
   at::Tensor packed = at::empty({out, in / quant::kBlockSize, block_bytes(type)}, at::kByte);
-  quant::quantize_rows(quant_type(type), values, packed.data_ptr(), out, in);
+  quant::quantize_rows(quant_type_of(type), values, packed.data_ptr(), out, in);
   return packed;
 }
 
@@ -86,7 +81,7 @@ at::Tensor weight_to_f32(const at::Tensor& w) {
   if (!is_quantized(type)) return w.to(at::kFloat);
   const std::int64_t out = w.size(0), in = in_features(w);
   at::Tensor f = at::empty({out, in}, at::kFloat);
-  quant::dequantize_rows(quant_type(type), w.contiguous().data_ptr(), f.data_ptr<float>(), out, in);
+  quant::dequantize_rows(quant_type_of(type), w.contiguous().data_ptr(), f.data_ptr<float>(), out, in);
   return f;
 }
 
@@ -106,7 +101,7 @@ void weight_row_to_f32(const at::Tensor& w, std::int64_t row, float* out) {
       return;
     }
     default:
-      quant::dequantize_rows(quant_type(type), static_cast<const std::uint8_t*>(w.data_ptr()) + row * w.stride(0),
+      quant::dequantize_rows(quant_type_of(type), static_cast<const std::uint8_t*>(w.data_ptr()) + row * w.stride(0),
                              out, 1, in);
   }
 }
@@ -116,7 +111,7 @@ void linear_packed(const at::Tensor& w, const float* x, int rows, float* y) {
   if (!is_quantized(type))
     throw Error(ErrorKind::kRuntime, std::string("linear_packed: ") + weight_type_name(type) + " is not a block type");
   const int out = static_cast<int>(w.size(0)), in = static_cast<int>(in_features(w));
-  quant::matmul(quant_type(type), w.data_ptr(), x, y, rows, in, out);
+  quant::matmul(quant_type_of(type), w.data_ptr(), x, y, rows, in, out);
 }
 
 }  // namespace fedge::inference

@@ -1,6 +1,6 @@
 // LoRA (unmerged, merged, PEFT files, hot swap, flat vectors, gradients) and
 // generation (sampling, stops, batching, streaming).
-#include <ATen/ATen.h>
+#include "model_helpers.h"  // before Catch2
 #include <catch2/catch.hpp>
 
 #include "fedge/common/error.h"
@@ -12,6 +12,7 @@
 using namespace fedge;
 using namespace fedge::inference;
 using fedge::test::Shape;
+using fedge::test::random_adapter;
 
 namespace {
 
@@ -29,21 +30,6 @@ Model small_model(Shape& s, test::Weights* w = nullptr, std::uint64_t seed = 3) 
   Model m = Model::load(dir);
   std::filesystem::remove_all(dir);
   return m;
-}
-
-// Random non-zero B so the adapter changes outputs.
-LoraAdapter random_adapter(const ModelConfig& c, std::vector<std::string> targets, std::uint64_t seed) {
-  LoraConfig lc;
-  lc.r = 4;
-  lc.alpha = 8;
-  lc.target_modules = std::move(targets);
-  LoraAdapter ad = LoraAdapter::create(c, lc, seed);
-  at::NoGradGuard g;
-  auto gen = at::detail::createCPUGenerator(seed);
-  for (int l = 0; l < c.num_layers; ++l)
-    for (int t = 0; t < kNumLoraTargets; ++t)
-      if (ad.b(l, LoraTarget(t)).defined()) ad.b(l, LoraTarget(t)).normal_(0.0, 0.1, gen);
-  return ad;
 }
 
 }  // namespace

@@ -3,7 +3,7 @@
 // qwen2's are not), a file rewrites to the same bytes, the tokenizer travels
 // in the file, and broken model files are refused naming what is wrong.
 // ATen (through glog) defines CHECK too; Catch must come after it.
-#include <ATen/ATen.h>
+#include "model_helpers.h"  // before Catch2
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -21,22 +21,10 @@
 using namespace fedge;
 using namespace fedge::inference;
 namespace fs = std::filesystem;
+using test::prompt_logits;
+using test::relative_l2;
 
 namespace {
-
-double relative_l2(const std::vector<float>& got, const std::vector<float>& want) {
-  double err = 0, norm = 0;
-  for (std::size_t i = 0; i < want.size(); ++i) {
-    err += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
-    norm += double(want[i]) * want[i];
-  }
-  return std::sqrt(err / norm);
-}
-
-std::vector<float> prompt_logits(Model& m, const std::vector<TokenId>& ids) {
-  KVCache cache = m.make_cache(1, 64);
-  return m.forward(ids, {}, 1, int(ids.size()), cache, /*all_logits=*/true);
-}
 
 std::vector<std::byte> read_bytes(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);

@@ -2,7 +2,7 @@
 // which type, logits close to f32, prompts equal to step-by-step decoding,
 // the training pass over the packed base, and what a packed model refuses.
 // ATen (through glog) defines CHECK too; Catch must come after it.
-#include <ATen/ATen.h>
+#include "model_helpers.h"  // before Catch2
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -14,23 +14,10 @@
 
 using namespace fedge;
 using namespace fedge::inference;
+using test::prompt_logits;
+using test::relative_l2;
 
 namespace {
-
-double relative_l2(const std::vector<float>& got, const std::vector<float>& want) {
-  double err = 0, norm = 0;
-  for (std::size_t i = 0; i < want.size(); ++i) {
-    err += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
-    norm += double(want[i]) * want[i];
-  }
-  return std::sqrt(err / norm);
-}
-
-// Logits of every position of one prompt, in one forward call.
-std::vector<float> prompt_logits(Model& m, const std::vector<TokenId>& ids) {
-  KVCache cache = m.make_cache(1, 64);
-  return m.forward(ids, {}, 1, int(ids.size()), cache, /*all_logits=*/true);
-}
 
 // A model whose weights are large enough that quantization error shows (the
 // random preset's std 0.02 makes near-uniform logits).

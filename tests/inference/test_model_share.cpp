@@ -3,7 +3,7 @@
 // and copy on write where a weight must be written (merge_adapter,
 // own_weights).
 // ATen (through glog) defines CHECK too; Catch must come after it.
-#include <ATen/ATen.h>
+#include "model_helpers.h"  // before Catch2
 #include <catch2/catch.hpp>
 
 #include <cstring>
@@ -31,17 +31,7 @@ std::vector<float> logits_of(Model& m) {
 }
 
 LoraAdapter random_adapter(const ModelConfig& c, std::uint64_t seed) {
-  LoraConfig lc;
-  lc.r = 4;
-  lc.alpha = 8;
-  lc.target_modules = {"q_proj", "v_proj", "down_proj"};
-  LoraAdapter ad = LoraAdapter::create(c, lc, seed);
-  at::NoGradGuard g;
-  auto gen = at::detail::createCPUGenerator(seed);
-  for (int l = 0; l < c.num_layers; ++l)
-    for (int t = 0; t < kNumLoraTargets; ++t)
-      if (ad.b(l, LoraTarget(t)).defined()) ad.b(l, LoraTarget(t)).normal_(0.0, 0.1, gen);
-  return ad;
+  return test::random_adapter(c, {"q_proj", "v_proj", "down_proj"}, seed);
 }
 
 std::string file_bytes(const std::filesystem::path& p) {
