@@ -1,5 +1,6 @@
 // `fedge quantize`: parse flags, then hand over to the inference library,
 // which writes the model as a GGUF file (progress on stderr through spdlog).
+#include <cstdio>
 #include <memory>
 #include <string>
 
@@ -23,6 +24,9 @@ void add_quantize_command(CLI::App& app, const GlobalOptions& global, CommandBod
       ->check(CLI::IsMember({"q8_0", "q4_0", "f16", "bf16", "f32"}))->capture_default_str();
   sub->add_option("--keep", flags->keep, "type of the token embedding and LM head (default: --type)")
       ->check(CLI::IsMember({"q8_0", "q4_0", "f16", "bf16", "f32"}));
+  sub->add_option("--compare", flags->command.compare_prompt,
+                  "after writing, load the file back and log how far this prompt's logits moved from the source's "
+                  "(relative L2)");
   sub->add_option("--name", flags->command.name, "general.name in the file (default: the model folder's name)");
   sub->callback([&chosen, &global, flags] {
     flags->command.type = inference::parse_weight_type(flags->type);
@@ -30,7 +34,10 @@ void add_quantize_command(CLI::App& app, const GlobalOptions& global, CommandBod
     flags->command.out = flags->out;
     chosen = [flags, &global] {
       inference::setup_torch(global.threads);
-      inference::run_quantize(flags->command);
+      const auto result = inference::run_quantize(flags->command);
+      if (result.compare_relative_l2)
+        std::printf("logits relative L2 vs %s as stored (%d-token --compare prompt): %.6f\n",
+                    flags->command.model.c_str(), result.compare_tokens, *result.compare_relative_l2);
       return 0;
     };
   });

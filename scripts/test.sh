@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: installs what is missing, builds, runs the
 # deployment walkthrough (scripts/federation-demo.sh), the quickstart
-# simulation over MPI (scripts/sim-mpi-check.sh), the fuzz targets
+# simulation over MPI (scripts/sim-mpi-check.sh), the quantized round trip on
+# its pretrained base (scripts/quantize-check.sh), the fuzz targets
 # (scripts/fuzz.sh), then every test with ctest (which prints its summary line
 # at the end).
 set -euo pipefail
@@ -21,6 +22,10 @@ FEDGE_BIN_DIR="$build_dir/bin" bash scripts/federation-demo.sh
 # "Under mpirun") are over ctest's budget; ctest runs a
 # small scenario under mpirun instead (tests/e2e/test_sim_mpi_e2e.cpp).
 FEDGE_BUILD_DIR="$build_dir" bash scripts/sim-mpi-check.sh sims/scenarios/quickstart.toml
+# Issue 14's round trip on the tiny pretrained base the quickstart just cached:
+# `fedge quantize` to Q8_0/Q4_0 GGUF, logits and held-out perplexity against
+# f32 (about 1 minute).
+FEDGE_BUILD_DIR="$build_dir" bash scripts/quantize-check.sh
 # libFuzzer targets for the parsers of untrusted input, 20 s each under ASan and
 # UBSan (docs/FUZZING.md); a crash fails the run.
 bash scripts/fuzz.sh

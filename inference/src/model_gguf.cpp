@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
@@ -637,7 +638,37 @@ std::string hf_chat_template(const fs::path& dir) {
 
 }  // namespace
 
-void run_quantize(const QuantizeCommand& cmd) {
+double logits_relative_l2(Model& a, Model& b, const Tokenizer& tokenizer, const std::string& prompt) {
+  const std::vector<TokenId> ids = tokenizer.encode(prompt);
+  if (ids.empty()) throw Error(ErrorKind::kInvalidInput, "--compare: the prompt encodes to no tokens");
+  const int n = int(ids.size());
+  auto logits = [&](Model& m) {
+    KVCache cache = m.make_cache(1, n);
+    return m.forward(ids, {}, 1, n, cache, /*all_logits=*/true);
+  };
+  const std::vector<float> got = logits(a), want = logits(b);
+  double err = 0, norm = 0;
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    err += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
+    norm += double(want[i]) * want[i];
+  }
+  return norm > 0 ? std::sqrt(err / norm) : std::sqrt(err);
+}
+
+namespace {
+
+// Loads the file just written and the source as stored, and measures how far
+// the prompt's logits moved.
+void compare_with_source(const QuantizeCommand& cmd, QuantizeResult& result) {
+  auto written = load_model_spec(cmd.out.string());
+  auto source = load_model_spec(cmd.model);
+  result.compare_relative_l2 = logits_relative_l2(written.model, source.model, source.tokenizer, cmd.compare_prompt);
+  result.compare_tokens = int(source.tokenizer.encode(cmd.compare_prompt).size());
+}
+
+}  // namespace
+
+QuantizeResult run_quantize(const QuantizeCommand& cmd) {
   if (cmd.out.empty()) throw Error(ErrorKind::kInvalidInput, "--out: name the GGUF file to write");
   const auto start = std::chrono::steady_clock::now();
   LoadOptions options;
@@ -668,6 +699,9 @@ void run_quantize(const QuantizeCommand& cmd) {
   const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   spdlog::info("quantize: wrote {} ({:.1f} MB of tensor data, {} tensors) in {:.1f} s", cmd.out.string(), bytes / 1e6,
                contents.tensors.size(), total_s);
+  QuantizeResult result;
+  if (!cmd.compare_prompt.empty()) compare_with_source(cmd, result);
+  return result;
 }
 
 }  // namespace fedge::inference

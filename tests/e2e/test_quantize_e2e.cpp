@@ -38,10 +38,17 @@ TEST_CASE("fedge quantize writes a GGUF file that fedge generate reads to the fo
   fedge::inference::save_model_dir(fedge::inference::Model::random(fedge::inference::ModelConfig::tiny(), 21), model,
                                    &tok);
   const fs::path gguf = dir.path / "tiny-q8_0.gguf";
-  auto [rc, log] = run({"quantize", "--model", model.string(), "--out", gguf.string(), "--type", "q8_0"},
+  auto [rc, log] = run({"quantize", "--model", model.string(), "--out", gguf.string(), "--type", "q8_0", "--compare",
+                        "Well A-12 reported"},
                        dir.path / "quantize.log");
   INFO(log);
   REQUIRE(rc == 0);
+  // --compare loads the file back: Q8_0 moves a random tiny model's logits by a few per cent at most, and not 0.
+  const auto at = log.find("logits relative L2 vs ");
+  REQUIRE(at != std::string::npos);
+  const double l2 = std::stod(log.substr(log.find(": ", at) + 2));
+  CHECK(l2 > 0.0);
+  CHECK(l2 < 0.03);
   const fedge::GgufFile file = fedge::GgufFile::open(gguf);
   CHECK(file.metadata_string("general.name") == "tiny-model");
   CHECK(file.metadata_uint("general.file_type") == 7);  // MOSTLY_Q8_0

@@ -71,7 +71,19 @@ struct QuantizeCommand {
   WeightType type = WeightType::kQ8_0;
   std::optional<WeightType> keep;
   std::string name;  // general.name; default: the model directory's name
+  // When set, the written file is loaded back and the logits of this prompt
+  // compared with the source model's as stored (relative L2 over every
+  // position), so a user sees what the quantization cost.
+  std::string compare_prompt;
 };
-void run_quantize(const QuantizeCommand& command);
+struct QuantizeResult {
+  std::optional<double> compare_relative_l2;  // with compare_prompt
+  int compare_tokens = 0;
+};
+QuantizeResult run_quantize(const QuantizeCommand& command);
+
+// ||a - b|| / ||b|| of the logits of every position of `prompt` under two
+// models that share a vocabulary (the prompt is encoded with `tokenizer`).
+double logits_relative_l2(Model& a, Model& b, const Tokenizer& tokenizer, const std::string& prompt);
 
 }  // namespace fedge::inference
