@@ -14,6 +14,7 @@
 #include "fedge/common/error.h"
 #include "fedge/inference/lora.h"
 #include "fedge/inference/model_config.h"
+#include "fedge/inference/model_gguf.h"
 #include "fedge/training/commands.h"
 
 namespace fedge::sims {
@@ -190,6 +191,7 @@ void check_feasible(const Table& root, Scenario& s) {
 inference::ModelConfig base_config(const Scenario& s) {
   const auto& base = s.model.base;
   if (base == "tiny-pretrained" || base == "tiny-random") return inference::ModelConfig::tiny();
+  if (inference::is_gguf_file(base)) return inference::load_gguf_config(base);
   return inference::ModelConfig::from_dir(base);
 }
 

@@ -10,6 +10,7 @@
 #include "context.h"
 #include "fedge/common/error.h"
 #include "fedge/common/rng.h"
+#include "fedge/inference/generate.h"
 #include "fedge/training/commands.h"
 #include "fedge/training/synth_data.h"
 
@@ -62,8 +63,10 @@ std::pair<inference::Model, inference::Tokenizer> load_base(const Scenario& s) {
     return {inference::Model::random(inference::ModelConfig::tiny(), s.seed, options),
             inference::Tokenizer::byte_level_tiny()};
   }
-  fs::path dir = s.model.base == "tiny-pretrained" ? ensure_pretrained_base(s) : fs::path(s.model.base);
-  return {inference::Model::load(dir, options), inference::Tokenizer::from_dir(dir)};
+  // A Hugging Face folder or a GGUF file (model and tokenizer from the file).
+  const fs::path base = s.model.base == "tiny-pretrained" ? ensure_pretrained_base(s) : fs::path(s.model.base);
+  auto loaded = inference::load_model_spec(base.string(), options);
+  return {std::move(loaded.model), std::move(loaded.tokenizer)};
 }
 
 // Items are (site, row) pairs; a node gets the text report and the status
