@@ -164,6 +164,11 @@ std::string ModelConfig::to_json_text() const {
   j["vocab_size"] = vocab_size;
   j["rms_norm_eps"] = rms_norm_eps;
   j["rope_theta"] = rope_theta;
+  if (rope_scaling.type == "freq_factors") {
+    throw Error(ErrorKind::kInvalidInput,
+                "this model's RoPE frequency factors came from a GGUF file (rope_freqs.weight) and have no "
+                "config.json form; write it as GGUF (fedge quantize) instead of a Hugging Face folder");
+  }
   if (rope_scaling.type == "default") {
     j["rope_scaling"] = nullptr;
   } else {
@@ -214,6 +219,13 @@ void ModelConfig::validate(const std::string& source) const {
                     ") must be a multiple of num_key_value_heads (" + std::to_string(num_kv_heads) + ")");
   if (!(rms_norm_eps > 0)) bad(source, "rms_norm_eps must be positive");
   if (!(rope_theta > 0)) bad(source, "rope_theta must be positive");
+  if (rope_scaling.type == "freq_factors") {
+    if (rope_scaling.freq_factors.size() != static_cast<std::size_t>(head_dim / 2))
+      bad(source, "rope_freqs has " + std::to_string(rope_scaling.freq_factors.size()) + " factors; head_dim " +
+                      std::to_string(head_dim) + " needs " + std::to_string(head_dim / 2));
+    for (double f : rope_scaling.freq_factors)
+      if (!(f > 0) || !std::isfinite(f)) bad(source, "rope_freqs holds a factor that is not a positive finite number");
+  }
 }
 
 ModelConfig ModelConfig::tiny() {
@@ -272,6 +284,8 @@ std::vector<double> rope_inv_freq(const ModelConfig& c) {
   const auto& s = c.rope_scaling;
   if (s.type == "linear") {
     for (auto& f : inv) f /= s.factor;
+  } else if (s.type == "freq_factors") {
+    for (int i = 0; i < half; ++i) inv[i] /= s.freq_factors.at(i);
   } else if (s.type == "llama3") {
     const double old_len = s.original_max_position_embeddings;
     const double low_wavelen = old_len / s.low_freq_factor;

@@ -221,8 +221,22 @@ ModelConfig config_from_gguf(const GgufFile& f) {
       bad(f, "metadata '" + p + "rope.scaling.type' = '" + type + "' is not supported (none, linear)");
     }
   }
-  if (f.find("rope_freqs.weight"))
-    bad(f, "tensor 'rope_freqs.weight' (llama3 rope scaling) is not supported");
+  if (const GgufTensorInfo* freqs = f.find("rope_freqs.weight")) {
+    // llama.cpp's converter writes llama3 rope scaling as one divisor per
+    // frequency; validate() checks their count and values.
+    if (freqs->type != GgmlType::kF32 || freqs->dims.size() != 1)
+      bad(f, "tensor 'rope_freqs.weight' must be a 1-D F32 tensor, not " + std::string(ggml_type_name(freqs->type)) +
+                 " " + dims_text(freqs->dims));
+    if (freqs->dims[0] != static_cast<std::uint64_t>(c.head_dim / 2))
+      bad(f, "tensor 'rope_freqs.weight' has " + std::to_string(freqs->dims[0]) + " factors; head size " +
+                 std::to_string(c.head_dim) + " needs " + std::to_string(c.head_dim / 2));
+    const auto bytes = f.bytes(*freqs);
+    std::vector<float> factors(bytes.size() / sizeof(float));
+    std::memcpy(factors.data(), bytes.data(), factors.size() * sizeof(float));
+    c.rope_scaling = {};
+    c.rope_scaling.type = "freq_factors";
+    c.rope_scaling.freq_factors.assign(factors.begin(), factors.end());
+  }
   const GgufArray* tokens = array(f, "tokenizer.ggml.tokens", GgufType::kString);
   if (auto v = count(f, p + "vocab_size")) c.vocab_size = *v;
   else if (tokens) c.vocab_size = static_cast<int>(tokens->values.size());
@@ -565,11 +579,30 @@ Metadata tokenizer_gguf_metadata(const Tokenizer& tok, int vocab_size, const std
   return md;
 }
 
+namespace {
+
+// llama3 rope scaling as llama.cpp's converter stores it: one divisor per
+// frequency (rope_freqs.weight), the ratio of the unscaled inverse frequency to
+// the scaled one. Empty for default and linear scaling (metadata keys).
+std::vector<float> gguf_rope_factors(const ModelConfig& c) {
+  const auto& s = c.rope_scaling;
+  if (s.type == "default" || s.type == "linear") return {};
+  if (s.type == "freq_factors") return {s.freq_factors.begin(), s.freq_factors.end()};
+  if (s.type != "llama3")
+    throw Error(ErrorKind::kInvalidInput, "rope_scaling '" + s.type + "' cannot be written to GGUF by fedge");
+  ModelConfig unscaled = c;
+  unscaled.rope_scaling = {};
+  const std::vector<double> plain = rope_inv_freq(unscaled), scaled = rope_inv_freq(c);
+  std::vector<float> factors(plain.size());
+  for (std::size_t i = 0; i < plain.size(); ++i) factors[i] = static_cast<float>(plain[i] / scaled[i]);
+  return factors;
+}
+
+}  // namespace
+
 GgufModelContents gguf_model_contents(const Model& model, const Tokenizer* tokenizer, const GgufModelInfo& info) {
   const ModelConfig& c = model.config();
-  if (c.rope_scaling.type != "default" && c.rope_scaling.type != "linear")
-    throw Error(ErrorKind::kInvalidInput, "rope_scaling '" + c.rope_scaling.type +
-                                              "' cannot be written to GGUF by fedge (default and linear can)");
+  const std::vector<float> rope_factors = gguf_rope_factors(c);
   const std::string arch = gguf_arch(c), p = arch + ".";
   GgufModelContents out;
   Metadata& md = out.metadata;
@@ -598,6 +631,17 @@ GgufModelContents gguf_model_contents(const Model& model, const Tokenizer* token
   md.emplace_back("general.quantization_version", std::uint32_t{2});
   if (tokenizer)
     for (auto& kv : tokenizer_gguf_metadata(*tokenizer, c.vocab_size, info.chat_template)) md.push_back(std::move(kv));
+  if (!rope_factors.empty()) {
+    at::Tensor t = at::from_blob(const_cast<float*>(rope_factors.data()), {std::int64_t(rope_factors.size())},
+                                 at::kFloat).clone();
+    out.keep.push_back(t);
+    GgufTensorView v;
+    v.name = "rope_freqs.weight";
+    v.type = GgmlType::kF32;
+    v.dims = {std::uint64_t(t.size(0))};
+    v.data = std::span<const std::byte>(static_cast<const std::byte*>(t.data_ptr()), t.nbytes());
+    out.tensors.push_back(std::move(v));
+  }
   for (const auto& [hf, tensor] : model.named_weights()) {
     const WeightType type = weight_type_of(tensor);
     at::Tensor t = tensor;

@@ -283,9 +283,82 @@ TEST_CASE("model gguf: broken model files are refused naming the tensor or key")
               if (t.name == "output_norm.weight") t.type = GgmlType::kQ8_0, t.dims = {256}, t.data = t.data.first(8 * 34);
           }),
           "a norm or bias must be F32, F16 or BF16");
-  ModelConfig llama3 = ModelConfig::tiny();
-  llama3.rope_scaling.type = "llama3";
-  llama3.rope_scaling.factor = 8;
-  CHECK_THROWS_WITH(gguf_model_contents(Model::random(llama3, 1), nullptr, {"x", ""}),
-                    Catch::Contains("rope_scaling 'llama3' cannot be written"));
+  ModelConfig yarn = ModelConfig::tiny();
+  yarn.rope_scaling.type = "yarn";
+  CHECK_THROWS_WITH(gguf_model_contents(Model::random(yarn, 1), nullptr, {"x", ""}),
+                    Catch::Contains("rope_scaling 'yarn' cannot be written"));
+}
+
+TEST_CASE("model gguf: llama3 rope scaling travels as llama.cpp's rope_freqs.weight") {
+  test::Shape shape = llama_shape();
+  shape.rope = "llama3";  // factor 8, low 1, high 4, original context 16 (test_support.h)
+  const fs::path dir = test::fresh_dir("gguf_llama3");
+  const test::Weights weights = test::write_checkpoint(dir, shape, 13);
+  Model hf = Model::load(dir);
+  const fs::path file = dir / "llama3.gguf";
+  write_model_gguf(file, hf, nullptr, {"test", ""});
+
+  // The factors llama.cpp's converter computes from config.json's rope_scaling.
+  const GgufFile gguf = GgufFile::open(file);
+  const GgufTensorInfo* info = gguf.find("rope_freqs.weight");
+  REQUIRE(info);
+  CHECK(info->type == GgmlType::kF32);
+  const int half = shape.head_dim() / 2;
+  REQUIRE(info->dims == std::vector<std::uint64_t>{std::uint64_t(half)});
+  std::vector<float> stored(half);
+  std::memcpy(stored.data(), gguf.bytes(*info).data(), half * sizeof(float));
+  for (int i = 0; i < half; ++i) {
+    const double freq = std::pow(shape.theta, -2.0 * i / shape.head_dim()), wavelen = 2 * M_PI / freq;
+    const double low_wavelen = 16.0 / 1.0, high_wavelen = 16.0 / 4.0;
+    double want = 1.0;
+    if (wavelen > low_wavelen) want = 8.0;
+    else if (wavelen >= high_wavelen) {
+      const double smooth = (16.0 / wavelen - 1.0) / (4.0 - 1.0);
+      want = 1.0 / ((1.0 - smooth) / 8.0 + smooth);
+    }
+    CHECK(stored[i] == static_cast<float>(want));
+  }
+
+  // Read back, the model positions tokens as the Hugging Face folder does,
+  // past the original context where the scaling matters.
+  Model back = Model::load(file);
+  CHECK(back.config().rope_scaling.type == "freq_factors");
+  std::vector<TokenId> prompt;
+  for (int i = 0; i < 40; ++i) prompt.push_back((i * 7 + 3) % shape.vocab);
+  const std::vector<float> got = prompt_logits(back, prompt), want = prompt_logits(hf, prompt);
+  CHECK(relative_l2(got, want) < 1e-5);
+  const std::vector<double> reference = test::reference_logits(weights, shape, {prompt.begin(), prompt.end()});
+  CHECK(test::rel_error(got, reference) < 1e-4);
+
+  // Written again it is the same file; a Hugging Face folder cannot say it.
+  const fs::path again = dir / "again.gguf";
+  write_model_gguf(again, back, nullptr, {"test", ""});
+  CHECK((read_bytes(again) == read_bytes(file)));
+  CHECK_THROWS_WITH(save_model_dir(back, dir / "hf-again", nullptr), Catch::Contains("rope_freqs.weight") &&
+                                                                  Catch::Contains("GGUF"));
+
+  // Hostile factor tensors are refused naming the tensor.
+  auto edited_factors = [&](const std::string& name, std::vector<float> factors, GgmlType type) {
+    return write_edited(hf, name, [&](GgufModelContents& c) {
+      for (auto& t : c.tensors)
+        if (t.name == "rope_freqs.weight") {
+          t.type = type;
+          t.dims = {std::uint64_t(type == GgmlType::kF16 ? factors.size() * 2 : factors.size())};
+          t.data = std::span<const std::byte>(reinterpret_cast<const std::byte*>(factors.data()),
+                                              factors.size() * sizeof(float));
+        }
+    });
+  };
+  std::vector<float> ok(stored);
+  CHECK_THROWS_WITH(Model::load(edited_factors("short", {ok.begin(), ok.end() - 1}, GgmlType::kF32)),
+                    Catch::Contains("rope_freqs.weight") && Catch::Contains("needs " + std::to_string(half)));
+  std::vector<float> negative = ok;
+  negative[1] = -2.0F;
+  CHECK_THROWS_WITH(Model::load(edited_factors("negative", negative, GgmlType::kF32)),
+                    Catch::Contains("positive finite"));
+  std::vector<float> nan = ok;
+  nan[0] = std::nanf("");
+  CHECK_THROWS_WITH(Model::load(edited_factors("nan", nan, GgmlType::kF32)), Catch::Contains("positive finite"));
+  CHECK_THROWS_WITH(Model::load(edited_factors("f16", ok, GgmlType::kF16)),
+                    Catch::Contains("rope_freqs.weight") && Catch::Contains("F32"));
 }

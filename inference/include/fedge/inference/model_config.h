@@ -12,13 +12,17 @@
 namespace fedge::inference {
 
 // rope_scaling from config.json. Supported types: "default" (none), "linear"
-// (positions divided by factor) and "llama3" (frequency-dependent scaling).
+// (positions divided by factor) and "llama3" (frequency-dependent scaling);
+// "freq_factors" is GGUF's form of llama3 (llama.cpp's converter stores one
+// divisor per frequency as the tensor rope_freqs.weight) and has no
+// config.json form.
 struct RopeScaling {
   std::string type = "default";
   double factor = 1.0;
   double low_freq_factor = 1.0;
   double high_freq_factor = 4.0;
   int original_max_position_embeddings = 8192;
+  std::vector<double> freq_factors;  // "freq_factors": head_dim / 2 divisors
   bool operator==(const RopeScaling&) const = default;
 };
 
