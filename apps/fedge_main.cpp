@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "commands.h"
+#include "fedge_version.h"  // generated: FEDGE_VERSION_STRING
 #include "fedge/common/error.h"
 #include "fedge/common/logging.h"
 #include "fedge/inference/torch_setup.h"
@@ -14,7 +15,7 @@ int main(int argc, char** argv) {
   using namespace fedge::apps;
   CLI::App app{"fedge: federated edge co-training and inference of LLMs", "fedge"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "fedge 0.1.0");
+  app.set_version_flag("--version", FEDGE_VERSION_STRING);
   GlobalOptions global;
   app.add_option("--log-level", global.log_level,
                  "trace, debug, info, warn, error, critical or off (default: $FEDGE_LOG_LEVEL or info)")

@@ -26,6 +26,9 @@ FEDGE_BUILD_DIR="$build_dir" bash scripts/sim-mpi-check.sh sims/scenarios/quicks
 # `fedge quantize` to Q8_0/Q4_0 GGUF, logits and held-out perplexity against
 # f32 (about 1 minute).
 FEDGE_BUILD_DIR="$build_dir" bash scripts/quantize-check.sh
+# The .deb (CPack): contents, Depends, and as root dpkg -i, the installed
+# `fedge --version` and systemd-analyze verify of the units, then dpkg -r.
+FEDGE_BUILD_DIR="$build_dir" bash scripts/package.sh
 # libFuzzer targets for the parsers of untrusted input, 20 s each under ASan and
 # UBSan (docs/FUZZING.md); a crash fails the run.
 bash scripts/fuzz.sh
