@@ -3,6 +3,8 @@
 // inputs, concurrent clients, and answers while a trainer runs on another model.
 #include <httplib.h>
 
+#include <ATen/ATen.h>
+
 #include <algorithm>
 #include <atomic>
 #include <map>
@@ -605,6 +607,19 @@ TEST_CASE("embeddings, tokenize, detokenize and apply-template", "[http]") {
   CHECK(norm == Approx(1.0).epsilon(1e-4));  // L2-normalised
   CHECK(dot < 0.9999);                        // different texts, different vectors
   CHECK(j["data"][1]["embedding"] == j["data"][0]["embedding"]);
+  {
+    // The same vector from the training path's last hidden state (after the
+    // final norm), mean-pooled over the tokens and L2-normalised.
+    const auto ids = f.tokenizer.encode("Well 7", true);
+    std::vector<std::int64_t> ids64(ids.begin(), ids.end());
+    at::NoGradGuard no_grad;
+    const at::Tensor hidden =
+        f.model.forward_train_hidden(at::tensor(ids64, at::dtype(at::kLong)).reshape({1, std::int64_t(ids.size())}));
+    const at::Tensor pooled = hidden.mean(1).squeeze(0);
+    const at::Tensor unit = pooled / pooled.norm();
+    REQUIRE(unit.size(0) == std::int64_t(a.size()));
+    for (std::size_t i = 0; i < a.size(); ++i) CHECK(a[i] == Approx(unit[std::int64_t(i)].item<float>()).margin(2e-4));
+  }
   CHECK(j["data"][1]["index"] == 1);
   const int expected_tokens = int(f.tokenizer.encode("Well 7", true).size() * 2 + f.tokenizer.encode("pressure", true).size());
   CHECK(j["usage"]["prompt_tokens"] == expected_tokens);
