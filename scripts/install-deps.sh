@@ -15,6 +15,11 @@ packages=(
   curl                                    # scripts/federation-demo.sh asks a node's API
   clang libclang-rt-14-dev libomp-14-dev  # scripts/fuzz.sh: libFuzzer, ASan, UBSan, clang's OpenMP
 )
+# Node.js and npm run the official openai npm client against a node
+# (scripts/install-openai-client.sh); a NodeSource nodejs brings its own npm,
+# which Debian's npm package would conflict with.
+command -v node >/dev/null || packages+=(nodejs)
+command -v npm >/dev/null || packages+=(npm)
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(python3-torch)
 fi

@@ -85,6 +85,7 @@ NodeRuntimeConfig read_node_config(const fs::path& file) {
   c.serve.zmq = serve.string("zmq", "");
   c.serve.max_queue = static_cast<std::size_t>(serve.integer("max_queue", 16, {1, 100000}));
   c.serve.max_batch = static_cast<int>(serve.integer("max_batch", 4, {1, 1024}));
+  c.serve.max_n = static_cast<int>(serve.integer("max_n", 8, {1, 64}));
   c.serve.context = static_cast<int>(serve.integer("context", 0, {0, 1 << 20}));
   c.serve.split_sessions = static_cast<std::size_t>(serve.integer("split_sessions", 16, {1, 10000}));
   c.serve.split_serve = serve.string("split_serve", "");

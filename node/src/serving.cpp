@@ -189,6 +189,7 @@ struct NodeServing::Impl {
       HttpOptions http_options;
       std::tie(http_options.host, http_options.port) = parse_host_port(config.serve.http, "serve.http");
       http_options.api_keys = security.api_keys;
+      http_options.max_n = config.serve.max_n;
       http = std::make_unique<HttpServer>(*service, http_options);
       spdlog::info("OpenAI-compatible API on {}", http->url());
     }

@@ -3,7 +3,11 @@
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 
+#include <sodium.h>
+
 #include <atomic>
+#include <bit>
+#include <cstring>
 #include <chrono>
 #include <condition_variable>
 #include <ctime>
@@ -16,6 +20,7 @@
 
 #include "fedge/common/error.h"
 #include "fedge/protocol/transport.h"
+#include "fedge/inference/tokenizer.h"
 #include "fedge/serving/api_keys.h"
 #include "fedge/serving/inference_service.h"
 #include "fedge/serving/requests.h"
@@ -35,7 +40,20 @@ json error_json(const HttpError& e) {
 
 void send_json(httplib::Response& res, int status, const json& body) {
   res.status = status;
-  res.set_content(body.dump(), "application/json");
+  // replace: a token of a byte-level model may be a lone byte of a character.
+  res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
+}
+
+// encoding_format "base64": the floats' little-endian bytes in standard base64,
+// as OpenAI sends them.
+std::string base64_floats(const std::vector<float>& values) {
+  static_assert(std::endian::native == std::endian::little, "base64 embeddings assume a little-endian host");
+  const auto* bytes = reinterpret_cast<const unsigned char*>(values.data());
+  const std::size_t len = values.size() * sizeof(float);
+  std::string out(sodium_base64_encoded_len(len, sodium_base64_VARIANT_ORIGINAL), '\0');
+  sodium_bin2base64(out.data(), out.size(), bytes, len, sodium_base64_VARIANT_ORIGINAL);
+  out.resize(std::strlen(out.c_str()));
+  return out;
 }
 
 json fedge_meta(const CompletionResult& r) {
@@ -45,11 +63,6 @@ json fedge_meta(const CompletionResult& r) {
               {"run_seconds", r.run_seconds}};
 }
 
-json usage_json(const CompletionResult& r) {
-  return json{{"prompt_tokens", r.prompt_tokens},
-              {"completion_tokens", r.completion_tokens},
-              {"total_tokens", r.prompt_tokens + r.completion_tokens}};
-}
 
 // The adapter slots this server names: local only when the service exposes it.
 std::vector<AdapterSlot> served_slots(const InferenceService& service) {
@@ -57,14 +70,75 @@ std::vector<AdapterSlot> served_slots(const InferenceService& service) {
   return {AdapterSlot::kGlobal};
 }
 
-// Text pieces from the service's worker to the HTTP thread that streams them,
-// so a slow client never holds up the worker.
+// Text pieces (with their choice's index) from the service's worker to the
+// HTTP thread that streams them, so a slow client never holds up the worker.
 struct Channel {
   std::mutex mutex;
   std::condition_variable cv;
-  std::deque<std::string> pieces;
+  std::deque<std::pair<int, std::string>> pieces;
   std::atomic<bool> cancelled{false};
 };
+
+using Futures = std::vector<std::future<CompletionResult>>;
+
+// Usage of all choices: the prompt once, every choice's tokens.
+json usage_json(const std::vector<CompletionResult>& results) {
+  int completion = 0;
+  for (const auto& r : results) completion += r.completion_tokens;
+  const int prompt = results.empty() ? 0 : results.front().prompt_tokens;
+  return json{{"prompt_tokens", prompt}, {"completion_tokens", completion}, {"total_tokens", prompt + completion}};
+}
+
+// UTF-8 bytes as the list of numbers OpenAI's logprobs carry.
+json byte_list(const std::string& text) {
+  json out = json::array();
+  for (unsigned char c : text) out.push_back(int(c));
+  return out;
+}
+
+// A token's text for logprobs: its bytes, with invalid UTF-8 (a byte of a
+// character split across tokens) as U+FFFD so the JSON stays valid.
+std::string token_text(const inference::Tokenizer& tokenizer, std::int32_t id) {
+  // dump() with error_handler_t::replace writes invalid UTF-8 as U+FFFD; read it back.
+  const std::string quoted = json(tokenizer.token_bytes(id)).dump(-1, ' ', false, json::error_handler_t::replace);
+  return json::parse(quoted).get<std::string>();
+}
+
+// Chat's logprobs: {"content": [{token, logprob, bytes, top_logprobs: [...]}]}
+// for the tokens from `from` on.
+json chat_logprobs(const InferenceService& service, const CompletionResult& r, std::size_t from = 0) {
+  const auto& tok = service.tokenizer();
+  json content = json::array();
+  for (std::size_t i = from; i < r.logprobs.size(); ++i) {
+    const LogprobEntry& e = r.logprobs[i];
+    json top = json::array();
+    for (const TokenLogprob& t : e.top) {
+      const std::string text = tok.token_bytes(t.token);
+      top.push_back({{"token", token_text(tok, t.token)}, {"logprob", t.logprob}, {"bytes", byte_list(text)}});
+    }
+    content.push_back({{"token", token_text(tok, e.chosen.token)},
+                       {"logprob", e.chosen.logprob},
+                       {"bytes", byte_list(tok.token_bytes(e.chosen.token))},
+                       {"top_logprobs", top}});
+  }
+  return json{{"content", content}};
+}
+
+// The legacy completions form: {tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset}.
+json completion_logprobs(const InferenceService& service, const CompletionResult& r, std::size_t from = 0) {
+  const auto& tok = service.tokenizer();
+  json tokens = json::array(), values = json::array(), tops = json::array(), offsets = json::array();
+  for (std::size_t i = from; i < r.logprobs.size(); ++i) {
+    const LogprobEntry& e = r.logprobs[i];
+    tokens.push_back(token_text(tok, e.chosen.token));
+    values.push_back(e.chosen.logprob);
+    json top = json::object();
+    for (const TokenLogprob& t : e.top) top[token_text(tok, t.token)] = t.logprob;
+    tops.push_back(top);
+    offsets.push_back(r.text_offsets[i]);
+  }
+  return json{{"tokens", tokens}, {"token_logprobs", values}, {"top_logprobs", tops}, {"text_offset", offsets}};
+}
 
 }  // namespace
 
@@ -84,8 +158,12 @@ struct HttpServer::Impl {
   void guarded(const httplib::Request& req, httplib::Response& res,
                const std::function<void(const json&)>& body_handler);
   void complete(const httplib::Request& req, httplib::Response& res, bool chat);
-  void stream(httplib::Response& res, bool chat, const std::string& id, const std::string& model,
-              std::shared_ptr<Channel> channel, std::shared_ptr<std::future<CompletionResult>> future);
+  void stream(httplib::Response& res, bool chat, const std::string& id, const ParsedRequest& request,
+              std::shared_ptr<Channel> channel, std::shared_ptr<Futures> futures);
+  void embeddings(const httplib::Request& req, httplib::Response& res);
+  void tokenize(const httplib::Request& req, httplib::Response& res);
+  void detokenize(const httplib::Request& req, httplib::Response& res);
+  void apply_template(const httplib::Request& req, httplib::Response& res);
   json health(const httplib::Request& req);
   json models();
   bool authorized(const httplib::Request& req) const;
@@ -122,77 +200,98 @@ void HttpServer::Impl::guarded(const httplib::Request& req, httplib::Response& r
 void HttpServer::Impl::complete(const httplib::Request& req, httplib::Response& res, bool chat) {
   guarded(req, res, [&](const json& body) {
     const RequestRules rules{service.model_name(), service.options().max_tokens_limit,
-                             chat ? options.default_chat_max_tokens : options.default_max_tokens};
+                             chat ? options.default_chat_max_tokens : options.default_max_tokens, options.max_n};
     ParsedRequest p = chat ? parse_chat_request(body, rules) : parse_completion_request(body, rules);
     if (chat) p.request.prompt = InferenceService::render_chat(p.messages);
     const std::string id = new_id(chat);
+    // The n choices: the same request, each with its own random stream.
+    std::vector<CompletionRequest> choices(std::size_t(p.n), p.request);
+    for (int i = 0; i < p.n; ++i) choices[std::size_t(i)].seed = choice_seed(p.request.seed, i);
     if (p.stream) {
       auto channel = std::make_shared<Channel>();
-      OnToken on_token = [channel](std::int32_t, std::string_view text) {
-        if (channel->cancelled.load()) return false;
-        if (!text.empty()) {
-          std::lock_guard lock(channel->mutex);
-          channel->pieces.emplace_back(text);
-        }
-        channel->cv.notify_one();
-        return true;
-      };
+      std::vector<OnToken> callbacks;
+      for (int i = 0; i < p.n; ++i)
+        callbacks.push_back([channel, i](std::int32_t, std::string_view text) {
+          if (channel->cancelled.load()) return false;
+          if (!text.empty()) {
+            std::lock_guard lock(channel->mutex);
+            channel->pieces.emplace_back(i, std::string(text));
+          }
+          channel->cv.notify_one();
+          return true;
+        });
       // Submitted before the headers go out, so a full queue or a bad field
       // is still a plain JSON error with its status.
-      auto future = std::make_shared<std::future<CompletionResult>>(service.submit(p.request, std::move(on_token)));
-      return stream(res, chat, id, p.model, channel, future);
+      auto futures = std::make_shared<Futures>(service.submit_all(std::move(choices), std::move(callbacks)));
+      return stream(res, chat, id, p, channel, futures);
     }
-    CompletionResult r = service.complete(p.request);
-    json choice = {{"index", 0}, {"finish_reason", r.finish_reason}};
-    if (chat) choice["message"] = {{"role", "assistant"}, {"content", r.text}};
-    else {
-      choice["text"] = r.text;
-      choice["logprobs"] = nullptr;
+    Futures futures = service.submit_all(std::move(choices));
+    std::vector<CompletionResult> results;
+    for (auto& f : futures) results.push_back(f.get());
+    json choice_list = json::array();
+    for (std::size_t i = 0; i < results.size(); ++i) {
+      const CompletionResult& r = results[i];
+      json choice = {{"index", i}, {"finish_reason", r.finish_reason}, {"logprobs", nullptr}};
+      if (chat) choice["message"] = {{"role", "assistant"}, {"content", r.text}};
+      else choice["text"] = r.text;
+      if (p.request.logprobs >= 0)
+        choice["logprobs"] = chat ? chat_logprobs(service, r) : completion_logprobs(service, r);
+      choice_list.push_back(choice);
     }
     send_json(res, 200,
               json{{"id", id},
                    {"object", chat ? "chat.completion" : "text_completion"},
                    {"created", std::time(nullptr)},
                    {"model", p.model},
-                   {"choices", json::array({choice})},
-                   {"usage", usage_json(r)},
-                   {"fedge", fedge_meta(r)}});
+                   {"choices", choice_list},
+                   {"usage", usage_json(results)},
+                   {"fedge", fedge_meta(results.front())}});
   });
 }
 
-void HttpServer::Impl::stream(httplib::Response& res, bool chat, const std::string& id, const std::string& model,
-                              std::shared_ptr<Channel> channel,
-                              std::shared_ptr<std::future<CompletionResult>> future) {
+void HttpServer::Impl::stream(httplib::Response& res, bool chat, const std::string& id, const ParsedRequest& request,
+                              std::shared_ptr<Channel> channel, std::shared_ptr<Futures> futures) {
   const std::time_t created = std::time(nullptr);
-  auto chunk = [=](const json& choice) {
+  const std::string model = request.model;
+  const int n = request.n;
+  const bool include_usage = request.include_usage;
+  const int logprobs = request.request.logprobs;
+  auto chunk = [=](const json& choices) {
     return json{{"id", id},
                 {"object", chat ? "chat.completion.chunk" : "text_completion"},
                 {"created", created},
                 {"model", model},
-                {"choices", json::array({choice})}};
+                {"choices", choices}};
   };
-  auto piece_choice = [chat](const std::string& text) {
-    json c = {{"index", 0}, {"finish_reason", nullptr}};
+  auto piece_choice = [chat](int index, const std::string& text) {
+    json c = {{"index", index}, {"finish_reason", nullptr}};
     if (chat) c["delta"] = {{"content", text}};
     else c["text"] = text;
     return c;
   };
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
-      "text/event-stream", [=](std::size_t, httplib::DataSink& sink) {
+      "text/event-stream", [=, this](std::size_t, httplib::DataSink& sink) {
         auto event = [&](const json& j) {
-          const std::string line = "data: " + j.dump() + "\n\n";
+          const std::string line = "data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
           if (!sink.write(line.data(), line.size())) {
             channel->cancelled = true;
             return false;
           }
           return true;
         };
-        if (chat && !event(chunk({{"index", 0}, {"delta", {{"role", "assistant"}, {"content", ""}}},
-                                  {"finish_reason", nullptr}})))
-          return false;
+        if (chat)
+          for (int i = 0; i < n; ++i)
+            if (!event(chunk(json::array(
+                    {{{"index", i}, {"delta", {{"role", "assistant"}, {"content", ""}}}, {"finish_reason", nullptr}}}))))
+              return false;
+        auto all_ready = [&] {
+          for (auto& f : *futures)
+            if (f.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return false;
+          return true;
+        };
         for (;;) {
-          std::deque<std::string> pieces;
+          std::deque<std::pair<int, std::string>> pieces;
           bool finished = false;
           {
             std::unique_lock lock(channel->mutex);
@@ -200,20 +299,32 @@ void HttpServer::Impl::stream(httplib::Response& res, bool chat, const std::stri
             pieces.swap(channel->pieces);
           }
           // The worker pushes every piece before it fulfils the promise.
-          if (pieces.empty()) finished = future->wait_for(std::chrono::seconds(0)) == std::future_status::ready;
-          for (const auto& text : pieces)
-            if (!event(chunk(piece_choice(text)))) return false;
+          if (pieces.empty()) finished = all_ready();
+          for (const auto& [index, text] : pieces)
+            if (!event(chunk(json::array({piece_choice(index, text)})))) return false;
           if (finished) break;
         }
         try {
-          CompletionResult r = future->get();
-          json last = {{"index", 0}, {"finish_reason", r.finish_reason}};
-          if (chat) last["delta"] = json::object();
-          else last["text"] = "";
-          json final_chunk = chunk(last);
-          final_chunk["usage"] = usage_json(r);
-          final_chunk["fedge"] = fedge_meta(r);
-          if (!event(final_chunk)) return false;
+          std::vector<CompletionResult> results;
+          for (auto& f : *futures) results.push_back(f.get());
+          for (int i = 0; i < n; ++i) {
+            const CompletionResult& r = results[std::size_t(i)];
+            json last = {{"index", i}, {"finish_reason", r.finish_reason}};
+            if (chat) last["delta"] = json::object();
+            else last["text"] = "";
+            // Log-probabilities come with the last chunk of each choice, for
+            // all its tokens (the text went out before, held back by stop strings).
+            if (logprobs >= 0) last["logprobs"] = chat ? chat_logprobs(service, r) : completion_logprobs(service, r);
+            json final_chunk = chunk(json::array({last}));
+            if (i == n - 1) final_chunk["usage"] = usage_json(results);
+            final_chunk["fedge"] = fedge_meta(r);
+            if (!event(final_chunk)) return false;
+          }
+          if (include_usage) {
+            json usage_chunk = chunk(json::array());
+            usage_chunk["usage"] = usage_json(results);
+            if (!event(usage_chunk)) return false;
+          }
         } catch (const std::exception& e) {
           if (!event(json{{"error", {{"message", e.what()}, {"type", "server_error"}, {"param", nullptr},
                                      {"code", nullptr}}}}))
@@ -224,6 +335,49 @@ void HttpServer::Impl::stream(httplib::Response& res, bool chat, const std::stri
         sink.done();
         return true;
       });
+}
+
+void HttpServer::Impl::embeddings(const httplib::Request& req, httplib::Response& res) {
+  guarded(req, res, [&](const json& body) {
+    const RequestRules rules{service.model_name(), service.options().max_tokens_limit, options.default_max_tokens,
+                             options.max_n};
+    EmbeddingRequest e = parse_embedding_request(body, rules);
+    EmbeddingResult r = service.embed(e.inputs, e.adapter).get();
+    json data = json::array();
+    for (std::size_t i = 0; i < r.vectors.size(); ++i) {
+      json item = {{"object", "embedding"}, {"index", i}};
+      if (e.base64) item["embedding"] = base64_floats(r.vectors[i]);
+      else item["embedding"] = r.vectors[i];
+      data.push_back(item);
+    }
+    send_json(res, 200,
+              json{{"object", "list"},
+                   {"data", data},
+                   {"model", e.model},
+                   {"usage", {{"prompt_tokens", r.prompt_tokens}, {"total_tokens", r.prompt_tokens}}},
+                   {"fedge", {{"adapter", r.adapter}, {"adapter_version", r.adapter_version},
+                              {"pooling", "mean"}, {"normalized", true}, {"run_seconds", r.run_seconds}}}});
+  });
+}
+
+void HttpServer::Impl::tokenize(const httplib::Request& req, httplib::Response& res) {
+  guarded(req, res, [&](const json& body) {
+    const TokenizeRequest t = parse_tokenize_request(body);
+    send_json(res, 200, json{{"tokens", service.tokenizer().encode(t.content, t.add_special)}});
+  });
+}
+
+void HttpServer::Impl::detokenize(const httplib::Request& req, httplib::Response& res) {
+  guarded(req, res, [&](const json& body) {
+    const auto ids = parse_detokenize_request(body, service.tokenizer().vocab_size());
+    send_json(res, 200, json{{"content", service.tokenizer().decode(ids)}});
+  });
+}
+
+void HttpServer::Impl::apply_template(const httplib::Request& req, httplib::Response& res) {
+  guarded(req, res, [&](const json& body) {
+    send_json(res, 200, json{{"prompt", InferenceService::render_chat(parse_template_request(body))}});
+  });
 }
 
 json HttpServer::Impl::models() {
@@ -301,6 +455,11 @@ void HttpServer::Impl::routes() {
   server.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) { complete(req, res, false); });
   server.Post("/v1/chat/completions",
               [this](const httplib::Request& req, httplib::Response& res) { complete(req, res, true); });
+  server.Post("/v1/embeddings", [this](const httplib::Request& req, httplib::Response& res) { embeddings(req, res); });
+  server.Post("/tokenize", [this](const httplib::Request& req, httplib::Response& res) { tokenize(req, res); });
+  server.Post("/detokenize", [this](const httplib::Request& req, httplib::Response& res) { detokenize(req, res); });
+  server.Post("/apply-template",
+              [this](const httplib::Request& req, httplib::Response& res) { apply_template(req, res); });
   server.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) { send_json(res, 200, models()); });
   server.Get("/health", [this](const httplib::Request& req, httplib::Response& res) { send_json(res, 200, health(req)); });
   server.set_pre_routing_handler(

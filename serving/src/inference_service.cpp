@@ -11,12 +11,14 @@
 #include <random>
 #include <set>
 #include <thread>
+#include <unordered_map>
 
 #include "fedge/inference/generate.h"
 #include "fedge/inference/lora.h"
 #include "fedge/inference/model.h"
 #include "fedge/inference/tokenizer.h"
 #include "fedge/inference/torch_setup.h"
+#include "fedge/serving/sampling.h"
 #include "fedge/serving/split_inference.h"
 #include "fedge/training/records.h"
 
@@ -44,6 +46,9 @@ struct Job {
   CompletionRequest request;
   OnToken on_token;
   std::promise<CompletionResult> promise;
+  // An /v1/embeddings job instead (runs alone): the texts, and its answer.
+  std::optional<std::vector<std::string>> embed_inputs;
+  std::promise<EmbeddingResult> embed_promise;
   clock_type::time_point queued = clock_type::now();
   std::uint64_t id = 0;
 };
@@ -53,6 +58,12 @@ struct StagedAdapter {
   std::optional<LoraAdapter> adapter;  // empty: remove
   std::uint64_t version = 0;
 };
+
+// Tokens a request may hold (prompt + answer): the model's context, or less
+// where ServiceOptions::context caps it (a smaller KV cache).
+int serving_context(const inference::ModelConfig& c, const ServiceOptions& options) {
+  return options.context > 0 ? std::min(options.context, c.context_length()) : c.context_length();
+}
 
 void check_shape(const inference::ModelConfig& model, const inference::ModelConfig& adapter, AdapterSlot slot) {
   if (adapter.hidden_size != model.hidden_size || adapter.num_layers != model.num_layers ||
@@ -96,6 +107,9 @@ struct InferenceService::Impl {
   void apply(std::array<std::optional<StagedAdapter>, 2> changes,
              std::optional<std::unique_ptr<SplitClient>> split_change);
   void execute(Job& job);
+  void execute_embedding(Job& job);
+  std::vector<float> embedding(const std::string& input, int& tokens);
+  void enqueue(std::vector<std::unique_ptr<Job>> jobs);
   void take_batch(std::vector<std::unique_ptr<Job>>& jobs);
   void execute_batch(std::vector<std::unique_ptr<Job>>& jobs);
   void finish(Job& job, CompletionResult result, clock_type::time_point started);
@@ -122,7 +136,8 @@ void InferenceService::Impl::loop() {
       take_batch(jobs);
     }
     apply(std::move(changes), std::move(split_change));
-    if (jobs.size() == 1) execute(*jobs[0]);
+    if (jobs.size() == 1 && jobs[0]->embed_inputs) execute_embedding(*jobs[0]);
+    else if (jobs.size() == 1) execute(*jobs[0]);
     else if (!jobs.empty()) execute_batch(jobs);
   }
 }
@@ -133,11 +148,12 @@ void InferenceService::Impl::take_batch(std::vector<std::unique_ptr<Job>>& jobs)
   if (queue.empty()) return;
   jobs.push_back(std::move(queue.front()));
   queue.pop_front();
-  const bool may_batch = options.max_batch > 1 && !split_visible && !staged_split.has_value() && !split;
+  const bool may_batch = options.max_batch > 1 && !split_visible && !staged_split.has_value() && !split &&
+                         !jobs[0]->embed_inputs;
   if (!may_batch) return;
   const AdapterChoice choice = jobs[0]->request.adapter;
   for (auto it = queue.begin(); it != queue.end() && int(jobs.size()) < options.max_batch;) {
-    if ((*it)->request.adapter == choice) {
+    if ((*it)->request.adapter == choice && !(*it)->embed_inputs) {
       jobs.push_back(std::move(*it));
       it = queue.erase(it);
     } else {
@@ -206,6 +222,62 @@ void InferenceService::Impl::fail(Job& job, std::exception_ptr error) {
   job.promise.set_exception(std::move(error));
 }
 
+// The mean over the input's tokens (BOS included) of the last hidden state
+// (after the final norm, as Hugging Face's last_hidden_state), L2-normalised.
+std::vector<float> InferenceService::Impl::embedding(const std::string& input, int& tokens) {
+  const inference::ModelConfig& c = model->config();
+  const std::vector<TokenId> ids = tokenizer->encode(input, /*add_bos=*/true);
+  const int T = int(ids.size()), H = c.hidden_size;
+  const int context = serving_context(c, options);
+  if (T == 0) throw InvalidRequest("input", "an input encodes to no tokens");
+  if (T > context)
+    throw InvalidRequest("input", "an input of " + std::to_string(T) + " tokens is longer than the serving context of " +
+                                      std::to_string(context) + " tokens; shorten it");
+  tokens += T;
+  KVCache cache = model->make_cache(1, T);
+  std::vector<float> hidden = model->embed(ids);
+  model->forward_layers(hidden, {}, 1, T, 0, c.num_layers, cache);
+  const at::Tensor norm = model->final_norm().to(at::kFloat).contiguous();
+  const float* w = norm.data_ptr<float>();
+  std::vector<double> sum(std::size_t(H), 0.0);
+  for (int t = 0; t < T; ++t) {
+    const float* x = hidden.data() + std::size_t(t) * H;
+    double ms = 0;
+    for (int h = 0; h < H; ++h) ms += double(x[h]) * x[h];
+    const double scale = 1.0 / std::sqrt(ms / H + c.rms_norm_eps);
+    for (int h = 0; h < H; ++h) sum[std::size_t(h)] += x[h] * scale * w[h];
+  }
+  double length = 0;
+  for (double v : sum) length += (v / T) * (v / T);
+  length = std::sqrt(length);
+  std::vector<float> out(static_cast<std::size_t>(H));
+  for (int h = 0; h < H; ++h) out[std::size_t(h)] = float(length > 0 ? sum[std::size_t(h)] / T / length : 0.0);
+  return out;
+}
+
+void InferenceService::Impl::execute_embedding(Job& job) {
+  const auto started = clock_type::now();
+  try {
+    EmbeddingResult r;
+    const std::string adapter = resolve(job.request.adapter, r.adapter_version);
+    model->set_active_adapter(adapter);
+    r.adapter = adapter.empty() ? "none" : adapter;
+    for (const auto& input : *job.embed_inputs) r.vectors.push_back(embedding(input, r.prompt_tokens));
+    {
+      std::lock_guard lock(mutex);
+      ++stats.completed;
+    }
+    r.run_seconds = seconds_since(started);
+    job.embed_promise.set_value(std::move(r));
+  } catch (...) {
+    {
+      std::lock_guard lock(mutex);
+      ++stats.failed;
+    }
+    job.embed_promise.set_exception(std::current_exception());
+  }
+}
+
 void InferenceService::Impl::execute(Job& job) {
   const auto started = clock_type::now();
   try {
@@ -218,16 +290,102 @@ void InferenceService::Impl::execute(Job& job) {
 
 namespace {
 
+std::set<TokenId> end_tokens(const inference::ModelConfig& c, const inference::Tokenizer& tokenizer) {
+  std::set<TokenId> stops(c.eos_token_ids.begin(), c.eos_token_ids.end());
+  for (TokenId e : tokenizer.eos_ids()) stops.insert(e);
+  return stops;
+}
+
+// One answer as it is generated: the request's sampling (with the penalties
+// and min_p applied to the logits first), its random stream, the decoded text
+// cut at stop strings, and log-probabilities. generate() and execute_batch()
+// run every token through it, so a request gets the same answer either way.
+class Decoding {
+ public:
+  Decoding(const CompletionRequest& request, const inference::Tokenizer& tokenizer, std::set<TokenId> end)
+      : request_(request), decoder_(tokenizer), stop_(request.stop), end_(std::move(end)), rng_(request.seed) {
+    sampling_.max_tokens = request.max_tokens;
+    sampling_.temperature = request.temperature;
+    sampling_.top_p = request.top_p;
+    sampling_.top_k = request.top_k;
+    sampling_.seed = request.seed;
+  }
+
+  // The next token from one row of logits. Log-probabilities come from the
+  // logits as the model gave them, before penalties, min_p and temperature.
+  TokenId pick(std::vector<float> logits, const std::vector<TokenId>& history) {
+    std::vector<float> raw;
+    if (request_.logprobs >= 0) raw = logits;
+    apply_penalties(logits, counts_, request_.presence_penalty, request_.frequency_penalty);
+    apply_min_p(logits, request_.min_p);
+    const TokenId id = inference::sample_token(std::move(logits), history, sampling_, rng_);
+    if (request_.logprobs >= 0) pending_ = logprobs_of(raw, id, request_.logprobs);
+    return id;
+  }
+
+  // Takes the picked token; the finish reason when the answer ends with it,
+  // else nullptr. on_token gets the text that may be shown now.
+  const char* accept(TokenId id, const OnToken& on_token, int max_new, CompletionResult& r) {
+    if (end_.count(id)) return "stop";
+    r.tokens.push_back(id);
+    ++counts_[id];
+    if (pending_) {
+      r.logprobs.push_back(std::move(*pending_));
+      r.text_offsets.push_back(decoded_);
+      pending_.reset();
+    }
+    const std::string piece = decoder_.push(id);
+    decoded_ += piece.size();
+    const std::string shown = stop_.push(piece);
+    r.text += shown;
+    if (on_token && !on_token(id, shown)) return "stop";
+    if (stop_.stopped()) return "stop";
+    if (int(r.tokens.size()) >= max_new) return "length";
+    return nullptr;
+  }
+
+  // The text still held back (partial UTF-8, a tail that might have become a
+  // stop string) goes out; after a stop string, log-probabilities keep only
+  // the tokens whose text starts before it.
+  void close(const OnToken& on_token, CompletionResult& r) {
+    if (!stop_.stopped()) {
+      std::string rest = stop_.push(decoder_.flush());
+      if (!stop_.stopped()) rest += stop_.finish();
+      if (!rest.empty()) {
+        r.text += rest;
+        if (on_token) on_token(-1, rest);
+      }
+    }
+    if (stop_.stopped()) {
+      std::size_t keep = 0;
+      while (keep < r.text_offsets.size() && r.text_offsets[keep] < stop_.released()) ++keep;
+      r.logprobs.resize(keep);
+      r.text_offsets.resize(keep);
+    }
+    r.completion_tokens = int(r.tokens.size());
+  }
+
+ private:
+  const CompletionRequest& request_;
+  inference::SamplingOptions sampling_;
+  inference::StreamingDecoder decoder_;
+  StopFilter stop_;
+  std::set<TokenId> end_;
+  std::unordered_map<std::int32_t, int> counts_;  // generated tokens, for the penalties
+  std::optional<LogprobEntry> pending_;
+  std::size_t decoded_ = 0;  // bytes the decoder gave out so far
+  std::mt19937_64 rng_;
+};
+
 // One request's state inside a batch.
 struct Row {
-  Row(Job& j, const inference::Tokenizer& tokenizer) : job(&j), decoder(tokenizer) {}
+  Row(Job& j, const inference::Tokenizer& tokenizer, std::set<TokenId> end)
+      : job(&j), decoding(j.request, tokenizer, std::move(end)) {}
   Job* job;
   CompletionResult result;
   std::vector<TokenId> history;
   int max_new = 0;
-  inference::SamplingOptions sampling;
-  std::mt19937_64 rng;
-  inference::StreamingDecoder decoder;
+  Decoding decoding;
   bool done = false;
 };
 
@@ -237,11 +395,6 @@ struct Row {
 // pass per step for all rows (as inference::generate batches), each row with
 // its own sampling options and random stream, so every row gets the tokens it
 // would get alone. A row's answer goes out as soon as that row finishes.
-// Tokens a request may hold (prompt + answer): the model's context, or less
-// where ServiceOptions::context caps it (a smaller KV cache).
-static int serving_context(const inference::ModelConfig& c, const ServiceOptions& options) {
-  return options.context > 0 ? std::min(options.context, c.context_length()) : c.context_length();
-}
 
 void InferenceService::Impl::execute_batch(std::vector<std::unique_ptr<Job>>& jobs) {
   const auto started = clock_type::now();
@@ -258,7 +411,7 @@ void InferenceService::Impl::execute_batch(std::vector<std::unique_ptr<Job>>& jo
   }
   for (auto& j : jobs) {
     try {
-      auto row = std::make_unique<Row>(*j, *tokenizer);
+      auto row = std::make_unique<Row>(*j, *tokenizer, end_tokens(c, *tokenizer));
       row->history = tokenizer->encode(j->request.prompt, true);
       const int len = int(row->history.size());
       if (len == 0) throw InvalidRequest("prompt", "the prompt encodes to no tokens");
@@ -267,10 +420,6 @@ void InferenceService::Impl::execute_batch(std::vector<std::unique_ptr<Job>>& jo
                                            " tokens leave no room in the serving context of " +
                                            std::to_string(context) + " tokens; shorten it");
       row->max_new = std::min(j->request.max_tokens, context - len);
-      row->sampling.max_tokens = j->request.max_tokens;
-      row->sampling.temperature = j->request.temperature;
-      row->sampling.top_p = j->request.top_p;
-      row->rng.seed(j->request.seed);
       row->result.prompt_tokens = len;
       row->result.adapter = adapter.empty() ? "none" : adapter;
       row->result.adapter_version = version;
@@ -286,8 +435,6 @@ void InferenceService::Impl::execute_batch(std::vector<std::unique_ptr<Job>>& jo
   }
   try {
     model->set_active_adapter(adapter);
-    std::set<TokenId> stops(c.eos_token_ids.begin(), c.eos_token_ids.end());
-    for (TokenId e : tokenizer->eos_ids()) stops.insert(e);
     const int B = int(rows.size());
     int longest = 0, most_new = 0;
     for (auto& r : rows) {
@@ -312,12 +459,7 @@ void InferenceService::Impl::execute_batch(std::vector<std::unique_ptr<Job>>& jo
       r.done = true;
       --live;
       r.result.finish_reason = reason;
-      const std::string rest = r.decoder.flush();
-      if (!rest.empty()) {
-        r.result.text += rest;
-        if (r.job->on_token) r.job->on_token(-1, rest);
-      }
-      r.result.completion_tokens = int(r.result.tokens.size());
+      r.decoding.close(r.job->on_token, r.result);
       finish(*r.job, std::move(r.result), started);
     };
     while (live > 0) {
@@ -326,14 +468,12 @@ void InferenceService::Impl::execute_batch(std::vector<std::unique_ptr<Job>>& jo
         Row& r = *rows[b];
         if (r.done) continue;
         std::vector<float> row_logits(logits.begin() + std::size_t(b) * V, logits.begin() + std::size_t(b + 1) * V);
-        const TokenId id = inference::sample_token(std::move(row_logits), r.history, r.sampling, r.rng);
-        if (stops.count(id)) { close(r, "stop"); continue; }
-        r.result.tokens.push_back(id);
+        const TokenId id = r.decoding.pick(std::move(row_logits), r.history);
+        if (const char* reason = r.decoding.accept(id, r.job->on_token, r.max_new, r.result)) {
+          close(r, reason);
+          continue;
+        }
         r.history.push_back(id);
-        const std::string piece = r.decoder.push(id);
-        r.result.text += piece;
-        if (r.job->on_token && !r.job->on_token(id, piece)) { close(r, "stop"); continue; }
-        if (int(r.result.tokens.size()) >= r.max_new) { close(r, "length"); continue; }
         next[b] = id;
         step_mask[b] = 1;
       }
@@ -364,14 +504,7 @@ CompletionResult InferenceService::Impl::generate(Job& job) {
   model->set_active_adapter(adapter);
   r.adapter = adapter.empty() ? "none" : adapter;
 
-  inference::SamplingOptions sampling;
-  sampling.max_tokens = req.max_tokens;
-  sampling.temperature = req.temperature;
-  sampling.top_p = req.top_p;
-  sampling.seed = req.seed;
-  std::mt19937_64 rng(req.seed);
-  std::set<TokenId> stops(c.eos_token_ids.begin(), c.eos_token_ids.end());
-  for (TokenId e : tokenizer->eos_ids()) stops.insert(e);
+  Decoding decoding(req, *tokenizer, end_tokens(c, *tokenizer));
 
   const int capacity = prompt_len + max_new;
   std::optional<KVCache> cache;
@@ -408,25 +541,13 @@ CompletionResult InferenceService::Impl::generate(Job& job) {
   }
   if (!splitting && !cache) run_local_from_history();
 
-  inference::StreamingDecoder decoder(*tokenizer);
   for (;;) {
-    const TokenId id = inference::sample_token(std::move(logits), history, sampling, rng);
-    if (stops.count(id)) {
-      r.finish_reason = "stop";
+    const TokenId id = decoding.pick(std::move(logits), history);
+    if (const char* reason = decoding.accept(id, job.on_token, max_new, r)) {
+      r.finish_reason = reason;
       break;
     }
-    r.tokens.push_back(id);
     history.push_back(id);
-    const std::string piece = decoder.push(id);
-    r.text += piece;
-    if (job.on_token && !job.on_token(id, piece)) {
-      r.finish_reason = "stop";
-      break;
-    }
-    if (int(r.tokens.size()) >= max_new) {
-      r.finish_reason = "length";
-      break;
-    }
     if (splitting) {
       try {
         logits = split->step(std::span<const TokenId>(&id, 1));
@@ -438,12 +559,7 @@ CompletionResult InferenceService::Impl::generate(Job& job) {
     }
   }
   if (splitting) split->end();
-  const std::string rest = decoder.flush();
-  if (!rest.empty()) {
-    r.text += rest;
-    if (job.on_token) job.on_token(-1, rest);
-  }
-  r.completion_tokens = int(r.tokens.size());
+  decoding.close(job.on_token, r);
   return r;
 }
 
@@ -480,13 +596,17 @@ void InferenceService::stop() {
     dropped.swap(impl_->queue);
   }
   impl_->wake.notify_all();
-  for (auto& job : dropped)
-    job->promise.set_exception(std::make_exception_ptr(Error(ErrorKind::kRuntime, "inference service stopped")));
+  for (auto& job : dropped) {
+    auto error = std::make_exception_ptr(Error(ErrorKind::kRuntime, "inference service stopped"));
+    if (job->embed_inputs) job->embed_promise.set_exception(error);
+    else job->promise.set_exception(error);
+  }
   if (impl_->worker.joinable()) impl_->worker.join();
 }
 
-std::future<CompletionResult> InferenceService::submit(CompletionRequest request, OnToken on_token) {
-  const ServiceOptions& o = impl_->options;
+namespace {
+
+void check_request(const CompletionRequest& request, const ServiceOptions& o) {
   if (request.max_tokens < 1 || request.max_tokens > o.max_tokens_limit)
     throw InvalidRequest("max_tokens", std::to_string(request.max_tokens) + " is outside 1.." +
                                            std::to_string(o.max_tokens_limit));
@@ -494,30 +614,82 @@ std::future<CompletionResult> InferenceService::submit(CompletionRequest request
     throw InvalidRequest("temperature", "must be a number in 0..100");
   if (!std::isfinite(request.top_p) || !(request.top_p > 0 && request.top_p <= 1))
     throw InvalidRequest("top_p", "must be a number in (0, 1]");
-  auto job = std::make_unique<Job>();
-  job->request = std::move(request);
-  job->on_token = std::move(on_token);
-  auto future = job->promise.get_future();
+  if (request.top_k < 0) throw InvalidRequest("top_k", "must be >= 0 (0: off)");
+  if (!(request.min_p >= 0 && request.min_p <= 1)) throw InvalidRequest("min_p", "must be a number in 0..1");
+  if (!(std::abs(request.presence_penalty) <= 2)) throw InvalidRequest("presence_penalty", "must be in -2..2");
+  if (!(std::abs(request.frequency_penalty) <= 2)) throw InvalidRequest("frequency_penalty", "must be in -2..2");
+  if (request.logprobs > kMaxTopLogprobs)
+    throw InvalidRequest("logprobs", "at most " + std::to_string(kMaxTopLogprobs) + " alternatives per token");
+  if (request.stop.size() > std::size_t(kMaxStopStrings))
+    throw InvalidRequest("stop", "at most " + std::to_string(kMaxStopStrings) + " stop strings");
+  for (const auto& s : request.stop)
+    if (s.empty() || s.size() > kMaxStopBytes)
+      throw InvalidRequest("stop", "each stop string must have 1.." + std::to_string(kMaxStopBytes) + " bytes");
+}
+
+}  // namespace
+
+// Queues all the jobs or none: a full queue refuses the whole request.
+void InferenceService::Impl::enqueue(std::vector<std::unique_ptr<Job>> jobs) {
   {
-    std::lock_guard lock(impl_->mutex);
-    if (impl_->stopping) throw Error(ErrorKind::kRuntime, "inference service is stopped");
-    const AdapterChoice a = job->request.adapter;
+    std::lock_guard lock(mutex);
+    if (stopping) throw Error(ErrorKind::kRuntime, "inference service is stopped");
+    const AdapterChoice a = jobs.front()->request.adapter;
     // Refused before the installed check, so a caller cannot learn whether
     // the site has a local adapter.
-    if (a == AdapterChoice::kLocal && !o.expose_local_adapter) throw local_not_exposed();
+    if (a == AdapterChoice::kLocal && !options.expose_local_adapter) throw local_not_exposed();
     if ((a == AdapterChoice::kGlobal || a == AdapterChoice::kLocal) &&
-        !impl_->visible[a == AdapterChoice::kGlobal ? 0 : 1].installed)
+        !visible[a == AdapterChoice::kGlobal ? 0 : 1].installed)
       throw InvalidRequest("adapter", std::string("adapter '") + adapter_choice_name(a) +
                                           "' is not installed on this node; ask for another or 'none'");
-    if (impl_->queue.size() >= o.max_queue) {
-      ++impl_->stats.rejected;
-      throw ServiceOverloaded("the inference queue is full (" + std::to_string(o.max_queue) +
-                              " requests waiting); retry later");
+    if (queue.size() + jobs.size() > options.max_queue) {
+      ++stats.rejected;
+      throw ServiceOverloaded("the inference queue is full (" + std::to_string(queue.size()) + " of " +
+                              std::to_string(options.max_queue) + " requests waiting); retry later");
     }
-    job->id = impl_->next_id++;
-    impl_->queue.push_back(std::move(job));
+    for (auto& job : jobs) {
+      job->id = next_id++;
+      queue.push_back(std::move(job));
+    }
   }
-  impl_->wake.notify_one();
+  wake.notify_one();
+}
+
+std::future<CompletionResult> InferenceService::submit(CompletionRequest request, OnToken on_token) {
+  std::vector<OnToken> callbacks;
+  callbacks.push_back(std::move(on_token));
+  return std::move(submit_all({std::move(request)}, std::move(callbacks)).front());
+}
+
+std::vector<std::future<CompletionResult>> InferenceService::submit_all(std::vector<CompletionRequest> requests,
+                                                                        std::vector<OnToken> on_tokens) {
+  if (requests.empty()) throw InvalidRequest("n", "no request to run");
+  on_tokens.resize(requests.size());
+  std::vector<std::unique_ptr<Job>> jobs;
+  std::vector<std::future<CompletionResult>> futures;
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    check_request(requests[i], impl_->options);
+    if (requests[i].adapter != requests[0].adapter)
+      throw InvalidRequest("adapter", "the choices of one request must use one adapter");
+    auto job = std::make_unique<Job>();
+    job->request = std::move(requests[i]);
+    job->on_token = std::move(on_tokens[i]);
+    futures.push_back(job->promise.get_future());
+    jobs.push_back(std::move(job));
+  }
+  impl_->enqueue(std::move(jobs));
+  return futures;
+}
+
+std::future<EmbeddingResult> InferenceService::embed(std::vector<std::string> inputs, AdapterChoice adapter) {
+  if (inputs.empty()) throw InvalidRequest("input", "no text to embed");
+  auto job = std::make_unique<Job>();
+  job->request.adapter = adapter;
+  job->embed_inputs = std::move(inputs);
+  auto future = job->embed_promise.get_future();
+  std::vector<std::unique_ptr<Job>> jobs;
+  jobs.push_back(std::move(job));
+  impl_->enqueue(std::move(jobs));
   return future;
 }
 

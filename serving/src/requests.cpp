@@ -47,6 +47,8 @@ T number_field(const json& body, const char* name, T fallback, double lo, double
   return v->get<T>();
 }
 
+std::vector<std::string> parse_stop(const json& body);
+
 // Everything /v1/completions and /v1/chat/completions share.
 ParsedRequest parse_common(const json& body, const RequestRules& rules) {
   ParsedRequest p;
@@ -85,9 +87,49 @@ ParsedRequest parse_common(const json& body, const RequestRules& rules) {
     if (!s->is_boolean()) bad("stream", "'stream' must be true or false");
     p.stream = s->get<bool>();
   }
-  number_field<int>(body, "n", 1, 1, 1, true);  // one choice per request
-  if (field(body, "stop")) bad("stop", "'stop' sequences are not supported by this server; leave it out");
+  p.n = number_field<int>(body, "n", 1, 1, rules.max_n, true);
+  p.request.stop = parse_stop(body);
+  // llama.cpp's server takes these extras too; OpenAI's clients pass them through.
+  p.request.top_k = number_field<int>(body, "top_k", 0, 0, 1 << 20, true);
+  p.request.min_p = number_field<float>(body, "min_p", 0.0f, 0, 1, false);
+  p.request.presence_penalty = number_field<float>(body, "presence_penalty", 0.0f, -2, 2, false);
+  p.request.frequency_penalty = number_field<float>(body, "frequency_penalty", 0.0f, -2, 2, false);
+  if (const json* o = field(body, "stream_options")) {
+    if (!o->is_object()) bad("stream_options", "'stream_options' must be an object such as {\"include_usage\": true}");
+    if (!p.stream) bad("stream_options", "'stream_options' is only allowed with \"stream\": true");
+    if (const json* u = field(*o, "include_usage")) {
+      if (!u->is_boolean()) bad("stream_options.include_usage", "'stream_options.include_usage' must be true or false");
+      p.include_usage = u->get<bool>();
+    }
+  }
   return p;
+}
+
+// "stop": a string or an array of up to kMaxStopStrings non-empty strings.
+std::vector<std::string> parse_stop(const json& body) {
+  const json* s = field(body, "stop");
+  if (!s) return {};
+  const std::string shape = "'stop' must be a string or an array of at most " + std::to_string(kMaxStopStrings) +
+                            " strings";
+  std::vector<std::string> stops;
+  if (s->is_string()) stops.push_back(s->get<std::string>());
+  else if (s->is_array()) {
+    if (s->size() > std::size_t(kMaxStopStrings))
+      bad("stop", shape + "; got " + std::to_string(s->size()));
+    for (std::size_t i = 0; i < s->size(); ++i) {
+      if (!(*s)[i].is_string()) bad("stop", shape + "; stop[" + std::to_string(i) + "] is " + (*s)[i].type_name());
+      stops.push_back((*s)[i].get<std::string>());
+    }
+  } else {
+    bad("stop", shape);
+  }
+  for (const auto& text : stops) {
+    if (text.empty()) bad("stop", "a 'stop' string must not be empty");
+    if (text.size() > kMaxStopBytes)
+      bad("stop", "a 'stop' string is " + std::to_string(text.size()) + " bytes; at most " +
+                      std::to_string(kMaxStopBytes) + " are allowed");
+  }
+  return stops;
 }
 
 std::string parse_prompt(const json& body) {
@@ -135,13 +177,105 @@ json parse_json_body(std::string_view body) {
 ParsedRequest parse_completion_request(const json& body, const RequestRules& rules) {
   ParsedRequest p = parse_common(body, rules);
   p.request.prompt = parse_prompt(body);
+  // The legacy form: "logprobs": k, the k most likely alternatives per token.
+  p.request.logprobs = number_field<int>(body, "logprobs", -1, 0, kMaxTopLogprobs, true);
   return p;
 }
 
 ParsedRequest parse_chat_request(const json& body, const RequestRules& rules) {
   ParsedRequest p = parse_common(body, rules);
   p.messages = parse_messages(body);
+  // Chat's form: "logprobs": true, "top_logprobs": k.
+  bool want = false;
+  if (const json* l = field(body, "logprobs")) {
+    if (!l->is_boolean()) bad("logprobs", "'logprobs' must be true or false (top_logprobs says how many alternatives)");
+    want = l->get<bool>();
+  }
+  const int top = number_field<int>(body, "top_logprobs", 0, 0, kMaxTopLogprobs, true);
+  if (field(body, "top_logprobs") && !want) bad("top_logprobs", "'top_logprobs' needs \"logprobs\": true");
+  p.request.logprobs = want ? top : -1;
   return p;
+}
+
+EmbeddingRequest parse_embedding_request(const json& body, const RequestRules& rules) {
+  // The model field names the adapter as for completions.
+  json probe = json::object();
+  for (const char* name : {"model", "adapter"})
+    if (const json* v = field(body, name)) probe[name] = *v;
+  ParsedRequest model = parse_common(probe, rules);
+  EmbeddingRequest e;
+  e.model = model.model;
+  e.adapter = model.request.adapter;
+  const json* input = field(body, "input");
+  if (!input) bad("input", "'input' is required: a string or an array of strings");
+  if (input->is_string()) e.inputs.push_back(input->get<std::string>());
+  else if (input->is_array()) {
+    if (input->empty()) bad("input", "'input' must not be an empty array");
+    if (input->size() > std::size_t(kMaxEmbeddingInputs))
+      bad("input", "'input' has " + std::to_string(input->size()) + " strings; at most " +
+                       std::to_string(kMaxEmbeddingInputs) + " per request");
+    for (std::size_t i = 0; i < input->size(); ++i) {
+      if (!(*input)[i].is_string())
+        bad("input", "'input[" + std::to_string(i) + "]' must be a string (token arrays are not supported)");
+      e.inputs.push_back((*input)[i].get<std::string>());
+    }
+  } else {
+    bad("input", "'input' must be a string or an array of strings");
+  }
+  for (std::size_t i = 0; i < e.inputs.size(); ++i)
+    if (e.inputs[i].empty()) bad("input", "'input[" + std::to_string(i) + "]' is empty");
+  if (const json* f = field(body, "encoding_format")) {
+    const std::string format = f->is_string() ? f->get<std::string>() : "";
+    if (format != "float" && format != "base64")
+      bad("encoding_format", "'encoding_format' must be \"float\" or \"base64\"");
+    e.base64 = format == "base64";
+  }
+  if (field(body, "dimensions"))
+    bad("dimensions", "'dimensions' is not supported: embeddings have the model's hidden size; leave it out");
+  return e;
+}
+
+TokenizeRequest parse_tokenize_request(const json& body) {
+  TokenizeRequest t;
+  const json* c = field(body, "content");
+  if (!c || !c->is_string()) bad("content", "'content' must be a string");
+  t.content = c->get<std::string>();
+  if (const json* a = field(body, "add_special")) {
+    if (!a->is_boolean()) bad("add_special", "'add_special' must be true or false");
+    t.add_special = a->get<bool>();
+  }
+  return t;
+}
+
+std::vector<std::int32_t> parse_detokenize_request(const json& body, int vocab_size) {
+  const json* t = field(body, "tokens");
+  if (!t || !t->is_array()) bad("tokens", "'tokens' must be an array of token ids");
+  if (t->size() > kMaxDetokenizeIds)
+    bad("tokens", "'tokens' has " + std::to_string(t->size()) + " ids; at most " +
+                      std::to_string(kMaxDetokenizeIds) + " per request");
+  std::vector<std::int32_t> ids;
+  ids.reserve(t->size());
+  for (std::size_t i = 0; i < t->size(); ++i) {
+    const json& v = (*t)[i];
+    const std::string at = "tokens[" + std::to_string(i) + "]";
+    if (!v.is_number_integer()) bad("tokens", "'" + at + "' must be an integer token id");
+    const double id = v.get<double>();
+    if (!(id >= 0 && id < vocab_size))
+      bad("tokens", "'" + at + "' is " + v.dump() + ", outside 0.." + std::to_string(vocab_size - 1));
+    ids.push_back(std::int32_t(v.get<std::int64_t>()));
+  }
+  return ids;
+}
+
+std::vector<training::ChatMessage> parse_template_request(const json& body) { return parse_messages(body); }
+
+std::uint64_t choice_seed(std::uint64_t seed, int index) {
+  if (index == 0) return seed;
+  // splitmix64 of (seed, index): unrelated streams for the other choices.
+  std::uint64_t z = seed + 0x9E3779B97F4A7C15ull * std::uint64_t(index);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
 }
 
 }  // namespace fedge::serving

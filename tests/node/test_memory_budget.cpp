@@ -52,14 +52,17 @@ TEST_CASE("node memory: the budget, weight type and serving limits are read from
   CHECK(plain.model_weights == inference::WeightType::kF32);
   CHECK(plain.serve.max_batch == 4);
   CHECK(plain.serve.context == 0);
+  CHECK(plain.serve.max_n == 8);
   const auto c = site.config("memory_mb = 512",
-                             "[model]\nweights = \"q4_0\"\n[serve]\nmax_batch = 2\ncontext = 256\nsplit_sessions = 3\n"
+                             "[model]\nweights = \"q4_0\"\n[serve]\nmax_batch = 2\ncontext = 256\nsplit_sessions = 3\nmax_n = 2\n"
                              "[train]\nmax_batch_size = 2\n");
   CHECK(c.memory_mb == 512);
   CHECK(c.model_weights == inference::WeightType::kQ4_0);
   CHECK(c.serve.max_batch == 2);
   CHECK(c.serve.context == 256);
   CHECK(c.serve.split_sessions == 3);
+  CHECK(c.serve.max_n == 2);
+  CHECK_THROWS_WITH(site.config("", "[serve]\nmax_n = 1000000000\n"), Catch::Contains("max_n"));
   CHECK(c.trainer.max_batch_size == 2);
   CHECK_THROWS_WITH(site.config("", "[model]\nweights = \"q3_k\"\n"), Catch::Contains("weights"));
   CHECK_THROWS_WITH(site.config("memory_mb = -1"), Catch::Contains("memory_mb"));

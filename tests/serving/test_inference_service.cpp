@@ -406,3 +406,115 @@ TEST_CASE("waiting requests are decoded as a batch and each gets its solo answer
   CHECK(service.stats().batches == 2);
   CHECK(service.stats().completed == cases.size() + 1);
 }
+
+TEST_CASE("stop strings, penalties, min_p, top_k and logprobs give the same answer batched and alone", "[serving]") {
+  Fixture f;
+  InferenceService service(f.model, f.tokenizer);
+  // Stop strings from inside each prompt's greedy answer (bytes 3..5: several tokens).
+  std::vector<CompletionRequest> cases;
+  for (const std::string prompt : {"alpha", "beta gamma", "delta", "epsilon"}) {
+    auto r = request(prompt, 16);
+    const std::string text = service.complete(r).text;
+    if (text.size() >= 6 && text.substr(3, 3).find('\xEF') == std::string::npos) r.stop = {"\x02never", text.substr(3, 3)};
+    cases.push_back(r);
+  }
+  cases[1].frequency_penalty = 1.5f;
+  cases[1].presence_penalty = 0.5f;
+  cases[2].temperature = 0.9f;
+  cases[2].seed = 3;
+  cases[2].min_p = 0.05f;
+  cases[2].top_k = 20;
+  cases[3].logprobs = 4;
+  cases[0].logprobs = 0;
+  std::vector<CompletionResult> alone;
+  for (const auto& c : cases) alone.push_back(service.complete(c));
+  // Hold the worker so the cases queue up and decode as one batch.
+  std::mutex m;
+  std::condition_variable cv;
+  bool started = false, release = false;
+  auto blocker = service.submit(request("hold", 2), [&](std::int32_t, std::string_view) {
+    std::unique_lock lock(m);
+    started = true;
+    cv.notify_all();
+    cv.wait(lock, [&] { return release; });
+    return true;
+  });
+  {
+    std::unique_lock lock(m);
+    cv.wait(lock, [&] { return started; });
+  }
+  std::vector<std::string> streamed(cases.size());
+  std::vector<OnToken> callbacks;
+  for (std::size_t i = 0; i < cases.size(); ++i)
+    callbacks.push_back([&streamed, i](std::int32_t, std::string_view text) {
+      streamed[i] += text;
+      return true;
+    });
+  auto futures = service.submit_all(cases, callbacks);
+  {
+    std::lock_guard lock(m);
+    release = true;
+  }
+  cv.notify_all();
+  blocker.get();
+  int stopped = 0;
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    INFO("case " << i << ": " << cases[i].prompt);
+    const auto got = futures[i].get();
+    CHECK(got.tokens == alone[i].tokens);
+    CHECK(got.text == alone[i].text);
+    CHECK(streamed[i] == got.text);
+    CHECK(got.finish_reason == alone[i].finish_reason);
+    for (const auto& s : cases[i].stop) CHECK(got.text.find(s) == std::string::npos);
+    if (!cases[i].stop.empty() && got.finish_reason == "stop") ++stopped;
+    REQUIRE(got.logprobs.size() == alone[i].logprobs.size());
+    for (std::size_t t = 0; t < got.logprobs.size(); ++t) {
+      CHECK(got.logprobs[t].chosen.token == alone[i].logprobs[t].chosen.token);
+      CHECK(got.logprobs[t].chosen.logprob == Approx(alone[i].logprobs[t].chosen.logprob).margin(1e-4));
+      CHECK(got.logprobs[t].top.size() == std::size_t(std::max(cases[i].logprobs, 0)));
+    }
+  }
+  CHECK(stopped >= 1);
+  CHECK(futures.size() == cases.size());
+  CHECK(service.stats().batches >= 1);
+  CHECK(cases[3].logprobs == 4);
+  CHECK(alone[3].logprobs.size() == alone[3].text_offsets.size());
+}
+
+TEST_CASE("submit_all queues all choices or none", "[serving]") {
+  Fixture f;
+  ServiceOptions o;
+  o.max_queue = 2;
+  InferenceService service(f.model, f.tokenizer, o);
+  std::mutex m;
+  std::condition_variable cv;
+  bool started = false, release = false;
+  auto first = service.submit(request("a", 3), [&](std::int32_t, std::string_view) {
+    std::unique_lock lock(m);
+    started = true;
+    cv.notify_all();
+    cv.wait(lock, [&] { return release; });
+    return true;
+  });
+  {
+    std::unique_lock lock(m);
+    cv.wait(lock, [&] { return started; });
+  }
+  CHECK_THROWS_AS(service.submit_all(std::vector<CompletionRequest>(3, request("b", 3))), ServiceOverloaded);
+  CHECK(service.stats().queued == 0);  // none of the three went in
+  auto two = service.submit_all(std::vector<CompletionRequest>(2, request("b", 3)));
+  CHECK(service.stats().queued == 2);
+  {
+    std::lock_guard lock(m);
+    release = true;
+  }
+  cv.notify_all();
+  first.get();
+  for (auto& fut : two) CHECK(fut.get().tokens == reference("b", 3).tokens);
+  auto bad = request("b", 3);
+  bad.stop = {std::string(300, 'x')};
+  CHECK_THROWS_AS(service.submit(bad), InvalidRequest);
+  bad.stop.clear();
+  bad.min_p = 2;
+  CHECK_THROWS_AS(service.submit(bad), InvalidRequest);
+}

@@ -42,6 +42,7 @@ struct ServeSettings {
   std::string zmq;                  // endpoint of inference over ZeroMQ; empty = none
   std::size_t max_queue = 16;       // waiting requests before "overloaded"
   int max_batch = 4;                // waiting requests decoded together
+  int max_n = 8;                    // most choices ("n") one HTTP request may ask for
   int context = 0;                  // tokens per request (prompt + answer); 0 = the model's context
   std::size_t split_sessions = 16;  // concurrent requests a split peer holds (a full-context cache each)
   std::string split_peer;           // split inference: the peer running the upper layers; empty = off

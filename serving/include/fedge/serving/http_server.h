@@ -1,6 +1,10 @@
 // An OpenAI-compatible HTTP front for the InferenceService (cpp-httplib):
-//   POST /v1/completions        {model, prompt, max_tokens, temperature, top_p, seed, stream, adapter}
-//   POST /v1/chat/completions   {model, messages, ...}; "stream": true -> Server-Sent Events
+//   POST /v1/completions        {model, prompt, max_tokens, temperature, top_p, top_k, min_p,
+//                                presence_penalty, frequency_penalty, stop, n, seed, logprobs,
+//                                stream, stream_options, adapter}
+//   POST /v1/chat/completions   {model, messages, ...; logprobs: bool, top_logprobs}; "stream": true -> SSE
+//   POST /v1/embeddings         {model, input, encoding_format}: mean-pooled, L2-normalised
+//   POST /tokenize, /detokenize, /apply-template   as llama.cpp's server
 //   GET  /v1/models             base model plus "<base>+global" / "<base>+local" when installed
 //   GET  /health                status, adapter versions, queue, counters
 // Responses follow OpenAI's JSON with an extra "fedge" object (adapter used,
@@ -38,6 +42,7 @@ struct HttpOptions {
   int threads = 32;  // connection threads (an open keep-alive connection holds one)
   int default_max_tokens = 16;        // /v1/completions without max_tokens (OpenAI's default)
   int default_chat_max_tokens = 256;  // /v1/chat/completions without max_tokens
+  int max_n = 8;                      // most choices (n) one request may ask for
   // Keys a client must send; null: no authentication, loopback hosts only.
   std::shared_ptr<const ApiKeys> api_keys;
 };

@@ -37,6 +37,7 @@
 #include "fedge/common/error.h"
 #include "fedge/common/param_vector.h"
 #include "fedge/serving/requests.h"  // AdapterChoice, AdapterSlot, CompletionRequest
+#include "fedge/serving/sampling.h"  // LogprobEntry
 
 namespace fedge::inference {
 class Model;
@@ -84,13 +85,26 @@ struct CompletionResult {
   std::vector<std::int32_t> tokens;  // generated ids (stop token excluded)
   int prompt_tokens = 0;
   int completion_tokens = 0;
-  std::string finish_reason;  // "stop" (end-of-sequence token) or "length"
+  std::string finish_reason;  // "stop" (end-of-sequence token or stop string) or "length"
+  // With request.logprobs >= 0: one entry per token whose text starts before
+  // a stop string (all tokens without one), and where its text starts in `text`.
+  std::vector<LogprobEntry> logprobs;
+  std::vector<std::size_t> text_offsets;
   std::string adapter;        // adapter used: "global", "local" or "none"
   std::uint64_t adapter_version = 0;  // version given to install_adapter (0 for none)
   bool split = false;              // a split peer computed at least one token
   bool fell_back_to_local = false; // the split peer failed; the rest ran locally
   std::string note;                // why it fell back, or other remarks
   double queue_seconds = 0, run_seconds = 0;
+};
+
+// /v1/embeddings' answer: one vector per input (hidden_size floats).
+struct EmbeddingResult {
+  std::vector<std::vector<float>> vectors;
+  int prompt_tokens = 0;  // all inputs together
+  std::string adapter;    // "global", "local" or "none"
+  std::uint64_t adapter_version = 0;
+  double run_seconds = 0;
 };
 
 // Called on the worker thread for each generated token with the text that
@@ -148,6 +162,17 @@ class InferenceService {
   // or the error (e.g. InvalidRequest "prompt" when it does not fit the context).
   // on_token gets token -1 with the last held-back text at the end, if any.
   std::future<CompletionResult> submit(CompletionRequest request, OnToken on_token = {});
+  // Several requests at once (the n choices of one HTTP request), queued all
+  // or none: ServiceOverloaded when the queue cannot hold them all. All must
+  // ask for the same adapter. on_tokens[i] (may be missing or empty) streams
+  // requests[i].
+  std::vector<std::future<CompletionResult>> submit_all(std::vector<CompletionRequest> requests,
+                                                        std::vector<OnToken> on_tokens = {});
+  // Embeds each text with `adapter` (as a request would run with it): the
+  // mean over its tokens (BOS included) of the last hidden state, after the
+  // final norm, L2-normalised. Queued like a request; runs alone. The future
+  // fails with InvalidRequest "input" for a text longer than the context.
+  std::future<EmbeddingResult> embed(std::vector<std::string> inputs, AdapterChoice adapter = AdapterChoice::kDefault);
   // submit() and wait.
   CompletionResult complete(CompletionRequest request, OnToken on_token = {});
 

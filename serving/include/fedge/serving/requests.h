@@ -29,11 +29,28 @@ const char* adapter_choice_name(AdapterChoice choice);  // "default", "global", 
 std::optional<AdapterChoice> parse_adapter_choice(std::string_view name);
 const char* adapter_slot_name(AdapterSlot slot);  // "global", "local"
 
+// Limits on what one request may ask for (docs/SERVING.md lists them).
+inline constexpr int kMaxStopStrings = 4;         // OpenAI's limit
+inline constexpr std::size_t kMaxStopBytes = 256; // per stop string
+inline constexpr int kMaxTopLogprobs = 20;        // OpenAI's limit for chat
+inline constexpr int kMaxEmbeddingInputs = 64;    // strings per /v1/embeddings request
+inline constexpr std::size_t kMaxDetokenizeIds = 65536;
+
 struct CompletionRequest {
   std::string prompt;  // raw text; chat messages are rendered by render_chat()
   int max_tokens = 16;
   float temperature = 0.0f;  // 0: greedy
   float top_p = 1.0f;
+  int top_k = 0;             // 0: off
+  float min_p = 0.0f;        // 0: off; else drop tokens below min_p x the top token's probability
+  // OpenAI's penalties over the tokens generated so far:
+  // logit -= presence * (count > 0) + frequency * count.
+  float presence_penalty = 0.0f, frequency_penalty = 0.0f;
+  // Generation ends before the first of these texts; it is never returned.
+  std::vector<std::string> stop;
+  // -1: no log-probabilities; k >= 0: each token's log-probability and the k
+  // most likely alternatives (from the unmodified model distribution).
+  int logprobs = -1;
   std::uint64_t seed = 0;
   AdapterChoice adapter = AdapterChoice::kDefault;
 };
@@ -57,6 +74,7 @@ struct RequestRules {
   std::string model_name = "base";  // "<name>", "<name>+global", "+local", "+none" are known
   int max_tokens_limit = 4096;      // largest max_tokens a request may ask for
   int default_max_tokens = 16;      // without max_tokens (or max_completion_tokens)
+  int max_n = 8;                    // largest n (choices per request)
 };
 
 // A completion or chat request as read from its body. For chat, `messages`
@@ -65,7 +83,17 @@ struct ParsedRequest {
   CompletionRequest request;
   std::string model;  // as asked
   bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage: a last chunk with usage
+  int n = 1;                   // choices, each sampled on its own
   std::vector<training::ChatMessage> messages;  // chat only
+};
+
+// POST /v1/embeddings: the texts to embed and the adapter to embed them with.
+struct EmbeddingRequest {
+  std::vector<std::string> inputs;
+  std::string model;  // as asked
+  AdapterChoice adapter = AdapterChoice::kDefault;
+  bool base64 = false;  // encoding_format "base64": little-endian float32, base64
 };
 
 // The body as a JSON object; HttpError 400 for invalid JSON or another type.
@@ -75,5 +103,21 @@ nlohmann::json parse_json_body(std::string_view body);
 ParsedRequest parse_completion_request(const nlohmann::json& body, const RequestRules& rules);
 // POST /v1/chat/completions: as above with `messages` instead of `prompt`.
 ParsedRequest parse_chat_request(const nlohmann::json& body, const RequestRules& rules);
+// POST /v1/embeddings: {model, input: string | [string, ...], encoding_format}.
+EmbeddingRequest parse_embedding_request(const nlohmann::json& body, const RequestRules& rules);
+// POST /tokenize (llama.cpp's server): {content, add_special}; add_special
+// (default false) adds BOS as a prompt gets it.
+struct TokenizeRequest {
+  std::string content;
+  bool add_special = false;
+};
+TokenizeRequest parse_tokenize_request(const nlohmann::json& body);
+// POST /detokenize: {tokens: [id, ...]}, each id in 0..vocab_size-1.
+std::vector<std::int32_t> parse_detokenize_request(const nlohmann::json& body, int vocab_size);
+// POST /apply-template: {messages: [...]}, checked as chat's.
+std::vector<training::ChatMessage> parse_template_request(const nlohmann::json& body);
+// The seed of choice `index` of a request with `seed`: the seed itself for
+// choice 0 (n = 1 is unchanged), a different stream for each other choice.
+std::uint64_t choice_seed(std::uint64_t seed, int index);
 
 }  // namespace fedge::serving
