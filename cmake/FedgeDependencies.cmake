@@ -22,6 +22,9 @@ if(FEDGE_WITH_MPI AND NOT MPI_C_FOUND)
 endif()
 message(STATUS "fedge: simulations over MPI: ${FEDGE_WITH_MPI}")
 pkg_check_modules(SODIUM REQUIRED IMPORTED_TARGET libsodium)
+# OpenSSL's libcrypto: the portable AES-256-CTR mask PRG (privacy/src/aes_openssl.cpp)
+# on CPUs without AES-NI and in FEDGE_PORTABLE builds (libsodium's AES needs AES-NI).
+find_package(OpenSSL REQUIRED COMPONENTS Crypto)
 pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
 pkg_check_modules(ZMQ REQUIRED IMPORTED_TARGET libzmq)
 # cpp-httplib ships no CMake config; its pkg-config file names the library and
