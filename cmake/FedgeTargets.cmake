@@ -25,6 +25,16 @@ function(fedge_library name)
   endif()
 endfunction()
 
+# fedge_use_portable_switch(TARGET)
+# Defines FEDGE_PORTABLE=1 for TARGET's own sources in a FEDGE_PORTABLE build:
+# the places that pick an instruction-set path at run time start on the
+# portable one. Private, so the targets that link TARGET compile unchanged.
+function(fedge_use_portable_switch target)
+  if(FEDGE_PORTABLE)
+    target_compile_definitions(${target} PRIVATE FEDGE_PORTABLE=1)
+  endif()
+endfunction()
+
 # fedge_parser_library(NAME SOURCES src/file.cpp... DEPS dep... [PRIVATE_DEPS dep...])
 # A folder's torch-free parser of untrusted input as a target of its own,
 # fedge_<NAME>, with the folder's include root: the folder's main library links

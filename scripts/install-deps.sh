@@ -8,7 +8,7 @@ packages=(
   build-essential cmake ninja-build pkg-config
   libtorch-dev libopenblas0-openmp        # without OpenBLAS libtorch falls back to ~14x slower BLAS
   libeigen3-dev libzmq3-dev cppzmq-dev libcapnp-dev capnproto
-  libspdlog-dev catch2 libsodium-dev libtomlplusplus-dev libcli11-dev
+  libspdlog-dev catch2 libsodium-dev libssl-dev libtomlplusplus-dev libcli11-dev
   nlohmann-json3-dev libsqlite3-dev libpcre2-dev libcpp-httplib-dev
   gnuplot-nox
   openmpi-bin libopenmpi-dev              # `mpirun -n H+1 fedge sim` (optional: CMake FEDGE_WITH_MPI)

@@ -22,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "fedge/common/cpu_features.h"
 #include "fedge/common/machine.h"
 #include "fedge/aggregation/secagg.h"
 #include "fedge/common/error.h"
@@ -278,8 +279,10 @@ int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   const int threads = omp_get_max_threads();
-  std::printf("machine: %s, %d OpenMP threads, libsodium %s, VAES %s\n", fedge::cpu_model().c_str(), threads,
-              sodium_version_string(), fedge::privacy::vaes_available() ? "yes" : "no");
+  std::printf("machine: %s, %d OpenMP threads, libsodium %s, VAES %s, AES path: %s%s\n", fedge::cpu_model().c_str(),
+              threads, sodium_version_string(), fedge::privacy::vaes_available() ? "yes" : "no",
+              fedge::privacy::aes_path_name(fedge::privacy::aes_auto_path()),
+              fedge::portable_build() ? " (FEDGE_PORTABLE build)" : "");
   double floor[2];
   for (PrgKind kind : {PrgKind::kChaCha20, PrgKind::kAes256Ctr}) {
     const double f = floor[static_cast<int>(kind)] = keystream_gbps(kind);

@@ -5,11 +5,13 @@
 #include <bit>
 #include <cstring>
 
+#include "fedge/common/cpu_features.h"
 #include "fedge/common/safetensors.h"
 #include "float_convert.h"
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <cpuid.h>
+// x86's F16C path is compiled in unless FEDGE_PORTABLE asks for the plain C++
+// loops everywhere (they give the same floats: widening is exact).
+#if (defined(__x86_64__) || defined(__i386__)) && !(defined(FEDGE_PORTABLE) && FEDGE_PORTABLE)
 #include <immintrin.h>
 #define FEDGE_HAVE_X86 1
 #endif
@@ -94,18 +96,6 @@ __attribute__((target("avx,f16c"))) void f16_to_f32_f16c(const std::byte* src, f
     _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
   }
   for (; i < n; ++i) dst[i] = f16_bits_to_f32(load_u16(src + 2 * i));
-}
-
-bool cpu_has_f16c() {
-  static const bool has = [] {
-    // "avx" also checks that the OS saves the YMM registers; F16C is CPUID.1:ECX
-    // bit 29 (clang 14's __builtin_cpu_supports does not know "f16c").
-    __builtin_cpu_init();
-    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return false;
-    return __builtin_cpu_supports("avx") && (ecx & bit_F16C) != 0;
-  }();
-  return has;
 }
 #endif
 

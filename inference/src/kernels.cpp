@@ -1,10 +1,23 @@
 #include "kernels.h"
 
+// Each instruction set's kernels are compiled only for its architecture: x86
+// gets AVX-512 / AVX2 (chosen at run time), aarch64 NEON (always present
+// there), every CPU the portable C++ loops. A FEDGE_PORTABLE build still
+// compiles the SIMD kernels (tests compare them) but starts on the portable one.
+#if defined(__x86_64__)
+#define FEDGE_KERNELS_X86 1
 // GCC 12 flags the intrinsics headers' own undefined-vector idiom.
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#ifdef __clang__
+#pragma clang diagnostic ignored "-Wunknown-warning-option"  // the fuzz build's clang lacks the next one
+#endif
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-
 #include <immintrin.h>
+#elif defined(__aarch64__)
+#define FEDGE_KERNELS_NEON 1
+#include <arm_neon.h>
+#endif
+
 #include <omp.h>
 
 #include <algorithm>
@@ -16,21 +29,66 @@
 #include <thread>
 #include <vector>
 
+#include "fedge/common/cpu_features.h"
 #include "fedge/common/safetensors.h"  // f16 -> f32
 #include "fedge/inference/quant.h"
 
 namespace fedge::inference::kernels {
 namespace {
 
-enum class Isa { kScalar, kAvx2, kAvx512, kAvx512Bf16 };
+// kScalar is the portable C++ path ("portable"); the order matters: every
+// level from kAvx512 up has the AVX-512 dot and axpy.
+enum class Isa { kScalar, kNeon, kAvx2, kAvx512, kAvx512Bf16 };
+
+// Whether this CPU (and build) can run `level`.
+bool cpu_has(Isa level) {
+  switch (level) {
+    case Isa::kScalar: return true;
+#ifdef FEDGE_KERNELS_NEON
+    case Isa::kNeon: return true;  // Advanced SIMD is part of every AArch64 CPU
+#endif
+#ifdef FEDGE_KERNELS_X86
+    case Isa::kAvx2:
+      __builtin_cpu_init();
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
+    case Isa::kAvx512: __builtin_cpu_init(); return __builtin_cpu_supports("avx512f");
+    case Isa::kAvx512Bf16:
+      __builtin_cpu_init();
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+#endif
+    default: return false;
+  }
+}
+
+constexpr Isa kFastestFirst[] = {Isa::kAvx512Bf16, Isa::kAvx512, Isa::kAvx2, Isa::kNeon, Isa::kScalar};
 
 Isa detect() {
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f"))
-    return __builtin_cpu_supports("avx512bf16") ? Isa::kAvx512Bf16 : Isa::kAvx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
-    return Isa::kAvx2;
+#if defined(FEDGE_PORTABLE) && FEDGE_PORTABLE
   return Isa::kScalar;
+#else
+  for (Isa level : kFastestFirst)
+    if (cpu_has(level)) return level;
+  return Isa::kScalar;
+#endif
+}
+
+const char* name_of(Isa level) {
+  switch (level) {
+    case Isa::kAvx512Bf16: return "avx512bf16";
+    case Isa::kAvx512: return "avx512";
+    case Isa::kAvx2: return "avx2";
+    case Isa::kNeon: return "neon";
+    default: return "portable";
+  }
+}
+
+// Spin-wait hint for the pool's workers.
+inline void cpu_relax() {
+#ifdef FEDGE_KERNELS_X86
+  _mm_pause();
+#elif defined(FEDGE_KERNELS_NEON)
+  asm volatile("yield");
+#endif
 }
 
 std::atomic<int> forced{-1};  // set_isa override, -1: none
@@ -74,6 +132,69 @@ void rows_scalar(const W* w, const float* x, float* y, int rows, int in, int out
   }
 }
 
+// ---- NEON (aarch64) ----
+#ifdef FEDGE_KERNELS_NEON
+inline float32x4_t load4(const float* p) { return vld1q_f32(p); }
+inline float32x4_t load4(const std::uint16_t* p) {  // bf16: the top half of an f32
+  return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16));
+}
+inline float32x4_t load4(const Half* p) {
+  return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(reinterpret_cast<const std::uint16_t*>(p))));
+}
+
+// R input rows against each weight row: 16 weights per step into four
+// independent accumulators per row (the fma latency is 4 cycles).
+template <int R, typename W>
+void block_neon(const W* w, const float* x, float* y, int in, int out, int j0, int j1) {
+  for (int j = j0; j < j1; ++j) {
+    const W* wr = w + std::size_t(j) * in;
+    float32x4_t acc[R][4];
+    for (int r = 0; r < R; ++r)
+      for (int k = 0; k < 4; ++k) acc[r][k] = vdupq_n_f32(0);
+    int i = 0;
+    for (; i + 16 <= in; i += 16) {
+      const float32x4_t w0 = load4(wr + i), w1 = load4(wr + i + 4), w2 = load4(wr + i + 8), w3 = load4(wr + i + 12);
+      for (int r = 0; r < R; ++r) {
+        const float* xr = x + std::size_t(r) * in + i;
+        acc[r][0] = vfmaq_f32(acc[r][0], w0, vld1q_f32(xr));
+        acc[r][1] = vfmaq_f32(acc[r][1], w1, vld1q_f32(xr + 4));
+        acc[r][2] = vfmaq_f32(acc[r][2], w2, vld1q_f32(xr + 8));
+        acc[r][3] = vfmaq_f32(acc[r][3], w3, vld1q_f32(xr + 12));
+      }
+    }
+    for (; i + 4 <= in; i += 4) {
+      const float32x4_t w0 = load4(wr + i);
+      for (int r = 0; r < R; ++r) acc[r][0] = vfmaq_f32(acc[r][0], w0, vld1q_f32(x + std::size_t(r) * in + i));
+    }
+    for (int r = 0; r < R; ++r) {
+      float s = vaddvq_f32(vaddq_f32(vaddq_f32(acc[r][0], acc[r][1]), vaddq_f32(acc[r][2], acc[r][3])));
+      for (int k = i; k < in; ++k) s += scalar_w(wr[k]) * x[std::size_t(r) * in + k];
+      y[std::size_t(r) * out + j] = s;
+    }
+  }
+}
+
+float dot_neon(const float* a, const float* b, int n) {
+  float32x4_t acc0 = vdupq_n_f32(0), acc1 = vdupq_n_f32(0);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    acc0 = vfmaq_f32(acc0, vld1q_f32(a + i), vld1q_f32(b + i));
+    acc1 = vfmaq_f32(acc1, vld1q_f32(a + i + 4), vld1q_f32(b + i + 4));
+  }
+  float s = vaddvq_f32(vaddq_f32(acc0, acc1));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+void axpy_neon(float a, const float* x, float* y, int n) {
+  const float32x4_t av = vdupq_n_f32(a);
+  int i = 0;
+  for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_f32(vld1q_f32(y + i), av, vld1q_f32(x + i)));
+  for (; i < n; ++i) y[i] += a * x[i];
+}
+#endif
+
+#ifdef FEDGE_KERNELS_X86
 // ---- AVX-512 ----
 __attribute__((target("avx512f"))) inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
 __attribute__((target("avx512f"))) inline __m512 load16(const std::uint16_t* p) {
@@ -194,6 +315,8 @@ __attribute__((target("avx2,fma,f16c"))) void block_avx2(const W* w, const float
   }
 }
 
+#endif  // FEDGE_KERNELS_X86
+
 template <typename W>
 void run_range(const W* w, const float* x, float* y, int rows, int in, int out, int j0, int j1) {
   const Isa level = isa();
@@ -201,6 +324,18 @@ void run_range(const W* w, const float* x, float* y, int rows, int in, int out, 
     const int n = std::min(4, rows - r0);
     const float* xr = x + std::size_t(r0) * in;
     float* yr = y + std::size_t(r0) * out;
+#ifdef FEDGE_KERNELS_NEON
+    if (level == Isa::kNeon) {
+      switch (n) {
+        case 1: block_neon<1>(w, xr, yr, in, out, j0, j1); break;
+        case 2: block_neon<2>(w, xr, yr, in, out, j0, j1); break;
+        case 3: block_neon<3>(w, xr, yr, in, out, j0, j1); break;
+        default: block_neon<4>(w, xr, yr, in, out, j0, j1); break;
+      }
+      continue;
+    }
+#endif
+#ifdef FEDGE_KERNELS_X86
     if (level == Isa::kAvx512 || level == Isa::kAvx512Bf16) {
       switch (n) {
         case 1: block_avx512<1>(w, xr, yr, in, out, j0, j1); break;
@@ -215,9 +350,11 @@ void run_range(const W* w, const float* x, float* y, int rows, int in, int out, 
         case 3: block_avx2<3>(w, xr, yr, in, out, j0, j1); break;
         default: block_avx2<4>(w, xr, yr, in, out, j0, j1); break;
       }
-    } else {
-      rows_scalar(w, xr, yr, n, in, out, j0, j1);
+      continue;
     }
+#endif
+    (void)level;
+    rows_scalar(w, xr, yr, n, in, out, j0, j1);
   }
 }
 
@@ -292,7 +429,7 @@ class Pool {
       std::uint64_t gen = seen;
       // Spin briefly (jobs come microseconds apart while decoding), then sleep.
       for (int i = 0; i < 20000 && gen == seen; ++i) {
-        _mm_pause();
+        cpu_relax();
         gen = state_.load(std::memory_order_acquire) >> 32;
       }
       if (gen == seen) {
@@ -326,14 +463,21 @@ constexpr long kChunkRows = 32;
 void run_job(const MatvecJob& j, const float* x, const std::uint16_t* xs, int rows, int in, int j0, int j1) {
   switch (j.dtype) {
     case Dtype::kBF16:
-      if (xs) run_range_dp(static_cast<const std::uint16_t*>(j.w), xs, x, j.y, rows, in, j.out, j0, j1);
-      else run_range(static_cast<const std::uint16_t*>(j.w), x, j.y, rows, in, j.out, j0, j1);
+#ifdef FEDGE_KERNELS_X86
+      if (xs) {
+        run_range_dp(static_cast<const std::uint16_t*>(j.w), xs, x, j.y, rows, in, j.out, j0, j1);
+        break;
+      }
+#endif
+      (void)xs;
+      run_range(static_cast<const std::uint16_t*>(j.w), x, j.y, rows, in, j.out, j0, j1);
       break;
     case Dtype::kF16: run_range(static_cast<const Half*>(j.w), x, j.y, rows, in, j.out, j0, j1); break;
     case Dtype::kF32: run_range(static_cast<const float*>(j.w), x, j.y, rows, in, j.out, j0, j1); break;
   }
 }
 
+#ifdef FEDGE_KERNELS_X86
 __attribute__((target("avx512f"))) float dot_avx512(const float* a, const float* b, int n) {
   __m512 acc = _mm512_setzero_ps();
   int i = 0;
@@ -349,6 +493,7 @@ __attribute__((target("avx512f"))) void axpy_avx512(float a, const float* x, flo
     _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
   for (; i < n; ++i) y[i] += a * x[i];
 }
+#endif
 
 }  // namespace
 
@@ -429,39 +574,48 @@ const bool quant_uses_pool = (quant::set_parallel_for(&parallel_for), true);
 }  // namespace
 
 float dot(const float* a, const float* b, int n) {
+#ifdef FEDGE_KERNELS_X86
   if (isa() >= Isa::kAvx512) return dot_avx512(a, b, n);
+#elif defined(FEDGE_KERNELS_NEON)
+  if (isa() == Isa::kNeon) return dot_neon(a, b, n);
+#endif
   float s = 0;
   for (int i = 0; i < n; ++i) s += a[i] * b[i];
   return s;
 }
 
 void axpy(float a, const float* x, float* y, int n) {
+#ifdef FEDGE_KERNELS_X86
   if (isa() >= Isa::kAvx512) return axpy_avx512(a, x, y, n);
+#elif defined(FEDGE_KERNELS_NEON)
+  if (isa() == Isa::kNeon) return axpy_neon(a, x, y, n);
+#endif
   for (int i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
 bool set_isa(const char* name) {
-  const std::string n = name ? name : "";
-  if (n.empty() || n == "auto") { forced = -1; return true; }
-  const Isa best = detect();
-  if (n == "scalar") { forced = int(Isa::kScalar); return true; }
-  if (n == "avx2" && best != Isa::kScalar) {
-    if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))) return false;
-    forced = int(Isa::kAvx2);
+  std::string n = name ? name : "";
+  if (n.empty() || n == "auto") {
+    forced = -1;
     return true;
   }
-  if (n == "avx512" && best >= Isa::kAvx512) { forced = int(Isa::kAvx512); return true; }
-  if (n == "avx512bf16" && best == Isa::kAvx512Bf16) { forced = int(Isa::kAvx512Bf16); return true; }
+  if (n == "scalar") n = "portable";  // the portable path's older name
+  for (Isa level : kFastestFirst)
+    if (n == name_of(level)) {
+      if (!cpu_has(level)) return false;
+      forced = int(level);
+      return true;
+    }
   return false;
 }
 
-const char* isa_name() {
-  switch (isa()) {
-    case Isa::kAvx512Bf16: return "avx512bf16";
-    case Isa::kAvx512: return "avx512";
-    case Isa::kAvx2: return "avx2";
-    default: return "scalar";
-  }
+const char* isa_name() { return name_of(isa()); }
+
+std::vector<std::string> available_isas() {
+  std::vector<std::string> out;
+  for (Isa level : kFastestFirst)
+    if (cpu_has(level)) out.emplace_back(name_of(level));
+  return out;
 }
 
 }  // namespace fedge::inference::kernels
@@ -471,4 +625,5 @@ const char* isa_name() {
 namespace fedge::inference {
 const char* kernel_isa() { return kernels::isa_name(); }
 bool set_kernel_isa(const char* name) { return kernels::set_isa(name); }
+std::vector<std::string> available_kernel_isas() { return kernels::available_isas(); }
 }  // namespace fedge::inference

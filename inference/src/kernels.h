@@ -1,9 +1,20 @@
 // CPU kernels for the inference path: matrix-vector products over f32, bf16
 // or f16 weights (memory-bound at batch 1, so they stream each weight row once
-// for up to four input rows), with AVX-512 / AVX2 chosen at run time.
+// for up to four input rows), with AVX-512 / AVX2 (x86) or NEON (aarch64)
+// chosen at run time and a portable C++ path everywhere (the only one in a
+// FEDGE_PORTABLE build unless a test forces another). Part of fedge_kernels,
+// which has no libtorch.
+//
+// The float paths add in different orders (SIMD lanes, FMA), so they agree to
+// rounding, not bit for bit: for a dot of n terms, two paths differ by at most
+// n * 2^-23 * sum_i |w_i x_i| (twice the textbook bound for one path), and the
+// AVX512-BF16 path, which splits x into two bf16 halves, by 2^-15 * sum_i
+// |w_i x_i| more. tests/kernels checks every path against these bounds.
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 namespace fedge::inference::kernels {
 
@@ -41,11 +52,18 @@ void parallel_for(int tasks, void (*fn)(const void*, int), const void* ctx, bool
 float dot(const float* a, const float* b, int n);
 void axpy(float a, const float* x, float* y, int n);  // y += a * x
 
-// Forces an instruction set ("avx512", "avx2", "scalar"; "auto" or empty
-// restores detection). Returns false when this CPU lacks it.
+// Forces an instruction set ("avx512bf16", "avx512", "avx2", "neon",
+// "portable" or its older name "scalar"; "auto" or empty restores detection).
+// Returns false when this CPU lacks it. Process-wide: tests that force one
+// restore "auto".
 bool set_isa(const char* name);
 
-// Name of the instruction set chosen ("avx512", "avx2", "scalar").
+// Name of the instruction set in use (one of set_isa's names, "portable" for
+// the portable path).
 const char* isa_name();
+
+// Every instruction set set_isa accepts on this CPU, fastest first; the
+// last is always "portable".
+std::vector<std::string> available_isas();
 
 }  // namespace fedge::inference::kernels

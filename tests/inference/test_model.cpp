@@ -1,5 +1,8 @@
 // Model correctness against the double-precision reference, KV cache,
 // batching, split execution, and loader errors.
+#include <algorithm>
+#include <string>
+
 #include <ATen/ATen.h>
 #include <catch2/catch.hpp>
 
@@ -110,8 +113,18 @@ TEST_CASE("every kernel instruction set matches the reference, f32 and bf16 weig
   Model mb = Model::load(dir, {WeightType::kBF16});
   auto ref = test::reference_logits(w, s, kTokens);
   std::vector<float> bf16_logits;
-  for (const char* isa : {"avx512bf16", "avx512", "avx2", "scalar"}) {
-    if (!set_kernel_isa(isa)) continue;
+  std::vector<int> first_greedy;
+  // The greedy token after each step: the same on every path.
+  auto greedy = [&](const std::vector<float>& logits) {
+    std::vector<int> ids;
+    const std::size_t vocab = logits.size() / kTokens.size();
+    for (std::size_t t = 0; t < kTokens.size(); ++t)
+      ids.push_back(int(std::max_element(logits.begin() + t * vocab, logits.begin() + (t + 1) * vocab) -
+                        (logits.begin() + t * vocab)));
+    return ids;
+  };
+  for (const std::string& isa : available_kernel_isas()) {
+    REQUIRE(set_kernel_isa(isa.c_str()));
     INFO("isa " << isa);
     // Decode token by token, so every product goes through the GEMV kernels.
     KVCache cache = m.make_cache(1, 16), cache_b = mb.make_cache(1, 16);
@@ -126,6 +139,8 @@ TEST_CASE("every kernel instruction set matches the reference, f32 and bf16 weig
     CHECK(test::rel_error(gotb, ref) < 3e-2);
     if (bf16_logits.empty()) bf16_logits = gotb;
     else CHECK(test::rel_error(gotb, bf16_logits) < 1e-4);  // same bf16 weights, any ISA
+    if (first_greedy.empty()) first_greedy = greedy(got);
+    else CHECK(greedy(got) == first_greedy);
   }
   set_kernel_isa("auto");
   std::filesystem::remove_all(dir);

@@ -10,50 +10,67 @@
 #include <type_traits>
 #include <vector>
 
+#include "fedge/common/cpu_features.h"
 #include "fedge/common/error.h"
 #include "fedge/common/safetensors.h"  // f16 <-> f32
+#include "fedge/inference/kernels_info.h"  // quant::available_isas
 
 #if defined(__x86_64__) || defined(__i386__)
 // GCC 12 flags the AVX-512 intrinsics headers' own undefined-vector idiom.
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#ifdef __clang__
+#pragma clang diagnostic ignored "-Wunknown-warning-option"  // the fuzz build's clang lacks the next one
+#endif
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 #define FEDGE_QUANT_X86 1
+#elif defined(__aarch64__)
+#include <arm_neon.h>
+#define FEDGE_QUANT_NEON 1
 #endif
 
 namespace fedge::inference::quant {
 namespace {
 
-enum class Isa { kScalar, kAvx2, kAvx512 };
+// kScalar is the portable C++ path ("portable").
+enum class Isa { kScalar, kNeon, kAvx2, kAvx512 };
 
 bool cpu_has(Isa want) {
-#ifdef FEDGE_QUANT_X86
-  __builtin_cpu_init();
   switch (want) {
     case Isa::kScalar: return true;
-    case Isa::kAvx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+#ifdef FEDGE_QUANT_NEON
+    case Isa::kNeon: return true;  // Advanced SIMD is part of every AArch64 CPU
+#endif
+#ifdef FEDGE_QUANT_X86
+    case Isa::kAvx2: __builtin_cpu_init(); return __builtin_cpu_supports("avx2") && cpu_has_f16c();
     case Isa::kAvx512:
+      __builtin_cpu_init();
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
              __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi");
-  }
-  return false;
-#else
-  return want == Isa::kScalar;
 #endif
+    default: return false;
+  }
 }
 
+constexpr Isa kFastestFirst[] = {Isa::kAvx512, Isa::kAvx2, Isa::kNeon, Isa::kScalar};
+
 Isa detect() {
-  for (Isa best : {Isa::kAvx512, Isa::kAvx2})
+#if defined(FEDGE_PORTABLE) && FEDGE_PORTABLE
+  return Isa::kScalar;
+#else
+  for (Isa best : kFastestFirst)
     if (cpu_has(best)) return best;
   return Isa::kScalar;
+#endif
 }
 
 const char* name_of(Isa level) {
   switch (level) {
     case Isa::kAvx512: return "avx512";
     case Isa::kAvx2: return "avx2";
-    default: return "scalar";
+    case Isa::kNeon: return "neon";
+    default: return "portable";
   }
 }
 
@@ -160,10 +177,47 @@ __attribute__((target("avx2"))) void block_dots_avx2(const Block* w, const Block
 }
 #endif
 
+#ifdef FEDGE_QUANT_NEON
+// 16 signed bytes times 16 signed bytes added into 4 int32 lanes: one sdot
+// where the CPU has the dot-product extension (ARMv8.2+, a compile-time
+// feature: -march=armv8.2-a+dotprod), widening multiplies otherwise. Either
+// way the block's integer sum is exact.
+inline int32x4_t dot_i8x16(int32x4_t acc, int8x16_t w, int8x16_t a) {
+#ifdef __ARM_FEATURE_DOTPROD
+  return vdotq_s32(acc, w, a);
+#else
+  const int16x8_t lo = vmull_s8(vget_low_s8(w), vget_low_s8(a));
+  const int16x8_t hi = vmull_high_s8(w, a);
+  return vpadalq_s16(vpadalq_s16(acc, lo), hi);
+#endif
+}
+
+inline std::int32_t block_dot_neon(const BlockQ8_0& w, const BlockQ8_0& a) {
+  const int32x4_t s = dot_i8x16(vdupq_n_s32(0), vld1q_s8(w.qs), vld1q_s8(a.qs));
+  return vaddvq_s32(dot_i8x16(s, vld1q_s8(w.qs + 16), vld1q_s8(a.qs + 16)));
+}
+
+// Weights 0..15 are the low nibbles, 16..31 the high ones, each minus 8.
+inline std::int32_t block_dot_neon(const BlockQ4_0& w, const BlockQ8_0& a) {
+  const uint8x16_t packed = vld1q_u8(w.qs);
+  const int8x16_t eight = vdupq_n_s8(8);
+  const int8x16_t lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(packed, vdupq_n_u8(0x0F))), eight);
+  const int8x16_t hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(packed, 4)), eight);
+  const int32x4_t s = dot_i8x16(vdupq_n_s32(0), lo, vld1q_s8(a.qs));
+  return vaddvq_s32(dot_i8x16(s, hi, vld1q_s8(a.qs + 16)));
+}
+#endif
+
 template <class Block>
 void block_dots(const Block* w, const BlockQ8_0* a, int count, std::int32_t* out, Isa use) {
 #ifdef FEDGE_QUANT_X86
   if (use == Isa::kAvx2) return block_dots_avx2(w, a, count, out);
+#endif
+#ifdef FEDGE_QUANT_NEON
+  if (use == Isa::kNeon) {
+    for (int i = 0; i < count; ++i) out[i] = block_dot_neon(w[i], a[i]);
+    return;
+  }
 #endif
   (void)use;
   for (int i = 0; i < count; ++i) {
@@ -223,6 +277,33 @@ __attribute__((target("avx2,f16c"))) void accumulate_avx2(const float* half, con
 }
 #endif
 
+#ifdef FEDGE_QUANT_NEON
+// The scalar path's multiplies and adds, lanes 0-3 and 4-7 as two vectors
+// (separate multiply and add: vmulq then vaddq, never vfmaq). The f16 scales
+// widen exactly in registers.
+template <class Block>
+void accumulate_neon(const float* half, const Block* w, const BlockQ8_0* a, const std::int32_t* isum, int count,
+                     float* acc) {
+  float32x4_t lanes0 = vld1q_f32(acc), lanes1 = vld1q_f32(acc + 4);
+  int i = 0;
+  for (; i + kLanes <= count; i += kLanes) {
+    std::uint16_t hw[kLanes], ha[kLanes];
+    for (int k = 0; k < kLanes; ++k) {
+      hw[k] = w[i + k].d;
+      ha[k] = a[i + k].d;
+    }
+    const float16x8_t fw = vreinterpretq_f16_u16(vld1q_u16(hw)), fa = vreinterpretq_f16_u16(vld1q_u16(ha));
+    const float32x4_t scale0 = vmulq_f32(vcvt_f32_f16(vget_low_f16(fw)), vcvt_f32_f16(vget_low_f16(fa)));
+    const float32x4_t scale1 = vmulq_f32(vcvt_high_f32_f16(fw), vcvt_high_f32_f16(fa));
+    lanes0 = vaddq_f32(lanes0, vmulq_f32(scale0, vcvtq_f32_s32(vld1q_s32(isum + i))));
+    lanes1 = vaddq_f32(lanes1, vmulq_f32(scale1, vcvtq_f32_s32(vld1q_s32(isum + i + 4))));
+  }
+  vst1q_f32(acc, lanes0);
+  vst1q_f32(acc + 4, lanes1);
+  accumulate_scalar(half, w + i, a + i, isum + i, count - i, acc);  // i is a multiple of 8: lanes line up
+}
+#endif
+
 float sum_lanes(const float* acc) {
   return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
@@ -239,6 +320,12 @@ float row_dot(std::int64_t blocks, const Block* w, const BlockQ8_0* a, Isa use) 
 #ifdef FEDGE_QUANT_X86
     if (use == Isa::kAvx2) {
       accumulate_avx2(half, w + b, a + b, isum, count, acc);
+      continue;
+    }
+#endif
+#ifdef FEDGE_QUANT_NEON
+    if (use == Isa::kNeon) {
+      accumulate_neon(half, w + b, a + b, isum, count, acc);
       continue;
     }
 #endif
@@ -741,16 +828,13 @@ void dequantize_rows(QuantType type, const void* w, float* y, std::int64_t rows,
 void set_parallel_for(ParallelFor runner) { parallel_runner() = runner ? runner : &openmp_for; }
 
 bool set_isa(const char* name) {
-  const std::string s = name ? name : "";
+  std::string s = name ? name : "";
   if (s.empty() || s == "auto") {
     isa() = detect();
     return true;
   }
-  if (s == "scalar") {
-    isa() = Isa::kScalar;
-    return true;
-  }
-  for (Isa level : {Isa::kAvx2, Isa::kAvx512})
+  if (s == "scalar") s = "portable";  // the portable path's older name
+  for (Isa level : kFastestFirst)
     if (s == name_of(level)) {
       if (!cpu_has(level)) return false;
       isa() = level;
@@ -760,5 +844,12 @@ bool set_isa(const char* name) {
 }
 
 const char* isa_name() { return name_of(isa().load()); }
+
+std::vector<std::string> available_isas() {
+  std::vector<std::string> out;
+  for (Isa level : kFastestFirst)
+    if (cpu_has(level)) out.emplace_back(name_of(level));
+  return out;
+}
 
 }  // namespace fedge::inference::quant

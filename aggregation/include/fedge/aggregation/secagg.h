@@ -43,8 +43,9 @@ struct SecAggParams {
   std::uint32_t degree = 0;        // k: neighbours per client; n-1 = complete graph
   std::uint64_t vector_length = 0; // d: ring elements per input
   Key32 graph_seed{};              // announced by the server; fixes the neighbour graph
-  // Mask stream cipher, the same for every party. AES-256-CTR (AES-NI) is the
-  // fast default on x86; pick kChaCha20 if any party lacks AES-NI.
+  // Mask stream cipher, the same for every party. AES-256-CTR is the fast
+  // default on x86 (AES-NI/VAES) and ARMv8 boards (OpenSSL); it runs on every
+  // CPU (privacy/aes.h), but pick kChaCha20 if some party has no AES instructions.
   privacy::PrgKind prg = privacy::PrgKind::kAes256Ctr;
   SecAggMode mode = SecAggMode::kSemiHonest;
   // Malicious mode: commit_graph_seed(graph_seed), announced in the setup; the

@@ -14,9 +14,13 @@
 namespace fedge::privacy {
 
 // The stream cipher behind the masks; every party of a round must use the same.
-// kChaCha20 runs anywhere (libsodium); kAes256Ctr needs AES-NI and is about 2-3x
-// faster on x86 servers with VAES.
+// kChaCha20 runs anywhere (libsodium); kAes256Ctr runs anywhere too (aes.h: AES-NI
+// or VAES intrinsics on x86, OpenSSL elsewhere, the same stream) and is about
+// 2-3x faster on x86 servers with VAES; on a CPU without AES instructions
+// OpenSSL's table-based AES is slower than ChaCha20.
 enum class PrgKind : std::uint8_t { kChaCha20 = 0, kAes256Ctr = 1 };
+// Whether this build can generate `kind`'s stream: true for both kinds since
+// AES has a portable path; kept so that a future kind can say no.
 bool prg_supported(PrgKind kind);
 const char* prg_name(PrgKind kind);
 

@@ -8,10 +8,12 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 #include <type_traits>
 #include <vector>
 
 #include "fedge/common/error.h"
+#include "fedge/inference/kernels_info.h"  // available_isas
 #include "fedge/inference/quant.h"
 
 using namespace fedge;
@@ -91,14 +93,13 @@ TEST_CASE("quant: dequantized rows stay within half a step of the input") {
   }
 }
 
-// Every instruction set this CPU has besides the portable one.
-std::vector<const char*> fast_isas() {
-  std::vector<const char*> found;
-  for (const char* isa : {"avx2", "avx512"}) {
-    if (set_isa(isa)) found.push_back(isa);
-    else WARN("this CPU lacks " << isa << ": that path did not run");
-  }
-  set_isa("auto");
+// Every instruction set this CPU has besides the portable one (AVX-512 and
+// AVX2 on x86, NEON on aarch64).
+std::vector<std::string> fast_isas() {
+  std::vector<std::string> found = available_isas();
+  REQUIRE(found.back() == "portable");
+  found.pop_back();
+  if (found.empty()) WARN("this CPU has no SIMD path for the quantized kernels: only the portable one ran");
   return found;
 }
 
@@ -140,13 +141,13 @@ TEST_CASE("quant: dot products equal the dequantized rows' dot, and every instru
     ref4 += static_cast<double>(dw4[i]) * da[i];
     scale += std::fabs(static_cast<double>(dw8[i]) * da[i]);
   }
-  REQUIRE(set_isa("scalar"));
+  REQUIRE(set_isa("portable"));
   const float s8 = vec_dot_q8_0_q8_0(n, w8.data(), a8.data());
   const float s4 = vec_dot_q4_0_q8_0(n, w4.data(), a8.data());
   CHECK(std::fabs(s8 - ref8) <= 1e-5 * scale);
   CHECK(std::fabs(s4 - ref4) <= 1e-5 * scale);
-  for (const char* isa : fast_isas()) {
-    REQUIRE(set_isa(isa));
+  for (const std::string& isa : fast_isas()) {
+    REQUIRE(set_isa(isa.c_str()));
     INFO("instruction set " << isa);
     CHECK(vec_dot_q8_0_q8_0(n, w8.data(), a8.data()) == s8);
     CHECK(vec_dot_q4_0_q8_0(n, w4.data(), a8.data()) == s4);
@@ -160,15 +161,15 @@ TEST_CASE("quant: every instruction set gives the portable path's bits for every
   const auto w4 = random_blocks<BlockQ4_0>(max_blocks, 12);
   std::vector<BlockQ8_0> a8(max_blocks);
   const auto a = random_row(max_blocks * 32, 13, 3.0F);
-  REQUIRE(set_isa("scalar"));
+  REQUIRE(set_isa("portable"));
   quantize_row_q8_0(a.data(), a8.data(), max_blocks * 32);  // activations as the kernels make them
   std::vector<float> want8, want4;
   for (std::int64_t b = 1; b <= max_blocks; ++b) {
     want8.push_back(vec_dot_q8_0_q8_0(b * 32, w8.data(), a8.data()));
     want4.push_back(vec_dot_q4_0_q8_0(b * 32, w4.data(), a8.data()));
   }
-  for (const char* isa : fast_isas()) {
-    REQUIRE(set_isa(isa));
+  for (const std::string& isa : fast_isas()) {
+    REQUIRE(set_isa(isa.c_str()));
     for (std::int64_t b = 1; b <= max_blocks; ++b) {
       INFO("instruction set " << isa << ", " << b << " blocks");
       CHECK(same_bits(vec_dot_q8_0_q8_0(b * 32, w8.data(), a8.data()), want8[b - 1]));
@@ -186,12 +187,12 @@ TEST_CASE("quant: activation rows quantize to the same bytes on every instructio
   for (int i = 32; i < 64; ++i) x[i] = 0.0F;  // an all-zero block: d = 0
   x[64] = -0.0F;
   std::vector<BlockQ8_0> want(24), got(24);
-  REQUIRE(set_isa("scalar"));
+  REQUIRE(set_isa("portable"));
   quantize_row_q8_0(x.data(), want.data(), static_cast<std::int64_t>(x.size()));
   CHECK(want[0].qs[1] == -2);  // -1.5 -> -2
   CHECK(want[0].qs[2] == 3);   // 2.5 -> 3
-  for (const char* isa : fast_isas()) {
-    REQUIRE(set_isa(isa));
+  for (const std::string& isa : fast_isas()) {
+    REQUIRE(set_isa(isa.c_str()));
     INFO("instruction set " << isa);
     std::memset(got.data(), 0x55, got.size() * sizeof(BlockQ8_0));
     quantize_row_q8_0(x.data(), got.data(), static_cast<std::int64_t>(x.size()));
@@ -215,12 +216,12 @@ TEST_CASE("quant: matmul gives the same bits on every instruction set for the mo
     const auto x = random_row(static_cast<std::size_t>(shape.in) * shape.rows, 16);
     for (QuantType type : {QuantType::kQ8_0, QuantType::kQ4_0}) {
       std::vector<std::uint8_t> packed(row_bytes(type, shape.in) * shape.out);
-      REQUIRE(set_isa("scalar"));
+      REQUIRE(set_isa("portable"));
       quantize_rows(type, w.data(), packed.data(), shape.out, shape.in);
       std::vector<float> want(static_cast<std::size_t>(shape.rows) * shape.out), got(want.size());
       matmul(type, packed.data(), x.data(), want.data(), shape.rows, shape.in, shape.out);
-      for (const char* isa : fast_isas()) {
-        REQUIRE(set_isa(isa));
+      for (const std::string& isa : fast_isas()) {
+        REQUIRE(set_isa(isa.c_str()));
         INFO(quant_type_name(type) << " on " << isa << ": " << shape.rows << " x " << shape.in << " -> " << shape.out);
         matmul(type, packed.data(), x.data(), got.data(), shape.rows, shape.in, shape.out);
         CHECK(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)) == 0);
