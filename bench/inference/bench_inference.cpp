@@ -7,11 +7,13 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "fedge/common/cpu_features.h"
 #include "fedge/common/machine.h"
 #include "fedge/inference/kernels_info.h"
 #include "fedge/inference/model.h"
@@ -104,6 +106,7 @@ Speed measure(Model& m, int prompt_len, int decode_tokens) {
 
 int main(int argc, char** argv) {
   bool quick = false;
+  int only_threads = 0;  // --threads N: that count only (1 or 2)
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--quick") quick = true;
@@ -111,12 +114,21 @@ int main(int argc, char** argv) {
       std::printf("this CPU lacks instruction set %s\n", argv[i]);
       return 2;
     }
+    if (a == "--threads" && i + 1 < argc) {
+      only_threads = std::atoi(argv[++i]);
+      if (only_threads != 1 && only_threads != 2) {
+        std::printf("--threads takes 1 or 2, got %s\n", argv[i]);
+        return 2;
+      }
+    }
   }
   std::printf("bench_inference: prefill (64-token prompt) and greedy decode (64 tokens), batch 1, best of 2\n");
-  std::printf("machine: %s; kernels: %s, quantized blocks: %s\n", fedge::machine_summary().c_str(), kernel_isa(),
-              fedge::inference::quant::isa_name());
+  std::printf("machine: %s; kernel path: %s, quantized blocks: %s%s\n", fedge::machine_summary().c_str(),
+              kernel_isa(), fedge::inference::quant::isa_name(),
+              fedge::portable_build() ? " (FEDGE_PORTABLE build)" : "");
   std::vector<int> thread_counts = {1};
   if (fedge::online_cores() > 1) thread_counts.push_back(2);
+  if (only_threads) thread_counts = {only_threads};
   struct Entry {
     std::string name;
     ModelConfig config;
