@@ -24,9 +24,14 @@ if [[ "${1:-}" == "--bench" ]]; then
   packages+=(python3-torch)
 fi
 
+# Installed for this machine's architecture (or architecture-free): a plain
+# `dpkg-query -W PACKAGE` also matches the arm64 build that
+# scripts/build-aarch64.sh installs beside it (multiarch), which this build
+# cannot use.
+arch="$(dpkg --print-architecture)"
 missing=()
 for package in "${packages[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+  if ! dpkg-query -W -f='${db:Status-Abbrev} ${Architecture}\n' "$package" 2>/dev/null | grep -qE "^ii +($arch|all)$"; then
     missing+=("$package")
   fi
 done

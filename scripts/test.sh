@@ -2,9 +2,11 @@
 # The README's test command: installs what is missing, builds, runs the
 # deployment walkthrough (scripts/federation-demo.sh), the quickstart
 # simulation over MPI (scripts/sim-mpi-check.sh), the quantized round trip on
-# its pretrained base (scripts/quantize-check.sh), the fuzz targets
-# (scripts/fuzz.sh), then every test with ctest (which prints its summary line
-# at the end).
+# its pretrained base (scripts/quantize-check.sh), the .deb
+# (scripts/package.sh), the fuzz targets (scripts/fuzz.sh), the torch-free
+# libraries' tests with FEDGE_PORTABLE=ON (scripts/test-portable-core.sh) and
+# cross-compiled for aarch64 under qemu (scripts/build-aarch64.sh), then every
+# test with ctest (which prints its summary line at the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,4 +34,10 @@ FEDGE_BUILD_DIR="$build_dir" bash scripts/package.sh
 # libFuzzer targets for the parsers of untrusted input, 20 s each under ASan and
 # UBSan (docs/FUZZING.md); a crash fails the run.
 bash scripts/fuzz.sh
+# The libraries without libtorch again with FEDGE_PORTABLE=ON (the portable
+# kernels and AES-CTR ARM boards run), and their tests (docs/PORTABILITY.md).
+bash scripts/test-portable-core.sh
+# The same libraries cross-compiled for aarch64, their tests run under
+# qemu-aarch64-static (installs the cross compiler and arm64 libraries first).
+bash scripts/build-aarch64.sh
 ctest --test-dir "$build_dir" --output-on-failure -j "$(nproc)" --timeout 600
