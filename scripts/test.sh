@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: installs what is missing, builds, runs the
-# deployment walkthrough (scripts/federation-demo.sh), the quickstart
-# simulation over MPI (scripts/sim-mpi-check.sh), the fuzz targets
+# deployment walkthrough (scripts/federation-demo.sh), the quickstart and the
+# CI-sized cross-device simulations over MPI (scripts/sim-mpi-check.sh), the fuzz targets
 # (scripts/fuzz.sh), then every test with ctest (which prints its summary line
 # at the end).
 set -euo pipefail
@@ -21,6 +21,10 @@ FEDGE_BIN_DIR="$build_dir/bin" bash scripts/federation-demo.sh
 # "Under mpirun") are over ctest's budget; ctest runs a
 # small scenario under mpirun instead (tests/e2e/test_sim_mpi_e2e.cpp).
 FEDGE_BUILD_DIR="$build_dir" bash scripts/sim-mpi-check.sh sims/scenarios/quickstart.toml
+# Cross-device scale, CI-sized: 2,000 registered nodes, 100 selected per round,
+# 2 SecAgg+ rounds (sims/scenarios/scale-ci.toml), the same two runs and
+# comparison (MEASURE: see docs/PERFORMANCE.md, "Cross-device scale").
+FEDGE_BUILD_DIR="$build_dir" bash scripts/sim-mpi-check.sh sims/scenarios/scale-ci.toml
 # libFuzzer targets for the parsers of untrusted input, 20 s each under ASan and
 # UBSan (docs/FUZZING.md); a crash fails the run.
 bash scripts/fuzz.sh
