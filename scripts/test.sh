@@ -23,7 +23,8 @@ FEDGE_BIN_DIR="$build_dir/bin" bash scripts/federation-demo.sh
 FEDGE_BUILD_DIR="$build_dir" bash scripts/sim-mpi-check.sh sims/scenarios/quickstart.toml
 # Cross-device scale, CI-sized: 2,000 registered nodes, 100 selected per round,
 # 2 SecAgg+ rounds (sims/scenarios/scale-ci.toml), the same two runs and
-# comparison (MEASURE: see docs/PERFORMANCE.md, "Cross-device scale").
+# comparison: 378 s for both under a load average of 15-16 (docs/PERFORMANCE.md,
+# "Cross-device scale"); not yet timed on a quiet machine.
 FEDGE_BUILD_DIR="$build_dir" bash scripts/sim-mpi-check.sh sims/scenarios/scale-ci.toml
 # libFuzzer targets for the parsers of untrusted input, 20 s each under ASan and
 # UBSan (docs/FUZZING.md); a crash fails the run.

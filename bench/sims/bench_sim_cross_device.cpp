@@ -148,6 +148,7 @@ void row(const char* what, const RunFigures& f) {
   std::printf("| %s | %.1f | %.1f | %.0f (", what, f.job_s, f.rank0_wall_s, f.total_rss());
   for (std::size_t i = 0; i < f.rss_mb.size(); ++i) std::printf("%s%.0f", i ? " + " : "", f.rss_mb[i]);
   std::printf(") |\n");
+  std::fflush(stdout);
 }
 
 }  // namespace
@@ -169,27 +170,32 @@ int main(int argc, char** argv) {
   std::printf("small: %s (%d registered nodes, %d per round, %d rounds)\n", small.c_str(), small_s.nodes,
               selected(small_s), small_s.training.rounds);
   const fs::path root = fs::temp_directory_path() / ("bench-cross-device-" + std::to_string(::getpid()));
+  // Each row as soon as its run ends (a long benchmark cut short keeps what it measured).
+  std::printf("| run | whole job s | rank 0 wall s | peak RSS MB, all processes (coordinator + hosts) |\n"
+              "|---|---|---|---|\n");
+  std::fflush(stdout);
+  const std::string ranks = "mpirun -n " + std::to_string(hosts + 1) + ", ";
   RunFigures big_mpi, small_mpi, small_zmq;
 #ifdef FEDGE_MPIEXEC
-  if (parts.find("big") != std::string::npos) big_mpi = run_mpi(big, hosts, root / "big-mpi");
-  if (parts.find("mpi") != std::string::npos) small_mpi = run_mpi(small, hosts, root / "small-mpi");
+  if (parts.find("big") != std::string::npos) {
+    big_mpi = run_mpi(big, hosts, root / "big-mpi");
+    row((ranks + std::to_string(big_s.nodes) + " registered").c_str(), big_mpi);
+    std::printf("per node (the host blocks' heap accounting at the end of the level): %.0f bytes of state + %.0f "
+                "bytes of data\n",
+                big_mpi.state_bytes, big_mpi.data_bytes);
+  }
+  if (parts.find("mpi") != std::string::npos) {
+    small_mpi = run_mpi(small, hosts, root / "small-mpi");
+    row((ranks + std::to_string(small_s.nodes) + " registered").c_str(), small_mpi);
+  }
 #else
   std::printf("fedge was built without MPI: the mpirun runs are skipped\n");
 #endif
-  if (parts.find("zmq") != std::string::npos) small_zmq = run_zmq(small, hosts, root / "small-zmq");
-
-  std::printf("| run | whole job s | rank 0 wall s | peak RSS MB, all processes (coordinator + hosts) |\n"
-              "|---|---|---|---|\n");
-  row(("mpirun -n " + std::to_string(hosts + 1) + ", " + std::to_string(big_s.nodes) + " registered").c_str(), big_mpi);
-  row(("mpirun -n " + std::to_string(hosts + 1) + ", " + std::to_string(small_s.nodes) + " registered").c_str(),
-      small_mpi);
-  row(("ZeroMQ, coordinator + " + std::to_string(hosts) + " node hosts, " + std::to_string(small_s.nodes) +
-       " registered").c_str(),
-      small_zmq);
-  if (big_mpi.ran) {
-    std::printf("per idle node (blocks' heap accounting at the end of the level): %.0f bytes of state + %.0f bytes "
-                "of data\n",
-                big_mpi.state_bytes, big_mpi.data_bytes);
+  if (parts.find("zmq") != std::string::npos) {
+    small_zmq = run_zmq(small, hosts, root / "small-zmq");
+    row(("ZeroMQ, coordinator + " + std::to_string(hosts) + " node hosts, " + std::to_string(small_s.nodes) +
+         " registered").c_str(),
+        small_zmq);
   }
   if (big_mpi.ran && small_mpi.ran && big_s.nodes > small_s.nodes) {
     std::printf("per extra registered node (RSS of all processes, %d vs %d registered): %.0f bytes\n", big_s.nodes,

@@ -69,7 +69,7 @@ constexpr std::uint64_t kAdapterBytes = 4 * (2 * 256 + 256 * 2 + 2 * 256 + 128 *
 
 }  // namespace
 
-TEST_CASE("cross-device: idle virtual nodes download and hold no model; selected ones get it with their plan") {
+TEST_CASE("cross-device: idle virtual nodes download and hold no model, selected ones get it with their plan") {
   auto r = run();
   REQUIRE(r.levels.size() == 1);
   const auto& lv = r.levels.front();
