@@ -59,7 +59,8 @@ int run_coordinator(const SimArgs& args, const GlobalOptions& global, bool over_
   auto result = sims::run_scenario(scenario, options);
   sims::write_results(scenario, result, args.out);
   std::printf("%s", sims::summary_markdown(result).c_str());
-  std::printf("\nresults: %s (wall time %.1f s)\n", args.out.c_str(), result.wall_s);
+  std::printf("\nresults: %s (wall time %.1f s, peak RSS %.0f MB)\n", args.out.c_str(), result.wall_s,
+              result.peak_rss_mb);
   return 0;
 }
 

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The README's test command: installs what is missing, builds, runs the
-# deployment walkthrough (scripts/federation-demo.sh), the quickstart
-# simulation over MPI (scripts/sim-mpi-check.sh), the quantized round trip on
-# its pretrained base (scripts/quantize-check.sh), the .deb
-# (scripts/package.sh), the fuzz targets (scripts/fuzz.sh), the torch-free
-# libraries' tests with FEDGE_PORTABLE=ON (scripts/test-portable-core.sh) and
-# cross-compiled for aarch64 under qemu (scripts/build-aarch64.sh), then every
-# test with ctest (which prints its summary line at the end).
+# deployment walkthrough (scripts/federation-demo.sh), the quickstart and the
+# CI-sized cross-device simulations over MPI (scripts/sim-mpi-check.sh), the
+# quantized round trip on the quickstart's pretrained base
+# (scripts/quantize-check.sh), the .deb (scripts/package.sh), the fuzz targets
+# (scripts/fuzz.sh), the torch-free libraries' tests with FEDGE_PORTABLE=ON
+# (scripts/test-portable-core.sh) and cross-compiled for aarch64 under qemu
+# (scripts/build-aarch64.sh), then every test with ctest (which prints its
+# summary line at the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,11 @@ FEDGE_BIN_DIR="$build_dir/bin" bash scripts/federation-demo.sh
 # "Under mpirun") are over ctest's budget; ctest runs a
 # small scenario under mpirun instead (tests/e2e/test_sim_mpi_e2e.cpp).
 FEDGE_BUILD_DIR="$build_dir" bash scripts/sim-mpi-check.sh sims/scenarios/quickstart.toml
+# Cross-device scale, CI-sized: 2,000 registered nodes, 100 selected per round,
+# 2 SecAgg+ rounds (sims/scenarios/scale-ci.toml), the same two runs and
+# comparison: 378 s for both under a load average of 15-16 (docs/PERFORMANCE.md,
+# "Cross-device scale"); not yet timed on a quiet machine.
+FEDGE_BUILD_DIR="$build_dir" bash scripts/sim-mpi-check.sh sims/scenarios/scale-ci.toml
 # Issue 14's round trip on the tiny pretrained base the quickstart just cached:
 # `fedge quantize` to Q8_0/Q4_0 GGUF, logits and held-out perplexity against
 # f32 (about 1 minute).

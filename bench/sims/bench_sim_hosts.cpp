@@ -133,7 +133,7 @@ Figures run_mpi(const fedge::sims::Scenario& s, int hosts) {
   log << std::ifstream(dir / "mpi.log").rdbuf();
   std::smatch wall;
   const std::string text = log.str();
-  if (std::regex_search(text, wall, std::regex(R"(\(wall time ([0-9.]+) s\))"))) f.wall_s = std::stod(wall[1]);
+  if (std::regex_search(text, wall, std::regex(R"(\(wall time ([0-9.]+) s)"))) f.wall_s = std::stod(wall[1]);
   fs::remove_all(dir);
   return f;
 }

@@ -115,14 +115,15 @@ struct CoordinatorCore::State {
     a.events.push_back(NodeRegistered{reg, known});
     a.send.push_back(coordinator_message(reg.node_id, 0, 0,
                                          protocol::RegisterAck{reg.node_id, cfg.heartbeat_interval_ms, version}));
-    send_model(a, reg.node_id);
+    if (cfg.send_global_to_all) send_model(a, reg.node_id);
   }
 
   void on_heartbeat(CoordinatorActions& a, std::int64_t now, const Envelope& env) {
     members.touch(env.sender, now);
     const auto& hb = std::get<protocol::Heartbeat>(env.body);
-    // A node that lost the current model (restart without Register) gets it again.
-    if (hb.global_version != version && members.at(env.sender).sent_version != version) send_model(a, env.sender);
+    // A node that lost the current model (restart without Register) gets it
+    // again; without send_global_to_all it gets the model when selected.
+    if (cfg.send_global_to_all && hb.global_version != version && members.at(env.sender).sent_version != version) send_model(a, env.sender);
   }
 
   void on_round_message(CoordinatorActions& a, std::int64_t now, const Envelope& env) {
@@ -194,7 +195,8 @@ struct CoordinatorCore::State {
     a.events.push_back(RoundCompleted{r.round(), r.attempt(), version, global, std::move(result.survivors),
                                       std::move(result.metrics), dp, r.take_stats(), strategy->state()});
     round.reset();
-    for (NodeId id : members.live(now)) send_model(a, id);
+    if (cfg.send_global_to_all)
+      for (NodeId id : members.live(now)) send_model(a, id);
     ++round_id;
     attempt = 1;
     next_start = now + cfg.round_gap_ms;

@@ -46,7 +46,11 @@ bool is_round_body(std::size_t index) {
 struct RoundClient::State {
   NodeIdentity id;
   NodeClientConfig cfg;
-  privacy::ChaChaRng rng;
+  // The quantiser's and DP noise's generator, made at the first secure
+  // update (its 0.5 kB buffer is most of an idle client's memory, and a
+  // cross-device simulation holds thousands of idle clients); the same
+  // stream as one made up front.
+  std::unique_ptr<privacy::ChaChaRng> rng_;
   ClientState state = ClientState::kUnregistered;
   std::int64_t last_register = 0, last_heartbeat = 0;
   std::uint32_t heartbeat_ms;
@@ -65,7 +69,6 @@ struct RoundClient::State {
 
   State(NodeIdentity i, NodeClientConfig c)
       : id(std::move(i)), cfg(std::move(c)),
-        rng(cfg.noise_seed ? privacy::ChaChaRng(*cfg.noise_seed) : privacy::ChaChaRng()),
         heartbeat_ms(cfg.heartbeat_interval_ms) {
     if (!cfg.signing_seed) return;
     signing = privacy::signing_keypair_from_seed(*cfg.signing_seed);
@@ -74,6 +77,13 @@ struct RoundClient::State {
       throw Error(ErrorKind::kInvalidInput, "the roster does not list node " + std::to_string(id.node_id) +
                                                 " with this node's signing key; give the node its own key file and "
                                                 "the operator's current roster");
+  }
+
+  privacy::ChaChaRng& rng() {
+    if (!rng_)
+      rng_ = std::make_unique<privacy::ChaChaRng>(cfg.noise_seed ? privacy::ChaChaRng(*cfg.noise_seed)
+                                                                 : privacy::ChaChaRng());
+    return *rng_;
   }
 
   Envelope envelope(protocol::Body body, std::uint64_t r = 0) const {
@@ -113,6 +123,10 @@ struct RoundClient::State {
     ring.clear();
     ring.shrink_to_fit();
     ticket = 0;
+    // Nothing of the round stays with an idle node: a plan lists every
+    // selected node (4 bytes each), which a cross-device simulation's
+    // thousands of idle virtual nodes would otherwise keep.
+    plan = {};
   }
 
   void on_model(NodeActions& a, const protocol::GlobalModel& m) {
@@ -343,7 +357,7 @@ NodeActions RoundClient::on_update_ready(std::int64_t /*now_ms*/, LocalUpdate up
   }
   try {
     if (s.plan.secure) {
-      s.ring = encode_secure(s.enc, update.update, update.num_examples, update.train_loss, s.rng);
+      s.ring = encode_secure(s.enc, update.update, update.num_examples, update.train_loss, s.rng());
       a.send.push_back(s.envelope(wire::to_wire(s.secagg->advertise_keys()), s.round));
       s.state = ClientState::kAdvertised;
     } else {

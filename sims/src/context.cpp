@@ -50,6 +50,40 @@ Context::Context(const Scenario& scenario, std::vector<NodeData> nodes, inferenc
   round_options_.train.schedule = "constant";
   round_options_.train.warmup_steps = 0;
   round_options_.train.log_every = 0;
+  const int n = num_nodes();
+  if (scenario.training.eval_nodes > 0 && scenario.training.eval_nodes < n) {
+    // A partial Fisher-Yates shuffle picks the sample; every process draws the same.
+    std::vector<int> order(static_cast<std::size_t>(n));
+    for (int i = 0; i < n; ++i) order[static_cast<std::size_t>(i)] = i;
+    Rng rng(scenario.seed, "eval-sample");
+    eval_sample_.assign(static_cast<std::size_t>(n), 0);
+    for (int i = 0; i < scenario.training.eval_nodes; ++i) {
+      std::swap(order[static_cast<std::size_t>(i)], order[static_cast<std::size_t>(i) + rng.below(n - i)]);
+      eval_sample_[static_cast<std::size_t>(order[static_cast<std::size_t>(i)])] = 1;
+    }
+  }
+}
+
+int Context::evaluated_nodes() const {
+  return eval_sample_.empty() ? num_nodes() : scenario_.training.eval_nodes;
+}
+
+std::uint64_t node_data_bytes(const NodeData& node) {
+  std::uint64_t bytes = 0;
+  for (const auto* records : {&node.train, &node.eval_text, &node.eval_instruct}) {
+    bytes += records->capacity() * sizeof(training::Record);
+    // Strings of up to 15 characters live inside the Record (libstdc++'s small-string buffer).
+    auto heap = [](const std::string& text) -> std::uint64_t { return text.capacity() > 15 ? text.capacity() + 1 : 0; };
+    for (const auto& r : *records) bytes += heap(r.prompt) + heap(r.completion);
+  }
+  for (const auto* set : {&node.train_set, &node.eval_set}) {
+    for (std::size_t i = 0; i < set->size(); ++i) {
+      const auto& seq = (*set)[i];
+      bytes += sizeof(seq) + seq.tokens.capacity() * sizeof(seq.tokens[0]) + seq.target.capacity();
+    }
+  }
+  return bytes + node.prompt_tokens.capacity() * sizeof(std::int64_t) +
+         node.prompt_bytes.capacity() * sizeof(std::uint64_t);
 }
 
 void Context::progress(const std::string& line) const {

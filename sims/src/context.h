@@ -45,6 +45,21 @@ struct Quality {
   std::optional<double> accuracy;
 };
 
+// What the virtual nodes of levels 4/5 held, measured by the blocks of this
+// process when a level ends (node hosts log their own): the cross-device
+// claim that an idle node costs its data and a few bytes of state.
+struct NodeStateStats {
+  std::uint64_t nodes = 0;             // virtual nodes measured
+  std::uint64_t state_bytes = 0;       // heap their own state (RoundClient, counters, pending events) held at the end
+  std::uint64_t version_bytes = 0;     // heap of the global versions they still pointed to (shared between them)
+  std::uint64_t data_bytes = 0;        // their records and token sequences
+  std::uint64_t models_installed = 0;  // global models the nodes installed (each a download and a copy)
+  std::uint64_t nodes_with_model = 0;  // nodes that ever installed a global
+};
+
+// Bytes a node's data holds on the heap (records, token sequences, prompt sizes).
+std::uint64_t node_data_bytes(const NodeData& node);
+
 class Context {
  public:
   Context(const Scenario& scenario, std::vector<NodeData> nodes, inference::Model model,
@@ -73,6 +88,11 @@ class Context {
   Quality evaluate(const ParamVector& adapter, const NodeData& node, bool accuracy);
   double base_perplexity(const NodeData& node);
   void enable_memo(bool on) { memo_on_ = on; }
+  // Whether node n's held-out quality is measured ([training] eval_nodes: a
+  // seeded sample, the same in every process); evaluated_nodes() counts them.
+  bool evaluated(int n) const { return eval_sample_.empty() || eval_sample_[static_cast<std::size_t>(n)] != 0; }
+  int evaluated_nodes() const;
+  NodeStateStats node_state;  // reset by run_federated, filled by this process's blocks
 
   void progress(const std::string& line) const;
   std::function<void(const std::string&)> progress_sink;
@@ -86,6 +106,7 @@ class Context {
   std::int64_t base_parameters_ = 0;
   node::LocalTrainerOptions round_options_;  // the local step's settings the plan does not carry
   bool memo_on_ = false;
+  std::vector<std::uint8_t> eval_sample_;  // empty: every node
   std::map<std::string, node::LocalTrainResult> round_memo_;
 };
 

@@ -5,6 +5,7 @@
 // inside them as encoded protocol Envelopes.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 #include <spdlog/spdlog.h>
 
@@ -13,6 +14,7 @@
 #include "host_channel.h"
 #include "host_pool.h"
 #include "fedge/common/error.h"
+#include "fedge/common/machine.h"
 #include "fedge/inference/torch_setup.h"
 #include "fedge/sims/node_host.h"
 
@@ -287,7 +289,10 @@ void serve_coordinator(CoordinatorChannel& channel, Context& ctx, const HostAssi
       if (!block) throw Error(ErrorKind::kProtocol, "the coordinator sent a window before starting a level");
       channel.send(encode_host_message(block->window(*order)));
     } else if (const auto* stop = std::get_if<Shutdown>(&m)) {
-      ctx.progress("the coordinator ended the run: " + stop->reason);
+      block.reset();
+      char rss[64];
+      std::snprintf(rss, sizeof rss, " (peak RSS of this host %.0f MB)", peak_rss_megabytes());
+      ctx.progress("the coordinator ended the run: " + stop->reason + rss);
       return;
     } else if (std::holds_alternative<Ping>(m)) {
       continue;  // the coordinator checking that this host is still there

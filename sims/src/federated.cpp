@@ -133,6 +133,7 @@ coordinator::FederationConfig CoordinatorSide::make_config() const {
   c.secure = s_.secagg.enabled;
   c.min_nodes = static_cast<std::uint32_t>(std::max(s_.training.min_nodes, c.secure ? 3 : 1));
   c.fraction = s_.training.fraction;
+  c.send_global_to_all = s_.training.send_global_to_all;
   // Deadlines in simulated time: training on the slowest device with room to spare.
   double slowest = 1e300;
   for (const auto& d : s_.node_devices) slowest = std::min(slowest, d.flops);
@@ -281,7 +282,7 @@ void add_rows(Context& ctx, int level, std::vector<MetricsRow>& all, std::vector
     double sum = 0;
     int n = 0;
     for (const auto& r : all) {
-      if (r.round == static_cast<int>(d.round)) sum += r.perplexity, ++n;
+      if (r.round == static_cast<int>(d.round) && !std::isnan(r.perplexity)) sum += r.perplexity, ++n;
     }
     ctx.progress("level " + std::to_string(level) + " round " + std::to_string(d.round) + "/" +
                  std::to_string(s.training.rounds) + ": " + std::to_string(d.survivors.size()) + " updates in the " +
@@ -294,6 +295,7 @@ void add_rows(Context& ctx, int level, std::vector<MetricsRow>& all, std::vector
 }  // namespace
 
 FederatedOutcome run_federated(Context& ctx, int level, const std::vector<HostLink*>& hosts) {
+  ctx.node_state = {};
   CoordinatorSide coord(ctx, level);
   const std::int64_t window = lookahead_ms(level_network(ctx.scenario(), level));
   std::vector<std::optional<std::int64_t>> host_next(hosts.size());

@@ -85,6 +85,8 @@ class NodeBlock {
   std::vector<MetricsRow> rows_for(const RoundDone& done);
   std::vector<MetricsRow> local_only_rows();
   VirtualNode& at(int n);
+  // After the level's last window: frees the nodes' state, measuring what it held.
+  void release_nodes();
 
   Context& ctx_;
   const Scenario& s_;
@@ -93,7 +95,10 @@ class NodeBlock {
   std::vector<VirtualNode> nodes_;
   EventQueue queue_;
   std::int64_t now_ = 0;
+  // Global versions the nodes installed, shared between them; a version no
+  // node refers to any more is dropped at the end of a window.
   std::map<std::uint64_t, std::shared_ptr<const std::vector<float>>> versions_;
+  std::uint64_t models_installed_ = 0;
 };
 
 // One block of nodes as the coordinator sees it: in this process or behind a

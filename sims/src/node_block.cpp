@@ -7,6 +7,7 @@
 
 #include "federation_sim.h"
 #include "fedge/common/error.h"
+#include "fedge/common/machine.h"
 #include "fedge/common/rng.h"
 #include "fedge/protocol/codec.h"
 
@@ -93,7 +94,10 @@ WindowReport NodeBlock::window(const WindowOrder& order) {
     auto rows = rows_for(done);
     report.rows.insert(report.rows.end(), rows.begin(), rows.end());
   }
-  if (order.finish) return report;
+  if (order.finish) {
+    release_nodes();
+    return report;
+  }
   const protocol::Limits limits;
   while (!queue_.empty() && queue_.top().at < order.until_ms) {
     SimEvent e = queue_.top();
@@ -121,8 +125,43 @@ WindowReport NodeBlock::window(const WindowOrder& order) {
         break;
     }
   }
+  std::erase_if(versions_, [](const auto& v) { return v.second.use_count() == 1; });
   if (!queue_.empty()) report.next_event_ms = queue_.top().at;
   return report;
+}
+
+void NodeBlock::release_nodes() {
+  NodeStateStats stats;
+  stats.nodes = nodes_.size();
+  stats.models_installed = models_installed_;
+  for (const auto& vn : nodes_) stats.nodes_with_model += vn.global != nullptr;
+  for (int n = first_; n < end_; ++n) stats.data_bytes += node_data_bytes(ctx_.node(n));
+  // The global versions the nodes still point to (shared between them), then
+  // the nodes' own state: what freeing each gives back to the heap.
+  versions_.clear();
+  std::size_t before = heap_in_use_bytes();
+  for (auto& vn : nodes_) vn.global.reset();
+  std::size_t after = heap_in_use_bytes();
+  stats.version_bytes = before > after ? before - after : 0;
+  before = after;
+  std::vector<VirtualNode>().swap(nodes_);
+  EventQueue().swap(queue_);
+  after = heap_in_use_bytes();
+  stats.state_bytes = before > after ? before - after : 0;
+  auto& total = ctx_.node_state;
+  total.nodes += stats.nodes;
+  total.state_bytes += stats.state_bytes;
+  total.version_bytes += stats.version_bytes;
+  total.data_bytes += stats.data_bytes;
+  total.models_installed += stats.models_installed;
+  total.nodes_with_model += stats.nodes_with_model;
+  const auto per_node = [&](std::uint64_t bytes) { return std::to_string(bytes / std::max<std::uint64_t>(1, stats.nodes)); };
+  ctx_.progress("level " + std::to_string(level_) + ", nodes " + std::to_string(first_) + ".." +
+                std::to_string(end_ - 1) + ": " + per_node(stats.state_bytes) + " bytes of state and " +
+                per_node(stats.data_bytes) + " bytes of data per node at the end, and " +
+                std::to_string(stats.version_bytes) + " bytes of global versions shared by them; " +
+                std::to_string(stats.nodes_with_model) + " of " + std::to_string(stats.nodes) +
+                " nodes ever held a global model (" + std::to_string(stats.models_installed) + " installs)");
 }
 
 // A round plan decides whether the node drops out of that round, and when: the
@@ -197,6 +236,7 @@ void NodeBlock::train(int n, const node::TrainCommand& cmd) {
 void NodeBlock::apply(int n, node::NodeActions a, WindowReport& report) {
   auto& vn = at(n);
   if (a.install) {
+    ++models_installed_;
     auto& shared = versions_[a.install->version];
     if (!shared) shared = std::make_shared<const std::vector<float>>(std::move(a.install->params));
     vn.global = shared;
@@ -230,7 +270,7 @@ std::vector<MetricsRow> NodeBlock::rows_for(const RoundDone& done) {
   ParamVector global(ctx_.initial_adapter().layout(), done.global);
   for (int n = first_; n < end_; ++n) {
     std::optional<Quality> q;
-    if (done.evaluate) q = ctx_.evaluate(global, ctx_.node(n), done.last);
+    if (done.evaluate && ctx_.evaluated(n)) q = ctx_.evaluate(global, ctx_.node(n), done.last);
     rows.push_back(row_for(n, done, q));
   }
   return rows;
@@ -242,7 +282,7 @@ std::vector<MetricsRow> NodeBlock::local_only_rows() {
     const auto& node = ctx_.node(n);
     auto out = ctx_.train(ctx_.initial_adapter(), node.train_set, s_.training.local_only_steps,
                           derive_seed(s_.seed, "local/" + std::to_string(n)), "cosine");
-    auto q = ctx_.evaluate(out.params, node, true);
+    auto q = ctx_.evaluated(n) ? ctx_.evaluate(out.params, node, true) : Quality{std::nan(""), {}};
     MetricsRow r;
     r.level = 6;
     r.round = s_.training.rounds;

@@ -57,7 +57,7 @@ std::string quality_rounds_data(const RunResult& result, int rounds) {
   for (const auto& lv : result.levels) {
     std::map<int, std::pair<double, int>> per_round;
     for (const auto& row : result.rows) {
-      if (row.level != lv.level) continue;
+      if (row.level != lv.level || std::isnan(row.perplexity)) continue;
       auto& [sum, n] = per_round[row.round];
       sum += row.perplexity, ++n;
     }
@@ -129,6 +129,7 @@ nlohmann::json summary_json(const Scenario& s, const RunResult& result) {
   j["secure_aggregation"] = s.secagg.enabled;
   j["base_perplexity"] = result.base_perplexity;
   j["wall_seconds"] = result.wall_s;
+  j["peak_rss_mb"] = result.peak_rss_mb;
   j["machine"] = machine_summary();
   for (const auto& lv : result.levels) {
     nlohmann::json l;
@@ -151,6 +152,12 @@ nlohmann::json summary_json(const Scenario& s, const RunResult& result) {
     l["rounds_failed"] = lv.rounds_failed;
     l["sim_training_time_s"] = lv.sim_time_s;
     l["wall_seconds"] = lv.wall_s;
+    if (lv.node_state_bytes) {
+      l["node_memory"] = {{"state_bytes_per_node", *lv.node_state_bytes},
+                          {"data_bytes_per_node", *lv.node_data_bytes},
+                          {"nodes_with_model", lv.nodes_with_model},
+                          {"models_installed", lv.models_installed}};
+    }
     j["levels"].push_back(l);
   }
   return j;
@@ -194,6 +201,13 @@ std::string summary_markdown(const RunResult& result) {
         << fixed(100 * lv.outage_served_share, 0) << "% |\n";
   }
   out << "\nbase model before any adapter: mean held-out perplexity " << fixed(result.base_perplexity, 3) << "\n";
+  for (const auto& lv : result.levels) {
+    if (!lv.node_state_bytes) continue;
+    out << "\n" << lv.name << ": per virtual node " << fixed(*lv.node_state_bytes, 0) << " bytes of state and "
+        << human_bytes(*lv.node_data_bytes) << " of data at the end; " << lv.nodes_with_model
+        << " nodes ever held a global model (" << lv.models_installed << " installs)\n";
+  }
+  out << "\npeak RSS of this process: " << fixed(result.peak_rss_mb, 0) << " MB\n";
   return out.str();
 }
 

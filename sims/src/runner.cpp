@@ -1,9 +1,11 @@
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 
 #include "context.h"
 #include "federation_sim.h"
 #include "host_pool.h"
+#include "fedge/common/machine.h"
 #include "fedge/common/rng.h"
 #include "fedge/inference/torch_setup.h"
 #include "fedge/sims/runner.h"
@@ -22,12 +24,12 @@ LevelSummary summarise(const Scenario& s, int level, const std::vector<MetricsRo
   LevelSummary sum;
   sum.level = level;
   sum.name = level_name(level);
-  int n = 0, acc_n = 0, outage_req = 0, outage_ok = 0;
+  int n = 0, evaluated = 0, acc_n = 0, outage_req = 0, outage_ok = 0;
   double acc = 0;
   for (const auto& r : rows) {
     if (!r.serving) continue;
     ++n;
-    sum.mean_perplexity += r.perplexity;
+    if (!std::isnan(r.perplexity)) sum.mean_perplexity += r.perplexity, ++evaluated;
     if (r.accuracy) acc += *r.accuracy, ++acc_n;
     sum.bytes_up_per_node += static_cast<double>(r.bytes_up);
     sum.bytes_down_per_node += static_cast<double>(r.bytes_down);
@@ -38,8 +40,8 @@ LevelSummary summarise(const Scenario& s, int level, const std::vector<MetricsRo
     outage_ok += r.outage_served;
     sum.sim_time_s = std::max(sum.sim_time_s, r.sim_time_s);
   }
+  if (evaluated > 0) sum.mean_perplexity /= evaluated;  // over the nodes whose quality was measured
   if (n > 0) {
-    sum.mean_perplexity /= n;
     sum.bytes_up_per_node /= n;
     sum.bytes_down_per_node /= n;
   }
@@ -155,8 +157,13 @@ RunResult run_scenario(const Scenario& s, const RunOptions& options) {
   }
 
   RunResult result;
-  for (const auto& node : ctx.nodes()) result.base_perplexity += ctx.base_perplexity(node) / ctx.num_nodes();
-  ctx.progress("base model: mean held-out perplexity " + std::to_string(result.base_perplexity));
+  for (const auto& node : ctx.nodes()) {
+    if (ctx.evaluated(node.index)) result.base_perplexity += ctx.base_perplexity(node) / ctx.evaluated_nodes();
+  }
+  ctx.progress("base model: mean held-out perplexity " + std::to_string(result.base_perplexity) +
+               (ctx.evaluated_nodes() < ctx.num_nodes()
+                    ? " (over a sample of " + std::to_string(ctx.evaluated_nodes()) + " nodes, [training] eval_nodes)"
+                    : std::string()));
 
   std::optional<CentralAdapter> central;
   std::vector<detail::Quality> central_quality;
@@ -167,7 +174,10 @@ RunResult run_scenario(const Scenario& s, const RunOptions& options) {
     if (level <= 3) {
       if (!central) {
         central = train_central(ctx);
-        for (const auto& node : ctx.nodes()) central_quality.push_back(ctx.evaluate(central->params, node, true));
+        for (const auto& node : ctx.nodes()) {
+          central_quality.push_back(ctx.evaluated(node.index) ? ctx.evaluate(central->params, node, true)
+                                                              : detail::Quality{std::nan(""), {}});
+        }
       }
       rows = central_level_rows(ctx, level, *central, central_quality);
       extra.cloud_compute_s = central->cloud_compute_s;
@@ -185,6 +195,13 @@ RunResult run_scenario(const Scenario& s, const RunOptions& options) {
       extra.epsilon = fed.epsilon;
       extra.rounds_completed = fed.rounds_completed;
       extra.rounds_failed = fed.rounds_failed;
+      if (!pool && ctx.node_state.nodes > 0) {
+        const auto& st = ctx.node_state;
+        extra.node_state_bytes = static_cast<double>(st.state_bytes) / static_cast<double>(st.nodes);
+        extra.node_data_bytes = static_cast<double>(st.data_bytes) / static_cast<double>(st.nodes);
+        extra.nodes_with_model = st.nodes_with_model;
+        extra.models_installed = st.models_installed;
+      }
     }
     std::vector<double> ttft, tpot;
     LevelSummary sum;
@@ -198,6 +215,10 @@ RunResult run_scenario(const Scenario& s, const RunOptions& options) {
     sum.epsilon = extra.epsilon;
     sum.rounds_completed = extra.rounds_completed;
     sum.rounds_failed = extra.rounds_failed;
+    sum.node_state_bytes = extra.node_state_bytes;
+    sum.node_data_bytes = extra.node_data_bytes;
+    sum.nodes_with_model = extra.nodes_with_model;
+    sum.models_installed = extra.models_installed;
     sum.wall_s = seconds_since(tl);
     ctx.progress("level " + sum.name + ": perplexity " + std::to_string(sum.mean_perplexity) + ", served in outage " +
                  std::to_string(static_cast<int>(100 * sum.outage_served_share)) + "%");
@@ -206,6 +227,7 @@ RunResult run_scenario(const Scenario& s, const RunOptions& options) {
   }
   if (pool) pool->shutdown("the run is over");
   result.wall_s = seconds_since(t0);
+  result.peak_rss_mb = peak_rss_megabytes();
   return result;
 }
 

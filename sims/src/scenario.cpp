@@ -125,6 +125,10 @@ void read_training(const Table& t, TrainingSettings& s) {
   s.max_examples = t.integer("max_examples", s.max_examples, {1, std::numeric_limits<std::int64_t>::max()});
   s.max_weight_share = t.number("max_weight_share", s.max_weight_share, {1e-9, 1.0});
   s.eval_every_round = t.boolean("eval_every_round", s.eval_every_round);
+  // "all": every live node gets each new global; "selected": only the nodes a round selects, with its plan.
+  const std::string send = t.string("send_global", s.fraction < 1.0 ? "selected" : "all", {"all", "selected"});
+  s.send_global_to_all = send == "all";
+  s.eval_nodes = static_cast<int>(t.integer("eval_nodes", s.eval_nodes, {0, 1000000}));
 }
 
 std::vector<int> read_levels(const Table& root) {

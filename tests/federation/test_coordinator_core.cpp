@@ -171,6 +171,51 @@ TEST_CASE("coordinator: registration answers with an ack and the current model")
   CHECK(a.send.empty());
 }
 
+TEST_CASE("coordinator: without send_global_to_all only selected nodes get the global, with their plan") {
+  auto cfg = config();
+  cfg.send_global_to_all = false;
+  cfg.max_nodes = 3;
+  cfg.deadlines = {1000, 100, 100, 100, 100};
+  CoordinatorCore core(cfg, resume());
+  auto count = [](const CoordinatorActions& a, NodeId node, auto body) {
+    using Body = decltype(body);
+    return std::count_if(a.send.begin(), a.send.end(), [&](const auto& o) {
+      return o.to == node && std::holds_alternative<Body>(o.envelope.body);
+    });
+  };
+  for (NodeId id = 1; id <= 6; ++id) {
+    auto a = core.on_message(0, reg(id, 10));
+    REQUIRE(a.send.size() == 1);  // the ack alone: an idle device downloads nothing
+    CHECK(std::holds_alternative<protocol::RegisterAck>(a.send[0].envelope.body));
+  }
+  CHECK(core.on_message(1, heartbeat(2)).send.empty());  // an old version on a heartbeat: no model either
+  auto a = core.on_tick(2);
+  auto started = events_of<RoundStarted>(a);
+  REQUIRE(started.size() == 1);
+  const auto selected = started[0].plan.selected;
+  REQUIRE(selected.size() == 3);
+  for (NodeId id = 1; id <= 6; ++id) {
+    const bool chosen = std::count(selected.begin(), selected.end(), id) > 0;
+    CHECK(count(a, id, protocol::GlobalModel{}) == (chosen ? 1 : 0));
+    CHECK(count(a, id, protocol::RoundPlan{}) == (chosen ? 1 : 0));
+  }
+  // The model goes before the plan, so a selected node has it installed when the plan comes.
+  for (NodeId id : selected) {
+    auto model = std::find_if(a.send.begin(), a.send.end(), [&](const auto& o) {
+      return o.to == id && std::holds_alternative<protocol::GlobalModel>(o.envelope.body);
+    });
+    auto plan = std::find_if(a.send.begin(), a.send.end(), [&](const auto& o) {
+      return o.to == id && std::holds_alternative<protocol::RoundPlan>(o.envelope.body);
+    });
+    CHECK(model < plan);
+  }
+  // The round fails (nobody answers): its end pushes the model to nobody.
+  for (NodeId id = 1; id <= 6; ++id) core.on_message(500, heartbeat(id));
+  a = core.on_tick(1200);
+  REQUIRE(events_of<RoundFailed>(a).size() == 1);
+  for (NodeId id = 1; id <= 6; ++id) CHECK(count(a, id, protocol::GlobalModel{}) == 0);
+}
+
 TEST_CASE("coordinator: rounds start with enough live nodes, dead nodes are never selected") {
   auto cfg = config();
   cfg.max_nodes = 3;

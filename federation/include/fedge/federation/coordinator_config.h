@@ -37,6 +37,12 @@ struct FederationConfig {
   // that start together all take part in it; later rounds need min_nodes. 0 = min_nodes.
   std::uint32_t startup_nodes = 0;
   double fraction = 1.0;             // share of live nodes selected, in (0, 1]; at least min_nodes
+  // Every live node gets each new global (at registration, after each round, on
+  // a heartbeat that shows an old version), so it serves with the latest
+  // adapter. false: a node gets the global only when a round selects it (with
+  // its plan): cross-device federations, where most registered devices sit out
+  // most rounds and should neither download nor hold the model meanwhile.
+  bool send_global_to_all = true;
   std::uint32_t heartbeat_interval_ms = 1000;  // told to nodes in RegisterAck
   std::uint32_t liveness_timeout_ms = 5000;    // silent this long = dead, never selected
   // Per-stage budgets, each counted from the end of the previous stage. Secure:

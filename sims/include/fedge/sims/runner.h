@@ -32,13 +32,19 @@ struct LevelSummary {
   int rounds_completed = 0, rounds_failed = 0;     // levels 4/5
   double sim_time_s = 0;             // simulated training time
   double wall_s = 0;                 // real time this level took here (not in metrics.csv)
+  // Levels 4/5 with the nodes in this process (node hosts log their own):
+  // per virtual node, the heap its state held when the level ended and its
+  // data; how many nodes ever held a global model, and how many installs.
+  std::optional<double> node_state_bytes, node_data_bytes;
+  std::uint64_t nodes_with_model = 0, models_installed = 0;
 };
 
 struct RunResult {
   std::vector<MetricsRow> rows;
   std::vector<LevelSummary> levels;
-  double base_perplexity = 0;  // the shared base before any adapter, mean over nodes
+  double base_perplexity = 0;  // the shared base before any adapter, mean over the evaluated nodes
   double wall_s = 0;
+  double peak_rss_mb = 0;      // this process's high-water resident set (node hosts log theirs)
 };
 
 struct RunOptions {

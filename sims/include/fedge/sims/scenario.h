@@ -55,6 +55,15 @@ struct TrainingSettings {
   std::int64_t max_examples = 1'000'000;
   double max_weight_share = 0.5;
   bool eval_every_round = true;  // levels 4/5: held-out quality after every round, or the last only
+  // Cross-device: false ("selected") sends the global only to the nodes a
+  // round selects, so idle virtual nodes neither download nor hold it
+  // (federation::FederationConfig::send_global_to_all). Default: "all" when
+  // fraction = 1, "selected" when fewer nodes take part in a round.
+  bool send_global_to_all = true;
+  // Held-out quality (the base's, each round's, levels 0-3's and 6's) on a
+  // fixed, seeded sample of this many nodes; 0 = every node. Evaluating every
+  // one of 10,000 nodes would cost more than their training.
+  int eval_nodes = 0;
 };
 
 struct SecAggSettings {
