@@ -35,6 +35,7 @@ TEST_CASE("jinja: statements, expressions, filters and methods of real chat temp
   CHECK(render("{{ 'a</think>b'.split('</think>')[0].rstrip('\\n') }}|{{ x is not defined }}|{{ none is none }}") ==
         "a|True|True");
   CHECK(render("{{ 10 // 3 }} {{ -7 % 3 }} {{ 2.0 }} {{ 1 / 4 }} {{ 'ab' * 2 }}") == "3 2 2.0 0.25 abab");
+  CHECK(render("{{ -(-9223372036854775807 - 1) }} {{ 'abc'[1::9223372036854775807] }}") == "-9223372036854775808 b");
   CHECK(render("{% for k, v in {'b': 1, 'a': 2}|items %}{{ k }}{{ v }}{% endfor %}") == "b1a2");  // insertion order
 }
 

@@ -139,7 +139,7 @@ class Lexer {
       const std::string_view rest = src_.substr(i_);
       const std::string_view close = statement ? "%}" : "}}";
       const bool stripping = rest.size() >= 3 && rest[0] == '-' && rest.substr(1, 2) == close;
-      if (stripping || (rest.substr(0, 2) == close && (statement || curly_depth == 0))) {
+      if (stripping || (rest.substr(0, 2) == close && (statement || curly_depth <= 0))) {
         tokens_.push_back({statement ? Tok::kStmtClose : Tok::kExprClose, i_, {}});
         i_ += stripping ? 3 : 2;
         if (statement && i_ < src_.size() && src_[i_] == '\n') ++i_;  // trim_blocks

@@ -310,7 +310,8 @@ Value Renderer::eval(const Node& n, const ScopePtr& scope) {
       if (!v.is_number()) fail(n.pos, "unary " + n.text + " needs a number, got a " + type_name(v));
       if (n.text == "+") return v;
       if (v.type == Type::kFloat) return Value::real(-v.f);
-      return Value::integer(-static_cast<std::int64_t>(static_cast<std::uint64_t>(v.type == Type::kBool ? v.b : v.i)));
+      // Negated in unsigned arithmetic: -INT64_MIN wraps instead of being undefined.
+      return Value::integer(static_cast<std::int64_t>(0 - static_cast<std::uint64_t>(v.type == Type::kBool ? v.b : v.i)));
     }
     case NodeKind::kBinary: return eval_binary(n, scope);
     case NodeKind::kTernary:
@@ -417,13 +418,14 @@ Value Renderer::eval_slice(const Node& n, const ScopePtr& scope) {
   const std::int64_t stop = clamp(stop_arg, step > 0 ? size : -1);
   ValueList items;
   std::string text;
-  for (std::int64_t k = start; step > 0 ? k < stop : k > stop; k += step) {
+  for (std::int64_t k = start; step > 0 ? k < stop : k > stop;) {
     tick(0, n.pos);
     if (object.type == Type::kList) {
       items.push_back((*object.list)[static_cast<std::size_t>(k)]);
     } else {
       text += chars[static_cast<std::size_t>(k)];
     }
+    if (__builtin_add_overflow(k, step, &k)) break;
   }
   return object.type == Type::kList ? make_list(std::move(items)) : Value::string(std::move(text));
 }
