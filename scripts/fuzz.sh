@@ -13,7 +13,8 @@ bash scripts/install-deps.sh
 build_dir="${FEDGE_FUZZ_BUILD_DIR:-build-fuzz}"
 seconds="${FEDGE_FUZZ_SECONDS:-20}"
 targets=("$@")
-[[ ${#targets[@]} -eq 0 ]] && targets=(protocol safetensors gguf tokenizer config host_wire http records model_config)
+[[ ${#targets[@]} -eq 0 ]] && targets=(protocol safetensors gguf tokenizer config host_wire http records model_config
+                                      chat_template)
 
 # ccache, where installed, makes a rebuild after a small change take seconds.
 launcher=()
@@ -24,7 +25,7 @@ cmake --build "$build_dir" -j "$(nproc)" --target "${targets[@]/#/fuzz_}"
 # The largest input each target takes: messages and files a few KiB long reach
 # every branch; tokenizer.json seeds are up to 8 KiB.
 declare -A max_len=([protocol]=8192 [safetensors]=4096 [gguf]=4096 [tokenizer]=16384 [config]=4096
-                    [host_wire]=8192 [http]=4096 [records]=4096 [model_config]=4096)
+                    [host_wire]=8192 [http]=4096 [records]=4096 [model_config]=4096 [chat_template]=8192)
 failed=()
 echo "fuzz: ${#targets[@]} target(s), ${seconds} s each, ASan + UBSan"
 for t in "${targets[@]}"; do

@@ -13,6 +13,7 @@ packages=(
   gnuplot-nox
   openmpi-bin libopenmpi-dev              # `mpirun -n H+1 fedge sim` (optional: CMake FEDGE_WITH_MPI)
   curl                                    # scripts/federation-demo.sh asks a node's API
+  nodejs                                  # the chat template oracle (@huggingface/jinja, tests/chat_templates)
   clang libclang-rt-14-dev libomp-14-dev  # scripts/fuzz.sh: libFuzzer, ASan, UBSan, clang's OpenMP
 )
 # Node.js and npm run the official openai npm client against a node
@@ -23,6 +24,22 @@ command -v npm >/dev/null || packages+=(npm)
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(python3-torch)
 fi
+# npm comes with some nodejs builds (NodeSource's); Debian's comes as a package.
+command -v npm >/dev/null || packages+=(npm)
+
+# The reference Jinja renderer the chat template test compares with, pinned in
+# tests/chat_templates/package.json and package-lock.json, installed next to
+# them (not globally). Needs the npm registry; without it the test's own
+# `npm ci` tries again.
+install_chat_template_reference() {
+  local dir="tests/chat_templates"
+  [[ -f "$dir/node_modules/@huggingface/jinja/package.json" ]] && return 0
+  command -v npm >/dev/null || return 0
+  echo "install-deps: npm ci in $dir (@huggingface/jinja, the chat template reference)"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) ||
+    echo "install-deps: npm ci in $dir failed; the chat template test will try again" >&2
+}
+cd "$(dirname "$0")/.."
 
 # Installed for this machine's architecture (or architecture-free): a plain
 # `dpkg-query -W PACKAGE` also matches the arm64 build that
@@ -37,6 +54,7 @@ for package in "${packages[@]}"; do
 done
 if [[ ${#missing[@]} -eq 0 ]]; then
   echo "install-deps: all ${#packages[@]} packages present"
+  install_chat_template_reference
   exit 0
 fi
 
@@ -49,3 +67,4 @@ echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 "${sudo_cmd[@]}" apt-get update -qq
 "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+install_chat_template_reference

@@ -460,6 +460,7 @@ Tokenizer tokenizer_from_gguf(const GgufFile& f) {
       t->apply_tokenizer_config(R"({"add_bos_token": false})", f.source_name());
   }
   apply_special_ids(*t, f, tokens);
+  t->set_chat_template(gguf_chat_template(f));  // the model's chat format, rendered by ChatTemplate
   return std::move(*t);
 }
 

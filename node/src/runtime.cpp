@@ -162,7 +162,7 @@ inference::LoadedModel load_base(const NodeRuntimeConfig& config) {
 
 training::TokenDataset dataset(const inference::Tokenizer& tokenizer, const training::DataSource& source,
                                int seq_len) {
-  const auto records = source.read();
+  const auto records = source.read(tokenizer);
   return training::TokenDataset::build(tokenizer, records, seq_len, /*pack=*/false);
 }
 

@@ -202,7 +202,7 @@ void HttpServer::Impl::complete(const httplib::Request& req, httplib::Response& 
     const RequestRules rules{service.model_name(), service.options().max_tokens_limit,
                              chat ? options.default_chat_max_tokens : options.default_max_tokens, options.max_n};
     ParsedRequest p = chat ? parse_chat_request(body, rules) : parse_completion_request(body, rules);
-    if (chat) p.request.prompt = InferenceService::render_chat(p.messages);
+    if (chat) p.request.prompt = service.render_chat(p.messages);
     const std::string id = new_id(chat);
     // The n choices: the same request, each with its own random stream.
     std::vector<CompletionRequest> choices(std::size_t(p.n), p.request);

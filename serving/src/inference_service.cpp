@@ -8,11 +8,13 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <thread>
 #include <unordered_map>
 
+#include "fedge/inference/chat_template.h"
 #include "fedge/inference/generate.h"
 #include "fedge/inference/lora.h"
 #include "fedge/inference/model.h"
@@ -85,6 +87,17 @@ struct InferenceService::Impl {
   inference::Model* model = nullptr;
   const inference::Tokenizer* tokenizer = nullptr;
   ServiceOptions options;
+  std::optional<inference::ChatTemplate> chat;  // the model's chat template, parsed once
+  std::string chat_error;                      // why there is none
+
+  void load_chat_template() {
+    try {
+      chat.emplace(inference::ChatTemplate::for_tokenizer(*tokenizer));
+    } catch (const Error& e) {
+      chat_error = e.what();
+      spdlog::error("serving: the model's chat template cannot be used, chat requests will fail: {}", chat_error);
+    }
+  }
 
   mutable std::mutex mutex;
   std::condition_variable wake;
@@ -571,6 +584,7 @@ InferenceService::InferenceService(inference::Model& model, const inference::Tok
   impl_->model = &model;
   impl_->tokenizer = &tokenizer;
   impl_->options = std::move(options);
+  impl_->load_chat_template();
   impl_->start();
 }
 
@@ -583,6 +597,7 @@ InferenceService::InferenceService(std::unique_ptr<inference::Model> model,
   impl_->model = impl_->owned_model.get();
   impl_->tokenizer = impl_->owned_tokenizer.get();
   impl_->options = std::move(options);
+  impl_->load_chat_template();
   impl_->start();
 }
 
@@ -745,10 +760,9 @@ bool InferenceService::has_split_client() const {
   return impl_->split_visible;
 }
 
-std::string InferenceService::render_chat(const std::vector<training::ChatMessage>& messages) {
-  std::vector<training::ChatMessage> turns = messages;
-  turns.push_back({"assistant", ""});  // the turn the model writes
-  return training::record_from_chat(turns).prompt;
+std::string InferenceService::render_chat(const std::vector<training::ChatMessage>& messages) const {
+  if (!impl_->chat) throw Error(ErrorKind::kRuntime, "the model's chat template cannot be used: " + impl_->chat_error);
+  return impl_->chat->render(messages, /*add_generation_prompt=*/true);
 }
 
 const std::string& InferenceService::model_name() const { return impl_->options.model_name; }

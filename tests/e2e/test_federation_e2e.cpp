@@ -37,7 +37,7 @@ double held_out_loss(const fs::path& adapter_dir, const FederationHarness& h) {
   for (int id = 1; id <= h.nodes(); ++id) {
     fedge::training::DataSource source;
     source.path = h.site_file(id, "eval.jsonl").string();
-    auto r = source.read();
+    auto r = source.read(tokenizer);
     records.insert(records.end(), r.begin(), r.end());
   }
   return fedge::training::evaluate_loss(model, fedge::training::TokenDataset::build(tokenizer, records, 96, false))

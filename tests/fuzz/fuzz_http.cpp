@@ -7,8 +7,8 @@
 // refused with an HttpError (status 400 or 404, naming the field where one is
 // at fault) or be accepted; an accepted request has its fields in the ranges
 // the service relies on, and an accepted chat renders to a prompt through the
-// chat template (training::record_from_chat, as InferenceService::render_chat
-// does). Anything else (crash, other exception, sanitizer report) is a bug.
+// chat template (training::record_from_chat in fedge's own format;
+// InferenceService::render_chat renders the model's, tested in test_serving). Anything else (crash, other exception, sanitizer report) is a bug.
 #include <cmath>
 #include <cstddef>
 #include <cstdint>

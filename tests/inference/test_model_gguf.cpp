@@ -166,6 +166,7 @@ TEST_CASE("model gguf: a file fedge wrote reads back and rewrites to the same by
   CHECK(file.metadata_uint("general.alignment") == 32);
   CHECK(file.metadata_string("tokenizer.ggml.model") == "gpt2");
   CHECK(gguf_chat_template(file) == "{{ messages }}");
+  CHECK(loaded.tokenizer.chat_template() == "{{ messages }}");  // read back into the tokenizer, rendered for chat
   CHECK(file.at("token_embd.weight").type == GgmlType::kQ8_0);
   CHECK(file.at("blk.0.ffn_down.weight").type == GgmlType::kF16);  // 688 is not whole blocks
   CHECK(file.find("output.weight") == nullptr);                    // tied

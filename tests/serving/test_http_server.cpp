@@ -93,7 +93,7 @@ TEST_CASE("POST /v1/chat/completions renders the chat template", "[http]") {
   REQUIRE(res);
   REQUIRE(res->status == 200);
   const json j = json::parse(res->body);
-  const auto ref = f.direct(InferenceService::render_chat({{"system", "be brief"}, {"user", "status?"}}), 12);
+  const auto ref = f.direct(f.service.render_chat({{"system", "be brief"}, {"user", "status?"}}), 12);
   CHECK(j["object"] == "chat.completion");
   CHECK(j["id"].get<std::string>().rfind("chatcmpl-", 0) == 0);
   CHECK(j["choices"][0]["message"]["role"] == "assistant");
@@ -130,7 +130,7 @@ TEST_CASE("streamed chat completion parses chunk by chunk as OpenAI's format", "
   const auto events = sse_events(received);
   REQUIRE(events.size() >= 3);
   CHECK(events.back() == "[DONE]");
-  const auto ref = f.direct(InferenceService::render_chat({{"user", "stream please"}}), 16);
+  const auto ref = f.direct(f.service.render_chat({{"user", "stream please"}}), 16);
   std::string content;
   std::string id;
   for (std::size_t i = 0; i + 1 < events.size(); ++i) {

@@ -326,12 +326,40 @@ TEST_CASE("stop() fails queued requests and refuses new ones", "[serving]") {
 }
 
 TEST_CASE("chat messages render with the training chat template", "[serving]") {
+  Fixture f;
+  InferenceService service(f.model, f.tokenizer);
   std::vector<training::ChatMessage> m = {{"system", "be brief"}, {"user", "hi"}, {"assistant", "hello"}, {"user", "rate?"}};
-  CHECK(InferenceService::render_chat(m) == "<|user|>be brief\nhi<|assistant|>hello<|user|>rate?<|assistant|>");
+  CHECK(service.render_chat(m) == "<|user|>be brief\nhi<|assistant|>hello<|user|>rate?<|assistant|>");
   // Same prompt as a training record with that reply.
   auto with_reply = m;
   with_reply.push_back({"assistant", "42"});
-  CHECK(InferenceService::render_chat(m) == training::record_from_chat(with_reply).prompt);
+  CHECK(service.render_chat(m) == training::record_from_chat(with_reply).prompt);
+}
+
+TEST_CASE("chat requests render with the model's own chat template, as training does", "[serving]") {
+  Fixture f;
+  // A ChatML template (SmolLM2's), as a model's tokenizer_config.json carries it.
+  f.tokenizer.set_chat_template(
+      "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + "
+      "'\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}");
+  InferenceService service(f.model, f.tokenizer);
+  std::vector<training::ChatMessage> m = {{"system", "be brief"}, {"user", "hi"}};
+  CHECK(service.render_chat(m) == "<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
+                                  "<|im_start|>assistant\n");
+  auto with_reply = m;
+  with_reply.push_back({"assistant", "ok"});
+  const auto chat = inference::ChatTemplate::for_tokenizer(f.tokenizer);
+  const auto record = training::record_from_chat(with_reply, chat);
+  CHECK(record.prompt == service.render_chat(m));  // trained on the format it is served with
+  CHECK(record.completion == "ok<|im_end|>\n");
+}
+
+TEST_CASE("a chat template that raises refuses the request with its message", "[serving]") {
+  Fixture f;
+  f.tokenizer.set_chat_template("{{ raise_exception('Only user and assistant roles are supported!') }}");
+  InferenceService service(f.model, f.tokenizer);
+  CHECK_THROWS_WITH(service.render_chat({{"system", "x"}}),
+                    Catch::Contains("raise_exception: Only user and assistant roles are supported!"));
 }
 
 TEST_CASE("adapter choice names parse both ways", "[serving]") {

@@ -1,7 +1,9 @@
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 #include "fedge/common/error.h"
 #include "fedge/training/records.h"
@@ -100,4 +102,59 @@ TEST_CASE("jsonl written by fedge reads back", "[records]") {
   CHECK(back[1].prompt == "Q: 1+1?");
   std::filesystem::remove(path);
   REQUIRE_THROWS_AS(read_jsonl(path), fedge::Error);
+}
+
+namespace {
+
+std::string template_text(const std::string& file) {
+  std::ifstream in(std::filesystem::path(FEDGE_SOURCE_DIR) / "tests" / "data" / "chat_templates" / file);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+}  // namespace
+
+TEST_CASE("chat records render with the model's chat template: prompt, then the reply as the template ends it",
+          "[records]") {
+  using fedge::inference::ChatTemplate;
+  const std::vector<ChatMessage> chat = {{"system", "Be brief."}, {"user", "Hi"}, {"assistant", "Yo"}};
+  SECTION("Qwen 2.5 (ChatML)") {
+    const ChatTemplate qwen(template_text("qwen2.5.jinja"), {{"eos_token", "<|im_end|>"}});
+    const Record r = record_from_chat(chat, qwen);
+    CHECK(r.prompt == "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+    CHECK(r.completion == "Yo<|im_end|>\n");
+    ReadOptions options;
+    options.chat_template = &qwen;
+    const auto records = parse_jsonl(
+        R"({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]})",
+        "d.jsonl", options);
+    REQUIRE(records.size() == 1);
+    CHECK(records[0].prompt == r.prompt);
+    CHECK(records[0].completion == r.completion);
+  }
+  SECTION("Llama 3: BOS written by the template, reply trimmed and ended with <|eot_id|>") {
+    const ChatTemplate llama(template_text("llama3.jinja"), {{"bos_token", "<|begin_of_text|>"}, {"eos_token", "<|eot_id|>"}});
+    const Record r = record_from_chat({{"user", "Hi"}, {"assistant", " Yo "}}, llama);
+    CHECK(r.prompt == "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+                      "<|start_header_id|>assistant<|end_header_id|>\n\n");
+    CHECK(r.completion == "Yo<|eot_id|>");
+  }
+  SECTION("a template that raises names the line of the record and the template's message") {
+    const ChatTemplate mistral(template_text("mistral-7b-instruct.jinja"), {{"bos_token", "<s>"}, {"eos_token", "</s>"}});
+    ReadOptions options;
+    options.chat_template = &mistral;
+    CHECK_THROWS_WITH(parse_jsonl("\n" R"({"messages": [{"role": "system", "content": "S"}, {"role": "assistant", "content": "A"}]})",
+                                  "d.jsonl", options),
+                      Contains("d.jsonl:2") && Contains("Conversation roles must alternate"));
+  }
+  SECTION("a template whose full rendering does not extend the prompt is refused") {
+    const ChatTemplate odd("{% for m in messages %}{{ m.content }}{% endfor %}{% if add_generation_prompt %}>>{% endif %}");
+    CHECK_THROWS_WITH(record_from_chat({{"user", "Hi"}, {"assistant", "Yo"}}, odd), Contains("cannot be told apart"));
+  }
+}
+
+TEST_CASE("a completion that ends its turn with EOS gets no second EOS", "[dataset]") {
+  auto tokenizer = fedge::inference::Tokenizer::byte_level_tiny();
+  auto seq = tokenize_record(tokenizer, Record{"<|user|>Hi<|assistant|>", "ok<|eos|>"});
+  CHECK(std::count(seq.tokens.begin(), seq.tokens.end(), 257) == 1);
+  CHECK(seq.tokens.back() == 257);
 }

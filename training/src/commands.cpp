@@ -33,9 +33,11 @@ std::int64_t steps_for_epochs(double epochs, std::size_t sequences, const TrainO
 
 }  // namespace
 
-std::vector<Record> DataSource::read() const {
+std::vector<Record> DataSource::read(const inference::Tokenizer& tokenizer) const {
+  const auto chat = inference::ChatTemplate::for_tokenizer(tokenizer);
   ReadOptions options;
   options.skip_bad = skip_bad;
+  options.chat_template = &chat;
   ReadReport report;
   std::vector<Record> records;
   if (ends_with(path, ".csv")) {
@@ -79,7 +81,7 @@ std::vector<std::string> parse_lora_targets(const std::string& text) {
 
 int run_train(const TrainCommand& command) {
   auto [model, tokenizer] = inference::load_model_spec(command.model, command.load);
-  auto records = command.data.read();
+  auto records = command.data.read(tokenizer);
   auto train = TokenDataset::build(tokenizer, records, command.seq_len, command.pack && !all_instructions(records));
   TrainOptions options = command.options;
   if (command.epochs > 0) options.steps = steps_for_epochs(command.epochs, train.size(), options);
@@ -111,7 +113,7 @@ int run_train(const TrainCommand& command) {
   if (!command.eval_path.empty()) {
     DataSource eval_source = command.data;
     eval_source.path = command.eval_path;
-    auto eval = TokenDataset::build(tokenizer, eval_source.read(), command.seq_len, false);
+    auto eval = TokenDataset::build(tokenizer, eval_source.read(tokenizer), command.seq_len, false);
     auto result = evaluate_loss(model, eval);
     std::printf("eval loss %.4f  perplexity %.3f  (%lld tokens)\n", result.loss, result.perplexity,
                 static_cast<long long>(result.tokens));
@@ -126,7 +128,7 @@ int run_eval(const EvalCommand& command) {
     model.add_adapter("eval", inference::LoraAdapter::load(command.adapter, model.config()));
     model.set_active_adapter("eval");
   }
-  auto records = command.data.read();
+  auto records = command.data.read(tokenizer);
   auto data = TokenDataset::build(tokenizer, records, command.seq_len, false);
   auto result = evaluate_loss(model, data, command.batch_size);
   std::printf("loss %.4f\nperplexity %.3f\ntokens %lld\n", result.loss, result.perplexity,
@@ -149,7 +151,7 @@ void pretrain_tiny(const std::vector<Record>& records, const PretrainCommand& co
 }
 
 int run_pretrain(const PretrainCommand& command) {
-  pretrain_tiny(command.data.read(), command);
+  pretrain_tiny(command.data.read(inference::Tokenizer::byte_level_tiny()), command);
   std::printf("model: %s\n", command.out.c_str());
   return 0;
 }

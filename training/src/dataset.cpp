@@ -14,8 +14,13 @@ Sequence tokenize_record(const inference::Tokenizer& tokenizer, const Record& re
   seq.tokens = tokenizer.encode(record.prompt, /*add_bos=*/true);
   seq.target.assign(seq.tokens.size(), 0);
   auto completion = tokenizer.encode(record.completion, /*add_bos=*/false);
+  // A chat template usually ends the turn itself ("<|im_end|>", "</s>"):
+  // then no second end-of-sequence token.
   auto eos = tokenizer.eos_ids();
-  if (!eos.empty()) completion.push_back(eos.front());
+  const bool ended = std::any_of(completion.begin(), completion.end(), [&](inference::TokenId id) {
+    return std::find(eos.begin(), eos.end(), id) != eos.end();
+  });
+  if (!eos.empty() && !ended) completion.push_back(eos.front());
   seq.tokens.insert(seq.tokens.end(), completion.begin(), completion.end());
   seq.target.insert(seq.target.end(), completion.size(), 1);
   if (!seq.target.empty()) seq.target[0] = 0;  // nothing predicts the first token

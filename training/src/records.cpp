@@ -1,6 +1,7 @@
 #include "fedge/training/records.h"
 
 #include <fstream>
+#include <span>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -64,7 +65,7 @@ std::string string_field(const nlohmann::json& object, const char* key, const st
   return value.get<std::string>();
 }
 
-Record record_from_json(std::string_view line, const std::string& at) {
+Record record_from_json(std::string_view line, const std::string& at, const inference::ChatTemplate& chat) {
   if (line.size() > kMaxLineBytes) bad(at, "line is longer than 16 MiB");
   nlohmann::json object = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
   if (object.is_discarded()) bad(at, "not valid JSON");
@@ -88,7 +89,7 @@ Record record_from_json(std::string_view line, const std::string& at) {
       messages.push_back({string_field(list[i], "role", item_at), string_field(list[i], "content", item_at)});
     }
     try {
-      return record_from_chat(messages);
+      return record_from_chat(messages, chat);
     } catch (const Error& e) {
       bad(at, e.what());
     }
@@ -96,9 +97,16 @@ Record record_from_json(std::string_view line, const std::string& at) {
   bad(at, "expected a 'text', 'prompt'/'completion' or 'messages' field");
 }
 
+const inference::ChatTemplate& fedge_chat_template() {
+  static const inference::ChatTemplate chat{inference::kFedgeChatTemplate};
+  return chat;
+}
+
 }  // namespace
 
-Record record_from_chat(const std::vector<ChatMessage>& messages) {
+Record record_from_chat(const std::vector<ChatMessage>& messages) { return record_from_chat(messages, fedge_chat_template()); }
+
+Record record_from_chat(const std::vector<ChatMessage>& messages, const inference::ChatTemplate& chat) {
   std::size_t last_assistant = messages.size();
   for (std::size_t i = 0; i < messages.size(); ++i) {
     const auto& role = messages[i].role;
@@ -110,21 +118,17 @@ Record record_from_chat(const std::vector<ChatMessage>& messages) {
   if (last_assistant == messages.size()) {
     throw Error(ErrorKind::kInvalidInput, "a chat record needs at least one assistant message");
   }
-  std::string prompt;
-  std::string system;
-  for (std::size_t i = 0; i < last_assistant; ++i) {
-    const auto& m = messages[i];
-    if (m.role == "system") {
-      system += m.content + "\n";
-    } else if (m.role == "user") {
-      prompt += "<|user|>" + system + m.content;
-      system.clear();
-    } else {
-      prompt += "<|assistant|>" + m.content;
-    }
+  const std::span<const ChatMessage> turns(messages);
+  std::string prompt = chat.render(turns.first(last_assistant), /*add_generation_prompt=*/true);
+  std::string full = chat.render(turns.first(last_assistant + 1), /*add_generation_prompt=*/false);
+  if (!full.starts_with(prompt)) {
+    throw Error(ErrorKind::kInvalidInput,
+                "the chat template renders the conversation through the last assistant turn so that it does not "
+                "start with the prompt it renders for that turn (add_generation_prompt); the completion cannot be "
+                "told apart");
   }
-  prompt += "<|assistant|>";
-  return Record{prompt, messages[last_assistant].content};
+  std::string completion = full.substr(prompt.size());
+  return Record{std::move(prompt), std::move(completion)};
 }
 
 std::vector<Record> parse_jsonl(std::string_view text, std::string_view source_name, const ReadOptions& options,
@@ -134,7 +138,8 @@ std::vector<Record> parse_jsonl(std::string_view text, std::string_view source_n
   std::vector<Record> records;
   for_each_line(text, [&](std::size_t number, std::string_view line) {
     if (line.find_first_not_of(" \t") == std::string_view::npos) return;
-    guarded(options, r, records, [&] { return record_from_json(line, where(source_name, number)); });
+    const inference::ChatTemplate& chat = options.chat_template ? *options.chat_template : fedge_chat_template();
+    guarded(options, r, records, [&] { return record_from_json(line, where(source_name, number), chat); });
   });
   return records;
 }

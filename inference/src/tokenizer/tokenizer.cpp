@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "encode.h"
+#include "fedge/inference/chat_template.h"
 #include "fedge/common/error.h"
 #include "tokenizer_impl.h"
 #include "utf8.h"
@@ -82,6 +83,11 @@ std::vector<TokenId> Tokenizer::encode(std::string_view text, bool add_bos) cons
   out.reserve(text.size() / 3 + 4);
   if (add_bos) out = d.prefix;
   tok::Encoder(d).run(text, out);
+  // A text that already starts with the prefix (a chat template that writes
+  // bos_token itself) keeps one copy, as transformers' apply_chat_template does.
+  const std::size_t p = add_bos ? d.prefix.size() : 0;
+  if (p > 0 && out.size() >= 2 * p && std::equal(d.prefix.begin(), d.prefix.end(), out.begin() + p))
+    out.erase(out.begin(), out.begin() + p);
   if (add_bos) out.insert(out.end(), d.suffix.begin(), d.suffix.end());
   return out;
 }
@@ -97,6 +103,13 @@ bool Tokenizer::is_special(TokenId id) const {
 }
 
 std::string Tokenizer::to_json() const { return impl_->json_text; }
+
+std::string Tokenizer::id_to_token(TokenId id) const {
+  return id >= 0 && id < impl_->vocab_size() ? impl_->token_text[id] : std::string();
+}
+std::optional<std::string> Tokenizer::unk_token() const { return impl_->unk_token; }
+const std::string& Tokenizer::chat_template() const { return impl_->chat_template; }
+void Tokenizer::set_chat_template(std::string source) { impl_->chat_template = std::move(source); }
 
 // ---------------------------------------------------------------------------
 // Model directories: tokenizer.json plus the optional config files.
@@ -174,8 +187,29 @@ std::optional<TokenId> resolve(const tok::TokenizerData& d, const std::optional<
   return id;
 }
 
+// chat_template is a string, or (transformers' named templates) a list of
+// {"name": ..., "template": ...}: the one named "default" is the chat format.
+std::optional<std::string> chat_template_field(const json& cfg, const std::string& file) {
+  auto it = cfg.find("chat_template");
+  if (it == cfg.end() || it->is_null()) return std::nullopt;
+  if (it->is_string()) return it->get<std::string>();
+  const std::string what = file + ": chat_template must be a string or a list of {\"name\", \"template\"}";
+  if (!it->is_array()) throw Error(ErrorKind::kInvalidInput, what);
+  std::optional<std::string> first;
+  for (const json& entry : *it) {
+    if (!entry.is_object() || !entry.contains("name") || !entry["name"].is_string() || !entry.contains("template") ||
+        !entry["template"].is_string())
+      throw Error(ErrorKind::kInvalidInput, what);
+    if (entry["name"] == "default") return entry["template"].get<std::string>();
+    if (!first) first = entry["template"].get<std::string>();
+  }
+  return first;
+}
+
 void apply_tokenizer_config(tok::TokenizerData& d, std::string_view text, const std::string& file) {
   const json cfg = parse_config_object(text, file);
+  if (auto chat = chat_template_field(cfg, file)) d.chat_template = std::move(*chat);
+  if (auto unk = token_field(cfg, "unk_token", file)) d.unk_token = std::move(unk);
   if (auto id = resolve(d, token_field(cfg, "bos_token", file), file, "bos_token")) d.bos = id;
   if (auto id = resolve(d, token_field(cfg, "eos_token", file), file, "eos_token")) d.eos = {*id};
   if (auto id = resolve(d, token_field(cfg, "pad_token", file), file, "pad_token")) d.pad = id;
@@ -261,7 +295,9 @@ Tokenizer Tokenizer::byte_level_tiny() {
                   {"post_processor", post}, {"decoder", byte_level}, {"model", model}};
     return root.dump(2);
   }();
-  return from_json(text, "tiny preset tokenizer");
+  Tokenizer t = from_json(text, "tiny preset tokenizer");
+  t.set_chat_template(std::string(kFedgeChatTemplate));
+  return t;
 }
 
 void Tokenizer::save(const std::filesystem::path& dir) const {
@@ -283,6 +319,7 @@ void Tokenizer::save(const std::filesystem::path& dir) const {
   cfg["eos_token"] = name(d.eos.empty() ? std::nullopt : std::optional<TokenId>(d.eos.front()));
   cfg["pad_token"] = name(d.pad);
   cfg["clean_up_tokenization_spaces"] = false;
+  if (!d.chat_template.empty()) cfg["chat_template"] = d.chat_template;
   cfg["tokenizer_class"] = "PreTrainedTokenizerFast";
   write_text(dir / "tokenizer_config.json", cfg.dump(2) + "\n");
 }

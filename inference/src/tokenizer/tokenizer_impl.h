@@ -167,6 +167,8 @@ struct TokenizerData {
   std::vector<TokenId> prefix, suffix;  // specials added around a single sequence
   std::optional<TokenId> bos, pad;
   std::vector<TokenId> eos;
+  std::string chat_template;  // tokenizer_config.json's or GGUF's; "" when none
+  std::optional<std::string> unk_token;  // tokenizer_config.json's, for chat templates
 
   // Per id: the token string (added content wins), its raw bytes, special flag.
   std::vector<std::string> token_text;

@@ -28,11 +28,13 @@ class Tokenizer {
   static Tokenizer from_dir(const std::filesystem::path& model_dir);
   // The built-in tiny preset's vocabulary: a byte-level BPE over the 256 bytes
   // with no merges, plus the special tokens "<|bos|>", "<|eos|>", "<|pad|>",
-  // "<|user|>", "<|assistant|>" (ids 256..260). vocab_size() is 261.
+  // "<|user|>", "<|assistant|>" (ids 256..260). vocab_size() is 261. Its chat
+  // template is fedge's own format (kFedgeChatTemplate in chat_template.h).
   static Tokenizer byte_level_tiny();
   // What from_dir() takes from a model directory's config files, given their
   // text (`source_name` names it in errors): tokenizer_config.json's
-  // bos/eos/pad tokens and add_bos_token/add_eos_token, and
+  // bos/eos/pad/unk tokens, add_bos_token/add_eos_token and chat_template (a
+  // string, or a list of {"name", "template"} of which "default" is taken), and
   // generation_config.json's bos/eos/pad token ids (which refine the former).
   // Malformed JSON or a mistyped field is an Error(kInvalidInput).
   void apply_tokenizer_config(std::string_view json_text, const std::string& source_name);
@@ -44,7 +46,9 @@ class Tokenizer {
 
   // Special tokens written in `text` are kept whole (never split). With
   // `add_bos` the BOS token is prepended when the tokenizer's config asks for it
-  // (and EOS appended where add_eos_token says so: HF's add_special_tokens).
+  // (and EOS appended where add_eos_token says so: HF's add_special_tokens),
+  // unless the text already starts with BOS (a rendered chat template that
+  // writes bos_token itself): never two BOS.
   // Text that is not valid UTF-8 is an Error(kInvalidInput). Thread-safe.
   std::vector<TokenId> encode(std::string_view text, bool add_bos = true) const;
   // Runs the tokenizer.json decoder chain as Hugging Face does (including the
@@ -58,13 +62,25 @@ class Tokenizer {
   std::optional<TokenId> pad_id() const;
   std::optional<TokenId> token_to_id(std::string_view token) const;
   bool is_special(TokenId id) const;
+  // The token's string as the vocabulary writes it ("<|im_start|>", "Ġthe"),
+  // "" outside the vocabulary.
+  std::string id_to_token(TokenId id) const;
+  // tokenizer_config.json's unk_token, where it names one.
+  std::optional<std::string> unk_token() const;
+
+  // The model's Jinja chat template (tokenizer_config.json's chat_template,
+  // or GGUF's tokenizer.chat_template); "" when the model has none. Rendered
+  // by ChatTemplate (chat_template.h). Parsed only there.
+  const std::string& chat_template() const;
+  void set_chat_template(std::string source);
 
   // The tokenizer.json text that from_json() would read back to an equal
   // tokenizer (used to write the tiny preset as a normal HF directory). For a
   // tokenizer read from a file this is that file's text; BOS/EOS settings that
   // came from the config files are written by save(), not here.
   std::string to_json() const;
-  // Writes tokenizer.json and tokenizer_config.json into `dir`.
+  // Writes tokenizer.json and tokenizer_config.json (with the chat template,
+  // where there is one) into `dir`.
   void save(const std::filesystem::path& dir) const;
 
   // Raw bytes that one token stands for (after byte-level / byte-fallback

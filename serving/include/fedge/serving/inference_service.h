@@ -47,10 +47,6 @@ struct LoraConfig;
 struct ModelConfig;
 }  // namespace fedge::inference
 
-namespace fedge::training {
-struct ChatMessage;
-}
-
 namespace fedge::serving {
 
 class SplitClient;
@@ -191,9 +187,13 @@ class InferenceService {
   void set_split_client(std::unique_ptr<SplitClient> client);
   bool has_split_client() const;
 
-  // Chat messages in fedge's chat template (the one training uses:
-  // training::record_from_chat), ending with the assistant marker.
-  static std::string render_chat(const std::vector<training::ChatMessage>& messages);
+  // Chat messages in the model's chat template (the tokenizer's, read from
+  // tokenizer_config.json or GGUF; fedge's own format when it has none), the
+  // one training renders chat records with, ending with the generation
+  // prompt. A template that raises (e.g. roles that do not alternate) is
+  // Error(kInvalidInput) with its message; a template fedge cannot parse is
+  // Error(kRuntime) naming its line and column (logged once at start).
+  std::string render_chat(const std::vector<training::ChatMessage>& messages) const;
 
   const std::string& model_name() const;
   const ServiceOptions& options() const;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "fedge/inference/model.h"
+#include "fedge/inference/tokenizer.h"
 #include "fedge/training/trainer.h"
 
 namespace fedge::training {
@@ -17,7 +18,9 @@ struct DataSource {
   std::string path;
   std::string csv_template;
   bool skip_bad = false;
-  std::vector<Record> read() const;  // logs how many records were read and skipped
+  // Logs how many records were read and skipped. Chat records are rendered
+  // with the model's chat template (ChatTemplate::for_tokenizer).
+  std::vector<Record> read(const inference::Tokenizer& tokenizer) const;
 };
 
 struct TrainCommand {

@@ -11,6 +11,8 @@
 #include <string_view>
 #include <vector>
 
+#include "fedge/inference/chat_template.h"
+
 namespace fedge::training {
 
 struct Record {
@@ -19,15 +21,15 @@ struct Record {
   bool is_instruction() const { return !prompt.empty(); }
 };
 
-struct ChatMessage {
-  std::string role;  // "system", "user" or "assistant"
-  std::string content;
-};
+using ChatMessage = inference::ChatMessage;  // role "system", "user" or "assistant"
 
 // How bad records are handled: by default the first one is an error naming
 // the file, line and reason; with skip_bad they are counted and skipped.
 struct ReadOptions {
   bool skip_bad = false;
+  // How {"messages": [...]} records are rendered: the model's chat template
+  // (ChatTemplate::for_tokenizer), or fedge's own format when null.
+  const inference::ChatTemplate* chat_template = nullptr;
 };
 
 struct ReadReport {
@@ -36,9 +38,17 @@ struct ReadReport {
   std::vector<std::string> first_problems;  // up to 10 "file:line: reason"
 };
 
-// The chat template fedge uses for {"messages": [...]} records: each turn is
-// "<|user|>" or "<|assistant|>" followed by its text; a system turn is folded
-// into the first user turn. Loss falls on the last assistant turn.
+// A {"messages": [...]} record in the model's chat format, the one serving
+// renders requests with: the prompt is the conversation before the last
+// assistant turn rendered with the generation prompt, the completion is what
+// the rendering through that turn adds (its text and the template's end of
+// turn, e.g. "<|eot_id|>"), so loss falls on the last assistant turn only.
+// Roles are system, user or assistant, and there is at least one assistant
+// turn; a template whose full rendering does not start with the prompt's is an
+// Error(kInvalidInput) (fedge could not tell the completion apart). Without a
+// template, fedge's own format (kFedgeChatTemplate): "<|user|>" / "<|assistant|>"
+// turns, a system turn folded into the next user turn.
+Record record_from_chat(const std::vector<ChatMessage>& messages, const inference::ChatTemplate& chat_template);
 Record record_from_chat(const std::vector<ChatMessage>& messages);
 
 // One record per line: {"text": ...}, {"prompt": ..., "completion": ...} or
