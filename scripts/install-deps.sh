@@ -13,18 +13,16 @@ packages=(
   gnuplot-nox
   openmpi-bin libopenmpi-dev              # `mpirun -n H+1 fedge sim` (optional: CMake FEDGE_WITH_MPI)
   curl                                    # scripts/federation-demo.sh asks a node's API
-  nodejs                                  # the chat template oracle (@huggingface/jinja, tests/chat_templates)
+  nodejs                                  # the npm test clients: @huggingface/jinja (chat templates), openai
   clang libclang-rt-14-dev libomp-14-dev  # scripts/fuzz.sh: libFuzzer, ASan, UBSan, clang's OpenMP
 )
-# Node.js and npm run the official openai npm client against a node
-# (scripts/install-openai-client.sh); a NodeSource nodejs brings its own npm,
-# which Debian's npm package would conflict with.
-command -v node >/dev/null || packages+=(nodejs)
-command -v npm >/dev/null || packages+=(npm)
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(python3-torch)
 fi
-# npm comes with some nodejs builds (NodeSource's); Debian's comes as a package.
+# npm runs the pinned npm test clients (@huggingface/jinja for the chat
+# templates, the official openai client: scripts/install-openai-client.sh).
+# A NodeSource nodejs brings its own npm, which Debian's npm package would
+# conflict with; Debian's nodejs needs the npm package.
 command -v npm >/dev/null || packages+=(npm)
 
 # The reference Jinja renderer the chat template test compares with, pinned in

@@ -376,7 +376,7 @@ void HttpServer::Impl::detokenize(const httplib::Request& req, httplib::Response
 
 void HttpServer::Impl::apply_template(const httplib::Request& req, httplib::Response& res) {
   guarded(req, res, [&](const json& body) {
-    send_json(res, 200, json{{"prompt", InferenceService::render_chat(parse_template_request(body))}});
+    send_json(res, 200, json{{"prompt", service.render_chat(parse_template_request(body))}});
   });
 }
 

@@ -438,7 +438,7 @@ TEST_CASE("stop strings end the answer before them, also split across tokens and
   // Chat streams the same way.
   const json chat_body = {{"model", "tiny"}, {"messages", json::array({{{"role", "user"}, {"content", "hi"}}})},
                           {"max_tokens", 24}, {"temperature", 0}};
-  const StopCase cc = stop_inside(f, InferenceService::render_chat({{"user", "hi"}}));
+  const StopCase cc = stop_inside(f, f.service.render_chat({{"user", "hi"}}));
   json chat = chat_body;
   chat["stop"] = cc.stop;
   chat["stream"] = true;
@@ -526,7 +526,7 @@ TEST_CASE("logprobs: chat's content list and completions' legacy form, from the 
   CHECK(joined == j["choices"][0]["message"]["content"]);
   // The first token's log-probability equals log_softmax of the model's logits.
   {
-    const auto ids = f.tokenizer.encode(InferenceService::render_chat({{"user", "hi"}}), true);
+    const auto ids = f.tokenizer.encode(f.service.render_chat({{"user", "hi"}}), true);
     auto cache = f.model.make_cache(1, int(ids.size()) + 1);
     const auto logits = f.model.forward(ids, {}, 1, int(ids.size()), cache);
     const auto greedy = std::int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
@@ -648,6 +648,6 @@ TEST_CASE("embeddings, tokenize, detokenize and apply-template", "[http]") {
   auto tpl = f.post("/apply-template", {{"messages", messages}});
   REQUIRE(tpl);
   REQUIRE(tpl->status == 200);
-  CHECK(json::parse(tpl->body)["prompt"] == InferenceService::render_chat({{"system", "s"}, {"user", "u"}}));
+  CHECK(json::parse(tpl->body)["prompt"] == f.service.render_chat({{"system", "s"}, {"user", "u"}}));
   CHECK(error_param(f.post("/apply-template", {{"messages", "u"}}), 400) == "messages");
 }

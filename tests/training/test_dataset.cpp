@@ -2,6 +2,7 @@
 // records parser is torch-free and also runs in the FEDGE_TORCH_FREE_ONLY build.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -42,4 +43,11 @@ TEST_CASE("packing cuts text into full sequences, padding keeps one record per r
   auto [train, eval] = split_records({{"", "1"}, {"", "2"}, {"", "3"}, {"", "4"}}, 0.25, 1);
   CHECK(train.size() == 3);
   CHECK(eval.size() == 1);
+}
+
+TEST_CASE("a completion that ends its turn with EOS gets no second EOS", "[dataset]") {
+  auto tokenizer = fedge::inference::Tokenizer::byte_level_tiny();
+  auto seq = tokenize_record(tokenizer, Record{"<|user|>Hi<|assistant|>", "ok<|eos|>"});
+  CHECK(std::count(seq.tokens.begin(), seq.tokens.end(), 257) == 1);
+  CHECK(seq.tokens.back() == 257);
 }

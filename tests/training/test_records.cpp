@@ -1,6 +1,5 @@
 #include <catch2/catch.hpp>
 
-#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -150,11 +149,4 @@ TEST_CASE("chat records render with the model's chat template: prompt, then the 
     const ChatTemplate odd("{% for m in messages %}{{ m.content }}{% endfor %}{% if add_generation_prompt %}>>{% endif %}");
     CHECK_THROWS_WITH(record_from_chat({{"user", "Hi"}, {"assistant", "Yo"}}, odd), Contains("cannot be told apart"));
   }
-}
-
-TEST_CASE("a completion that ends its turn with EOS gets no second EOS", "[dataset]") {
-  auto tokenizer = fedge::inference::Tokenizer::byte_level_tiny();
-  auto seq = tokenize_record(tokenizer, Record{"<|user|>Hi<|assistant|>", "ok<|eos|>"});
-  CHECK(std::count(seq.tokens.begin(), seq.tokens.end(), 257) == 1);
-  CHECK(seq.tokens.back() == 257);
 }
