@@ -27,5 +27,10 @@ for required in "$@"; do
     exit 1
   fi
 done
-summary=$(grep -E 'tests passed, [0-9]+ tests? failed out of [0-9]+' "$log")
+if ! summary=$(grep -E 'tests passed, [0-9]+ tests? failed out of [0-9]+' "$log"); then
+  # ctest exits 0 when no test matched: that is a check that silently dropped out.
+  tail -5 "$log" >&2
+  echo "$label: no test ran (log: $log)" >&2
+  exit 1
+fi
 echo "$label: $summary (log: $log)"

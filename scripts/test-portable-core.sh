@@ -27,7 +27,7 @@ if ! grep -q '^FEDGE_PORTABLE:BOOL=ON' "$build_dir/CMakeCache.txt"; then
   exit 1
 fi
 targets=(test_common test_kernels test_privacy test_aggregation)
-export FEDGE_CTEST_REGEX='^(common|kernels|privacy|aggregation): '
+export FEDGE_CTEST_REGEX='^(common|kernels|privacy|aggregation):'
 if [[ "${FEDGE_PORTABLE_ALL:-0}" == 1 ]]; then
   targets=(all)
   unset FEDGE_CTEST_REGEX
