@@ -37,5 +37,5 @@ if ! cmake --build "$build_dir" -j "$(nproc)" --target "${targets[@]}" >"$build_
   echo "test-portable-core: the build failed (log: $build_dir/build.log)" >&2
   exit 1
 fi
-bash scripts/ctest-quiet.sh "$build_dir" "test-portable-core: FEDGE_PORTABLE=ON, ${FEDGE_CTEST_REGEX:-every torch-free library}"
+bash scripts/ctest-quiet.sh "$build_dir" "test-portable-core: FEDGE_PORTABLE=ON, tests ${FEDGE_CTEST_REGEX:-of every torch-free library}"
 echo "test-portable-core: done in $((SECONDS - started)) s"
