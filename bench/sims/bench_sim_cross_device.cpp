@@ -12,8 +12,6 @@
 // at 1,000 selected per round), and whether the two 1,000-node runs wrote the
 // same metrics.csv.
 //   bench_sim_cross_device [BIG.toml] [SMALL.toml] [hosts=2] [parts=big,mpi,zmq]
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -30,6 +28,7 @@
 
 #include "fedge/common/machine.h"
 #include "fedge/sims/scenario.h"
+#include "sims/loopback_port.h"
 
 namespace {
 
@@ -54,18 +53,6 @@ std::string read_text(const fs::path& p) {
   std::stringstream s;
   s << in.rdbuf();
   return s.str();
-}
-
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
 }
 
 // Reads what the processes logged: rank 0's "(wall time W s, peak RSS R MB)",
@@ -128,7 +115,7 @@ RunFigures run_mpi(const std::string& scenario, int hosts, const fs::path& dir) 
 
 RunFigures run_zmq(const std::string& scenario, int hosts, const fs::path& dir) {
   fs::create_directories(dir);
-  const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(free_port());
+  const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(fedge::bench::free_loopback_port());
   std::string command = "set -e; " + kFedge + " --threads 1 sim " + scenario + " --out " + (dir / "out").string() +
                         " --node-hosts " + std::to_string(hosts) + " --bind " + endpoint + " > " +
                         (dir / "coordinator.log").string() + " 2>&1 & c=$!; ";

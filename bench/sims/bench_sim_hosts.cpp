@@ -28,6 +28,7 @@
 #include "fedge/sims/node_host.h"
 #include "fedge/sims/runner.h"
 #include "fedge/sims/scenario.h"
+#include "sims/loopback_port.h"
 
 namespace {
 
@@ -72,18 +73,6 @@ std::pair<Figures, double> finish(const Child& c, const char* what) {
     std::exit(1);
   }
   return {f, usage.ru_maxrss / 1024.0};
-}
-
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
 }
 
 unsigned long long csv_hash(const std::string& csv) {
@@ -161,7 +150,7 @@ int main(int argc, char** argv) {
 
   auto alone = finish(spawn([&] { return run(scenario, {}, "one process"); }), "the one-process run");
 
-  const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(free_port());
+  const std::string endpoint = "tcp://127.0.0.1:" + std::to_string(fedge::bench::free_loopback_port());
   fedge::sims::RunOptions spread;
   spread.node_hosts = hosts;
   spread.bind = endpoint;

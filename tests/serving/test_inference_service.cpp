@@ -66,6 +66,37 @@ CompletionRequest request(const std::string& prompt, int max_tokens, AdapterChoi
   return r;
 }
 
+// Holds the service's worker on one request's first token until release(),
+// so the requests submitted meanwhile queue up behind it.
+class WorkerGate {
+ public:
+  OnToken hold() {
+    return [this](std::int32_t, std::string_view) {
+      std::unique_lock lock(m_);
+      held_ = true;
+      cv_.notify_all();
+      cv_.wait(lock, [&] { return released_; });
+      return true;
+    };
+  }
+  void wait_until_held() {
+    std::unique_lock lock(m_);
+    cv_.wait(lock, [&] { return held_; });
+  }
+  void release() {
+    {
+      std::lock_guard lock(m_);
+      released_ = true;
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  bool held_ = false, released_ = false;
+};
+
 struct Fixture {
   Fixture() { inference::setup_torch(1); }
   Model model = Model::tiny(kSeed);
@@ -253,29 +284,14 @@ TEST_CASE("a full queue refuses with ServiceOverloaded and queued requests still
   ServiceOptions o;
   o.max_queue = 1;
   InferenceService service(f.model, f.tokenizer, o);
-  std::mutex m;
-  std::condition_variable cv;
-  bool started = false, release = false;
-  auto first = service.submit(request("a", 3), [&](std::int32_t, std::string_view) {
-    std::unique_lock lock(m);
-    started = true;
-    cv.notify_all();
-    cv.wait(lock, [&] { return release; });
-    return true;
-  });
-  {
-    std::unique_lock lock(m);
-    cv.wait(lock, [&] { return started; });
-  }
+  WorkerGate gate;
+  auto first = service.submit(request("a", 3), gate.hold());
+  gate.wait_until_held();
   auto second = service.submit(request("b", 3));  // waits in the queue
   CHECK_THROWS_AS(service.submit(request("c", 3)), ServiceOverloaded);
   CHECK(service.stats().rejected == 1);
   CHECK(service.stats().queued == 1);
-  {
-    std::lock_guard lock(m);
-    release = true;
-  }
-  cv.notify_all();
+  gate.release();
   CHECK(first.get().completion_tokens >= 1);
   CHECK(second.get().tokens == reference("b", 3).tokens);
   CHECK(service.stats().completed == 2);
@@ -375,20 +391,9 @@ TEST_CASE("waiting requests are decoded as a batch and each gets its solo answer
   const auto global = busy_adapter(f.model.config(), 1.0f);
   service.install_adapter(AdapterSlot::kGlobal, global, 1);
   // Hold the worker on a first request so the others queue up behind it.
-  std::mutex m;
-  std::condition_variable cv;
-  bool started = false, release = false;
-  auto blocker = service.submit(request("hold", 2, AdapterChoice::kNone), [&](std::int32_t, std::string_view) {
-    std::unique_lock lock(m);
-    started = true;
-    cv.notify_all();
-    cv.wait(lock, [&] { return release; });
-    return true;
-  });
-  {
-    std::unique_lock lock(m);
-    cv.wait(lock, [&] { return started; });
-  }
+  WorkerGate gate;
+  auto blocker = service.submit(request("hold", 2, AdapterChoice::kNone), gate.hold());
+  gate.wait_until_held();
   struct Case {
     std::string prompt;
     int max_tokens;
@@ -413,11 +418,7 @@ TEST_CASE("waiting requests are decoded as a batch and each gets its solo answer
       return true;
     }));
   }
-  {
-    std::lock_guard lock(m);
-    release = true;
-  }
-  cv.notify_all();
+  gate.release();
   blocker.get();
   for (std::size_t i = 0; i < cases.size(); ++i) {
     INFO("case " << i << ": " << cases[i].prompt);
@@ -457,20 +458,9 @@ TEST_CASE("stop strings, penalties, min_p, top_k and logprobs give the same answ
   std::vector<CompletionResult> alone;
   for (const auto& c : cases) alone.push_back(service.complete(c));
   // Hold the worker so the cases queue up and decode as one batch.
-  std::mutex m;
-  std::condition_variable cv;
-  bool started = false, release = false;
-  auto blocker = service.submit(request("hold", 2), [&](std::int32_t, std::string_view) {
-    std::unique_lock lock(m);
-    started = true;
-    cv.notify_all();
-    cv.wait(lock, [&] { return release; });
-    return true;
-  });
-  {
-    std::unique_lock lock(m);
-    cv.wait(lock, [&] { return started; });
-  }
+  WorkerGate gate;
+  auto blocker = service.submit(request("hold", 2), gate.hold());
+  gate.wait_until_held();
   std::vector<std::string> streamed(cases.size());
   std::vector<OnToken> callbacks;
   for (std::size_t i = 0; i < cases.size(); ++i)
@@ -479,11 +469,7 @@ TEST_CASE("stop strings, penalties, min_p, top_k and logprobs give the same answ
       return true;
     });
   auto futures = service.submit_all(cases, callbacks);
-  {
-    std::lock_guard lock(m);
-    release = true;
-  }
-  cv.notify_all();
+  gate.release();
   blocker.get();
   int stopped = 0;
   for (std::size_t i = 0; i < cases.size(); ++i) {
@@ -514,29 +500,14 @@ TEST_CASE("submit_all queues all choices or none", "[serving]") {
   ServiceOptions o;
   o.max_queue = 2;
   InferenceService service(f.model, f.tokenizer, o);
-  std::mutex m;
-  std::condition_variable cv;
-  bool started = false, release = false;
-  auto first = service.submit(request("a", 3), [&](std::int32_t, std::string_view) {
-    std::unique_lock lock(m);
-    started = true;
-    cv.notify_all();
-    cv.wait(lock, [&] { return release; });
-    return true;
-  });
-  {
-    std::unique_lock lock(m);
-    cv.wait(lock, [&] { return started; });
-  }
+  WorkerGate gate;
+  auto first = service.submit(request("a", 3), gate.hold());
+  gate.wait_until_held();
   CHECK_THROWS_AS(service.submit_all(std::vector<CompletionRequest>(3, request("b", 3))), ServiceOverloaded);
   CHECK(service.stats().queued == 0);  // none of the three went in
   auto two = service.submit_all(std::vector<CompletionRequest>(2, request("b", 3)));
   CHECK(service.stats().queued == 2);
-  {
-    std::lock_guard lock(m);
-    release = true;
-  }
-  cv.notify_all();
+  gate.release();
   first.get();
   for (auto& fut : two) CHECK(fut.get().tokens == reference("b", 3).tokens);
   auto bad = request("b", 3);
