@@ -317,44 +317,38 @@ __attribute__((target("avx2,fma,f16c"))) void block_avx2(const W* w, const float
 
 #endif  // FEDGE_KERNELS_X86
 
+// One block of R input rows against weight rows [j0, j1) on one path.
+template <typename W>
+using BlockFn = void (*)(const W* w, const float* x, float* y, int in, int out, int j0, int j1);
+
+template <int R, typename W>
+void block_scalar(const W* w, const float* x, float* y, int in, int out, int j0, int j1) {
+  rows_scalar(w, x, y, R, in, out, j0, j1);
+}
+
+// The block kernel of instruction set `level` for R rows: one return per path,
+// so a path can never fall through into another and overwrite its results.
+template <int R, typename W>
+BlockFn<W> block_for(Isa level) {
+#ifdef FEDGE_KERNELS_NEON
+  if (level == Isa::kNeon) return &block_neon<R, W>;
+#endif
+#ifdef FEDGE_KERNELS_X86
+  if (level == Isa::kAvx512 || level == Isa::kAvx512Bf16) return &block_avx512<R, W>;
+  if (level == Isa::kAvx2) return &block_avx2<R, W>;
+#endif
+  (void)level;
+  return &block_scalar<R, W>;
+}
+
 template <typename W>
 void run_range(const W* w, const float* x, float* y, int rows, int in, int out, int j0, int j1) {
   const Isa level = isa();
+  const BlockFn<W> blocks[4] = {block_for<1, W>(level), block_for<2, W>(level), block_for<3, W>(level),
+                                block_for<4, W>(level)};
   for (int r0 = 0; r0 < rows; r0 += 4) {
     const int n = std::min(4, rows - r0);
-    const float* xr = x + std::size_t(r0) * in;
-    float* yr = y + std::size_t(r0) * out;
-#ifdef FEDGE_KERNELS_NEON
-    if (level == Isa::kNeon) {
-      switch (n) {
-        case 1: block_neon<1>(w, xr, yr, in, out, j0, j1); break;
-        case 2: block_neon<2>(w, xr, yr, in, out, j0, j1); break;
-        case 3: block_neon<3>(w, xr, yr, in, out, j0, j1); break;
-        default: block_neon<4>(w, xr, yr, in, out, j0, j1); break;
-      }
-      continue;
-    }
-#endif
-#ifdef FEDGE_KERNELS_X86
-    if (level == Isa::kAvx512 || level == Isa::kAvx512Bf16) {
-      switch (n) {
-        case 1: block_avx512<1>(w, xr, yr, in, out, j0, j1); break;
-        case 2: block_avx512<2>(w, xr, yr, in, out, j0, j1); break;
-        case 3: block_avx512<3>(w, xr, yr, in, out, j0, j1); break;
-        default: block_avx512<4>(w, xr, yr, in, out, j0, j1); break;
-      }
-    } else if (level == Isa::kAvx2) {
-      switch (n) {
-        case 1: block_avx2<1>(w, xr, yr, in, out, j0, j1); break;
-        case 2: block_avx2<2>(w, xr, yr, in, out, j0, j1); break;
-        case 3: block_avx2<3>(w, xr, yr, in, out, j0, j1); break;
-        default: block_avx2<4>(w, xr, yr, in, out, j0, j1); break;
-      }
-      continue;
-    }
-#endif
-    (void)level;
-    rows_scalar(w, xr, yr, n, in, out, j0, j1);
+    blocks[n - 1](w, x + std::size_t(r0) * in, y + std::size_t(r0) * out, in, out, j0, j1);
   }
 }
 

@@ -206,3 +206,39 @@ TEST_CASE("kernels: Q8_0 and Q4_0 products and groups give the portable path's b
     }
   }
 }
+
+// Agreement within a bound cannot tell a vector path from the portable one
+// running in its place (an AVX-512 path once fell through to the portable
+// rows and overwrote its own results, and every test above still passed).
+// Here the order of the adds decides the answer: 2^24, then 62 ones, then
+// -2^24. Left to right in f32 every one is lost against 2^24 (0); a path
+// that keeps partial sums in SIMD lanes loses at most the ones in the lane
+// that holds 2^24, so each vector path must come out nearer the exact 62.
+TEST_CASE("kernels: each vector path computes its own sums rather than the portable path's") {
+  RestoreAutoIsa restore;
+  constexpr int kIn = 64;
+  std::vector<float> x(kIn, 1.0F);
+  x.front() = 16777216.0F;
+  x.back() = -16777216.0F;
+  for (kernels::Dtype dtype : {kernels::Dtype::kF32, kernels::Dtype::kBF16, kernels::Dtype::kF16}) {
+    Weights w{dtype, std::vector<float>(kIn, 1.0F), {}};
+    if (dtype != kernels::Dtype::kF32)
+      w.half.assign(kIn, dtype == kernels::Dtype::kBF16 ? f32_to_bf16(1.0F) : f32_to_f16(1.0F));
+    auto product = [&](const std::string& isa) {
+      REQUIRE(kernels::set_isa(isa.c_str()));
+      float y = NAN;
+      kernels::MatvecJob job{w.data(), dtype, &y, 1};
+      kernels::matvec_group(&job, 1, x.data(), 1, kIn);
+      return y;
+    };
+    const float portable = product("portable");
+    INFO(dtype_name(dtype));
+    CHECK(portable == 0.0F);  // the portable path adds left to right
+    for (const std::string& isa : kernels::available_isas()) {
+      if (isa == "portable") continue;
+      const float got = product(isa);
+      INFO(isa << " gave " << got);
+      CHECK(std::fabs(got - 62.0F) < std::fabs(portable - 62.0F));
+    }
+  }
+}

@@ -1,6 +1,7 @@
 // The node's local round step: global adapter in, update (local - global) out,
 // in the federation's layout order, with the base untouched.
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 
 #include <catch2/catch.hpp>
 
@@ -31,8 +32,10 @@ ParamVector global_in_wire_order(const fedge::inference::Model& model) {
   fedge::inference::LoraConfig config;
   config.r = 4;
   auto adapter = fedge::inference::LoraAdapter::create(model.config(), config, 7);
-  // Non-zero B, so the global adapter is not the identity.
-  for (auto& t : adapter.parameters()) t.uniform_(-0.05, 0.05);
+  // Non-zero B, so the global adapter is not the identity. A seeded generator:
+  // the default one's state depends on what ran before in the process.
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(11);
+  for (auto& t : adapter.parameters()) t.uniform_(-0.05, 0.05, gen);
   const ParamVector own = adapter.to_params();
   ParamLayout reversed;
   for (auto it = own.layout().entries().rbegin(); it != own.layout().entries().rend(); ++it) {
@@ -165,6 +168,11 @@ TEST_CASE("local trainer: a round's batch above max_batch_size trains in micro-b
   req.batch_size = 4;
   fedge::node::LocalTrainerOptions whole, capped;
   capped.max_batch_size = 3;  // 4 = 2 micro-batches of 2
+  // The exact f32 base: the bf16 base products round activations per chunk,
+  // and chunks follow the batch's shape and the thread count (measured: 0.1%
+  // to 2.2% apart over 4 steps at 1 to 4 threads), which is not what this
+  // test is about.
+  whole.train.frozen_base_bf16 = capped.train.frozen_base_bf16 = false;
   const auto a = fedge::node::train_local_round(model, data, global, req, whole);
   const auto b = fedge::node::train_local_round(model, data, global, req, capped);
   CHECK(a.tokens == b.tokens);
@@ -175,5 +183,6 @@ TEST_CASE("local trainer: a round's batch above max_batch_size trains in micro-b
   std::vector<float> diff(a.update.size());
   for (std::size_t i = 0; i < diff.size(); ++i) diff[i] = a.update[i] - b.update[i];
   REQUIRE(norm(a.update) > 0);
-  CHECK(norm(diff) / norm(a.update) < 0.02);
+  // Measured 3e-5 to 6e-5 at 1 to 4 threads; 1e-3 leaves a 15x margin.
+  CHECK(norm(diff) / norm(a.update) < 1e-3);
 }
