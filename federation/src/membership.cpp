@@ -48,7 +48,9 @@ std::optional<Refusal> Membership::check_register(NodeId sender, const protocol:
 bool Membership::enrol(const protocol::Register& reg, std::int64_t now_ms) {
   const bool known = contains(reg.node_id);
   NodeInfo& n = nodes_[reg.node_id];
+  if (known) unindex(reg.node_id, n);  // the example count may change
   n.reg = reg;
+  n.alive = false;  // touch() below indexes it again
   node_of_key_[reg.public_key] = reg.node_id;
   key_of_node_[reg.node_id] = reg.public_key;
   n.sent_version.reset();
@@ -69,8 +71,22 @@ bool Membership::restore_binding(NodeId id, const protocol::Key32& key) {
 
 void Membership::touch(NodeId id, std::int64_t now_ms) {
   NodeInfo& n = nodes_.at(id);
+  unindex(id, n);
   n.last_seen = std::max(n.last_seen, now_ms);
   n.alive = true;
+  index(id, n);
+}
+
+void Membership::unindex(NodeId id, const NodeInfo& n) {
+  if (!n.alive) return;
+  alive_by_last_seen_.erase({n.last_seen, id});
+  ready_ -= n.reg.capabilities.num_examples > 0;
+}
+
+void Membership::index(NodeId id, const NodeInfo& n) {
+  if (!n.alive) return;
+  alive_by_last_seen_.insert({n.last_seen, id});
+  ready_ += n.reg.capabilities.num_examples > 0;
 }
 
 bool Membership::is_live(const NodeInfo& n, std::int64_t now_ms) const {
@@ -93,28 +109,22 @@ std::vector<NodeId> Membership::selectable(std::int64_t now_ms) const {
 
 std::vector<NodeId> Membership::expire(std::int64_t now_ms) {
   std::vector<NodeId> lost;
-  for (auto& [id, n] : nodes_)
-    if (n.alive && now_ms - n.last_seen > static_cast<std::int64_t>(liveness_timeout_ms_)) {
-      n.alive = false;
-      lost.push_back(id);
-    }
+  // The silent ones are at the front of the index, oldest first.
+  while (!alive_by_last_seen_.empty() &&
+         now_ms - alive_by_last_seen_.begin()->first > static_cast<std::int64_t>(liveness_timeout_ms_)) {
+    const NodeId id = alive_by_last_seen_.begin()->second;
+    NodeInfo& n = nodes_.at(id);
+    unindex(id, n);
+    n.alive = false;
+    lost.push_back(id);
+  }
+  std::sort(lost.begin(), lost.end());  // in id order, as a walk over the nodes gave them
   return lost;
 }
 
 std::optional<std::int64_t> Membership::next_expiry_ms() const {
-  std::optional<std::int64_t> t;
-  for (const auto& [id, n] : nodes_) {
-    if (!n.alive) continue;
-    const std::int64_t expiry = n.last_seen + liveness_timeout_ms_ + 1;
-    t = t ? std::min(*t, expiry) : expiry;
-  }
-  return t;
-}
-
-std::size_t Membership::ready_count() const {
-  std::size_t ready = 0;
-  for (const auto& [id, n] : nodes_) ready += n.alive && n.reg.capabilities.num_examples > 0;
-  return ready;
+  if (alive_by_last_seen_.empty()) return std::nullopt;
+  return alive_by_last_seen_.begin()->first + liveness_timeout_ms_ + 1;
 }
 
 std::vector<NodeId> Membership::ids() const {

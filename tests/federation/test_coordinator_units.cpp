@@ -3,7 +3,10 @@
 // RoundStages, the round result and the PrivacyLedger.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <climits>
 #include <cmath>
+#include <random>
 
 #include "fedge/aggregation/strategy.h"
 #include "fedge/common/error.h"
@@ -123,6 +126,45 @@ TEST_CASE("membership: bindings restored after a coordinator restart hold before
   CHECK_FALSE(m.restore_binding(3, key_of(5)));
   CHECK_FALSE(m.restore_binding(0, key_of(6)));
   CHECK(m.restore_binding(3, key_of(3)));  // the same pair again is fine
+}
+
+TEST_CASE("membership: the expiry index and the ready count agree with a walk over every node") {
+  // Random registrations (some without data, some re-registering with a new
+  // example count), heartbeats out of order and expiries; after each step the
+  // indexed answers must equal the ones a walk over all nodes gives.
+  Membership m(500);
+  std::mt19937 rng(3);
+  std::int64_t now = 0;
+  auto walk_next_expiry = [&]() {
+    std::optional<std::int64_t> t;
+    for (NodeId id : m.ids())
+      if (m.at(id).alive) t = std::min(t.value_or(INT64_MAX), m.at(id).last_seen + 500 + 1);
+    return t;
+  };
+  auto walk_ready = [&]() {
+    std::size_t ready = 0;
+    for (NodeId id : m.ids()) ready += m.at(id).alive && m.at(id).reg.capabilities.num_examples > 0;
+    return ready;
+  };
+  for (int step = 0; step < 5000; ++step) {
+    now += std::uniform_int_distribution<int>(0, 20)(rng);
+    const NodeId id = std::uniform_int_distribution<NodeId>(1, 60)(rng);
+    switch (std::uniform_int_distribution<int>(0, 3)(rng)) {
+      case 0: m.enrol(reg(id, std::uniform_int_distribution<std::uint64_t>(0, 2)(rng)), now); break;
+      case 1:
+        if (m.contains(id)) m.touch(id, now - std::uniform_int_distribution<int>(0, 100)(rng));  // late news
+        break;
+      default: {
+        const auto lost = m.expire(now);
+        CHECK(std::is_sorted(lost.begin(), lost.end()));
+        for (NodeId gone : lost) CHECK(now - m.at(gone).last_seen > 500);
+        break;
+      }
+    }
+    REQUIRE(m.next_expiry_ms() == walk_next_expiry());
+    REQUIRE(m.ready_count() == walk_ready());
+  }
+  CHECK(m.size() == 60);
 }
 
 TEST_CASE("membership: a Register's fields must fit what the store keeps (names, profiles, example counts)") {

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -61,18 +62,28 @@ class Membership {
   std::vector<protocol::NodeId> selectable(std::int64_t now_ms) const;
   // Marks nodes silent past the liveness timeout dead and returns them.
   std::vector<protocol::NodeId> expire(std::int64_t now_ms);
-  // When expire() next has work; nullopt without live nodes.
+  // When expire() next has work; nullopt without live nodes. O(log n).
   std::optional<std::int64_t> next_expiry_ms() const;
-  // Nodes not yet expired that have training data (whether a round could start).
-  std::size_t ready_count() const;
+  // Nodes not yet expired that have training data (whether a round could
+  // start). O(1).
+  std::size_t ready_count() const { return ready_; }
   std::vector<protocol::NodeId> ids() const;
   std::size_t size() const { return nodes_.size(); }
 
  private:
   bool is_live(const NodeInfo& n, std::int64_t now_ms) const;
+  // Keep the index and the count below in step with one node's alive,
+  // last_seen and example count: unindex before changing them, index after.
+  void unindex(protocol::NodeId id, const NodeInfo& n);
+  void index(protocol::NodeId id, const NodeInfo& n);
 
   std::uint32_t liveness_timeout_ms_;
   std::map<protocol::NodeId, NodeInfo> nodes_;
+  // The nodes not yet expired, by last heard-from time: the coordinator asks
+  // for the next expiry after every message it handles, which with 10,000
+  // registered nodes must not walk them all.
+  std::set<std::pair<std::int64_t, protocol::NodeId>> alive_by_last_seen_;
+  std::size_t ready_ = 0;  // nodes in alive_by_last_seen_ with training data
   // The binding of ids and keys (with CURVE, checked both ways): from enrol()
   // and restore_binding().
   std::map<protocol::Key32, protocol::NodeId> node_of_key_;
