@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <mutex>
 #include <numeric>
+#include <optional>
 #include <set>
 
 #include "fedge/common/error.h"
@@ -216,6 +218,45 @@ class FedTrimmedAvg : public Robust {
   double beta_;
 };
 
+// Squared Euclidean distances between every pair of updates.
+Eigen::MatrixXd squared_distances(std::span<const float> global, std::span<const ClientUpdate> updates) {
+  const std::size_t n = updates.size();
+  Eigen::MatrixXd dist(n, n);
+  for (std::size_t i = 0; i < n; ++i)
+    for (std::size_t j = i; j < n; ++j)
+      dist(i, j) = dist(j, i) = (MapF(updates[i].update.data(), global.size()) -
+                                 MapF(updates[j].update.data(), global.size())).cast<double>().squaredNorm();
+  return dist;
+}
+
+// Krum's order of `members` (indices into dist), best first: each scored by
+// the sum of squared distances to its max(1, m - f - 2) closest other members
+// (as Flower counts them); equal scores keep the members' order.
+std::vector<std::size_t> krum_order(const Eigen::MatrixXd& dist, const std::vector<std::size_t>& members,
+                                    std::size_t f) {
+  const std::size_t m = members.size();
+  const std::size_t closest = m > f + 3 ? m - f - 2 : 1;
+  std::vector<std::pair<double, std::size_t>> scores;  // (score, position in members)
+  std::vector<double> d;
+  for (std::size_t a = 0; a < m; ++a) {
+    d.clear();
+    for (std::size_t b = 0; b < m; ++b)
+      if (b != a) d.push_back(dist(members[a], members[b]));
+    std::sort(d.begin(), d.end());
+    scores.push_back({std::accumulate(d.begin(), d.begin() + std::min(closest, d.size()), 0.0), a});
+  }
+  std::sort(scores.begin(), scores.end());
+  std::vector<std::size_t> order;
+  for (const auto& sc : scores) order.push_back(members[sc.second]);
+  return order;
+}
+
+std::vector<std::size_t> all_indices(std::size_t n) {
+  std::vector<std::size_t> v(n);
+  std::iota(v.begin(), v.end(), std::size_t{0});
+  return v;
+}
+
 class Krum : public Robust {
  public:
   Krum(std::size_t malicious, std::size_t keep) : f_(malicious), m_(keep) {}
@@ -224,25 +265,11 @@ class Krum : public Robust {
     check_updates(global, updates);
     const std::size_t n = updates.size();
     if (n < f_ + 3) bad("krum: needs at least num_malicious + 3 updates, got " + std::to_string(n));
-    Eigen::MatrixXd dist(n, n);
-    for (std::size_t i = 0; i < n; ++i)
-      for (std::size_t j = i; j < n; ++j)
-        dist(i, j) = dist(j, i) = (MapF(updates[i].update.data(), global.size()) -
-                                   MapF(updates[j].update.data(), global.size())).cast<double>().squaredNorm();
-    // Score: sum of squared distances to the n - f - 2 closest other updates.
-    std::vector<std::pair<double, std::size_t>> scores;
-    for (std::size_t i = 0; i < n; ++i) {
-      std::vector<double> d;
-      for (std::size_t j = 0; j < n; ++j)
-        if (j != i) d.push_back(dist(i, j));
-      std::sort(d.begin(), d.end());
-      scores.push_back({std::accumulate(d.begin(), d.begin() + (n - f_ - 2), 0.0), i});
-    }
-    std::sort(scores.begin(), scores.end());
+    const std::vector<std::size_t> order = krum_order(squared_distances(global, updates), all_indices(n), f_);
     const std::size_t keep = m_ > 0 ? std::min(m_, n) : 1;
     std::vector<double> mean(global.size(), 0.0);
     for (std::size_t s = 0; s < keep; ++s)
-      for (std::size_t j = 0; j < global.size(); ++j) mean[j] += updates[scores[s].second].update[j];
+      for (std::size_t j = 0; j < global.size(); ++j) mean[j] += updates[order[s]].update[j];
     for (double& v : mean) v /= static_cast<double>(keep);
     return apply(global, mean);
   }
@@ -251,18 +278,56 @@ class Krum : public Robust {
   std::size_t f_, m_;
 };
 
+// Bulyan (El Mhamdi, Guerraoui, Rouault 2018), as Flower runs it with Krum:
+// Krum picks theta = n - 2f updates one at a time from the ones not yet
+// picked; then each coordinate is the mean of the beta = theta - 2f picked
+// values nearest the picked values' median (ties: the earlier pick). Example
+// counts are not used, as in Flower.
+class Bulyan : public Robust {
+ public:
+  explicit Bulyan(std::size_t malicious) : f_(malicious) {}
+  std::string name() const override { return "bulyan"; }
+  std::vector<float> aggregate(std::span<const float> global, std::span<const ClientUpdate> updates) override {
+    check_updates(global, updates);
+    const std::size_t n = updates.size();
+    if (n < 4 * f_ + 3)
+      bad("bulyan: needs at least 4 * num_malicious + 3 updates (" + std::to_string(4 * f_ + 3) + "), got " +
+          std::to_string(n) + "; lower num_malicious or select more nodes per round");
+    const Eigen::MatrixXd dist = squared_distances(global, updates);
+    std::vector<std::size_t> left = all_indices(n), picked;
+    while (picked.size() < n - 2 * f_) {
+      const std::size_t best = krum_order(dist, left, f_).front();
+      picked.push_back(best);
+      left.erase(std::find(left.begin(), left.end(), best));
+    }
+    const std::size_t beta = picked.size() - 2 * f_;
+    std::vector<double> col(picked.size()), sorted(picked.size()), mean(global.size());
+    std::vector<std::size_t> nearest(picked.size());
+    for (std::size_t j = 0; j < global.size(); ++j) {
+      for (std::size_t p = 0; p < picked.size(); ++p) col[p] = updates[picked[p]].update[j];
+      sorted = col;
+      std::sort(sorted.begin(), sorted.end());
+      const std::size_t k = sorted.size();
+      const double median = k % 2 ? sorted[k / 2] : 0.5 * (sorted[k / 2 - 1] + sorted[k / 2]);
+      std::iota(nearest.begin(), nearest.end(), std::size_t{0});
+      std::stable_sort(nearest.begin(), nearest.end(), [&](std::size_t a, std::size_t b) {
+        return std::fabs(col[a] - median) < std::fabs(col[b] - median);
+      });
+      double sum = 0;
+      for (std::size_t q = 0; q < beta; ++q) sum += col[nearest[q]];
+      mean[j] = sum / static_cast<double>(beta);
+    }
+    return apply(global, mean);
+  }
+
+ private:
+  std::size_t f_;
+};
+
 }  // namespace
 
 std::vector<float> Strategy::aggregate(std::span<const float> global, std::span<const ClientUpdate> updates) {
-  check_updates(global, updates);
-  std::vector<double> mean(global.size(), 0.0);
-  double total = 0;
-  for (const auto& u : updates) {
-    total += u.num_examples;
-    for (std::size_t j = 0; j < global.size(); ++j) mean[j] += u.num_examples * u.update[j];
-  }
-  for (double& v : mean) v /= total;
-  return apply(global, mean);
+  return apply(global, weighted_mean_update(global, updates));
 }
 
 std::vector<float> Strategy::aggregate_sum(std::span<const float> global, std::span<const float> weighted_sum,
@@ -276,46 +341,130 @@ std::vector<float> Strategy::aggregate_sum(std::span<const float> global, std::s
   return apply(global, mean);
 }
 
+namespace {
+
+struct Registry {
+  std::mutex mutex;
+  std::map<std::string, StrategyFactory> factories;
+};
+
+std::size_t count(const StrategyParams& p, const char* key, double def, const std::string& strategy) {
+  const double v = param(p, key, def);
+  if (!(v >= 0) || v != std::floor(v) || v > 1e6) bad(strategy + ": " + key + " must be a whole number >= 0");
+  return static_cast<std::size_t>(v);
+}
+
+void add_builtins(std::map<std::string, StrategyFactory>& f) {
+  f["fedavg"] = {{}, [](const StrategyParams&) { return std::make_unique<FedAvg>(); }, "FedAvg (McMahan et al. 2017)"};
+  f["fedprox"] = {{"proximal_mu"},
+                  [](const StrategyParams& p) { return std::make_unique<FedProx>(param(p, "proximal_mu", 0.01)); },
+                  "FedAvg with the clients' proximal term (Li et al. 2020)"};
+  f["fedavgm"] = {{"server_learning_rate", "server_momentum"},
+                  [](const StrategyParams& p) {
+                    return std::make_unique<FedAvgM>(param(p, "server_learning_rate", 1.0),
+                                                     param(p, "server_momentum", 0.9));
+                  },
+                  "FedAvg with server momentum (Hsu et al. 2019)"};
+  f["fedadam"] = {{"eta", "beta_1", "beta_2", "tau"},
+                  [](const StrategyParams& p) {
+                    return std::make_unique<FedOpt>(FedOpt::Kind::kAdam, param(p, "eta", 0.1), param(p, "beta_1", 0.9),
+                                                    param(p, "beta_2", 0.99), param(p, "tau", 1e-9));
+                  },
+                  "server Adam (Reddi et al. 2021)"};
+  f["fedyogi"] = {{"eta", "beta_1", "beta_2", "tau"},
+                  [](const StrategyParams& p) {
+                    return std::make_unique<FedOpt>(FedOpt::Kind::kYogi, param(p, "eta", 0.01), param(p, "beta_1", 0.9),
+                                                    param(p, "beta_2", 0.99), param(p, "tau", 1e-3));
+                  },
+                  "server Yogi (Reddi et al. 2021)"};
+  f["fedadagrad"] = {{"eta", "beta_1", "tau"},
+                     [](const StrategyParams& p) {
+                       return std::make_unique<FedOpt>(FedOpt::Kind::kAdagrad, param(p, "eta", 0.1),
+                                                       param(p, "beta_1", 0.0), 0.0, param(p, "tau", 1e-9));
+                     },
+                     "server Adagrad (Reddi et al. 2021)"};
+  f["fedmedian"] = {{}, [](const StrategyParams&) { return std::make_unique<FedMedian>(); },
+                    "coordinate-wise median (Yin et al. 2018)"};
+  f["fedtrimmedavg"] = {{"beta"},
+                        [](const StrategyParams& p) { return std::make_unique<FedTrimmedAvg>(param(p, "beta", 0.2)); },
+                        "coordinate-wise trimmed mean (Yin et al. 2018)"};
+  f["krum"] = {{"num_malicious", "num_to_keep"},
+               [](const StrategyParams& p) {
+                 return std::make_unique<Krum>(count(p, "num_malicious", 0, "krum"), count(p, "num_to_keep", 0, "krum"));
+               },
+               "Krum / Multi-Krum (Blanchard et al. 2017)"};
+  f["bulyan"] = {{"num_malicious"},
+                 [](const StrategyParams& p) { return std::make_unique<Bulyan>(count(p, "num_malicious", 1, "bulyan")); },
+                 "Bulyan over Krum (El Mhamdi et al. 2018)"};
+}
+
+// Function-local so plug-ins registering at static initialisation, in any
+// order of translation units, find it built.
+Registry& registry() {
+  static Registry* r = [] {
+    auto* made = new Registry;
+    add_builtins(made->factories);
+    return made;
+  }();
+  return *r;
+}
+
+bool valid_strategy_name(const std::string& name) {
+  return !name.empty() && name.size() <= 64 &&
+         std::all_of(name.begin(), name.end(), [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'; });
+}
+
+std::string joined_names() {
+  std::string out;
+  for (const std::string& n : strategy_names()) out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
+
+}  // namespace
+
+void register_strategy(const std::string& name, StrategyFactory factory) {
+  if (!valid_strategy_name(name))
+    bad("strategy name '" + name + "' must be 1-64 lower-case letters, digits or '_'");
+  if (!factory.make) bad("strategy '" + name + "' was registered without a make function");
+  Registry& r = registry();
+  std::lock_guard lock(r.mutex);
+  if (!r.factories.emplace(name, std::move(factory)).second)
+    bad("strategy '" + name + "' is registered twice; give the plug-in another name");
+}
+
+std::vector<std::string> strategy_names() {
+  Registry& r = registry();
+  std::lock_guard lock(r.mutex);
+  std::vector<std::string> names;
+  for (const auto& [name, f] : r.factories) names.push_back(name);
+  return names;
+}
+
+std::vector<double> weighted_mean_update(std::span<const float> global, std::span<const ClientUpdate> updates) {
+  check_updates(global, updates);
+  std::vector<double> mean(global.size(), 0.0);
+  double total = 0;
+  for (const auto& u : updates) {
+    total += u.num_examples;
+    for (std::size_t j = 0; j < global.size(); ++j) mean[j] += u.num_examples * u.update[j];
+  }
+  for (double& v : mean) v /= total;
+  return mean;
+}
+
 std::unique_ptr<Strategy> make_strategy(const std::string& name, const StrategyParams& params,
                                         bool secure_aggregation) {
-  static const std::map<std::string, std::set<std::string>> known = {
-      {"fedavg", {}},
-      {"fedprox", {"proximal_mu"}},
-      {"fedavgm", {"server_learning_rate", "server_momentum"}},
-      {"fedadam", {"eta", "beta_1", "beta_2", "tau"}},
-      {"fedyogi", {"eta", "beta_1", "beta_2", "tau"}},
-      {"fedadagrad", {"eta", "beta_1", "tau"}},
-      {"fedmedian", {}},
-      {"fedtrimmedavg", {"beta"}},
-      {"krum", {"num_malicious", "num_to_keep"}},
-  };
-  auto it = known.find(name);
-  if (it == known.end())
-    bad("unknown aggregation strategy '" + name +
-        "'; choose fedavg, fedprox, fedavgm, fedadam, fedyogi, fedadagrad, fedmedian, fedtrimmedavg or krum");
-  for (const auto& [k, v] : params)
-    if (!it->second.count(k)) bad("strategy '" + name + "' has no parameter '" + k + "'");
-  std::unique_ptr<Strategy> s;
-  if (name == "fedavg") s = std::make_unique<FedAvg>();
-  else if (name == "fedprox") s = std::make_unique<FedProx>(param(params, "proximal_mu", 0.01));
-  else if (name == "fedavgm")
-    s = std::make_unique<FedAvgM>(param(params, "server_learning_rate", 1.0), param(params, "server_momentum", 0.9));
-  else if (name == "fedadam")
-    s = std::make_unique<FedOpt>(FedOpt::Kind::kAdam, param(params, "eta", 0.1), param(params, "beta_1", 0.9),
-                                 param(params, "beta_2", 0.99), param(params, "tau", 1e-9));
-  else if (name == "fedyogi")
-    s = std::make_unique<FedOpt>(FedOpt::Kind::kYogi, param(params, "eta", 0.01), param(params, "beta_1", 0.9),
-                                 param(params, "beta_2", 0.99), param(params, "tau", 1e-3));
-  else if (name == "fedadagrad")
-    s = std::make_unique<FedOpt>(FedOpt::Kind::kAdagrad, param(params, "eta", 0.1), param(params, "beta_1", 0.0),
-                                 0.0, param(params, "tau", 1e-9));
-  else if (name == "fedmedian") s = std::make_unique<FedMedian>();
-  else if (name == "fedtrimmedavg") s = std::make_unique<FedTrimmedAvg>(param(params, "beta", 0.2));
-  else {
-    const double f = param(params, "num_malicious", 0), m = param(params, "num_to_keep", 0);
-    if (f < 0 || m < 0) bad("krum: num_malicious and num_to_keep must be >= 0");
-    s = std::make_unique<Krum>(static_cast<std::size_t>(f), static_cast<std::size_t>(m));
+  std::optional<StrategyFactory> factory;
+  {
+    Registry& r = registry();
+    std::lock_guard lock(r.mutex);
+    if (auto it = r.factories.find(name); it != r.factories.end()) factory = it->second;
   }
+  if (!factory) bad("unknown aggregation strategy '" + name + "'; choose " + joined_names());
+  for (const auto& [k, v] : params)
+    if (!factory->params.count(k)) bad("strategy '" + name + "' has no parameter '" + k + "'");
+  std::unique_ptr<Strategy> s = factory->make(params);
+  if (!s) bad("strategy '" + name + "': its factory made nothing");
   if (secure_aggregation && s->needs_individual_updates())
     bad("strategy '" + name + "' needs each client's update on its own and cannot run with secure aggregation "
         "on; disable secure aggregation or pick fedavg, fedavgm, fedadam, fedyogi or fedadagrad");

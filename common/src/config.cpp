@@ -219,6 +219,18 @@ std::vector<double> Table::numbers(std::string_view key, std::vector<double> fal
   });
 }
 
+std::vector<std::string> Table::keys() const {
+  std::vector<std::string> out;
+  if (id_ < 0) return out;
+  std::vector<std::pair<toml::source_position, std::string>> found;
+  for (const auto& [key, node] : *state_->tables[id_]) found.push_back({node.source().begin, std::string(key.str())});
+  std::stable_sort(found.begin(), found.end(), [](const auto& a, const auto& b) {
+    return a.first.line != b.first.line ? a.first.line < b.first.line : a.first.column < b.first.column;
+  });
+  for (auto& f : found) out.push_back(std::move(f.second));
+  return out;
+}
+
 Table Table::table(std::string_view key) const {
   const toml::node* node = TableAccess::lookup(*this, key);
   if (!node) return Table(state_, -1, dotted(key));

@@ -25,12 +25,9 @@ protocol::DpMode dp_mode(const std::string& name) {
 }
 
 void read_strategy_params(const config::Table& t, aggregation::StrategyParams& params) {
-  // make_strategy checks that each name fits the chosen strategy.
-  static const char* kNames[] = {"proximal_mu", "server_learning_rate", "server_momentum", "eta", "beta_1",
-                                 "beta_2", "tau", "beta", "num_malicious", "num_to_keep"};
-  for (const char* name : kNames) {
-    if (t.has(name)) params[name] = t.number(name, 0.0);
-  }
+  // Every key, so plug-in strategies' own parameters come through too;
+  // make_strategy refuses names the chosen strategy does not take.
+  for (const std::string& name : t.keys()) params[name] = t.number(name, 0.0);
 }
 
 }  // namespace

@@ -152,6 +152,7 @@ coordinator::FederationConfig CoordinatorSide::make_config() const {
   c.corrupt_fraction = s_.secagg.corrupt_fraction;
   c.failure_probability = s_.secagg.failure_probability;
   c.strategy = s_.training.strategy;
+  c.strategy_params = s_.training.strategy_params;
   c.weight_caps = {static_cast<std::uint64_t>(s_.training.max_examples), s_.training.max_weight_share};
   if (s_.dp.enabled) {
     c.dp.mode = s_.dp.noise_multiplier > 0 ? protocol::DpMode::kCentral : protocol::DpMode::kNone;

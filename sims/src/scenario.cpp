@@ -119,6 +119,8 @@ void read_training(const Table& t, TrainingSettings& s) {
   s.central_steps = static_cast<int>(t.integer("central_steps", s.central_steps, {1, 10000000}));
   s.local_only_steps = static_cast<int>(t.integer("local_only_steps", s.local_only_steps, {1, 10000000}));
   s.strategy = t.string("strategy", s.strategy);
+  const Table params = t.table("strategy_params");  // checked against the strategy by make_strategy
+  for (const std::string& key : params.keys()) s.strategy_params[key] = params.number(key, 0.0);
   s.fraction = t.number("fraction", s.fraction, {1e-6, 1.0});
   s.min_nodes = static_cast<int>(t.integer("min_nodes", s.min_nodes, {1, 1000000}));
   s.fedprox_mu = t.number("fedprox_mu", s.fedprox_mu, {0.0, 1e6});
@@ -173,7 +175,7 @@ void check_feasible(const Table& root, Scenario& s) {
   }
   bool federated = std::count_if(s.levels.begin(), s.levels.end(), [](int l) { return l == 4 || l == 5; }) > 0;
   try {
-    aggregation::make_strategy(s.training.strategy, {}, s.secagg.enabled);
+    aggregation::make_strategy(s.training.strategy, s.training.strategy_params, s.secagg.enabled);
   } catch (const Error& e) {
     training.fail("strategy", e.what());
   }

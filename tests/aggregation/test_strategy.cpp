@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 
 #include "fedge/aggregation/strategy.h"
@@ -156,4 +157,82 @@ TEST_CASE("Saved server state from another strategy or of mixed lengths is refus
   CHECK_THROWS_WITH(avg->restore({{"m", {1.0}}}), Catch::Contains("keeps: nothing"));
   auto momentum = make_strategy("fedavgm");
   CHECK_THROWS_WITH(momentum->restore({{"m", {1.0}}, {"v", {1.0}}}), Catch::Contains("entry 'm'"));
+}
+
+// ---- Bulyan, the registry, the plug-in example ----
+
+TEST_CASE("bulyan: Krum picks n - 2f updates, each coordinate averages the n - 4f nearest its median") {
+  // n = 7, f = 1: theta = 5 picks, beta = 3 values per coordinate. By hand
+  // (squared distances to the max(1, m - 3) closest of the m left; ties go to
+  // the earlier update):
+  //   left {0, -5.5, 2.5, -8.5, -8, 7, 60}: scores 149.5 109.5 200.75 202.5 180.75 450.5 14005.5 -> -5.5
+  //   left {0, 2.5, -8.5, -8, 7, 60}:        119.25 136.75 193.5 174.5 294.25 9715.25         -> 0
+  //   left {2.5, -8.5, -8, 7, 60}:           130.5 121.25 110.5 245.25 6115.25                 -> -8
+  //   left {2.5, -8.5, 7, 60}:               20.25 121 20.25 2809 (tie: the earlier)           -> 2.5
+  //   left {-8.5, 7, 60}:                    240.25 240.25 2809 (tie: the earlier)             -> -8.5
+  // picked {-5.5, 0, -8, 2.5, -8.5}: median -5.5; nearest 3: -5.5, -8, -8.5;
+  // mean -22/3. (The plain mean is 6.79, the median 0, the 20%-trimmed mean -0.8.)
+  const std::vector<std::vector<float>> u = {{0.0F}, {-5.5F}, {2.5F}, {-8.5F}, {-8.0F}, {7.0F}, {60.0F}};
+  std::vector<ClientUpdate> updates;
+  for (const auto& v : u) updates.push_back({v, 1.0});
+  const std::vector<float> global = {1.0F};
+  auto bulyan = make_strategy("bulyan", {{"num_malicious", 1}});
+  CHECK(bulyan->needs_individual_updates());
+  const auto out = bulyan->aggregate(global, updates);
+  REQUIRE(out.size() == 1);
+  CHECK(out[0] == Approx(1.0 - 22.0 / 3.0).epsilon(1e-6));
+
+  // n < 4f + 3 is refused, naming the bound; so is secure aggregation.
+  updates.pop_back();
+  CHECK_THROWS_WITH(bulyan->aggregate(global, updates), Catch::Contains("4 * num_malicious + 3"));
+  CHECK_THROWS_WITH(make_strategy("bulyan", {}, true), Catch::Contains("secure aggregation"));
+  CHECK_THROWS_WITH(make_strategy("bulyan", {{"num_malicious", -1}}), Catch::Contains("whole number"));
+  CHECK_THROWS_WITH(make_strategy("bulyan", {{"num_malicious", 0.5}}), Catch::Contains("whole number"));
+}
+
+TEST_CASE("bulyan: with f = 0 every update is picked and it is the plain mean") {
+  const std::vector<std::vector<float>> u = {{1.0F, -2.0F}, {3.0F, 4.0F}, {-1.0F, 0.5F}};
+  std::vector<ClientUpdate> updates;
+  for (const auto& v : u) updates.push_back({v, 1.0});
+  const std::vector<float> global = {0.0F, 0.0F};
+  const auto out = make_strategy("bulyan", {{"num_malicious", 0}})->aggregate(global, updates);
+  CHECK(out[0] == Approx(1.0));
+  CHECK(out[1] == Approx(2.5 / 3.0));
+}
+
+TEST_CASE("strategy registry: every built-in and the example plug-in by name, bad names and duplicates refused") {
+  const auto names = strategy_names();
+  for (const char* n : {"fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "fedmedian",
+                        "fedtrimmedavg", "krum", "bulyan", "normclip"})
+    CHECK(std::find(names.begin(), names.end(), n) != names.end());
+  CHECK(std::is_sorted(names.begin(), names.end()));
+  // An unknown name lists the registered ones, plug-ins included.
+  CHECK_THROWS_WITH(make_strategy("fedsgd"), Catch::Contains("unknown aggregation strategy 'fedsgd'") &&
+                                               Catch::Contains("normclip") && Catch::Contains("bulyan"));
+  StrategyFactory plain{{}, [](const StrategyParams&) { return make_strategy("fedavg"); }, "test"};
+  CHECK_THROWS_WITH(register_strategy("fedavg", plain), Catch::Contains("registered twice"));
+  CHECK_THROWS_WITH(register_strategy("Bad-Name", plain), Catch::Contains("lower-case"));
+  CHECK_THROWS_WITH(register_strategy("", plain), Catch::Contains("lower-case"));
+  CHECK_THROWS_WITH(register_strategy(std::string(65, 'a'), plain), Catch::Contains("lower-case"));
+  CHECK_THROWS_WITH(register_strategy("no_factory", StrategyFactory{}), Catch::Contains("without a make"));
+  // A registration at run time works like a built-in.
+  register_strategy("test_fedavg_again", plain);
+  CHECK(make_strategy("test_fedavg_again")->name() == "fedavg");
+  CHECK_THROWS_WITH(make_strategy("test_fedavg_again", {{"eta", 1}}), Catch::Contains("has no parameter 'eta'"));
+}
+
+TEST_CASE("normclip plug-in: updates above max_norm are scaled down before the weighted mean") {
+  // Update a has norm 5 (3, 4) -> clipped to norm 1: (0.6, 0.8); b (0.3, 0)
+  // is under the bound. Weights 1 and 3: mean = (0.6 + 0.9, 0.8) / 4.
+  const std::vector<float> a = {3.0F, 4.0F}, b = {0.3F, 0.0F}, global = {10.0F, 20.0F};
+  const std::vector<ClientUpdate> updates = {{a, 1.0}, {b, 3.0}};
+  auto s = make_strategy("normclip", {{"max_norm", 1.0}});
+  CHECK(s->name() == "normclip");
+  const auto out = s->aggregate(global, updates);
+  CHECK(out[0] == Approx(10.0 + 1.5 / 4.0));
+  CHECK(out[1] == Approx(20.0 + 0.8 / 4.0));
+  CHECK_THROWS_WITH(make_strategy("normclip", {{"max_norm", 0}}), Catch::Contains("max_norm must be a positive"));
+  CHECK_THROWS_WITH(make_strategy("normclip", {}, true), Catch::Contains("secure aggregation"));
+  const std::vector<float> sum = {1.0F, 1.0F};
+  CHECK_THROWS_AS(s->aggregate_sum(global, sum, 2.0), fedge::Error);
 }

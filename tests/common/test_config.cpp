@@ -152,3 +152,15 @@ TEST_CASE("config reads a real file", "[config]") {
   CHECK(doc.source_name() == path.string());
   std::filesystem::remove(path);
 }
+
+TEST_CASE("config: keys() lists a table's keys in file order and marks none as known") {
+  auto doc = Document::parse_string("[t]\nzeta = 1\nalpha = 2\nmid = { x = 1 }\n", "k.toml");
+  const auto t = doc.root().table("t");
+  CHECK(t.keys() == std::vector<std::string>{"zeta", "alpha", "mid"});
+  CHECK(doc.root().table("absent").keys().empty());
+  CHECK_THROWS_WITH(doc.reject_unknown_keys(), Catch::Contains("zeta"));  // listing is not reading
+  (void)t.integer("zeta", 0);
+  (void)t.integer("alpha", 0);
+  (void)t.table("mid").integer("x", 0);
+  CHECK_NOTHROW(doc.reject_unknown_keys());
+}

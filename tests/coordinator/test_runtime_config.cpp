@@ -92,3 +92,26 @@ TEST_CASE("federation config: secagg.mode and the coordinator's roster (maliciou
   CHECK_THROWS_WITH(coordinator::read_coordinator_config(dir / "bad.toml"), Catch::Contains("missing.txt"));
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("federation config: strategy_params pass every key, so a plug-in strategy gets its own parameters") {
+  auto read = [](const std::string& lines) {
+    auto doc = config::Document::parse_string("[federation]\nrounds = 2\n" + lines, "c.toml");
+    auto c = coordinator::read_federation_config(doc.root().table("federation"));
+    doc.reject_unknown_keys();
+    federation::validate(c);
+    return c;
+  };
+  // The example plug-in (examples/strategies/normclip.cpp) and its parameter.
+  const auto c = read("secure = false\nstrategy = \"normclip\"\n[federation.strategy_params]\nmax_norm = 0.5\n");
+  CHECK(c.strategy == "normclip");
+  CHECK(c.strategy_params.at("max_norm") == 0.5);
+  CHECK(read("strategy = \"krum\"\nsecure = false\nstrategy_params = { num_malicious = 1, num_to_keep = 2 }\n")
+            .strategy_params.size() == 2);
+  // A parameter the strategy does not take, or one that is not a number.
+  CHECK_THROWS_WITH(read("secure = false\nstrategy = \"normclip\"\nstrategy_params = { eta = 1.0 }\n"),
+                    Catch::Contains("has no parameter 'eta'"));
+  CHECK_THROWS_WITH(read("secure = false\nstrategy = \"normclip\"\nstrategy_params = { max_norm = \"big\" }\n"),
+                    Catch::Contains("max_norm"));
+  // A plug-in that needs each update is refused with secure aggregation.
+  CHECK_THROWS_WITH(read("secure = true\nstrategy = \"normclip\"\n"), Catch::Contains("secure aggregation"));
+}

@@ -181,3 +181,38 @@ TEST_CASE("a scenario's base can be a GGUF file: the same Q4_0 blocks give the s
   CHECK(level(from_gguf, 4).mean_perplexity == level(from_random, 4).mean_perplexity);
   CHECK(level(from_gguf, 4).rounds_completed == 2);
 }
+
+TEST_CASE("a plug-in strategy named in the scenario runs the federated rounds (examples/strategies/normclip.cpp)") {
+  // The scenario names the example plug-in and its parameter; secure
+  // aggregation is off because it clips each node's update on its own.
+  auto run = [](const std::string& strategy_lines) {
+    std::string text = kTiny;
+    auto put = [&](const std::string& from, const std::string& to) {
+      const auto at = text.find(from);
+      REQUIRE(at != std::string::npos);
+      text.replace(at, from.size(), to);
+    };
+    put("[secagg]\nenabled = true\n", "[secagg]\nenabled = false\n");
+    put("min_nodes = 3\n", "min_nodes = 3\n" + strategy_lines);
+    auto s = parse_scenario(text, "tiny.toml");
+    s.levels = {4};
+    RunOptions o;
+    o.threads = 1;
+    o.progress = [](const std::string&) {};
+    return run_scenario(s, o);
+  };
+  const auto fedavg = run("strategy = \"fedavg\"\n");
+  // A bound no update reaches: every update passes unscaled, so the rounds are FedAvg's.
+  const auto loose = run("strategy = \"normclip\"\nstrategy_params = { max_norm = 1e9 }\n");
+  CHECK(metrics_csv(loose) == metrics_csv(fedavg));
+  // A tight bound holds every update to a tiny step: held-out quality stays
+  // at the base's, while FedAvg moves it.
+  const auto tight = run("strategy = \"normclip\"\nstrategy_params = { max_norm = 1e-7 }\n");
+  REQUIRE(level(tight, 4).rounds_completed == 2);
+  const double base = fedavg.base_perplexity;
+  CHECK(std::abs(level(tight, 4).mean_perplexity - base) < 1e-3 * base);
+  CHECK(std::abs(level(fedavg, 4).mean_perplexity - base) > std::abs(level(tight, 4).mean_perplexity - base));
+  // Its parameters are checked like a built-in's.
+  CHECK_THROWS_WITH(run("strategy = \"normclip\"\nstrategy_params = { eta = 1 }\n"),
+                    Catch::Contains("training.strategy") && Catch::Contains("no parameter 'eta'"));
+}

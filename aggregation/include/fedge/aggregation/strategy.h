@@ -7,8 +7,10 @@
 // need nothing more (FedAvg and the server optimisers) accept aggregate_sum().
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <span>
 #include <string>
 #include <vector>
@@ -62,12 +64,47 @@ class Strategy {
 
 using StrategyParams = std::map<std::string, double>;
 
-// Names: fedavg, fedprox (proximal_mu=0.01; server side is FedAvg), fedavgm (server_learning_rate=1, server_momentum=0.9),
+// ---- Plug-ins ----
+// Every strategy, built in or not, is found by name in one registry. A user's
+// strategy is one C++ file: a Strategy subclass and a StrategyRegistration
+// at namespace scope (examples/strategies/normclip.cpp), compiled into the
+// programs with the CMake option FEDGE_STRATEGY_PLUGINS (a list of files;
+// docs/FEDERATION.md, "Your own strategy"). Its name then works wherever a
+// strategy is named: the coordinator's [federation] strategy, a scenario's
+// [training] strategy.
+struct StrategyFactory {
+  std::set<std::string> params;  // the parameter names it accepts (others are refused)
+  // Makes one from checked parameters (only names in `params`); throws
+  // Error(kInvalidInput) for values out of range.
+  std::function<std::unique_ptr<Strategy>(const StrategyParams&)> make;
+  std::string summary;  // one line for listings and error messages
+};
+
+// Adds `name` (lower-case letters, digits and '_', at most 64 bytes). Throws
+// Error(kInvalidInput) for a bad or taken name or a factory without make.
+void register_strategy(const std::string& name, StrategyFactory factory);
+// Every registered name, sorted.
+std::vector<std::string> strategy_names();
+
+// Registers at static initialisation: `const StrategyRegistration kMine{"mine", {...}};`.
+struct StrategyRegistration {
+  StrategyRegistration(const std::string& name, StrategyFactory factory) {
+    register_strategy(name, std::move(factory));
+  }
+};
+
+// The mean update of individual updates weighted by their example counts:
+// what FedAvg applies, for plug-ins that start from it.
+std::vector<double> weighted_mean_update(std::span<const float> global, std::span<const ClientUpdate> updates);
+
+// Built-in names: fedavg, fedprox (proximal_mu=0.01; server side is FedAvg), fedavgm (server_learning_rate=1, server_momentum=0.9),
 // fedadam (eta=0.1, beta_1=0.9, beta_2=0.99, tau=1e-9), fedyogi (eta=0.01,
 // beta_1=0.9, beta_2=0.99, tau=1e-3), fedadagrad (eta=0.1, beta_1=0, tau=1e-9),
 // fedmedian, fedtrimmedavg (beta=0.2), krum (num_malicious=0,
-// num_to_keep=0: 0 = plain Krum, m > 0 = Multi-Krum averaging the m best).
-// Defaults follow Flower. Throws Error(kInvalidInput) for an unknown name or
+// num_to_keep=0: 0 = plain Krum, m > 0 = Multi-Krum averaging the m best),
+// bulyan (num_malicious=1; El Mhamdi et al. 2018: Krum picks n - 2f updates
+// one by one, then each coordinate averages the n - 4f picked values nearest
+// its median; needs n >= 4f + 3). Plug-ins add more. Defaults follow Flower. Throws Error(kInvalidInput) for an unknown name or
 // parameter, and when `secure_aggregation` is on for a strategy that needs
 // individual updates.
 std::unique_ptr<Strategy> make_strategy(const std::string& name, const StrategyParams& params = {},

@@ -52,6 +52,10 @@ class Table {
                               Range<double> range = {}) const;
 
   bool has(std::string_view key) const;
+  // The keys this table holds, in file order (empty for an absent table), for
+  // tables whose keys are data rather than a fixed schema (a strategy's
+  // parameters); marks none as known: read each with a getter.
+  std::vector<std::string> keys() const;
   // A sub-table; an absent key gives an empty table (all getters fall back).
   Table table(std::string_view key) const;
   // An array of tables ([[key]]); absent gives an empty list.

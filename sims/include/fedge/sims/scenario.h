@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -45,7 +46,8 @@ struct TrainingSettings {
   double lr = 3e-3;
   int central_steps = 200;      // levels 0-3: one adapter on pooled raw data
   int local_only_steps = 100;   // level 6: each node alone
-  std::string strategy = "fedavg";
+  std::string strategy = "fedavg";  // a built-in or plug-in name (aggregation::make_strategy)
+  std::map<std::string, double> strategy_params;  // [training.strategy_params]
   double fraction = 1.0;        // share of nodes picked per round
   int min_nodes = 2;
   double fedprox_mu = 0.0;
