@@ -336,6 +336,7 @@ async function onFileChosen() {
     return;
   }
   setStatus('csv-status', `Reading ${file.name}…`);
+  const startedMs = performance.now();
   let text;
   try {
     text = await file.text();
@@ -347,6 +348,7 @@ async function onFileChosen() {
   const result = await parseCsv(text, generation);
   if (!result) return;  // a newer file took over
   showResults(file.name, result);
+  $('csv-status').dataset.readMs = String(Math.round(performance.now() - startedMs));
 }
 
 function clearResults() {
