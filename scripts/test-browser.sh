@@ -26,7 +26,7 @@ if [[ -z "$chromium" ]]; then
     if [[ -n "$candidate" && -x "$candidate" ]]; then chromium="$candidate"; break; fi
   done
 fi
-[[ -n "$chromium" && -x "$chromium" ]] || skip "no chromium"
+[[ -n "$chromium" && -x "$chromium" ]] || skip "no chromium${chromium:+ at CHROMIUM=$chromium}"
 command -v node >/dev/null || skip "no node (nodejs)"
 command -v npm >/dev/null || skip "no npm"
 
