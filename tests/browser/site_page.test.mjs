@@ -257,6 +257,27 @@ async function main() {
   assert.match(await page.textContent('#csv-warnings'), /Column "mixed" mixes 2 numbers with 1 other values/);
   assert.match(await page.textContent("#csv-warnings"), /1 rows have fewer fields than the header/);
 
+  // The page's reader gives the same records whatever its slice size, so a
+  // quote, CRLF or "" split between two slices reads as in one.
+  const sliced = await page.evaluate((text) => {
+    const read = (slice) => {
+      const records = [];
+      const reader = new CsvReader(text, (r) => records.push(r));
+      while (reader.feed(slice));
+      return JSON.stringify([records, reader.unterminated, reader.strayAfterQuote]);
+    };
+    return [1, 2, 3, 5, 7, 64, 1 << 20].map(read);
+  }, tricky + '\r\n"x""\r\ny",2,"q"tail\r\n"open,\n');
+  for (const r of sliced) assert.equal(r, sliced[sliced.length - 1], 'records independent of the slice size');
+  const [records, unterminated, stray] = JSON.parse(sliced[0]);
+  assert.equal(records.length, 7);  // the header, 4 rows (the blank line is none), 2 more
+  assert.deepEqual(records[1], ['AB-01', 'said "fine", then left', '120', '1500.5', 'ok', '1']);
+  assert.deepEqual(records[2], ['AB-02', 'two\nlines', '', '1499.25', 'NA', '2']);
+  assert.deepEqual(records[5], ['x"\r\ny', '2', 'qtail']);
+  assert.deepEqual(records[6], ['open,\n']);
+  assert.equal(unterminated, true);
+  assert.equal(stray, 1);
+
   // 5 MB: read in slices, the page's timers run meanwhile.
   let big = 'well,liquid_bbl,gas_mcf\n';
   const bigLiquid = [], bigGas = [];
