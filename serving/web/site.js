@@ -442,7 +442,7 @@ function showResults(name, { columns, rows, warnings }) {
     const top = mostFrequent(c);
     tr.append(cell(c.name), cell(String(c.textCount + c.numbers.length)),
               cell(c.moreText ? `over ${MAX_TRACKED_TEXT_VALUES}` : String(c.textValues.size)),
-              cell(top ? `${top[0]} (${top[1]})` : ''), cell(String(c.empty)));
+              cell(top ? `${clip(top[0], 80)} (${top[1]})` : ''), cell(String(c.empty)));
     textBody.append(tr);
   }
   $('text-table').hidden = other.length === 0;
@@ -521,13 +521,19 @@ function summaryText(name, rows, columns, stats) {
     const parts = other.map((c) => {
       const top = mostFrequent(c);
       const distinct = c.moreText ? `over ${MAX_TRACKED_TEXT_VALUES}` : String(c.textValues.size);
-      return `${c.name} (${distinct} distinct${top ? `, e.g. ${top[0]}` : ''})`;
+      return `${c.name} (${distinct} distinct${top ? `, e.g. ${clip(top[0], 40)}` : ''})`;
     });
     lines.push(`Other columns: ${parts.join('; ')}.`);
   }
   const left = columns.length - numeric.length - other.length;
   if (left > 0) lines.push(`(${left} more columns not listed.)`);
   return lines.join('\n');
+}
+
+// One line of at most `max` characters (a cell may hold line breaks and pages of text).
+function clip(text, max) {
+  const line = text.replace(/\s+/g, ' ');
+  return line.length > max ? line.slice(0, max - 1) + '…' : line;
 }
 
 function systemMessage() {
