@@ -23,7 +23,8 @@ const state = {
   summary: '',       // the loaded CSV's summary for the system message
   history: [],       // the chat's turns: {role, content}
   abort: null,       // AbortController of the answer being streamed
-  parseGeneration: 0 // a newer file cancels the parse of an older one
+  parseGeneration: 0, // a newer file cancels the parse of an older one
+  refresher: 0        // the interval that refreshes the node's status
 };
 
 const $ = (id) => document.getElementById(id);
@@ -77,49 +78,71 @@ function showLogin(message) {
   $('api-key').focus();
 }
 
+const REFRESH_MS = 20000;  // the adapters change with each round: the header and selector follow
+
 async function enterApp(models) {
   $('login-section').hidden = true;
   $('start-status').hidden = true;
   $('app').hidden = false;
   $('logout').hidden = !state.key;
-  fillAdapters(models);
-  showNodeInfo();
+  fillAdapters(models, null);
+  await refreshNode();
+  clearInterval(state.refresher);
+  state.refresher = setInterval(refreshNode, REFRESH_MS);
 }
 
-// The adapter selector: what /v1/models lists (global, and local where the
-// node exposes it), the node's default, and the base model alone.
-function fillAdapters(models) {
+// The adapter selector: the node's default, what /v1/models lists (global,
+// and local where the node exposes it, with their versions), the slots /health
+// names that have no adapter yet (disabled), and the base model alone. The
+// selection survives a refresh while its option does.
+function fillAdapters(models, health) {
   const select = $('adapter');
+  const selected = select.value;
   select.replaceChildren();
-  const add = (value, label) => {
+  const add = (value, label, disabled = false) => {
     const option = document.createElement('option');
     option.value = value;
     option.textContent = label;
+    option.disabled = disabled;
     select.append(option);
   };
   const entries = (models && models.data) || [];
   const base = entries.find((m) => m.fedge && m.fedge.adapter === 'default') || entries[0];
   state.model = base ? base.id : '';
   add('default', 'node default');
+  const listed = new Set();
   for (const m of entries) {
     const adapter = m.fedge && m.fedge.adapter;
-    if (adapter === 'global' || adapter === 'local')
-      add(adapter, `${adapter} adapter v${m.fedge.adapter_version}`);
+    if (adapter !== 'global' && adapter !== 'local') continue;
+    listed.add(adapter);
+    add(adapter, `${adapter} adapter v${m.fedge.adapter_version}`);
   }
+  for (const name of Object.keys((health && health.adapters) || {}))
+    if (!listed.has(name)) add(name, `${name} adapter (none installed yet)`, true);
   add('none', 'base model, no adapter');
+  const keep = [...select.options].find((o) => o.value === selected && !o.disabled);
+  if (keep) select.value = selected;
 }
 
-async function showNodeInfo() {
+// The header line and the adapter selector, from GET /health and /v1/models.
+async function refreshNode() {
+  if ($('app').hidden) return;
   try {
-    const res = await api('health');
-    if (!res.ok) return;
-    const h = await res.json();
+    const [healthRes, modelsRes] = await Promise.all([api('health'), api('v1/models')]);
+    if (modelsRes.status === 401) {
+      onLogout();
+      setStatus('login-status', `The node no longer accepts this key: ${await errorMessage(modelsRes)}`, 'bad');
+      return;
+    }
+    if (!healthRes.ok || !modelsRes.ok) return;
+    const [h, models] = [await healthRes.json(), await modelsRes.json()];
+    fillAdapters(models, h);
     const parts = [`model ${h.model || state.model}`];
     for (const [name, a] of Object.entries(h.adapters || {}))
       parts.push(a.installed ? `${name} adapter v${a.version}` : `no ${name} adapter yet`);
-    if (h.node && h.node.state) parts.push(`round: ${h.node.state}`);
+    for (const [k, v] of Object.entries(h.node || {})) parts.push(`${k} ${v}`);
     $('node-info').textContent = parts.join(' · ');
-  } catch (_) { /* the header line is a nicety */ }
+  } catch (_) { /* the node is restarting or unreachable: the next refresh tries again */ }
 }
 
 async function onLogin(event) {
@@ -148,6 +171,7 @@ async function onLogin(event) {
 }
 
 function onLogout() {
+  clearInterval(state.refresher);
   sessionStorage.removeItem(KEY_STORAGE);
   stopAnswer();
   showLogin('');

@@ -32,9 +32,16 @@ let browser = null;
 // Starts `fedge node` in its own folder with serve.http on a free loopback
 // port (and the key file when `withKey`); resolves to its base URL once it logs
 // that it serves.
-async function startNode(name, { withKey, trainFile }) {
+async function startNode(name, { withKey, trainFile, globalAdapter = '', exposeLocal = false }) {
   const dir = path.join(work, name);
   fs.mkdirSync(path.join(dir, 'keys'), { recursive: true });
+  if (globalAdapter) {
+    // A global adapter from an earlier round, as a restarted node finds it.
+    fs.mkdirSync(path.join(dir, 'state', 'global'), { recursive: true });
+    fs.copyFileSync(path.join(globalAdapter, 'adapter_model.safetensors'),
+                    path.join(dir, 'state', 'global', 'adapter_model.safetensors'));
+    fs.writeFileSync(path.join(dir, 'state', 'global', 'fedge_version.txt'), '3\n');
+  }
   let keyLine = '';
   if (withKey) {
     fs.writeFileSync(path.join(dir, 'keys', 'api_keys.txt'), `${API_KEY} site-page-test\n`, { mode: 0o600 });
@@ -54,6 +61,7 @@ train = "${trainFile}"
 seq_len = 64
 [serve]
 http = "127.0.0.1:0"
+expose_local_adapter = ${exposeLocal}
 ${keyLine}
 `);
   const log = path.join(dir, 'node.log');
@@ -154,7 +162,10 @@ async function main() {
   assert.deepEqual(csv.header, ['date', 'well', 'liquid_bbl', 'gas_mcf', 'water_bbl']);
   assert.equal(csv.rows.length, 200);
 
-  const url = await startNode('keyed', { withKey: true, trainFile: path.join(siteDir, 'train.jsonl') });
+  const adapterDir = path.join(work, 'adapter');
+  execFileSync(FEDGE_BIN, ['adapter', 'init', '--model', 'tiny', '--out', adapterDir], { stdio: 'pipe' });
+  const url = await startNode('keyed', { withKey: true, trainFile: path.join(siteDir, 'train.jsonl'),
+                                         globalAdapter: adapterDir, exposeLocal: true });
   browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
   const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
   const problems = [];  // console errors (a CSP violation is one) and uncaught exceptions
@@ -185,8 +196,12 @@ async function main() {
   assert.equal(await page.evaluate(() => sessionStorage.getItem('fedge.apiKey')), API_KEY);
   await page.reload();
   await page.waitForSelector('#app:not([hidden])');
-  assert.deepEqual(await page.$$eval('#adapter option', (os) => os.map((o) => o.value)), ['default', 'none']);
+  // The global adapter v3 the node serves, the local slot it exposes (no adapter yet).
   await page.waitForFunction(() => document.getElementById('node-info').textContent.includes('model'));
+  assert.equal(await page.textContent('#node-info'), 'model node-1 · global adapter v3 · no local adapter yet');
+  assert.deepEqual(await page.$$eval('#adapter option', (os) => os.map((o) => [o.value, o.textContent, o.disabled])),
+                   [['default', 'node default', false], ['global', 'global adapter v3', false],
+                    ['local', 'local adapter (none installed yet)', true], ['none', 'base model, no adapter', false]]);
 
   // The site's production.csv: three numeric columns, two text ones.
   const status = await uploadCsv(page, csvPath);
@@ -214,20 +229,24 @@ async function main() {
   // The page's default temperature (0.7): greedy decoding of the untrained
   // tiny model repeats a special token that has no text.
   await page.fill('#max-tokens', '24');
+  await page.selectOption('#adapter', 'global');
   await page.fill('#chat-input', 'Which well produced the most liquid?');
   await page.click('#chat-send');
   await page.waitForSelector('.message.assistant[data-done="true"]', { timeout: 60000 });
   const answer = await page.$eval('.message.assistant', (m) => ({ text: m.querySelector('.text').textContent,
-    chunks: Number(m.dataset.chunks), finish: m.dataset.finish, failed: m.classList.contains('failed') }));
+    chunks: Number(m.dataset.chunks), finish: m.dataset.finish, failed: m.classList.contains('failed'),
+    meta: m.querySelector('.meta') ? m.querySelector('.meta').textContent : '' }));
   assert.equal(answer.failed, false, `the chat failed: ${await page.textContent('#chat-status')}`);
   assert.ok(answer.chunks >= 2 && answer.text.length >= 2, `a streamed answer: ${JSON.stringify(answer)}`);
   assert.ok(['stop', 'length'].includes(answer.finish), `finish ${answer.finish}`);
+  assert.equal(answer.meta, `global v3 · ${answer.finish}`, 'the answer names the adapter that served it');
   const chat = requests.filter((r) => r.url === url + '/v1/chat/completions');
   assert.equal(chat.length, 1);
   const body = JSON.parse(chat[0].body);
   assert.equal(body.stream, true);
   assert.equal(body.temperature, 0.7);
   assert.equal(body.max_tokens, 24);
+  assert.equal(body.adapter, 'global');
   assert.equal(body.messages[0].role, 'system');
   const liquid = expectedStats(csv.rows.map((r) => Number(r[2])));
   assert.ok(body.messages[0].content.includes(`liquid_bbl: 200, ${Number(liquid.mean.toPrecision(4))}, ${liquid.min}, ${liquid.max}`),
