@@ -188,6 +188,7 @@ async function main() {
   assert.match(await page.textContent('#login-status'), /refused this key \(HTTP 401\)/);
   assert.equal(await page.isVisible('#app'), false);
   assert.equal(await page.evaluate(() => sessionStorage.getItem('fedge.apiKey')), null);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'site_page_login_refused.png') });
 
   // The right key lets the operator in; the tab keeps it for a reload.
   await page.fill('#api-key', API_KEY);
