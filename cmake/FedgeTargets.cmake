@@ -64,3 +64,23 @@ function(fedge_capnp_schema name schema)
   target_sources(fedge_${name} PRIVATE ${srcs} ${hdrs})
   target_include_directories(fedge_${name} PUBLIC ${CAPNPC_OUTPUT_DIR})
 endfunction()
+
+# fedge_embed_files(TARGET HEADER NAMESPACE FILES file...)
+# Builds the FILES (paths relative to the folder) into TARGET: a generated
+# header HEADER (e.g. fedge/serving/site_assets.h, on TARGET's private include
+# path) holds each file's bytes as `std::string_view <name>` in NAMESPACE
+# (cmake/embed-files.cmake). Regenerated when a file changes, so a served page
+# is part of the binary and needs nothing at run time.
+function(fedge_embed_files target)
+  cmake_parse_arguments(ARG "" "HEADER;NAMESPACE" "FILES" ${ARGN})
+  list(TRANSFORM ARG_FILES PREPEND ${CMAKE_CURRENT_SOURCE_DIR}/)
+  set(dir ${CMAKE_CURRENT_BINARY_DIR}/embedded)
+  set(out ${dir}/${ARG_HEADER})
+  add_custom_command(OUTPUT ${out}
+                     COMMAND ${CMAKE_COMMAND} -DOUT=${out} -DNAMESPACE=${ARG_NAMESPACE} "-DFILES=${ARG_FILES}"
+                             -P ${PROJECT_SOURCE_DIR}/cmake/embed-files.cmake
+                     DEPENDS ${ARG_FILES} ${PROJECT_SOURCE_DIR}/cmake/embed-files.cmake
+                     COMMENT "Embedding ${ARG_HEADER}" VERBATIM)
+  target_sources(${target} PRIVATE ${out})
+  target_include_directories(${target} PRIVATE ${dir})
+endfunction()

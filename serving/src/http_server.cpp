@@ -24,6 +24,7 @@
 #include "fedge/serving/api_keys.h"
 #include "fedge/serving/inference_service.h"
 #include "fedge/serving/requests.h"
+#include "fedge/serving/site_assets.h"  // generated from serving/web/ (fedge_embed_files)
 
 namespace fedge::serving {
 
@@ -138,6 +139,44 @@ json completion_logprobs(const InferenceService& service, const CompletionResult
     offsets.push_back(r.text_offsets[i]);
   }
   return json{{"tokens", tokens}, {"token_logprobs", values}, {"top_logprobs", tops}, {"text_offset", offsets}};
+}
+
+// The site page (serving/web/, built into the binary): the page at / and
+// /site, its script and style beside it. Static and the same for everyone, so
+// served without a key: the key is asked for by the page and sent by its
+// script to the API.
+struct SiteAsset {
+  const char* path;
+  const char* content_type;
+  std::string_view body;
+};
+constexpr SiteAsset kSiteAssets[] = {
+    {"/", "text/html; charset=utf-8", site::site_html},
+    {"/site", "text/html; charset=utf-8", site::site_html},
+    {"/site.js", "text/javascript; charset=utf-8", site::site_js},
+    {"/site.css", "text/css; charset=utf-8", site::site_css},
+};
+
+// Only this origin's own script, style and API: no inline script, nothing
+// from elsewhere, no framing. The page draws its charts as SVG in the DOM.
+constexpr const char* kSiteContentSecurityPolicy =
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+const SiteAsset* site_asset(const httplib::Request& req) {
+  if (req.method != "GET" && req.method != "HEAD") return nullptr;
+  for (const SiteAsset& asset : kSiteAssets)
+    if (req.path == asset.path) return &asset;
+  return nullptr;
+}
+
+void send_site_asset(const SiteAsset& asset, httplib::Response& res) {
+  res.set_header("Content-Security-Policy", kSiteContentSecurityPolicy);
+  res.set_header("X-Content-Type-Options", "nosniff");
+  res.set_header("Referrer-Policy", "no-referrer");
+  // Revalidated on each load, so a node upgraded in place serves its new page.
+  res.set_header("Cache-Control", "no-cache");
+  res.set_content(asset.body.data(), asset.body.size(), asset.content_type);
 }
 
 }  // namespace
@@ -406,7 +445,8 @@ bool HttpServer::Impl::authorized(const httplib::Request& req) const {
 // without a key costs no more than its headers.
 httplib::Server::HandlerResponse HttpServer::Impl::refuse_unauthorized(const httplib::Request& req,
                                                                        httplib::Response& res) const {
-  if (!options.api_keys || (req.path == "/health" && (req.method == "GET" || req.method == "HEAD")))
+  if (!options.api_keys || (req.path == "/health" && (req.method == "GET" || req.method == "HEAD")) ||
+      site_asset(req))
     return httplib::Server::HandlerResponse::Unhandled;
   const std::string header = req.get_header_value("Authorization");
   if (auto who = options.api_keys->authenticate(header)) {
@@ -462,6 +502,10 @@ void HttpServer::Impl::routes() {
               [this](const httplib::Request& req, httplib::Response& res) { apply_template(req, res); });
   server.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) { send_json(res, 200, models()); });
   server.Get("/health", [this](const httplib::Request& req, httplib::Response& res) { send_json(res, 200, health(req)); });
+  // httplib's patterns are regular expressions, hence the escaped dots.
+  server.Get(R"(/|/site|/site\.js|/site\.css)", [](const httplib::Request& req, httplib::Response& res) {
+    if (const SiteAsset* asset = site_asset(req)) send_site_asset(*asset, res);
+  });
   server.set_pre_routing_handler(
       [this](const httplib::Request& req, httplib::Response& res) { return refuse_unauthorized(req, res); });
   // httplib's own refusals (no route, body too large) get OpenAI-style bodies.

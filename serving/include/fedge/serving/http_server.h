@@ -7,6 +7,8 @@
 //   POST /tokenize, /detokenize, /apply-template   as llama.cpp's server
 //   GET  /v1/models             base model plus "<base>+global" / "<base>+local" when installed
 //   GET  /health                status, adapter versions, queue, counters
+//   GET  /, /site               the site page (serving/web/, built into the binary), with
+//        /site.js, /site.css    its script and style; Content-Security-Policy default-src 'self'
 // Responses follow OpenAI's JSON with an extra "fedge" object (adapter used,
 // adapter_version, split, fell_back_to_local, note). Errors are OpenAI-style
 // {"error": {message, type, param, code}}: 400 for bad JSON, wrong types,
@@ -15,7 +17,7 @@
 // service queue is full. See docs/SERVING.md.
 //
 // API keys (api_keys.h): with HttpOptions::api_keys set, every request but
-// GET /health needs `Authorization: Bearer <key>` with a listed key, else 401
+// GET /health and GET of the site page's four paths needs `Authorization: Bearer <key>` with a listed key, else 401
 // (code invalid_api_key, WWW-Authenticate: Bearer), checked before the body is
 // read; /health then answers a caller without a key with {"status": "ok"}
 // only. Without keys the server binds loopback addresses only (the
