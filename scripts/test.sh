@@ -6,8 +6,9 @@
 # (scripts/quantize-check.sh), the .deb (scripts/package.sh), the fuzz targets
 # (scripts/fuzz.sh), the torch-free libraries' tests with FEDGE_PORTABLE=ON
 # (scripts/test-portable-core.sh) and cross-compiled for aarch64 under qemu
-# (scripts/build-aarch64.sh), then every test with ctest (which prints its
-# summary line at the end).
+# (scripts/build-aarch64.sh), the pages in headless Chromium
+# (scripts/test-browser.sh), then every other test with ctest (which prints
+# its summary line at the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,4 +47,10 @@ bash scripts/test-portable-core.sh
 # The same libraries cross-compiled for aarch64, their tests run under
 # qemu-aarch64-static (installs the cross compiler and arm64 libraries first).
 bash scripts/build-aarch64.sh
-ctest --test-dir "$build_dir" --output-on-failure -j "$(nproc)" --timeout 600
+# The pages (the node's site page, the coordinator's dashboard) in headless
+# Chromium against real daemons (scripts/test-browser.sh; screenshots in
+# $build_dir/browser-artifacts). Its own step: ctest runs it serially (Chromium
+# wants both cores), which would hold the parallel suite back, so the main
+# ctest run below leaves out the label.
+bash scripts/test-browser.sh "$build_dir/bin/fedge" "$build_dir/browser-artifacts"
+ctest --test-dir "$build_dir" --output-on-failure -j "$(nproc)" --timeout 600 -LE browser
