@@ -65,6 +65,7 @@ struct HostAssign {
   firstNode @3 :UInt32;
   endNode @4 :UInt32;
   threads @5 :Int32;
+  seedIndex @6 :UInt32;  # fedge sim --seeds: which seed index to run (0: the scenario's seed)
 }
 
 struct HostReady {

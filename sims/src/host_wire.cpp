@@ -93,6 +93,7 @@ void write(wire::HostMessage::Builder root, const HostAssign& m) {
   b.setFirstNode(m.first_node);
   b.setEndNode(m.end_node);
   b.setThreads(m.threads);
+  b.setSeedIndex(m.seed_index);
 }
 
 void write(wire::HostMessage::Builder root, const HostReady& m) {
@@ -436,6 +437,9 @@ HostAssign read(Ctx& ctx, wire::HostAssign::Reader r) {
           num(std::uint64_t{m.first_node}) + " is after endNode " + num(std::uint64_t{m.end_node}));
   m.threads = r.getThreads();
   require(ctx, m.threads >= 0, "threads", num(m.threads) + " is negative (0: the default)");
+  m.seed_index = r.getSeedIndex();
+  require(ctx, m.seed_index < ctx.limits.max_seeds, "seedIndex",
+          num(std::uint64_t{m.seed_index}) + " is not below the seed limit " + num(std::uint64_t{ctx.limits.max_seeds}));
   return m;
 }
 

@@ -60,7 +60,8 @@ std::pair<inference::Model, inference::Tokenizer> load_base(const Scenario& s) {
   inference::LoadOptions options;
   options.weights = inference::parse_weight_type(s.model.quant);
   if (s.model.base == "tiny-random") {
-    return {inference::Model::random(inference::ModelConfig::tiny(), s.seed, options),
+    // The base is the scenario's, the same for every seed index.
+    return {inference::Model::random(inference::ModelConfig::tiny(), s.scenario_seed, options),
             inference::Tokenizer::byte_level_tiny()};
   }
   // A Hugging Face folder or a GGUF file (model and tokenizer from the file).
@@ -78,7 +79,7 @@ std::vector<NodeData> split_data(const Scenario& s) {
   so.wells_per_site = s.data.wells_per_site;
   so.eval_fraction = s.data.eval_fraction;
   so.public_records = 0;
-  so.seed = s.seed;
+  so.seed = s.scenario_seed;  // the same records for every seed index; the split below varies with s.seed
   auto synth = training::make_synth_dataset(so);
   struct Item { int site; std::size_t row; };
   std::vector<Item> train_items, eval_items;

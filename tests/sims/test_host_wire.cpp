@@ -194,6 +194,9 @@ TEST_CASE("host wire: control messages round-trip exactly") {
   CHECK(a.first_node == 16);
   CHECK(a.end_node == 48);
   CHECK(a.threads == 4);
+  CHECK(a.seed_index == 0);
+  assign.seed_index = 2;
+  CHECK(decoded_as<HostAssign>(round_trip(assign)).seed_index == 2);
 
   auto ready = decoded_as<HostReady>(round_trip(HostReady{"0123456789abcdef", "fedcba9876543210"}));
   CHECK(ready.base_digest == "0123456789abcdef");
@@ -406,6 +409,10 @@ TEST_CASE("host wire: out-of-range values are refused") {
   refused(HostAssign{"", "", {4}, 9, 3, 0}, "hostAssign.firstNode: 9 is after endNode 3");
   refused(HostAssign{"", "", {4, 9}, 0, 3, 0}, "hostAssign.levels[1]: level 9 is outside 0..6");
   refused(HostAssign{"", "", {4}, 0, 3, -1}, "hostAssign.threads");
+  refused(HostAssign{"", "", {4}, 0, 3, 0, 1000}, "hostAssign.seedIndex: 1000 is not below the seed limit 1000");
+  refused(HostAssign{"", "", {4}, 0, 3, 0, 0xffffffffu}, "hostAssign.seedIndex");
+  CHECK(std::get<HostAssign>(decode_host_message(encode_host_message(HostAssign{"", "", {4}, 0, 3, 0, 999}))).seed_index ==
+        999);
   HostWireLimits few_nodes;
   few_nodes.max_nodes = 8;
   refused(HostAssign{"", "", {4}, 0, 9, 0}, "hostAssign.endNode: 9 is over the node limit 8", few_nodes);

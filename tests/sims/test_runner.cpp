@@ -7,9 +7,14 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstdio>
 #include <fstream>
+#include <map>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
+#include "fedge/common/rng.h"
 #include "fedge/sims/runner.h"
 #include "fedge/sims/scenario.h"
 #include "test_util.h"
@@ -180,4 +185,111 @@ TEST_CASE("a scenario's base can be a GGUF file: the same Q4_0 blocks give the s
   CHECK(from_gguf.base_perplexity == from_random.base_perplexity);
   CHECK(level(from_gguf, 4).mean_perplexity == level(from_random, 4).mean_perplexity);
   CHECK(level(from_gguf, 4).rounds_completed == 2);
+}
+
+namespace {
+
+RunResult run_seeds(int seeds, const std::vector<int>& levels, const std::string& partition = "by-site") {
+  std::string text = kTiny;
+  const std::string by_site = "kind = \"by-site\"";
+  text.replace(text.find(by_site), by_site.size(), "kind = \"" + partition + "\"");
+  auto s = parse_scenario(text, "tiny.toml");
+  s.seeds = seeds;
+  s.levels = levels;
+  RunOptions o;
+  o.threads = 1;
+  o.progress = [](const std::string&) {};
+  return run_scenario(s, o);
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("one seed writes metrics.csv and the table as before (no seed column)", "[seeds]") {
+  auto r = run_seeds(1, {0, 4});
+  CHECK(r.seeds == 1);
+  auto lines = lines_of(metrics_csv(r));
+  CHECK(lines.front() ==
+        "level,round,node,perplexity,accuracy,participated,bytes_up,bytes_down,raw_bytes_left,node_compute_s,"
+        "node_energy_j,sim_time_s,ttft_p50_ms,ttft_p95_ms,tpot_p50_ms,tpot_p95_ms,outage_requests,outage_served");
+  CHECK(std::count(lines[1].begin(), lines[1].end(), ',') == 17);
+  CHECK(summary_markdown(r).find("±") == std::string::npos);
+}
+
+TEST_CASE("two seeds: one row per seed with a seed column, and the table shows mean ± 95% CI", "[seeds]") {
+  auto one = run_seeds(1, {0, 4, 6});
+  auto two = run_seeds(2, {0, 4, 6});
+  REQUIRE(two.seeds == 2);
+  REQUIRE(two.seed_values.size() == 2);
+  CHECK(two.seed_values[0] == 5);  // index 0 is the scenario's seed
+  CHECK(two.seed_values[1] == fedge::derive_seed(5, "seeds/1"));
+  REQUIRE(two.levels.size() == 6);
+
+  // The seed column comes last; the rows of seed 0 are the one-seed run's rows.
+  auto one_lines = lines_of(metrics_csv(one));
+  auto two_lines = lines_of(metrics_csv(two));
+  CHECK(two_lines.front() == one_lines.front() + ",seed");
+  REQUIRE(two_lines.size() == 1 + 2 * (one_lines.size() - 1));
+  const std::size_t per_seed = one_lines.size() - 1;
+  bool seed1_differs = false;
+  for (std::size_t i = 1; i <= per_seed; ++i) {
+    CHECK(two_lines[i] == one_lines[i] + ",0");
+    const auto& other = two_lines[per_seed + i];
+    REQUIRE(other.size() > 2);
+    CHECK(other.substr(other.size() - 2) == ",1");
+    seed1_differs = seed1_differs || other.substr(0, other.size() - 2) != one_lines[i];
+  }
+  CHECK(seed1_differs);
+
+  // Per level: the mean and 95% half-width of the two seeds' perplexities,
+  // t_{0.975,1} * |a - b| / 2 for two values.
+  auto stats = levels_over_seeds(two);
+  REQUIRE(stats.size() == 3);
+  for (const auto& st : stats) {
+    REQUIRE(st.per_seed.size() == 2);
+    CHECK(st.per_seed[0]->seed == 0);
+    CHECK(st.per_seed[1]->seed == 1);
+  }
+  const double a = stats[1].per_seed[0]->mean_perplexity, b = stats[1].per_seed[1]->mean_perplexity;
+  CHECK(a == Approx(level(one, 4).mean_perplexity));
+  CHECK(a != b);
+  char expected[96];
+  std::snprintf(expected, sizeof expected, "| %s | 2 | %.3f ± %.3f |", level_name(4).c_str(), (a + b) / 2,
+                12.706205 * std::abs(a - b) / 2);
+  const auto table = summary_markdown(two);
+  CHECK_THAT(table, Catch::Contains(expected) && Catch::Contains("over 2 seeds"));
+
+  // summary.json keeps the per-seed summaries and adds the intervals.
+  fedge::testing::TempDir dir;
+  auto s = parse_scenario(kTiny, "tiny.toml");
+  write_results(s, two, dir.path);
+  std::ifstream in(dir.path / "summary.json");
+  auto j = nlohmann::json::parse(in);
+  CHECK(j["seeds"] == 2);
+  CHECK(j["levels"].size() == 6);
+  CHECK(j["levels_over_seeds"][1]["mean_perplexity"]["ci95_half_width"].get<double>() ==
+        Approx(12.706205 * std::abs(a - b) / 2).epsilon(1e-6));
+}
+
+TEST_CASE("the same seeds give identical files; other seeds split the same records differently", "[seeds]") {
+  auto a = run_seeds(2, {3}, "dirichlet");
+  auto b = run_seeds(2, {3}, "dirichlet");
+  CHECK(metrics_csv(a) == metrics_csv(b));
+  // Level 3 uploads each node's training records (and nothing else raw): per node, the bytes differ
+  // between the seeds' splits, but the records (their total) are the same.
+  std::map<int, std::uint64_t> bytes[2];
+  std::uint64_t total[2] = {0, 0};
+  for (const auto& r : a.rows) {
+    bytes[r.seed][r.node] = r.raw_bytes_left;
+    total[r.seed] += r.raw_bytes_left;
+  }
+  CHECK(bytes[0] != bytes[1]);
+  CHECK(total[0] > 0);
+  CHECK(total[0] == total[1]);
 }

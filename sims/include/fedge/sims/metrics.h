@@ -8,9 +8,15 @@
 
 namespace fedge::sims {
 
+// The most seeds one run covers ([run] seeds, fedge sim --seeds).
+inline constexpr int kMaxSeeds = 1000;
+
 // One row of metrics.csv: a level, a round and a node. Serving columns are
 // filled on the level's last round only.
 struct MetricsRow {
+  // Seed index (fedge sim --seeds; 0 with one seed). The coordinator process
+  // sets it on every row of a seed; the node-host wire does not carry it.
+  int seed = 0;
   int level = 0;
   int round = 0;
   int node = 0;
