@@ -52,6 +52,11 @@ struct MetricsRow {
   tpotP95Ms @17 :Float64;
   outageRequests @18 :Int32;
   outageServed @19 :Int32;
+  # Personalization (NaN: not measured): the global on the pooled held-out
+  # rows, the node's personal adapter on its own and on the pooled rows.
+  globalPooledPerplexity @20 :Float64 = nan;
+  personalPerplexity @21 :Float64 = nan;
+  personalPooledPerplexity @22 :Float64 = nan;
 }
 
 struct HostHello {

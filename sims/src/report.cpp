@@ -173,7 +173,19 @@ const Metric kMetrics[] = {
     {"energy_j", [](const LevelSummary& l) { return l.energy_j; }},
     {"outage_served_share", [](const LevelSummary& l) { return l.outage_served_share; }},
     {"sim_training_time_s", [](const LevelSummary& l) { return l.sim_time_s; }},
+    {"global_pooled_perplexity", [](const LevelSummary& l) { return l.global_pooled_perplexity.value_or(NAN); }},
+    {"personal_perplexity", [](const LevelSummary& l) { return l.personal_perplexity.value_or(NAN); }},
+    {"personal_pooled_perplexity", [](const LevelSummary& l) { return l.personal_pooled_perplexity.value_or(NAN); }},
 };
+
+MeanInterval interval_of(const LevelStatistics& st, double (*get)(const LevelSummary&));
+
+MeanInterval interval_of(const LevelStatistics& st, const char* key) {
+  for (const auto& m : kMetrics) {
+    if (std::string(m.key) == key) return interval_of(st, m.get);
+  }
+  throw Error(ErrorKind::kRuntime, std::string("no metric ") + key);
+}
 
 MeanInterval interval_of(const LevelStatistics& st, double (*get)(const LevelSummary&)) {
   std::vector<double> v;
@@ -213,6 +225,9 @@ nlohmann::json summary_json(const Scenario& s, const RunResult& result) {
   j["wall_seconds"] = result.wall_s;
   j["peak_rss_mb"] = result.peak_rss_mb;
   j["machine"] = machine_summary();
+  if (result.personalization != "none") {
+    j["personalization"] = {{"kind", result.personalization}, {"steps", result.personal_steps}};
+  }
   if (result.seeds > 1) {
     j["seeds"] = result.seeds;
     j["seed_values"] = result.seed_values;
@@ -241,6 +256,11 @@ nlohmann::json summary_json(const Scenario& s, const RunResult& result) {
     l["rounds_failed"] = lv.rounds_failed;
     l["sim_training_time_s"] = lv.sim_time_s;
     l["wall_seconds"] = lv.wall_s;
+    if (lv.personal_perplexity) {
+      l["personalization"] = {{"global_pooled_perplexity", lv.global_pooled_perplexity.value_or(NAN)},
+                              {"personal_perplexity", *lv.personal_perplexity},
+                              {"personal_pooled_perplexity", lv.personal_pooled_perplexity.value_or(NAN)}};
+    }
     if (lv.node_state_bytes) {
       l["node_memory"] = {{"state_bytes_per_node", *lv.node_state_bytes},
                           {"data_bytes_per_node", *lv.node_data_bytes},
@@ -261,6 +281,8 @@ std::string metrics_csv(const RunResult& result) {
   // Several seeds add a last column, so readers that pick columns by name or
   // position keep working; one seed writes the file as it always was.
   const bool seed_column = result.seeds > 1;
+  const bool personal_columns = result.personalization != "none";
+  if (personal_columns) out << ",global_pooled_perplexity,personal_perplexity,personal_pooled_perplexity";
   out << (seed_column ? ",seed\n" : "\n");
   for (const auto& r : result.rows) {
     out << r.level << ',' << r.round << ',' << r.node << ',' << (std::isnan(r.perplexity) ? "" : num(r.perplexity)) << ','
@@ -272,6 +294,11 @@ std::string metrics_csv(const RunResult& result) {
           << num(r.tpot_p95_ms) << ',' << r.outage_requests << ',' << r.outage_served;
     } else {
       out << ",,,,,,";
+    }
+    if (personal_columns) {
+      for (double v : {r.global_pooled_perplexity, r.personal_perplexity, r.personal_pooled_perplexity}) {
+        out << ',' << (std::isnan(v) ? "" : num(v));
+      }
     }
     if (seed_column) out << ',' << r.seed;
     out << '\n';
@@ -304,6 +331,31 @@ std::string bytes_with_ci(const MeanInterval& ci) {
   return human_bytes(ci.mean) + " ± " + human_bytes(ci.half_width);
 }
 
+// Levels 4/5 with personalization: the global adapter and the nodes' personal
+// ones on each node's own held-out rows and on the pooled held-out rows (means
+// over the nodes; with several seeds, mean ± 95% half-width over the seeds).
+std::string personalization_markdown(const RunResult& result) {
+  std::ostringstream out;
+  bool any = false;
+  for (const auto& st : levels_over_seeds(result)) {
+    if (interval_of(st, "personal_perplexity").n == 0) continue;
+    if (!any) {
+      out << "\npersonalization \"" << result.personalization << "\" (" << result.personal_steps
+          << " steps per personal update): held-out perplexity, mean over the nodes\n\n"
+          << "| level | global, own held-out | global, pooled held-out | personal, own held-out | "
+             "personal, pooled held-out |\n|---|---|---|---|---|\n";
+      any = true;
+    }
+    auto cell = [&](const char* key) {
+      const auto ci = interval_of(st, key);
+      return result.seeds > 1 ? with_ci(ci, 3) : (ci.n ? fixed(ci.mean, 3) : std::string("-"));
+    };
+    out << "| " << st.name << " | " << cell("mean_perplexity") << " | " << cell("global_pooled_perplexity") << " | "
+        << cell("personal_perplexity") << " | " << cell("personal_pooled_perplexity") << " |\n";
+  }
+  return out.str();
+}
+
 // The table of a run of several seeds: each metric as mean ± 95% half-width
 // over the seeds (Student t, seeds - 1 degrees of freedom).
 std::string seeds_markdown(const RunResult& result) {
@@ -315,12 +367,7 @@ std::string seeds_markdown(const RunResult& result) {
          "cloud compute s | energy J | served in outage |\n"
          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const auto& st : levels_over_seeds(result)) {
-    auto ci = [&](const char* key) {
-      for (const auto& m : kMetrics) {
-        if (std::string(m.key) == key) return interval_of(st, m.get);
-      }
-      throw Error(ErrorKind::kRuntime, std::string("no metric ") + key);
-    };
+    auto ci = [&](const char* key) { return interval_of(st, key); };
     const auto eps = ci("dp_epsilon");
     const auto outage = ci("outage_served_share");
     out << "| " << st.name << " | " << st.per_seed.size() << " | " << with_ci(ci("mean_perplexity"), 3) << " | "
@@ -333,6 +380,7 @@ std::string seeds_markdown(const RunResult& result) {
         << with_ci(ci("energy_j"), 0) << " | " << fixed(100 * outage.mean, 0) << "% ± " << fixed(100 * outage.half_width, 0)
         << "% |\n";
   }
+  out << personalization_markdown(result);
   const auto base = mean_interval(result.seed_base_perplexity);
   out << "\nbase model before any adapter: mean held-out perplexity " << with_ci(base, 3) << "\nseeds:";
   for (std::size_t i = 0; i < result.seed_values.size(); ++i) out << " " << i << "=" << result.seed_values[i];
@@ -359,6 +407,7 @@ std::string summary_markdown(const RunResult& result) {
         << fixed(lv.cloud_compute_s, 2) << " | " << fixed(lv.energy_j, 0) << " | "
         << fixed(100 * lv.outage_served_share, 0) << "% |\n";
   }
+  out << personalization_markdown(result);
   out << "\nbase model before any adapter: mean held-out perplexity " << fixed(result.base_perplexity, 3) << "\n";
   for (const auto& lv : result.levels) {
     if (!lv.node_state_bytes) continue;

@@ -21,6 +21,17 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// The mean of a column over the final rows (serving) where it was measured.
+std::optional<double> mean_measured(const std::vector<MetricsRow>& rows, double MetricsRow::*column) {
+  double sum = 0;
+  int n = 0;
+  for (const auto& r : rows) {
+    if (r.serving && !std::isnan(r.*column)) sum += r.*column, ++n;
+  }
+  if (n == 0) return std::nullopt;
+  return sum / n;
+}
+
 LevelSummary summarise(const Scenario& s, int level, const std::vector<MetricsRow>& rows,
                        const std::vector<double>& ttft, const std::vector<double>& tpot) {
   LevelSummary sum;
@@ -43,6 +54,9 @@ LevelSummary summarise(const Scenario& s, int level, const std::vector<MetricsRo
     sum.sim_time_s = std::max(sum.sim_time_s, r.sim_time_s);
   }
   if (evaluated > 0) sum.mean_perplexity /= evaluated;  // over the nodes whose quality was measured
+  sum.global_pooled_perplexity = mean_measured(rows, &MetricsRow::global_pooled_perplexity);
+  sum.personal_perplexity = mean_measured(rows, &MetricsRow::personal_perplexity);
+  sum.personal_pooled_perplexity = mean_measured(rows, &MetricsRow::personal_pooled_perplexity);
   if (n > 0) {
     sum.bytes_up_per_node /= n;
     sum.bytes_down_per_node /= n;
@@ -237,6 +251,8 @@ RunResult run_scenario(const Scenario& s, const RunOptions& options) {
   if (options.node_hosts > 0 || options.mpi) pool = std::make_unique<detail::HostPool>(s, options);
   RunResult result;
   result.seeds = std::max(1, s.seeds);
+  result.personalization = s.training.personalization;
+  result.personal_steps = s.training.personal_step_count();
   for (int k = 0; k < result.seeds; ++k) {
     // Index 0 is the scenario as given, so a run of one seed is today's run.
     const Scenario sk = k == 0 ? s : for_seed_index(s, k);

@@ -130,6 +130,13 @@ void read_training(const Table& t, TrainingSettings& s) {
   const std::string send = t.string("send_global", s.fraction < 1.0 ? "selected" : "all", {"all", "selected"});
   s.send_global_to_all = send == "all";
   s.eval_nodes = static_cast<int>(t.integer("eval_nodes", s.eval_nodes, {0, 1000000}));
+  s.personalization = t.string("personalization", s.personalization, {"none", "finetune", "ditto", "shared-a"});
+  if (s.personalization == "shared-a") {
+    t.fail("personalization", "\"shared-a\" (aggregating only LoRA's A matrices) is not built yet; use \"none\", "
+                              "\"finetune\" or \"ditto\"");
+  }
+  s.personal_steps = static_cast<int>(t.integer("personal_steps", s.personal_steps, {0, 1000000}));
+  s.ditto_lambda = t.number("ditto_lambda", s.ditto_lambda, {0.0, 1e6});
 }
 
 std::vector<int> read_levels(const Table& root) {

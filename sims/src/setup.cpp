@@ -131,6 +131,10 @@ void tokenize(const Scenario& s, std::vector<NodeData>& nodes, const inference::
 
 std::unique_ptr<Context> build_context(const Scenario& s, std::optional<std::pair<int, int>> block) {
   auto nodes = split_data(s);  // fails on an impossible split before any model work
+  std::vector<training::Record> pooled_eval;  // personalization: every node's held-out rows, before a block drops them
+  if (s.training.personalizes()) {
+    for (const auto& node : nodes) pooled_eval.insert(pooled_eval.end(), node.eval_text.begin(), node.eval_text.end());
+  }
   if (block) {
     for (auto& node : nodes) {
       if (node.index >= block->first && node.index < block->second) continue;
@@ -141,7 +145,11 @@ std::unique_ptr<Context> build_context(const Scenario& s, std::optional<std::pai
   }
   auto [model, tokenizer] = load_base(s);
   tokenize(s, nodes, tokenizer);
-  return std::make_unique<Context>(s, std::move(nodes), std::move(model), std::move(tokenizer));
+  std::optional<training::TokenDataset> pooled;
+  if (!pooled_eval.empty()) pooled = training::TokenDataset::build(tokenizer, pooled_eval, s.model.seq_len, false);
+  auto ctx = std::make_unique<Context>(s, std::move(nodes), std::move(model), std::move(tokenizer));
+  if (pooled) ctx->set_pooled_eval_set(std::move(*pooled));
+  return ctx;
 }
 
 namespace {

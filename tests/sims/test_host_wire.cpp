@@ -91,6 +91,15 @@ void check_same(const MetricsRow& a, const MetricsRow& b) {
   CHECK(a.tpot_p95_ms == b.tpot_p95_ms);
   CHECK(a.outage_requests == b.outage_requests);
   CHECK(a.outage_served == b.outage_served);
+  for (auto [x, y] : {std::pair{a.global_pooled_perplexity, b.global_pooled_perplexity},
+                      std::pair{a.personal_perplexity, b.personal_perplexity},
+                      std::pair{a.personal_pooled_perplexity, b.personal_pooled_perplexity}}) {
+    if (std::isnan(x)) {
+      CHECK(std::isnan(y));
+    } else {
+      CHECK(x == y);
+    }
+  }
 }
 
 WindowOrder sample_order() {
@@ -240,6 +249,16 @@ TEST_CASE("host wire: WindowReport round-trips messages, next event and rows") {
   check_same(d.rows[1], w.rows[1]);
   CHECK(std::isnan(d.rows[1].perplexity));
   CHECK_FALSE(d.rows[1].accuracy.has_value());
+  // Personalization columns: unmeasured (NaN) by default, values when measured.
+  CHECK(std::isnan(d.rows[1].personal_perplexity));
+  CHECK(std::isnan(d.rows[1].global_pooled_perplexity));
+  WindowReport personal = w;
+  personal.rows[0].global_pooled_perplexity = 3.25;
+  personal.rows[0].personal_perplexity = 1.5;
+  personal.rows[0].personal_pooled_perplexity = 2.75;
+  auto p = decoded_as<WindowReport>(round_trip(personal));
+  check_same(p.rows[0], personal.rows[0]);
+  CHECK(p.rows[0].personal_perplexity == 1.5);
 
   WindowReport idle;
   idle.level = 6;
@@ -463,6 +482,15 @@ TEST_CASE("host wire: out-of-range values are refused") {
   report = sample_report();
   report.rows[0].perplexity = -2;
   refused(report, "windowReport.rows[0].perplexity");
+  report = sample_report();
+  report.rows[0].personal_perplexity = -1;
+  refused(report, "windowReport.rows[0].personalPerplexity: -1.000000 is negative");
+  report = sample_report();
+  report.rows[1].personal_pooled_perplexity = -0.5;
+  refused(report, "windowReport.rows[1].personalPooledPerplexity");
+  report = sample_report();
+  report.rows[0].global_pooled_perplexity = -3;
+  refused(report, "windowReport.rows[0].globalPooledPerplexity");
   report = sample_report();
   report.rows[0].node_energy_j = std::nan("");
   refused(report, "windowReport.rows[0].nodeEnergyJ");

@@ -293,3 +293,85 @@ TEST_CASE("the same seeds give identical files; other seeds split the same recor
   CHECK(total[0] > 0);
   CHECK(total[0] == total[1]);
 }
+
+namespace {
+
+RunResult run_personalized(const std::string& kind) {
+  auto s = parse_scenario(std::string(kTiny) + "", "tiny.toml");
+  s.levels = {4};
+  s.training.personalization = kind;
+  s.training.personal_steps = 3;
+  RunOptions o;
+  o.threads = 1;
+  o.progress = [](const std::string&) {};
+  return run_scenario(s, o);
+}
+
+// metrics.csv without the personalization columns (the first 18).
+std::string global_columns(const std::string& csv) {
+  std::string out;
+  for (const auto& line : lines_of(csv)) {
+    std::size_t cut = 0;
+    for (int commas = 0; commas < 18 && cut != std::string::npos; ++commas) cut = line.find(',', cut + 1);
+    out += line.substr(0, cut) + "\n";
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("finetune and ditto change only the personal adapter: the global and its federation stay the same", "[personalization]") {
+  const auto none = run_personalized("none");
+  const auto finetune = run_personalized("finetune");
+  const auto ditto = run_personalized("ditto");
+  // Every global column (quality, traffic, participation) equals the run
+  // without personalization; only node compute grows by the personal steps.
+  auto strip_compute = [](RunResult r) {
+    for (auto& row : r.rows) row.node_compute_s = row.node_energy_j = 0;
+    return global_columns(metrics_csv(r));
+  };
+  CHECK(strip_compute(finetune) == strip_compute(none));
+  CHECK(strip_compute(ditto) == strip_compute(none));
+  CHECK(level(finetune, 4).mean_perplexity == level(none, 4).mean_perplexity);
+  CHECK(level(ditto, 4).mean_perplexity == level(none, 4).mean_perplexity);
+  CHECK(level(finetune, 4).node_compute_s > level(none, 4).node_compute_s);
+
+  // The personal adapters are measured on the last round and differ from the global and from each other.
+  CHECK_FALSE(level(none, 4).personal_perplexity);
+  REQUIRE(level(finetune, 4).personal_perplexity);
+  REQUIRE(level(ditto, 4).personal_perplexity);
+  REQUIRE(level(finetune, 4).personal_pooled_perplexity);
+  REQUIRE(level(finetune, 4).global_pooled_perplexity);
+  CHECK(*level(finetune, 4).personal_perplexity != level(none, 4).mean_perplexity);
+  CHECK(*level(ditto, 4).personal_perplexity != level(none, 4).mean_perplexity);
+  CHECK(*level(ditto, 4).personal_perplexity != *level(finetune, 4).personal_perplexity);
+  // Fine-tuning on its own records helps a node on its own rows (the tiny
+  // random base learns fast) more than on everyone's.
+  CHECK(*level(finetune, 4).personal_perplexity < level(none, 4).mean_perplexity);
+  CHECK(*level(finetune, 4).global_pooled_perplexity == *level(ditto, 4).global_pooled_perplexity);
+
+  // Only the last round's rows carry the personal columns; the table shows them.
+  const auto lines = lines_of(metrics_csv(finetune));
+  CHECK_THAT(lines.front(), Catch::EndsWith(",global_pooled_perplexity,personal_perplexity,personal_pooled_perplexity"));
+  for (const auto& row : finetune.rows) CHECK(std::isnan(row.personal_perplexity) == (row.round != 2));
+  CHECK_THAT(summary_markdown(finetune), Catch::Contains("personalization \"finetune\" (3 steps") &&
+                                             Catch::Contains("personal, own held-out"));
+}
+
+TEST_CASE("ditto with lambda 0 trains the personal adapter alone, and a large lambda keeps it at the global", "[personalization]") {
+  auto run = [](double lambda) {
+    auto s = parse_scenario(kTiny, "tiny.toml");
+    s.levels = {4};
+    s.training.personalization = "ditto";
+    s.training.ditto_lambda = lambda;
+    RunOptions o;
+    o.threads = 1;
+    o.progress = [](const std::string&) {};
+    return run_scenario(s, o);
+  };
+  const auto free = run(0.0), pulled = run(1e4);
+  // The proximal term reaches training: the two personal adapters differ.
+  REQUIRE(level(free, 4).personal_perplexity);
+  REQUIRE(level(pulled, 4).personal_perplexity);
+  CHECK(*level(free, 4).personal_perplexity != *level(pulled, 4).personal_perplexity);
+}

@@ -267,3 +267,19 @@ TEST_CASE("the run seeds key reads back, is checked, and seed indices derive the
   CHECK(seen.size() == 4);
   CHECK_THROWS_AS(fedge::sims::seed_for_index(9, -1), fedge::Error);
 }
+
+TEST_CASE("personalization keys read back and are checked") {
+  const std::string plain = "[secagg]\nenabled = false\n";
+  auto s = parse_scenario(plain + "[training]\nlocal_steps = 7\npersonalization = \"ditto\"\nditto_lambda = 0.5\n", "ok.toml");
+  CHECK(s.training.personalization == "ditto");
+  CHECK(s.training.personalizes());
+  CHECK(s.training.ditto_lambda == 0.5);
+  CHECK(s.training.personal_step_count() == 7);  // defaults to local_steps
+  CHECK(parse_scenario(plain + "[training]\npersonal_steps = 3\n", "ok.toml").training.personal_step_count() == 3);
+  CHECK_FALSE(parse_scenario(plain, "ok.toml").training.personalizes());
+  CHECK_THAT(error_of("[training]\npersonalization = \"fedper\"\n"), Catch::Contains("training.personalization"));
+  CHECK_THAT(error_of("[training]\npersonalization = \"shared-a\"\n"),
+             Catch::Contains("training.personalization") && Catch::Contains("not built yet"));
+  CHECK_THAT(error_of("[training]\nditto_lambda = -1\n"), Catch::Contains("training.ditto_lambda"));
+  CHECK_THAT(error_of("[training]\npersonal_steps = -2\n"), Catch::Contains("training.personal_steps"));
+}

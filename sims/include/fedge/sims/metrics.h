@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <optional>
 
 namespace fedge::sims {
@@ -31,6 +32,13 @@ struct MetricsRow {
   bool serving = false;              // serving columns below are meaningful
   double ttft_p50_ms = 0, ttft_p95_ms = 0, tpot_p50_ms = 0, tpot_p95_ms = 0;
   int outage_requests = 0, outage_served = 0;
+  // Personalization (levels 4/5 with [training] personalization, last round;
+  // NaN otherwise): the global adapter on the pooled held-out rows of every
+  // node, and the node's personal adapter on its own and on the pooled rows.
+  static constexpr double kNotMeasured = std::numeric_limits<double>::quiet_NaN();
+  double global_pooled_perplexity = kNotMeasured;
+  double personal_perplexity = kNotMeasured;
+  double personal_pooled_perplexity = kNotMeasured;
 };
 
 }  // namespace fedge::sims

@@ -38,6 +38,10 @@ struct LevelSummary {
   // data; how many nodes ever held a global model, and how many installs.
   std::optional<double> node_state_bytes, node_data_bytes;
   std::uint64_t nodes_with_model = 0, models_installed = 0;
+  // Personalization (levels 4/5; none elsewhere): means over the nodes of the
+  // last round's global adapter on the pooled held-out rows, and of each
+  // node's personal adapter on its own and on the pooled held-out rows.
+  std::optional<double> global_pooled_perplexity, personal_perplexity, personal_pooled_perplexity;
 };
 
 struct RunResult {
@@ -46,6 +50,8 @@ struct RunResult {
   // The shared base before any adapter, mean over the evaluated nodes (and
   // over the seeds: each seed's split gives the nodes other held-out rows).
   double base_perplexity = 0;
+  std::string personalization = "none";      // the scenario's [training] personalization
+  int personal_steps = 0;                     // its steps per personal update
   int seeds = 1;                              // seed indices run (Scenario::seeds)
   std::vector<std::uint64_t> seed_values;     // the seed of each index (for_seed_index)
   std::vector<double> seed_base_perplexity;   // base_perplexity of each seed

@@ -65,6 +65,17 @@ struct TrainingSettings {
   // fixed, seeded sample of this many nodes; 0 = every node. Evaluating every
   // one of 10,000 nodes would cost more than their training.
   int eval_nodes = 0;
+  // Levels 4/5: each node's personal adapter on top of the federation
+  // (docs/SIMULATOR.md, "Personalization"). "finetune": personal_steps local
+  // steps from the final global on the node's own records; "ditto": after each
+  // round it took part in, personal_steps steps of the node's own adapter with
+  // the proximal term ditto_lambda/2 * ||v - w_global||^2. The global adapter
+  // and its federation are the same as with "none".
+  std::string personalization = "none";
+  int personal_steps = 0;      // 0: local_steps
+  double ditto_lambda = 0.1;
+  bool personalizes() const { return personalization != "none"; }
+  int personal_step_count() const { return personal_steps > 0 ? personal_steps : local_steps; }
 };
 
 struct SecAggSettings {
