@@ -222,7 +222,7 @@ TEST_CASE("one seed writes metrics.csv and the table as before (no seed column)"
   CHECK(summary_markdown(r).find("±") == std::string::npos);
 }
 
-TEST_CASE("two seeds: one row per seed with a seed column, and the table shows mean ± 95% CI", "[seeds]") {
+TEST_CASE("two seeds: one row per seed with a seed column, and the table shows the mean and its 95 percent interval", "[seeds]") {
   auto one = run_seeds(1, {0, 4, 6});
   auto two = run_seeds(2, {0, 4, 6});
   REQUIRE(two.seeds == 2);
@@ -277,7 +277,7 @@ TEST_CASE("two seeds: one row per seed with a seed column, and the table shows m
         Approx(12.706205 * std::abs(a - b) / 2).epsilon(1e-6));
 }
 
-TEST_CASE("the same seeds give identical files; other seeds split the same records differently", "[seeds]") {
+TEST_CASE("the same seeds give identical files, and other seeds split the same records differently", "[seeds]") {
   auto a = run_seeds(2, {3}, "dirichlet");
   auto b = run_seeds(2, {3}, "dirichlet");
   CHECK(metrics_csv(a) == metrics_csv(b));

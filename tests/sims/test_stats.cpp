@@ -44,7 +44,7 @@ TEST_CASE("Student t quantile refuses p outside (0, 1) and dof <= 0") {
   CHECK_THROWS_AS(student_t_quantile(0.9, 0), fedge::Error);
 }
 
-TEST_CASE("95% intervals of small samples equal hand-computed values") {
+TEST_CASE("95 percent intervals of small samples equal hand-computed values") {
   // {1, 2, 3}: mean 2, s = 1, half-width t_{0.975,2} / sqrt(3) = 4.302653 / 1.732051.
   auto a = mean_interval({1, 2, 3});
   CHECK(a.n == 3);
