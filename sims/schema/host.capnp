@@ -52,6 +52,11 @@ struct MetricsRow {
   tpotP95Ms @17 :Float64;
   outageRequests @18 :Int32;
   outageServed @19 :Int32;
+  # Personalization (NaN: not measured): the global on the pooled held-out
+  # rows, the node's personal adapter on its own and on the pooled rows.
+  globalPooledPerplexity @20 :Float64 = nan;
+  personalPerplexity @21 :Float64 = nan;
+  personalPooledPerplexity @22 :Float64 = nan;
 }
 
 struct HostHello {
@@ -65,6 +70,7 @@ struct HostAssign {
   firstNode @3 :UInt32;
   endNode @4 :UInt32;
   threads @5 :Int32;
+  seedIndex @6 :UInt32;  # fedge sim --seeds: which seed index to run (0: the scenario's seed)
 }
 
 struct HostReady {

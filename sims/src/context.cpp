@@ -95,7 +95,7 @@ void Context::progress(const std::string& line) const {
 }
 
 TrainOutcome Context::train(const ParamVector& start, const training::TokenDataset& data, int steps,
-                            std::uint64_t seed, const std::string& schedule) {
+                            std::uint64_t seed, const std::string& schedule, const ParamVector* centre, double mu) {
   auto* adapter = model_.adapter(kAdapterSlot);
   adapter->from_params(start);
   training::TrainOptions o;
@@ -106,7 +106,9 @@ TrainOutcome Context::train(const ParamVector& start, const training::TokenDatas
   o.warmup_steps = 0;
   o.seed = seed;
   o.log_every = 0;
+  if (centre) o.fedprox_mu = mu;
   auto trainer = training::Trainer::for_adapter(model_, kAdapterSlot, data, o);
+  if (centre && mu > 0) trainer.set_proximal_center(*centre);
   TrainOutcome out;
   for (const auto& st : trainer.run()) out.tokens += st.tokens;
   out.params = adapter->to_params();
@@ -141,6 +143,14 @@ Quality Context::evaluate(const ParamVector& params, const NodeData& node, bool 
   }
   model_.set_active_adapter("");
   return q;
+}
+
+double Context::pooled_perplexity(const ParamVector& params) {
+  model_.adapter(kAdapterSlot)->from_params(params);
+  model_.set_active_adapter(kAdapterSlot);
+  const double ppl = training::evaluate_loss(model_, pooled_eval_, 8).perplexity;
+  model_.set_active_adapter("");
+  return ppl;
 }
 
 double Context::base_perplexity(const NodeData& node) {

@@ -77,8 +77,11 @@ class Context {
 
   // Trains the adapter slot from `start` on `data` for `steps` steps: one
   // adapter on pooled data (levels 0-3) or a node alone (level 6).
+  // With `centre`, the loss adds mu/2 * ||w - centre||^2 (Ditto's personal
+  // adapter against the global; `centre` has the adapter's layout).
   TrainOutcome train(const ParamVector& start, const training::TokenDataset& data, int steps,
-                     std::uint64_t seed, const std::string& schedule);
+                     std::uint64_t seed, const std::string& schedule, const ParamVector* centre = nullptr,
+                     double mu = 0.0);
   // A virtual node's local step of a federated round: the node's own
   // node::train_local_round on its training set, so every field of the round
   // plan (steps, learning rate, batch, FedProx mu) reaches training as on a
@@ -87,6 +90,12 @@ class Context {
   node::LocalTrainResult train_round(int node, const ParamVector& global, const node::LocalTrainRequest& request);
   Quality evaluate(const ParamVector& adapter, const NodeData& node, bool accuracy);
   double base_perplexity(const NodeData& node);
+  // Personalization: the held-out rows of every node together (built by
+  // build_context when the scenario personalizes, also on node hosts, which
+  // keep only their own nodes' other data), and an adapter's perplexity on it.
+  const training::TokenDataset& pooled_eval_set() const { return pooled_eval_; }
+  void set_pooled_eval_set(training::TokenDataset set) { pooled_eval_ = std::move(set); }
+  double pooled_perplexity(const ParamVector& adapter);
   void enable_memo(bool on) { memo_on_ = on; }
   // Whether node n's held-out quality is measured ([training] eval_nodes: a
   // seeded sample, the same in every process); evaluated_nodes() counts them.
@@ -107,6 +116,7 @@ class Context {
   node::LocalTrainerOptions round_options_;  // the local step's settings the plan does not carry
   bool memo_on_ = false;
   std::vector<std::uint8_t> eval_sample_;  // empty: every node
+  training::TokenDataset pooled_eval_;
   std::map<std::string, node::LocalTrainResult> round_memo_;
 };
 

@@ -123,14 +123,7 @@ void HostPool::await_hosts() {
     auto [first, end] = block_range(scenario_.nodes, wanted, i);
     hosts_.push_back(std::make_unique<RemoteHost>(*this, in->peer, hello.host_name, first, end, options_.host_timeout_s));
     inbox_[in->peer];  // from now on, its messages are kept until asked for
-    HostAssign assign;
-    assign.scenario_toml = scenario_.text;
-    assign.scenario_source = scenario_.source;
-    assign.levels.assign(scenario_.levels.begin(), scenario_.levels.end());
-    assign.first_node = static_cast<std::uint32_t>(first);
-    assign.end_node = static_cast<std::uint32_t>(end);
-    assign.threads = options_.threads;
-    send(*hosts_.back(), assign);
+    send(*hosts_.back(), assignment(first, end, 0));
     progress(hosts_.back()->name() + " connected");
   }
   // The level drivers take the blocks in node order, however the hosts arrived.
@@ -186,6 +179,23 @@ std::vector<HostLink*> HostPool::links(const Context& ctx) {
   }
   progress("all " + std::to_string(hosts_.size()) + " node hosts have loaded their blocks");
   return out;
+}
+
+void HostPool::assign_seed(int seed_index) {
+  for (auto& host : hosts_) send(*host, assignment(host->first_node(), host->end_node(), seed_index));
+  progress("node hosts: seed index " + std::to_string(seed_index) + " assigned");
+}
+
+HostAssign HostPool::assignment(int first, int end, int seed_index) const {
+  HostAssign assign;
+  assign.scenario_toml = scenario_.text;
+  assign.scenario_source = scenario_.source;
+  assign.levels.assign(scenario_.levels.begin(), scenario_.levels.end());
+  assign.first_node = static_cast<std::uint32_t>(first);
+  assign.end_node = static_cast<std::uint32_t>(end);
+  assign.threads = options_.threads;
+  assign.seed_index = static_cast<std::uint32_t>(seed_index);
+  return assign;
 }
 
 void HostPool::shutdown(const std::string& reason) {
@@ -266,8 +276,11 @@ void HostPool::progress(const std::string& line) const {
 
 namespace {
 
-// The node host's loop once its block is loaded: levels and windows, in order.
-void serve_coordinator(CoordinatorChannel& channel, Context& ctx, const HostAssign& assign, const NodeHostOptions& o) {
+// The node host's loop once its block is loaded: levels and windows, in order,
+// until the coordinator ends the run (nothing returned) or assigns the next
+// seed of a run of several (its HostAssign returned).
+std::optional<HostAssign> serve_coordinator(CoordinatorChannel& channel, Context& ctx, const HostAssign& assign,
+                                            const NodeHostOptions& o) {
   std::unique_ptr<NodeBlock> block;
   const int first = static_cast<int>(assign.first_node), end = static_cast<int>(assign.end_node);
   auto last_message = std::chrono::steady_clock::now();
@@ -293,7 +306,9 @@ void serve_coordinator(CoordinatorChannel& channel, Context& ctx, const HostAssi
       char rss[64];
       std::snprintf(rss, sizeof rss, " (peak RSS of this host %.0f MB)", peak_rss_megabytes());
       ctx.progress("the coordinator ended the run: " + stop->reason + rss);
-      return;
+      return std::nullopt;
+    } else if (auto* next = std::get_if<HostAssign>(&m)) {
+      return std::move(*next);
     } else if (std::holds_alternative<Ping>(m)) {
       continue;  // the coordinator checking that this host is still there
     } else {
@@ -330,21 +345,28 @@ void serve_as_node_host(CoordinatorChannel& channel, const NodeHostOptions& opti
   try {
     channel.send(encode_host_message(HostHello{name}));
     progress("node host " + name + ": waiting for the coordinator at " + channel.where());
-    auto assign = expect<HostAssign>(await_assignment(channel, options), "the coordinator", "a block assignment");
-    Scenario scenario = parse_scenario(assign.scenario_toml, assign.scenario_source);
-    scenario.levels.assign(assign.levels.begin(), assign.levels.end());
-    inference::setup_torch(options.threads > 0 ? options.threads : assign.threads);
-    progress("node host " + name + ": nodes " + std::to_string(assign.first_node) + ".." +
-             std::to_string(assign.end_node - 1) + " of scenario " + scenario.name + "; loading data and base");
-    auto ctx = build_context(scenario, std::make_pair(static_cast<int>(assign.first_node),
-                                                      static_cast<int>(assign.end_node)));
-    ctx->progress_sink = progress;
-    ctx->enable_memo(std::count(scenario.levels.begin(), scenario.levels.end(), 4) &&
-                     std::count(scenario.levels.begin(), scenario.levels.end(), 5));
-    channel.send(encode_host_message(HostReady{base_digest(*ctx), split_digest(*ctx, static_cast<int>(assign.first_node),
-                                                                                static_cast<int>(assign.end_node))}));
-    progress("node host " + name + ": block loaded; ready for the coordinator's levels");
-    serve_coordinator(channel, *ctx, assign, options);
+    std::optional<HostAssign> assign =
+        expect<HostAssign>(await_assignment(channel, options), "the coordinator", "a block assignment");
+    inference::setup_torch(options.threads > 0 ? options.threads : assign->threads);
+    while (assign) {  // one pass per seed index of the run
+      Scenario scenario = for_seed_index(parse_scenario(assign->scenario_toml, assign->scenario_source),
+                                         static_cast<int>(assign->seed_index));
+      scenario.levels.assign(assign->levels.begin(), assign->levels.end());
+      progress("node host " + name + ": nodes " + std::to_string(assign->first_node) + ".." +
+               std::to_string(assign->end_node - 1) + " of scenario " + scenario.name +
+               (assign->seed_index > 0 ? ", seed index " + std::to_string(assign->seed_index) : std::string()) +
+               "; loading data and base");
+      auto ctx = build_context(scenario, std::make_pair(static_cast<int>(assign->first_node),
+                                                        static_cast<int>(assign->end_node)));
+      ctx->progress_sink = progress;
+      ctx->enable_memo(std::count(scenario.levels.begin(), scenario.levels.end(), 4) &&
+                       std::count(scenario.levels.begin(), scenario.levels.end(), 5));
+      channel.send(encode_host_message(HostReady{
+          base_digest(*ctx),
+          split_digest(*ctx, static_cast<int>(assign->first_node), static_cast<int>(assign->end_node))}));
+      progress("node host " + name + ": block loaded; ready for the coordinator's levels");
+      assign = serve_coordinator(channel, *ctx, *assign, options);
+    }
     channel.flush(kFlush);
   } catch (const std::exception& e) {
     try {

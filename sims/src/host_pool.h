@@ -36,6 +36,9 @@ class HostPool {
   // Waits until every host has loaded its block; refuses a host whose base
   // model or data split differs from this process's (`ctx`).
   std::vector<HostLink*> links(const Context& ctx);
+  // The next seed of a run of several: every host rebuilds its block for
+  // `seed_index` (links() then waits for their HostReady again).
+  void assign_seed(int seed_index);
   void shutdown(const std::string& reason);
 
   // For RemoteHost: sends to a host, and waits for its next message (messages
@@ -47,6 +50,7 @@ class HostPool {
   void progress(const std::string& line) const;
   // Waits for options_.node_hosts hellos and hands out the blocks.
   void await_hosts();
+  HostAssign assignment(int first, int end, int seed_index) const;
   // Ends the run, naming the host, when the channel knows a host is gone.
   void check_connections();
   // Files a message from a host that has its block into that host's inbox,

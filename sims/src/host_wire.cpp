@@ -80,6 +80,9 @@ void write(wire::MetricsRow::Builder b, const MetricsRow& r) {
   b.setTpotP95Ms(r.tpot_p95_ms);
   b.setOutageRequests(r.outage_requests);
   b.setOutageServed(r.outage_served);
+  b.setGlobalPooledPerplexity(r.global_pooled_perplexity);
+  b.setPersonalPerplexity(r.personal_perplexity);
+  b.setPersonalPooledPerplexity(r.personal_pooled_perplexity);
 }
 
 void write(wire::HostMessage::Builder root, const HostHello& m) { root.initHostHello().setHostName(text_of(m.host_name)); }
@@ -93,6 +96,7 @@ void write(wire::HostMessage::Builder root, const HostAssign& m) {
   b.setFirstNode(m.first_node);
   b.setEndNode(m.end_node);
   b.setThreads(m.threads);
+  b.setSeedIndex(m.seed_index);
 }
 
 void write(wire::HostMessage::Builder root, const HostReady& m) {
@@ -412,6 +416,14 @@ MetricsRow read(Ctx& ctx, wire::MetricsRow::Reader r) {
   m.outage_requests = r.getOutageRequests();
   m.outage_served = r.getOutageServed();
   check_serving(ctx, m);
+  m.global_pooled_perplexity = r.getGlobalPooledPerplexity();
+  m.personal_perplexity = r.getPersonalPerplexity();
+  m.personal_pooled_perplexity = r.getPersonalPooledPerplexity();
+  for (auto [field, value] : {std::pair{"globalPooledPerplexity", m.global_pooled_perplexity},
+                              std::pair{"personalPerplexity", m.personal_perplexity},
+                              std::pair{"personalPooledPerplexity", m.personal_pooled_perplexity}}) {
+    require(ctx, std::isnan(value) || value >= 0, field, num(value) + " is negative (NaN: not measured)");
+  }
   return m;
 }
 
@@ -436,6 +448,9 @@ HostAssign read(Ctx& ctx, wire::HostAssign::Reader r) {
           num(std::uint64_t{m.first_node}) + " is after endNode " + num(std::uint64_t{m.end_node}));
   m.threads = r.getThreads();
   require(ctx, m.threads >= 0, "threads", num(m.threads) + " is negative (0: the default)");
+  m.seed_index = r.getSeedIndex();
+  require(ctx, m.seed_index < ctx.limits.max_seeds, "seedIndex",
+          num(std::uint64_t{m.seed_index}) + " is not below the seed limit " + num(std::uint64_t{ctx.limits.max_seeds}));
   return m;
 }
 

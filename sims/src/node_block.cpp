@@ -26,6 +26,7 @@ struct NodeBlock::VirtualNode {
   std::uint64_t round = 0;
   int deliver_left = -1;
   std::uint64_t pending_ticket = 0;
+  ParamVector personal;  // "ditto": the node's own adapter, kept across rounds (empty until its first round)
 };
 
 NodeBlock::NodeBlock(Context& ctx, int level, int first, int end)
@@ -268,12 +269,55 @@ MetricsRow NodeBlock::row_for(int n, const RoundDone& done, const std::optional<
 std::vector<MetricsRow> NodeBlock::rows_for(const RoundDone& done) {
   std::vector<MetricsRow> rows;
   ParamVector global(ctx_.initial_adapter().layout(), done.global);
+  std::optional<double> global_pooled;  // the same for every node of the round
   for (int n = first_; n < end_; ++n) {
     std::optional<Quality> q;
     if (done.evaluate && ctx_.evaluated(n)) q = ctx_.evaluate(global, ctx_.node(n), done.last);
-    rows.push_back(row_for(n, done, q));
+    std::optional<ParamVector> personal;
+    if (s_.training.personalizes()) personal = personal_adapter(n, done, global);
+    auto row = row_for(n, done, q);
+    if (personal) {
+      row.personal_perplexity = ctx_.evaluate(*personal, ctx_.node(n), false).perplexity;
+      row.personal_pooled_perplexity = ctx_.pooled_perplexity(*personal);
+      if (!global_pooled) global_pooled = ctx_.pooled_perplexity(global);
+      row.global_pooled_perplexity = *global_pooled;
+    }
+    rows.push_back(row);
   }
   return rows;
+}
+
+// Personalization on top of the round's new global (the global itself is not
+// touched): "ditto" trains the node's own adapter after every round it took
+// part in, pulled towards the global by ditto_lambda/2 * ||v - w||^2;
+// "finetune" takes personal_steps steps from the final global. Returns the
+// personal adapter to measure on the level's last round (nothing otherwise, or
+// for a node outside the evaluation sample); its training counts as node compute.
+std::optional<ParamVector> NodeBlock::personal_adapter(int n, const RoundDone& done, const ParamVector& global) {
+  auto& vn = at(n);
+  const auto& node = ctx_.node(n);
+  const int steps = s_.training.personal_step_count();
+  const bool measure = done.last && ctx_.evaluated(n);
+  const std::string round = std::to_string(n) + "/" + std::to_string(done.round);
+  auto account = [&](const TrainOutcome& out) {
+    vn.compute_s += compute_seconds(node.device, train_flops(ctx_.base_parameters(), out.tokens));
+  };
+  if (s_.training.personalization == "ditto") {
+    const bool took_part = std::count(done.survivors.begin(), done.survivors.end(), static_cast<std::uint32_t>(n)) > 0;
+    if (took_part) {
+      const ParamVector& start = vn.personal.size() == 0 ? ctx_.initial_adapter() : vn.personal;
+      auto out = ctx_.train(start, node.train_set, steps, derive_seed(s_.seed, "ditto/" + round), "constant", &global,
+                            s_.training.ditto_lambda);
+      account(out);
+      vn.personal = std::move(out.params);
+    }
+    if (!measure) return std::nullopt;
+    return vn.personal.size() == 0 ? ctx_.initial_adapter() : vn.personal;
+  }
+  if (!measure) return std::nullopt;  // "finetune": only the final global is fine-tuned
+  auto out = ctx_.train(global, node.train_set, steps, derive_seed(s_.seed, "finetune/" + round), "constant");
+  account(out);
+  return std::move(out.params);
 }
 
 std::vector<MetricsRow> NodeBlock::local_only_rows() {

@@ -1,5 +1,6 @@
 // Results of a run on disk: metrics.csv (one row per level, round and node),
 // summary.json, summary.md and gnuplot PNGs.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -13,6 +14,7 @@
 #include "fedge/common/error.h"
 #include "fedge/common/machine.h"
 #include "fedge/sims/runner.h"
+#include "fedge/sims/stats.h"
 
 namespace fedge::sims {
 namespace {
@@ -46,15 +48,43 @@ void write_file(const fs::path& path, const std::string& text) {
 
 bool is_round_level(const RunResult& r, int level) {
   int n = 0;
-  for (const auto& row : r.rows) n += row.level == level && row.node == 0;
+  for (const auto& row : r.rows) n += row.level == level && row.node == 0 && row.seed == 0;
   return n > 1;
+}
+
+// Values of one metric over a level's seeds (NaN where a seed has none).
+template <class Get>
+std::vector<double> over_seeds(const LevelStatistics& st, Get get) {
+  std::vector<double> v;
+  for (const auto* lv : st.per_seed) v.push_back(get(*lv));
+  return v;
+}
+
+double mean_of(const std::vector<double>& v) { return mean_interval(v).mean; }
+
+// One summary per level with each numeric field the mean over the seeds (the
+// plots draw these); with one seed, the run's own summaries.
+std::vector<LevelSummary> mean_levels(const RunResult& result) {
+  if (result.seeds <= 1) return result.levels;
+  std::vector<LevelSummary> out;
+  for (const auto& st : levels_over_seeds(result)) {
+    LevelSummary m = *st.per_seed.front();
+    m.mean_perplexity = mean_of(over_seeds(st, [](const LevelSummary& l) { return l.mean_perplexity; }));
+    m.ttft_p50_ms = mean_of(over_seeds(st, [](const LevelSummary& l) { return l.ttft_p50_ms; }));
+    m.tpot_p50_ms = mean_of(over_seeds(st, [](const LevelSummary& l) { return l.tpot_p50_ms; }));
+    m.bytes_up_per_node = mean_of(over_seeds(st, [](const LevelSummary& l) { return l.bytes_up_per_node; }));
+    m.bytes_down_per_node = mean_of(over_seeds(st, [](const LevelSummary& l) { return l.bytes_down_per_node; }));
+    if (m.epsilon) m.epsilon = mean_of(over_seeds(st, [](const LevelSummary& l) { return l.epsilon.value_or(NAN); }));
+    out.push_back(m);
+  }
+  return out;
 }
 
 // Mean perplexity per (level, round); single-round levels repeat their final
 // value on every round so they read as a reference line.
-std::string quality_rounds_data(const RunResult& result, int rounds) {
+std::string quality_rounds_data(const RunResult& result, const std::vector<LevelSummary>& levels, int rounds) {
   std::ostringstream out;
-  for (const auto& lv : result.levels) {
+  for (const auto& lv : levels) {
     std::map<int, std::pair<double, int>> per_round;
     for (const auto& row : result.rows) {
       if (row.level != lv.level || std::isnan(row.perplexity)) continue;
@@ -80,15 +110,16 @@ void make_plots(const RunResult& result, int rounds, const fs::path& dir) {
     spdlog::warn("gnuplot not found: skipping the plots (apt-get install gnuplot-nox)");
     return;
   }
-  write_file(dir / "quality_rounds.dat", quality_rounds_data(result, rounds));
+  const auto levels = mean_levels(result);  // over the seeds (one seed: the run's own)
+  write_file(dir / "quality_rounds.dat", quality_rounds_data(result, levels, rounds));
   std::ostringstream levels_dat, eps_dat;
   double max_eps = 0;
-  for (const auto& lv : result.levels) {
+  for (const auto& lv : levels) {
     if (lv.epsilon) max_eps = std::max(max_eps, *lv.epsilon);
   }
   double inf_x = max_eps > 0 ? max_eps * 1.5 : 10.0;
-  for (std::size_t i = 0; i < result.levels.size(); ++i) {
-    const auto& lv = result.levels[i];
+  for (std::size_t i = 0; i < levels.size(); ++i) {
+    const auto& lv = levels[i];
     levels_dat << i << " " << quote(std::to_string(lv.level)) << " " << num(lv.ttft_p50_ms) << " "
                << num(lv.tpot_p50_ms) << " " << num(std::max(1.0, lv.bytes_up_per_node)) << " "
                << num(std::max(1.0, lv.bytes_down_per_node)) << "\n";
@@ -101,9 +132,9 @@ void make_plots(const RunResult& result, int rounds, const fs::path& dir) {
   gp << "set terminal pngcairo size 900,560 noenhanced\n"
      << "set output 'quality_per_round.png'\nset title 'held-out perplexity per round (mean over nodes)'\n"
      << "set xlabel 'round'\nset xtics 1\nset ylabel 'perplexity'\nset key outside right\nset grid\nplot ";
-  for (std::size_t i = 0; i < result.levels.size(); ++i) {
+  for (std::size_t i = 0; i < levels.size(); ++i) {
     gp << (i ? ", " : "") << "'quality_rounds.dat' index " << i << " using 1:2 with linespoints title "
-       << quote(result.levels[i].name);
+       << quote(levels[i].name);
   }
   gp << "\nset output 'latency_traffic.png'\nset multiplot layout 1,2\nset style data histograms\n"
      << "set style fill solid 0.8\nset boxwidth 0.8\nunset key\nset xlabel 'level'\n"
@@ -119,6 +150,69 @@ void make_plots(const RunResult& result, int rounds, const fs::path& dir) {
   if (std::system(cmd.c_str()) != 0) spdlog::warn("gnuplot failed: see {}", (dir / "gnuplot.log").string());
 }
 
+// A metric of the table: its name and how to read it from a level's summary
+// (NaN: not measured for that seed).
+struct Metric {
+  const char* key;
+  double (*get)(const LevelSummary&);
+};
+
+const Metric kMetrics[] = {
+    {"mean_perplexity", [](const LevelSummary& l) { return l.mean_perplexity; }},
+    {"mean_accuracy", [](const LevelSummary& l) { return l.mean_accuracy.value_or(NAN); }},
+    {"ttft_p50_ms", [](const LevelSummary& l) { return l.ttft_p50_ms; }},
+    {"ttft_p95_ms", [](const LevelSummary& l) { return l.ttft_p95_ms; }},
+    {"per_token_p50_ms", [](const LevelSummary& l) { return l.tpot_p50_ms; }},
+    {"per_token_p95_ms", [](const LevelSummary& l) { return l.tpot_p95_ms; }},
+    {"bytes_up_per_node", [](const LevelSummary& l) { return l.bytes_up_per_node; }},
+    {"bytes_down_per_node", [](const LevelSummary& l) { return l.bytes_down_per_node; }},
+    {"raw_bytes_left_sites", [](const LevelSummary& l) { return static_cast<double>(l.raw_bytes_left); }},
+    {"dp_epsilon", [](const LevelSummary& l) { return l.epsilon.value_or(NAN); }},
+    {"node_compute_s", [](const LevelSummary& l) { return l.node_compute_s; }},
+    {"cloud_compute_s", [](const LevelSummary& l) { return l.cloud_compute_s; }},
+    {"energy_j", [](const LevelSummary& l) { return l.energy_j; }},
+    {"outage_served_share", [](const LevelSummary& l) { return l.outage_served_share; }},
+    {"sim_training_time_s", [](const LevelSummary& l) { return l.sim_time_s; }},
+    {"global_pooled_perplexity", [](const LevelSummary& l) { return l.global_pooled_perplexity.value_or(NAN); }},
+    {"personal_perplexity", [](const LevelSummary& l) { return l.personal_perplexity.value_or(NAN); }},
+    {"personal_pooled_perplexity", [](const LevelSummary& l) { return l.personal_pooled_perplexity.value_or(NAN); }},
+};
+
+MeanInterval interval_of(const LevelStatistics& st, double (*get)(const LevelSummary&));
+
+MeanInterval interval_of(const LevelStatistics& st, const char* key) {
+  for (const auto& m : kMetrics) {
+    if (std::string(m.key) == key) return interval_of(st, m.get);
+  }
+  throw Error(ErrorKind::kRuntime, std::string("no metric ") + key);
+}
+
+MeanInterval interval_of(const LevelStatistics& st, double (*get)(const LevelSummary&)) {
+  std::vector<double> v;
+  for (const auto* lv : st.per_seed) v.push_back(get(*lv));
+  return mean_interval(v);
+}
+
+nlohmann::json levels_over_seeds_json(const RunResult& result) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& st : levels_over_seeds(result)) {
+    nlohmann::json l;
+    l["level"] = st.level;
+    l["name"] = st.name;
+    l["seeds"] = st.per_seed.size();
+    for (const auto& m : kMetrics) {
+      const auto ci = interval_of(st, m.get);
+      if (ci.n == 0) {
+        l[m.key] = nullptr;
+      } else {
+        l[m.key] = {{"mean", ci.mean}, {"ci95_half_width", ci.half_width}, {"n", ci.n}};
+      }
+    }
+    out.push_back(l);
+  }
+  return out;
+}
+
 nlohmann::json summary_json(const Scenario& s, const RunResult& result) {
   nlohmann::json j;
   j["scenario"] = s.name;
@@ -131,9 +225,19 @@ nlohmann::json summary_json(const Scenario& s, const RunResult& result) {
   j["wall_seconds"] = result.wall_s;
   j["peak_rss_mb"] = result.peak_rss_mb;
   j["machine"] = machine_summary();
+  if (result.personalization != "none") {
+    j["personalization"] = {{"kind", result.personalization}, {"steps", result.personal_steps}};
+  }
+  if (result.seeds > 1) {
+    j["seeds"] = result.seeds;
+    j["seed_values"] = result.seed_values;
+    j["seed_base_perplexity"] = result.seed_base_perplexity;
+    j["levels_over_seeds"] = levels_over_seeds_json(result);
+  }
   for (const auto& lv : result.levels) {
     nlohmann::json l;
     l["level"] = lv.level;
+    if (result.seeds > 1) l["seed"] = lv.seed;
     l["name"] = lv.name;
     l["mean_perplexity"] = lv.mean_perplexity;
     l["mean_accuracy"] = lv.mean_accuracy ? nlohmann::json(*lv.mean_accuracy) : nlohmann::json(nullptr);
@@ -152,6 +256,11 @@ nlohmann::json summary_json(const Scenario& s, const RunResult& result) {
     l["rounds_failed"] = lv.rounds_failed;
     l["sim_training_time_s"] = lv.sim_time_s;
     l["wall_seconds"] = lv.wall_s;
+    if (lv.personal_perplexity) {
+      l["personalization"] = {{"global_pooled_perplexity", lv.global_pooled_perplexity.value_or(NAN)},
+                              {"personal_perplexity", *lv.personal_perplexity},
+                              {"personal_pooled_perplexity", lv.personal_pooled_perplexity.value_or(NAN)}};
+    }
     if (lv.node_state_bytes) {
       l["node_memory"] = {{"state_bytes_per_node", *lv.node_state_bytes},
                           {"data_bytes_per_node", *lv.node_data_bytes},
@@ -168,7 +277,13 @@ nlohmann::json summary_json(const Scenario& s, const RunResult& result) {
 std::string metrics_csv(const RunResult& result) {
   std::ostringstream out;
   out << "level,round,node,perplexity,accuracy,participated,bytes_up,bytes_down,raw_bytes_left,node_compute_s,"
-         "node_energy_j,sim_time_s,ttft_p50_ms,ttft_p95_ms,tpot_p50_ms,tpot_p95_ms,outage_requests,outage_served\n";
+         "node_energy_j,sim_time_s,ttft_p50_ms,ttft_p95_ms,tpot_p50_ms,tpot_p95_ms,outage_requests,outage_served";
+  // Several seeds add a last column, so readers that pick columns by name or
+  // position keep working; one seed writes the file as it always was.
+  const bool seed_column = result.seeds > 1;
+  const bool personal_columns = result.personalization != "none";
+  if (personal_columns) out << ",global_pooled_perplexity,personal_perplexity,personal_pooled_perplexity";
+  out << (seed_column ? ",seed\n" : "\n");
   for (const auto& r : result.rows) {
     out << r.level << ',' << r.round << ',' << r.node << ',' << (std::isnan(r.perplexity) ? "" : num(r.perplexity)) << ','
         << (r.accuracy ? num(*r.accuracy) : "") << ',' << (r.participated ? 1 : 0) << ',' << r.bytes_up << ','
@@ -180,12 +295,104 @@ std::string metrics_csv(const RunResult& result) {
     } else {
       out << ",,,,,,";
     }
+    if (personal_columns) {
+      for (double v : {r.global_pooled_perplexity, r.personal_perplexity, r.personal_pooled_perplexity}) {
+        out << ',' << (std::isnan(v) ? "" : num(v));
+      }
+    }
+    if (seed_column) out << ',' << r.seed;
     out << '\n';
   }
   return out.str();
 }
 
+std::vector<LevelStatistics> levels_over_seeds(const RunResult& result) {
+  std::vector<LevelStatistics> out;
+  for (const auto& lv : result.levels) {
+    auto it = std::find_if(out.begin(), out.end(), [&](const LevelStatistics& st) { return st.level == lv.level; });
+    if (it == out.end()) {
+      out.push_back({lv.level, lv.name, {}});
+      it = std::prev(out.end());
+    }
+    it->per_seed.push_back(&lv);
+  }
+  return out;
+}
+
+namespace {
+
+// "mean ± half-width" with `digits` decimals, or "-" when no seed measured it.
+std::string with_ci(const MeanInterval& ci, int digits) {
+  if (ci.n == 0) return "-";
+  return fixed(ci.mean, digits) + " ± " + fixed(ci.half_width, digits);
+}
+
+std::string bytes_with_ci(const MeanInterval& ci) {
+  return human_bytes(ci.mean) + " ± " + human_bytes(ci.half_width);
+}
+
+// Levels 4/5 with personalization: the global adapter and the nodes' personal
+// ones on each node's own held-out rows and on the pooled held-out rows (means
+// over the nodes; with several seeds, mean ± 95% half-width over the seeds).
+std::string personalization_markdown(const RunResult& result) {
+  std::ostringstream out;
+  bool any = false;
+  for (const auto& st : levels_over_seeds(result)) {
+    if (interval_of(st, "personal_perplexity").n == 0) continue;
+    if (!any) {
+      out << "\npersonalization \"" << result.personalization << "\" (" << result.personal_steps
+          << " steps per personal update): held-out perplexity, mean over the nodes\n\n"
+          << "| level | global, own held-out | global, pooled held-out | personal, own held-out | "
+             "personal, pooled held-out |\n|---|---|---|---|---|\n";
+      any = true;
+    }
+    auto cell = [&](const char* key) {
+      const auto ci = interval_of(st, key);
+      return result.seeds > 1 ? with_ci(ci, 3) : (ci.n ? fixed(ci.mean, 3) : std::string("-"));
+    };
+    out << "| " << st.name << " | " << cell("mean_perplexity") << " | " << cell("global_pooled_perplexity") << " | "
+        << cell("personal_perplexity") << " | " << cell("personal_pooled_perplexity") << " |\n";
+  }
+  return out.str();
+}
+
+// The table of a run of several seeds: each metric as mean ± 95% half-width
+// over the seeds (Student t, seeds - 1 degrees of freedom).
+std::string seeds_markdown(const RunResult& result) {
+  std::ostringstream out;
+  out << "mean ± 95% confidence half-width over " << result.seeds
+      << " seeds (Student t with seeds - 1 degrees of freedom)\n\n"
+      << "| level | seeds | perplexity | accuracy | TTFT p50 ms | TTFT p95 ms | per-token p50 ms | per-token p95 ms | "
+         "up per node | down per node | raw bytes left sites | aggregator saw | DP ε | node compute s | "
+         "cloud compute s | energy J | served in outage |\n"
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+  for (const auto& st : levels_over_seeds(result)) {
+    auto ci = [&](const char* key) { return interval_of(st, key); };
+    const auto eps = ci("dp_epsilon");
+    const auto outage = ci("outage_served_share");
+    out << "| " << st.name << " | " << st.per_seed.size() << " | " << with_ci(ci("mean_perplexity"), 3) << " | "
+        << with_ci(ci("mean_accuracy"), 2) << " | " << with_ci(ci("ttft_p50_ms"), 1) << " | "
+        << with_ci(ci("ttft_p95_ms"), 1) << " | " << with_ci(ci("per_token_p50_ms"), 2) << " | "
+        << with_ci(ci("per_token_p95_ms"), 2) << " | " << bytes_with_ci(ci("bytes_up_per_node")) << " | "
+        << bytes_with_ci(ci("bytes_down_per_node")) << " | " << bytes_with_ci(ci("raw_bytes_left_sites")) << " | "
+        << st.per_seed.front()->aggregator_saw << " | " << (eps.n ? with_ci(eps, 2) : "∞ (no DP)") << " | "
+        << with_ci(ci("node_compute_s"), 1) << " | " << with_ci(ci("cloud_compute_s"), 2) << " | "
+        << with_ci(ci("energy_j"), 0) << " | " << fixed(100 * outage.mean, 0) << "% ± " << fixed(100 * outage.half_width, 0)
+        << "% |\n";
+  }
+  out << personalization_markdown(result);
+  const auto base = mean_interval(result.seed_base_perplexity);
+  out << "\nbase model before any adapter: mean held-out perplexity " << with_ci(base, 3) << "\nseeds:";
+  for (std::size_t i = 0; i < result.seed_values.size(); ++i) out << " " << i << "=" << result.seed_values[i];
+  out << " (index 0 is the scenario's seed)\n";
+  out << "\npeak RSS of this process: " << fixed(result.peak_rss_mb, 0) << " MB\n";
+  return out.str();
+}
+
+}  // namespace
+
 std::string summary_markdown(const RunResult& result) {
+  if (result.seeds > 1) return seeds_markdown(result);
   std::ostringstream out;
   out << "| level | perplexity | accuracy | TTFT p50/p95 ms | per-token p50/p95 ms | up/down per node | "
          "raw bytes left sites | aggregator saw | DP ε | node compute s | cloud compute s | energy J | "
@@ -200,6 +407,7 @@ std::string summary_markdown(const RunResult& result) {
         << fixed(lv.cloud_compute_s, 2) << " | " << fixed(lv.energy_j, 0) << " | "
         << fixed(100 * lv.outage_served_share, 0) << "% |\n";
   }
+  out << personalization_markdown(result);
   out << "\nbase model before any adapter: mean held-out perplexity " << fixed(result.base_perplexity, 3) << "\n";
   for (const auto& lv : result.levels) {
     if (!lv.node_state_bytes) continue;

@@ -10,6 +10,8 @@
 #include "fedge/inference/torch_setup.h"
 #include "fedge/sims/runner.h"
 
+#include <spdlog/spdlog.h>
+
 namespace fedge::sims {
 namespace {
 
@@ -17,6 +19,17 @@ using detail::Context;
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// The mean of a column over the final rows (serving) where it was measured.
+std::optional<double> mean_measured(const std::vector<MetricsRow>& rows, double MetricsRow::*column) {
+  double sum = 0;
+  int n = 0;
+  for (const auto& r : rows) {
+    if (r.serving && !std::isnan(r.*column)) sum += r.*column, ++n;
+  }
+  if (n == 0) return std::nullopt;
+  return sum / n;
 }
 
 LevelSummary summarise(const Scenario& s, int level, const std::vector<MetricsRow>& rows,
@@ -41,6 +54,9 @@ LevelSummary summarise(const Scenario& s, int level, const std::vector<MetricsRo
     sum.sim_time_s = std::max(sum.sim_time_s, r.sim_time_s);
   }
   if (evaluated > 0) sum.mean_perplexity /= evaluated;  // over the nodes whose quality was measured
+  sum.global_pooled_perplexity = mean_measured(rows, &MetricsRow::global_pooled_perplexity);
+  sum.personal_perplexity = mean_measured(rows, &MetricsRow::personal_perplexity);
+  sum.personal_pooled_perplexity = mean_measured(rows, &MetricsRow::personal_pooled_perplexity);
   if (n > 0) {
     sum.bytes_up_per_node /= n;
     sum.bytes_down_per_node /= n;
@@ -129,14 +145,9 @@ std::vector<MetricsRow> central_level_rows(Context& ctx, int level, const Centra
   return rows;
 }
 
-}  // namespace
-
-RunResult run_scenario(const Scenario& s, const RunOptions& options) {
-  auto t0 = std::chrono::steady_clock::now();
-  inference::setup_torch(options.threads);
-  // Node hosts connect while the data is split and the base loads here.
-  std::unique_ptr<detail::HostPool> pool;
-  if (options.node_hosts > 0 || options.mpi) pool = std::make_unique<detail::HostPool>(s, options);
+// One seed index of a run: every level of `s` (s.seed is that index's seed).
+// With node hosts, `pool` has assigned them this seed index already.
+RunResult run_one_seed(const Scenario& s, const RunOptions& options, detail::HostPool* pool) {
   auto context = detail::build_context(s);
   Context& ctx = *context;
   ctx.progress_sink = options.progress;
@@ -224,6 +235,46 @@ RunResult run_scenario(const Scenario& s, const RunOptions& options) {
                  std::to_string(static_cast<int>(100 * sum.outage_served_share)) + "%");
     result.rows.insert(result.rows.end(), rows.begin(), rows.end());
     result.levels.push_back(std::move(sum));
+  }
+  for (auto& row : result.rows) row.seed = s.seed_index;
+  for (auto& lv : result.levels) lv.seed = s.seed_index;
+  return result;
+}
+
+}  // namespace
+
+RunResult run_scenario(const Scenario& s, const RunOptions& options) {
+  auto t0 = std::chrono::steady_clock::now();
+  inference::setup_torch(options.threads);
+  // Node hosts connect while the data is split and the base loads here.
+  std::unique_ptr<detail::HostPool> pool;
+  if (options.node_hosts > 0 || options.mpi) pool = std::make_unique<detail::HostPool>(s, options);
+  RunResult result;
+  result.seeds = std::max(1, s.seeds);
+  result.personalization = s.training.personalization;
+  result.personal_steps = s.training.personal_step_count();
+  for (int k = 0; k < result.seeds; ++k) {
+    // Index 0 is the scenario as given, so a run of one seed is today's run.
+    const Scenario sk = k == 0 ? s : for_seed_index(s, k);
+    RunOptions ok = options;
+    if (result.seeds > 1) {
+      const std::string tag = "seed " + std::to_string(k + 1) + "/" + std::to_string(result.seeds) + ": ";
+      auto sink = options.progress;
+      ok.progress = [sink, tag](const std::string& line) {
+        if (sink) {
+          sink(tag + line);
+        } else {
+          spdlog::info("{}{}", tag, line);
+        }
+      };
+      if (pool && k > 0) pool->assign_seed(k);
+    }
+    auto one = run_one_seed(sk, ok, pool.get());
+    result.seed_values.push_back(sk.seed);
+    result.seed_base_perplexity.push_back(one.base_perplexity);
+    result.base_perplexity += one.base_perplexity / result.seeds;
+    result.rows.insert(result.rows.end(), one.rows.begin(), one.rows.end());
+    result.levels.insert(result.levels.end(), one.levels.begin(), one.levels.end());
   }
   if (pool) pool->shutdown("the run is over");
   result.wall_s = seconds_since(t0);

@@ -12,6 +12,7 @@
 #include "fedge/aggregation/strategy.h"
 #include "fedge/common/config.h"
 #include "fedge/common/error.h"
+#include "fedge/common/rng.h"
 #include "fedge/inference/lora.h"
 #include "fedge/inference/model_config.h"
 #include "fedge/inference/model_gguf.h"
@@ -131,6 +132,13 @@ void read_training(const Table& t, TrainingSettings& s) {
   const std::string send = t.string("send_global", s.fraction < 1.0 ? "selected" : "all", {"all", "selected"});
   s.send_global_to_all = send == "all";
   s.eval_nodes = static_cast<int>(t.integer("eval_nodes", s.eval_nodes, {0, 1000000}));
+  s.personalization = t.string("personalization", s.personalization, {"none", "finetune", "ditto", "shared-a"});
+  if (s.personalization == "shared-a") {
+    t.fail("personalization", "\"shared-a\" (aggregating only LoRA's A matrices) is not built yet; use \"none\", "
+                              "\"finetune\" or \"ditto\"");
+  }
+  s.personal_steps = static_cast<int>(t.integer("personal_steps", s.personal_steps, {0, 1000000}));
+  s.ditto_lambda = t.number("ditto_lambda", s.ditto_lambda, {0.0, 1e6});
 }
 
 std::vector<int> read_levels(const Table& root) {
@@ -232,6 +240,8 @@ Scenario read(const config::Document& doc) {
   Table root = doc.root();
   s.name = root.string("name", s.name);
   s.seed = static_cast<std::uint64_t>(root.integer("seed", 1, {0, std::numeric_limits<std::int64_t>::max()}));
+  s.scenario_seed = s.seed;
+  s.seeds = static_cast<int>(root.table("run").integer("seeds", 1, {1, kMaxSeeds}));
   s.levels = read_levels(root);
   Profiles profiles = read_profiles(root);
   read_nodes(root.table("nodes"), profiles, s);
@@ -337,6 +347,19 @@ std::uint64_t adapter_length(const Scenario& scenario) {
     total += static_cast<std::uint64_t>(lora.r) * (in + out) * config.num_layers;
   }
   return total;
+}
+
+std::uint64_t seed_for_index(std::uint64_t scenario_seed, int index) {
+  if (index < 0) throw Error(ErrorKind::kInvalidInput, "seed index must be >= 0, not " + std::to_string(index));
+  return index == 0 ? scenario_seed : derive_seed(scenario_seed, "seeds/" + std::to_string(index));
+}
+
+Scenario for_seed_index(const Scenario& scenario, int index) {
+  Scenario s = scenario;
+  s.seed_index = index;
+  s.seed = seed_for_index(scenario.scenario_seed, index);
+  s.partition.seed = s.seed;
+  return s;
 }
 
 std::string level_name(int level) {

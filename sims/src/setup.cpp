@@ -60,7 +60,8 @@ std::pair<inference::Model, inference::Tokenizer> load_base(const Scenario& s) {
   inference::LoadOptions options;
   options.weights = inference::parse_weight_type(s.model.quant);
   if (s.model.base == "tiny-random") {
-    return {inference::Model::random(inference::ModelConfig::tiny(), s.seed, options),
+    // The base is the scenario's, the same for every seed index.
+    return {inference::Model::random(inference::ModelConfig::tiny(), s.scenario_seed, options),
             inference::Tokenizer::byte_level_tiny()};
   }
   // A Hugging Face folder or a GGUF file (model and tokenizer from the file).
@@ -78,7 +79,7 @@ std::vector<NodeData> split_data(const Scenario& s) {
   so.wells_per_site = s.data.wells_per_site;
   so.eval_fraction = s.data.eval_fraction;
   so.public_records = 0;
-  so.seed = s.seed;
+  so.seed = s.scenario_seed;  // the same records for every seed index; the split below varies with s.seed
   auto synth = training::make_synth_dataset(so);
   struct Item { int site; std::size_t row; };
   std::vector<Item> train_items, eval_items;
@@ -130,6 +131,10 @@ void tokenize(const Scenario& s, std::vector<NodeData>& nodes, const inference::
 
 std::unique_ptr<Context> build_context(const Scenario& s, std::optional<std::pair<int, int>> block) {
   auto nodes = split_data(s);  // fails on an impossible split before any model work
+  std::vector<training::Record> pooled_eval;  // personalization: every node's held-out rows, before a block drops them
+  if (s.training.personalizes()) {
+    for (const auto& node : nodes) pooled_eval.insert(pooled_eval.end(), node.eval_text.begin(), node.eval_text.end());
+  }
   if (block) {
     for (auto& node : nodes) {
       if (node.index >= block->first && node.index < block->second) continue;
@@ -140,7 +145,11 @@ std::unique_ptr<Context> build_context(const Scenario& s, std::optional<std::pai
   }
   auto [model, tokenizer] = load_base(s);
   tokenize(s, nodes, tokenizer);
-  return std::make_unique<Context>(s, std::move(nodes), std::move(model), std::move(tokenizer));
+  std::optional<training::TokenDataset> pooled;
+  if (!pooled_eval.empty()) pooled = training::TokenDataset::build(tokenizer, pooled_eval, s.model.seq_len, false);
+  auto ctx = std::make_unique<Context>(s, std::move(nodes), std::move(model), std::move(tokenizer));
+  if (pooled) ctx->set_pooled_eval_set(std::move(*pooled));
+  return ctx;
 }
 
 namespace {

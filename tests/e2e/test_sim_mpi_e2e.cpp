@@ -86,6 +86,28 @@ TEST_CASE("fedge sim under mpirun -n 3 matches one process") {
   CHECK(mpi_csv == read(dir.path / "alone" / "metrics.csv"));
 }
 
+TEST_CASE("fedge sim --seeds 2 under mpirun -n 3 matches one process: the ranks rebuild their blocks per seed") {
+  fedge::testing::TempDir dir;
+  const fs::path scenario = dir.path / "mpi.toml";
+  std::ofstream(scenario) << scenario_text(1);
+  const std::vector<std::string> seeds = {"--seeds", "2"};
+
+  Process job(mpirun(3) + sim(scenario, dir.path / "mpi") + seeds, dir.path / "mpi.log");
+  const auto rc = job.wait_for_exit(300s);
+  const std::string log = job.log_text();
+  INFO(log);
+  REQUIRE(rc == 0);
+  CHECK_THAT(log, Catch::Contains("seed index 1"));
+
+  Process alone(sim(scenario, dir.path / "alone") + seeds, dir.path / "alone.log");
+  INFO(alone.log_text());
+  REQUIRE(alone.wait_for_exit(300s) == 0);
+  const auto mpi_csv = read(dir.path / "mpi" / "metrics.csv");
+  CHECK_THAT(mpi_csv, Catch::StartsWith("level,") && Catch::Contains(",seed\n") && Catch::EndsWith(",1\n"));
+  CHECK(mpi_csv == read(dir.path / "alone" / "metrics.csv"));
+  CHECK_THAT(read(dir.path / "alone" / "summary.md"), Catch::Contains("over 2 seeds"));
+}
+
 TEST_CASE("a node-host rank killed mid-run ends the MPI job within 30 s, naming the rank") {
   fedge::testing::TempDir dir;
   const fs::path scenario = dir.path / "long.toml";

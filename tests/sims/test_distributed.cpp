@@ -11,6 +11,7 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <cmath>
 #include <condition_variable>
 #include <functional>
 #include <mutex>
@@ -149,6 +150,40 @@ TEST_CASE("node hosts over TCP give the same metrics.csv as one process") {
   }));
   CHECK(garbage_sent);
   CHECK(metrics_csv(result) == metrics_csv(local));
+  hosts.join();
+  CHECK(hosts.errors.empty());
+}
+
+TEST_CASE("two seeds over node hosts: the hosts rebuild their blocks per seed, and metrics.csv equals one process", "[seeds]") {
+  auto s = scenario();
+  s.seeds = 2;
+  s.levels = {4, 6};  // levels travel in the assignment; other settings changed here would not reach the hosts
+  auto local = run_scenario(s, quiet());
+  HostThreads hosts;
+  auto result = run_scenario(s, distributed(2, [&](const std::string& endpoint) { hosts.start(endpoint, 2); }));
+  const auto csv = metrics_csv(result);
+  CHECK(csv == metrics_csv(local));
+  CHECK(csv.find(",seed\n") != std::string::npos);
+  CHECK(result.rows.back().seed == 1);
+  hosts.join();
+  CHECK(hosts.errors.empty());
+}
+
+TEST_CASE("personalization over node hosts: hosts keep the pooled held-out rows, and metrics.csv equals one process", "[personalization]") {
+  std::string text = kScenario;
+  const std::string training = "[training]\n";
+  text.replace(text.find(training), training.size(), training + "personalization = \"ditto\"\npersonal_steps = 1\n");
+  auto s = parse_scenario(text, "blocks.toml");
+  s.levels = {4};
+  auto local = run_scenario(s, quiet());
+  HostThreads hosts;
+  auto result = run_scenario(s, distributed(2, [&](const std::string& endpoint) { hosts.start(endpoint, 2); }));
+  const auto csv = metrics_csv(result);
+  CHECK(csv == metrics_csv(local));
+  CHECK(csv.find("personal_pooled_perplexity") != std::string::npos);
+  int measured = 0;
+  for (const auto& row : result.rows) measured += !std::isnan(row.personal_pooled_perplexity);
+  CHECK(measured == 5);  // every node, on the last round
   hosts.join();
   CHECK(hosts.errors.empty());
 }

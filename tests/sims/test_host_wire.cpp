@@ -91,6 +91,15 @@ void check_same(const MetricsRow& a, const MetricsRow& b) {
   CHECK(a.tpot_p95_ms == b.tpot_p95_ms);
   CHECK(a.outage_requests == b.outage_requests);
   CHECK(a.outage_served == b.outage_served);
+  for (auto [x, y] : {std::pair{a.global_pooled_perplexity, b.global_pooled_perplexity},
+                      std::pair{a.personal_perplexity, b.personal_perplexity},
+                      std::pair{a.personal_pooled_perplexity, b.personal_pooled_perplexity}}) {
+    if (std::isnan(x)) {
+      CHECK(std::isnan(y));
+    } else {
+      CHECK(x == y);
+    }
+  }
 }
 
 WindowOrder sample_order() {
@@ -194,6 +203,9 @@ TEST_CASE("host wire: control messages round-trip exactly") {
   CHECK(a.first_node == 16);
   CHECK(a.end_node == 48);
   CHECK(a.threads == 4);
+  CHECK(a.seed_index == 0);
+  assign.seed_index = 2;
+  CHECK(decoded_as<HostAssign>(round_trip(assign)).seed_index == 2);
 
   auto ready = decoded_as<HostReady>(round_trip(HostReady{"0123456789abcdef", "fedcba9876543210"}));
   CHECK(ready.base_digest == "0123456789abcdef");
@@ -237,6 +249,16 @@ TEST_CASE("host wire: WindowReport round-trips messages, next event and rows") {
   check_same(d.rows[1], w.rows[1]);
   CHECK(std::isnan(d.rows[1].perplexity));
   CHECK_FALSE(d.rows[1].accuracy.has_value());
+  // Personalization columns: unmeasured (NaN) by default, values when measured.
+  CHECK(std::isnan(d.rows[1].personal_perplexity));
+  CHECK(std::isnan(d.rows[1].global_pooled_perplexity));
+  WindowReport personal = w;
+  personal.rows[0].global_pooled_perplexity = 3.25;
+  personal.rows[0].personal_perplexity = 1.5;
+  personal.rows[0].personal_pooled_perplexity = 2.75;
+  auto p = decoded_as<WindowReport>(round_trip(personal));
+  check_same(p.rows[0], personal.rows[0]);
+  CHECK(p.rows[0].personal_perplexity == 1.5);
 
   WindowReport idle;
   idle.level = 6;
@@ -406,6 +428,10 @@ TEST_CASE("host wire: out-of-range values are refused") {
   refused(HostAssign{"", "", {4}, 9, 3, 0}, "hostAssign.firstNode: 9 is after endNode 3");
   refused(HostAssign{"", "", {4, 9}, 0, 3, 0}, "hostAssign.levels[1]: level 9 is outside 0..6");
   refused(HostAssign{"", "", {4}, 0, 3, -1}, "hostAssign.threads");
+  refused(HostAssign{"", "", {4}, 0, 3, 0, 1000}, "hostAssign.seedIndex: 1000 is not below the seed limit 1000");
+  refused(HostAssign{"", "", {4}, 0, 3, 0, 0xffffffffu}, "hostAssign.seedIndex");
+  CHECK(std::get<HostAssign>(decode_host_message(encode_host_message(HostAssign{"", "", {4}, 0, 3, 0, 999}))).seed_index ==
+        999);
   HostWireLimits few_nodes;
   few_nodes.max_nodes = 8;
   refused(HostAssign{"", "", {4}, 0, 9, 0}, "hostAssign.endNode: 9 is over the node limit 8", few_nodes);
@@ -456,6 +482,15 @@ TEST_CASE("host wire: out-of-range values are refused") {
   report = sample_report();
   report.rows[0].perplexity = -2;
   refused(report, "windowReport.rows[0].perplexity");
+  report = sample_report();
+  report.rows[0].personal_perplexity = -1;
+  refused(report, "windowReport.rows[0].personalPerplexity: -1.000000 is negative");
+  report = sample_report();
+  report.rows[1].personal_pooled_perplexity = -0.5;
+  refused(report, "windowReport.rows[1].personalPooledPerplexity");
+  report = sample_report();
+  report.rows[0].global_pooled_perplexity = -3;
+  refused(report, "windowReport.rows[0].globalPooledPerplexity");
   report = sample_report();
   report.rows[0].node_energy_j = std::nan("");
   refused(report, "windowReport.rows[0].nodeEnergyJ");

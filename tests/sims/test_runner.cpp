@@ -7,9 +7,14 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstdio>
 #include <fstream>
+#include <map>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
+#include "fedge/common/rng.h"
 #include "fedge/sims/runner.h"
 #include "fedge/sims/scenario.h"
 #include "test_util.h"
@@ -180,6 +185,195 @@ TEST_CASE("a scenario's base can be a GGUF file: the same Q4_0 blocks give the s
   CHECK(from_gguf.base_perplexity == from_random.base_perplexity);
   CHECK(level(from_gguf, 4).mean_perplexity == level(from_random, 4).mean_perplexity);
   CHECK(level(from_gguf, 4).rounds_completed == 2);
+}
+
+namespace {
+
+RunResult run_seeds(int seeds, const std::vector<int>& levels, const std::string& partition = "by-site") {
+  std::string text = kTiny;
+  const std::string by_site = "kind = \"by-site\"";
+  text.replace(text.find(by_site), by_site.size(), "kind = \"" + partition + "\"");
+  auto s = parse_scenario(text, "tiny.toml");
+  s.seeds = seeds;
+  s.levels = levels;
+  RunOptions o;
+  o.threads = 1;
+  o.progress = [](const std::string&) {};
+  return run_scenario(s, o);
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("one seed writes metrics.csv and the table as before (no seed column)", "[seeds]") {
+  auto r = run_seeds(1, {0, 4});
+  CHECK(r.seeds == 1);
+  auto lines = lines_of(metrics_csv(r));
+  CHECK(lines.front() ==
+        "level,round,node,perplexity,accuracy,participated,bytes_up,bytes_down,raw_bytes_left,node_compute_s,"
+        "node_energy_j,sim_time_s,ttft_p50_ms,ttft_p95_ms,tpot_p50_ms,tpot_p95_ms,outage_requests,outage_served");
+  CHECK(std::count(lines[1].begin(), lines[1].end(), ',') == 17);
+  CHECK(summary_markdown(r).find("±") == std::string::npos);
+}
+
+TEST_CASE("two seeds: one row per seed with a seed column, and the table shows the mean and its 95 percent interval", "[seeds]") {
+  auto one = run_seeds(1, {0, 4, 6});
+  auto two = run_seeds(2, {0, 4, 6});
+  REQUIRE(two.seeds == 2);
+  REQUIRE(two.seed_values.size() == 2);
+  CHECK(two.seed_values[0] == 5);  // index 0 is the scenario's seed
+  CHECK(two.seed_values[1] == fedge::derive_seed(5, "seeds/1"));
+  REQUIRE(two.levels.size() == 6);
+
+  // The seed column comes last; the rows of seed 0 are the one-seed run's rows.
+  auto one_lines = lines_of(metrics_csv(one));
+  auto two_lines = lines_of(metrics_csv(two));
+  CHECK(two_lines.front() == one_lines.front() + ",seed");
+  REQUIRE(two_lines.size() == 1 + 2 * (one_lines.size() - 1));
+  const std::size_t per_seed = one_lines.size() - 1;
+  bool seed1_differs = false;
+  for (std::size_t i = 1; i <= per_seed; ++i) {
+    CHECK(two_lines[i] == one_lines[i] + ",0");
+    const auto& other = two_lines[per_seed + i];
+    REQUIRE(other.size() > 2);
+    CHECK(other.substr(other.size() - 2) == ",1");
+    seed1_differs = seed1_differs || other.substr(0, other.size() - 2) != one_lines[i];
+  }
+  CHECK(seed1_differs);
+
+  // Per level: the mean and 95% half-width of the two seeds' perplexities,
+  // t_{0.975,1} * |a - b| / 2 for two values.
+  auto stats = levels_over_seeds(two);
+  REQUIRE(stats.size() == 3);
+  for (const auto& st : stats) {
+    REQUIRE(st.per_seed.size() == 2);
+    CHECK(st.per_seed[0]->seed == 0);
+    CHECK(st.per_seed[1]->seed == 1);
+  }
+  const double a = stats[1].per_seed[0]->mean_perplexity, b = stats[1].per_seed[1]->mean_perplexity;
+  CHECK(a == Approx(level(one, 4).mean_perplexity));
+  CHECK(a != b);
+  char expected[96];
+  std::snprintf(expected, sizeof expected, "| %s | 2 | %.3f ± %.3f |", level_name(4).c_str(), (a + b) / 2,
+                12.706205 * std::abs(a - b) / 2);
+  const auto table = summary_markdown(two);
+  CHECK_THAT(table, Catch::Contains(expected) && Catch::Contains("over 2 seeds"));
+
+  // summary.json keeps the per-seed summaries and adds the intervals.
+  fedge::testing::TempDir dir;
+  auto s = parse_scenario(kTiny, "tiny.toml");
+  write_results(s, two, dir.path);
+  std::ifstream in(dir.path / "summary.json");
+  auto j = nlohmann::json::parse(in);
+  CHECK(j["seeds"] == 2);
+  CHECK(j["levels"].size() == 6);
+  CHECK(j["levels_over_seeds"][1]["mean_perplexity"]["ci95_half_width"].get<double>() ==
+        Approx(12.706205 * std::abs(a - b) / 2).epsilon(1e-6));
+}
+
+TEST_CASE("the same seeds give identical files, and other seeds split the same records differently", "[seeds]") {
+  auto a = run_seeds(2, {3}, "dirichlet");
+  auto b = run_seeds(2, {3}, "dirichlet");
+  CHECK(metrics_csv(a) == metrics_csv(b));
+  // Level 3 uploads each node's training records (and nothing else raw): per node, the bytes differ
+  // between the seeds' splits, but the records (their total) are the same.
+  std::map<int, std::uint64_t> bytes[2];
+  std::uint64_t total[2] = {0, 0};
+  for (const auto& r : a.rows) {
+    bytes[r.seed][r.node] = r.raw_bytes_left;
+    total[r.seed] += r.raw_bytes_left;
+  }
+  CHECK(bytes[0] != bytes[1]);
+  CHECK(total[0] > 0);
+  CHECK(total[0] == total[1]);
+}
+
+namespace {
+
+RunResult run_personalized(const std::string& kind) {
+  auto s = parse_scenario(std::string(kTiny) + "", "tiny.toml");
+  s.levels = {4};
+  s.training.personalization = kind;
+  s.training.personal_steps = 3;
+  RunOptions o;
+  o.threads = 1;
+  o.progress = [](const std::string&) {};
+  return run_scenario(s, o);
+}
+
+// metrics.csv without the personalization columns (the first 18).
+std::string global_columns(const std::string& csv) {
+  std::string out;
+  for (const auto& line : lines_of(csv)) {
+    std::size_t cut = 0;
+    for (int commas = 0; commas < 18 && cut != std::string::npos; ++commas) cut = line.find(',', cut + 1);
+    out += line.substr(0, cut) + "\n";
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("finetune and ditto change only the personal adapter: the global and its federation stay the same", "[personalization]") {
+  const auto none = run_personalized("none");
+  const auto finetune = run_personalized("finetune");
+  const auto ditto = run_personalized("ditto");
+  // Every global column (quality, traffic, participation) equals the run
+  // without personalization; only node compute grows by the personal steps.
+  auto strip_compute = [](RunResult r) {
+    for (auto& row : r.rows) row.node_compute_s = row.node_energy_j = 0;
+    return global_columns(metrics_csv(r));
+  };
+  CHECK(strip_compute(finetune) == strip_compute(none));
+  CHECK(strip_compute(ditto) == strip_compute(none));
+  CHECK(level(finetune, 4).mean_perplexity == level(none, 4).mean_perplexity);
+  CHECK(level(ditto, 4).mean_perplexity == level(none, 4).mean_perplexity);
+  CHECK(level(finetune, 4).node_compute_s > level(none, 4).node_compute_s);
+
+  // The personal adapters are measured on the last round and differ from the global and from each other.
+  CHECK_FALSE(level(none, 4).personal_perplexity);
+  REQUIRE(level(finetune, 4).personal_perplexity);
+  REQUIRE(level(ditto, 4).personal_perplexity);
+  REQUIRE(level(finetune, 4).personal_pooled_perplexity);
+  REQUIRE(level(finetune, 4).global_pooled_perplexity);
+  CHECK(*level(finetune, 4).personal_perplexity != level(none, 4).mean_perplexity);
+  CHECK(*level(ditto, 4).personal_perplexity != level(none, 4).mean_perplexity);
+  CHECK(*level(ditto, 4).personal_perplexity != *level(finetune, 4).personal_perplexity);
+  // Fine-tuning on its own records helps a node on its own rows (the tiny
+  // random base learns fast) more than on everyone's.
+  CHECK(*level(finetune, 4).personal_perplexity < level(none, 4).mean_perplexity);
+  CHECK(*level(finetune, 4).global_pooled_perplexity == *level(ditto, 4).global_pooled_perplexity);
+
+  // Only the last round's rows carry the personal columns; the table shows them.
+  const auto lines = lines_of(metrics_csv(finetune));
+  CHECK_THAT(lines.front(), Catch::EndsWith(",global_pooled_perplexity,personal_perplexity,personal_pooled_perplexity"));
+  for (const auto& row : finetune.rows) CHECK(std::isnan(row.personal_perplexity) == (row.round != 2));
+  CHECK_THAT(summary_markdown(finetune), Catch::Contains("personalization \"finetune\" (3 steps") &&
+                                             Catch::Contains("personal, own held-out"));
+}
+
+TEST_CASE("ditto with lambda 0 trains the personal adapter alone, and a large lambda keeps it at the global", "[personalization]") {
+  auto run = [](double lambda) {
+    auto s = parse_scenario(kTiny, "tiny.toml");
+    s.levels = {4};
+    s.training.personalization = "ditto";
+    s.training.ditto_lambda = lambda;
+    RunOptions o;
+    o.threads = 1;
+    o.progress = [](const std::string&) {};
+    return run_scenario(s, o);
+  };
+  const auto free = run(0.0), pulled = run(1e4);
+  // The proximal term reaches training: the two personal adapters differ.
+  REQUIRE(level(free, 4).personal_perplexity);
+  REQUIRE(level(pulled, 4).personal_perplexity);
+  CHECK(*level(free, 4).personal_perplexity != *level(pulled, 4).personal_perplexity);
 }
 
 TEST_CASE("a plug-in strategy named in the scenario runs the federated rounds (examples/strategies/normclip.cpp)") {

@@ -2,9 +2,11 @@
 // before any work starts.
 #include <catch2/catch.hpp>
 
+#include <set>
 #include <string>
 
 #include "fedge/common/error.h"
+#include "fedge/common/rng.h"
 #include "fedge/sims/scenario.h"
 
 using fedge::sims::parse_scenario;
@@ -233,4 +235,51 @@ gflops = 5
   CHECK(parse_scenario(device + "memory_gb = 2\n", "ok.toml").node_devices[0].memory_bytes == 2e9);
   CHECK_THAT(error_of(device + "memory_mb = 512\nmemory_gb = 2\n"), Catch::Contains("memory_mb") && Catch::Contains("not both"));
   CHECK_THAT(error_of(device + "memory_mb = 0\n"), Catch::Contains("memory_mb"));
+}
+
+TEST_CASE("the run seeds key reads back, is checked, and seed indices derive their seeds from the scenario seed") {
+  const std::string plain = "seed = 9\n[secagg]\nenabled = false\n";
+  auto one = parse_scenario(plain, "ok.toml");
+  CHECK(one.seeds == 1);
+  CHECK(one.seed == 9);
+  CHECK(one.scenario_seed == 9);
+  auto s = parse_scenario(plain + "[run]\nseeds = 4\n", "ok.toml");
+  CHECK(s.seeds == 4);
+  CHECK_THAT(error_of("[run]\nseeds = 0\n"), Catch::StartsWith("bad.toml:2:") && Catch::Contains("run.seeds"));
+  CHECK_THAT(error_of("[run]\nseeds = 1001\n"), Catch::Contains("run.seeds"));
+  CHECK_THAT(error_of("[run]\nseeds = \"3\"\n"), Catch::Contains("run.seeds") && Catch::Contains("integer"));
+  CHECK_THAT(error_of("[run]\nseedz = 3\n"), Catch::Contains("seedz"));
+
+  // Index 0 is the scenario itself; other indices get distinct seeds derived
+  // from the scenario's, and keep the scenario's seed for the data and base.
+  auto s0 = fedge::sims::for_seed_index(s, 0);
+  CHECK(s0.seed == 9);
+  CHECK(s0.partition.seed == 9);
+  std::set<std::uint64_t> seen{s0.seed};
+  for (int k = 1; k < 4; ++k) {
+    auto sk = fedge::sims::for_seed_index(s, k);
+    CHECK(sk.seed_index == k);
+    CHECK(sk.seed == fedge::derive_seed(9, "seeds/" + std::to_string(k)));
+    CHECK(sk.partition.seed == sk.seed);
+    CHECK(sk.scenario_seed == 9);
+    seen.insert(sk.seed);
+  }
+  CHECK(seen.size() == 4);
+  CHECK_THROWS_AS(fedge::sims::seed_for_index(9, -1), fedge::Error);
+}
+
+TEST_CASE("personalization keys read back and are checked") {
+  const std::string plain = "[secagg]\nenabled = false\n";
+  auto s = parse_scenario(plain + "[training]\nlocal_steps = 7\npersonalization = \"ditto\"\nditto_lambda = 0.5\n", "ok.toml");
+  CHECK(s.training.personalization == "ditto");
+  CHECK(s.training.personalizes());
+  CHECK(s.training.ditto_lambda == 0.5);
+  CHECK(s.training.personal_step_count() == 7);  // defaults to local_steps
+  CHECK(parse_scenario(plain + "[training]\npersonal_steps = 3\n", "ok.toml").training.personal_step_count() == 3);
+  CHECK_FALSE(parse_scenario(plain, "ok.toml").training.personalizes());
+  CHECK_THAT(error_of("[training]\npersonalization = \"fedper\"\n"), Catch::Contains("training.personalization"));
+  CHECK_THAT(error_of("[training]\npersonalization = \"shared-a\"\n"),
+             Catch::Contains("training.personalization") && Catch::Contains("not built yet"));
+  CHECK_THAT(error_of("[training]\nditto_lambda = -1\n"), Catch::Contains("training.ditto_lambda"));
+  CHECK_THAT(error_of("[training]\npersonal_steps = -2\n"), Catch::Contains("training.personal_steps"));
 }

@@ -58,6 +58,10 @@ struct HostAssign {
   std::uint32_t first_node = 0;  // the block is [first_node, end_node)
   std::uint32_t end_node = 0;
   std::int32_t threads = 0;      // libtorch threads on the host (0: default)
+  // Which seed index of the scenario to run (for_seed_index). A run of several
+  // seeds sends a new HostAssign per seed instead of Shutdown; the host rebuilds
+  // its block (the split changes with the seed) and answers HostReady again.
+  std::uint32_t seed_index = 0;
 };
 
 // host -> coordinator: the block is loaded (data split, base model).
@@ -112,6 +116,7 @@ struct HostWireLimits {
   std::size_t max_text_bytes = std::size_t{1} << 20;     // scenario text, names, errors
   std::size_t max_envelope_bytes = std::size_t{512} << 20;  // one Delivery (protocol::Limits default)
   std::uint32_t max_nodes = 1u << 24;                    // node indices, ranges
+  std::uint32_t max_seeds = kMaxSeeds;                   // seed indices are below this
 };
 
 protocol::Bytes encode_host_message(const HostMessage& message);

@@ -4,13 +4,20 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <optional>
 
 namespace fedge::sims {
 
+// The most seeds one run covers ([run] seeds, fedge sim --seeds).
+inline constexpr int kMaxSeeds = 1000;
+
 // One row of metrics.csv: a level, a round and a node. Serving columns are
 // filled on the level's last round only.
 struct MetricsRow {
+  // Seed index (fedge sim --seeds; 0 with one seed). The coordinator process
+  // sets it on every row of a seed; the node-host wire does not carry it.
+  int seed = 0;
   int level = 0;
   int round = 0;
   int node = 0;
@@ -25,6 +32,13 @@ struct MetricsRow {
   bool serving = false;              // serving columns below are meaningful
   double ttft_p50_ms = 0, ttft_p95_ms = 0, tpot_p50_ms = 0, tpot_p95_ms = 0;
   int outage_requests = 0, outage_served = 0;
+  // Personalization (levels 4/5 with [training] personalization, last round;
+  // NaN otherwise): the global adapter on the pooled held-out rows of every
+  // node, and the node's personal adapter on its own and on the pooled rows.
+  static constexpr double kNotMeasured = std::numeric_limits<double>::quiet_NaN();
+  double global_pooled_perplexity = kNotMeasured;
+  double personal_perplexity = kNotMeasured;
+  double personal_pooled_perplexity = kNotMeasured;
 };
 
 }  // namespace fedge::sims

@@ -18,6 +18,7 @@ namespace fedge::sims {
 
 struct LevelSummary {
   int level = 0;
+  int seed = 0;  // seed index (fedge sim --seeds)
   std::string name;
   double mean_perplexity = 0;
   std::optional<double> mean_accuracy;
@@ -37,12 +38,23 @@ struct LevelSummary {
   // data; how many nodes ever held a global model, and how many installs.
   std::optional<double> node_state_bytes, node_data_bytes;
   std::uint64_t nodes_with_model = 0, models_installed = 0;
+  // Personalization (levels 4/5; none elsewhere): means over the nodes of the
+  // last round's global adapter on the pooled held-out rows, and of each
+  // node's personal adapter on its own and on the pooled held-out rows.
+  std::optional<double> global_pooled_perplexity, personal_perplexity, personal_pooled_perplexity;
 };
 
 struct RunResult {
-  std::vector<MetricsRow> rows;
-  std::vector<LevelSummary> levels;
-  double base_perplexity = 0;  // the shared base before any adapter, mean over the evaluated nodes
+  std::vector<MetricsRow> rows;       // every seed's, seed-major
+  std::vector<LevelSummary> levels;   // one per level and seed index, seed-major
+  // The shared base before any adapter, mean over the evaluated nodes (and
+  // over the seeds: each seed's split gives the nodes other held-out rows).
+  double base_perplexity = 0;
+  std::string personalization = "none";      // the scenario's [training] personalization
+  int personal_steps = 0;                     // its steps per personal update
+  int seeds = 1;                              // seed indices run (Scenario::seeds)
+  std::vector<std::uint64_t> seed_values;     // the seed of each index (for_seed_index)
+  std::vector<double> seed_base_perplexity;   // base_perplexity of each seed
   double wall_s = 0;
   double peak_rss_mb = 0;      // this process's high-water resident set (node hosts log theirs)
 };
@@ -69,12 +81,25 @@ struct RunOptions {
 };
 
 // Partitions first (so a split that cannot work fails before any training),
-// then loads or pretrains the base and runs each level of the scenario.
+// then loads or pretrains the base and runs each level of the scenario; with
+// scenario.seeds > 1, all of that once per seed index (for_seed_index), the
+// node hosts reassigned for each.
 RunResult run_scenario(const Scenario& scenario, const RunOptions& options = {});
 
 // metrics.csv, summary.json, summary.md and (with gnuplot) PNG plots in `dir`.
 void write_results(const Scenario& scenario, const RunResult& result, const std::filesystem::path& dir);
 std::string metrics_csv(const RunResult& result);
+// With several seeds, the table shows each metric as mean ± 95% half-width
+// over the seeds (stats.h) and a column with their number.
 std::string summary_markdown(const RunResult& result);
+
+// A level's summaries over the seeds of a run (levels in the order the run
+// ran them), for the table's mean ± 95% half-width (stats.h).
+struct LevelStatistics {
+  int level = 0;
+  std::string name;
+  std::vector<const LevelSummary*> per_seed;  // into RunResult::levels
+};
+std::vector<LevelStatistics> levels_over_seeds(const RunResult& result);
 
 }  // namespace fedge::sims

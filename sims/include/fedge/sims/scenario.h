@@ -13,6 +13,7 @@
 
 #include "fedge/inference/model_config.h"
 #include "fedge/sims/clock.h"
+#include "fedge/sims/metrics.h"
 #include "fedge/sims/partition.h"
 
 namespace fedge::sims {
@@ -66,6 +67,17 @@ struct TrainingSettings {
   // fixed, seeded sample of this many nodes; 0 = every node. Evaluating every
   // one of 10,000 nodes would cost more than their training.
   int eval_nodes = 0;
+  // Levels 4/5: each node's personal adapter on top of the federation
+  // (docs/SIMULATOR.md, "Personalization"). "finetune": personal_steps local
+  // steps from the final global on the node's own records; "ditto": after each
+  // round it took part in, personal_steps steps of the node's own adapter with
+  // the proximal term ditto_lambda/2 * ||v - w_global||^2. The global adapter
+  // and its federation are the same as with "none".
+  std::string personalization = "none";
+  int personal_steps = 0;      // 0: local_steps
+  double ditto_lambda = 0.1;
+  bool personalizes() const { return personalization != "none"; }
+  int personal_step_count() const { return personal_steps > 0 ? personal_steps : local_steps; }
 };
 
 struct SecAggSettings {
@@ -93,7 +105,15 @@ struct Scenario {
   std::string source;  // file name, for messages
   std::string text;    // the TOML it was read from (node hosts get it from the coordinator)
   std::string name = "scenario";
+  // This run's seed: the data split, adapter initialisation, training order,
+  // node keys and dropouts derive from it. Seed index 0 is the scenario's
+  // `seed`; index s > 0 is derive_seed(scenario_seed, "seeds/<s>") (for_seed_index).
   std::uint64_t seed = 1;
+  // The scenario file's `seed`: the generated site data and a random base model
+  // derive from it, so every seed index sees the same records and base.
+  std::uint64_t scenario_seed = 1;
+  int seeds = 1;       // [run] seeds (or fedge sim --seeds): how many seed indices a run covers
+  int seed_index = 0;  // which of them this Scenario is
   std::vector<int> levels = {0, 1, 2, 3, 4, 5, 6};
   int nodes = 8;
   std::vector<DeviceProfile> node_devices;  // one per node (a list cycles)
@@ -113,6 +133,11 @@ struct Scenario {
 };
 
 Scenario load_scenario(const std::filesystem::path& path);
+
+// The scenario as seed index `index` (0 <= index < seeds) runs it: seed and
+// partition seed from scenario_seed and the index (index 0 is the scenario itself).
+Scenario for_seed_index(const Scenario& scenario, int index);
+std::uint64_t seed_for_index(std::uint64_t scenario_seed, int index);
 Scenario parse_scenario(std::string_view text, const std::string& source_name);
 
 // The number of trainable floats of the scenario's adapter (for secagg checks).
