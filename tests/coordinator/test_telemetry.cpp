@@ -241,6 +241,18 @@ TEST_CASE("coordinator HTTP: metrics and status need the key, the page and healt
   auto post = client.Post("/metrics", bearer, "x", "text/plain");
   REQUIRE(post);
   CHECK(post->status == 404);  // read-only: no POST route
+  // Hostile requests: an oversized body, a huge bearer token, a long path.
+  auto big = client.Post("/api/status", bearer, std::string(1 << 20, 'x'), "application/json");
+  CHECK((!big || big->status == 413 || big->status == 404));
+  auto huge_token = client.Get("/metrics", {{"Authorization", "Bearer " + std::string(100000, 'k')}});
+  CHECK((!huge_token || huge_token->status == 401 || huge_token->status == 431 || huge_token->status == 400));
+  auto long_path = client.Get(("/" + std::string(20000, 'p')).c_str(), bearer);
+  CHECK((!long_path || long_path->status >= 400));
+  // ... and it still answers.
+  httplib::Client after("127.0.0.1", api.port());
+  auto again = after.Get("/metrics", bearer);
+  REQUIRE(again);
+  CHECK(again->status == 200);
   api.stop();
   api.stop();  // idempotent
 }
