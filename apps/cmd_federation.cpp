@@ -106,6 +106,8 @@ int run_node(const std::string& config_file) {
         [&serving](const ParamVector& global, std::uint64_t version) { serving->install_global(global, version); });
     runtime.on_local_trained(
         [&serving](const ParamVector& local, std::uint64_t round) { serving->install_local(local, round); });
+    serving->set_metrics_provider(
+        [&runtime](prometheus::TextWriter& out) { node::write_node_metrics(runtime.stats(), out); });
   }
   spdlog::info("node started: resident {:.0f} MB", rss_megabytes());
   return run_until_signal(runtime);

@@ -17,6 +17,10 @@ pkg_check_modules(SODIUM REQUIRED IMPORTED_TARGET libsodium)
 find_package(OpenSSL REQUIRED COMPONENTS Crypto)
 pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
 pkg_check_modules(ZMQ REQUIRED IMPORTED_TARGET libzmq)
+# cpp-httplib ships no CMake config; its pkg-config file names the library and
+# the defines it was built with (serving/ and the coordinator's metrics and
+# dashboard listener serve HTTP with it; the coordinator is torch-free).
+pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
 if(FEDGE_BUILD_TESTS)
   find_package(Catch2 REQUIRED)
   include(Catch)
@@ -37,9 +41,6 @@ if(FEDGE_WITH_MPI AND NOT MPI_C_FOUND)
                       "(scripts/install-deps.sh), or configure with -DFEDGE_WITH_MPI=OFF")
 endif()
 message(STATUS "fedge: simulations over MPI: ${FEDGE_WITH_MPI}")
-# cpp-httplib ships no CMake config; its pkg-config file names the library and
-# the defines it was built with (node/ serves HTTP with it).
-pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
 
 # TorchConfig exports its libraries as a plain list; wrap them in one target so
 # only inference/ and training/ link it, as DESIGN.md requires.

@@ -27,7 +27,7 @@ fi
 host_packages=(cmake ninja-build pkg-config capnproto catch2 libeigen3-dev nlohmann-json3-dev
                g++-aarch64-linux-gnu qemu-user-static)
 arm64_packages=(libsodium-dev libzmq3-dev cppzmq-dev libcapnp-dev libspdlog-dev libtomlplusplus-dev
-                libsqlite3-dev libpcre2-dev libssl-dev libgomp1)
+                libsqlite3-dev libpcre2-dev libssl-dev libcpp-httplib-dev libgomp1)
 
 # installed ARCH PACKAGE: true when PACKAGE is installed for ARCH (or is
 # architecture-free). A plain `dpkg-query -W PACKAGE` matches any architecture.

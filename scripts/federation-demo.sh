@@ -33,7 +33,7 @@ if [[ ! -s "$steps" ]]; then
 fi
 
 # The walkthrough binds fixed ports: say so plainly when one is taken.
-for port in 5555 8080 8081 8082; do
+for port in 5555 8080 8081 8082 9464; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "federation-demo: port $port is in use on this machine; the walkthrough's configs need it free" >&2
     exit 1

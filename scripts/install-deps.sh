@@ -13,6 +13,7 @@ packages=(
   gnuplot-nox
   openmpi-bin libopenmpi-dev              # `mpirun -n H+1 fedge sim` (optional: CMake FEDGE_WITH_MPI)
   curl                                    # scripts/federation-demo.sh asks a node's API
+  python3-prometheus-client               # the reference parser the /metrics tests read the text with
   nodejs                                  # the npm test clients: @huggingface/jinja (chat templates), openai
   chromium                                # the browser tests of the pages (scripts/test-browser.sh)
   clang libclang-rt-14-dev libomp-14-dev  # scripts/fuzz.sh: libFuzzer, ASan, UBSan, clang's OpenMP

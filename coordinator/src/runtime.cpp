@@ -2,6 +2,7 @@
 // lives in the core; this file moves bytes, writes files and database rows.
 #include "fedge/coordinator/runtime.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <fstream>
@@ -17,9 +18,12 @@
 #include "fedge/common/param_vector.h"
 #include "fedge/common/safetensors.h"
 #include "fedge/coordinator/allow_list.h"
+#include "fedge/coordinator/http_api.h"
 #include "fedge/coordinator/store.h"
+#include "fedge/coordinator/telemetry.h"
 #include "fedge/federation/size_caps.h"
 #include "fedge/federation/wire.h"
+#include "fedge/protocol/api_keys.h"
 #include "fedge/protocol/keys.h"
 #include "fedge/protocol/layout.h"
 #include "fedge/protocol/transport.h"
@@ -119,9 +123,42 @@ struct CoordinatorRuntime::Impl {
   std::map<protocol::NodeId, std::string> peer_of;
   std::map<protocol::NodeId, protocol::Key32> key_of;    // node -> its bound CURVE key
   std::map<protocol::NodeId, std::int64_t> heartbeat_written;
+  // What GET /metrics and /api/status show: written here on the loop thread,
+  // read on the HTTP listener's threads (telemetry.h).
+  Telemetry telemetry;
+  std::int64_t nodes_noted_ms = 0;
+  std::unique_ptr<HttpApi> http;  // last: stopped before what it reads goes
 
   explicit Impl(CoordinatorRuntimeConfig c)
-      : config(std::move(c)), store(open_store(config)) {}
+      : config(std::move(c)), store(open_store(config)), telemetry(config.federation) {}
+
+  // The metrics and dashboard listener, when [http] listen is set.
+  void listen_http() {
+    if (config.http.listen.empty()) return;
+    std::shared_ptr<const protocol::ApiKeys> keys;
+    if (!config.http.api_keys.empty())
+      keys = std::make_shared<protocol::ApiKeys>(protocol::ApiKeys::load(config.http.api_keys, "http.api_keys"));
+    http = std::make_unique<HttpApi>(telemetry, config.http.listen, std::move(keys));
+    if (!config.http.url_file.empty()) write_file_atomically(config.http.url_file, http->url() + "\n");
+  }
+
+  // Node states for the telemetry, a few times a second (the core knows them exactly).
+  void note_nodes(std::int64_t now) {
+    if (now - nodes_noted_ms < 250) return;
+    nodes_noted_ms = now;
+    const auto live = core->live_nodes(now);
+    const protocol::RoundPlan* plan = core->current_plan();
+    std::vector<NodeRow> rows;
+    for (protocol::NodeId id : core->registered_nodes()) {
+      NodeRow row;
+      row.id = id;
+      row.state = std::find(live.begin(), live.end(), id) != live.end() ? "live" : "lost";
+      row.in_round = plan && std::find(plan->selected.begin(), plan->selected.end(), id) != plan->selected.end();
+      rows.push_back(std::move(row));
+    }
+    telemetry.on_nodes(std::move(rows));
+    telemetry.on_current(core->current_round(), core->global_version(), core->finished());
+  }
 
   static Store open_store(const CoordinatorRuntimeConfig& config) {
     fs::create_directories(config.state_dir / "adapters");
@@ -262,7 +299,9 @@ struct CoordinatorRuntime::Impl {
       return;
     }
     try {
-      router->send(*route, protocol::encode(out.envelope));
+      const protocol::Bytes bytes = protocol::encode(out.envelope);
+      router->send(*route, bytes);
+      telemetry.on_sent(bytes.size());
     } catch (const Error& e) {
       // The node went away; the core treats its silence as a dropout.
       spdlog::debug("send {} to node {}: {}", protocol::body_name(out.envelope.body), out.to, e.what());
@@ -271,7 +310,9 @@ struct CoordinatorRuntime::Impl {
 
   void reply_to_peer(const std::string& peer, const protocol::Envelope& env) {
     try {
-      router->send(peer, protocol::encode(env));
+      const protocol::Bytes bytes = protocol::encode(env);
+      router->send(peer, bytes);
+      telemetry.on_sent(bytes.size());
     } catch (const Error& e) {
       spdlog::debug("error reply not delivered: {}", e.what());
     }
@@ -354,12 +395,17 @@ struct CoordinatorRuntime::Impl {
 
   void apply(const CoordinatorActions& actions, const ReplyRoute* reply = nullptr) {
     // Events first: a round's rows exist before its messages go out.
-    for (const auto& event : actions.events) std::visit([this](const auto& e) { handle(e); }, event);
+    for (const auto& event : actions.events) {
+      std::visit([this](const auto& e) { handle(e); }, event);
+      telemetry.on_event(event, unix_ms(), core->epsilon());
+    }
+    telemetry.on_stage(core->stage(), unix_ms());
     for (const auto& out : actions.send) send(out, reply);
   }
 
   // ---- incoming ----
   void receive(const protocol::Incoming& in) {
+    telemetry.on_received(in.payload.size());
     protocol::Envelope env;
     try {
       protocol::Expectations expect;
@@ -457,11 +503,15 @@ CoordinatorRuntime::CoordinatorRuntime(CoordinatorRuntimeConfig config)
   check_smallest_secure_round(impl_->config.federation, resume.global.size());
   impl_->core.emplace(impl_->config.federation, std::move(resume));
   impl_->bind();
+  impl_->telemetry.restore(impl_->store);
+  impl_->telemetry.on_current(impl_->core->current_round(), impl_->core->global_version(), impl_->core->finished());
+  impl_->listen_http();
 }
 
 CoordinatorRuntime::~CoordinatorRuntime() = default;
 
 std::string CoordinatorRuntime::endpoint() const { return impl_->router->endpoint(); }
+std::string CoordinatorRuntime::http_url() const { return impl_->http ? impl_->http->url() : std::string(); }
 
 int CoordinatorRuntime::run() {
   Impl& s = *impl_;
@@ -472,6 +522,7 @@ int CoordinatorRuntime::run() {
     if (auto next = s.core->next_deadline_ms()) wait = std::clamp<std::int64_t>(*next - now, 0, 50);
     if (auto in = s.router->recv(std::chrono::milliseconds(wait))) s.receive(*in);
     s.apply(s.core->on_tick(unix_ms()));
+    s.note_nodes(unix_ms());
     if (s.core->finished()) {
       if (!finished_at) finished_at = unix_ms();
       if (unix_ms() - *finished_at >= s.config.finish_linger_ms) return 0;

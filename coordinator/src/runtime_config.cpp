@@ -6,6 +6,7 @@
 #include "fedge/coordinator/runtime.h"
 #include "fedge/protocol/keys.h"
 #include "fedge/protocol/limits_config.h"
+#include "fedge/protocol/transport.h"
 
 namespace fedge::coordinator {
 namespace {
@@ -116,6 +117,14 @@ CoordinatorRuntimeConfig read_coordinator_config(const fs::path& file) {
   c.adapter_init.rank = static_cast<int>(ad.integer("rank", c.adapter_init.rank, {1, 4096}));
   c.adapter_init.alpha = ad.number("alpha", c.adapter_init.alpha, {1e-6, 1e6});
   c.adapter_init.targets = ad.strings("targets", c.adapter_init.targets);
+  const auto http = root.table("http");
+  c.http.listen = http.string("listen", "");
+  c.http.api_keys = config::resolve_path(base, http.string("api_keys", ""));
+  c.http.url_file = config::resolve_path(base, http.string("url_file", ""));
+  if (c.http.listen.empty() && !c.http.api_keys.empty())
+    throw Error(ErrorKind::kInvalidInput, file.string() + ": [http] api_keys is set but listen is not; set "
+                                          "http.listen (e.g. \"127.0.0.1:9464\") to serve metrics and the dashboard");
+  if (!c.http.listen.empty()) protocol::parse_host_port(c.http.listen, file.string() + ": http.listen");
   c.adapter_init.seed = static_cast<std::uint64_t>(ad.integer("seed", 0, {0, std::numeric_limits<std::int64_t>::max()}));
   if (c.adapter_init.model != "tiny") c.adapter_init.model = config::resolve_path(base, c.adapter_init.model).string();
   doc.reject_unknown_keys();

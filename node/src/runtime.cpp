@@ -183,6 +183,15 @@ struct NodeRuntime::Impl {
   std::optional<std::uint64_t> first_version;
   std::function<void(const ParamVector&, std::uint64_t)> installed_callback;
   std::function<void(const ParamVector&, std::uint64_t)> local_callback;
+  mutable std::mutex stats_mutex;
+  NodeStats stats;                   // guarded by stats_mutex
+  std::uint32_t training_steps = 0;  // of the training running now
+
+  template <typename F>
+  void update_stats(F&& change) {
+    std::lock_guard lock(stats_mutex);
+    change(stats);
+  }
 
   explicit Impl(NodeRuntimeConfig c) : config(std::move(c)), loaded(load_base(config)) {
     if (config.name.empty()) config.name = "node-" + std::to_string(config.node_id);
@@ -271,6 +280,11 @@ struct NodeRuntime::Impl {
     global = params;
     global_version = install.version;
     if (!first_version) first_version = install.version;
+    update_stats([&](NodeStats& st) {
+      st.has_global = true;
+      st.global_version = install.version;
+      ++st.global_installs;
+    });
     save_global(*params, install.version);
     spdlog::info("installed global adapter v{}", install.version);
     if (installed_callback) installed_callback(*params, install.version);
@@ -298,12 +312,19 @@ struct NodeRuntime::Impl {
     const LocalTrainRequest request = local_train_request(command);
     spdlog::info("round {}: training {} local steps from global v{}", command.round, request.local_steps,
                  command.global_version);
+    training_steps = request.local_steps;
     worker->submit(TrainJob{command.ticket, request, global});
   }
 
   void handle(TrainDone& done) {
     spdlog::info("round {}: local training done, loss {:.4f}, {:.1f} s", done.round, done.result.train_loss,
                  done.result.seconds);
+    update_stats([&](NodeStats& st) {
+      ++st.rounds_trained;
+      st.training_steps += training_steps;
+      st.training_seconds += done.result.seconds;
+      st.last_train_loss = done.result.train_loss;
+    });
     if (config.save_updates) save_update(done);
     if (local_callback) {
       ParamVector local(global->layout(), done.result.update);
@@ -331,6 +352,7 @@ struct NodeRuntime::Impl {
 
   void handle(TrainFailed& failed) {
     spdlog::warn("local training failed: {}", failed.reason);
+    update_stats([](NodeStats& st) { ++st.rounds_failed; });
     apply(client->on_training_failed(unix_ms(), failed.reason));
   }
 
@@ -338,6 +360,7 @@ struct NodeRuntime::Impl {
     if (done.result.tokens == 0) return;
     spdlog::info("global v{}: held-out loss {:.4f}, perplexity {:.3f}", done.version, done.result.loss,
                  done.result.perplexity);
+    update_stats([&](NodeStats& st) { st.last_eval_loss = done.result.loss; });
     protocol::Envelope env;
     env.sender = config.node_id;
     env.round = client->current_round();
@@ -356,6 +379,7 @@ struct NodeRuntime::Impl {
       return;
     }
     apply(client->on_message(unix_ms(), env));
+    update_stats([&](NodeStats& st) { st.current_round = client->current_round(); });
   }
 
   bool done() const {
@@ -376,6 +400,11 @@ void NodeRuntime::on_local_trained(std::function<void(const ParamVector&, std::u
 }
 
 const NodeRuntimeConfig& NodeRuntime::config() const { return impl_->config; }
+
+NodeStats NodeRuntime::stats() const {
+  std::lock_guard lock(impl_->stats_mutex);
+  return impl_->stats;
+}
 const inference::LoadedModel& NodeRuntime::base() const { return impl_->loaded; }
 
 fs::path NodeRuntime::global_adapter_dir() const {

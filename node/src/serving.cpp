@@ -14,7 +14,7 @@
 #include "fedge/node/local_trainer.h"
 #include "fedge/protocol/keys.h"
 #include "fedge/protocol/transport.h"
-#include "fedge/serving/api_keys.h"
+#include "fedge/protocol/api_keys.h"
 #include "fedge/serving/http_server.h"
 #include "fedge/serving/inference_service.h"
 #include "fedge/serving/split_inference.h"
@@ -94,7 +94,7 @@ std::optional<protocol::CurveClient> split_curve_client(const NodeRuntimeConfig&
 
 // Who may ask, settled before the model loads, so a config mistake fails fast.
 struct ServingSecurity {
-  std::shared_ptr<const serving::ApiKeys> api_keys;
+  std::shared_ptr<const protocol::ApiKeys> api_keys;
   std::optional<protocol::CurveServer> zmq, split_serve;
   std::optional<protocol::CurveClient> split_peer;
 };
@@ -102,7 +102,7 @@ struct ServingSecurity {
 ServingSecurity read_security(const NodeRuntimeConfig& c) {
   ServingSecurity s;
   if (!c.serve.http.empty()) {
-    if (!c.serve.api_keys.empty()) s.api_keys = std::make_shared<serving::ApiKeys>(serving::ApiKeys::load(c.serve.api_keys));
+    if (!c.serve.api_keys.empty()) s.api_keys = std::make_shared<protocol::ApiKeys>(protocol::ApiKeys::load(c.serve.api_keys, "serve.api_keys"));
     const std::string host = parse_host_port(c.serve.http, "serve.http").first;
     if (!s.api_keys && !protocol::is_loopback_host(host))
       throw Error(ErrorKind::kInvalidInput,
@@ -119,22 +119,6 @@ ServingSecurity read_security(const NodeRuntimeConfig& c) {
 }
 
 }  // namespace
-
-std::pair<std::string, int> parse_host_port(const std::string& text, const std::string& what) {
-  const auto colon = text.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size()) {
-    throw Error(ErrorKind::kInvalidInput, what + ": '" + text + "' is not host:port (e.g. 127.0.0.1:8080)");
-  }
-  int port = -1;
-  try {
-    std::size_t used = 0;
-    port = std::stoi(text.substr(colon + 1), &used);
-    if (used != text.size() - colon - 1) port = -1;
-  } catch (const std::exception&) {
-  }
-  if (port < 0 || port > 65535) throw Error(ErrorKind::kInvalidInput, what + ": bad port in '" + text + "'");
-  return {text.substr(0, colon), port};
-}
 
 struct NodeServing::Impl {
   NodeRuntimeConfig config;
@@ -237,6 +221,26 @@ void NodeServing::install_local(const ParamVector& params, std::uint64_t version
   if (!impl_->config.serve.expose_local_adapter) return;
   impl_->install(AdapterSlot::kLocal, params, version);
 }
+void NodeServing::set_metrics_provider(std::function<void(prometheus::TextWriter&)> provider) {
+  if (impl_->http) impl_->http->set_metrics_provider(std::move(provider));
+}
+
+void write_node_metrics(const NodeStats& st, prometheus::TextWriter& w) {
+  w.counter("fedge_training_rounds_total", "Local trainings for federated rounds, by outcome.",
+            {{{{"outcome", "completed"}}, double(st.rounds_trained)}, {{{"outcome", "failed"}}, double(st.rounds_failed)}});
+  w.counter("fedge_training_steps_total", "Optimiser steps of completed local trainings.", double(st.training_steps));
+  w.counter("fedge_training_seconds_total", "Seconds spent in completed local trainings.", st.training_seconds);
+  w.gauge("fedge_training_last_loss", "Mean training loss of the last local training (NaN before the first).",
+          st.last_train_loss);
+  w.gauge("fedge_eval_last_loss", "Held-out loss of the latest global adapter on this node's eval data (NaN without).",
+          st.last_eval_loss);
+  w.gauge("fedge_node_global_version", "Global adapter version installed on this node (-1 before the first).",
+          st.has_global ? double(st.global_version) : -1.0);
+  w.counter("fedge_node_global_installs_total", "Global adapters installed since the node started.",
+            double(st.global_installs));
+  w.gauge("fedge_node_round", "The federated round this node last heard of.", double(st.current_round));
+}
+
 std::string NodeServing::http_url() const { return impl_->http ? impl_->http->url() : std::string(); }
 std::string NodeServing::zmq_endpoint() const { return impl_->zmq ? impl_->zmq->endpoint() : std::string(); }
 const inference::Model& NodeServing::model() const { return *impl_->model; }

@@ -292,6 +292,22 @@ std::optional<Bytes> Dealer::recv(std::chrono::milliseconds timeout) {
   return std::nullopt;
 }
 
+std::pair<std::string, int> parse_host_port(const std::string& text, const std::string& what) {
+  const auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size()) {
+    throw Error(ErrorKind::kInvalidInput, what + ": '" + text + "' is not host:port (e.g. 127.0.0.1:8080)");
+  }
+  int port = -1;
+  try {
+    std::size_t used = 0;
+    port = std::stoi(text.substr(colon + 1), &used);
+    if (used != text.size() - colon - 1) port = -1;
+  } catch (const std::exception&) {
+  }
+  if (port < 0 || port > 65535) throw Error(ErrorKind::kInvalidInput, what + ": bad port in '" + text + "'");
+  return {text.substr(0, colon), port};
+}
+
 bool is_loopback_host(std::string_view host) {
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
   if (host == "localhost") return true;

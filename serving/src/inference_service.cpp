@@ -223,6 +223,11 @@ void InferenceService::Impl::finish(Job& job, CompletionResult result, clock_typ
     ++stats.completed;
     if (result.split || result.fell_back_to_local) ++stats.split_requests;
     if (result.fell_back_to_local) ++stats.fallbacks;
+    stats.prompt_tokens += static_cast<std::uint64_t>(std::max(0, result.prompt_tokens));
+    stats.completion_tokens += static_cast<std::uint64_t>(std::max(0, result.completion_tokens));
+    stats.queue_seconds += result.queue_seconds;
+    stats.run_seconds += result.run_seconds;
+    if (result.run_seconds > 0) stats.last_tokens_per_second = result.completion_tokens / result.run_seconds;
   }
   job.promise.set_value(std::move(result));
 }

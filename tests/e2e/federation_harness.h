@@ -63,8 +63,11 @@ class FederationHarness {
     return root() / "data" / site / name;
   }
 
-  // [federation] settings are appended to the defaults below.
-  std::unique_ptr<Process> start_coordinator(const std::string& federation_extra, const std::string& bind = "tcp://127.0.0.1:0") {
+  // [federation] settings are appended to the defaults below; `sections`
+  // (whole tables, e.g. "[http]\n...") after them.
+  std::unique_ptr<Process> start_coordinator(const std::string& federation_extra,
+                                             const std::string& bind = "tcp://127.0.0.1:0",
+                                             const std::string& sections = "") {
     const fs::path config = root() / "coordinator.toml";
     std::ofstream(config) << "[coordinator]\n"
                           << "bind = \"" << bind << "\"\n"
@@ -75,7 +78,7 @@ class FederationHarness {
                           << "endpoint_file = \"endpoint.txt\"\n"
                           << "finish_linger_ms = 2000\n"
                           << "[adapter]\nmodel = \"tiny\"\nrank = 4\nalpha = 8\n"
-                          << "[federation]\n" << federation_extra << "\n";
+                          << "[federation]\n" << federation_extra << "\n" << sections << "\n";
     fs::remove(root() / "endpoint.txt");
     auto p = std::make_unique<Process>(
         std::vector<std::string>{FEDGE_BINARY, "--threads", "1", "coordinator", "--config", config.string()},

@@ -1,5 +1,5 @@
-// Who may ask the HTTP API: the key file's parser (good and bad inputs), the
-// Bearer check, the 401 over real loopback HTTP, /health without a key, the
+// Who may ask the HTTP API: the 401 over real loopback HTTP (the key file's
+// parser and the Bearer check are tested in tests/protocol/test_api_keys.cpp), /health without a key, the
 // refusal to serve beyond loopback without keys, and the local adapter that
 // is neither listed nor served unless the service exposes it.
 #include <httplib.h>
@@ -9,11 +9,12 @@
 #include <nlohmann/json.hpp>
 
 #include "fedge/common/error.h"
+#include "fedge/common/prometheus.h"
 #include "fedge/inference/lora.h"
 #include "fedge/inference/model.h"
 #include "fedge/inference/tokenizer.h"
 #include "fedge/inference/torch_setup.h"
-#include "fedge/serving/api_keys.h"
+#include "fedge/protocol/api_keys.h"
 #include "fedge/serving/http_server.h"
 #include "fedge/serving/inference_service.h"
 #include "http_fixture.h"
@@ -24,31 +25,13 @@
 
 using namespace fedge;
 using namespace fedge::serving;
+using fedge::protocol::ApiKeys;
 using json = nlohmann::json;
 
 namespace {
 
 const std::string kKeyA = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
 const std::string kKeyB = "sk-fedge-Zx81_qPw-7mKd0vR4tYh2nLc9bFs5gJe";
-
-// The message of the Error that `parse` throws for `text`.
-std::string parse_error(const std::string& text) {
-  try {
-    ApiKeys::parse(text, "keys.txt");
-  } catch (const Error& e) {
-    CHECK(e.kind() == ErrorKind::kInvalidInput);
-    return e.what();
-  }
-  FAIL("expected the key file to be refused");
-  return {};
-}
-
-std::filesystem::path write_file(const testing::TempDir& dir, const std::string& text, mode_t mode) {
-  const auto path = dir.path / "api_keys.txt";
-  std::ofstream(path) << text;
-  REQUIRE(::chmod(path.c_str(), mode) == 0);
-  return path;
-}
 
 // A served tiny model whose API wants `keys` (none: no keys, loopback only).
 struct KeyedServer : testing_http::HttpFixture {
@@ -72,59 +55,6 @@ std::string completion(const std::string& model, const std::string& adapter = ""
 }
 
 }  // namespace
-
-TEST_CASE("API key file: keys, names and comments", "[api-keys]") {
-  const auto keys = ApiKeys::parse("# site A's clients\n\n  " + kKeyA + "   dashboard of site A \r\n" + kKeyB +
-                                       "\n#" + kKeyA.substr(1) + " a commented-out key\n",
-                                   "keys.txt");
-  CHECK(keys.size() == 2);
-  CHECK(keys.authenticate("Bearer " + kKeyA) == "dashboard of site A");
-  CHECK(keys.authenticate("bearer " + kKeyA) == "dashboard of site A");  // the scheme is case-insensitive
-  CHECK(keys.authenticate("Bearer   " + kKeyB + " ") == "key 4");  // no name: its line
-  for (const std::string& bad : std::vector<std::string>{
-           std::string(), "Bearer", "Bearer ", kKeyA, "Basic " + kKeyA, "Bearer " + kKeyA.substr(1),
-        "Bearer " + kKeyA + "0", "Bearer " + kKeyA.substr(1) /* the commented one */, "Bearer " + std::string(300, 'a'),
-        "Bearer " + kKeyA + " " + kKeyB}) {
-    INFO(bad);
-    CHECK_FALSE(keys.authenticate(bad).has_value());
-  }
-}
-
-TEST_CASE("API key file: bad inputs are refused naming the line, never echoing a key", "[api-keys]") {
-  CHECK_THAT(parse_error(""), Catch::Contains("holds no keys") && Catch::Contains("serve.api_keys"));
-  CHECK_THAT(parse_error("# only a comment\n\n"), Catch::Contains("holds no keys"));
-  CHECK_THAT(parse_error(kKeyA + "\nshort-key name\n"), Catch::Contains("keys.txt:2") && Catch::Contains("32"));
-  CHECK_THAT(parse_error(std::string(257, 'k') + "\n"), Catch::Contains("keys.txt:1") && Catch::Contains("257"));
-  CHECK_THAT(parse_error(kKeyA + "\n" + kKeyB + "\n" + kKeyA + " again\n"),
-             Catch::Contains("keys.txt:3") && Catch::Contains("line 1"));
-  CHECK_THAT(parse_error(kKeyA.substr(0, 20) + std::string(1, '\0') + kKeyA.substr(20) + "\n"),
-             Catch::Contains("keys.txt:1") && Catch::Contains("0x00"));
-  CHECK_THAT(parse_error(kKeyA + "\xc3\xa9\n"), Catch::Contains("0xc3"));
-  CHECK_THAT(parse_error(kKeyA + " caf\xc3\xa9\n"), Catch::Contains("name"));
-  CHECK_THAT(parse_error(kKeyA + " " + std::string(65, 'n') + "\n"), Catch::Contains("name") && Catch::Contains("64"));
-  CHECK_THAT(parse_error(std::string(kMaxApiKeyFileBytes + 1, '#')), Catch::Contains("bytes"));
-  std::string many;
-  for (std::size_t i = 0; i <= kMaxApiKeys; ++i) many += kKeyA.substr(0, 40) + std::to_string(1000000 + i) + "\n";
-  CHECK_THAT(parse_error(many), Catch::Contains(std::to_string(kMaxApiKeys)));
-  // The secret never shows in a message.
-  CHECK_THAT(parse_error(kKeyA + "\n" + kKeyA + "\n"), !Catch::Contains(kKeyA));
-  CHECK_THAT(parse_error(kKeyB.substr(0, 20) + "\n"), !Catch::Contains(kKeyB.substr(0, 20)));
-}
-
-TEST_CASE("API key file on disk: missing, open to others, too large", "[api-keys]") {
-  testing::TempDir dir;
-  CHECK_THROWS_MATCHES(ApiKeys::load(dir.path / "none.txt"), Error,
-                       Catch::Predicate<Error>([](const Error& e) { return e.kind() == ErrorKind::kNotFound; }));
-  CHECK(ApiKeys::load(write_file(dir, kKeyA + "\n", 0600)).size() == 1);
-  CHECK(ApiKeys::load(write_file(dir, kKeyA + "\n", 0640)).size() == 1);  // group: a warning only
-  for (mode_t open : {0644, 0602, 0601}) {
-    INFO(open);
-    CHECK_THROWS_WITH(ApiKeys::load(write_file(dir, kKeyA + "\n", open)), Catch::Contains("chmod 600"));
-  }
-  CHECK_THROWS_WITH(ApiKeys::load(write_file(dir, kKeyA + "\n" + std::string(kMaxApiKeyFileBytes, '#'), 0600)),
-                    Catch::Contains("bytes"));
-  CHECK_THROWS_WITH(ApiKeys::load(dir.path), Catch::Contains("not a file"));
-}
 
 TEST_CASE("HTTP with API keys: 401 without the right key, 200 with it", "[api-keys][http]") {
   KeyedServer f(false, two_keys());
@@ -232,4 +162,39 @@ TEST_CASE("the local adapter is neither listed nor served unless exposed", "[api
     CHECK(json::parse(res->body)["fedge"]["adapter"] == "local");
     CHECK(json::parse(res->body)["fedge"]["adapter_version"] == 7);
   }
+}
+
+TEST_CASE("HTTP /metrics: Prometheus text behind the key, counting requests and tokens, plus the provider's families",
+          "[api-keys][http][metrics]") {
+  KeyedServer f(false, two_keys());
+  inference::LoraConfig lc;
+  lc.r = 2;
+  f.service.install_adapter(AdapterSlot::kGlobal, inference::LoraAdapter::create(f.model.config(), lc, 3), 1);
+  auto http = f.client();
+  const auto refused = http.Get("/metrics");
+  REQUIRE(refused);
+  CHECK(refused->status == 401);
+  const httplib::Headers good{{"Authorization", "Bearer " + kKeyA}};
+  json body = {{"model", "tiny"}, {"prompt", "x"}, {"max_tokens", 3}, {"temperature", 0}};
+  const auto done = http.Post("/v1/completions", good, body.dump(), "application/json");
+  REQUIRE(done);
+  REQUIRE(done->status == 200);
+  const int generated = json::parse(done->body)["usage"]["completion_tokens"].get<int>();
+  f.server.set_metrics_provider([](prometheus::TextWriter& w) { w.gauge("fedge_test_extra", "From the provider.", 7); });
+  const auto metrics = http.Get("/metrics", good);
+  REQUIRE(metrics);
+  CHECK(metrics->status == 200);
+  CHECK(metrics->get_header_value("Content-Type") == prometheus::kContentType);
+  const std::string& text = metrics->body;
+  INFO(text);
+  auto has = [&](const std::string& line) { return text.find("\n" + line + "\n") != std::string::npos; };
+  CHECK(text.starts_with("# HELP fedge_inference_requests_total "));
+  CHECK(has("fedge_inference_requests_total{outcome=\"completed\"} 1"));
+  CHECK(has("fedge_inference_requests_total{outcome=\"rejected\"} 0"));
+  CHECK(has("fedge_inference_generated_tokens_total " + std::to_string(generated)));
+  CHECK(has("fedge_inference_queue_length 0"));
+  CHECK(has("fedge_adapter_installed{slot=\"global\"} 1"));
+  CHECK(has("fedge_adapter_version{slot=\"global\"} 1"));
+  CHECK(has("fedge_test_extra 7"));
+  CHECK(text.find("slot=\"local\"") == std::string::npos);  // not exposed, not shown
 }

@@ -60,6 +60,12 @@ struct CoordinatorRuntimeConfig {
   std::uint32_t finish_linger_ms = 1500;
   // Where to write the bound endpoint (with the real port) once listening; empty: nowhere.
   std::filesystem::path endpoint_file;
+  // [http]: metrics and dashboard (http_api.h). Off while `listen` is empty.
+  struct Http {
+    std::string listen;               // "host:port"; port 0 picks a free one
+    std::filesystem::path api_keys;   // key file (protocol/api_keys.h); required beyond loopback
+    std::filesystem::path url_file;   // where to write "http://host:port" once listening; empty: nowhere
+  } http;
 };
 
 // Reads a coordinator config file ([coordinator], [federation], [limits]);
@@ -85,6 +91,8 @@ class CoordinatorRuntime {
   void stop() { stop_.store(true); }
   // The bound endpoint with its real port.
   std::string endpoint() const;
+  // "http://host:port" of the metrics and dashboard listener; empty when off.
+  std::string http_url() const;
 
  private:
   struct Impl;

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -108,6 +109,22 @@ struct NodeRuntimeConfig {
 // the file's folder. Errors name file:line and key.
 NodeRuntimeConfig read_node_config(const std::filesystem::path& file);
 
+// What a node has done since it started, for GET /metrics (docs/SERVING.md,
+// "Metrics"): local training by outcome, steps and time, the last losses, the
+// installed global version and the round the node is in.
+struct NodeStats {
+  std::uint64_t rounds_trained = 0;  // local trainings that produced an update
+  std::uint64_t rounds_failed = 0;   // local trainings that failed
+  std::uint64_t training_steps = 0;  // optimiser steps of the completed trainings
+  double training_seconds = 0;
+  double last_train_loss = std::numeric_limits<double>::quiet_NaN();
+  double last_eval_loss = std::numeric_limits<double>::quiet_NaN();  // held-out loss of the latest global
+  bool has_global = false;
+  std::uint64_t global_version = 0;
+  std::uint64_t global_installs = 0;  // global adapters installed since start
+  std::uint64_t current_round = 0;
+};
+
 class NodeRuntime {
  public:
   // Loads the model and data, restores the last global adapter from the state
@@ -133,6 +150,8 @@ class NodeRuntime {
   void stop() { stop_.store(true); }  // safe from any thread or a signal handler
 
   const NodeRuntimeConfig& config() const;
+  // A snapshot of what the node has done; safe from any thread.
+  NodeStats stats() const;
   // The directory holding the latest global adapter (PEFT), empty before the first.
   std::filesystem::path global_adapter_dir() const;
 

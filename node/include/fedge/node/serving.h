@@ -7,11 +7,14 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
 #include "fedge/common/param_vector.h"
+#include "fedge/common/prometheus.h"
 #include "fedge/node/runtime.h"
+#include "fedge/protocol/transport.h"
 
 namespace fedge::node {
 
@@ -31,6 +34,10 @@ class NodeServing {
   void install_global(const ParamVector& params, std::uint64_t version);
   void install_local(const ParamVector& params, std::uint64_t version);
 
+  // Adds families to GET /metrics after the serving ones (the node's
+  // training figures: write_node_metrics); called on HTTP threads.
+  void set_metrics_provider(std::function<void(prometheus::TextWriter&)> provider);
+
   std::string http_url() const;      // empty without HTTP
   std::string zmq_endpoint() const;  // empty without ZeroMQ inference
   std::string split_peer_endpoint() const;  // empty unless this node is a split peer
@@ -42,7 +49,11 @@ class NodeServing {
   std::unique_ptr<Impl> impl_;
 };
 
-// "host:port" -> (host, port). Throws Error(kInvalidInput) naming `what`.
-std::pair<std::string, int> parse_host_port(const std::string& text, const std::string& what);
+// The node's training figures (NodeStats) as Prometheus families
+// (fedge_training_*, fedge_node_*; docs/SERVING.md, "Metrics").
+void write_node_metrics(const NodeStats& stats, prometheus::TextWriter& out);
+
+// "host:port" -> (host, port): protocol/transport.h's.
+using protocol::parse_host_port;
 
 }  // namespace fedge::node

@@ -17,6 +17,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <string_view>
 #include <vector>
 
@@ -63,6 +64,9 @@ struct CurveClient {
 // brackets) or "localhost". Used to allow plaintext and key-less serving on
 // loopback only; anything else (0.0.0.0, *, a name, an interface) is not.
 bool is_loopback_host(std::string_view host);
+// "host:port" (an HTTP listener's setting) -> (host, port); port 0 picks a
+// free one. Throws Error(kInvalidInput) naming `what` (the setting).
+std::pair<std::string, int> parse_host_port(const std::string& text, const std::string& what);
 // Whether a ZeroMQ endpoint stays on this machine: ipc:// and inproc://, or
 // tcp:// to/from a loopback host ("tcp://127.0.0.1:5560", "tcp://[::1]:*").
 bool is_loopback_endpoint(std::string_view endpoint);

@@ -9,6 +9,7 @@
 //   GET  /health                status, adapter versions, queue, counters
 //   GET  /, /site               the site page (serving/web/, built into the binary), with
 //        /site.js, /site.css    its script and style; Content-Security-Policy default-src 'self'
+//   GET  /metrics               Prometheus text: requests, tokens, queue, adapters (docs/SERVING.md, "Metrics")
 // Responses follow OpenAI's JSON with an extra "fedge" object (adapter used,
 // adapter_version, split, fell_back_to_local, note). Errors are OpenAI-style
 // {"error": {message, type, param, code}}: 400 for bad JSON, wrong types,
@@ -16,7 +17,7 @@
 // unknown route or model, 413 for a body over max_body_bytes, 503 when the
 // service queue is full. See docs/SERVING.md.
 //
-// API keys (api_keys.h): with HttpOptions::api_keys set, every request but
+// API keys (protocol/api_keys.h): with HttpOptions::api_keys set, every request but
 // GET /health and GET of the site page's four paths needs `Authorization: Bearer <key>` with a listed key, else 401
 // (code invalid_api_key, WWW-Authenticate: Bearer), checked before the body is
 // read; /health then answers a caller without a key with {"status": "ok"}
@@ -32,9 +33,16 @@
 #include <memory>
 #include <string>
 
+namespace fedge::protocol {
+class ApiKeys;
+}
+namespace fedge::prometheus {
+class TextWriter;
+}
+
 namespace fedge::serving {
 
-class ApiKeys;
+using protocol::ApiKeys;
 class InferenceService;
 
 struct HttpOptions {
@@ -64,6 +72,9 @@ class HttpServer {
   // Extra "node" fields for /health (e.g. the round client's state); called
   // on HTTP threads, so it must be thread-safe.
   void set_status_provider(std::function<std::map<std::string, std::string>()> provider);
+  // More families for GET /metrics (e.g. the node's training figures), added
+  // after the service's own; called on HTTP threads, so it must be thread-safe.
+  void set_metrics_provider(std::function<void(prometheus::TextWriter&)> provider);
   void stop();  // stops listening, waits for open requests; idempotent
 
   struct Impl;

@@ -137,6 +137,11 @@ struct ServiceStats {
   std::uint64_t split_requests = 0, fallbacks = 0;
   std::uint64_t batches = 0;  // runs that decoded several requests together
   std::size_t queued = 0;  // waiting now (not counting the running one)
+  // Completions only (GET /metrics): tokens in and out, time queued and run
+  // (summed over requests), and the decode speed of the last one finished.
+  std::uint64_t prompt_tokens = 0, completion_tokens = 0;
+  double queue_seconds = 0, run_seconds = 0;
+  double last_tokens_per_second = 0;
 };
 
 class InferenceService {

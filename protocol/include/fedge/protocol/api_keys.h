@@ -1,6 +1,10 @@
-// API keys for the OpenAI-compatible HTTP API (docs/SERVING.md, "API keys").
+// API keys for fedge's HTTP endpoints: the node's OpenAI-compatible API
+// (docs/SERVING.md, "API keys") and the coordinator's metrics and dashboard
+// (docs/FEDERATION.md, "Metrics and dashboard"). HTTP transport auth, kept in
+// protocol/ so that both drivers use this one implementation.
 //
-// Key file (the node config's serve.api_keys): plain text, one key per line,
+// Key file (the node config's serve.api_keys, the coordinator's
+// http.api_keys): plain text, one key per line,
 // optionally followed by whitespace and a name that the logs use for the
 // caller; blank lines and lines starting with '#' are comments:
 //
@@ -26,7 +30,7 @@
 #include <string_view>
 #include <vector>
 
-namespace fedge::serving {
+namespace fedge::protocol {
 
 inline constexpr std::size_t kMinApiKeyChars = 32;
 inline constexpr std::size_t kMaxApiKeyChars = 256;
@@ -38,10 +42,12 @@ class ApiKeys {
  public:
   // Reads a key file. Throws Error(kNotFound) for a missing file,
   // Error(kInvalidInput) naming the file (and line) for one readable by
-  // others, too large, empty of keys, or with a malformed line.
-  static ApiKeys load(const std::filesystem::path& file);
+  // others, too large, empty of keys, or with a malformed line. `setting` is
+  // the config key that named the file, for messages that say what to change.
+  static ApiKeys load(const std::filesystem::path& file, const std::string& setting = "serve.api_keys");
   // The same checks on the file's text; `origin` names it in errors.
-  static ApiKeys parse(std::string_view text, const std::string& origin);
+  static ApiKeys parse(std::string_view text, const std::string& origin,
+                       const std::string& setting = "serve.api_keys");
 
   // The name of the listed key that an Authorization header value carries
   // ("Bearer <key>"; the scheme is case-insensitive), or nullopt when the
@@ -51,6 +57,7 @@ class ApiKeys {
 
   std::size_t size() const { return keys_.size(); }
   const std::string& origin() const { return origin_; }
+  const std::string& setting() const { return setting_; }
 
  private:
   struct Entry {
@@ -59,13 +66,15 @@ class ApiKeys {
   };
   std::vector<Entry> keys_;
   std::string origin_;
+  std::string setting_;
 };
 
 // What a refused request gets: 401 with this OpenAI-style body
 // ({"error": {..., "type": "invalid_request_error", "code": "invalid_api_key"}})
 // and the WWW-Authenticate header kApiKeyChallenge. `header_sent` picks the
-// message (no key sent, or a key that is not listed).
+// message (no key sent, or a key that is not listed); `setting` names the
+// config key of the key file (ApiKeys::setting()).
 inline constexpr const char* kApiKeyChallenge = "Bearer realm=\"fedge\"";
-std::string api_key_refusal_body(bool header_sent);
+std::string api_key_refusal_body(bool header_sent, const std::string& setting = "serve.api_keys");
 
-}  // namespace fedge::serving
+}  // namespace fedge::protocol

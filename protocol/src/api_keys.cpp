@@ -1,4 +1,4 @@
-#include "fedge/serving/api_keys.h"
+#include "fedge/protocol/api_keys.h"
 
 #include <sodium.h>
 #include <strings.h>
@@ -14,7 +14,7 @@
 
 #include "fedge/common/error.h"
 
-namespace fedge::serving {
+namespace fedge::protocol {
 namespace {
 
 constexpr std::string_view kSpace = " \t\r";
@@ -53,11 +53,11 @@ std::string hex_byte(unsigned char b) {
 
 // Others must not read the keys; group access is the operator's choice, but
 // worth a word.
-void check_mode(const std::filesystem::path& file) {
+void check_mode(const std::filesystem::path& file, const std::string& setting) {
   struct stat st {};
   if (::stat(file.c_str(), &st) != 0) {
     if (errno == ENOENT)
-      throw Error(ErrorKind::kNotFound, "API key file " + file.string() + " does not exist (serve.api_keys)");
+      throw Error(ErrorKind::kNotFound, "API key file " + file.string() + " does not exist (" + setting + ")");
     throw Error(ErrorKind::kIo, "cannot read API key file " + file.string() + ": " + std::strerror(errno));
   }
   if (!S_ISREG(st.st_mode)) throw Error(ErrorKind::kInvalidInput, "API key file " + file.string() + " is not a file");
@@ -77,24 +77,25 @@ void check_mode(const std::filesystem::path& file) {
 
 }  // namespace
 
-ApiKeys ApiKeys::load(const std::filesystem::path& file) {
-  check_mode(file);
+ApiKeys ApiKeys::load(const std::filesystem::path& file, const std::string& setting) {
+  check_mode(file, setting);
   std::ifstream in(file, std::ios::binary);
   if (!in) throw Error(ErrorKind::kIo, "cannot read API key file " + file.string() + ": " + std::strerror(errno));
   // Read one byte past the limit: a file that grew since stat() is refused too.
   std::string text(kMaxApiKeyFileBytes + 1, '\0');
   in.read(text.data(), static_cast<std::streamsize>(text.size()));
   text.resize(static_cast<std::size_t>(in.gcount()));
-  return parse(text, file.string());
+  return parse(text, file.string(), setting);
 }
 
-ApiKeys ApiKeys::parse(std::string_view text, const std::string& origin) {
+ApiKeys ApiKeys::parse(std::string_view text, const std::string& origin, const std::string& setting) {
   if (sodium_init() < 0) throw Error(ErrorKind::kRuntime, "libsodium failed to initialise");
   if (text.size() > kMaxApiKeyFileBytes)
     throw Error(ErrorKind::kInvalidInput, "API key file " + origin + " is over " +
                                               std::to_string(kMaxApiKeyFileBytes) + " bytes");
   ApiKeys keys;
   keys.origin_ = origin;
+  keys.setting_ = setting;
   // Where each key was listed, by digest (the file is ours: no need for
   // constant time here).
   std::map<std::array<unsigned char, 32>, int> lines;
@@ -130,7 +131,7 @@ ApiKeys ApiKeys::parse(std::string_view text, const std::string& origin) {
   if (keys.keys_.empty())
     throw Error(ErrorKind::kInvalidInput, "API key file " + origin +
                                               " holds no keys; add one per line (e.g. 'openssl rand -hex 32'), or "
-                                              "leave serve.api_keys unset to serve on loopback only");
+                                              "leave " + setting + " unset to serve on loopback only");
   return keys;
 }
 
@@ -151,12 +152,10 @@ std::optional<std::string> ApiKeys::authenticate(std::string_view authorization)
   return match->name;
 }
 
-std::string api_key_refusal_body(bool header_sent) {
+std::string api_key_refusal_body(bool header_sent, const std::string& setting) {
   const std::string message =
-      header_sent ? "Incorrect API key provided. Send 'Authorization: Bearer <key>' with a key from this node's "
-                    "serve.api_keys file."
-                  : "No API key provided. Send 'Authorization: Bearer <key>' with a key from this node's "
-                    "serve.api_keys file.";
+      std::string(header_sent ? "Incorrect API key provided." : "No API key provided.") +
+      " Send 'Authorization: Bearer <key>' with a key from the " + setting + " file of this server's config.";
   return nlohmann::json{{"error",
                          {{"message", message},
                           {"type", "invalid_request_error"},
@@ -165,4 +164,4 @@ std::string api_key_refusal_body(bool header_sent) {
       .dump();
 }
 
-}  // namespace fedge::serving
+}  // namespace fedge::protocol

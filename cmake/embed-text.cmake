@@ -1,0 +1,25 @@
+# cmake -DINPUT=file -DOUTPUT=header -P embed-text.cmake
+# Writes a header with `inline constexpr const char kDashboardHtml[]` holding
+# INPUT's text. The text goes out as raw string literals of at most 8000
+# bytes each (compilers cap one literal's length), concatenated.
+file(READ "${INPUT}" text)
+string(FIND "${text}" ")fedge_embed\"" clash)
+if(NOT clash EQUAL -1)
+  message(FATAL_ERROR "${INPUT} contains the raw string delimiter )fedge_embed\"")
+endif()
+string(LENGTH "${text}" length)
+set(out "// Generated from ${INPUT} by cmake/embed-text.cmake; do not edit.\n#pragma once\n\n")
+string(APPEND out "inline constexpr const char kDashboardHtml[] =\n")
+set(offset 0)
+while(offset LESS length)
+  string(SUBSTRING "${text}" ${offset} 8000 chunk)
+  string(APPEND out "    R\"fedge_embed(${chunk})fedge_embed\"\n")
+  math(EXPR offset "${offset} + 8000")
+endwhile()
+if(length EQUAL 0)
+  string(APPEND out "    \"\"\n")
+endif()
+string(APPEND out "    ;\n")
+file(WRITE "${OUTPUT}.tmp" "${out}")
+file(COPY_FILE "${OUTPUT}.tmp" "${OUTPUT}" ONLY_IF_DIFFERENT)
+file(REMOVE "${OUTPUT}.tmp")
