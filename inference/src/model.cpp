@@ -253,12 +253,16 @@ KVCache Model::make_cache(int batch, int capacity, int layer_begin, int layer_en
 // ---------------- engine ----------------
 namespace {
 
-// Whether a product should go to BLAS: prompts (many rows). FEDGE_BLAS_ROWS
-// overrides the threshold (benchmarking).
+// Whether a product should go to BLAS: prompts (many rows). Up to 15 rows
+// stay on the weight-streaming kernels, which read each weight once for all
+// rows: a continuous batch's decode pass (max_batch rows, often 8) is
+// memory-bound, and at 8 rows the kernels beat at::mm under load
+// (docs/PERFORMANCE.md, "Continuous batching"). FEDGE_BLAS_ROWS overrides
+// the threshold (benchmarking).
 bool use_blas(int rows) {
   static const int threshold = [] {
     const char* v = std::getenv("FEDGE_BLAS_ROWS");
-    return v ? std::atoi(v) : 8;
+    return v ? std::atoi(v) : 16;
   }();
   return rows >= threshold;
 }
