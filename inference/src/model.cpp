@@ -35,28 +35,59 @@ const at::Tensor& LayerWeights::proj(LoraTarget t) const {
 // ---------------- KVCache ----------------
 KVCache::KVCache(const ModelConfig& c, int layer_begin, int layer_end, int batch, int capacity)
     : layer_begin_(layer_begin), layer_end_(layer_end), batch_(batch), capacity_(capacity),
-      kv_heads_(c.num_kv_heads), head_dim_(c.head_dim) {
+      max_capacity_(c.context_length()), kv_heads_(c.num_kv_heads), head_dim_(c.head_dim) {
   if (layer_begin < 0 || layer_end > c.num_layers || layer_begin > layer_end)
     throw Error(ErrorKind::kInvalidInput, "KV cache layer range [" + std::to_string(layer_begin) + ", " +
                                               std::to_string(layer_end) + ") is outside the model's " +
                                               std::to_string(c.num_layers) + " layers");
   if (batch <= 0 || capacity <= 0)
     throw Error(ErrorKind::kInvalidInput, "KV cache needs a positive batch and capacity");
-  if (capacity > c.context_length())
+  if (capacity > max_capacity_)
     throw Error(ErrorKind::kInvalidInput,
                 "KV cache capacity " + std::to_string(capacity) + " exceeds the model's context of " +
-                    std::to_string(c.context_length()) + " positions");
+                    std::to_string(max_capacity_) + " positions");
   const std::size_t n = std::size_t(layer_end - layer_begin) * batch * kv_heads_ * capacity * head_dim_;
   k_.assign(n, 0.f);
   v_.assign(n, 0.f);
-  valid_.assign(std::size_t(batch) * capacity, 0);
   next_pos_.assign(batch, 0);
 }
 
-void KVCache::reset() {
-  length_ = 0;
-  std::fill(valid_.begin(), valid_.end(), 0);
-  std::fill(next_pos_.begin(), next_pos_.end(), 0);
+int KVCache::length() const {
+  int longest = 0;
+  for (int p : next_pos_) longest = std::max(longest, p);
+  return longest;
+}
+
+void KVCache::reset() { std::fill(next_pos_.begin(), next_pos_.end(), 0); }
+
+void KVCache::reset_row(int row) { next_pos_.at(std::size_t(row)) = 0; }
+
+void KVCache::grow(int batch, int capacity) {
+  batch = std::max(batch, batch_);
+  capacity = std::max(capacity, capacity_);
+  if (batch == batch_ && capacity == capacity_) return;
+  if (capacity > max_capacity_)
+    throw Error(ErrorKind::kInvalidInput,
+                "KV cache capacity " + std::to_string(capacity) + " exceeds the model's context of " +
+                    std::to_string(max_capacity_) + " positions");
+  const int layers = layer_end_ - layer_begin_;
+  const std::size_t n = std::size_t(layers) * batch * kv_heads_ * capacity * head_dim_;
+  std::vector<float> k(n, 0.f), v(n, 0.f);
+  // Each (layer, row, head) block keeps its used slots at the same place.
+  for (int l = 0; l < layers; ++l)
+    for (int b = 0; b < batch_; ++b)
+      for (int h = 0; h < kv_heads_; ++h) {
+        const std::size_t from = ((std::size_t(l) * batch_ + b) * kv_heads_ + h) * capacity_ * head_dim_;
+        const std::size_t to = ((std::size_t(l) * batch + b) * kv_heads_ + h) * std::size_t(capacity) * head_dim_;
+        const std::size_t used = std::size_t(next_pos_[b]) * head_dim_;
+        std::copy_n(k_.begin() + from, used, k.begin() + to);
+        std::copy_n(v_.begin() + from, used, v.begin() + to);
+      }
+  k_.swap(k);
+  v_.swap(v);
+  next_pos_.resize(batch, 0);
+  batch_ = batch;
+  capacity_ = capacity;
 }
 
 float* KVCache::keys(int layer, int row, int kv_head) {
@@ -69,20 +100,25 @@ float* KVCache::values(int layer, int row, int kv_head) {
 }
 
 std::vector<int> KVCache::append(std::span<const std::uint8_t> mask, int steps) {
-  if (length_ + steps > capacity_)
-    throw Error(ErrorKind::kInvalidInput, "sequence of " + std::to_string(length_ + steps) +
-                                              " tokens exceeds the KV cache capacity of " +
-                                              std::to_string(capacity_) + " (the model's context)");
-  std::vector<int> positions(std::size_t(batch_) * steps);
-  for (int b = 0; b < batch_; ++b)
-    for (int t = 0; t < steps; ++t) {
-      const std::size_t i = std::size_t(b) * steps + t;
-      const bool real = mask.empty() || mask[i] != 0;
-      positions[i] = next_pos_[b];
-      valid_[std::size_t(b) * capacity_ + length_ + t] = real;
-      if (real) ++next_pos_[b];
-    }
-  length_ += steps;
+  std::vector<int> rows(std::size_t(batch_) * steps);
+  for (std::size_t i = 0; i < rows.size(); ++i) rows[i] = mask.empty() || mask[i] != 0 ? int(i / steps) : -1;
+  return append_rows(rows);
+}
+
+std::vector<int> KVCache::append_rows(std::span<const int> rows) {
+  std::vector<int> wanted(next_pos_);
+  for (int b : rows) {
+    if (b < -1 || b >= batch_)
+      throw Error(ErrorKind::kInvalidInput, "KV cache row " + std::to_string(b) + " is outside the cache's " +
+                                                std::to_string(batch_) + " rows");
+    if (b >= 0 && ++wanted[b] > capacity_)
+      throw Error(ErrorKind::kInvalidInput, "sequence of " + std::to_string(wanted[b]) +
+                                                " tokens exceeds the KV cache capacity of " +
+                                                std::to_string(capacity_) + " (the model's context)");
+  }
+  std::vector<int> positions(rows.size(), -1);
+  for (std::size_t i = 0; i < rows.size(); ++i)
+    if (rows[i] >= 0) positions[i] = next_pos_[rows[i]]++;
   return positions;
 }
 
@@ -217,12 +253,16 @@ KVCache Model::make_cache(int batch, int capacity, int layer_begin, int layer_en
 // ---------------- engine ----------------
 namespace {
 
-// Whether a product should go to BLAS: prompts (many rows). FEDGE_BLAS_ROWS
-// overrides the threshold (benchmarking).
+// Whether a product should go to BLAS: prompts (many rows). Up to 15 rows
+// stay on the weight-streaming kernels, which read each weight once for all
+// rows: a continuous batch's decode pass (max_batch rows, often 8) is
+// memory-bound, and at 8 rows the kernels beat at::mm under load
+// (docs/PERFORMANCE.md, "Continuous batching"). FEDGE_BLAS_ROWS overrides
+// the threshold (benchmarking).
 bool use_blas(int rows) {
   static const int threshold = [] {
     const char* v = std::getenv("FEDGE_BLAS_ROWS");
-    return v ? std::atoi(v) : 8;
+    return v ? std::atoi(v) : 16;
   }();
   return rows >= threshold;
 }
@@ -325,11 +365,13 @@ void rope(float* x, int heads, int head_dim, const float* cos, const float* sin)
   }
 }
 
-// One (row, head) of attention over the cache's valid slots up to the row's own.
+// One (token, head) of attention over its row's slots up to its own position.
 struct AttentionJob {
   KVCache* cache;
-  int layer, steps, base, nh, group, hd, qd;
+  int layer, nh, group, hd, qd;
   float scale;
+  const int* rows;       // each token's cache row (-1: padding)
+  const int* positions;  // each token's position = its slot
   const float* q;
   float* att;
 };
@@ -337,22 +379,22 @@ struct AttentionJob {
 void attention_task(const void* p, int task) {
   const AttentionJob& j = *static_cast<const AttentionJob*>(p);
   thread_local std::vector<float> sc;
-  const int r = task / j.nh, h = task % j.nh, b = r / j.steps, t = r % j.steps, slot = j.base + t, hd = j.hd;
+  const int r = task / j.nh, h = task % j.nh, b = j.rows[r], slot = j.positions[r], hd = j.hd;
   float* out = j.att + std::size_t(r) * j.qd + h * hd;
   std::fill_n(out, hd, 0.f);
-  if (!j.cache->valid(b, slot)) return;  // padding: output unused
+  if (b < 0) return;  // padding: output unused
   if (int(sc.size()) < slot + 1) sc.resize(slot + 1);
   const float* qv = j.q + std::size_t(r) * j.qd + h * hd;
   const float* K = j.cache->keys(j.layer, b, h / j.group);
   const float* V = j.cache->values(j.layer, b, h / j.group);
   float mx = -INFINITY;
   for (int s = 0; s <= slot; ++s) {
-    sc[s] = j.cache->valid(b, s) ? kernels::dot(qv, K + std::size_t(s) * hd, hd) * j.scale : -INFINITY;
+    sc[s] = kernels::dot(qv, K + std::size_t(s) * hd, hd) * j.scale;
     mx = std::max(mx, sc[s]);
   }
   float sum = 0;
   for (int s = 0; s <= slot; ++s) {
-    sc[s] = sc[s] == -INFINITY ? 0.f : std::exp(sc[s] - mx);
+    sc[s] = std::exp(sc[s] - mx);
     sum += sc[s];
   }
   const float inv = 1.0f / sum;
@@ -377,21 +419,30 @@ std::vector<float> Model::embed(std::span<const TokenId> tokens) const {
 
 void Model::forward_layers(std::span<float> hidden, std::span<const std::uint8_t> mask, int batch,
                            int steps, int begin, int end, KVCache& cache) {
-  const ModelConfig& c = impl_->config;
-  const int rows = batch * steps, H = c.hidden_size, hd = c.head_dim, half = hd / 2;
-  const int nh = c.num_heads, nkv = c.num_kv_heads, qd = c.q_dim(), kvd = c.kv_dim(), I = c.intermediate_size;
+  const int rows = batch * steps;
   if (begin != cache.layer_begin() || end != cache.layer_end() || batch != cache.batch())
     throw Error(ErrorKind::kInvalidInput, "KV cache covers layers [" + std::to_string(cache.layer_begin()) +
                                               ", " + std::to_string(cache.layer_end()) + ") for batch " +
                                               std::to_string(cache.batch()) + ", not the requested run");
-  if (hidden.size() != std::size_t(rows) * H)
+  if (hidden.size() != std::size_t(rows) * impl_->config.hidden_size)
     throw Error(ErrorKind::kInvalidInput, "hidden states have " + std::to_string(hidden.size()) +
                                               " values, expected batch*steps*hidden = " +
-                                              std::to_string(std::size_t(rows) * H));
+                                              std::to_string(std::size_t(rows) * impl_->config.hidden_size));
   if (!mask.empty() && mask.size() != std::size_t(rows))
     throw Error(ErrorKind::kInvalidInput, "attention mask size does not match batch*steps");
-  const int base = cache.length();
-  const std::vector<int> pos = cache.append(mask, steps);
+  std::vector<int> row_of(static_cast<std::size_t>(rows));
+  for (int r = 0; r < rows; ++r) row_of[std::size_t(r)] = mask.empty() || mask[std::size_t(r)] ? r / steps : -1;
+  const std::vector<int> pos = cache.append_rows(row_of);
+  run_layers(hidden, row_of, pos, begin, end, cache);
+}
+
+void Model::run_layers(std::span<float> hidden, std::span<const int> row_of, std::span<const int> pos, int begin,
+                       int end, KVCache& cache) {
+  const ModelConfig& c = impl_->config;
+  const int rows = int(row_of.size()), H = c.hidden_size, hd = c.head_dim, half = hd / 2;
+  const int nh = c.num_heads, nkv = c.num_kv_heads, qd = c.q_dim(), kvd = c.kv_dim(), I = c.intermediate_size;
+  int longest = 0;  // attention work grows with the positions attended to
+  for (int p : pos) longest = std::max(longest, p + 1);
   const LoraAdapter* ad = impl_->active_adapter();
   std::vector<float> xn(std::size_t(rows) * H), q(std::size_t(rows) * qd), k(std::size_t(rows) * kvd),
       v(std::size_t(rows) * kvd), att(std::size_t(rows) * qd), o(std::size_t(rows) * H),
@@ -407,18 +458,19 @@ void Model::forward_layers(std::span<float> hidden, std::span<const std::uint8_t
     add_lora(ad, l, LoraTarget::kK, xn.data(), rows, k.data());
     add_lora(ad, l, LoraTarget::kV, xn.data(), rows, v.data());
     for (int r = 0; r < rows; ++r) {
-      const int b = r / steps, t = r % steps, p = pos[r];
+      const int b = row_of[r], p = std::max(pos[r], 0);  // padding: any position, never stored
       const float* cs = impl_->rope_cos.data() + std::size_t(p) * half;
       const float* sn = impl_->rope_sin.data() + std::size_t(p) * half;
       rope(q.data() + std::size_t(r) * qd, nh, hd, cs, sn);
       rope(k.data() + std::size_t(r) * kvd, nkv, hd, cs, sn);
+      if (b < 0) continue;
       for (int kh = 0; kh < nkv; ++kh) {
-        std::copy_n(k.data() + std::size_t(r) * kvd + kh * hd, hd, cache.keys(l, b, kh) + std::size_t(base + t) * hd);
-        std::copy_n(v.data() + std::size_t(r) * kvd + kh * hd, hd, cache.values(l, b, kh) + std::size_t(base + t) * hd);
+        std::copy_n(k.data() + std::size_t(r) * kvd + kh * hd, hd, cache.keys(l, b, kh) + std::size_t(p) * hd);
+        std::copy_n(v.data() + std::size_t(r) * kvd + kh * hd, hd, cache.values(l, b, kh) + std::size_t(p) * hd);
       }
     }
-    AttentionJob job{&cache, l, steps, base, nh, group, hd, qd, scale, q.data(), att.data()};
-    kernels::parallel_for(rows * nh, attention_task, &job, rows * nh * (base + steps) > 4096);
+    AttentionJob job{&cache, l, nh, group, hd, qd, scale, row_of.data(), pos.data(), q.data(), att.data()};
+    kernels::parallel_for(rows * nh, attention_task, &job, rows * nh * longest > 4096);
     linear(W.wo, {}, att.data(), rows, o.data());
     add_lora(ad, l, LoraTarget::kO, att.data(), rows, o.data());
     for (std::size_t i = 0; i < o.size(); ++i) x[i] += o[i];
@@ -466,6 +518,35 @@ std::vector<float> Model::forward(std::span<const TokenId> tokens, std::span<con
     std::copy_n(hidden.data() + (std::size_t(b) * steps + t) * H, H, last.data() + std::size_t(b) * H);
   }
   return logits(last, batch);
+}
+
+std::vector<float> Model::forward_rows(std::span<const RowTokens> rows, KVCache& cache) {
+  const ModelConfig& c = impl_->config;
+  if (rows.empty()) throw Error(ErrorKind::kInvalidInput, "forward_rows: no sequence to run");
+  if (cache.layer_begin() != 0 || cache.layer_end() != c.num_layers)
+    throw Error(ErrorKind::kInvalidInput, "forward_rows needs a KV cache of all the model's layers");
+  std::vector<TokenId> ids;
+  std::vector<int> row_of;
+  std::vector<char> seen(std::size_t(cache.batch()), 0);
+  for (const RowTokens& r : rows) {
+    if (r.tokens.empty()) throw Error(ErrorKind::kInvalidInput, "forward_rows: a sequence has no new token");
+    if (r.row < 0 || r.row >= cache.batch() || seen[std::size_t(r.row)]++)
+      throw Error(ErrorKind::kInvalidInput, "forward_rows: row " + std::to_string(r.row) +
+                                                " is outside the cache or listed twice");
+    ids.insert(ids.end(), r.tokens.begin(), r.tokens.end());
+    row_of.insert(row_of.end(), r.tokens.size(), r.row);
+  }
+  std::vector<float> hidden = embed(ids);
+  const std::vector<int> pos = cache.append_rows(row_of);
+  run_layers(hidden, row_of, pos, 0, c.num_layers, cache);
+  const int H = c.hidden_size;
+  std::vector<float> last(rows.size() * std::size_t(H));
+  std::size_t end = 0;
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    end += rows[i].tokens.size();
+    std::copy_n(hidden.data() + (end - 1) * H, H, last.data() + i * H);
+  }
+  return logits(last, int(rows.size()));
 }
 
 // ---------------- LoRA management ----------------

@@ -81,6 +81,130 @@ void check_shape(const inference::ModelConfig& model, const inference::ModelConf
 
 }  // namespace
 
+namespace {
+
+std::set<TokenId> end_tokens(const inference::ModelConfig& c, const inference::Tokenizer& tokenizer) {
+  std::set<TokenId> stops(c.eos_token_ids.begin(), c.eos_token_ids.end());
+  for (TokenId e : tokenizer.eos_ids()) stops.insert(e);
+  return stops;
+}
+
+// One answer as it is generated: the request's sampling (with the penalties
+// and min_p applied to the logits first), its random stream, the decoded text
+// cut at stop strings, and log-probabilities. generate() and execute_batch()
+// run every token through it, so a request gets the same answer either way.
+class Decoding {
+ public:
+  Decoding(const CompletionRequest& request, const inference::Tokenizer& tokenizer, std::set<TokenId> end)
+      : request_(request), decoder_(tokenizer), stop_(request.stop), end_(std::move(end)), rng_(request.seed) {
+    sampling_.max_tokens = request.max_tokens;
+    sampling_.temperature = request.temperature;
+    sampling_.top_p = request.top_p;
+    sampling_.top_k = request.top_k;
+    sampling_.seed = request.seed;
+  }
+
+  // The next token from one row of logits. Log-probabilities come from the
+  // logits as the model gave them, before penalties, min_p and temperature.
+  TokenId pick(std::vector<float> logits, const std::vector<TokenId>& history) {
+    std::vector<float> raw;
+    if (request_.logprobs >= 0) raw = logits;
+    apply_penalties(logits, counts_, request_.presence_penalty, request_.frequency_penalty);
+    apply_min_p(logits, request_.min_p);
+    const TokenId id = inference::sample_token(std::move(logits), history, sampling_, rng_);
+    if (request_.logprobs >= 0) pending_ = logprobs_of(raw, id, request_.logprobs);
+    return id;
+  }
+
+  // Takes the picked token; the finish reason when the answer ends with it,
+  // else nullptr. on_token gets the text that may be shown now.
+  const char* accept(TokenId id, const OnToken& on_token, int max_new, CompletionResult& r) {
+    if (end_.count(id)) return "stop";
+    r.tokens.push_back(id);
+    ++counts_[id];
+    if (pending_) {
+      r.logprobs.push_back(std::move(*pending_));
+      r.text_offsets.push_back(decoded_);
+      pending_.reset();
+    }
+    const std::string piece = decoder_.push(id);
+    decoded_ += piece.size();
+    const std::string shown = stop_.push(piece);
+    r.text += shown;
+    if (on_token && !on_token(id, shown)) return "stop";
+    if (stop_.stopped()) return "stop";
+    if (int(r.tokens.size()) >= max_new) return "length";
+    return nullptr;
+  }
+
+  // The text still held back (partial UTF-8, a tail that might have become a
+  // stop string) goes out; after a stop string, log-probabilities keep only
+  // the tokens whose text starts before it.
+  void close(const OnToken& on_token, CompletionResult& r) {
+    if (!stop_.stopped()) {
+      std::string rest = stop_.push(decoder_.flush());
+      if (!stop_.stopped()) rest += stop_.finish();
+      if (!rest.empty()) {
+        r.text += rest;
+        if (on_token) on_token(-1, rest);
+      }
+    }
+    if (stop_.stopped()) {
+      std::size_t keep = 0;
+      while (keep < r.text_offsets.size() && r.text_offsets[keep] < stop_.released()) ++keep;
+      r.logprobs.resize(keep);
+      r.text_offsets.resize(keep);
+    }
+    r.completion_tokens = int(r.tokens.size());
+  }
+
+ private:
+  const CompletionRequest& request_;
+  inference::SamplingOptions sampling_;
+  inference::StreamingDecoder decoder_;
+  StopFilter stop_;
+  std::set<TokenId> end_;
+  std::unordered_map<std::int32_t, int> counts_;  // generated tokens, for the penalties
+  std::optional<LogprobEntry> pending_;
+  std::size_t decoded_ = 0;  // bytes the decoder gave out so far
+  std::mt19937_64 rng_;
+};
+
+// One request's state inside a run.
+struct Row {
+  Row(std::unique_ptr<Job> j, const inference::Tokenizer& tokenizer, std::set<TokenId> end)
+      : job(std::move(j)), decoding(job->request, tokenizer, std::move(end)) {}
+  std::unique_ptr<Job> job;
+  Decoding decoding;
+  CompletionResult result;
+  std::vector<TokenId> history;  // prompt and answer so far
+  std::vector<TokenId> feed;     // the next pass's input: the prompt, then the last token
+  int max_new = 0;
+  int slot = 0;                  // KV cache row
+  bool prefilled = false;
+  clock_type::time_point started = clock_type::now();
+};
+
+}  // namespace
+
+namespace {
+
+// The continuous batch now decoding: requests with one adapter choice, one
+// KV cache row each (up to max_batch). A request joins at the next step and
+// leaves as soon as it finishes, its row free for the next one.
+struct Run {
+  bool active = false;
+  AdapterChoice choice = AdapterChoice::kDefault;
+  std::string adapter;  // resolved slot name, "" for none
+  std::uint64_t version = 0;
+  std::vector<std::unique_ptr<Row>> rows;  // index = KV cache row; null = free
+  std::optional<KVCache> cache;
+  int passed_over = 0;   // admissions that went past an older request of another choice
+  bool counted = false;  // in stats.batches already
+  int live() const;
+};
+}  // namespace
+
 struct InferenceService::Impl {
   std::unique_ptr<inference::Model> owned_model;
   std::unique_ptr<inference::Tokenizer> owned_tokenizer;
@@ -123,8 +247,15 @@ struct InferenceService::Impl {
   void execute_embedding(Job& job);
   std::vector<float> embedding(const std::string& input, int& tokens);
   void enqueue(std::vector<std::unique_ptr<Job>> jobs);
-  void take_batch(std::vector<std::unique_ptr<Job>>& jobs);
-  void execute_batch(std::vector<std::unique_ptr<Job>>& jobs);
+  // Continuous batching (see Run below).
+  std::unique_ptr<Job> start_run(std::vector<std::unique_ptr<Job>>& joining);
+  void admit_waiting(std::vector<std::unique_ptr<Job>>& joining);
+  void join(std::vector<std::unique_ptr<Job>> joining);
+  void step();
+  void decode_pass(const std::vector<Row*>& rows);
+  void close_row(Row& row, const char* reason);
+  void end_run(std::exception_ptr error);
+  Run run;  // worker-only
   void finish(Job& job, CompletionResult result, clock_type::time_point started);
   void fail(Job& job, std::exception_ptr error);
   CompletionResult generate(Job& job);
@@ -135,43 +266,76 @@ void InferenceService::Impl::loop() {
   // This thread's OpenMP team: the process's setting, or options.threads.
   inference::setup_torch_thread(options.threads);
   for (;;) {
-    std::vector<std::unique_ptr<Job>> jobs;
+    std::vector<std::unique_ptr<Job>> joining;
+    std::unique_ptr<Job> alone;  // an embedding, or a request for the split path
     std::array<std::optional<StagedAdapter>, 2> changes;
     std::optional<std::unique_ptr<SplitClient>> split_change;
     {
       std::unique_lock lock(mutex);
-      wake.wait(lock, [&] {
-        return stopping || !queue.empty() || staged[0] || staged[1] || staged_split.has_value();
-      });
-      changes.swap(staged);
-      split_change.swap(staged_split);
-      if (queue.empty() && stopping) return;
-      take_batch(jobs);
+      if (run.active) {
+        admit_waiting(joining);  // no wait: the run goes on
+      } else {
+        wake.wait(lock, [&] {
+          return stopping || !queue.empty() || staged[0] || staged[1] || staged_split.has_value();
+        });
+        // Between runs: the only place adapters and the split client change.
+        changes.swap(staged);
+        split_change.swap(staged_split);
+        if (queue.empty() && stopping) return;
+        alone = start_run(joining);
+      }
     }
-    apply(std::move(changes), std::move(split_change));
-    if (jobs.size() == 1 && jobs[0]->embed_inputs) execute_embedding(*jobs[0]);
-    else if (jobs.size() == 1) execute(*jobs[0]);
-    else if (!jobs.empty()) execute_batch(jobs);
+    if (!run.active) apply(std::move(changes), std::move(split_change));
+    if (alone && alone->embed_inputs) execute_embedding(*alone);
+    else if (alone) execute(*alone);
+    if (!joining.empty()) join(std::move(joining));
+    if (run.active) step();
   }
 }
 
-// The first waiting job plus, up to max_batch, later ones that ask for the
-// same adapter (so one model state serves them all). Split requests go alone.
-void InferenceService::Impl::take_batch(std::vector<std::unique_ptr<Job>>& jobs) {
-  if (queue.empty()) return;
-  jobs.push_back(std::move(queue.front()));
-  queue.pop_front();
-  const bool may_batch = options.max_batch > 1 && !split_visible && !staged_split.has_value() && !split &&
-                         !jobs[0]->embed_inputs;
-  if (!may_batch) return;
-  const AdapterChoice choice = jobs[0]->request.adapter;
-  for (auto it = queue.begin(); it != queue.end() && int(jobs.size()) < options.max_batch;) {
-    if ((*it)->request.adapter == choice && !(*it)->embed_inputs) {
-      jobs.push_back(std::move(*it));
-      it = queue.erase(it);
-    } else {
+// Called with the lock held and no run active. An embedding, or any request
+// while a split client is attached, runs alone (returned); otherwise the
+// oldest request starts a run with its adapter choice, and later ones with
+// the same choice join it.
+std::unique_ptr<Job> InferenceService::Impl::start_run(std::vector<std::unique_ptr<Job>>& joining) {
+  if (queue.empty()) return nullptr;
+  if (queue.front()->embed_inputs || split_visible || split) {
+    auto job = std::move(queue.front());
+    queue.pop_front();
+    return job;
+  }
+  run.choice = queue.front()->request.adapter;
+  admit_waiting(joining);
+  return nullptr;
+}
+
+// Called with the lock held: moves waiting requests with the run's adapter
+// choice into `joining`, oldest first, while rows are free. Fairness: a run
+// may go past an older waiting request of another choice (or an embedding)
+// at most max_batch times; after that it takes no one, finishes its rows,
+// and the next run starts with that request. A staged adapter or split
+// client also stops admissions, so it applies as soon as the rows finish and
+// a request submitted after install_adapter() returns sees it.
+void InferenceService::Impl::admit_waiting(std::vector<std::unique_ptr<Job>>& joining) {
+  if (staged[0] || staged[1] || staged_split.has_value() || split_visible) return;
+  if (run.active && !options.continuous_batching) return;  // static batching: no one joins a running batch
+  const int slots = std::max(options.max_batch, 1);
+  int free = slots - run.live();
+  bool passed = false;
+  for (auto it = queue.begin(); it != queue.end() && free > 0;) {
+    const Job& job = **it;
+    if (job.embed_inputs || job.request.adapter != run.choice) {
+      passed = true;
       ++it;
+      continue;
     }
+    if (passed) {
+      if (run.passed_over >= slots) break;
+      ++run.passed_over;
+    }
+    joining.push_back(std::move(*it));
+    it = queue.erase(it);
+    --free;
   }
 }
 
@@ -306,202 +470,125 @@ void InferenceService::Impl::execute(Job& job) {
   }
 }
 
-namespace {
 
-std::set<TokenId> end_tokens(const inference::ModelConfig& c, const inference::Tokenizer& tokenizer) {
-  std::set<TokenId> stops(c.eos_token_ids.begin(), c.eos_token_ids.end());
-  for (TokenId e : tokenizer.eos_ids()) stops.insert(e);
-  return stops;
+int Run::live() const {
+  int n = 0;
+  for (const auto& r : rows) n += r != nullptr;
+  return n;
 }
 
-// One answer as it is generated: the request's sampling (with the penalties
-// and min_p applied to the logits first), its random stream, the decoded text
-// cut at stop strings, and log-probabilities. generate() and execute_batch()
-// run every token through it, so a request gets the same answer either way.
-class Decoding {
- public:
-  Decoding(const CompletionRequest& request, const inference::Tokenizer& tokenizer, std::set<TokenId> end)
-      : request_(request), decoder_(tokenizer), stop_(request.stop), end_(std::move(end)), rng_(request.seed) {
-    sampling_.max_tokens = request.max_tokens;
-    sampling_.temperature = request.temperature;
-    sampling_.top_p = request.top_p;
-    sampling_.top_k = request.top_k;
-    sampling_.seed = request.seed;
-  }
+// Requests decoded together (continuous batching): every row has its own KV
+// cache row, position, sampling options and random stream, so each gets the
+// tokens it would get alone. Rows that joined since the last pass prefill
+// their prompts in one pass of their own (Model::forward_rows, no padding);
+// then all rows decode one token each in one pass. A row's answer goes out as
+// soon as that row finishes, and its cache row is free for the next request.
 
-  // The next token from one row of logits. Log-probabilities come from the
-  // logits as the model gave them, before penalties, min_p and temperature.
-  TokenId pick(std::vector<float> logits, const std::vector<TokenId>& history) {
-    std::vector<float> raw;
-    if (request_.logprobs >= 0) raw = logits;
-    apply_penalties(logits, counts_, request_.presence_penalty, request_.frequency_penalty);
-    apply_min_p(logits, request_.min_p);
-    const TokenId id = inference::sample_token(std::move(logits), history, sampling_, rng_);
-    if (request_.logprobs >= 0) pending_ = logprobs_of(raw, id, request_.logprobs);
-    return id;
-  }
-
-  // Takes the picked token; the finish reason when the answer ends with it,
-  // else nullptr. on_token gets the text that may be shown now.
-  const char* accept(TokenId id, const OnToken& on_token, int max_new, CompletionResult& r) {
-    if (end_.count(id)) return "stop";
-    r.tokens.push_back(id);
-    ++counts_[id];
-    if (pending_) {
-      r.logprobs.push_back(std::move(*pending_));
-      r.text_offsets.push_back(decoded_);
-      pending_.reset();
-    }
-    const std::string piece = decoder_.push(id);
-    decoded_ += piece.size();
-    const std::string shown = stop_.push(piece);
-    r.text += shown;
-    if (on_token && !on_token(id, shown)) return "stop";
-    if (stop_.stopped()) return "stop";
-    if (int(r.tokens.size()) >= max_new) return "length";
-    return nullptr;
-  }
-
-  // The text still held back (partial UTF-8, a tail that might have become a
-  // stop string) goes out; after a stop string, log-probabilities keep only
-  // the tokens whose text starts before it.
-  void close(const OnToken& on_token, CompletionResult& r) {
-    if (!stop_.stopped()) {
-      std::string rest = stop_.push(decoder_.flush());
-      if (!stop_.stopped()) rest += stop_.finish();
-      if (!rest.empty()) {
-        r.text += rest;
-        if (on_token) on_token(-1, rest);
-      }
-    }
-    if (stop_.stopped()) {
-      std::size_t keep = 0;
-      while (keep < r.text_offsets.size() && r.text_offsets[keep] < stop_.released()) ++keep;
-      r.logprobs.resize(keep);
-      r.text_offsets.resize(keep);
-    }
-    r.completion_tokens = int(r.tokens.size());
-  }
-
- private:
-  const CompletionRequest& request_;
-  inference::SamplingOptions sampling_;
-  inference::StreamingDecoder decoder_;
-  StopFilter stop_;
-  std::set<TokenId> end_;
-  std::unordered_map<std::int32_t, int> counts_;  // generated tokens, for the penalties
-  std::optional<LogprobEntry> pending_;
-  std::size_t decoded_ = 0;  // bytes the decoder gave out so far
-  std::mt19937_64 rng_;
-};
-
-// One request's state inside a batch.
-struct Row {
-  Row(Job& j, const inference::Tokenizer& tokenizer, std::set<TokenId> end)
-      : job(&j), decoding(j.request, tokenizer, std::move(end)) {}
-  Job* job;
-  CompletionResult result;
-  std::vector<TokenId> history;
-  int max_new = 0;
-  Decoding decoding;
-  bool done = false;
-};
-
-}  // namespace
-
-// Several requests decoded together: prompts padded on the left, one forward
-// pass per step for all rows (as inference::generate batches), each row with
-// its own sampling options and random stream, so every row gets the tokens it
-// would get alone. A row's answer goes out as soon as that row finishes.
-
-void InferenceService::Impl::execute_batch(std::vector<std::unique_ptr<Job>>& jobs) {
-  const auto started = clock_type::now();
+// New requests take free rows of the run (starting it: the adapter resolves
+// and is activated). A request that cannot run (prompt too long, adapter
+// gone) fails alone; the others go on.
+void InferenceService::Impl::join(std::vector<std::unique_ptr<Job>> joining) {
   const inference::ModelConfig& c = model->config();
   const int context = serving_context(c, options);
-  std::vector<std::unique_ptr<Row>> rows;
-  std::string adapter;
-  std::uint64_t version = 0;
-  try {
-    adapter = resolve(jobs[0]->request.adapter, version);  // the same choice for every job here
-  } catch (...) {
-    for (auto& j : jobs) fail(*j, std::current_exception());
-    return;
-  }
-  for (auto& j : jobs) {
+  if (!run.active) {
     try {
-      auto row = std::make_unique<Row>(*j, *tokenizer, end_tokens(c, *tokenizer));
-      row->history = tokenizer->encode(j->request.prompt, true);
-      const int len = int(row->history.size());
+      run.adapter = resolve(run.choice, run.version);
+      model->set_active_adapter(run.adapter);
+    } catch (...) {
+      for (auto& j : joining) fail(*j, std::current_exception());
+      run = Run{};
+      return;
+    }
+    run.active = true;
+  }
+  for (auto& j : joining) {
+    try {
+      std::vector<TokenId> prompt = tokenizer->encode(j->request.prompt, true);
+      const int len = int(prompt.size());
       if (len == 0) throw InvalidRequest("prompt", "the prompt encodes to no tokens");
       if (len + 1 > context)
         throw InvalidRequest("prompt", "the prompt's " + std::to_string(len) +
                                            " tokens leave no room in the serving context of " +
                                            std::to_string(context) + " tokens; shorten it");
-      row->max_new = std::min(j->request.max_tokens, context - len);
+      const int max_new = std::min(j->request.max_tokens, context - len);
+      int slot = 0;
+      while (slot < int(run.rows.size()) && run.rows[std::size_t(slot)]) ++slot;
+      if (!run.cache) run.cache.emplace(model->make_cache(slot + 1, len + max_new));
+      else run.cache->grow(slot + 1, len + max_new);
+      run.cache->reset_row(slot);
+      auto row = std::make_unique<Row>(std::move(j), *tokenizer, end_tokens(c, *tokenizer));
+      row->history = std::move(prompt);
+      row->feed = row->history;
+      row->max_new = max_new;
+      row->slot = slot;
       row->result.prompt_tokens = len;
-      row->result.adapter = adapter.empty() ? "none" : adapter;
-      row->result.adapter_version = version;
-      rows.push_back(std::move(row));
+      row->result.adapter = run.adapter.empty() ? "none" : run.adapter;
+      row->result.adapter_version = run.version;
+      if (slot == int(run.rows.size())) run.rows.push_back(std::move(row));
+      else run.rows[std::size_t(slot)] = std::move(row);
     } catch (...) {
-      fail(*j, std::current_exception());
+      if (j) fail(*j, std::current_exception());  // still ours: nothing after the Row's creation throws
     }
   }
-  if (rows.empty()) return;
-  {
+  if (run.live() == 0) run = Run{};
+}
+
+// One pass: the rows that just joined prefill, or else every row decodes.
+void InferenceService::Impl::step() {
+  std::vector<Row*> fresh, all;
+  for (auto& r : run.rows) {
+    if (!r) continue;
+    all.push_back(r.get());
+    if (!r->prefilled) fresh.push_back(r.get());
+  }
+  const std::vector<Row*>& rows = fresh.empty() ? all : fresh;
+  if (rows.size() > 1 && !run.counted) {
+    run.counted = true;
     std::lock_guard lock(mutex);
     ++stats.batches;
   }
   try {
-    model->set_active_adapter(adapter);
-    const int B = int(rows.size());
-    int longest = 0, most_new = 0;
-    for (auto& r : rows) {
-      longest = std::max(longest, int(r->history.size()));
-      most_new = std::max(most_new, r->max_new);
-    }
-    KVCache cache = model->make_cache(B, longest + most_new);
-    std::vector<TokenId> tokens(std::size_t(B) * longest, 0);
-    std::vector<std::uint8_t> mask(tokens.size(), 0);
-    for (int b = 0; b < B; ++b) {
-      const auto& h = rows[b]->history;
-      const std::size_t pad = std::size_t(longest) - h.size();
-      std::copy(h.begin(), h.end(), tokens.begin() + std::size_t(b) * longest + pad);
-      std::fill_n(mask.begin() + std::size_t(b) * longest + pad, h.size(), 1);
-    }
-    std::vector<float> logits = model->forward(tokens, mask, B, longest, cache);
-    std::vector<TokenId> next(B, 0);
-    std::vector<std::uint8_t> step_mask(B, 0);
-    const int V = c.vocab_size;
-    int live = B;
-    auto close = [&](Row& r, const char* reason) {
-      r.done = true;
-      --live;
-      r.result.finish_reason = reason;
-      r.decoding.close(r.job->on_token, r.result);
-      finish(*r.job, std::move(r.result), started);
-    };
-    while (live > 0) {
-      for (int b = 0; b < B; ++b) {
-        step_mask[b] = 0;
-        Row& r = *rows[b];
-        if (r.done) continue;
-        std::vector<float> row_logits(logits.begin() + std::size_t(b) * V, logits.begin() + std::size_t(b + 1) * V);
-        const TokenId id = r.decoding.pick(std::move(row_logits), r.history);
-        if (const char* reason = r.decoding.accept(id, r.job->on_token, r.max_new, r.result)) {
-          close(r, reason);
-          continue;
-        }
-        r.history.push_back(id);
-        next[b] = id;
-        step_mask[b] = 1;
-      }
-      if (live == 0) break;
-      logits = model->forward(next, step_mask, B, 1, cache);
-    }
+    decode_pass(rows);
   } catch (...) {
-    for (auto& r : rows)
-      if (!r->done) fail(*r->job, std::current_exception());
+    end_run(std::current_exception());
+    return;
   }
+  if (run.live() == 0) end_run(nullptr);
+}
+
+void InferenceService::Impl::decode_pass(const std::vector<Row*>& rows) {
+  std::vector<inference::RowTokens> input;
+  for (Row* r : rows) input.push_back({r->slot, r->feed});
+  const std::vector<float> logits = model->forward_rows(input, *run.cache);
+  const std::size_t V = std::size_t(model->config().vocab_size);
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    Row& r = *rows[i];
+    r.prefilled = true;
+    std::vector<float> row_logits(logits.begin() + i * V, logits.begin() + (i + 1) * V);
+    const TokenId id = r.decoding.pick(std::move(row_logits), r.history);
+    if (const char* reason = r.decoding.accept(id, r.job->on_token, r.max_new, r.result)) {
+      close_row(r, reason);
+      continue;
+    }
+    r.history.push_back(id);
+    r.feed.assign(1, id);
+  }
+}
+
+// The row's answer goes out and its cache row is free at once.
+void InferenceService::Impl::close_row(Row& row, const char* reason) {
+  row.result.finish_reason = reason;
+  row.decoding.close(row.job->on_token, row.result);
+  finish(*row.job, std::move(row.result), row.started);
+  run.rows[std::size_t(row.slot)].reset();
+}
+
+// The run is over (all rows done, or a pass failed: its rows fail with the error).
+void InferenceService::Impl::end_run(std::exception_ptr error) {
+  if (error)
+    for (auto& r : run.rows)
+      if (r) fail(*r->job, error);
+  run = Run{};
 }
 
 CompletionResult InferenceService::Impl::generate(Job& job) {

@@ -214,6 +214,66 @@ TEST_CASE("batched prompts with left and right padding equal one-by-one") {
   std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("forward_rows: rows at different positions share a pass, a row resets and the cache grows in place") {
+  setup_torch(2);
+  Shape s;
+  s.bias = true;
+  auto dir = test::fresh_dir("rows");
+  test::write_checkpoint(dir, s, 8);
+  Model m = Model::load(dir);
+  const int V = s.vocab;
+  const std::vector<int> a = {1, 4, 9, 16, 25, 36, 49}, b = {2, 3, 5}, c = {11, 13};
+  auto last_of = [&](const std::vector<int>& toks) {
+    auto full = full_logits(m, toks);
+    return std::vector<float>(full.end() - V, full.end());
+  };
+  auto row = [&](const std::vector<float>& logits, int i) {
+    return std::vector<float>(logits.begin() + std::size_t(i) * V, logits.begin() + std::size_t(i + 1) * V);
+  };
+  // Row 0 prefills a alone in a cache of one row; b joins later in row 1.
+  KVCache cache = m.make_cache(1, 8);
+  const std::vector<RowTokens> first = {{0, std::span<const int>(a)}};
+  CHECK(test::rel_error(m.forward_rows(first, cache), last_of(a)) < 1e-5);
+  cache.grow(2, 12);  // row 0's keys and values survive the move
+  CHECK(cache.batch() == 2);
+  CHECK(cache.capacity() == 12);
+  // One pass: row 0 decodes one token at position 7, row 1 prefills b at 0..2.
+  const std::vector<int> next_a = {7};
+  const std::vector<RowTokens> mixed = {{0, next_a}, {1, std::span<const int>(b)}};
+  auto got = m.forward_rows(mixed, cache);
+  auto a2 = a;
+  a2.push_back(7);
+  CHECK(test::rel_error(row(got, 0), last_of(a2)) < 1e-5);
+  CHECK(test::rel_error(row(got, 1), last_of(b)) < 1e-5);
+  CHECK(cache.next_position(0) == 8);
+  CHECK(cache.next_position(1) == 3);
+  // Row 0 leaves; a new sequence takes it while row 1 decodes.
+  cache.reset_row(0);
+  const std::vector<int> next_b = {8};
+  const std::vector<RowTokens> reuse = {{1, next_b}, {0, std::span<const int>(c)}};
+  got = m.forward_rows(reuse, cache);
+  auto b2 = b;
+  b2.push_back(8);
+  CHECK(test::rel_error(row(got, 0), last_of(b2)) < 1e-5);
+  CHECK(test::rel_error(row(got, 1), last_of(c)) < 1e-5);
+  // Bad input: an unknown row, a row twice, no tokens, past the capacity.
+  std::string message;
+  const std::vector<RowTokens> outside = {{2, next_b}};
+  CHECK(kind_of([&] { m.forward_rows(outside, cache); }, &message) == ErrorKind::kInvalidInput);
+  CHECK(message.find("row 2") != std::string::npos);
+  const std::vector<RowTokens> twice = {{1, next_b}, {1, next_b}};
+  CHECK(kind_of([&] { m.forward_rows(twice, cache); }) == ErrorKind::kInvalidInput);
+  const std::vector<RowTokens> empty = {{1, std::span<const int>()}};
+  CHECK(kind_of([&] { m.forward_rows(empty, cache); }) == ErrorKind::kInvalidInput);
+  const std::vector<int> too_long(10, 3);
+  const std::vector<RowTokens> overflow = {{1, std::span<const int>(too_long)}};
+  CHECK(kind_of([&] { m.forward_rows(overflow, cache); }, &message) == ErrorKind::kInvalidInput);
+  CHECK(message.find("capacity of 12") != std::string::npos);
+  CHECK(cache.next_position(1) == 4);  // a refused pass reserves nothing
+  CHECK(kind_of([&] { cache.grow(2, 1 << 20); }) == ErrorKind::kInvalidInput);
+  std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("layer-range split execution equals the full model") {
   setup_torch(2);
   Shape s;

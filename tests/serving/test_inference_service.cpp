@@ -3,7 +3,9 @@
 // queue are refused with the field named.
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "fedge/inference/generate.h"
@@ -516,4 +518,209 @@ TEST_CASE("submit_all queues all choices or none", "[serving]") {
   bad.stop.clear();
   bad.min_p = 2;
   CHECK_THROWS_AS(service.submit(bad), InvalidRequest);
+}
+
+// ---------------- continuous batching ----------------
+
+namespace {
+
+// The order in which the worker streamed tokens, by request name: when each
+// request started and finished relative to the others, without clocks.
+class Timeline {
+ public:
+  // on_token for request `name`; `at_token(n)` runs at its n-th token (from
+  // 1) on the worker thread, and its false cancels the request.
+  OnToken record(std::string name, std::function<bool(int)> at_token = {}) {
+    return [this, name, at_token, n = 0](std::int32_t token, std::string_view) mutable {
+      if (token < 0) return true;  // the held-back text at the end
+      {
+        std::lock_guard lock(m_);
+        events_.push_back(name);
+      }
+      return at_token ? at_token(++n) : true;
+    };
+  }
+  int first(const std::string& name) const {
+    std::lock_guard lock(m_);
+    for (std::size_t i = 0; i < events_.size(); ++i)
+      if (events_[i] == name) return int(i);
+    FAIL("no token of " << name);
+    return -1;
+  }
+  int last(const std::string& name) const {
+    std::lock_guard lock(m_);
+    for (std::size_t i = events_.size(); i-- > 0;)
+      if (events_[i] == name) return int(i);
+    FAIL("no token of " << name);
+    return -1;
+  }
+  // The most requests that were between their first and last token at once.
+  int most_at_once() const {
+    std::set<std::string> names;
+    {
+      std::lock_guard lock(m_);
+      names.insert(events_.begin(), events_.end());
+    }
+    int most = 0;
+    const int n = int(events_.size());
+    for (int i = 0; i < n; ++i) {
+      int now = 0;
+      for (const auto& name : names) now += first(name) <= i && i <= last(name);
+      most = std::max(most, now);
+    }
+    return most;
+  }
+
+ private:
+  mutable std::mutex m_;
+  std::vector<std::string> events_;
+};
+
+}  // namespace
+
+TEST_CASE("a request submitted mid-decode joins the running batch and both get their solo answers",
+          "[serving][continuous]") {
+  Fixture f;
+  InferenceService service(f.model, f.tokenizer);
+  const auto ref_a = reference("the first request", 16), ref_b = reference("second", 6);
+  REQUIRE(ref_a.tokens.size() == 16);  // no early end: a is still decoding when b arrives
+  REQUIRE(ref_b.tokens.size() == 6);
+  Timeline t;
+  std::future<CompletionResult> b;
+  auto a = service.submit(request("the first request", 16), t.record("a", [&](int n) {
+    if (n == 3) b = service.submit(request("second", 6), t.record("b"));  // while a decodes
+    return true;
+  }));
+  const auto got_a = a.get();
+  const auto got_b = b.get();
+  CHECK(got_a.tokens == ref_a.tokens);
+  CHECK(got_b.tokens == ref_b.tokens);
+  CHECK(got_b.text == ref_b.text);
+  CHECK(t.first("b") == 3);           // b's first token came in the pass after a's third
+  CHECK(t.last("b") < t.last("a"));   // and b finished while a still ran
+  CHECK(service.stats().batches == 1);
+  CHECK(service.stats().completed == 2);
+}
+
+TEST_CASE("a finished row frees its slot for a waiting request and at most max_batch rows decode together",
+          "[serving][continuous]") {
+  Fixture f;
+  ServiceOptions o;
+  o.max_batch = 2;
+  InferenceService service(f.model, f.tokenizer, o);
+  const std::vector<std::string> names = {"bee", "sea", "dee"};
+  std::vector<inference::GenerationResult> refs;
+  for (const auto& n : names) {
+    refs.push_back(reference(n, 12));
+    REQUIRE(refs.back().tokens.size() == 12);
+  }
+  WorkerGate gate;
+  OnToken hold = gate.hold();
+  Timeline t;
+  auto a = service.submit(request("a", 3), t.record("a", [&](int n) { return n == 1 ? hold(0, "") : true; }));
+  gate.wait_until_held();
+  std::vector<std::future<CompletionResult>> futures;
+  for (const auto& n : names) futures.push_back(service.submit(request(n, 12), t.record(n)));
+  gate.release();
+  CHECK(a.get().tokens == reference("a", 3).tokens);
+  for (std::size_t i = 0; i < names.size(); ++i) CHECK(futures[i].get().tokens == refs[i].tokens);
+  CHECK(t.most_at_once() == 2);
+  CHECK(t.first("bee") < t.last("a"));  // joined a at once
+  CHECK(t.first("sea") > t.last("a"));  // waited for a's row ...
+  CHECK(t.first("sea") < t.last("bee"));  // ... and took it while bee still ran
+  CHECK(t.first("dee") > t.last("bee"));
+}
+
+TEST_CASE("a run passes over a request for another adapter at most max_batch times, then it runs next",
+          "[serving][continuous]") {
+  Fixture f;
+  ServiceOptions o;
+  o.max_batch = 2;
+  InferenceService service(f.model, f.tokenizer, o);
+  const auto global = busy_adapter(f.model.config(), 1.0f);
+  service.install_adapter(AdapterSlot::kGlobal, global, 1);
+  const auto ref_a = reference("long one", 20);
+  REQUIRE(ref_a.tokens.size() == 20);
+  Timeline t;
+  std::future<CompletionResult> g;
+  std::vector<std::future<CompletionResult>> later;
+  const std::vector<std::string> names = {"n1", "n2", "n3"};
+  auto a = service.submit(request("long one", 20, AdapterChoice::kNone), t.record("a", [&](int n) {
+    if (n == 2) {
+      g = service.submit(request("for the adapter", 6, AdapterChoice::kGlobal), t.record("g"));
+      for (const auto& name : names) later.push_back(service.submit(request(name, 4, AdapterChoice::kNone), t.record(name)));
+    }
+    return true;
+  }));
+  CHECK(a.get().tokens == ref_a.tokens);
+  const auto got_g = g.get();
+  CHECK(got_g.tokens == reference("for the adapter", 6, &global).tokens);
+  CHECK(got_g.adapter == "global");
+  for (std::size_t i = 0; i < names.size(); ++i) CHECK(later[i].get().tokens == reference(names[i], 4).tokens);
+  // n1 and n2 joined a's run past g; then the run took no one, and g went before n3.
+  CHECK(t.first("n2") < t.last("a"));
+  CHECK(t.first("g") > t.last("a"));
+  CHECK(t.first("g") > t.last("n2"));
+  CHECK(t.first("n3") > t.last("g"));
+}
+
+TEST_CASE("an adapter installed while a batch runs applies to requests submitted after it, not mid-run",
+          "[serving][continuous]") {
+  Fixture f;
+  InferenceService service(f.model, f.tokenizer);
+  const auto old = busy_adapter(f.model.config(), -0.7f), fresh = busy_adapter(f.model.config(), 1.0f);
+  service.install_adapter(AdapterSlot::kGlobal, old, 1);
+  Timeline t;
+  std::future<CompletionResult> b;
+  auto a = service.submit(request("abc", 10, AdapterChoice::kGlobal), t.record("a", [&](int n) {
+    if (n == 2) {
+      service.install_adapter(AdapterSlot::kGlobal, fresh, 2);
+      b = service.submit(request("abc", 6, AdapterChoice::kGlobal), t.record("b"));
+    }
+    return true;
+  }));
+  const auto got_a = a.get();
+  CHECK(got_a.tokens == reference("abc", 10, &old).tokens);
+  CHECK(got_a.adapter_version == 1);
+  const auto got_b = b.get();
+  CHECK(got_b.tokens == reference("abc", 6, &fresh).tokens);
+  CHECK(got_b.adapter_version == 2);
+  CHECK(t.first("b") > t.last("a"));
+}
+
+TEST_CASE("a cancelled row and a refused prompt leave the other rows of the batch untouched",
+          "[serving][continuous]") {
+  Fixture f;
+  ServiceOptions o;
+  o.context = 40;
+  InferenceService service(f.model, f.tokenizer, o);
+  const auto ref_a = reference("steady", 14), ref_b = reference("cancel me", 10), ref_c = reference("fine", 5);
+  REQUIRE(ref_a.tokens.size() == 14);
+  REQUIRE(ref_b.tokens.size() >= 3);
+  Timeline t;
+  std::future<CompletionResult> b, too_long, c;
+  auto a = service.submit(request("steady", 14), t.record("a", [&](int n) {
+    if (n == 2) {
+      b = service.submit(request("cancel me", 10), t.record("b", [](int m) { return m < 3; }));  // stops at its 3rd
+      too_long = service.submit(request(std::string(60, 'z'), 4), t.record("long"));
+      c = service.submit(request("fine", 5), t.record("c"));
+    }
+    return true;
+  }));
+  CHECK(a.get().tokens == ref_a.tokens);
+  const auto got_b = b.get();
+  CHECK(got_b.finish_reason == "stop");
+  CHECK(got_b.tokens == std::vector<std::int32_t>(ref_b.tokens.begin(), ref_b.tokens.begin() + 3));
+  CHECK(c.get().tokens == ref_c.tokens);
+  try {
+    too_long.get();
+    FAIL("a prompt past the serving context was accepted");
+  } catch (const InvalidRequest& e) {
+    CHECK(e.field() == "prompt");
+    CHECK(std::string(e.what()).find("serving context of 40 tokens") != std::string::npos);
+  }
+  CHECK(t.first("b") < t.last("a"));
+  CHECK(t.first("c") < t.last("a"));
+  CHECK(service.stats().failed == 1);
+  CHECK(service.stats().completed == 3);
 }

@@ -69,36 +69,52 @@ struct LayerWeights {
 };
 
 // Keys and values for a range of layers, preallocated for `capacity` slots
-// per row. Every row advances by the same number of slots per call; padded
-// slots are marked invalid and never attended to, and each row keeps its own
-// position counter, so prompts of different lengths can share a batch.
+// per row. Each row is its own sequence: it keeps its own length, and a
+// token's slot is its position in that row, so prompts of different lengths
+// share a batch (padding takes no slot) and, for continuous batching, rows at
+// different positions decode in one pass and a row can be reset for a new
+// sequence while the others go on.
 class KVCache {
  public:
   KVCache() = default;
   KVCache(const ModelConfig& config, int layer_begin, int layer_end, int batch, int capacity);
   int batch() const { return batch_; }
   int capacity() const { return capacity_; }
-  int length() const { return length_; }  // slots used
+  int length() const;  // slots used by the longest row
   int layer_begin() const { return layer_begin_; }
   int layer_end() const { return layer_end_; }
   int next_position(int row) const { return next_pos_[row]; }
   void reset();
+  // Frees one row for a new sequence (continuous batching); the others keep theirs.
+  void reset_row(int row);
+  // Makes room for at least `batch` rows of `capacity` slots, keeping what
+  // every row holds (a continuous batch grows as requests join it).
+  // Error(kInvalidInput) beyond the model's context.
+  void grow(int batch, int capacity);
 
   // Internal layout: [layer][row][kv_head][slot][head_dim].
   float* keys(int layer, int row, int kv_head);
   float* values(int layer, int row, int kv_head);
-  bool valid(int row, int slot) const { return valid_[std::size_t(row) * capacity_ + slot] != 0; }
 
   // Reserves `steps` new slots with mask [batch * steps] (1 = real token) and
-  // returns per-slot positions; Error(kInvalidInput) when out of capacity.
+  // returns per-slot positions (-1 for padding); Error(kInvalidInput) when a
+  // row runs out of capacity.
   std::vector<int> append(std::span<const std::uint8_t> mask, int steps);
+  // The same for tokens of any rows: rows[i] is token i's row (-1: padding).
+  std::vector<int> append_rows(std::span<const int> rows);
 
  private:
-  int layer_begin_ = 0, layer_end_ = 0, batch_ = 0, capacity_ = 0;
-  int kv_heads_ = 0, head_dim_ = 0, length_ = 0;
+  int layer_begin_ = 0, layer_end_ = 0, batch_ = 0, capacity_ = 0, max_capacity_ = 0;
+  int kv_heads_ = 0, head_dim_ = 0;
   std::vector<float> k_, v_;
-  std::vector<std::uint8_t> valid_;
   std::vector<int> next_pos_;
+};
+
+// One sequence's new tokens in a ragged pass (Model::forward_rows): its cache
+// row and its tokens (a prompt to prefill, or the token decoded last).
+struct RowTokens {
+  int row = 0;
+  std::span<const TokenId> tokens;
 };
 
 class Model {
@@ -161,6 +177,11 @@ class Model {
   // `all_logits`, else [batch, vocab] of each row's last slot.
   std::vector<float> forward(std::span<const TokenId> tokens, std::span<const std::uint8_t> mask,
                              int batch, int steps, KVCache& cache, bool all_logits = false);
+  // Continuous batching: the new tokens of several sequences in one pass,
+  // without padding. Each entry names its own cache row, which may be at any
+  // position; rows not listed are untouched; a row appears at most once.
+  // Returns logits [rows.size(), vocab] of each entry's last token.
+  std::vector<float> forward_rows(std::span<const RowTokens> rows, KVCache& cache);
   // Embedding lookup: hidden [rows, hidden_size].
   std::vector<float> embed(std::span<const TokenId> tokens) const;
   // Runs layers [begin, end) in place on hidden [batch * steps, hidden_size];
@@ -207,6 +228,10 @@ class Model {
 
  private:
   explicit Model(std::unique_ptr<Impl> impl);
+  // The layers on hidden [tokens, hidden_size]; token i is in cache row
+  // rows[i] (-1: padding) at position positions[i].
+  void run_layers(std::span<float> hidden, std::span<const int> rows, std::span<const int> positions, int begin,
+                  int end, KVCache& cache);
   std::unique_ptr<Impl> impl_;
 };
 

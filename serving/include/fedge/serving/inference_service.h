@@ -1,17 +1,24 @@
 // The node's inference service: one model, one tokenizer, two adapter slots
 // ("global": the latest federated adapter; "local": this site's own) and a
-// single worker thread that runs requests in arrival order, decoding waiting
-// requests that ask for the same adapter together (a batch).
+// single worker thread that decodes requests with the same adapter choice
+// together, with continuous batching.
 //
 // Design (docs/SERVING.md):
 //  - Only the worker thread touches the Model. Callers queue a request
-//    (bounded queue; full -> ServiceOverloaded) and wait on a future. The
-//    worker takes the oldest request plus up to max_batch - 1 later ones with
-//    the same adapter choice and decodes them in one batch; each gets the
-//    tokens it would get alone, and its answer as soon as it finishes.
+//    (bounded queue; full -> ServiceOverloaded) and wait on a future.
+//  - Continuous batching: the worker runs a batch ("run") of requests with
+//    one adapter choice, up to max_batch rows, one KV cache row each. A
+//    request that arrives meanwhile joins at the next step (its prompt is
+//    prefilled in a pass of its own, then it decodes in the same pass as the
+//    others); a request that finishes leaves at once and its row takes the
+//    next one. Each gets the tokens it would get alone, and its answer as
+//    soon as it finishes. Fairness: a run may admit later requests past an
+//    older one with another adapter choice at most max_batch times; then it
+//    takes no one until its rows are done, and the older one runs next.
 //  - install_adapter() only stages the new adapter under a mutex; the worker
-//    swaps it into the model between requests. So a request keeps the adapter
-//    it started with, installs never wait for a request to finish, and a
+//    swaps it into the model between runs (a staged adapter stops admissions,
+//    so the running rows finish first). So a request keeps the adapter it
+//    started with, installs never wait for a request to finish, and a
 //    request submitted after install_adapter() returns sees the new adapter.
 //  - The node trains on a separate Model instance (the driver's), so the
 //    service and the trainer never share weights or KV caches.
@@ -113,9 +120,14 @@ struct ServiceOptions {
   std::size_t max_queue = 64;       // waiting requests beyond this -> ServiceOverloaded
   int max_tokens_limit = 4096;      // largest max_tokens a request may ask for
   int threads = 0;                  // > 0: the worker thread's OpenMP team; 0: setup_torch()'s count
-  // Waiting requests with the same adapter choice are decoded together, up to
-  // this many (1: one at a time). Not with a split client attached.
+  // Requests with the same adapter choice decoded together, up to this many
+  // (1: one at a time). Not with a split client attached.
   int max_batch = 4;
+  // true: continuous batching (requests join a running batch at the next
+  // step). false: static batching, kept as the benchmark's reference: a run
+  // takes only the requests waiting when it starts, and later ones wait for
+  // all of its rows to finish.
+  bool continuous_batching = true;
   // Tokens one request may hold, prompt and answer together (0: the model's
   // context): bounds each request's KV cache, so a node's memory budget can
   // count on it. Longer prompts are refused, answers end at "length".
@@ -135,7 +147,7 @@ struct AdapterStatus {
 struct ServiceStats {
   std::uint64_t completed = 0, failed = 0, rejected = 0;  // rejected: queue full
   std::uint64_t split_requests = 0, fallbacks = 0;
-  std::uint64_t batches = 0;  // runs that decoded several requests together
+  std::uint64_t batches = 0;  // runs in which several requests decoded together
   std::size_t queued = 0;  // waiting now (not counting the running one)
   // Completions only (GET /metrics): tokens in and out, time queued and run
   // (summed over requests), and the decode speed of the last one finished.
