@@ -5,7 +5,7 @@
 // The page's behaviour in a browser: tests/browser/site_page.test.mjs.
 #include "http_fixture.h"
 
-#include "fedge/serving/api_keys.h"
+#include "fedge/protocol/api_keys.h"
 // After the fedge headers: ATen (through glog) defines CHECK too, and the
 // test must use Catch's.
 #include <catch2/catch.hpp>
