@@ -115,10 +115,12 @@ std::string logs(const std::vector<std::unique_ptr<Process>>& procs) {
 TEST_CASE("federation: a node dying at each secure-aggregation stage leaves a round of survivors", "[e2e]") {
   // 7 nodes, so that round 4 has 4: a round of 3 needs all 3 to unmask
   // (threshold 3, since a secure round never finishes with 2 survivors).
+  // Each round waits out one stage deadline for its dead node: 2 s each
+  // (ctest runs this test alone, so the live nodes answer well within it).
   FederationHarness h(7);
   auto coordinator = h.start_coordinator(
-      federation(4, 3, "train_ms = 20000\nadvertise_keys_ms = 3000\nshare_keys_ms = 3000\nmasked_input_ms = 3000\n"
-                       "unmask_ms = 3000",
+      federation(4, 3, "train_ms = 20000\nadvertise_keys_ms = 2000\nshare_keys_ms = 2000\nmasked_input_ms = 2000\n"
+                       "unmask_ms = 2000",
                  /*startup_nodes=*/7));
   // Node 7 dies before advertising keys in round 1, node 6 before sharing
   // keys in round 2, node 5 before its masked input in round 3, node 4 before
