@@ -71,6 +71,9 @@ endfunction()
 # path) holds each file's bytes as `std::string_view <name>` in NAMESPACE
 # (cmake/embed-files.cmake). Regenerated when a file changes, so a served page
 # is part of the binary and needs nothing at run time.
+# This folder, for the scripts the functions run: the fuzz build (tests/fuzz)
+# includes this file from another project, so not PROJECT_SOURCE_DIR.
+set(fedge_cmake_dir ${CMAKE_CURRENT_LIST_DIR})
 function(fedge_embed_files target)
   cmake_parse_arguments(ARG "" "HEADER;NAMESPACE" "FILES" ${ARGN})
   list(TRANSFORM ARG_FILES PREPEND ${CMAKE_CURRENT_SOURCE_DIR}/)
@@ -78,8 +81,8 @@ function(fedge_embed_files target)
   set(out ${dir}/${ARG_HEADER})
   add_custom_command(OUTPUT ${out}
                      COMMAND ${CMAKE_COMMAND} -DOUT=${out} -DNAMESPACE=${ARG_NAMESPACE} "-DFILES=${ARG_FILES}"
-                             -P ${PROJECT_SOURCE_DIR}/cmake/embed-files.cmake
-                     DEPENDS ${ARG_FILES} ${PROJECT_SOURCE_DIR}/cmake/embed-files.cmake
+                             -P ${fedge_cmake_dir}/embed-files.cmake
+                     DEPENDS ${ARG_FILES} ${fedge_cmake_dir}/embed-files.cmake
                      COMMENT "Embedding ${ARG_HEADER}" VERBATIM)
   target_sources(${target} PRIVATE ${out})
   target_include_directories(${target} PRIVATE ${dir})

@@ -14,7 +14,7 @@
 #include "fedge/coordinator/telemetry.h"
 #include "fedge/protocol/api_keys.h"
 #include "fedge/protocol/transport.h"
-#include "dashboard_html.h"  // generated from coordinator/web/dashboard.html
+#include "fedge/coordinator/dashboard_assets.h"  // generated from coordinator/web/dashboard.html
 
 namespace fedge::coordinator {
 namespace {
@@ -136,7 +136,7 @@ int HttpApi::port() const { return impl_->port; }
 std::string HttpApi::url() const { return "http://" + impl_->host + ":" + std::to_string(impl_->port); }
 
 const std::string& dashboard_html() {
-  static const std::string page(kDashboardHtml);
+  static const std::string page(web::dashboard_html);
   return page;
 }
 
