@@ -26,7 +26,7 @@ if ! grep -q '^FEDGE_PORTABLE:BOOL=ON' "$build_dir/CMakeCache.txt"; then
   echo "test-portable-core: FEDGE_PORTABLE is not an option of this tree's CMakeLists.txt" >&2
   exit 1
 fi
-targets=(test_common test_kernels test_privacy test_aggregation)
+targets=(test_common prometheus_write_sample test_kernels test_privacy test_aggregation)
 export FEDGE_CTEST_REGEX='^(common|kernels|privacy|aggregation):'
 if [[ "${FEDGE_PORTABLE_ALL:-0}" == 1 ]]; then
   targets=(all)
