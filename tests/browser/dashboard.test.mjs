@@ -67,7 +67,7 @@ allow_list = "keys/allowed.txt"
 state_dir = "coordinator"
 initial_adapter = "initial_adapter"
 endpoint_file = "endpoint.txt"
-finish_linger_ms = 1000
+finish_linger_ms = 60000
 [adapter]
 model = "tiny"
 rank = 4
@@ -121,11 +121,6 @@ async function main() {
   const urlFile = path.join(work, "http_url.txt");
   await until("the coordinator's HTTP listener", () => fs.existsSync(urlFile), 60000);
   const url = fs.readFileSync(urlFile, "utf8").trim();
-  const endpoint = fs.readFileSync(path.join(work, "endpoint.txt"), "utf8").trim();
-  for (const n of [1, 2, 3]) {
-    writeNode(n, endpoint);
-    start(`node${n}`, ["node", "--config", `node${n}.toml`]);
-  }
 
   const browser = await chromium.launch({ executablePath: browserPath, headless: true, args: ["--no-sandbox"] });
   try {
@@ -149,6 +144,16 @@ async function main() {
     await page.waitForSelector("#app:not([hidden])", { timeout: 15000 });
     if (await page.evaluate(() => sessionStorage.getItem("fedge_coordinator_api_key")) !== apiKey)
       throw new Error("the key is not kept in sessionStorage");
+
+    // The nodes start only now that the page is signed in: a round on the
+    // tiny preset takes a second or two, and the page must be watching
+    // before the federation finishes (the coordinator lingers 60 s after it,
+    // so the page's 3 s poll sees the last state; the test stops it sooner).
+    const endpoint = fs.readFileSync(path.join(work, "endpoint.txt"), "utf8").trim();
+    for (const n of [1, 2, 3]) {
+      writeNode(n, endpoint);
+      start(`node${n}`, ["node", "--config", `node${n}.toml`]);
+    }
 
     // The round, once it completed: its row, its points on both charts.
     await page.waitForSelector('#rounds tr[data-round="1"][data-state="completed"]', { timeout: 240000 });
