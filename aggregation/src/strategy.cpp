@@ -43,11 +43,6 @@ std::vector<float> add(std::span<const float> global, const VecD& delta) {
 class FedAvg : public Strategy {
  public:
   std::string name() const override { return "fedavg"; }
-
- protected:
-  std::vector<float> apply(std::span<const float> global, std::span<const double> mean) override {
-    return add(global, Eigen::Map<const VecD>(mean.data(), mean.size()));
-  }
 };
 
 // FedProx (Li et al. 2020): the proximal term lives in the clients' loss; the
@@ -171,11 +166,6 @@ class Robust : public Strategy {
     bad(name() + " needs each client's update on its own and cannot run under secure aggregation "
                  "(the server only sees the sum); turn secure aggregation off or choose fedavg, fedavgm, "
                  "fedadam, fedyogi or fedadagrad");
-  }
-
- protected:
-  std::vector<float> apply(std::span<const float> global, std::span<const double> mean) override {
-    return add(global, Eigen::Map<const VecD>(mean.data(), mean.size()));
   }
 };
 
@@ -325,6 +315,10 @@ class Bulyan : public Robust {
 };
 
 }  // namespace
+
+std::vector<float> Strategy::apply(std::span<const float> global, std::span<const double> mean_update) {
+  return add(global, Eigen::Map<const VecD>(mean_update.data(), mean_update.size()));
+}
 
 std::vector<float> Strategy::aggregate(std::span<const float> global, std::span<const ClientUpdate> updates) {
   return apply(global, weighted_mean_update(global, updates));

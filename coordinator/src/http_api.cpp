@@ -1,18 +1,15 @@
 #include "fedge/coordinator/http_api.h"
 
-#include <httplib.h>
 #include <spdlog/spdlog.h>
-#include <sys/socket.h>
 
-#include <chrono>
 #include <nlohmann/json.hpp>
-#include <thread>
 
 #include "fedge/common/clock.h"
 #include "fedge/common/error.h"
 #include "fedge/common/prometheus.h"
 #include "fedge/coordinator/telemetry.h"
 #include "fedge/protocol/api_keys.h"
+#include "fedge/protocol/http_listener.h"
 #include "fedge/protocol/transport.h"
 #include "fedge/coordinator/dashboard_assets.h"  // generated from coordinator/web/dashboard.html
 
@@ -36,30 +33,12 @@ void send_error(httplib::Response& res, int status, const std::string& message, 
 
 struct HttpApi::Impl {
   const Telemetry& telemetry;
-  std::shared_ptr<const protocol::ApiKeys> keys;
-  std::string host;
-  int port = 0;
-  httplib::Server server;
-  std::thread thread;
+  protocol::HttpListener http;
 
-  Impl(const Telemetry& t, std::shared_ptr<const protocol::ApiKeys> k) : telemetry(t), keys(std::move(k)) {}
-
-  httplib::Server::HandlerResponse refuse_unauthorized(const httplib::Request& req, httplib::Response& res) const {
-    if (!keys || open_path(req)) return httplib::Server::HandlerResponse::Unhandled;
-    const std::string header = req.get_header_value("Authorization");
-    if (auto who = keys->authenticate(header)) {
-      spdlog::debug("coordinator http: {} {} by '{}'", req.method, req.path, *who);
-      return httplib::Server::HandlerResponse::Unhandled;
-    }
-    spdlog::debug("coordinator http: {} {} from {} refused: {} API key", req.method, req.path, req.remote_addr,
-                  header.empty() ? "no" : "a wrong");
-    res.status = 401;
-    res.set_header("WWW-Authenticate", protocol::kApiKeyChallenge);
-    res.set_content(protocol::api_key_refusal_body(!header.empty(), keys->setting()), "application/json");
-    return httplib::Server::HandlerResponse::Handled;
-  }
+  Impl(const Telemetry& t, protocol::HttpListenerOptions options) : telemetry(t), http(std::move(options)) {}
 
   void routes() {
+    httplib::Server& server = http.server();
     server.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
       res.set_content(telemetry.prometheus_text(), prometheus::kContentType);
     });
@@ -80,8 +59,6 @@ struct HttpApi::Impl {
     server.Get("/health", [](const httplib::Request&, httplib::Response& res) {
       res.set_content(R"({"status": "ok"})", "application/json");
     });
-    server.set_pre_routing_handler(
-        [this](const httplib::Request& req, httplib::Response& res) { return refuse_unauthorized(req, res); });
     server.set_error_handler(
         httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
           if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
@@ -92,48 +69,45 @@ struct HttpApi::Impl {
   }
 };
 
-HttpApi::HttpApi(const Telemetry& telemetry, const std::string& listen, std::shared_ptr<const protocol::ApiKeys> keys)
-    : impl_(std::make_unique<Impl>(telemetry, std::move(keys))) {
+namespace {
+
+protocol::HttpListenerOptions listener_options(const std::string& listen,
+                                               std::shared_ptr<const protocol::ApiKeys> keys) {
   auto [host, port] = protocol::parse_host_port(listen, "http.listen");
-  impl_->host = host;
-  if (!impl_->keys && !protocol::is_loopback_host(host))
+  if (!keys && !protocol::is_loopback_host(host))
     throw Error(ErrorKind::kInvalidInput,
                 "http.listen = \"" + listen + "\" is beyond loopback but http.api_keys is not set: anyone reaching it "
                 "could read the federation's state. Name a key file in http.api_keys (docs/FEDERATION.md, "
                 "\"Metrics and dashboard\"), or listen on 127.0.0.1");
-  auto& s = impl_->server;
-  s.new_task_queue = [] { return new httplib::ThreadPool(4); };
-  s.set_payload_max_length(4096);  // every route is a GET: no body is read
-  s.set_tcp_nodelay(true);
-  // As the node's server: SO_REUSEADDR only, so a second coordinator cannot share the port.
-  s.set_socket_options([](socket_t sock) {
-    int yes = 1;
-    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-  });
+  protocol::HttpListenerOptions o;
+  o.host = host;
+  o.port = port;
+  o.threads = 4;
+  o.max_body_bytes = 4096;  // every route is a GET: no body is read
+  o.api_keys = std::move(keys);
+  o.open_without_key = open_path;
+  o.log_name = "coordinator http";
+  return o;
+}
+
+}  // namespace
+
+HttpApi::HttpApi(const Telemetry& telemetry, const std::string& listen, std::shared_ptr<const protocol::ApiKeys> keys)
+    : impl_(std::make_unique<Impl>(telemetry, listener_options(listen, keys))) {
   impl_->routes();
-  impl_->port = port == 0 ? s.bind_to_any_port(host) : (s.bind_to_port(host, port) ? port : -1);
-  if (impl_->port <= 0)
-    throw Error(ErrorKind::kIo, "http.listen: cannot listen on " + listen + " (address in use or not local?)");
-  impl_->thread = std::thread([this] { impl_->server.listen_after_bind(); });
-  // httplib's stop() does nothing until the listen loop runs.
-  for (int i = 0; i < 5000 && !s.is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  if (impl_->keys)
-    spdlog::info("coordinator: metrics and dashboard on {} (API keys: {} from {})", url(), impl_->keys->size(),
-                 impl_->keys->origin());
+  impl_->http.start("http.listen");
+  if (keys)
+    spdlog::info("coordinator: metrics and dashboard on {} (API keys: {} from {})", url(), keys->size(),
+                 keys->origin());
   else spdlog::info("coordinator: metrics and dashboard on {} (no API keys: loopback only)", url());
 }
 
 HttpApi::~HttpApi() { stop(); }
 
-void HttpApi::stop() {
-  if (impl_->thread.joinable()) {
-    impl_->server.stop();
-    impl_->thread.join();
-  }
-}
+void HttpApi::stop() { impl_->http.stop(); }
 
-int HttpApi::port() const { return impl_->port; }
-std::string HttpApi::url() const { return "http://" + impl_->host + ":" + std::to_string(impl_->port); }
+int HttpApi::port() const { return impl_->http.port(); }
+std::string HttpApi::url() const { return impl_->http.url(); }
 
 const std::string& dashboard_html() {
   static const std::string page(web::dashboard_html);

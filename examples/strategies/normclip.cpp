@@ -49,13 +49,6 @@ class NormClip : public fedge::aggregation::Strategy {
                        "normclip clips each node's update and cannot run on a securely aggregated sum");
   }
 
- protected:
-  std::vector<float> apply(std::span<const float> global, std::span<const double> mean) override {
-    std::vector<float> out(global.size());
-    for (std::size_t i = 0; i < out.size(); ++i) out[i] = static_cast<float>(global[i] + mean[i]);
-    return out;
-  }
-
  private:
   double max_norm_;
 };

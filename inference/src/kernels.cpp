@@ -205,32 +205,56 @@ __attribute__((target("avx512f"))) inline __m512 load16(const Half* p) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
 
+// R input rows against J weight rows at once: each x load feeds J fmas and
+// each weight load R, so for R = 4, J = 2 the loads no longer bound the fmas
+// (8 rows in a continuous batch are two such blocks). Every (row, weight row)
+// sum keeps its own two accumulators, added in the same order as with J = 1,
+// so the result does not depend on J.
+template <int R, int J, typename W>
+__attribute__((target("avx512f"))) inline void rows_avx512(const W* w, const float* x, float* y, int in, int out,
+                                                           int j) {
+  const W* wr[J];
+  __m512 acc0[J][R], acc1[J][R];
+  for (int q = 0; q < J; ++q) {
+    wr[q] = w + std::size_t(j + q) * in;
+    for (int r = 0; r < R; ++r) acc0[q][r] = acc1[q][r] = _mm512_setzero_ps();
+  }
+  int i = 0;
+  for (; i + 32 <= in; i += 32) {
+    __m512 w0[J], w1[J];
+    for (int q = 0; q < J; ++q) w0[q] = load16(wr[q] + i), w1[q] = load16(wr[q] + i + 16);
+    for (int r = 0; r < R; ++r) {
+      const __m512 x0 = _mm512_loadu_ps(x + std::size_t(r) * in + i);
+      const __m512 x1 = _mm512_loadu_ps(x + std::size_t(r) * in + i + 16);
+      for (int q = 0; q < J; ++q) {
+        acc0[q][r] = _mm512_fmadd_ps(w0[q], x0, acc0[q][r]);
+        acc1[q][r] = _mm512_fmadd_ps(w1[q], x1, acc1[q][r]);
+      }
+    }
+  }
+  for (; i + 16 <= in; i += 16) {
+    __m512 w0[J];
+    for (int q = 0; q < J; ++q) w0[q] = load16(wr[q] + i);
+    for (int r = 0; r < R; ++r) {
+      const __m512 x0 = _mm512_loadu_ps(x + std::size_t(r) * in + i);
+      for (int q = 0; q < J; ++q) acc0[q][r] = _mm512_fmadd_ps(w0[q], x0, acc0[q][r]);
+    }
+  }
+  for (int q = 0; q < J; ++q) {
+    for (int r = 0; r < R; ++r) {
+      float s = _mm512_reduce_add_ps(_mm512_add_ps(acc0[q][r], acc1[q][r]));
+      for (int k = i; k < in; ++k) s += scalar_w(wr[q][k]) * x[std::size_t(r) * in + k];
+      y[std::size_t(r) * out + j + q] = s;
+    }
+  }
+}
+
 template <int R, typename W>
 __attribute__((target("avx512f"))) void block_avx512(const W* w, const float* x, float* y, int in,
                                                     int out, int j0, int j1) {
-  for (int j = j0; j < j1; ++j) {
-    const W* wr = w + std::size_t(j) * in;
-    __m512 acc0[R], acc1[R];
-    for (int r = 0; r < R; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
-    int i = 0;
-    for (; i + 32 <= in; i += 32) {
-      __m512 w0 = load16(wr + i), w1 = load16(wr + i + 16);
-      for (int r = 0; r < R; ++r) {
-        acc0[r] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + std::size_t(r) * in + i), acc0[r]);
-        acc1[r] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + std::size_t(r) * in + i + 16), acc1[r]);
-      }
-    }
-    for (; i + 16 <= in; i += 16) {
-      __m512 w0 = load16(wr + i);
-      for (int r = 0; r < R; ++r)
-        acc0[r] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + std::size_t(r) * in + i), acc0[r]);
-    }
-    for (int r = 0; r < R; ++r) {
-      float s = _mm512_reduce_add_ps(_mm512_add_ps(acc0[r], acc1[r]));
-      for (int k = i; k < in; ++k) s += scalar_w(wr[k]) * x[std::size_t(r) * in + k];
-      y[std::size_t(r) * out + j] = s;
-    }
-  }
+  int j = j0;
+  for (; j + 2 <= j1; j += 2) rows_avx512<R, 2>(w, x, y, in, out, j);
+  if (j < j1) rows_avx512<R, 1>(w, x, y, in, out, j);
 }
 
 // ---- AVX512-BF16: bf16 weights against activations split into bf16 hi + lo

@@ -11,7 +11,6 @@
 #include <chrono>
 #include <condition_variable>
 #include <ctime>
-#include <sys/socket.h>
 #include <deque>
 #include <future>
 #include <mutex>
@@ -23,6 +22,7 @@
 #include "fedge/protocol/transport.h"
 #include "fedge/inference/tokenizer.h"
 #include "fedge/protocol/api_keys.h"
+#include "fedge/protocol/http_listener.h"
 #include "fedge/serving/inference_service.h"
 #include "fedge/serving/requests.h"
 #include "fedge/serving/site_assets.h"  // generated from serving/web/ (fedge_embed_files)
@@ -185,16 +185,16 @@ void send_site_asset(const SiteAsset& asset, httplib::Response& res) {
 struct HttpServer::Impl {
   InferenceService& service;
   HttpOptions options;
-  httplib::Server server;
-  std::thread thread;
-  int port = 0;
+  protocol::HttpListener http;
+  httplib::Server& server;
   std::atomic<std::uint64_t> next_id{1};
   std::time_t started = std::time(nullptr);
   std::mutex provider_mutex;
   std::function<std::map<std::string, std::string>()> status_provider;
   std::function<void(prometheus::TextWriter&)> metrics_provider;  // guarded by provider_mutex
 
-  Impl(InferenceService& s, HttpOptions o) : service(s), options(std::move(o)) {}
+  Impl(InferenceService& s, HttpOptions o, protocol::HttpListenerOptions listener)
+      : service(s), options(std::move(o)), http(std::move(listener)), server(http.server()) {}
   void routes();
   void guarded(const httplib::Request& req, httplib::Response& res,
                const std::function<void(const json&)>& body_handler);
@@ -208,8 +208,7 @@ struct HttpServer::Impl {
   json health(const httplib::Request& req);
   std::string metrics();
   json models();
-  bool authorized(const httplib::Request& req) const;
-  httplib::Server::HandlerResponse refuse_unauthorized(const httplib::Request& req, httplib::Response& res) const;
+  bool authorized(const httplib::Request& req) const { return http.authorized(req); }
   std::string new_id(bool chat) {
     char buf[32];
     std::snprintf(buf, sizeof buf, "%s-%016llx", chat ? "chatcmpl" : "cmpl",
@@ -440,30 +439,6 @@ json HttpServer::Impl::models() {
   return json{{"object", "list"}, {"data", data}};
 }
 
-bool HttpServer::Impl::authorized(const httplib::Request& req) const {
-  return !options.api_keys || options.api_keys->authenticate(req.get_header_value("Authorization")).has_value();
-}
-
-// The pre-routing check: runs before httplib reads a body, so a caller
-// without a key costs no more than its headers.
-httplib::Server::HandlerResponse HttpServer::Impl::refuse_unauthorized(const httplib::Request& req,
-                                                                       httplib::Response& res) const {
-  if (!options.api_keys || (req.path == "/health" && (req.method == "GET" || req.method == "HEAD")) ||
-      site_asset(req))
-    return httplib::Server::HandlerResponse::Unhandled;
-  const std::string header = req.get_header_value("Authorization");
-  if (auto who = options.api_keys->authenticate(header)) {
-    spdlog::debug("http: {} {} by '{}'", req.method, req.path, *who);
-    return httplib::Server::HandlerResponse::Unhandled;
-  }
-  spdlog::debug("http: {} {} from {} refused: {} API key", req.method, req.path, req.remote_addr,
-                header.empty() ? "no" : "a wrong");
-  res.status = 401;
-  res.set_header("WWW-Authenticate", protocol::kApiKeyChallenge);
-  res.set_content(protocol::api_key_refusal_body(!header.empty(), options.api_keys->setting()), "application/json");
-  return httplib::Server::HandlerResponse::Handled;
-}
-
 json HttpServer::Impl::health(const httplib::Request& req) {
   // Open to load balancers; the details (model, adapter versions, the round's
   // state) are for key holders.
@@ -559,8 +534,6 @@ void HttpServer::Impl::routes() {
   server.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(metrics(), prometheus::kContentType);
   });
-  server.set_pre_routing_handler(
-      [this](const httplib::Request& req, httplib::Response& res) { return refuse_unauthorized(req, res); });
   // httplib's own refusals (no route, body too large) get OpenAI-style bodies.
   server.set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request& req,
                                                                        httplib::Response& res) {
@@ -585,43 +558,37 @@ void HttpServer::Impl::routes() {
   });
 }
 
-HttpServer::HttpServer(InferenceService& service, HttpOptions options)
-    : impl_(std::make_unique<Impl>(service, std::move(options))) {
-  auto& s = impl_->server;
-  const int threads = std::max(1, impl_->options.threads);
-  s.new_task_queue = [threads] { return new httplib::ThreadPool(std::size_t(threads)); };
-  s.set_payload_max_length(impl_->options.max_body_bytes);
-  // Responses go out as headers then body; without TCP_NODELAY, Nagle plus the
-  // client's delayed ACK adds ~40 ms to every answer (and streamed chunk).
-  s.set_tcp_nodelay(true);
-  // httplib closes a keep-alive connection after 5 requests by default; a
-  // client racing that close sees a failed request, so allow many more.
-  s.set_keep_alive_max_count(1000);
-  // httplib's default sets SO_REUSEPORT, which lets a second server share a
-  // port that is in use; a node must fail loudly instead. SO_REUSEADDR only
-  // allows a restart while old connections linger in TIME_WAIT.
-  s.set_socket_options([](socket_t sock) {
-    int yes = 1;
-    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-  });
-  const auto& o = impl_->options;
+namespace {
+
+// Open without a key: /health (load balancers) and the site page's files,
+// which hold no data (the page asks for a key and sends it with each request).
+bool open_without_key(const httplib::Request& req) {
+  return (req.path == "/health" && (req.method == "GET" || req.method == "HEAD")) || site_asset(req);
+}
+
+protocol::HttpListenerOptions listener_options(const HttpOptions& o) {
   if (!o.api_keys && !protocol::is_loopback_host(o.host))
     throw Error(ErrorKind::kInvalidInput,
                 "serving HTTP on " + o.host + " without API keys would let anyone who reaches that address use the "
                 "model: set serve.api_keys to a key file (docs/SERVING.md, \"API keys\"), or serve on 127.0.0.1");
+  protocol::HttpListenerOptions l;
+  l.host = o.host;
+  l.port = o.port;
+  l.threads = o.threads;
+  l.max_body_bytes = o.max_body_bytes;
+  l.api_keys = o.api_keys;
+  l.open_without_key = open_without_key;
+  l.log_name = "http";
+  return l;
+}
+
+}  // namespace
+
+HttpServer::HttpServer(InferenceService& service, HttpOptions options)
+    : impl_(std::make_unique<Impl>(service, options, listener_options(options))) {
   impl_->routes();
-  if (o.port == 0) {
-    impl_->port = s.bind_to_any_port(o.host);
-  } else {
-    impl_->port = s.bind_to_port(o.host, o.port) ? o.port : -1;
-  }
-  if (impl_->port <= 0)
-    throw Error(ErrorKind::kIo, "cannot listen for HTTP on " + o.host + ":" + std::to_string(o.port) +
-                                    " (address in use or not local?)");
-  impl_->thread = std::thread([this] { impl_->server.listen_after_bind(); });
-  // httplib's stop() does nothing until the listen loop runs: wait for it, so
-  // a stop() right after construction cannot leave the thread listening.
-  for (int i = 0; i < 5000 && !s.is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  impl_->http.start("serve.http");
+  const auto& o = impl_->options;
   if (o.api_keys)
     spdlog::info("serving: OpenAI-compatible HTTP on {} (API keys: {} from {})", url(), o.api_keys->size(),
                  o.api_keys->origin());
@@ -630,16 +597,11 @@ HttpServer::HttpServer(InferenceService& service, HttpOptions options)
 
 HttpServer::~HttpServer() { stop(); }
 
-void HttpServer::stop() {
-  if (impl_->thread.joinable()) {
-    impl_->server.stop();
-    impl_->thread.join();
-  }
-}
+void HttpServer::stop() { impl_->http.stop(); }
 
-int HttpServer::port() const { return impl_->port; }
+int HttpServer::port() const { return impl_->http.port(); }
 
-std::string HttpServer::url() const { return "http://" + impl_->options.host + ":" + std::to_string(impl_->port); }
+std::string HttpServer::url() const { return impl_->http.url(); }
 
 void HttpServer::set_metrics_provider(std::function<void(prometheus::TextWriter&)> provider) {
   std::lock_guard lock(impl_->provider_mutex);

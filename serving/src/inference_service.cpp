@@ -181,7 +181,6 @@ struct Row {
   std::vector<TokenId> feed;     // the next pass's input: the prompt, then the last token
   int max_new = 0;
   int slot = 0;                  // KV cache row
-  bool prefilled = false;
   clock_type::time_point started = clock_type::now();
 };
 
@@ -479,10 +478,10 @@ int Run::live() const {
 
 // Requests decoded together (continuous batching): every row has its own KV
 // cache row, position, sampling options and random stream, so each gets the
-// tokens it would get alone. Rows that joined since the last pass prefill
-// their prompts in one pass of their own (Model::forward_rows, no padding);
-// then all rows decode one token each in one pass. A row's answer goes out as
-// soon as that row finishes, and its cache row is free for the next request.
+// tokens it would get alone. Each pass is one Model::forward_rows (ragged, no
+// padding): rows that joined since the last pass prefill their prompts while
+// the others decode one token each. A row's answer goes out as soon as that
+// row finishes, and its cache row is free for the next request.
 
 // New requests take free rows of the run (starting it: the adapter resolves
 // and is activated). A request that cannot run (prompt too long, adapter
@@ -533,15 +532,13 @@ void InferenceService::Impl::join(std::vector<std::unique_ptr<Job>> joining) {
   if (run.live() == 0) run = Run{};
 }
 
-// One pass: the rows that just joined prefill, or else every row decodes.
+// One pass over every row: the rows that just joined prefill their prompts
+// while the others decode their next token, so a request joining costs the
+// running rows no pass of their own (the weights are read once for both).
 void InferenceService::Impl::step() {
-  std::vector<Row*> fresh, all;
-  for (auto& r : run.rows) {
-    if (!r) continue;
-    all.push_back(r.get());
-    if (!r->prefilled) fresh.push_back(r.get());
-  }
-  const std::vector<Row*>& rows = fresh.empty() ? all : fresh;
+  std::vector<Row*> rows;
+  for (auto& r : run.rows)
+    if (r) rows.push_back(r.get());
   if (rows.size() > 1 && !run.counted) {
     run.counted = true;
     std::lock_guard lock(mutex);
@@ -563,7 +560,6 @@ void InferenceService::Impl::decode_pass(const std::vector<Row*>& rows) {
   const std::size_t V = std::size_t(model->config().vocab_size);
   for (std::size_t i = 0; i < rows.size(); ++i) {
     Row& r = *rows[i];
-    r.prefilled = true;
     std::vector<float> row_logits(logits.begin() + i * V, logits.begin() + (i + 1) * V);
     const TokenId id = r.decoding.pick(std::move(row_logits), r.history);
     if (const char* reason = r.decoding.accept(id, r.job->on_token, r.max_new, r.result)) {

@@ -52,15 +52,46 @@ bool is_round_level(const RunResult& r, int level) {
   return n > 1;
 }
 
-// Values of one metric over a level's seeds (NaN where a seed has none).
-template <class Get>
-std::vector<double> over_seeds(const LevelStatistics& st, Get get) {
+// A metric of the table: its name and how to read it from a level's summary
+// (NaN: not measured for that seed).
+struct Metric {
+  const char* key;
+  double (*get)(const LevelSummary&);
+};
+
+const Metric kMetrics[] = {
+    {"mean_perplexity", [](const LevelSummary& l) { return l.mean_perplexity; }},
+    {"mean_accuracy", [](const LevelSummary& l) { return l.mean_accuracy.value_or(NAN); }},
+    {"ttft_p50_ms", [](const LevelSummary& l) { return l.ttft_p50_ms; }},
+    {"ttft_p95_ms", [](const LevelSummary& l) { return l.ttft_p95_ms; }},
+    {"per_token_p50_ms", [](const LevelSummary& l) { return l.tpot_p50_ms; }},
+    {"per_token_p95_ms", [](const LevelSummary& l) { return l.tpot_p95_ms; }},
+    {"bytes_up_per_node", [](const LevelSummary& l) { return l.bytes_up_per_node; }},
+    {"bytes_down_per_node", [](const LevelSummary& l) { return l.bytes_down_per_node; }},
+    {"raw_bytes_left_sites", [](const LevelSummary& l) { return static_cast<double>(l.raw_bytes_left); }},
+    {"dp_epsilon", [](const LevelSummary& l) { return l.epsilon.value_or(NAN); }},
+    {"node_compute_s", [](const LevelSummary& l) { return l.node_compute_s; }},
+    {"cloud_compute_s", [](const LevelSummary& l) { return l.cloud_compute_s; }},
+    {"energy_j", [](const LevelSummary& l) { return l.energy_j; }},
+    {"outage_served_share", [](const LevelSummary& l) { return l.outage_served_share; }},
+    {"sim_training_time_s", [](const LevelSummary& l) { return l.sim_time_s; }},
+    {"global_pooled_perplexity", [](const LevelSummary& l) { return l.global_pooled_perplexity.value_or(NAN); }},
+    {"personal_perplexity", [](const LevelSummary& l) { return l.personal_perplexity.value_or(NAN); }},
+    {"personal_pooled_perplexity", [](const LevelSummary& l) { return l.personal_pooled_perplexity.value_or(NAN); }},
+};
+
+MeanInterval interval_of(const LevelStatistics& st, double (*get)(const LevelSummary&)) {
   std::vector<double> v;
   for (const auto* lv : st.per_seed) v.push_back(get(*lv));
-  return v;
+  return mean_interval(v);
 }
 
-double mean_of(const std::vector<double>& v) { return mean_interval(v).mean; }
+MeanInterval interval_of(const LevelStatistics& st, const char* key) {
+  for (const auto& m : kMetrics) {
+    if (std::string(m.key) == key) return interval_of(st, m.get);
+  }
+  throw Error(ErrorKind::kRuntime, std::string("no metric ") + key);
+}
 
 // One summary per level with each numeric field the mean over the seeds (the
 // plots draw these); with one seed, the run's own summaries.
@@ -69,12 +100,13 @@ std::vector<LevelSummary> mean_levels(const RunResult& result) {
   std::vector<LevelSummary> out;
   for (const auto& st : levels_over_seeds(result)) {
     LevelSummary m = *st.per_seed.front();
-    m.mean_perplexity = mean_of(over_seeds(st, [](const LevelSummary& l) { return l.mean_perplexity; }));
-    m.ttft_p50_ms = mean_of(over_seeds(st, [](const LevelSummary& l) { return l.ttft_p50_ms; }));
-    m.tpot_p50_ms = mean_of(over_seeds(st, [](const LevelSummary& l) { return l.tpot_p50_ms; }));
-    m.bytes_up_per_node = mean_of(over_seeds(st, [](const LevelSummary& l) { return l.bytes_up_per_node; }));
-    m.bytes_down_per_node = mean_of(over_seeds(st, [](const LevelSummary& l) { return l.bytes_down_per_node; }));
-    if (m.epsilon) m.epsilon = mean_of(over_seeds(st, [](const LevelSummary& l) { return l.epsilon.value_or(NAN); }));
+    const auto mean = [&st](const char* key) { return interval_of(st, key).mean; };
+    m.mean_perplexity = mean("mean_perplexity");
+    m.ttft_p50_ms = mean("ttft_p50_ms");
+    m.tpot_p50_ms = mean("per_token_p50_ms");
+    m.bytes_up_per_node = mean("bytes_up_per_node");
+    m.bytes_down_per_node = mean("bytes_down_per_node");
+    if (m.epsilon) m.epsilon = mean("dp_epsilon");
     out.push_back(m);
   }
   return out;
@@ -148,49 +180,6 @@ void make_plots(const RunResult& result, int rounds, const fs::path& dir) {
   write_file(dir / "plots.gp", gp.str());
   std::string cmd = "cd " + quote(dir.string()) + " && gnuplot plots.gp 2> gnuplot.log";
   if (std::system(cmd.c_str()) != 0) spdlog::warn("gnuplot failed: see {}", (dir / "gnuplot.log").string());
-}
-
-// A metric of the table: its name and how to read it from a level's summary
-// (NaN: not measured for that seed).
-struct Metric {
-  const char* key;
-  double (*get)(const LevelSummary&);
-};
-
-const Metric kMetrics[] = {
-    {"mean_perplexity", [](const LevelSummary& l) { return l.mean_perplexity; }},
-    {"mean_accuracy", [](const LevelSummary& l) { return l.mean_accuracy.value_or(NAN); }},
-    {"ttft_p50_ms", [](const LevelSummary& l) { return l.ttft_p50_ms; }},
-    {"ttft_p95_ms", [](const LevelSummary& l) { return l.ttft_p95_ms; }},
-    {"per_token_p50_ms", [](const LevelSummary& l) { return l.tpot_p50_ms; }},
-    {"per_token_p95_ms", [](const LevelSummary& l) { return l.tpot_p95_ms; }},
-    {"bytes_up_per_node", [](const LevelSummary& l) { return l.bytes_up_per_node; }},
-    {"bytes_down_per_node", [](const LevelSummary& l) { return l.bytes_down_per_node; }},
-    {"raw_bytes_left_sites", [](const LevelSummary& l) { return static_cast<double>(l.raw_bytes_left); }},
-    {"dp_epsilon", [](const LevelSummary& l) { return l.epsilon.value_or(NAN); }},
-    {"node_compute_s", [](const LevelSummary& l) { return l.node_compute_s; }},
-    {"cloud_compute_s", [](const LevelSummary& l) { return l.cloud_compute_s; }},
-    {"energy_j", [](const LevelSummary& l) { return l.energy_j; }},
-    {"outage_served_share", [](const LevelSummary& l) { return l.outage_served_share; }},
-    {"sim_training_time_s", [](const LevelSummary& l) { return l.sim_time_s; }},
-    {"global_pooled_perplexity", [](const LevelSummary& l) { return l.global_pooled_perplexity.value_or(NAN); }},
-    {"personal_perplexity", [](const LevelSummary& l) { return l.personal_perplexity.value_or(NAN); }},
-    {"personal_pooled_perplexity", [](const LevelSummary& l) { return l.personal_pooled_perplexity.value_or(NAN); }},
-};
-
-MeanInterval interval_of(const LevelStatistics& st, double (*get)(const LevelSummary&));
-
-MeanInterval interval_of(const LevelStatistics& st, const char* key) {
-  for (const auto& m : kMetrics) {
-    if (std::string(m.key) == key) return interval_of(st, m.get);
-  }
-  throw Error(ErrorKind::kRuntime, std::string("no metric ") + key);
-}
-
-MeanInterval interval_of(const LevelStatistics& st, double (*get)(const LevelSummary&)) {
-  std::vector<double> v;
-  for (const auto* lv : st.per_seed) v.push_back(get(*lv));
-  return mean_interval(v);
 }
 
 nlohmann::json levels_over_seeds_json(const RunResult& result) {

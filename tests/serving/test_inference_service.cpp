@@ -540,6 +540,10 @@ class Timeline {
       return at_token ? at_token(++n) : true;
     };
   }
+  std::vector<std::string> events() const {
+    std::lock_guard lock(m_);
+    return events_;
+  }
   int first(const std::string& name) const {
     std::lock_guard lock(m_);
     for (std::size_t i = 0; i < events_.size(); ++i)
@@ -596,7 +600,12 @@ TEST_CASE("a request submitted mid-decode joins the running batch and both get t
   CHECK(got_a.tokens == ref_a.tokens);
   CHECK(got_b.tokens == ref_b.tokens);
   CHECK(got_b.text == ref_b.text);
-  CHECK(t.first("b") == 3);           // b's first token came in the pass after a's third
+  // b prefilled in the pass after a's third token, the same pass that gave
+  // a its fourth (a's row comes first): a joining row costs a no pass of its own.
+  const std::vector<std::string> order = t.events();
+  REQUIRE(order.size() == 22);
+  CHECK(std::vector<std::string>(order.begin(), order.begin() + 6) ==
+        std::vector<std::string>{"a", "a", "a", "a", "b", "a"});
   CHECK(t.last("b") < t.last("a"));   // and b finished while a still ran
   CHECK(service.stats().batches == 1);
   CHECK(service.stats().completed == 2);

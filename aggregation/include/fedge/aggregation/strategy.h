@@ -59,7 +59,9 @@ class Strategy {
 
  protected:
   // Applies the averaged update (the pseudo-gradient's negative) to global.
-  virtual std::vector<float> apply(std::span<const float> global, std::span<const double> mean_update) = 0;
+  // By default adds it, FedAvg's server step; server optimisers (FedAvgM,
+  // FedAdam, ...) override it.
+  virtual std::vector<float> apply(std::span<const float> global, std::span<const double> mean_update);
 };
 
 using StrategyParams = std::map<std::string, double>;
