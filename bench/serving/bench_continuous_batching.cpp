@@ -5,9 +5,13 @@
 // batching (a batch takes only the requests waiting when it starts) and one
 // request at a time (max_batch 1). Two arrival patterns: all at once
 // ("burst"), and one stream every eighth of a single stream's time
-// ("staggered"), where a static batch makes late arrivals wait.
+// ("staggered"), where a static batch makes late arrivals wait. Each
+// scenario runs --repeat times, the scenarios taking turns so that a noisy
+// neighbour on a shared machine hits them alike; each row is the median run
+// by tokens/s (its TTFT with it), and the spread of the ratios is printed.
 //
 //   bench_continuous_batching [--streams N] [--tokens T] [--threads K] [--weights f32|bf16] [--shape tiny]
+//                             [--repeat R]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -94,7 +98,7 @@ Figures run_streams(inference::Model& model, const inference::Tokenizer& tokeniz
 }  // namespace
 
 int main(int argc, char** argv) {
-  int streams = 8, tokens = 64, threads = 0;
+  int streams = 8, tokens = 64, threads = 0, repeat = 3;
   std::string weights = "f32", shape = "smollm-135m";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i], v = argv[i + 1];
@@ -103,10 +107,11 @@ int main(int argc, char** argv) {
     else if (a == "--threads") threads = std::max(0, std::atoi(v.c_str()));
     else if (a == "--weights") weights = v;
     else if (a == "--shape") shape = v;
+    else if (a == "--repeat") repeat = std::max(1, std::atoi(v.c_str()));
     else {
       std::fprintf(stderr,
                    "usage: bench_continuous_batching [--streams N] [--tokens T] [--threads K] [--weights f32|bf16] "
-                   "[--shape smollm-135m|tiny]\n");
+                   "[--shape smollm-135m|tiny] [--repeat R]\n");
       return 2;
     }
   }
@@ -134,25 +139,51 @@ int main(int argc, char** argv) {
   one_at_a_time.max_batch = 1;
 
   run_streams(model, tokenizer, continuous, 2, 4, 0);  // warm-up: thread pool, first allocations
-  const Figures single = run_streams(model, tokenizer, continuous, 1, tokens, 0);
-  // Staggered: a new stream every eighth of a single stream's time.
-  const double gap = single.seconds / 8;
-  std::printf("%-34s %7s %7s %8s %10s %9s %10s %10s %8s\n", "scenario", "streams", "tokens", "wall s", "agg t/s",
-              "x single", "TTFT p50", "TTFT p95", "batched");
-  auto row = [&](const char* name, int n, const Figures& f) {
-    std::printf("%-34s %7d %7ld %8.2f %10.1f %8.2fx %8.0fms %8.0fms %8llu\n", name, n, f.tokens, f.seconds,
-                f.tokens_per_s, f.tokens_per_s / single.tokens_per_s, f.ttft_p50_ms, f.ttft_p95_ms,
-                static_cast<unsigned long long>(f.batches));
+  struct Scenario {
+    const char* name;
+    int streams;
+    const serving::ServiceOptions* options;
+    bool staggered;
+    std::vector<Figures> runs;
   };
-  row("single stream", 1, single);
-  row("burst, continuous batching", streams, run_streams(model, tokenizer, continuous, streams, tokens, 0));
-  row("burst, static batching", streams, run_streams(model, tokenizer, static_batching, streams, tokens, 0));
-  row("burst, one at a time", streams, run_streams(model, tokenizer, one_at_a_time, streams, tokens, 0));
-  row("staggered, continuous batching", streams, run_streams(model, tokenizer, continuous, streams, tokens, gap));
-  row("staggered, static batching", streams, run_streams(model, tokenizer, static_batching, streams, tokens, gap));
+  std::vector<Scenario> scenarios = {
+      {"single stream", 1, &continuous, false, {}},
+      {"burst, continuous batching", streams, &continuous, false, {}},
+      {"burst, static batching", streams, &static_batching, false, {}},
+      {"burst, one at a time", streams, &one_at_a_time, false, {}},
+      {"staggered, continuous batching", streams, &continuous, true, {}},
+      {"staggered, static batching", streams, &static_batching, true, {}},
+  };
+  for (int r = 0; r < repeat; ++r) {
+    // Staggered: a new stream every eighth of this repetition's single-stream time.
+    double gap = 0;
+    for (auto& sc : scenarios) {
+      sc.runs.push_back(run_streams(model, tokenizer, *sc.options, sc.streams, tokens, sc.staggered ? gap : 0));
+      if (sc.streams == 1) gap = sc.runs.back().seconds / 8;
+    }
+  }
+  auto median = [](std::vector<Figures> runs) {
+    std::sort(runs.begin(), runs.end(), [](const Figures& a, const Figures& b) { return a.tokens_per_s < b.tokens_per_s; });
+    return runs[runs.size() / 2];
+  };
+  const Figures single = median(scenarios.front().runs);
+  std::printf("%-34s %7s %7s %8s %10s %9s %10s %10s %8s %15s\n", "scenario (median of runs)", "streams", "tokens",
+              "wall s", "agg t/s", "x single", "TTFT p50", "TTFT p95", "batched", "x single, range");
+  for (const auto& sc : scenarios) {
+    const Figures f = median(sc.runs);
+    // The range pairs each run with its own repetition's single stream.
+    double lo = 1e300, hi = 0;
+    for (std::size_t r = 0; r < sc.runs.size(); ++r) {
+      const double x = sc.runs[r].tokens_per_s / scenarios.front().runs[r].tokens_per_s;
+      lo = std::min(lo, x), hi = std::max(hi, x);
+    }
+    std::printf("%-34s %7d %7ld %8.2f %10.1f %8.2fx %8.0fms %8.0fms %8llu %7.2f-%.2fx\n", sc.name, sc.streams, f.tokens,
+                f.seconds, f.tokens_per_s, f.tokens_per_s / single.tokens_per_s, f.ttft_p50_ms, f.ttft_p95_ms,
+                static_cast<unsigned long long>(f.batches), lo, hi);
+  }
   std::printf("load average at end %s\n", load_average().c_str());
   std::printf("agg t/s: all streams' tokens over the wall time from the first submit to the last answer; x single:\n"
               "over the single stream's t/s in this run; TTFT: submit to first streamed token; batched: runs in\n"
-              "which several requests decoded together.\n");
+              "which several requests decoded together; range: each repetition's ratio to its own single stream.\n");
   return 0;
 }
