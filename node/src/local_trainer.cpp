@@ -89,7 +89,7 @@ LocalTrainRequest local_train_request(const TrainCommand& command) {
 LocalTrainResult train_local_round(inference::Model& model, const training::TokenDataset& data,
                                    const ParamVector& global, const LocalTrainRequest& request,
                                    const LocalTrainerOptions& trainer_options,
-                                   const std::function<bool()>& should_stop) {
+                                   const std::function<bool()>& should_stop, const ParamVector* proximal_center) {
   const auto start = std::chrono::steady_clock::now();
   if (data.empty()) throw Error(ErrorKind::kInvalidInput, "local trainer: the training set is empty");
   const ParamLayout own = install(model, global, trainer_options);
@@ -109,7 +109,7 @@ LocalTrainResult train_local_round(inference::Model& model, const training::Toke
   options.validate();
 
   auto trainer = training::Trainer::for_adapter(model, trainer_options.adapter_slot, data, options);
-  if (request.fedprox_mu > 0) trainer.set_proximal_center(global.remapped(own));
+  if (request.fedprox_mu > 0) trainer.set_proximal_center((proximal_center ? *proximal_center : global).remapped(own));
   LocalTrainResult result;
   double loss_sum = 0;
   while (!trainer.done()) {
@@ -135,6 +135,29 @@ LocalTrainResult LocalTrainer::train(const ParamVector& global, const LocalTrain
   spdlog::debug("round {}: {} local steps, train loss {:.4f}, {} tokens in {:.2f} s", request.round,
                 request.local_steps, result.train_loss, result.tokens, result.seconds);
   return result;
+}
+
+ParamVector LocalTrainer::personalize(const ParamVector& global, const ParamVector* previous, std::uint64_t version,
+                                      const PersonalizationOptions& options, double& train_loss,
+                                      const std::function<bool()>& should_stop) {
+  const bool ditto = options.kind == "ditto";
+  if (!ditto && options.kind != "finetune")
+    throw Error(ErrorKind::kInvalidInput, "personalization: unknown kind '" + options.kind + "'");
+  const ParamVector start = ditto && previous ? previous->remapped(global.layout()) : global;
+  LocalTrainRequest request;
+  request.round = version;
+  request.local_steps = options.steps;
+  request.learning_rate = options.learning_rate;
+  request.batch_size = options.batch_size;
+  request.fedprox_mu = ditto ? options.ditto_lambda : 0.0;
+  request.seed = derive_seed(options_.train.seed, "personal/" + std::to_string(version));
+  const LocalTrainResult result = train_local_round(model_, train_, start, request, options_, should_stop, &global);
+  ParamVector personal = start;
+  for (std::size_t i = 0; i < personal.size(); ++i) personal.values()[i] += result.update[i];
+  train_loss = result.train_loss;
+  spdlog::debug("personal adapter for global v{} ({}): {} steps, train loss {:.4f}, {:.2f} s", version, options.kind,
+                options.steps, result.train_loss, result.seconds);
+  return personal;
 }
 
 training::EvalResult LocalTrainer::evaluate(const ParamVector& global) {

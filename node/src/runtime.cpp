@@ -2,6 +2,7 @@
 // client; this file owns the socket, the training worker and the files.
 #include "fedge/node/runtime.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <condition_variable>
@@ -40,7 +41,13 @@ struct EvalJob {
   std::uint64_t version = 0;
   std::shared_ptr<const ParamVector> global;
 };
-using Job = std::variant<TrainJob, EvalJob>;
+struct PersonalJob {
+  std::uint64_t version = 0;
+  std::shared_ptr<const ParamVector> global;
+  std::shared_ptr<const ParamVector> previous;  // ditto's adapter so far; null: none yet
+  PersonalizationOptions options;
+};
+using Job = std::variant<TrainJob, EvalJob, PersonalJob>;
 
 struct TrainDone {
   std::uint64_t ticket = 0;
@@ -55,7 +62,12 @@ struct EvalDone {
   std::uint64_t version = 0;
   training::EvalResult result;
 };
-using JobResult = std::variant<TrainDone, TrainFailed, EvalDone>;
+struct PersonalDone {
+  std::uint64_t version = 0;
+  std::shared_ptr<const ParamVector> params;  // null: it failed (logged)
+  double train_loss = 0;
+};
+using JobResult = std::variant<TrainDone, TrainFailed, EvalDone, PersonalDone>;
 
 // One thread that trains and evaluates on the node's training model, so the
 // network loop keeps heartbeating meanwhile.
@@ -72,11 +84,17 @@ class Worker {
     thread_.join();
   }
 
+  // A round's training goes ahead of queued personalization: the round has
+  // a deadline, the local slot's refresh does not.
   void submit(Job job) {
     {
       std::lock_guard lock(mu_);
-      if (std::holds_alternative<TrainJob>(job)) cancel_ = false;
-      jobs_.push_back(std::move(job));
+      auto at = jobs_.end();
+      if (std::holds_alternative<TrainJob>(job)) {
+        cancel_ = false;
+        at = std::find_if(jobs_.begin(), jobs_.end(), [](const Job& j) { return std::holds_alternative<PersonalJob>(j); });
+      }
+      jobs_.insert(at, std::move(job));
     }
     cv_.notify_all();
   }
@@ -125,6 +143,21 @@ class Worker {
       return TrainDone{job.ticket, job.request.round, trainer_.train(*job.global, job.request, stop)};
     } catch (const std::exception& e) {
       return TrainFailed{job.ticket, e.what()};
+    }
+  }
+
+  JobResult run(PersonalJob& job) {
+    try {
+      auto quitting = [this] {
+        std::lock_guard lock(mu_);
+        return quit_;
+      };
+      double loss = 0;
+      auto params = trainer_.personalize(*job.global, job.previous.get(), job.version, job.options, loss, quitting);
+      return PersonalDone{job.version, std::make_shared<const ParamVector>(std::move(params)), loss};
+    } catch (const std::exception& e) {
+      spdlog::warn("personalizing global v{}: {}", job.version, e.what());
+      return PersonalDone{job.version, nullptr, 0};
     }
   }
 
@@ -180,6 +213,7 @@ struct NodeRuntime::Impl {
 
   std::shared_ptr<const ParamVector> global;
   std::uint64_t global_version = 0;
+  std::shared_ptr<const ParamVector> personal;  // the personalized adapter (config.personalization)
   std::optional<std::uint64_t> first_version;
   std::function<void(const ParamVector&, std::uint64_t)> installed_callback;
   std::function<void(const ParamVector&, std::uint64_t)> local_callback;
@@ -204,6 +238,7 @@ struct NodeRuntime::Impl {
     }
     trainer = std::make_unique<LocalTrainer>(loaded.model, std::move(train), std::move(eval), config.trainer);
     fs::create_directories(config.state_dir);
+    load_personal();
     connect();
     NodeIdentity identity;
     identity.node_id = config.node_id;
@@ -289,19 +324,25 @@ struct NodeRuntime::Impl {
     spdlog::info("installed global adapter v{}", install.version);
     if (installed_callback) installed_callback(*params, install.version);
     if (config.evaluate_global && trainer->has_eval()) worker->submit(EvalJob{install.version, params});
+    if (config.personalization.enabled())
+      worker->submit(PersonalJob{install.version, params, personal, config.personalization});
+  }
+
+  // Saves the adapter as a PEFT directory state_dir/NAME (written aside, then
+  // renamed) with the global version it came from.
+  void save_adapter(const ParamVector& params, std::uint64_t version, const std::string& name) {
+    const auto adapter = adapter_from_params(params, loaded.model.config(), config.trainer.lora_alpha);
+    const fs::path tmp = config.state_dir / (name + ".tmp");
+    fs::remove_all(tmp);
+    adapter.save(tmp);
+    std::ofstream(tmp / "fedge_version.txt") << version << "\n";
+    fs::remove_all(config.state_dir / name);
+    fs::rename(tmp, config.state_dir / name);
   }
 
   // The latest global as a PEFT directory (written aside, then renamed), so the
   // site can serve it with any PEFT tool and a restarted node starts from it.
-  void save_global(const ParamVector& params, std::uint64_t version) {
-    const auto adapter = adapter_from_params(params, loaded.model.config(), config.trainer.lora_alpha);
-    const fs::path tmp = config.state_dir / "global.tmp";
-    fs::remove_all(tmp);
-    adapter.save(tmp);
-    std::ofstream(tmp / "fedge_version.txt") << version << "\n";
-    fs::remove_all(config.state_dir / "global");
-    fs::rename(tmp, config.state_dir / "global");
-  }
+  void save_global(const ParamVector& params, std::uint64_t version) { save_adapter(params, version, "global"); }
 
   void start_training(const TrainCommand& command) {
     if (!global || global_version != command.global_version || global->size() != command.update_length) {
@@ -326,7 +367,7 @@ struct NodeRuntime::Impl {
       st.last_train_loss = done.result.train_loss;
     });
     if (config.save_updates) save_update(done);
-    if (local_callback) {
+    if (local_callback && !config.personalization.enabled()) {  // else the local slot serves the personal adapter
       ParamVector local(global->layout(), done.result.update);
       for (std::size_t i = 0; i < local.size(); ++i) local.values()[i] += global->values()[i];
       local_callback(local, done.round);
@@ -354,6 +395,29 @@ struct NodeRuntime::Impl {
     spdlog::warn("local training failed: {}", failed.reason);
     update_stats([](NodeStats& st) { ++st.rounds_failed; });
     apply(client->on_training_failed(unix_ms(), failed.reason));
+  }
+
+  void handle(PersonalDone& done) {
+    if (!done.params) return;
+    personal = done.params;
+    save_adapter(*personal, done.version, "personal");
+    spdlog::info("personal adapter ({}) from global v{}: {} steps, train loss {:.4f}", config.personalization.kind,
+                 done.version, config.personalization.steps, done.train_loss);
+    update_stats([&](NodeStats& st) { st.personal_version = done.version; });
+    if (local_callback) local_callback(*personal, done.version);
+  }
+
+  // Ditto's personal adapter survives a restart: the one saved last, if any.
+  void load_personal() {
+    const fs::path dir = config.state_dir / "personal";
+    if (config.personalization.kind != "ditto" || !fs::exists(dir)) return;
+    try {
+      personal = std::make_shared<const ParamVector>(inference::LoraAdapter::load(dir, loaded.model.config()).to_params());
+      spdlog::info("personal adapter loaded from {}", dir.string());
+    } catch (const Error& e) {
+      spdlog::warn("personal adapter in {} not used ({}); ditto starts again from the next global", dir.string(),
+                   e.what());
+    }
   }
 
   void handle(EvalDone& done) {

@@ -79,6 +79,13 @@ NodeRuntimeConfig read_node_config(const fs::path& file) {
   c.seq_len = static_cast<int>(data.integer("seq_len", c.seq_len, {8, 65536}));
 
   read_train_options(root.table("train"), c.trainer);
+  const auto personal = root.table("personalization");
+  auto& p = c.personalization;
+  p.kind = personal.string("kind", "none", {"none", "finetune", "ditto"});
+  p.steps = static_cast<std::uint32_t>(personal.integer("steps", p.steps, {1, 1000000}));
+  p.learning_rate = personal.number("learning_rate", p.learning_rate, {1e-9, 10.0});
+  p.batch_size = static_cast<std::uint32_t>(personal.integer("batch_size", p.batch_size, {1, 65536}));
+  p.ditto_lambda = personal.number("ditto_lambda", p.ditto_lambda, {0.0, 1e6});
   c.limits = protocol::read_limits(root.table("limits"));
   const auto serve = root.table("serve");
   c.serve.http = serve.string("http", "");

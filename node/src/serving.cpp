@@ -239,6 +239,9 @@ void write_node_metrics(const NodeStats& st, prometheus::TextWriter& w) {
   w.counter("fedge_node_global_installs_total", "Global adapters installed since the node started.",
             double(st.global_installs));
   w.gauge("fedge_node_round", "The federated round this node last heard of.", double(st.current_round));
+  w.gauge("fedge_node_personal_version",
+          "Global version the personalized adapter was last made from ([personalization]; 0: none yet).",
+          double(st.personal_version));
 }
 
 std::string NodeServing::http_url() const { return impl_->http ? impl_->http->url() : std::string(); }

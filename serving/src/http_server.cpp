@@ -506,7 +506,7 @@ std::string HttpServer::Impl::metrics() {
   }
   w.gauge("fedge_adapter_installed", "1 when the adapter slot (global, local) is installed for serving.", installed);
   w.gauge("fedge_adapter_version", "Version of the adapter served in each slot (global: the federation's version; "
-          "local: the round it was trained in).", versions);
+          "local: the round it was trained in, or with [personalization] the global it was made from).", versions);
   std::function<void(prometheus::TextWriter&)> provider;
   {
     std::lock_guard lock(provider_mutex);

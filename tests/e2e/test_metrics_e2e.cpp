@@ -83,7 +83,11 @@ TEST_CASE("metrics: /metrics and /api/status of a coordinator and a node after a
                         {"fedge_rounds_completed_total:counter", "fedge_rounds_completed_total==0",
                          "fedge_round_duration_seconds:histogram"}) == 0);
 
-  auto served = h.start_node(1, "[serve]\nhttp = \"127.0.0.1:0\"\napi_keys = \"keys/api_keys.txt\"\n");
+  // Node 1 also personalizes (finetune) each global and serves it in the local slot.
+  auto served = h.start_node(1,
+                             "[serve]\nhttp = \"127.0.0.1:0\"\napi_keys = \"keys/api_keys.txt\"\n"
+                             "expose_local_adapter = true\n"
+                             "[personalization]\nkind = \"finetune\"\nsteps = 3\nlearning_rate = 0.01\nbatch_size = 2\n");
   auto n2 = h.start_node(2, "exit_after_versions = 1\n");
   auto n3 = h.start_node(3, "exit_after_versions = 1\n");
 
@@ -134,6 +138,9 @@ TEST_CASE("metrics: /metrics and /api/status of a coordinator and a node after a
   CHECK(node_refused->status == 401);
   node.set_bearer_token_auth(kKey);
   REQUIRE(fedge::testing::eventually([&] { return served->log_text().find("installed global adapter v1") != std::string::npos; }, 60s));
+  REQUIRE(fedge::testing::eventually(
+      [&] { return served->log_text().find("personal adapter (finetune) from global v1") != std::string::npos; }, 60s));
+  CHECK(trimmed(fedge::testing::read_file(h.root() / "node1/personal/fedge_version.txt")) == "1");
   const auto answer = node.Post("/v1/completions", R"({"model": "node-1", "prompt": "well", "max_tokens": 4})",
                                 "application/json");
   REQUIRE(answer);
@@ -147,5 +154,7 @@ TEST_CASE("metrics: /metrics and /api/status of a coordinator and a node after a
                          "fedge_inference_generated_tokens_total>=1", "fedge_inference_queue_length==0",
                          "fedge_adapter_version{slot=global}==1", "fedge_adapter_installed{slot=global}==1",
                          "fedge_training_rounds_total{outcome=completed}==1", "fedge_training_steps_total==5",
-                         "fedge_node_global_version==1", "fedge_training_last_loss>=0"}) == 0);
+                         "fedge_node_global_version==1", "fedge_training_last_loss>=0",
+                         "fedge_node_personal_version==1", "fedge_adapter_version{slot=local}==1",
+                         "fedge_adapter_installed{slot=local}==1"}) == 0);
 }

@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "fedge/common/error.h"
+#include "fedge/common/rng.h"
 #include "fedge/inference/tokenizer.h"
 #include "fedge/node/local_trainer.h"
 
@@ -185,4 +186,80 @@ TEST_CASE("local trainer: a round's batch above max_batch_size trains in micro-b
   REQUIRE(norm(a.update) > 0);
   // Measured 3e-5 to 6e-5 at 1 to 4 threads; 1e-3 leaves a 15x margin.
   CHECK(norm(diff) / norm(a.update) < 1e-3);
+}
+
+namespace {
+
+double distance(const ParamVector& a, const ParamVector& b) {
+  const ParamVector bb = b.remapped(a.layout());
+  double s = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) s += double(a.values()[i] - bb.values()[i]) * (a.values()[i] - bb.values()[i]);
+  return std::sqrt(s);
+}
+
+fedge::node::PersonalizationOptions personal(const std::string& kind, double lambda = 0.1) {
+  fedge::node::PersonalizationOptions o;
+  o.kind = kind;
+  o.steps = 4;
+  o.learning_rate = 5e-2;
+  o.batch_size = 2;
+  o.ditto_lambda = lambda;
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("personalization: finetune is a plain local round from the global, the global untouched", "[local_trainer]") {
+  auto model = fedge::inference::Model::tiny(3);
+  const ParamVector global = global_in_wire_order(model);
+  const ParamVector global_copy = global;
+  fedge::node::LocalTrainer trainer(model, small_data(12, 0), std::nullopt);
+  double loss = 0;
+  const ParamVector p = trainer.personalize(global, nullptr, 5, personal("finetune"), loss);
+  CHECK(loss > 0);
+  CHECK(distance(global, global_copy) == 0.0);
+  REQUIRE(p.layout().entries().size() == global.layout().entries().size());
+  CHECK(p.layout().entries().front().name == global.layout().entries().front().name);  // global's layout order
+  CHECK(distance(p, global) > 0);
+  // The same steps as a round with the personal seed: exactly global + its update.
+  auto r = request(5);
+  r.local_steps = 4;
+  r.learning_rate = 5e-2;
+  r.seed = fedge::derive_seed(0, "personal/5");
+  auto other = fedge::inference::Model::tiny(3);
+  const auto round = fedge::node::train_local_round(other, small_data(12, 0), global, r, {});
+  for (std::size_t i = 0; i < p.size(); ++i) REQUIRE(p.values()[i] == global.values()[i] + round.update[i]);
+}
+
+TEST_CASE("personalization: ditto trains the node's own adapter, pulled towards the global by lambda",
+          "[local_trainer]") {
+  auto model = fedge::inference::Model::tiny(3);
+  const ParamVector global = global_in_wire_order(model);
+  fedge::node::LocalTrainer trainer(model, small_data(12, 0), std::nullopt);
+  double loss = 0;
+  // A first ditto step without an adapter of its own starts from the global.
+  const ParamVector first = trainer.personalize(global, nullptr, 1, personal("ditto", 0.0), loss);
+  const ParamVector finetuned = trainer.personalize(global, nullptr, 1, personal("finetune"), loss);
+  for (std::size_t i = 0; i < first.size(); ++i) REQUIRE(first.values()[i] == finetuned.values()[i]);
+
+  // From its own adapter: lambda 0 ignores the global, a large lambda holds
+  // the adapter near it.
+  const ParamVector previous = first.remapped(first.layout());
+  const ParamVector free = trainer.personalize(global, &previous, 2, personal("ditto", 0.0), loss);
+  const ParamVector pulled = trainer.personalize(global, &previous, 2, personal("ditto", 20.0), loss);
+  CHECK(distance(free, previous) > 0);
+  CHECK(distance(pulled, global) < 0.5 * distance(free, global));
+  // lambda 0 is training from the previous adapter alone, whatever the global.
+  const ParamVector other_global = previous;
+  const ParamVector free_again = trainer.personalize(other_global, &previous, 2, personal("ditto", 0.0), loss);
+  CHECK(distance(free_again, free) == 0.0);
+}
+
+TEST_CASE("personalization: an unknown kind is refused", "[local_trainer]") {
+  auto model = fedge::inference::Model::tiny(3);
+  const ParamVector global = global_in_wire_order(model);
+  fedge::node::LocalTrainer trainer(model, small_data(4, 0), std::nullopt);
+  double loss = 0;
+  CHECK_THROWS_WITH(trainer.personalize(global, nullptr, 1, personal("fedper"), loss),
+                    Catch::Contains("unknown kind 'fedper'"));
 }

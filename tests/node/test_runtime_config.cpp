@@ -31,3 +31,25 @@ TEST_CASE("node config: [secagg] signing key, roster and require_mode are read a
   CHECK_THROWS_WITH(read("[secagg]\nrequire_mode = \"strict\"\n"), Catch::Contains("require_mode"));
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("node config: [personalization] is off by default, read when set, and checked") {
+  const auto dir = std::filesystem::temp_directory_path() / ("fedge_node_pcfg_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  auto read = [&](const std::string& personalization) {
+    std::ofstream(dir / "n.toml") << "[node]\nid = 3\n[data]\ntrain = \"t.jsonl\"\n" << personalization;
+    return node::read_node_config(dir / "n.toml");
+  };
+  REQUIRE_FALSE(read("").personalization.enabled());
+  const auto c = read("[personalization]\nkind = \"ditto\"\nsteps = 7\nlearning_rate = 0.02\nbatch_size = 3\n"
+                      "ditto_lambda = 0.5\n");
+  REQUIRE(c.personalization.kind == "ditto");
+  REQUIRE(c.personalization.steps == 7);
+  REQUIRE(c.personalization.learning_rate == 0.02);
+  REQUIRE(c.personalization.batch_size == 3);
+  REQUIRE(c.personalization.ditto_lambda == 0.5);
+  CHECK_THROWS_WITH(read("[personalization]\nkind = \"fedper\"\n"), Catch::Contains("kind"));
+  CHECK_THROWS_WITH(read("[personalization]\nkind = \"finetune\"\nsteps = 0\n"), Catch::Contains("steps"));
+  CHECK_THROWS_WITH(read("[personalization]\nditto_lambda = -1\n"), Catch::Contains("ditto_lambda"));
+  CHECK_THROWS_WITH(read("[personalization]\nlayers = 2\n"), Catch::Contains("layers"));
+  std::filesystem::remove_all(dir);
+}

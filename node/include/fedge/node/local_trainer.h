@@ -73,13 +73,32 @@ inference::LoraAdapter adapter_from_params(const ParamVector& params, const infe
 
 // The local step of a round on borrowed data: puts `global` into the model's
 // adapter slot options.adapter_slot, trains it on `data` as `request` asks
-// (FedProx towards `global` when request.fedprox_mu > 0), and returns the
-// update in global's layout. LocalTrainer::train runs exactly this; the
-// simulator's virtual nodes call it on their own data. `should_stop` is polled
-// between steps (Error(kRuntime) when it says stop).
+// (FedProx towards `proximal_center`, default `global`, when
+// request.fedprox_mu > 0), and returns the update in global's layout.
+// LocalTrainer::train runs exactly this; the simulator's virtual nodes call it
+// on their own data. `should_stop` is polled between steps (Error(kRuntime)
+// when it says stop).
 LocalTrainResult train_local_round(inference::Model& model, const training::TokenDataset& data,
                                    const ParamVector& global, const LocalTrainRequest& request,
-                                   const LocalTrainerOptions& options, const std::function<bool()>& should_stop = {});
+                                   const LocalTrainerOptions& options, const std::function<bool()>& should_stop = {},
+                                   const ParamVector* proximal_center = nullptr);
+
+// Personalization on top of the federation (docs/FEDERATION.md,
+// "Personalization"): after each new global the node trains an adapter of its
+// own, which it serves in the `local` slot; the global and what the node sends
+// in rounds do not change.
+//   finetune: `steps` steps from the global on the node's own data.
+//   ditto (Li et al. 2021): the node's personal adapter v (the global the
+//     first time) takes `steps` steps with the pull
+//     ditto_lambda/2 * ||v - w_global||^2 towards the new global.
+struct PersonalizationOptions {
+  std::string kind = "none";  // "none", "finetune" or "ditto"
+  std::uint32_t steps = 10;
+  double learning_rate = 1e-3;
+  std::uint32_t batch_size = 4;
+  double ditto_lambda = 0.1;
+  bool enabled() const { return kind != "none"; }
+};
 
 class LocalTrainer {
  public:
@@ -94,6 +113,13 @@ class LocalTrainer {
   // steps; when it returns true the round is abandoned (Error(kRuntime)).
   LocalTrainResult train(const ParamVector& global, const LocalTrainRequest& request,
                          const std::function<bool()>& should_stop = {});
+  // The personal adapter for global `version` (its seed derives from it):
+  // finetune starts from `global`; ditto from `previous` (the node's personal
+  // adapter so far, in any layout order; null: the global) pulled towards
+  // `global`. Returns it in global's layout, and its mean training loss.
+  ParamVector personalize(const ParamVector& global, const ParamVector* previous, std::uint64_t version,
+                          const PersonalizationOptions& options, double& train_loss,
+                          const std::function<bool()>& should_stop = {});
   // Held-out loss of the model with `global` as its adapter. Requires has_eval().
   training::EvalResult evaluate(const ParamVector& global);
 

@@ -91,6 +91,9 @@ struct NodeRuntimeConfig {
   std::string eval_path;               // held-out file, same format as train_data
   int seq_len = 128;
   LocalTrainerOptions trainer;
+  // [personalization]: the node's own adapter, served in the local slot
+  // (local_trainer.h, PersonalizationOptions). Off by default.
+  PersonalizationOptions personalization;
   bool save_updates = false;
   bool evaluate_global = true;         // held-out loss of each new global -> Metrics "eval_loss"
   protocol::Limits limits;
@@ -123,6 +126,7 @@ struct NodeStats {
   std::uint64_t global_version = 0;
   std::uint64_t global_installs = 0;  // global adapters installed since start
   std::uint64_t current_round = 0;
+  std::uint64_t personal_version = 0;  // the global the personal adapter was last made from (0: none yet)
 };
 
 class NodeRuntime {
