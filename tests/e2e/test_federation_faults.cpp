@@ -152,9 +152,13 @@ TEST_CASE("federation: a node dying at each secure-aggregation stage leaves a ro
 
 TEST_CASE("federation: a coordinator killed mid-round restarts and finishes without losing or repeating a round",
           "[e2e]") {
-  // FedAdam: the server moments saved with version 1 must carry over the restart.
-  const std::string strategy = GENERATE(std::string("fedavg"), std::string("fedadam"));
-  INFO("strategy " << strategy);
+  // FedAdam: the server moments saved with version 1 must carry over the
+  // restart, and replaying the nodes' saved updates through FedAdam from each
+  // stored version must give the next one (check_server_optimizer), which a
+  // resume from a wrong global or lost moments would fail. A FedAvg run of its
+  // own (the sums are checked exactly in test_federation_e2e.cpp) cost ctest's
+  // serial tail a second federation.
+  const std::string strategy = "fedadam";
   FederationHarness h(4);
   const std::string fed = "strategy = \"" + strategy + "\"\n" + federation(3, 4, "train_ms = 30000");
   auto coordinator = h.start_coordinator(fed);
@@ -194,11 +198,7 @@ TEST_CASE("federation: a coordinator killed mid-round restarts and finishes with
     for (const auto& a : store.round_attempts(r)) completed += a.state == fedge::coordinator::RoundState::kCompleted;
     CHECK(completed == 1);
   }
-  if (strategy == "fedavg") {
-    for (std::uint64_t r = 1; r <= 3; ++r) check_fedavg(h, r, {1, 2, 3, 4});
-  } else {
-    check_server_optimizer(h, strategy, 3, {1, 2, 3, 4});
-  }
+  check_server_optimizer(h, strategy, 3, {1, 2, 3, 4});
 }
 
 TEST_CASE("federation: a node whose key is not on the allow-list cannot join", "[e2e]") {
