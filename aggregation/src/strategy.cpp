@@ -314,6 +314,46 @@ class Bulyan : public Robust {
   std::size_t f_;
 };
 
+// q-FedAvg (Li, Sanjabi, Beirami, Smith 2020, "Fair Resource Allocation in
+// Federated Learning", Algorithm 2), with Flower's parameter names. With
+// L = 1 / qffl_learning_rate and each node's dw_k = L (w - w_k) = -L u_k:
+//   delta_k = F_k^q dw_k,  h_k = q F_k^(q-1) ||dw_k||^2 + L F_k^q,
+//   w' = w - sum_k delta_k / sum_k h_k.
+// F_k is the node's mean training loss of the round (the paper's F_k(w) is the
+// loss at the global before training; the round reports the mean over its
+// local steps, which starts there). q = 0 is the unweighted mean update.
+// Example counts are not used, as in the paper and Flower.
+class QFedAvg : public Robust {
+ public:
+  QFedAvg(double q, double lr) : q_(q), lipschitz_(1.0 / lr) {
+    if (!(q >= 0) || !std::isfinite(q)) bad("qfedavg: q_param must be >= 0");
+    if (!(lr > 0) || !std::isfinite(lr)) bad("qfedavg: qffl_learning_rate must be > 0");
+  }
+  std::string name() const override { return "qfedavg"; }
+  std::vector<float> aggregate(std::span<const float> global, std::span<const ClientUpdate> updates) override {
+    check_updates(global, updates);
+    std::vector<double> step(global.size(), 0.0);
+    double h = 0;
+    for (std::size_t k = 0; k < updates.size(); ++k) {
+      const double loss = updates[k].loss;
+      if (!(loss > 0) || !std::isfinite(loss))
+        bad("qfedavg: update " + std::to_string(k) + " carries no positive training loss (" + std::to_string(loss) +
+            "); q-FedAvg weighs each node by its loss");
+      const double fq = std::pow(loss, q_);
+      double norm2 = 0;
+      for (float u : updates[k].update) norm2 += lipschitz_ * lipschitz_ * double(u) * u;
+      // -delta_k = F^q * L * u_k: the step towards the node's local model.
+      for (std::size_t j = 0; j < step.size(); ++j) step[j] += fq * lipschitz_ * updates[k].update[j];
+      h += q_ * std::pow(loss, q_ - 1.0) * norm2 + lipschitz_ * fq;
+    }
+    for (double& v : step) v /= h;
+    return apply(global, step);
+  }
+
+ private:
+  double q_, lipschitz_;
+};
+
 }  // namespace
 
 std::vector<float> Strategy::apply(std::span<const float> global, std::span<const double> mean_update) {
@@ -390,6 +430,11 @@ void add_builtins(std::map<std::string, StrategyFactory>& f) {
   f["bulyan"] = {{"num_malicious"},
                  [](const StrategyParams& p) { return std::make_unique<Bulyan>(count(p, "num_malicious", 1, "bulyan")); },
                  "Bulyan over Krum (El Mhamdi et al. 2018)"};
+  f["qfedavg"] = {{"q_param", "qffl_learning_rate"},
+                  [](const StrategyParams& p) {
+                    return std::make_unique<QFedAvg>(param(p, "q_param", 0.2), param(p, "qffl_learning_rate", 0.1));
+                  },
+                  "q-FedAvg, loss-weighted for fairness (Li et al. 2020)"};
 }
 
 // Function-local so plug-ins registering at static initialisation, in any

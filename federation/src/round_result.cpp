@@ -83,7 +83,7 @@ RoundOutcome plain_round_result(const RoundStages& r, const FederationConfig& cf
   double examples = 0, loss = 0;
   for (const auto& [id, e] : plain) {
     const auto weight = static_cast<double>(std::min(counts[ups.size()], scale));
-    ups.push_back({e.update, weight});
+    ups.push_back({e.update, weight, e.train_loss});
     examples += weight;
     loss += weight * e.train_loss;
   }

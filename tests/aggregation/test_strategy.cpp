@@ -200,10 +200,40 @@ TEST_CASE("bulyan: with f = 0 every update is picked and it is the plain mean") 
   CHECK(out[1] == Approx(2.5 / 3.0));
 }
 
+TEST_CASE("qfedavg: nodes weigh by loss^q as in Li et al. 2020, hand-computed") {
+  // L = 1 / qffl_learning_rate = 2; u1 = [1, 0] with loss 2, u2 = [0, -1] with loss 1.
+  // q = 1: step_k = F L u_k -> [4, 0] + [0, -2]; h_k = q F^(q-1) L^2 |u_k|^2 + L F
+  //        -> 4 + 4 = 8 and 4 + 2 = 6; w' = [4, -2] / 14 = [2/7, -1/7].
+  // q = 2: step -> [8, 0] + [0, -2]; h -> 2*2*4 + 2*4 = 24 and 2*1*4 + 2 = 10;
+  //        w' = [8, -2] / 34: the node with the higher loss pulls harder.
+  // q = 0: h_k = L, w' = the unweighted mean [0.5, -0.5] (example counts unused).
+  const std::vector<float> u1 = {1.0F, 0.0F}, u2 = {0.0F, -1.0F};
+  const std::vector<ClientUpdate> updates = {{u1, 10.0, 2.0}, {u2, 1.0, 1.0}};
+  const std::vector<float> global = {0.0F, 0.0F};
+  auto run = [&](double q) {
+    return make_strategy("qfedavg", {{"q_param", q}, {"qffl_learning_rate", 0.5}})->aggregate(global, updates);
+  };
+  const auto q1 = run(1.0), q2 = run(2.0), q0 = run(0.0);
+  CHECK(q1[0] == Approx(2.0 / 7.0).epsilon(1e-6));
+  CHECK(q1[1] == Approx(-1.0 / 7.0).epsilon(1e-6));
+  CHECK(q2[0] == Approx(8.0 / 34.0).epsilon(1e-6));
+  CHECK(q2[1] == Approx(-2.0 / 34.0).epsilon(1e-6));
+  CHECK(q0[0] == Approx(0.5).epsilon(1e-6));
+  CHECK(q0[1] == Approx(-0.5).epsilon(1e-6));
+
+  // It needs each node's loss: none reported, secure aggregation and bad
+  // parameters are refused with the reason.
+  const std::vector<ClientUpdate> no_loss = {{u1, 1.0}, {u2, 1.0}};
+  CHECK_THROWS_WITH(make_strategy("qfedavg")->aggregate(global, no_loss), Catch::Contains("training loss"));
+  CHECK_THROWS_WITH(make_strategy("qfedavg", {}, true), Catch::Contains("secure aggregation"));
+  CHECK_THROWS_WITH(make_strategy("qfedavg", {{"q_param", -1}}), Catch::Contains("q_param"));
+  CHECK_THROWS_WITH(make_strategy("qfedavg", {{"qffl_learning_rate", 0}}), Catch::Contains("qffl_learning_rate"));
+}
+
 TEST_CASE("strategy registry: every built-in and the example plug-in by name, bad names and duplicates refused") {
   const auto names = strategy_names();
   for (const char* n : {"fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "fedmedian",
-                        "fedtrimmedavg", "krum", "bulyan", "normclip"})
+                        "fedtrimmedavg", "krum", "bulyan", "qfedavg", "normclip"})
     CHECK(std::find(names.begin(), names.end(), n) != names.end());
   CHECK(std::is_sorted(names.begin(), names.end()));
   // An unknown name lists the registered ones, plug-ins included.

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <set>
@@ -24,6 +25,9 @@ using StrategyState = std::map<std::string, std::vector<double>>;
 struct ClientUpdate {
   std::span<const float> update;  // local - global, same length as global
   double num_examples = 1.0;
+  // The node's mean training loss of the round (NaN: not reported). Only
+  // loss-weighted strategies (qfedavg) read it.
+  double loss = std::numeric_limits<double>::quiet_NaN();
 };
 
 class Strategy {
@@ -106,7 +110,9 @@ std::vector<double> weighted_mean_update(std::span<const float> global, std::spa
 // num_to_keep=0: 0 = plain Krum, m > 0 = Multi-Krum averaging the m best),
 // bulyan (num_malicious=1; El Mhamdi et al. 2018: Krum picks n - 2f updates
 // one by one, then each coordinate averages the n - 4f picked values nearest
-// its median; needs n >= 4f + 3). Plug-ins add more. Defaults follow Flower. Throws Error(kInvalidInput) for an unknown name or
+// its median; needs n >= 4f + 3), qfedavg (q_param=0.2,
+// qffl_learning_rate=0.1; Li et al. 2020's q-FedAvg: nodes with a higher loss
+// weigh more, by loss^q; needs each node's loss). Plug-ins add more. Defaults follow Flower. Throws Error(kInvalidInput) for an unknown name or
 // parameter, and when `secure_aggregation` is on for a strategy that needs
 // individual updates.
 std::unique_ptr<Strategy> make_strategy(const std::string& name, const StrategyParams& params = {},
