@@ -44,9 +44,9 @@ Context::Context(const Scenario& scenario, std::vector<NodeData> nodes, inferenc
   initial_ = adapter.to_params();
   lora_scaling_ = adapter.config().scale();
   model_.add_adapter(kAdapterSlot, std::move(adapter));
-  rank_aggregation_ = aggregation::parse_rank_aggregation(scenario.training.rank_aggregation);
-  if (heterogeneous()) lora_pairs_ = aggregation::lora_layout(initial_.layout());
-  if (rank_aggregation_ == aggregation::RankAggregation::kFlexLora) {
+  rank_aggregation_ = node::parse_rank_aggregation(scenario.training.rank_aggregation);
+  if (heterogeneous()) lora_pairs_ = node::lora_layout(initial_.layout());
+  if (rank_aggregation_ == node::RankAggregation::kFlexLora) {
     // Named after each pair's A ("...lora_A.weight" -> "...lora_BA.weight").
     for (std::size_t i = 0; i < lora_pairs_.pairs.size(); ++i) {
       std::string name = initial_.layout().entries()[2 * i].name;
@@ -79,23 +79,23 @@ Context::Context(const Scenario& scenario, std::vector<NodeData> nodes, inferenc
 int Context::node_rank(int n) const { return device_rank(scenario_, node(n).device); }
 
 const ParamLayout& Context::federated_layout() const {
-  return rank_aggregation_ == aggregation::RankAggregation::kFlexLora ? dense_layout_ : initial_.layout();
+  return rank_aggregation_ == node::RankAggregation::kFlexLora ? dense_layout_ : initial_.layout();
 }
 
 std::vector<float> Context::initial_federated() const {
-  if (rank_aggregation_ == aggregation::RankAggregation::kFlexLora)
-    return aggregation::lora_products(lora_pairs_, initial_.values(), lora_scaling_);
+  if (rank_aggregation_ == node::RankAggregation::kFlexLora)
+    return node::lora_products(lora_pairs_, initial_.values(), lora_scaling_);
   return {initial_.values().begin(), initial_.values().end()};
 }
 
 ParamVector Context::node_adapter(int n, std::span<const float> global) const {
-  using aggregation::RankAggregation;
+  using node::RankAggregation;
   switch (rank_aggregation_) {
     case RankAggregation::kHetLora:
-      return {initial_.layout(), aggregation::keep_rank(lora_pairs_, global, node_rank(n))};
+      return {initial_.layout(), node::keep_rank(lora_pairs_, global, node_rank(n))};
     case RankAggregation::kFlexLora:
       return {initial_.layout(),
-              aggregation::flexlora_factors(lora_pairs_, global, node_rank(n), lora_scaling_, initial_.values())};
+              node::flexlora_factors(lora_pairs_, global, node_rank(n), lora_scaling_, initial_.values())};
     case RankAggregation::kNone: break;
   }
   return {initial_.layout(), std::vector<float>(global.begin(), global.end())};
@@ -103,11 +103,11 @@ ParamVector Context::node_adapter(int n, std::span<const float> global) const {
 
 std::vector<float> Context::node_update(int n, const ParamVector& start, std::vector<float> update,
                                         std::span<const float> global) const {
-  using aggregation::RankAggregation;
-  if (rank_aggregation_ == RankAggregation::kHetLora) return aggregation::keep_rank(lora_pairs_, update, node_rank(n));
+  using node::RankAggregation;
+  if (rank_aggregation_ == RankAggregation::kHetLora) return node::keep_rank(lora_pairs_, update, node_rank(n));
   if (rank_aggregation_ != RankAggregation::kFlexLora) return update;
   for (std::size_t i = 0; i < update.size(); ++i) update[i] += start.values()[i];  // the local adapter
-  auto dense = aggregation::lora_products(lora_pairs_, update, lora_scaling_);
+  auto dense = node::lora_products(lora_pairs_, update, lora_scaling_);
   for (std::size_t i = 0; i < dense.size(); ++i) dense[i] -= global[i];
   return dense;
 }

@@ -11,11 +11,11 @@
 #include <string>
 #include <vector>
 
-#include "fedge/aggregation/lora_ranks.h"
 #include "fedge/common/param_vector.h"
 #include "fedge/inference/model.h"
 #include "fedge/inference/tokenizer.h"
 #include "fedge/node/local_trainer.h"
+#include "fedge/node/lora_ranks.h"
 #include "fedge/sims/runner.h"
 #include "fedge/sims/scenario.h"
 #include "fedge/training/dataset.h"
@@ -80,8 +80,8 @@ class Context {
   // ranks"). Every node's adapter has the maximum rank's layout (and scaling
   // alpha / R); a node of rank r_n holds zeros beyond its first r_n components,
   // which its training keeps at zero (their gradients are zero).
-  aggregation::RankAggregation rank_aggregation() const { return rank_aggregation_; }
-  bool heterogeneous() const { return rank_aggregation_ != aggregation::RankAggregation::kNone; }
+  node::RankAggregation rank_aggregation() const { return rank_aggregation_; }
+  bool heterogeneous() const { return rank_aggregation_ != node::RankAggregation::kNone; }
   int node_rank(int n) const;
   // What the coordinator holds and the nodes send: the adapter, or under
   // FlexLoRA the dense products s B A of every LoRA pair (federated_length).
@@ -89,9 +89,9 @@ class Context {
   std::uint64_t federated_floats() const { return federated_layout().size(); }
   std::vector<float> initial_federated() const;
   // Node n's adapter from a federated global: the global itself without
-  // heterogeneous ranks; HetLoRA: its first r_n components (aggregation::keep_rank);
+  // heterogeneous ranks; HetLoRA: its first r_n components (node::keep_rank);
   // FlexLoRA: the best rank-r_n factors of the dense products, A's unused
-  // directions from the initial adapter (aggregation::flexlora_factors).
+  // directions from the initial adapter (node::flexlora_factors).
   ParamVector node_adapter(int n, std::span<const float> global) const;
   // Node n's contribution from its local update (local - `start`, start =
   // node_adapter(n, global)): unchanged without heterogeneous ranks; HetLoRA:
@@ -136,8 +136,8 @@ class Context {
   inference::Model model_;
   inference::Tokenizer tokenizer_;
   ParamVector initial_;
-  aggregation::RankAggregation rank_aggregation_ = aggregation::RankAggregation::kNone;
-  aggregation::LoraLayout lora_pairs_;  // the adapter's LoRA pairs (heterogeneous ranks only)
+  node::RankAggregation rank_aggregation_ = node::RankAggregation::kNone;
+  node::LoraLayout lora_pairs_;  // the adapter's LoRA pairs (heterogeneous ranks only)
   ParamLayout dense_layout_;            // FlexLoRA: one out x in tensor per pair
   double lora_scaling_ = 1.0;           // alpha / R
   std::int64_t base_parameters_ = 0;

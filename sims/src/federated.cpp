@@ -156,8 +156,8 @@ coordinator::FederationConfig CoordinatorSide::make_config() const {
   c.weight_caps = {static_cast<std::uint64_t>(s_.training.max_examples), s_.training.max_weight_share};
   // HetLoRA: the coordinator reads plain nodes' ranks by their device profile,
   // as public as the scenario (FlexLoRA's dense products need nothing).
-  if (ctx_.rank_aggregation() == aggregation::RankAggregation::kHetLora) {
-    c.rank_aggregation = aggregation::RankAggregation::kHetLora;
+  if (ctx_.rank_aggregation() == node::RankAggregation::kHetLora) {
+    c.rank_aggregation = node::RankAggregation::kHetLora;
     for (const auto& d : s_.node_devices) c.profile_ranks[d.name] = static_cast<std::uint32_t>(device_rank(s_, d));
   }
   if (s_.dp.enabled) {

@@ -224,7 +224,7 @@ void NodeBlock::train(int n, const node::TrainCommand& cmd) {
   update->num_examples = outcome.num_examples;
   update->train_loss = outcome.train_loss;
   update->update = ctx_.node_update(n, start, std::move(outcome.update), *vn.global);
-  if (ctx_.rank_aggregation() == aggregation::RankAggregation::kHetLora)
+  if (ctx_.rank_aggregation() == node::RankAggregation::kHetLora)
     update->lora_rank = static_cast<std::uint32_t>(ctx_.node_rank(n));
   vn.pending_ticket = cmd.ticket;
   SimEvent e;
