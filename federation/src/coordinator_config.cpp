@@ -83,11 +83,19 @@ void validate(const FederationConfig& c) {
       bad_config("distributed DP needs secure = true (nodes noise inside the secure sum); use central DP");
   }
   // make_strategy explains unknown names and robust strategies under secure aggregation.
+  bool individual = false;
   try {
-    (void)aggregation::make_strategy(c.strategy, c.strategy_params, c.secure);
+    individual = aggregation::make_strategy(c.strategy, c.strategy_params, c.secure)->needs_individual_updates();
   } catch (const Error& e) {
     bad_config(std::string("strategy: ") + e.what());
   }
+  if (c.rank_aggregation == aggregation::RankAggregation::kHetLora && individual)
+    bad_config("strategy: '" + c.strategy + "' needs each update on its own; HetLoRA's rank-wise mean works on "
+               "sums (use fedavg, fedprox or a server optimiser)");
+  for (const auto& [profile, rank] : c.profile_ranks)
+    if (rank == 0 || rank > kMaxRankSlots)
+      bad_config("profile_ranks: device profile '" + profile + "' has LoRA rank " + std::to_string(rank) +
+                 " (must be 1.." + std::to_string(kMaxRankSlots) + ")");
 }
 
 }  // namespace fedge::federation

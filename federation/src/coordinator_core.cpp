@@ -4,11 +4,13 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 
 #include "config_error.h"
 #include "fedge/common/error.h"
+#include "fedge/common/param_vector.h"
 #include "fedge/federation/membership.h"
 #include "fedge/federation/round_planner.h"
 #include "fedge/federation/round_result.h"
@@ -34,6 +36,29 @@ std::uint64_t layout_numel(const std::vector<protocol::TensorLayout>& layout) {
     total += n;
   }
   return total;
+}
+
+// HetLoRA's view of the global: its LoRA pairs at the maximum rank.
+std::optional<agg::LoraLayout> hetlora_layout(const FederationConfig& cfg,
+                                              const std::vector<protocol::TensorLayout>& layout) {
+  if (cfg.rank_aggregation != agg::RankAggregation::kHetLora) return std::nullopt;
+  ParamLayout params;
+  for (const auto& t : layout) params.add(t.name, std::vector<std::int64_t>(t.shape.begin(), t.shape.end()));
+  try {
+    agg::LoraLayout lora = agg::lora_layout(params);
+    if (static_cast<std::uint32_t>(lora.rank) > kMaxRankSlots)
+      bad_config("rank_aggregation = hetlora: the global's LoRA rank " + std::to_string(lora.rank) + " is above " +
+                 std::to_string(kMaxRankSlots));
+    for (const auto& [profile, rank] : cfg.profile_ranks)
+      if (rank > static_cast<std::uint32_t>(lora.rank))
+        bad_config("profile_ranks: device profile '" + profile + "' has LoRA rank " + std::to_string(rank) +
+                   ", above the global's " + std::to_string(lora.rank));
+    return lora;
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::kInvalidInput) throw;
+    if (std::string_view(e.what()).starts_with("federation config")) throw;
+    bad_config(std::string("rank_aggregation = hetlora needs a LoRA adapter as the global: ") + e.what());
+  }
 }
 
 protocol::Payload<std::uint8_t> model_bytes(const std::vector<float>& values) {
@@ -74,6 +99,7 @@ struct CoordinatorCore::State {
   std::uint64_t version = 0;
   std::vector<float> global;
   std::vector<protocol::TensorLayout> layout;
+  std::optional<agg::LoraLayout> hetlora;  // rank_aggregation = hetlora: the global's LoRA pairs
   protocol::Payload<std::uint8_t> global_bytes;
   std::optional<RunningRound> round;
   std::int64_t next_start = std::numeric_limits<std::int64_t>::min();
@@ -146,8 +172,9 @@ struct CoordinatorCore::State {
       if (!step.done) return;
       RoundOutcome result =
           step.secure_sum
-              ? secure_round_result(r, *step.secure_sum, members, cfg.dp, noise_rng, *strategy, global)
-              : plain_round_result(r, cfg, members, noise_rng, *strategy, global);
+              ? secure_round_result(r, *step.secure_sum, members, cfg.dp, noise_rng, *strategy, global,
+                                    hetlora ? &*hetlora : nullptr)
+              : plain_round_result(r, cfg, members, noise_rng, *strategy, global, hetlora ? &*hetlora : nullptr);
       complete(a, now, std::move(result));
     } catch (const Error& e) {
       fail(a, now, e.what());
@@ -162,7 +189,8 @@ struct CoordinatorCore::State {
     std::optional<RoundStages> stages;
     try {
       PlannedRound planned = plan_round(cfg, members, secret, round_id, attempt, version, global.size(), selected,
-                                        strategy->proximal_mu());
+                                        strategy->proximal_mu(),
+                                        hetlora ? static_cast<std::uint32_t>(hetlora->rank) : 0);
       stages.emplace(round_id, attempt, std::move(planned), now, cfg.secagg_threads, cfg.secagg_roster);
     } catch (const Error& e) {
       a.events.push_back(RoundFailed{round_id, attempt, std::string("cannot plan the round: ") + e.what(), {}, false});
@@ -256,6 +284,7 @@ CoordinatorCore::CoordinatorCore(FederationConfig config, ResumeState resume) {
   s_->version = resume.global_version;
   s_->global = std::move(resume.global);
   s_->layout = std::move(resume.layout);
+  s_->hetlora = hetlora_layout(s_->cfg, s_->layout);
   s_->global_bytes = model_bytes(s_->global);
   if (!resume.dp_history.empty()) {
     const double delta =

@@ -357,7 +357,7 @@ NodeActions RoundClient::on_update_ready(std::int64_t /*now_ms*/, LocalUpdate up
   }
   try {
     if (s.plan.secure) {
-      s.ring = encode_secure(s.enc, update.update, update.num_examples, update.train_loss, s.rng());
+      s.ring = encode_secure(s.enc, update.update, update.num_examples, update.train_loss, s.rng(), update.lora_rank);
       a.send.push_back(s.envelope(wire::to_wire(s.secagg->advertise_keys()), s.round));
       s.state = ClientState::kAdvertised;
     } else {

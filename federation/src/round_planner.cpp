@@ -75,7 +75,8 @@ void plan_secure(const FederationConfig& cfg, const privacy::Key32& secret, std:
 
 PlannedRound plan_round(const FederationConfig& cfg, const Membership& members, const privacy::Key32& secret,
                         std::uint64_t round, std::uint32_t attempt, std::uint64_t version,
-                        std::uint64_t update_length, const std::vector<NodeId>& selected, double strategy_mu) {
+                        std::uint64_t update_length, const std::vector<NodeId>& selected, double strategy_mu,
+                        std::uint32_t rank_slots) {
   const bool dp = cfg.dp.mode != protocol::DpMode::kNone;
   PlannedRound out;
   protocol::RoundPlan& p = out.plan;
@@ -96,6 +97,7 @@ PlannedRound plan_round(const FederationConfig& cfg, const Membership& members, 
   p.loss_cap = cfg.loss_cap;
   out.encoding = {update_length, cfg.clip_range,      0, scale, cfg.loss_cap, cfg.dp.mode, p.dp.clip_norm,
                   p.dp.noise_multiplier, static_cast<std::uint32_t>(selected.size())};
+  out.encoding.rank_slots = cfg.secure ? rank_slots : 0;  // plain rounds read ranks from profile_ranks
   if (cfg.secure) plan_secure(cfg, secret, round, attempt, out);
   validate(out.encoding, cfg.secure);
   return out;

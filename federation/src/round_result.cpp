@@ -36,11 +36,47 @@ std::vector<float> step_from_sum(agg::Strategy& strategy, const std::vector<floa
   return strategy.aggregate_sum(global, weighted_sum, total);
 }
 
+// A node's LoRA rank as the config makes it public: by its registered device profile.
+int node_rank(const FederationConfig& cfg, const Membership& members, NodeId id, int max_rank) {
+  const auto it = cfg.profile_ranks.find(members.at(id).reg.capabilities.device_profile);
+  return it == cfg.profile_ranks.end() ? max_rank : static_cast<int>(it->second);
+}
+
+// HetLoRA over plain updates: the weighted sum of the updates (each cut to its
+// node's rank, so no node writes past it), the rank-wise weights, central DP
+// noise on the sum when configured, then the strategy on the rank-wise sum.
+std::vector<float> hetlora_plain_step(const RoundStages& r, const FederationConfig& cfg, const Membership& members,
+                                      const agg::LoraLayout& lora, const std::vector<NodeId>& survivors,
+                                      const std::vector<agg::ClientUpdate>& ups, privacy::ChaChaRng& noise_rng,
+                                      agg::Strategy& strategy, const std::vector<float>& global) {
+  const bool dp = cfg.dp.mode != protocol::DpMode::kNone;
+  std::vector<float> sum(global.size(), 0.0F);
+  std::vector<int> ranks;
+  std::vector<double> weights;
+  for (std::size_t n = 0; n < ups.size(); ++n) {
+    ranks.push_back(node_rank(cfg, members, survivors[n], lora.rank));
+    // Plain FedAvg's weights (examples), or the secure path's under DP.
+    weights.push_back(dp ? node_weight(static_cast<std::uint64_t>(ups[n].num_examples), r.encoding().example_scale)
+                         : ups[n].num_examples);
+    const auto mine = agg::keep_rank(lora, ups[n].update, ranks.back());
+    for (std::size_t i = 0; i < sum.size(); ++i) sum[i] += static_cast<float>(weights.back() * mine[i]);
+  }
+  double total = 0;
+  for (double w : weights) total += w;
+  if (dp) {
+    if (cfg.dp.mode == protocol::DpMode::kCentral)
+      privacy::add_gaussian_noise(sum, cfg.dp.noise_multiplier * cfg.dp.clip_norm, noise_rng);
+    total = public_weight(r, members, survivors);
+  }
+  const auto rank_weights = agg::rank_weight_sums(lora.rank, ranks, weights);
+  return step_from_sum(strategy, global, agg::rankwise_sum(lora, sum, rank_weights, total), total);
+}
+
 }  // namespace
 
 RoundOutcome secure_round_result(const RoundStages& r, const agg::SecAggResult& res, const Membership& members,
                                 const DpConfig& dp, privacy::ChaChaRng& noise_rng, agg::Strategy& strategy,
-                                const std::vector<float>& global) {
+                                const std::vector<float>& global, const agg::LoraLayout* hetlora) {
   DecodedSum ds = decode_secure_sum(r.encoding(), res.sum);
   RoundOutcome out;
   for (auto c : res.included) out.survivors.push_back(r.node_of(c));
@@ -56,13 +92,14 @@ RoundOutcome secure_round_result(const RoundStages& r, const agg::SecAggResult& 
   out.metrics["total_examples"] = total * static_cast<double>(r.encoding().example_scale);
   if (std::isfinite(ds.mean_train_loss)) out.metrics["train_loss"] = ds.mean_train_loss;
   out.metrics["weight_sum"] = ds.total_weight;
+  if (hetlora) ds.weighted_sum = agg::rankwise_sum(*hetlora, ds.weighted_sum, ds.rank_weights, total);
   out.next_global = step_from_sum(strategy, global, ds.weighted_sum, total);
   return out;
 }
 
 RoundOutcome plain_round_result(const RoundStages& r, const FederationConfig& cfg, const Membership& members,
                                privacy::ChaChaRng& noise_rng, agg::Strategy& strategy,
-                               const std::vector<float>& global) {
+                               const std::vector<float>& global, const agg::LoraLayout* hetlora) {
   const DpConfig& dp = cfg.dp;
   const auto& plain = r.plain_updates();
   const std::size_t need = std::max<std::uint32_t>(cfg.min_survivors, 1);
@@ -90,6 +127,10 @@ RoundOutcome plain_round_result(const RoundStages& r, const FederationConfig& cf
   out.metrics = participation(r, out.survivors.size());
   out.metrics["total_examples"] = examples;
   out.metrics["train_loss"] = loss / examples;
+  if (hetlora) {
+    out.next_global = hetlora_plain_step(r, cfg, members, *hetlora, out.survivors, ups, noise_rng, strategy, global);
+    return out;
+  }
   if (dp.mode == protocol::DpMode::kNone) {
     out.next_global = strategy.aggregate(global, ups);
     return out;

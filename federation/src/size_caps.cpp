@@ -28,6 +28,13 @@ RoundShape shape_of(const RoundPlan* plan, const Limits& limits) {
   return {limits.max_list_length, limits.max_list_length};
 }
 
+// The masked vector's length: the plan's SecAgg vectorLength (update, weight,
+// loss and HetLoRA's rank-wise weights), else the update plus its two.
+std::uint64_t masked_length(const RoundPlan* plan, std::uint64_t length) {
+  if (plan && plan->secure) return wire::secure_settings(*plan).params.vector_length;
+  return length + 2;
+}
+
 std::size_t floats(std::uint64_t n) { return static_cast<std::size_t>(n) * 4 + 8; }
 
 // One revealed Shamir share: owner, kind, x and one word per chunk of a 32-byte secret.
@@ -55,7 +62,7 @@ SizeCaps coordinator_size_caps(const RoundPlan* plan, std::uint64_t update_lengt
   caps.set<ErrorReply>(kEnvelopeBytes + 16 * 1024);
   caps.set<AdvertiseKeysBody>(kEnvelopeBytes + kPeerKeysBytes);
   caps.set<ShareKeysBody>(kEnvelopeBytes + s.degree * encrypted_share_bytes());
-  caps.set<MaskedInputBody>(kEnvelopeBytes + floats(length + 2));  // update, weight, loss (u32 ring elements)
+  caps.set<MaskedInputBody>(kEnvelopeBytes + floats(masked_length(plan, length)));  // u32 ring elements
   caps.set<UnmaskResponseBody>(kEnvelopeBytes + (s.degree + 1) * revealed_share_bytes());
   caps.set<SurvivorSignatureBody>(kEnvelopeBytes + kSignatureEntryBytes);
   caps.set<PlainUpdate>(kEnvelopeBytes + floats(length));

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "fedge/aggregation/lora_ranks.h"
 #include "fedge/aggregation/secagg.h"
 #include "fedge/common/error.h"
 #include "fedge/privacy/dp.h"
@@ -40,6 +41,8 @@ void validate(const UpdateEncoding& enc, bool secure) {
   if (enc.update_length == 0) bad("update_length is 0");
   if (!positive_finite(enc.clip_range)) bad("clip_range must be a finite number > 0");
   if (enc.example_scale == 0) bad("example_scale must be >= 1");
+  if (enc.rank_slots > kMaxRankSlots)
+    bad("rank_slots " + std::to_string(enc.rank_slots) + " is above " + std::to_string(kMaxRankSlots));
   if (!std::isfinite(enc.loss_cap) || enc.loss_cap < 0) bad("loss_cap must be finite and >= 0");
   if (enc.dp != protocol::DpMode::kNone) {
     if (!positive_finite(enc.dp_clip_norm)) bad("dp_clip_norm must be a finite number > 0 when DP is on");
@@ -107,7 +110,7 @@ std::vector<float> clip_update(const UpdateEncoding& enc, std::span<const float>
 }
 
 std::vector<float> weighted_vector(const UpdateEncoding& enc, std::span<const float> update,
-                                   std::uint64_t num_examples, double train_loss) {
+                                   std::uint64_t num_examples, double train_loss, std::uint32_t lora_rank) {
   const double w = node_weight(num_examples, enc.example_scale);
   std::vector<float> v = clip_update(enc, update);
   for (float& x : v) x = static_cast<float>(w * x);
@@ -119,6 +122,14 @@ std::vector<float> weighted_vector(const UpdateEncoding& enc, std::span<const fl
     loss_part = w * enc.clip_range * loss / enc.loss_cap;
   }
   v.push_back(static_cast<float>(loss_part));
+  if (enc.rank_slots > 0) {
+    const auto rank = static_cast<int>(lora_rank == 0 ? enc.rank_slots : lora_rank);
+    const auto slots = aggregation::rank_indicator(static_cast<int>(enc.rank_slots), rank,
+                                                   static_cast<float>(w * enc.clip_range));
+    v.insert(v.end(), slots.begin(), slots.end());
+  } else if (lora_rank != 0) {
+    bad("a LoRA rank (" + std::to_string(lora_rank) + ") for an encoding without rank slots");
+  }
   return v;
 }
 
@@ -159,9 +170,9 @@ std::uint64_t choose_quant_bits(UpdateEncoding& enc, std::uint64_t n) {
 
 std::vector<std::uint32_t> encode_secure(const UpdateEncoding& enc, std::span<const float> update,
                                          std::uint64_t num_examples, double train_loss,
-                                         privacy::ChaChaRng& rng) {
+                                         privacy::ChaChaRng& rng, std::uint32_t lora_rank) {
   validate(enc, true);
-  const std::vector<float> v = weighted_vector(enc, update, num_examples, train_loss);
+  const std::vector<float> v = weighted_vector(enc, update, num_examples, train_loss, lora_rank);
   const privacy::Quantizer q(enc.clip_range, enc.quant_bits);
   std::vector<std::uint32_t> ring(v.size());
   q.encode(v, ring, rng);
@@ -191,6 +202,8 @@ DecodedSum decode_secure_sum(const UpdateEncoding& enc, std::span<const std::uin
   out.mean_train_loss = (enc.loss_cap > 0 && enc.dp == protocol::DpMode::kNone && out.total_weight > 0)
                             ? loss_sum / out.total_weight
                             : std::numeric_limits<double>::quiet_NaN();
+  for (std::uint32_t j = 0; j < enc.rank_slots; ++j)
+    out.rank_weights.push_back(as_real(ring_sum[enc.update_length + 2 + j]) / enc.clip_range);
   return out;
 }
 

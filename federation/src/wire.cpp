@@ -202,9 +202,15 @@ SecureSettings secure_settings(const protocol::RoundPlan& plan) {
             "threshold " + num(s.params.threshold) + " is outside 1.." + num(n));
     require(s.params.degree >= 1 && s.params.degree < n, f + "degree",
             "degree " + num(s.params.degree) + " is outside 1.." + num(n - 1));
-    require(s.params.vector_length == plan.update_length + 2, f + "vectorLength",
+    // HetLoRA appends one rank-wise weight per rank index (update_codec.h):
+    // R <= updateLength / 2, since each rank index has an A row and a B column.
+    const std::uint64_t most_slots = std::min<std::uint64_t>(kMaxRankSlots, plan.update_length / 2);
+    require(s.params.vector_length >= plan.update_length + 2 &&
+                s.params.vector_length - plan.update_length - 2 <= most_slots,
+            f + "vectorLength",
             num(s.params.vector_length) + ", but an update of " + num(plan.update_length) +
-                " values travels as updateLength + 2 (weight, loss)");
+                " values travels as updateLength + 2 (weight, loss), plus under HetLoRA at most " + num(most_slots) +
+                " rank-wise weights");
     require(s.quant_bits >= 2 && s.quant_bits <= 32, f + "quantBits", num(s.quant_bits) + " is outside 2..32");
     require(std::isfinite(s.clip_range) && s.clip_range >= 1e-30 && s.clip_range <= 1e30, f + "clipRange",
             "value " + std::to_string(s.clip_range) + " is outside [1e-30, 1e30]");
@@ -225,6 +231,7 @@ UpdateEncoding update_encoding(const protocol::RoundPlan& plan) {
     // t_min: a secure round fails with fewer survivors than its threshold, so
     // each node's share of distributed noise is 1/t of the target.
     e.min_survivors = s.params.threshold;
+    e.rank_slots = static_cast<std::uint32_t>(s.params.vector_length - plan.update_length - 2);
   }
   e.example_scale = plan.example_scale;
   e.loss_cap = plan.loss_cap;

@@ -42,7 +42,19 @@ Context::Context(const Scenario& scenario, std::vector<NodeData> nodes, inferenc
   lora.target_modules = scenario.model.targets;
   auto adapter = inference::LoraAdapter::create(model_.config(), lora, derive_seed(scenario.seed, "adapter/init"));
   initial_ = adapter.to_params();
+  lora_scaling_ = adapter.config().scale();
   model_.add_adapter(kAdapterSlot, std::move(adapter));
+  rank_aggregation_ = node::parse_rank_aggregation(scenario.training.rank_aggregation);
+  if (heterogeneous()) lora_pairs_ = node::lora_layout(initial_.layout());
+  if (rank_aggregation_ == node::RankAggregation::kFlexLora) {
+    // Named after each pair's A ("...lora_A.weight" -> "...lora_BA.weight").
+    for (std::size_t i = 0; i < lora_pairs_.pairs.size(); ++i) {
+      std::string name = initial_.layout().entries()[2 * i].name;
+      name.replace(name.find("lora_A"), 6, "lora_BA");
+      const auto& p = lora_pairs_.pairs[i];
+      dense_layout_.add(name, {static_cast<std::int64_t>(p.out), static_cast<std::int64_t>(p.in)});
+    }
+  }
   base_parameters_ = base_flop_parameters(model_.config());
   // As a node's [train] settings for the simulation: a constant rate, no
   // warm-up, no progress lines; each round's seed comes with its request.
@@ -62,6 +74,42 @@ Context::Context(const Scenario& scenario, std::vector<NodeData> nodes, inferenc
       eval_sample_[static_cast<std::size_t>(order[static_cast<std::size_t>(i)])] = 1;
     }
   }
+}
+
+int Context::node_rank(int n) const { return device_rank(scenario_, node(n).device); }
+
+const ParamLayout& Context::federated_layout() const {
+  return rank_aggregation_ == node::RankAggregation::kFlexLora ? dense_layout_ : initial_.layout();
+}
+
+std::vector<float> Context::initial_federated() const {
+  if (rank_aggregation_ == node::RankAggregation::kFlexLora)
+    return node::lora_products(lora_pairs_, initial_.values(), lora_scaling_);
+  return {initial_.values().begin(), initial_.values().end()};
+}
+
+ParamVector Context::node_adapter(int n, std::span<const float> global) const {
+  using node::RankAggregation;
+  switch (rank_aggregation_) {
+    case RankAggregation::kHetLora:
+      return {initial_.layout(), node::keep_rank(lora_pairs_, global, node_rank(n))};
+    case RankAggregation::kFlexLora:
+      return {initial_.layout(),
+              node::flexlora_factors(lora_pairs_, global, node_rank(n), lora_scaling_, initial_.values())};
+    case RankAggregation::kNone: break;
+  }
+  return {initial_.layout(), std::vector<float>(global.begin(), global.end())};
+}
+
+std::vector<float> Context::node_update(int n, const ParamVector& start, std::vector<float> update,
+                                        std::span<const float> global) const {
+  using node::RankAggregation;
+  if (rank_aggregation_ == RankAggregation::kHetLora) return node::keep_rank(lora_pairs_, update, node_rank(n));
+  if (rank_aggregation_ != RankAggregation::kFlexLora) return update;
+  for (std::size_t i = 0; i < update.size(); ++i) update[i] += start.values()[i];  // the local adapter
+  auto dense = node::lora_products(lora_pairs_, update, lora_scaling_);
+  for (std::size_t i = 0; i < dense.size(); ++i) dense[i] -= global[i];
+  return dense;
 }
 
 int Context::evaluated_nodes() const {

@@ -15,6 +15,7 @@
 #include "fedge/inference/model.h"
 #include "fedge/inference/tokenizer.h"
 #include "fedge/node/local_trainer.h"
+#include "fedge/node/lora_ranks.h"
 #include "fedge/sims/runner.h"
 #include "fedge/sims/scenario.h"
 #include "fedge/training/dataset.h"
@@ -75,6 +76,29 @@ class Context {
   const ParamVector& initial_adapter() const { return initial_; }
   std::uint64_t adapter_floats() const { return initial_.size(); }
 
+  // Heterogeneous LoRA ranks, levels 4-6 (docs/SIMULATOR.md, "Heterogeneous
+  // ranks"). Every node's adapter has the maximum rank's layout (and scaling
+  // alpha / R); a node of rank r_n holds zeros beyond its first r_n components,
+  // which its training keeps at zero (their gradients are zero).
+  node::RankAggregation rank_aggregation() const { return rank_aggregation_; }
+  bool heterogeneous() const { return rank_aggregation_ != node::RankAggregation::kNone; }
+  int node_rank(int n) const;
+  // What the coordinator holds and the nodes send: the adapter, or under
+  // FlexLoRA the dense products s B A of every LoRA pair (federated_length).
+  const ParamLayout& federated_layout() const;
+  std::uint64_t federated_floats() const { return federated_layout().size(); }
+  std::vector<float> initial_federated() const;
+  // Node n's adapter from a federated global: the global itself without
+  // heterogeneous ranks; HetLoRA: its first r_n components (node::keep_rank);
+  // FlexLoRA: the best rank-r_n factors of the dense products, A's unused
+  // directions from the initial adapter (node::flexlora_factors).
+  ParamVector node_adapter(int n, std::span<const float> global) const;
+  // Node n's contribution from its local update (local - `start`, start =
+  // node_adapter(n, global)): unchanged without heterogeneous ranks; HetLoRA:
+  // cut to r_n (exact zeros beyond); FlexLoRA: products(start + update) - global.
+  std::vector<float> node_update(int n, const ParamVector& start, std::vector<float> update,
+                                 std::span<const float> global) const;
+
   // Trains the adapter slot from `start` on `data` for `steps` steps: one
   // adapter on pooled data (levels 0-3) or a node alone (level 6).
   // With `centre`, the loss adds mu/2 * ||w - centre||^2 (Ditto's personal
@@ -112,6 +136,10 @@ class Context {
   inference::Model model_;
   inference::Tokenizer tokenizer_;
   ParamVector initial_;
+  node::RankAggregation rank_aggregation_ = node::RankAggregation::kNone;
+  node::LoraLayout lora_pairs_;  // the adapter's LoRA pairs (heterogeneous ranks only)
+  ParamLayout dense_layout_;            // FlexLoRA: one out x in tensor per pair
+  double lora_scaling_ = 1.0;           // alpha / R
   std::int64_t base_parameters_ = 0;
   node::LocalTrainerOptions round_options_;  // the local step's settings the plan does not carry
   bool memo_on_ = false;

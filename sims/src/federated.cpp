@@ -119,9 +119,9 @@ CoordinatorSide::CoordinatorSide(Context& ctx, int level)
     : ctx_(ctx), s_(ctx.scenario()), level_(level), net_(level_network(s_, level)),
       down_free_(static_cast<std::size_t>(ctx.num_nodes()), 0) {
   coordinator::ResumeState resume;
-  const auto& init = ctx_.initial_adapter();
-  resume.global.assign(init.values().begin(), init.values().end());
-  resume.layout = protocol::to_wire_layout(init.layout());
+  // The adapter, or under FlexLoRA its dense products (Context::federated_layout).
+  resume.global = ctx_.initial_federated();
+  resume.layout = protocol::to_wire_layout(ctx_.federated_layout());
   core_ = std::make_unique<coordinator::CoordinatorCore>(make_config(), std::move(resume));
   out_.individual_updates_seen = !s_.secagg.enabled;
   schedule_tick();
@@ -138,9 +138,9 @@ coordinator::FederationConfig CoordinatorSide::make_config() const {
   double slowest = 1e300;
   for (const auto& d : s_.node_devices) slowest = std::min(slowest, d.flops);
   double tokens = static_cast<double>(s_.training.local_steps) * s_.training.batch_size * s_.model.seq_len;
-  double model_s = transfer_seconds(net_, ctx_.adapter_floats() * 4 + 4096, false);
+  double model_s = transfer_seconds(net_, ctx_.federated_floats() * 4 + 4096, false);
   auto train_ms = to_ms(3.0 * (train_flops(ctx_.base_parameters(), 1) * tokens / slowest + model_s) + 30.0);
-  auto stage_ms = to_ms(3.0 * transfer_seconds(net_, ctx_.adapter_floats() * 4 + 4096, true) + 30.0);
+  auto stage_ms = to_ms(3.0 * transfer_seconds(net_, ctx_.federated_floats() * 4 + 4096, true) + 30.0);
   c.deadlines = {static_cast<std::uint32_t>(train_ms), static_cast<std::uint32_t>(stage_ms),
                  static_cast<std::uint32_t>(stage_ms), static_cast<std::uint32_t>(stage_ms),
                  static_cast<std::uint32_t>(stage_ms)};
@@ -154,6 +154,12 @@ coordinator::FederationConfig CoordinatorSide::make_config() const {
   c.strategy = s_.training.strategy;
   c.strategy_params = s_.training.strategy_params;
   c.weight_caps = {static_cast<std::uint64_t>(s_.training.max_examples), s_.training.max_weight_share};
+  // HetLoRA: the coordinator reads plain nodes' ranks by their device profile,
+  // as public as the scenario (FlexLoRA's dense products need nothing).
+  if (ctx_.rank_aggregation() == node::RankAggregation::kHetLora) {
+    c.rank_aggregation = node::RankAggregation::kHetLora;
+    for (const auto& d : s_.node_devices) c.profile_ranks[d.name] = static_cast<std::uint32_t>(device_rank(s_, d));
+  }
   if (s_.dp.enabled) {
     c.dp.mode = s_.dp.noise_multiplier > 0 ? protocol::DpMode::kCentral : protocol::DpMode::kNone;
     c.dp.clip_norm = s_.dp.clip_norm;

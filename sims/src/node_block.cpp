@@ -108,7 +108,7 @@ WindowReport NodeBlock::window(const WindowOrder& order) {
     switch (e.kind) {
       case SimEvent::kMessage: {
         protocol::Expectations expect;  // the caps a real node applies
-        expect.size_caps = node::node_size_caps(vn.client->current_plan(), ctx_.adapter_floats(), limits);
+        expect.size_caps = node::node_size_caps(vn.client->current_plan(), ctx_.federated_floats(), limits);
         auto env = protocol::decode(e.bytes, limits, expect);
         on_message(e.node, env);
         apply(e.node, vn.client->on_message(now_, env), report);
@@ -212,17 +212,20 @@ void NodeBlock::train(int n, const node::TrainCommand& cmd) {
   auto& vn = at(n);
   const auto& node = ctx_.node(n);
   if (vn.deliver_left == 0 && cmd.round == vn.round) return;  // gone before training: nothing will arrive
-  const ParamVector global(ctx_.initial_adapter().layout(), *vn.global);
+  // The node's own adapter from the global (itself, unless ranks differ).
+  const ParamVector start = ctx_.node_adapter(n, *vn.global);
   auto request = node::local_train_request(cmd);  // as the node runtime passes the plan
   request.seed = derive_seed(s_.seed, "fed/" + std::to_string(n) + "/" + std::to_string(cmd.round));
-  auto outcome = ctx_.train_round(n, global, request);
+  auto outcome = ctx_.train_round(n, start, request);
   double seconds = compute_seconds(node.device, train_flops(ctx_.base_parameters(), outcome.tokens));
   vn.compute_s += seconds;
   auto update = std::make_shared<node::LocalUpdate>();
   update->ticket = cmd.ticket;
   update->num_examples = outcome.num_examples;
   update->train_loss = outcome.train_loss;
-  update->update = std::move(outcome.update);
+  update->update = ctx_.node_update(n, start, std::move(outcome.update), *vn.global);
+  if (ctx_.rank_aggregation() == node::RankAggregation::kHetLora)
+    update->lora_rank = static_cast<std::uint32_t>(ctx_.node_rank(n));
   vn.pending_ticket = cmd.ticket;
   SimEvent e;
   e.at = now_ + to_ms(seconds);
@@ -268,11 +271,19 @@ MetricsRow NodeBlock::row_for(int n, const RoundDone& done, const std::optional<
 
 std::vector<MetricsRow> NodeBlock::rows_for(const RoundDone& done) {
   std::vector<MetricsRow> rows;
-  ParamVector global(ctx_.initial_adapter().layout(), done.global);
+  // With heterogeneous ranks each node is measured with the adapter it would
+  // serve: its own rank's part of the global (Context::node_adapter).
+  const bool per_node = ctx_.heterogeneous();
+  ParamVector global = per_node ? ParamVector() : ParamVector(ctx_.initial_adapter().layout(), done.global);
   std::optional<double> global_pooled;  // the same for every node of the round
   for (int n = first_; n < end_; ++n) {
     std::optional<Quality> q;
-    if (done.evaluate && ctx_.evaluated(n)) q = ctx_.evaluate(global, ctx_.node(n), done.last);
+    if (done.evaluate && ctx_.evaluated(n)) {
+      if (per_node)
+        q = ctx_.evaluate(ctx_.node_adapter(n, done.global), ctx_.node(n), done.last);
+      else
+        q = ctx_.evaluate(global, ctx_.node(n), done.last);
+    }
     std::optional<ParamVector> personal;
     if (s_.training.personalizes()) personal = personal_adapter(n, done, global);
     auto row = row_for(n, done, q);
@@ -324,7 +335,10 @@ std::vector<MetricsRow> NodeBlock::local_only_rows() {
   std::vector<MetricsRow> rows;
   for (int n = first_; n < end_; ++n) {
     const auto& node = ctx_.node(n);
-    auto out = ctx_.train(ctx_.initial_adapter(), node.train_set, s_.training.local_only_steps,
+    // Alone at its own rank (the initial adapter's first r_n components).
+    const ParamVector start =
+        ctx_.heterogeneous() ? ctx_.node_adapter(n, ctx_.initial_federated()) : ctx_.initial_adapter();
+    auto out = ctx_.train(start, node.train_set, s_.training.local_only_steps,
                           derive_seed(s_.seed, "local/" + std::to_string(n)), "cosine");
     auto q = ctx_.evaluated(n) ? ctx_.evaluate(out.params, node, true) : Quality{std::nan(""), {}};
     MetricsRow r;

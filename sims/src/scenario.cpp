@@ -36,11 +36,33 @@ struct Profiles {
   std::map<std::string, NetworkProfile> networks;
 };
 
+bool preset_named(const std::string& name) {
+  const auto names = device_preset_names();
+  return std::find(names.begin(), names.end(), name) != names.end();
+}
+
+DeviceProfile with_preset_defaults(const Table& t, const DeviceProfile& read) {
+  DeviceProfile d = device_preset(read.name);
+  d.lora_rank = read.lora_rank;
+  if (t.has("memory_mb") && t.has("memory_gb")) t.fail("memory_mb", "set memory_mb or memory_gb, not both");
+  if (t.has("memory_mb")) d.memory_bytes = t.number("memory_mb", 0.0, {1.0, 1e9}) * 1024.0 * 1024.0;
+  if (t.has("memory_gb")) d.memory_bytes = t.number("memory_gb", 8.0, {0.001, 1e6}) * 1e9;
+  d.power_w = t.number("power_w", d.power_w, {0.0, 1e6});
+  return d;
+}
+
 Profiles read_profiles(const Table& root) {
   Profiles p;
   for (const auto& t : root.tables("device_profiles")) {
     DeviceProfile d;
     d.name = t.required_string("name");
+    d.lora_rank = static_cast<int>(t.integer("lora_rank", 0, {1, 1024}));
+    if (!t.has("gflops") && preset_named(d.name)) {
+      // A preset with changes (e.g. only its lora_rank): what is not set stays the preset's.
+      d = with_preset_defaults(t, d);
+      p.devices[d.name] = d;
+      continue;
+    }
     d.flops = t.required_number("gflops", {1e-6, 1e9}) * 1e9;
     // memory_mb (MiB, as a node's [node] memory_mb) or memory_gb (1e9 bytes).
     if (t.has("memory_mb") && t.has("memory_gb"))
@@ -139,6 +161,46 @@ void read_training(const Table& t, TrainingSettings& s) {
   }
   s.personal_steps = static_cast<int>(t.integer("personal_steps", s.personal_steps, {0, 1000000}));
   s.ditto_lambda = t.number("ditto_lambda", s.ditto_lambda, {0.0, 1e6});
+  s.rank_aggregation = t.string("rank_aggregation", s.rank_aggregation, {"none", "hetlora", "flexlora"});
+}
+
+// Device ranks against [model] lora_rank (the maximum) and [training]
+// rank_aggregation: a rank above the maximum, or below it without a method to
+// combine ranks, is an error naming the profile's lora_rank.
+void check_ranks(const Table& root, const Scenario& s) {
+  const int max = s.model.lora_rank;
+  for (const auto& t : root.tables("device_profiles")) {
+    if (!t.has("lora_rank")) continue;
+    const auto rank = t.integer("lora_rank", 0, {1, 1024});
+    const std::string name = t.string("name", "");
+    if (rank > max)
+      t.fail("lora_rank", "device profile '" + name + "' asks for LoRA rank " + std::to_string(rank) +
+                              ", above [model] lora_rank " + std::to_string(max) +
+                              " (the maximum: the global adapter's rank)");
+    const bool used = std::any_of(s.node_devices.begin(), s.node_devices.end(),
+                                  [&](const DeviceProfile& d) { return d.name == name; });
+    if (rank < max && used && s.training.rank_aggregation == "none")
+      t.fail("lora_rank", "device profile '" + name + "' trains LoRA rank " + std::to_string(rank) + " below [model] lora_rank " +
+                              std::to_string(max) + ", but [training] rank_aggregation is \"none\"; set it to "
+                              "\"hetlora\" or \"flexlora\"");
+  }
+  if (s.training.rank_aggregation == "none") return;
+  const Table training = root.table("training");
+  if (s.training.personalizes())
+    training.fail("rank_aggregation", "heterogeneous ranks with personalization \"" + s.training.personalization +
+                                          "\" are not built yet; use personalization = \"none\"");
+  if (s.training.rank_aggregation == "hetlora") {
+    bool individual = false;
+    try {
+      individual = aggregation::make_strategy(s.training.strategy, s.training.strategy_params, s.secagg.enabled)
+                       ->needs_individual_updates();
+    } catch (const Error&) {
+      return;  // check_feasible names the strategy's own problem
+    }
+    if (individual)
+      training.fail("rank_aggregation", "\"hetlora\" takes rank-wise means of sums; strategy '" +
+                                            s.training.strategy + "' needs each update on its own");
+  }
 }
 
 std::vector<int> read_levels(const Table& root) {
@@ -190,7 +252,7 @@ void check_feasible(const Table& root, Scenario& s) {
   if (federated && s.secagg.enabled) {
     const Table sa = root.table("secagg");
     try {
-      auto params = aggregation::choose_secagg_params(static_cast<std::uint32_t>(selected), adapter_length(s),
+      auto params = aggregation::choose_secagg_params(static_cast<std::uint32_t>(selected), federated_length(s),
                                                       s.secagg.dropout_rate, s.secagg.corrupt_fraction,
                                                       s.secagg.failure_probability);
       aggregation::validate(params);
@@ -282,6 +344,7 @@ Scenario read(const config::Document& doc) {
   s.outage.duration_s = outage.number("duration_s", 0.0, {0.0, 1e12});
   s.cache_dir = root.string("cache_dir", default_cache_dir().string());
   doc.reject_unknown_keys();  // before the checks below, so a typo is named as such
+  check_ranks(root, s);
   check_feasible(root, s);
   check_device_memory(root.table("nodes"), s);
   return s;
@@ -347,6 +410,25 @@ std::uint64_t adapter_length(const Scenario& scenario) {
     total += static_cast<std::uint64_t>(lora.r) * (in + out) * config.num_layers;
   }
   return total;
+}
+
+std::uint64_t federated_length(const Scenario& scenario) {
+  if (scenario.training.rank_aggregation != "flexlora") return adapter_length(scenario);
+  const inference::ModelConfig config = base_config(scenario);
+  inference::LoraConfig lora;
+  lora.target_modules = scenario.model.targets;
+  std::uint64_t total = 0;
+  for (int t = 0; t < inference::kNumLoraTargets; ++t) {
+    auto target = static_cast<inference::LoraTarget>(t);
+    if (!lora.targets(target)) continue;
+    auto [in, out] = inference::lora_target_shape(config, target);
+    total += static_cast<std::uint64_t>(in) * out * config.num_layers;
+  }
+  return total;
+}
+
+int device_rank(const Scenario& scenario, const DeviceProfile& device) {
+  return device.lora_rank > 0 ? device.lora_rank : scenario.model.lora_rank;
 }
 
 std::uint64_t seed_for_index(std::uint64_t scenario_seed, int index) {

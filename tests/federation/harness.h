@@ -79,11 +79,14 @@ struct Trained {
 
 class Net {
  public:
-  Net(FederationConfig config, ResumeState resume, int num_nodes = 5)
-      : coord(std::move(config), std::move(resume)) {
+  // `ranks`: heterogeneous LoRA ranks (HetLoRA) by node; such a node
+  // registers with device profile "rank-<r>" and reports its rank with each update.
+  Net(FederationConfig config, ResumeState resume, int num_nodes = 5, std::map<NodeId, std::uint32_t> ranks = {})
+      : coord(std::move(config), std::move(resume)), lora_ranks(std::move(ranks)) {
     for (int i = 1; i <= num_nodes; ++i) {
       federation::NodeIdentity id{static_cast<NodeId>(i), "node" + std::to_string(i), node_key(i), {}};
       id.capabilities.num_examples = examples_of(i);
+      if (lora_ranks.count(i)) id.capabilities.device_profile = "rank-" + std::to_string(lora_ranks.at(i));
       federation::NodeClientConfig nc;
       nc.noise_seed = fixed_seed(static_cast<std::uint8_t>(40 + i));
       nodes.emplace(i, RoundClient(id, nc));
@@ -143,7 +146,10 @@ class Net {
   void on_event(const federation::CoordinatorEvent& e) {
     events.push_back(e);
     if (auto* s = std::get_if<federation::RoundStarted>(&e)) {
-      for (NodeId id : s->plan.selected) trained[s->round][id] = train(id, s->round, coord.global().size());
+      for (NodeId id : s->plan.selected) {
+        trained[s->round][id] = train(id, s->round, coord.global().size());
+        if (shape_update) shape_update(id, trained[s->round][id].update);
+      }
     }
     if (auto* c = std::get_if<federation::RoundCompleted>(&e)) completed.push_back(*c);
     if (auto* f = std::get_if<federation::RoundFailed>(&e)) failed.push_back(*f);
@@ -199,7 +205,8 @@ class Net {
     for (auto& p : ready) {
       if (silent.count(p.node)) continue;
       const Trained& tr = trained[p.cmd.round][p.node];
-      apply(p.node, nodes.at(p.node).on_update_ready(now, {p.cmd.ticket, tr.update, tr.examples, tr.loss}));
+      const std::uint32_t rank = lora_ranks.count(p.node) ? lora_ranks.at(p.node) : 0;
+      apply(p.node, nodes.at(p.node).on_update_ready(now, {p.cmd.ticket, tr.update, tr.examples, tr.loss, rank}));
     }
     apply(coord.on_tick(now));
     for (auto& [id, n] : nodes)
@@ -230,6 +237,9 @@ class Net {
   };
 
   CoordinatorCore coord;
+  std::map<NodeId, std::uint32_t> lora_ranks;
+  // Applied to each node's deterministic update (e.g. zero beyond its rank).
+  std::function<void(NodeId, std::vector<float>&)> shape_update;
   std::map<NodeId, RoundClient> nodes;
   std::int64_t now = 1764000000000;  // a real unix-ms clock value, as drivers pass
   std::int64_t train_delay_ms = 100;

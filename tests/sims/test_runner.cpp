@@ -410,3 +410,39 @@ TEST_CASE("a plug-in strategy named in the scenario runs the federated rounds (e
   CHECK_THROWS_WITH(run("strategy = \"normclip\"\nstrategy_params = { eta = 1 }\n"),
                     Catch::Contains("training.strategy") && Catch::Contains("no parameter 'eta'"));
 }
+
+TEST_CASE("heterogeneous LoRA ranks: level 4 runs HetLoRA and FlexLoRA with a rank-2 Pi and a rank-8 Jetson", "[ranks]") {
+  // kTiny's three nodes cycle raspberry-pi, jetson, raspberry-pi; the global has rank 8.
+  auto run = [](const std::string& method, const std::string& profiles) {
+    std::string text = kTiny;
+    text.replace(text.find("lora_rank = 2"), 13, "lora_rank = 8");
+    text.replace(text.find("min_nodes = 3\n"), 14, "min_nodes = 3\nrank_aggregation = \"" + method + "\"\n");
+    auto s = parse_scenario(text + profiles, "tiny.toml");
+    s.levels = {4};
+    RunOptions o;
+    o.threads = 1;
+    o.progress = [](const std::string&) {};
+    return run_scenario(s, o);
+  };
+  const std::string pi2 = "[[device_profiles]]\nname = \"raspberry-pi\"\nlora_rank = 2\n";
+  const auto none = run("none", "");
+  const auto same = run("hetlora", "");
+  const auto het = run("hetlora", pi2);
+  const auto flex = run("flexlora", pi2);
+  for (const auto* r : {&none, &same, &het, &flex}) {
+    REQUIRE(level(*r, 4).rounds_completed == 2);
+    CHECK(std::isfinite(level(*r, 4).mean_perplexity));
+    CHECK(level(*r, 4).aggregator_saw == "sums only");
+  }
+  // HetLoRA with every node at the maximum rank is FedAvg: the rank-wise
+  // weights equal the total up to their own quantisation (~1e-9).
+  CHECK(level(same, 4).mean_perplexity == Approx(level(none, 4).mean_perplexity).epsilon(1e-5));
+  // Smaller ranks train and are measured on less: the result differs.
+  CHECK(level(het, 4).mean_perplexity != level(none, 4).mean_perplexity);
+  CHECK(level(flex, 4).mean_perplexity != level(het, 4).mean_perplexity);
+  // The masked vector: HetLoRA adds R = 8 rank-wise weights to the adapter's;
+  // FlexLoRA sends the dense products (256 x 256 for q, 128 x 256 for v, per layer).
+  CHECK(level(het, 4).bytes_up_per_node > level(none, 4).bytes_up_per_node);
+  CHECK(level(het, 4).bytes_up_per_node < 1.01 * level(none, 4).bytes_up_per_node);
+  CHECK(level(flex, 4).bytes_up_per_node > 2 * level(het, 4).bytes_up_per_node);
+}

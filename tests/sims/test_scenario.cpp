@@ -283,3 +283,37 @@ TEST_CASE("personalization keys read back and are checked") {
   CHECK_THAT(error_of("[training]\nditto_lambda = -1\n"), Catch::Contains("training.ditto_lambda"));
   CHECK_THAT(error_of("[training]\npersonal_steps = -2\n"), Catch::Contains("training.personal_steps"));
 }
+
+TEST_CASE("heterogeneous LoRA ranks: device profiles set their rank, bad ranks and methods are refused naming the key") {
+  const std::string nodes =
+      "[nodes]\ncount = 4\ndevices = [\"raspberry-pi\", \"jetson\"]\n[model]\nlora_rank = 16\n[secagg]\nenabled = false\n";
+  const std::string pi4 = "[[device_profiles]]\nname = \"raspberry-pi\"\nlora_rank = 4\n";
+  auto s = parse_scenario(nodes + "[training]\nrank_aggregation = \"hetlora\"\n" + pi4, "ok.toml");
+  CHECK(s.training.rank_aggregation == "hetlora");
+  REQUIRE(s.node_devices.size() == 2);
+  // A preset named with only lora_rank keeps the preset's speed and memory.
+  CHECK(s.node_devices[0].lora_rank == 4);
+  CHECK(s.node_devices[0].flops == fedge::sims::device_preset("raspberry-pi").flops);
+  CHECK(fedge::sims::device_rank(s, s.node_devices[0]) == 4);
+  CHECK(fedge::sims::device_rank(s, s.node_devices[1]) == 16);  // jetson: the maximum
+  CHECK(parse_scenario(nodes, "ok.toml").training.rank_aggregation == "none");
+  // FlexLoRA's federated vector is the dense products: tiny preset, q and v of every layer.
+  auto flex = parse_scenario(nodes + "[training]\nrank_aggregation = \"flexlora\"\n" + pi4, "ok.toml");
+  CHECK(fedge::sims::federated_length(flex) > fedge::sims::adapter_length(flex));
+  CHECK(fedge::sims::federated_length(s) == fedge::sims::adapter_length(s));
+
+  const std::string het = "[training]\nrank_aggregation = \"hetlora\"\n";
+  CHECK_THAT(error_of(nodes + het + "[[device_profiles]]\nname = \"jetson\"\nlora_rank = 32\n"),
+             Catch::Contains("device_profiles") && Catch::Contains("lora_rank") && Catch::Contains("rank 32") &&
+                 Catch::Contains("above [model] lora_rank 16"));
+  CHECK_THAT(error_of(nodes + het + "[[device_profiles]]\nname = \"jetson\"\nlora_rank = 0\n"),
+             Catch::Contains("lora_rank"));
+  CHECK_THAT(error_of(nodes + "[training]\nrank_aggregation = \"svd\"\n"),
+             Catch::Contains("training.rank_aggregation") && Catch::Contains("hetlora"));
+  CHECK_THAT(error_of(nodes + pi4),
+             Catch::Contains("lora_rank") && Catch::Contains("rank_aggregation is \"none\""));
+  CHECK_THAT(error_of(nodes + "[training]\nrank_aggregation = \"hetlora\"\nstrategy = \"fedmedian\"\n" + pi4),
+             Catch::Contains("training.rank_aggregation") && Catch::Contains("fedmedian"));
+  CHECK_THAT(error_of(nodes + "[training]\nrank_aggregation = \"flexlora\"\npersonalization = \"finetune\"\n" + pi4),
+             Catch::Contains("training.rank_aggregation") && Catch::Contains("personalization"));
+}

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 
+#include "fedge/aggregation/lora_ranks.h"
 #include "fedge/aggregation/secagg.h"
 #include "fedge/aggregation/strategy.h"
 #include "fedge/federation/update_codec.h"
@@ -67,6 +68,15 @@ struct FederationConfig {
   double loss_cap = 64.0;            // train losses clamped to [0, loss_cap] in the secure sum
   std::string strategy = "fedavg";   // aggregation::make_strategy name
   aggregation::StrategyParams strategy_params;
+  // Heterogeneous LoRA ranks (docs/FEDERATION.md, "Heterogeneous ranks").
+  // kHetLora: the global is a LoRA adapter of the maximum rank R (its layout's
+  // A/B pairs); secure vectors carry R rank-wise weights (update_codec.h),
+  // plain rounds read each node's rank from profile_ranks by its registered
+  // device profile (absent: R), and the mean is taken rank-wise. FlexLoRA's
+  // global is the dense product B A, averaged as any vector: kFlexLora and
+  // kNone change nothing here. HetLoRA needs a strategy that works on sums.
+  aggregation::RankAggregation rank_aggregation = aggregation::RankAggregation::kNone;
+  std::map<std::string, std::uint32_t> profile_ranks;
   DpConfig dp;
   std::uint64_t seed = 0;            // selection order
   // Key behind graph seeds and central DP noise; unset = fresh OS randomness

@@ -67,6 +67,9 @@ struct LocalUpdate {
   std::vector<float> update;         // local - global, flat, coordinator layout order
   std::uint64_t num_examples = 0;    // examples trained on (the weight)
   double train_loss = 0;
+  // HetLoRA (the plan's rank slots): the LoRA rank the node trained at, its
+  // update zero-padded to the global's rank; 0 = the global's rank.
+  std::uint32_t lora_rank = 0;
 };
 
 // A new global model to hot-swap in (flat f32; map tensors by name).

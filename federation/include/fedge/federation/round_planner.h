@@ -31,10 +31,12 @@ struct PlannedRound {
 // The plan of a round over `selected` (non-empty) starting from global
 // `version` of `update_length` floats. `secret` derives the neighbour graph
 // seed; `strategy_mu` is the strategy's FedProx mu (used when the config's is
-// 0). Throws Error when no secure-aggregation parameters or quantisation fit.
+// 0). `rank_slots`: HetLoRA's maximum rank R (UpdateEncoding::rank_slots;
+// 0 = homogeneous). Throws Error when no secure-aggregation parameters or
+// quantisation fit.
 PlannedRound plan_round(const FederationConfig& config, const Membership& members, const privacy::Key32& secret,
                         std::uint64_t round, std::uint32_t attempt, std::uint64_t version,
                         std::uint64_t update_length, const std::vector<protocol::NodeId>& selected,
-                        double strategy_mu);
+                        double strategy_mu, std::uint32_t rank_slots = 0);
 
 }  // namespace fedge::federation

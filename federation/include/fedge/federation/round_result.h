@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "fedge/aggregation/lora_ranks.h"
 #include "fedge/aggregation/secagg.h"
 #include "fedge/aggregation/strategy.h"
 #include "fedge/federation/coordinator_config.h"
@@ -32,17 +33,23 @@ struct RoundOutcome {
 //
 // Secure rounds: decodes the ring sum (update_codec.h). Under DP the
 // denominator is the survivors' public weight, not the noisy weight coordinate.
+// With `hetlora` (the global's LoRA pairs) the mean is rank-wise: each rank
+// index over the weight of the nodes that have it (the sum's rank-wise
+// weights; aggregation::rankwise_sum).
 RoundOutcome secure_round_result(const RoundStages& round, const aggregation::SecAggResult& sum,
                                 const Membership& members, const DpConfig& dp, privacy::ChaChaRng& noise_rng,
-                                aggregation::Strategy& strategy, const std::vector<float>& global);
+                                aggregation::Strategy& strategy, const std::vector<float>& global,
+                                const aggregation::LoraLayout* hetlora = nullptr);
 // Plain rounds: the strategy over the (clipped) updates, or, under central
 // DP, the same weighted sum as a secure round plus noise. A node's example
 // count is what its update reports, at most what it registered with, and the
 // config's weight caps hold over the survivors (min_survivors, weight_caps and
-// dp are read from `config`).
+// dp are read from `config`). With `hetlora`, each node's rank comes from
+// config.profile_ranks by its registered device profile (absent: the maximum)
+// and the mean is rank-wise, as in the secure path.
 RoundOutcome plain_round_result(const RoundStages& round, const FederationConfig& config, const Membership& members,
                                privacy::ChaChaRng& noise_rng, aggregation::Strategy& strategy,
-                               const std::vector<float>& global);
+                               const std::vector<float>& global, const aggregation::LoraLayout* hetlora = nullptr);
 
 // One row of the DP accountant: the mechanism used in a round and the
 // accountant's cumulative (epsilon, delta) after it. RDP composition is not

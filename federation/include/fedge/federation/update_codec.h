@@ -9,6 +9,10 @@
 //   L       w_i * clip_range             the weight, scaled into the quantiser's range
 //   L + 1   w_i * clip_range * min(max(loss_i, 0), loss_cap) / loss_cap
 //                                        (0 when loss_cap is 0 or DP is on)
+//   L + 2 + j  w_i * clip_range * [r_i > j], j = 0..R-1, only under HetLoRA
+//              (rank_slots R > 0, heterogeneous LoRA ranks: r_i is the node's
+//              rank, so the sum is each rank index's weight W_j; see
+//              aggregation/lora_ranks.h)
 // with w_i = min(num_examples_i, example_scale) / example_scale in [0, 1], so every
 // coordinate lies in [-clip_range, clip_range] and the quantiser (clip = clip_range)
 // never saturates. Distributed DP adds Skellam noise to the quantised ring vector.
@@ -34,6 +38,9 @@ namespace fedge::federation {
 // removal about 3x faster here (docs/PERFORMANCE.md).
 inline constexpr privacy::PrgKind kFederationPrg = privacy::PrgKind::kChaCha20;
 
+// The largest LoRA rank HetLoRA's rank-wise weights are carried for.
+inline constexpr std::uint32_t kMaxRankSlots = 1024;
+
 struct UpdateEncoding {
   std::uint64_t update_length = 0;  // L: floats of the flattened update
   double clip_range = 0;            // elementwise bound and quantiser range (> 0)
@@ -50,7 +57,11 @@ struct UpdateEncoding {
   // the target. 0 = not known: split over aggregation::kMinSurvivors (3), the
   // fewest any secure round may finish with (safe, noisier than needed).
   std::uint32_t min_survivors = 0;
-  std::uint64_t vector_length() const { return update_length + 2; }
+  // HetLoRA: the maximum LoRA rank R, one rank-wise weight coordinate per rank
+  // index after the two above; 0 = every node has the global's rank (the
+  // vector stays L + 2). A secure plan's vectorLength carries it (wire.h).
+  std::uint32_t rank_slots = 0;
+  std::uint64_t vector_length() const { return update_length + 2 + rank_slots; }
 };
 
 // Throws Error(kInvalidInput) naming the field for any inconsistent setting.
@@ -84,22 +95,25 @@ std::uint64_t capped_example_scale(std::span<const std::uint64_t> counts, const 
 // non-finite value (a diverged training run must not poison the sum).
 std::vector<float> clip_update(const UpdateEncoding& enc, std::span<const float> update);
 
-// The float form of the secure vector above (L + 2 values), before quantisation.
+// The float form of the secure vector above (vector_length() values), before
+// quantisation. `lora_rank`: the node's rank under HetLoRA (update zero-padded
+// to rank_slots; 0 = rank_slots); Error(kInvalidInput) above rank_slots.
 std::vector<float> weighted_vector(const UpdateEncoding& enc, std::span<const float> update,
-                                   std::uint64_t num_examples, double train_loss);
+                                   std::uint64_t num_examples, double train_loss, std::uint32_t lora_rank = 0);
 
 // Node side of a secure round: weighted_vector, quantised with stochastic
 // rounding, plus Skellam noise under distributed DP. Throws like the above, and
 // Error(kPrivacy) when the ring could overflow (Quantizer::check_capacity).
 std::vector<std::uint32_t> encode_secure(const UpdateEncoding& enc, std::span<const float> update,
                                          std::uint64_t num_examples, double train_loss,
-                                         privacy::ChaChaRng& rng);
+                                         privacy::ChaChaRng& rng, std::uint32_t lora_rank = 0);
 
 // What the coordinator learns from a ring sum.
 struct DecodedSum {
   std::vector<float> weighted_sum;  // sum_i w_i u_i (L floats)
   double total_weight = 0;          // sum_i w_i (>= 0 up to noise)
   double mean_train_loss = 0;       // sum_i w_i loss_i / sum_i w_i; NaN when not reported
+  std::vector<double> rank_weights; // HetLoRA: W_j = sum of w_i over r_i > j (rank_slots values)
 };
 // Throws Error(kInvalidInput) for a sum of the wrong length.
 DecodedSum decode_secure_sum(const UpdateEncoding& enc, std::span<const std::uint32_t> ring_sum);

@@ -17,6 +17,10 @@ struct DeviceProfile {
   double flops = 1e11;         // sustained FLOP/s on small-batch transformer work
   double memory_bytes = 8e9;
   double power_w = 10.0;       // draw while computing
+  // The LoRA rank a node of this profile trains at (levels 4-6), at most the
+  // scenario's [model] lora_rank; 0 = that rank ([[device_profiles]] lora_rank;
+  // docs/SIMULATOR.md, "Heterogeneous ranks").
+  int lora_rank = 0;
 };
 
 struct NetworkProfile {

@@ -77,6 +77,11 @@ struct TrainingSettings {
   int personal_steps = 0;      // 0: local_steps
   double ditto_lambda = 0.1;
   bool personalizes() const { return personalization != "none"; }
+  // Heterogeneous LoRA ranks (docs/SIMULATOR.md, "Heterogeneous ranks"): how
+  // levels 4/5 combine the nodes' adapters when device profiles set their own
+  // lora_rank: "hetlora" (zero-padding, rank-wise weights) or "flexlora" (SVD
+  // of the mean product); "none": every node trains [model] lora_rank.
+  std::string rank_aggregation = "none";
   int personal_step_count() const { return personal_steps > 0 ? personal_steps : local_steps; }
 };
 
@@ -142,6 +147,11 @@ Scenario parse_scenario(std::string_view text, const std::string& source_name);
 
 // The number of trainable floats of the scenario's adapter (for secagg checks).
 std::uint64_t adapter_length(const Scenario& scenario);
+// The floats of one federated update (levels 4/5): the adapter, or under
+// FlexLoRA the dense products B A of every LoRA pair.
+std::uint64_t federated_length(const Scenario& scenario);
+// A node's LoRA rank: its device profile's lora_rank, else [model] lora_rank.
+int device_rank(const Scenario& scenario, const DeviceProfile& device);
 
 // What a node's device needs in memory to run the scenario's base on the node
 // (an estimate, documented in docs/SIMULATOR.md): inference holds the f32
