@@ -85,15 +85,19 @@ std::uint64_t capped_example_scale(std::span<const std::uint64_t> counts, const 
 std::vector<float> clip_update(const UpdateEncoding& enc, std::span<const float> update);
 
 // The float form of the secure vector above (L + 2 values), before quantisation.
+// `staleness_weight` (FedBuff, aggregation/fedbuff.h: w(s_i) in (0, 1]) multiplies
+// w_i, so the sum carries sum_i w(s_i) w_i u_i and its weight sum_i w(s_i) w_i;
+// 1 (synchronous rounds) leaves every value exactly as without it. Throws
+// Error(kInvalidInput) for a staleness weight outside (0, 1].
 std::vector<float> weighted_vector(const UpdateEncoding& enc, std::span<const float> update,
-                                   std::uint64_t num_examples, double train_loss);
+                                   std::uint64_t num_examples, double train_loss, double staleness_weight = 1.0);
 
 // Node side of a secure round: weighted_vector, quantised with stochastic
 // rounding, plus Skellam noise under distributed DP. Throws like the above, and
 // Error(kPrivacy) when the ring could overflow (Quantizer::check_capacity).
 std::vector<std::uint32_t> encode_secure(const UpdateEncoding& enc, std::span<const float> update,
                                          std::uint64_t num_examples, double train_loss,
-                                         privacy::ChaChaRng& rng);
+                                         privacy::ChaChaRng& rng, double staleness_weight = 1.0);
 
 // What the coordinator learns from a ring sum.
 struct DecodedSum {
