@@ -1,8 +1,10 @@
 // Levels 4 and 5 with [training] mode = "fedbuff" (docs/SIMULATOR.md,
 // "Asynchronous rounds (FedBuff)"): buffered asynchronous aggregation under
 // the virtual clock, in this process. Every node trains continuously: when a
-// local update is done it uploads it and at once starts again from the newest
-// global it holds. The coordinator buffers arriving updates (dropping those
+// local update is done it uploads it, and as soon as the update is delivered
+// (in the clear: it reached the coordinator; under SecAgg+: its buffer's round
+// is over) it starts again from the newest global it holds. One update in
+// flight per node: a node never trains faster than its link carries updates. The coordinator buffers arriving updates (dropping those
 // staler than max_staleness) and, whenever buffer_size are buffered, seals the
 // buffer: with [secagg] on, its contributors run one SecAgg+ round among
 // themselves (aggregation::secure_sum_in_process on the real encoded vectors,
@@ -63,7 +65,7 @@ struct Event {
 struct NodeState {
   Global global;  // the newest version received
   std::uint64_t version = 0;
-  bool training = false;
+  bool busy = false;  // training, or its update not delivered yet
   std::uint64_t trainings = 0;
   std::uint64_t bytes_up = 0, bytes_down = 0;
   double compute_s = 0;
@@ -160,14 +162,14 @@ void FedBuffSim::on_global(const Event& e) {
   if (node.global && e.version <= node.version) return;  // a newer one overtook it
   node.global = e.global;
   node.version = e.version;
-  if (!node.training) start_training(e.node);
+  if (!node.busy) start_training(e.node);  // its first global
 }
 
 // Trains now (the result is what the node will have when the simulated
 // training time has passed) from the newest global the node holds.
 void FedBuffSim::start_training(int n) {
   auto& node = nodes_[static_cast<std::size_t>(n)];
-  node.training = true;
+  node.busy = true;
   node::LocalTrainRequest request;
   request.round = ++node.trainings;
   request.local_steps = static_cast<std::uint32_t>(s_.training.local_steps);
@@ -195,7 +197,6 @@ void FedBuffSim::start_training(int n) {
 void FedBuffSim::on_train_done(const Event& e) {
   auto& node = nodes_[static_cast<std::size_t>(e.node)];
   node.compute_s += e.upload->compute_s;
-  node.training = false;
   // Under SecAgg+ the node only says that its update is ready (the masked
   // vector goes up in the buffer's round); in the clear it sends the update.
   const std::uint64_t bytes = s_.secagg.enabled ? kSmallMessageBytes : length_ * 4 + kEnvelopeBytes;
@@ -207,16 +208,17 @@ void FedBuffSim::on_train_done(const Event& e) {
   up.node = e.node;
   up.upload = e.upload;
   push(std::move(up));
-  start_training(e.node);
 }
 
 void FedBuffSim::on_upload(const Event& e) {
   const std::uint64_t target = target_version();
   if (target - e.upload->base_version > policy_.max_staleness) {
     ++dropped_stale_;
+    start_training(e.node);
     return;
   }
   open_.push_back(e.upload);
+  if (!s_.secagg.enabled) start_training(e.node);  // delivered; under SecAgg+ once its buffer's round is over
   if (open_.size() == static_cast<std::size_t>(s_.training.buffer_size)) seal();
 }
 
@@ -322,6 +324,8 @@ void FedBuffSim::on_aggregated() {
   updates_aggregated_ += done.contributors.size();
   if (static_cast<int>(version_) < final_version_) {
     for (int n = 0; n < ctx_.num_nodes(); ++n) send_global(n, global_, version_);
+    if (s_.secagg.enabled)
+      for (int n : done.contributors) start_training(n);  // from the global it holds; the new one is on its way
   }
   publish(done);
 }
