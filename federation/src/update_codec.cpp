@@ -110,8 +110,12 @@ std::vector<float> clip_update(const UpdateEncoding& enc, std::span<const float>
 }
 
 std::vector<float> weighted_vector(const UpdateEncoding& enc, std::span<const float> update,
-                                   std::uint64_t num_examples, double train_loss, std::uint32_t lora_rank) {
-  const double w = node_weight(num_examples, enc.example_scale);
+                                   std::uint64_t num_examples, double train_loss, std::uint32_t lora_rank,
+                                   double staleness_weight) {
+  // In (0, 1], so every coordinate stays inside the quantiser's range.
+  if (!(staleness_weight > 0) || staleness_weight > 1)
+    bad("staleness weight " + std::to_string(staleness_weight) + " is outside (0, 1]");
+  const double w = node_weight(num_examples, enc.example_scale) * staleness_weight;
   std::vector<float> v = clip_update(enc, update);
   for (float& x : v) x = static_cast<float>(w * x);
   v.push_back(static_cast<float>(w * enc.clip_range));
@@ -170,9 +174,10 @@ std::uint64_t choose_quant_bits(UpdateEncoding& enc, std::uint64_t n) {
 
 std::vector<std::uint32_t> encode_secure(const UpdateEncoding& enc, std::span<const float> update,
                                          std::uint64_t num_examples, double train_loss,
-                                         privacy::ChaChaRng& rng, std::uint32_t lora_rank) {
+                                         privacy::ChaChaRng& rng, std::uint32_t lora_rank,
+                                         double staleness_weight) {
   validate(enc, true);
-  const std::vector<float> v = weighted_vector(enc, update, num_examples, train_loss, lora_rank);
+  const std::vector<float> v = weighted_vector(enc, update, num_examples, train_loss, lora_rank, staleness_weight);
   const privacy::Quantizer q(enc.clip_range, enc.quant_bits);
   std::vector<std::uint32_t> ring(v.size());
   q.encode(v, ring, rng);

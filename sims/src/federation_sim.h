@@ -145,8 +145,13 @@ struct FederatedOutcome {
   bool individual_updates_seen = false;
   double server_compute_s = 0;
   double sim_time_s = 0;
+  std::vector<CurvePoint> curve;  // run_fedbuff: one point per evaluated version
 };
 FederatedOutcome run_federated(Context& ctx, int level, const std::vector<HostLink*>& hosts);
+
+// Levels 4 and 5 with [training] mode = "fedbuff" (fedbuff.cpp), every node
+// in this process: rows per published version and node, ordered by (version, node).
+FederatedOutcome run_fedbuff(Context& ctx, int level);
 
 // Level 6 on `hosts`: rows ordered by node.
 std::vector<MetricsRow> run_local_only(const std::vector<HostLink*>& hosts);

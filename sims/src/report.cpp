@@ -137,6 +137,27 @@ std::string quality_rounds_data(const RunResult& result, const std::vector<Level
 
 std::string quote(const std::string& s) { return "\"" + s + "\""; }
 
+// quality_vs_time.png: each (level, mode) curve of the first seed against simulated time.
+void add_quality_time_plot(const RunResult& result, std::ostringstream& gp, const fs::path& dir) {
+  std::map<std::pair<int, std::string>, std::string> curves;
+  for (const auto& p : result.curve) {
+    if (p.seed == 0) curves[{p.level, p.mode}] += num(p.sim_time_s) + " " + num(p.mean_perplexity) + "\n";
+  }
+  std::ostringstream dat;
+  gp << "set output 'quality_vs_time.png'\nset style data linespoints\nset key inside top right\n"
+     << "set title 'held-out perplexity against simulated time'\nset xlabel 'simulated seconds'\n"
+     << "set ylabel 'perplexity'\nset xtics autofreq\nplot ";
+  int i = 0;
+  for (const auto& [key, points] : curves) {
+    dat << "# level " << key.first << " " << key.second << "\n" << points << "\n\n";
+    gp << (i ? ", " : "") << "'quality_time.dat' index " << i << " using 1:2 title "
+       << quote("L" + std::to_string(key.first) + " " + key.second);
+    ++i;
+  }
+  gp << "\n";
+  write_file(dir / "quality_time.dat", dat.str());
+}
+
 void make_plots(const RunResult& result, int rounds, const fs::path& dir) {
   if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
     spdlog::warn("gnuplot not found: skipping the plots (apt-get install gnuplot-nox)");
@@ -177,6 +198,7 @@ void make_plots(const RunResult& result, int rounds, const fs::path& dir) {
      << "set output 'quality_vs_epsilon.png'\nset style data points\nset title 'quality vs DP epsilon (right edge: no DP)'\n"
      << "set xlabel 'epsilon'\nset ylabel 'perplexity'\nunset key\n"
      << "plot 'epsilon.dat' using 1:2 with points pt 7 ps 1.5, '' using 1:2:3 with labels offset 1,1\n";
+  if (!result.curve.empty()) add_quality_time_plot(result, gp, dir);
   write_file(dir / "plots.gp", gp.str());
   std::string cmd = "cd " + quote(dir.string()) + " && gnuplot plots.gp 2> gnuplot.log";
   if (std::system(cmd.c_str()) != 0) spdlog::warn("gnuplot failed: see {}", (dir / "gnuplot.log").string());
@@ -291,6 +313,16 @@ std::string metrics_csv(const RunResult& result) {
     }
     if (seed_column) out << ',' << r.seed;
     out << '\n';
+  }
+  return out.str();
+}
+
+std::string quality_time_csv(const RunResult& result) {
+  std::ostringstream out;
+  out << "seed,level,mode,version,updates,sim_time_s,mean_perplexity\n";
+  for (const auto& p : result.curve) {
+    out << p.seed << ',' << p.level << ',' << p.mode << ',' << p.version << ',' << p.updates << ','
+        << num(p.sim_time_s) << ',' << num(p.mean_perplexity) << '\n';
   }
   return out.str();
 }
@@ -411,9 +443,10 @@ std::string summary_markdown(const RunResult& result) {
 void write_results(const Scenario& s, const RunResult& result, const fs::path& dir) {
   fs::create_directories(dir);
   write_file(dir / "metrics.csv", metrics_csv(result));
+  if (!result.curve.empty()) write_file(dir / "quality_time.csv", quality_time_csv(result));
   write_file(dir / "summary.json", summary_json(s, result).dump(2) + "\n");
   write_file(dir / "summary.md", "# " + s.name + "\n\n" + summary_markdown(result));
-  make_plots(result, s.training.rounds, dir);
+  make_plots(result, std::max(s.training.rounds, federated_rounds(s)), dir);
 }
 
 }  // namespace fedge::sims

@@ -1,10 +1,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <map>
 
 #include "context.h"
 #include "federation_sim.h"
 #include "host_pool.h"
+#include "fedge/common/error.h"
 #include "fedge/common/machine.h"
 #include "fedge/common/rng.h"
 #include "fedge/inference/torch_setup.h"
@@ -145,6 +147,45 @@ std::vector<MetricsRow> central_level_rows(Context& ctx, int level, const Centra
   return rows;
 }
 
+// The synchronous run's curve (compare_sync): per round, the mean held-out
+// perplexity of its global, when it was published, after how many updates.
+std::vector<CurvePoint> sync_curve(const std::vector<MetricsRow>& rows, int level) {
+  struct Round {
+    double sum = 0, time = 0;
+    int evaluated = 0, updates = 0;
+  };
+  std::map<int, Round> rounds;
+  for (const auto& r : rows) {
+    auto& rd = rounds[r.round];
+    rd.time = std::max(rd.time, r.sim_time_s);
+    rd.updates += r.participated ? 1 : 0;
+    if (!std::isnan(r.perplexity)) rd.sum += r.perplexity, ++rd.evaluated;
+  }
+  std::vector<CurvePoint> curve;
+  int updates = 0;
+  for (const auto& [round, rd] : rounds) {
+    updates += rd.updates;
+    if (rd.evaluated > 0) curve.push_back({0, level, "sync", round, updates, rd.time, rd.sum / rd.evaluated});
+  }
+  return curve;
+}
+
+// Levels 4/5 with [training] mode = "fedbuff"; with compare_sync the same
+// level synchronously first, for its curve only (metrics.csv and the table
+// show the FedBuff run).
+detail::FederatedOutcome run_fedbuff_level(Context& ctx, int level, const std::vector<detail::HostLink*>& hosts,
+                                           std::vector<CurvePoint>& curve) {
+  if (ctx.scenario().training.compare_sync) {
+    ctx.progress("level " + std::to_string(level) + ": the synchronous run first (compare_sync)");
+    auto sync = detail::run_federated(ctx, level, hosts);
+    auto points = sync_curve(sync.rows, level);
+    curve.insert(curve.end(), points.begin(), points.end());
+  }
+  auto fed = detail::run_fedbuff(ctx, level);
+  curve.insert(curve.end(), fed.curve.begin(), fed.curve.end());
+  return fed;
+}
+
 // One seed index of a run: every level of `s` (s.seed is that index's seed).
 // With node hosts, `pool` has assigned them this seed index already.
 RunResult run_one_seed(const Scenario& s, const RunOptions& options, detail::HostPool* pool) {
@@ -198,7 +239,8 @@ RunResult run_one_seed(const Scenario& s, const RunOptions& options, detail::Hos
       rows = detail::run_local_only(hosts);
       extra.aggregator_saw = "nothing";
     } else {
-      auto fed = detail::run_federated(ctx, level, hosts);
+      auto fed = s.training.fedbuff() ? run_fedbuff_level(ctx, level, hosts, result.curve)
+                                      : detail::run_federated(ctx, level, hosts);
       rows = std::move(fed.rows);
       extra.cloud_compute_s = fed.server_compute_s;
       extra.energy_j = energy_joules(level == 4 ? s.cloud : s.edge_server, fed.server_compute_s);
@@ -216,8 +258,9 @@ RunResult run_one_seed(const Scenario& s, const RunOptions& options, detail::Hos
     }
     std::vector<double> ttft, tpot;
     LevelSummary sum;
+    const int last_round = level == 4 || level == 5 ? federated_rounds(s) : s.training.rounds;
     for (auto& r : rows) {
-      if (r.round == s.training.rounds) add_serving(ctx, level, r, extra, ttft, tpot);
+      if (r.round == last_round) add_serving(ctx, level, r, extra, ttft, tpot);
     }
     sum = summarise(s, level, rows, ttft, tpot);
     sum.cloud_compute_s = extra.cloud_compute_s;
@@ -238,6 +281,7 @@ RunResult run_one_seed(const Scenario& s, const RunOptions& options, detail::Hos
   }
   for (auto& row : result.rows) row.seed = s.seed_index;
   for (auto& lv : result.levels) lv.seed = s.seed_index;
+  for (auto& p : result.curve) p.seed = s.seed_index;
   return result;
 }
 
@@ -245,6 +289,9 @@ RunResult run_one_seed(const Scenario& s, const RunOptions& options, detail::Hos
 
 RunResult run_scenario(const Scenario& s, const RunOptions& options) {
   auto t0 = std::chrono::steady_clock::now();
+  if (s.training.fedbuff() && (options.node_hosts > 0 || options.mpi))
+    throw Error(ErrorKind::kInvalidInput, s.source + ": [training] mode = \"fedbuff\" runs every node in this "
+                                          "process; run it without --node-hosts or --mpi");
   inference::setup_torch(options.threads);
   // Node hosts connect while the data is split and the base loads here.
   std::unique_ptr<detail::HostPool> pool;
@@ -275,6 +322,7 @@ RunResult run_scenario(const Scenario& s, const RunOptions& options) {
     result.base_perplexity += one.base_perplexity / result.seeds;
     result.rows.insert(result.rows.end(), one.rows.begin(), one.rows.end());
     result.levels.insert(result.levels.end(), one.levels.begin(), one.levels.end());
+    result.curve.insert(result.curve.end(), one.curve.begin(), one.curve.end());
   }
   if (pool) pool->shutdown("the run is over");
   result.wall_s = seconds_since(t0);

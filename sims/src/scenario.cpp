@@ -162,6 +162,16 @@ void read_training(const Table& t, TrainingSettings& s) {
   s.personal_steps = static_cast<int>(t.integer("personal_steps", s.personal_steps, {0, 1000000}));
   s.ditto_lambda = t.number("ditto_lambda", s.ditto_lambda, {0.0, 1e6});
   s.rank_aggregation = t.string("rank_aggregation", s.rank_aggregation, {"none", "hetlora", "flexlora"});
+  s.mode = t.string("mode", s.mode, {"sync", "fedbuff"});
+  s.buffer_size = static_cast<int>(t.integer("buffer_size", s.buffer_size, {1, 1000000}));
+  s.max_staleness = static_cast<int>(t.integer("max_staleness", s.max_staleness, {0, 1000000}));
+  s.server_lr = t.number("server_lr", s.server_lr, {1e-9, 1e3});
+  s.staleness_exponent = t.number("staleness_exponent", s.staleness_exponent, {0.0, 100.0});
+  s.compare_sync = t.boolean("compare_sync", s.compare_sync);
+  if (!s.fedbuff()) {
+    for (const char* key : {"buffer_size", "max_staleness", "server_lr", "staleness_exponent", "compare_sync"})
+      if (t.has(key)) t.fail(key, "applies only with mode = \"fedbuff\"");
+  }
 }
 
 // Device ranks against [model] lora_rank (the maximum) and [training]
@@ -203,6 +213,32 @@ void check_ranks(const Table& root, const Scenario& s) {
   }
 }
 
+// FedBuff's own limits: what it is not built with yet, and its buffer under SecAgg+.
+void check_fedbuff(const Table& root, const Scenario& s) {
+  const Table training = root.table("training");
+  if (s.training.buffer_size > s.nodes)
+    training.fail("buffer_size", std::to_string(s.training.buffer_size) + " updates per buffer, but the scenario has " +
+                                     std::to_string(s.nodes) + " nodes");
+  if (s.training.strategy != "fedavg")
+    training.fail("mode", "\"fedbuff\" takes its own server step (server_lr); strategy must be \"fedavg\", not \"" +
+                              s.training.strategy + "\"");
+  if (s.training.personalizes())
+    training.fail("mode", "\"fedbuff\" with personalization is not built yet; use personalization = \"none\"");
+  if (s.training.rank_aggregation != "none")
+    training.fail("mode", "\"fedbuff\" with heterogeneous ranks (rank_aggregation) is not built yet");
+  if (s.dp.enabled) root.table("dp").fail("enabled", "differential privacy with mode = \"fedbuff\" is not built yet");
+  if (!s.secagg.enabled) return;
+  try {
+    aggregation::validate(aggregation::choose_secagg_params(static_cast<std::uint32_t>(s.training.buffer_size),
+                                                            adapter_length(s) + 2, s.secagg.dropout_rate,
+                                                            s.secagg.corrupt_fraction, s.secagg.failure_probability));
+  } catch (const Error& e) {
+    training.fail("buffer_size", "each buffer is a SecAgg+ round among its " + std::to_string(s.training.buffer_size) +
+                                     " contributors, which cannot run: " + e.what() +
+                                     " (raise buffer_size or lower [secagg] dropout_rate)");
+  }
+}
+
 std::vector<int> read_levels(const Table& root) {
   auto levels = root.integers("levels", {0, 1, 2, 3, 4, 5, 6});
   std::set<int> seen;
@@ -238,7 +274,7 @@ void check_feasible(const Table& root, Scenario& s) {
                             " sites leaves a node with fewer than min_per_node records");
   }
   const Table training = root.table("training");
-  int selected = std::max(s.training.min_nodes, static_cast<int>(std::ceil(s.training.fraction * s.nodes)));
+  int selected = nodes_per_round(s);
   if (selected > s.nodes) {
     training.fail("min_nodes", "asks for " + std::to_string(selected) + " nodes per round but the scenario has " +
                                    std::to_string(s.nodes));
@@ -249,7 +285,8 @@ void check_feasible(const Table& root, Scenario& s) {
   } catch (const Error& e) {
     training.fail("strategy", e.what());
   }
-  if (federated && s.secagg.enabled) {
+  if (federated && s.training.fedbuff()) check_fedbuff(root, s);
+  if (federated && s.secagg.enabled && (!s.training.fedbuff() || s.training.compare_sync)) {
     const Table sa = root.table("secagg");
     try {
       auto params = aggregation::choose_secagg_params(static_cast<std::uint32_t>(selected), federated_length(s),
@@ -351,6 +388,16 @@ Scenario read(const config::Document& doc) {
 }
 
 }  // namespace
+
+int nodes_per_round(const Scenario& s) {
+  return std::max(s.training.min_nodes, static_cast<int>(std::ceil(s.training.fraction * s.nodes)));
+}
+
+int federated_rounds(const Scenario& s) {
+  if (!s.training.fedbuff()) return s.training.rounds;
+  const std::int64_t updates = static_cast<std::int64_t>(s.training.rounds) * nodes_per_round(s);
+  return static_cast<int>((updates + s.training.buffer_size - 1) / s.training.buffer_size);
+}
 
 Scenario load_scenario(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);

@@ -215,6 +215,9 @@ TEST_CASE("the shipped scenarios parse") {
   CHECK(q.secagg.enabled);
   auto s = fedge::sims::load_scenario(std::string(FEDGE_SOURCE_DIR) + "/sims/scenarios/scale.toml");
   CHECK(s.nodes == 1000);
+  auto st = fedge::sims::load_scenario(std::string(FEDGE_SOURCE_DIR) + "/sims/scenarios/stragglers.toml");
+  CHECK(st.training.fedbuff());
+  CHECK(st.training.compare_sync);
 }
 
 TEST_CASE("a device profile's memory is given in memory_mb (MiB, as a node's budget) or memory_gb, not both") {
@@ -316,4 +319,38 @@ TEST_CASE("heterogeneous LoRA ranks: device profiles set their rank, bad ranks a
              Catch::Contains("training.rank_aggregation") && Catch::Contains("fedmedian"));
   CHECK_THAT(error_of(nodes + "[training]\nrank_aggregation = \"flexlora\"\npersonalization = \"finetune\"\n" + pi4),
              Catch::Contains("training.rank_aggregation") && Catch::Contains("personalization"));
+}
+
+TEST_CASE("FedBuff keys read back and are checked") {
+  const std::string plain = "[secagg]\nenabled = false\n";
+  auto s = parse_scenario(plain + "[training]\nmode = \"fedbuff\"\nbuffer_size = 2\nmax_staleness = 4\n"
+                                  "server_lr = 0.5\nstaleness_exponent = 1.0\ncompare_sync = true\nrounds = 3\n",
+                          "ok.toml");
+  CHECK(s.training.fedbuff());
+  CHECK(s.training.buffer_size == 2);
+  CHECK(s.training.max_staleness == 4);
+  CHECK(s.training.server_lr == 0.5);
+  CHECK(s.training.staleness_exponent == 1.0);
+  CHECK(s.training.compare_sync);
+  // 3 rounds of 8 nodes = 24 updates = 12 buffers of 2.
+  CHECK(fedge::sims::federated_rounds(s) == 12);
+  auto sync = parse_scenario(plain, "ok.toml");
+  CHECK_FALSE(sync.training.fedbuff());
+  CHECK(fedge::sims::federated_rounds(sync) == sync.training.rounds);
+  const std::string fb = "[training]\nmode = \"fedbuff\"\n";
+  CHECK_THAT(error_of("[training]\nmode = \"gossip\"\n"), Catch::Contains("training.mode"));
+  CHECK_THAT(error_of("[training]\nbuffer_size = 3\n"),
+             Catch::Contains("training.buffer_size") && Catch::Contains("only with mode = \"fedbuff\""));
+  CHECK_THAT(error_of(plain + fb + "buffer_size = 0\n"), Catch::Contains("training.buffer_size"));
+  CHECK_THAT(error_of(plain + fb + "buffer_size = 9\n"),
+             Catch::Contains("training.buffer_size") && Catch::Contains("8 nodes"));
+  CHECK_THAT(error_of(plain + fb + "server_lr = 0\n"), Catch::Contains("training.server_lr"));
+  CHECK_THAT(error_of(plain + fb + "max_staleness = -1\n"), Catch::Contains("training.max_staleness"));
+  CHECK_THAT(error_of(plain + fb + "strategy = \"fedadam\"\n"),
+             Catch::Contains("training.mode") && Catch::Contains("fedadam"));
+  CHECK_THAT(error_of(plain + fb + "personalization = \"ditto\"\n"), Catch::Contains("training.mode"));
+  CHECK_THAT(error_of(plain + fb + "[dp]\nenabled = true\n"), Catch::Contains("dp.enabled"));
+  // Under SecAgg+ each buffer is a round among its contributors: 2 are too few.
+  CHECK_THAT(error_of("[secagg]\nenabled = true\n" + fb + "buffer_size = 2\n"),
+             Catch::Contains("training.buffer_size") && Catch::Contains("SecAgg+"));
 }

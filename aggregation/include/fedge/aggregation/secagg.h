@@ -325,4 +325,11 @@ class SecAggServer {
   std::vector<std::vector<privacy::Share>> b_shares_, s_shares_;  // per owner
 };
 
+// One semi-honest round with every party in this process and no dropouts:
+// clients 1..inputs.size() mask inputs[id - 1] and the server unmasks their
+// sum (the simulator's FedBuff buffers, tests). Throws what the parties throw,
+// and Error(kInvalidInput) unless params.num_clients == inputs.size().
+SecAggResult secure_sum_in_process(std::uint64_t round, const SecAggParams& params,
+                                   std::span<const std::vector<std::uint32_t>> inputs);
+
 }  // namespace fedge::aggregation

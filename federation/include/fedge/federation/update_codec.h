@@ -98,15 +98,21 @@ std::vector<float> clip_update(const UpdateEncoding& enc, std::span<const float>
 // The float form of the secure vector above (vector_length() values), before
 // quantisation. `lora_rank`: the node's rank under HetLoRA (update zero-padded
 // to rank_slots; 0 = rank_slots); Error(kInvalidInput) above rank_slots.
+// `staleness_weight` (FedBuff, aggregation/fedbuff.h: w(s_i) in (0, 1]) multiplies
+// w_i, so the sum carries sum_i w(s_i) w_i u_i and its weight sum_i w(s_i) w_i;
+// 1 (synchronous rounds) leaves every value exactly as without it. Throws
+// Error(kInvalidInput) for a staleness weight outside (0, 1].
 std::vector<float> weighted_vector(const UpdateEncoding& enc, std::span<const float> update,
-                                   std::uint64_t num_examples, double train_loss, std::uint32_t lora_rank = 0);
+                                   std::uint64_t num_examples, double train_loss, std::uint32_t lora_rank = 0,
+                                   double staleness_weight = 1.0);
 
 // Node side of a secure round: weighted_vector, quantised with stochastic
 // rounding, plus Skellam noise under distributed DP. Throws like the above, and
 // Error(kPrivacy) when the ring could overflow (Quantizer::check_capacity).
 std::vector<std::uint32_t> encode_secure(const UpdateEncoding& enc, std::span<const float> update,
                                          std::uint64_t num_examples, double train_loss,
-                                         privacy::ChaChaRng& rng, std::uint32_t lora_rank = 0);
+                                         privacy::ChaChaRng& rng, std::uint32_t lora_rank = 0,
+                                         double staleness_weight = 1.0);
 
 // What the coordinator learns from a ring sum.
 struct DecodedSum {

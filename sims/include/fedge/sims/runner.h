@@ -44,7 +44,22 @@ struct LevelSummary {
   std::optional<double> global_pooled_perplexity, personal_perplexity, personal_pooled_perplexity;
 };
 
+// One point of a quality-against-simulated-time curve (quality_time.csv,
+// written when [training] mode = "fedbuff"): global version `version` of a
+// federated level, published at sim_time_s after `updates` node updates were
+// aggregated in all, with its mean held-out perplexity over the evaluated nodes.
+struct CurvePoint {
+  int seed = 0;
+  int level = 0;
+  std::string mode;  // "sync" or "fedbuff"
+  int version = 0;
+  int updates = 0;
+  double sim_time_s = 0;
+  double mean_perplexity = 0;
+};
+
 struct RunResult {
+  std::vector<CurvePoint> curve;      // [training] mode = "fedbuff" only; every seed's
   std::vector<MetricsRow> rows;       // every seed's, seed-major
   std::vector<LevelSummary> levels;   // one per level and seed index, seed-major
   // The shared base before any adapter, mean over the evaluated nodes (and
@@ -89,6 +104,9 @@ RunResult run_scenario(const Scenario& scenario, const RunOptions& options = {})
 // metrics.csv, summary.json, summary.md and (with gnuplot) PNG plots in `dir`.
 void write_results(const Scenario& scenario, const RunResult& result, const std::filesystem::path& dir);
 std::string metrics_csv(const RunResult& result);
+// quality_time.csv: seed,level,mode,version,updates,sim_time_s,mean_perplexity,
+// one line per CurvePoint (empty result.curve: the header only).
+std::string quality_time_csv(const RunResult& result);
 // With several seeds, the table shows each metric as mean ± 95% half-width
 // over the seeds (stats.h) and a column with their number.
 std::string summary_markdown(const RunResult& result);

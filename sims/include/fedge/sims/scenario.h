@@ -82,6 +82,20 @@ struct TrainingSettings {
   // lora_rank: "hetlora" (zero-padding, rank-wise weights) or "flexlora" (SVD
   // of the mean product); "none": every node trains [model] lora_rank.
   std::string rank_aggregation = "none";
+  // Levels 4/5 (docs/SIMULATOR.md, "Asynchronous rounds (FedBuff)"): "sync"
+  // rounds wait for every selected node; "fedbuff" nodes train continuously
+  // and the coordinator takes a server step (aggregation/fedbuff.h) whenever
+  // buffer_size updates are buffered (a SecAgg+ instance among them when
+  // [secagg] is on); `rounds` then counts server steps (global versions).
+  std::string mode = "sync";
+  int buffer_size = 4;            // K
+  int max_staleness = 10;         // updates staler than this many versions are dropped
+  double server_lr = 1.0;         // eta_g
+  double staleness_exponent = 0.5;  // w(s) = (1 + s)^-exponent
+  // "fedbuff": also run each federated level synchronously and write both
+  // quality-against-simulated-time curves to quality_time.csv.
+  bool compare_sync = false;
+  bool fedbuff() const { return mode == "fedbuff"; }
   int personal_step_count() const { return personal_steps > 0 ? personal_steps : local_steps; }
 };
 
@@ -165,5 +179,13 @@ MemoryNeed device_memory_need(const Scenario& scenario, const inference::ModelCo
                               std::uint64_t adapter_floats);
 
 std::string level_name(int level);
+
+// Nodes a synchronous round selects: max(min_nodes, ceil(fraction * nodes)).
+int nodes_per_round(const Scenario& scenario);
+// How many global versions levels 4/5 publish (the `round` of their rows):
+// `rounds` when synchronous; with FedBuff as many server steps as aggregate
+// the synchronous run's number of updates, ceil(rounds * nodes_per_round /
+// buffer_size), so both modes train the same number of local updates.
+int federated_rounds(const Scenario& scenario);
 
 }  // namespace fedge::sims
