@@ -13,6 +13,7 @@ packages=(
   gnuplot-nox
   openmpi-bin libopenmpi-dev              # `mpirun -n H+1 fedge sim` (optional: CMake FEDGE_WITH_MPI)
   curl                                    # scripts/federation-demo.sh asks a node's API
+  fortunes                                # real text for fedge sim: sims/scenarios/fortunes-by-site.toml
   python3-prometheus-client               # the reference parser the /metrics tests read the text with
   nodejs                                  # the npm test clients: @huggingface/jinja (chat templates), openai
   chromium                                # the browser tests of the pages (scripts/test-browser.sh)

@@ -377,22 +377,31 @@ std::string personalization_markdown(const RunResult& result) {
   return out.str();
 }
 
+// Accuracy is exact match on held-out instructions; plain text data (the
+// user's own files of text) has none, and its tables leave the column out.
+bool any_accuracy(const RunResult& result) {
+  return std::any_of(result.levels.begin(), result.levels.end(),
+                     [](const LevelSummary& l) { return l.mean_accuracy.has_value(); });
+}
+
 // The table of a run of several seeds: each metric as mean ± 95% half-width
 // over the seeds (Student t, seeds - 1 degrees of freedom).
 std::string seeds_markdown(const RunResult& result) {
+  const bool accuracy = any_accuracy(result);
   std::ostringstream out;
   out << "mean ± 95% confidence half-width over " << result.seeds
       << " seeds (Student t with seeds - 1 degrees of freedom)\n\n"
-      << "| level | seeds | perplexity | accuracy | TTFT p50 ms | TTFT p95 ms | per-token p50 ms | per-token p95 ms | "
+      << "| level | seeds | perplexity | " << (accuracy ? "accuracy | " : "")
+      << "TTFT p50 ms | TTFT p95 ms | per-token p50 ms | per-token p95 ms | "
          "up per node | down per node | raw bytes left sites | aggregator saw | DP ε | node compute s | "
          "cloud compute s | energy J | served in outage |\n"
-         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+         "|---|---|---|" << (accuracy ? "---|" : "") << "---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const auto& st : levels_over_seeds(result)) {
     auto ci = [&](const char* key) { return interval_of(st, key); };
     const auto eps = ci("dp_epsilon");
     const auto outage = ci("outage_served_share");
     out << "| " << st.name << " | " << st.per_seed.size() << " | " << with_ci(ci("mean_perplexity"), 3) << " | "
-        << with_ci(ci("mean_accuracy"), 2) << " | " << with_ci(ci("ttft_p50_ms"), 1) << " | "
+        << (accuracy ? with_ci(ci("mean_accuracy"), 2) + " | " : "") << with_ci(ci("ttft_p50_ms"), 1) << " | "
         << with_ci(ci("ttft_p95_ms"), 1) << " | " << with_ci(ci("per_token_p50_ms"), 2) << " | "
         << with_ci(ci("per_token_p95_ms"), 2) << " | " << bytes_with_ci(ci("bytes_up_per_node")) << " | "
         << bytes_with_ci(ci("bytes_down_per_node")) << " | " << bytes_with_ci(ci("raw_bytes_left_sites")) << " | "
@@ -414,13 +423,15 @@ std::string seeds_markdown(const RunResult& result) {
 
 std::string summary_markdown(const RunResult& result) {
   if (result.seeds > 1) return seeds_markdown(result);
+  const bool accuracy = any_accuracy(result);
   std::ostringstream out;
-  out << "| level | perplexity | accuracy | TTFT p50/p95 ms | per-token p50/p95 ms | up/down per node | "
+  out << "| level | perplexity | " << (accuracy ? "accuracy | " : "")
+      << "TTFT p50/p95 ms | per-token p50/p95 ms | up/down per node | "
          "raw bytes left sites | aggregator saw | DP ε | node compute s | cloud compute s | energy J | "
-         "served in outage |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+         "served in outage |\n|---|---|" << (accuracy ? "---|" : "") << "---|---|---|---|---|---|---|---|---|---|\n";
   for (const auto& lv : result.levels) {
     out << "| " << lv.name << " | " << fixed(lv.mean_perplexity, 3) << " | "
-        << (lv.mean_accuracy ? fixed(*lv.mean_accuracy, 2) : "-") << " | " << fixed(lv.ttft_p50_ms, 1) << " / "
+        << (accuracy ? (lv.mean_accuracy ? fixed(*lv.mean_accuracy, 2) : "-") + " | " : "") << fixed(lv.ttft_p50_ms, 1) << " / "
         << fixed(lv.ttft_p95_ms, 1) << " | " << fixed(lv.tpot_p50_ms, 2) << " / " << fixed(lv.tpot_p95_ms, 2)
         << " | " << human_bytes(lv.bytes_up_per_node) << " / " << human_bytes(lv.bytes_down_per_node) << " | "
         << human_bytes(static_cast<double>(lv.raw_bytes_left)) << " | " << lv.aggregator_saw << " | "

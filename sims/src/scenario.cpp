@@ -17,6 +17,7 @@
 #include "fedge/inference/model_config.h"
 #include "fedge/inference/model_gguf.h"
 #include "fedge/training/commands.h"
+#include "fedge/training/data_files.h"
 
 namespace fedge::sims {
 namespace {
@@ -125,11 +126,69 @@ void read_model(const Table& t, ModelSettings& m) {
   m.seq_len = static_cast<int>(t.integer("seq_len", m.seq_len, {8, 512}));
 }
 
-void read_data(const Table& t, DataSettings& d) {
+// A data file's path: relative ones from the scenario file's folder. A file
+// that is not there is an error at the scenario key that names it.
+std::filesystem::path data_path(const Table& t, const std::string& key, const std::string& name,
+                                const std::filesystem::path& scenario_dir) {
+  if (name.empty()) t.fail(key, "names an empty path");
+  std::filesystem::path p(name);
+  if (p.is_relative()) p = scenario_dir / p;
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(p, ec)) {
+    t.fail(key, "data file " + p.string() + " does not exist or is not a file" +
+                    (p.string().find("/usr/share/games/fortunes") == 0
+                         ? " (Debian's fortunes package: scripts/install-deps.sh installs it)"
+                         : ""));
+  }
+  if (t.string("format", "auto") == "auto") {
+    try {
+      training::record_format_of(p);
+    } catch (const Error& e) {
+      t.fail(key, e.what());
+    }
+  }
+  return p;
+}
+
+// [data] source = "files": the generator's keys do not apply, and exactly one
+// of files (a site per file) or file + site_column (a site per column value).
+void read_data_files(const Table& t, DataSettings& d, const std::filesystem::path& scenario_dir) {
+  for (const char* key : {"sites", "days", "wells_per_site", "public_records", "instructions"}) {
+    if (t.has(key)) t.fail(key, "belongs to the synthetic generator; with source = \"files\" the sites are the files");
+  }
+  d.format = t.string("format", d.format, {"auto", "jsonl", "csv", "fortune"});
+  d.max_records_per_site = static_cast<int>(t.integer("max_records_per_site", 0, {0, 100000000}));
+  if (t.has("files") == t.has("file")) {
+    t.fail(t.has("file") ? "file" : "source",
+           "source = \"files\" needs either files = [...] (one site per file) or file = \"...\" with site_column");
+  }
+  if (t.has("files")) {
+    if (t.has("site_column")) t.fail("site_column", "applies to one file (file = \"...\"), not to a list of files");
+    const auto names = t.strings("files", {});
+    if (names.empty()) t.fail("files", "names no file");
+    std::set<std::filesystem::path> seen;
+    for (const auto& name : names) {
+      d.files.push_back(data_path(t, "files", name, scenario_dir));
+      if (!seen.insert(d.files.back().lexically_normal()).second) t.fail("files", "names " + name + " twice");
+    }
+  } else {
+    d.file = data_path(t, "file", t.string("file", ""), scenario_dir);
+    if (!t.has("site_column")) t.fail("file", "one file needs site_column, the field or column naming each record's site");
+    d.site_column = t.string("site_column", "");
+    if (d.site_column.empty()) t.fail("site_column", "is empty");
+  }
+}
+
+void read_data(const Table& t, DataSettings& d, const std::filesystem::path& scenario_dir) {
+  d.source = t.string("source", d.source, {"synthetic", "files"});
+  d.eval_fraction = t.number("eval_fraction", d.eval_fraction, {0.01, 0.99});
+  if (d.from_files()) return read_data_files(t, d, scenario_dir);
+  for (const char* key : {"files", "file", "site_column", "format", "max_records_per_site"}) {
+    if (t.has(key)) t.fail(key, "applies to source = \"files\" (this scenario uses the synthetic generator)");
+  }
   d.sites = static_cast<int>(t.integer("sites", d.sites, {1, 100000}));
   d.days = static_cast<int>(t.integer("days", d.days, {2, 100000}));
   d.wells_per_site = static_cast<int>(t.integer("wells_per_site", d.wells_per_site, {1, 1000}));
-  d.eval_fraction = t.number("eval_fraction", d.eval_fraction, {0.01, 0.99});
   d.public_records = static_cast<int>(t.integer("public_records", d.public_records, {0, 10000000}));
   d.instructions = t.boolean("instructions", d.instructions);
 }
@@ -259,7 +318,9 @@ void read_nodes(const Table& t, const Profiles& p, Scenario& s) {
   if (t.has("dropout")) s.node_network.dropout = s.edge_network.dropout = t.number("dropout", 0.0, {0.0, 1.0});
 }
 
-void check_feasible(const Table& root, Scenario& s) {
+// Nodes against records: for the generator from its settings; file data is
+// counted when it is read (sims::load_file_sites), before any model work.
+void check_synthetic_counts(const Table& root, const Scenario& s) {
   const Table nodes = root.table("nodes");
   std::int64_t eval_days = std::max<std::int64_t>(1, std::llround(s.data.days * s.data.eval_fraction));
   std::int64_t train_items = static_cast<std::int64_t>(s.data.sites) * (s.data.days - eval_days) * s.data.wells_per_site;
@@ -273,6 +334,10 @@ void check_feasible(const Table& root, Scenario& s) {
     nodes.fail("count", "by-site split: " + std::to_string(s.nodes) + " nodes over " + std::to_string(s.data.sites) +
                             " sites leaves a node with fewer than min_per_node records");
   }
+}
+
+void check_feasible(const Table& root, Scenario& s) {
+  if (!s.data.from_files()) check_synthetic_counts(root, s);
   const Table training = root.table("training");
   int selected = nodes_per_round(s);
   if (selected > s.nodes) {
@@ -350,7 +415,7 @@ Scenario read(const config::Document& doc) {
   s.edge_server = device_at(profiles, edge, "device", edge.string("device", "edge-server"));
   read_model(root.table("model"), s.model);
   s.split_layers = static_cast<int>(root.table("split").integer("layers", 1, {1, 4096}));
-  read_data(root.table("data"), s.data);
+  read_data(root.table("data"), s.data, std::filesystem::path(s.source).parent_path());
   Table part = root.table("partition");
   try {
     s.partition.kind = parse_partition_kind(part.string("kind", "by-site"));

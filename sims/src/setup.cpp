@@ -11,6 +11,7 @@
 #include "fedge/common/error.h"
 #include "fedge/common/rng.h"
 #include "fedge/inference/generate.h"
+#include "fedge/sims/file_data.h"
 #include "fedge/training/commands.h"
 #include "fedge/training/synth_data.h"
 
@@ -70,9 +71,37 @@ std::pair<inference::Model, inference::Tokenizer> load_base(const Scenario& s) {
   return {std::move(loaded.model), std::move(loaded.tokenizer)};
 }
 
+std::vector<NodeData> empty_nodes(const Scenario& s) {
+  std::vector<NodeData> nodes(static_cast<std::size_t>(s.nodes));
+  for (int n = 0; n < s.nodes; ++n) {
+    nodes[n].index = n;
+    nodes[n].device = s.node_devices[static_cast<std::size_t>(n) % s.node_devices.size()];
+  }
+  return nodes;
+}
+
+// The user's files: a node's held-out records are all measured for perplexity,
+// and those with a prompt (instructions) also for exact-match accuracy.
+std::vector<NodeData> split_file_data(const Scenario& s) {
+  auto sites = load_file_sites(s.data, s.scenario_seed);  // the same records for every seed index
+  auto split = split_file_sites(sites, s.nodes, s.partition);
+  auto nodes = empty_nodes(s);
+  for (auto& node : nodes) {
+    auto& records = split[static_cast<std::size_t>(node.index)];
+    node.train = std::move(records.train);
+    node.eval_text = std::move(records.eval);
+    for (const auto& r : node.eval_text) {
+      if (r.is_instruction()) node.eval_instruct.push_back(r);
+    }
+    node.raw_bytes = record_bytes(node.train);
+  }
+  return nodes;
+}
+
 // Items are (site, row) pairs; a node gets the text report and the status
 // question of each of its rows, for training and held out alike.
 std::vector<NodeData> split_data(const Scenario& s) {
+  if (s.data.from_files()) return split_file_data(s);
   training::SynthOptions so;
   so.sites = s.data.sites;
   so.days = s.data.days;
@@ -119,10 +148,19 @@ void tokenize(const Scenario& s, std::vector<NodeData>& nodes, const inference::
   for (auto& node : nodes) {
     node.train_set = training::TokenDataset::build(tok, node.train, s.model.seq_len, false);
     node.eval_set = training::TokenDataset::build(tok, node.eval_text, s.model.seq_len, false);
-    // Serving requests: the node's own held-out questions (cycled).
+    // Serving requests: the node's own held-out questions (cycled); plain
+    // text data has none, so its held-out texts are the prompts (cut to seq_len).
     for (const auto& r : node.eval_instruct) {
       node.prompt_tokens.push_back(static_cast<std::int64_t>(tok.encode(r.prompt).size()));
       node.prompt_bytes.push_back(r.prompt.size());
+    }
+    if (node.eval_instruct.empty()) {
+      for (const auto& r : node.eval_text) {
+        const auto tokens = static_cast<std::int64_t>(tok.encode(r.completion).size());
+        const std::int64_t kept = std::min<std::int64_t>(tokens, s.model.seq_len);
+        node.prompt_tokens.push_back(kept);
+        node.prompt_bytes.push_back(tokens > 0 ? r.completion.size() * kept / tokens : 0);
+      }
     }
   }
 }

@@ -1,5 +1,7 @@
 #include "fedge/training/records.h"
+#include "fedge/training/data_files.h"
 
+#include <algorithm>
 #include <fstream>
 #include <span>
 #include <sstream>
@@ -43,8 +45,8 @@ void for_each_line(std::string_view text, OnLine on_line) {
 
 // Runs parse_one on a line; a bad line becomes an error, or with skip_bad a
 // counted skip.
-template <typename ParseOne>
-void guarded(const ReadOptions& options, ReadReport& report, std::vector<Record>& out, ParseOne parse_one) {
+template <typename T, typename ParseOne>
+void guarded(const ReadOptions& options, ReadReport& report, std::vector<T>& out, ParseOne parse_one) {
   try {
     out.push_back(parse_one());
     ++report.records;
@@ -65,11 +67,15 @@ std::string string_field(const nlohmann::json& object, const char* key, const st
   return value.get<std::string>();
 }
 
-Record record_from_json(std::string_view line, const std::string& at, const inference::ChatTemplate& chat) {
+nlohmann::json parse_object(std::string_view line, const std::string& at) {
   if (line.size() > kMaxLineBytes) bad(at, "line is longer than 16 MiB");
   nlohmann::json object = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
   if (object.is_discarded()) bad(at, "not valid JSON");
   if (!object.is_object()) bad(at, std::string("expected a JSON object, got ") + object.type_name());
+  return object;
+}
+
+Record record_from_object(const nlohmann::json& object, const std::string& at, const inference::ChatTemplate& chat) {
   if (object.contains("text")) return Record{"", string_field(object, "text", at)};
   if (object.contains("prompt") || object.contains("completion")) {
     if (!object.contains("prompt") || !object.contains("completion")) {
@@ -78,7 +84,7 @@ Record record_from_json(std::string_view line, const std::string& at, const infe
     return Record{string_field(object, "prompt", at), string_field(object, "completion", at)};
   }
   if (object.contains("messages")) {
-    const auto& list = object["messages"];
+    const auto& list = object.at("messages");
     if (!list.is_array()) bad(at, std::string("field 'messages' must be an array, got ") + list.type_name());
     std::vector<ChatMessage> messages;
     for (std::size_t i = 0; i < list.size(); ++i) {
@@ -95,6 +101,10 @@ Record record_from_json(std::string_view line, const std::string& at, const infe
     }
   }
   bad(at, "expected a 'text', 'prompt'/'completion' or 'messages' field");
+}
+
+Record record_from_json(std::string_view line, const std::string& at, const inference::ChatTemplate& chat) {
+  return record_from_object(parse_object(line, at), at, chat);
 }
 
 const inference::ChatTemplate& fedge_chat_template() {
@@ -233,6 +243,187 @@ std::vector<Record> parse_csv(std::string_view text, std::string_view source_nam
 std::vector<Record> read_csv(const std::filesystem::path& path, std::string_view text_template,
                              const ReadOptions& options, ReadReport* report) {
   return parse_csv(read_file(path), path.string(), text_template, options, report);
+}
+
+namespace {
+
+const inference::ChatTemplate& chat_of(const ReadOptions& options) {
+  return options.chat_template ? *options.chat_template : fedge_chat_template();
+}
+
+std::string joined(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "'" : ", '") + n + "'";
+  return out.empty() ? "no columns" : out;
+}
+
+std::vector<LocatedRecord> jsonl_records(std::string_view text, std::string_view source, std::string_view key_column,
+                                         const ReadOptions& options, ReadReport& report) {
+  std::vector<LocatedRecord> out;
+  for_each_line(text, [&](std::size_t number, std::string_view line) {
+    if (line.find_first_not_of(" \t") == std::string_view::npos) return;
+    guarded(options, report, out, [&] {
+      const std::string at = where(source, number);
+      const nlohmann::json object = parse_object(line, at);
+      LocatedRecord located{record_from_object(object, at, chat_of(options)), number, ""};
+      if (!key_column.empty()) {
+        const std::string key(key_column);
+        if (!object.contains(key)) bad(at, "field '" + key + "' (the site column) is missing");
+        located.key = string_field(object, key.c_str(), at);
+        if (located.key.empty()) bad(at, "field '" + key + "' (the site column) is empty");
+      }
+      return located;
+    });
+  });
+  return out;
+}
+
+// Where each record's fields are in a data CSV's rows: a text column, or
+// prompt and completion columns, and the key column if one was asked for.
+struct CsvLayout {
+  std::size_t fields = 0;
+  std::ptrdiff_t text = -1, prompt = -1, completion = -1, key = -1;
+};
+
+CsvLayout csv_layout(const std::vector<std::string>& header, std::string_view key_column, const std::string& at) {
+  CsvLayout layout;
+  layout.fields = header.size();
+  auto column = [&](std::string_view name) -> std::ptrdiff_t {
+    auto it = std::find(header.begin(), header.end(), name);
+    return it == header.end() ? -1 : it - header.begin();
+  };
+  layout.text = column("text");
+  layout.prompt = column("prompt");
+  layout.completion = column("completion");
+  if (layout.text < 0 && layout.prompt < 0 && layout.completion < 0) {
+    bad(at, "the header needs a 'text' column, or 'prompt' and 'completion' columns; it has " + joined(header));
+  }
+  if (layout.text < 0 && (layout.prompt < 0 || layout.completion < 0)) {
+    bad(at, "the header has a '" + std::string(layout.prompt < 0 ? "completion" : "prompt") +
+                "' column but no '" + (layout.prompt < 0 ? "prompt" : "completion") + "' column");
+  }
+  if (!key_column.empty()) {
+    layout.key = column(key_column);
+    if (layout.key < 0) bad(at, "the header has no '" + std::string(key_column) + "' column (the site column); it has " + joined(header));
+  }
+  return layout;
+}
+
+LocatedRecord csv_record(const std::vector<std::string>& fields, const CsvLayout& layout,
+                         const std::vector<std::string>& header, std::size_t line, const std::string& at) {
+  if (fields.size() != layout.fields) {
+    bad(at, "expected " + std::to_string(layout.fields) + " fields (as the header), got " + std::to_string(fields.size()));
+  }
+  auto value = [&](std::ptrdiff_t i, bool may_be_empty) {
+    const std::string& v = fields[static_cast<std::size_t>(i)];
+    if (v.empty() && !may_be_empty) {
+      bad(at, "column '" + header[static_cast<std::size_t>(i)] + "' (field " + std::to_string(i + 1) + ") is empty");
+    }
+    return v;
+  };
+  LocatedRecord located;
+  located.line = line;
+  located.record = layout.text >= 0 ? Record{"", value(layout.text, false)}
+                                    : Record{value(layout.prompt, true), value(layout.completion, false)};
+  if (layout.key >= 0) located.key = value(layout.key, false);
+  return located;
+}
+
+std::vector<LocatedRecord> csv_records(std::string_view text, std::string_view source, std::string_view key_column,
+                                       const ReadOptions& options, ReadReport& report) {
+  std::vector<std::string> header;
+  CsvLayout layout;
+  std::vector<LocatedRecord> out;
+  for_each_line(text, [&](std::size_t number, std::string_view line) {
+    const std::string at = where(source, number);
+    if (line.size() > kMaxLineBytes) bad(at, "line is longer than 16 MiB");
+    if (header.empty()) {
+      header = split_csv_line(line, at);
+      layout = csv_layout(header, key_column, at);
+      return;
+    }
+    if (line.empty()) return;
+    guarded(options, report, out, [&] { return csv_record(split_csv_line(line, at), layout, header, number, at); });
+  });
+  return out;
+}
+
+// fortune(6)'s files: entries of plain text, each ended by a line holding only
+// '%' (the last one may end at the end of the file).
+std::vector<LocatedRecord> fortune_records(std::string_view text, std::string_view source, ReadReport& report) {
+  std::vector<LocatedRecord> out;
+  std::string entry;
+  std::size_t first_line = 0;
+  auto flush = [&] {
+    if (entry.find_first_not_of(" \t\n") != std::string::npos) {
+      out.push_back({Record{"", entry}, first_line, ""});
+      ++report.records;
+    }
+    entry.clear();
+    first_line = 0;
+  };
+  for_each_line(text, [&](std::size_t number, std::string_view line) {
+    if (line.size() > kMaxLineBytes) bad(where(source, number), "line is longer than 16 MiB");
+    if (line == "%") return flush();
+    if (first_line == 0) first_line = number;
+    if (!entry.empty()) entry += '\n';
+    entry += line;
+  });
+  flush();
+  return out;
+}
+
+}  // namespace
+
+RecordFormat parse_record_format(std::string_view name) {
+  if (name == "jsonl") return RecordFormat::kJsonl;
+  if (name == "csv") return RecordFormat::kCsv;
+  if (name == "fortune") return RecordFormat::kFortune;
+  throw Error(ErrorKind::kInvalidInput, "unknown data format '" + std::string(name) + "' (jsonl, csv or fortune)");
+}
+
+std::string record_format_name(RecordFormat format) {
+  switch (format) {
+    case RecordFormat::kJsonl: return "jsonl";
+    case RecordFormat::kCsv: return "csv";
+    case RecordFormat::kFortune: return "fortune";
+  }
+  return "?";
+}
+
+RecordFormat record_format_of(const std::filesystem::path& path) {
+  const std::string ext = path.extension().string();
+  if (ext == ".jsonl" || ext == ".json") return RecordFormat::kJsonl;
+  if (ext == ".csv") return RecordFormat::kCsv;
+  if (ext.empty()) return RecordFormat::kFortune;
+  throw Error(ErrorKind::kInvalidInput, path.string() + ": cannot tell the format from the extension '" + ext +
+                                            "' (.jsonl, .json, .csv, or none for a fortune file); name it with format");
+}
+
+std::vector<LocatedRecord> parse_records(std::string_view text, std::string_view source_name, RecordFormat format,
+                                         std::string_view key_column, const ReadOptions& options, ReadReport* report) {
+  ReadReport local;
+  ReadReport& r = report ? *report : local;
+  std::vector<LocatedRecord> out;
+  switch (format) {
+    case RecordFormat::kJsonl: out = jsonl_records(text, source_name, key_column, options, r); break;
+    case RecordFormat::kCsv: out = csv_records(text, source_name, key_column, options, r); break;
+    case RecordFormat::kFortune:
+      if (!key_column.empty()) bad(std::string(source_name), "a fortune file has no columns: it cannot carry a site column");
+      out = fortune_records(text, source_name, r);
+      break;
+  }
+  if (out.empty()) {
+    bad(std::string(source_name), text.find_first_not_of(" \t\r\n") == std::string_view::npos
+                                      ? "empty file (no records)"
+                                      : "no records in the file (" + record_format_name(format) + ")");
+  }
+  return out;
+}
+
+std::vector<LocatedRecord> read_records(const std::filesystem::path& path, RecordFormat format,
+                                        std::string_view key_column, const ReadOptions& options, ReadReport* report) {
+  return parse_records(read_file(path), path.string(), format, key_column, options, report);
 }
 
 void write_jsonl(const std::filesystem::path& path, const std::vector<Record>& records) {

@@ -34,10 +34,23 @@ struct ModelSettings {
 };
 
 struct DataSettings {
+  // "synthetic": the built-in well generator (sites, days, wells_per_site);
+  // "files": the user's own records (docs/SIMULATOR.md, "Your own data").
+  std::string source = "synthetic";
   int sites = 8, days = 12, wells_per_site = 3;
-  double eval_fraction = 0.5;
+  double eval_fraction = 0.5;  // files: of each site's records, held out by a seeded shuffle
   int public_records = 6000;
   bool instructions = true;  // train on the status questions too; report accuracy
+  // source = "files": one site per file (`files`), or one file whose
+  // `site_column` names each record's site (`file`). Paths are relative to
+  // the scenario file. format "auto" tells JSONL, CSV and fortune files by
+  // their extension (training::record_format_of).
+  std::vector<std::filesystem::path> files;
+  std::filesystem::path file;
+  std::string site_column;
+  std::string format = "auto";
+  int max_records_per_site = 0;  // a seeded sample of at most this many per site (0: all)
+  bool from_files() const { return source == "files"; }
 };
 
 struct TrainingSettings {
