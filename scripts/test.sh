@@ -53,4 +53,8 @@ bash scripts/build-aarch64.sh
 # wants both cores), which would hold the parallel suite back, so the main
 # ctest run below leaves out the label.
 bash scripts/test-browser.sh "$build_dir/bin/fedge" "$build_dir/browser-artifacts"
-ctest --test-dir "$build_dir" --output-on-failure -j "$(nproc)" --timeout 600 -LE browser
+# The long tests (Catch2 tag [long], ctest label long: multi-process and
+# multi-run integration checks of 5 s and more each, tests/CMakeLists.txt) as
+# a step of their own, so that the main suite below stays within 5 minutes.
+ctest --test-dir "$build_dir" --output-on-failure -j "$(nproc)" --timeout 600 -L long
+ctest --test-dir "$build_dir" --output-on-failure -j "$(nproc)" --timeout 600 -LE 'browser|long'

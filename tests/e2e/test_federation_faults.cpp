@@ -112,7 +112,7 @@ std::string logs(const std::vector<std::unique_ptr<Process>>& procs) {
 
 }  // namespace
 
-TEST_CASE("federation: a node dying at each secure-aggregation stage leaves a round of survivors", "[e2e]") {
+TEST_CASE("federation: a node dying at each secure-aggregation stage leaves a round of survivors", "[e2e][long]") {
   // 7 nodes, so that round 4 has 4: a round of 3 needs all 3 to unmask
   // (threshold 3, since a secure round never finishes with 2 survivors).
   // Each round waits out one stage deadline for its dead node: 2 s each
@@ -151,7 +151,7 @@ TEST_CASE("federation: a node dying at each secure-aggregation stage leaves a ro
 }
 
 TEST_CASE("federation: a coordinator killed mid-round restarts and finishes without losing or repeating a round",
-          "[e2e]") {
+          "[e2e][long]") {
   // FedAdam: the server moments saved with version 1 must carry over the
   // restart, and replaying the nodes' saved updates through FedAdam from each
   // stored version must give the next one (check_server_optimizer), which a

@@ -31,7 +31,7 @@ std::string continuation(const std::string& log) { return log.substr(0, log.rfin
 
 }  // namespace
 
-TEST_CASE("fedge quantize writes a GGUF file that fedge generate reads to the folder's q8_0 output") {
+TEST_CASE("fedge quantize writes a GGUF file that fedge generate reads to the folder's q8_0 output", "[long]") {
   fedge::testing::TempDir dir;
   const fs::path model = dir.path / "tiny-model";
   const auto tok = fedge::inference::Tokenizer::byte_level_tiny();

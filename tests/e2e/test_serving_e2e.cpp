@@ -42,7 +42,7 @@ std::size_t count(const std::string& text, const std::string& what) {
 }  // namespace
 
 TEST_CASE("serving: completions answer while the node trains, streamed chat is OpenAI's format, split falls back",
-          "[e2e]") {
+          "[e2e][long]") {
   FederationHarness h(3);
   auto coordinator = h.start_coordinator(
       "rounds = 2\nmin_nodes = 3\nheartbeat_interval_ms = 200\nliveness_timeout_ms = 4000\n"

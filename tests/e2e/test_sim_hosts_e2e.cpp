@@ -63,7 +63,7 @@ std::vector<std::string> sim(const fs::path& scenario, const fs::path& out) {
 
 }  // namespace
 
-TEST_CASE("fedge sim over a coordinator and two node-host processes matches one process") {
+TEST_CASE("fedge sim over a coordinator and two node-host processes matches one process", "[long]") {
   fedge::testing::TempDir dir;
   const fs::path scenario = dir.path / "hosts.toml";
   std::ofstream(scenario) << kScenario;

@@ -67,7 +67,7 @@ std::vector<std::string> operator+(std::vector<std::string> a, const std::vector
 // each host a new assignment per seed and the hosts rebuild their blocks).
 // CI's scripts/sim-mpi-check.sh compares one seed of the quickstart and of the
 // cross-device scenario the same way.
-TEST_CASE("fedge sim --seeds 2 under mpirun -n 3 matches one process: the ranks rebuild their blocks per seed") {
+TEST_CASE("fedge sim --seeds 2 under mpirun -n 3 matches one process: the ranks rebuild their blocks per seed", "[long]") {
   fedge::testing::TempDir dir;
   const fs::path scenario = dir.path / "mpi.toml";
   std::ofstream(scenario) << scenario_text(1);
@@ -94,7 +94,7 @@ TEST_CASE("fedge sim --seeds 2 under mpirun -n 3 matches one process: the ranks 
   CHECK_THAT(read(dir.path / "alone" / "summary.md"), Catch::Contains("over 2 seeds"));
 }
 
-TEST_CASE("a node-host rank killed mid-run ends the MPI job within 30 s, naming the rank") {
+TEST_CASE("a node-host rank killed mid-run ends the MPI job within 30 s, naming the rank", "[long]") {
   fedge::testing::TempDir dir;
   const fs::path scenario = dir.path / "long.toml";
   std::ofstream(scenario) << scenario_text(200);  // far longer than the test

@@ -116,7 +116,7 @@ TEST_CASE("cross-device: send_global = all gives every live node each global (th
   }
 }
 
-TEST_CASE("cross-device: results do not depend on how the nodes are split over blocks") {
+TEST_CASE("cross-device: results do not depend on how the nodes are split over blocks", "[long]") {
   CHECK(metrics_csv(run()) == metrics_csv(run("", 3)));
 }
 

@@ -118,7 +118,7 @@ RunOptions distributed(int hosts, std::function<void(const std::string&)> on_bou
 
 }  // namespace
 
-TEST_CASE("node blocks: splitting the virtual nodes over blocks changes no result") {
+TEST_CASE("node blocks: splitting the virtual nodes over blocks changes no result", "[long]") {
   auto s = scenario();
   auto one = run_scenario(s, quiet());
   auto o = quiet();
@@ -134,7 +134,7 @@ TEST_CASE("node blocks: splitting the virtual nodes over blocks changes no resul
   CHECK(missed > 0);
 }
 
-TEST_CASE("node hosts over TCP give the same metrics.csv as one process") {
+TEST_CASE("node hosts over TCP give the same metrics.csv as one process", "[long]") {
   auto s = scenario();
   auto local = run_scenario(s, quiet());
   HostThreads hosts;
@@ -154,7 +154,7 @@ TEST_CASE("node hosts over TCP give the same metrics.csv as one process") {
   CHECK(hosts.errors.empty());
 }
 
-TEST_CASE("two seeds over node hosts: the hosts rebuild their blocks per seed, and metrics.csv equals one process", "[seeds]") {
+TEST_CASE("two seeds over node hosts: the hosts rebuild their blocks per seed, and metrics.csv equals one process", "[seeds][long]") {
   auto s = scenario();
   s.seeds = 2;
   s.levels = {4, 6};  // levels travel in the assignment; other settings changed here would not reach the hosts
@@ -169,7 +169,7 @@ TEST_CASE("two seeds over node hosts: the hosts rebuild their blocks per seed, a
   CHECK(hosts.errors.empty());
 }
 
-TEST_CASE("personalization over node hosts: hosts keep the pooled held-out rows, and metrics.csv equals one process", "[personalization]") {
+TEST_CASE("personalization over node hosts: hosts keep the pooled held-out rows, and metrics.csv equals one process", "[personalization][long]") {
   std::string text = kScenario;
   const std::string training = "[training]\n";
   text.replace(text.find(training), training.size(), training + "personalization = \"ditto\"\npersonal_steps = 1\n");

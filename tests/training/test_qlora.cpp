@@ -118,7 +118,7 @@ LoraRun train_lora(WeightType type, const std::filesystem::path& out) {
 }  // namespace
 
 TEST_CASE("held-out perplexity of a pretrained tiny base: Q8_0 within 1% and Q4_0 within 10% of f32",
-          "[qlora][quant-quality]") {
+          "[qlora][quant-quality][long]") {
   auto f32 = load(WeightType::kF32);
   auto q8 = load(WeightType::kQ8_0);
   auto q4 = load(WeightType::kQ4_0);
@@ -133,7 +133,7 @@ TEST_CASE("held-out perplexity of a pretrained tiny base: Q8_0 within 1% and Q4_
 }
 
 TEST_CASE("QLoRA over a Q4_0 base lowers held-out perplexity as the bf16 path does and saves a PEFT adapter",
-          "[qlora]") {
+          "[qlora][long]") {
   testing::TempDir out("fedge_qlora_adapter_");
   const LoraRun reference = train_lora(WeightType::kF32, out.path / "f32");
   const LoraRun qlora = train_lora(WeightType::kQ4_0, out.path / "q4_0");
@@ -157,7 +157,7 @@ TEST_CASE("QLoRA over a Q4_0 base lowers held-out perplexity as the bf16 path do
   }
 }
 
-TEST_CASE("fedge train --weights q4_0 trains over the packed base and fedge eval scores it", "[qlora]") {
+TEST_CASE("fedge train --weights q4_0 trains over the packed base and fedge eval scores it", "[qlora][long]") {
   testing::TempDir out("fedge_qlora_cli_");
   write_jsonl(out.path / "train.jsonl", pretrained().site().train_text);
   write_jsonl(out.path / "eval.jsonl", pretrained().site().eval_text);
