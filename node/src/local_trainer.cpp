@@ -143,7 +143,7 @@ ParamVector LocalTrainer::personalize(const ParamVector& global, const ParamVect
   const bool ditto = options.kind == "ditto";
   if (!ditto && options.kind != "finetune")
     throw Error(ErrorKind::kInvalidInput, "personalization: unknown kind '" + options.kind + "'");
-  const ParamVector start = ditto && previous ? previous->remapped(global.layout()) : global;
+  ParamVector personal = ditto && previous ? previous->remapped(global.layout()) : global;
   LocalTrainRequest request;
   request.round = version;
   request.local_steps = options.steps;
@@ -151,8 +151,8 @@ ParamVector LocalTrainer::personalize(const ParamVector& global, const ParamVect
   request.batch_size = options.batch_size;
   request.fedprox_mu = ditto ? options.ditto_lambda : 0.0;
   request.seed = derive_seed(options_.train.seed, "personal/" + std::to_string(version));
-  const LocalTrainResult result = train_local_round(model_, train_, start, request, options_, should_stop, &global);
-  ParamVector personal = start;
+  // The round's start becomes the result: start + the update it returns.
+  const LocalTrainResult result = train_local_round(model_, train_, personal, request, options_, should_stop, &global);
   for (std::size_t i = 0; i < personal.size(); ++i) personal.values()[i] += result.update[i];
   train_loss = result.train_loss;
   spdlog::debug("personal adapter for global v{} ({}): {} steps, train loss {:.4f}, {:.2f} s", version, options.kind,

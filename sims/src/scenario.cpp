@@ -509,34 +509,35 @@ MemoryNeed device_memory_need(const Scenario& s, const inference::ModelConfig& c
   return need;
 }
 
-std::uint64_t adapter_length(const Scenario& scenario) {
+namespace {
+
+// Sum over the scenario's LoRA targets and layers of floats(in, out), one
+// target's count per layer.
+template <typename Floats>
+std::uint64_t sum_over_targets(const Scenario& scenario, Floats floats) {
   const inference::ModelConfig config = base_config(scenario);
   inference::LoraConfig lora;
-  lora.r = scenario.model.lora_rank;
   lora.target_modules = scenario.model.targets;
   std::uint64_t total = 0;
   for (int t = 0; t < inference::kNumLoraTargets; ++t) {
     auto target = static_cast<inference::LoraTarget>(t);
     if (!lora.targets(target)) continue;
     auto [in, out] = inference::lora_target_shape(config, target);
-    total += static_cast<std::uint64_t>(lora.r) * (in + out) * config.num_layers;
+    total += floats(static_cast<std::uint64_t>(in), static_cast<std::uint64_t>(out)) * config.num_layers;
   }
   return total;
 }
 
+}  // namespace
+
+std::uint64_t adapter_length(const Scenario& scenario) {
+  const auto rank = static_cast<std::uint64_t>(scenario.model.lora_rank);
+  return sum_over_targets(scenario, [rank](std::uint64_t in, std::uint64_t out) { return rank * (in + out); });
+}
+
 std::uint64_t federated_length(const Scenario& scenario) {
   if (scenario.training.rank_aggregation != "flexlora") return adapter_length(scenario);
-  const inference::ModelConfig config = base_config(scenario);
-  inference::LoraConfig lora;
-  lora.target_modules = scenario.model.targets;
-  std::uint64_t total = 0;
-  for (int t = 0; t < inference::kNumLoraTargets; ++t) {
-    auto target = static_cast<inference::LoraTarget>(t);
-    if (!lora.targets(target)) continue;
-    auto [in, out] = inference::lora_target_shape(config, target);
-    total += static_cast<std::uint64_t>(in) * out * config.num_layers;
-  }
-  return total;
+  return sum_over_targets(scenario, [](std::uint64_t in, std::uint64_t out) { return in * out; });
 }
 
 int device_rank(const Scenario& scenario, const DeviceProfile& device) {
