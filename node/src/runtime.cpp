@@ -44,7 +44,6 @@ struct EvalJob {
 struct PersonalJob {
   std::uint64_t version = 0;
   std::shared_ptr<const ParamVector> global;
-  std::shared_ptr<const ParamVector> previous;  // ditto's adapter so far; null: none yet
   PersonalizationOptions options;
 };
 using Job = std::variant<TrainJob, EvalJob, PersonalJob>;
@@ -73,7 +72,10 @@ using JobResult = std::variant<TrainDone, TrainFailed, EvalDone, PersonalDone>;
 // network loop keeps heartbeating meanwhile.
 class Worker {
  public:
-  explicit Worker(LocalTrainer& trainer) : trainer_(trainer), thread_([this] { loop(); }) {}
+  // `personal`: ditto's adapter so far (null: none yet); the worker carries
+  // it from one personalization to the next.
+  Worker(LocalTrainer& trainer, std::shared_ptr<const ParamVector> personal)
+      : trainer_(trainer), personal_(std::move(personal)), thread_([this] { loop(); }) {}
   ~Worker() {
     {
       std::lock_guard lock(mu_);
@@ -85,14 +87,19 @@ class Worker {
   }
 
   // A round's training goes ahead of queued personalization: the round has
-  // a deadline, the local slot's refresh does not.
+  // a deadline, the local slot's refresh does not. A personalization for a
+  // newer global replaces one still queued for an older one.
   void submit(Job job) {
     {
       std::lock_guard lock(mu_);
+      const auto personal = [](const Job& j) { return std::holds_alternative<PersonalJob>(j); };
       auto at = jobs_.end();
       if (std::holds_alternative<TrainJob>(job)) {
         cancel_ = false;
-        at = std::find_if(jobs_.begin(), jobs_.end(), [](const Job& j) { return std::holds_alternative<PersonalJob>(j); });
+        at = std::find_if(jobs_.begin(), jobs_.end(), personal);
+      } else if (personal(job)) {
+        std::erase_if(jobs_, personal);
+        at = jobs_.end();
       }
       jobs_.insert(at, std::move(job));
     }
@@ -153,8 +160,11 @@ class Worker {
         return quit_;
       };
       double loss = 0;
-      auto params = trainer_.personalize(*job.global, job.previous.get(), job.version, job.options, loss, quitting);
-      return PersonalDone{job.version, std::make_shared<const ParamVector>(std::move(params)), loss};
+      // Ditto continues from the adapter the last personalization made, not
+      // the one the runtime had when it queued this job.
+      personal_ = std::make_shared<const ParamVector>(
+          trainer_.personalize(*job.global, personal_.get(), job.version, job.options, loss, quitting));
+      return PersonalDone{job.version, personal_, loss};
     } catch (const std::exception& e) {
       spdlog::warn("personalizing global v{}: {}", job.version, e.what());
       return PersonalDone{job.version, nullptr, 0};
@@ -171,6 +181,7 @@ class Worker {
   }
 
   LocalTrainer& trainer_;
+  std::shared_ptr<const ParamVector> personal_;  // worker thread only
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Job> jobs_;
@@ -213,7 +224,6 @@ struct NodeRuntime::Impl {
 
   std::shared_ptr<const ParamVector> global;
   std::uint64_t global_version = 0;
-  std::shared_ptr<const ParamVector> personal;  // the personalized adapter (config.personalization)
   std::optional<std::uint64_t> first_version;
   std::function<void(const ParamVector&, std::uint64_t)> installed_callback;
   std::function<void(const ParamVector&, std::uint64_t)> local_callback;
@@ -238,7 +248,7 @@ struct NodeRuntime::Impl {
     }
     trainer = std::make_unique<LocalTrainer>(loaded.model, std::move(train), std::move(eval), config.trainer);
     fs::create_directories(config.state_dir);
-    load_personal();
+    auto personal = load_personal();
     connect();
     NodeIdentity identity;
     identity.node_id = config.node_id;
@@ -249,7 +259,7 @@ struct NodeRuntime::Impl {
     identity.capabilities.model_name = config.model;
     identity.capabilities.threads = static_cast<std::uint32_t>(config.threads);
     client.emplace(identity, client_config());
-    worker = std::make_unique<Worker>(*trainer);
+    worker = std::make_unique<Worker>(*trainer, std::move(personal));
   }
 
   ~Impl() { worker.reset(); }  // joins before the trainer and model go
@@ -325,7 +335,7 @@ struct NodeRuntime::Impl {
     if (installed_callback) installed_callback(*params, install.version);
     if (config.evaluate_global && trainer->has_eval()) worker->submit(EvalJob{install.version, params});
     if (config.personalization.enabled())
-      worker->submit(PersonalJob{install.version, params, personal, config.personalization});
+      worker->submit(PersonalJob{install.version, params, config.personalization});
   }
 
   // Saves the adapter as a PEFT directory state_dir/NAME (written aside, then
@@ -399,24 +409,26 @@ struct NodeRuntime::Impl {
 
   void handle(PersonalDone& done) {
     if (!done.params) return;
-    personal = done.params;
-    save_adapter(*personal, done.version, "personal");
+    save_adapter(*done.params, done.version, "personal");
     spdlog::info("personal adapter ({}) from global v{}: {} steps, train loss {:.4f}", config.personalization.kind,
                  done.version, config.personalization.steps, done.train_loss);
     update_stats([&](NodeStats& st) { st.personal_version = done.version; });
-    if (local_callback) local_callback(*personal, done.version);
+    if (local_callback) local_callback(*done.params, done.version);
   }
 
   // Ditto's personal adapter survives a restart: the one saved last, if any.
-  void load_personal() {
+  std::shared_ptr<const ParamVector> load_personal() const {
     const fs::path dir = config.state_dir / "personal";
-    if (config.personalization.kind != "ditto" || !fs::exists(dir)) return;
+    if (config.personalization.kind != "ditto" || !fs::exists(dir)) return nullptr;
     try {
-      personal = std::make_shared<const ParamVector>(inference::LoraAdapter::load(dir, loaded.model.config()).to_params());
+      auto personal =
+          std::make_shared<const ParamVector>(inference::LoraAdapter::load(dir, loaded.model.config()).to_params());
       spdlog::info("personal adapter loaded from {}", dir.string());
+      return personal;
     } catch (const Error& e) {
       spdlog::warn("personal adapter in {} not used ({}); ditto starts again from the next global", dir.string(),
                    e.what());
+      return nullptr;
     }
   }
 
