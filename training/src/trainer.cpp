@@ -143,48 +143,30 @@ void read_tensor_into(const SafetensorsFile& file, const std::string& name, at::
   target.copy_(at::from_blob(values.data(), target.sizes(), at::kFloat));
 }
 
-// While any trainer lives, glibc keeps freed memory instead of handing it
-// back to the kernel. A training step frees and reallocates the same large
-// activation buffers every step; with glibc's defaults the top of the heap is
-// trimmed and regrown and buffers above the (dynamic) mmap threshold are
-// unmapped, so each step pays page faults and page clearing again (~5-10% of
-// a tiny-model step, ~2% at 135M). Costs up to kTopPad of extra RSS; the
-// last trainer gone, the defaults' trimming returns and free memory is
-// released.
-class RetainFreedMemory {
- public:
-  RetainFreedMemory() {
-    std::lock_guard<std::mutex> lock(mutex());
-    if (count()++ > 0) return;
-    mallopt(M_MMAP_THRESHOLD, kMmapThreshold);
-    mallopt(M_TRIM_THRESHOLD, kTrimThreshold);
-    mallopt(M_TOP_PAD, kTopPad);
-  }
-  ~RetainFreedMemory() {
-    std::lock_guard<std::mutex> lock(mutex());
-    if (--count() > 0) return;
-    mallopt(M_TRIM_THRESHOLD, 2 * kMmapThreshold);  // what glibc's dynamic threshold ends at
-    mallopt(M_TOP_PAD, 0);
-    malloc_trim(0);
-  }
-  RetainFreedMemory(const RetainFreedMemory&) = delete;
-  RetainFreedMemory& operator=(const RetainFreedMemory&) = delete;
 
- private:
-  static constexpr int kMmapThreshold = 32 << 20;  // glibc's maximum
-  static constexpr int kTrimThreshold = 1 << 30;
-  static constexpr int kTopPad = 64 << 20;
-  static std::mutex& mutex() {
-    static std::mutex m;
-    return m;
-  }
-  static int& count() {
-    static int n = 0;
-    return n;
-  }
-};
+constexpr int kMmapThreshold = 32 << 20;  // glibc's maximum
+constexpr int kTrimThreshold = 1 << 30;
+constexpr int kTopPad = 64 << 20;
+std::mutex retain_mutex;
+int retain_count = 0;
 
 }  // namespace
+
+RetainFreedMemory::RetainFreedMemory() {
+  std::lock_guard<std::mutex> lock(retain_mutex);
+  if (retain_count++ > 0) return;
+  mallopt(M_MMAP_THRESHOLD, kMmapThreshold);
+  mallopt(M_TRIM_THRESHOLD, kTrimThreshold);
+  mallopt(M_TOP_PAD, kTopPad);
+}
+
+RetainFreedMemory::~RetainFreedMemory() {
+  std::lock_guard<std::mutex> lock(retain_mutex);
+  if (--retain_count > 0) return;
+  mallopt(M_TRIM_THRESHOLD, 2 * kMmapThreshold);  // what glibc's dynamic threshold ends at
+  mallopt(M_TOP_PAD, 0);
+  malloc_trim(0);
+}
 
 void TrainOptions::validate() const {
   auto bad = [](const std::string& what) { throw Error(ErrorKind::kInvalidInput, "training option " + what); };

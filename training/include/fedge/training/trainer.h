@@ -65,6 +65,24 @@ struct StepStats {
 // Learning rate at step `step` (0-based) under `options`.
 double learning_rate(const TrainOptions& options, std::int64_t step);
 
+// While any RetainFreedMemory lives (every Trainer holds one), glibc keeps
+// freed memory instead of handing it back to the kernel. A training step
+// frees and reallocates the same large activation buffers every step; with
+// glibc's defaults the top of the heap is trimmed and regrown and buffers
+// above the (dynamic) mmap threshold are unmapped, so each step pays page
+// faults and page clearing again (~5-10% of a tiny-model step, ~2% at 135M).
+// Costs up to 64 MB of extra RSS. When the last one goes, the defaults return
+// and malloc_trim releases free memory. A program that makes many short-lived
+// trainers (the simulator: one per node and round) holds one for its whole
+// run, or every trainer's end trims the heap and the next one faults it back.
+class RetainFreedMemory {
+ public:
+  RetainFreedMemory();
+  ~RetainFreedMemory();
+  RetainFreedMemory(const RetainFreedMemory&) = delete;
+  RetainFreedMemory& operator=(const RetainFreedMemory&) = delete;
+};
+
 class Trainer {
  public:
   // Trains the adapter `adapter_name` of `model` (made active); the base stays
