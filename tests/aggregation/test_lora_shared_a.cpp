@@ -30,7 +30,7 @@ std::vector<float> one_to(int n) {
 
 }  // namespace
 
-TEST_CASE("shared-A: the A part is every A in pair order, the B part every B, and joining them is the inverse",
+TEST_CASE("shared-A: the A part is every A in pair order and the B part every B and joining them is the inverse",
           "[aggregation][shared_a]") {
   const auto layout = lora_layout(two_pairs());
   const auto adapter = one_to(18);  // value = flat index + 1

@@ -188,7 +188,7 @@ TEST_CASE("personalization over node hosts: hosts keep the pooled held-out rows,
   CHECK(hosts.errors.empty());
 }
 
-TEST_CASE("shared-a over node hosts: each node's B stays in its host's block, and metrics.csv equals one process", "[personalization][long]") {
+TEST_CASE("shared-a over node hosts: each node's B stays in its host's block and metrics.csv equals one process", "[personalization][long]") {
   std::string text = kScenario;
   const std::string training = "[training]\n";
   text.replace(text.find(training), training.size(), training + "personalization = \"shared-a\"\n");

@@ -286,7 +286,7 @@ TEST_CASE("personalization keys read back and are checked") {
   CHECK_THAT(error_of("[training]\npersonal_steps = -2\n"), Catch::Contains("training.personal_steps"));
 }
 
-TEST_CASE("shared-a personalization: the federated vector is every A alone, and what it is not built with is refused") {
+TEST_CASE("shared-a personalization: the federated vector is every A alone and what it is not built with is refused") {
   const std::string tiny = "[model]\nbase = \"tiny-random\"\nlora_rank = 2\ntargets = [\"q\", \"v\"]\n";
   const std::string plain = tiny + "[secagg]\nenabled = false\n";
   auto s = parse_scenario(plain + "[training]\npersonalization = \"shared-a\"\n", "ok.toml");
