@@ -45,7 +45,12 @@ Context::Context(const Scenario& scenario, std::vector<NodeData> nodes, inferenc
   lora_scaling_ = adapter.config().scale();
   model_.add_adapter(kAdapterSlot, std::move(adapter));
   rank_aggregation_ = node::parse_rank_aggregation(scenario.training.rank_aggregation);
-  if (heterogeneous()) lora_pairs_ = node::lora_layout(initial_.layout());
+  shares_a_only_ = scenario.training.personalization == "shared-a";
+  if (heterogeneous() || shares_a_only_) lora_pairs_ = node::lora_layout(initial_.layout());
+  if (shares_a_only_) {
+    a_layout_ = node::lora_a_layout(initial_.layout());
+    initial_b_ = node::lora_b_part(lora_pairs_, initial_.values());
+  }
   if (rank_aggregation_ == node::RankAggregation::kFlexLora) {
     // Named after each pair's A ("...lora_A.weight" -> "...lora_BA.weight").
     for (std::size_t i = 0; i < lora_pairs_.pairs.size(); ++i) {
@@ -79,17 +84,23 @@ Context::Context(const Scenario& scenario, std::vector<NodeData> nodes, inferenc
 int Context::node_rank(int n) const { return device_rank(scenario_, node(n).device); }
 
 const ParamLayout& Context::federated_layout() const {
+  if (shares_a_only_) return a_layout_;
   return rank_aggregation_ == node::RankAggregation::kFlexLora ? dense_layout_ : initial_.layout();
 }
 
 std::vector<float> Context::initial_federated() const {
+  if (shares_a_only_) return node::lora_a_part(lora_pairs_, initial_.values());
   if (rank_aggregation_ == node::RankAggregation::kFlexLora)
     return node::lora_products(lora_pairs_, initial_.values(), lora_scaling_);
   return {initial_.values().begin(), initial_.values().end()};
 }
 
-ParamVector Context::node_adapter(int n, std::span<const float> global) const {
+ParamVector Context::node_adapter(int n, std::span<const float> global, std::span<const float> own_b) const {
   using node::RankAggregation;
+  if (shares_a_only_) {
+    const std::span<const float> b = own_b.empty() ? std::span<const float>(initial_b_) : own_b;
+    return {initial_.layout(), node::join_lora_parts(lora_pairs_, global, b)};
+  }
   switch (rank_aggregation_) {
     case RankAggregation::kHetLora:
       return {initial_.layout(), node::keep_rank(lora_pairs_, global, node_rank(n))};
@@ -110,6 +121,11 @@ std::vector<float> Context::node_update(int n, const ParamVector& start, std::ve
   auto dense = node::lora_products(lora_pairs_, update, lora_scaling_);
   for (std::size_t i = 0; i < dense.size(); ++i) dense[i] -= global[i];
   return dense;
+}
+
+node::SharedAStep Context::shared_a_step(const ParamVector& start, std::span<const float> update) const {
+  if (!shares_a_only_) throw Error(ErrorKind::kRuntime, "shared_a_step outside personalization \"shared-a\"");
+  return node::shared_a_step(lora_pairs_, start.values(), update);
 }
 
 int Context::evaluated_nodes() const {

@@ -84,21 +84,31 @@ class Context {
   node::RankAggregation rank_aggregation() const { return rank_aggregation_; }
   bool heterogeneous() const { return rank_aggregation_ != node::RankAggregation::kNone; }
   int node_rank(int n) const;
-  // What the coordinator holds and the nodes send: the adapter, or under
-  // FlexLoRA the dense products s B A of every LoRA pair (federated_length).
+  // Personalization "shared-a" (docs/SIMULATOR.md, "Personalization"): the
+  // federation carries only LoRA's A matrices; each node keeps its own B.
+  bool shares_a_only() const { return shares_a_only_; }
+  // What the coordinator holds and the nodes send: the adapter; under
+  // FlexLoRA the dense products s B A of every LoRA pair (federated_length);
+  // under shared-a every A concatenated (node::lora_a_layout).
   const ParamLayout& federated_layout() const;
   std::uint64_t federated_floats() const { return federated_layout().size(); }
   std::vector<float> initial_federated() const;
   // Node n's adapter from a federated global: the global itself without
   // heterogeneous ranks; HetLoRA: its first r_n components (node::keep_rank);
   // FlexLoRA: the best rank-r_n factors of the dense products, A's unused
-  // directions from the initial adapter (node::flexlora_factors).
-  ParamVector node_adapter(int n, std::span<const float> global) const;
+  // directions from the initial adapter (node::flexlora_factors); shared-a:
+  // the global A joined with the node's own B (`own_b`; empty: the initial
+  // adapter's B, what a node has before its first round).
+  ParamVector node_adapter(int n, std::span<const float> global, std::span<const float> own_b = {}) const;
   // Node n's contribution from its local update (local - `start`, start =
   // node_adapter(n, global)): unchanged without heterogeneous ranks; HetLoRA:
   // cut to r_n (exact zeros beyond); FlexLoRA: products(start + update) - global.
+  // Not for shared-a, whose node also keeps a B: see shared_a_step.
   std::vector<float> node_update(int n, const ParamVector& start, std::vector<float> update,
                                  std::span<const float> global) const;
+  // Shared-a: what a node sends (its update's A) and keeps (start's B plus
+  // its update's B) after a local round from `start` (node::shared_a_step).
+  node::SharedAStep shared_a_step(const ParamVector& start, std::span<const float> update) const;
 
   // Trains the adapter slot from `start` on `data` for `steps` steps: one
   // adapter on pooled data (levels 0-3) or a node alone (level 6).
@@ -130,6 +140,9 @@ class Context {
 
   void progress(const std::string& line) const;
   std::function<void(const std::string&)> progress_sink;
+  // RunOptions::on_wire: the coordinator side shows it every message it
+  // receives and sends (levels 4/5, synchronous rounds).
+  std::function<void(int level, bool from_node, const Delivery& message)> wire_tap;
 
  private:
   // Every node's round makes and ends a trainer; without this, each end
@@ -142,8 +155,11 @@ class Context {
   inference::Tokenizer tokenizer_;
   ParamVector initial_;
   node::RankAggregation rank_aggregation_ = node::RankAggregation::kNone;
-  node::LoraLayout lora_pairs_;  // the adapter's LoRA pairs (heterogeneous ranks only)
+  node::LoraLayout lora_pairs_;  // the adapter's LoRA pairs (heterogeneous ranks and shared-a only)
   ParamLayout dense_layout_;            // FlexLoRA: one out x in tensor per pair
+  bool shares_a_only_ = false;
+  ParamLayout a_layout_;                // shared-a: the A entries, the federated vector's layout
+  std::vector<float> initial_b_;        // shared-a: the initial adapter's B (zeros), a node's B before its first round
   double lora_scaling_ = 1.0;           // alpha / R
   std::int64_t base_parameters_ = 0;
   node::LocalTrainerOptions round_options_;  // the local step's settings the plan does not carry

@@ -194,6 +194,7 @@ void CoordinatorSide::receive(std::vector<Delivery> messages) {
       throw Error(ErrorKind::kProtocol, "a node host sent a message from node " + std::to_string(d.node) +
                                             ", but the scenario has " + std::to_string(down_free_.size()) + " nodes");
     }
+    if (ctx_.wire_tap) ctx_.wire_tap(level_, true, d);
     SimEvent e;
     e.at = d.at_ms;
     e.origin = d.node;
@@ -239,6 +240,7 @@ void CoordinatorSide::apply(const coordinator::CoordinatorActions& a, WindowOutp
     d.at_ms = arrival_ms(net_, now_, down_free_[static_cast<std::size_t>(n)], d.envelope.size(), false);
     d.node = static_cast<std::uint32_t>(n);
     d.seq = seq_++;
+    if (ctx_.wire_tap) ctx_.wire_tap(level_, false, d);
     out.to_nodes.push_back(std::move(d));
   }
   for (const auto& ev : a.events) {

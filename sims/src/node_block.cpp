@@ -27,6 +27,10 @@ struct NodeBlock::VirtualNode {
   int deliver_left = -1;
   std::uint64_t pending_ticket = 0;
   ParamVector personal;  // "ditto": the node's own adapter, kept across rounds (empty until its first round)
+  // "shared-a": the node's own B matrices, which never leave it (empty until
+  // its first local round: the initial adapter's B), and the B of the local
+  // round in progress, kept once that round's training completes.
+  std::vector<float> own_b, training_b;
 };
 
 NodeBlock::NodeBlock(Context& ctx, int level, int first, int end)
@@ -122,6 +126,8 @@ WindowReport NodeBlock::window(const WindowOrder& order) {
       case SimEvent::kTrainDone:
         if (vn.pending_ticket != e.update->ticket) break;  // cancelled meanwhile
         vn.pending_ticket = 0;
+        if (!vn.training_b.empty()) vn.own_b = std::move(vn.training_b);
+        vn.training_b.clear();
         apply(e.node, vn.client->on_update_ready(now_, std::move(*e.update)), report);
         break;
     }
@@ -212,8 +218,9 @@ void NodeBlock::train(int n, const node::TrainCommand& cmd) {
   auto& vn = at(n);
   const auto& node = ctx_.node(n);
   if (vn.deliver_left == 0 && cmd.round == vn.round) return;  // gone before training: nothing will arrive
-  // The node's own adapter from the global (itself, unless ranks differ).
-  const ParamVector start = ctx_.node_adapter(n, *vn.global);
+  // The node's own adapter from the global (itself, unless ranks differ or
+  // the node keeps its own B).
+  const ParamVector start = ctx_.node_adapter(n, *vn.global, vn.own_b);
   auto request = node::local_train_request(cmd);  // as the node runtime passes the plan
   request.seed = derive_seed(s_.seed, "fed/" + std::to_string(n) + "/" + std::to_string(cmd.round));
   auto outcome = ctx_.train_round(n, start, request);
@@ -223,7 +230,14 @@ void NodeBlock::train(int n, const node::TrainCommand& cmd) {
   update->ticket = cmd.ticket;
   update->num_examples = outcome.num_examples;
   update->train_loss = outcome.train_loss;
-  update->update = ctx_.node_update(n, start, std::move(outcome.update), *vn.global);
+  if (ctx_.shares_a_only()) {
+    // Only the update's A goes into the round; the B stays here.
+    auto step = ctx_.shared_a_step(start, outcome.update);
+    update->update = std::move(step.a_update);
+    vn.training_b = std::move(step.b);
+  } else {
+    update->update = ctx_.node_update(n, start, std::move(outcome.update), *vn.global);
+  }
   if (ctx_.rank_aggregation() == node::RankAggregation::kHetLora)
     update->lora_rank = static_cast<std::uint32_t>(ctx_.node_rank(n));
   vn.pending_ticket = cmd.ticket;
@@ -245,7 +259,10 @@ void NodeBlock::apply(int n, node::NodeActions a, WindowReport& report) {
     if (!shared) shared = std::make_shared<const std::vector<float>>(std::move(a.install->params));
     vn.global = shared;
   }
-  if (a.cancel_training) vn.pending_ticket = 0;
+  if (a.cancel_training) {
+    vn.pending_ticket = 0;
+    vn.training_b.clear();
+  }
   for (const auto& env : a.send) send(n, env, report);
   if (a.train) train(n, *a.train);
   for (const auto& note : a.notes) spdlog::debug("sim node {}: {}", n + 1, note);
@@ -272,9 +289,16 @@ MetricsRow NodeBlock::row_for(int n, const RoundDone& done, const std::optional<
 std::vector<MetricsRow> NodeBlock::rows_for(const RoundDone& done) {
   std::vector<MetricsRow> rows;
   // With heterogeneous ranks each node is measured with the adapter it would
-  // serve: its own rank's part of the global (Context::node_adapter).
+  // serve: its own rank's part of the global (Context::node_adapter). Under
+  // shared-a there is no global B: "the global" is the aggregated A with the
+  // initial adapter's B, what a node that never trained would hold; each
+  // node's own B makes its personal adapter.
   const bool per_node = ctx_.heterogeneous();
-  ParamVector global = per_node ? ParamVector() : ParamVector(ctx_.initial_adapter().layout(), done.global);
+  ParamVector global;
+  if (ctx_.shares_a_only())
+    global = ctx_.node_adapter(first_, done.global);  // no own B: the initial one
+  else if (!per_node)
+    global = ParamVector(ctx_.initial_adapter().layout(), done.global);
   std::optional<double> global_pooled;  // the same for every node of the round
   for (int n = first_; n < end_; ++n) {
     std::optional<Quality> q;
@@ -301,11 +325,17 @@ std::vector<MetricsRow> NodeBlock::rows_for(const RoundDone& done) {
 // Personalization on top of the round's new global (the global itself is not
 // touched): "ditto" trains the node's own adapter after every round it took
 // part in, pulled towards the global by ditto_lambda/2 * ||v - w||^2;
-// "finetune" takes personal_steps steps from the final global. Returns the
-// personal adapter to measure on the level's last round (nothing otherwise, or
-// for a node outside the evaluation sample); its training counts as node compute.
+// "finetune" takes personal_steps steps from the final global; "shared-a"
+// joins the global A with the node's own B (no training of its own: the B
+// trained in the rounds). Returns the personal adapter to measure on the
+// level's last round (nothing otherwise, or for a node outside the evaluation
+// sample); its training counts as node compute.
 std::optional<ParamVector> NodeBlock::personal_adapter(int n, const RoundDone& done, const ParamVector& global) {
   auto& vn = at(n);
+  if (ctx_.shares_a_only()) {
+    if (!done.last || !ctx_.evaluated(n)) return std::nullopt;
+    return ctx_.node_adapter(n, done.global, vn.own_b);
+  }
   const auto& node = ctx_.node(n);
   const int steps = s_.training.personal_step_count();
   const bool measure = done.last && ctx_.evaluated(n);

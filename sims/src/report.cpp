@@ -361,8 +361,12 @@ std::string personalization_markdown(const RunResult& result) {
   for (const auto& st : levels_over_seeds(result)) {
     if (interval_of(st, "personal_perplexity").n == 0) continue;
     if (!any) {
-      out << "\npersonalization \"" << result.personalization << "\" (" << result.personal_steps
-          << " steps per personal update): held-out perplexity, mean over the nodes\n\n"
+      out << "\npersonalization \"" << result.personalization << "\" ("
+          << (result.personalization == "shared-a"
+                  ? std::string("A aggregated, each node's B kept on the node; global: the aggregated A with the "
+                                "initial B, personal: the aggregated A with the node's own B")
+                  : std::to_string(result.personal_steps) + " steps per personal update")
+          << "): held-out perplexity, mean over the nodes\n\n"
           << "| level | global, own held-out | global, pooled held-out | personal, own held-out | "
              "personal, pooled held-out |\n|---|---|---|---|---|\n";
       any = true;

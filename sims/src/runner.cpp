@@ -192,6 +192,7 @@ RunResult run_one_seed(const Scenario& s, const RunOptions& options, detail::Hos
   auto context = detail::build_context(s);
   Context& ctx = *context;
   ctx.progress_sink = options.progress;
+  ctx.wire_tap = options.on_wire;
   bool both_federated = std::count(s.levels.begin(), s.levels.end(), 4) && std::count(s.levels.begin(), s.levels.end(), 5);
   ctx.enable_memo(both_federated);
   // Levels 4-6 run their virtual nodes in blocks: node hosts, or this process.

@@ -214,10 +214,6 @@ void read_training(const Table& t, TrainingSettings& s) {
   s.send_global_to_all = send == "all";
   s.eval_nodes = static_cast<int>(t.integer("eval_nodes", s.eval_nodes, {0, 1000000}));
   s.personalization = t.string("personalization", s.personalization, {"none", "finetune", "ditto", "shared-a"});
-  if (s.personalization == "shared-a") {
-    t.fail("personalization", "\"shared-a\" (aggregating only LoRA's A matrices) is not built yet; use \"none\", "
-                              "\"finetune\" or \"ditto\"");
-  }
   s.personal_steps = static_cast<int>(t.integer("personal_steps", s.personal_steps, {0, 1000000}));
   s.ditto_lambda = t.number("ditto_lambda", s.ditto_lambda, {0.0, 1e6});
   s.rank_aggregation = t.string("rank_aggregation", s.rank_aggregation, {"none", "hetlora", "flexlora"});
@@ -536,6 +532,10 @@ std::uint64_t adapter_length(const Scenario& scenario) {
 }
 
 std::uint64_t federated_length(const Scenario& scenario) {
+  if (scenario.training.personalization == "shared-a") {
+    const auto rank = static_cast<std::uint64_t>(scenario.model.lora_rank);
+    return sum_over_targets(scenario, [rank](std::uint64_t in, std::uint64_t) { return rank * in; });
+  }
   if (scenario.training.rank_aggregation != "flexlora") return adapter_length(scenario);
   return sum_over_targets(scenario, [](std::uint64_t in, std::uint64_t out) { return in * out; });
 }

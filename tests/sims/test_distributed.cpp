@@ -188,6 +188,23 @@ TEST_CASE("personalization over node hosts: hosts keep the pooled held-out rows,
   CHECK(hosts.errors.empty());
 }
 
+TEST_CASE("shared-a over node hosts: each node's B stays in its host's block and metrics.csv equals one process", "[personalization][long]") {
+  std::string text = kScenario;
+  const std::string training = "[training]\n";
+  text.replace(text.find(training), training.size(), training + "personalization = \"shared-a\"\n");
+  auto s = parse_scenario(text, "blocks.toml");
+  s.levels = {4};
+  auto local = run_scenario(s, quiet());
+  HostThreads hosts;
+  auto result = run_scenario(s, distributed(2, [&](const std::string& endpoint) { hosts.start(endpoint, 2); }));
+  CHECK(metrics_csv(result) == metrics_csv(local));
+  int measured = 0;
+  for (const auto& row : result.rows) measured += !std::isnan(row.personal_perplexity);
+  CHECK(measured == 5);  // every node's own B, on the last round
+  hosts.join();
+  CHECK(hosts.errors.empty());
+}
+
 namespace {
 
 // A fake node host: says hello, takes its assignment, then answers `reply`;

@@ -14,7 +14,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "fedge/common/error.h"
 #include "fedge/common/rng.h"
+#include "fedge/federation/wire.h"
+#include "fedge/protocol/codec.h"
+#include "fedge/sims/host_wire.h"
 #include "fedge/sims/runner.h"
 #include "fedge/sims/scenario.h"
 #include "test_util.h"
@@ -511,4 +515,99 @@ TEST_CASE("FedBuff under SecAgg+: each buffer is a secure sum among its contribu
   CHECK(r.curve[0].updates == 3);
   CHECK(std::isfinite(r.curve[0].mean_perplexity));
   for (const auto& row : r.rows) CHECK(row.participated);
+}
+
+namespace {
+
+// kTiny's adapter (rank 2 on q and v of 4 layers of 256 inputs; q has 256
+// outputs, v 128): every A alone is 4 x (2 x 256 + 2 x 256) floats, of the
+// whole adapter's 4 x (2 x (256 + 256) + 2 x (256 + 128)) = 7168.
+constexpr std::size_t kTinyAFloats = 4096;
+
+// What the coordinator received from the nodes and sent them, decoded: the
+// length of every update vector a node sent (the masked vector under SecAgg+,
+// checked against the expected length by the one converter a coordinator
+// uses, or the plain update's floats) and of every global model sent.
+struct WireLog {
+  std::vector<std::size_t> update_lengths;
+  std::vector<std::size_t> global_floats;
+  std::vector<std::string> errors;  // masked inputs no client id reads at `expected` length
+  bool any_nonzero_update = false;
+};
+
+RunResult run_shared_a(bool secure, std::size_t expected, WireLog& log, int blocks = 1) {
+  std::string text = kTiny;
+  text.replace(text.find("min_nodes = 3\n"), 14, "min_nodes = 3\npersonalization = \"shared-a\"\n");
+  if (!secure) text.replace(text.find("[secagg]\nenabled = true"), 23, "[secagg]\nenabled = false");
+  auto s = parse_scenario(text, "tiny.toml");
+  s.levels = {4};
+  RunOptions o;
+  o.threads = 1;
+  o.blocks = blocks;
+  o.progress = [](const std::string&) {};
+  o.on_wire = [&log, expected](int, bool from_node, const Delivery& d) {
+    namespace protocol = fedge::protocol;
+    const auto env = protocol::decode(d.envelope, protocol::Limits{});
+    if (!from_node) {
+      if (const auto* g = std::get_if<protocol::GlobalModel>(&env.body)) log.global_floats.push_back(g->data.size() / 4);
+      return;
+    }
+    if (const auto* plain = std::get_if<protocol::PlainUpdate>(&env.body)) {
+      log.update_lengths.push_back(plain->update.size());
+      for (float v : plain->update.span()) log.any_nonzero_update |= v != 0.0F;
+    } else if (const auto* masked = std::get_if<protocol::MaskedInputBody>(&env.body)) {
+      // The node's client id in the round is one of 1..3: exactly one reads
+      // it, and only at the A-only secure length (A + weight + loss).
+      int read = 0;
+      for (std::uint32_t client = 1; client <= 3; ++client) {
+        try {
+          log.update_lengths.push_back(fedge::federation::wire::from_wire(*masked, env.round, client, expected + 2).masked.size() - 2);
+          ++read;
+        } catch (const fedge::Error& e) {
+          if (std::string(e.what()).find("sender is client") == std::string::npos) log.errors.push_back(e.what());
+        }
+      }
+      if (read != 1) log.errors.push_back("a masked input read by " + std::to_string(read) + " client ids");
+    }
+  };
+  return run_scenario(s, o);
+}
+
+}  // namespace
+
+TEST_CASE("shared-a never puts B on the wire: every masked input and plain update the nodes send is A-only", "[personalization]") {
+  for (const bool secure : {true, false}) {
+    INFO("SecAgg+ " << secure);
+    WireLog log;
+    const auto r = run_shared_a(secure, kTinyAFloats, log);
+    REQUIRE(level(r, 4).rounds_completed == 2);
+    CHECK(log.errors.empty());
+    // 3 nodes x 2 rounds, each exactly the A part: round 2's after every
+    // node's B changed in round 1, so what the nodes keep never widens it.
+    CHECK(log.update_lengths == std::vector<std::size_t>(6, kTinyAFloats));
+    // The coordinator holds and sends only A too (each node's initial global and the new ones).
+    REQUIRE(log.global_floats.size() >= 9);
+    CHECK(log.global_floats == std::vector<std::size_t>(log.global_floats.size(), kTinyAFloats));
+    if (!secure) CHECK(log.any_nonzero_update);  // A does train (B = 0 only at the first step)
+  }
+}
+
+TEST_CASE("shared-a: the global is A with the initial B and each node's own B makes its personal adapter", "[personalization]") {
+  WireLog log, split_log;
+  const auto r = run_shared_a(true, kTinyAFloats, log);
+  const auto& l4 = level(r, 4);
+  // "global" = aggregated A with the initial B (zeros): the LoRA product is
+  // zero, so its quality is the base model's, on own and pooled rows.
+  CHECK(l4.mean_perplexity == Approx(r.base_perplexity).epsilon(1e-6));
+  REQUIRE(l4.personal_perplexity);
+  REQUIRE(l4.personal_pooled_perplexity);
+  // Each node's own B (trained in both rounds on its own records) moves its adapter off the base.
+  CHECK(*l4.personal_perplexity < r.base_perplexity);
+  CHECK(*l4.personal_perplexity != *l4.personal_pooled_perplexity);
+  for (const auto& row : r.rows) CHECK(std::isnan(row.personal_perplexity) == (row.round != 2));
+  CHECK(r.personal_steps == 0);  // no training of its own beyond the rounds
+  CHECK_THAT(summary_markdown(r), Catch::Contains("personalization \"shared-a\" (A aggregated"));
+  // The nodes' B live in their blocks: split over two blocks, nothing changes.
+  const auto split = run_shared_a(true, kTinyAFloats, split_log, 2);
+  CHECK(metrics_csv(split) == metrics_csv(r));
 }

@@ -281,10 +281,29 @@ TEST_CASE("personalization keys read back and are checked") {
   CHECK(parse_scenario(plain + "[training]\npersonal_steps = 3\n", "ok.toml").training.personal_step_count() == 3);
   CHECK_FALSE(parse_scenario(plain, "ok.toml").training.personalizes());
   CHECK_THAT(error_of("[training]\npersonalization = \"fedper\"\n"), Catch::Contains("training.personalization"));
-  CHECK_THAT(error_of("[training]\npersonalization = \"shared-a\"\n"),
-             Catch::Contains("training.personalization") && Catch::Contains("not built yet"));
+  CHECK_THAT(error_of("[training]\npersonalization = \"fedper\"\n"), Catch::Contains("'shared-a'"));  // names the known ones
   CHECK_THAT(error_of("[training]\nditto_lambda = -1\n"), Catch::Contains("training.ditto_lambda"));
   CHECK_THAT(error_of("[training]\npersonal_steps = -2\n"), Catch::Contains("training.personal_steps"));
+}
+
+TEST_CASE("shared-a personalization: the federated vector is every A alone and what it is not built with is refused") {
+  const std::string tiny = "[model]\nbase = \"tiny-random\"\nlora_rank = 2\ntargets = [\"q\", \"v\"]\n";
+  const std::string plain = tiny + "[secagg]\nenabled = false\n";
+  auto s = parse_scenario(plain + "[training]\npersonalization = \"shared-a\"\n", "ok.toml");
+  CHECK(s.training.personalization == "shared-a");
+  CHECK(s.training.personalizes());
+  CHECK(s.training.personal_step_count() == 0);  // B trains in the rounds, nothing after them
+  // The tiny preset's 4 layers, q (256 -> 256) and v (256 -> 128) at rank 2:
+  // A is 2 x 256 per target and layer, B 256 x 2 or 128 x 2.
+  CHECK(fedge::sims::federated_length(s) == 4 * (2 * 256 + 2 * 256));
+  CHECK(fedge::sims::adapter_length(s) == 4 * (2 * (256 + 256) + 2 * (256 + 128)));
+  // As ditto: not with FedBuff nor with heterogeneous ranks (yet).
+  CHECK_THAT(error_of(plain + "[training]\npersonalization = \"shared-a\"\nmode = \"fedbuff\"\n"),
+             Catch::Contains("training.mode") && Catch::Contains("personalization"));
+  const std::string pi2 = "[nodes]\ncount = 4\ndevices = [\"raspberry-pi\", \"jetson\"]\n"
+                          "[[device_profiles]]\nname = \"raspberry-pi\"\nlora_rank = 1\n";
+  CHECK_THAT(error_of(plain + pi2 + "[training]\npersonalization = \"shared-a\"\nrank_aggregation = \"hetlora\"\n"),
+             Catch::Contains("training.rank_aggregation") && Catch::Contains("\"shared-a\""));
 }
 
 TEST_CASE("heterogeneous LoRA ranks: device profiles set their rank, bad ranks and methods are refused naming the key") {

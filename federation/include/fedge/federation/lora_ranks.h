@@ -1,10 +1,12 @@
-// Heterogeneous LoRA ranks (HetLoRA, FlexLoRA): the flat-adapter math of
-// aggregation/lora_ranks.h, named in federation/ for the node's side (node/
+// Heterogeneous LoRA ranks (HetLoRA, FlexLoRA) and shared-A personalization
+// (FedSA-LoRA): the flat-adapter math of aggregation/lora_ranks.h and
+// aggregation/lora_shared_a.h, named in federation/ for the node's side (node/
 // reaches aggregation/ only through federation/). docs/FEDERATION.md,
-// "Heterogeneous ranks".
+// "Heterogeneous ranks"; docs/SIMULATOR.md, "Personalization".
 #pragma once
 
 #include "fedge/aggregation/lora_ranks.h"
+#include "fedge/aggregation/lora_shared_a.h"
 
 namespace fedge::federation {
 
@@ -15,5 +17,12 @@ using aggregation::lora_products;
 using aggregation::LoraLayout;
 using aggregation::parse_rank_aggregation;
 using aggregation::RankAggregation;
+
+using aggregation::join_lora_parts;
+using aggregation::lora_a_layout;
+using aggregation::lora_a_part;
+using aggregation::lora_b_part;
+using aggregation::shared_a_step;
+using aggregation::SharedAStep;
 
 }  // namespace fedge::federation

@@ -1,9 +1,10 @@
 // What a node of LoRA rank r does in a federation of heterogeneous ranks:
 // take its part of the global (HetLoRA: truncation; FlexLoRA: the best rank-r
-// factors of the dense products) and shape its update. The math is
-// aggregation/lora_ranks.h (through federation/lora_ranks.h); this header names
-// it for the node's users (the simulator), which reach federation/ only
-// through the node.
+// factors of the dense products) and shape its update; and under shared-A
+// personalization, join the global A with its own B and send only its
+// update's A. The math is aggregation/lora_ranks.h and lora_shared_a.h
+// (through federation/lora_ranks.h); this header names it for the node's
+// users (the simulator), which reach federation/ only through the node.
 #pragma once
 
 #include "fedge/federation/lora_ranks.h"
@@ -17,5 +18,12 @@ using federation::lora_products;
 using federation::LoraLayout;
 using federation::parse_rank_aggregation;
 using federation::RankAggregation;
+
+using federation::join_lora_parts;
+using federation::lora_a_layout;
+using federation::lora_a_part;
+using federation::lora_b_part;
+using federation::shared_a_step;
+using federation::SharedAStep;
 
 }  // namespace fedge::node

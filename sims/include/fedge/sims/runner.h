@@ -16,6 +16,8 @@
 
 namespace fedge::sims {
 
+struct Delivery;  // fedge/sims/host_wire.h
+
 struct LevelSummary {
   int level = 0;
   int seed = 0;  // seed index (fedge sim --seeds)
@@ -93,6 +95,13 @@ struct RunOptions {
   std::function<void(const std::string& endpoint)> on_bound;  // the bound endpoint (real port)
   // In one process: split the nodes into this many blocks (same results; tests).
   int blocks = 1;
+  // Levels 4/5 in synchronous rounds: every protocol message between a
+  // virtual node and the coordinator, as encoded for the wire (one Envelope,
+  // host_wire.h's Delivery), when the coordinator receives it from a node
+  // (from_node) or sends it to one. For audits and tests of what leaves the
+  // nodes (that shared-a sends no B: docs/SIMULATOR.md, "Personalization").
+  // Called on this thread as the coordinator side takes each one over, window by window.
+  std::function<void(int level, bool from_node, const Delivery& message)> on_wire;
 };
 
 // Partitions first (so a split that cannot work fails before any training),

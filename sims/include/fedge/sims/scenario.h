@@ -85,9 +85,11 @@ struct TrainingSettings {
   // steps from the final global on the node's own records; "ditto": after each
   // round it took part in, personal_steps steps of the node's own adapter with
   // the proximal term ditto_lambda/2 * ||v - w_global||^2. The global adapter
-  // and its federation are the same as with "none".
+  // and its federation are the same as with "none". "shared-a" (FedSA-LoRA):
+  // the rounds aggregate only LoRA's A matrices; each node keeps the B it
+  // trains in them, which never leaves it (no personal steps of its own).
   std::string personalization = "none";
-  int personal_steps = 0;      // 0: local_steps
+  int personal_steps = 0;      // 0: local_steps ("finetune", "ditto")
   double ditto_lambda = 0.1;
   bool personalizes() const { return personalization != "none"; }
   // Heterogeneous LoRA ranks (docs/SIMULATOR.md, "Heterogeneous ranks"): how
@@ -109,7 +111,11 @@ struct TrainingSettings {
   // quality-against-simulated-time curves to quality_time.csv.
   bool compare_sync = false;
   bool fedbuff() const { return mode == "fedbuff"; }
-  int personal_step_count() const { return personal_steps > 0 ? personal_steps : local_steps; }
+  // Steps of one personal update: 0 under "shared-a" (its B trains in the rounds).
+  int personal_step_count() const {
+    if (personalization == "shared-a") return 0;
+    return personal_steps > 0 ? personal_steps : local_steps;
+  }
 };
 
 struct SecAggSettings {
@@ -174,8 +180,9 @@ Scenario parse_scenario(std::string_view text, const std::string& source_name);
 
 // The number of trainable floats of the scenario's adapter (for secagg checks).
 std::uint64_t adapter_length(const Scenario& scenario);
-// The floats of one federated update (levels 4/5): the adapter, or under
-// FlexLoRA the dense products B A of every LoRA pair.
+// The floats of one federated update (levels 4/5): the adapter; under
+// FlexLoRA the dense products B A of every LoRA pair; under personalization
+// "shared-a" every A (rank x in) alone.
 std::uint64_t federated_length(const Scenario& scenario);
 // A node's LoRA rank: its device profile's lora_rank, else [model] lora_rank.
 int device_rank(const Scenario& scenario, const DeviceProfile& device);
