@@ -7,7 +7,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <map>
 #include <string>
 
 #include "../../sims/src/federation_sim.h"  // internal to sims/, not installed
@@ -102,20 +104,25 @@ SpiedRun run_spied(const std::string& strategy_lines) {
   run.adapter = ctx->adapter_floats();
   run.completed = host.completed;
   const protocol::Limits limits;
-  std::optional<federation::UpdateEncoding> encoding;
+  std::map<std::uint64_t, protocol::RoundPlan> plans;  // by round (every node gets the same plan)
   for (const auto& d : host.down) {
     const auto env = protocol::decode(d.envelope, limits);
     if (const auto* plan = std::get_if<protocol::RoundPlan>(&env.body)) {
-      encoding = federation::wire::update_encoding(*plan);
-      run.plan_update_lengths.push_back(encoding->update_length);
+      if (plans.emplace(env.round, *plan).second)
+        run.plan_update_lengths.push_back(federation::wire::update_encoding(*plan).update_length);
     }
   }
-  REQUIRE(encoding);
   for (const auto& d : host.up) {
     const auto env = protocol::decode(d.envelope, limits);
     if (const auto* masked = std::get_if<protocol::MaskedInputBody>(&env.body)) {
+      const auto& plan = plans.at(env.round);
+      // A node's SecAgg client id is its place in the plan's selection, from 1.
+      const auto at = std::find(plan.selected.begin(), plan.selected.end(), env.sender);
+      REQUIRE(at != plan.selected.end());
+      const auto client = static_cast<aggregation::ClientId>(at - plan.selected.begin() + 1);
       // Refused unless it holds exactly the plan's d = L' + 2 elements.
-      const auto input = federation::wire::from_wire(*masked, env.round, 1, encoding->vector_length());
+      const auto d_len = federation::wire::update_encoding(plan).vector_length();
+      const auto input = federation::wire::from_wire(*masked, env.round, client, d_len);
       run.masked_lengths.push_back(input.masked.size());
     }
   }
