@@ -354,6 +354,57 @@ class QFedAvg : public Robust {
   double q_, lipschitz_;
 };
 
+// SCAFFOLD (Karimireddy et al. 2020, "Stochastic Controlled Averaging for
+// Federated Learning", Algorithm 1, server side). The federated vector is
+// [x ; c]: the model and the server control variate, halves of one layout.
+// Each node sends [y_i - x ; c_i+ - c_i], weighted by its examples like any
+// update, so one secure sum carries both halves. From their weighted means:
+//   x += global_learning_rate * mean(dy),   c += |S| / N * mean(dc),
+// where |S| counts the round's updates and N every node (num_nodes): c stays
+// the mean of all nodes' c_i when each node's weight is equal.
+class Scaffold : public Strategy {
+ public:
+  Scaffold(double lr, std::size_t nodes) : lr_(lr), nodes_(nodes) {
+    if (!(lr > 0) || !std::isfinite(lr)) bad("scaffold: global_learning_rate must be > 0");
+  }
+  std::string name() const override { return "scaffold"; }
+  void set_round_participants(std::size_t participants) override { participants_ = participants; }
+  std::vector<float> aggregate(std::span<const float> global, std::span<const ClientUpdate> updates) override {
+    participants_ = updates.size();
+    return Strategy::aggregate(global, updates);
+  }
+
+ protected:
+  std::vector<float> apply(std::span<const float> global, std::span<const double> mean) override {
+    const std::size_t participants = participants_;
+    participants_ = 0;  // told again every round: a stale count is never reused
+    if (global.size() % 2)
+      bad("scaffold: the global vector has " + std::to_string(global.size()) +
+          " values, an odd number; it must be [x ; c], the model and its control variate of the same length");
+    if (nodes_ == 0)
+      bad("scaffold: num_nodes (N, every node of the federation) is not set; the simulator sets it from [nodes] "
+          "count");
+    if (participants == 0)
+      bad("scaffold: the number of updates in the secure sum is unknown (set_round_participants was not called)");
+    if (participants > nodes_)
+      bad("scaffold: " + std::to_string(participants) + " updates in a round of a federation of num_nodes = " +
+          std::to_string(nodes_));
+    const std::size_t half = global.size() / 2;
+    const double share = static_cast<double>(participants) / static_cast<double>(nodes_);
+    std::vector<float> out(global.size());
+    for (std::size_t i = 0; i < half; ++i) {
+      out[i] = static_cast<float>(global[i] + lr_ * mean[i]);
+      out[half + i] = static_cast<float>(global[half + i] + share * mean[half + i]);
+    }
+    return out;
+  }
+
+ private:
+  double lr_;
+  std::size_t nodes_;
+  std::size_t participants_ = 0;
+};
+
 }  // namespace
 
 std::vector<float> Strategy::apply(std::span<const float> global, std::span<const double> mean_update) {
@@ -435,6 +486,12 @@ void add_builtins(std::map<std::string, StrategyFactory>& f) {
                     return std::make_unique<QFedAvg>(param(p, "q_param", 0.2), param(p, "qffl_learning_rate", 0.1));
                   },
                   "q-FedAvg, loss-weighted for fairness (Li et al. 2020)"};
+  f["scaffold"] = {{"global_learning_rate", "num_nodes"},
+                   [](const StrategyParams& p) {
+                     return std::make_unique<Scaffold>(param(p, "global_learning_rate", 1.0),
+                                                       count(p, "num_nodes", 0, "scaffold"));
+                   },
+                   "SCAFFOLD, control variates against client drift (Karimireddy et al. 2020)"};
 }
 
 // Function-local so plug-ins registering at static initialisation, in any

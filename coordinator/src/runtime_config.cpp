@@ -51,6 +51,11 @@ FederationConfig read_federation_config(const config::Table& t) {
                 {1, std::numeric_limits<std::int64_t>::max()}));
   c.weight_caps.max_share = t.number("max_weight_share", c.weight_caps.max_share, {1e-9, 1.0});
   c.strategy = t.string("strategy", c.strategy);
+  // The daemons would run SCAFFOLD wrongly (nodes keep no control variates,
+  // the global is not [x ; c]); only the simulator has it so far.
+  if (c.strategy == "scaffold")
+    t.fail("strategy", "\"scaffold\" runs only in the simulator (fedge sim) so far: fedge node keeps no control "
+                       "variates yet (docs/FEDERATION.md, \"Strategies\"); choose another strategy");
   read_strategy_params(t.table("strategy_params"), c.strategy_params);
 
   const auto train = t.table("train");

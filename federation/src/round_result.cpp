@@ -93,6 +93,7 @@ RoundOutcome secure_round_result(const RoundStages& r, const agg::SecAggResult& 
   if (std::isfinite(ds.mean_train_loss)) out.metrics["train_loss"] = ds.mean_train_loss;
   out.metrics["weight_sum"] = ds.total_weight;
   if (hetlora) ds.weighted_sum = agg::rankwise_sum(*hetlora, ds.weighted_sum, ds.rank_weights, total);
+  strategy.set_round_participants(out.survivors.size());  // the sum alone does not say (SCAFFOLD's |S|)
   out.next_global = step_from_sum(strategy, global, ds.weighted_sum, total);
   return out;
 }
@@ -127,6 +128,7 @@ RoundOutcome plain_round_result(const RoundStages& r, const FederationConfig& cf
   out.metrics = participation(r, out.survivors.size());
   out.metrics["total_examples"] = examples;
   out.metrics["train_loss"] = loss / examples;
+  strategy.set_round_participants(out.survivors.size());
   if (hetlora) {
     out.next_global = hetlora_plain_step(r, cfg, members, *hetlora, out.survivors, ups, noise_rng, strategy, global);
     return out;

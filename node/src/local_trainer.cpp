@@ -89,7 +89,8 @@ LocalTrainRequest local_train_request(const TrainCommand& command) {
 LocalTrainResult train_local_round(inference::Model& model, const training::TokenDataset& data,
                                    const ParamVector& global, const LocalTrainRequest& request,
                                    const LocalTrainerOptions& trainer_options,
-                                   const std::function<bool()>& should_stop, const ParamVector* proximal_center) {
+                                   const std::function<bool()>& should_stop, const ParamVector* proximal_center,
+                                   const ParamVector* gradient_offset) {
   const auto start = std::chrono::steady_clock::now();
   if (data.empty()) throw Error(ErrorKind::kInvalidInput, "local trainer: the training set is empty");
   const ParamLayout own = install(model, global, trainer_options);
@@ -110,6 +111,7 @@ LocalTrainResult train_local_round(inference::Model& model, const training::Toke
 
   auto trainer = training::Trainer::for_adapter(model, trainer_options.adapter_slot, data, options);
   if (request.fedprox_mu > 0) trainer.set_proximal_center((proximal_center ? *proximal_center : global).remapped(own));
+  if (gradient_offset) trainer.set_gradient_offset(gradient_offset->remapped(own));
   LocalTrainResult result;
   double loss_sum = 0;
   while (!trainer.done()) {
@@ -123,6 +125,10 @@ LocalTrainResult train_local_round(inference::Model& model, const training::Toke
   const ParamVector local = model.adapter(trainer_options.adapter_slot)->to_params().remapped(global.layout());
   result.update.resize(local.size());
   for (std::size_t i = 0; i < result.update.size(); ++i) result.update[i] = local.values()[i] - global.values()[i];
+  if (gradient_offset && request.local_steps > 0) {
+    const ParamVector mean = ParamVector(own, trainer.mean_raw_gradient()).remapped(global.layout());
+    result.mean_gradient.assign(mean.values().begin(), mean.values().end());
+  }
   result.train_loss = request.local_steps > 0 ? loss_sum / request.local_steps : 0.0;
   result.num_examples = data.size();
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

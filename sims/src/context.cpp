@@ -60,6 +60,11 @@ Context::Context(const Scenario& scenario, std::vector<NodeData> nodes, inferenc
       dense_layout_.add(name, {static_cast<std::int64_t>(p.out), static_cast<std::int64_t>(p.in)});
     }
   }
+  scaffold_ = scenario.training.scaffold();
+  if (scaffold_) {
+    scaffold_layout_ = initial_.layout();
+    for (const auto& e : initial_.layout().entries()) scaffold_layout_.add("scaffold.c/" + e.name, e.shape);
+  }
   base_parameters_ = base_flop_parameters(model_.config());
   // As a node's [train] settings for the simulation: a constant rate, no
   // warm-up, no progress lines; each round's seed comes with its request.
@@ -85,6 +90,7 @@ int Context::node_rank(int n) const { return device_rank(scenario_, node(n).devi
 
 const ParamLayout& Context::federated_layout() const {
   if (shares_a_only_) return a_layout_;
+  if (scaffold_) return scaffold_layout_;
   return rank_aggregation_ == node::RankAggregation::kFlexLora ? dense_layout_ : initial_.layout();
 }
 
@@ -92,7 +98,9 @@ std::vector<float> Context::initial_federated() const {
   if (shares_a_only_) return node::lora_a_part(lora_pairs_, initial_.values());
   if (rank_aggregation_ == node::RankAggregation::kFlexLora)
     return node::lora_products(lora_pairs_, initial_.values(), lora_scaling_);
-  return {initial_.values().begin(), initial_.values().end()};
+  std::vector<float> out(initial_.values().begin(), initial_.values().end());
+  if (scaffold_) out.resize(2 * out.size(), 0.0F);  // c = 0
+  return out;
 }
 
 ParamVector Context::node_adapter(int n, std::span<const float> global, std::span<const float> own_b) const {
@@ -109,7 +117,27 @@ ParamVector Context::node_adapter(int n, std::span<const float> global, std::spa
               node::flexlora_factors(lora_pairs_, global, node_rank(n), lora_scaling_, initial_.values())};
     case RankAggregation::kNone: break;
   }
+  return global_adapter(global);
+}
+
+ParamVector Context::global_adapter(std::span<const float> global) const {
+  if (scaffold_) global = global.first(initial_.size());
   return {initial_.layout(), std::vector<float>(global.begin(), global.end())};
+}
+
+ParamVector Context::scaffold_offset(std::span<const float> global, const std::vector<float>& control) const {
+  const std::size_t n = initial_.size();
+  std::vector<float> offset(global.begin() + static_cast<std::ptrdiff_t>(n), global.end());
+  if (offset.size() != n) throw Error(ErrorKind::kInvalidInput, "scaffold: the global is not [x ; c]");
+  for (std::size_t i = 0; i < control.size(); ++i) offset[i] -= control[i];
+  return {initial_.layout(), std::move(offset)};
+}
+
+void Context::append_control_delta(std::vector<float>& update, const std::vector<float>& mean_gradient,
+                                   const std::vector<float>& control) {
+  const std::size_t n = update.size();
+  update.insert(update.end(), mean_gradient.begin(), mean_gradient.end());
+  for (std::size_t i = 0; i < control.size(); ++i) update[n + i] -= control[i];
 }
 
 std::vector<float> Context::node_update(int n, const ParamVector& start, std::vector<float> update,
@@ -179,7 +207,8 @@ TrainOutcome Context::train(const ParamVector& start, const training::TokenDatas
   return out;
 }
 
-node::LocalTrainResult Context::train_round(int n, const ParamVector& global, const node::LocalTrainRequest& request) {
+node::LocalTrainResult Context::train_round(int n, const ParamVector& global, const node::LocalTrainRequest& request,
+                                            const ParamVector* gradient_offset) {
   std::string key;
   if (memo_on_) {
     char hyper[128];
@@ -187,9 +216,12 @@ node::LocalTrainResult Context::train_round(int n, const ParamVector& global, co
                   request.batch_size, request.fedprox_mu, static_cast<unsigned long long>(request.seed.value_or(0)));
     key = std::to_string(n) + "/" + hyper + "/" +
           std::to_string(fnv1a(global.values().data(), global.values().size_bytes()));
+    if (gradient_offset)
+      key += "/c" + std::to_string(fnv1a(gradient_offset->values().data(), gradient_offset->values().size_bytes()));
     if (auto it = round_memo_.find(key); it != round_memo_.end()) return it->second;
   }
-  auto result = node::train_local_round(model_, node(n).train_set, global, request, round_options_);
+  auto result =
+      node::train_local_round(model_, node(n).train_set, global, request, round_options_, {}, nullptr, gradient_offset);
   model_.set_active_adapter("");
   if (!key.empty()) round_memo_.emplace(key, result);
   return result;

@@ -109,6 +109,21 @@ class Context {
   // Shared-a: what a node sends (its update's A) and keeps (start's B plus
   // its update's B) after a local round from `start` (node::shared_a_step).
   node::SharedAStep shared_a_step(const ParamVector& start, std::span<const float> update) const;
+  // The adapter part of a federated global (without heterogeneous ranks):
+  // the global itself, or under SCAFFOLD its first half.
+  ParamVector global_adapter(std::span<const float> global) const;
+
+  // SCAFFOLD ([training] strategy = "scaffold"; docs/SIMULATOR.md): the
+  // federated layout is the adapter's followed by "scaffold.c/<entry>", the
+  // server control variate c (zero at the start). A node keeps its own c_i
+  // (empty: zero, before its first round).
+  bool scaffold() const { return scaffold_; }
+  // c - c_i: what node n adds to every gradient of its round.
+  ParamVector scaffold_offset(std::span<const float> global, const std::vector<float>& control) const;
+  // Appends the control variate's half of an update: c_i+ - c_i, c_i+ the
+  // round's mean raw gradient.
+  static void append_control_delta(std::vector<float>& update, const std::vector<float>& mean_gradient,
+                                   const std::vector<float>& control);
 
   // Trains the adapter slot from `start` on `data` for `steps` steps: one
   // adapter on pooled data (levels 0-3) or a node alone (level 6).
@@ -122,7 +137,9 @@ class Context {
   // plan (steps, learning rate, batch, FedProx mu) reaches training as on a
   // real node. With the memo on, an identical step (same node, request and
   // global values) returns the earlier result (levels 4 and 5 often repeat one).
-  node::LocalTrainResult train_round(int node, const ParamVector& global, const node::LocalTrainRequest& request);
+  // `gradient_offset`: SCAFFOLD's c - c_i (node::train_local_round).
+  node::LocalTrainResult train_round(int node, const ParamVector& global, const node::LocalTrainRequest& request,
+                                     const ParamVector* gradient_offset = nullptr);
   Quality evaluate(const ParamVector& adapter, const NodeData& node, bool accuracy);
   double base_perplexity(const NodeData& node);
   // Personalization: the held-out rows of every node together (built by
@@ -160,6 +177,8 @@ class Context {
   bool shares_a_only_ = false;
   ParamLayout a_layout_;                // shared-a: the A entries, the federated vector's layout
   std::vector<float> initial_b_;        // shared-a: the initial adapter's B (zeros), a node's B before its first round
+  bool scaffold_ = false;
+  ParamLayout scaffold_layout_;         // SCAFFOLD: the adapter's entries, then "scaffold.c/" ones
   double lora_scaling_ = 1.0;           // alpha / R
   std::int64_t base_parameters_ = 0;
   node::LocalTrainerOptions round_options_;  // the local step's settings the plan does not carry

@@ -153,6 +153,8 @@ coordinator::FederationConfig CoordinatorSide::make_config() const {
   c.failure_probability = s_.secagg.failure_probability;
   c.strategy = s_.training.strategy;
   c.strategy_params = s_.training.strategy_params;
+  // SCAFFOLD moves c by |S| / N: N is every node of the scenario.
+  if (s_.training.scaffold()) c.strategy_params["num_nodes"] = s_.nodes;
   c.weight_caps = {static_cast<std::uint64_t>(s_.training.max_examples), s_.training.max_weight_share};
   // HetLoRA: the coordinator reads plain nodes' ranks by their device profile,
   // as public as the scenario (FlexLoRA's dense products need nothing).

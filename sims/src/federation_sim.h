@@ -83,6 +83,7 @@ class NodeBlock {
   void push(SimEvent e);
   MetricsRow row_for(int n, const RoundDone& done, const std::optional<Quality>& quality) const;
   std::vector<MetricsRow> rows_for(const RoundDone& done);
+  void keep_controls(const RoundDone& done);
   std::optional<ParamVector> personal_adapter(int n, const RoundDone& done, const ParamVector& global);
   std::vector<MetricsRow> local_only_rows();
   VirtualNode& at(int n);

@@ -31,6 +31,10 @@ struct NodeBlock::VirtualNode {
   // its first local round: the initial adapter's B), and the B of the local
   // round in progress, kept once that round's training completes.
   std::vector<float> own_b, training_b;
+  // SCAFFOLD: the node's control variate c_i (empty: zero, until a round of
+  // its counted), and the one its last training made, kept once its update
+  // is in a completed round's sum (keep_controls).
+  std::vector<float> control, pending_control;
 };
 
 NodeBlock::NodeBlock(Context& ctx, int level, int first, int end)
@@ -96,6 +100,7 @@ WindowReport NodeBlock::window(const WindowOrder& order) {
   // Rows of a round completed in the previous window: the nodes' counters as
   // of that window's end, the same however the nodes are split over blocks.
   for (const auto& done : order.completed) {
+    if (ctx_.scaffold()) keep_controls(done);
     auto rows = rows_for(done);
     report.rows.insert(report.rows.end(), rows.begin(), rows.end());
   }
@@ -223,7 +228,9 @@ void NodeBlock::train(int n, const node::TrainCommand& cmd) {
   const ParamVector start = ctx_.node_adapter(n, *vn.global, vn.own_b);
   auto request = node::local_train_request(cmd);  // as the node runtime passes the plan
   request.seed = derive_seed(s_.seed, "fed/" + std::to_string(n) + "/" + std::to_string(cmd.round));
-  auto outcome = ctx_.train_round(n, start, request);
+  std::optional<ParamVector> offset;  // SCAFFOLD: every gradient corrected by c - c_i
+  if (ctx_.scaffold()) offset = ctx_.scaffold_offset(*vn.global, vn.control);
+  auto outcome = ctx_.train_round(n, start, request, offset ? &*offset : nullptr);
   double seconds = compute_seconds(node.device, train_flops(ctx_.base_parameters(), outcome.tokens));
   vn.compute_s += seconds;
   auto update = std::make_shared<node::LocalUpdate>();
@@ -237,6 +244,10 @@ void NodeBlock::train(int n, const node::TrainCommand& cmd) {
     vn.training_b = std::move(step.b);
   } else {
     update->update = ctx_.node_update(n, start, std::move(outcome.update), *vn.global);
+  }
+  if (ctx_.scaffold()) {  // [y_i - x ; c_i+ - c_i], weighted and masked as one vector
+    Context::append_control_delta(update->update, outcome.mean_gradient, vn.control);
+    vn.pending_control = std::move(outcome.mean_gradient);
   }
   if (ctx_.rank_aggregation() == node::RankAggregation::kHetLora)
     update->lora_rank = static_cast<std::uint32_t>(ctx_.node_rank(n));
@@ -269,6 +280,18 @@ void NodeBlock::apply(int n, node::NodeActions a, WindowReport& report) {
   schedule_tick(n);
 }
 
+// SCAFFOLD: a node takes its new control variate once the round that summed
+// its update completes (the server's c moved by it); a node that dropped out
+// keeps its old one, so c stays the mean of the nodes' c_i.
+void NodeBlock::keep_controls(const RoundDone& done) {
+  for (std::uint32_t id : done.survivors) {
+    const int n = static_cast<int>(id);
+    if (n < first_ || n >= end_ || at(n).pending_control.empty()) continue;
+    at(n).control = std::move(at(n).pending_control);
+    at(n).pending_control.clear();
+  }
+}
+
 MetricsRow NodeBlock::row_for(int n, const RoundDone& done, const std::optional<Quality>& quality) const {
   const auto& vn = nodes_[static_cast<std::size_t>(n - first_)];
   MetricsRow r;
@@ -298,7 +321,7 @@ std::vector<MetricsRow> NodeBlock::rows_for(const RoundDone& done) {
   if (ctx_.shares_a_only())
     global = ctx_.node_adapter(first_, done.global);  // no own B: the initial one
   else if (!per_node)
-    global = ParamVector(ctx_.initial_adapter().layout(), done.global);
+    global = ctx_.global_adapter(done.global);
   std::optional<double> global_pooled;  // the same for every node of the round
   for (int n = first_; n < end_; ++n) {
     std::optional<Quality> q;

@@ -233,7 +233,7 @@ TEST_CASE("qfedavg: nodes weigh by loss^q as in Li et al. 2020, hand-computed") 
 TEST_CASE("strategy registry: every built-in and the example plug-in by name, bad names and duplicates refused") {
   const auto names = strategy_names();
   for (const char* n : {"fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "fedmedian",
-                        "fedtrimmedavg", "krum", "bulyan", "qfedavg", "normclip"})
+                        "fedtrimmedavg", "krum", "bulyan", "qfedavg", "scaffold", "normclip"})
     CHECK(std::find(names.begin(), names.end(), n) != names.end());
   CHECK(std::is_sorted(names.begin(), names.end()));
   // An unknown name lists the registered ones, plug-ins included.
@@ -265,4 +265,46 @@ TEST_CASE("normclip plug-in: updates above max_norm are scaled down before the w
   CHECK_THROWS_WITH(make_strategy("normclip", {}, true), Catch::Contains("secure aggregation"));
   const std::vector<float> sum = {1.0F, 1.0F};
   CHECK_THROWS_AS(s->aggregate_sum(global, sum, 2.0), fedge::Error);
+}
+
+TEST_CASE("scaffold: x moves by lr_g mean(dy), c by |S|/N mean(dc), from updates and from the secure sum") {
+  // The global is [x ; c] = [1, 2 ; 0.5, -1]; three of N = 4 nodes send
+  // [dy ; dc] with example weights 1, 1, 2:
+  //   weighted sum = [1+3+0, 0-2+2 ; 2+0-2, 0+4+4] = [4, 0 ; 0, 8], total 4,
+  //   mean = [1, 0 ; 0, 2]; lr_g = 0.5: x = [1.5, 2]; c += 3/4 * [0, 2] -> [0.5, 0.5].
+  const std::vector<float> global = {1.0F, 2.0F, 0.5F, -1.0F};
+  const std::vector<float> u1 = {1, 0, 2, 0}, u2 = {3, -2, 0, 4}, u3 = {0, 1, -1, 2};
+  const std::vector<ClientUpdate> updates = {{u1, 1.0}, {u2, 1.0}, {u3, 2.0}};
+  const std::vector<float> want = {1.5F, 2.0F, 0.5F, 0.5F};
+  auto s = make_strategy("scaffold", {{"global_learning_rate", 0.5}, {"num_nodes", 4}}, true);
+  CHECK(s->name() == "scaffold");
+  CHECK_FALSE(s->needs_individual_updates());
+  CHECK(s->aggregate(global, updates) == want);
+  const std::vector<float> sum = {4, 0, 0, 8};
+  s->set_round_participants(3);
+  CHECK(s->aggregate_sum(global, sum, 4.0) == want);
+  // The count is used once: a sum without it is refused, not given a stale |S|.
+  CHECK_THROWS_WITH(s->aggregate_sum(global, sum, 4.0), Catch::Contains("set_round_participants"));
+
+  // Defaults: lr_g = 1; every node in the round (|S| = N = 2): c moves by the full mean.
+  // mean of u1, u2 = [2, -1 ; 1, 2] -> x = [3, 1], c = [1.5, 1].
+  const std::vector<ClientUpdate> both = {{u1, 1.0}, {u2, 1.0}};
+  CHECK(make_strategy("scaffold", {{"num_nodes", 2}})->aggregate(global, both) ==
+        std::vector<float>{3.0F, 1.0F, 1.5F, 1.0F});
+}
+
+TEST_CASE("scaffold: refuses a missing N, more updates than nodes, an odd global and a bad learning rate") {
+  const std::vector<float> global = {1.0F, 2.0F, 0.5F, -1.0F};
+  const std::vector<float> u = {1, 0, 2, 0};
+  const std::vector<ClientUpdate> one = {{u, 1.0}};
+  CHECK_THROWS_WITH(make_strategy("scaffold")->aggregate(global, one), Catch::Contains("num_nodes"));
+  const std::vector<ClientUpdate> three = {{u, 1.0}, {u, 1.0}, {u, 1.0}};
+  CHECK_THROWS_WITH(make_strategy("scaffold", {{"num_nodes", 2}})->aggregate(global, three),
+                    Catch::Contains("3 updates") && Catch::Contains("num_nodes = 2"));
+  const std::vector<float> odd = {1, 2, 3}, odd_u = {0, 0, 0};
+  const std::vector<ClientUpdate> odd_one = {{odd_u, 1.0}};
+  CHECK_THROWS_WITH(make_strategy("scaffold", {{"num_nodes", 2}})->aggregate(odd, odd_one),
+                    Catch::Contains("odd number"));
+  CHECK_THROWS_WITH(make_strategy("scaffold", {{"global_learning_rate", 0}}), Catch::Contains("global_learning_rate"));
+  CHECK_THROWS_WITH(make_strategy("scaffold", {{"num_nodes", 1.5}}), Catch::Contains("num_nodes"));
 }

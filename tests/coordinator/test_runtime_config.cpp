@@ -114,4 +114,7 @@ TEST_CASE("federation config: strategy_params pass every key, so a plug-in strat
                     Catch::Contains("max_norm"));
   // A plug-in that needs each update is refused with secure aggregation.
   CHECK_THROWS_WITH(read("secure = true\nstrategy = \"normclip\"\n"), Catch::Contains("secure aggregation"));
+  // SCAFFOLD exists in the simulator only: the daemons refuse it rather than run it wrongly.
+  CHECK_THROWS_WITH(read("strategy = \"scaffold\"\n"),
+                    Catch::Contains("federation.strategy") && Catch::Contains("only in the simulator"));
 }

@@ -353,3 +353,100 @@ TEST_CASE("checkpointing only some layers gives the plain step's loss and gradie
     check_same(plain, one_step(true, false, false, false, n));
   }
 }
+
+namespace {
+
+// The tiny adapter with B moved off zero (so A gets gradients too) and the
+// exact f32 path, for the SCAFFOLD checks below.
+inference::Model scaffold_model() {
+  auto model = tiny_with_adapter("a");
+  at::manual_seed(5);
+  for (auto& p : model.adapter("a")->parameters()) {
+    at::NoGradGuard no_grad;
+    if (p.abs().sum().item<double>() == 0) p.normal_(0, 0.05, at::detail::getDefaultCPUGenerator());
+  }
+  return model;
+}
+
+TrainOptions scaffold_options(std::int64_t steps) {
+  auto o = quick_options(steps);
+  o.warmup_steps = 0;
+  o.schedule = "constant";
+  o.max_grad_norm = 0;  // the step sees the corrected gradient unclipped
+  o.frozen_base_bf16 = false;
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE("SCAFFOLD gradient offset: the first AdamW step is -lr (g + o) / (|g + o| + eps), g the raw gradient", "[trainer]") {
+  auto data = pattern_data(6, 20, 3, 7);
+  const auto options = scaffold_options(1);
+  // The raw gradient of the first step, from a run without an offset.
+  auto plain_model = scaffold_model();
+  auto plain = Trainer::for_adapter(plain_model, "a", data, options);
+  plain.step();
+  std::vector<float> raw;
+  for (const auto& p : plain_model.adapter("a")->parameters()) {
+    const at::Tensor g = p.grad().contiguous();
+    raw.insert(raw.end(), g.data_ptr<float>(), g.data_ptr<float>() + g.numel());
+  }
+
+  auto model = scaffold_model();
+  const ParamVector before = model.adapter("a")->to_params();
+  // An offset of -2g flips some coordinates' step, plus a constant that moves
+  // coordinates whose raw gradient is tiny: o = -2g + 0.01 (i % 3 - 1).
+  std::vector<float> offset(raw.size());
+  for (std::size_t i = 0; i < raw.size(); ++i)
+    offset[i] = (i % 2 ? -2.0F * raw[i] : 0.0F) + 0.01F * static_cast<float>(static_cast<int>(i % 3) - 1);
+  auto trainer = Trainer::for_adapter(model, "a", data, options);
+  trainer.set_gradient_offset(ParamVector(before.layout(), offset));
+  trainer.step();
+  // The reported mean over one step is that step's raw gradient, bit for bit.
+  REQUIRE(trainer.mean_raw_gradient() == raw);
+  // AdamW's first step with bias correction: m_hat = G, v_hat = G^2.
+  const ParamVector after = model.adapter("a")->to_params();
+  const double lr = options.lr, eps = options.eps;
+  std::size_t flipped = 0;
+  for (std::size_t i = 0; i < raw.size(); ++i) {
+    const double g = static_cast<double>(raw[i]) + offset[i];
+    const double want = before.values()[i] - lr * g / (std::abs(g) + eps);
+    INFO("coordinate " << i << ": raw " << raw[i] << ", offset " << offset[i]);
+    REQUIRE(after.values()[i] == Approx(want).epsilon(0).margin(1e-3 * lr));
+    if (g * raw[i] < 0) ++flipped;
+  }
+  REQUIRE(flipped > raw.size() / 8);  // the offset really turned steps around
+}
+
+TEST_CASE("SCAFFOLD mean raw gradient: the mean over the steps of the gradient before the offset", "[trainer]") {
+  auto data = pattern_data(6, 20, 3, 7);
+  auto model = scaffold_model();
+  const ParamVector start = model.adapter("a")->to_params();
+  std::vector<float> offset(start.size());
+  for (std::size_t i = 0; i < offset.size(); ++i) offset[i] = 0.003F * static_cast<float>(static_cast<int>(i % 5) - 2);
+  auto trainer = Trainer::for_adapter(model, "a", data, scaffold_options(3));
+  CHECK_THROWS_WITH(trainer.mean_raw_gradient(), Catch::Contains("no gradient offset"));
+  CHECK_THROWS_WITH(trainer.set_gradient_offset(ParamVector(ParamLayout(), {})), Catch::Contains("gradient offset has 0"));
+  trainer.set_gradient_offset(ParamVector(start.layout(), offset));
+  CHECK_THROWS_WITH(trainer.mean_raw_gradient(), Catch::Contains("no step"));
+  // Each step's .grad() holds the corrected gradient g_k + o (no clipping), so
+  // the raw one is what it holds minus o.
+  std::vector<double> sum(offset.size(), 0.0);
+  for (int k = 0; k < 3; ++k) {
+    trainer.step();
+    std::size_t i = 0;
+    for (const auto& p : model.adapter("a")->parameters()) {
+      const at::Tensor g = p.grad().contiguous();
+      for (std::int64_t j = 0; j < g.numel(); ++j, ++i) sum[i] += static_cast<double>(g.data_ptr<float>()[j]) - offset[i];
+    }
+  }
+  const auto mean = trainer.mean_raw_gradient();
+  REQUIRE(mean.size() == offset.size());
+  double largest = 0;
+  for (std::size_t i = 0; i < mean.size(); ++i) {
+    INFO("coordinate " << i);
+    REQUIRE(mean[i] == Approx(sum[i] / 3).margin(1e-7));
+    largest = std::max(largest, std::abs(sum[i] / 3));
+  }
+  REQUIRE(largest > 1e-4);  // not trivially zero
+}

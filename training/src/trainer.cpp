@@ -204,6 +204,9 @@ struct Trainer::Impl {
   std::string adapter_name;  // empty: full-parameter training
   std::vector<std::string> names;
   std::vector<at::Tensor> params, exp_avg, exp_avg_sq, prox_center;
+  // SCAFFOLD: the offset added to each raw gradient, and the raw gradients' sum.
+  std::vector<at::Tensor> grad_offset, raw_grad_sum;
+  std::int64_t raw_grad_steps = 0;
   std::int64_t step = 0;
   double run_seconds = 0.0;
 
@@ -230,6 +233,40 @@ struct Trainer::Impl {
 
   void select() {
     if (!adapter_name.empty()) model->set_active_adapter(adapter_name);
+  }
+
+  // `values` (the trained parameters' size, in their order) cut into one
+  // tensor per parameter; `what` names it in the error.
+  std::vector<at::Tensor> split_like_params(const ParamVector& values, const std::string& what) const {
+    std::size_t trained = 0;
+    for (const auto& p : params) trained += static_cast<std::size_t>(p.numel());
+    if (values.size() != trained) {
+      throw Error(ErrorKind::kInvalidInput, what + " has " + std::to_string(values.size()) +
+                                                " values, the trained parameters " + std::to_string(trained));
+    }
+    std::vector<at::Tensor> out;
+    std::size_t offset = 0;
+    for (const auto& p : params) {
+      auto part = values.values().subspan(offset, static_cast<std::size_t>(p.numel()));
+      out.push_back(at::from_blob(const_cast<float*>(part.data()), p.sizes(), at::kFloat).clone());
+      offset += part.size();
+    }
+    return out;
+  }
+
+  // Adds the raw gradients to their sum, then the offset to the gradients
+  // (a parameter without a gradient had a zero raw one).
+  void offset_gradients() {
+    at::NoGradGuard no_grad;
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      if (params[i].grad().defined()) {
+        raw_grad_sum[i].add_(params[i].grad());
+        params[i].mutable_grad().add_(grad_offset[i]);
+      } else {
+        params[i].mutable_grad() = grad_offset[i].clone();
+      }
+    }
+    ++raw_grad_steps;
   }
 
   double clip_and_norm() {
@@ -311,19 +348,27 @@ Trainer Trainer::full(inference::Model& model, const TokenDataset& data, TrainOp
 }
 
 void Trainer::set_proximal_center(const ParamVector& center) {
-  std::size_t trained = 0;
-  for (const auto& p : impl_->params) trained += static_cast<std::size_t>(p.numel());
-  if (center.size() != trained) {
-    throw Error(ErrorKind::kInvalidInput, "FedProx centre has a different size from the trained parameters");
+  impl_->prox_center = impl_->split_like_params(center, "the FedProx centre");
+}
+
+void Trainer::set_gradient_offset(const ParamVector& offset) {
+  impl_->grad_offset = impl_->split_like_params(offset, "the gradient offset");
+  impl_->raw_grad_sum.clear();
+  for (const auto& p : impl_->params) impl_->raw_grad_sum.push_back(at::zeros_like(p).detach());
+  impl_->raw_grad_steps = 0;
+}
+
+std::vector<float> Trainer::mean_raw_gradient() const {
+  const Impl& s = *impl_;
+  if (s.grad_offset.empty())
+    throw Error(ErrorKind::kInvalidInput, "mean_raw_gradient: no gradient offset was set (set_gradient_offset)");
+  if (s.raw_grad_steps == 0) throw Error(ErrorKind::kInvalidInput, "mean_raw_gradient: no step taken yet");
+  std::vector<float> out;
+  for (const auto& sum : s.raw_grad_sum) {
+    const at::Tensor mean = (sum / static_cast<double>(s.raw_grad_steps)).contiguous();
+    out.insert(out.end(), mean.data_ptr<float>(), mean.data_ptr<float>() + mean.numel());
   }
-  impl_->prox_center.clear();
-  std::size_t offset = 0;
-  for (auto& p : impl_->params) {
-    auto values = center.values().subspan(offset, static_cast<std::size_t>(p.numel()));
-    impl_->prox_center.push_back(
-        at::from_blob(const_cast<float*>(values.data()), p.sizes(), at::kFloat).clone());
-    offset += values.size();
-  }
+  return out;
 }
 
 StepStats Trainer::step() {
@@ -350,6 +395,7 @@ StepStats Trainer::step() {
     (sum / static_cast<double>(std::max<std::int64_t>(targets, 1))).backward();
     loss_sum += sum.item<double>();
   }
+  if (!s.grad_offset.empty()) s.offset_gradients();
   if (s.options.fedprox_mu > 0 && !s.prox_center.empty()) {
     at::NoGradGuard no_grad;
     for (std::size_t i = 0; i < s.params.size(); ++i) {

@@ -40,6 +40,10 @@ class Strategy {
   // FedProx's proximal coefficient mu that clients add to their local loss
   // (mu/2 ||w - w_global||^2); 0 for every other strategy. Sent in the round plan.
   virtual double proximal_mu() const { return 0.0; }
+  // Told by the coordinator before each aggregate()/aggregate_sum(): how many
+  // nodes' updates the round combines (|S|; under secure aggregation the sum
+  // alone does not say). Only SCAFFOLD reads it; others ignore it.
+  virtual void set_round_participants(std::size_t /*participants*/) {}
 
   // New global from individual updates. Throws Error(kInvalidInput) for no
   // updates, length mismatches, non-positive weights.
@@ -112,7 +116,12 @@ std::vector<double> weighted_mean_update(std::span<const float> global, std::spa
 // one by one, then each coordinate averages the n - 4f picked values nearest
 // its median; needs n >= 4f + 3), qfedavg (q_param=0.2,
 // qffl_learning_rate=0.1; Li et al. 2020's q-FedAvg: nodes with a higher loss
-// weigh more, by loss^q; needs each node's loss). Plug-ins add more. Defaults follow Flower. Throws Error(kInvalidInput) for an unknown name or
+// weigh more, by loss^q; needs each node's loss), scaffold
+// (global_learning_rate=1, num_nodes=0; Karimireddy et al. 2020: the global
+// is [x ; c], the adapter and the server control variate, and each update
+// [y_i - x ; c_i+ - c_i]; x += lr_g mean(dy), c += |S|/N mean(dc), N =
+// num_nodes, which the caller must set, |S| from set_round_participants or
+// the number of updates). Plug-ins add more. Defaults follow Flower. Throws Error(kInvalidInput) for an unknown name or
 // parameter, and when `secure_aggregation` is on for a strategy that needs
 // individual updates.
 std::unique_ptr<Strategy> make_strategy(const std::string& name, const StrategyParams& params = {},

@@ -44,6 +44,9 @@ LocalTrainRequest local_train_request(const TrainCommand& command);
 
 struct LocalTrainResult {
   std::vector<float> update;  // local - global, in the request's layout order
+  // SCAFFOLD (a gradient offset given): the mean raw gradient over the
+  // round's steps, in the request's layout order (the node's new control variate).
+  std::vector<float> mean_gradient;
   double train_loss = 0.0;    // mean over the round's steps
   std::uint64_t num_examples = 0;
   std::int64_t tokens = 0;
@@ -77,11 +80,15 @@ inference::LoraAdapter adapter_from_params(const ParamVector& params, const infe
 // request.fedprox_mu > 0), and returns the update in global's layout.
 // LocalTrainer::train runs exactly this; the simulator's virtual nodes call it
 // on their own data. `should_stop` is polled between steps (Error(kRuntime)
-// when it says stop).
+// when it says stop). With `gradient_offset` (SCAFFOLD's c - c_i, in
+// global's layout) every step's gradient is corrected by it
+// (training::Trainer::set_gradient_offset) and the result carries the mean
+// raw gradient.
 LocalTrainResult train_local_round(inference::Model& model, const training::TokenDataset& data,
                                    const ParamVector& global, const LocalTrainRequest& request,
                                    const LocalTrainerOptions& options, const std::function<bool()>& should_stop = {},
-                                   const ParamVector* proximal_center = nullptr);
+                                   const ParamVector* proximal_center = nullptr,
+                                   const ParamVector* gradient_offset = nullptr);
 
 // Personalization on top of the federation (docs/FEDERATION.md,
 // "Personalization"): after each new global the node trains an adapter of its

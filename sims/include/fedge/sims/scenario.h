@@ -62,6 +62,9 @@ struct TrainingSettings {
   int local_only_steps = 100;   // level 6: each node alone
   std::string strategy = "fedavg";  // a built-in or plug-in name (aggregation::make_strategy)
   std::map<std::string, double> strategy_params;  // [training.strategy_params]
+  // "scaffold" (docs/SIMULATOR.md, "SCAFFOLD"): the federated vector is the
+  // adapter and the server control variate, [x ; c], twice the adapter's length.
+  bool scaffold() const { return strategy == "scaffold"; }
   double fraction = 1.0;        // share of nodes picked per round
   int min_nodes = 2;
   double fedprox_mu = 0.0;
@@ -182,7 +185,8 @@ Scenario parse_scenario(std::string_view text, const std::string& source_name);
 std::uint64_t adapter_length(const Scenario& scenario);
 // The floats of one federated update (levels 4/5): the adapter; under
 // FlexLoRA the dense products B A of every LoRA pair; under personalization
-// "shared-a" every A (rank x in) alone.
+// "shared-a" every A (rank x in) alone; under SCAFFOLD the adapter and its
+// control variate (twice the adapter).
 std::uint64_t federated_length(const Scenario& scenario);
 // A node's LoRA rank: its device profile's lora_rank, else [model] lora_rank.
 int device_rank(const Scenario& scenario, const DeviceProfile& device);

@@ -98,6 +98,19 @@ class Trainer {
 
   // FedProx: penalise distance from `center` (same layout as the trained parameters).
   void set_proximal_center(const ParamVector& center);
+  // SCAFFOLD (Karimireddy et al. 2020): from now on every step adds `offset`
+  // (same layout as the trained parameters; a node passes c - c_i, the
+  // server's minus its own control variate) to the raw gradient, before the
+  // proximal term, clipping and the AdamW update, and keeps the sum of the
+  // raw gradients for mean_raw_gradient(). Throws Error(kInvalidInput) for a
+  // size other than the trained parameters'.
+  void set_gradient_offset(const ParamVector& offset);
+  // The mean, over the steps taken since set_gradient_offset, of each step's
+  // raw gradient (of the step's mean token loss: no offset, no proximal term,
+  // not clipped), flattened in the trained parameters' order (as
+  // set_gradient_offset reads them). A SCAFFOLD node's new control variate.
+  // Throws Error(kInvalidInput) without an offset set or before any step.
+  std::vector<float> mean_raw_gradient() const;
   StepStats step();
   // Runs until options.steps; `on_step` sees each step (progress lines are logged too).
   std::vector<StepStats> run(const std::function<void(const StepStats&)>& on_step = {});
