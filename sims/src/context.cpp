@@ -105,10 +105,7 @@ std::vector<float> Context::initial_federated() const {
 
 ParamVector Context::node_adapter(int n, std::span<const float> global, std::span<const float> own_b) const {
   using node::RankAggregation;
-  if (shares_a_only_) {
-    const std::span<const float> b = own_b.empty() ? std::span<const float>(initial_b_) : own_b;
-    return {initial_.layout(), node::join_lora_parts(lora_pairs_, global, b)};
-  }
+  if (shares_a_only_ && !own_b.empty()) return {initial_.layout(), node::join_lora_parts(lora_pairs_, global, own_b)};
   switch (rank_aggregation_) {
     case RankAggregation::kHetLora:
       return {initial_.layout(), node::keep_rank(lora_pairs_, global, node_rank(n))};
@@ -121,6 +118,7 @@ ParamVector Context::node_adapter(int n, std::span<const float> global, std::spa
 }
 
 ParamVector Context::global_adapter(std::span<const float> global) const {
+  if (shares_a_only_) return {initial_.layout(), node::join_lora_parts(lora_pairs_, global, initial_b_)};
   if (scaffold_) global = global.first(initial_.size());
   return {initial_.layout(), std::vector<float>(global.begin(), global.end())};
 }

@@ -109,8 +109,10 @@ class Context {
   // Shared-a: what a node sends (its update's A) and keeps (start's B plus
   // its update's B) after a local round from `start` (node::shared_a_step).
   node::SharedAStep shared_a_step(const ParamVector& start, std::span<const float> update) const;
-  // The adapter part of a federated global (without heterogeneous ranks):
-  // the global itself, or under SCAFFOLD its first half.
+  // The adapter a federated global stands for (without heterogeneous ranks):
+  // the global itself; under SCAFFOLD its first half; under shared-a (no
+  // global B) the global A with the initial adapter's B, what a node that
+  // never trained would hold.
   ParamVector global_adapter(std::span<const float> global) const;
 
   // SCAFFOLD ([training] strategy = "scaffold"; docs/SIMULATOR.md): the

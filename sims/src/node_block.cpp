@@ -29,11 +29,14 @@ struct NodeBlock::VirtualNode {
   ParamVector personal;  // "ditto": the node's own adapter, kept across rounds (empty until its first round)
   // "shared-a": the node's own B matrices, which never leave it (empty until
   // its first local round: the initial adapter's B), and the B of the local
-  // round in progress, kept once that round's training completes.
+  // round in progress, kept once that round's training completes (B is the
+  // node's alone: nothing the server holds depends on it, unlike `control`).
   std::vector<float> own_b, training_b;
   // SCAFFOLD: the node's control variate c_i (empty: zero, until a round of
-  // its counted), and the one its last training made, kept once its update
-  // is in a completed round's sum (keep_controls).
+  // its counted), and the one its last training made, kept only once its
+  // update is in a completed round's sum (keep_controls): the server's c is
+  // the mean of the c_i it summed, so a node whose update was lost keeps its
+  // old one (unlike `training_b`, kept whatever the round's fate).
   std::vector<float> control, pending_control;
 };
 
@@ -318,10 +321,7 @@ std::vector<MetricsRow> NodeBlock::rows_for(const RoundDone& done) {
   // node's own B makes its personal adapter.
   const bool per_node = ctx_.heterogeneous();
   ParamVector global;
-  if (ctx_.shares_a_only())
-    global = ctx_.node_adapter(first_, done.global);  // no own B: the initial one
-  else if (!per_node)
-    global = ctx_.global_adapter(done.global);
+  if (!per_node) global = ctx_.global_adapter(done.global);
   std::optional<double> global_pooled;  // the same for every node of the round
   for (int n = first_; n < end_; ++n) {
     std::optional<Quality> q;

@@ -221,12 +221,14 @@ void read_training(const Table& t, TrainingSettings& s) {
   s.rank_aggregation = t.string("rank_aggregation", s.rank_aggregation, {"none", "hetlora", "flexlora"});
   s.mode = t.string("mode", s.mode, {"sync", "fedbuff"});
   s.buffer_size = static_cast<int>(t.integer("buffer_size", s.buffer_size, {1, 1000000}));
+  s.fedbuff_updates = static_cast<int>(t.integer("fedbuff_updates", s.fedbuff_updates, {0, 100000000}));
   s.max_staleness = static_cast<int>(t.integer("max_staleness", s.max_staleness, {0, 1000000}));
   s.server_lr = t.number("server_lr", s.server_lr, {1e-9, 1e3});
   s.staleness_exponent = t.number("staleness_exponent", s.staleness_exponent, {0.0, 100.0});
   s.compare_sync = t.boolean("compare_sync", s.compare_sync);
   if (!s.fedbuff()) {
-    for (const char* key : {"buffer_size", "max_staleness", "server_lr", "staleness_exponent", "compare_sync"})
+    for (const char* key :
+         {"buffer_size", "fedbuff_updates", "max_staleness", "server_lr", "staleness_exponent", "compare_sync"})
       if (t.has(key)) t.fail(key, "applies only with mode = \"fedbuff\"");
   }
 }
@@ -477,7 +479,9 @@ int nodes_per_round(const Scenario& s) {
 
 int federated_rounds(const Scenario& s) {
   if (!s.training.fedbuff()) return s.training.rounds;
-  const std::int64_t updates = static_cast<std::int64_t>(s.training.rounds) * nodes_per_round(s);
+  const std::int64_t updates = s.training.fedbuff_updates > 0
+                                   ? s.training.fedbuff_updates
+                                   : static_cast<std::int64_t>(s.training.rounds) * nodes_per_round(s);
   return static_cast<int>((updates + s.training.buffer_size - 1) / s.training.buffer_size);
 }
 

@@ -353,6 +353,11 @@ TEST_CASE("FedBuff keys read back and are checked") {
   CHECK(s.training.compare_sync);
   // 3 rounds of 8 nodes = 24 updates = 12 buffers of 2.
   CHECK(fedge::sims::federated_rounds(s) == 12);
+  // Its own update budget: 25 updates = 13 buffers of 2 (the last one full).
+  auto budget = parse_scenario(plain + "[training]\nmode = \"fedbuff\"\nbuffer_size = 2\nfedbuff_updates = 25\n",
+                               "ok.toml");
+  CHECK(budget.training.fedbuff_updates == 25);
+  CHECK(fedge::sims::federated_rounds(budget) == 13);
   auto sync = parse_scenario(plain, "ok.toml");
   CHECK_FALSE(sync.training.fedbuff());
   CHECK(fedge::sims::federated_rounds(sync) == sync.training.rounds);
@@ -361,6 +366,9 @@ TEST_CASE("FedBuff keys read back and are checked") {
   CHECK_THAT(error_of("[training]\nbuffer_size = 3\n"),
              Catch::Contains("training.buffer_size") && Catch::Contains("only with mode = \"fedbuff\""));
   CHECK_THAT(error_of(plain + fb + "buffer_size = 0\n"), Catch::Contains("training.buffer_size"));
+  CHECK_THAT(error_of(plain + fb + "fedbuff_updates = -4\n"), Catch::Contains("training.fedbuff_updates"));
+  CHECK_THAT(error_of("[training]\nfedbuff_updates = 96\n"),
+             Catch::Contains("training.fedbuff_updates") && Catch::Contains("only with mode = \"fedbuff\""));
   CHECK_THAT(error_of(plain + fb + "buffer_size = 9\n"),
              Catch::Contains("training.buffer_size") && Catch::Contains("8 nodes"));
   CHECK_THAT(error_of(plain + fb + "server_lr = 0\n"), Catch::Contains("training.server_lr"));

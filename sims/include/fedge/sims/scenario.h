@@ -107,6 +107,10 @@ struct TrainingSettings {
   // [secagg] is on); `rounds` then counts server steps (global versions).
   std::string mode = "sync";
   int buffer_size = 4;            // K
+  // Local updates FedBuff aggregates before it stops; 0: the synchronous
+  // run's rounds * nodes_per_round (equal training compute). Time-to-quality
+  // comparisons give FedBuff more: its updates are cheaper in time but stale.
+  int fedbuff_updates = 0;
   int max_staleness = 10;         // updates staler than this many versions are dropped
   double server_lr = 1.0;         // eta_g
   double staleness_exponent = 0.5;  // w(s) = (1 + s)^-exponent
@@ -208,8 +212,8 @@ std::string level_name(int level);
 int nodes_per_round(const Scenario& scenario);
 // How many global versions levels 4/5 publish (the `round` of their rows):
 // `rounds` when synchronous; with FedBuff as many server steps as aggregate
-// the synchronous run's number of updates, ceil(rounds * nodes_per_round /
-// buffer_size), so both modes train the same number of local updates.
+// fedbuff_updates local updates, ceil(updates / buffer_size), where 0 means
+// the synchronous run's rounds * nodes_per_round (the same training compute).
 int federated_rounds(const Scenario& scenario);
 
 }  // namespace fedge::sims
