@@ -150,6 +150,11 @@ int main(int argc, char** argv) {
       Figures f32 = run_child(self + " --one " + args + " f32");
       Figures python = run_child("OMP_NUM_THREADS=" + std::to_string(threads) + " /usr/bin/python3 " + script + " " +
                                  args + " 2>/dev/null");
+      if (python.tokens_per_s <= 0)
+        std::fprintf(stderr,
+                     "bench_train: the PyTorch-Python reference (%s) gave no figure: is python3-torch installed? "
+                     "(bash scripts/install-deps.sh --bench); its ratios below read 0.00x\n",
+                     script.c_str());
       if (name == "smollm135m") python_135m[threads] = python;
       auto ratio = [&](const Figures& f) { return python.tokens_per_s > 0 ? f.tokens_per_s / python.tokens_per_s : 0.0; };
       const double cpu_ratio =
