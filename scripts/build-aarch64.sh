@@ -63,8 +63,7 @@ if [[ ${#missing[@]} -gt 0 ]]; then
 fi
 
 # ccache, where installed, makes a rebuild after a small change take seconds.
-launcher=()
-command -v ccache >/dev/null && launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+source scripts/ccache-launcher.sh
 mkdir -p "$build_dir"
 cmake -S . -B "$build_dir" -G Ninja -DCMAKE_TOOLCHAIN_FILE=cmake/toolchain-aarch64.cmake \
   -DCMAKE_BUILD_TYPE="${CMAKE_BUILD_TYPE:-Release}" -DFEDGE_TORCH_FREE_ONLY=ON "${launcher[@]}" "$@" \

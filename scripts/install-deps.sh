@@ -6,6 +6,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build pkg-config
+  ccache                                  # the portable and later builds reuse the main build's objects
   libtorch-dev libopenblas0-openmp        # without OpenBLAS libtorch falls back to ~14x slower BLAS
   libeigen3-dev libzmq3-dev cppzmq-dev libcapnp-dev capnproto
   libspdlog-dev catch2 libsodium-dev libssl-dev libtomlplusplus-dev libcli11-dev

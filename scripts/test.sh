@@ -4,7 +4,7 @@
 # CI-sized cross-device simulations over MPI (scripts/sim-mpi-check.sh), the
 # quantized round trip on the quickstart's pretrained base
 # (scripts/quantize-check.sh), the .deb (scripts/package.sh), the fuzz targets
-# (scripts/fuzz.sh), the torch-free libraries' tests with FEDGE_PORTABLE=ON
+# (scripts/fuzz.sh), every torch-free test program with FEDGE_PORTABLE=ON
 # (scripts/test-portable-core.sh) and cross-compiled for aarch64 under qemu
 # (scripts/build-aarch64.sh), the pages in headless Chromium
 # (scripts/test-browser.sh), then every other test with ctest (which prints
@@ -42,7 +42,8 @@ FEDGE_BUILD_DIR="$build_dir" bash scripts/package.sh
 # UBSan (docs/FUZZING.md); a crash fails the run.
 bash scripts/fuzz.sh
 # The libraries without libtorch again with FEDGE_PORTABLE=ON (the portable
-# kernels and AES-CTR ARM boards run), and their tests (docs/PORTABILITY.md).
+# kernels and AES-CTR ARM boards run), and every test program of that build
+# (docs/PORTABILITY.md); through ccache mostly the main build's objects.
 bash scripts/test-portable-core.sh
 # The same libraries cross-compiled for aarch64, their tests run under
 # qemu-aarch64-static (installs the cross compiler and arm64 libraries first).
