@@ -2,10 +2,13 @@
 // handful of steps): reproducible from the seed, and each level moves and
 // exposes what DESIGN.md says it does.
 // ATen (through the model headers) defines CHECK too; Catch must come after it.
+#include "fedge/inference/kernels_info.h"
 #include "fedge/inference/model_gguf.h"
+#include "fedge/inference/quant.h"
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -101,6 +104,70 @@ TEST_CASE("the same scenario and seed give identical metrics.csv") {
   CHECK(text.str() == csv);
   CHECK(std::filesystem::exists(dir.path / "summary.json"));
   CHECK(std::filesystem::exists(dir.path / "summary.md"));
+}
+
+namespace {
+
+// metrics.csv's lines, each split at its commas.
+std::vector<std::vector<std::string>> csv_cells(const std::string& csv) {
+  std::vector<std::vector<std::string>> lines;
+  std::istringstream in(csv);
+  for (std::string line; std::getline(in, line);) {
+    std::vector<std::string> cells;
+    std::istringstream fields(line);
+    for (std::string cell; std::getline(fields, cell, ',');) cells.push_back(cell);
+    lines.push_back(std::move(cells));
+  }
+  return lines;
+}
+
+RunResult run_tiny_on(const char* kernel_isa) {
+  REQUIRE(fedge::inference::set_kernel_isa(kernel_isa));
+  REQUIRE(fedge::inference::quant::set_isa(std::string(kernel_isa) == "avx512bf16" ? "avx512" : kernel_isa));
+  return run_tiny();
+}
+
+}  // namespace
+
+TEST_CASE("metrics.csv on the portable kernel path: identical to a vector path and within 1% with bf16 products (issue 17)") {
+  // What an ARM board's simulation or a FEDGE_PORTABLE build runs. Greedy
+  // accuracy decodes through the engine's kernels, whose float sums differ
+  // between paths within docs/PORTABILITY.md's bound, and on AVX512-BF16 CPUs
+  // training's frozen products are rounded to bf16 (bf16_matmul_fast), where
+  // every other path multiplies in f32.
+  struct Restore {
+    ~Restore() {
+      fedge::inference::set_kernel_isa("auto");
+      fedge::inference::quant::set_isa("auto");
+    }
+  } restore;
+  const auto portable = run_tiny_on("portable");
+  // Greedy accuracy was measured in some rows, so the engine's decode ran.
+  CHECK(std::any_of(portable.rows.begin(), portable.rows.end(), [](const auto& r) { return r.accuracy.has_value(); }));
+  for (const std::string isa : fedge::inference::available_kernel_isas()) {
+    if (isa == "portable") continue;
+    INFO("kernel path " << isa);
+    const auto other = run_tiny_on(isa.c_str());
+    if (isa != "avx512bf16") {
+      CHECK(metrics_csv(other) == metrics_csv(portable));
+      continue;
+    }
+    // bf16 products: every column but perplexity identical, perplexity within 1%.
+    const auto a = csv_cells(metrics_csv(other)), b = csv_cells(metrics_csv(portable));
+    REQUIRE(a.size() == b.size());
+    REQUIRE(a[0][3] == "perplexity");
+    for (std::size_t line = 1; line < a.size(); ++line) {
+      REQUIRE(a[line].size() == b[line].size());
+      for (std::size_t col = 0; col < a[line].size(); ++col) {
+        if (col != 3) {
+          CHECK(a[line][col] == b[line][col]);
+        } else {
+          const double pa = std::stod(a[line][col]), pb = std::stod(b[line][col]);
+          CHECK(std::abs(pa - pb) <= 0.01 * pb);
+        }
+      }
+    }
+  }
 }
 
 TEST_CASE("levels expose, move and survive outages as designed") {
