@@ -3,6 +3,7 @@
 // bf16 weights). Decode is memory-bound at batch 1, so it is reported as a
 // fraction of the roofline: read bandwidth (measured here, same run) divided
 // by the weight bytes read per token.
+//   build/bin/bench_inference [--quick] [--threads 1|2] [--isa NAME] [--weights f32|bf16|q8_0|q4_0]
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -108,6 +109,7 @@ Speed measure(Model& m, int prompt_len, int decode_tokens) {
 int main(int argc, char** argv) {
   bool quick = false;
   int only_threads = 0;  // --threads N: that count only (1 or 2)
+  std::string only_weights;  // --weights f32|bf16|q8_0|q4_0: the 135M shape in that type only (and its f32 reference)
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--quick") quick = true;
@@ -115,6 +117,7 @@ int main(int argc, char** argv) {
       std::printf("this CPU lacks instruction set %s\n", argv[i]);
       return 2;
     }
+    if (a == "--weights" && i + 1 < argc) only_weights = argv[++i];
     if (a == "--threads" && i + 1 < argc) {
       only_threads = std::atoi(argv[++i]);
       if (only_threads != 1 && only_threads != 2) {
@@ -141,6 +144,15 @@ int main(int argc, char** argv) {
                                {"smollm-135m-shape q8_0", ModelConfig::smollm_135m(), WeightType::kQ8_0},
                                {"smollm-135m-shape q4_0", ModelConfig::smollm_135m(), WeightType::kQ4_0}};
   if (quick) models.resize(2);
+  if (!only_weights.empty()) {
+    const std::string wanted = "smollm-135m-shape " + only_weights;
+    if (std::none_of(models.begin(), models.end(), [&](const Entry& e) { return e.name == wanted; })) {
+      std::printf("--weights takes f32, bf16, q8_0 or q4_0, got %s\n", only_weights.c_str());
+      return 2;
+    }
+    // The f32 row stays: the "x f32" column is a ratio to it.
+    std::erase_if(models, [&](const Entry& e) { return e.name != wanted && e.name != "smollm-135m-shape f32"; });
+  }
   std::vector<double> read_bw(3), copy_bw(3);
   for (int t : thread_counts) {
     read_bw[t] = read_bandwidth(t);
