@@ -169,40 +169,41 @@ TEST_CASE("two seeds over node hosts: the hosts rebuild their blocks per seed, a
   CHECK(hosts.errors.empty());
 }
 
-TEST_CASE("personalization over node hosts: hosts keep the pooled held-out rows, and metrics.csv equals one process", "[personalization][long]") {
-  std::string text = kScenario;
-  const std::string training = "[training]\n";
-  text.replace(text.find(training), training.size(), training + "personalization = \"ditto\"\npersonal_steps = 1\n");
-  auto s = parse_scenario(text, "blocks.toml");
-  s.levels = {4};
-  auto local = run_scenario(s, quiet());
-  HostThreads hosts;
-  auto result = run_scenario(s, distributed(2, [&](const std::string& endpoint) { hosts.start(endpoint, 2); }));
-  const auto csv = metrics_csv(result);
-  CHECK(csv == metrics_csv(local));
-  CHECK(csv.find("personal_pooled_perplexity") != std::string::npos);
-  int measured = 0;
-  for (const auto& row : result.rows) measured += !std::isnan(row.personal_pooled_perplexity);
-  CHECK(measured == 5);  // every node, on the last round
-  hosts.join();
-  CHECK(hosts.errors.empty());
-}
+namespace {
 
-TEST_CASE("shared-a over node hosts: each node's B stays in its host's block and metrics.csv equals one process", "[personalization][long]") {
+// kScenario at level 4 with `personalization_lines` added to [training], run in
+// one process and over two node hosts: the hosts' result (checked equal to
+// the local one's metrics.csv, and the hosts to have ended cleanly).
+RunResult personalized_over_hosts(const std::string& personalization_lines) {
   std::string text = kScenario;
   const std::string training = "[training]\n";
-  text.replace(text.find(training), training.size(), training + "personalization = \"shared-a\"\n");
+  text.replace(text.find(training), training.size(), training + personalization_lines);
   auto s = parse_scenario(text, "blocks.toml");
   s.levels = {4};
   auto local = run_scenario(s, quiet());
   HostThreads hosts;
   auto result = run_scenario(s, distributed(2, [&](const std::string& endpoint) { hosts.start(endpoint, 2); }));
   CHECK(metrics_csv(result) == metrics_csv(local));
+  hosts.join();
+  CHECK(hosts.errors.empty());
+  return result;
+}
+
+}  // namespace
+
+TEST_CASE("personalization over node hosts: hosts keep the pooled held-out rows, and metrics.csv equals one process", "[personalization][long]") {
+  const auto result = personalized_over_hosts("personalization = \"ditto\"\npersonal_steps = 1\n");
+  CHECK(metrics_csv(result).find("personal_pooled_perplexity") != std::string::npos);
+  int measured = 0;
+  for (const auto& row : result.rows) measured += !std::isnan(row.personal_pooled_perplexity);
+  CHECK(measured == 5);  // every node, on the last round
+}
+
+TEST_CASE("shared-a over node hosts: each node's B stays in its host's block and metrics.csv equals one process", "[personalization][long]") {
+  const auto result = personalized_over_hosts("personalization = \"shared-a\"\n");
   int measured = 0;
   for (const auto& row : result.rows) measured += !std::isnan(row.personal_perplexity);
   CHECK(measured == 5);  // every node's own B, on the last round
-  hosts.join();
-  CHECK(hosts.errors.empty());
 }
 
 namespace {
