@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 
 bash scripts/build.sh
 build_dir="${FEDGE_BUILD_DIR:-build}"
-# docs/DEPLOYMENT.md's walkthrough, run as written (about 80 s: keys, data, a
+# docs/DEPLOYMENT.md's walkthrough, run as written (140-180 s on the 2-core VM: keys, data, a
 # pretrained base, a coordinator and 3 nodes, secure rounds, a chat request).
 # Not a ctest test: it needs both cores to itself (libtorch's OpenMP threads
 # slow down several-fold beside other tests), and it binds fixed ports.
