@@ -68,6 +68,13 @@ start_s = 50
 duration_s = 50
 )";
 
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+
 RunResult run_tiny(const std::string& extra = "") {
   auto s = parse_scenario(std::string(kTiny) + extra, "tiny.toml");
   RunOptions o;
@@ -111,8 +118,7 @@ namespace {
 // metrics.csv's lines, each split at its commas.
 std::vector<std::vector<std::string>> csv_cells(const std::string& csv) {
   std::vector<std::vector<std::string>> lines;
-  std::istringstream in(csv);
-  for (std::string line; std::getline(in, line);) {
+  for (const auto& line : lines_of(csv)) {
     std::vector<std::string> cells;
     std::istringstream fields(line);
     for (std::string cell; std::getline(fields, cell, ',');) cells.push_back(cell);
@@ -271,13 +277,6 @@ RunResult run_seeds(int seeds, const std::vector<int>& levels, const std::string
   o.threads = 1;
   o.progress = [](const std::string&) {};
   return run_scenario(s, o);
-}
-
-std::vector<std::string> lines_of(const std::string& text) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) out.push_back(line);
-  return out;
 }
 
 }  // namespace
