@@ -150,7 +150,7 @@ TEST_CASE("metrics.csv on the portable kernel path: identical to a vector path a
   const auto portable = run_tiny_on("portable");
   // Greedy accuracy was measured in some rows, so the engine's decode ran.
   CHECK(std::any_of(portable.rows.begin(), portable.rows.end(), [](const auto& r) { return r.accuracy.has_value(); }));
-  for (const std::string isa : fedge::inference::available_kernel_isas()) {
+  for (const std::string& isa : fedge::inference::available_kernel_isas()) {
     if (isa == "portable") continue;
     INFO("kernel path " << isa);
     const auto other = run_tiny_on(isa.c_str());

@@ -91,7 +91,8 @@ void dequantize_rows(QuantType type, const void* w, float* y, std::int64_t rows,
 // rows into such tasks. fedge_inference installs its decode thread pool
 // (kernels::parallel_for: the caller works too and threads claim tasks, so a
 // thread the OS has not scheduled holds nothing up); without one, or after
-// set_parallel_for(nullptr), OpenMP runs them.
+// set_parallel_for(nullptr), OpenMP runs them. The pool gives each thread a
+// contiguous share of the tasks (see inference/src/kernels.cpp).
 using ParallelFor = void (*)(int tasks, void (*fn)(const void*, int), const void* ctx, bool parallel);
 void set_parallel_for(ParallelFor runner);
 
