@@ -4,8 +4,10 @@
 // layers of q, k, v, o, gate, up, down; hidden 576, intermediate 1536, 3 of 9
 // heads for k and v), every layer its own weights, so a token reads the whole
 // model as decoding does; then the tied 49152 x 576 LM head in f32, f16 and the
-// quantized types. Each at 1 and 2 OpenMP threads, next to this machine's read
-// bandwidth measured in the same run at the same thread count (the roofline).
+// quantized types. Each at 1 and 2 threads (the decode pool, sized by
+// omp_set_num_threads as in the model), next to this machine's read bandwidth
+// measured in the same run at the same thread count (the roofline); rows
+// q8_0- and q4_0- repeat the quantized products without software prefetch.
 // Usage: bench_quant [in out]   (one [out x in] matrix instead of the model)
 #include <omp.h>
 
@@ -147,6 +149,7 @@ void layer_f32(const std::vector<Weights>& layer, const float* x, float* y) {
 struct Row {
   const char* name;
   Format format;
+  bool no_prefetch = false;  // the quantized products without their software prefetch
 };
 
 void run(const char* title, const std::vector<std::vector<Weights>>& layers, const std::vector<Row>& rows,
@@ -172,6 +175,8 @@ void run(const char* title, const std::vector<std::vector<Weights>>& layers, con
       double mb = 0;
       for (const auto& layer : layers)
         for (const auto& w : layer) mb += megabytes(w, row.format);
+      const int prefetch = q::prefetch_bytes();
+      if (row.no_prefetch) q::set_prefetch_bytes(0);
       const double s = best_seconds(
           [&] {
             for (const auto& layer : layers) {
@@ -182,6 +187,7 @@ void run(const char* title, const std::vector<std::vector<Weights>>& layers, con
             }
           },
           repeats);
+      q::set_prefetch_bytes(prefetch);
       if (row.format == Format::kF32) f32_seconds = s;
       const char* isa = row.format == Format::kQ8 || row.format == Format::kQ4 ? q::isa_name() : k::isa_name();
       std::printf("%-7d %-4s %-10s %9.1f %9.3f %11.1f %9.0f%% %6.2fx\n", threads, row.name, isa, mb, s * 1e3,
@@ -198,7 +204,8 @@ int main(int argc, char** argv) {
   std::printf("bench_quant: y = W x at batch 1, quant isa %s, f32/f16 kernel isa %s\n", q::isa_name(), k::isa_name());
   std::printf("machine: %s\n", fedge::machine_summary().c_str());
   std::mt19937 rng(1);
-  const std::vector<Row> all = {{"f32", Format::kF32}, {"q8_0", Format::kQ8}, {"q4_0", Format::kQ4}};
+  const std::vector<Row> all = {{"f32", Format::kF32},         {"q8_0", Format::kQ8}, {"q4_0", Format::kQ4},
+                                {"q8_0-", Format::kQ8, true}, {"q4_0-", Format::kQ4, true}};
   if (argc > 2) {
     const Proj shape{std::atoi(argv[2]), std::atoi(argv[1])};
     std::vector<std::vector<Weights>> one = {{make_weights(shape, rng, true)}};
@@ -227,7 +234,9 @@ int main(int argc, char** argv) {
   head_rows.push_back({"f16", Format::kF16});
   run("LM head (tied embedding) 49152 x 576", head, head_rows, std::vector<std::uint64_t>(head[0][0].f32.size() / 2, 1),
       10);
-  std::printf("\nreading: at batch 1 a product is memory-bound when it reaches the roofline; Q8_0 reads 1.06 bytes\n"
+  std::printf("\nq8_0- and q4_0-: the same products without their software prefetch (%d bytes ahead)\n",
+              q::prefetch_bytes());
+  std::printf("reading: at batch 1 a product is memory-bound when it reaches the roofline; Q8_0 reads 1.06 bytes\n"
               "and Q4_0 0.56 bytes per weight against f32's 4, so their time can fall by up to 3.8x and 7.1x;\n"
               "below the roofline the kernel is compute-bound (unpacking, the per-block sums) or waits on threads\n");
   return 0;

@@ -230,6 +230,32 @@ TEST_CASE("quant: matmul gives the same bits on every instruction set for the mo
   }
 }
 
+TEST_CASE("quant: the software prefetch changes no bit, and a negative distance is refused") {
+  struct PrefetchGuard {
+    int saved = prefetch_bytes();
+    ~PrefetchGuard() { set_prefetch_bytes(saved); }
+  } guard;
+  CHECK(prefetch_bytes() == 4096);  // the default the docs and bench_quant report
+  // Odd output counts end in a single row after the row pairs.
+  const int in = 576, out = 301, rows = 2;
+  const auto w = random_row(static_cast<std::size_t>(in) * out, 21, 0.05F);
+  const auto x = random_row(static_cast<std::size_t>(in) * rows, 22);
+  for (QuantType type : {QuantType::kQ8_0, QuantType::kQ4_0}) {
+    std::vector<std::uint8_t> packed(row_bytes(type, in) * out);
+    quantize_rows(type, w.data(), packed.data(), out, in);
+    std::vector<float> without(static_cast<std::size_t>(rows) * out), with(without.size());
+    set_prefetch_bytes(0);
+    matmul(type, packed.data(), x.data(), without.data(), rows, in, out);
+    for (int bytes : {64, 4096, 1 << 20}) {  // up to far past the matrix's end
+      set_prefetch_bytes(bytes);
+      matmul(type, packed.data(), x.data(), with.data(), rows, in, out);
+      INFO(quant_type_name(type) << " prefetching " << bytes << " bytes ahead");
+      CHECK(std::memcmp(with.data(), without.data(), with.size() * sizeof(float)) == 0);
+    }
+  }
+  CHECK_THROWS_WITH(set_prefetch_bytes(-1), Catch::Contains("prefetch distance -1 is negative"));
+}
+
 TEST_CASE("quant: matvec over quantized rows is close to the f32 product") {
   const int in = 512, out = 64;
   const auto w = random_row(static_cast<std::size_t>(in) * out, 4, 0.05F), x = random_row(in, 5);

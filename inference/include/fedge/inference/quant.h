@@ -96,6 +96,14 @@ void dequantize_rows(QuantType type, const void* w, float* y, std::int64_t rows,
 using ParallelFor = void (*)(int tasks, void (*fn)(const void*, int), const void* ctx, bool parallel);
 void set_parallel_for(ParallelFor runner);
 
+// How far ahead of the weight rows it is reading a product asks the CPU to
+// fetch them (__builtin_prefetch), in bytes; 0 turns it off. Default 4096:
+// on the 2-core EPYC VM it made a decoded token's Q4_0 products 25-30%
+// faster at 1 and 2 threads and Q8_0's 0-3% (bench_quant measures both ways
+// in one run, docs/PERFORMANCE.md). For benchmarks and tuning on a board.
+void set_prefetch_bytes(int bytes);
+int prefetch_bytes();
+
 // Forces the kernels' instruction set ("avx512", "avx2", "scalar"; "auto" or
 // empty restores detection); false when this CPU lacks it. isa_name(): the
 // one in use. Every choice gives the same bits (tests compare them).
