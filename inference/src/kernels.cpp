@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
@@ -597,6 +598,56 @@ __attribute__((target("avx512f"))) void axpy_avx512(float a, const float* x, flo
 }
 #endif
 
+#ifdef FEDGE_KERNELS_X86
+// attend() on AVX-512 for hd = 16 * C: scores four positions at a time (four
+// independent chains), then the weighted sum of V with the head's C output
+// vectors held in registers across all positions.
+template <int C>
+__attribute__((target("avx512f"))) void attend_avx512(const float* q, const float* K, const float* V, int last,
+                                                       float scale, float* sc, float* out) {
+  constexpr int hd = 16 * C;
+  __m512 qv[C];
+  for (int c = 0; c < C; ++c) qv[c] = _mm512_loadu_ps(q + 16 * c);
+  const int n = last + 1;
+  int s = 0;
+  for (; s + 4 <= n; s += 4) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    const float* k = K + std::size_t(s) * hd;
+    for (int c = 0; c < C; ++c) {
+      a0 = _mm512_fmadd_ps(_mm512_loadu_ps(k + 16 * c), qv[c], a0);
+      a1 = _mm512_fmadd_ps(_mm512_loadu_ps(k + hd + 16 * c), qv[c], a1);
+      a2 = _mm512_fmadd_ps(_mm512_loadu_ps(k + 2 * hd + 16 * c), qv[c], a2);
+      a3 = _mm512_fmadd_ps(_mm512_loadu_ps(k + 3 * hd + 16 * c), qv[c], a3);
+    }
+    sc[s] = _mm512_reduce_add_ps(a0) * scale;
+    sc[s + 1] = _mm512_reduce_add_ps(a1) * scale;
+    sc[s + 2] = _mm512_reduce_add_ps(a2) * scale;
+    sc[s + 3] = _mm512_reduce_add_ps(a3) * scale;
+  }
+  for (; s < n; ++s) {
+    __m512 a = _mm512_setzero_ps();
+    for (int c = 0; c < C; ++c) a = _mm512_fmadd_ps(_mm512_loadu_ps(K + std::size_t(s) * hd + 16 * c), qv[c], a);
+    sc[s] = _mm512_reduce_add_ps(a) * scale;
+  }
+  float mx = -INFINITY;
+  for (s = 0; s < n; ++s) mx = std::max(mx, sc[s]);
+  float sum = 0;
+  for (s = 0; s < n; ++s) {
+    sc[s] = std::exp(sc[s] - mx);
+    sum += sc[s];
+  }
+  const float inv = 1.0f / sum;
+  __m512 acc[C];
+  for (int c = 0; c < C; ++c) acc[c] = _mm512_setzero_ps();
+  for (s = 0; s < n; ++s) {
+    const __m512 p = _mm512_set1_ps(sc[s] * inv);
+    const float* v = V + std::size_t(s) * hd;
+    for (int c = 0; c < C; ++c) acc[c] = _mm512_fmadd_ps(p, _mm512_loadu_ps(v + 16 * c), acc[c]);
+  }
+  for (int c = 0; c < C; ++c) _mm512_storeu_ps(out + 16 * c, acc[c]);
+}
+#endif
+
 }  // namespace
 
 void matvec_f32(const float* w, const float* x, float* y, int rows, int in, int out) {
@@ -674,6 +725,37 @@ namespace {
 // this pool too, wherever the model's kernels are linked in.
 const bool quant_uses_pool = (quant::set_parallel_for(&parallel_for), true);
 }  // namespace
+
+void attend(const float* q, const float* K, const float* V, int last, int hd, float scale, float* sc, float* out) {
+#ifdef FEDGE_KERNELS_X86
+  if (isa() >= Isa::kAvx512) {
+    switch (hd) {
+      case 16: return attend_avx512<1>(q, K, V, last, scale, sc, out);
+      case 32: return attend_avx512<2>(q, K, V, last, scale, sc, out);
+      case 48: return attend_avx512<3>(q, K, V, last, scale, sc, out);
+      case 64: return attend_avx512<4>(q, K, V, last, scale, sc, out);
+      case 80: return attend_avx512<5>(q, K, V, last, scale, sc, out);
+      case 96: return attend_avx512<6>(q, K, V, last, scale, sc, out);
+      case 128: return attend_avx512<8>(q, K, V, last, scale, sc, out);
+      default: break;
+    }
+  }
+#endif
+  float mx = -INFINITY;
+  for (int s = 0; s <= last; ++s) {
+    sc[s] = dot(q, K + std::size_t(s) * hd, hd) * scale;
+    mx = std::max(mx, sc[s]);
+  }
+  float sum = 0;
+  for (int s = 0; s <= last; ++s) {
+    sc[s] = std::exp(sc[s] - mx);
+    sum += sc[s];
+  }
+  const float inv = 1.0f / sum;
+  std::fill_n(out, hd, 0.f);
+  for (int s = 0; s <= last; ++s)
+    if (sc[s] != 0.f) axpy(sc[s] * inv, V + std::size_t(s) * hd, out, hd);
+}
 
 float dot(const float* a, const float* b, int n) {
 #ifdef FEDGE_KERNELS_X86

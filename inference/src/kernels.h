@@ -52,6 +52,13 @@ void parallel_for(int tasks, void (*fn)(const void*, int), const void* ctx, bool
 float dot(const float* a, const float* b, int n);
 void axpy(float a, const float* x, float* y, int n);  // y += a * x
 
+// One head's attention over positions 0..last of its cache: out[hd] =
+// softmax(scale * K q) V, K and V [last + 1, hd] row-major; `scores` holds
+// last + 1 floats of scratch. On AVX-512 with hd a multiple of 16 up to 128
+// the whole head runs in registers (no call per position); elsewhere it is
+// dot, exp and axpy per position.
+void attend(const float* q, const float* K, const float* V, int last, int hd, float scale, float* scores, float* out);
+
 // Forces an instruction set ("avx512bf16", "avx512", "avx2", "neon",
 // "portable" or its older name "scalar"; "auto" or empty restores detection).
 // Returns false when this CPU lacks it. Process-wide: tests that force one

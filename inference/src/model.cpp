@@ -381,25 +381,13 @@ void attention_task(const void* p, int task) {
   thread_local std::vector<float> sc;
   const int r = task / j.nh, h = task % j.nh, b = j.rows[r], slot = j.positions[r], hd = j.hd;
   float* out = j.att + std::size_t(r) * j.qd + h * hd;
-  std::fill_n(out, hd, 0.f);
-  if (b < 0) return;  // padding: output unused
+  if (b < 0) {  // padding: output unused
+    std::fill_n(out, hd, 0.f);
+    return;
+  }
   if (int(sc.size()) < slot + 1) sc.resize(slot + 1);
-  const float* qv = j.q + std::size_t(r) * j.qd + h * hd;
-  const float* K = j.cache->keys(j.layer, b, h / j.group);
-  const float* V = j.cache->values(j.layer, b, h / j.group);
-  float mx = -INFINITY;
-  for (int s = 0; s <= slot; ++s) {
-    sc[s] = kernels::dot(qv, K + std::size_t(s) * hd, hd) * j.scale;
-    mx = std::max(mx, sc[s]);
-  }
-  float sum = 0;
-  for (int s = 0; s <= slot; ++s) {
-    sc[s] = std::exp(sc[s] - mx);
-    sum += sc[s];
-  }
-  const float inv = 1.0f / sum;
-  for (int s = 0; s <= slot; ++s)
-    if (sc[s] != 0.f) kernels::axpy(sc[s] * inv, V + std::size_t(s) * hd, out, hd);
+  kernels::attend(j.q + std::size_t(r) * j.qd + h * hd, j.cache->keys(j.layer, b, h / j.group),
+                  j.cache->values(j.layer, b, h / j.group), slot, hd, j.scale, sc.data(), out);
 }
 
 }  // namespace
