@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <string>
 #include <type_traits>
@@ -704,9 +705,10 @@ void matmul_typed(const MatmulJob* jobs, int count, const float* x, int rows, in
     const std::int64_t pair_bytes = 2 * blocks * static_cast<std::int64_t>(sizeof(Block));
     int j = j0;
     for (; j + 1 < j1; j += 2) {
-      if (ahead > 0) {
-        const char* next = reinterpret_cast<const char*>(w + j * blocks) + ahead;
-        for (std::int64_t at = 0; at < pair_bytes; at += 64) __builtin_prefetch(next + at, 0, 3);
+      if (ahead > 0) {  // an address, not a pointer: it may lie past the matrix
+        const std::uintptr_t next = reinterpret_cast<std::uintptr_t>(w + j * blocks) + ahead;
+        for (std::int64_t at = 0; at < pair_bytes; at += 64)
+          __builtin_prefetch(reinterpret_cast<const void*>(next + static_cast<std::uintptr_t>(at)), 0, 3);
       }
       for (int r = 0; r < g.rows; ++r) {
         float two[2];
