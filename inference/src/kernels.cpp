@@ -598,6 +598,19 @@ __attribute__((target("avx512f"))) void axpy_avx512(float a, const float* x, flo
 }
 #endif
 
+// Softmax's first half, shared by attend's paths: sc[s] = exp(sc[s] - max)
+// in place; returns 1 / their sum.
+float exponentiate_scores(float* sc, int n) {
+  float mx = -INFINITY;
+  for (int s = 0; s < n; ++s) mx = std::max(mx, sc[s]);
+  float sum = 0;
+  for (int s = 0; s < n; ++s) {
+    sc[s] = std::exp(sc[s] - mx);
+    sum += sc[s];
+  }
+  return 1.0f / sum;
+}
+
 #ifdef FEDGE_KERNELS_X86
 // attend() on AVX-512 for hd = 16 * C: scores four positions at a time (four
 // independent chains), then the weighted sum of V with the head's C output
@@ -629,14 +642,7 @@ __attribute__((target("avx512f"))) void attend_avx512(const float* q, const floa
     for (int c = 0; c < C; ++c) a = _mm512_fmadd_ps(_mm512_loadu_ps(K + std::size_t(s) * hd + 16 * c), qv[c], a);
     sc[s] = _mm512_reduce_add_ps(a) * scale;
   }
-  float mx = -INFINITY;
-  for (s = 0; s < n; ++s) mx = std::max(mx, sc[s]);
-  float sum = 0;
-  for (s = 0; s < n; ++s) {
-    sc[s] = std::exp(sc[s] - mx);
-    sum += sc[s];
-  }
-  const float inv = 1.0f / sum;
+  const float inv = exponentiate_scores(sc, n);
   __m512 acc[C];
   for (int c = 0; c < C; ++c) acc[c] = _mm512_setzero_ps();
   for (s = 0; s < n; ++s) {
@@ -741,17 +747,8 @@ void attend(const float* q, const float* K, const float* V, int last, int hd, fl
     }
   }
 #endif
-  float mx = -INFINITY;
-  for (int s = 0; s <= last; ++s) {
-    sc[s] = dot(q, K + std::size_t(s) * hd, hd) * scale;
-    mx = std::max(mx, sc[s]);
-  }
-  float sum = 0;
-  for (int s = 0; s <= last; ++s) {
-    sc[s] = std::exp(sc[s] - mx);
-    sum += sc[s];
-  }
-  const float inv = 1.0f / sum;
+  for (int s = 0; s <= last; ++s) sc[s] = dot(q, K + std::size_t(s) * hd, hd) * scale;
+  const float inv = exponentiate_scores(sc, last + 1);
   std::fill_n(out, hd, 0.f);
   for (int s = 0; s <= last; ++s)
     if (sc[s] != 0.f) axpy(sc[s] * inv, V + std::size_t(s) * hd, out, hd);

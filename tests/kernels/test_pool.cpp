@@ -29,7 +29,9 @@ struct Record {
   std::vector<std::atomic<int>> runs;
   std::mutex mutex;
   std::vector<std::pair<std::thread::id, int>> order;
-  std::thread::id stuck_thread;  // the first worker thread to run a chunk sleeps in it
+  // With stall_a_worker, the first chunk another thread than `caller` runs
+  // sleeps 100 ms.
+  std::thread::id caller = std::this_thread::get_id();
   std::atomic<bool> stuck{false};
   bool stall_a_worker = false;
   int busy_us = 0;  // each chunk's work: long enough that the worker joins in
@@ -47,9 +49,13 @@ void record_chunk(const void* p, int chunk) {
   while (std::chrono::steady_clock::now() < until) {
   }
   bool expected = false;
-  if (r.stall_a_worker && std::this_thread::get_id() != r.order.front().first &&
+  if (r.stall_a_worker && std::this_thread::get_id() != r.caller &&
       r.stuck.compare_exchange_strong(expected, true))
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
+}
+
+bool each_chunk_ran_once(const Record& r) {
+  return std::all_of(r.runs.begin(), r.runs.end(), [](const std::atomic<int>& n) { return n.load() == 1; });
 }
 
 }  // namespace
@@ -63,7 +69,7 @@ TEST_CASE("kernels: the decode pool runs every chunk of every job exactly once")
         Record r(chunks);
         kernels::parallel_for(chunks, &record_chunk, &r);
         INFO("threads " << threads << " chunks " << chunks);
-        REQUIRE(std::all_of(r.runs.begin(), r.runs.end(), [](const std::atomic<int>& n) { return n.load() == 1; }));
+        REQUIRE(each_chunk_ran_once(r));
       }
     }
   }
@@ -71,13 +77,12 @@ TEST_CASE("kernels: the decode pool runs every chunk of every job exactly once")
   omp_set_num_threads(2);
   Record big(0x10000 + 5);
   kernels::parallel_for(0x10000 + 5, &record_chunk, &big);
-  CHECK(std::all_of(big.runs.begin(), big.runs.end(), [](const std::atomic<int>& n) { return n.load() == 1; }));
+  CHECK(each_chunk_ran_once(big));
 }
 
 TEST_CASE("kernels: a worker stuck in a chunk holds up only that chunk, the caller takes the rest of its share") {
   OmpThreadsGuard guard;
   omp_set_num_threads(2);
-  const std::thread::id caller = std::this_thread::get_id();
   // Warm the pool so its worker exists and spins.
   for (int i = 0; i < 10; ++i) {
     Record warm(64);
@@ -85,13 +90,9 @@ TEST_CASE("kernels: a worker stuck in a chunk holds up only that chunk, the call
   }
   Record r(64);
   r.stall_a_worker = true;
-  r.order.reserve(64);
-  // The caller's first chunk is recorded first only if it claims before the
-  // worker; record_chunk reads order.front() as "the caller", so seed it.
-  r.order.emplace_back(caller, -1);
   kernels::parallel_for(64, &record_chunk, &r);
-  REQUIRE(std::all_of(r.runs.begin(), r.runs.end(), [](const std::atomic<int>& n) { return n.load() == 1; }));
-  const auto by_worker = std::count_if(r.order.begin() + 1, r.order.end(), [&](const auto& e) { return e.first != caller; });
+  REQUIRE(each_chunk_ran_once(r));
+  const auto by_worker = std::count_if(r.order.begin(), r.order.end(), [&](const auto& e) { return e.first != r.caller; });
   // The worker ran at most the one chunk it slept in (none if it woke late):
   // the caller ran its own share and stole the rest of the worker's.
   CHECK(by_worker <= 1);
