@@ -15,6 +15,7 @@
 #include "fedge/common/error.h"
 #include "fedge/common/safetensors.h"  // f16 <-> f32
 #include "fedge/inference/kernels_info.h"  // quant::available_isas
+#include "internal.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 // GCC 12 flags the AVX-512 intrinsics headers' own undefined-vector idiom.
@@ -38,8 +39,16 @@ std::atomic<int>& prefetch_setting() {
   return bytes;
 }
 
-// kScalar is the portable C++ path ("portable").
-enum class Isa { kScalar, kNeon, kAvx2, kAvx512 };
+using detail::Isa;
+using detail::kLanes;
+using detail::sum_lanes;
+
+// Blocks of each type: weights per block, and the type's name.
+template <class Block>
+constexpr int kWeightsPer = std::is_same_v<Block, BlockQ4_K> || std::is_same_v<Block, BlockQ6_K> ? kSuperBlockSize
+                                                                                                  : kBlockSize;
+template <class Block>
+constexpr bool kIsSuperBlock = kWeightsPer<Block> == kSuperBlockSize;
 
 bool cpu_has(Isa want) {
   switch (want) {
@@ -85,17 +94,8 @@ std::atomic<Isa>& isa() {
   return chosen;
 }
 
-void check_length(std::int64_t n, const char* what) {
-  if (n < 0 || n % kBlockSize != 0)
-    throw Error(ErrorKind::kInvalidInput, std::string(what) + ": " + std::to_string(n) +
-                                              " values is not a whole number of 32-value blocks");
-}
-
-void check_finite(const float* x, std::int64_t n, const char* what) {
-  for (std::int64_t i = 0; i < n; ++i)
-    if (!std::isfinite(x[i]))
-      throw Error(ErrorKind::kInvalidInput, std::string(what) + ": value " + std::to_string(i) + " is not finite");
-}
+void check_length(std::int64_t n, const char* what) { detail::check_length(n, kBlockSize, what); }
+using detail::check_finite;
 
 // Without a pool installed (set_parallel_for), chunks go to OpenMP.
 void openmp_for(int tasks, void (*fn)(const void*, int), const void* ctx, bool parallel) {
@@ -129,6 +129,20 @@ std::int32_t block_dot_q4_scalar(const std::uint8_t* w, const std::int8_t* a) {
   return s;
 }
 
+// Q5_0's weight i (0..31) as its five-bit value minus 16.
+inline int value_q5_0(const BlockQ5_0& b, int i) {
+  const std::uint32_t high = static_cast<std::uint32_t>(b.qh[0]) | static_cast<std::uint32_t>(b.qh[1]) << 8 |
+                             static_cast<std::uint32_t>(b.qh[2]) << 16 | static_cast<std::uint32_t>(b.qh[3]) << 24;
+  const int low = i < kBlockSize / 2 ? b.qs[i] & 0x0F : b.qs[i - kBlockSize / 2] >> 4;
+  return (low | static_cast<int>((high >> i) & 1) << 4) - 16;
+}
+
+std::int32_t block_dot_q5_scalar(const BlockQ5_0& w, const std::int8_t* a) {
+  std::int32_t s = 0;
+  for (int i = 0; i < kBlockSize; ++i) s += value_q5_0(w, i) * a[i];
+  return s;
+}
+
 #ifdef FEDGE_QUANT_X86
 // 32 signed bytes times 32 signed bytes, as 8 partial int32 sums: maddubs
 // needs an unsigned left operand, so multiply |w| by a with w's sign moved
@@ -150,9 +164,27 @@ __attribute__((target("avx2"))) inline __m256i load_q4(const BlockQ4_0& b) {
   return _mm256_sub_epi8(_mm256_set_m128i(high, low), _mm256_set1_epi8(8));
 }
 
+// Q5_0: Q4_0's nibbles plus each weight's fifth bit (qh bit i -> 0x10 of
+// byte i), minus 16.
+__attribute__((target("avx2"))) inline __m256i load_q5(const BlockQ5_0& b) {
+  std::uint32_t bits;
+  std::memcpy(&bits, b.qh, 4);
+  // Byte i of the broadcast gets qh's byte i / 8; the mask picks bit i % 8.
+  const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(bits)),
+                                             _mm256_setr_epi64x(0, 0x0101010101010101LL, 0x0202020202020202LL,
+                                                                0x0303030303030303LL));
+  const __m256i bit = _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ULL));
+  const __m256i high = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(0x10));
+  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs));
+  const __m128i low = _mm_and_si128(packed, _mm_set1_epi8(0x0F));
+  const __m128i hi4 = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0F));
+  return _mm256_sub_epi8(_mm256_or_si256(_mm256_set_m128i(hi4, low), high), _mm256_set1_epi8(16));
+}
+
 template <class Block>
 __attribute__((target("avx2"))) inline __m256i partial_dot(const Block& w, const BlockQ8_0& a) {
   if constexpr (std::is_same_v<Block, BlockQ8_0>) return dot_i8x32(load_q8(w), load_q8(a));
+  else if constexpr (std::is_same_v<Block, BlockQ5_0>) return dot_i8x32(load_q5(w), load_q8(a));
   else return dot_i8x32(load_q4(w), load_q8(a));
 }
 
@@ -212,6 +244,14 @@ inline std::int32_t block_dot_neon(const BlockQ4_0& w, const BlockQ8_0& a) {
   const int32x4_t s = dot_i8x16(vdupq_n_s32(0), lo, vld1q_s8(a.qs));
   return vaddvq_s32(dot_i8x16(s, hi, vld1q_s8(a.qs + 16)));
 }
+
+// Q5_0: the weights unpacked to bytes (-16..15), then Q8_0's dot.
+inline std::int32_t block_dot_neon(const BlockQ5_0& w, const BlockQ8_0& a) {
+  std::int8_t v[kBlockSize];
+  for (int i = 0; i < kBlockSize; ++i) v[i] = static_cast<std::int8_t>(value_q5_0(w, i));
+  const int32x4_t s = dot_i8x16(vdupq_n_s32(0), vld1q_s8(v), vld1q_s8(a.qs));
+  return vaddvq_s32(dot_i8x16(s, vld1q_s8(v + 16), vld1q_s8(a.qs + 16)));
+}
 #endif
 
 template <class Block>
@@ -228,25 +268,15 @@ void block_dots(const Block* w, const BlockQ8_0* a, int count, std::int32_t* out
   (void)use;
   for (int i = 0; i < count; ++i) {
     if constexpr (std::is_same_v<Block, BlockQ8_0>) out[i] = block_dot_q8_scalar(w[i].qs, a[i].qs);
+    else if constexpr (std::is_same_v<Block, BlockQ5_0>) out[i] = block_dot_q5_scalar(w[i], a[i].qs);
     else out[i] = block_dot_q4_scalar(w[i].qs, a[i].qs);
   }
-}
-
-// f16 -> f32 for every half, so a block's scale costs one load on every path.
-const std::vector<float>& f16_table() {
-  static const std::vector<float> table = [] {
-    std::vector<float> t(1u << 16);
-    for (std::uint32_t h = 0; h < t.size(); ++h) t[h] = f16_to_f32(static_cast<std::uint16_t>(h));
-    return t;
-  }();
-  return table;
 }
 
 // The float part of a row: block b's scaled integer sum goes to accumulator
 // b % 8, and the 8 accumulators are added in one fixed tree at the end. The
 // order is the same on every path (so the bits are), and 8 independent
 // chains do not wait on one add's latency per block.
-constexpr int kLanes = 8;
 
 template <class Block>
 void accumulate_scalar(const float* half, const Block* w, const BlockQ8_0* a, const std::int32_t* isum, int count,
@@ -310,13 +340,9 @@ void accumulate_neon(const float* half, const Block* w, const BlockQ8_0* a, cons
 }
 #endif
 
-float sum_lanes(const float* acc) {
-  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-}
-
 template <class Block>
 float row_dot(std::int64_t blocks, const Block* w, const BlockQ8_0* a, Isa use) {
-  const float* half = f16_table().data();
+  const float* half = detail::f16_table();
   constexpr int kGroup = 16;  // a multiple of kLanes, so lane = block % 8 across groups
   std::int32_t isum[kGroup];
   float acc[kLanes] = {};
@@ -615,41 +641,72 @@ void quantize_q8(const float* x, BlockQ8_0* y, std::int64_t n, Isa use) {
 
 // The activation rows of a product, quantized once (and laid out for the
 // AVX-512 kernels when they run).
+// Q8_0 and Q4_0 have AVX-512 kernels of their own; the other types' integer
+// sums use the AVX2 path on an AVX-512 CPU.
+template <class Block>
+constexpr bool kHasAvx512Kernel = std::is_same_v<Block, BlockQ8_0> || std::is_same_v<Block, BlockQ4_0>;
+
+template <class Block>
+Isa isa_for(Isa use) {
+  return use == Isa::kAvx512 && !kHasAvx512Kernel<Block> ? Isa::kAvx2 : use;
+}
+
+// One weight row (row_blocks blocks of its type) against activation row `a`
+// (in / 32 Q8_0 blocks, byte sums `asum`), without the AVX-512 layout.
+template <class Block>
+float row_dot_any(const Block* w, std::int64_t row_blocks, const BlockQ8_0* a, const std::int32_t* asum, Isa use) {
+  if constexpr (kIsSuperBlock<Block>) return detail::row_dot_k(w, row_blocks, a, asum, isa_for<Block>(use));
+  else return row_dot(row_blocks, w, a, isa_for<Block>(use));
+}
+
 template <class Block>
 struct Activations {
   Isa use = Isa::kScalar;
-  std::int64_t blocks = 0;
+  std::int64_t blocks = 0;      // Q8_0 blocks of an activation row
+  std::int64_t row_blocks = 0;  // blocks of a weight row
   std::vector<BlockQ8_0> q;
+  std::vector<std::int32_t> sums;  // each Q8_0 block's byte sum (Q4_K's mins use them)
   std::vector<PreparedRow> prepared;
 
   // Refills the buffers (kept per thread, so a decode step allocates nothing).
   void fill(const float* x, int rows, std::int64_t in, Isa isa_in_use) {
     use = isa_in_use;
     blocks = in / kBlockSize;
+    row_blocks = in / kWeightsPer<Block>;
     q.resize(static_cast<std::size_t>(rows * blocks));
     for (int r = 0; r < rows; ++r) quantize_q8(x + r * in, q.data() + r * blocks, in, use);
-    if (use == Isa::kAvx512) {
+    if constexpr (std::is_same_v<Block, BlockQ4_K>) {
+      sums.resize(q.size());
+      for (std::size_t b = 0; b < q.size(); ++b) {
+        std::int32_t sum = 0;
+        for (int i = 0; i < kBlockSize; ++i) sum += q[b].qs[i];
+        sums[b] = sum;
+      }
+    }
+    if (kHasAvx512Kernel<Block> && use == Isa::kAvx512) {
       prepared.resize(static_cast<std::size_t>(rows));
       for (int r = 0; r < rows; ++r) prepare_row<Block>(q.data() + r * blocks, blocks, prepared[r]);
     }
   }
 
-  // Two consecutive weight rows (w and w + blocks) against activation row `row`.
+  // Two consecutive weight rows (w and w + row_blocks) against activation row `row`.
   void dot2(const Block* w, int row, float* out) const {
 #ifdef FEDGE_QUANT_X86
     // Q4_0 only: Q8_0's step already holds 8 independent pair products, and two rows' worth runs out of registers.
-    if (use == Isa::kAvx512 && std::is_same_v<Block, BlockQ4_0>)
-      return rows_dot_avx512<Block, 2>(blocks, w, prepared[row], out);
+    if constexpr (std::is_same_v<Block, BlockQ4_0>)
+      if (use == Isa::kAvx512) return rows_dot_avx512<Block, 2>(blocks, w, prepared[row], out);
 #endif
     out[0] = dot(w, row);
-    out[1] = dot(w + blocks, row);
+    out[1] = dot(w + row_blocks, row);
   }
 
   float dot(const Block* w, int row) const {
 #ifdef FEDGE_QUANT_X86
-    if (use == Isa::kAvx512) return row_dot_avx512(blocks, w, prepared[row]);
+    if constexpr (kHasAvx512Kernel<Block>)
+      if (use == Isa::kAvx512) return row_dot_avx512(blocks, w, prepared[row]);
 #endif
-    return row_dot(blocks, w, q.data() + row * blocks, use);
+    return row_dot_any(w, row_blocks, q.data() + row * blocks, sums.empty() ? nullptr : sums.data() + row * blocks,
+                       use);
   }
 };
 
@@ -658,7 +715,7 @@ struct Activations {
 // row while it sits in L1, and the weight rows are split over the threads.
 template <class Block>
 void matmul_typed(const MatmulJob* jobs, int count, const float* x, int rows, int in) {
-  check_length(in, "matmul input");
+  detail::check_length(in, kWeightsPer<Block>, "matmul input");
   if (rows < 0) throw Error(ErrorKind::kInvalidInput, "matmul: negative row count");
   if (count < 0 || count > kMaxGroup)
     throw Error(ErrorKind::kInvalidInput, "matmul_group: " + std::to_string(count) + " products (at most " +
@@ -694,7 +751,7 @@ void matmul_typed(const MatmulJob* jobs, int count, const float* x, int rows, in
     while (chunk >= g.first_chunk[i + 1]) ++i;
     const MatmulJob& job = g.jobs[i];
     const auto* w = static_cast<const Block*>(job.w);
-    const std::int64_t blocks = g.act->blocks;
+    const std::int64_t blocks = g.act->row_blocks;
     const int j0 = (chunk - g.first_chunk[i]) * g.chunk_rows, j1 = std::min(job.out, j0 + g.chunk_rows);
     // The hardware prefetcher alone leaves Q4_0's products well short of the
     // memory's speed (see set_prefetch_bytes); ask for the bytes `ahead` of
@@ -733,28 +790,125 @@ void matmul_typed(const Block* w, const float* x, float* y, int rows, int in, in
 
 // One row's dot with an activation row already in Q8_0 (tests, llama.cpp's API).
 template <class Block>
-float vec_dot(std::int64_t blocks, const Block* w, const BlockQ8_0* a, Isa use) {
+float vec_dot(std::int64_t n, const Block* w, const BlockQ8_0* a, Isa use) {
+  detail::check_length(n, kWeightsPer<Block>, "vec_dot");
+  const std::int64_t blocks = n / kBlockSize;
 #ifdef FEDGE_QUANT_X86
-  if (use == Isa::kAvx512) {
-    PreparedRow prepared;
-    prepare_row<Block>(a, blocks, prepared);
-    return row_dot_avx512(blocks, w, prepared);
-  }
+  if constexpr (kHasAvx512Kernel<Block>)
+    if (use == Isa::kAvx512) {
+      PreparedRow prepared;
+      prepare_row<Block>(a, blocks, prepared);
+      return row_dot_avx512(blocks, w, prepared);
+    }
 #endif
-  return row_dot(blocks, w, a, use);
+  std::vector<std::int32_t> sums;  // the activation blocks' byte sums: Q4_K's mins need them
+  if constexpr (std::is_same_v<Block, BlockQ4_K>) {
+    sums.assign(static_cast<std::size_t>(blocks), 0);
+    for (std::int64_t b = 0; b < blocks; ++b)
+      for (int i = 0; i < kBlockSize; ++i) sums[b] += a[b].qs[i];
+  }
+  return row_dot_any(w, n / kWeightsPer<Block>, a, sums.data(), use);
 }
+
+// Calls f with a null pointer of `type`'s block struct (to pick a template).
+template <class F>
+decltype(auto) with_block_type(QuantType type, F&& f) {
+  switch (type) {
+    case QuantType::kQ8_0: return f(static_cast<const BlockQ8_0*>(nullptr));
+    case QuantType::kQ4_0: return f(static_cast<const BlockQ4_0*>(nullptr));
+    case QuantType::kQ5_0: return f(static_cast<const BlockQ5_0*>(nullptr));
+    case QuantType::kQ4_K: return f(static_cast<const BlockQ4_K*>(nullptr));
+    case QuantType::kQ6_K: return f(static_cast<const BlockQ6_K*>(nullptr));
+  }
+  throw Error(ErrorKind::kInvalidInput, "unknown quantized type " + std::to_string(static_cast<int>(type)));
+}
+
+template <class Block>
+using BlockOf = std::remove_const_t<std::remove_pointer_t<Block>>;
 
 }  // namespace
 
-const char* quant_type_name(QuantType type) { return type == QuantType::kQ8_0 ? "q8_0" : "q4_0"; }
+namespace detail {
+
+void check_length(std::int64_t n, int block, const char* what) {
+  if (n < 0 || n % block != 0)
+    throw Error(ErrorKind::kInvalidInput, std::string(what) + ": " + std::to_string(n) +
+                                              " values is not a whole number of " + std::to_string(block) +
+                                              "-value blocks");
+}
+
+void check_finite(const float* x, std::int64_t n, const char* what) {
+  for (std::int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(x[i]))
+      throw Error(ErrorKind::kInvalidInput, std::string(what) + ": value " + std::to_string(i) + " is not finite");
+}
+
+// f16 -> f32 for every half, so a block's scale costs one load on every path.
+const float* f16_table() {
+  static const std::vector<float> table = [] {
+    std::vector<float> t(1u << 16);
+    for (std::uint32_t h = 0; h < t.size(); ++h) t[h] = f16_to_f32(static_cast<std::uint16_t>(h));
+    return t;
+  }();
+  return table.data();
+}
+
+}  // namespace detail
+
+const char* quant_type_name(QuantType type) {
+  switch (type) {
+    case QuantType::kQ8_0: return "q8_0";
+    case QuantType::kQ4_0: return "q4_0";
+    case QuantType::kQ5_0: return "q5_0";
+    case QuantType::kQ4_K: return "q4_k";
+    case QuantType::kQ6_K: return "q6_k";
+  }
+  return "?";
+}
+
+int block_weights(QuantType type) {
+  return with_block_type(type, [](auto tag) { return kWeightsPer<BlockOf<decltype(tag)>>; });
+}
+
+std::size_t block_bytes(QuantType type) {
+  return with_block_type(type, [](auto tag) { return sizeof(BlockOf<decltype(tag)>); });
+}
 
 std::size_t row_bytes(QuantType type, std::int64_t n) {
-  check_length(n, "row_bytes");
-  const auto blocks = static_cast<std::size_t>(n / kBlockSize);
-  return blocks * (type == QuantType::kQ8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0));
+  detail::check_length(n, block_weights(type), "row_bytes");
+  return static_cast<std::size_t>(n / block_weights(type)) * block_bytes(type);
 }
 
 void quantize_row_q8_0(const float* x, BlockQ8_0* y, std::int64_t n) { quantize_q8(x, y, n, isa().load()); }
+
+// GGUF's reference: as Q4_0 with 5 bits, the value of largest magnitude
+// mapping to -16; the fifth bits go to qh.
+void quantize_row_q5_0(const float* x, BlockQ5_0* y, std::int64_t n) {
+  check_length(n, "quantize q5_0");
+  check_finite(x, n, "quantize q5_0");
+  constexpr int kHalf = kBlockSize / 2;
+  for (std::int64_t b = 0; b < n / kBlockSize; ++b) {
+    const float* v = x + b * kBlockSize;
+    float amax = 0, max = 0;
+    for (int i = 0; i < kBlockSize; ++i)
+      if (amax < std::fabs(v[i])) {
+        amax = std::fabs(v[i]);
+        max = v[i];
+      }
+    const float d = max / -16.0F;
+    const float id = d != 0 ? 1.0F / d : 0.0F;
+    y[b].d = f32_to_f16(d);
+    std::uint32_t high = 0;
+    for (int j = 0; j < kHalf; ++j) {
+      const int lo = std::min(31, static_cast<int>(static_cast<std::int8_t>(v[j] * id + 16.5F)));
+      const int hi = std::min(31, static_cast<int>(static_cast<std::int8_t>(v[kHalf + j] * id + 16.5F)));
+      y[b].qs[j] = static_cast<std::uint8_t>((lo & 0x0F) | ((hi & 0x0F) << 4));
+      high |= static_cast<std::uint32_t>(lo >> 4) << j;
+      high |= static_cast<std::uint32_t>(hi >> 4) << (j + kHalf);
+    }
+    for (int k = 0; k < 4; ++k) y[b].qh[k] = static_cast<std::uint8_t>(high >> (8 * k));
+  }
+}
 
 // GGUF's reference: the value of largest magnitude, sign kept, maps to -8:
 // d = max / -8, nibble = min(15, trunc(x / d + 8.5)).
@@ -802,46 +956,66 @@ void dequantize_row_q4_0(const BlockQ4_0* x, float* y, std::int64_t n) {
   }
 }
 
-float vec_dot_q8_0_q8_0(std::int64_t n, const BlockQ8_0* w, const BlockQ8_0* a) {
-  check_length(n, "vec_dot q8_0");
-  return vec_dot(n / kBlockSize, w, a, isa().load());
+void dequantize_row_q5_0(const BlockQ5_0* x, float* y, std::int64_t n) {
+  check_length(n, "dequantize q5_0");
+  for (std::int64_t b = 0; b < n / kBlockSize; ++b) {
+    const float d = f16_to_f32(x[b].d);
+    for (int i = 0; i < kBlockSize; ++i) y[b * kBlockSize + i] = d * static_cast<float>(value_q5_0(x[b], i));
+  }
 }
 
-float vec_dot_q4_0_q8_0(std::int64_t n, const BlockQ4_0* w, const BlockQ8_0* a) {
-  check_length(n, "vec_dot q4_0");
-  return vec_dot(n / kBlockSize, w, a, isa().load());
-}
+float vec_dot_q8_0_q8_0(std::int64_t n, const BlockQ8_0* w, const BlockQ8_0* a) { return vec_dot(n, w, a, isa().load()); }
+float vec_dot_q4_0_q8_0(std::int64_t n, const BlockQ4_0* w, const BlockQ8_0* a) { return vec_dot(n, w, a, isa().load()); }
+float vec_dot_q5_0_q8_0(std::int64_t n, const BlockQ5_0* w, const BlockQ8_0* a) { return vec_dot(n, w, a, isa().load()); }
+float vec_dot_q4_k_q8_0(std::int64_t n, const BlockQ4_K* w, const BlockQ8_0* a) { return vec_dot(n, w, a, isa().load()); }
+float vec_dot_q6_k_q8_0(std::int64_t n, const BlockQ6_K* w, const BlockQ8_0* a) { return vec_dot(n, w, a, isa().load()); }
 
 void matvec_q8_0(const BlockQ8_0* w, const float* x, float* y, int in, int out) { matmul_typed(w, x, y, 1, in, out); }
 void matvec_q4_0(const BlockQ4_0* w, const float* x, float* y, int in, int out) { matmul_typed(w, x, y, 1, in, out); }
 
 void matmul(QuantType type, const void* w, const float* x, float* y, int rows, int in, int out) {
-  if (type == QuantType::kQ8_0) matmul_typed(static_cast<const BlockQ8_0*>(w), x, y, rows, in, out);
-  else matmul_typed(static_cast<const BlockQ4_0*>(w), x, y, rows, in, out);
+  with_block_type(type, [&](auto tag) {
+    using Block = BlockOf<decltype(tag)>;
+    matmul_typed(static_cast<const Block*>(w), x, y, rows, in, out);
+  });
 }
 
 void matmul_group(QuantType type, const MatmulJob* jobs, int count, const float* x, int rows, int in) {
-  if (type == QuantType::kQ8_0) matmul_typed<BlockQ8_0>(jobs, count, x, rows, in);
-  else matmul_typed<BlockQ4_0>(jobs, count, x, rows, in);
+  with_block_type(type, [&](auto tag) { matmul_typed<BlockOf<decltype(tag)>>(jobs, count, x, rows, in); });
 }
+
+namespace {
+// Each type's row quantizer and dequantizer.
+void quantize_row(const float* x, BlockQ8_0* y, std::int64_t n) { quantize_row_q8_0(x, y, n); }
+void quantize_row(const float* x, BlockQ4_0* y, std::int64_t n) { quantize_row_q4_0(x, y, n); }
+void quantize_row(const float* x, BlockQ5_0* y, std::int64_t n) { quantize_row_q5_0(x, y, n); }
+void quantize_row(const float* x, BlockQ4_K* y, std::int64_t n) { quantize_row_q4_k(x, y, n); }
+void quantize_row(const float* x, BlockQ6_K* y, std::int64_t n) { quantize_row_q6_k(x, y, n); }
+void dequantize_row(const BlockQ8_0* x, float* y, std::int64_t n) { dequantize_row_q8_0(x, y, n); }
+void dequantize_row(const BlockQ4_0* x, float* y, std::int64_t n) { dequantize_row_q4_0(x, y, n); }
+void dequantize_row(const BlockQ5_0* x, float* y, std::int64_t n) { dequantize_row_q5_0(x, y, n); }
+void dequantize_row(const BlockQ4_K* x, float* y, std::int64_t n) { dequantize_row_q4_k(x, y, n); }
+void dequantize_row(const BlockQ6_K* x, float* y, std::int64_t n) { dequantize_row_q6_k(x, y, n); }
+}  // namespace
 
 void quantize_rows(QuantType type, const float* x, void* y, std::int64_t rows, std::int64_t in) {
   const std::size_t bytes = row_bytes(type, in);
   auto* out = static_cast<std::uint8_t*>(y);
-  for (std::int64_t r = 0; r < rows; ++r) {
-    if (type == QuantType::kQ8_0) quantize_row_q8_0(x + r * in, reinterpret_cast<BlockQ8_0*>(out + r * bytes), in);
-    else quantize_row_q4_0(x + r * in, reinterpret_cast<BlockQ4_0*>(out + r * bytes), in);
-  }
+  with_block_type(type, [&](auto tag) {
+    using Block = BlockOf<decltype(tag)>;
+    for (std::int64_t r = 0; r < rows; ++r) quantize_row(x + r * in, reinterpret_cast<Block*>(out + r * bytes), in);
+  });
 }
 
 void dequantize_rows(QuantType type, const void* w, float* y, std::int64_t rows, std::int64_t in) {
   const std::size_t bytes = row_bytes(type, in);
   const auto* src = static_cast<const std::uint8_t*>(w);
+  with_block_type(type, [&](auto tag) {
+    using Block = BlockOf<decltype(tag)>;
 #pragma omp parallel for schedule(static) if (rows * in > (1 << 16))
-  for (std::int64_t r = 0; r < rows; ++r) {
-    if (type == QuantType::kQ8_0) dequantize_row_q8_0(reinterpret_cast<const BlockQ8_0*>(src + r * bytes), y + r * in, in);
-    else dequantize_row_q4_0(reinterpret_cast<const BlockQ4_0*>(src + r * bytes), y + r * in, in);
-  }
+    for (std::int64_t r = 0; r < rows; ++r)
+      dequantize_row(reinterpret_cast<const Block*>(src + r * bytes), y + r * in, in);
+  });
 }
 
 void set_prefetch_bytes(int bytes) {

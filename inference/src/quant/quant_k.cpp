@@ -1,0 +1,503 @@
+// The k-quants Q4_K and Q6_K (GGUF's super-blocks of 256 weights): their
+// quantizers, dequantizers and row dots against Q8_0 activations.
+//
+// A row dot reads each super-block as 8 units of 32 weights, one per
+// activation block: the units' integer sums are exact on every path, and the
+// float part is the one sequence quant.h describes, so every instruction set
+// gives the same bits.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "fedge/common/safetensors.h"  // f16 <-> f32
+#include "internal.h"
+
+#if defined(__x86_64__)
+// GCC 12 flags the AVX-512 intrinsics headers' own undefined-vector idiom.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#ifdef __clang__
+#pragma clang diagnostic ignored "-Wunknown-warning-option"  // the fuzz build's clang lacks the next one
+#endif
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#define FEDGE_QUANT_K_X86 1
+#elif defined(__aarch64__)
+#include <arm_neon.h>
+#define FEDGE_QUANT_K_NEON 1
+#endif
+
+namespace fedge::inference::quant {
+namespace detail {
+namespace {
+
+constexpr int kUnits = kSuperBlockSize / kBlockSize;  // 8 units of 32 weights per super-block
+
+int nearest_int(float v) { return static_cast<int>(std::nearbyint(v)); }
+
+// ---------------------------------------------------------------- Q4_K layout
+
+// Sub-block j's 6-bit scale and min (the 12-byte packing of quant.h).
+void scale_min_q4_k(const std::uint8_t* q, int j, int& scale, int& min) {
+  if (j < 4) {
+    scale = q[j] & 63;
+    min = q[j + 4] & 63;
+  } else {
+    scale = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
+    min = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
+void pack_scale_min_q4_k(std::uint8_t* q, int j, int scale, int min) {
+  if (j < 4) {
+    q[j] = static_cast<std::uint8_t>(scale);
+    q[j + 4] = static_cast<std::uint8_t>(min);
+  } else {
+    q[j + 4] = static_cast<std::uint8_t>((scale & 0x0F) | ((min & 0x0F) << 4));
+    q[j - 4] = static_cast<std::uint8_t>(q[j - 4] | ((scale >> 4) << 6));
+    q[j] = static_cast<std::uint8_t>(q[j] | ((min >> 4) << 6));
+  }
+}
+
+// The 4-bit value of weight l (< 32) of unit u.
+int nibble_q4_k(const BlockQ4_K& b, int u, int l) {
+  const std::uint8_t byte = b.qs[32 * (u / 2) + l];
+  return u % 2 == 0 ? byte & 0x0F : byte >> 4;
+}
+
+// ---------------------------------------------------------------- Q6_K layout
+
+// The 6-bit value (0..63) of weight i (< 256).
+int value_q6_k(const BlockQ6_K& b, int i) {
+  const int h = i / 128, p = (i % 128) / 32, l = i % 32;
+  const std::uint8_t low = b.ql[64 * h + l + 32 * (p & 1)];
+  const int low4 = (p >> 1) ? low >> 4 : low & 0x0F;
+  const int high2 = (b.qh[32 * h + l] >> (2 * p)) & 3;
+  return low4 | (high2 << 4);
+}
+
+// ---------------------------------------------------------------- quantizers
+
+// Q6_K's per-sub-block scale: the scale s minimizing sum x^2 (x - s q)^2 over
+// q = round(x / s) clamped to [-nmax, nmax - 1], searched over 19 candidates
+// around max / -nmax (the value of largest magnitude maps to -nmax). L gets
+// q + nmax.
+float symmetric_scale(const float* x, int n, int nmax, std::uint8_t* L) {
+  float amax = 0, max = 0;
+  for (int i = 0; i < n; ++i)
+    if (std::fabs(x[i]) > amax) {
+      amax = std::fabs(x[i]);
+      max = x[i];
+    }
+  if (amax < 1e-15F) {
+    std::fill_n(L, n, static_cast<std::uint8_t>(nmax));
+    return 0;
+  }
+  const auto fit = [&](float iscale, std::uint8_t* out, float& sumlx, float& suml2) {
+    sumlx = suml2 = 0;
+    for (int i = 0; i < n; ++i) {
+      const int l = std::clamp(nearest_int(iscale * x[i]), -nmax, nmax - 1);
+      out[i] = static_cast<std::uint8_t>(l + nmax);
+      const float w = x[i] * x[i];
+      sumlx += w * x[i] * static_cast<float>(l);
+      suml2 += w * static_cast<float>(l * l);
+    }
+  };
+  float sumlx, suml2;
+  fit(-static_cast<float>(nmax) / max, L, sumlx, suml2);
+  float scale = suml2 > 0 ? sumlx / suml2 : 0.0F;
+  float best = scale * sumlx;
+  std::uint8_t trial[kBlockSize];
+  for (int step = -9; step <= 9; ++step) {
+    if (step == 0) continue;
+    fit(-(static_cast<float>(nmax) + 0.1F * static_cast<float>(step)) / max, trial, sumlx, suml2);
+    if (suml2 > 0 && sumlx * sumlx > best * suml2) {
+      std::copy_n(trial, n, L);
+      scale = sumlx / suml2;
+      best = scale * sumlx;
+    }
+  }
+  return scale;
+}
+
+// Q4_K's per-sub-block scale and min: x ~ scale * q - min with q in [0, nmax],
+// min >= 0, weights w; the weighted least-squares fit of scale and min for the
+// q that each of 21 candidate scales gives, the best kept. Returns scale,
+// sets `min` (the amount subtracted) and L.
+float affine_scale(const float* x, const float* w, int n, int nmax, float& min_out, std::uint8_t* L) {
+  float lo = *std::min_element(x, x + n), hi = *std::max_element(x, x + n);
+  lo = std::min(lo, 0.0F);
+  if (hi == lo) {
+    std::fill_n(L, n, std::uint8_t{0});
+    min_out = -lo;
+    return 0;
+  }
+  float sum_w = 0, sum_x = 0;
+  for (int i = 0; i < n; ++i) {
+    sum_w += w[i];
+    sum_x += w[i] * x[i];
+  }
+  const auto quantize_with = [&](float iscale, float offset, std::uint8_t* out) {
+    for (int i = 0; i < n; ++i)
+      out[i] = static_cast<std::uint8_t>(std::clamp(nearest_int(iscale * (x[i] - offset)), 0, nmax));
+  };
+  const auto error_of = [&](const std::uint8_t* q, float scale, float offset) {
+    float e = 0;
+    for (int i = 0; i < n; ++i) {
+      const float d = scale * static_cast<float>(q[i]) + offset - x[i];
+      e += w[i] * d * d;
+    }
+    return e;
+  };
+  float iscale = static_cast<float>(nmax) / (hi - lo);
+  float scale = 1.0F / iscale, offset = lo;
+  quantize_with(iscale, lo, L);
+  float best = error_of(L, scale, offset);
+  std::uint8_t trial[kBlockSize];
+  for (int step = 0; step <= 20; ++step) {
+    iscale = (-1.0F + 0.1F * static_cast<float>(step) + static_cast<float>(nmax)) / (hi - lo);
+    quantize_with(iscale, lo, trial);
+    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+    for (int i = 0; i < n; ++i) {
+      const float l = trial[i];
+      sum_l += w[i] * l;
+      sum_l2 += w[i] * l * l;
+      sum_xl += w[i] * l * x[i];
+    }
+    const float det = sum_w * sum_l2 - sum_l * sum_l;
+    if (det <= 0) continue;
+    float this_scale = (sum_w * sum_xl - sum_x * sum_l) / det;
+    float this_offset = (sum_l2 * sum_x - sum_l * sum_xl) / det;
+    if (this_offset > 0) {  // the fit wants a positive offset: fix it at 0
+      this_offset = 0;
+      this_scale = sum_xl / sum_l2;
+    }
+    const float e = error_of(trial, this_scale, this_offset);
+    if (e < best) {
+      std::copy_n(trial, n, L);
+      best = e;
+      scale = this_scale;
+      offset = this_offset;
+    }
+  }
+  min_out = -offset;
+  return scale;
+}
+
+void quantize_super_q4_k(const float* x, BlockQ4_K& y) {
+  float scales[kUnits], mins[kUnits], weights[kBlockSize];
+  std::uint8_t L[kSuperBlockSize];
+  float max_scale = 0, max_min = 0;
+  for (int j = 0; j < kUnits; ++j) {
+    const float* v = x + kBlockSize * j;
+    float sum_x2 = 0;
+    for (int l = 0; l < kBlockSize; ++l) sum_x2 += v[l] * v[l];
+    const float av_x = std::sqrt(sum_x2 / kBlockSize);
+    for (int l = 0; l < kBlockSize; ++l) weights[l] = av_x + std::fabs(v[l]);
+    scales[j] = affine_scale(v, weights, kBlockSize, 15, mins[j], L + kBlockSize * j);
+    max_scale = std::max(max_scale, scales[j]);
+    max_min = std::max(max_min, mins[j]);
+  }
+  std::memset(&y, 0, sizeof y);
+  const float inv_scale = max_scale > 0 ? 63.0F / max_scale : 0.0F;
+  const float inv_min = max_min > 0 ? 63.0F / max_min : 0.0F;
+  for (int j = 0; j < kUnits; ++j)
+    pack_scale_min_q4_k(y.scales, j, std::min(63, nearest_int(inv_scale * scales[j])),
+                        std::min(63, nearest_int(inv_min * mins[j])));
+  y.d = f32_to_f16(max_scale / 63.0F);
+  y.dmin = f32_to_f16(max_min / 63.0F);
+  // Quantize again against the scales and mins as stored (6-bit, under f16).
+  for (int j = 0; j < kUnits; ++j) {
+    int sc, m;
+    scale_min_q4_k(y.scales, j, sc, m);
+    const float d = f16_to_f32(y.d) * static_cast<float>(sc);
+    if (d == 0) continue;  // L keeps the search's values; the unit dequantizes to -dmin * m
+    const float dm = f16_to_f32(y.dmin) * static_cast<float>(m);
+    for (int l = 0; l < kBlockSize; ++l)
+      L[kBlockSize * j + l] =
+          static_cast<std::uint8_t>(std::clamp(nearest_int((x[kBlockSize * j + l] + dm) / d), 0, 15));
+  }
+  for (int c = 0; c < kSuperBlockSize / 64; ++c)
+    for (int l = 0; l < 32; ++l)
+      y.qs[32 * c + l] = static_cast<std::uint8_t>(L[64 * c + l] | (L[64 * c + 32 + l] << 4));
+}
+
+void quantize_super_q6_k(const float* x, BlockQ6_K& y) {
+  constexpr int kSub = 16;
+  float scales[kSuperBlockSize / kSub];
+  std::uint8_t L[kSuperBlockSize];
+  float max_scale = 0, max_abs = 0;
+  for (int ib = 0; ib < kSuperBlockSize / kSub; ++ib) {
+    scales[ib] = symmetric_scale(x + kSub * ib, kSub, 32, L + kSub * ib);
+    if (std::fabs(scales[ib]) > max_abs) {
+      max_abs = std::fabs(scales[ib]);
+      max_scale = scales[ib];
+    }
+  }
+  std::memset(&y, 0, sizeof y);
+  if (max_abs < 1e-15F) return;  // all zero: d = 0, and q = 0 (weights of 0 * (0 - 32))
+  const float iscale = -128.0F / max_scale;
+  y.d = f32_to_f16(1.0F / iscale);
+  for (int ib = 0; ib < kSuperBlockSize / kSub; ++ib)
+    y.scales[ib] = static_cast<std::int8_t>(std::min(127, nearest_int(iscale * scales[ib])));
+  for (int ib = 0; ib < kSuperBlockSize / kSub; ++ib) {
+    const float d = f16_to_f32(y.d) * static_cast<float>(y.scales[ib]);
+    if (d == 0) continue;
+    for (int l = 0; l < kSub; ++l)
+      L[kSub * ib + l] =
+          static_cast<std::uint8_t>(std::clamp(nearest_int(x[kSub * ib + l] / d), -32, 31) + 32);
+  }
+  for (int h = 0; h < 2; ++h)
+    for (int l = 0; l < 32; ++l) {
+      const int q1 = L[128 * h + l], q2 = L[128 * h + 32 + l], q3 = L[128 * h + 64 + l], q4 = L[128 * h + 96 + l];
+      y.ql[64 * h + l] = static_cast<std::uint8_t>((q1 & 0x0F) | ((q3 & 0x0F) << 4));
+      y.ql[64 * h + 32 + l] = static_cast<std::uint8_t>((q2 & 0x0F) | ((q4 & 0x0F) << 4));
+      y.qh[32 * h + l] = static_cast<std::uint8_t>((q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6));
+    }
+}
+
+// ---------------------------------------------------------------- unit sums (exact integers)
+
+// Q4_K: per unit u, sum_l q(u, l) * a[u].qs[l] (the 4-bit values, no scale).
+void unit_sums_scalar(const BlockQ4_K& w, const BlockQ8_0* a, std::int32_t* isum) {
+  for (int u = 0; u < kUnits; ++u) {
+    std::int32_t s = 0;
+    for (int l = 0; l < kBlockSize; ++l) s += nibble_q4_k(w, u, l) * a[u].qs[l];
+    isum[u] = s;
+  }
+}
+
+// Q6_K: per unit u, scales[2u] * (its first 16 weights' sum) + scales[2u + 1]
+// * (the last 16's), with the weights' values q - 32. The super-block is
+// unpacked first in the layout's own order: reading each weight through
+// value_q6_k took ~8x as long (bench_quant 1536 17280, portable unit sums).
+void unit_sums_scalar(const BlockQ6_K& w, const BlockQ8_0* a, std::int32_t* isum) {
+  std::int8_t v[kSuperBlockSize];  // q - 32, by weight
+  for (int h = 0; h < 2; ++h)
+    for (int l = 0; l < 32; ++l) {
+      const int lo0 = w.ql[64 * h + l], lo1 = w.ql[64 * h + 32 + l], hi = w.qh[32 * h + l];
+      std::int8_t* out = v + 128 * h + l;
+      out[0] = static_cast<std::int8_t>(((lo0 & 0x0F) | (hi & 3) << 4) - 32);
+      out[32] = static_cast<std::int8_t>(((lo1 & 0x0F) | (hi >> 2 & 3) << 4) - 32);
+      out[64] = static_cast<std::int8_t>(((lo0 >> 4) | (hi >> 4 & 3) << 4) - 32);
+      out[96] = static_cast<std::int8_t>(((lo1 >> 4) | (hi >> 6 & 3) << 4) - 32);
+    }
+  for (int u = 0; u < kUnits; ++u) {
+    std::int32_t half[2] = {0, 0};
+    for (int k = 0; k < 2; ++k)
+      for (int l = 0; l < 16; ++l) half[k] += v[kBlockSize * u + 16 * k + l] * a[u].qs[16 * k + l];
+    isum[u] = w.scales[2 * u] * half[0] + w.scales[2 * u + 1] * half[1];
+  }
+}
+
+#ifdef FEDGE_QUANT_K_X86
+// Four units' partial int32 sums reduced together: dword k is unit k's sum.
+__attribute__((target("avx2"))) inline __m128i hsum4(__m256i q0, __m256i q1, __m256i q2, __m256i q3) {
+  const __m256i s = _mm256_hadd_epi32(_mm256_hadd_epi32(q0, q1), _mm256_hadd_epi32(q2, q3));
+  return _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+}
+
+__attribute__((target("avx2"))) inline __m256i load32(const void* p) {
+  return _mm256_loadu_si256(static_cast<const __m256i*>(p));
+}
+
+__attribute__((target("avx2"))) inline void store_units(const __m256i* unit, std::int32_t* isum) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(isum), hsum4(unit[0], unit[1], unit[2], unit[3]));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(isum + 4), hsum4(unit[4], unit[5], unit[6], unit[7]));
+}
+
+// Q4_K: the 32 bytes qs[32c..] hold units 2c (low nibbles) and 2c + 1 (high
+// ones). maddubs takes the nibbles (0..15) as its unsigned operand: a pair is
+// at most 2 * 15 * 128 in magnitude, far inside int16, so every sum is exact
+// for any activation byte.
+__attribute__((target("avx2"))) void unit_sums_avx2(const BlockQ4_K& w, const BlockQ8_0* a, std::int32_t* isum) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i unit[kUnits];
+#pragma GCC unroll 4
+  for (int c = 0; c < kUnits / 2; ++c) {
+    const __m256i packed = load32(w.qs + 32 * c);
+    const __m256i lo = _mm256_and_si256(packed, low4);
+    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low4);
+    unit[2 * c] = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load32(a[2 * c].qs)), ones);
+    unit[2 * c + 1] = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load32(a[2 * c + 1].qs)), ones);
+  }
+  store_units(unit, isum);
+}
+
+// Q6_K: unit 4h + p's 6-bit values are bytes of ql[64h + 32 (p & 1)..] (low
+// or high nibble by p >> 1) with the 2 bits of qh[32h..] >> 2p on top.
+// maddubs(q, a) - maddubs(32, a) is the pairs' (q - 32) * a: both are exact
+// (|pair| <= 2 * 63 * 128 = 16128 and 2 * 32 * 128 < 2^15) and so is their
+// difference (|.| <= 8192). madd then weighs the first 16 bytes' pairs (the
+// low 128 bits) by scales[2u] and the last 16's by scales[2u + 1]: at most
+// 2 * 8192 * 128 per int32.
+__attribute__((target("avx2"))) void unit_sums_avx2(const BlockQ6_K& w, const BlockQ8_0* a, std::int32_t* isum) {
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  const __m256i two_bits = _mm256_set1_epi8(3);
+  const __m256i bias = _mm256_set1_epi8(32);
+  __m256i unit[kUnits];
+#pragma GCC unroll 2
+  for (int h = 0; h < 2; ++h) {
+    const __m256i ql[2] = {load32(w.ql + 64 * h), load32(w.ql + 64 * h + 32)};
+    const __m256i qh = load32(w.qh + 32 * h);
+#pragma GCC unroll 4
+    for (int p = 0; p < 4; ++p) {
+      const int u = 4 * h + p;
+      const __m256i low = _mm256_and_si256(p >> 1 ? _mm256_srli_epi16(ql[p & 1], 4) : ql[p & 1], low4);
+      const __m256i high = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * p), two_bits), 4);
+      const __m256i q = _mm256_or_si256(low, high);
+      const __m256i act = load32(a[u].qs);
+      const __m256i pairs = _mm256_sub_epi16(_mm256_maddubs_epi16(q, act), _mm256_maddubs_epi16(bias, act));
+      const __m256i scale = _mm256_set_m128i(_mm_set1_epi16(w.scales[2 * u + 1]), _mm_set1_epi16(w.scales[2 * u]));
+      unit[u] = _mm256_madd_epi16(pairs, scale);
+    }
+  }
+  store_units(unit, isum);
+}
+#endif
+
+#ifdef FEDGE_QUANT_K_NEON
+// 16 signed bytes times 16 signed bytes added into 4 int32 lanes (quant.cpp's
+// dot_i8x16): one sdot with the dot-product extension, widening multiplies
+// otherwise (each product here is at most 32 * 128, exact in int16).
+inline int32x4_t dot_i8x16(int32x4_t acc, int8x16_t w, int8x16_t a) {
+#ifdef __ARM_FEATURE_DOTPROD
+  return vdotq_s32(acc, w, a);
+#else
+  const int16x8_t lo = vmull_s8(vget_low_s8(w), vget_low_s8(a));
+  const int16x8_t hi = vmull_high_s8(w, a);
+  return vpadalq_s16(vpadalq_s16(acc, lo), hi);
+#endif
+}
+
+// Q4_K: units 2c and 2c + 1 are the low and high nibbles of qs[32c..], used
+// as signed bytes (0..15).
+void unit_sums_neon(const BlockQ4_K& w, const BlockQ8_0* a, std::int32_t* isum) {
+  const uint8x16_t low4 = vdupq_n_u8(0x0F);
+  for (int c = 0; c < kUnits / 2; ++c) {
+    int32x4_t lo_sum = vdupq_n_s32(0), hi_sum = vdupq_n_s32(0);
+    for (int k = 0; k < 2; ++k) {
+      const uint8x16_t packed = vld1q_u8(w.qs + 32 * c + 16 * k);
+      const int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(packed, low4));
+      const int8x16_t hi = vreinterpretq_s8_u8(vshrq_n_u8(packed, 4));
+      lo_sum = dot_i8x16(lo_sum, lo, vld1q_s8(a[2 * c].qs + 16 * k));
+      hi_sum = dot_i8x16(hi_sum, hi, vld1q_s8(a[2 * c + 1].qs + 16 * k));
+    }
+    isum[2 * c] = vaddvq_s32(lo_sum);
+    isum[2 * c + 1] = vaddvq_s32(hi_sum);
+  }
+}
+
+// Q6_K: the values unpacked as the AVX2 path does, minus 32 (-32..31 as
+// signed bytes); each 16-weight half's sum is weighed by its scale.
+void unit_sums_neon(const BlockQ6_K& w, const BlockQ8_0* a, std::int32_t* isum) {
+  const uint8x16_t low4 = vdupq_n_u8(0x0F), two_bits = vdupq_n_u8(3);
+  const int8x16_t bias = vdupq_n_s8(32);
+  for (int h = 0; h < 2; ++h)
+    for (int p = 0; p < 4; ++p) {
+      const int u = 4 * h + p;
+      std::int32_t half[2];
+      for (int k = 0; k < 2; ++k) {
+        const uint8x16_t packed = vld1q_u8(w.ql + 64 * h + 32 * (p & 1) + 16 * k);
+        const uint8x16_t low = p >> 1 ? vshrq_n_u8(packed, 4) : vandq_u8(packed, low4);
+        const uint8x16_t bits = vshlq_u8(vld1q_u8(w.qh + 32 * h + 16 * k), vdupq_n_s8(static_cast<std::int8_t>(-2 * p)));
+        const uint8x16_t q = vorrq_u8(low, vshlq_n_u8(vandq_u8(bits, two_bits), 4));
+        const int8x16_t centered = vsubq_s8(vreinterpretq_s8_u8(q), bias);
+        half[k] = vaddvq_s32(dot_i8x16(vdupq_n_s32(0), centered, vld1q_s8(a[u].qs + 16 * k)));
+      }
+      isum[u] = w.scales[2 * u] * half[0] + w.scales[2 * u + 1] * half[1];
+    }
+}
+#endif
+
+// The units' sums on the path `use` names; every path gives the scalar ints.
+// Q4_K and Q6_K have no AVX-512 kernel (quant.cpp's isa_for passes kAvx2 on
+// such CPUs); kAvx512 is read as kAvx2 here too, which every AVX-512 CPU has.
+template <class Block>
+void unit_sums(const Block& w, const BlockQ8_0* a, std::int32_t* isum, Isa use) {
+#ifdef FEDGE_QUANT_K_X86
+  if (use == Isa::kAvx2 || use == Isa::kAvx512) return unit_sums_avx2(w, a, isum);
+#endif
+#ifdef FEDGE_QUANT_K_NEON
+  if (use == Isa::kNeon) return unit_sums_neon(w, a, isum);
+#endif
+  (void)use;
+  unit_sums_scalar(w, a, isum);
+}
+
+}  // namespace
+
+float row_dot_k(const BlockQ4_K* w, std::int64_t supers, const BlockQ8_0* a, const std::int32_t* asum, Isa use) {
+  const float* half = f16_table();
+  float acc[kLanes] = {};
+  std::int32_t isum[kUnits];
+  for (std::int64_t s = 0; s < supers; ++s) {
+    unit_sums(w[s], a + kUnits * s, isum, use);
+    const float d = half[w[s].d], dmin = half[w[s].dmin];
+    for (int u = 0; u < kUnits; ++u) {
+      int sc, m;
+      scale_min_q4_k(w[s].scales, u, sc, m);
+      const float ds = d * static_cast<float>(sc), dm = dmin * static_cast<float>(m);
+      const float inner = ds * static_cast<float>(isum[u]) - dm * static_cast<float>(asum[kUnits * s + u]);
+      acc[u] += half[a[kUnits * s + u].d] * inner;  // unit u of a super-block is block 8s + u: lane u
+    }
+  }
+  return sum_lanes(acc);
+}
+
+float row_dot_k(const BlockQ6_K* w, std::int64_t supers, const BlockQ8_0* a, const std::int32_t* asum, Isa use) {
+  (void)asum;
+  const float* half = f16_table();
+  float acc[kLanes] = {};
+  std::int32_t isum[kUnits];
+  for (std::int64_t s = 0; s < supers; ++s) {
+    unit_sums(w[s], a + kUnits * s, isum, use);
+    const float d = half[w[s].d];
+    for (int u = 0; u < kUnits; ++u) acc[u] += (d * half[a[kUnits * s + u].d]) * static_cast<float>(isum[u]);
+  }
+  return sum_lanes(acc);
+}
+
+}  // namespace detail
+
+using detail::check_finite;
+using detail::check_length;
+
+void quantize_row_q4_k(const float* x, BlockQ4_K* y, std::int64_t n) {
+  check_length(n, kSuperBlockSize, "quantize q4_k");
+  check_finite(x, n, "quantize q4_k");
+  for (std::int64_t s = 0; s < n / kSuperBlockSize; ++s) detail::quantize_super_q4_k(x + s * kSuperBlockSize, y[s]);
+}
+
+void quantize_row_q6_k(const float* x, BlockQ6_K* y, std::int64_t n) {
+  check_length(n, kSuperBlockSize, "quantize q6_k");
+  check_finite(x, n, "quantize q6_k");
+  for (std::int64_t s = 0; s < n / kSuperBlockSize; ++s) detail::quantize_super_q6_k(x + s * kSuperBlockSize, y[s]);
+}
+
+void dequantize_row_q4_k(const BlockQ4_K* x, float* y, std::int64_t n) {
+  check_length(n, kSuperBlockSize, "dequantize q4_k");
+  for (std::int64_t s = 0; s < n / kSuperBlockSize; ++s) {
+    const float d = f16_to_f32(x[s].d), dmin = f16_to_f32(x[s].dmin);
+    for (int u = 0; u < detail::kUnits; ++u) {
+      int sc, m;
+      detail::scale_min_q4_k(x[s].scales, u, sc, m);
+      const float ds = d * static_cast<float>(sc), dm = dmin * static_cast<float>(m);
+      for (int l = 0; l < kBlockSize; ++l)
+        y[s * kSuperBlockSize + kBlockSize * u + l] = ds * static_cast<float>(detail::nibble_q4_k(x[s], u, l)) - dm;
+    }
+  }
+}
+
+void dequantize_row_q6_k(const BlockQ6_K* x, float* y, std::int64_t n) {
+  check_length(n, kSuperBlockSize, "dequantize q6_k");
+  for (std::int64_t s = 0; s < n / kSuperBlockSize; ++s) {
+    const float d = f16_to_f32(x[s].d);
+    for (int i = 0; i < kSuperBlockSize; ++i)
+      y[s * kSuperBlockSize + i] =
+          d * static_cast<float>(x[s].scales[i / 16]) * static_cast<float>(detail::value_q6_k(x[s], i) - 32);
+  }
+}
+
+}  // namespace fedge::inference::quant
