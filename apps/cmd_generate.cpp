@@ -29,9 +29,9 @@ void add_generate_command(CLI::App& app, const GlobalOptions& global, CommandBod
   sub->add_option("--seed", options->sampling.seed, "sampling seed")->capture_default_str();
   auto dtype = std::make_shared<std::string>();
   sub->add_option("--weights,--dtype", *dtype,
-                  "weights in memory: f32, bf16, f16, q8_0 or q4_0 (GGUF's blocks); default f32 for a directory, "
+                  "weights in memory: f32, bf16, f16, or GGUF's blocks q8_0, q4_0, q5_0, q4_k, q6_k; default f32 for a directory, "
                   "the file's own types for a .gguf file")
-      ->check(CLI::IsMember({"f32", "bf16", "f16", "q8_0", "q4_0"}));
+      ->check(CLI::IsMember(inference::weight_type_names()));
   sub->callback([&chosen, &global, options, dtype] {
     if (!dtype->empty()) options->weights = inference::parse_weight_type(*dtype);
     chosen = [options, &global] {

@@ -17,13 +17,13 @@ void add_quantize_command(CLI::App& app, const GlobalOptions& global, CommandBod
     std::string out;
   };
   auto flags = std::make_shared<Flags>();
-  auto* sub = app.add_subcommand("quantize", "Write a model as a GGUF file (llama.cpp's format) in Q8_0, Q4_0, F16 or F32");
+  auto* sub = app.add_subcommand("quantize", "Write a model as a GGUF file (llama.cpp's format) in Q8_0, Q4_0, Q5_0, Q4_K, Q6_K, F16, BF16 or F32");
   sub->add_option("--model", flags->command.model, "Hugging Face model folder, a .gguf file, or 'tiny'")->required();
   sub->add_option("--out", flags->out, "the GGUF file to write (replaced atomically)")->required();
-  sub->add_option("--type", flags->type, "type of the linear projections")
-      ->check(CLI::IsMember({"q8_0", "q4_0", "f16", "bf16", "f32"}))->capture_default_str();
+  sub->add_option("--type", flags->type, "type of the linear projections (q4_k and q6_k fall back to q5_0 and q8_0 for rows that are not whole 256-weight super-blocks, as llama.cpp does)")
+      ->check(CLI::IsMember(inference::weight_type_names()))->capture_default_str();
   sub->add_option("--keep", flags->keep, "type of the token embedding and LM head (default: --type)")
-      ->check(CLI::IsMember({"q8_0", "q4_0", "f16", "bf16", "f32"}));
+      ->check(CLI::IsMember(inference::weight_type_names()));
   sub->add_option("--compare", flags->command.compare_prompt,
                   "after writing, load the file back and log how far this prompt's logits moved from the source's "
                   "(relative L2)");

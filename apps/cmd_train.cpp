@@ -39,8 +39,8 @@ void add_optimizer_options(CLI::App* sub, training::TrainOptions& o) {
 void add_weights_option(CLI::App* sub, inference::LoadOptions& load) {
   sub->add_option_function<std::string>(
          "--weights", [&load](const std::string& name) { load.weights = inference::parse_weight_type(name); },
-         "base weights in memory: f32, bf16, f16, q8_0 or q4_0 (GGUF's blocks; LoRA over q8_0/q4_0 is QLoRA)")
-      ->check(CLI::IsMember({"f32", "bf16", "f16", "q8_0", "q4_0"}))
+         "base weights in memory: f32, bf16, f16, or GGUF's blocks q8_0, q4_0, q5_0, q4_k, q6_k (LoRA over blocks is QLoRA)")
+      ->check(CLI::IsMember(inference::weight_type_names()))
       ->default_str("f32");
 }
 

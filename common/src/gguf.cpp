@@ -15,13 +15,20 @@ std::string_view ggml_type_name(GgmlType type) {
     case GgmlType::kF16: return "F16";
     case GgmlType::kQ4_0: return "Q4_0";
     case GgmlType::kQ8_0: return "Q8_0";
+    case GgmlType::kQ5_0: return "Q5_0";
+    case GgmlType::kQ4_K: return "Q4_K";
+    case GgmlType::kQ6_K: return "Q6_K";
     case GgmlType::kBF16: return "BF16";
   }
   return "?";
 }
 
 std::uint64_t ggml_block_size(GgmlType type) {
-  return type == GgmlType::kQ4_0 || type == GgmlType::kQ8_0 ? 32 : 1;
+  switch (type) {
+    case GgmlType::kQ4_0: case GgmlType::kQ5_0: case GgmlType::kQ8_0: return 32;
+    case GgmlType::kQ4_K: case GgmlType::kQ6_K: return 256;  // QK_K
+    default: return 1;
+  }
 }
 
 std::uint64_t ggml_block_bytes(GgmlType type) {
@@ -30,6 +37,9 @@ std::uint64_t ggml_block_bytes(GgmlType type) {
     case GgmlType::kF16: case GgmlType::kBF16: return 2;
     case GgmlType::kQ4_0: return 18;
     case GgmlType::kQ8_0: return 34;
+    case GgmlType::kQ5_0: return 22;
+    case GgmlType::kQ4_K: return 144;
+    case GgmlType::kQ6_K: return 210;
   }
   return 0;
 }
@@ -53,7 +63,9 @@ namespace {
 constexpr std::uint32_t kMagic = 0x46554747;  // "GGUF" read as a little-endian u32
 constexpr std::uint32_t kDefaultAlignment = 32;
 
-bool known_ggml_type(std::uint32_t t) { return t == 0 || t == 1 || t == 2 || t == 8 || t == 30; }
+bool known_ggml_type(std::uint32_t t) {
+  return t == 0 || t == 1 || t == 2 || t == 6 || t == 8 || t == 12 || t == 14 || t == 30;
+}
 
 // Bytes of a tensor, or an error naming it: dims non-zero... (zero dims are
 // allowed: an empty tensor), the row a whole number of blocks, no overflow.
@@ -223,7 +235,7 @@ struct GgufFile::Impl {
     for (std::uint32_t d = 0; d < n_dims; ++d) t.dims.push_back(r.scalar<std::uint64_t>(field + " dimension " + std::to_string(d)));
     const auto type = r.scalar<std::uint32_t>(field + " type");
     if (!known_ggml_type(type))
-      r.fail(field + " type", "ggml type " + std::to_string(type) + " is not one fedge reads (F32, F16, BF16, Q8_0, Q4_0)");
+      r.fail(field + " type", "ggml type " + std::to_string(type) + " is not one fedge reads (F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K, Q6_K)");
     t.type = static_cast<GgmlType>(type);
     t.offset = r.scalar<std::uint64_t>(field + " offset");
     if (t.offset % alignment != 0)

@@ -39,6 +39,9 @@ std::uint32_t llama_file_type(WeightType type) {
     case WeightType::kF16: return 1;
     case WeightType::kQ4_0: return 2;
     case WeightType::kQ8_0: return 7;
+    case WeightType::kQ5_0: return 8;
+    case WeightType::kQ4_K: return 14;  // MOSTLY_Q4_K_S: every projection Q4_K (or its fallback)
+    case WeightType::kQ6_K: return 18;
     case WeightType::kBF16: return 32;
   }
   return 0;
@@ -51,6 +54,9 @@ GgmlType ggml_type_of(WeightType type) {
     case WeightType::kBF16: return GgmlType::kBF16;
     case WeightType::kQ8_0: return GgmlType::kQ8_0;
     case WeightType::kQ4_0: return GgmlType::kQ4_0;
+    case WeightType::kQ5_0: return GgmlType::kQ5_0;
+    case WeightType::kQ4_K: return GgmlType::kQ4_K;
+    case WeightType::kQ6_K: return GgmlType::kQ6_K;
   }
   return GgmlType::kF32;
 }
@@ -62,6 +68,9 @@ WeightType weight_type_for(GgmlType type) {
     case GgmlType::kBF16: return WeightType::kBF16;
     case GgmlType::kQ8_0: return WeightType::kQ8_0;
     case GgmlType::kQ4_0: return WeightType::kQ4_0;
+    case GgmlType::kQ5_0: return WeightType::kQ5_0;
+    case GgmlType::kQ4_K: return WeightType::kQ4_K;
+    case GgmlType::kQ6_K: return WeightType::kQ6_K;
   }
   return WeightType::kF32;
 }
@@ -259,7 +268,7 @@ at::Tensor wrap(const std::shared_ptr<const GgufFile>& file, const GgufTensorInf
                 const std::vector<std::int64_t>& shape) {
   const WeightType type = weight_type_for(info.type);
   std::vector<std::int64_t> sizes = shape;
-  if (is_quantized(type)) sizes = {shape[0], shape[1] / quant::kBlockSize, block_bytes(type)};
+  if (is_quantized(type)) sizes = {shape[0], shape[1] / block_weights(type), block_bytes(type)};
   const auto options = at::TensorOptions().dtype(scalar_type_of(type));
   const auto bytes = file->bytes(info);
   void* data = const_cast<std::byte*>(bytes.data());
@@ -298,8 +307,7 @@ struct Loader {
     if (spec.shape.size() == 1 && is_quantized(weight_type_for(info->type)))
       bad(*file, "tensor '" + name + "' is " + std::string(ggml_type_name(info->type)) +
                      "; a norm or bias must be F32, F16 or BF16");
-    WeightType type = target(spec, info->type);
-    if (!can_hold(type, spec.shape)) type = WeightType::kF16;
+    const WeightType type = type_for_shape(target(spec, info->type), spec.shape);
     at::Tensor t = wrap(file, *info, spec.shape);
     const std::int64_t heads = permuted_heads(config, spec.name);
     if (weight_type_for(info->type) == type) {

@@ -62,19 +62,24 @@ void assign_weight(Model::Impl& m, const std::string& name, at::Tensor t);
 // A GGUF file as the model's internals (model_gguf.cpp; Model::load dispatches).
 std::unique_ptr<Model::Impl> load_gguf_impl(const std::filesystem::path& path, const LoadOptions& options);
 
-// `values` shaped `shape` held as `type` (a copy; quantized types fall back to
-// f16 for rows that are not whole blocks, and 1-D tensors stay float).
+// `values` shaped `shape` held as `type` (a copy; a quantized type whose
+// blocks do not divide the rows falls back as llama.cpp's quantizer does:
+// q4_k to q5_0, q6_k to q8_0, and to f16 where no block fits; 1-D tensors
+// stay float).
 at::Tensor make_weight(const float* values, std::vector<std::int64_t> shape, WeightType type);
 // Whether `type` can hold a tensor of `shape` (quantized: 2-D, whole blocks).
 bool can_hold(WeightType type, const std::vector<std::int64_t>& shape);
+// The type make_weight gives a tensor of `shape` asked for as `type`.
+WeightType type_for_shape(WeightType type, const std::vector<std::int64_t>& shape);
 // Row `row` of a weight matrix as f32 (in_features(w) values).
 void weight_row_to_f32(const at::Tensor& w, std::int64_t row, float* out);
 // y [rows, out] = x [rows, in] W^T for the quantized types.
 void linear_packed(const at::Tensor& w, const float* x, int rows, float* y);
 // The kernels' name for a quantized WeightType.
 quant::QuantType quant_type_of(WeightType type);
-// Bytes of one 32-weight block of a quantized WeightType (the last dimension
-// of its packed tensor).
+// Bytes of one block of a quantized WeightType (the last dimension of its
+// packed tensor: [out, in / block_weights, block_bytes]) and its weights.
 std::int64_t block_bytes(WeightType type);
+std::int64_t block_weights(WeightType type);
 
 }  // namespace fedge::inference

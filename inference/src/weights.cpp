@@ -9,13 +9,25 @@
 #include "model_impl.h"
 
 namespace fedge::inference {
+namespace {
+constexpr WeightType kAllTypes[] = {WeightType::kF32,  WeightType::kBF16, WeightType::kF16,  WeightType::kQ8_0,
+                                    WeightType::kQ4_0, WeightType::kQ5_0, WeightType::kQ4_K, WeightType::kQ6_K};
+}  // namespace
+
 quant::QuantType quant_type_of(WeightType type) {
-  return type == WeightType::kQ8_0 ? quant::QuantType::kQ8_0 : quant::QuantType::kQ4_0;
+  switch (type) {
+    case WeightType::kQ8_0: return quant::QuantType::kQ8_0;
+    case WeightType::kQ4_0: return quant::QuantType::kQ4_0;
+    case WeightType::kQ5_0: return quant::QuantType::kQ5_0;
+    case WeightType::kQ4_K: return quant::QuantType::kQ4_K;
+    case WeightType::kQ6_K: return quant::QuantType::kQ6_K;
+    default: break;
+  }
+  throw Error(ErrorKind::kRuntime, std::string(weight_type_name(type)) + " is not a block type");
 }
 
-std::int64_t block_bytes(WeightType type) {
-  return static_cast<std::int64_t>(quant::row_bytes(quant_type_of(type), quant::kBlockSize));
-}
+std::int64_t block_bytes(WeightType type) { return static_cast<std::int64_t>(quant::block_bytes(quant_type_of(type))); }
+std::int64_t block_weights(WeightType type) { return quant::block_weights(quant_type_of(type)); }
 
 const char* weight_type_name(WeightType type) {
   switch (type) {
@@ -24,27 +36,48 @@ const char* weight_type_name(WeightType type) {
     case WeightType::kF16: return "f16";
     case WeightType::kQ8_0: return "q8_0";
     case WeightType::kQ4_0: return "q4_0";
+    case WeightType::kQ5_0: return "q5_0";
+    case WeightType::kQ4_K: return "q4_k";
+    case WeightType::kQ6_K: return "q6_k";
   }
   return "?";
 }
 
 WeightType parse_weight_type(std::string_view name) {
-  for (WeightType t : {WeightType::kF32, WeightType::kBF16, WeightType::kF16, WeightType::kQ8_0, WeightType::kQ4_0})
+  std::string names;
+  for (WeightType t : kAllTypes) {
     if (name == weight_type_name(t)) return t;
-  throw Error(ErrorKind::kInvalidInput,
-              "weight type '" + std::string(name) + "' is not one of f32, bf16, f16, q8_0, q4_0");
+    names += std::string(names.empty() ? "" : ", ") + weight_type_name(t);
+  }
+  throw Error(ErrorKind::kInvalidInput, "weight type '" + std::string(name) + "' is not one of " + names);
 }
 
-bool is_quantized(WeightType type) { return type == WeightType::kQ8_0 || type == WeightType::kQ4_0; }
+std::vector<std::string> weight_type_names() {
+  std::vector<std::string> names;
+  for (WeightType t : kAllTypes) names.emplace_back(weight_type_name(t));
+  return names;
+}
+
+double bytes_per_weight(WeightType type) {
+  switch (type) {
+    case WeightType::kF32: return 4.0;
+    case WeightType::kBF16: case WeightType::kF16: return 2.0;
+    default: return double(block_bytes(type)) / double(block_weights(type));
+  }
+}
+
+bool is_quantized(WeightType type) {
+  return type != WeightType::kF32 && type != WeightType::kBF16 && type != WeightType::kF16;
+}
 
 WeightType weight_type_of(const at::Tensor& w) {
   switch (w.scalar_type()) {
     case at::kFloat: return WeightType::kF32;
     case at::kBFloat16: return WeightType::kBF16;
     case at::kHalf: return WeightType::kF16;
-    case at::kByte:
-      if (w.dim() == 3 && w.size(2) == block_bytes(WeightType::kQ8_0)) return WeightType::kQ8_0;
-      if (w.dim() == 3 && w.size(2) == block_bytes(WeightType::kQ4_0)) return WeightType::kQ4_0;
+    case at::kByte:  // every block type has a block size of its own
+      for (WeightType t : kAllTypes)
+        if (is_quantized(t) && w.dim() == 3 && w.size(2) == block_bytes(t)) return t;
       break;
     default: break;
   }
@@ -53,15 +86,24 @@ WeightType weight_type_of(const at::Tensor& w) {
 }
 
 std::int64_t in_features(const at::Tensor& w) {
-  return is_quantized(weight_type_of(w)) ? w.size(1) * quant::kBlockSize : w.size(-1);
+  const WeightType type = weight_type_of(w);
+  return is_quantized(type) ? w.size(1) * block_weights(type) : w.size(-1);
 }
 
 bool can_hold(WeightType type, const std::vector<std::int64_t>& shape) {
-  return !is_quantized(type) || (shape.size() == 2 && shape[1] % quant::kBlockSize == 0);
+  return !is_quantized(type) || (shape.size() == 2 && shape[1] % block_weights(type) == 0);
+}
+
+WeightType type_for_shape(WeightType type, const std::vector<std::int64_t>& shape) {
+  // llama.cpp's fallbacks for rows that are not whole super-blocks (a
+  // 576-wide row of SmolLM-135M, say), then f16 for rows of no whole block.
+  if (!can_hold(type, shape) && type == WeightType::kQ4_K) type = WeightType::kQ5_0;
+  if (!can_hold(type, shape) && type == WeightType::kQ6_K) type = WeightType::kQ8_0;
+  return can_hold(type, shape) ? type : WeightType::kF16;
 }
 
 at::Tensor make_weight(const float* values, std::vector<std::int64_t> shape, WeightType type) {
-  if (!can_hold(type, shape)) type = WeightType::kF16;  // llama.cpp's fallback for ragged rows
+  type = type_for_shape(type, shape);
   auto t = at::from_blob(const_cast<float*>(values), shape, at::kFloat);
   switch (type) {
     case WeightType::kF32: return t.clone();
@@ -70,7 +112,7 @@ at::Tensor make_weight(const float* values, std::vector<std::int64_t> shape, Wei
     default: break;
   }
   const std::int64_t out = shape[0], in = shape[1];
-  at::Tensor packed = at::empty({out, in / quant::kBlockSize, block_bytes(type)}, at::kByte);
+  at::Tensor packed = at::empty({out, in / block_weights(type), block_bytes(type)}, at::kByte);
   quant::quantize_rows(quant_type_of(type), values, packed.data_ptr(), out, in);
   return packed;
 }

@@ -68,7 +68,7 @@ NodeRuntimeConfig read_node_config(const fs::path& file) {
   const auto model = root.table("model");
   c.model = model_path(base, model.string("path", "tiny"));
   c.threads = static_cast<int>(model.integer("threads", 0, {0, 1024}));
-  const std::string weights = model.string("weights", "f32", {"f32", "bf16", "f16", "q8_0", "q4_0"});
+  const std::string weights = model.string("weights", "f32", inference::weight_type_names());
   c.model_weights = inference::parse_weight_type(weights);
 
   const auto data = root.table("data");

@@ -107,7 +107,7 @@ NetworkProfile network_at(const Profiles& p, const Table& t, const std::string& 
 void read_model(const Table& t, ModelSettings& m) {
   m.base = t.string("base", m.base);
   m.pretrain_steps = t.integer("pretrain_steps", m.pretrain_steps, {1, 1000000});
-  m.quant = t.string("quant", m.quant, {"f32", "bf16", "f16", "q8_0", "q4_0"});
+  m.quant = t.string("quant", m.quant, inference::weight_type_names());
   m.lora_rank = static_cast<int>(t.integer("lora_rank", m.lora_rank, {1, 1024}));
   m.lora_alpha = t.number("lora_alpha", m.lora_alpha, {1e-6, 1e6});
   if (t.has("targets")) {
@@ -499,24 +499,13 @@ Scenario parse_scenario(std::string_view text, const std::string& source_name) {
   return s;
 }
 
-namespace {
-
-// Bytes per weight as the nodes hold the base ([model] quant): GGUF's blocks
-// of 32 weights are 34 bytes (Q8_0) and 18 bytes (Q4_0) with their f16 scale.
-double bytes_per_weight(const std::string& quant) {
-  if (quant == "q8_0") return 34.0 / 32.0;
-  if (quant == "q4_0") return 18.0 / 32.0;
-  if (quant == "bf16" || quant == "f16") return 2.0;
-  return 4.0;
-}
-
-}  // namespace
-
 MemoryNeed device_memory_need(const Scenario& s, const inference::ModelConfig& c, std::uint64_t adapter_floats) {
   const double h = c.hidden_size, layers = c.num_layers, seq = s.model.seq_len;
   const double per_layer = h * (c.q_dim() + 2.0 * c.kv_dim()) + c.q_dim() * h + 3.0 * h * c.intermediate_size + 2.0 * h;
   const double embeddings = static_cast<double>(c.vocab_size) * h * (c.tie_word_embeddings ? 1 : 2);
-  const double weights = bytes_per_weight(s.model.quant) * (per_layer * layers + embeddings + h);
+  // As the nodes hold the base ([model] quant), block scales included.
+  const double weights =
+      inference::bytes_per_weight(inference::parse_weight_type(s.model.quant)) * (per_layer * layers + embeddings + h);
   const double kv_cache = 4.0 * 2.0 * layers * c.kv_dim() * (seq + s.serving.max_new_tokens);
   MemoryNeed need;
   need.inference_bytes = weights + kv_cache;

@@ -169,8 +169,11 @@ TEST_CASE("gguf: hostile metadata values and tensor infos are refused naming the
   put<std::uint32_t>(b, info, 9);
   refused(b, "9 dimensions");
   b = base;
-  put<std::uint32_t>(b, info + 4 + 16, 12);  // Q4_K: not read
-  refused(b, "ggml type 12");
+  put<std::uint32_t>(b, info + 4 + 16, 10);  // Q2_K: not read
+  refused(b, "ggml type 10");
+  b = base;
+  put<std::uint32_t>(b, info + 4 + 16, 12);  // Q4_K, read, but a 3-value row is no whole 256-value super-block
+  refused(b, "a row of 3 Q4_K values is not a whole number of 256-value blocks");
   b = base;
   put<std::uint64_t>(b, info + 4 + 16 + 4, 7);
   refused(b, "not a multiple of the alignment");

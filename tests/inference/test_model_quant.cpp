@@ -58,7 +58,8 @@ TEST_CASE("quantized model: every projection takes the asked type, ragged rows f
   CHECK(q4_f16_table.weight_bytes() < q8.weight_bytes());
 
   CHECK(parse_weight_type("q4_0") == WeightType::kQ4_0);
-  CHECK_THROWS_WITH(parse_weight_type("q4_k"), Catch::Contains("q8_0, q4_0"));
+  CHECK(parse_weight_type("q4_k") == WeightType::kQ4_K);
+  CHECK_THROWS_WITH(parse_weight_type("q4_1"), Catch::Contains("q8_0, q4_0, q5_0, q4_k, q6_k"));
 }
 
 // Random Gaussian weights are the hard case for 32-weight blocks (the block's

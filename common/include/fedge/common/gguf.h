@@ -35,9 +35,19 @@ enum class GgufType : std::uint32_t {
 };
 
 // Tensor element types fedge reads and writes (ggml_type ids).
-enum class GgmlType : std::uint32_t { kF32 = 0, kF16 = 1, kQ4_0 = 2, kQ8_0 = 8, kBF16 = 30 };
+enum class GgmlType : std::uint32_t {
+  kF32 = 0,
+  kF16 = 1,
+  kQ4_0 = 2,
+  kQ5_0 = 6,
+  kQ8_0 = 8,
+  kQ4_K = 12,
+  kQ6_K = 14,
+  kBF16 = 30
+};
 std::string_view ggml_type_name(GgmlType type);  // "F32", "Q8_0", ...
-// Elements per block (1 for plain types, 32 for Q8_0/Q4_0) and bytes per block.
+// Elements per block (1 for plain types, 32 for Q8_0/Q4_0/Q5_0, 256 for the
+// k-quants Q4_K/Q6_K) and bytes per block.
 std::uint64_t ggml_block_size(GgmlType type);
 std::uint64_t ggml_block_bytes(GgmlType type);
 

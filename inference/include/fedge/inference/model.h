@@ -23,13 +23,19 @@
 
 namespace fedge::inference {
 
-// How a weight matrix is held in memory. Q8_0 and Q4_0 are GGUF's blocks
-// (inference/quant.h); the model multiplies with them without unpacking.
-enum class WeightType { kF32, kBF16, kF16, kQ8_0, kQ4_0 };
-const char* weight_type_name(WeightType type);  // "f32", "bf16", "f16", "q8_0", "q4_0"
+// How a weight matrix is held in memory. Q8_0, Q4_0, Q5_0 and the k-quants
+// Q4_K and Q6_K are GGUF's blocks (inference/quant.h); the model multiplies
+// with them without unpacking.
+enum class WeightType { kF32, kBF16, kF16, kQ8_0, kQ4_0, kQ5_0, kQ4_K, kQ6_K };
+// "f32", "bf16", "f16", "q8_0", "q4_0", "q5_0", "q4_k", "q6_k"
+const char* weight_type_name(WeightType type);
 // The inverse; Error(kInvalidInput) naming the accepted names otherwise.
 WeightType parse_weight_type(std::string_view name);
+// Every name parse_weight_type accepts (for option checks).
+std::vector<std::string> weight_type_names();
 bool is_quantized(WeightType type);
+// Bytes per weight held as `type`, block scales included (Q4_0: 18 / 32).
+double bytes_per_weight(WeightType type);
 
 struct LoadOptions {
   // The linear projections. Unset: as stored for a GGUF file (each tensor
