@@ -8,7 +8,28 @@
 
 #include "fedge/inference/quant.h"
 
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#endif
+
 namespace fedge::inference::quant::detail {
+
+#if defined(__aarch64__)
+// 16 signed bytes times 16 signed bytes added into 4 int32 lanes: one sdot
+// where the CPU has the dot-product extension (ARMv8.2+, a compile-time
+// feature: -march=armv8.2-a+dotprod), widening multiplies otherwise (each
+// pair of products fits int16: |w| <= 128, |a| <= 127). Either way the sum
+// is exact.
+inline int32x4_t dot_i8x16(int32x4_t acc, int8x16_t w, int8x16_t a) {
+#ifdef __ARM_FEATURE_DOTPROD
+  return vdotq_s32(acc, w, a);
+#else
+  const int16x8_t lo = vmull_s8(vget_low_s8(w), vget_low_s8(a));
+  const int16x8_t hi = vmull_high_s8(w, a);
+  return vpadalq_s16(vpadalq_s16(acc, lo), hi);
+#endif
+}
+#endif
 
 // kScalar is the portable C++ path ("portable").
 enum class Isa { kScalar, kNeon, kAvx2, kAvx512 };

@@ -216,19 +216,7 @@ __attribute__((target("avx2"))) void block_dots_avx2(const Block* w, const Block
 #endif
 
 #ifdef FEDGE_QUANT_NEON
-// 16 signed bytes times 16 signed bytes added into 4 int32 lanes: one sdot
-// where the CPU has the dot-product extension (ARMv8.2+, a compile-time
-// feature: -march=armv8.2-a+dotprod), widening multiplies otherwise. Either
-// way the block's integer sum is exact.
-inline int32x4_t dot_i8x16(int32x4_t acc, int8x16_t w, int8x16_t a) {
-#ifdef __ARM_FEATURE_DOTPROD
-  return vdotq_s32(acc, w, a);
-#else
-  const int16x8_t lo = vmull_s8(vget_low_s8(w), vget_low_s8(a));
-  const int16x8_t hi = vmull_high_s8(w, a);
-  return vpadalq_s16(vpadalq_s16(acc, lo), hi);
-#endif
-}
+using detail::dot_i8x16;
 
 inline std::int32_t block_dot_neon(const BlockQ8_0& w, const BlockQ8_0& a) {
   const int32x4_t s = dot_i8x16(vdupq_n_s32(0), vld1q_s8(w.qs), vld1q_s8(a.qs));
@@ -245,12 +233,21 @@ inline std::int32_t block_dot_neon(const BlockQ4_0& w, const BlockQ8_0& a) {
   return vaddvq_s32(dot_i8x16(s, hi, vld1q_s8(a.qs + 16)));
 }
 
-// Q5_0: the weights unpacked to bytes (-16..15), then Q8_0's dot.
+// Q5_0: the weights as bytes (-16..15), then Q8_0's dot. Byte i of a
+// 16-weight half gets qh's byte i / 8 (weights 0-15: qh[0..1], 16-31:
+// qh[2..3]) and vtst picks its bit i % 8; a weight is its nibble less 16
+// where that fifth bit is clear (bytes wrap: the same as (nibble | bit << 4)
+// - 16 read as signed).
 inline std::int32_t block_dot_neon(const BlockQ5_0& w, const BlockQ8_0& a) {
-  std::int8_t v[kBlockSize];
-  for (int i = 0; i < kBlockSize; ++i) v[i] = static_cast<std::int8_t>(value_q5_0(w, i));
-  const int32x4_t s = dot_i8x16(vdupq_n_s32(0), vld1q_s8(v), vld1q_s8(a.qs));
-  return vaddvq_s32(dot_i8x16(s, vld1q_s8(v + 16), vld1q_s8(a.qs + 16)));
+  const uint8x16_t bit = vreinterpretq_u8_u64(vdupq_n_u64(0x8040201008040201ULL));
+  const uint8x16_t sixteen = vdupq_n_u8(0x10);
+  const uint8x16_t lo_bits = vcombine_u8(vdup_n_u8(w.qh[0]), vdup_n_u8(w.qh[1]));
+  const uint8x16_t hi_bits = vcombine_u8(vdup_n_u8(w.qh[2]), vdup_n_u8(w.qh[3]));
+  const uint8x16_t packed = vld1q_u8(w.qs);
+  const uint8x16_t lo = vsubq_u8(vandq_u8(packed, vdupq_n_u8(0x0F)), vbicq_u8(sixteen, vtstq_u8(lo_bits, bit)));
+  const uint8x16_t hi = vsubq_u8(vshrq_n_u8(packed, 4), vbicq_u8(sixteen, vtstq_u8(hi_bits, bit)));
+  const int32x4_t s = dot_i8x16(vdupq_n_s32(0), vreinterpretq_s8_u8(lo), vld1q_s8(a.qs));
+  return vaddvq_s32(dot_i8x16(s, vreinterpretq_s8_u8(hi), vld1q_s8(a.qs + 16)));
 }
 #endif
 
@@ -881,6 +878,20 @@ std::size_t row_bytes(QuantType type, std::int64_t n) {
 
 void quantize_row_q8_0(const float* x, BlockQ8_0* y, std::int64_t n) { quantize_q8(x, y, n, isa().load()); }
 
+namespace {
+// The first of a block's values of largest magnitude, sign kept (GGUF's
+// reference maps it to the lowest level of Q4_0 and Q5_0).
+float largest_magnitude(const float* v) {
+  float amax = 0, max = 0;
+  for (int i = 0; i < kBlockSize; ++i)
+    if (amax < std::fabs(v[i])) {
+      amax = std::fabs(v[i]);
+      max = v[i];
+    }
+  return max;
+}
+}  // namespace
+
 // GGUF's reference: as Q4_0 with 5 bits, the value of largest magnitude
 // mapping to -16; the fifth bits go to qh.
 void quantize_row_q5_0(const float* x, BlockQ5_0* y, std::int64_t n) {
@@ -889,13 +900,7 @@ void quantize_row_q5_0(const float* x, BlockQ5_0* y, std::int64_t n) {
   constexpr int kHalf = kBlockSize / 2;
   for (std::int64_t b = 0; b < n / kBlockSize; ++b) {
     const float* v = x + b * kBlockSize;
-    float amax = 0, max = 0;
-    for (int i = 0; i < kBlockSize; ++i)
-      if (amax < std::fabs(v[i])) {
-        amax = std::fabs(v[i]);
-        max = v[i];
-      }
-    const float d = max / -16.0F;
+    const float d = largest_magnitude(v) / -16.0F;
     const float id = d != 0 ? 1.0F / d : 0.0F;
     y[b].d = f32_to_f16(d);
     std::uint32_t high = 0;
@@ -918,13 +923,7 @@ void quantize_row_q4_0(const float* x, BlockQ4_0* y, std::int64_t n) {
   constexpr int kHalf = kBlockSize / 2;
   for (std::int64_t b = 0; b < n / kBlockSize; ++b) {
     const float* v = x + b * kBlockSize;
-    float amax = 0, max = 0;
-    for (int i = 0; i < kBlockSize; ++i)
-      if (amax < std::fabs(v[i])) {
-        amax = std::fabs(v[i]);
-        max = v[i];
-      }
-    const float d = max / -8.0F;
+    const float d = largest_magnitude(v) / -8.0F;
     const float id = d != 0 ? 1.0F / d : 0.0F;
     y[b].d = f32_to_f16(d);
     for (int j = 0; j < kHalf; ++j) {

@@ -6,6 +6,7 @@
 // float part is the one sequence quant.h describes, so every instruction set
 // gives the same bits.
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -291,26 +292,22 @@ void unit_sums_scalar(const BlockQ6_K& w, const BlockQ8_0* a, std::int32_t* isum
 }
 
 #ifdef FEDGE_QUANT_K_X86
-// Four units' partial int32 sums reduced together: dword k is unit k's sum.
-__attribute__((target("avx2"))) inline __m128i hsum4(__m256i q0, __m256i q1, __m256i q2, __m256i q3) {
-  const __m256i s = _mm256_hadd_epi32(_mm256_hadd_epi32(q0, q1), _mm256_hadd_epi32(q2, q3));
-  return _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-}
-
 __attribute__((target("avx2"))) inline __m256i load32(const void* p) {
   return _mm256_loadu_si256(static_cast<const __m256i*>(p));
 }
 
-__attribute__((target("avx2"))) inline void store_units(const __m256i* unit, std::int32_t* isum) {
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(isum), hsum4(unit[0], unit[1], unit[2], unit[3]));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(isum + 4), hsum4(unit[4], unit[5], unit[6], unit[7]));
+// Eight units' partial int32 sums reduced together: lane u is unit u's sum.
+__attribute__((target("avx2"))) inline __m256i hsum8(const __m256i* unit) {
+  const __m256i t0 = _mm256_hadd_epi32(_mm256_hadd_epi32(unit[0], unit[1]), _mm256_hadd_epi32(unit[2], unit[3]));
+  const __m256i t1 = _mm256_hadd_epi32(_mm256_hadd_epi32(unit[4], unit[5]), _mm256_hadd_epi32(unit[6], unit[7]));
+  return _mm256_add_epi32(_mm256_permute2x128_si256(t0, t1, 0x20), _mm256_permute2x128_si256(t0, t1, 0x31));
 }
 
 // Q4_K: the 32 bytes qs[32c..] hold units 2c (low nibbles) and 2c + 1 (high
 // ones). maddubs takes the nibbles (0..15) as its unsigned operand: a pair is
 // at most 2 * 15 * 128 in magnitude, far inside int16, so every sum is exact
 // for any activation byte.
-__attribute__((target("avx2"))) void unit_sums_avx2(const BlockQ4_K& w, const BlockQ8_0* a, std::int32_t* isum) {
+__attribute__((target("avx2"))) inline __m256i unit_sums_avx2(const BlockQ4_K& w, const BlockQ8_0* a) {
   const __m256i low4 = _mm256_set1_epi8(0x0F);
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i unit[kUnits];
@@ -322,7 +319,7 @@ __attribute__((target("avx2"))) void unit_sums_avx2(const BlockQ4_K& w, const Bl
     unit[2 * c] = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load32(a[2 * c].qs)), ones);
     unit[2 * c + 1] = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load32(a[2 * c + 1].qs)), ones);
   }
-  store_units(unit, isum);
+  return hsum8(unit);
 }
 
 // Q6_K: unit 4h + p's 6-bit values are bytes of ql[64h + 32 (p & 1)..] (low
@@ -331,11 +328,15 @@ __attribute__((target("avx2"))) void unit_sums_avx2(const BlockQ4_K& w, const Bl
 // (|pair| <= 2 * 63 * 128 = 16128 and 2 * 32 * 128 < 2^15) and so is their
 // difference (|.| <= 8192). madd then weighs the first 16 bytes' pairs (the
 // low 128 bits) by scales[2u] and the last 16's by scales[2u + 1]: at most
-// 2 * 8192 * 128 per int32.
-__attribute__((target("avx2"))) void unit_sums_avx2(const BlockQ6_K& w, const BlockQ8_0* a, std::int32_t* isum) {
+// 2 * 8192 * 128 per int32. The 16 scales are loaded once: unit u's pair
+// (scales[2u] in the low 8 bytes, scales[2u + 1] in the high 8) is one byte
+// shuffle, widened to int16 lanes. qh's 2 bits for p are masked in place and
+// moved to bits 4-5 by one shift (within each byte: the mask clears the bits
+// a 16-bit shift would carry across).
+__attribute__((target("avx2"))) inline __m256i unit_sums_avx2(const BlockQ6_K& w, const BlockQ8_0* a) {
   const __m256i low4 = _mm256_set1_epi8(0x0F);
-  const __m256i two_bits = _mm256_set1_epi8(3);
   const __m256i bias = _mm256_set1_epi8(32);
+  const __m128i scales = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w.scales));
   __m256i unit[kUnits];
 #pragma GCC unroll 2
   for (int h = 0; h < 2; ++h) {
@@ -345,95 +346,213 @@ __attribute__((target("avx2"))) void unit_sums_avx2(const BlockQ6_K& w, const Bl
     for (int p = 0; p < 4; ++p) {
       const int u = 4 * h + p;
       const __m256i low = _mm256_and_si256(p >> 1 ? _mm256_srli_epi16(ql[p & 1], 4) : ql[p & 1], low4);
-      const __m256i high = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * p), two_bits), 4);
+      const __m256i bits = _mm256_and_si256(qh, _mm256_set1_epi8(static_cast<char>(3 << (2 * p))));
+      const __m256i high = p == 3 ? _mm256_srli_epi16(bits, 2) : p == 2 ? bits : _mm256_slli_epi16(bits, 4 - 2 * p);
       const __m256i q = _mm256_or_si256(low, high);
       const __m256i act = load32(a[u].qs);
       const __m256i pairs = _mm256_sub_epi16(_mm256_maddubs_epi16(q, act), _mm256_maddubs_epi16(bias, act));
-      const __m256i scale = _mm256_set_m128i(_mm_set1_epi16(w.scales[2 * u + 1]), _mm_set1_epi16(w.scales[2 * u]));
+      const long long first = 0x0101010101010101LL * (2 * u);
+      const __m256i scale = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, _mm_set_epi64x(first + 0x0101010101010101LL, first)));
       unit[u] = _mm256_madd_epi16(pairs, scale);
     }
   }
-  store_units(unit, isum);
+  return hsum8(unit);
 }
 #endif
 
 #ifdef FEDGE_QUANT_K_NEON
-// 16 signed bytes times 16 signed bytes added into 4 int32 lanes (quant.cpp's
-// dot_i8x16): one sdot with the dot-product extension, widening multiplies
-// otherwise (each product here is at most 32 * 128, exact in int16).
-inline int32x4_t dot_i8x16(int32x4_t acc, int8x16_t w, int8x16_t a) {
-#ifdef __ARM_FEATURE_DOTPROD
-  return vdotq_s32(acc, w, a);
-#else
-  const int16x8_t lo = vmull_s8(vget_low_s8(w), vget_low_s8(a));
-  const int16x8_t hi = vmull_high_s8(w, a);
-  return vpadalq_s16(vpadalq_s16(acc, lo), hi);
-#endif
-}
 
 // Q4_K: units 2c and 2c + 1 are the low and high nibbles of qs[32c..], used
-// as signed bytes (0..15).
-void unit_sums_neon(const BlockQ4_K& w, const BlockQ8_0* a, std::int32_t* isum) {
+// as signed bytes (0..15). Lane u of lo (units 0-3) and hi (units 4-7) is
+// unit u's sum.
+inline void unit_sums_neon(const BlockQ4_K& w, const BlockQ8_0* a, int32x4_t& lo, int32x4_t& hi) {
   const uint8x16_t low4 = vdupq_n_u8(0x0F);
+  int32x4_t unit[kUnits];
   for (int c = 0; c < kUnits / 2; ++c) {
     int32x4_t lo_sum = vdupq_n_s32(0), hi_sum = vdupq_n_s32(0);
     for (int k = 0; k < 2; ++k) {
       const uint8x16_t packed = vld1q_u8(w.qs + 32 * c + 16 * k);
-      const int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(packed, low4));
-      const int8x16_t hi = vreinterpretq_s8_u8(vshrq_n_u8(packed, 4));
-      lo_sum = dot_i8x16(lo_sum, lo, vld1q_s8(a[2 * c].qs + 16 * k));
-      hi_sum = dot_i8x16(hi_sum, hi, vld1q_s8(a[2 * c + 1].qs + 16 * k));
+      const int8x16_t lo_nib = vreinterpretq_s8_u8(vandq_u8(packed, low4));
+      const int8x16_t hi_nib = vreinterpretq_s8_u8(vshrq_n_u8(packed, 4));
+      lo_sum = dot_i8x16(lo_sum, lo_nib, vld1q_s8(a[2 * c].qs + 16 * k));
+      hi_sum = dot_i8x16(hi_sum, hi_nib, vld1q_s8(a[2 * c + 1].qs + 16 * k));
     }
-    isum[2 * c] = vaddvq_s32(lo_sum);
-    isum[2 * c + 1] = vaddvq_s32(hi_sum);
+    unit[2 * c] = lo_sum;
+    unit[2 * c + 1] = hi_sum;
   }
+  lo = vpaddq_s32(vpaddq_s32(unit[0], unit[1]), vpaddq_s32(unit[2], unit[3]));
+  hi = vpaddq_s32(vpaddq_s32(unit[4], unit[5]), vpaddq_s32(unit[6], unit[7]));
 }
 
 // Q6_K: the values unpacked as the AVX2 path does, minus 32 (-32..31 as
-// signed bytes); each 16-weight half's sum is weighed by its scale.
-void unit_sums_neon(const BlockQ6_K& w, const BlockQ8_0* a, std::int32_t* isum) {
+// signed bytes); each 16-weight half's partial sums are weighed by its scale
+// (at most 4 * 32 * 128 * 128 per int32 lane), then the units reduced as Q4_K's.
+inline void unit_sums_neon(const BlockQ6_K& w, const BlockQ8_0* a, int32x4_t& lo, int32x4_t& hi) {
   const uint8x16_t low4 = vdupq_n_u8(0x0F), two_bits = vdupq_n_u8(3);
   const int8x16_t bias = vdupq_n_s8(32);
+  int32x4_t unit[kUnits];
   for (int h = 0; h < 2; ++h)
     for (int p = 0; p < 4; ++p) {
       const int u = 4 * h + p;
-      std::int32_t half[2];
+      int32x4_t half[2];
       for (int k = 0; k < 2; ++k) {
         const uint8x16_t packed = vld1q_u8(w.ql + 64 * h + 32 * (p & 1) + 16 * k);
         const uint8x16_t low = p >> 1 ? vshrq_n_u8(packed, 4) : vandq_u8(packed, low4);
         const uint8x16_t bits = vshlq_u8(vld1q_u8(w.qh + 32 * h + 16 * k), vdupq_n_s8(static_cast<std::int8_t>(-2 * p)));
         const uint8x16_t q = vorrq_u8(low, vshlq_n_u8(vandq_u8(bits, two_bits), 4));
         const int8x16_t centered = vsubq_s8(vreinterpretq_s8_u8(q), bias);
-        half[k] = vaddvq_s32(dot_i8x16(vdupq_n_s32(0), centered, vld1q_s8(a[u].qs + 16 * k)));
+        half[k] = dot_i8x16(vdupq_n_s32(0), centered, vld1q_s8(a[u].qs + 16 * k));
       }
-      isum[u] = w.scales[2 * u] * half[0] + w.scales[2 * u + 1] * half[1];
+      unit[u] = vmlaq_n_s32(vmulq_n_s32(half[0], w.scales[2 * u]), half[1], w.scales[2 * u + 1]);
     }
+  lo = vpaddq_s32(vpaddq_s32(unit[0], unit[1]), vpaddq_s32(unit[2], unit[3]));
+  hi = vpaddq_s32(vpaddq_s32(unit[4], unit[5]), vpaddq_s32(unit[6], unit[7]));
 }
 #endif
 
-// The units' sums on the path `use` names; every path gives the scalar ints.
-// Q4_K and Q6_K have no AVX-512 kernel (quant.cpp's isa_for passes kAvx2 on
-// such CPUs); kAvx512 is read as kAvx2 here too, which every AVX-512 CPU has.
-template <class Block>
-void unit_sums(const Block& w, const BlockQ8_0* a, std::int32_t* isum, Isa use) {
-#ifdef FEDGE_QUANT_K_X86
-  if (use == Isa::kAvx2 || use == Isa::kAvx512) return unit_sums_avx2(w, a, isum);
-#endif
-#ifdef FEDGE_QUANT_K_NEON
-  if (use == Isa::kNeon) return unit_sums_neon(w, a, isum);
-#endif
-  (void)use;
-  unit_sums_scalar(w, a, isum);
+// ---------------------------------------------------------------- the float part
+
+static_assert(std::endian::native == std::endian::little, "the scale unpacking reads little-endian words");
+
+// Q4_K's 8 scales and 8 mins (byte u = unit u's, 0..63) from the 12-byte
+// packing, four at a time in 32-bit words: scales[0..3] and mins[0..3] are
+// the low 6 bits of bytes 0-3 and 4-7; scales[4..7] and mins[4..7] are the
+// low and high nibbles of bytes 8-11 with bytes 0-3's and 4-7's top 2 bits
+// on top.
+inline void unpack_scales_mins_q4_k(const std::uint8_t* q, std::uint64_t& scales, std::uint64_t& mins) {
+  std::uint32_t v[3];
+  std::memcpy(v, q, sizeof v);
+  constexpr std::uint32_t low6 = 0x3F3F3F3F, low4 = 0x0F0F0F0F, low2 = 0x03030303;
+  const std::uint32_t sc_hi = (v[2] & low4) | ((v[0] >> 6) & low2) << 4;
+  const std::uint32_t m_hi = ((v[2] >> 4) & low4) | ((v[1] >> 6) & low2) << 4;
+  scales = (v[0] & low6) | static_cast<std::uint64_t>(sc_hi) << 32;
+  mins = (v[1] & low6) | static_cast<std::uint64_t>(m_hi) << 32;
 }
+
+#ifdef FEDGE_QUANT_K_X86
+// The float part eight units at once, lane u = unit u = accumulator u: the
+// portable path's multiplies, subtracts and adds (no FMA), the f16 scales
+// widened by F16C in registers (exact, as the table is, whose lookups miss L1).
+__attribute__((target("avx2,f16c"))) inline __m256 act_scales_avx2(const BlockQ8_0* a) {
+  const __m128i bits = _mm_setr_epi16(static_cast<short>(a[0].d), static_cast<short>(a[1].d),
+                                      static_cast<short>(a[2].d), static_cast<short>(a[3].d),
+                                      static_cast<short>(a[4].d), static_cast<short>(a[5].d),
+                                      static_cast<short>(a[6].d), static_cast<short>(a[7].d));
+  return _mm256_cvtph_ps(bits);
+}
+
+__attribute__((target("avx2"))) inline __m256 bytes_to_ps(std::uint64_t bytes) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(bytes))));
+}
+
+__attribute__((target("avx2,f16c"))) float row_dot_avx2(const BlockQ4_K* w, std::int64_t supers, const BlockQ8_0* a,
+                                                        const std::int32_t* asum) {
+  __m256 acc = _mm256_setzero_ps();
+  for (std::int64_t s = 0; s < supers; ++s) {
+    const BlockQ8_0* as = a + kUnits * s;
+    const __m256 isum = _mm256_cvtepi32_ps(unit_sums_avx2(w[s], as));
+    std::uint64_t sc, m;
+    unpack_scales_mins_q4_k(w[s].scales, sc, m);
+    const __m256 ds = _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(w[s].d)), bytes_to_ps(sc));
+    const __m256 dm = _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(w[s].dmin)), bytes_to_ps(m));
+    const __m256 bsum = _mm256_cvtepi32_ps(load32(asum + kUnits * s));
+    const __m256 inner = _mm256_sub_ps(_mm256_mul_ps(ds, isum), _mm256_mul_ps(dm, bsum));
+    acc = _mm256_add_ps(acc, _mm256_mul_ps(act_scales_avx2(as), inner));
+  }
+  float lanes[kLanes];
+  _mm256_storeu_ps(lanes, acc);
+  return sum_lanes(lanes);
+}
+
+__attribute__((target("avx2,f16c"))) float row_dot_avx2(const BlockQ6_K* w, std::int64_t supers, const BlockQ8_0* a) {
+  __m256 acc = _mm256_setzero_ps();
+  for (std::int64_t s = 0; s < supers; ++s) {
+    const BlockQ8_0* as = a + kUnits * s;
+    const __m256 isum = _mm256_cvtepi32_ps(unit_sums_avx2(w[s], as));
+    const __m256 scale = _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(w[s].d)), act_scales_avx2(as));
+    acc = _mm256_add_ps(acc, _mm256_mul_ps(scale, isum));
+  }
+  float lanes[kLanes];
+  _mm256_storeu_ps(lanes, acc);
+  return sum_lanes(lanes);
+}
+#endif
+
+#ifdef FEDGE_QUANT_K_NEON
+// The same on NEON, units 0-3 and 4-7 as two vectors (vmulq, vsubq and vaddq,
+// never vfmaq); the f16 scales widen exactly in registers.
+inline float32x4_t f16_dup(std::uint16_t bits) { return vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(bits))); }
+
+inline float16x8_t act_scales_neon(const BlockQ8_0* a) {
+  std::uint16_t bits[kUnits];
+  for (int u = 0; u < kUnits; ++u) bits[u] = a[u].d;
+  return vreinterpretq_f16_u16(vld1q_u16(bits));
+}
+
+float row_dot_neon(const BlockQ4_K* w, std::int64_t supers, const BlockQ8_0* a, const std::int32_t* asum) {
+  float32x4_t acc0 = vdupq_n_f32(0), acc1 = vdupq_n_f32(0);
+  for (std::int64_t s = 0; s < supers; ++s) {
+    const BlockQ8_0* as = a + kUnits * s;
+    int32x4_t isum0, isum1;
+    unit_sums_neon(w[s], as, isum0, isum1);
+    std::uint64_t sc, m;
+    unpack_scales_mins_q4_k(w[s].scales, sc, m);
+    const uint16x8_t sc16 = vmovl_u8(vcreate_u8(sc)), m16 = vmovl_u8(vcreate_u8(m));
+    const float32x4_t d = f16_dup(w[s].d), dmin = f16_dup(w[s].dmin);
+    const float32x4_t ds0 = vmulq_f32(d, vcvtq_f32_u32(vmovl_u16(vget_low_u16(sc16))));
+    const float32x4_t ds1 = vmulq_f32(d, vcvtq_f32_u32(vmovl_high_u16(sc16)));
+    const float32x4_t dm0 = vmulq_f32(dmin, vcvtq_f32_u32(vmovl_u16(vget_low_u16(m16))));
+    const float32x4_t dm1 = vmulq_f32(dmin, vcvtq_f32_u32(vmovl_high_u16(m16)));
+    const float32x4_t inner0 = vsubq_f32(vmulq_f32(ds0, vcvtq_f32_s32(isum0)),
+                                         vmulq_f32(dm0, vcvtq_f32_s32(vld1q_s32(asum + kUnits * s))));
+    const float32x4_t inner1 = vsubq_f32(vmulq_f32(ds1, vcvtq_f32_s32(isum1)),
+                                         vmulq_f32(dm1, vcvtq_f32_s32(vld1q_s32(asum + kUnits * s + 4))));
+    const float16x8_t ad = act_scales_neon(as);
+    acc0 = vaddq_f32(acc0, vmulq_f32(vcvt_f32_f16(vget_low_f16(ad)), inner0));
+    acc1 = vaddq_f32(acc1, vmulq_f32(vcvt_high_f32_f16(ad), inner1));
+  }
+  float lanes[kLanes];
+  vst1q_f32(lanes, acc0);
+  vst1q_f32(lanes + 4, acc1);
+  return sum_lanes(lanes);
+}
+
+float row_dot_neon(const BlockQ6_K* w, std::int64_t supers, const BlockQ8_0* a) {
+  float32x4_t acc0 = vdupq_n_f32(0), acc1 = vdupq_n_f32(0);
+  for (std::int64_t s = 0; s < supers; ++s) {
+    const BlockQ8_0* as = a + kUnits * s;
+    int32x4_t isum0, isum1;
+    unit_sums_neon(w[s], as, isum0, isum1);
+    const float32x4_t d = f16_dup(w[s].d);
+    const float16x8_t ad = act_scales_neon(as);
+    acc0 = vaddq_f32(acc0, vmulq_f32(vmulq_f32(d, vcvt_f32_f16(vget_low_f16(ad))), vcvtq_f32_s32(isum0)));
+    acc1 = vaddq_f32(acc1, vmulq_f32(vmulq_f32(d, vcvt_high_f32_f16(ad)), vcvtq_f32_s32(isum1)));
+  }
+  float lanes[kLanes];
+  vst1q_f32(lanes, acc0);
+  vst1q_f32(lanes + 4, acc1);
+  return sum_lanes(lanes);
+}
+#endif
 
 }  // namespace
 
+// Q4_K and Q6_K have no AVX-512 kernel (quant.cpp's isa_for passes kAvx2 on
+// such CPUs); kAvx512 is read as kAvx2 here too, which every AVX-512 CPU has.
+// The portable path is the reference the SIMD paths reproduce bit for bit.
 float row_dot_k(const BlockQ4_K* w, std::int64_t supers, const BlockQ8_0* a, const std::int32_t* asum, Isa use) {
+#ifdef FEDGE_QUANT_K_X86
+  if (use == Isa::kAvx2 || use == Isa::kAvx512) return row_dot_avx2(w, supers, a, asum);
+#endif
+#ifdef FEDGE_QUANT_K_NEON
+  if (use == Isa::kNeon) return row_dot_neon(w, supers, a, asum);
+#endif
+  (void)use;
   const float* half = f16_table();
   float acc[kLanes] = {};
   std::int32_t isum[kUnits];
   for (std::int64_t s = 0; s < supers; ++s) {
-    unit_sums(w[s], a + kUnits * s, isum, use);
+    unit_sums_scalar(w[s], a + kUnits * s, isum);
     const float d = half[w[s].d], dmin = half[w[s].dmin];
     for (int u = 0; u < kUnits; ++u) {
       int sc, m;
@@ -448,11 +567,18 @@ float row_dot_k(const BlockQ4_K* w, std::int64_t supers, const BlockQ8_0* a, con
 
 float row_dot_k(const BlockQ6_K* w, std::int64_t supers, const BlockQ8_0* a, const std::int32_t* asum, Isa use) {
   (void)asum;
+#ifdef FEDGE_QUANT_K_X86
+  if (use == Isa::kAvx2 || use == Isa::kAvx512) return row_dot_avx2(w, supers, a);
+#endif
+#ifdef FEDGE_QUANT_K_NEON
+  if (use == Isa::kNeon) return row_dot_neon(w, supers, a);
+#endif
+  (void)use;
   const float* half = f16_table();
   float acc[kLanes] = {};
   std::int32_t isum[kUnits];
   for (std::int64_t s = 0; s < supers; ++s) {
-    unit_sums(w[s], a + kUnits * s, isum, use);
+    unit_sums_scalar(w[s], a + kUnits * s, isum);
     const float d = half[w[s].d];
     for (int u = 0; u < kUnits; ++u) acc[u] += (d * half[a[kUnits * s + u].d]) * static_cast<float>(isum[u]);
   }
