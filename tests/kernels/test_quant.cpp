@@ -114,6 +114,8 @@ std::vector<Block> random_blocks(std::size_t count, unsigned seed) {
     b.d = static_cast<std::uint16_t>(rng() & 0xFFFF);
     if ((b.d & 0x7C00) == 0x7C00) b.d &= 0xBFFF;  // no infinities or NaNs
     for (auto& q : b.qs) q = static_cast<std::remove_reference_t<decltype(q)>>(rng());
+    if constexpr (std::is_same_v<Block, BlockQ5_0>)
+      for (auto& h : b.qh) h = static_cast<std::uint8_t>(rng());
   }
   return blocks;
 }
@@ -159,14 +161,16 @@ TEST_CASE("quant: every instruction set gives the portable path's bits for every
   const std::int64_t max_blocks = 40;  // 2.5 steps of 16 blocks: every partial step and quad
   const auto w8 = random_blocks<BlockQ8_0>(max_blocks, 11);
   const auto w4 = random_blocks<BlockQ4_0>(max_blocks, 12);
+  const auto w5 = random_blocks<BlockQ5_0>(max_blocks, 15);
   std::vector<BlockQ8_0> a8(max_blocks);
   const auto a = random_row(max_blocks * 32, 13, 3.0F);
   REQUIRE(set_isa("portable"));
   quantize_row_q8_0(a.data(), a8.data(), max_blocks * 32);  // activations as the kernels make them
-  std::vector<float> want8, want4;
+  std::vector<float> want8, want4, want5;
   for (std::int64_t b = 1; b <= max_blocks; ++b) {
     want8.push_back(vec_dot_q8_0_q8_0(b * 32, w8.data(), a8.data()));
     want4.push_back(vec_dot_q4_0_q8_0(b * 32, w4.data(), a8.data()));
+    want5.push_back(vec_dot_q5_0_q8_0(b * 32, w5.data(), a8.data()));
   }
   for (const std::string& isa : fast_isas()) {
     REQUIRE(set_isa(isa.c_str()));
@@ -174,6 +178,7 @@ TEST_CASE("quant: every instruction set gives the portable path's bits for every
       INFO("instruction set " << isa << ", " << b << " blocks");
       CHECK(same_bits(vec_dot_q8_0_q8_0(b * 32, w8.data(), a8.data()), want8[b - 1]));
       CHECK(same_bits(vec_dot_q4_0_q8_0(b * 32, w4.data(), a8.data()), want4[b - 1]));
+      CHECK(same_bits(vec_dot_q5_0_q8_0(b * 32, w5.data(), a8.data()), want5[b - 1]));
     }
   }
 }

@@ -201,11 +201,29 @@ TEST_CASE("quant: Q5_0 products give the portable path's bits on every instructi
   quantize_row_q8_0(x.data(), a.data(), blocks * 32);
   std::vector<float> want;
   for (int b = 1; b <= blocks; ++b) want.push_back(vec_dot_q5_0_q8_0(b * 32, w.data(), a.data()));
+  // Products of whole matrices too (pairs of rows and a last odd row), rows
+  // of 18 blocks (a 576-wide model: a short tail) and of 12.
+  const int shapes[][2] = {{18, 2}, {12, 3}, {1, 5}, {7, 5}};
+  std::vector<std::vector<float>> want_rows;
+  for (const auto& shape : shapes) {
+    want_rows.emplace_back();
+    for (int j = 0; j < shape[1]; ++j)
+      want_rows.back().push_back(vec_dot_q5_0_q8_0(shape[0] * 32, w.data() + j * shape[0], a.data()));
+  }
   for (const std::string& isa : available_isas()) {
     REQUIRE(set_isa(isa.c_str()));
     for (int b = 1; b <= blocks; ++b) {
       INFO(isa << ", " << b << " blocks");
       CHECK(same_bits(vec_dot_q5_0_q8_0(b * 32, w.data(), a.data()), want[b - 1]));
+    }
+    for (std::size_t s = 0; s < want_rows.size(); ++s) {
+      const int in = shapes[s][0] * 32, out = shapes[s][1];
+      std::vector<float> y(out);
+      matmul(QuantType::kQ5_0, w.data(), x.data(), y.data(), 1, in, out);
+      for (int j = 0; j < out; ++j) {
+        INFO(isa << ", matmul " << in << " x " << out << ", row " << j);
+        CHECK(same_bits(y[j], want_rows[s][j]));
+      }
     }
   }
 }

@@ -368,22 +368,23 @@ float row_dot(std::int64_t blocks, const Block* w, const BlockQ8_0* a, Isa use) 
 // An activation row is laid out once for all the weight rows it meets, so
 // that a weight row is read, unpacked and dotted with few instructions:
 // vpdpbusd multiplies unsigned weight bytes by signed activation bytes, so
-// Q8_0 weights are biased by +128 (w ^ 0x80) and Q4_0's nibbles are used as
-// they are (0..15 instead of -8..7); the bias times the block's activation
-// sum is subtracted afterwards. Each block's integer sum stays exact, so the
+// Q8_0 weights are biased by +128 (w ^ 0x80), Q4_0's nibbles are used as
+// they are (0..15 instead of -8..7) and Q5_0's five bits too (0..31 instead
+// of -16..15); the bias times the block's activation sum is subtracted
+// afterwards. Each block's integer sum stays exact, so the
 // float part (the same as the scalar path's) gives the same bits.
 constexpr int kWide = 16;  // blocks per AVX-512 step (16 f32 lanes)
 
 struct PreparedRow {
   std::vector<std::int8_t> qs;     // 32 bytes a block, ordered for the weight type
   std::vector<float> scale;        // the block's f16 scale as f32
-  std::vector<std::int32_t> bias;  // 128 (Q8_0) or 8 (Q4_0) times the block's byte sum
+  std::vector<std::int32_t> bias;  // 128 (Q8_0), 8 (Q4_0) or 16 (Q5_0) times the block's byte sum
 };
 
 std::int64_t padded_blocks(std::int64_t blocks) { return (blocks + kWide - 1) / kWide * kWide; }
 
-// Q8_0 weights: the activation's bytes in block order. Q4_0 weights: per
-// group of 4 blocks, the 4 blocks' first halves (they meet the low nibbles)
+// Q8_0 weights: the activation's bytes in block order. Q4_0 and Q5_0
+// weights: per group of 4 blocks, the 4 blocks' first halves (they meet the low nibbles)
 // and then their 4 second halves (the high nibbles). Zero blocks pad the row
 // to a whole step, so a partial step adds nothing.
 template <class Block>
@@ -393,10 +394,11 @@ void prepare_row(const BlockQ8_0* a, std::int64_t blocks, PreparedRow& out) {
   out.scale.assign(static_cast<std::size_t>(padded), 0.0F);
   out.bias.assign(static_cast<std::size_t>(padded), 0);
   constexpr bool kQ8 = std::is_same_v<Block, BlockQ8_0>;
+  constexpr std::int32_t kBias = kQ8 ? 128 : std::is_same_v<Block, BlockQ5_0> ? 16 : 8;
   for (std::int64_t b = 0; b < blocks; ++b) {
     std::int32_t sum = 0;
     for (int i = 0; i < kBlockSize; ++i) sum += a[b].qs[i];
-    out.bias[b] = (kQ8 ? 128 : 8) * sum;
+    out.bias[b] = kBias * sum;
     out.scale[b] = f16_to_f32(a[b].d);
     constexpr int kHalf = kBlockSize / 2;
     if constexpr (kQ8) {
@@ -515,9 +517,113 @@ __attribute__((target(FEDGE_AVX512))) inline __m512i step_sums(const BlockQ8_0* 
   return _mm512_permutexvar_epi32(order, s);
 }
 
+// Q5_0: a quad of 4 blocks is 88 bytes, read as two whole loads that
+// overlap, x = bytes 0..63 and y = bytes 24..87 (never past the quad). The
+// index of quad byte o for a two-source byte permute of x and y:
+constexpr std::uint8_t q5_quad_byte(int o) { return static_cast<std::uint8_t>(o < 64 ? o : 64 + (o - 24)); }
+
+// Output byte 16k + i: block k's nibble byte i (quad byte 22k + 6 + i), and
+// the qh bytes holding the fifth bits of weight i (qh bit i: quad byte
+// 22k + 2 + i / 8) and weight 16 + i (qh bit 16 + i: byte 22k + 4 + i / 8);
+// a test against bit i % 8 then gives a byte mask in the nibbles' order.
+struct Q5Tables {
+  alignas(64) std::uint8_t nibbles[64];
+  alignas(64) std::uint8_t low_bits[64];
+  alignas(64) std::uint8_t high_bits[64];
+};
+constexpr Q5Tables make_q5_tables() {
+  Q5Tables t{};
+  for (int k = 0; k < 4; ++k)
+    for (int i = 0; i < 16; ++i) {
+      t.nibbles[16 * k + i] = q5_quad_byte(22 * k + 6 + i);
+      t.low_bits[16 * k + i] = q5_quad_byte(22 * k + 2 + i / 8);
+      t.high_bits[16 * k + i] = q5_quad_byte(22 * k + 4 + i / 8);
+    }
+  return t;
+}
+alignas(64) constexpr Q5Tables kQ5Quad = make_q5_tables();
+
+// One Q5_0 quad (`have` of its 4 blocks present) against its prepared
+// activations: 128-bit lane q holds block q's 4 partial sums (an absent
+// block's are 0). `scales` gets the blocks' f16 scales in words 0..3.
+__attribute__((target(FEDGE_AVX512))) inline __m512i quad_sums_q5(const BlockQ5_0* w, int have, const std::int8_t* act,
+                                                                  __m512i& scales) {
+  const auto* p = reinterpret_cast<const std::uint8_t*>(w);
+  __m512i x, y;
+  if (have >= 4) {
+    x = _mm512_loadu_si512(p);
+    y = _mm512_loadu_si512(p + 24);
+  } else {  // 22-66 bytes; masked bytes read as 0 and never fault
+    const int n = 22 * have;
+    x = _mm512_maskz_loadu_epi8(first_bytes(std::min(n, 64)), p);
+    y = n > 64 ? _mm512_maskz_loadu_epi8(first_bytes(n - 24), p + 24) : _mm512_setzero_si512();
+  }
+  const __m512i low4 = _mm512_set1_epi8(0x0F), sixteen = _mm512_set1_epi8(0x10);
+  const __m512i bit = _mm512_set1_epi64(static_cast<long long>(0x8040201008040201ULL));
+  const __m512i packed = _mm512_permutex2var_epi8(x, _mm512_load_si512(kQ5Quad.nibbles), y);
+  const __mmask64 fifth_lo =
+      _mm512_test_epi8_mask(_mm512_permutex2var_epi8(x, _mm512_load_si512(kQ5Quad.low_bits), y), bit);
+  const __mmask64 fifth_hi =
+      _mm512_test_epi8_mask(_mm512_permutex2var_epi8(x, _mm512_load_si512(kQ5Quad.high_bits), y), bit);
+  __m512i lo = _mm512_and_si512(packed, low4);
+  __m512i hi = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low4);
+  lo = _mm512_mask_add_epi8(lo, fifth_lo, lo, sixteen);
+  hi = _mm512_mask_add_epi8(hi, fifth_hi, hi, sixteen);
+  // Scales at quad bytes 0, 22, 44 (x's words 0, 11, 22) and 66 (y's word 21).
+  const __m512i scale_words =
+      _mm512_setr_epi32(11 << 16, (32 + 21) << 16 | 22, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+  scales = _mm512_permutex2var_epi16(x, scale_words, y);
+  const __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(act));
+  return _mm512_dpbusd_epi32(s, hi, _mm512_loadu_si512(act + 2 * kBlockSize));
+}
+
+__attribute__((target(FEDGE_AVX512))) inline __m512i step_sums(const BlockQ5_0* w, const std::int8_t* aq, int count,
+                                                               __m256i& halves) {
+  __m512i quad[4], scales[4];
+#pragma GCC unroll 4
+  for (int k = 0; k < 4; ++k) {
+    const int have = count - 4 * k;
+    if (have <= 0) {
+      quad[k] = scales[k] = _mm512_setzero_si512();
+      continue;
+    }
+    quad[k] = quad_sums_q5(w + 4 * k, have, aq + 4 * k * kBlockSize, scales[k]);
+  }
+  const __m128i low = _mm_unpacklo_epi64(_mm512_castsi512_si128(scales[0]), _mm512_castsi512_si128(scales[1]));
+  const __m128i high = _mm_unpacklo_epi64(_mm512_castsi512_si128(scales[2]), _mm512_castsi512_si128(scales[3]));
+  halves = _mm256_inserti128_si256(_mm256_castsi128_si256(low), high, 1);
+  // Lane q of quad p is block 4p + q: dword 4q + p -> block 4p + q.
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  return _mm512_permutexvar_epi32(order, reduce_lanes(quad[0], quad[1], quad[2], quad[3]));
+}
+
+// A row's last 1-3 blocks, given as one quad's partial sums s (128-bit lane
+// q: block q) and scales (words 0..3): adds into acc's lanes 0..3 (the step
+// starts at a multiple of 16, so block % 8 = 0..3).
+__attribute__((target(FEDGE_AVX512))) inline __m256 add_tail_sums(__m512i s, __m128i halves, const std::int32_t* bias,
+                                                                 const float* scale_a, int count, __m256 acc) {
+  // Each 128-bit lane is one block: sum its 4 dwords, then take dword 0 of each lane.
+  s = _mm512_add_epi32(s, _mm512_shuffle_epi32(s, _MM_PERM_BADC));
+  s = _mm512_add_epi32(s, _mm512_shuffle_epi32(s, _MM_PERM_CDAB));
+  const __m512i first = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __m128i isum = _mm_sub_epi32(_mm512_castsi512_si128(_mm512_permutexvar_epi32(first, s)),
+                                     _mm_loadu_si128(reinterpret_cast<const __m128i*>(bias)));
+  const __m128 scale = _mm_mul_ps(_mm_cvtph_ps(halves), _mm_loadu_ps(scale_a));
+  const __m128 term = _mm_mul_ps(scale, _mm_cvtepi32_ps(isum));
+  return _mm256_mask_add_ps(acc, static_cast<__mmask8>((1u << count) - 1), acc, _mm256_castps128_ps256(term));
+}
+
+// A Q5_0 row's last 1-3 blocks as one quad, reduced on its own.
+__attribute__((target(FEDGE_AVX512))) inline __m256 add_short_tail(const BlockQ5_0* w, const std::int8_t* aq,
+                                                                  const std::int32_t* bias, const float* scale_a,
+                                                                  int count, __m256 acc) {
+  __m512i scales;
+  const __m512i s = quad_sums_q5(w, count, aq, scales);
+  return add_tail_sums(s, _mm512_castsi512_si128(scales), bias, scale_a, count, acc);
+}
+
 // A Q4_0 row's last 1-3 blocks (576 = 16 + 2 blocks) as one quad, reduced
-// on its own: a third of a whole step's work. Adds into acc's lanes 0..3
-// (the step starts at a multiple of 16, so block % 8 = 0..3).
+// on its own: a third of a whole step's work.
 __attribute__((target(FEDGE_AVX512))) inline __m256 add_short_tail(const BlockQ4_0* w, const std::int8_t* aq,
                                                                   const std::int32_t* bias, const float* scale_a,
                                                                   int count, __m256 acc) {
@@ -528,17 +634,8 @@ __attribute__((target(FEDGE_AVX512))) inline __m256 add_short_tail(const BlockQ4
   const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low4);
   __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(aq));
   s = _mm512_dpbusd_epi32(s, hi, _mm512_loadu_si512(aq + 2 * kBlockSize));
-  // Each 128-bit lane is one block: sum its 4 dwords, then take dword 0 of each lane.
-  s = _mm512_add_epi32(s, _mm512_shuffle_epi32(s, _MM_PERM_BADC));
-  s = _mm512_add_epi32(s, _mm512_shuffle_epi32(s, _MM_PERM_CDAB));
-  const __m512i first = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
-  const __m128i isum = _mm_sub_epi32(_mm512_castsi512_si128(_mm512_permutexvar_epi32(first, s)),
-                                     _mm_loadu_si128(reinterpret_cast<const __m128i*>(bias)));
   const __m512i words = _mm512_setr_epi32(9 << 16, 27 << 16 | 18, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
-  const __m128i halves = _mm512_castsi512_si128(_mm512_permutexvar_epi16(words, x));
-  const __m128 scale = _mm_mul_ps(_mm_cvtph_ps(halves), _mm_loadu_ps(scale_a));
-  const __m128 term = _mm_mul_ps(scale, _mm_cvtepi32_ps(isum));
-  return _mm256_mask_add_ps(acc, static_cast<__mmask8>((1u << count) - 1), acc, _mm256_castps128_ps256(term));
+  return add_tail_sums(s, _mm512_castsi512_si128(_mm512_permutexvar_epi16(words, x)), bias, scale_a, count, acc);
 }
 
 // R consecutive weight rows (R <= 2) against one activation row, their
@@ -553,8 +650,8 @@ __attribute__((target(FEDGE_AVX512))) void rows_dot_avx512(std::int64_t blocks, 
   for (std::int64_t b = 0; b < blocks; b += kWide) {
     const int count = static_cast<int>(std::min<std::int64_t>(kWide, blocks - b));
     const std::int8_t* aq = a.qs.data() + b * kBlockSize;
-    if constexpr (std::is_same_v<Block, BlockQ4_0>) {
-      if (count <= 3) {  // 54 bytes: one load
+    if constexpr (std::is_same_v<Block, BlockQ4_0> || std::is_same_v<Block, BlockQ5_0>) {
+      if (count <= 3) {  // one quad
         for (int r = 0; r < R; ++r) acc[r] = add_short_tail(w + r * blocks + b, aq, &a.bias[b], &a.scale[b], count, acc[r]);
         continue;
       }
@@ -638,10 +735,11 @@ void quantize_q8(const float* x, BlockQ8_0* y, std::int64_t n, Isa use) {
 
 // The activation rows of a product, quantized once (and laid out for the
 // AVX-512 kernels when they run).
-// Q8_0 and Q4_0 have AVX-512 kernels of their own; the other types' integer
-// sums use the AVX2 path on an AVX-512 CPU.
+// Q8_0, Q4_0 and Q5_0 have AVX-512 kernels of their own; the other types'
+// integer sums use the AVX2 path on an AVX-512 CPU.
 template <class Block>
-constexpr bool kHasAvx512Kernel = std::is_same_v<Block, BlockQ8_0> || std::is_same_v<Block, BlockQ4_0>;
+constexpr bool kHasAvx512Kernel =
+    std::is_same_v<Block, BlockQ8_0> || std::is_same_v<Block, BlockQ4_0> || std::is_same_v<Block, BlockQ5_0>;
 
 template <class Block>
 Isa isa_for(Isa use) {
@@ -689,8 +787,9 @@ struct Activations {
   // Two consecutive weight rows (w and w + row_blocks) against activation row `row`.
   void dot2(const Block* w, int row, float* out) const {
 #ifdef FEDGE_QUANT_X86
-    // Q4_0 only: Q8_0's step already holds 8 independent pair products, and two rows' worth runs out of registers.
-    if constexpr (std::is_same_v<Block, BlockQ4_0>)
+    // Q4_0 and Q5_0 only: Q8_0's step already holds 8 independent pair products, and two rows' worth runs out of
+    // registers.
+    if constexpr (std::is_same_v<Block, BlockQ4_0> || std::is_same_v<Block, BlockQ5_0>)
       if (use == Isa::kAvx512) return rows_dot_avx512<Block, 2>(blocks, w, prepared[row], out);
 #endif
     out[0] = dot(w, row);
