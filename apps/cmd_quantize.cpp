@@ -17,11 +17,15 @@ void add_quantize_command(CLI::App& app, const GlobalOptions& global, CommandBod
     std::string out;
   };
   auto flags = std::make_shared<Flags>();
-  auto* sub = app.add_subcommand("quantize", "Write a model as a GGUF file (llama.cpp's format) in Q8_0, Q4_0, Q5_0, Q4_K, Q6_K, F16, BF16 or F32");
+  // Every in-memory type, and llama.cpp's Q4_K_M mix of q4_k and q6_k.
+  auto types = inference::weight_type_names();
+  types.emplace_back("q4_k_m");
+  auto* sub = app.add_subcommand("quantize", "Write a model as a GGUF file (llama.cpp's format) in Q8_0, Q4_0, Q5_0, Q4_K, Q4_K_M, Q6_K, F16, BF16 or F32");
   sub->add_option("--model", flags->command.model, "Hugging Face model folder, a .gguf file, or 'tiny'")->required();
   sub->add_option("--out", flags->out, "the GGUF file to write (replaced atomically)")->required();
-  sub->add_option("--type", flags->type, "type of the linear projections (q4_k and q6_k fall back to q5_0 and q8_0 for rows that are not whole 256-weight super-blocks, as llama.cpp does)")
-      ->check(CLI::IsMember(inference::weight_type_names()))->capture_default_str();
+  sub->add_option("--type", flags->type, "type of the linear projections (q4_k and q6_k fall back to q5_0 and q8_0 for rows that are not whole 256-weight "
+                  "super-blocks, as llama.cpp does; q4_k_m: q4_k with llama.cpp's Q4_K_M choice of q6_k tensors)")
+      ->check(CLI::IsMember(types))->capture_default_str();
   sub->add_option("--keep", flags->keep, "type of the token embedding and LM head (default: --type)")
       ->check(CLI::IsMember(inference::weight_type_names()));
   sub->add_option("--compare", flags->command.compare_prompt,
@@ -29,7 +33,8 @@ void add_quantize_command(CLI::App& app, const GlobalOptions& global, CommandBod
                   "(relative L2)");
   sub->add_option("--name", flags->command.name, "general.name in the file (default: the model folder's name)");
   sub->callback([&chosen, &global, flags] {
-    flags->command.type = inference::parse_weight_type(flags->type);
+    flags->command.q4_k_m = flags->type == "q4_k_m";
+    flags->command.type = inference::parse_weight_type(flags->command.q4_k_m ? "q4_k" : flags->type);
     if (!flags->keep.empty()) flags->command.keep = inference::parse_weight_type(flags->keep);
     flags->command.out = flags->out;
     chosen = [flags, &global] {

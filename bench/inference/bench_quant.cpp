@@ -83,14 +83,9 @@ q::QuantType quant_type(Format f) {
 }
 int quant_index(Format f) { return static_cast<int>(f) - static_cast<int>(Format::kQ8); }
 
-// The instruction set a quantized format's integer sums run on: Q4_K and
-// Q6_K have no AVX-512 kernel, and quant.cpp (isa_for) gives them its AVX2
-// path on an AVX-512 CPU.
-const char* kernel_isa(Format f) {
-  const std::string chosen = q::isa_name();
-  const bool own_avx512 = f == Format::kQ8 || f == Format::kQ4 || f == Format::kQ5;
-  return chosen == "avx512" && !own_avx512 ? "avx2" : q::isa_name();
-}
+// The instruction set a quantized format's integer sums run on (every type
+// has an AVX-512 path now).
+const char* kernel_isa(Format) { return q::isa_name(); }
 
 // One matrix in every format the bench compares (the k-quants only when
 // asked for: their quantizers search for scales, and `in` must be a multiple
@@ -291,7 +286,7 @@ int main(int argc, char** argv) {
               "multiple of the k-quants' 256-weight super-block (GGUF files of this model give them another type);\n"
               "their quantized matrices (15-28 MB) may stay in a large L3 between repeats: over 100%% of the\n"
               "roofline means some weights came from cache\n");
-  std::printf("isa: the path a type's integer sums run on (q4_k and q6_k have no AVX-512 kernel: avx2 there)\n");
+  std::printf("isa: the path a type's integer sums run on (every type has its own AVX-512 path)\n");
   std::printf("reading: at batch 1 a product is memory-bound when it reaches the roofline; Q8_0 reads 1.06 bytes,\n"
               "Q6_K 0.82, Q5_0 0.69, Q4_0 and Q4_K 0.56 bytes per weight against f32's 4, so their time can fall\n"
               "by up to 3.8x, 4.9x, 5.8x and 7.1x; below the roofline the kernel is compute-bound (unpacking,\n"

@@ -636,7 +636,7 @@ GgufModelContents gguf_model_contents(const Model& model, const Tokenizer* token
     md.emplace_back(p + "rope.scaling.type", std::string("linear"));
     md.emplace_back(p + "rope.scaling.factor", static_cast<float>(c.rope_scaling.factor));
   }
-  md.emplace_back("general.file_type", llama_file_type(model.weight_type()));
+  md.emplace_back("general.file_type", info.q4_k_m ? std::uint32_t{15} : llama_file_type(model.weight_type()));
   md.emplace_back("general.quantization_version", std::uint32_t{2});
   if (tokenizer)
     for (auto& kv : tokenizer_gguf_metadata(*tokenizer, c.vocab_size, info.chat_template)) md.push_back(std::move(kv));
@@ -724,15 +724,20 @@ void compare_with_source(const QuantizeCommand& cmd, QuantizeResult& result) {
 QuantizeResult run_quantize(const QuantizeCommand& cmd) {
   if (cmd.out.empty()) throw Error(ErrorKind::kInvalidInput, "--out: name the GGUF file to write");
   const auto start = std::chrono::steady_clock::now();
+  if (cmd.q4_k_m && cmd.type != WeightType::kQ4_K)
+    throw Error(ErrorKind::kInvalidInput, "quantize: the Q4_K_M mix is a mix of q4_k and q6_k, not of " +
+                                              std::string(weight_type_name(cmd.type)));
   LoadOptions options;
   options.weights = cmd.type;
   options.embeddings = cmd.keep;
+  options.q4_k_m = cmd.q4_k_m;
   spdlog::info("quantize: loading {} (projections {}, embedding and head {})", cmd.model, weight_type_name(cmd.type),
                weight_type_name(options.embedding_type()));
   auto loaded = load_model_spec(cmd.model, options);
   std::error_code ec;
   const bool dir = fs::is_directory(cmd.model, ec);
   GgufModelInfo info;
+  info.q4_k_m = cmd.q4_k_m;
   info.name = !cmd.name.empty() ? cmd.name : dir ? fs::path(cmd.model).lexically_normal().filename().string() : cmd.model;
   if (info.name.empty()) info.name = fs::absolute(cmd.model).lexically_normal().parent_path().filename().string();
   if (dir) info.chat_template = hf_chat_template(cmd.model);

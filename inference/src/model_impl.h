@@ -47,12 +47,12 @@ struct Model::Impl {
 struct WeightSpec {
   std::string name;
   std::vector<std::int64_t> shape;
-  bool norm = false;  // norms stay f32 and initialise to one
-  // The type this tensor is held in under `options`.
-  WeightType type(const LoadOptions& options) const {
-    if (norm) return WeightType::kF32;
-    return is_table() ? options.embedding_type() : options.weight_type();
-  }
+  bool norm = false;    // norms stay f32 and initialise to one
+  bool output = false;  // the LM head (lm_head, or the table when tied)
+  int layer = -1, num_layers = 0;  // the decoder layer it belongs to, of how many
+  // The type this tensor is held in under `options` (before the fallback for
+  // rows that are not whole blocks, type_for_shape).
+  WeightType type(const LoadOptions& options) const;
   bool is_table() const { return name == "model.embed_tokens.weight" || name == "lm_head.weight"; }
 };
 

@@ -90,8 +90,7 @@ std::optional<at::ScalarType> held_as_stored(DType file, WeightType type) {
 // alive), a copy of them when options.map is off, else converted.
 at::Tensor read_weight(const std::shared_ptr<const SafetensorsFile>& file, const TensorInfo& info, const WeightSpec& spec,
                        const LoadOptions& options, Model::Impl& impl) {
-  WeightType type = spec.type(options);
-  if (!can_hold(type, spec.shape)) type = WeightType::kF16;  // as make_weight falls back
+  const WeightType type = type_for_shape(spec.type(options), spec.shape);  // as make_weight falls back
   const auto bytes = file->bytes(info);
   if (auto dtype = held_as_stored(info.dtype, type); dtype && !bytes.empty()) {
     void* data = const_cast<std::byte*>(bytes.data());  // never written: see Model::weights_read_only
@@ -114,7 +113,9 @@ std::vector<WeightSpec> weight_specs(const ModelConfig& c, bool with_head) {
   const std::int64_t H = c.hidden_size, I = c.intermediate_size, Q = c.q_dim(), KV = c.kv_dim();
   std::vector<WeightSpec> s;
   s.push_back({"model.embed_tokens.weight", {c.vocab_size, H}});
+  s.back().output = !with_head;  // tied: the table is the LM head too
   for (int l = 0; l < c.num_layers; ++l) {
+    const std::size_t first = s.size();
     const std::string p = "model.layers." + std::to_string(l) + ".";
     s.push_back({p + "input_layernorm.weight", {H}, true});
     s.push_back({p + "self_attn.q_proj.weight", {Q, H}});
@@ -130,9 +131,16 @@ std::vector<WeightSpec> weight_specs(const ModelConfig& c, bool with_head) {
     s.push_back({p + "mlp.gate_proj.weight", {I, H}});
     s.push_back({p + "mlp.up_proj.weight", {I, H}});
     s.push_back({p + "mlp.down_proj.weight", {H, I}});
+    for (std::size_t i = first; i < s.size(); ++i) {
+      s[i].layer = l;
+      s[i].num_layers = c.num_layers;
+    }
   }
   s.push_back({"model.norm.weight", {H}, true});
-  if (with_head) s.push_back({"lm_head.weight", {c.vocab_size, H}});
+  if (with_head) {
+    s.push_back({"lm_head.weight", {c.vocab_size, H}});
+    s.back().output = true;
+  }
   return s;
 }
 

@@ -94,6 +94,24 @@ bool can_hold(WeightType type, const std::vector<std::int64_t>& shape) {
   return !is_quantized(type) || (shape.size() == 2 && shape[1] % block_weights(type) == 0);
 }
 
+namespace {
+// llama.cpp's use_more_bits: the first and last eighth of the layers and
+// every third layer between.
+bool more_bits_layer(int layer, int layers) {
+  return layer < layers / 8 || layer >= 7 * layers / 8 || (layer - layers / 8) % 3 == 2;
+}
+}  // namespace
+
+WeightType WeightSpec::type(const LoadOptions& options) const {
+  if (norm) return WeightType::kF32;
+  if (options.q4_k_m && options.weight_type() == WeightType::kQ4_K) {
+    if (output && !options.embeddings) return WeightType::kQ6_K;
+    const bool wider = name.ends_with("self_attn.v_proj.weight") || name.ends_with("mlp.down_proj.weight");
+    if (wider && layer >= 0 && more_bits_layer(layer, num_layers)) return WeightType::kQ6_K;
+  }
+  return is_table() ? options.embedding_type() : options.weight_type();
+}
+
 WeightType type_for_shape(WeightType type, const std::vector<std::int64_t>& shape) {
   // llama.cpp's fallbacks for rows that are not whole super-blocks (a
   // 576-wide row of SmolLM-135M, say), then f16 for rows of no whole block.

@@ -126,3 +126,45 @@ TEST_CASE("model gguf: a file of mixed block types as llama.cpp's Q4_K_M writes 
   Model as_q8 = Model::load(file, {WeightType::kQ8_0});
   CHECK(type_of(as_q8, "model.layers.1.self_attn.v_proj.weight") == WeightType::kQ8_0);
 }
+
+TEST_CASE("model gguf: fedge quantize --type q4_k_m gives llama.cpp's Q4_K_M choice of Q6_K tensors") {
+  const fs::path dir = test::fresh_dir("gguf_q4_k_m_write");
+  QuantizeCommand cmd;
+  cmd.model = "tiny";  // 4 layers: llama.cpp's use_more_bits picks layers 2 (every third after the first eighth) and 3 (the last eighth)
+  cmd.out = dir / "tiny.gguf";
+  cmd.type = WeightType::kQ4_K;
+  cmd.q4_k_m = true;
+  run_quantize(cmd);
+  const GgufFile f = GgufFile::open(cmd.out);
+  CHECK(f.metadata_uint("general.file_type") == 15);  // MOSTLY_Q4_K_M
+  const auto type_of_tensor = [&](const std::string& name) {
+    const GgufTensorInfo* t = f.find(name);
+    REQUIRE(t);
+    return t->type;
+  };
+  CHECK(type_of_tensor("token_embd.weight") == GgmlType::kQ6_K);  // tied: the table is the output
+  CHECK(type_of_tensor("blk.0.attn_v.weight") == GgmlType::kQ4_K);
+  CHECK(type_of_tensor("blk.1.attn_v.weight") == GgmlType::kQ4_K);
+  CHECK(type_of_tensor("blk.2.attn_v.weight") == GgmlType::kQ6_K);
+  CHECK(type_of_tensor("blk.3.attn_v.weight") == GgmlType::kQ6_K);
+  CHECK(type_of_tensor("blk.2.attn_q.weight") == GgmlType::kQ4_K);
+  CHECK(type_of_tensor("blk.3.ffn_down.weight") == GgmlType::kF16);  // 688 wide: no block fits
+  // The mix is of q4_k only.
+  cmd.type = WeightType::kQ8_0;
+  CHECK_THROWS_WITH(run_quantize(cmd), Catch::Contains("Q4_K_M mix"));
+  // An explicit table type wins over the mix's Q6_K.
+  cmd.type = WeightType::kQ4_K;
+  cmd.keep = WeightType::kQ8_0;
+  run_quantize(cmd);
+  CHECK(GgufFile::open(cmd.out).find("token_embd.weight")->type == GgmlType::kQ8_0);
+}
+
+TEST_CASE("model gguf: a Hugging Face checkpoint loaded as q4_k or q6_k takes llama.cpp's fallbacks for rows of 64") {
+  const fs::path dir = test::fresh_dir("kquant_hf");
+  test::Shape shape;
+  shape.hidden = 64, shape.inter = 96, shape.layers = 1, shape.heads = 4, shape.kv_heads = 2, shape.vocab = 50;
+  test::write_checkpoint(dir, shape, 3);
+  // 64- and 96-wide rows are whole 32-blocks but no 256-weight super-block.
+  CHECK(type_of(Model::load(dir, {WeightType::kQ4_K}), "model.layers.0.self_attn.q_proj.weight") == WeightType::kQ5_0);
+  CHECK(type_of(Model::load(dir, {WeightType::kQ6_K}), "model.layers.0.mlp.down_proj.weight") == WeightType::kQ8_0);
+}

@@ -743,7 +743,9 @@ constexpr bool kHasAvx512Kernel =
 
 template <class Block>
 Isa isa_for(Isa use) {
-  return use == Isa::kAvx512 && !kHasAvx512Kernel<Block> ? Isa::kAvx2 : use;
+  // The k-quants have AVX-512 row dots of their own (quant_k.cpp) over the
+  // plain Q8_0 activation rows: no AVX-512 layout, but the instruction set passes.
+  return use == Isa::kAvx512 && !kHasAvx512Kernel<Block> && !kIsSuperBlock<Block> ? Isa::kAvx2 : use;
 }
 
 // One weight row (row_blocks blocks of its type) against activation row `a`

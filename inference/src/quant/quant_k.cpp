@@ -478,6 +478,113 @@ __attribute__((target("avx2,f16c"))) float row_dot_avx2(const BlockQ6_K* w, std:
 }
 #endif
 
+#ifdef FEDGE_QUANT_K_X86
+// ---------------------------------------------------------------- AVX-512 (VNNI)
+#define FEDGE_QUANT_K_AVX512 "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,f16c"
+
+// Units u and u + 4 side by side: p's 32 bytes in the low half, q's in the high.
+__attribute__((target(FEDGE_QUANT_K_AVX512))) inline __m512i load_pair(const void* p, const void* q) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(static_cast<const __m256i*>(p))),
+                            _mm256_loadu_si256(static_cast<const __m256i*>(q)), 1);
+}
+
+// v_i holds units i (low 256 bits) and i + 4 (high), 8 dword partial sums
+// each. Result 128-bit lane j, dword i: v_i's lane j's sum, so lanes 0 and 1
+// are the first and last 16 weights of units 0-3, lanes 2 and 3 those of 4-7.
+__attribute__((target(FEDGE_QUANT_K_AVX512))) inline __m512i halves_avx512(__m512i v0, __m512i v1, __m512i v2,
+                                                                            __m512i v3) {
+  const __m512i a = _mm512_add_epi32(_mm512_unpacklo_epi32(v0, v1), _mm512_unpackhi_epi32(v0, v1));
+  const __m512i b = _mm512_add_epi32(_mm512_unpacklo_epi32(v2, v3), _mm512_unpackhi_epi32(v2, v3));
+  return _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b));
+}
+
+// The halves' sums added per unit: lane u is unit u's sum.
+__attribute__((target(FEDGE_QUANT_K_AVX512))) inline __m256i units_avx512(__m512i halves) {
+  const __m512i paired = _mm512_shuffle_i32x4(halves, halves, _MM_SHUFFLE(3, 1, 2, 0));  // lanes 0, 2, 1, 3
+  return _mm256_add_epi32(_mm512_castsi512_si256(paired), _mm512_extracti64x4_epi64(paired, 1));
+}
+
+// Q4_K: qs[32c..] holds units 2c (low nibbles) and 2c + 1 (high). With
+// chunks c and c + 2 side by side, the low nibbles are units (2c, 2c + 4)
+// and the high ones (2c + 1, 2c + 5). vpdpbusd takes the nibbles (0..15) as
+// its unsigned operand: every sum is exact.
+__attribute__((target(FEDGE_QUANT_K_AVX512))) inline __m256i unit_sums_avx512(const BlockQ4_K& w, const BlockQ8_0* a) {
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  const __m512i zero = _mm512_setzero_si512();
+  const __m512i w02 = load_pair(w.qs, w.qs + 64), w13 = load_pair(w.qs + 32, w.qs + 96);
+  const __m512i v0 = _mm512_dpbusd_epi32(zero, _mm512_and_si512(w02, low4), load_pair(a[0].qs, a[4].qs));
+  const __m512i v1 =
+      _mm512_dpbusd_epi32(zero, _mm512_and_si512(_mm512_srli_epi16(w02, 4), low4), load_pair(a[1].qs, a[5].qs));
+  const __m512i v2 = _mm512_dpbusd_epi32(zero, _mm512_and_si512(w13, low4), load_pair(a[2].qs, a[6].qs));
+  const __m512i v3 =
+      _mm512_dpbusd_epi32(zero, _mm512_and_si512(_mm512_srli_epi16(w13, 4), low4), load_pair(a[3].qs, a[7].qs));
+  return units_avx512(halves_avx512(v0, v1, v2, v3));
+}
+
+// Q6_K: unit 4h + p as in unit_sums_avx2, units p and p + 4 side by side
+// (h = 0 low, h = 1 high; qh's 64 bytes are exactly that pair). vpdpbusd of
+// q (0..63) and of 32 with the activations give sum q a and 32 sum a per 4
+// bytes (exact); their difference is sum (q - 32) a. Each 16-weight half is a
+// 128-bit lane, so after halves_avx512 one multiply by the scales (lane j,
+// dword i: scales[2i + (j & 1) + 8 (j >> 1)]) weighs every half (|.| <=
+// 16 * 32 * 128 * 128), and the halves are added per unit.
+__attribute__((target(FEDGE_QUANT_K_AVX512))) inline __m256i unit_sums_avx512(const BlockQ6_K& w, const BlockQ8_0* a) {
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  const __m512i bias = _mm512_set1_epi8(32);
+  const __m512i zero = _mm512_setzero_si512();
+  const __m512i ql[2] = {load_pair(w.ql, w.ql + 64), load_pair(w.ql + 32, w.ql + 96)};
+  const __m512i qh = _mm512_loadu_si512(w.qh);
+  __m512i v[4];
+#pragma GCC unroll 4
+  for (int p = 0; p < 4; ++p) {
+    const __m512i low = _mm512_and_si512(p >> 1 ? _mm512_srli_epi16(ql[p & 1], 4) : ql[p & 1], low4);
+    const __m512i bits = _mm512_and_si512(qh, _mm512_set1_epi8(static_cast<char>(3 << (2 * p))));
+    const __m512i high = p == 3 ? _mm512_srli_epi16(bits, 2) : p == 2 ? bits : _mm512_slli_epi16(bits, 4 - 2 * p);
+    const __m512i q = _mm512_or_si512(low, high);
+    const __m512i act = load_pair(a[p].qs, a[p + 4].qs);
+    v[p] = _mm512_sub_epi32(_mm512_dpbusd_epi32(zero, q, act), _mm512_dpbusd_epi32(zero, bias, act));
+  }
+  const __m128i order = _mm_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15);
+  const __m512i scales =
+      _mm512_cvtepi8_epi32(_mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.scales)), order));
+  return units_avx512(_mm512_mullo_epi32(halves_avx512(v[0], v[1], v[2], v[3]), scales));
+}
+
+// The float part exactly as row_dot_avx2's (8 lanes, mul/sub/add, no FMA).
+__attribute__((target(FEDGE_QUANT_K_AVX512))) float row_dot_avx512(const BlockQ4_K* w, std::int64_t supers,
+                                                                    const BlockQ8_0* a, const std::int32_t* asum) {
+  __m256 acc = _mm256_setzero_ps();
+  for (std::int64_t s = 0; s < supers; ++s) {
+    const BlockQ8_0* as = a + kUnits * s;
+    const __m256 isum = _mm256_cvtepi32_ps(unit_sums_avx512(w[s], as));
+    std::uint64_t sc, m;
+    unpack_scales_mins_q4_k(w[s].scales, sc, m);
+    const __m256 ds = _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(w[s].d)), bytes_to_ps(sc));
+    const __m256 dm = _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(w[s].dmin)), bytes_to_ps(m));
+    const __m256 bsum = _mm256_cvtepi32_ps(load32(asum + kUnits * s));
+    const __m256 inner = _mm256_sub_ps(_mm256_mul_ps(ds, isum), _mm256_mul_ps(dm, bsum));
+    acc = _mm256_add_ps(acc, _mm256_mul_ps(act_scales_avx2(as), inner));
+  }
+  float lanes[kLanes];
+  _mm256_storeu_ps(lanes, acc);
+  return sum_lanes(lanes);
+}
+
+__attribute__((target(FEDGE_QUANT_K_AVX512))) float row_dot_avx512(const BlockQ6_K* w, std::int64_t supers,
+                                                                    const BlockQ8_0* a) {
+  __m256 acc = _mm256_setzero_ps();
+  for (std::int64_t s = 0; s < supers; ++s) {
+    const BlockQ8_0* as = a + kUnits * s;
+    const __m256 isum = _mm256_cvtepi32_ps(unit_sums_avx512(w[s], as));
+    const __m256 scale = _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(w[s].d)), act_scales_avx2(as));
+    acc = _mm256_add_ps(acc, _mm256_mul_ps(scale, isum));
+  }
+  float lanes[kLanes];
+  _mm256_storeu_ps(lanes, acc);
+  return sum_lanes(lanes);
+}
+#endif
+
 #ifdef FEDGE_QUANT_K_NEON
 // The same on NEON, units 0-3 and 4-7 as two vectors (vmulq, vsubq and vaddq,
 // never vfmaq); the f16 scales widen exactly in registers.
@@ -537,12 +644,12 @@ float row_dot_neon(const BlockQ6_K* w, std::int64_t supers, const BlockQ8_0* a) 
 
 }  // namespace
 
-// Q4_K and Q6_K have no AVX-512 kernel (quant.cpp's isa_for passes kAvx2 on
-// such CPUs); kAvx512 is read as kAvx2 here too, which every AVX-512 CPU has.
-// The portable path is the reference the SIMD paths reproduce bit for bit.
+// kAvx512 (only on CPUs with every FEDGE_QUANT_K_AVX512 feature) runs the
+// vpdpbusd unit sums. The portable path is the reference the SIMD paths reproduce bit for bit.
 float row_dot_k(const BlockQ4_K* w, std::int64_t supers, const BlockQ8_0* a, const std::int32_t* asum, Isa use) {
 #ifdef FEDGE_QUANT_K_X86
-  if (use == Isa::kAvx2 || use == Isa::kAvx512) return row_dot_avx2(w, supers, a, asum);
+  if (use == Isa::kAvx512) return row_dot_avx512(w, supers, a, asum);
+  if (use == Isa::kAvx2) return row_dot_avx2(w, supers, a, asum);
 #endif
 #ifdef FEDGE_QUANT_K_NEON
   if (use == Isa::kNeon) return row_dot_neon(w, supers, a, asum);
@@ -568,7 +675,8 @@ float row_dot_k(const BlockQ4_K* w, std::int64_t supers, const BlockQ8_0* a, con
 float row_dot_k(const BlockQ6_K* w, std::int64_t supers, const BlockQ8_0* a, const std::int32_t* asum, Isa use) {
   (void)asum;
 #ifdef FEDGE_QUANT_K_X86
-  if (use == Isa::kAvx2 || use == Isa::kAvx512) return row_dot_avx2(w, supers, a);
+  if (use == Isa::kAvx512) return row_dot_avx512(w, supers, a);
+  if (use == Isa::kAvx2) return row_dot_avx2(w, supers, a);
 #endif
 #ifdef FEDGE_QUANT_K_NEON
   if (use == Isa::kNeon) return row_dot_neon(w, supers, a);

@@ -45,6 +45,11 @@ struct LoadOptions {
   // GGUF file's own type for these two when `weights` is unset too).
   // (llama.cpp's `--leave-output-tensor` / `--token-embedding-type` in one.)
   std::optional<WeightType> embeddings;
+  // llama.cpp's Q4_K_M mix, with `weights` = q4_k: the LM head (or the tied
+  // table) and, in the layers llama.cpp gives more bits (the first and last
+  // eighth and every third between), attn_v and ffn_down in Q6_K. An
+  // explicit `embeddings` type still wins for the table and head.
+  bool q4_k_m = false;
   WeightType weight_type() const { return weights.value_or(WeightType::kF32); }
   WeightType embedding_type() const { return embeddings.value_or(weight_type()); }
   // Model::load: an f32, bf16 or f16 tensor stored in the file in the type it

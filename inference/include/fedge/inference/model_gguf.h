@@ -42,6 +42,7 @@ std::vector<std::pair<std::string, GgufValue>> tokenizer_gguf_metadata(const Tok
 struct GgufModelInfo {
   std::string name;           // general.name
   std::string chat_template;  // tokenizer.chat_template (optional)
+  bool q4_k_m = false;        // general.file_type 15 (MOSTLY_Q4_K_M) for a model loaded with LoadOptions::q4_k_m
 };
 // Metadata and tensors of `model` (and `tokenizer` when given) in llama.cpp's
 // names, each tensor in the type the model holds it in; `keep` owns the bytes
@@ -69,6 +70,7 @@ struct QuantizeCommand {
   std::string model;
   std::filesystem::path out;
   WeightType type = WeightType::kQ8_0;
+  bool q4_k_m = false;  // with type q4_k: llama.cpp's Q4_K_M mix (LoadOptions::q4_k_m)
   std::optional<WeightType> keep;
   std::string name;  // general.name; default: the model directory's name
   // When set, the written file is loaded back and the logits of this prompt
