@@ -445,36 +445,45 @@ __attribute__((target("avx2"))) inline __m256 bytes_to_ps(std::uint64_t bytes) {
   return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(bytes))));
 }
 
-__attribute__((target("avx2,f16c"))) float row_dot_avx2(const BlockQ4_K* w, std::int64_t supers, const BlockQ8_0* a,
-                                                        const std::int32_t* asum) {
-  __m256 acc = _mm256_setzero_ps();
-  for (std::int64_t s = 0; s < supers; ++s) {
-    const BlockQ8_0* as = a + kUnits * s;
-    const __m256 isum = _mm256_cvtepi32_ps(unit_sums_avx2(w[s], as));
-    std::uint64_t sc, m;
-    unpack_scales_mins_q4_k(w[s].scales, sc, m);
-    const __m256 ds = _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(w[s].d)), bytes_to_ps(sc));
-    const __m256 dm = _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(w[s].dmin)), bytes_to_ps(m));
-    const __m256 bsum = _mm256_cvtepi32_ps(load32(asum + kUnits * s));
-    const __m256 inner = _mm256_sub_ps(_mm256_mul_ps(ds, isum), _mm256_mul_ps(dm, bsum));
-    acc = _mm256_add_ps(acc, _mm256_mul_ps(act_scales_avx2(as), inner));
-  }
+// One super-block's float part in 8 lanes (lane u = unit u), the portable
+// path's multiplies and adds in its order (no FMA): the AVX2 and AVX-512
+// paths differ only in how they get the unit sums.
+__attribute__((target("avx2,f16c"))) inline __m256 add_super(__m256 acc, __m256i units, const BlockQ4_K& w,
+                                                             const BlockQ8_0* as, const std::int32_t* asum) {
+  const __m256 isum = _mm256_cvtepi32_ps(units);
+  std::uint64_t sc, m;
+  unpack_scales_mins_q4_k(w.scales, sc, m);
+  const __m256 ds = _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(w.d)), bytes_to_ps(sc));
+  const __m256 dm = _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(w.dmin)), bytes_to_ps(m));
+  const __m256 bsum = _mm256_cvtepi32_ps(load32(asum));
+  const __m256 inner = _mm256_sub_ps(_mm256_mul_ps(ds, isum), _mm256_mul_ps(dm, bsum));
+  return _mm256_add_ps(acc, _mm256_mul_ps(act_scales_avx2(as), inner));
+}
+
+__attribute__((target("avx2,f16c"))) inline __m256 add_super(__m256 acc, __m256i units, const BlockQ6_K& w,
+                                                             const BlockQ8_0* as, const std::int32_t*) {
+  const __m256 scale = _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(w.d)), act_scales_avx2(as));
+  return _mm256_add_ps(acc, _mm256_mul_ps(scale, _mm256_cvtepi32_ps(units)));
+}
+
+// Super-block s's activation byte sums (Q6_K's rows get none: null).
+inline const std::int32_t* sums_at(const std::int32_t* asum, std::int64_t s) {
+  return asum ? asum + kUnits * s : nullptr;
+}
+
+__attribute__((target("avx2"))) inline float sum_acc(__m256 acc) {
   float lanes[kLanes];
   _mm256_storeu_ps(lanes, acc);
   return sum_lanes(lanes);
 }
 
-__attribute__((target("avx2,f16c"))) float row_dot_avx2(const BlockQ6_K* w, std::int64_t supers, const BlockQ8_0* a) {
+template <class Block>
+__attribute__((target("avx2,f16c"))) float row_dot_avx2(const Block* w, std::int64_t supers, const BlockQ8_0* a,
+                                                        const std::int32_t* asum) {
   __m256 acc = _mm256_setzero_ps();
-  for (std::int64_t s = 0; s < supers; ++s) {
-    const BlockQ8_0* as = a + kUnits * s;
-    const __m256 isum = _mm256_cvtepi32_ps(unit_sums_avx2(w[s], as));
-    const __m256 scale = _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(w[s].d)), act_scales_avx2(as));
-    acc = _mm256_add_ps(acc, _mm256_mul_ps(scale, isum));
-  }
-  float lanes[kLanes];
-  _mm256_storeu_ps(lanes, acc);
-  return sum_lanes(lanes);
+  for (std::int64_t s = 0; s < supers; ++s)
+    acc = add_super(acc, unit_sums_avx2(w[s], a + kUnits * s), w[s], a + kUnits * s, sums_at(asum, s));
+  return sum_acc(acc);
 }
 #endif
 
@@ -550,38 +559,14 @@ __attribute__((target(FEDGE_QUANT_K_AVX512))) inline __m256i unit_sums_avx512(co
   return units_avx512(_mm512_mullo_epi32(halves_avx512(v[0], v[1], v[2], v[3]), scales));
 }
 
-// The float part exactly as row_dot_avx2's (8 lanes, mul/sub/add, no FMA).
-__attribute__((target(FEDGE_QUANT_K_AVX512))) float row_dot_avx512(const BlockQ4_K* w, std::int64_t supers,
+// The float part is row_dot_avx2's (add_super).
+template <class Block>
+__attribute__((target(FEDGE_QUANT_K_AVX512))) float row_dot_avx512(const Block* w, std::int64_t supers,
                                                                     const BlockQ8_0* a, const std::int32_t* asum) {
   __m256 acc = _mm256_setzero_ps();
-  for (std::int64_t s = 0; s < supers; ++s) {
-    const BlockQ8_0* as = a + kUnits * s;
-    const __m256 isum = _mm256_cvtepi32_ps(unit_sums_avx512(w[s], as));
-    std::uint64_t sc, m;
-    unpack_scales_mins_q4_k(w[s].scales, sc, m);
-    const __m256 ds = _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(w[s].d)), bytes_to_ps(sc));
-    const __m256 dm = _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(w[s].dmin)), bytes_to_ps(m));
-    const __m256 bsum = _mm256_cvtepi32_ps(load32(asum + kUnits * s));
-    const __m256 inner = _mm256_sub_ps(_mm256_mul_ps(ds, isum), _mm256_mul_ps(dm, bsum));
-    acc = _mm256_add_ps(acc, _mm256_mul_ps(act_scales_avx2(as), inner));
-  }
-  float lanes[kLanes];
-  _mm256_storeu_ps(lanes, acc);
-  return sum_lanes(lanes);
-}
-
-__attribute__((target(FEDGE_QUANT_K_AVX512))) float row_dot_avx512(const BlockQ6_K* w, std::int64_t supers,
-                                                                    const BlockQ8_0* a) {
-  __m256 acc = _mm256_setzero_ps();
-  for (std::int64_t s = 0; s < supers; ++s) {
-    const BlockQ8_0* as = a + kUnits * s;
-    const __m256 isum = _mm256_cvtepi32_ps(unit_sums_avx512(w[s], as));
-    const __m256 scale = _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(w[s].d)), act_scales_avx2(as));
-    acc = _mm256_add_ps(acc, _mm256_mul_ps(scale, isum));
-  }
-  float lanes[kLanes];
-  _mm256_storeu_ps(lanes, acc);
-  return sum_lanes(lanes);
+  for (std::int64_t s = 0; s < supers; ++s)
+    acc = add_super(acc, unit_sums_avx512(w[s], a + kUnits * s), w[s], a + kUnits * s, sums_at(asum, s));
+  return sum_acc(acc);
 }
 #endif
 
@@ -675,8 +660,8 @@ float row_dot_k(const BlockQ4_K* w, std::int64_t supers, const BlockQ8_0* a, con
 float row_dot_k(const BlockQ6_K* w, std::int64_t supers, const BlockQ8_0* a, const std::int32_t* asum, Isa use) {
   (void)asum;
 #ifdef FEDGE_QUANT_K_X86
-  if (use == Isa::kAvx512) return row_dot_avx512(w, supers, a);
-  if (use == Isa::kAvx2) return row_dot_avx2(w, supers, a);
+  if (use == Isa::kAvx512) return row_dot_avx512(w, supers, a, nullptr);
+  if (use == Isa::kAvx2) return row_dot_avx2(w, supers, a, nullptr);
 #endif
 #ifdef FEDGE_QUANT_K_NEON
   if (use == Isa::kNeon) return row_dot_neon(w, supers, a);
