@@ -137,17 +137,21 @@ int main(int argc, char** argv) {
     std::string name;
     ModelConfig config;
     WeightType type;
+    bool q4_k_m = false;  // llama.cpp's Q4_K_M mix (LoadOptions::q4_k_m)
   };
   std::vector<Entry> models = {{"tiny f32", ModelConfig::tiny(), WeightType::kF32},
                                {"smollm-135m-shape f32", ModelConfig::smollm_135m(), WeightType::kF32},
                                {"smollm-135m-shape bf16", ModelConfig::smollm_135m(), WeightType::kBF16},
                                {"smollm-135m-shape q8_0", ModelConfig::smollm_135m(), WeightType::kQ8_0},
-                               {"smollm-135m-shape q4_0", ModelConfig::smollm_135m(), WeightType::kQ4_0}};
+                               {"smollm-135m-shape q4_0", ModelConfig::smollm_135m(), WeightType::kQ4_0},
+                               // What a SmolLM-135M Q4_K_M file holds: its 576-wide rows are no whole
+                               // super-blocks, so Q5_0 and Q8_0 with Q4_K/Q6_K where rows are 1536 wide.
+                               {"smollm-135m-shape q4_k_m", ModelConfig::smollm_135m(), WeightType::kQ4_K, true}};
   if (quick) models.resize(2);
   if (!only_weights.empty()) {
     const std::string wanted = "smollm-135m-shape " + only_weights;
     if (std::none_of(models.begin(), models.end(), [&](const Entry& e) { return e.name == wanted; })) {
-      std::printf("--weights takes f32, bf16, q8_0 or q4_0, got %s\n", only_weights.c_str());
+      std::printf("--weights takes f32, bf16, q8_0, q4_0 or q4_k_m, got %s\n", only_weights.c_str());
       return 2;
     }
     // The f32 row stays: the "x f32" column is a ratio to it.
@@ -167,6 +171,7 @@ int main(int argc, char** argv) {
   for (const auto& e : models) {
     LoadOptions options;
     options.weights = e.type;
+    options.q4_k_m = e.q4_k_m;
     Model m = Model::random(e.config, 1, options);
     for (int t : thread_counts) {
       setup_torch(t);
