@@ -15,9 +15,13 @@
 #include "fedge/common/error.h"
 #include "fedge/inference/kernels_info.h"  // available_isas
 #include "fedge/inference/quant.h"
+#include "quant_test_support.h"
 
 using namespace fedge;
 using namespace fedge::inference::quant;
+using fedge::test::IsaGuard;
+using fedge::test::random_row;
+using fedge::test::same_bits;
 
 namespace {
 
@@ -27,18 +31,6 @@ std::vector<float> ramp() {
   return x;
 }
 
-std::vector<float> random_row(std::size_t n, unsigned seed, float scale = 1.0F) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0F, scale);
-  std::vector<float> x(n);
-  for (auto& v : x) v = normal(rng);
-  return x;
-}
-
-// Restores run-time detection after a test forced an instruction set.
-struct IsaGuard {
-  ~IsaGuard() { set_isa("auto"); }
-};
 
 
 TEST_CASE("quant: Q4_0 packs a known row exactly as GGUF's reference does") {
@@ -120,7 +112,6 @@ std::vector<Block> random_blocks(std::size_t count, unsigned seed) {
   return blocks;
 }
 
-bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
 
 }  // namespace
 

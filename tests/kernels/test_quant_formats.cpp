@@ -15,19 +15,15 @@
 #include "fedge/common/safetensors.h"  // f32_to_f16
 #include "fedge/inference/kernels_info.h"  // available_isas
 #include "fedge/inference/quant.h"
+#include "quant_test_support.h"
 
 using namespace fedge;
 using namespace fedge::inference::quant;
+using fedge::test::IsaGuard;
+using fedge::test::random_row;
+using fedge::test::same_bits;
 
 namespace {
-
-std::vector<float> gaussian_row(std::size_t n, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0F, 1.0F);
-  std::vector<float> x(n);
-  for (auto& v : x) v = normal(rng);
-  return x;
-}
 
 // ||dequantize(quantize(x)) - x|| / ||x|| for a type.
 double round_trip_error(QuantType type, const std::vector<float>& x) {
@@ -44,11 +40,6 @@ double round_trip_error(QuantType type, const std::vector<float>& x) {
   return std::sqrt(err / ref);
 }
 
-struct IsaGuard {
-  ~IsaGuard() { set_isa("auto"); }
-};
-
-bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
 
 }  // namespace
 
@@ -112,7 +103,7 @@ TEST_CASE("quant: a hand-built Q6_K super-block reads back as GGUF's layout says
 }
 
 TEST_CASE("quant: Q4_K and Q6_K round trips beat Q4_0 and Q5_0 and stay close to the row") {
-  const auto x = gaussian_row(256 * 64, 5);
+  const auto x = random_row(256 * 64, 5);
   const double q4_0 = round_trip_error(QuantType::kQ4_0, x), q5_0 = round_trip_error(QuantType::kQ5_0, x);
   const double q4_k = round_trip_error(QuantType::kQ4_K, x), q6_k = round_trip_error(QuantType::kQ6_K, x);
   const double q8_0 = round_trip_error(QuantType::kQ8_0, x);
@@ -128,7 +119,7 @@ TEST_CASE("quant: Q4_K and Q6_K round trips beat Q4_0 and Q5_0 and stay close to
 TEST_CASE("quant: the new types quantize deterministically and keep zero and constant rows exact") {
   for (QuantType type : {QuantType::kQ5_0, QuantType::kQ4_K, QuantType::kQ6_K}) {
     INFO(quant_type_name(type));
-    const auto x = gaussian_row(512, 6);
+    const auto x = random_row(512, 6);
     std::vector<std::uint8_t> a(row_bytes(type, 512)), b(a.size(), 0xAB);
     quantize_rows(type, x.data(), a.data(), 1, 512);
     quantize_rows(type, x.data(), b.data(), 1, 512);
@@ -149,7 +140,7 @@ TEST_CASE("quant: the new types quantize deterministically and keep zero and con
 TEST_CASE("quant: products over the new types equal the dequantized rows' dot products") {
   IsaGuard guard;
   const int in = 512, out = 6, rows = 3;
-  const auto w = gaussian_row(std::size_t(in) * out, 7), x = gaussian_row(std::size_t(in) * rows, 8);
+  const auto w = random_row(std::size_t(in) * out, 7), x = random_row(std::size_t(in) * rows, 8);
   for (QuantType type : {QuantType::kQ5_0, QuantType::kQ4_K, QuantType::kQ6_K}) {
     std::vector<std::uint8_t> packed(row_bytes(type, in) * out);
     quantize_rows(type, w.data(), packed.data(), out, in);
@@ -194,7 +185,7 @@ TEST_CASE("quant: Q5_0 products give the portable path's bits on every instructi
   std::memset(w[3].qs, 0, 16);
   std::memset(w[4].qh, 0xFF, 4);
   std::memset(w[4].qs, 0xFF, 16);
-  auto x = gaussian_row(blocks * 32, 10);
+  auto x = random_row(blocks * 32, 10);
   for (int i = 96; i < 160; ++i) x[i] = i % 2 ? 127.0F : -127.0F;
   std::vector<BlockQ8_0> a(blocks);
   REQUIRE(set_isa("portable"));

@@ -16,15 +16,14 @@
 
 #include "fedge/common/safetensors.h"  // f32 -> f16
 #include "fedge/inference/quant.h"
+#include "quant_test_support.h"
 
 using namespace fedge::inference::quant;
+using fedge::test::IsaGuard;
+using fedge::test::random_row;
+using fedge::test::same_bits;
 
 namespace {
-
-// Restores run-time detection after a test forced an instruction set.
-struct IsaGuard {
-  ~IsaGuard() { set_isa("auto"); }
-};
 
 // The SIMD paths compared with "portable"; those this CPU lacks are skipped.
 const char* const kFastPaths[] = {"avx2", "avx512", "neon"};
@@ -61,14 +60,6 @@ std::vector<Block> random_supers(std::size_t count, unsigned seed) {
   return blocks;
 }
 
-std::vector<float> random_floats(std::size_t n, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0F, 1.0F);
-  std::vector<float> x(n);
-  for (auto& v : x) v = normal(rng);
-  return x;
-}
-
 std::vector<BlockQ8_0> quantized(const std::vector<float>& x) {
   std::vector<BlockQ8_0> a(x.size() / kBlockSize);
   quantize_row_q8_0(x.data(), a.data(), static_cast<std::int64_t>(x.size()));
@@ -86,7 +77,6 @@ std::vector<BlockQ8_0> constant_activations(std::size_t blocks, std::int8_t byte
   return a;
 }
 
-bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
 
 // sum_i w_i a_i over the dequantized rows in double, and sum_i |w_i a_i|.
 template <class Block>
@@ -158,9 +148,9 @@ template <class Block>
 void check_random(unsigned seed) {
   constexpr int kMaxSupers = 9;
   const auto w = random_supers<Block>(37 * kMaxSupers, seed);
-  const auto a = quantized(random_floats(kMaxSupers * kSuperBlockSize, seed + 1));
+  const auto a = quantized(random_row(kMaxSupers * kSuperBlockSize, seed + 1));
   for (int s = 1; s <= kMaxSupers; ++s) check_row_dot(w, a, s, "random blocks");
-  const auto x = random_floats(3 * kMaxSupers * kSuperBlockSize, seed + 2);
+  const auto x = random_row(3 * kMaxSupers * kSuperBlockSize, seed + 2);
   for (int s = 1; s <= kMaxSupers; ++s) check_matmul(w, x, 2, s, 5, "random blocks");
   check_matmul(w, x, 3, 6, 37, "random blocks, threads");  // large enough to run in parallel
 }
@@ -245,7 +235,7 @@ TEST_CASE("quant k-quants: quantized rows dotted on every path stay within 1e-4 
   REQUIRE(set_isa("portable"));
   quantize_row_q4_k(wf.data(), w4.data(), kN);
   quantize_row_q6_k(wf.data(), w6.data(), kN);
-  const auto a = quantized(random_floats(kN, 304));
+  const auto a = quantized(random_row(kN, 304));
   for (int s = 1; s <= kSupers; ++s) {
     check_row_dot(w4, a, s, "quantized weights");
     check_row_dot(w6, a, s, "quantized weights");
