@@ -62,10 +62,12 @@ struct LoadOptions {
 };
 
 // A weight matrix [out, in] is an f32, bf16 or f16 tensor of that shape, or,
-// quantized, a uint8 tensor [out, in / 32, block bytes] (34 for Q8_0, 18 for
-// Q4_0) holding GGUF's blocks row by row. A matrix whose `in` is not a whole
-// number of blocks cannot be quantized and is held in f16 instead (as
-// llama.cpp's converter falls back).
+// quantized, a uint8 tensor [out, in / block_weights, block_bytes] (quant.h:
+// 32 weights in 34 bytes for Q8_0, 18 for Q4_0, 22 for Q5_0; 256 in 144 for
+// Q4_K, 210 for Q6_K) holding GGUF's blocks row by row; the block bytes tell
+// the type. A matrix whose `in` is not whole blocks falls back as llama.cpp's
+// quantizer does (type_for_shape in src/model_impl.h): Q4_K to Q5_0, Q6_K to Q8_0, and a row not
+// whole 32-weight blocks to f16.
 WeightType weight_type_of(const at::Tensor& w);
 std::int64_t in_features(const at::Tensor& w);
 // The matrix as f32 [out, in] (the tensor itself when it is f32).
