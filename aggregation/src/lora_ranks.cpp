@@ -87,7 +87,10 @@ LoraLayout lora_layout(const ParamLayout& layout) {
   LoraLayout out;
   out.size = layout.size();
   const auto& e = layout.entries();
-  if (e.empty() || e.size() % 2 != 0) bad("a LoRA adapter layout needs A/B pairs; this one has " + std::to_string(e.size()) + " tensors");
+  if (e.empty()) bad("a LoRA adapter layout needs A/B pairs; this one has no tensors");
+  if (e.size() % 2 != 0)
+    bad("a LoRA adapter layout needs A/B pairs; this one has " + std::to_string(e.size()) + " tensors (the last, '" +
+        e.back().name + "', has no partner)");
   for (std::size_t i = 0; i < e.size(); i += 2) {
     const ParamEntry &a = e[i], &b = e[i + 1];
     if (!contains(a.name, "lora_A") || !contains(b.name, "lora_B") || a.shape.size() != 2 || b.shape.size() != 2)

@@ -80,10 +80,6 @@ std::span<const float> ParamVector::tensor(std::string_view name) const {
 }
 
 ParamVector ParamVector::remapped(const ParamLayout& target) const {
-  if (target.entries().size() != layout_.entries().size()) {
-    throw Error(ErrorKind::kInvalidInput, "parameter vector: cannot lay " + std::to_string(layout_.entries().size()) +
-                                              " tensors out as " + std::to_string(target.entries().size()));
-  }
   ParamVector out(target);
   for (const ParamEntry& want : target.entries()) {
     const ParamEntry* have = layout_.find(want.name);
@@ -95,6 +91,13 @@ ParamVector ParamVector::remapped(const ParamLayout& target) const {
                                                 format_shape(have->shape) + ", expected " + format_shape(want.shape));
     }
     std::memcpy(out.values_.data() + want.offset, values_.data() + have->offset, want.numel * sizeof(float));
+  }
+  // Every tensor of the target is here; any left over is one too many.
+  for (const ParamEntry& have : layout_.entries()) {
+    if (target.find(have.name) == nullptr) {
+      throw Error(ErrorKind::kInvalidInput, "parameter vector: tensor '" + have.name + "' is extra: the layout it "
+                                                "is laid out as has no such tensor");
+    }
   }
   return out;
 }

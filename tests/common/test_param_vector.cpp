@@ -188,7 +188,11 @@ TEST_CASE("remapped lays tensors out in another order by name", "[param_vector]"
   other.add("a", {2});
   other.add("c", {1, 3});
   CHECK_THROWS_WITH(v.remapped(other), Catch::Contains("'c' is missing"));
+  // A count that differs names the tensor at fault, either way.
   fedge::ParamLayout fewer;
   fewer.add("a", {2});
-  CHECK_THROWS_AS(v.remapped(fewer), fedge::Error);
+  CHECK_THROWS_WITH(v.remapped(fewer), Catch::Contains("'b' is extra"));
+  fedge::ParamLayout more = ab;
+  more.add("c", {1});
+  CHECK_THROWS_WITH(v.remapped(more), Catch::Contains("'c' is missing"));
 }
