@@ -3,6 +3,12 @@
 // metrics.csv as one process; a rank that dies or runs another base ends the
 // whole job at once, naming the rank. Built only with FEDGE_WITH_MPI (ctest
 // lists a skipped test in its place otherwise).
+// The model headers bring libtorch, whose logging defines a CHECK of its own:
+// they come before Catch, so that Catch's CHECK wins.
+#include "fedge/inference/generate.h"
+#include "fedge/inference/model.h"
+#include "fedge/inference/tokenizer.h"
+
 #include <catch2/catch.hpp>
 
 #include <cstdlib>
@@ -11,9 +17,6 @@
 
 #include "e2e/process.h"
 #include "test_util.h"
-#include "fedge/inference/generate.h"
-#include "fedge/inference/model.h"
-#include "fedge/inference/tokenizer.h"
 
 #ifdef FEDGE_MPIEXEC
 
