@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <string>
+#include <string_view>
 
 #include "fedge/common/error.h"
 
@@ -48,6 +49,14 @@ ParamLayout lora_a_layout(const ParamLayout& adapter) {
     out.add(a.name, a.shape);
   }
   return out;
+}
+
+bool is_lora_a_only(const ParamLayout& layout) {
+  constexpr std::string_view kA = "lora_A.weight";
+  const auto& entries = layout.entries();
+  return !entries.empty() && std::all_of(entries.begin(), entries.end(), [&](const ParamEntry& e) {
+           return e.name.size() >= kA.size() && e.name.compare(e.name.size() - kA.size(), kA.size(), kA) == 0;
+         });
 }
 
 std::size_t lora_a_size(const LoraLayout& layout) {

@@ -21,6 +21,7 @@
 #include "fedge/coordinator/http_api.h"
 #include "fedge/coordinator/store.h"
 #include "fedge/coordinator/telemetry.h"
+#include "fedge/federation/lora_ranks.h"
 #include "fedge/federation/size_caps.h"
 #include "fedge/federation/wire.h"
 #include "fedge/protocol/api_keys.h"
@@ -40,6 +41,37 @@ std::string read_text(const fs::path& file) {
   std::ifstream in(file, std::ios::binary);
   if (!in) throw Error(ErrorKind::kNotFound, file.string() + ": cannot open");
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// The global the federation runs on, from the stored version `version` at
+// `path`: as stored, or under shared-a the adapter's A matrices (version 0 is
+// the initial adapter as given, whole; later versions hold A only). A whole
+// adapter past version 0 under shared-a means the setting changed between
+// runs, and is refused: the nodes' B would start from zero under a trained A.
+// (The other way round, nodes without shared-a refuse an A-only global.)
+ParamVector federated_global(ParamVector stored, std::uint64_t version, bool shared_a, const std::string& path) {
+  if (!shared_a || federation::is_lora_a_only(stored.layout())) return stored;
+  if (version > 0)
+    throw Error(ErrorKind::kInvalidInput,
+                path + ": global v" + std::to_string(version) + " is a whole adapter, made without shared-a; a "
+                "federation cannot switch to [federation] personalization = \"shared-a\" midway (every node's B "
+                "would start from zero under a trained A): start from a new coordinator.state_dir, or set "
+                "personalization = \"none\"");
+  federation::LoraLayout pairs;
+  try {
+    pairs = federation::lora_layout(stored.layout());
+  } catch (const Error& e) {
+    throw Error(ErrorKind::kInvalidInput, path + ": [federation] personalization = \"shared-a\" needs a LoRA "
+                                          "adapter as the initial global: " + e.what());
+  }
+  const auto b = federation::lora_b_part(pairs, stored.values());
+  if (std::any_of(b.begin(), b.end(), [](float x) { return x != 0.0f; }))
+    spdlog::warn("{}: the initial adapter's B matrices are not zero; under shared-a every node starts its own B "
+                 "from zero, so they are not used", path);
+  ParamVector a(federation::lora_a_layout(stored.layout()), federation::lora_a_part(pairs, stored.values()));
+  spdlog::info("shared-a: the federation holds the adapter's A matrices only ({} of {} floats); each node keeps "
+               "its own B", a.size(), stored.size());
+  return a;
 }
 
 // The server optimiser's state (FedAdam's moments...) next to each version, so
@@ -209,7 +241,8 @@ struct CoordinatorRuntime::Impl {
       throw Error(ErrorKind::kInvalidInput, latest.path + ": the global adapter v" + std::to_string(latest.version) +
                                                 " changed on disk since it was written (sha256 differs); restore it");
     }
-    const ParamVector global = ParamVector::load(latest.path);
+    const ParamVector global =
+        federated_global(ParamVector::load(latest.path), latest.version, config.shared_a, latest.path);
     adapter_config_text = read_text(fs::path(latest.path).parent_path() / kAdapterConfig);
     ResumeState state;
     state.next_round = recovery.next_round;

@@ -111,6 +111,10 @@ CoordinatorRuntimeConfig read_coordinator_config(const fs::path& file) {
   c.finish_linger_ms = u32(co, "finish_linger_ms", c.finish_linger_ms);
   c.endpoint_file = config::resolve_path(base, co.string("endpoint_file", ""));
   c.federation = read_federation_config(root.table("federation"));
+  // Read here, not in read_federation_config: a scenario sets personalization
+  // in its [training] table, per level.
+  const auto personalization = root.table("federation").string("personalization", "none", {"none", "shared-a"});
+  c.shared_a = personalization == "shared-a";
   // The roster is a file next to the config, so it is read here (the
   // simulator's scenarios have no roster: its nodes are in-process).
   const fs::path roster = config::resolve_path(base, root.table("federation").table("secagg").string("roster", ""));

@@ -22,7 +22,9 @@
 #include "fedge/inference/model.h"
 #include "fedge/inference/tokenizer.h"
 #include "fedge/federation/size_caps.h"
+#include "fedge/node/lora_ranks.h"
 #include "fedge/node/memory_budget.h"
+#include "fedge/node/shared_a.h"
 #include "fedge/protocol/keys.h"
 #include "fedge/protocol/layout.h"
 #include "fedge/protocol/transport.h"
@@ -52,6 +54,7 @@ struct TrainDone {
   std::uint64_t ticket = 0;
   std::uint64_t round = 0;
   LocalTrainResult result;
+  std::shared_ptr<const ParamVector> start;  // the adapter the training started from
 };
 struct TrainFailed {
   std::uint64_t ticket = 0;
@@ -147,7 +150,7 @@ class Worker {
         std::lock_guard lock(mu_);
         return cancel_;
       };
-      return TrainDone{job.ticket, job.request.round, trainer_.train(*job.global, job.request, stop)};
+      return TrainDone{job.ticket, job.request.round, trainer_.train(*job.global, job.request, stop), job.global};
     } catch (const std::exception& e) {
       return TrainFailed{job.ticket, e.what()};
     }
@@ -216,6 +219,7 @@ struct NodeRuntime::Impl {
   NodeRuntimeConfig config;
   inference::LoadedModel loaded;
   std::unique_ptr<LocalTrainer> trainer;
+  std::optional<SharedALora> shared_a;  // [personalization] kind = "shared-a": this node's B
   std::unique_ptr<Worker> worker;
   protocol::Context context;
   std::unique_ptr<protocol::Dealer> dealer;
@@ -248,6 +252,7 @@ struct NodeRuntime::Impl {
     }
     trainer = std::make_unique<LocalTrainer>(loaded.model, std::move(train), std::move(eval), config.trainer);
     fs::create_directories(config.state_dir);
+    if (config.personalization.shares_a_only()) shared_a.emplace(loaded.model.config(), config.trainer.lora_alpha);
     auto personal = load_personal();
     connect();
     NodeIdentity identity;
@@ -322,6 +327,21 @@ struct NodeRuntime::Impl {
 
   void install(InstallGlobal install) {
     auto params = std::make_shared<ParamVector>(protocol::to_param_layout(install.layout), std::move(install.params));
+    // What the node saves, serves and evaluates: the global itself, or under
+    // shared-a (a global of A matrices) the global as a whole adapter, and the
+    // node's own adapter. A global this node cannot use stops it here, before
+    // anything changes, with the setting to fix.
+    std::shared_ptr<const ParamVector> served = params, evaluated = params, own;
+    if (shared_a) {
+      own = std::make_shared<const ParamVector>(shared_a->node_adapter(*params));
+      served = std::make_shared<const ParamVector>(shared_a->global_adapter(*params));
+      evaluated = own;
+    } else if (is_lora_a_only(params->layout())) {
+      throw Error(ErrorKind::kInvalidInput,
+                  "the coordinator federates LoRA A matrices only ([federation] personalization = \"shared-a\"), "
+                  "but this node's [personalization] kind is \"" + config.personalization.kind +
+                      "\": set kind = \"shared-a\" in this node's config");
+    }
     global = params;
     global_version = install.version;
     if (!first_version) first_version = install.version;
@@ -330,12 +350,21 @@ struct NodeRuntime::Impl {
       st.global_version = install.version;
       ++st.global_installs;
     });
-    save_global(*params, install.version);
-    spdlog::info("installed global adapter v{}", install.version);
-    if (installed_callback) installed_callback(*params, install.version);
-    if (config.evaluate_global && trainer->has_eval()) worker->submit(EvalJob{install.version, params});
-    if (config.personalization.enabled())
+    save_global(*served, install.version);
+    spdlog::info("installed global adapter v{}{}", install.version, shared_a ? " (A matrices, shared-a)" : "");
+    if (installed_callback) installed_callback(*served, install.version);
+    if (config.evaluate_global && trainer->has_eval()) worker->submit(EvalJob{install.version, evaluated});
+    if (config.personalization.trains_personal())
       worker->submit(PersonalJob{install.version, params, config.personalization});
+    if (own) publish_personal(*own, install.version);
+  }
+
+  // The node's own adapter: saved to state_dir/personal, counted, and served
+  // in the local slot.
+  void publish_personal(const ParamVector& own, std::uint64_t version) {
+    save_adapter(own, version, "personal");
+    update_stats([&](NodeStats& st) { st.personal_version = version; });
+    if (local_callback) local_callback(own, version);
   }
 
   // Saves the adapter as a PEFT directory state_dir/NAME (written aside, then
@@ -364,10 +393,24 @@ struct NodeRuntime::Impl {
     spdlog::info("round {}: training {} local steps from global v{}", command.round, request.local_steps,
                  command.global_version);
     training_steps = request.local_steps;
-    worker->submit(TrainJob{command.ticket, request, global});
+    // Under shared-a the round starts from the global A with this node's B
+    // as it is now (a retried round follows the last training's B).
+    auto start = shared_a ? std::make_shared<const ParamVector>(shared_a->node_adapter(*global)) : global;
+    worker->submit(TrainJob{command.ticket, request, std::move(start)});
   }
 
   void handle(TrainDone& done) {
+    if (shared_a) {
+      try {
+        done.result.update = shared_a->finish_round(*done.start, done.result.update, global->layout());
+      } catch (const Error& e) {
+        TrainFailed failed{done.ticket, std::string("shared-a: ") + e.what()};
+        handle(failed);
+        return;
+      }
+      // The new B survives a restart; it is served with the next global's A.
+      save_adapter(shared_a->node_adapter(*global), global_version, "personal");
+    }
     spdlog::info("round {}: local training done, loss {:.4f}, {:.1f} s", done.round, done.result.train_loss,
                  done.result.seconds);
     update_stats([&](NodeStats& st) {
@@ -416,26 +459,32 @@ struct NodeRuntime::Impl {
     if (local_callback) local_callback(*done.params, done.version);
   }
 
-  // Ditto's personal adapter survives a restart: the one saved last, if any.
-  std::shared_ptr<const ParamVector> load_personal() const {
+  // Ditto's personal adapter survives a restart: the one saved last, if any
+  // (returned for the worker). So does shared-a's B (given to shared_a).
+  std::shared_ptr<const ParamVector> load_personal() {
     const fs::path dir = config.state_dir / "personal";
-    if (config.personalization.kind != "ditto" || !fs::exists(dir)) return nullptr;
+    const bool keeps = config.personalization.kind == "ditto" || shared_a;
+    if (!keeps || !fs::exists(dir)) return nullptr;
     try {
       auto personal =
           std::make_shared<const ParamVector>(inference::LoraAdapter::load(dir, loaded.model.config()).to_params());
       spdlog::info("personal adapter loaded from {}", dir.string());
+      if (shared_a) {
+        shared_a->restore(*personal);
+        return nullptr;
+      }
       return personal;
     } catch (const Error& e) {
-      spdlog::warn("personal adapter in {} not used ({}); ditto starts again from the next global", dir.string(),
-                   e.what());
+      spdlog::warn("personal adapter in {} not used ({}); {} starts again from the next global", dir.string(),
+                   e.what(), config.personalization.kind);
       return nullptr;
     }
   }
 
   void handle(EvalDone& done) {
     if (done.result.tokens == 0) return;
-    spdlog::info("global v{}: held-out loss {:.4f}, perplexity {:.3f}", done.version, done.result.loss,
-                 done.result.perplexity);
+    spdlog::info("global v{}{}: held-out loss {:.4f}, perplexity {:.3f}", done.version,
+                 shared_a ? " with this node's B" : "", done.result.loss, done.result.perplexity);
     update_stats([&](NodeStats& st) { st.last_eval_loss = done.result.loss; });
     protocol::Envelope env;
     env.sender = config.node_id;

@@ -81,7 +81,7 @@ NodeRuntimeConfig read_node_config(const fs::path& file) {
   read_train_options(root.table("train"), c.trainer);
   const auto personal = root.table("personalization");
   auto& p = c.personalization;
-  p.kind = personal.string("kind", "none", {"none", "finetune", "ditto"});
+  p.kind = personal.string("kind", "none", {"none", "finetune", "ditto", "shared-a"});
   p.steps = static_cast<std::uint32_t>(personal.integer("steps", p.steps, {1, 1000000}));
   p.learning_rate = personal.number("learning_rate", p.learning_rate, {1e-9, 10.0});
   p.batch_size = static_cast<std::uint32_t>(personal.integer("batch_size", p.batch_size, {1, 65536}));

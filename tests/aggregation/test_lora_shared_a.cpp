@@ -89,3 +89,17 @@ TEST_CASE("shared-A: a node sends only its update's A and keeps start B plus its
   CHECK(idle.b == own_b);
   CHECK(idle.a_update == std::vector<float>(8, 0.0F));
 }
+
+TEST_CASE("shared-A: a layout of A matrices alone is told from a whole adapter", "[aggregation][shared_a]") {
+  const ParamLayout whole = two_pairs();
+  CHECK_FALSE(is_lora_a_only(whole));
+  CHECK(is_lora_a_only(lora_a_layout(whole)));
+  CHECK_FALSE(is_lora_a_only(ParamLayout{}));
+  ParamLayout other;
+  other.add("layers.0.q_proj.lora_A.weight", {2, 3});
+  other.add("lm_head.weight", {2, 2});
+  CHECK_FALSE(is_lora_a_only(other));
+  ParamLayout near;
+  near.add("layers.0.q_proj.lora_A.weight.bak", {2, 3});
+  CHECK_FALSE(is_lora_a_only(near));
+}

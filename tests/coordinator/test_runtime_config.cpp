@@ -118,3 +118,23 @@ TEST_CASE("federation config: strategy_params pass every key, so a plug-in strat
   CHECK_THROWS_WITH(read("strategy = \"scaffold\"\n"),
                     Catch::Contains("federation.strategy") && Catch::Contains("only in the simulator"));
 }
+
+TEST_CASE("coordinator config: [federation] personalization is none or shared-a and nothing else") {
+  const auto dir = std::filesystem::temp_directory_path() / ("fedge_co_personal_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  auto read = [&](const std::string& line) {
+    std::ofstream(dir / "c.toml") << "[federation]\nrounds = 2\n" << line << "\n";
+    return coordinator::read_coordinator_config(dir / "c.toml");
+  };
+  CHECK_FALSE(read("").shared_a);
+  CHECK_FALSE(read("personalization = \"none\"").shared_a);
+  CHECK(read("personalization = \"shared-a\"").shared_a);
+  // ditto and finetune are the nodes' own business: a coordinator does not take them.
+  CHECK_THROWS_WITH(read("personalization = \"ditto\""), Catch::Contains("personalization"));
+  CHECK_THROWS_WITH(read("personalization = 1"), Catch::Contains("personalization"));
+  // A scenario's [federation] table (read_federation_config alone) has no such key.
+  auto doc = config::Document::parse_string("[federation]\npersonalization = \"shared-a\"\n", "s.toml");
+  coordinator::read_federation_config(doc.root().table("federation"));
+  CHECK_THROWS_WITH(doc.reject_unknown_keys(), Catch::Contains("personalization"));
+  std::filesystem::remove_all(dir);
+}

@@ -154,3 +154,79 @@ TEST_CASE("coordinator: a new version's files and folders are on disk before the
   std::ifstream in(v1 / "adapter_config.json");
   CHECK(std::string(std::istreambuf_iterator<char>(in), {}) == "{\"r\": 2}\n");
 }
+
+namespace {
+
+// Runs `config`'s round(s) with the in-process node; returns the exit code.
+int run_with_node(const coordinator::CoordinatorRuntimeConfig& config) {
+  coordinator::CoordinatorRuntime runtime(config);
+  std::atomic<bool> stop{false};
+  std::thread node([&] { run_node(runtime.endpoint(), stop); });
+  const int rc = runtime.run();
+  stop.store(true);
+  node.join();
+  return rc;
+}
+
+// A whole LoRA pair (A 2x8, B 4x2, B non-zero) as the initial adapter.
+void write_whole_initial(const fs::path& dir) {
+  ParamLayout layout;
+  layout.add("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", {2, 8});
+  layout.add("base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight", {4, 2});
+  ParamVector initial(layout);
+  for (std::size_t i = 0; i < initial.size(); ++i) initial.values()[i] = 0.5F + static_cast<float>(i);
+  initial.save(dir / "adapter_model.safetensors");
+}
+
+}  // namespace
+
+TEST_CASE("coordinator: under shared-a the rounds federate the initial adapter's A matrices only") {
+  testing::TempDir tmp("fedge_runtime_shared_a_");
+  const fs::path root = fs::canonical(tmp.path);
+  auto config = one_plain_round(root);
+  write_whole_initial(root / "initial");
+  config.shared_a = true;
+  REQUIRE(run_with_node(config) == 0);
+
+  // v0 is the initial adapter as given; v1 holds A alone, moved by the node's
+  // update (0.01 per float, the only one in the round).
+  const auto v0 = ParamVector::load(root / "state/adapters/v0/adapter_model.safetensors");
+  const auto v1 = ParamVector::load(root / "state/adapters/v1/adapter_model.safetensors");
+  REQUIRE(v0.layout().entries().size() == 2);
+  REQUIRE(v1.layout().entries().size() == 1);
+  const std::string a = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight";
+  REQUIRE(v1.layout().entries()[0].name == a);
+  REQUIRE(v1.size() == 16);
+  for (std::size_t i = 0; i < 16; ++i) CHECK(v1.tensor(a)[i] == Approx(v0.tensor(a)[i] + 0.01F).margin(1e-6));
+
+  // A restart under shared-a goes on from v1's A.
+  config.federation.rounds = 2;
+  REQUIRE(run_with_node(config) == 0);
+  const auto v2 = ParamVector::load(root / "state/adapters/v2/adapter_model.safetensors");
+  REQUIRE(v2.size() == 16);
+  CHECK(v2.values()[0] == Approx(v0.values()[0] + 0.02F).margin(1e-6));
+}
+
+TEST_CASE("coordinator: switching a running federation to shared-a is refused naming the setting") {
+  testing::TempDir tmp("fedge_runtime_shared_a_switch_");
+  const fs::path root = fs::canonical(tmp.path);
+  auto config = one_plain_round(root);
+  write_whole_initial(root / "initial");
+  REQUIRE(run_with_node(config) == 0);  // v1: a whole adapter
+  config.shared_a = true;
+  config.federation.rounds = 2;
+  CHECK_THROWS_WITH(coordinator::CoordinatorRuntime(config),
+                    Catch::Contains("v1 is a whole adapter") && Catch::Contains("personalization"));
+}
+
+TEST_CASE("coordinator: shared-a refuses an initial adapter that is not LoRA pairs") {
+  testing::TempDir tmp("fedge_runtime_shared_a_bad_");
+  const fs::path root = fs::canonical(tmp.path);
+  auto config = one_plain_round(root);
+  ParamLayout layout;
+  layout.add("lm_head.weight", {4, 2});
+  ParamVector(layout).save(root / "initial/adapter_model.safetensors");
+  config.shared_a = true;
+  CHECK_THROWS_WITH(coordinator::CoordinatorRuntime(config),
+                    Catch::Contains("shared-a") && Catch::Contains("'lm_head.weight', has no partner"));
+}

@@ -1,5 +1,8 @@
 // The node's TOML: the [secagg] table of malicious-server secure aggregation.
-// REQUIRE, not CHECK: libtorch (through runtime.h) defines its own CHECK macro.
+// runtime.h brings libtorch, whose logging defines a CHECK of its own: it is
+// included before Catch, so that Catch's CHECK wins.
+#include "fedge/node/runtime.h"
+
 #include <catch2/catch.hpp>
 
 #include <unistd.h>
@@ -7,8 +10,6 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
-
-#include "fedge/node/runtime.h"
 
 using namespace fedge;
 
@@ -47,6 +48,11 @@ TEST_CASE("node config: [personalization] is off by default, read when set, and 
   REQUIRE(c.personalization.learning_rate == 0.02);
   REQUIRE(c.personalization.batch_size == 3);
   REQUIRE(c.personalization.ditto_lambda == 0.5);
+  const auto shared = read("[personalization]\nkind = \"shared-a\"\n").personalization;
+  CHECK(shared.shares_a_only());
+  CHECK_FALSE(shared.trains_personal());
+  CHECK(c.personalization.trains_personal());
+  CHECK_FALSE(c.personalization.shares_a_only());
   CHECK_THROWS_WITH(read("[personalization]\nkind = \"fedper\"\n"), Catch::Contains("kind"));
   CHECK_THROWS_WITH(read("[personalization]\nkind = \"finetune\"\nsteps = 0\n"), Catch::Contains("steps"));
   CHECK_THROWS_WITH(read("[personalization]\nditto_lambda = -1\n"), Catch::Contains("ditto_lambda"));

@@ -23,6 +23,11 @@ namespace fedge::aggregation {
 // LoRA A/B pairs.
 ParamLayout lora_a_layout(const ParamLayout& adapter);
 
+// Whether `layout` holds LoRA A matrices and nothing else (at least one entry,
+// every name ending in "lora_A.weight"): the global of a shared-A federation,
+// as opposed to a whole adapter.
+bool is_lora_a_only(const ParamLayout& layout);
+
 // Floats of every A together, and of every B together.
 std::size_t lora_a_size(const LoraLayout& layout);
 std::size_t lora_b_size(const LoraLayout& layout);

@@ -55,6 +55,11 @@ struct CoordinatorRuntimeConfig {
   // make the coordinator hold (with each message at most its size cap).
   int queue_per_peer = 16;
   FederationConfig federation;
+  // [federation] personalization = "shared-a" (FedSA-LoRA; docs/FEDERATION.md,
+  // "Personalization on the node"): the global is the adapter's A matrices
+  // only, taken from the initial adapter; each node keeps its own B and runs
+  // [personalization] kind = "shared-a". "none" (false): whole adapters.
+  bool shared_a = false;
   // After the last round, keep answering this long so the final global model
   // reaches every node before the sockets close.
   std::uint32_t finish_linger_ms = 1500;

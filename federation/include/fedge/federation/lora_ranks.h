@@ -18,10 +18,12 @@ using aggregation::LoraLayout;
 using aggregation::parse_rank_aggregation;
 using aggregation::RankAggregation;
 
+using aggregation::is_lora_a_only;
 using aggregation::join_lora_parts;
 using aggregation::lora_a_layout;
 using aggregation::lora_a_part;
 using aggregation::lora_b_part;
+using aggregation::lora_b_size;
 using aggregation::shared_a_step;
 using aggregation::SharedAStep;
 

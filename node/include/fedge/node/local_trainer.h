@@ -98,13 +98,20 @@ LocalTrainResult train_local_round(inference::Model& model, const training::Toke
 //   ditto (Li et al. 2021): the node's personal adapter v (the global the
 //     first time) takes `steps` steps with the pull
 //     ditto_lambda/2 * ||v - w_global||^2 towards the new global.
+//   shared-a (FedSA-LoRA; shared_a.h): no training of its own; the rounds
+//     federate only A, the node keeps the B it trains in them, and its
+//     adapter is the latest global A with that B. What it sends changes (A
+//     only), so the coordinator must federate A only too.
 struct PersonalizationOptions {
-  std::string kind = "none";  // "none", "finetune" or "ditto"
-  std::uint32_t steps = 10;
+  std::string kind = "none";  // "none", "finetune", "ditto" or "shared-a"
+  std::uint32_t steps = 10;   // finetune and ditto: the steps per new global
   double learning_rate = 1e-3;
   std::uint32_t batch_size = 4;
   double ditto_lambda = 0.1;
   bool enabled() const { return kind != "none"; }
+  // Whether the node trains a personal adapter after each new global.
+  bool trains_personal() const { return kind == "finetune" || kind == "ditto"; }
+  bool shares_a_only() const { return kind == "shared-a"; }
 };
 
 class LocalTrainer {

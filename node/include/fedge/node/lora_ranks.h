@@ -19,10 +19,12 @@ using federation::LoraLayout;
 using federation::parse_rank_aggregation;
 using federation::RankAggregation;
 
+using federation::is_lora_a_only;
 using federation::join_lora_parts;
 using federation::lora_a_layout;
 using federation::lora_a_part;
 using federation::lora_b_part;
+using federation::lora_b_size;
 using federation::shared_a_step;
 using federation::SharedAStep;
 
