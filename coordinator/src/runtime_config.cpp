@@ -31,6 +31,25 @@ void read_strategy_params(const config::Table& t, aggregation::StrategyParams& p
   for (const std::string& name : t.keys()) params[name] = t.number(name, 0.0);
 }
 
+// [federation] rank_aggregation of the daemons (read here, as personalization
+// is: a scenario sets it in [training]). Real nodes report their LoRA rank in
+// the secure sum only, so HetLoRA needs secure rounds; FlexLoRA's dense global
+// is the simulator's alone so far.
+void read_rank_aggregation(const config::Table& t, CoordinatorRuntimeConfig& c) {
+  const auto name = t.string("rank_aggregation", "none", {"none", "hetlora", "flexlora"});
+  if (name == "none") return;
+  if (name == "flexlora")
+    t.fail("rank_aggregation", "\"flexlora\" runs only in the simulator (fedge sim) so far: its global is the dense "
+                               "products B A, which fedge node does not factor yet; use \"hetlora\"");
+  if (!c.federation.secure)
+    t.fail("rank_aggregation", "\"hetlora\" needs secure = true on the real daemons: a node reports its LoRA rank "
+                               "in the secure sum ([train] lora_rank in its config)");
+  if (c.shared_a)
+    t.fail("rank_aggregation", "\"hetlora\" with personalization = \"shared-a\" is not built: shared-a's nodes "
+                               "train the global's rank");
+  c.federation.rank_aggregation = aggregation::RankAggregation::kHetLora;
+}
+
 }  // namespace
 
 FederationConfig read_federation_config(const config::Table& t) {
@@ -115,6 +134,7 @@ CoordinatorRuntimeConfig read_coordinator_config(const fs::path& file) {
   // in its [training] table, per level.
   const auto personalization = root.table("federation").string("personalization", "none", {"none", "shared-a"});
   c.shared_a = personalization == "shared-a";
+  read_rank_aggregation(root.table("federation"), c);
   // The roster is a file next to the config, so it is read here (the
   // simulator's scenarios have no roster: its nodes are in-process).
   const fs::path roster = config::resolve_path(base, root.table("federation").table("secagg").string("roster", ""));

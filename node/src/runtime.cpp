@@ -234,6 +234,7 @@ struct NodeRuntime::Impl {
   mutable std::mutex stats_mutex;
   NodeStats stats;                   // guarded by stats_mutex
   std::uint32_t training_steps = 0;  // of the training running now
+  std::uint32_t training_rank = 0;   // HetLoRA: the LoRA rank of the training running now (0: the global's)
 
   template <typename F>
   void update_stats(F&& change) {
@@ -390,12 +391,26 @@ struct NodeRuntime::Impl {
       return;
     }
     const LocalTrainRequest request = local_train_request(command);
-    spdlog::info("round {}: training {} local steps from global v{}", command.round, request.local_steps,
-                 command.global_version);
+    const protocol::RoundPlan* plan = client->current_plan();
+    try {
+      training_rank = hetlora_training_rank(*global, config.lora_rank, plan != nullptr && plan->secure);
+    } catch (const Error& e) {
+      spdlog::error("round {}: {}", command.round, e.what());
+      apply(client->on_training_failed(unix_ms(), e.what()));
+      return;
+    }
+    spdlog::info("round {}: training {} local steps from global v{}{}", command.round, request.local_steps,
+                 command.global_version,
+                 training_rank ? fmt::format(" at LoRA rank {} (HetLoRA)", training_rank) : std::string());
     training_steps = request.local_steps;
     // Under shared-a the round starts from the global A with this node's B
-    // as it is now (a retried round follows the last training's B).
-    auto start = shared_a ? std::make_shared<const ParamVector>(shared_a->node_adapter(*global)) : global;
+    // as it is now (a retried round follows the last training's B); under
+    // HetLoRA from the global's first training_rank ranks.
+    auto start = global;
+    if (shared_a) start = std::make_shared<const ParamVector>(shared_a->node_adapter(*global));
+    if (training_rank)
+      start = std::make_shared<const ParamVector>(
+          global->layout(), keep_rank(lora_layout(global->layout()), global->values(), static_cast<int>(training_rank)));
     worker->submit(TrainJob{command.ticket, request, std::move(start)});
   }
 
@@ -411,6 +426,8 @@ struct NodeRuntime::Impl {
       // The new B survives a restart; it is served with the next global's A.
       save_adapter(shared_a->node_adapter(*global), global_version, "personal");
     }
+    if (training_rank)  // nothing beyond the node's rank, whatever the optimiser did there
+      done.result.update = keep_rank(lora_layout(global->layout()), done.result.update, static_cast<int>(training_rank));
     spdlog::info("round {}: local training done, loss {:.4f}, {:.1f} s", done.round, done.result.train_loss,
                  done.result.seconds);
     update_stats([&](NodeStats& st) {
@@ -421,15 +438,19 @@ struct NodeRuntime::Impl {
     });
     if (config.save_updates) save_update(done);
     if (local_callback && !config.personalization.enabled()) {  // else the local slot serves the personal adapter
-      ParamVector local(global->layout(), done.result.update);
-      for (std::size_t i = 0; i < local.size(); ++i) local.values()[i] += global->values()[i];
+      ParamVector local(done.start->layout(), done.result.update);  // start + update: what the node trained
+      for (std::size_t i = 0; i < local.size(); ++i) local.values()[i] += done.start->values()[i];
       local_callback(local, done.round);
     }
-    LocalUpdate update{done.ticket, std::move(done.result.update), done.result.num_examples, done.result.train_loss};
+    LocalUpdate update{done.ticket, std::move(done.result.update), done.result.num_examples, done.result.train_loss,
+                       training_rank};
     try {
       apply(client->on_update_ready(unix_ms(), std::move(update)));
     } catch (const Error& e) {
-      spdlog::warn("round {}: update refused ({}); this node drops out of the round", done.round, e.what());
+      spdlog::warn("round {}: update refused ({}){}; this node drops out of the round", done.round, e.what(),
+                   training_rank ? " (a node whose [train] lora_rank is below the global's needs [federation] "
+                                   "rank_aggregation = \"hetlora\" on the coordinator)"
+                                 : "");
     }
   }
 

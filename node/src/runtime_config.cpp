@@ -79,6 +79,7 @@ NodeRuntimeConfig read_node_config(const fs::path& file) {
   c.seq_len = static_cast<int>(data.integer("seq_len", c.seq_len, {8, 65536}));
 
   read_train_options(root.table("train"), c.trainer);
+  c.lora_rank = static_cast<int>(root.table("train").integer("lora_rank", 0, {0, 4096}));
   const auto personal = root.table("personalization");
   auto& p = c.personalization;
   p.kind = personal.string("kind", "none", {"none", "finetune", "ditto", "shared-a"});
@@ -86,6 +87,8 @@ NodeRuntimeConfig read_node_config(const fs::path& file) {
   p.learning_rate = personal.number("learning_rate", p.learning_rate, {1e-9, 10.0});
   p.batch_size = static_cast<std::uint32_t>(personal.integer("batch_size", p.batch_size, {1, 65536}));
   p.ditto_lambda = personal.number("ditto_lambda", p.ditto_lambda, {0.0, 1e6});
+  if (c.lora_rank > 0 && p.enabled())
+    personal.fail("kind", "[train] lora_rank (heterogeneous ranks) with personalization is not built; remove one");
   c.limits = protocol::read_limits(root.table("limits"));
   const auto serve = root.table("serve");
   c.serve.http = serve.string("http", "");

@@ -138,3 +138,22 @@ TEST_CASE("coordinator config: [federation] personalization is none or shared-a 
   CHECK_THROWS_WITH(doc.reject_unknown_keys(), Catch::Contains("personalization"));
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("coordinator config: [federation] rank_aggregation takes hetlora over secure rounds only") {
+  const auto dir = std::filesystem::temp_directory_path() / ("fedge_co_ranks_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  auto read = [&](const std::string& lines) {
+    std::ofstream(dir / "c.toml") << "[federation]\nrounds = 2\n" << lines << "\n";
+    return coordinator::read_coordinator_config(dir / "c.toml");
+  };
+  CHECK(read("").federation.rank_aggregation == aggregation::RankAggregation::kNone);
+  CHECK(read("rank_aggregation = \"none\"").federation.rank_aggregation == aggregation::RankAggregation::kNone);
+  CHECK(read("rank_aggregation = \"hetlora\"").federation.rank_aggregation ==
+        aggregation::RankAggregation::kHetLora);
+  CHECK_THROWS_WITH(read("rank_aggregation = \"flexlora\""), Catch::Contains("only in the simulator"));
+  CHECK_THROWS_WITH(read("rank_aggregation = \"hetlora\"\nsecure = false"), Catch::Contains("secure = true"));
+  CHECK_THROWS_WITH(read("rank_aggregation = \"hetlora\"\npersonalization = \"shared-a\""),
+                    Catch::Contains("shared-a"));
+  CHECK_THROWS_WITH(read("rank_aggregation = \"svd\""), Catch::Contains("rank_aggregation"));
+  std::filesystem::remove_all(dir);
+}

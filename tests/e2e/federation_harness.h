@@ -91,7 +91,8 @@ class FederationHarness {
     return p;
   }
 
-  std::unique_ptr<Process> start_node(int id, const std::string& node_extra = "") {
+  // `node_extra`: lines of the [node] table; `train_extra`: of the [train] table.
+  std::unique_ptr<Process> start_node(int id, const std::string& node_extra = "", const std::string& train_extra = "") {
     const fs::path config = root() / ("node" + std::to_string(id) + ".toml");
     std::ofstream(config) << "[node]\n"
                           << "id = " << id << "\n"
@@ -104,7 +105,7 @@ class FederationHarness {
                           << "[data]\ntrain = \"" << site_file(id, "train.jsonl").string() << "\"\n"
                           << "eval = \"" << site_file(id, "eval.jsonl").string() << "\"\n"
                           << "seq_len = 96\n"
-                          << "[train]\nlora_alpha = 8\n";
+                          << "[train]\nlora_alpha = 8\n" << train_extra;
     return std::make_unique<Process>(
         std::vector<std::string>{FEDGE_BINARY, "--threads", "1", "node", "--config", config.string()},
         root() / ("node" + std::to_string(id) + ".log"));

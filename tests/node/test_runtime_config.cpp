@@ -53,6 +53,10 @@ TEST_CASE("node config: [personalization] is off by default, read when set, and 
   CHECK_FALSE(shared.trains_personal());
   CHECK(c.personalization.trains_personal());
   CHECK_FALSE(c.personalization.shares_a_only());
+  CHECK(read("").lora_rank == 0);
+  CHECK(read("[train]\nlora_rank = 2\n").lora_rank == 2);
+  CHECK_THROWS_WITH(read("[train]\nlora_rank = 2\n[personalization]\nkind = \"ditto\"\n"),
+                    Catch::Contains("lora_rank"));
   CHECK_THROWS_WITH(read("[personalization]\nkind = \"fedper\"\n"), Catch::Contains("kind"));
   CHECK_THROWS_WITH(read("[personalization]\nkind = \"finetune\"\nsteps = 0\n"), Catch::Contains("steps"));
   CHECK_THROWS_WITH(read("[personalization]\nditto_lambda = -1\n"), Catch::Contains("ditto_lambda"));

@@ -7,6 +7,9 @@
 // users (the simulator), which reach federation/ only through the node.
 #pragma once
 
+#include <cstdint>
+
+#include "fedge/common/param_vector.h"
 #include "fedge/federation/lora_ranks.h"
 
 namespace fedge::node {
@@ -27,5 +30,14 @@ using federation::lora_b_part;
 using federation::lora_b_size;
 using federation::shared_a_step;
 using federation::SharedAStep;
+
+// The LoRA rank a node trains under HetLoRA ([train] lora_rank = `configured`,
+// 0: none) against the global it is given: 0 when that is the global's own
+// rank. Throws Error(kInvalidInput) naming the settings when the node cannot
+// train it: a global that is not a LoRA adapter, a rank above the global's,
+// or one below it in a plain round (`secure` false: plain rounds take each
+// node's rank from the coordinator's device profiles, which a node does not
+// see; a secure round carries the rank in the sum).
+std::uint32_t hetlora_training_rank(const ParamVector& global, int configured, bool secure);
 
 }  // namespace fedge::node

@@ -87,6 +87,12 @@ struct NodeRuntimeConfig {
   // (memory_budget.h).
   double memory_mb = 0;
   int threads = 0;                     // torch threads for training; 0 = all cores
+  // HetLoRA ([train] lora_rank; docs/FEDERATION.md, "Heterogeneous ranks"):
+  // the LoRA rank this node trains, below the global's rank R on a device that
+  // cannot afford R. It trains the global's first lora_rank ranks and reports
+  // its rank in the secure sum (the coordinator sets rank_aggregation =
+  // "hetlora" and secure = true). 0: the global's rank.
+  int lora_rank = 0;
   training::DataSource train_data;
   std::string eval_path;               // held-out file, same format as train_data
   int seq_len = 128;
