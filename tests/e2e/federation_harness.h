@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include <catch2/catch.hpp>
+
 #include "e2e/process.h"
 #include "fedge/common/param_vector.h"
 #include "fedge/common/safetensors.h"
@@ -119,6 +121,19 @@ class FederationHarness {
   int nodes_;
   std::string endpoint_;
 };
+
+// Waits for the coordinator to run its rounds and exit, then for every node
+// (each with exit_after_versions set); all must exit with 0. The logs are
+// shown when one does not.
+inline void require_clean_exits(Process& coordinator, std::vector<std::unique_ptr<Process>>& nodes) {
+  const auto rc = coordinator.wait_for_exit(std::chrono::seconds(240));
+  INFO("coordinator log:\n" << coordinator.log_text());
+  REQUIRE(rc == 0);
+  for (auto& n : nodes) {
+    INFO("node log:\n" << n->log_text());
+    CHECK(n->wait_for_exit(std::chrono::seconds(30)) == 0);
+  }
+}
 
 // The FedAvg step the coordinator should have taken: global + the
 // example-weighted mean of the given nodes' saved updates (matched by name).

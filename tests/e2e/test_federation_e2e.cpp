@@ -77,13 +77,7 @@ TEST_CASE("federation: 4 node processes, 3 secure rounds, global = FedAvg of the
   std::vector<std::unique_ptr<fedge::testing::Process>> nodes;
   for (int id = 1; id <= 4; ++id) nodes.push_back(h.start_node(id, "exit_after_versions = 3"));
 
-  const auto rc = coordinator->wait_for_exit(240s);
-  INFO("coordinator log:\n" << coordinator->log_text());
-  REQUIRE(rc == 0);
-  for (auto& n : nodes) {
-    INFO("node log:\n" << n->log_text());
-    CHECK(n->wait_for_exit(30s) == 0);
-  }
+  fedge::testing::require_clean_exits(*coordinator, nodes);
 
   // The database: three rounds, each completed once, from all four nodes.
   auto store = fedge::coordinator::Store::open(h.coordinator_state() / "coordinator.db");

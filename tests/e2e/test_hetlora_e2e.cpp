@@ -47,13 +47,7 @@ TEST_CASE("hetlora: nodes of ranks 4 2 and 1 in secure rounds give rank-wise mea
   nodes.push_back(h.start_node(1, "exit_after_versions = 2\n"));
   nodes.push_back(h.start_node(2, "exit_after_versions = 2\n", "lora_rank = 2\n"));
   nodes.push_back(h.start_node(3, "exit_after_versions = 2\n", "lora_rank = 1\n"));
-  const auto rc = coordinator->wait_for_exit(240s);
-  INFO("coordinator log:\n" << coordinator->log_text());
-  REQUIRE(rc == 0);
-  for (auto& n : nodes) {
-    INFO("node log:\n" << n->log_text());
-    CHECK(n->wait_for_exit(30s) == 0);
-  }
+  fedge::testing::require_clean_exits(*coordinator, nodes);
   CHECK(nodes[1]->log_text().find("at LoRA rank 2 (HetLoRA)") != std::string::npos);
 
   for (std::uint64_t round = 1; round <= 2; ++round) {

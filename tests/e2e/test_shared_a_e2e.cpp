@@ -58,13 +58,7 @@ TEST_CASE("shared-a: 3 node processes federate A only and each keeps the B it tr
   auto coordinator = h.start_coordinator(kFederation);
   std::vector<std::unique_ptr<fedge::testing::Process>> nodes;
   for (int id = 1; id <= 3; ++id) nodes.push_back(h.start_node(id, kSharedANode));
-  const auto rc = coordinator->wait_for_exit(240s);
-  INFO("coordinator log:\n" << coordinator->log_text());
-  REQUIRE(rc == 0);
-  for (auto& n : nodes) {
-    INFO("node log:\n" << n->log_text());
-    CHECK(n->wait_for_exit(30s) == 0);
-  }
+  fedge::testing::require_clean_exits(*coordinator, nodes);
 
   // v0 is the initial adapter as given; every later global is A alone.
   const ParamVector v0 = ParamVector::load(h.adapter_file(0));
