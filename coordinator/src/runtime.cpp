@@ -22,6 +22,7 @@
 #include "fedge/coordinator/store.h"
 #include "fedge/coordinator/telemetry.h"
 #include "fedge/federation/lora_ranks.h"
+#include "fedge/federation/scaffold.h"
 #include "fedge/federation/size_caps.h"
 #include "fedge/federation/wire.h"
 #include "fedge/protocol/api_keys.h"
@@ -72,6 +73,26 @@ ParamVector federated_global(ParamVector stored, std::uint64_t version, bool sha
   spdlog::info("shared-a: the federation holds the adapter's A matrices only ({} of {} floats); each node keeps "
                "its own B", a.size(), stored.size());
   return a;
+}
+
+// The global under the strategy: SCAFFOLD's [x ; c] (federation/scaffold.h)
+// from a plain adapter x, with c = 0 (so a federation may switch to SCAFFOLD
+// at any version: every node's c_i starts at zero too), and x alone from a
+// stored [x ; c] when the strategy is no longer SCAFFOLD.
+ParamVector strategy_global(ParamVector stored, bool scaffold, const std::string& path) {
+  const bool has_c = federation::is_scaffold_layout(stored.layout());
+  if (scaffold == has_c) return stored;
+  if (scaffold) {
+    std::vector<float> values(stored.values().begin(), stored.values().end());
+    values.resize(2 * values.size(), 0.0F);
+    spdlog::info("SCAFFOLD: the global is [x ; c], the adapter and its control variate (c = 0 to start)");
+    return {federation::scaffold_layout(stored.layout()), std::move(values)};
+  }
+  ParamLayout x = federation::scaffold_adapter_layout(stored.layout());
+  spdlog::warn("{}: the stored global is SCAFFOLD's [x ; c] but the strategy is no longer scaffold: the federation "
+               "goes on from x, and c is dropped", path);
+  const auto values = stored.values().first(x.size());
+  return {std::move(x), std::vector<float>(values.begin(), values.end())};
 }
 
 // The server optimiser's state (FedAdam's moments...) next to each version, so
@@ -242,7 +263,8 @@ struct CoordinatorRuntime::Impl {
                                                 " changed on disk since it was written (sha256 differs); restore it");
     }
     const ParamVector global =
-        federated_global(ParamVector::load(latest.path), latest.version, config.shared_a, latest.path);
+        strategy_global(federated_global(ParamVector::load(latest.path), latest.version, config.shared_a, latest.path),
+                        config.federation.strategy == "scaffold", latest.path);
     adapter_config_text = read_text(fs::path(latest.path).parent_path() / kAdapterConfig);
     ResumeState state;
     state.next_round = recovery.next_round;

@@ -50,6 +50,24 @@ void read_rank_aggregation(const config::Table& t, CoordinatorRuntimeConfig& c) 
   c.federation.rank_aggregation = aggregation::RankAggregation::kHetLora;
 }
 
+// SCAFFOLD on the daemons (docs/FEDERATION.md, "Strategies"): a node keeps
+// its new control variate only once the unmask request of a secure round says
+// its update is in the sum, so rounds must be secure; N is the operator's.
+void check_scaffold(const config::Table& t, const CoordinatorRuntimeConfig& c) {
+  if (c.federation.strategy != "scaffold") return;
+  if (!c.federation.secure)
+    t.fail("strategy", "\"scaffold\" needs secure = true on the real daemons: a node learns that its update is in "
+                       "the round's sum (and keeps its new control variate) from the secure round's unmask request");
+  if (c.federation.strategy_params.count("num_nodes") == 0)
+    t.fail("strategy", "\"scaffold\" needs strategy_params.num_nodes: N, every node of the federation (c moves by "
+                       "|S|/N of the mean control update)");
+  if (c.federation.dp.mode != protocol::DpMode::kNone)
+    t.fail("strategy", "\"scaffold\" with [federation.dp] is not built: one clip norm would bind the adapter and "
+                       "the control variate together");
+  if (c.shared_a || c.federation.rank_aggregation != aggregation::RankAggregation::kNone)
+    t.fail("strategy", "\"scaffold\" with personalization = \"shared-a\" or rank_aggregation is not built");
+}
+
 }  // namespace
 
 FederationConfig read_federation_config(const config::Table& t) {
@@ -70,11 +88,6 @@ FederationConfig read_federation_config(const config::Table& t) {
                 {1, std::numeric_limits<std::int64_t>::max()}));
   c.weight_caps.max_share = t.number("max_weight_share", c.weight_caps.max_share, {1e-9, 1.0});
   c.strategy = t.string("strategy", c.strategy);
-  // The daemons would run SCAFFOLD wrongly (nodes keep no control variates,
-  // the global is not [x ; c]); only the simulator has it so far.
-  if (c.strategy == "scaffold")
-    t.fail("strategy", "\"scaffold\" runs only in the simulator (fedge sim) so far: fedge node keeps no control "
-                       "variates yet (docs/FEDERATION.md, \"Strategies\"); choose another strategy");
   read_strategy_params(t.table("strategy_params"), c.strategy_params);
 
   const auto train = t.table("train");
@@ -135,6 +148,7 @@ CoordinatorRuntimeConfig read_coordinator_config(const fs::path& file) {
   const auto personalization = root.table("federation").string("personalization", "none", {"none", "shared-a"});
   c.shared_a = personalization == "shared-a";
   read_rank_aggregation(root.table("federation"), c);
+  check_scaffold(root.table("federation"), c);
   // The roster is a file next to the config, so it is read here (the
   // simulator's scenarios have no roster: its nodes are in-process).
   const fs::path roster = config::resolve_path(base, root.table("federation").table("secagg").string("roster", ""));

@@ -252,7 +252,9 @@ struct RoundClient::State {
       } else if (const auto* ur = std::get_if<protocol::UnmaskRequestBody>(&env.body)) {
         expect(mode == agg::SecAggMode::kMalicious ? ClientState::kSignedSurvivors : ClientState::kSentMasked,
                "unmaskRequest");
-        a.send.push_back(envelope(wire::to_wire(secagg->unmask(wire::from_wire(*ur, round))), round));
+        const agg::UnmaskRequest request = wire::from_wire(*ur, round);
+        a.send.push_back(envelope(wire::to_wire(secagg->unmask(request)), round));
+        a.update_in_sum = std::binary_search(request.survivors.begin(), request.survivors.end(), client_id);
         reset_round();  // this node's part of the round is done
       }
     } catch (const Error& e) {

@@ -136,8 +136,8 @@ LocalTrainResult train_local_round(inference::Model& model, const training::Toke
 }
 
 LocalTrainResult LocalTrainer::train(const ParamVector& global, const LocalTrainRequest& request,
-                                     const std::function<bool()>& should_stop) {
-  auto result = train_local_round(model_, train_, global, request, options_, should_stop);
+                                     const std::function<bool()>& should_stop, const ParamVector* gradient_offset) {
+  auto result = train_local_round(model_, train_, global, request, options_, should_stop, nullptr, gradient_offset);
   spdlog::debug("round {}: {} local steps, train loss {:.4f}, {} tokens in {:.2f} s", request.round,
                 request.local_steps, result.train_loss, result.tokens, result.seconds);
   return result;

@@ -24,6 +24,7 @@
 #include "fedge/federation/size_caps.h"
 #include "fedge/node/lora_ranks.h"
 #include "fedge/node/memory_budget.h"
+#include "fedge/node/scaffold.h"
 #include "fedge/node/shared_a.h"
 #include "fedge/protocol/keys.h"
 #include "fedge/protocol/layout.h"
@@ -38,6 +39,7 @@ struct TrainJob {
   std::uint64_t ticket = 0;
   LocalTrainRequest request;
   std::shared_ptr<const ParamVector> global;
+  std::shared_ptr<const ParamVector> gradient_offset;  // SCAFFOLD's c - c_i; null: none
 };
 struct EvalJob {
   std::uint64_t version = 0;
@@ -150,7 +152,8 @@ class Worker {
         std::lock_guard lock(mu_);
         return cancel_;
       };
-      return TrainDone{job.ticket, job.request.round, trainer_.train(*job.global, job.request, stop), job.global};
+      return TrainDone{job.ticket, job.request.round,
+                       trainer_.train(*job.global, job.request, stop, job.gradient_offset.get()), job.global};
     } catch (const std::exception& e) {
       return TrainFailed{job.ticket, e.what()};
     }
@@ -220,6 +223,7 @@ struct NodeRuntime::Impl {
   inference::LoadedModel loaded;
   std::unique_ptr<LocalTrainer> trainer;
   std::optional<SharedALora> shared_a;  // [personalization] kind = "shared-a": this node's B
+  ScaffoldControl scaffold;             // SCAFFOLD's c_i, used when the global is [x ; c]
   std::unique_ptr<Worker> worker;
   protocol::Context context;
   std::unique_ptr<protocol::Dealer> dealer;
@@ -242,7 +246,8 @@ struct NodeRuntime::Impl {
     change(stats);
   }
 
-  explicit Impl(NodeRuntimeConfig c) : config(std::move(c)), loaded(load_base(config)) {
+  explicit Impl(NodeRuntimeConfig c)
+      : config(std::move(c)), loaded(load_base(config)), scaffold(config.state_dir / "scaffold_control.safetensors") {
     if (config.name.empty()) config.name = "node-" + std::to_string(config.node_id);
     auto train = dataset(loaded.tokenizer, config.train_data, config.seq_len);
     std::optional<training::TokenDataset> eval;
@@ -320,6 +325,7 @@ struct NodeRuntime::Impl {
 
   void apply(NodeActions actions) {
     for (const auto& note : actions.notes) spdlog::info("{}", note);
+    if (actions.update_in_sum) scaffold.on_update_in_sum();
     if (actions.install) install(std::move(*actions.install));
     if (actions.cancel_training) worker->cancel_training();
     if (actions.train) start_training(*actions.train);
@@ -333,7 +339,14 @@ struct NodeRuntime::Impl {
     // node's own adapter. A global this node cannot use stops it here, before
     // anything changes, with the setting to fix.
     std::shared_ptr<const ParamVector> served = params, evaluated = params, own;
-    if (shared_a) {
+    if (is_scaffold_layout(params->layout())) {
+      // SCAFFOLD's [x ; c]: the node saves, serves and evaluates x.
+      if (shared_a || config.personalization.enabled() || config.lora_rank > 0)
+        throw Error(ErrorKind::kInvalidInput,
+                    "the coordinator runs strategy = \"scaffold\", which this node's [personalization] or [train] "
+                    "lora_rank does not combine with (not built); remove them from this node's config");
+      served = evaluated = std::make_shared<const ParamVector>(ScaffoldControl::adapter_of(*params));
+    } else if (shared_a) {
       own = std::make_shared<const ParamVector>(shared_a->node_adapter(*params));
       served = std::make_shared<const ParamVector>(shared_a->global_adapter(*params));
       evaluated = own;
@@ -343,6 +356,7 @@ struct NodeRuntime::Impl {
                   "but this node's [personalization] kind is \"" + config.personalization.kind +
                       "\": set kind = \"shared-a\" in this node's config");
     }
+    scaffold.on_global_installed();  // the last round's c_i+, if its update was summed
     global = params;
     global_version = install.version;
     if (!first_version) first_version = install.version;
@@ -407,14 +421,32 @@ struct NodeRuntime::Impl {
     // as it is now (a retried round follows the last training's B); under
     // HetLoRA from the global's first training_rank ranks.
     auto start = global;
+    std::shared_ptr<const ParamVector> offset;
+    if (is_scaffold_layout(global->layout())) {  // from x, every gradient corrected by c - c_i
+      offset = std::make_shared<const ParamVector>(scaffold.gradient_offset(*global));
+      start = std::make_shared<const ParamVector>(ScaffoldControl::adapter_of(*global));
+    }
     if (shared_a) start = std::make_shared<const ParamVector>(shared_a->node_adapter(*global));
     if (training_rank)
       start = std::make_shared<const ParamVector>(
           global->layout(), keep_rank(lora_layout(global->layout()), global->values(), static_cast<int>(training_rank)));
-    worker->submit(TrainJob{command.ticket, request, std::move(start)});
+    worker->submit(TrainJob{command.ticket, request, std::move(start), std::move(offset)});
   }
 
   void handle(TrainDone& done) {
+    // What the node trained (start + update), before the update takes the
+    // shape it is sent in.
+    ParamVector local(done.start->layout(), done.result.update);
+    for (std::size_t i = 0; i < local.size(); ++i) local.values()[i] += done.start->values()[i];
+    if (is_scaffold_layout(global->layout())) {
+      try {
+        done.result.update = scaffold.finish_round(*global, done.result.update, done.result.mean_gradient);
+      } catch (const Error& e) {
+        TrainFailed failed{done.ticket, e.what()};
+        handle(failed);
+        return;
+      }
+    }
     if (shared_a) {
       try {
         done.result.update = shared_a->finish_round(*done.start, done.result.update, global->layout());
@@ -438,8 +470,6 @@ struct NodeRuntime::Impl {
     });
     if (config.save_updates) save_update(done);
     if (local_callback && !config.personalization.enabled()) {  // else the local slot serves the personal adapter
-      ParamVector local(done.start->layout(), done.result.update);  // start + update: what the node trained
-      for (std::size_t i = 0; i < local.size(); ++i) local.values()[i] += done.start->values()[i];
       local_callback(local, done.round);
     }
     LocalUpdate update{done.ticket, std::move(done.result.update), done.result.num_examples, done.result.train_loss,

@@ -10,6 +10,7 @@
 #include "fedge/common/error.h"
 #include "fedge/common/rng.h"
 #include "fedge/inference/lora.h"
+#include "fedge/node/scaffold.h"
 #include "fedge/training/trainer.h"
 
 namespace fedge::sims::detail {
@@ -62,8 +63,7 @@ Context::Context(const Scenario& scenario, std::vector<NodeData> nodes, inferenc
   }
   scaffold_ = scenario.training.scaffold();
   if (scaffold_) {
-    scaffold_layout_ = initial_.layout();
-    for (const auto& e : initial_.layout().entries()) scaffold_layout_.add("scaffold.c/" + e.name, e.shape);
+    scaffold_layout_ = node::scaffold_layout(initial_.layout());
   }
   base_parameters_ = base_flop_parameters(model_.config());
   // As a node's [train] settings for the simulation: a constant rate, no

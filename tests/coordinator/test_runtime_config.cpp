@@ -114,9 +114,9 @@ TEST_CASE("federation config: strategy_params pass every key, so a plug-in strat
                     Catch::Contains("max_norm"));
   // A plug-in that needs each update is refused with secure aggregation.
   CHECK_THROWS_WITH(read("secure = true\nstrategy = \"normclip\"\n"), Catch::Contains("secure aggregation"));
-  // SCAFFOLD exists in the simulator only: the daemons refuse it rather than run it wrongly.
-  CHECK_THROWS_WITH(read("strategy = \"scaffold\"\n"),
-                    Catch::Contains("federation.strategy") && Catch::Contains("only in the simulator"));
+  // SCAFFOLD takes its N; the daemons' own checks are the next test cases'.
+  CHECK(read("strategy = \"scaffold\"\nstrategy_params = { num_nodes = 3 }\n").strategy_params.at("num_nodes") == 3);
+  CHECK_THROWS_WITH(read("strategy = \"scaffold\"\nstrategy_params = { n = 3 }\n"), Catch::Contains("'n'"));
 }
 
 TEST_CASE("coordinator config: [federation] personalization is none or shared-a and nothing else") {
@@ -155,5 +155,25 @@ TEST_CASE("coordinator config: [federation] rank_aggregation takes hetlora over 
   CHECK_THROWS_WITH(read("rank_aggregation = \"hetlora\"\npersonalization = \"shared-a\""),
                     Catch::Contains("shared-a"));
   CHECK_THROWS_WITH(read("rank_aggregation = \"svd\""), Catch::Contains("rank_aggregation"));
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("coordinator config: strategy scaffold runs over secure rounds with num_nodes and nothing it cannot combine") {
+  const auto dir = std::filesystem::temp_directory_path() / ("fedge_co_scaffold_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  auto read = [&](const std::string& lines) {
+    std::ofstream(dir / "c.toml") << "[federation]\nrounds = 2\nstrategy = \"scaffold\"\n" << lines << "\n";
+    return coordinator::read_coordinator_config(dir / "c.toml");
+  };
+  const std::string n = "[federation.strategy_params]\nnum_nodes = 3\n";
+  const auto c = read(n);
+  CHECK(c.federation.strategy == "scaffold");
+  CHECK(c.federation.strategy_params.at("num_nodes") == 3);
+  CHECK_THROWS_WITH(read(""), Catch::Contains("num_nodes"));
+  CHECK_THROWS_WITH(read("secure = false\n" + n), Catch::Contains("secure = true"));
+  CHECK_THROWS_WITH(read("personalization = \"shared-a\"\n" + n), Catch::Contains("shared-a"));
+  CHECK_THROWS_WITH(read("rank_aggregation = \"hetlora\"\n" + n), Catch::Contains("rank_aggregation"));
+  CHECK_THROWS_WITH(read("[federation.dp]\nmode = \"central\"\nnoise_multiplier = 1.0\n" + n),
+                    Catch::Contains("[federation.dp]"));
   std::filesystem::remove_all(dir);
 }

@@ -106,6 +106,8 @@ class Net {
   }
 
   std::vector<std::string> size_refusals;  // messages decode refused at delivery
+  // The rounds whose unmask request told each node its update is in the sum.
+  std::map<NodeId, std::vector<std::uint64_t>> summed;
   bool shuffle = false;
   std::mt19937 shuffle_rng{12345};
 
@@ -181,7 +183,9 @@ class Net {
       to_coord_log.push_back(env);
       apply(coord.on_message(now, env, node_key(m.from)));
     } else if (!silent.count(m.to) && nodes.count(m.to)) {
-      apply(m.to, nodes.at(m.to).on_message(now, env));
+      auto actions = nodes.at(m.to).on_message(now, env);
+      if (actions.update_in_sum) summed[m.to].push_back(env.round);
+      apply(m.to, std::move(actions));
     }
     return true;
   }

@@ -144,6 +144,27 @@ TEST_CASE("a node that drops at any secure stage: the round completes with the s
           net.completed[i].survivors.end());
 }
 
+TEST_CASE("a secure round tells exactly the nodes whose update is in the sum (SCAFFOLD's c_i waits for it)") {
+  // Node 2 goes silent instead of sending its masked input (8: not in the
+  // sum) or its unmask response (10: in the sum, unmasked by the others).
+  const std::uint16_t stage_body = GENERATE(8, 10);
+  CAPTURE(stage_body);
+  Net net(base_config(true), initial_state());
+  net.drop_when = [&](Net&, NodeId from, const Envelope& env) {
+    return from == 2 && env.round == 1 && body_index_of(env.body) == stage_body;
+  };
+  run_and_check(net, 0.5);
+  for (NodeId id : {1u, 3u, 4u, 5u}) CHECK(net.summed[id] == std::vector<std::uint64_t>{1, 2, 3});
+  const bool in_sum = std::count(net.completed[0].survivors.begin(), net.completed[0].survivors.end(), 2u) == 1;
+  CHECK(in_sum == (stage_body == 10));
+  CHECK(net.summed[2] == (in_sum ? std::vector<std::uint64_t>{1} : std::vector<std::uint64_t>{}));
+
+  // Plain rounds say nothing of the kind.
+  Net plain(base_config(false), initial_state());
+  run_and_check(plain, 0.5);
+  CHECK(plain.summed.empty());
+}
+
 TEST_CASE("a stage that waits only on silent nodes closes at their liveness timeout, not its deadline") {
   const std::uint16_t stage_body = GENERATE(4, 6, 8, 10);  // as above: the message node 2 never sends
   CAPTURE(stage_body);

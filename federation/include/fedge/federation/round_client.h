@@ -85,6 +85,9 @@ struct NodeActions {
   bool cancel_training = false;          // a newer plan or a failed round replaced the running one
   std::optional<InstallGlobal> install;
   std::vector<std::string> notes;        // for the log: refusals, errors received, dropping out
+  // A secure round's unmask request listed this node among the survivors: its
+  // update is in the sum, if the round completes (SCAFFOLD's c_i waits for it).
+  bool update_in_sum = false;
 };
 
 // kSignedSurvivors: malicious mode, the survivor set is signed, the unmask request is awaited.

@@ -125,8 +125,9 @@ class LocalTrainer {
 
   // Trains from `global` (laid out as `layout`). `should_stop` is polled between
   // steps; when it returns true the round is abandoned (Error(kRuntime)).
+  // `gradient_offset`: SCAFFOLD's c - c_i (train_local_round).
   LocalTrainResult train(const ParamVector& global, const LocalTrainRequest& request,
-                         const std::function<bool()>& should_stop = {});
+                         const std::function<bool()>& should_stop = {}, const ParamVector* gradient_offset = nullptr);
   // The personal adapter for global `version` (its seed derives from it):
   // finetune starts from `global`; ditto from `previous` (the node's personal
   // adapter so far, in any layout order; null: the global) pulled towards
