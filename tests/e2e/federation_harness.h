@@ -60,7 +60,7 @@ class FederationHarness {
     return node_state(node) / "updates" / ("round_" + std::to_string(round) + ".safetensors");
   }
   fs::path site_file(int node, const std::string& name) const {
-    char site[16];
+    char site[32];
     std::snprintf(site, sizeof site, "site_%02d", node - 1);
     return root() / "data" / site / name;
   }
@@ -121,6 +121,18 @@ class FederationHarness {
   int nodes_;
   std::string endpoint_;
 };
+
+// The [federation] settings of two secure rounds of three nodes (6 local
+// steps each), with `extra` lines of the [federation] table and whole
+// `tables` (e.g. "[federation.strategy_params]\n...") after them.
+inline std::string two_secure_rounds_of_three(const std::string& extra, const std::string& tables = "") {
+  return "rounds = 2\nmin_nodes = 3\nheartbeat_interval_ms = 200\nliveness_timeout_ms = 4000\nretry_delay_ms = 300\n" +
+         extra + tables +
+         "[federation.train]\nlocal_steps = 6\nlearning_rate = 0.02\nbatch_size = 4\n"
+         "[federation.deadlines]\ntrain_ms = 60000\n"
+         "[federation.secagg]\nexpected_dropout = 0.001\nfailure_probability = 0.01\ncorrupt_fraction = 0.0\n"
+         "clip_range = 4.0\n";
+}
 
 // Waits for the coordinator to run its rounds and exit, then for every node
 // (each with exit_after_versions set); all must exit with 0. The logs are

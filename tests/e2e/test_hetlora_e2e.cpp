@@ -17,12 +17,7 @@ using namespace std::chrono_literals;
 using fedge::ParamVector;
 using fedge::testing::FederationHarness;
 
-constexpr const char* kFederation =
-    "rounds = 2\nmin_nodes = 3\nheartbeat_interval_ms = 200\nliveness_timeout_ms = 4000\nretry_delay_ms = 300\n"
-    "rank_aggregation = \"hetlora\"\n"
-    "[federation.train]\nlocal_steps = 6\nlearning_rate = 0.02\nbatch_size = 4\n"
-    "[federation.deadlines]\ntrain_ms = 60000\n"
-    "[federation.secagg]\nexpected_dropout = 0.001\nfailure_probability = 0.01\ncorrupt_fraction = 0.0\nclip_range = 4.0\n";
+const std::string kFederation = fedge::testing::two_secure_rounds_of_three("rank_aggregation = \"hetlora\"\n");
 
 // The rank index of every float of a flat LoRA adapter: its row in an A, its
 // column in a B.

@@ -24,12 +24,7 @@ using fedge::ParamVector;
 using fedge::testing::FederationHarness;
 namespace fs = std::filesystem;
 
-constexpr const char* kFederation =
-    "rounds = 2\nmin_nodes = 3\nheartbeat_interval_ms = 200\nliveness_timeout_ms = 4000\nretry_delay_ms = 300\n"
-    "personalization = \"shared-a\"\n"
-    "[federation.train]\nlocal_steps = 6\nlearning_rate = 0.02\nbatch_size = 4\n"
-    "[federation.deadlines]\ntrain_ms = 60000\n"
-    "[federation.secagg]\nexpected_dropout = 0.001\nfailure_probability = 0.01\ncorrupt_fraction = 0.0\nclip_range = 4.0\n";
+const std::string kFederation = fedge::testing::two_secure_rounds_of_three("personalization = \"shared-a\"\n");
 
 constexpr const char* kSharedANode = "exit_after_versions = 2\n[personalization]\nkind = \"shared-a\"\n";
 
