@@ -26,7 +26,7 @@ double largest_difference(std::span<const float> a, std::span<const float> b) {
 
 }  // namespace
 
-TEST_CASE("scaffold: 3 node processes, 2 secure rounds: [x ; c] moves by FedAvg and each node keeps its c_i",
+TEST_CASE("scaffold: 3 node processes over 2 secure rounds move x and c by FedAvg and each node keeps its c_i",
           "[e2e]") {
   FederationHarness h(3);
   auto coordinator = h.start_coordinator(kFederation);

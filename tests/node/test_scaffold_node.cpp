@@ -56,7 +56,7 @@ TEST_CASE("scaffold node: the layout is the adapter then its scaffold.c twins") 
   CHECK_THROWS_WITH(node::scaffold_adapter_layout(odd), Catch::Contains("scaffold.c/<entry>"));
 }
 
-TEST_CASE("scaffold node: c_i moves only when the round's sum held the update, and survives a restart") {
+TEST_CASE("scaffold node: c_i moves only when the round's sum held the update and survives a restart") {
   testing::TempDir dir("fedge_scaffold_node_");
   const auto file = dir.path / "scaffold_control.safetensors";
   const ParamVector global = scaffold_global();
