@@ -6,7 +6,6 @@
 #include <spdlog/spdlog.h>
 
 #include "fedge/common/error.h"
-#include "fedge/inference/lora.h"
 #include "fedge/node/local_trainer.h"
 #include "fedge/node/lora_ranks.h"
 

@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "fedge/common/param_vector.h"
-#include "fedge/inference/model_config.h"
+#include "fedge/node/local_trainer.h"  // inference::ModelConfig, through training/ (DESIGN.md's arrows)
 
 namespace fedge::node {
 
