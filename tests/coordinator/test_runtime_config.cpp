@@ -12,8 +12,21 @@
 #include "fedge/coordinator/runtime.h"
 #include "fedge/federation/coordinator_config.h"
 #include "fedge/protocol/keys.h"
+#include "test_util.h"
 
 using namespace fedge;
+
+namespace {
+
+// A coordinator config of "[federation]\nrounds = 2\n" and `lines`, read from
+// a file as `fedge coordinator` reads it.
+coordinator::CoordinatorRuntimeConfig read_federation_lines(const std::string& lines) {
+  testing::TempDir dir("fedge_co_config_");
+  std::ofstream(dir.path / "c.toml") << "[federation]\nrounds = 2\n" << lines << "\n";
+  return coordinator::read_coordinator_config(dir.path / "c.toml");
+}
+
+}  // namespace
 
 TEST_CASE("federation config: the secure-aggregation mask generator is read and checked") {
   auto read = [](const std::string& prg_line) {
@@ -120,12 +133,7 @@ TEST_CASE("federation config: strategy_params pass every key, so a plug-in strat
 }
 
 TEST_CASE("coordinator config: [federation] personalization is none or shared-a and nothing else") {
-  const auto dir = std::filesystem::temp_directory_path() / ("fedge_co_personal_" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
-  auto read = [&](const std::string& line) {
-    std::ofstream(dir / "c.toml") << "[federation]\nrounds = 2\n" << line << "\n";
-    return coordinator::read_coordinator_config(dir / "c.toml");
-  };
+  const auto read = read_federation_lines;
   CHECK_FALSE(read("").shared_a);
   CHECK_FALSE(read("personalization = \"none\"").shared_a);
   CHECK(read("personalization = \"shared-a\"").shared_a);
@@ -136,16 +144,10 @@ TEST_CASE("coordinator config: [federation] personalization is none or shared-a 
   auto doc = config::Document::parse_string("[federation]\npersonalization = \"shared-a\"\n", "s.toml");
   coordinator::read_federation_config(doc.root().table("federation"));
   CHECK_THROWS_WITH(doc.reject_unknown_keys(), Catch::Contains("personalization"));
-  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("coordinator config: [federation] rank_aggregation takes hetlora over secure rounds only") {
-  const auto dir = std::filesystem::temp_directory_path() / ("fedge_co_ranks_" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
-  auto read = [&](const std::string& lines) {
-    std::ofstream(dir / "c.toml") << "[federation]\nrounds = 2\n" << lines << "\n";
-    return coordinator::read_coordinator_config(dir / "c.toml");
-  };
+  const auto read = read_federation_lines;
   CHECK(read("").federation.rank_aggregation == aggregation::RankAggregation::kNone);
   CHECK(read("rank_aggregation = \"none\"").federation.rank_aggregation == aggregation::RankAggregation::kNone);
   CHECK(read("rank_aggregation = \"hetlora\"").federation.rank_aggregation ==
@@ -155,15 +157,11 @@ TEST_CASE("coordinator config: [federation] rank_aggregation takes hetlora over 
   CHECK_THROWS_WITH(read("rank_aggregation = \"hetlora\"\npersonalization = \"shared-a\""),
                     Catch::Contains("shared-a"));
   CHECK_THROWS_WITH(read("rank_aggregation = \"svd\""), Catch::Contains("rank_aggregation"));
-  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("coordinator config: strategy scaffold runs over secure rounds with num_nodes and nothing it cannot combine") {
-  const auto dir = std::filesystem::temp_directory_path() / ("fedge_co_scaffold_" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
-  auto read = [&](const std::string& lines) {
-    std::ofstream(dir / "c.toml") << "[federation]\nrounds = 2\nstrategy = \"scaffold\"\n" << lines << "\n";
-    return coordinator::read_coordinator_config(dir / "c.toml");
+  const auto read = [](const std::string& lines) {
+    return read_federation_lines("strategy = \"scaffold\"\n" + lines);
   };
   const std::string n = "[federation.strategy_params]\nnum_nodes = 3\n";
   const auto c = read(n);
@@ -175,5 +173,4 @@ TEST_CASE("coordinator config: strategy scaffold runs over secure rounds with nu
   CHECK_THROWS_WITH(read("rank_aggregation = \"hetlora\"\n" + n), Catch::Contains("rank_aggregation"));
   CHECK_THROWS_WITH(read("[federation.dp]\nmode = \"central\"\nnoise_multiplier = 1.0\n" + n),
                     Catch::Contains("[federation.dp]"));
-  std::filesystem::remove_all(dir);
 }
