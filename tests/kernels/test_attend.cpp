@@ -10,14 +10,12 @@
 #include <vector>
 
 #include "../../inference/src/kernels.h"  // internal to inference/, not installed
+#include "kernel_test_support.h"
 
 namespace kernels = fedge::inference::kernels;
+using fedge::test::IsaGuard;
 
 namespace {
-
-struct IsaGuard {
-  ~IsaGuard() { kernels::set_isa("auto"); }
-};
 
 std::vector<double> reference(const std::vector<float>& q, const std::vector<float>& K, const std::vector<float>& V,
                               int last, int hd, float scale) {

@@ -16,27 +16,15 @@
 #include "fedge/common/safetensors.h"      // f32 <-> f16 / bf16
 #include "fedge/inference/kernels_info.h"
 #include "fedge/inference/quant.h"
+#include "kernel_test_support.h"
 
 using namespace fedge;
+using fedge::test::IsaGuard;
+using fedge::test::random_row;
 namespace kernels = fedge::inference::kernels;
 namespace quant = fedge::inference::quant;
 
 namespace {
-
-struct RestoreAutoIsa {
-  ~RestoreAutoIsa() {
-    kernels::set_isa("auto");
-    quant::set_isa("auto");
-  }
-};
-
-std::vector<float> normal_floats(std::size_t n, unsigned seed, float sigma) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0F, sigma);
-  std::vector<float> v(n);
-  for (auto& x : v) x = normal(rng);
-  return v;
-}
 
 // The weights of one type (as raw halves for bf16/f16) and their f32 values.
 struct Weights {
@@ -47,7 +35,7 @@ struct Weights {
 };
 
 Weights make_weights(kernels::Dtype dtype, std::size_t n, unsigned seed) {
-  Weights w{dtype, normal_floats(n, seed, 0.1F), {}};
+  Weights w{dtype, random_row(n, seed, 0.1F), {}};
   if (dtype == kernels::Dtype::kF32) return w;
   w.half.resize(n);
   for (std::size_t i = 0; i < n; ++i) {
@@ -70,7 +58,7 @@ double path_bound(int n, double mag, const std::string& isa) {
 }  // namespace
 
 TEST_CASE("kernels: the paths this CPU runs are listed fastest first, end in portable, and can each be forced") {
-  RestoreAutoIsa restore;
+  IsaGuard restore;
   const std::vector<std::string> paths = kernels::available_isas();
   REQUIRE_FALSE(paths.empty());
   CHECK(paths.back() == "portable");
@@ -108,7 +96,7 @@ TEST_CASE("kernels: the paths this CPU runs are listed fastest first, end in por
 }
 
 TEST_CASE("kernels: f32, bf16 and f16 products agree on every path within the stated bound") {
-  RestoreAutoIsa restore;
+  IsaGuard restore;
   const std::vector<std::string> paths = kernels::available_isas();
   if (paths.size() == 1) WARN("only the portable kernel path runs on this CPU: nothing to compare it with");
   struct Shape {
@@ -117,7 +105,7 @@ TEST_CASE("kernels: f32, bf16 and f16 products agree on every path within the st
   // 576: the 135M model's width; 1000 and 77 leave tails after every vector
   // width; 3 is shorter than any vector; up to 5 rows crosses the 4-row blocks.
   for (const Shape shape : {Shape{1, 576, 64}, Shape{5, 1000, 33}, Shape{2, 77, 19}, Shape{4, 3, 7}, Shape{3, 64, 40}}) {
-    const auto x = normal_floats(std::size_t(shape.rows) * shape.in, 7, 1.0F);
+    const auto x = random_row(std::size_t(shape.rows) * shape.in, 7, 1.0F);
     for (kernels::Dtype dtype : {kernels::Dtype::kF32, kernels::Dtype::kBF16, kernels::Dtype::kF16}) {
       const Weights w = make_weights(dtype, std::size_t(shape.out) * shape.in, 8);
       std::vector<double> mag(std::size_t(shape.rows) * shape.out, 0.0);
@@ -146,9 +134,9 @@ TEST_CASE("kernels: f32, bf16 and f16 products agree on every path within the st
 }
 
 TEST_CASE("kernels: dot and axpy agree on every path within the stated bound") {
-  RestoreAutoIsa restore;
+  IsaGuard restore;
   for (const int n : {1, 15, 64, 1001}) {
-    const auto a = normal_floats(n, 9, 1.0F), b = normal_floats(n, 10, 1.0F);
+    const auto a = random_row(n, 9, 1.0F), b = random_row(n, 10, 1.0F);
     double mag = 0;
     for (int i = 0; i < n; ++i) mag += std::fabs(double(a[i]) * b[i]);
     REQUIRE(kernels::set_isa("portable"));
@@ -169,18 +157,18 @@ TEST_CASE("kernels: dot and axpy agree on every path within the stated bound") {
 }
 
 TEST_CASE("kernels: Q8_0 and Q4_0 products and groups give the portable path's bits on every path") {
-  RestoreAutoIsa restore;
+  IsaGuard restore;
   const std::vector<std::string> paths = quant::available_isas();
   if (paths.size() == 1) WARN("only the portable quantized path runs on this CPU: nothing to compare it with");
   struct Shape {
     int rows, in, out;
   };
   for (const Shape shape : {Shape{1, 576, 70}, Shape{4, 1536, 21}, Shape{2, 32, 5}, Shape{3, 96, 33}}) {
-    const auto x = normal_floats(std::size_t(shape.rows) * shape.in, 11, 2.0F);
+    const auto x = random_row(std::size_t(shape.rows) * shape.in, 11, 2.0F);
     for (quant::QuantType type : {quant::QuantType::kQ8_0, quant::QuantType::kQ4_0}) {
       // Two products over the same x, as q/k or gate/up are.
-      const auto w1 = normal_floats(std::size_t(shape.out) * shape.in, 12, 0.05F);
-      const auto w2 = normal_floats(std::size_t(shape.out + 3) * shape.in, 13, 0.05F);
+      const auto w1 = random_row(std::size_t(shape.out) * shape.in, 12, 0.05F);
+      const auto w2 = random_row(std::size_t(shape.out + 3) * shape.in, 13, 0.05F);
       std::vector<std::uint8_t> p1(quant::row_bytes(type, shape.in) * shape.out),
           p2(quant::row_bytes(type, shape.in) * (shape.out + 3));
       quant::quantize_rows(type, w1.data(), p1.data(), shape.out, shape.in);
@@ -215,7 +203,7 @@ TEST_CASE("kernels: Q8_0 and Q4_0 products and groups give the portable path's b
 // that keeps partial sums in SIMD lanes loses at most the ones in the lane
 // that holds 2^24, so each vector path must come out nearer the exact 62.
 TEST_CASE("kernels: each vector path computes its own sums rather than the portable path's") {
-  RestoreAutoIsa restore;
+  IsaGuard restore;
   constexpr int kIn = 64;
   std::vector<float> x(kIn, 1.0F);
   x.front() = 16777216.0F;

@@ -13,15 +13,13 @@
 #include "../../inference/src/kernels.h"  // internal to inference/, not installed
 #include "fedge/common/safetensors.h"      // f16 / bf16 <-> f32
 #include "fedge/inference/quant.h"
+#include "kernel_test_support.h"
 
 using namespace fedge;
 namespace kernels = fedge::inference::kernels;
+using fedge::test::IsaGuard;
 
 namespace {
-
-struct KernelIsaGuard {
-  ~KernelIsaGuard() { kernels::set_isa("auto"); }
-};
 
 // Random halves spread over the f16 range: normal weights, plus subnormals,
 // +-0 and the largest finite values at fixed places.
@@ -38,7 +36,7 @@ std::vector<std::uint16_t> random_halves(std::size_t n, unsigned seed) {
 }  // namespace
 
 TEST_CASE("kernels: f16 matvec matches a double reference on every instruction set") {
-  KernelIsaGuard guard;
+  IsaGuard guard;
   // 576 (the 135M model's hidden size), a length with a tail after 16- and
   // 8-wide steps, and one shorter than a vector.
   for (const int in : {576, 77, 5}) {

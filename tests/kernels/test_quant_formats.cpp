@@ -15,7 +15,7 @@
 #include "fedge/common/safetensors.h"  // f32_to_f16
 #include "fedge/inference/kernels_info.h"  // available_isas
 #include "fedge/inference/quant.h"
-#include "quant_test_support.h"
+#include "kernel_test_support.h"
 
 using namespace fedge;
 using namespace fedge::inference::quant;

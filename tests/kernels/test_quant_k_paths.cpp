@@ -16,7 +16,7 @@
 
 #include "fedge/common/safetensors.h"  // f32 -> f16
 #include "fedge/inference/quant.h"
-#include "quant_test_support.h"
+#include "kernel_test_support.h"
 
 using namespace fedge::inference::quant;
 using fedge::test::IsaGuard;

@@ -1,11 +1,12 @@
-// What the quantized-kernel tests (test_quant*.cpp) share: random rows, the
-// instruction-set guard and a bitwise float comparison.
+// What the kernel tests share: random rows, the instruction-set guard and a
+// bitwise float comparison.
 #pragma once
 
 #include <cstring>
 #include <random>
 #include <vector>
 
+#include "../../inference/src/kernels.h"  // internal to inference/, not installed
 #include "fedge/inference/quant.h"
 
 namespace fedge::test {
@@ -19,9 +20,13 @@ inline std::vector<float> random_row(std::size_t n, unsigned seed, float scale =
   return x;
 }
 
-// Restores run-time detection after a test forced an instruction set.
+// Restores run-time detection, for the float kernels and the quantized ones,
+// after a test forced an instruction set.
 struct IsaGuard {
-  ~IsaGuard() { inference::quant::set_isa("auto"); }
+  ~IsaGuard() {
+    inference::kernels::set_isa("auto");
+    inference::quant::set_isa("auto");
+  }
 };
 
 inline bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
