@@ -83,16 +83,12 @@ ParamVector strategy_global(ParamVector stored, bool scaffold, const std::string
   const bool has_c = federation::is_scaffold_layout(stored.layout());
   if (scaffold == has_c) return stored;
   if (scaffold) {
-    std::vector<float> values(stored.values().begin(), stored.values().end());
-    values.resize(2 * values.size(), 0.0F);
     spdlog::info("SCAFFOLD: the global is [x ; c], the adapter and its control variate (c = 0 to start)");
-    return {federation::scaffold_layout(stored.layout()), std::move(values)};
+    return federation::with_zero_control(stored);
   }
-  ParamLayout x = federation::scaffold_adapter_layout(stored.layout());
   spdlog::warn("{}: the stored global is SCAFFOLD's [x ; c] but the strategy is no longer scaffold: the federation "
                "goes on from x, and c is dropped", path);
-  const auto values = stored.values().first(x.size());
-  return {std::move(x), std::vector<float>(values.begin(), values.end())};
+  return federation::scaffold_adapter(stored);
 }
 
 // The server optimiser's state (FedAdam's moments...) next to each version, so

@@ -33,4 +33,16 @@ ParamLayout scaffold_adapter_layout(const ParamLayout& layout) {
   return out;
 }
 
+ParamVector scaffold_adapter(const ParamVector& global) {
+  ParamLayout x = scaffold_adapter_layout(global.layout());
+  const auto values = global.values().first(x.size());
+  return {std::move(x), std::vector<float>(values.begin(), values.end())};
+}
+
+ParamVector with_zero_control(const ParamVector& adapter) {
+  std::vector<float> values(adapter.values().begin(), adapter.values().end());
+  values.resize(2 * values.size(), 0.0F);
+  return {scaffold_layout(adapter.layout()), std::move(values)};
+}
+
 }  // namespace fedge::federation

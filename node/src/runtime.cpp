@@ -345,7 +345,7 @@ struct NodeRuntime::Impl {
         throw Error(ErrorKind::kInvalidInput,
                     "the coordinator runs strategy = \"scaffold\", which this node's [personalization] or [train] "
                     "lora_rank does not combine with (not built); remove them from this node's config");
-      served = evaluated = std::make_shared<const ParamVector>(ScaffoldControl::adapter_of(*params));
+      served = evaluated = std::make_shared<const ParamVector>(scaffold_adapter(*params));
     } else if (shared_a) {
       own = std::make_shared<const ParamVector>(shared_a->node_adapter(*params));
       served = std::make_shared<const ParamVector>(shared_a->global_adapter(*params));
@@ -424,7 +424,7 @@ struct NodeRuntime::Impl {
     std::shared_ptr<const ParamVector> offset;
     if (is_scaffold_layout(global->layout())) {  // from x, every gradient corrected by c - c_i
       offset = std::make_shared<const ParamVector>(scaffold.gradient_offset(*global));
-      start = std::make_shared<const ParamVector>(ScaffoldControl::adapter_of(*global));
+      start = std::make_shared<const ParamVector>(scaffold_adapter(*global));
     }
     if (shared_a) start = std::make_shared<const ParamVector>(shared_a->node_adapter(*global));
     if (training_rank)

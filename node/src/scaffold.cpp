@@ -20,17 +20,11 @@ ScaffoldControl::ScaffoldControl(fs::path file) : file_(std::move(file)) {
   }
 }
 
-ParamVector ScaffoldControl::adapter_of(const ParamVector& global) {
-  ParamLayout x = scaffold_adapter_layout(global.layout());
-  const auto values = global.values().first(x.size());
-  return {std::move(x), std::vector<float>(values.begin(), values.end())};
-}
-
 ParamVector ScaffoldControl::gradient_offset(const ParamVector& global) {
-  ParamVector x = adapter_of(global);
-  if (layout_ != x.layout()) {
+  ParamLayout x = scaffold_adapter_layout(global.layout());
+  if (layout_ != x) {
     if (layout_) spdlog::warn("SCAFFOLD: the global's adapter layout changed; this node's control variate starts from zero");
-    layout_ = x.layout();
+    layout_ = x;
     control_.clear();
     if (loaded_) {
       try {
@@ -48,7 +42,7 @@ ParamVector ScaffoldControl::gradient_offset(const ParamVector& global) {
   const auto c = global.values().subspan(x.size());
   std::vector<float> offset(c.begin(), c.end());
   for (std::size_t i = 0; i < control_.size(); ++i) offset[i] -= control_[i];
-  return {x.layout(), std::move(offset)};
+  return {std::move(x), std::move(offset)};
 }
 
 std::vector<float> ScaffoldControl::finish_round(const ParamVector& global, std::span<const float> update,

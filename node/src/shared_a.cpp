@@ -16,18 +16,19 @@ SharedALora::SharedALora(inference::ModelConfig model, double lora_alpha)
 
 void SharedALora::restore(const ParamVector& own_adapter) { restored_ = own_adapter; }
 
-const ParamLayout& SharedALora::adapter_layout_for(const ParamVector& global_a) {
+ParamVector SharedALora::a_of(const ParamVector& global_a) {
   if (!is_lora_a_only(global_a.layout()))
     throw Error(ErrorKind::kInvalidInput,
                 "the coordinator sends whole adapters, but this node's [personalization] kind is \"shared-a\", which "
                 "sends A matrices only: set [federation] personalization = \"shared-a\" on the coordinator, or "
                 "another kind on this node");
   ParamLayout layout;
+  ParamVector a;
   try {
     // Rank and targets come from the A matrices; the B shapes from the model.
     layout = inference::LoraAdapter::create(model_, lora_config_from_layout(global_a.layout(), lora_alpha_), 0)
                  .layout();
-    global_a.remapped(lora_a_layout(layout));  // every A, no other, each of its shape
+    a = global_a.remapped(lora_a_layout(layout));  // every A, no other, each of its shape
   } catch (const Error& e) {
     throw Error(ErrorKind::kInvalidInput,
                 std::string("the coordinator's global (A matrices, shared-a) does not fit this node's model: ") +
@@ -48,21 +49,19 @@ const ParamLayout& SharedALora::adapter_layout_for(const ParamVector& global_a) 
     }
     restored_.reset();
   }
-  return *adapter_layout_;
+  return a;
 }
 
-ParamVector SharedALora::node_adapter(const ParamVector& global_a) {
-  const ParamLayout& layout = adapter_layout_for(global_a);
-  const ParamVector a = global_a.remapped(lora_a_layout(layout));
-  return {layout, join_lora_parts(lora_layout(layout), a.values(), own_b_)};
+ParamVector SharedALora::joined(const ParamVector& global_a, bool with_own_b) {
+  const ParamVector a = a_of(global_a);
+  const LoraLayout pairs = lora_layout(*adapter_layout_);
+  const std::vector<float> b = with_own_b ? own_b_ : std::vector<float>(lora_b_size(pairs), 0.0f);
+  return {*adapter_layout_, join_lora_parts(pairs, a.values(), b)};
 }
 
-ParamVector SharedALora::global_adapter(const ParamVector& global_a) {
-  const ParamLayout& layout = adapter_layout_for(global_a);
-  const LoraLayout pairs = lora_layout(layout);
-  const ParamVector a = global_a.remapped(lora_a_layout(layout));
-  return {layout, join_lora_parts(pairs, a.values(), std::vector<float>(lora_b_size(pairs), 0.0f))};
-}
+ParamVector SharedALora::node_adapter(const ParamVector& global_a) { return joined(global_a, true); }
+
+ParamVector SharedALora::global_adapter(const ParamVector& global_a) { return joined(global_a, false); }
 
 std::vector<float> SharedALora::finish_round(const ParamVector& start, std::span<const float> update,
                                              const ParamLayout& global_layout) {

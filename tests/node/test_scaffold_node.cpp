@@ -64,7 +64,7 @@ TEST_CASE("scaffold node: c_i moves only when the round's sum held the update an
   const std::vector<float> c(global.values().begin() + static_cast<std::ptrdiff_t>(n), global.values().end());
 
   node::ScaffoldControl control(file);
-  const ParamVector x = node::ScaffoldControl::adapter_of(global);
+  const ParamVector x = node::scaffold_adapter(global);
   CHECK(x.layout() == adapter_layout());
   for (std::size_t i = 0; i < n; ++i) CHECK(x.values()[i] == 1.0F + static_cast<float>(i));
 
@@ -109,7 +109,7 @@ TEST_CASE("scaffold node: bad shapes are refused and c_i is kept") {
   node::ScaffoldControl control(dir.path / "c.safetensors");
   const ParamVector global = scaffold_global();
   const std::size_t n = global.size() / 2;
-  CHECK_THROWS_AS(node::ScaffoldControl::adapter_of(ParamVector(adapter_layout())), Error);
+  CHECK_THROWS_AS(node::scaffold_adapter(ParamVector(adapter_layout())), Error);
   CHECK_THROWS_AS(control.gradient_offset(ParamVector(adapter_layout())), Error);
   // finish_round before any round started from this global
   CHECK_THROWS_AS(control.finish_round(global, filled(n, 0), filled(n, 0)), Error);

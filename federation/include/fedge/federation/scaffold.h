@@ -22,4 +22,9 @@ bool is_scaffold_layout(const ParamLayout& layout);
 // Error(kInvalidInput) when `layout` is not one.
 ParamLayout scaffold_adapter_layout(const ParamLayout& layout);
 
+// x, the adapter half of a global [x ; c]. Throws like scaffold_adapter_layout.
+ParamVector scaffold_adapter(const ParamVector& global);
+// [x ; 0]: an adapter as SCAFFOLD's global, its control variate zero.
+ParamVector with_zero_control(const ParamVector& adapter);
+
 }  // namespace fedge::federation

@@ -23,6 +23,7 @@
 namespace fedge::node {
 
 using federation::is_scaffold_layout;
+using federation::scaffold_adapter;
 using federation::scaffold_adapter_layout;
 using federation::scaffold_layout;
 
@@ -31,10 +32,6 @@ class ScaffoldControl {
   // `file`: where c_i is kept (a safetensors file in the adapter's layout);
   // read now if it exists (one that cannot be read is reported and ignored).
   explicit ScaffoldControl(std::filesystem::path file);
-
-  // x, the adapter half of a global [x ; c]. Throws Error(kInvalidInput) when
-  // `global` is not SCAFFOLD's layout.
-  static ParamVector adapter_of(const ParamVector& global);
 
   // c - c_i for a round from `global`, in x's layout (c_i is zero before the
   // node's first counted round, and when the kept one does not fit the global).

@@ -57,9 +57,12 @@ class SharedALora {
   const std::vector<float>& own_b() const { return own_b_; }
 
  private:
-  // The whole adapter layout a global of these A matrices belongs to (set by
-  // node_adapter; the B matrices follow from the model's shapes).
-  const ParamLayout& adapter_layout_for(const ParamVector& global_a);
+  // The global's A matrices in this node's adapter order, checked against
+  // the model; sets adapter_layout_ (the B matrices follow from the model's
+  // shapes) and, when it changes, starts B again (or takes the restored one).
+  ParamVector a_of(const ParamVector& global_a);
+  // The whole adapter: the global's A with this node's B, or with zero B.
+  ParamVector joined(const ParamVector& global_a, bool with_own_b);
 
   inference::ModelConfig model_;
   double lora_alpha_;
